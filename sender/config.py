@@ -1,0 +1,421 @@
+"""Settings as frozen dataclasses, and (for the CLI only) loading them from files.
+
+Library code receives these objects through constructors; only :func:`load_settings`
+reads ``sender.toml`` and the environment, and only the CLI calls it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sender.errors import ConfigurationError
+from sender.models import Address
+
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "CliConfig",
+    "LinkSettings",
+    "SenderSettings",
+    "SmtpSecurity",
+    "SmtpSettings",
+    "load_config",
+    "local_secret",
+    "parse_address",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, /, *, setting: str = "duration") -> timedelta:
+    """Parse ``90``, ``30s``, ``15m``, ``12h``, ``7d`` or ``2w`` (a bare number is seconds)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigurationError(
+            f"{setting}: {text!r} is not a duration like 30s, 15m, 12h or 7d", setting=setting
+        )
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+
+
+class SmtpSecurity(StrEnum):
+    """How the SMTP connection is protected."""
+
+    NONE = "none"  # plain SMTP; for loopback and trusted relays only
+    STARTTLS = "starttls"  # plain connect, then STARTTLS before anything else (required)
+    TLS = "tls"  # implicit TLS from the first byte (port 465)
+
+
+_SCHEMES = {
+    "smtp": SmtpSecurity.NONE,
+    "smtp+starttls": SmtpSecurity.STARTTLS,
+    "smtps": SmtpSecurity.TLS,
+}
+_DEFAULT_PORTS = {SmtpSecurity.NONE: 25, SmtpSecurity.STARTTLS: 587, SmtpSecurity.TLS: 465}
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """Where and how to connect for sending, and how hard to use each connection."""
+
+    host: str
+    port: int
+    security: SmtpSecurity = SmtpSecurity.NONE
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 30.0  # seconds, for connecting and for every single command
+    pool_size: int = 4  # concurrent connections
+    max_messages_per_connection: int = 100  # then the connection is replaced
+    validate_certs: bool = True
+    ca_file: str | None = None  # extra CA bundle, e.g. for a private relay
+    local_hostname: str | None = None  # EHLO name; default: the machine's FQDN
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigurationError("smtp: the URL names no host", setting="smtp_url")
+        if not 0 < self.port < 65536:
+            raise ConfigurationError(f"smtp: port {self.port} is out of range", setting="smtp_url")
+        if self.timeout <= 0:
+            raise ConfigurationError("smtp: timeout must be positive", setting="smtp.timeout")
+        if self.pool_size < 1:
+            raise ConfigurationError("smtp: pool_size must be at least 1", setting="pool_size")
+        if self.max_messages_per_connection < 1:
+            raise ConfigurationError(
+                "smtp: max_messages_per_connection must be at least 1",
+                setting="max_messages_per_connection",
+            )
+        if (self.username is None) != (self.password is None):
+            raise ConfigurationError(
+                "smtp: give both a user and a password, or neither", setting="smtp_url"
+            )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        /,
+        *,
+        pool_size: int | None = None,
+        timeout: float | None = None,
+        max_messages_per_connection: int | None = None,
+    ) -> SmtpSettings:
+        """Parse ``smtp://``, ``smtp+starttls://`` or ``smtps://`` URLs.
+
+        ``user:password@host:port`` as usual (percent-encode ``@`` and ``:`` in
+        passwords). Query parameters: ``timeout``, ``pool_size``,
+        ``max_messages_per_connection``, ``verify=false``, ``ca_file``,
+        ``local_hostname``. Keyword arguments override the query.
+        """
+        try:
+            parts = urlsplit(url)
+            port_in_url = parts.port
+        except ValueError as exc:
+            raise ConfigurationError(f"smtp URL is malformed: {exc}", setting="smtp_url") from exc
+        security = _SCHEMES.get(parts.scheme.lower())
+        if security is None:
+            raise ConfigurationError(
+                f"smtp URL scheme {parts.scheme!r} is not one of {', '.join(_SCHEMES)}",
+                setting="smtp_url",
+            )
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        unknown = set(query) - {
+            "timeout",
+            "pool_size",
+            "max_messages_per_connection",
+            "verify",
+            "ca_file",
+            "local_hostname",
+        }
+        if unknown:
+            raise ConfigurationError(
+                f"smtp URL has unknown parameter(s): {', '.join(sorted(unknown))}",
+                setting="smtp_url",
+            )
+
+        def number(name: str, given: float | None, default: float, kind: type) -> float:
+            if given is not None:
+                return given
+            if name not in query:
+                return default
+            try:
+                return kind(query[name])  # type: ignore[no-any-return]
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"smtp URL parameter {name}={query[name]!r} is not a number", setting=name
+                ) from exc
+
+        verify = query.get("verify", "true").lower()
+        if verify not in {"true", "false", "1", "0", "yes", "no"}:
+            raise ConfigurationError("smtp URL parameter verify must be true or false")
+        return cls(
+            host=parts.hostname or "",
+            port=port_in_url or _DEFAULT_PORTS[security],
+            security=security,
+            username=unquote(parts.username) if parts.username is not None else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            timeout=float(number("timeout", timeout, 30.0, float)),
+            pool_size=int(number("pool_size", pool_size, 4, int)),
+            max_messages_per_connection=int(
+                number("max_messages_per_connection", max_messages_per_connection, 100, int)
+            ),
+            validate_certs=verify in {"true", "1", "yes"},
+            ca_file=query.get("ca_file"),
+            local_hostname=query.get("local_hostname"),
+        )
+
+    def redacted_url(self) -> str:
+        """The URL with the password left out, for logs and messages."""
+        scheme = {v: k for k, v in _SCHEMES.items()}[self.security]
+        user = f"{self.username}:***@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{user}{host}:{self.port}"
+
+
+DEFAULT_MAX_AGE = timedelta(days=14)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """Personal login links: the keys that sign them, where they point, how long they live."""
+
+    secret_keys: tuple[str, ...] = field(repr=False)  # oldest first; the newest signs
+    base_url: str
+    max_age: timedelta = DEFAULT_MAX_AGE
+
+    def __post_init__(self) -> None:
+        if not self.secret_keys or any(not key for key in self.secret_keys):
+            raise ConfigurationError(
+                "links: at least one non-empty secret key is needed", setting="secret_keys"
+            )
+        if any(len(key) < 16 for key in self.secret_keys):
+            raise ConfigurationError(
+                "links: secret keys must be at least 16 characters; generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+                setting="secret_keys",
+            )
+        if self.max_age <= timedelta(0):
+            raise ConfigurationError("links: max_age must be positive", setting="max_age")
+
+
+def parse_address(text: str, /, *, setting: str) -> Address:
+    """Parse ``Name <addr@example.com>`` or a bare address from configuration."""
+    if any(ch in text for ch in "\r\n\x00"):
+        raise ConfigurationError(f"{setting} must be on one line", setting=setting)
+    name, addr = email.utils.parseaddr(text)
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain or "." not in domain.strip("."):
+        raise ConfigurationError(
+            f"{setting}: {text!r} is not an address like 'Name <noreply@example.com>'",
+            setting=setting,
+        )
+    return Address(email=addr, name=name)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSettings:
+    """Everything a :class:`sender.Sender` needs besides a transport."""
+
+    from_address: Address  # always the From header; a teacher goes in Reply-To
+    links: LinkSettings
+    reply_to: Address | None = None
+    organization: str | None = None  # shown in templates; default: From's display name
+    template_dirs: tuple[Path, ...] = ()
+    allowed_link_domains: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers on every message
+    return_path: str | None = None  # envelope sender, where bounces go; default: From
+    message_id_domain: str | None = None  # default: From's domain
+
+    @property
+    def organization_name(self) -> str:
+        return self.organization or self.from_address.name or self.from_address.domain
+
+
+# --- Loading (CLI only) ---------------------------------------------------------------
+
+DEFAULT_STATE_DIR = Path(".sender")
+DEFAULT_FROM = "Example Academy <noreply@lms.example.com>"
+DEFAULT_BASE_URL = "https://lms.example.com/login"
+_TOML_KEYS = {
+    "from",
+    "reply_to",
+    "organization",
+    "base_url",
+    "secret_keys",
+    "link_ttl",
+    "smtp_url",
+    "maildir",
+    "templates",
+    "allowed_link_domains",
+    "headers",
+    "return_path",
+    "pool_size",
+    "max_messages_per_connection",
+    "smtp_timeout",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CliConfig:
+    """What the CLI resolved from flags, environment, ``sender.toml`` and defaults."""
+
+    sender: SenderSettings
+    smtp: SmtpSettings | None  # None: the embedded capture server
+    maildir: Path
+    state_dir: Path
+    generated_secret: Path | None  # set when no key was configured and a local one is used
+    config_file: Path | None
+
+
+def local_secret(state_dir: Path, /) -> tuple[str, Path]:
+    """The generated key under ``state_dir``, created (mode 0600) on first use."""
+    path = state_dir / "secret.key"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    key = path.read_text(encoding="ascii").strip()
+    if len(key) < 16:
+        raise ConfigurationError(f"{path} holds no usable key; delete it to make a new one")
+    return key, path
+
+
+def load_config(
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    state_dir: Path = DEFAULT_STATE_DIR,
+) -> CliConfig:
+    """Merge defaults < ``sender.toml`` < environment < flags into frozen settings.
+
+    ``overrides`` holds flag values by TOML key (None means "not given").
+    """
+    env = os.environ if environ is None else environ
+    found_file = config_file
+    if found_file is None and Path("sender.toml").is_file():
+        found_file = Path("sender.toml")
+    values: dict[str, object] = {}
+    if found_file is not None:
+        try:
+            with found_file.open("rb") as handle:
+                values = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {found_file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{found_file} is not valid TOML: {exc}") from exc
+        unknown = set(values) - _TOML_KEYS
+        if unknown:
+            raise ConfigurationError(
+                f"{found_file}: unknown setting(s) {', '.join(sorted(unknown))}",
+                setting=sorted(unknown)[0],
+            )
+    for key, var in (
+        ("secret_keys", "SENDER_SECRET_KEYS"),
+        ("base_url", "SENDER_BASE_URL"),
+        ("smtp_url", "SENDER_SMTP_URL"),
+        ("from", "SENDER_FROM"),
+    ):
+        if env.get(var):
+            values[key] = env[var]
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+
+    def text(key: str, default: str | None = None) -> str | None:
+        value = values.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{key} must be a string", setting=key)
+        return value
+
+    keys_value = values.get("secret_keys")
+    generated: Path | None = None
+    if isinstance(keys_value, str):
+        keys = tuple(k.strip() for k in keys_value.split(",") if k.strip())
+    elif isinstance(keys_value, list) and all(isinstance(k, str) for k in keys_value):
+        keys = tuple(keys_value)
+    elif keys_value is None:
+        key, generated = local_secret(state_dir)
+        keys = (key,)
+    else:
+        raise ConfigurationError("secret_keys must be a list of strings", setting="secret_keys")
+
+    ttl = values.get("link_ttl")
+    links = LinkSettings(
+        secret_keys=keys,
+        base_url=text("base_url", DEFAULT_BASE_URL) or DEFAULT_BASE_URL,
+        max_age=parse_duration(ttl, setting="link_ttl")
+        if isinstance(ttl, str)
+        else DEFAULT_MAX_AGE,
+    )
+    reply_to = text("reply_to")
+    templates = values.get("templates")
+    template_dirs: tuple[Path, ...]
+    if templates is None:
+        template_dirs = ()
+    elif isinstance(templates, str):
+        template_dirs = (Path(templates),)
+    elif isinstance(templates, list) and all(isinstance(t, str) for t in templates):
+        template_dirs = tuple(Path(t) for t in templates)
+    else:
+        raise ConfigurationError("templates must be a path or a list of paths", setting="templates")
+    allowed = values.get("allowed_link_domains", [])
+    if not isinstance(allowed, list) or not all(isinstance(d, str) for d in allowed):
+        raise ConfigurationError(
+            "allowed_link_domains must be a list of domains", setting="allowed_link_domains"
+        )
+    headers = values.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigurationError("headers must be a table of strings", setting="headers")
+    settings = SenderSettings(
+        from_address=parse_address(text("from", DEFAULT_FROM) or DEFAULT_FROM, setting="from"),
+        links=links,
+        reply_to=parse_address(reply_to, setting="reply_to") if reply_to else None,
+        organization=text("organization"),
+        template_dirs=template_dirs,
+        allowed_link_domains=tuple(allowed),
+        headers=tuple(headers.items()),
+        return_path=text("return_path"),
+    )
+
+    def integer(key: str) -> int | None:
+        value = values.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigurationError(f"{key} must be a whole number", setting=key)
+        return value
+
+    smtp_url = text("smtp_url")
+    timeout = values.get("smtp_timeout")
+    smtp = (
+        SmtpSettings.from_url(
+            smtp_url,
+            pool_size=integer("pool_size"),
+            max_messages_per_connection=integer("max_messages_per_connection"),
+            timeout=parse_duration(str(timeout), setting="smtp_timeout").total_seconds()
+            if timeout is not None
+            else None,
+        )
+        if smtp_url
+        else None
+    )
+    maildir = Path(text("maildir") or state_dir / "maildir")
+    return CliConfig(
+        sender=settings,
+        smtp=smtp,
+        maildir=maildir,
+        state_dir=state_dir,
+        generated_secret=generated,
+        config_file=found_file,
+    )
