@@ -1,0 +1,284 @@
+"""Personal login links: the URL behind "Get Link" and in every invitation.
+
+A token is an itsdangerous URL-safe, timestamped, HMAC-SHA256 signature over a
+compact JSON list ``[participant, course, ttl_seconds, next?, stamp_digest?]``.
+The purpose (``login`` by default) is the signing salt, so a token made for
+one purpose never verifies for another. Tokens are signed, not encrypted: the
+participant and course ids are readable, the stamp is only a short digest.
+
+Revocation needs no server-side list: the LMS passes a *stamp* (say, a hash of
+the participant's current address plus a link version) when issuing and when
+verifying; a token issued under any other stamp is revoked. This is the only
+module that imports itsdangerous.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+
+from sender.clock import Clock, SystemClock
+from sender.config import LinkSettings
+from sender.errors import (
+    ConfigurationError,
+    InputError,
+    LinkExpired,
+    LinkInvalid,
+    LinkRevoked,
+    UnsafePathError,
+)
+from sender.urls import check_next_path
+
+__all__ = ["IssuedLink", "LinkClaims", "LinkSigner"]
+
+_PURPOSE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+_MAX_TOKEN = 2048  # refuse absurd input before doing any crypto
+_MAX_ID = 128
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClaims:
+    """What a verified token says."""
+
+    participant_id: str
+    course_id: str
+    purpose: str
+    next: str | None
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLink:
+    """A freshly signed link. ``str(link)`` is the URL."""
+
+    url: str
+    token: str
+    expires_at: datetime
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class _ClockedSigner(TimestampSigner):
+    """itsdangerous's timestamp signer, reading time from our injected clock."""
+
+    def __init__(self, secret_key: Any, salt: Any = None, *, clock: Clock, **kwargs: Any) -> None:
+        super().__init__(secret_key, salt=salt, **kwargs)
+        self._clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self._clock.now())
+
+
+def _stamp_digest(participant_id: str, stamp: str) -> str:
+    """A 48-bit digest of the stamp, bound to the participant; enough to tell stamps apart."""
+    digest = hashlib.blake2s(
+        f"{participant_id}\x00{stamp}".encode(), digest_size=6, person=b"sndstamp"
+    ).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+def _check_id(value: str, field: str) -> str:
+    if not value or len(value) > _MAX_ID:
+        raise InputError(f"must be 1 to {_MAX_ID} characters", field=field)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InputError("must not contain control characters", field=field)
+    return value
+
+
+class LinkSigner:
+    """Issues and verifies personal login links.
+
+    Keys come oldest first (itsdangerous's order): the newest signs, all
+    verify, and removing a key kills its tokens. Signature comparison is
+    constant-time (itsdangerous uses :func:`hmac.compare_digest`), and so is
+    the stamp comparison here.
+    """
+
+    def __init__(self, settings: LinkSettings, /, *, clock: Clock | None = None) -> None:
+        parts = urlsplit(settings.base_url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigurationError(
+                f"base_url {settings.base_url!r} must be an absolute http(s) URL",
+                setting="base_url",
+            )
+        if parts.fragment:
+            raise ConfigurationError("base_url must not have a #fragment", setting="base_url")
+        self._settings = settings
+        self._base = parts
+        self._clock = clock or SystemClock()
+        self._serializers: dict[str, URLSafeTimedSerializer] = {}
+
+    @property
+    def base_url(self) -> str:
+        return self._settings.base_url
+
+    @property
+    def max_age(self) -> timedelta:
+        return self._settings.max_age
+
+    def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
+        serializer = self._serializers.get(purpose)
+        if serializer is None:
+            if not _PURPOSE.match(purpose):
+                raise InputError(
+                    "purpose must be 1-32 lowercase letters, digits, '_', '.' or '-'",
+                    field="purpose",
+                )
+            serializer = URLSafeTimedSerializer(
+                list(self._settings.secret_keys),
+                salt=f"sender.link.{purpose}",
+                signer=_ClockedSigner,
+                signer_kwargs={"clock": self._clock, "digest_method": hashlib.sha256},
+            )
+            self._serializers[purpose] = serializer
+        return serializer
+
+    def issue(
+        self,
+        participant_id: str,
+        course_id: str,
+        /,
+        *,
+        purpose: str = "login",
+        next: str | None = None,
+        ttl: timedelta | None = None,
+        stamp: str | None = None,
+    ) -> IssuedLink:
+        """Sign a link for one participant in one course."""
+        _check_id(participant_id, "participant_id")
+        _check_id(course_id, "course_id")
+        if next is not None:
+            check_next_path(next)
+        lifetime = self._settings.max_age if ttl is None else ttl
+        seconds = int(lifetime.total_seconds())
+        if seconds < 1:
+            raise InputError("the link lifetime must be at least one second", field="ttl")
+        payload: list[str | int] = [participant_id, course_id, seconds]
+        if next is not None or stamp is not None:
+            payload.append(next or "")
+        if stamp is not None:
+            payload.append(_stamp_digest(participant_id, stamp))
+        token = self._serializer(purpose).dumps(payload)
+        issued = int(self._clock.now())
+        return IssuedLink(
+            url=self.url_for(token),
+            token=token,
+            expires_at=datetime.fromtimestamp(issued + seconds, UTC),
+        )
+
+    def url_for(self, token: str, /) -> str:
+        """The base URL with ``token=`` added to whatever query it already has."""
+        query = self._base.query
+        query = f"{query}&{urlencode({'token': token})}" if query else urlencode({"token": token})
+        return urlunsplit(self._base._replace(query=query))
+
+    def verify(
+        self,
+        url_or_token: str,
+        /,
+        *,
+        purpose: str = "login",
+        stamp: str | None = None,
+        max_age: timedelta | None = None,
+    ) -> LinkClaims:
+        """Return the claims of a good token; raise LinkInvalid, LinkRevoked or LinkExpired.
+
+        ``max_age`` can only shorten a token's life, never lengthen it.
+        """
+        token = _extract_token(url_or_token)
+        _check_canonical(token)
+        try:
+            payload, issued_at = self._serializer(purpose).loads(
+                token, max_age=None, return_timestamp=True
+            )
+        except BadData as exc:
+            raise LinkInvalid("the link is not valid (damaged, or signed by another key)") from exc
+        participant_id, course_id, seconds, next_path, digest = _unpack(payload)
+        if digest is not None or stamp is not None:
+            expected = _stamp_digest(participant_id, stamp) if stamp is not None else ""
+            if not hmac.compare_digest((digest or "").encode(), expected.encode()):
+                raise LinkRevoked("the link was revoked (the address or link version changed)")
+        lifetime = timedelta(seconds=seconds)
+        if max_age is not None:
+            lifetime = min(lifetime, max_age)
+        expires_at = issued_at + lifetime
+        if self._clock.now() > expires_at.timestamp():
+            raise LinkExpired(
+                f"the link expired at {expires_at:%Y-%m-%d %H:%M:%S} UTC", expired_at=expires_at
+            )
+        return LinkClaims(
+            participant_id=participant_id,
+            course_id=course_id,
+            purpose=purpose,
+            next=next_path,
+            issued_at=issued_at,
+            expires_at=expires_at,
+        )
+
+
+def _extract_token(url_or_token: str) -> str:
+    text = url_or_token.strip()
+    if len(text) > _MAX_TOKEN * 2:
+        raise LinkInvalid("the link is too long to be one of ours")
+    if "?" in text or "://" in text or "token=" in text:
+        try:
+            query = urlsplit(text).query or text.partition("?")[2] or text
+            values = parse_qs(query).get("token")
+        except ValueError as exc:
+            raise LinkInvalid("the link is not a valid URL") from exc
+        if not values:
+            raise LinkInvalid("the link carries no token")
+        text = values[-1]
+    if not text or len(text) > _MAX_TOKEN:
+        raise LinkInvalid("the token is empty or too long")
+    return text
+
+
+def _check_canonical(token: str) -> None:
+    """Refuse tokens whose signature is not in canonical base64.
+
+    Base64 decoders ignore stray characters and the spare bits of the last
+    character, so without this check a few edited tokens would still verify.
+    The payload and timestamp need no such check: the MAC covers their text.
+    """
+    signature = token.rpartition(".")[2]
+    try:
+        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    except ValueError as exc:
+        raise LinkInvalid("the link is not valid (damaged signature)") from exc
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != signature:
+        raise LinkInvalid("the link is not valid (damaged signature)")
+
+
+def _unpack(payload: object) -> tuple[str, str, int, str | None, str | None]:
+    """Check the shape of a verified payload; a bad shape means a foreign or broken token."""
+    if not isinstance(payload, list) or not 3 <= len(payload) <= 5:
+        raise LinkInvalid("the link's contents are not in sender's format")
+    participant_id, course_id, seconds, *rest = payload
+    if (
+        not isinstance(participant_id, str)
+        or not isinstance(course_id, str)
+        or not isinstance(seconds, int)
+        or isinstance(seconds, bool)
+        or seconds < 1
+        or not all(isinstance(item, str) for item in rest)
+    ):
+        raise LinkInvalid("the link's contents are not in sender's format")
+    next_path = rest[0] if rest and rest[0] else None
+    digest = rest[1] if len(rest) > 1 else None
+    if next_path is not None:
+        try:
+            check_next_path(next_path)
+        except UnsafePathError as exc:
+            raise LinkInvalid(f"the link's next path is unsafe: {exc}") from exc
+    return participant_id, course_id, seconds, next_path, digest
