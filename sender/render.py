@@ -1,0 +1,365 @@
+"""Template sets (subject, text, HTML) per locale, and the single-link rule.
+
+A template set lives in ``<dir>/<name>/<locale>/`` as ``subject.txt``,
+``body.txt`` and (optionally for user templates) ``body.html``. User
+directories come first in the search path, so a user file overrides the
+built-in file of the same path and everything else falls through.
+
+Rendering is strict (an undefined variable is an error, before anything is
+sent) and HTML is autoescaped. Every rendered message then passes the
+single-link rule: all its links lead to one site, the login link's, because
+mail that links to several sites is what spam filters punish. This is the only
+module that imports jinja2.
+"""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, UndefinedVariable
+from sender.urls import site_of
+
+__all__ = [
+    "BUILTIN_TEMPLATES",
+    "LintFinding",
+    "RenderedMessage",
+    "Renderer",
+    "find_link_problems",
+    "lint_templates",
+    "sample_context",
+]
+
+PARTS = ("subject.txt", "body.txt", "body.html")
+DEFAULT_LOCALE = "en"
+# Languages whose readers are best served by another template set than English.
+_LOCALE_ALIASES = {"no": "nb", "nn": "nb"}
+
+
+def _builtin_dir() -> Path:
+    """``sender/templates`` inside a wheel; the repository's ``templates/`` when editable."""
+    packaged = Path(__file__).with_name("templates")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+BUILTIN_TEMPLATES = _builtin_dir()
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMessage:
+    """One template set rendered for one participant."""
+
+    template: str
+    locale: str
+    subject: str
+    text: str
+    html: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LintFinding:
+    """One problem in a template, as ``sender templates lint`` reports it."""
+
+    template: str  # name/locale/part
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.template}: {self.message}"
+
+
+_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
+_UNDEFINED_ATTR = re.compile(r"has no attribute '([^']+)'$")
+
+
+class Renderer:
+    """Finds, compiles (once) and renders template sets.
+
+    ``allowed_link_domains`` are extra sites a message may link to besides the
+    login link's (for instance the LMS's help centre on another domain).
+    """
+
+    def __init__(
+        self,
+        *,
+        template_dirs: Sequence[Path | str] = (),
+        allowed_link_domains: Iterable[str] = (),
+        include_builtin: bool = True,
+    ) -> None:
+        dirs = [Path(d) for d in template_dirs]
+        for directory in dirs:
+            if not directory.is_dir():
+                raise TemplateNotFound(f"template directory {directory} does not exist")
+        if include_builtin:
+            dirs.append(BUILTIN_TEMPLATES)
+        self._dirs = tuple(dirs)
+        # Sandboxed: user templates are configuration, not code, and must not reach Python.
+        self._env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FileSystemLoader([str(d) for d in dirs], encoding="utf-8"),
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html",), default_for_string=False
+            ),
+            undefined=jinja2.StrictUndefined,
+            auto_reload=False,  # stat() per render is measurable on the bulk path
+            keep_trailing_newline=True,
+        )
+        self._allowed = frozenset(site_of(d) for d in allowed_link_domains)
+        self._compiled: dict[tuple[str, str], tuple[jinja2.Template, ...]] = {}
+
+    @property
+    def template_dirs(self) -> tuple[Path, ...]:
+        return self._dirs
+
+    @property
+    def allowed_sites(self) -> frozenset[str]:
+        return self._allowed
+
+    def names(self) -> list[str]:
+        """Every template set name in the search path."""
+        found: set[str] = set()
+        for directory in self._dirs:
+            for child in directory.iterdir():
+                if child.is_dir() and not child.name.startswith(("_", ".")):
+                    found.add(child.name)
+        return sorted(found)
+
+    def locales(self, name: str, /) -> list[str]:
+        """The locales that template set ``name`` exists in (in any directory)."""
+        found: set[str] = set()
+        for directory in self._dirs:
+            base = directory / name
+            if base.is_dir():
+                found.update(
+                    child.name
+                    for child in base.iterdir()
+                    if (child / "subject.txt").is_file() or (child / "body.txt").is_file()
+                )
+        return sorted(found)
+
+    def resolve_locale(self, name: str, locale: str | None, /) -> str:
+        """Pick the best available locale: exact, then language, then English."""
+        available = self.locales(name)
+        if not available:
+            raise TemplateNotFound(f"no template named {name!r}", template=name)
+        wanted = (locale or DEFAULT_LOCALE).strip().replace("_", "-").lower()
+        language = wanted.split("-", 1)[0]
+        for candidate in (wanted, language, _LOCALE_ALIASES.get(language), DEFAULT_LOCALE):
+            if candidate in available:
+                return candidate
+        raise TemplateNotFound(
+            f"template {name!r} has no {wanted!r} locale and no English fallback", template=name
+        )
+
+    def _templates(self, name: str, locale: str) -> tuple[jinja2.Template, ...]:
+        key = (name, locale)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            loaded: list[jinja2.Template] = []
+            for part in PARTS:
+                path = f"{name}/{locale}/{part}"
+                try:
+                    loaded.append(self._env.get_template(path))
+                except jinja2.TemplateNotFound as exc:
+                    if part == "body.html":
+                        continue
+                    raise TemplateNotFound(f"{path} is missing", template=path) from exc
+                except jinja2.TemplateSyntaxError as exc:
+                    raise TemplateError(
+                        f"{exc.filename or path}, line {exc.lineno}: {exc.message}", template=path
+                    ) from exc
+            compiled = self._compiled[key] = tuple(loaded)
+        return compiled
+
+    def render(
+        self,
+        name: str,
+        /,
+        *,
+        locale: str | None,
+        context: Mapping[str, object],
+        link: str | None = None,
+    ) -> RenderedMessage:
+        """Render a template set, then enforce the single-link rule around ``link``.
+
+        Raises :class:`UndefinedVariable` naming the template and variable,
+        and :class:`LinkPolicyError` when the message links to a foreign site.
+        """
+        resolved = self.resolve_locale(name, locale)
+        templates = self._templates(name, resolved)
+        outputs: list[str] = []
+        for template in templates:
+            try:
+                outputs.append(template.render(context))
+            except jinja2.UndefinedError as exc:
+                variable = _undefined_variable(exc)
+                raise UndefinedVariable(
+                    f"{template.name} uses the variable {variable!r}, which was not given",
+                    template=template.name,
+                    variable=variable,
+                ) from exc
+            except jinja2.TemplateError as exc:
+                raise TemplateError(f"{template.name}: {exc}", template=template.name) from exc
+        subject = " ".join(outputs[0].split())
+        rendered = RenderedMessage(
+            template=name,
+            locale=resolved,
+            subject=subject,
+            text=outputs[1],
+            html=outputs[2] if len(outputs) > 2 else None,
+        )
+        if link is not None:
+            problems = find_link_problems(rendered, link=link, allowed_sites=self._allowed)
+            if problems:
+                raise LinkPolicyError(
+                    f"{name}/{resolved}: " + "; ".join(message for message, _ in problems),
+                    template=f"{name}/{resolved}",
+                    sites=tuple(sorted({site for _, site in problems if site})),
+                )
+        return rendered
+
+
+def _undefined_variable(exc: jinja2.UndefinedError) -> str:
+    message = exc.message or ""
+    match = _UNDEFINED_NAME.match(message) or _UNDEFINED_ATTR.search(message)
+    return match.group(1) if match else message
+
+
+# Where a URL can hide in HTML: link-ish attributes, CSS url(), and plain text.
+_ATTR_URL = re.compile(
+    r"""\b(?:href|src|srcset|action|formaction|background|poster|cite|data|xlink:href)"""
+    r"""\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""",
+    re.IGNORECASE,
+)
+_CSS_URL = re.compile(r"""url\(\s*['"]?([^'")\s]+)""", re.IGNORECASE)
+_TEXT_URL = re.compile(r"""(?:\b[a-z][a-z0-9+.-]*://|(?<![\w/])www\.)[^\s<>"'`]+""", re.IGNORECASE)
+_HARMLESS_SCHEMES = frozenset({"mailto", "tel", "sms", "cid", "data"})
+
+
+def _classify(url: str, *, in_attribute: bool) -> tuple[str | None, str | None]:
+    """Return (site, problem) for one URL found in a message."""
+    url = url.strip()
+    if not url or url.startswith("#"):
+        return None, None
+    if url.lower().startswith("www."):
+        url = "http://" + url
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return None, f"unreadable link {url[:60]!r}"
+    scheme = parts.scheme.lower()
+    if scheme in _HARMLESS_SCHEMES:
+        return None, None
+    if scheme in {"javascript", "vbscript"}:
+        return None, f"script link {url[:60]!r}"
+    if host:
+        return site_of(host), None
+    if in_attribute and not scheme:
+        return None, f"relative link {url[:60]!r} cannot work in an e-mail"
+    if scheme and scheme not in {"http", "https"}:
+        return None, f"link with scheme {scheme!r} {url[:60]!r}"
+    return None, None
+
+
+def _urls(message: RenderedMessage) -> Iterable[tuple[str, bool]]:
+    yield from ((m.group(0), False) for m in _TEXT_URL.finditer(message.text))
+    yield from ((m.group(0), False) for m in _TEXT_URL.finditer(message.subject))
+    if message.html is not None:
+        markup = message.html
+        for match in _ATTR_URL.finditer(markup):
+            value = htmllib.unescape(next(g for g in match.groups() if g is not None))
+            if match.group(0).lower().startswith("srcset"):
+                for candidate in value.split(","):
+                    yield candidate.strip().split(" ", 1)[0], True
+            else:
+                yield value, True
+        for match in _CSS_URL.finditer(markup):
+            yield htmllib.unescape(match.group(1)), True
+        for match in _TEXT_URL.finditer(htmllib.unescape(markup)):
+            yield match.group(0), False
+
+
+def find_link_problems(
+    message: RenderedMessage, /, *, link: str, allowed_sites: frozenset[str] = frozenset()
+) -> list[tuple[str, str | None]]:
+    """Every breach of the single-link rule as ``(message, foreign site or None)``.
+
+    The rule: all links lead to the login link's site (or an allowed one), and
+    the login link is both clickable and visible as text in each body.
+    """
+    home = site_of(urlsplit(link).hostname or "")
+    problems: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    for url, in_attribute in _urls(message):
+        site, problem = _classify(url, in_attribute=in_attribute)
+        if problem is not None and problem not in seen:
+            seen.add(problem)
+            problems.append((problem, None))
+        if site is not None and site != home and site not in allowed_sites and site not in seen:
+            seen.add(site)
+            problems.append((f"links to a second site, {site} (only {home} is allowed)", site))
+    if link not in message.text:
+        problems.append(("the text part does not show the login link", None))
+    if message.html is not None:
+        escaped = htmllib.escape(link, quote=True)
+        if message.html.count(escaped) + (message.html.count(link) if escaped != link else 0) < 2:
+            problems.append(
+                ("the HTML part must carry the login link as a link and as visible text", None)
+            )
+    return problems
+
+
+def sample_context(locale: str, *, base_url: str) -> dict[str, object]:
+    """Values that make any built-in template render, for previews and lint."""
+    return {
+        "name": "Kari Nordmann",
+        "email": "kari@example.com",
+        "link": base_url,
+        "participant_id": "p-0001",
+        "course_id": "PY101",
+        "course_name": "Introduction to Python",
+        "organization": "Example Academy",
+        "expires_days": 14,
+        "locale": locale,
+    }
+
+
+def lint_templates(
+    renderer: Renderer,
+    /,
+    *,
+    names: Iterable[str] | None = None,
+    base_url: str = "https://lms.example.com/login?token=SAMPLE",
+    extra: Mapping[str, object] | None = None,
+) -> list[LintFinding]:
+    """Render every template set in every locale with sample values and report problems.
+
+    This is the single-link rule and the strict-variable check, run before
+    any participant is involved.
+    """
+    findings: list[LintFinding] = []
+    for name in names if names is not None else renderer.names():
+        locales = renderer.locales(name)
+        if not locales:
+            findings.append(LintFinding(name, "no locale directory with subject.txt and body.txt"))
+        for locale in locales:
+            context = sample_context(locale, base_url=base_url) | dict(extra or {})
+            try:
+                renderer.render(name, locale=locale, context=context, link=base_url)
+            except UndefinedVariable as exc:
+                findings.append(
+                    LintFinding(
+                        exc.template or f"{name}/{locale}", f"unknown variable {exc.variable!r}"
+                    )
+                )
+            except TemplateError as exc:
+                findings.append(LintFinding(exc.template or f"{name}/{locale}", str(exc)))
+    return findings

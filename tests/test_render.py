@@ -1,0 +1,215 @@
+"""Template sets per locale, strict variables, autoescaping and the single-link rule."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import markupsafe
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, UndefinedVariable
+from sender.render import Renderer, lint_templates, sample_context
+
+LINK = "https://lms.example.com/login?token=WyJwLTEiLCJjLTEiLDM2MDBd.aBcDeF.signature-here"
+BUILTIN = Renderer()
+CASES = [(name, locale) for name in BUILTIN.names() for locale in BUILTIN.locales(name)]
+
+
+def context(locale: str = "en", **extra: object) -> dict[str, object]:
+    return sample_context(locale, base_url=LINK) | extra
+
+
+def write(root: Path, relative: str, content: str) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content, encoding="utf-8")
+
+
+def test_builtins_cover_both_templates_in_four_locales() -> None:
+    """invitation and get_link exist in en, nb, sv and ja."""
+    for name in ("invitation", "get_link"):
+        assert set(BUILTIN.locales(name)) >= {"en", "nb", "sv", "ja"}
+
+
+@pytest.mark.parametrize(("name", "locale"), CASES)
+def test_every_builtin_renders_strictly_and_passes_the_single_link_rule(
+    name: str, locale: str
+) -> None:
+    """Each built-in set renders under StrictUndefined and links only to the login site."""
+    rendered = BUILTIN.render(name, locale=locale, context=context(locale), link=LINK)
+    assert rendered.locale == locale
+    assert rendered.subject and "\n" not in rendered.subject
+    assert LINK in rendered.text
+    assert rendered.html is not None
+    assert rendered.html.count(html.escape(LINK)) >= 2
+    assert f'lang="{locale}"' in rendered.html
+
+
+def test_japanese_subject_is_japanese() -> None:
+    """The ja invitation's subject is written in Japanese."""
+    rendered = BUILTIN.render("invitation", locale="ja", context=context("ja"), link=LINK)
+    assert "招待" in rendered.subject
+
+
+@pytest.mark.parametrize(
+    ("asked", "resolved"),
+    [("nb-NO", "nb"), ("no", "nb"), ("sv_SE", "sv"), ("JA", "ja"), ("de", "en"), (None, "en")],
+)
+def test_locale_falls_back_to_language_then_english(asked: str | None, resolved: str) -> None:
+    """Regional and unknown locales resolve to the closest template set, else English."""
+    assert BUILTIN.resolve_locale("invitation", asked) == resolved
+
+
+def test_unknown_template_is_not_found() -> None:
+    """Rendering a template set that exists nowhere raises TemplateNotFound."""
+    with pytest.raises(TemplateNotFound):
+        BUILTIN.render("nope", locale="en", context=context())
+
+
+def test_html_is_autoescaped_and_text_is_not() -> None:
+    """A name like <script> is text in HTML and unchanged in the plain part."""
+    name = "<script>alert(1)</script> & Ø"
+    rendered = BUILTIN.render("invitation", locale="nb", context=context("nb", name=name), link=LINK)
+    assert rendered.html is not None
+    assert "<script>" not in rendered.html
+    assert html.escape(name, quote=False) in rendered.html
+    assert name in rendered.text
+
+
+def test_missing_variable_names_template_and_variable(tmp_path: Path) -> None:
+    """A template using an unknown variable fails before sending, naming both."""
+    write(tmp_path, "welcome/en/subject.txt", "Hi {{ name }}")
+    write(tmp_path, "welcome/en/body.txt", "{{ link }} from {{ teacher_name }}")
+    renderer = Renderer(template_dirs=[tmp_path])
+    with pytest.raises(UndefinedVariable) as info:
+        renderer.render("welcome", locale="en", context=context(), link=LINK)
+    assert info.value.variable == "teacher_name"
+    assert info.value.template == "welcome/en/body.txt"
+    assert "teacher_name" in str(info.value)
+
+
+def test_user_directory_overrides_one_file_and_adds_templates(tmp_path: Path) -> None:
+    """A user file replaces the built-in file; other files and new sets still resolve."""
+    write(tmp_path, "invitation/en/subject.txt", "Welcome aboard, {{ name }}")
+    write(tmp_path, "reminder/en/subject.txt", "Reminder")
+    write(tmp_path, "reminder/en/body.txt", "Sign in: {{ link }}\n")
+    renderer = Renderer(template_dirs=[tmp_path])
+    rendered = renderer.render("invitation", locale="en", context=context(), link=LINK)
+    assert rendered.subject == "Welcome aboard, Kari Nordmann"
+    assert rendered.html is not None and LINK in rendered.text
+    assert "reminder" in renderer.names()
+    reminder = renderer.render("reminder", locale="en", context=context(), link=LINK)
+    assert reminder.html is None
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        '<a href="https://evil.example/x">more</a>',
+        '<img src="https://tracker.example.net/p.gif">',
+        "<p>See www.other.example.org for details</p>",
+        '<div style="background:url(https://cdn.example.net/bg.png)"></div>',
+        '<a href="//evil.example/x">x</a>',
+        "<a href=https://evil.example/x>x</a>",
+        '<a href="&#104;ttps://evil.example/">x</a>',
+    ],
+)
+def test_foreign_link_in_html_is_refused(tmp_path: Path, snippet: str) -> None:
+    """Any URL to a second site, in any HTML position or encoding, refuses the message."""
+    write(tmp_path, "x/en/subject.txt", "Hi")
+    write(tmp_path, "x/en/body.txt", "{{ link }}\n")
+    write(tmp_path, "x/en/body.html", f'<a href="{{{{ link }}}}">{{{{ link }}}}</a>{snippet}')
+    with pytest.raises(LinkPolicyError) as info:
+        Renderer(template_dirs=[tmp_path]).render("x", locale="en", context=context(), link=LINK)
+    assert info.value.sites and "example.com" not in info.value.sites
+
+
+def test_foreign_url_from_a_variable_in_text_is_refused(tmp_path: Path) -> None:
+    """A CSV value that puts another site's URL into the text part is caught too."""
+    write(tmp_path, "x/en/subject.txt", "Hi")
+    write(tmp_path, "x/en/body.txt", "{{ link }}\nMaterials: {{ materials }}\n")
+    renderer = Renderer(template_dirs=[tmp_path])
+    with pytest.raises(LinkPolicyError, match=r"example\.org"):
+        renderer.render(
+            "x", locale="en", context=context(materials="https://files.example.org/a"), link=LINK
+        )
+
+
+def test_allow_list_lets_a_named_site_through(tmp_path: Path) -> None:
+    """A domain on the allow-list may be linked besides the login site."""
+    write(tmp_path, "x/en/subject.txt", "Hi")
+    write(tmp_path, "x/en/body.txt", "{{ link }}\nHelp: https://help.example.org/faq\n")
+    renderer = Renderer(template_dirs=[tmp_path], allowed_link_domains=["example.org"])
+    assert renderer.render("x", locale="en", context=context(), link=LINK).text
+
+
+def test_same_site_subdomain_and_mailto_are_fine(tmp_path: Path) -> None:
+    """Another host on the login link's site and a mailto: link do not break the rule."""
+    write(tmp_path, "x/en/subject.txt", "Hi")
+    write(tmp_path, "x/en/body.txt", "{{ link }}\nhttps://help.example.com/\n")
+    write(
+        tmp_path,
+        "x/en/body.html",
+        '<a href="{{ link }}">{{ link }}</a><a href="mailto:t@school.example.net">mail</a>',
+    )
+    Renderer(template_dirs=[tmp_path]).render("x", locale="en", context=context(), link=LINK)
+
+
+@pytest.mark.parametrize(
+    ("html_body", "problem"),
+    [
+        ('<a href="{{ link }}">Sign in</a>', "visible text"),
+        ('<a href="javascript:alert(1)">x</a>{{ link }}{{ link }}', "script link"),
+        ('<a href="/relative">x</a><a href="{{ link }}">{{ link }}</a>', "relative link"),
+    ],
+)
+def test_login_link_must_be_clickable_and_visible(
+    tmp_path: Path, html_body: str, problem: str
+) -> None:
+    """The HTML must show the link as text too, and never carry script or relative links."""
+    write(tmp_path, "x/en/subject.txt", "Hi")
+    write(tmp_path, "x/en/body.txt", "{{ link }}\n")
+    write(tmp_path, "x/en/body.html", html_body)
+    with pytest.raises(LinkPolicyError, match=problem):
+        Renderer(template_dirs=[tmp_path]).render("x", locale="en", context=context(), link=LINK)
+
+
+def test_sandbox_blocks_python_internals(tmp_path: Path) -> None:
+    """User templates cannot reach Python objects through dunder attributes."""
+    write(tmp_path, "x/en/subject.txt", "{{ name.__class__.__mro__ }}")
+    write(tmp_path, "x/en/body.txt", "{{ link }}")
+    with pytest.raises(TemplateError):
+        Renderer(template_dirs=[tmp_path]).render("x", locale="en", context=context())
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    """A broken user template reports its path and line, not a jinja traceback."""
+    write(tmp_path, "x/en/subject.txt", "Hi")
+    write(tmp_path, "x/en/body.txt", "line one\n{% if %}\n")
+    with pytest.raises(TemplateError, match=r"x/en/body\.txt.*line 2"):
+        Renderer(template_dirs=[tmp_path]).render("x", locale="en", context=context())
+
+
+def test_lint_passes_builtins_and_reports_user_problems(tmp_path: Path) -> None:
+    """The standalone lint is clean on built-ins and names each broken user template."""
+    assert lint_templates(BUILTIN) == []
+    write(tmp_path, "bad/en/subject.txt", "Hi")
+    write(tmp_path, "bad/en/body.txt", "{{ link }} https://evil.example/\n")
+    write(tmp_path, "bad/nb/subject.txt", "Hei")
+    write(tmp_path, "bad/nb/body.txt", "{{ link }} {{ kursleder }}\n")
+    findings = lint_templates(Renderer(template_dirs=[tmp_path]), names=["bad"])
+    messages = [str(finding) for finding in findings]
+    assert any("bad/en" in m and "evil.example" in m for m in messages)
+    assert any("bad/nb/body.txt" in m and "kursleder" in m for m in messages)
+
+
+# ':' and '.' are left out so no generated name spells a URL (that would be a link, rightly refused).
+@given(st.text(alphabet=st.characters(exclude_characters=":."), min_size=1, max_size=40))
+def test_any_name_is_text_in_html(name: str) -> None:
+    """Whatever the participant's name, it reaches the HTML escaped, never as markup."""
+    rendered = BUILTIN.render("get_link", locale="en", context=context(name=name), link=LINK)
+    assert rendered.html is not None
+    assert str(markupsafe.escape(name)) in rendered.html
