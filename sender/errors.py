@@ -5,7 +5,9 @@ LMS can catch one class. Errors carry their context as attributes (the field,
 the row, the template, the reply) so a caller never parses messages::
 
     SenderError
-    ├── ConfigurationError(ValueError)   a setting is wrong; raised at construction
+    ├── ConfigurationError(ValueError)   a setting is wrong; raised at construction, or at
+    │                                    first contact when only the server can tell
+    │                                    (login refused, STARTTLS missing, untrusted cert)
     ├── InputError(ValueError)           one input value is unusable; names its field
     │   ├── HeaderError                  CR/LF or other bytes a header must not hold
     │   ├── AddressError                 not an e-mail address we can send to
@@ -61,7 +63,12 @@ class SenderError(Exception):
 
 
 class ConfigurationError(SenderError, ValueError):
-    """A setting is missing or wrong. Raised when the object is built, not mid-run."""
+    """A setting is missing or wrong.
+
+    Raised when the object is built, or by a transport at first contact when only
+    the server can tell (a refused login). Never a per-recipient result: booking it
+    as a bounce would punish good addresses for our mistake.
+    """
 
     def __init__(self, message: str, /, *, setting: str | None = None) -> None:
         super().__init__(message)

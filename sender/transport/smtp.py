@@ -1,0 +1,576 @@
+"""Pooled SMTP delivery with a verdict per recipient; the only module that imports aiosmtplib.
+
+How a send goes: wait (first come, first served) for one of ``pool_size``
+slots; take the most recently used idle connection or open one (connect,
+EHLO, STARTTLS, AUTH); then ``MAIL FROM``, one ``RCPT TO`` per recipient,
+``DATA`` (skipped, with ``RSET``, when every recipient was refused). Every
+connect and command has ``settings.timeout``; the whole send also has an
+overall limit, so nothing can hang.
+
+What the caller gets back, per recipient and in envelope order:
+
+====================================  =========================================
+what happened                         result
+====================================  =========================================
+RCPT 2xx, DATA 2xx                    ACCEPTED, with the DATA reply (queue id)
+RCPT 5xx / 4xx                        PERMANENT / TEMPORARY, with that reply
+DATA 5xx / 4xx                        the same, for every RCPT-accepted recipient
+MAIL FROM 5xx / 4xx                   the same, for every recipient
+greeting, EHLO, STARTTLS refused      TEMPORARY with the reply (like Postfix)
+timeout, lost or refused connection   TEMPORARY, ``detail`` says which
+SMTPUTF8 needed, server lacks it      PERMANENT, ``detail`` says so
+address unusable on a command line    PERMANENT, ``detail`` says so
+====================================  =========================================
+
+Settings that cannot work raise :class:`~sender.errors.ConfigurationError`
+from :meth:`SmtpTransport.send` instead: a refused login (5xx to AUTH, or 530
+"authentication required" to MAIL FROM), a server without AUTH while
+credentials are set, a missing STARTTLS when it is required, an untrusted
+certificate. Each of these would fail every message alike; as per-recipient
+results they would be booked as bounces and could suppress good addresses.
+
+A reused connection that turns out dead before anything was sent (the server
+closed it while idle, or it fails at MAIL FROM with a disconnect or ``421``)
+is replaced and the send retried once, invisibly. A failure after MAIL FROM is
+never retried here: the message may have been delivered, and retry timing
+belongs to the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import aiosmtplib
+from aiosmtplib.email import parse_address
+
+from sender.clock import Clock, SystemClock
+from sender.config import SmtpSecurity, SmtpSettings
+from sender.errors import ConfigurationError
+from sender.models import DeliveryStatus, Envelope, RecipientResult, SmtpReply
+
+__all__ = ["MAX_IDLE", "SmtpTransport"]
+
+_log = logging.getLogger("sender.transport")
+
+MAX_IDLE = 60.0
+"""Seconds an idle connection is kept; older ones are quit, since servers drop them anyway."""
+
+_GUARD_STEPS = 20  # the overall limit is timeout x (recipients + this), retry included
+
+
+class _Failure(Exception):
+    """The verdict for every recipient not decided yet: the connection failed, not a reply."""
+
+    def __init__(self, *, reply: SmtpReply | None = None, detail: str = "") -> None:
+        super().__init__(detail or str(reply))
+        self.reply = reply
+        self.detail = detail
+
+    def result(self, recipient: str) -> RecipientResult:
+        return RecipientResult(recipient, DeliveryStatus.TEMPORARY, self.reply, self.detail)
+
+
+class _Retry(Exception):
+    """A reused connection was dead before anything was sent: reconnect and try once more."""
+
+
+class _FairLimiter:
+    """At most ``size`` holders; waiters are served strictly in arrival order."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # hand the slot over directly: no barging
+                return
+        self._free += 1
+
+
+@dataclass(eq=False, slots=True)
+class _Connection:
+    client: aiosmtplib.SMTP
+    number: int
+    transactions: int = 0
+    idle_since: float = 0.0
+
+
+def _reply(code: int, message: str) -> SmtpReply:
+    return SmtpReply.parse(code, message)
+
+
+def _from_reply(recipient: str, code: int, message: str) -> RecipientResult:
+    return RecipientResult(recipient, DeliveryStatus.from_code(code), _reply(code, message))
+
+
+def _sendable(address: str) -> bool:
+    """Whether aiosmtplib would put ``address`` on the command line unchanged.
+
+    It quietly rewrites ``Name <a@b>``, ``a@b, c@d`` or a CRLF-laden string to
+    one mailbox; a result for the string given would then describe another
+    address, so such addresses are refused instead.
+    """
+    try:
+        return parse_address(address) == address
+    except ValueError:
+        return False
+
+
+def _refuse(envelope: Envelope, results: list[RecipientResult | None], detail: str) -> None:
+    """Fail every undecided recipient permanently, for a reason no server reply gave."""
+    for index, recipient in enumerate(envelope.recipients):
+        if results[index] is None:
+            results[index] = RecipientResult(recipient, DeliveryStatus.PERMANENT, None, detail)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, so the root of a wrapped error can be found."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _failure(exc: BaseException) -> _Failure:
+    """Translate an aiosmtplib or socket error on an open connection."""
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return _Failure(detail="timeout")
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError):
+        return _Failure(detail="connection lost")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if 400 <= exc.code < 600:
+            return _Failure(reply=_reply(exc.code, exc.message))
+        return _Failure(detail=f"protocol error: {exc.message}")
+    if isinstance(exc, ssl.SSLError):
+        return _Failure(detail=f"tls error: {exc.reason or exc}")
+    if isinstance(exc, aiosmtplib.SMTPException):
+        return _Failure(detail=f"smtp error: {exc.message}")
+    return _Failure(detail=f"connection lost: {exc}")
+
+
+def _tls_context(settings: SmtpSettings) -> ssl.SSLContext:
+    """One client context per transport: system CAs plus ``ca_file``, verified unless told not."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if settings.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=settings.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"smtp: cannot load ca_file {settings.ca_file!r}: {exc}", setting="ca_file"
+            ) from exc
+    if not settings.validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class SmtpTransport:
+    """A :class:`~sender.transport.base.Transport` over a pool of persistent SMTP connections.
+
+    Connections are opened lazily, at most ``settings.pool_size`` at once, and
+    each carries up to ``settings.max_messages_per_connection`` messages before
+    it is quit and replaced. ``clock`` only measures idleness (see
+    :data:`MAX_IDLE`); network timeouts are real. Use as an async context
+    manager, or call :meth:`aclose`.
+    """
+
+    def __init__(self, settings: SmtpSettings, /, *, clock: Clock | None = None) -> None:
+        self._settings = settings
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._tls = _tls_context(settings) if settings.security is not SmtpSecurity.NONE else None
+        self._local_hostname = settings.local_hostname
+        try:  # aiosmtplib's own checks (EHLO name, host), now rather than at the first send
+            self._client()
+        except ValueError as exc:
+            raise ConfigurationError(f"smtp: {exc}", setting="local_hostname") from exc
+        self._limiter = _FairLimiter(settings.pool_size)
+        self._idle: list[_Connection] = []
+        self._closed = False
+        self._connections_opened = 0
+        self._messages_sent = 0
+        self._where = f"{settings.host}:{settings.port}"
+
+    @property
+    def settings(self) -> SmtpSettings:
+        return self._settings
+
+    @property
+    def connections_opened(self) -> int:
+        """Connections opened so far (connected, greeted, and logged in where needed)."""
+        return self._connections_opened
+
+    @property
+    def messages_sent(self) -> int:
+        """Messages the server accepted at DATA so far."""
+        return self._messages_sent
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def send(self, envelope: Envelope, message: bytes, /) -> tuple[RecipientResult, ...]:
+        """Deliver ``message`` to the envelope: one result per recipient, in order.
+
+        Raises :class:`~sender.errors.ConfigurationError` only for settings that
+        cannot work (see the module docstring), and ``RuntimeError`` after
+        :meth:`aclose`.
+        """
+        if self._closed:
+            raise RuntimeError("smtp: send() after aclose()")
+        if not envelope.recipients:
+            return ()
+        results: list[RecipientResult | None] = [None] * len(envelope.recipients)
+        await self._limiter.acquire()
+        try:
+            async with asyncio.timeout(self._settings.timeout * (len(results) + _GUARD_STEPS)):
+                await self._deliver(envelope, message, results)
+        except _Failure as failure:
+            self._settle(envelope, results, failure)
+        except TimeoutError:
+            _log.warning("smtp: a send to %s hit its overall time limit", self._where)
+            self._settle(envelope, results, _Failure(detail="timeout"))
+        finally:
+            self._limiter.release()
+        if any(result is None for result in results):  # pragma: no cover - a bug, not an outcome
+            _log.error("smtp: a send ended without a verdict for every recipient")
+            self._settle(envelope, results, _Failure(detail="no verdict"))
+        return tuple(result for result in results if result is not None)
+
+    async def aclose(self) -> None:
+        """Let sends in progress (and those already waiting) finish, then QUIT every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        size = self._settings.pool_size
+        held = 0
+        try:
+            for _ in range(size):  # every slot: nothing is in flight any more
+                await self._limiter.acquire()
+                held += 1
+            idle, self._idle = self._idle, []
+            await asyncio.gather(*(self._retire(conn) for conn in idle))
+        finally:
+            for _ in range(held):
+                self._limiter.release()
+
+    # -- one send ------------------------------------------------------------------
+
+    def _settle(
+        self, envelope: Envelope, results: list[RecipientResult | None], failure: _Failure
+    ) -> None:
+        for index, recipient in enumerate(envelope.recipients):
+            if results[index] is None:
+                results[index] = failure.result(recipient)
+
+    async def _deliver(
+        self, envelope: Envelope, message: bytes, results: list[RecipientResult | None]
+    ) -> None:
+        conn = await self._checkout()
+        for attempt in (1, 2):
+            may_retry = attempt == 1 and conn.transactions > 0
+            try:
+                await self._transact(conn, envelope, message, results, may_retry=may_retry)
+            except _Retry:
+                _log.debug("smtp: connection #%d was dead; retrying on a new one", conn.number)
+                self._discard(conn)
+                conn = await self._open()
+                continue
+            except BaseException:
+                self._discard(conn)
+                raise
+            await self._checkin(conn)
+            return
+
+    async def _transact(
+        self,
+        conn: _Connection,
+        envelope: Envelope,
+        message: bytes,
+        results: list[RecipientResult | None],
+        *,
+        may_retry: bool,
+    ) -> None:
+        client = conn.client
+        if envelope.smtputf8 and not client.supports_extension("smtputf8"):
+            _refuse(
+                envelope, results, "the server does not offer SMTPUTF8, which this message needs"
+            )
+            return
+        encoding = "utf-8" if envelope.smtputf8 else "ascii"
+        conn.transactions += 1
+        try:
+            await self._mail(conn, envelope, message, encoding, results, may_retry=may_retry)
+            if all(result is not None for result in results):
+                return  # MAIL FROM refused, nothing else to do
+            accepted = await self._rcpts(client, envelope, encoding, results)
+            if not accepted:
+                await self._reset(client)
+                return
+            try:
+                response = await client.data(message)
+            except aiosmtplib.SMTPDataError as exc:
+                for index in accepted:
+                    results[index] = _from_reply(envelope.recipients[index], exc.code, exc.message)
+                _log.debug("smtp: DATA refused: %d %s", exc.code, exc.message)
+                await self._reset(client)
+                return
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise _failure(exc) from exc
+        reply = _reply(response.code, response.message)
+        for index in accepted:
+            results[index] = RecipientResult(
+                envelope.recipients[index], DeliveryStatus.ACCEPTED, reply
+            )
+        self._messages_sent += 1
+        _log.debug("smtp: message accepted on connection #%d: %s", conn.number, reply)
+
+    async def _mail(
+        self,
+        conn: _Connection,
+        envelope: Envelope,
+        message: bytes,
+        encoding: str,
+        results: list[RecipientResult | None],
+        *,
+        may_retry: bool,
+    ) -> None:
+        client = conn.client
+        if not _sendable(envelope.mail_from):
+            _refuse(envelope, results, "invalid envelope sender")
+            return
+        options = []
+        if client.supports_extension("size"):
+            options.append(f"SIZE={len(message)}")
+        if envelope.smtputf8:
+            options.append("SMTPUTF8")
+        if not message.isascii() and client.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        try:
+            await client.mail(envelope.mail_from, options=options, encoding=encoding)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            if may_retry and exc.code == 421:
+                raise _Retry from exc
+            if exc.code == 530:
+                raise ConfigurationError(
+                    f"smtp: {self._where} wants authentication first: "
+                    f"{_reply(exc.code, exc.message)}",
+                    setting="smtp_url",
+                ) from exc
+            for index, recipient in enumerate(envelope.recipients):
+                results[index] = _from_reply(recipient, exc.code, exc.message)
+            await self._reset(client)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            if may_retry:
+                raise _Retry from exc
+            raise
+        except ValueError:  # non-ASCII without SMTPUTF8: checked before anything is written
+            _refuse(envelope, results, "invalid envelope sender")
+
+    async def _rcpts(
+        self,
+        client: aiosmtplib.SMTP,
+        envelope: Envelope,
+        encoding: str,
+        results: list[RecipientResult | None],
+    ) -> list[int]:
+        accepted: list[int] = []
+        for index, recipient in enumerate(envelope.recipients):
+            if not recipient or not _sendable(recipient):
+                results[index] = RecipientResult(
+                    recipient, DeliveryStatus.PERMANENT, None, "invalid recipient address"
+                )
+                continue
+            try:
+                response = await client.rcpt(recipient, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                results[index] = _from_reply(recipient, exc.code, exc.message)
+                _log.debug("smtp: RCPT %s refused: %d %s", recipient, exc.code, exc.message)
+            except ValueError:  # checked before anything is written
+                detail = (
+                    "the address is not ASCII; the envelope needs smtputf8"
+                    if encoding == "ascii" and not recipient.isascii()
+                    else "invalid recipient address"
+                )
+                results[index] = RecipientResult(recipient, DeliveryStatus.PERMANENT, None, detail)
+            else:
+                accepted.append(index)
+                _log.debug("smtp: RCPT %s: %d", recipient, response.code)
+        return accepted
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        """RSET after a refusal, so the connection can carry the next message; else drop it."""
+        if not client.is_connected:
+            return
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()
+
+    # -- the pool --------------------------------------------------------------------
+
+    async def _checkout(self) -> _Connection:
+        now = self._clock.monotonic()
+        while self._idle:
+            conn = self._idle.pop()  # most recently used: warm, and lets the rest go stale
+            if conn.client.is_connected and now - conn.idle_since < MAX_IDLE:
+                return conn
+            await self._retire(conn)
+        return await self._open()
+
+    async def _checkin(self, conn: _Connection) -> None:
+        if not conn.client.is_connected:
+            self._discard(conn)
+        elif self._closed or conn.transactions >= self._settings.max_messages_per_connection:
+            await self._retire(conn)
+        else:
+            conn.idle_since = self._clock.monotonic()
+            self._idle.append(conn)
+
+    def _discard(self, conn: _Connection) -> None:
+        conn.client.close()
+
+    async def _retire(self, conn: _Connection) -> None:
+        """QUIT politely if the connection still lives, then close it."""
+        try:
+            if conn.client.is_connected:
+                await conn.client.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            pass
+        finally:
+            conn.client.close()
+        _log.debug("smtp: connection #%d closed after %d messages", conn.number, conn.transactions)
+
+    # -- opening a connection ------------------------------------------------------
+
+    def _client(self) -> aiosmtplib.SMTP:
+        settings = self._settings
+        return aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.port,
+            local_hostname=self._local_hostname,
+            timeout=settings.timeout,
+            use_tls=settings.security is SmtpSecurity.TLS,
+            start_tls=False,  # STARTTLS is done explicitly below; never opportunistically
+            validate_certs=settings.validate_certs,
+            tls_context=self._tls,
+        )
+
+    async def _open(self) -> _Connection:
+        if self._local_hostname is None:  # once per transport, not once per connection
+            name = await asyncio.to_thread(socket.getfqdn)
+            usable = name.isascii() and name.isprintable() and " " not in name
+            self._local_hostname = name if name and usable else "localhost"
+        client = self._client()
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            raise self._connect_error(exc) from exc
+        try:
+            await self._handshake(client)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            raise self._connect_error(exc) from exc
+        except BaseException:
+            client.close()
+            raise
+        self._connections_opened += 1
+        number = self._connections_opened
+        _log.debug("smtp: connection #%d to %s opened", number, self._where)
+        return _Connection(client, number)
+
+    async def _handshake(self, client: aiosmtplib.SMTP) -> None:
+        settings = self._settings
+        await self._ehlo(client)
+        if settings.security is SmtpSecurity.STARTTLS:
+            if not client.supports_extension("starttls"):
+                raise ConfigurationError(
+                    f"smtp: {self._where} does not offer STARTTLS, which the settings require",
+                    setting="smtp_url",
+                )
+            await client.starttls()
+            await self._ehlo(client)
+        if settings.username is None:
+            return
+        if not client.supported_auth_methods:
+            raise ConfigurationError(
+                f"smtp: {self._where} offers no AUTH method sender can use "
+                f"(it offers {' '.join(client.server_auth_methods) or 'none'}), "
+                "but the settings have a user and password",
+                setting="smtp_url",
+            )
+        try:
+            await client.login(settings.username, settings.password or "")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            if exc.code >= 500:
+                raise ConfigurationError(
+                    f"smtp: {self._where} refused the login of {settings.username!r}: "
+                    f"{_reply(exc.code, exc.message)}",
+                    setting="smtp_url",
+                ) from exc
+            raise _Failure(reply=_reply(exc.code, exc.message)) from exc
+
+    async def _ehlo(self, client: aiosmtplib.SMTP) -> None:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()  # an old server without ESMTP
+
+    def _connect_error(self, exc: BaseException) -> Exception:
+        """Translate a failure while connecting, greeting, upgrading or logging in."""
+        for cause in _causes(exc):
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                return ConfigurationError(
+                    f"smtp: the TLS certificate of {self._where} is not trusted "
+                    f"({cause.verify_message}); set ca_file, or verify=false for a test relay",
+                    setting="ca_file",
+                )
+        if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError | aiosmtplib.SMTPTimeoutError):
+            return _Failure(detail="timeout")
+        if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+            return _Failure(reply=_reply(exc.code, exc.message))
+        for cause in _causes(exc):
+            if isinstance(cause, ConnectionRefusedError):
+                return _Failure(detail=f"connection refused: {self._where}")
+            if isinstance(cause, aiosmtplib.SMTPServerDisconnected):
+                return _Failure(detail="connection lost")
+        if isinstance(exc, aiosmtplib.SMTPConnectError):
+            root = exc.__cause__ if exc.__cause__ is not None else exc
+            return _Failure(detail=f"connection failed: {root}")
+        return _failure(exc)

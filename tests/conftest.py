@@ -1,0 +1,102 @@
+"""Shared fixtures: real SMTP servers on loopback in the test's own loop, and a test CA."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import AsyncIterator
+
+import pytest
+import trustme
+
+from sender.config import SmtpSecurity
+from sender.testing import RecordingSMTPServer
+
+USER = "lms"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def smtp_user() -> str:
+    """The login the auth-requiring server fixtures accept."""
+    return USER
+
+
+@pytest.fixture
+def smtp_password() -> str:
+    """The password that goes with ``smtp_user``."""
+    return PASSWORD
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    """A throwaway certificate authority; its server certificate covers 127.0.0.1 and localhost."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test CA's certificate as a PEM file, for ``SmtpSettings.ca_file``."""
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def server_tls_context(tls_ca: trustme.CA) -> ssl.SSLContext:
+    """A server-side TLS context with a certificate the test CA signed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+async def smtp_server() -> AsyncIterator[RecordingSMTPServer]:
+    """A started plain-SMTP recording server that accepts everything until scripted."""
+    async with RecordingSMTPServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def starttls_server(server_tls_context: ssl.SSLContext) -> AsyncIterator[RecordingSMTPServer]:
+    """A recording server that requires STARTTLS and then AUTH as USER/PASSWORD."""
+    async with RecordingSMTPServer(
+        security=SmtpSecurity.STARTTLS,
+        tls_context=server_tls_context,
+        require_starttls=True,
+        credentials={USER: PASSWORD},
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+async def tls_server(server_tls_context: ssl.SSLContext) -> AsyncIterator[RecordingSMTPServer]:
+    """A recording server with implicit TLS (as on port 465) and AUTH as USER/PASSWORD."""
+    async with RecordingSMTPServer(
+        security=SmtpSecurity.TLS,
+        tls_context=server_tls_context,
+        credentials={USER: PASSWORD},
+    ) as server:
+        yield server
+
+
+@pytest.fixture(params=[SmtpSecurity.STARTTLS, SmtpSecurity.TLS], ids=["starttls", "tls"])
+async def auth_server(
+    request: pytest.FixtureRequest, server_tls_context: ssl.SSLContext
+) -> AsyncIterator[RecordingSMTPServer]:
+    """A recording server that needs TLS and AUTH: the test runs once per TLS mode."""
+    async with RecordingSMTPServer(
+        security=request.param,
+        tls_context=server_tls_context,
+        require_starttls=request.param is SmtpSecurity.STARTTLS,
+        credentials={USER: PASSWORD},
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released), so connecting is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
