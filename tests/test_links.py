@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from datetime import timedelta
 
@@ -30,7 +31,7 @@ BASE = "https://lms.example.com/login"
 
 def make_signer(*keys: str, clock: ManualClock | None = None, **kwargs: object) -> LinkSigner:
     settings = LinkSettings(secret_keys=keys or (NEW_KEY,), base_url=BASE, **kwargs)  # type: ignore[arg-type]
-    return LinkSigner(settings, clock=clock or ManualClock(1_800_000_000))
+    return LinkSigner(settings, clock=clock or ManualClock(now=1_800_000_000))
 
 
 def test_issued_link_verifies_to_its_claims() -> None:
@@ -75,7 +76,7 @@ def test_verify_accepts_url_token_or_pasted_text() -> None:
 
 def test_link_expired_after_max_age() -> None:
     """Past its 14-day default the link raises LinkExpired with the expiry time."""
-    clock = ManualClock(1_800_000_000)
+    clock = ManualClock(now=1_800_000_000)
     signer = make_signer(clock=clock)
     link = signer.issue("p-1", "c-1")
     clock.advance(timedelta(days=14).total_seconds() - 1)
@@ -89,7 +90,7 @@ def test_link_expired_after_max_age() -> None:
 
 def test_ttl_override_per_call() -> None:
     """A per-call ttl is carried in the token and enforced at verify time."""
-    clock = ManualClock(1_800_000_000)
+    clock = ManualClock(now=1_800_000_000)
     signer = make_signer(clock=clock)
     link = signer.issue("p-1", "c-1", ttl=timedelta(hours=1))
     clock.advance(3601)
@@ -99,7 +100,7 @@ def test_ttl_override_per_call() -> None:
 
 def test_verify_max_age_can_only_shorten() -> None:
     """A verifier's max_age shortens a token's life but never extends it."""
-    clock = ManualClock(1_800_000_000)
+    clock = ManualClock(now=1_800_000_000)
     signer = make_signer(clock=clock)
     link = signer.issue("p-1", "c-1", ttl=timedelta(days=1))
     clock.advance(7200)
@@ -210,10 +211,8 @@ def test_any_change_to_a_token_is_rejected(position: int, replacement: str, acti
 @given(st.text(max_size=300))
 def test_arbitrary_input_only_raises_link_errors(text: str) -> None:
     """verify() on any string either verifies or raises a LinkError, nothing else."""
-    try:
+    with contextlib.suppress(LinkError):
         _SIGNER.verify(text)
-    except LinkError:
-        pass
 
 
 def test_short_or_missing_keys_are_configuration_errors() -> None:
@@ -226,7 +225,9 @@ def test_short_or_missing_keys_are_configuration_errors() -> None:
         LinkSigner(LinkSettings(secret_keys=(NEW_KEY,), base_url="javascript:alert(1)"))
 
 
-@pytest.mark.parametrize(("field", "args"), [("participant_id", ("", "c")), ("course_id", ("p", "a\nb"))])
+@pytest.mark.parametrize(
+    ("field", "args"), [("participant_id", ("", "c")), ("course_id", ("p", "a\nb"))]
+)
 def test_bad_ids_name_the_field(field: str, args: tuple[str, str]) -> None:
     """Empty ids or ids with control characters raise InputError naming the field."""
     with pytest.raises(InputError) as info:

@@ -41,7 +41,8 @@ def test_every_builtin_renders_strictly_and_passes_the_single_link_rule(
     """Each built-in set renders under StrictUndefined and links only to the login site."""
     rendered = BUILTIN.render(name, locale=locale, context=context(locale), link=LINK)
     assert rendered.locale == locale
-    assert rendered.subject and "\n" not in rendered.subject
+    assert rendered.subject
+    assert "\n" not in rendered.subject
     assert LINK in rendered.text
     assert rendered.html is not None
     assert rendered.html.count(html.escape(LINK)) >= 2
@@ -72,7 +73,9 @@ def test_unknown_template_is_not_found() -> None:
 def test_html_is_autoescaped_and_text_is_not() -> None:
     """A name like <script> is text in HTML and unchanged in the plain part."""
     name = "<script>alert(1)</script> & Ø"
-    rendered = BUILTIN.render("invitation", locale="nb", context=context("nb", name=name), link=LINK)
+    rendered = BUILTIN.render(
+        "invitation", locale="nb", context=context("nb", name=name), link=LINK
+    )
     assert rendered.html is not None
     assert "<script>" not in rendered.html
     assert html.escape(name, quote=False) in rendered.html
@@ -99,7 +102,8 @@ def test_user_directory_overrides_one_file_and_adds_templates(tmp_path: Path) ->
     renderer = Renderer(template_dirs=[tmp_path])
     rendered = renderer.render("invitation", locale="en", context=context(), link=LINK)
     assert rendered.subject == "Welcome aboard, Kari Nordmann"
-    assert rendered.html is not None and LINK in rendered.text
+    assert rendered.html is not None
+    assert LINK in rendered.text
     assert "reminder" in renderer.names()
     reminder = renderer.render("reminder", locale="en", context=context(), link=LINK)
     assert reminder.html is None
@@ -124,7 +128,8 @@ def test_foreign_link_in_html_is_refused(tmp_path: Path, snippet: str) -> None:
     write(tmp_path, "x/en/body.html", f'<a href="{{{{ link }}}}">{{{{ link }}}}</a>{snippet}')
     with pytest.raises(LinkPolicyError) as info:
         Renderer(template_dirs=[tmp_path]).render("x", locale="en", context=context(), link=LINK)
-    assert info.value.sites and "example.com" not in info.value.sites
+    assert info.value.sites
+    assert "example.com" not in info.value.sites
 
 
 def test_foreign_url_from_a_variable_in_text_is_refused(tmp_path: Path) -> None:
@@ -206,7 +211,7 @@ def test_lint_passes_builtins_and_reports_user_problems(tmp_path: Path) -> None:
     assert any("bad/nb/body.txt" in m and "kursleder" in m for m in messages)
 
 
-# ':' and '.' are left out so no generated name spells a URL (that would be a link, rightly refused).
+# ':' and '.' are left out so no generated name spells a URL (a link, rightly refused).
 @given(st.text(alphabet=st.characters(exclude_characters=":."), min_size=1, max_size=40))
 def test_any_name_is_text_in_html(name: str) -> None:
     """Whatever the participant's name, it reaches the HTML escaped, never as markup."""

@@ -1,0 +1,314 @@
+"""The library API an LMS calls: compose and send one participant's mail.
+
+:class:`Sender` ties the layers together — links, templates, message bytes,
+transport — and returns a :class:`~sender.models.DeliveryResult` per send
+instead of raising on a refused recipient, so a caller decides what a 4xx or
+5xx means for them (``result.raise_for_status()`` when they want an
+exception).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+
+from sender.clock import Clock, SystemClock
+from sender.config import SenderSettings, SmtpSettings
+from sender.errors import ConfigurationError, InputError
+from sender.links import IssuedLink, LinkClaims, LinkSigner
+from sender.mime import BuiltMessage, MessageBuilder, envelope_address
+from sender.models import Address, DeliveryResult, DeliveryStatus, Envelope, Participant
+from sender.render import RenderedMessage, Renderer
+from sender.transport import CaptureServer, SmtpTransport, Transport
+
+__all__ = ["ComposedMessage", "Sender", "open_sender"]
+
+log = logging.getLogger("sender")
+
+# Template variables sender fills itself; a CSV column must not replace them.
+RESERVED_VARIABLES = frozenset(
+    {
+        "name",
+        "email",
+        "link",
+        "participant_id",
+        "course_id",
+        "organization",
+        "expires_days",
+        "locale",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ComposedMessage:
+    """A message ready for the wire, with everything that went into it."""
+
+    participant: Participant
+    link: IssuedLink
+    rendered: RenderedMessage
+    message: BuiltMessage
+    envelope: Envelope
+
+    @property
+    def message_id(self) -> str:
+        return self.message.message_id
+
+
+class Sender:
+    """Sends personal-link mail to LMS participants.
+
+    Use it as an async context manager so the transport's connections are
+    closed. ``transport`` may be omitted for composing only (previews,
+    ``sender render``).
+    """
+
+    def __init__(
+        self,
+        settings: SenderSettings,
+        /,
+        *,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        renderer: Renderer | None = None,
+    ) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._clock = clock or SystemClock()
+        self.links = LinkSigner(settings.links, clock=self._clock)
+        self.renderer = renderer or Renderer(
+            template_dirs=settings.template_dirs,
+            allowed_link_domains=settings.allowed_link_domains,
+        )
+        self._builder = MessageBuilder(
+            from_address=settings.from_address,
+            reply_to=settings.reply_to,
+            message_id_domain=settings.message_id_domain,
+            headers=dict(settings.headers),
+            clock=self._clock,
+        )
+        self._return_path = envelope_address(settings.return_path or settings.from_address.email)[0]
+
+    @property
+    def settings(self) -> SenderSettings:
+        return self._settings
+
+    async def __aenter__(self) -> Sender:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
+
+    # --- links -------------------------------------------------------------------------
+
+    def get_link(
+        self,
+        participant: Participant,
+        /,
+        *,
+        next: str | None = None,
+        ttl: timedelta | None = None,
+        stamp: str | None = None,
+        purpose: str = "login",
+    ) -> IssuedLink:
+        """The participant's personal login link: what "Get Link" shows an admin."""
+        return self.links.issue(
+            participant.participant_id,
+            participant.course_id,
+            purpose=purpose,
+            next=next,
+            ttl=ttl,
+            stamp=stamp,
+        )
+
+    def verify_link(
+        self, url_or_token: str, /, *, stamp: str | None = None, purpose: str = "login"
+    ) -> LinkClaims:
+        """Verify a login link; raises LinkInvalid, LinkExpired or LinkRevoked."""
+        return self.links.verify(url_or_token, stamp=stamp, purpose=purpose)
+
+    # --- composing ---------------------------------------------------------------------
+
+    def context(self, participant: Participant, link: IssuedLink, locale: str) -> dict[str, object]:
+        """The template variables for one participant: CSV extras plus sender's own."""
+        clash = RESERVED_VARIABLES.intersection(participant.vars)
+        if clash:
+            field = sorted(clash)[0]
+            raise InputError(f"{field!r} is filled in by sender and cannot be set", field=field)
+        ttl = (link.expires_at.timestamp() - self._clock.now()) / 86400
+        return {
+            "course_name": participant.course_id,
+            **participant.vars,
+            "name": participant.name,
+            "email": participant.email,
+            "link": link.url,
+            "participant_id": participant.participant_id,
+            "course_id": participant.course_id,
+            "organization": self._settings.organization_name,
+            "expires_days": max(1, math.ceil(round(ttl, 6))),
+            "locale": locale,
+        }
+
+    def compose(
+        self,
+        participant: Participant,
+        /,
+        *,
+        template: str = "invitation",
+        next: str | None = None,
+        ttl: timedelta | None = None,
+        stamp: str | None = None,
+        reply_to: Address | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ComposedMessage:
+        """Issue the link, render the template and build the bytes, without sending.
+
+        Raises :class:`~sender.errors.InputError` for unusable participant
+        data and :class:`~sender.errors.TemplateError` for template problems,
+        naming the field or variable.
+        """
+        if not participant.name.strip():
+            raise InputError("the participant has no name", field="name")
+        rcpt, smtputf8 = envelope_address(participant.email, field="email")
+        link = self.get_link(participant, next=next, ttl=ttl, stamp=stamp)
+        locale = self.renderer.resolve_locale(template, participant.locale)
+        rendered = self.renderer.render(
+            template,
+            locale=locale,
+            context=self.context(participant, link, locale),
+            link=link.url,
+        )
+        message = self._builder.build(
+            to=Address(participant.email, participant.name),
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            reply_to=reply_to,
+            headers=headers,
+        )
+        envelope = Envelope(
+            mail_from=self._return_path,
+            recipients=(rcpt,),
+            smtputf8=smtputf8 or message.smtputf8,
+        )
+        return ComposedMessage(participant, link, rendered, message, envelope)
+
+    # --- sending -----------------------------------------------------------------------
+
+    async def deliver(self, composed: ComposedMessage, /) -> DeliveryResult:
+        """Hand a composed message to the transport and report the one recipient's fate."""
+        if self._transport is None:
+            raise ConfigurationError("this Sender has no transport; pass transport= to send")
+        results = await self._transport.send(composed.envelope, composed.message.data)
+        outcome = results[0]
+        result = DeliveryResult(
+            email=composed.participant.email,
+            message_id=composed.message_id,
+            status=outcome.status,
+            reply=outcome.reply,
+            detail=outcome.detail,
+            participant_id=composed.participant.participant_id,
+        )
+        level = logging.INFO if result.status is DeliveryStatus.ACCEPTED else logging.WARNING
+        log.log(
+            level,
+            "%s for participant %s: %s %s",
+            composed.rendered.template,
+            composed.participant.participant_id,
+            result.status.value,
+            result.describe(),
+        )
+        return result
+
+    async def send(
+        self,
+        participant: Participant,
+        /,
+        *,
+        template: str = "invitation",
+        next: str | None = None,
+        ttl: timedelta | None = None,
+        stamp: str | None = None,
+        reply_to: Address | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> DeliveryResult:
+        """Compose and send one template to one participant."""
+        composed = self.compose(
+            participant,
+            template=template,
+            next=next,
+            ttl=ttl,
+            stamp=stamp,
+            reply_to=reply_to,
+            headers=headers,
+        )
+        return await self.deliver(composed)
+
+    async def send_invitation(
+        self,
+        participant: Participant,
+        /,
+        *,
+        next: str | None = None,
+        stamp: str | None = None,
+        reply_to: Address | None = None,
+    ) -> DeliveryResult:
+        """Invite one participant, with their personal login link."""
+        return await self.send(
+            participant, template="invitation", next=next, stamp=stamp, reply_to=reply_to
+        )
+
+    async def send_get_link(
+        self,
+        participant: Participant,
+        /,
+        *,
+        next: str | None = None,
+        stamp: str | None = None,
+        reply_to: Address | None = None,
+    ) -> DeliveryResult:
+        """Mail one participant their personal login link on its own."""
+        return await self.send(
+            participant, template="get_link", next=next, stamp=stamp, reply_to=reply_to
+        )
+
+
+@asynccontextmanager
+async def open_sender(
+    settings: SenderSettings,
+    /,
+    *,
+    smtp: SmtpSettings | None = None,
+    maildir: Path | None = None,
+    clock: Clock | None = None,
+) -> AsyncIterator[Sender]:
+    """A ready :class:`Sender`: over ``smtp``, or, without it, the embedded capture server.
+
+    The embedded default is a real SMTP server on 127.0.0.1 (ephemeral port)
+    that stores every message in ``maildir`` (default ``.sender/maildir``),
+    so the full SMTP path runs with no setup.
+    """
+    if smtp is not None:
+        async with Sender(settings, transport=SmtpTransport(smtp, clock=clock), clock=clock) as s:
+            yield s
+        return
+    async with CaptureServer(maildir or Path(".sender/maildir")) as capture:  # noqa: SIM117
+        async with Sender(
+            settings, transport=SmtpTransport(capture.smtp_settings(), clock=clock), clock=clock
+        ) as s:
+            yield s

@@ -1,0 +1,120 @@
+"""Reading participants from CSV, one row at a time, without ever losing a row.
+
+A bad row never aborts the file: it comes back as a :class:`CsvRow` with an
+:class:`~sender.errors.InputError` that names the row and field, so the
+caller can record it as skipped and carry on.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sender.errors import InputError
+from sender.models import Participant
+
+__all__ = ["OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "CsvRow", "read_csv"]
+
+REQUIRED_COLUMNS = ("email", "name", "participant_id", "course_id")
+OPTIONAL_COLUMNS = ("locale",)
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class CsvRow:
+    """One record: the file line it starts on (header = 1), and a participant or an error."""
+
+    row: int
+    participant: Participant | None
+    error: InputError | None = None
+    email: str | None = None
+
+
+def read_csv(path: Path, /) -> Iterator[CsvRow]:
+    """Stream participants from a UTF-8 CSV (BOM or not); extra columns become variables.
+
+    Raises :class:`InputError` only for a file-level problem (unreadable,
+    missing required column); every row-level problem is yielded.
+    """
+    try:
+        handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", field="csv") from exc
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InputError(f"{path} is empty", field="csv") from None
+        except csv.Error as exc:
+            raise InputError(f"{path}: unreadable header: {exc}", row=1) from exc
+        columns = [column.strip() for column in header]
+        missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+        if missing:
+            raise InputError(
+                f"{path} lacks the column(s) {', '.join(missing)}; "
+                f"the header must name {','.join(REQUIRED_COLUMNS)}[,locale][,extra...]",
+                field=missing[0],
+                row=1,
+            )
+        for column in columns:
+            if column not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS and not _VARIABLE.match(column):
+                raise InputError(
+                    f"column {column!r} cannot be a template variable name; use letters, "
+                    "digits and '_'",
+                    field=column,
+                    row=1,
+                )
+        while True:
+            start = reader.line_num + 1  # a quoted field may span lines: name the first
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield CsvRow(start, None, InputError(str(exc), row=start))
+                continue
+            if not any(value.strip() for value in values):
+                continue  # blank lines are not participants
+            yield _row(start, columns, values)
+
+
+def _row(line: int, columns: list[str], values: list[str]) -> CsvRow:
+    record = dict(zip(columns, values, strict=False))
+    email = record.get("email", "").strip() or None
+
+    def fail(message: str, field: str | None = None) -> CsvRow:
+        return CsvRow(line, None, InputError(message, row=line, field=field), email)
+
+    if len(values) != len(columns):
+        return fail(f"has {len(values)} fields but the header has {len(columns)}")
+    for column, value in record.items():
+        if _SURROGATE.search(value):
+            return fail("is not valid UTF-8", column)
+    for column in REQUIRED_COLUMNS:
+        if not record[column].strip():
+            return fail("is empty", column)
+    for column in ("name", "participant_id", "course_id", "email"):
+        if any(ch in record[column] for ch in "\r\n\x00"):
+            return fail("contains a line break", column)
+    if not _EMAIL_SHAPE.match(record["email"].strip()):
+        return fail(f"{record['email'].strip()!r} is not an e-mail address", "email")
+    extras = {
+        key: value
+        for key, value in record.items()
+        if key not in REQUIRED_COLUMNS and key not in OPTIONAL_COLUMNS
+    }
+    participant = Participant(
+        email=record["email"].strip(),
+        name=record["name"].strip(),
+        participant_id=record["participant_id"].strip(),
+        course_id=record["course_id"].strip(),
+        locale=(record.get("locale") or "en").strip() or "en",
+        vars=extras,
+    )
+    return CsvRow(line, participant, None, participant.email)

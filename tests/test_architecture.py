@@ -1,0 +1,100 @@
+"""The package's shape: dependencies point one way and each library has one home."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import sender
+
+PACKAGE = Path(sender.__file__).parent
+
+# Lower layers first; a module may import only modules of a strictly lower layer.
+LAYERS: list[set[str]] = [
+    {"errors"},
+    {"models", "clock"},
+    {"config", "urls", "participants"},
+    {"links", "render", "mime", "smtpd"},
+    {"transport.base", "transport.smtp", "transport.capture"},
+    {"transport", "testing"},
+    {"client"},
+    {"cli"},
+    {"__init__", "__main__"},
+]
+
+# Each third-party library is imported by exactly these modules.
+OWNERS = {
+    "jinja2": {"render"},
+    "markupsafe": set(),
+    "itsdangerous": {"links"},
+    "aiosmtplib": {"transport.smtp"},
+    "aiosmtpd": {"smtpd"},
+    "publicsuffixlist": {"urls"},
+    "idna": {"mime"},
+    "click": {"cli"},
+    "rich": {"cli"},
+    "httpx": set(),
+    "icalendar": set(),
+}
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE).with_suffix("")
+    parts = list(relative.parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Runtime imports; those under ``if TYPE_CHECKING:`` are annotations, not dependencies."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            node.body = []
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer_of(name: str) -> int:
+    for index, layer in enumerate(LAYERS):
+        if name in layer:
+            return index
+    raise AssertionError(f"sender.{name} is in no layer; add it to LAYERS")
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_point_down(name: str) -> None:
+    """Each module imports only sender modules from lower layers."""
+    own = layer_of(name)
+    for imported in imports(MODULES[name]):
+        if not imported.startswith("sender."):
+            continue
+        target = imported.removeprefix("sender.")
+        if target not in MODULES:
+            continue  # a name imported from a module, e.g. sender.models.Address
+        assert layer_of(target) < own or (target == "transport" and name.startswith("transport")), (
+            f"sender.{name} imports sender.{target}, which is not below it"
+        )
+
+
+@pytest.mark.parametrize("library", sorted(OWNERS))
+def test_third_party_library_has_one_home(library: str) -> None:
+    """A third-party library is imported only by the module that wraps it."""
+    users = {
+        name
+        for name, path in MODULES.items()
+        if any(i == library or i.startswith(library + ".") for i in imports(path))
+    }
+    assert users <= OWNERS[library], f"{library} imported by {sorted(users - OWNERS[library])}"

@@ -1,0 +1,298 @@
+"""The ``sender`` command, through click's runner and one real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sender.cli import main
+from sender.testing import RecordingSMTPServer, Stage
+from sender.urls import site_of
+
+KEY_A = "cli-test-key-aaaaaaaaaaaaaaaaaaaa"
+KEY_B = "cli-test-key-bbbbbbbbbbbbbbbbbbbb"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "participants.csv"
+HREF = re.compile(r"""https?://[^\s"'<>]+""")
+
+
+@pytest.fixture(autouse=True)
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("SENDER_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+def cli(*args: str, keys: str | None = KEY_A, **env: str) -> Result:
+    environment = {"SENDER_SECRET_KEYS": keys} if keys else {}
+    environment.update(env)
+    return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
+
+
+def assert_one_line_error(result: Result, *words: str) -> None:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_link_issue_and_verify_round_trip() -> None:
+    """A link issued by the CLI verifies with the same keys and shows its claims."""
+    issued = cli(
+        "link",
+        "issue",
+        "--participant",
+        "p-1",
+        "--course",
+        "PY101",
+        "--json",
+        "--next",
+        "/courses/PY101",
+    )
+    assert issued.exit_code == 0
+    data = json.loads(issued.stdout)
+    assert set(data) == {"url", "token", "expires_at"}
+    assert data["url"].endswith(data["token"])
+    assert len(data["url"]) < 200
+    verified = cli("link", "verify", data["url"], "--json")
+    assert verified.exit_code == 0
+    claims = json.loads(verified.stdout)
+    assert claims["participant_id"] == "p-1"
+    assert claims["next"] == "/courses/PY101"
+    assert claims["expires_at"] == data["expires_at"]
+
+
+def verify_kind(*args: str, keys: str = KEY_A) -> str:
+    result = cli("link", "verify", *args, "--json", keys=keys)
+    assert result.exit_code == 1
+    return str(json.loads(result.stdout)["error"])
+
+
+def test_tampered_token_is_invalid() -> None:
+    """Changing one character of the token makes verify exit 1 with 'invalid'."""
+    token = cli("link", "issue", "--participant", "p-1", "--course", "c").stdout.strip()
+    flipped = token[:-5] + ("A" if token[-5] != "A" else "B") + token[-4:]
+    assert verify_kind(flipped) == "invalid"
+    plain = cli("link", "verify", flipped)
+    assert plain.exit_code == 1
+    assert plain.stdout.startswith("invalid")
+
+
+def test_expired_link_is_expired() -> None:
+    """A link issued with --ttl 1s is 'expired' two seconds later."""
+    url = cli("link", "issue", "--participant", "p-1", "--course", "c", "--ttl", "1s").stdout
+    time.sleep(2.1)
+    assert verify_kind(url.strip()) == "expired"
+
+
+def test_rotated_out_key_is_invalid_and_rotation_keeps_old_links() -> None:
+    """Old links verify while their key is listed, and are invalid once it is removed."""
+    url = cli("link", "issue", "--participant", "p-1", "--course", "c", keys=KEY_A).stdout.strip()
+    assert cli("link", "verify", url, keys=f"{KEY_A},{KEY_B}").exit_code == 0
+    assert verify_kind(url, keys=KEY_B) == "invalid"
+
+
+def test_other_stamp_is_revoked() -> None:
+    """A link issued under one stamp is 'revoked' under another."""
+    url = cli("link", "issue", "--participant", "p-1", "--course", "c", "--stamp", "v1").stdout
+    assert cli("link", "verify", url.strip(), "--stamp", "v1").exit_code == 0
+    assert verify_kind(url.strip(), "--stamp", "v2") == "revoked"
+
+
+def test_unsafe_next_is_one_line_error() -> None:
+    """An off-site --next is refused with one line naming the field."""
+    result = cli("link", "issue", "--participant", "p", "--course", "c", "--next", "//evil.example")
+    assert_one_line_error(result, "next")
+
+
+def test_render_japanese_invitation_to_eml(workdir: Path) -> None:
+    """render --locale ja writes a parseable message with a Japanese subject and one site."""
+    result = cli(
+        "render",
+        "invitation",
+        "--locale",
+        "ja",
+        "--out",
+        "x.eml",
+        "--var",
+        "course_name=Python入門",
+    )
+    assert result.exit_code == 0, result.stderr
+    message = email.message_from_bytes(
+        (workdir / "x.eml").read_bytes(), policy=email.policy.default
+    )
+    assert "Python入門" in message["Subject"]
+    assert "招待" in message["Subject"]
+    texts = [
+        part.get_content()  # type: ignore[attr-defined]
+        for part in message.walk()
+        if part.get_content_maintype() == "text"
+    ]
+    sites = {site_of(url.split("/")[2]) for text in texts for url in HREF.findall(text)}
+    assert sites == {"example.com"}
+
+
+def test_render_unknown_variable_is_one_line(workdir: Path) -> None:
+    """A user template with an unknown variable fails with one line naming it."""
+    base = workdir / "tpl" / "note" / "en"
+    base.mkdir(parents=True)
+    (base / "subject.txt").write_text("Hi")
+    (base / "body.txt").write_text("{{ link }} {{ room_number }}")
+    result = cli("render", "note", "--templates", "tpl")
+    assert_one_line_error(result, "room_number", "note/en/body.txt")
+
+
+def test_templates_lint_is_clean_on_builtins() -> None:
+    """The built-in templates pass the lint."""
+    result = cli("templates", "lint")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("ok:")
+
+
+def test_bad_smtp_url_is_a_configuration_error() -> None:
+    """A wrong SMTP URL scheme exits 2 with one line and no traceback."""
+    result = cli(
+        "send",
+        "--to",
+        "a@example.com",
+        "--name",
+        "A",
+        "--participant",
+        "p",
+        "--course",
+        "c",
+        "--smtp",
+        "http://127.0.0.1:25",
+    )
+    assert result.exit_code == 2
+    assert_one_line_error(result, "scheme")
+
+
+def test_generated_secret_is_private_and_announced(workdir: Path) -> None:
+    """Without configured keys a 0600 key file is made and a warning says so."""
+    first = cli("link", "issue", "--participant", "p", "--course", "c", keys=None)
+    assert "warning: no secret key configured" in first.stderr
+    key_file = workdir / ".sender" / "secret.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_file.read_text().strip() not in first.stdout + first.stderr
+    assert cli("link", "verify", first.stdout.strip(), keys=None).exit_code == 0
+
+
+async def test_send_delivers_to_a_real_smtp_server(smtp_server: RecordingSMTPServer) -> None:
+    """sender send --smtp delivers one message to the server named by the URL."""
+    result = await asyncio.to_thread(
+        cli,
+        "send",
+        "--to",
+        "kari@example.com",
+        "--name",
+        "Kari Nordmann",
+        "--participant",
+        "p-1006",
+        "--course",
+        "PY101",
+        "--locale",
+        "nb",
+        "--smtp",
+        f"smtp://{smtp_server.host}:{smtp_server.port}",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("accepted: 250")
+    (received,) = smtp_server.messages
+    assert received.recipients == ("kari@example.com",)
+
+
+async def test_send_reports_a_permanent_refusal(smtp_server: RecordingSMTPServer) -> None:
+    """A 550 from the server makes send exit 1 and print the reply."""
+    smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown")
+    result = await asyncio.to_thread(
+        cli,
+        "send",
+        "--to",
+        "gone@example.com",
+        "--name",
+        "Gone",
+        "--participant",
+        "p",
+        "--course",
+        "c",
+        "--smtp",
+        f"smtp://{smtp_server.host}:{smtp_server.port}",
+    )
+    assert result.exit_code == 1
+    assert "permanent: 550 5.1.1 User unknown" in result.stdout
+
+
+async def test_run_sends_valid_rows_and_names_bad_ones(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """run sends one message per valid row and reports each bad row by number."""
+    csv_path = workdir / "p.csv"
+    csv_path.write_text(
+        "email,name,participant_id,course_id,locale\n"
+        "a@example.com,A,p-1,c,en\n"
+        "broken,B,p-2,c,en\n"
+        "c@example.org,C,p-3,c,sv\n"
+        "a@example.com,A again,p-1,c,en\n"
+        'd@example.net,"Evil\nBcc: x",p-4,c,en\n'
+        "e@example.net,E,p-5,c,ja\n",
+        encoding="utf-8",
+    )
+    smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown", address="e@example.net")
+    result = await asyncio.to_thread(
+        cli, "run", str(csv_path), "--smtp", f"smtp://{smtp_server.host}:{smtp_server.port}"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert sorted(r for m in smtp_server.messages for r in m.recipients) == [
+        "a@example.com",
+        "c@example.org",
+    ]
+    out = result.stdout
+    assert "row 3 (broken)" in out
+    assert "row 5 (a@example.com): skipped: duplicate of row 2" in out
+    assert "row 6" in out
+    assert "line break" in out
+    assert "row 8 (e@example.net): permanent: 550 5.1.1" in out
+    assert "Get Link for A (p-1)" in out
+
+
+def test_run_examples_in_a_real_subprocess_fills_the_maildir(workdir: Path) -> None:
+    """The README's main command stores one message per example participant."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "sender", "run", str(EXAMPLES)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    rows = len(EXAMPLES.read_text(encoding="utf-8").strip().splitlines()) - 1
+    files = list((workdir / ".sender" / "maildir" / "new").iterdir())
+    assert len(files) == rows == 20
+    assert "Get Link for" in completed.stdout
+    assert "Traceback" not in completed.stderr
+    recipients = {
+        email.message_from_bytes(f.read_bytes(), policy=email.policy.default)["Delivered-To"]
+        for f in files
+    }
+    assert len(recipients) == rows
