@@ -167,3 +167,20 @@ async def test_embedded_default_stores_mail_in_a_maildir(tmp_path: Path) -> None
     assert len(files) == 2
     delivered = {parse(f.read_bytes())["Delivered-To"] for f in files}
     assert delivered == {"kari@example.com", "taro@example.jp"}
+
+
+async def test_logs_never_hold_tokens_secrets_or_bodies(
+    smtp_server: RecordingSMTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Even at DEBUG, no log line carries the link token, the secret key or body text."""
+    caplog.set_level("DEBUG")
+    smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown", address="taro@example.jp")
+    async with Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings())) as sender:
+        composed = sender.compose(KARI)
+        await sender.deliver(composed)
+        await sender.send_invitation(TARO)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "p-1001" in logged  # the log does say what happened, to whom by id
+    assert composed.link.token not in logged
+    assert SETTINGS.links.secret_keys[0] not in logged
+    assert composed.rendered.text.splitlines()[2] not in logged

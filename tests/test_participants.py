@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sender.errors import InputError
 from sender.participants import read_csv
@@ -93,3 +96,25 @@ def test_reading_is_streamed(tmp_path: Path) -> None:
     first = next(iterator)
     assert first.participant is not None
     assert first.participant.participant_id == "p-0"
+
+
+_cell = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=12)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(_cell, min_size=0, max_size=8), max_size=12))
+def test_hostile_rows_are_each_accounted_for(tmp_path: Path, rows: list[list[str]]) -> None:
+    """Any rows at all: nothing raises; each non-blank record is a participant or a named error."""
+    path = tmp_path / "hostile.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "name", "participant_id", "course_id", "locale"])
+        writer.writerows(rows)
+    results = list(read_csv(path))
+    non_blank = [r for r in rows if any(cell.strip() for cell in r)]
+    assert len(results) == len(non_blank)
+    for result in results:
+        assert (result.participant is None) != (result.error is None)
+        if result.error is not None:
+            assert result.error.row == result.row
+            assert f"row {result.row}" in str(result.error)
