@@ -113,6 +113,8 @@ class Renderer:
         )
         self._allowed = frozenset(site_of(d) for d in allowed_link_domains)
         self._compiled: dict[tuple[str, str], tuple[jinja2.Template, ...]] = {}
+        self._locales: dict[str, list[str]] = {}
+        self._resolved: dict[tuple[str, str | None], str] = {}
 
     @property
     def template_dirs(self) -> tuple[Path, ...]:
@@ -132,7 +134,14 @@ class Renderer:
         return sorted(found)
 
     def locales(self, name: str, /) -> list[str]:
-        """The locales that template set ``name`` exists in (in any directory)."""
+        """The locales that template set ``name`` exists in (in any directory).
+
+        Looked up once per name: like compiled templates, the set is fixed for the
+        renderer's life (auto_reload is off).
+        """
+        cached = self._locales.get(name)
+        if cached is not None:
+            return cached
         found: set[str] = set()
         for directory in self._dirs:
             base = directory / name
@@ -142,10 +151,21 @@ class Renderer:
                     for child in base.iterdir()
                     if (child / "subject.txt").is_file() or (child / "body.txt").is_file()
                 )
-        return sorted(found)
+        self._locales[name] = sorted(found)
+        return self._locales[name]
 
     def resolve_locale(self, name: str, locale: str | None, /) -> str:
         """Pick the best available locale: exact, then language, then English."""
+        key = (name, locale)
+        cached = self._resolved.get(key)
+        if cached is not None:
+            return cached
+        resolved = self._resolve_locale(name, locale)
+        if len(self._resolved) < 4096:  # locale strings come from input; stay bounded
+            self._resolved[key] = resolved
+        return resolved
+
+    def _resolve_locale(self, name: str, locale: str | None) -> str:
         available = self.locales(name)
         if not available:
             raise TemplateNotFound(f"no template named {name!r}", template=name)
@@ -232,14 +252,29 @@ def _undefined_variable(exc: jinja2.UndefinedError) -> str:
     return match.group(1) if match else message
 
 
-# Where a URL can hide in HTML: link-ish attributes, CSS url(), and plain text.
-_ATTR_URL = re.compile(
-    r"""\b(?:href|src|srcset|action|formaction|background|poster|cite|data|xlink:href)"""
-    r"""\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""",
-    re.IGNORECASE,
+# Finding URLs is on the bulk path, so every scan is anchored on a literal: str.find for
+# "//" and "www." (URLs in any text, attributes included; an unanchored regex costs 20x),
+# and a regex starting at "=" for attribute values (script and relative links lack "//").
+_URL_MARKS = ("//", "www.", "WWW.")
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+_URL_REST = re.compile(r"[^\s<>\"'`()]*")
+_ATTR_VALUE = re.compile(rb"""\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))""")
+_NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789:.-_")
+_LINK_ATTRIBUTES = (  # an attribute name inside another ("src" in "srcset") is told apart
+    b"href",
+    b"src",
+    b"srcset",
+    b"action",
+    b"formaction",
+    b"background",
+    b"poster",
+    b"cite",
+    b"data",
+    b"xlink:href",
+    b"longdesc",
+    b"usemap",
+    b"ping",
 )
-_CSS_URL = re.compile(r"""url\(\s*['"]?([^'")\s]+)""", re.IGNORECASE)
-_TEXT_URL = re.compile(r"""(?:\b[a-z][a-z0-9+.-]*://|(?<![\w/])www\.)[^\s<>"'`]+""", re.IGNORECASE)
 _HARMLESS_SCHEMES = frozenset({"mailto", "tel", "sms", "cid", "data"})
 
 
@@ -248,7 +283,7 @@ def _classify(url: str, *, in_attribute: bool) -> tuple[str | None, str | None]:
     url = url.strip()
     if not url or url.startswith("#"):
         return None, None
-    if url.lower().startswith("www."):
+    if url[:4].lower() == "www.":
         url = "http://" + url
     try:
         parts = urlsplit(url)
@@ -269,22 +304,70 @@ def _classify(url: str, *, in_attribute: bool) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _run_before(text: str, end: int, allowed: frozenset[str], limit: int = 32) -> int:
+    """Where the run of ``allowed`` characters that ends at ``end`` starts."""
+    start = end
+    while start > max(0, end - limit) and text[start - 1] in allowed:
+        start -= 1
+    return start
+
+
+def _marks(text: str) -> list[tuple[int, str]]:
+    found = []
+    for needle in _URL_MARKS:
+        index = text.find(needle)
+        while index != -1:
+            found.append((index, needle))
+            index = text.find(needle, index + len(needle))
+    found.sort()
+    return found
+
+
+def _text_urls(text: str) -> Iterable[str]:
+    """URLs written out in text: ``scheme://...``, ``//host...`` and ``www.host...``."""
+    end = 0
+    for start, needle in _marks(text):
+        if start < end:
+            continue  # inside the previous URL
+        if needle == "//":
+            if start and text[start - 1] == ":":
+                start = _run_before(text, start - 1, _SCHEME_CHARS)
+        elif start and (text[start - 1].isalnum() or text[start - 1] in "./-_@"):
+            continue  # "xwww." or a host like "a.www.example"
+        rest = _URL_REST.match(text, start + len(needle))
+        end = rest.end() if rest else start + len(needle)
+        yield text[start:end]
+
+
+def _attribute_urls(markup: str) -> Iterable[str]:
+    """Values of link-carrying attributes (href, src, ...), entities decoded.
+
+    Scans UTF-8 bytes: ``bytes.lower`` folds only ASCII and keeps every offset.
+    """
+    data = markup.encode("utf-8", "surrogatepass")
+    lowered = data.lower()
+    for name in _LINK_ATTRIBUTES:
+        index = lowered.find(name)
+        while index != -1:
+            after = index + len(name)
+            if not index or lowered[index - 1] not in _NAME_BYTES:
+                match = _ATTR_VALUE.match(data, after)
+                if match is not None:
+                    raw = next(g for g in match.groups() if g is not None)
+                    value = htmllib.unescape(raw.decode("utf-8", "replace"))
+                    if name == b"srcset":
+                        yield from (c.strip().split(" ", 1)[0] for c in value.split(","))
+                    else:
+                        yield value
+            index = lowered.find(name, after)
+
+
 def _urls(message: RenderedMessage) -> Iterable[tuple[str, bool]]:
-    yield from ((m.group(0), False) for m in _TEXT_URL.finditer(message.text))
-    yield from ((m.group(0), False) for m in _TEXT_URL.finditer(message.subject))
+    yield from ((url, False) for url in _text_urls(message.subject))
+    yield from ((url, False) for url in _text_urls(message.text))
     if message.html is not None:
-        markup = message.html
-        for match in _ATTR_URL.finditer(markup):
-            value = htmllib.unescape(next(g for g in match.groups() if g is not None))
-            if match.group(0).lower().startswith("srcset"):
-                for candidate in value.split(","):
-                    yield candidate.strip().split(" ", 1)[0], True
-            else:
-                yield value, True
-        for match in _CSS_URL.finditer(markup):
-            yield htmllib.unescape(match.group(1)), True
-        for match in _TEXT_URL.finditer(htmllib.unescape(markup)):
-            yield match.group(0), False
+        yield from ((url, True) for url in _attribute_urls(message.html))
+        yield from ((url, False) for url in _text_urls(htmllib.unescape(message.html)))
 
 
 def find_link_problems(
@@ -299,6 +382,8 @@ def find_link_problems(
     problems: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     for url, in_attribute in _urls(message):
+        if url == link:
+            continue  # the login link itself, found several times in every message
         site, problem = _classify(url, in_attribute=in_attribute)
         if problem is not None and problem not in seen:
             seen.add(problem)

@@ -119,6 +119,9 @@ def test_user_directory_overrides_one_file_and_adds_templates(tmp_path: Path) ->
         '<a href="//evil.example/x">x</a>',
         "<a href=https://evil.example/x>x</a>",
         '<a href="&#104;ttps://evil.example/">x</a>',
+        '<A HREF="https://evil.example/">Ø</A>',
+        '<img srcset="https://lms.example.com/a.png 1x, https://cdn.evil.example/b.png 2x">',
+        "<p>Mer på https://evil.example/side og æøå</p>",
     ],
 )
 def test_foreign_link_in_html_is_refused(tmp_path: Path, snippet: str) -> None:
@@ -152,13 +155,14 @@ def test_allow_list_lets_a_named_site_through(tmp_path: Path) -> None:
 
 
 def test_same_site_subdomain_and_mailto_are_fine(tmp_path: Path) -> None:
-    """Another host on the login link's site and a mailto: link do not break the rule."""
+    """Another host on the site, mailto: and look-alike attribute names pass the rule."""
     write(tmp_path, "x/en/subject.txt", "Hi")
     write(tmp_path, "x/en/body.txt", "{{ link }}\nhttps://help.example.com/\n")
     write(
         tmp_path,
         "x/en/body.html",
-        '<a href="{{ link }}">{{ link }}</a><a href="mailto:t@school.example.net">mail</a>',
+        '<a href="{{ link }}">{{ link }}</a><a href="mailto:t@school.example.net">mail</a>'
+        '<div data-href="section-2" style="background-color:#fff">Å</div>',
     )
     Renderer(template_dirs=[tmp_path]).render("x", locale="en", context=context(), link=LINK)
 
