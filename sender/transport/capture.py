@@ -20,7 +20,7 @@ from typing import Self
 
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.models import SmtpReply
-from sender.smtpd import ReceivedMessage, Response, Session, SmtpServer
+from sender.smtpd import ReceivedMessage, Response, SmtpHandler, SmtpServer
 
 __all__ = ["CaptureServer"]
 
@@ -121,24 +121,11 @@ def _open_maildir(path: Path) -> mailbox.Maildir:
     return mailbox.Maildir(path, factory=None, create=False)
 
 
-class _CaptureHandler:
-    """Accepts every sender and recipient; stores at DATA."""
+class _CaptureHandler(SmtpHandler):
+    """Accepts every sender and recipient (the Protocol's defaults); stores at DATA."""
 
     def __init__(self, owner: CaptureServer) -> None:
         self._owner = owner
-
-    async def on_connect(self, session: Session, /) -> Response:
-        return None
-
-    async def on_mail(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return None
-
-    async def on_rcpt(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return None
 
     async def on_data(self, message: ReceivedMessage, /) -> Response:
         return await self._owner._store(message)
