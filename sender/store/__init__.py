@@ -1,0 +1,32 @@
+"""The durable outbox: the ``Store`` contract and its embedded SQLite implementation."""
+
+from sender.store.base import (
+    FINAL_STATES,
+    Attempt,
+    DomainProgress,
+    IngestResult,
+    MessageState,
+    NewRow,
+    OutboxMessage,
+    Outcome,
+    RunInfo,
+    RunState,
+    Store,
+)
+from sender.store.sqlite import SqliteStore, find_latest_run
+
+__all__ = [
+    "FINAL_STATES",
+    "Attempt",
+    "DomainProgress",
+    "IngestResult",
+    "MessageState",
+    "NewRow",
+    "OutboxMessage",
+    "Outcome",
+    "RunInfo",
+    "RunState",
+    "SqliteStore",
+    "Store",
+    "find_latest_run",
+]

@@ -1,0 +1,226 @@
+"""The outbox's contract: runs, one message row per recipient, and an attempt log.
+
+A :class:`Store` is what makes bulk runs durable. The engine (``sender.runs``)
+only ever talks to this Protocol, so a PostgreSQL store shared by several
+worker processes can replace the embedded SQLite one without changing callers.
+Every state change that two workers could race on is a single atomic
+statement (claim = conditional update), never read-then-write.
+
+Message states::
+
+    queued ──claim──▶ sending ──▶ sent
+      ▲                  │
+      │                  ├──▶ deferred ──(due)──▶ claimable again
+      │                  ├──▶ failed        (permanent, or retries exhausted)
+      └──requeue_stale───┘──▶ suppressed    (never sent; bounce handling)
+    skipped                                 (bad input; recorded at ingest)
+
+``sent``, ``failed``, ``suppressed`` and ``skipped`` are final until an operator
+acts (``reset_failed`` for ``sender retry``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from sender.models import Participant, SmtpReply
+
+__all__ = [
+    "FINAL_STATES",
+    "Attempt",
+    "DomainProgress",
+    "IngestResult",
+    "MessageState",
+    "NewRow",
+    "OutboxMessage",
+    "Outcome",
+    "RunInfo",
+    "RunState",
+    "Store",
+]
+
+
+class MessageState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    SKIPPED = "skipped"
+
+
+FINAL_STATES = frozenset(
+    {MessageState.SENT, MessageState.FAILED, MessageState.SUPPRESSED, MessageState.SKIPPED}
+)
+
+
+class RunState(StrEnum):
+    ACTIVE = "active"  # has work to do (or is doing it)
+    PAUSED = "paused"  # stopped on purpose; ``paused_reason`` says why
+    DONE = "done"  # nothing left but final states
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One bulk run as stored."""
+
+    run_id: str
+    template: str
+    source: str  # where the rows came from: a CSV path, or "library"
+    created_at: float
+    state: RunState = RunState.ACTIVE
+    paused_reason: str | None = None
+    paused_since: float | None = None
+    ingested_through: int = 0  # highest input row number stored; resume ingests after it
+    ingest_complete: bool = False
+    owner: str | None = None  # the worker holding the run's lease ("host:pid")
+    heartbeat_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """One input row for :meth:`Store.add_rows`: a participant, or the reason it was skipped."""
+
+    row: int  # the input's row number (CSV: the line it starts on)
+    participant: Participant | None
+    skip_reason: str | None = None  # set when participant is None
+    email: str | None = None  # what the row said, for skipped rows
+    priority: int = 0  # higher leaves first within a domain
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    queued: int
+    skipped: int
+    duplicates: tuple[tuple[int, int], ...] = ()  # (row, row of the first occurrence)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A claimed message: everything needed to compose and send it."""
+
+    id: int
+    run_id: str
+    row: int
+    participant: Participant
+    template: str
+    domain: str
+    attempts: int  # including the current one
+    first_attempt_at: float | None
+    message_id: str | None  # kept across attempts, so a resend carries the same Message-ID
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one attempt, as the engine records it."""
+
+    state: MessageState  # SENT, DEFERRED, FAILED or SUPPRESSED
+    at: float
+    reply: SmtpReply | None = None
+    detail: str = ""
+    next_attempt_at: float | None = None  # for DEFERRED
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    message_id: int
+    number: int
+    at: float
+    state: MessageState
+    reply: SmtpReply | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DomainProgress:
+    domain: str
+    counts: Mapping[MessageState, int] = field(default_factory=dict)
+    next_attempt_at: float | None = None
+
+
+class Store(Protocol):
+    """Durable outbox. All times are Unix seconds from the engine's clock."""
+
+    async def create_run(
+        self, run_id: str, /, *, template: str, source: str, now: float
+    ) -> tuple[RunInfo, bool]:
+        """Create the run, or return the existing one; the bool says whether it was new."""
+        ...
+
+    async def get_run(self, run_id: str, /) -> RunInfo | None: ...
+
+    async def latest_run(self) -> RunInfo | None: ...
+
+    async def add_rows(
+        self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
+    ) -> IngestResult:
+        """Store rows in one transaction and advance ``ingested_through`` with them.
+
+        Idempotent: the key is (run, participant id, template). A participant
+        already in the run from *another* row is recorded as a skipped duplicate
+        naming that row; the same row stored again (a resumed ingest) is ignored.
+        """
+        ...
+
+    async def acquire_run(self, run_id: str, /, *, owner: str, now: float, ttl: float) -> bool:
+        """Take the run's lease unless another owner's heartbeat is younger than ``ttl``."""
+        ...
+
+    async def heartbeat(self, run_id: str, /, *, owner: str, now: float) -> bool:
+        """Renew the lease; False when ``owner`` has lost it and must stop sending."""
+        ...
+
+    async def release_run(self, run_id: str, /, *, owner: str) -> None: ...
+
+    async def requeue_stale(self, run_id: str, /) -> int:
+        """Put ``sending`` rows back to ``queued`` (after a crash); returns how many."""
+        ...
+
+    async def pending_domains(self, run_id: str, /, *, now: float) -> dict[str, int]:
+        """Domains with claimable messages now (queued, or deferred and due), with counts."""
+        ...
+
+    async def claim(
+        self, run_id: str, domain: str, /, *, now: float, owner: str
+    ) -> OutboxMessage | None:
+        """Atomically move one claimable message of ``domain`` to ``sending``."""
+        ...
+
+    async def record(self, message_id: int, outcome: Outcome, /) -> None:
+        """Store an attempt's outcome and append it to the attempt log, in one transaction."""
+        ...
+
+    async def next_attempt_at(self, run_id: str, /) -> float | None:
+        """The earliest time a deferred message of the run becomes due."""
+        ...
+
+    async def counts(self, run_id: str, /) -> dict[MessageState, int]: ...
+
+    async def domain_progress(self, run_id: str, /) -> list[DomainProgress]: ...
+
+    async def set_run_state(
+        self, run_id: str, state: RunState, /, *, now: float, reason: str | None = None
+    ) -> None: ...
+
+    async def reset_failed(self, run_id: str, /, *, now: float) -> int:
+        """``failed`` and ``deferred`` back to ``queued`` for ``sender retry``; never ``sent``."""
+        ...
+
+    async def attempts(self, message_id: int, /) -> list[Attempt]: ...
+
+    async def skipped(self, run_id: str, /, *, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """Skipped rows as (row, email or '', reason), in row order."""
+        ...
+
+    async def problems(
+        self, run_id: str, /, *, limit: int = 1000
+    ) -> list[tuple[int, str, MessageState, str]]:
+        """Failed, deferred and suppressed rows as (row, email, state, last reply or detail)."""
+        ...
+
+    async def aclose(self) -> None: ...
