@@ -15,6 +15,7 @@ from sender.errors import (
     LinkPolicyError,
     LinkRevoked,
     PermanentDeliveryError,
+    RunBusy,
     SenderError,
     TemplateError,
     TemplateNotFound,
@@ -33,11 +34,15 @@ from sender.models import (
     SmtpReply,
 )
 from sender.render import RenderedMessage, Renderer
+from sender.runs import BulkRunner, Progress, RunReport, RunSettings
+from sender.schedule import RateLimits, RetryPolicy, Scheduler
+from sender.store import MessageState, RunState, SqliteStore, Store
 from sender.transport import SmtpTransport, Transport
 
 __all__ = [
     "Address",
     "AddressError",
+    "BulkRunner",
     "Clock",
     "ComposedMessage",
     "ConfigurationError",
@@ -56,11 +61,20 @@ __all__ = [
     "LinkRevoked",
     "LinkSettings",
     "LinkSigner",
+    "MessageState",
     "Participant",
     "PermanentDeliveryError",
+    "Progress",
+    "RateLimits",
     "RecipientResult",
     "RenderedMessage",
     "Renderer",
+    "RetryPolicy",
+    "RunBusy",
+    "RunReport",
+    "RunSettings",
+    "RunState",
+    "Scheduler",
     "Sender",
     "SenderError",
     "SenderSettings",
@@ -68,6 +82,8 @@ __all__ = [
     "SmtpSecurity",
     "SmtpSettings",
     "SmtpTransport",
+    "SqliteStore",
+    "Store",
     "SystemClock",
     "TemplateError",
     "TemplateNotFound",

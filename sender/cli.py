@@ -8,27 +8,42 @@ traceback for anything unexpected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
 import time
-from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from sender.client import Sender, open_sender
 from sender.config import CliConfig, load_config, parse_duration
-from sender.errors import ConfigurationError, InputError, LinkError, SenderError, TemplateError
-from sender.models import DeliveryResult, DeliveryStatus, Participant
+from sender.errors import ConfigurationError, InputError, LinkError, SenderError
+from sender.models import DeliveryResult, Participant
 from sender.participants import CsvRow, read_csv
 from sender.render import Renderer, lint_templates
+from sender.runs import (
+    BulkRunner,
+    DryRun,
+    Progress,
+    RunReport,
+    RunSettings,
+    check_rows,
+    run_id_for,
+    run_status,
+)
+from sender.schedule import Scheduler
+from sender.store import MessageState, RunState, SqliteStore
 
 __all__ = ["main"]
 
@@ -72,9 +87,9 @@ class Context:
         self.config_file = config_file
         self.debug = debug
 
-    def config(self, **overrides: object) -> CliConfig:
+    def config(self, *, quiet: bool = False, **overrides: object) -> CliConfig:
         config = load_config(config_file=self.config_file, overrides=overrides)
-        if config.generated_secret is not None:
+        if config.generated_secret is not None and not quiet:
             err.print(
                 "warning: no secret key configured (SENDER_SECRET_KEYS); using the generated "
                 f"key in {config.generated_secret}. Links stop verifying if that file is lost.",
@@ -83,8 +98,17 @@ class Context:
         return config
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        with errors_as_lines(self.debug):
-            return asyncio.run(coroutine)
+        with errors_as_lines(self.debug), asyncio.Runner(loop_factory=fast_loop()) as runner:
+            return runner.run(coroutine)
+
+
+def fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (``pip install 'sender[fast]'``), else asyncio's."""
+    try:
+        import uvloop  # optional: looked up when a command runs
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -347,124 +371,331 @@ def send(
         sys.exit(EXIT_FAILED)
 
 
+# --- bulk runs -------------------------------------------------------------------------
+
+
+def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The sending options shared by run, resume and retry."""
+    for option in reversed(
+        [
+            smtp_option,
+            maildir_option,
+            click.option("--rate", type=float, help="Global messages per second (0: no limit)."),
+            click.option(
+                "--domain-rate", help="Default limit per recipient domain, e.g. 30/min (0: none)."
+            ),
+            click.option("--concurrency", type=click.IntRange(1, 64), help="Connections in use."),
+            click.option(
+                "--progress/--no-progress",
+                default=None,
+                help="Progress bar on a terminal, plain lines otherwise; --no-progress: quiet.",
+            ),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def run_config(
+    obj: Context,
+    *,
+    smtp_url: str | None,
+    maildir: Path | None,
+    rate: float | None,
+    domain_rate: str | None,
+    concurrency: int | None,
+) -> CliConfig:
+    return obj.config(
+        smtp_url=smtp_url,
+        maildir=str(maildir) if maildir else None,
+        rate=rate,
+        domain_rate=domain_rate,
+        concurrency=concurrency,
+    )
+
+
 @main.command()
 @click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--template", default="invitation", show_default=True)
-@smtp_option
-@maildir_option
-@click.option("--concurrency", type=click.IntRange(1, 64), help="Connections in the pool.")
+@click.option("--run-id", help="Name the run (default: from the file's contents and template).")
+@click.option("--dry-run", is_flag=True, help="Render and check every row; send nothing.")
+@run_options
 @pass_context
 def run(
     obj: Context,
+    /,
     csv_file: Path,
     template: str,
-    smtp_url: str | None,
-    maildir: Path | None,
-    concurrency: int | None,
+    run_id: str | None,
+    dry_run: bool,
+    progress: bool | None,
+    **options: Any,
 ) -> None:
-    """Send one message to each participant in a CSV.
+    """Send one message to each participant in a CSV, durably.
 
     Columns: email,name,participant_id,course_id[,locale] plus any extra
-    columns, which become template variables.
+    columns, which become template variables. Running the same file again (or
+    `sender resume RUN_ID`) continues where it stopped and never sends twice.
     """
     with errors_as_lines(obj.debug):
-        config = obj.config(
-            smtp_url=smtp_url, maildir=str(maildir) if maildir else None, pool_size=concurrency
+        config = run_config(obj, **options)
+        if not csv_file.is_file():
+            raise InputError(f"{csv_file} does not exist", field="csv")
+        if dry_run:
+            dry = check_rows_of(config, csv_file, template=template)
+            print_dry_run(dry, csv_file)
+            sys.exit(EXIT_FAILED if dry.skipped and not dry.ok else 0)
+        run_id = run_id or run_id_for(csv_file, template)
+    report = obj.run(
+        bulk(
+            config,
+            run_id,
+            template=template,
+            rows=read_csv(csv_file),
+            source=str(csv_file.resolve()),
+            progress=progress,
         )
-    started = time.monotonic()
-    report = obj.run(send_all(config, csv_file, template=template))
-    print_report(report, config, elapsed=time.monotonic() - started)
-    if report.counts[DeliveryStatus.ACCEPTED] == 0 and report.total:
+    )
+    obj.run(print_run_report(config, report))
+    if report.counts.get(MessageState.SENT, 0) == 0 and report.total:
         sys.exit(EXIT_FAILED)
 
 
-class RunReport:
-    """What a plain run did, row by row, for the summary."""
+@main.command()
+@click.argument("run_id")
+@run_options
+@pass_context
+def resume(obj: Context, /, run_id: str, progress: bool | None, **options: Any) -> None:
+    """Continue a run that was interrupted, crashed, or has retries due."""
+    with errors_as_lines(obj.debug):
+        config = run_config(obj, **options)
+    report = obj.run(resume_run(config, run_id, progress=progress))
+    obj.run(print_run_report(config, report))
 
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.problems: list[str] = []
-        self.total = 0
-        self.first: tuple[Participant, str] | None = None
 
-    def note(self, row: int, email: str | None, outcome: str) -> None:
-        self.problems.append(f"row {row} ({email or 'no address'}): {outcome}")
+@main.command()
+@click.argument("run_id")
+@run_options
+@pass_context
+def retry(obj: Context, /, run_id: str, progress: bool | None, **options: Any) -> None:
+    """Send again to the run's failed and not-yet-sent recipients; never to those sent."""
+    with errors_as_lines(obj.debug):
+        config = run_config(obj, **options)
+    report = obj.run(resume_run(config, run_id, progress=progress, reset_failed=True))
+    obj.run(print_run_report(config, report))
 
 
-async def send_all(config: CliConfig, csv_file: Path, *, template: str) -> RunReport:
-    """The plain loop: stream rows, keep the pool busy, record every row's fate."""
-    report = RunReport()
-    concurrency = config.smtp.pool_size if config.smtp else 4
-    seen: dict[str, int] = {}
-    async with open_sender(config.sender, smtp=config.smtp, maildir=config.maildir) as sender:
-        renderer_names = sender.renderer.names()
-        if template not in renderer_names:
-            raise InputError(
-                f"no template named {template!r} (have: {', '.join(renderer_names)})",
-                field="template",
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable status.")
+@pass_context
+def status(obj: Context, run_id: str | None, as_json: bool) -> None:
+    """Counts per state, progress per domain, next retry, and why a run is paused."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+    data = obj.run(run_status_of(config, run_id))
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    print_status(data)
+
+
+# --- bulk glue: open the store and sender, run, print ---------------------------------
+
+
+def store_for(config: CliConfig) -> SqliteStore:
+    return SqliteStore(config.state_dir / "outbox.sqlite3")
+
+
+async def bulk(
+    config: CliConfig,
+    run_id: str,
+    *,
+    template: str,
+    rows: Iterable[CsvRow] | None,
+    source: str,
+    progress: bool | None,
+    reset_failed: bool = False,
+) -> RunReport:
+    store = store_for(config)
+    try:
+        if reset_failed:
+            count = await store.reset_failed(run_id, now=time.time())
+            err.print(f"{count} failed or deferred message(s) queued again")
+        scheduler = Scheduler(config.limits)
+        async with open_sender(
+            config.sender, smtp=config.smtp, maildir=config.maildir, scheduler=scheduler
+        ) as sender:
+            runner = BulkRunner(
+                sender,
+                store,
+                RunSettings(template=template, concurrency=config.concurrency, retry=config.retry),
             )
-        slots = asyncio.Semaphore(concurrency)
-        tasks: set[asyncio.Task[None]] = set()
-
-        aborted: list[BaseException] = []
-
-        async def one(row: CsvRow, participant: Participant) -> None:
-            try:
-                composed = sender.compose(participant, template=template)
-            except (InputError, TemplateError) as exc:
-                slots.release()
-                report.counts["skipped"] += 1
-                report.note(row.row, row.email, f"skipped: {exc}")
-                return
-            try:
-                result = await sender.deliver(composed)
-            except SenderError as exc:  # the transport itself is unusable (e.g. bad login)
-                aborted.append(exc)
-                return
-            finally:
-                slots.release()
-            report.counts[result.status] += 1
-            if result.ok and report.first is None:
-                report.first = (participant, sender.get_link(participant).url)
-            if not result.ok:
-                report.note(row.row, row.email, describe(result))
-
-        for row in read_csv(csv_file):
-            if aborted:
-                break
-            report.total += 1
-            if row.participant is None:
-                report.counts["skipped"] += 1
-                report.note(row.row, row.email, f"skipped: {row.error}")
-                continue
-            key = f"{row.participant.participant_id}\x00{row.participant.course_id}"
-            if key in seen:
-                report.counts["skipped"] += 1
-                report.note(row.row, row.email, f"skipped: duplicate of row {seen[key]}")
-                continue
-            seen[key] = row.row
-            await slots.acquire()
-            task = asyncio.create_task(one(row, row.participant))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
-        if aborted:
-            raise aborted[0]
-    return report
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(
+                NotImplementedError, RuntimeError, ValueError
+            ):  # not main thread
+                loop.add_signal_handler(signal.SIGINT, runner.stop)
+                loop.add_signal_handler(signal.SIGTERM, runner.stop)
+            with ProgressDisplay(enabled=progress) as display:
+                return await runner.run(run_id, rows, source=source, on_progress=display.update)
+    finally:
+        await store.aclose()
 
 
-def print_report(report: RunReport, config: CliConfig, *, elapsed: float) -> None:
-    table = Table(title=f"{report.total} participant(s) in {elapsed:.1f} s", title_justify="left")
-    table.add_column("outcome")
+async def resume_run(
+    config: CliConfig, run_id: str, *, progress: bool | None, reset_failed: bool = False
+) -> RunReport:
+    store = store_for(config)
+    try:
+        run_info = await store.get_run(run_id)
+    finally:
+        await store.aclose()
+    if run_info is None:
+        raise InputError(f"no run named {run_id!r}; see `sender status`", field="run_id")
+    rows: Iterable[CsvRow] | None = None
+    if not run_info.ingest_complete:
+        source = Path(run_info.source)
+        if not await asyncio.to_thread(source.is_file):
+            raise InputError(
+                f"run {run_id} was not fully read from {source}, which is gone", field="csv"
+            )
+        rows = read_csv(source)
+    return await bulk(
+        config,
+        run_id,
+        template=run_info.template,
+        rows=rows,
+        source=run_info.source,
+        progress=progress,
+        reset_failed=reset_failed,
+    )
+
+
+async def run_status_of(config: CliConfig, run_id: str | None) -> dict[str, object]:
+    store = store_for(config)
+    try:
+        return await run_status(store, run_id, now=time.time())
+    finally:
+        await store.aclose()
+
+
+class ProgressDisplay:
+    """A rich progress bar on a terminal; plain lines every few seconds otherwise."""
+
+    def __init__(self, *, enabled: bool | None) -> None:
+        """``None``: a bar on a terminal, plain lines otherwise; ``False``: silent."""
+        self._tty = err.is_terminal if enabled is None else enabled
+        self._silent = enabled is False
+        self._bar: RichProgress | None = None
+        self._task: TaskID | None = None
+        self._last_line = 0.0
+
+    def __enter__(self) -> ProgressDisplay:
+        if self._tty:
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.fields[run]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[states]}"),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("ETA {task.fields[eta]}"),
+                console=err,
+                transient=False,
+            )
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+    def update(self, progress: Progress) -> None:
+        if self._silent:
+            return
+        counts = progress.counts
+        states = " ".join(
+            f"{state.value} {counts.get(state, 0)}"
+            for state in (
+                MessageState.SENT,
+                MessageState.DEFERRED,
+                MessageState.FAILED,
+                MessageState.SKIPPED,
+                MessageState.SUPPRESSED,
+            )
+            if counts.get(state, 0) or state is MessageState.SENT
+        )
+        eta = "-" if progress.eta is None else f"{progress.eta:.0f}s"
+        rate = f"{progress.rate:.0f}/s"
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(
+                    "send",
+                    total=progress.total,
+                    run=progress.run_id,
+                    states="",
+                    rate="",
+                    eta="",
+                )
+            self._bar.update(
+                self._task,
+                completed=progress.done,
+                total=progress.total,
+                states=states,
+                rate=rate,
+                eta=eta,
+            )
+            return
+        moment = time.monotonic()
+        if moment - self._last_line >= 2.0 or progress.done == progress.total:
+            self._last_line = moment
+            err.print(
+                f"{progress.run_id}: {progress.done}/{progress.total} {states} {rate} ETA {eta}"
+            )
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+async def print_run_report(config: CliConfig, report: RunReport) -> None:
+    store = store_for(config)
+    try:
+        problems = await store.problems(report.run.run_id, limit=20)
+        skipped = await store.skipped(report.run.run_id, limit=20)
+    finally:
+        await store.aclose()
+    table = Table(
+        title=f"run {report.run.run_id}: {report.total} participant(s), "
+        f"{report.sent_now} sent now in {report.elapsed:.1f} s",
+        title_justify="left",
+    )
+    table.add_column("state")
     table.add_column("count", justify="right")
-    for label in ("accepted", "temporary", "permanent", "skipped"):
-        table.add_row(label, str(report.counts[label]))
+    for state in MessageState:
+        table.add_row(state.value, str(report.counts.get(state, 0)))
     out.print(table)
-    for line in report.problems[:20]:
-        out.print(f"  {line}")
-    if len(report.problems) > 20:
-        out.print(f"  ... and {len(report.problems) - 20} more")
+    if report.requeued:
+        out.print(
+            f"{report.requeued} message(s) were in flight when the last worker stopped; "
+            "they were sent again (same Message-ID)."
+        )
+    for row, email_address, reason in skipped:
+        out.print(f"  row {row} ({email_address or 'no address'}): skipped: {reason}")
+    for row, email_address, state, reason in problems:
+        out.print(f"  row {row} ({email_address}): {state.value}: {reason}")
+    if report.next_attempt_at is not None:
+        out.print(
+            f"Deferred messages retry from {when(report.next_attempt_at)}: "
+            f"run `sender resume {report.run.run_id}` then."
+        )
+    if report.run.state is RunState.PAUSED:
+        out.print(
+            f"Paused ({report.run.paused_reason}); continue with "
+            f"`sender resume {report.run.run_id}`."
+        )
     if config.smtp is None:
         out.print(
             f"Messages are in {config.maildir}/new (embedded capture server; "
@@ -472,10 +703,62 @@ def print_report(report: RunReport, config: CliConfig, *, elapsed: float) -> Non
         )
     else:
         out.print(f"Sent through {config.smtp.redacted_url()}.")
-    if report.first is not None:
-        participant, url = report.first
+    if report.first_sent is not None:
+        participant = report.first_sent
+        url = Sender(config.sender).get_link(participant).url
         out.print(
             f"Get Link for {participant.name} ({participant.participant_id}), "
             "to share by hand if mail does not arrive:"
         )
         out.print(f"  {url}", overflow="ignore", crop=False)
+
+
+def check_rows_of(config: CliConfig, csv_file: Path, *, template: str) -> DryRun:
+    sender = Sender(config.sender)
+    if template not in sender.renderer.names():
+        raise InputError(f"no template named {template!r}", field="template")
+    return check_rows(sender, read_csv(csv_file), template=template)
+
+
+def print_dry_run(dry: DryRun, csv_file: Path) -> None:
+    out.print(f"{csv_file}: {dry.ok} message(s) would be sent, {len(dry.skipped)} skipped")
+    for row, email_address, reason in dry.skipped[:50]:
+        out.print(f"  row {row} ({email_address or 'no address'}): {reason}")
+    if len(dry.skipped) > 50:
+        out.print(f"  ... and {len(dry.skipped) - 50} more")
+    for locale, count in sorted(dry.fallbacks.items()):
+        out.print(f"  {count} row(s) asked for locale {locale!r}; they get the closest one")
+
+
+def print_status(data: Mapping[str, Any]) -> None:
+    state = data["state"]
+    if data["running"]:
+        state = f"{state}, being sent by {data['owner']}"
+    out.print(f"run {data['run_id']} ({data['template']}, from {data['source']}): {state}")
+    if data["paused_reason"]:
+        out.print(f"paused since {when(data['paused_since'])}: {data['paused_reason']}")
+    counts = data["counts"]
+    out.print("  ".join(f"{name} {count}" for name, count in counts.items()))
+    if data["next_attempt_at"] is not None:
+        out.print(f"next retry: {when(data['next_attempt_at'])}")
+    domains = sorted(
+        data["domains"], key=lambda d: -sum(d["counts"].get(s, 0) for s in ("queued", "deferred"))
+    )
+    if domains:
+        table = Table(title="per domain", title_justify="left")
+        table.add_column("domain")
+        for name in ("sent", "queued", "deferred", "failed", "skipped"):
+            table.add_column(name, justify="right")
+        table.add_column("next retry")
+        for item in domains[:20]:
+            table.add_row(
+                item["domain"],
+                *(
+                    str(item["counts"].get(name, 0))
+                    for name in ("sent", "queued", "deferred", "failed", "skipped")
+                ),
+                when(item["next_attempt_at"]),
+            )
+        out.print(table)
+        if len(domains) > 20:
+            out.print(f"... and {len(domains) - 20} more domains (see --json)")

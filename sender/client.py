@@ -25,6 +25,7 @@ from sender.links import IssuedLink, LinkClaims, LinkSigner
 from sender.mime import BuiltMessage, MessageBuilder, envelope_address
 from sender.models import Address, DeliveryResult, DeliveryStatus, Envelope, Participant
 from sender.render import RenderedMessage, Renderer
+from sender.schedule import Scheduler
 from sender.transport import CaptureServer, SmtpTransport, Transport
 
 __all__ = ["ComposedMessage", "Sender", "open_sender"]
@@ -77,9 +78,11 @@ class Sender:
         transport: Transport | None = None,
         clock: Clock | None = None,
         renderer: Renderer | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._settings = settings
         self._transport = transport
+        self.scheduler = scheduler
         self._clock = clock or SystemClock()
         self.links = LinkSigner(settings.links, clock=self._clock)
         self.renderer = renderer or Renderer(
@@ -175,8 +178,12 @@ class Sender:
         stamp: str | None = None,
         reply_to: Address | None = None,
         headers: Mapping[str, str] | None = None,
+        message_id: str | None = None,
     ) -> ComposedMessage:
         """Issue the link, render the template and build the bytes, without sending.
+
+        ``message_id`` lets a retry carry the first attempt's Message-ID, so a
+        receiver that got both copies after a crash can tell they are one message.
 
         Raises :class:`~sender.errors.InputError` for unusable participant
         data and :class:`~sender.errors.TemplateError` for template problems,
@@ -200,6 +207,7 @@ class Sender:
             html=rendered.html,
             reply_to=reply_to,
             headers=headers,
+            message_id=message_id,
         )
         envelope = Envelope(
             mail_from=self._return_path,
@@ -211,7 +219,11 @@ class Sender:
     # --- sending -----------------------------------------------------------------------
 
     async def deliver(self, composed: ComposedMessage, /) -> DeliveryResult:
-        """Hand a composed message to the transport and report the one recipient's fate."""
+        """Hand a composed message to the transport now and report the recipient's fate.
+
+        No scheduling happens here: the bulk engine calls this once the scheduler
+        granted a slot; :meth:`send` goes through the priority lane first.
+        """
         if self._transport is None:
             raise ConfigurationError("this Sender has no transport; pass transport= to send")
         results = await self._transport.send(composed.envelope, composed.message.data)
@@ -247,7 +259,11 @@ class Sender:
         reply_to: Address | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> DeliveryResult:
-        """Compose and send one template to one participant."""
+        """Compose and send one template to one participant, ahead of any bulk work.
+
+        With a scheduler attached (a bulk run in progress in this process), the
+        message takes the priority lane: it waits only for the global rate limit.
+        """
         composed = self.compose(
             participant,
             template=template,
@@ -257,6 +273,8 @@ class Sender:
             reply_to=reply_to,
             headers=headers,
         )
+        if self.scheduler is not None:
+            await self.scheduler.priority(composed.participant.domain)
         return await self.deliver(composed)
 
     async def send_invitation(
@@ -296,6 +314,7 @@ async def open_sender(
     smtp: SmtpSettings | None = None,
     maildir: Path | None = None,
     clock: Clock | None = None,
+    scheduler: Scheduler | None = None,
 ) -> AsyncIterator[Sender]:
     """A ready :class:`Sender`: over ``smtp``, or, without it, the embedded capture server.
 
@@ -304,11 +323,11 @@ async def open_sender(
     so the full SMTP path runs with no setup.
     """
     if smtp is not None:
-        async with Sender(settings, transport=SmtpTransport(smtp, clock=clock), clock=clock) as s:
+        transport = SmtpTransport(smtp, clock=clock)
+        async with Sender(settings, transport=transport, clock=clock, scheduler=scheduler) as s:
             yield s
         return
-    async with CaptureServer(maildir or Path(".sender/maildir")) as capture:  # noqa: SIM117
-        async with Sender(
-            settings, transport=SmtpTransport(capture.smtp_settings(), clock=clock), clock=clock
-        ) as s:
+    async with CaptureServer(maildir or Path(".sender/maildir")) as capture:
+        transport = SmtpTransport(capture.smtp_settings(), clock=clock)
+        async with Sender(settings, transport=transport, clock=clock, scheduler=scheduler) as s:
             yield s

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sender.errors import ConfigurationError
 from sender.models import Address
+from sender.schedule import RateLimits, RetryPolicy, parse_domain_rate
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -261,6 +262,13 @@ _TOML_KEYS = {
     "pool_size",
     "max_messages_per_connection",
     "smtp_timeout",
+    "rate",
+    "domain_rate",
+    "concurrency",
+    "domain_rates",
+    "domain_groups",
+    "retry_first",
+    "retry_max_age",
 }
 
 
@@ -274,6 +282,9 @@ class CliConfig:
     state_dir: Path
     generated_secret: Path | None  # set when no key was configured and a local one is used
     config_file: Path | None
+    limits: RateLimits = field(default_factory=RateLimits)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    concurrency: int = 4  # bulk messages in flight; also the SMTP pool size
 
 
 def local_secret(state_dir: Path, /) -> tuple[str, Path]:
@@ -396,12 +407,14 @@ def load_config(
             raise ConfigurationError(f"{key} must be a whole number", setting=key)
         return value
 
+    limits, retry = _sending_policy(values)
+    concurrency = integer("concurrency") or integer("pool_size") or 4
     smtp_url = text("smtp_url")
     timeout = values.get("smtp_timeout")
     smtp = (
         SmtpSettings.from_url(
             smtp_url,
-            pool_size=integer("pool_size"),
+            pool_size=concurrency,
             max_messages_per_connection=integer("max_messages_per_connection"),
             timeout=parse_duration(str(timeout), setting="smtp_timeout").total_seconds()
             if timeout is not None
@@ -418,4 +431,61 @@ def load_config(
         state_dir=state_dir,
         generated_secret=generated,
         config_file=found_file,
+        limits=limits,
+        retry=retry,
+        concurrency=concurrency,
     )
+
+
+def _sending_policy(values: Mapping[str, object]) -> tuple[RateLimits, RetryPolicy]:
+    """Rate limits and retry timing from ``rate``, ``domain_rate`` and their tables.
+
+    ``0`` means "no limit", for benchmarks and for relays that throttle themselves.
+    """
+    rate = values.get("rate")
+    if rate is None:
+        global_rate: float | None = RateLimits().global_per_second
+    else:
+        try:
+            global_rate = float(str(rate))
+        except ValueError as exc:
+            raise ConfigurationError(f"rate {rate!r} is not a number", setting="rate") from exc
+        if global_rate < 0:
+            raise ConfigurationError("rate must not be negative", setting="rate")
+        global_rate = global_rate or None
+    domain = values.get("domain_rate")
+    domain_rate: float | None = RateLimits().domain_per_minute
+    if domain is not None:
+        number = str(domain).strip().partition("/")[0].strip()
+        no_limit = number.replace(".", "", 1).isdigit() and float(number) == 0
+        domain_rate = None if no_limit else parse_domain_rate(str(domain))
+    overrides_table = values.get("domain_rates", {})
+    groups_table = values.get("domain_groups", {})
+    if not isinstance(overrides_table, dict) or not isinstance(groups_table, dict):
+        raise ConfigurationError("domain_rates and domain_groups must be tables")
+    overrides = {str(k).lower(): parse_domain_rate(str(v)) for k, v in overrides_table.items()}
+    groups: dict[str, str] = {}
+    for group, members in groups_table.items():
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ConfigurationError(
+                f"domain_groups.{group} must be a list of domains", setting="domain_groups"
+            )
+        groups.update({member.lower(): str(group) for member in members})
+    limits = RateLimits(
+        global_per_second=global_rate,
+        domain_per_minute=domain_rate,
+        domain_overrides=overrides,
+        domain_groups=groups,
+    )
+    first = values.get("retry_first")
+    max_age = values.get("retry_max_age")
+    defaults = RetryPolicy()
+    retry = RetryPolicy(
+        first_retry=parse_duration(str(first), setting="retry_first").total_seconds()
+        if first is not None
+        else defaults.first_retry,
+        max_age=parse_duration(str(max_age), setting="retry_max_age").total_seconds()
+        if max_age is not None
+        else defaults.max_age,
+    )
+    return limits, retry

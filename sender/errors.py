@@ -20,6 +20,7 @@ the row, the template, the reply) so a caller never parses messages::
     │   ├── TemplateNotFound
     │   ├── UndefinedVariable            the template uses a variable nobody gave
     │   └── LinkPolicyError              the single-link rule refuses the message
+    ├── RunBusy                          another worker holds the run's lease
     └── DeliveryError                    the mail server did not accept a message
         ├── TemporaryDeliveryError       4xx, timeout, dropped connection: retry later
         └── PermanentDeliveryError       5xx: do not retry
@@ -49,6 +50,7 @@ __all__ = [
     "LinkPolicyError",
     "LinkRevoked",
     "PermanentDeliveryError",
+    "RunBusy",
     "SenderError",
     "TemplateError",
     "TemplateNotFound",
@@ -163,6 +165,14 @@ class LinkPolicyError(TemplateError):
     ) -> None:
         super().__init__(message, template=template)
         self.sites = sites
+
+
+class RunBusy(SenderError):
+    """Another live worker is sending this run; two would send everyone twice."""
+
+    def __init__(self, message: str, /, *, owner: str | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
 
 
 class DeliveryError(SenderError):

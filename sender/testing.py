@@ -144,6 +144,7 @@ class RecordingSMTPServer:
         )
         self._rules: list[_Rule] = []
         self._messages: list[ReceivedMessage] = []
+        self._arrived = asyncio.Event()  # set on every accepted message, for wait_for_messages
         self._sessions: list[Session] = []
         self._per_connection: Counter[int] = Counter()
         self._drop_after: int | None = None
@@ -227,6 +228,12 @@ class RecordingSMTPServer:
     @property
     def open_connections(self) -> int:
         return self._server.open_connections
+
+    async def wait_for_messages(self, count: int, /) -> None:
+        """Return once ``count`` messages were accepted (bound it with ``asyncio.timeout``)."""
+        while len(self._messages) < count:
+            self._arrived.clear()
+            await self._arrived.wait()
 
     def clear(self) -> None:
         """Forget recorded messages and sessions and the script."""
@@ -328,6 +335,7 @@ class RecordingSMTPServer:
         ):
             return response
         self._messages.append(message)
+        self._arrived.set()
         reply = response or SmtpReply(250, "2.0.0", f"Ok: queued as Q{next(self._queue_ids)}")
         connection = message.session.connection_id
         self._per_connection[connection] += 1

@@ -269,7 +269,7 @@ async def test_run_sends_valid_rows_and_names_bad_ones(
     assert "row 5 (a@example.com): skipped: duplicate of row 2" in out
     assert "row 6" in out
     assert "line break" in out
-    assert "row 8 (e@example.net): permanent: 550 5.1.1" in out
+    assert "row 8 (e@example.net): failed: 550 5.1.1" in out
     assert "Get Link for A (p-1)" in out
 
 

@@ -1,0 +1,555 @@
+"""Durable bulk runs: every participant exactly once, on a schedule that spares their domains.
+
+A run goes ingest → schedule → compose → send → record, and every step is a
+store transaction, so a process killed at any moment loses nothing:
+
+- Rows are stored (queued, or skipped with a reason) before anything is sent;
+  ``ingested_through`` advances in the same transaction as the rows.
+- A message is claimed (``sending``) only when a send slot is free, so at most
+  ``concurrency`` messages are in flight; it becomes ``sent`` only after the
+  server's 250, in its own commit. The checkpoint is the send, not the fetch.
+- After a crash the next worker takes the run's lease and puts ``sending``
+  rows back in the queue: those (at most ``concurrency``) may reach their
+  recipient twice, with the same Message-ID; nobody is skipped.
+
+Temporary failures are deferred with exponential backoff and retried by the
+same run; permanent ones are recorded and never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import random
+import re
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sender.client import Sender
+from sender.clock import Clock, SystemClock
+from sender.errors import (
+    ConfigurationError,
+    InputError,
+    RunBusy,
+    SenderError,
+    TemplateError,
+)
+from sender.mime import envelope_address
+from sender.models import DeliveryResult, DeliveryStatus, Participant
+from sender.participants import CsvRow
+from sender.schedule import RateLimits, RetryPolicy, Scheduler
+from sender.store import (
+    FINAL_STATES,
+    MessageState,
+    NewRow,
+    OutboxMessage,
+    Outcome,
+    RunInfo,
+    RunState,
+    Store,
+)
+
+__all__ = [
+    "BulkRunner",
+    "DryRun",
+    "Progress",
+    "RowChecker",
+    "RunReport",
+    "RunSettings",
+    "check_rows",
+    "run_id_for",
+    "run_status",
+]
+
+log = logging.getLogger("sender.runs")
+
+_LOCALE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8}){0,3}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """How a run behaves; the rate limits live in its :class:`~sender.schedule.Scheduler`."""
+
+    template: str = "invitation"
+    concurrency: int = 4  # messages in flight at once; at most the transport's pool size
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    batch_size: int = 1000  # rows per ingest transaction
+    lease_ttl: float = 30.0  # seconds without a heartbeat before another worker may take over
+    wait_for_retries: bool = False  # keep going until deferred messages are due (daemons)
+    max_wait: float = 3600.0  # with wait_for_retries: the longest single wait
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.concurrency <= 256:
+            raise ConfigurationError("concurrency must be 1 to 256", setting="concurrency")
+        if self.batch_size < 1:
+            raise ConfigurationError("batch_size must be at least 1", setting="batch_size")
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot for progress displays, cheap enough to take several times a second."""
+
+    run_id: str
+    total: int
+    counts: Mapping[MessageState, int]
+    rate: float  # messages finished per second, recently
+    eta: float | None  # seconds, from the scheduler's limits
+    elapsed: float
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(state, 0) for state in FINAL_STATES)
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What a run (or this invocation of it) did, and what is left."""
+
+    run: RunInfo
+    counts: Mapping[MessageState, int]
+    elapsed: float
+    sent_now: int
+    requeued: int  # messages that were in flight when a previous worker died
+    next_attempt_at: float | None
+    first_sent: Participant | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def run_id_for(path: Path, template: str, /) -> str:
+    """A run id from the file's bytes and the template: the same CSV twice is the same run."""
+    digest = hashlib.sha256(template.encode() + b"\x00")
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "r-" + digest.hexdigest()[:12]
+
+
+class RowChecker:
+    """Finds rows that cannot become a message, before they are queued.
+
+    Cheap per row (address and locale syntax); the template is trial-rendered
+    once per locale and column set, since rows of one file share their columns.
+    """
+
+    def __init__(self, sender: Sender, template: str) -> None:
+        self._sender = sender
+        self._template = template
+        self._trials: dict[tuple[str, frozenset[str]], str | None] = {}
+
+    def problem(self, participant: Participant) -> str | None:
+        try:
+            envelope_address(participant.email, field="email")
+        except InputError as exc:
+            return str(exc)
+        if not _LOCALE_TAG.match(participant.locale):
+            return f"field 'locale': unknown locale {participant.locale!r}"
+        locale = self._sender.renderer.resolve_locale(self._template, participant.locale)
+        key = (locale, frozenset(participant.vars))
+        if key not in self._trials:
+            try:
+                self._sender.compose(participant, template=self._template)
+                self._trials[key] = None
+            except (InputError, TemplateError) as exc:
+                self._trials[key] = str(exc)
+                return str(exc)
+        return self._trials[key]
+
+
+def _is_dead_local(owner: str | None) -> bool:
+    """True when ``owner`` ("host:pid") is a process on this host that no longer exists.
+
+    A SIGKILLed worker leaves a fresh heartbeat behind; waiting out the lease
+    would be pointless when we can see that the process is gone.
+    """
+    if owner is None:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+Rows = Iterable[CsvRow | Participant] | AsyncIterable[Participant]
+
+
+async def _numbered(rows: Rows) -> AsyncIterable[CsvRow]:
+    """Library input (participants, sync or async) numbered from 1, like CSV rows."""
+    if isinstance(rows, AsyncIterable):
+        number = 0
+        async for participant in rows:
+            number += 1
+            yield CsvRow(number, participant, None, participant.email)
+        return
+    for number, item in enumerate(rows, start=1):
+        if isinstance(item, Participant):
+            yield CsvRow(number, item, None, item.email)
+        else:
+            yield item
+
+
+class BulkRunner:
+    """Runs bulk sends through a :class:`Sender`, durably, in a :class:`Store`.
+
+    While a runner is attached, the sender's single sends (``sender.send``)
+    take the priority lane of the same scheduler, ahead of bulk work.
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        store: Store,
+        settings: RunSettings | None = None,
+        /,
+        *,
+        scheduler: Scheduler | None = None,
+        clock: Clock | None = None,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sender = sender
+        self.store = store
+        self.settings = settings or RunSettings()
+        self.scheduler = scheduler or sender.scheduler or Scheduler(RateLimits(), clock=clock)
+        sender.scheduler = self.scheduler
+        self._clock = clock or SystemClock()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not secrets
+        self._stop = asyncio.Event()
+        self._fatal: BaseException | None = None
+
+    def stop(self) -> None:
+        """Finish what is in flight and return; the run stays resumable (Ctrl-C does this)."""
+        self._stop.set()
+
+    # --- ingest ------------------------------------------------------------------------
+
+    async def ingest(self, run: RunInfo, rows: Rows, /) -> None:
+        """Store rows not stored yet (after ``run.ingested_through``), in batches."""
+        checker = RowChecker(self.sender, run.template)
+        batch: list[NewRow] = []
+        async for row in _numbered(rows):
+            if row.row <= run.ingested_through:
+                continue
+            batch.append(self._new_row(row, checker))
+            if len(batch) >= self.settings.batch_size:
+                await self.store.add_rows(run.run_id, batch)
+                batch = []
+                await asyncio.sleep(0)
+        await self.store.add_rows(run.run_id, batch, complete=True)
+
+    @staticmethod
+    def _new_row(row: CsvRow, checker: RowChecker) -> NewRow:
+        if row.participant is None:
+            reason = str(row.error) if row.error else "unreadable row"
+            return NewRow(row.row, None, skip_reason=reason, email=row.email)
+        problem = checker.problem(row.participant)
+        if problem is not None:
+            return NewRow(row.row, None, skip_reason=problem, email=row.participant.email)
+        return NewRow(row.row, row.participant)
+
+    # --- running -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        run_id: str,
+        /,
+        rows: Rows | None = None,
+        *,
+        source: str = "library",
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_interval: float = 0.5,
+    ) -> RunReport:
+        """Ingest ``rows`` (if given) and send until nothing is due; resumable at any point.
+
+        Raises :class:`~sender.errors.RunBusy` if another live worker holds the run.
+        """
+        started = time.monotonic()
+        now = self._clock.now()
+        run, _created = await self.store.create_run(
+            run_id, template=self.settings.template, source=source, now=now
+        )
+        if not await self.store.acquire_run(
+            run_id, owner=self.owner, now=now, ttl=self.settings.lease_ttl
+        ):
+            current = await self.store.get_run(run_id)
+            holder = current.owner if current else None
+            if not (
+                _is_dead_local(holder)
+                and await self.store.acquire_run(run_id, owner=self.owner, now=now, ttl=0)
+            ):
+                raise RunBusy(
+                    f"run {run_id} is being sent by {holder}; try again later", owner=holder
+                )
+        requeued = 0
+        try:
+            requeued = await self.store.requeue_stale(run_id)
+            if requeued:
+                log.warning("run %s: %d message(s) were in flight at a crash", run_id, requeued)
+            if rows is not None and not run.ingest_complete:
+                await self.ingest(run, rows)
+            await self.store.set_run_state(run_id, RunState.ACTIVE, now=self._clock.now())
+            sent_now, first = await self._send_all(run_id, on_progress, progress_interval, started)
+        finally:
+            await self.store.requeue_stale(run_id)  # anything claimed but unsent stays queued
+            await self.store.release_run(run_id, owner=self.owner)
+        counts = await self.store.counts(run_id)
+        next_at = await self.store.next_attempt_at(run_id)
+        pending = counts.get(MessageState.QUEUED, 0) + counts.get(MessageState.DEFERRED, 0)
+        if not pending:
+            await self.store.set_run_state(run_id, RunState.DONE, now=self._clock.now())
+        elif self._stop.is_set():
+            await self.store.set_run_state(
+                run_id, RunState.PAUSED, now=self._clock.now(), reason="interrupted"
+            )
+        final = await self.store.get_run(run_id)
+        assert final is not None
+        if self._fatal is not None:
+            raise self._fatal
+        return RunReport(
+            run=final,
+            counts=counts,
+            elapsed=time.monotonic() - started,
+            sent_now=sent_now,
+            requeued=requeued,
+            next_attempt_at=next_at,
+            first_sent=first,
+        )
+
+    async def _send_all(
+        self,
+        run_id: str,
+        on_progress: Callable[[Progress], None] | None,
+        interval: float,
+        started: float,
+    ) -> tuple[int, Participant | None]:
+        store, scheduler, clock = self.store, self.scheduler, self._clock
+        counts = Counter(await store.counts(run_id))
+        total = sum(counts.values())
+        scheduler.set_pending(await store.pending_domains(run_id, now=clock.now()))
+        slots = asyncio.Semaphore(self.settings.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        sent_now = 0
+        first: list[Participant] = []
+        recent: list[float] = []
+        last_beat = last_report = time.monotonic()
+        next_due: float | None = await store.next_attempt_at(run_id)
+
+        def report(force: bool = False) -> None:
+            nonlocal last_report
+            moment = time.monotonic()
+            if on_progress is None or (not force and moment - last_report < interval):
+                return
+            last_report = moment
+            while recent and recent[0] < moment - 10:
+                recent.pop(0)
+            window = min(10.0, moment - started) or 1.0
+            on_progress(
+                Progress(
+                    run_id=run_id,
+                    total=total,
+                    counts=dict(counts),
+                    rate=len(recent) / window,
+                    eta=scheduler.eta(),
+                    elapsed=moment - started,
+                )
+            )
+
+        async def one(message: OutboxMessage) -> None:
+            nonlocal sent_now, next_due
+            try:
+                outcome = await self._attempt(message)
+            except SenderError as exc:  # the transport itself is unusable: stop the run
+                self._fatal = exc
+                self._stop.set()
+                return
+            finally:
+                slots.release()
+            await store.record(message.id, outcome)
+            was = MessageState.DEFERRED if message.attempts > 1 else MessageState.QUEUED
+            counts[was] -= 1
+            counts[outcome.state] += 1
+            recent.append(time.monotonic())
+            if outcome.state is MessageState.SENT:
+                sent_now += 1
+                if not first:
+                    first.append(message.participant)
+            elif outcome.state is MessageState.DEFERRED and outcome.next_attempt_at is not None:
+                due = outcome.next_attempt_at
+                next_due = due if next_due is None else min(next_due, due)
+            report()
+
+        while not self._stop.is_set():
+            if time.monotonic() - last_beat > self.settings.lease_ttl / 3:
+                await store.heartbeat(run_id, owner=self.owner, now=clock.now())
+                last_beat = time.monotonic()
+            if next_due is not None and next_due <= clock.now():
+                scheduler.set_pending(await store.pending_domains(run_id, now=clock.now()))
+                next_due = await store.next_attempt_at(run_id)
+            await slots.acquire()
+            domain = await scheduler.next_bulk() if scheduler.pending() else None
+            if domain is None:
+                slots.release()
+                if tasks:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                pending = await store.pending_domains(run_id, now=clock.now())
+                if pending:
+                    scheduler.set_pending(pending)
+                    continue
+                next_due = await store.next_attempt_at(run_id)
+                if next_due is None or not self.settings.wait_for_retries:
+                    break
+                report(force=True)
+                await clock.sleep(min(max(next_due - clock.now(), 0.0), self.settings.max_wait))
+                continue
+            message = await store.claim(run_id, domain, now=clock.now(), owner=self.owner)
+            if message is None:
+                slots.release()
+                continue
+            task = asyncio.create_task(one(message))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+        report(force=True)
+        return sent_now, (first[0] if first else None)
+
+    async def _attempt(self, message: OutboxMessage) -> Outcome:
+        """Compose and send one claimed message; turn whatever happens into an outcome."""
+        sender = self.sender
+        try:
+            composed = sender.compose(
+                message.participant, template=message.template, message_id=message.message_id
+            )
+        except (InputError, TemplateError) as exc:
+            return Outcome(MessageState.SKIPPED, at=self._clock.now(), detail=str(exc))
+        result = await sender.deliver(composed)
+        self.scheduler.feedback(
+            message.participant.domain, result.reply.code if result.reply else None
+        )
+        return self._outcome(message, result)
+
+    def _outcome(self, message: OutboxMessage, result: DeliveryResult) -> Outcome:
+        now = self._clock.now()
+        common = {
+            "at": now,
+            "reply": result.reply,
+            "detail": result.detail,
+            "message_id": result.message_id,
+        }
+        if result.status is DeliveryStatus.ACCEPTED:
+            return Outcome(MessageState.SENT, **common)  # type: ignore[arg-type]
+        if result.status is DeliveryStatus.PERMANENT:
+            return Outcome(MessageState.FAILED, **common)  # type: ignore[arg-type]
+        next_at = self.settings.retry.next_attempt_at(
+            attempts=message.attempts,
+            first_attempt_at=message.first_attempt_at or now,
+            now=now,
+            rng=self._rng,
+        )
+        if next_at is None:
+            detail = f"gave up after {message.attempts} attempt(s): {result.describe()}"
+            return Outcome(
+                MessageState.FAILED,
+                at=now,
+                reply=result.reply,
+                detail=detail,
+                message_id=result.message_id,
+            )
+        return Outcome(MessageState.DEFERRED, next_attempt_at=next_at, **common)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """What ``sender run --dry-run`` found: which rows would be sent, which skipped and why."""
+
+    ok: int
+    skipped: tuple[tuple[int, str, str], ...]  # (row, email, reason)
+    fallbacks: Mapping[str, int]  # requested locale -> rows rendered in another locale
+
+
+def check_rows(sender: Sender, rows: Iterable[CsvRow], /, *, template: str) -> DryRun:
+    """Render and check every row as a real run would, without storing or sending."""
+    checker = RowChecker(sender, template)
+    ok = 0
+    skipped: list[tuple[int, str, str]] = []
+    fallbacks: Counter[str] = Counter()
+    seen: dict[tuple[str, str], int] = {}
+    for row in rows:
+        participant = row.participant
+        if participant is None:
+            skipped.append((row.row, row.email or "", str(row.error)))
+            continue
+        problem = checker.problem(participant)
+        key = (participant.participant_id, template)
+        if problem is None and key in seen:
+            problem = f"duplicate of row {seen[key]}"
+        if problem is None:
+            try:
+                composed = sender.compose(participant, template=template)
+            except (InputError, TemplateError) as exc:
+                problem = str(exc)
+            else:
+                if composed.rendered.locale != participant.locale.lower():
+                    fallbacks[participant.locale] += 1
+        if problem is not None:
+            skipped.append((row.row, participant.email, problem))
+            continue
+        seen[key] = row.row
+        ok += 1
+    return DryRun(ok=ok, skipped=tuple(skipped), fallbacks=dict(fallbacks))
+
+
+async def run_status(
+    store: Store, run_id: str | None = None, /, *, now: float
+) -> dict[str, object]:
+    """Everything ``sender status`` shows, as plain data (the ``--json`` output)."""
+    run = await store.get_run(run_id) if run_id else await store.latest_run()
+    if run is None:
+        raise InputError(f"no run named {run_id!r}" if run_id else "no runs yet", field="run_id")
+    counts = await store.counts(run.run_id)
+    domains = await store.domain_progress(run.run_id)
+    next_at = await store.next_attempt_at(run.run_id)
+    alive = (
+        run.owner is not None
+        and run.heartbeat_at is not None
+        and now - run.heartbeat_at < RunSettings().lease_ttl
+    )
+    return {
+        "run_id": run.run_id,
+        "template": run.template,
+        "source": run.source,
+        "created_at": run.created_at,
+        "state": run.state.value,
+        "running": alive,
+        "owner": run.owner if alive else None,
+        "paused_reason": run.paused_reason,
+        "paused_since": run.paused_since,
+        "ingest_complete": run.ingest_complete,
+        "total": sum(counts.values()),
+        "counts": {state.value: counts.get(state, 0) for state in MessageState},
+        "next_attempt_at": next_at,
+        "domains": [
+            {
+                "domain": progress.domain,
+                "counts": {state.value: n for state, n in progress.counts.items() if n},
+                "next_attempt_at": progress.next_attempt_at,
+            }
+            for progress in domains
+        ],
+    }
