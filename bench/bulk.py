@@ -1,0 +1,317 @@
+"""End-to-end bulk throughput against Postfix's smtp-sink, three ways side by side.
+
+    python bench/bulk.py [--rows 20000] [--naive 2000] [--skip-a] [--skip-b] [--skip-c] [--keep]
+
+- **(a) sender**: ``sender run CSV`` (the command line in ``bench/sender_cli.py``) on a
+  generated CSV of ``--rows`` participants over 200 domains in en/nb/sv/ja, in a fresh
+  working directory, as a subprocess timed end to end.
+- **(b) reference**: ``smtp-source -d -s 20`` (20 parallel sessions, each reusing its
+  connection) sending ``--rows`` messages with a body the size of sender's invitation.
+- **(c) naive Python**: a fresh ``EmailMessage`` per recipient (the same rendered text
+  and HTML, with the name substituted) and ``aiosmtplib.send()`` per message, which
+  connects per message, 10 at a time; ``--naive`` messages.
+
+Each phase gets its own smtp-sink, whose message counter is the sanity check. Rates are
+accepted messages (the sink's count) per second of wall time. Targets: (a)/(b) >= 0.20
+and (a)/(c) >= 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email
+import email.policy
+import html
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+import aiosmtplib
+from csvgen import LOCALES, NAMES, row, write_participants
+from postfix import SmtpSink, ensure_binaries
+from sender_cli import failure_line, sender_env, sender_run_args
+
+# -l is the body size; smtp-source adds From/To/Date/Message-Id (measured: ~130 bytes).
+SMTP_SOURCE = "-d -s 20 -m {messages} -l {size} -f bench@source.example -t rcpt@sink.example"
+SMTP_SOURCE_HEADER_BYTES = 130
+NAIVE_CONCURRENCY = 10
+TARGET_VS_REFERENCE = 0.20
+TARGET_VS_NAIVE = 8.0
+TIMEOUT_SENDER = 600.0
+TIMEOUT_SOURCE = 300.0
+TIMEOUT_NAIVE = 300.0
+NAME_MARK = "NAMEMARK"  # stands in for the recipient's name in the rendered samples
+# Used only when `sender render` fails: rendered invitation sizes (bytes) measured
+# 2026-11-22, and filler for the naive baseline's bodies.
+FALLBACK_SIZES = {"en": 2897, "nb": 2928, "sv": 3094, "ja": 4222}
+FALLBACK_PHRASES = {
+    "en": "Welcome to the course. Use your personal link below to log in. ",
+    "nb": "Velkommen til kurset. Bruk den personlige lenken din for å logge inn. ",
+    "sv": "Välkommen till kursen. Använd din personliga länk för att logga in. ",
+    "ja": "コースへようこそ。下記の個人用リンクからログインしてください。",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One rendered invitation: its size and decoded parts, name replaced by NAME_MARK."""
+
+    locale: str
+    size: int
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    label: str
+    messages: int  # attempted
+    sunk: int | None  # the sink's count; None when the phase did not run
+    seconds: float
+    note: str = ""
+
+    @property
+    def rate(self) -> float | None:
+        if self.sunk is None or self.seconds <= 0:
+            return None
+        return self.sunk / self.seconds
+
+
+def render_samples(workdir: Path) -> list[Sample]:
+    """``sender render invitation`` once per locale, as the bulk run would send it."""
+    samples = []
+    for i, locale in enumerate(LOCALES):
+        address, _, participant, course, _, course_name = row(i)
+        name = f"{NAMES[locale][0]} {i}"
+        out = workdir / f"sample-{locale}.eml"
+        args = [
+            *(sys.executable, "-m", "sender", "render", "invitation", "--locale", locale),
+            *("--to", address, "--name", name, "--participant", participant),
+            *("--course", course, "--var", f"course_name={course_name}", "--out", str(out)),
+        ]
+        result = subprocess.run(
+            args, cwd=workdir, env=sender_env(), capture_output=True, text=True, timeout=60
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"sender render failed: {failure_line(result.stderr)}")
+        data = out.read_bytes()
+        message = email.message_from_bytes(data, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        text_part, html_part = message.get_body(("plain",)), message.get_body(("html",))
+        assert text_part is not None
+        assert html_part is not None
+        samples.append(
+            Sample(
+                locale,
+                len(data),
+                str(message["Subject"]).replace(name, NAME_MARK),
+                text_part.get_content().replace(name, NAME_MARK),
+                html_part.get_content().replace(name, NAME_MARK),
+            )
+        )
+    return samples
+
+
+def fallback_samples() -> list[Sample]:
+    """Bodies of the rendered sizes (text ~900, HTML ~2,600 characters), made up."""
+    samples = []
+    for locale, phrase in FALLBACK_PHRASES.items():
+        filler = (phrase * 60)[:800]
+        link = "https://lms.example.com/login?token=" + "x" * 90
+        text = f"{NAME_MARK},\n\n{filler}\n\n{link}\n"
+        paragraphs = "".join(f"<p>{filler[i : i + 200]}</p>\n" for i in range(0, 800, 200))
+        html = (
+            '<!doctype html><html><body style="font-family: sans-serif; color: #222">'
+            f"<p>{NAME_MARK},</p>\n{paragraphs}"
+            f'<p><a href="{link}" style="background: #0b5; padding: 8px">Log in</a></p>\n'
+            f"{paragraphs}</body></html>\n"
+        )
+        samples.append(Sample(locale, FALLBACK_SIZES[locale], "Invitation", text, html))
+    return samples
+
+
+# -- (a) sender ---------------------------------------------------------------------
+
+
+def phase_sender(sink_binary: Path, env: dict[str, str], workdir: Path, rows: int) -> Phase:
+    label = "(a) sender run"
+    csv = workdir / "participants.csv"
+    write_participants(csv, rows)
+    rundir = workdir / "sender-run"
+    rundir.mkdir()
+    with SmtpSink(sink_binary, env) as sink:
+        args = sender_run_args(csv=csv, smtp=sink.url, run_id=f"bench-{time.time_ns()}")
+        print(f"(a) {' '.join(args[1:])}  [cwd {rundir}]", flush=True)
+        with (rundir / "stdout.txt").open("wb") as out, (rundir / "stderr.txt").open("wb") as err:
+            start = time.perf_counter()
+            try:
+                result = subprocess.run(
+                    args,
+                    cwd=rundir,
+                    env=sender_env(),
+                    stdout=out,
+                    stderr=err,
+                    timeout=TIMEOUT_SENDER,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                return Phase(
+                    label, rows, None, TIMEOUT_SENDER, f"timed out after {TIMEOUT_SENDER}s"
+                )
+            seconds = time.perf_counter() - start
+    stderr = (rundir / "stderr.txt").read_text(errors="replace")
+    if result.returncode != 0 and sink.messages == 0:
+        return Phase(label, rows, None, seconds, f"unavailable: {failure_line(stderr)}")
+    note = "" if result.returncode == 0 else f"exit {result.returncode}: {failure_line(stderr)}"
+    return Phase(label, rows, sink.messages, seconds, note)
+
+
+# -- (b) smtp-source ----------------------------------------------------------------
+
+
+def phase_reference(
+    sink_binary: Path, source_binary: Path, env: dict[str, str], messages: int, size: int
+) -> Phase:
+    body = max(1, size - SMTP_SOURCE_HEADER_BYTES)
+    options = SMTP_SOURCE.format(messages=messages, size=body).split()
+    label = "(b) smtp-source -d -s 20"
+    with SmtpSink(sink_binary, env) as sink:
+        args = [str(source_binary), *options, f"{sink.host}:{sink.port}"]
+        print(f"(b) smtp-source {' '.join(args[1:])}", flush=True)
+        start = time.perf_counter()
+        try:
+            result = subprocess.run(
+                args, env=env, capture_output=True, text=True, timeout=TIMEOUT_SOURCE, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return Phase(
+                label, messages, None, TIMEOUT_SOURCE, f"timed out after {TIMEOUT_SOURCE}s"
+            )
+        seconds = time.perf_counter() - start
+    note = "" if result.returncode == 0 else f"exit {result.returncode}: {result.stderr.strip()}"
+    return Phase(label, messages, sink.messages, seconds, note)
+
+
+# -- (c) naive Python ---------------------------------------------------------------
+
+
+def naive_message(i: int, sample: Sample) -> EmailMessage:
+    address, name, *_ = row(i)
+    message = EmailMessage()
+    message["From"] = "Example Academy <noreply@lms.example.com>"
+    message["To"] = f"{name} <{address}>"
+    message["Subject"] = sample.subject.replace(NAME_MARK, name)
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain="lms.example.com")
+    message.set_content(sample.text.replace(NAME_MARK, name))
+    message.add_alternative(sample.html.replace(NAME_MARK, html.escape(name)), subtype="html")
+    return message
+
+
+async def send_naive(port: int, count: int, samples: list[Sample]) -> int:
+    by_locale = {s.locale: s for s in samples}
+    semaphore = asyncio.Semaphore(NAIVE_CONCURRENCY)
+
+    async def one(i: int) -> None:
+        async with semaphore:
+            message = naive_message(i, by_locale[LOCALES[i % len(LOCALES)]])
+            await aiosmtplib.send(message, hostname="127.0.0.1", port=port, timeout=30)
+
+    results = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+    return sum(1 for r in results if isinstance(r, BaseException))
+
+
+def phase_naive(sink_binary: Path, env: dict[str, str], count: int, samples: list[Sample]) -> Phase:
+    label = "(c) naive EmailMessage + aiosmtplib.send"
+    with SmtpSink(sink_binary, env) as sink:
+        print(f"(c) {count} x aiosmtplib.send(), {NAIVE_CONCURRENCY} at a time", flush=True)
+        start = time.perf_counter()
+        try:
+            failed = asyncio.run(
+                asyncio.wait_for(send_naive(sink.port, count, samples), TIMEOUT_NAIVE)
+            )
+        except TimeoutError:
+            return Phase(label, count, None, TIMEOUT_NAIVE, f"timed out after {TIMEOUT_NAIVE}s")
+        seconds = time.perf_counter() - start
+    return Phase(label, count, sink.messages, seconds, f"{failed} failed" if failed else "")
+
+
+# -- report -------------------------------------------------------------------------
+
+
+def fmt_rate(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate:,.0f}"
+
+
+def report(phases: dict[str, Phase]) -> None:
+    print()
+    print(f"{'phase':<42} {'sent':>7} {'sink count':>10} {'seconds':>8} {'msgs/s':>8}")
+    for phase in phases.values():
+        sunk = "—" if phase.sunk is None else f"{phase.sunk}"
+        print(
+            f"{phase.label:<42} {phase.messages:>7} {sunk:>10} {phase.seconds:>8.2f}"
+            f" {fmt_rate(phase.rate):>8}"
+        )
+        if phase.note:
+            print(f"    {phase.note}")
+        if phase.sunk is not None and phase.sunk != phase.messages:
+            print(f"    warning: the sink counted {phase.sunk}, not {phase.messages}")
+    print()
+    a = phases.get("a")
+    for other, target, text in (("b", TARGET_VS_REFERENCE, "0.20"), ("c", TARGET_VS_NAIVE, "8")):
+        b = phases.get(other)
+        ra, rb = (a.rate if a else None), (b.rate if b else None)
+        if ra is None or rb is None:
+            print(f"(a)/({other})  —        target >= {text:<5} (not measured)")
+            continue
+        ratio = ra / rb
+        mark = "PASS" if ratio >= target else "FAIL"
+        print(f"(a)/({other})  {ratio:<8.3g} target >= {text:<5} {mark}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=20_000, help="messages for (a) and (b)")
+    parser.add_argument("--naive", type=int, default=2_000, help="messages for (c)")
+    for phase in "abc":
+        parser.add_argument(f"--skip-{phase}", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+
+    sink_binary, source_binary, env = ensure_binaries()
+    workdir = Path(tempfile.mkdtemp(prefix="sender-bench-bulk-"))
+    try:
+        try:
+            samples = render_samples(workdir)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            print(f"{exc}\n  -> using the sizes measured on 2026-11-22 and made-up bodies")
+            samples = fallback_samples()
+        size = round(statistics.mean(s.size for s in samples))
+        sizes = ", ".join(f"{s.locale} {s.size}" for s in samples)
+        print(f"invitation size: {sizes} bytes; mean {size}")
+        phases: dict[str, Phase] = {}
+        if not args.skip_a:
+            phases["a"] = phase_sender(sink_binary, env, workdir, args.rows)
+        if not args.skip_b:
+            phases["b"] = phase_reference(sink_binary, source_binary, env, args.rows, size)
+        if not args.skip_c:
+            phases["c"] = phase_naive(sink_binary, env, args.naive, samples)
+        report(phases)
+    finally:
+        if args.keep:
+            print(f"\nkept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""How the benchmarks start ``sender run``: one command line, easy to adjust.
+
+Edit :data:`SENDER_RUN`, or set ``SENDER_BENCH_RUN`` to try another command line
+without editing (same ``{placeholders}``), e.g. while the flags are being built::
+
+    SENDER_BENCH_RUN='{python} -m sender run {csv} --smtp {smtp} --concurrency 8' \\
+        python bench/bulk.py
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+# {python}: this interpreter; {csv}: the participants file; {smtp}: the sink's smtp:// URL;
+# {run_id}: unique per run. --rate 0 / --domain-rate 0 mean "unlimited".
+SENDER_RUN = (
+    "{python} -m sender run {csv} --smtp {smtp} --rate 0 --domain-rate 0"
+    " --concurrency 8 --run-id {run_id}"
+)
+BENCH_SECRET = "bench-secret-key-" + "x" * 32
+
+
+def command() -> str:
+    return os.environ.get("SENDER_BENCH_RUN") or SENDER_RUN
+
+
+def sender_run_args(*, csv: Path, smtp: str, run_id: str) -> list[str]:
+    """The argument vector (placeholders are filled per argument, so paths may have spaces)."""
+    values = {"python": sys.executable, "csv": str(csv), "smtp": smtp, "run_id": run_id}
+    return [part.format(**values) for part in shlex.split(command())]
+
+
+def sender_env() -> dict[str, str]:
+    """The environment for sender subprocesses: a fixed secret, no stray SMTP URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    env["SENDER_SECRET_KEYS"] = BENCH_SECRET
+    return env
+
+
+def failure_line(stderr: str) -> str:
+    """The line of stderr that says what went wrong (click prints usage first)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.lower().startswith(("error", "fatal")):
+            return line
+    if lines and lines[0].startswith("Traceback"):
+        return lines[-1]  # the exception itself
+    return lines[0] if lines else "(no output on stderr)"
