@@ -33,6 +33,7 @@ __all__ = [
     "Attempt",
     "DomainProgress",
     "IngestResult",
+    "MessageRecord",
     "MessageState",
     "NewRow",
     "OutboxMessage",
@@ -118,12 +119,28 @@ class OutboxMessage:
 class Outcome:
     """The result of one attempt, as the engine records it."""
 
-    state: MessageState  # SENT, DEFERRED, FAILED or SUPPRESSED
+    state: MessageState  # SENT, DEFERRED, FAILED, SUPPRESSED or SKIPPED (unrenderable)
     at: float
     reply: SmtpReply | None = None
     detail: str = ""
     next_attempt_at: float | None = None  # for DEFERRED
     message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """Where one participant's message of a run stands: what an LMS shows next to a name."""
+
+    id: int
+    run_id: str
+    row: int
+    email: str
+    state: MessageState
+    attempts: int
+    message_id: str | None
+    last_reply: SmtpReply | None
+    detail: str
+    next_attempt_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +212,19 @@ class Store(Protocol):
         """Store an attempt's outcome and append it to the attempt log, in one transaction."""
         ...
 
+    async def claim_many(
+        self, run_id: str, domains: Sequence[str], /, *, now: float, owner: str
+    ) -> list[OutboxMessage | None]:
+        """One :meth:`claim` per entry of ``domains`` (repeats allowed) in one transaction.
+
+        The list is aligned with ``domains``; None where that domain had nothing left.
+        """
+        ...
+
+    async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
+        """:meth:`record` for several messages in one transaction: one commit, not one each."""
+        ...
+
     async def next_attempt_at(self, run_id: str, /) -> float | None:
         """The earliest time a deferred message of the run becomes due."""
         ...
@@ -212,6 +242,10 @@ class Store(Protocol):
         ...
 
     async def attempts(self, message_id: int, /) -> list[Attempt]: ...
+
+    async def lookup(self, run_id: str, participant_id: str, /) -> MessageRecord | None:
+        """The message of one participant in a run (for the run's template), if any."""
+        ...
 
     async def skipped(self, run_id: str, /, *, limit: int = 1000) -> list[tuple[int, str, str]]:
         """Skipped rows as (row, email or '', reason), in row order."""

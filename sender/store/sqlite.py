@@ -8,11 +8,12 @@ RETURNING …``) or a ``BEGIN IMMEDIATE`` transaction, so ``sender status`` can
 read while ``sender run`` writes, and a resumed run can start while the old
 process is still dying.
 
-The sqlite calls run inline on the event loop thread on purpose: a claim or a
-record is tens of microseconds, while a hop to a worker thread costs more than
-the statement. The slowest calls (an ``add_rows`` batch of 1,000 rows, the
-status queries over a million rows) hold the loop for milliseconds to a few
-hundred; the busy timeout only bites when another process holds the write lock.
+The sqlite calls run inline on the event loop thread on purpose: a statement
+takes tens of microseconds, while a hop to a worker thread and back costs more,
+and since no method awaits, a cancelled task can never leave a transaction half
+done. The slowest calls (an ``add_rows`` batch of 1,000 rows, the status
+queries over a million rows) hold the loop for milliseconds up to ~0.1 s; the
+busy timeout only bites when another process holds the write lock.
 
 Schema (one row per input row, participants and skipped rows alike)::
 
@@ -25,10 +26,13 @@ Schema (one row per input row, participants and skipped rows alike)::
               skip_reason
     attempts  message → messages.id, number, at, state, reply, detail
 
-``due_at`` drives claiming: 0 or the re-queue time when queued, the next try
-when deferred, NULL when sending or final; only non-NULL rows are in the
-claim index. Skipped rows have ``participant_id`` NULL, so the participant key
-does not apply to them; they are unique on (run, row) instead.
+``due_at`` drives claiming: 0 (or the ``reset_failed`` time) when queued, the
+next try when deferred, NULL when sending or final; only non-NULL rows are in
+the claim index (run, domain, due_at, priority DESC). Skipped rows have
+``participant_id`` NULL, so the unique participant key (run, participant_id,
+template) does not apply to them; they are unique on (run, row) instead. The
+state index leaves queued rows out, so ingest writes one index fewer; queued
+counts are claimable rows minus deferred ones.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from sender.store.base import (
     Attempt,
     DomainProgress,
     IngestResult,
+    MessageRecord,
     MessageState,
     NewRow,
     OutboxMessage,
@@ -119,9 +124,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_skipped_row
 -- Claim order within a domain (rowid, i.e. id, is the implicit last key), pending_domains.
 CREATE INDEX IF NOT EXISTS messages_due
     ON messages (run, domain, due_at, priority DESC) WHERE due_at IS NOT NULL;
--- counts, problems, requeue_stale, reset_failed, next_attempt_at. Not (run, state, domain):
--- new rows then land all over the index instead of at its end, which costs ingest a third.
-CREATE INDEX IF NOT EXISTS messages_state ON messages (run, state);
+-- Every state but queued, for counts, domain_progress, problems and the bulk updates.
+-- Queued rows (the bulk of a fresh run) are left out, so ingest writes one index fewer:
+-- their numbers are the claimable rows of messages_due minus the deferred ones here.
+-- Queries repeat "state <> 'queued'" so the planner can prove the index applies.
+CREATE INDEX IF NOT EXISTS messages_state
+    ON messages (run, state, domain) WHERE state <> 'queued';
 
 CREATE TABLE IF NOT EXISTS attempts (
     message          INTEGER NOT NULL REFERENCES messages (id),
@@ -154,6 +162,19 @@ RETURNING id, row, email, name, participant_id, course_id, locale, vars,
           template, attempts, first_attempt_at, message_id
 """
 
+# Both take the same parameters, so record_many binds each outcome once for both.
+_RECORD = """
+UPDATE messages
+   SET state = ?1, due_at = ?2, last_attempt_at = ?3, code = ?4, enhanced_status = ?5,
+       reply_text = ?6, detail = ?7, message_id = COALESCE(message_id, ?8)
+ WHERE id = ?9 AND participant_id IS NOT NULL
+"""
+
+_LOG_ATTEMPT = """
+INSERT INTO attempts (message, number, at, state, code, enhanced_status, reply_text, detail)
+SELECT id, attempts, ?3, ?1, ?4, ?5, ?6, ?7 FROM messages WHERE id = ?9
+"""
+
 _INSERT_QUEUED = """
 INSERT INTO messages (run, row, template, participant_id, email, name, course_id, locale,
                       vars, domain, priority, state, due_at)
@@ -167,7 +188,13 @@ ON CONFLICT DO NOTHING
 """
 
 _OUTCOME_STATES = frozenset(
-    {MessageState.SENT, MessageState.DEFERRED, MessageState.FAILED, MessageState.SUPPRESSED}
+    {
+        MessageState.SENT,
+        MessageState.DEFERRED,
+        MessageState.FAILED,
+        MessageState.SUPPRESSED,
+        MessageState.SKIPPED,  # valid at ingest, yet the template could not render it
+    }
 )
 
 
@@ -179,7 +206,8 @@ class SqliteStore:
     :meth:`aclose` or use ``async with``. A file that cannot be opened or
     written raises :class:`~sender.errors.ConfigurationError` naming the path,
     then and on every later call; no ``sqlite3`` exception escapes.
-    Methods taking a run id raise :class:`KeyError` for a run that does not exist.
+    Methods that need a run raise :class:`~sender.errors.InputError` (field ``run_id``)
+    for a run that does not exist.
 
     One instance per event loop thread; open another instance (or process)
     for concurrent access to the same file.
@@ -253,10 +281,22 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # some errors (SQLITE_FULL, IOERR) roll back by themselves
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction, so several SELECTs see one state of the file."""
+        db = self._connection()
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            if db.in_transaction:
+                db.execute("COMMIT")
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -273,7 +313,7 @@ class SqliteStore:
                 .fetchone()
             )
             if row is None:
-                raise KeyError(run_id)
+                raise InputError(f"no run named {run_id!r}", field="run_id")
             found = self._runs[run_id] = (row[0], row[1])
         return found
 
@@ -463,7 +503,7 @@ class SqliteStore:
             key, _ = self._run(run_id)
             cursor = self._connection().execute(
                 "UPDATE messages SET state = 'queued', due_at = 0"
-                " WHERE run = ? AND state = 'sending'",
+                " WHERE run = ? AND state = 'sending' AND state <> 'queued'",
                 (key,),
             )
             return cursor.rowcount
@@ -491,9 +531,26 @@ class SqliteStore:
         """
         with self._errors():
             key, _ = self._run(run_id)
-            # fetchall, not fetchone: the statement must run to completion to commit.
-            found = self._connection().execute(_CLAIM, (owner, now, now, key, domain, now))
-            rows = found.fetchall()
+            return self._claim(self._connection(), run_id, key, domain, now, owner)
+
+    async def claim_many(
+        self, run_id: str, domains: Sequence[str], /, *, now: float, owner: str
+    ) -> list[OutboxMessage | None]:
+        """One :meth:`claim` per entry of ``domains`` (repeats allowed) in one transaction.
+
+        The list is aligned with ``domains``; None where that domain had nothing left.
+        """
+        with self._errors():
+            key, _ = self._run(run_id)
+            with self._transaction() as db:
+                return [self._claim(db, run_id, key, domain, now, owner) for domain in domains]
+
+    @staticmethod
+    def _claim(
+        db: sqlite3.Connection, run_id: str, key: int, domain: str, now: float, owner: str
+    ) -> OutboxMessage | None:
+        # fetchall, not fetchone: outside a transaction the statement commits when it is done.
+        rows = db.execute(_CLAIM, (owner, now, now, key, domain, now)).fetchall()
         if not rows:
             return None
         (
@@ -534,53 +591,54 @@ class SqliteStore:
 
         The first Message-ID recorded sticks. Raises ValueError for an outcome
         that is not SENT, DEFERRED (with ``next_attempt_at``), FAILED or
-        SUPPRESSED, and KeyError for an unknown message.
+        SUPPRESSED, and KeyError for an unknown message; then nothing is stored.
         """
-        if outcome.state not in _OUTCOME_STATES:
-            raise ValueError(f"cannot record a {outcome.state} outcome")
-        due = None
-        if outcome.state is MessageState.DEFERRED:
-            if outcome.next_attempt_at is None:
-                raise ValueError("a deferred outcome needs next_attempt_at")
-            due = outcome.next_attempt_at
-        reply = outcome.reply
-        code = reply.code if reply else None
-        enhanced = reply.enhanced_status if reply else None
-        text = reply.text if reply else None
-        with self._errors(), self._transaction() as db:
-            updated = db.execute(
-                "UPDATE messages SET state = ?, due_at = ?, last_attempt_at = ?, code = ?,"
-                " enhanced_status = ?, reply_text = ?, detail = ?,"
-                " message_id = COALESCE(message_id, ?)"
-                " WHERE id = ? AND participant_id IS NOT NULL RETURNING attempts",
+        await self.record_many([(message_id, outcome)])
+
+    async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
+        """:meth:`record` for several messages in one transaction: one commit, not one each.
+
+        All or nothing: one bad outcome or unknown message stores none of them.
+        """
+        updates = []
+        for message_id, outcome in outcomes:
+            if outcome.state not in _OUTCOME_STATES:
+                raise ValueError(f"cannot record a {outcome.state} outcome")
+            due = None
+            if outcome.state is MessageState.DEFERRED:
+                if outcome.next_attempt_at is None:
+                    raise ValueError("a deferred outcome needs next_attempt_at")
+                due = outcome.next_attempt_at
+            reply = outcome.reply
+            updates.append(
                 (
                     outcome.state.value,
                     due,
                     outcome.at,
-                    code,
-                    enhanced,
-                    text,
+                    reply.code if reply else None,
+                    reply.enhanced_status if reply else None,
+                    reply.text if reply else None,
                     outcome.detail,
                     outcome.message_id,
                     message_id,
-                ),
-            ).fetchall()
-            if not updated:
-                raise KeyError(message_id)
-            db.execute(
-                "INSERT INTO attempts (message, number, at, state, code, enhanced_status,"
-                " reply_text, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    message_id,
-                    updated[0][0],
-                    outcome.at,
-                    outcome.state.value,
-                    code,
-                    enhanced,
-                    text,
-                    outcome.detail,
-                ),
+                )
             )
+        if not updates:
+            return
+        with self._errors(), self._transaction() as db:
+            cursor = db.executemany(_RECORD, updates)
+            if cursor.rowcount != len(updates):
+                ids = [update[-1] for update in updates]
+                found = {
+                    id_
+                    for (id_,) in db.execute(
+                        "SELECT id FROM messages WHERE participant_id IS NOT NULL"
+                        " AND id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(ids),),
+                    )
+                }
+                raise KeyError(next(id_ for id_ in ids if id_ not in found))
+            db.executemany(_LOG_ATTEMPT, updates)
 
     async def next_attempt_at(self, run_id: str, /) -> float | None:
         """The earliest time a deferred message of the run becomes due."""
@@ -589,7 +647,8 @@ class SqliteStore:
             (due,) = (
                 self._connection()
                 .execute(
-                    "SELECT MIN(due_at) FROM messages WHERE run = ? AND state = 'deferred'",
+                    "SELECT MIN(due_at) FROM messages"
+                    " WHERE run = ? AND state = 'deferred' AND state <> 'queued'",
                     (key,),
                 )
                 .fetchone()
@@ -606,7 +665,7 @@ class SqliteStore:
             with self._transaction() as db:
                 cursor = db.execute(
                     "UPDATE messages SET state = 'queued', due_at = ?"
-                    " WHERE run = ? AND state IN ('failed', 'deferred')",
+                    " WHERE run = ? AND state IN ('failed', 'deferred') AND state <> 'queued'",
                     (now, key),
                 )
                 db.execute(
@@ -622,15 +681,18 @@ class SqliteStore:
         """Messages per state; every state is present, zeros included."""
         with self._errors():
             key, _ = self._run(run_id)
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT state, COUNT(*) FROM messages WHERE run = ? GROUP BY state", (key,)
-                )
-                .fetchall()
-            )
+            with self._snapshot() as db:
+                rows = db.execute(
+                    "SELECT state, COUNT(*) FROM messages"
+                    " WHERE run = ? AND state <> 'queued' GROUP BY state",
+                    (key,),
+                ).fetchall()
+                ((claimable,),) = db.execute(
+                    "SELECT COUNT(*) FROM messages WHERE run = ? AND due_at IS NOT NULL", (key,)
+                ).fetchall()
         counts = dict.fromkeys(MessageState, 0)
         counts.update((MessageState(state), count) for state, count in rows)
+        counts[MessageState.QUEUED] = claimable - counts[MessageState.DEFERRED]
         return counts
 
     async def domain_progress(self, run_id: str, /) -> list[DomainProgress]:
@@ -640,22 +702,32 @@ class SqliteStore:
         """
         with self._errors():
             key, _ = self._run(run_id)
-            db = self._connection()
-            rows = db.execute(
-                "SELECT state, domain, COUNT(*) FROM messages"
-                " WHERE run = ? AND domain IS NOT NULL GROUP BY state, domain",
-                (key,),
-            ).fetchall()
-            due = dict(
-                db.execute(
-                    "SELECT domain, MIN(due_at) FROM messages"
-                    " WHERE run = ? AND state = 'deferred' GROUP BY domain",
+            with self._snapshot() as db:
+                claimable = db.execute(
+                    "SELECT domain, COUNT(*) FROM messages"
+                    " WHERE run = ? AND due_at IS NOT NULL GROUP BY domain",
                     (key,),
                 ).fetchall()
-            )
+                rows = db.execute(
+                    "SELECT state, domain, COUNT(*) FROM messages"
+                    " WHERE run = ? AND state <> 'queued' AND domain IS NOT NULL"
+                    " GROUP BY state, domain",
+                    (key,),
+                ).fetchall()
+                due = dict(
+                    db.execute(
+                        "SELECT domain, MIN(due_at) FROM messages"
+                        " WHERE run = ? AND state = 'deferred' AND state <> 'queued'"
+                        " GROUP BY domain",
+                        (key,),
+                    ).fetchall()
+                )
         counts: dict[str, dict[MessageState, int]] = {}
         for state, domain, count in rows:
             counts.setdefault(domain, dict.fromkeys(MessageState, 0))[MessageState(state)] = count
+        for domain, count in claimable:
+            per_state = counts.setdefault(domain, dict.fromkeys(MessageState, 0))
+            per_state[MessageState.QUEUED] = count - per_state[MessageState.DEFERRED]
         return [
             DomainProgress(domain=domain, counts=counts[domain], next_attempt_at=due.get(domain))
             for domain in sorted(counts)
@@ -685,6 +757,37 @@ class SqliteStore:
             for number, at, state, code, enhanced, text, detail in rows
         ]
 
+    async def lookup(self, run_id: str, participant_id: str, /) -> MessageRecord | None:
+        """The message of one participant in a run, if any."""
+        with self._errors():
+            key, _ = self._run(run_id)
+            found = (
+                self._connection()
+                .execute(
+                    "SELECT id, row, email, state, attempts, message_id, code, enhanced_status,"
+                    " reply_text, detail, due_at FROM messages"
+                    " WHERE run = ? AND participant_id = ? ORDER BY id LIMIT 1",
+                    (key, participant_id),
+                )
+                .fetchone()
+            )
+        if found is None:
+            return None
+        id_, row, email, state, attempts, message_id, code, enhanced, text, detail, due = found
+        state = MessageState(state)
+        return MessageRecord(
+            id=id_,
+            run_id=run_id,
+            row=row,
+            email=email or "",
+            state=state,
+            attempts=attempts,
+            message_id=message_id,
+            last_reply=None if code is None else SmtpReply(code, enhanced, text or ""),
+            detail=detail or "",
+            next_attempt_at=due if state is MessageState.DEFERRED else None,
+        )
+
     async def skipped(self, run_id: str, /, *, limit: int = 1000) -> list[tuple[int, str, str]]:
         """Skipped rows as (row, email or '', reason), in row order."""
         with self._errors():
@@ -710,7 +813,8 @@ class SqliteStore:
                 self._connection()
                 .execute(
                     "SELECT row, email, state, code, enhanced_status, reply_text, detail"
-                    " FROM messages WHERE run = ? AND state IN ('failed', 'deferred', 'suppressed')"
+                    " FROM messages WHERE run = ? AND state <> 'queued'"
+                    " AND state IN ('failed', 'deferred', 'suppressed')"
                     " ORDER BY row LIMIT ?",
                     (key, limit),
                 )
