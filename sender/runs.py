@@ -19,6 +19,7 @@ same run; permanent ones are recorded and never retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,7 +27,7 @@ import random
 import re
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,15 +338,26 @@ class BulkRunner:
         interval: float,
         started: float,
     ) -> tuple[int, Participant | None]:
+        """The dispatcher: record what finished, claim for free slots, repeat.
+
+        Both happen in batches, one store transaction each, because a commit
+        per message would cap a run at a few hundred messages a second. A send
+        slot is freed only once its outcome is committed, so claimed-but-not-
+        recorded messages (what a crash can duplicate) never exceed
+        ``concurrency``.
+        """
         store, scheduler, clock = self.store, self.scheduler, self._clock
         counts = Counter(await store.counts(run_id))
         total = sum(counts.values())
         scheduler.set_pending(await store.pending_domains(run_id, now=clock.now()))
-        slots = asyncio.Semaphore(self.settings.concurrency)
-        tasks: set[asyncio.Task[None]] = set()
+        free = self.settings.concurrency
+        running = 0  # sends not finished yet (their tasks may linger a moment after)
+        in_flight: set[asyncio.Task[None]] = set()
+        finished: list[tuple[OutboxMessage, Outcome]] = []
+        wake = asyncio.Event()
         sent_now = 0
-        first: list[Participant] = []
-        recent: list[float] = []
+        first: Participant | None = None
+        recent: deque[float] = deque()
         last_beat = last_report = time.monotonic()
         next_due: float | None = await store.next_attempt_at(run_id)
 
@@ -356,7 +368,7 @@ class BulkRunner:
                 return
             last_report = moment
             while recent and recent[0] < moment - 10:
-                recent.pop(0)
+                recent.popleft()
             window = min(10.0, moment - started) or 1.0
             on_progress(
                 Progress(
@@ -370,64 +382,103 @@ class BulkRunner:
             )
 
         async def one(message: OutboxMessage) -> None:
-            nonlocal sent_now, next_due
+            nonlocal running
             try:
                 outcome = await self._attempt(message)
             except SenderError as exc:  # the transport itself is unusable: stop the run
                 self._fatal = exc
                 self._stop.set()
-                return
+                outcome = None
             finally:
-                slots.release()
-            await store.record(message.id, outcome)
-            was = MessageState.DEFERRED if message.attempts > 1 else MessageState.QUEUED
-            counts[was] -= 1
-            counts[outcome.state] += 1
-            recent.append(time.monotonic())
-            if outcome.state is MessageState.SENT:
-                sent_now += 1
-                if not first:
-                    first.append(message.participant)
-            elif outcome.state is MessageState.DEFERRED and outcome.next_attempt_at is not None:
-                due = outcome.next_attempt_at
-                next_due = due if next_due is None else min(next_due, due)
-            report()
+                running -= 1
+            if outcome is not None:
+                finished.append((message, outcome))
+            wake.set()
 
-        while not self._stop.is_set():
+        async def permit_or_wake() -> list[str]:
+            """Wait for a bulk permit, but come back early when a send finishes."""
+            permit = asyncio.ensure_future(scheduler.next_bulk())
+            woken = asyncio.ensure_future(wake.wait())
+            await asyncio.wait({permit, woken}, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            if permit.done():
+                domain = permit.result()
+                return [domain] if domain is not None else []
+            permit.cancel()  # a cancelled wait consumes no permit
+            with contextlib.suppress(asyncio.CancelledError):
+                await permit
+            return []
+
+        while True:
+            # Cleared before looking at `finished`: a send that ends after this sets it again.
+            wake.clear()
+            if finished:  # record in one transaction, then free the slots
+                batch, finished[:] = list(finished), []
+                await store.record_many([(message.id, outcome) for message, outcome in batch])
+                free += len(batch)
+                moment = time.monotonic()
+                for message, outcome in batch:
+                    counts[
+                        MessageState.DEFERRED if message.attempts > 1 else MessageState.QUEUED
+                    ] -= 1
+                    counts[outcome.state] += 1
+                    recent.append(moment)
+                    if outcome.state is MessageState.SENT:
+                        sent_now += 1
+                        first = first or message.participant
+                    elif outcome.state is MessageState.DEFERRED and outcome.next_attempt_at:
+                        due = outcome.next_attempt_at
+                        next_due = due if next_due is None else min(next_due, due)
+                report()
+            if self._stop.is_set():
+                break
             if time.monotonic() - last_beat > self.settings.lease_ttl / 3:
-                await store.heartbeat(run_id, owner=self.owner, now=clock.now())
+                if not await store.heartbeat(run_id, owner=self.owner, now=clock.now()):
+                    self._fatal = RunBusy(f"run {run_id}: another worker took over the run")
+                    break  # it will resend what we had in flight; we must not send more
                 last_beat = time.monotonic()
             if next_due is not None and next_due <= clock.now():
                 scheduler.set_pending(await store.pending_domains(run_id, now=clock.now()))
                 next_due = await store.next_attempt_at(run_id)
-            await slots.acquire()
-            domain = await scheduler.next_bulk() if scheduler.pending() else None
-            if domain is None:
-                slots.release()
-                if tasks:
-                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                pending = await store.pending_domains(run_id, now=clock.now())
-                if pending:
-                    scheduler.set_pending(pending)
-                    continue
-                next_due = await store.next_attempt_at(run_id)
-                if next_due is None or not self.settings.wait_for_retries:
-                    break
-                report(force=True)
-                await clock.sleep(min(max(next_due - clock.now(), 0.0), self.settings.max_wait))
+            if free and scheduler.pending():
+                domains: list[str] = []
+                while len(domains) < free and (domain := scheduler.try_next_bulk()):
+                    domains.append(domain)
+                if not domains:
+                    domains = await permit_or_wake()
+                if domains:
+                    claimed = await store.claim_many(
+                        run_id, domains, now=clock.now(), owner=self.owner
+                    )
+                    for claimed_message in claimed:
+                        if claimed_message is None:
+                            continue  # the count was stale: someone else took it
+                        free -= 1
+                        running += 1
+                        task = asyncio.create_task(one(claimed_message))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
                 continue
-            message = await store.claim(run_id, domain, now=clock.now(), owner=self.owner)
-            if message is None:
-                slots.release()
+            if running:
+                await wake.wait()
                 continue
-            task = asyncio.create_task(one(message))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
+            pending = await store.pending_domains(run_id, now=clock.now())
+            if pending:
+                scheduler.set_pending(pending)
+                continue
+            next_due = await store.next_attempt_at(run_id)
+            if next_due is None or not self.settings.wait_for_retries:
+                break
+            report(force=True)
+            await clock.sleep(min(max(next_due - clock.now(), 0.0), self.settings.max_wait))
+        if in_flight:
+            await asyncio.gather(*in_flight)
+        if finished:
+            await store.record_many([(message.id, outcome) for message, outcome in finished])
+            for _message, outcome in finished:
+                counts[outcome.state] += 1
         report(force=True)
-        return sent_now, (first[0] if first else None)
+        return sent_now, first
 
     async def _attempt(self, message: OutboxMessage) -> Outcome:
         """Compose and send one claimed message; turn whatever happens into an outcome."""
