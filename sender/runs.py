@@ -232,6 +232,7 @@ class BulkRunner:
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not secrets
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
+        self._lease_lost = False
 
     def stop(self) -> None:
         """Finish what is in flight and return; the run stays resumable (Ctrl-C does this)."""
@@ -306,21 +307,27 @@ class BulkRunner:
             await self.store.set_run_state(run_id, RunState.ACTIVE, now=self._clock.now())
             sent_now, first = await self._send_all(run_id, on_progress, progress_interval, started)
         finally:
-            await self.store.requeue_stale(run_id)  # anything claimed but unsent stays queued
-            await self.store.release_run(run_id, owner=self.owner)
+            if not self._lease_lost:  # the new owner's in-flight messages are not ours
+                await self.store.requeue_stale(run_id)  # claimed but unsent: back in the queue
+                await self.store.release_run(run_id, owner=self.owner)
+        if self._lease_lost and self._fatal is not None:
+            raise self._fatal  # the run is someone else's now: leave its state alone
         counts = await self.store.counts(run_id)
         next_at = await self.store.next_attempt_at(run_id)
         pending = counts.get(MessageState.QUEUED, 0) + counts.get(MessageState.DEFERRED, 0)
-        if not pending:
-            await self.store.set_run_state(run_id, RunState.DONE, now=self._clock.now())
-        elif self._stop.is_set():
-            await self.store.set_run_state(
-                run_id, RunState.PAUSED, now=self._clock.now(), reason="interrupted"
-            )
-        final = await self.store.get_run(run_id)
-        assert final is not None
+        now = self._clock.now()
         if self._fatal is not None:
+            await self.store.set_run_state(
+                run_id, RunState.PAUSED, now=now, reason=str(self._fatal)
+            )
             raise self._fatal
+        if not pending:
+            await self.store.set_run_state(run_id, RunState.DONE, now=now)
+        elif self._stop.is_set():
+            await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason="interrupted")
+        final = await self.store.get_run(run_id)
+        if final is None:
+            raise InputError(f"run {run_id} disappeared from the outbox", field="run_id")
         return RunReport(
             run=final,
             counts=counts,
@@ -435,6 +442,7 @@ class BulkRunner:
             if time.monotonic() - last_beat > self.settings.lease_ttl / 3:
                 if not await store.heartbeat(run_id, owner=self.owner, now=clock.now()):
                     self._fatal = RunBusy(f"run {run_id}: another worker took over the run")
+                    self._lease_lost = True
                     break  # it will resend what we had in flight; we must not send more
                 last_beat = time.monotonic()
             if next_due is not None and next_due <= clock.now():

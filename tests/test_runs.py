@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from sender import Address, LinkSettings, Participant, RunBusy, Sender, SenderSettings
+from sender import (
+    Address,
+    ConfigurationError,
+    LinkSettings,
+    Participant,
+    RunBusy,
+    Sender,
+    SenderSettings,
+)
 from sender.participants import read_csv
 from sender.runs import BulkRunner, RunSettings, check_rows, run_status
 from sender.schedule import RateLimits, RetryPolicy, Scheduler
@@ -325,3 +333,23 @@ def test_dry_run_checks_rows_without_sending(tmp_path: Path) -> None:
     assert dry.ok == 2
     assert [row for row, _e, _r in dry.skipped] == [3]
     assert dry.fallbacks == {"de": 1}
+
+
+async def test_refused_login_pauses_the_run_and_loses_nothing(
+    starttls_server: RecordingSMTPServer, store: SqliteStore, ca_file: str, smtp_user: str
+) -> None:
+    """A bad SMTP password stops the run with the reason; every message stays queued."""
+    settings = starttls_server.smtp_settings(username=smtp_user, password="wrong", ca_file=ca_file)
+    sender = Sender(SETTINGS, transport=SmtpTransport(settings))
+    runner = BulkRunner(sender, store, RunSettings(), scheduler=Scheduler(UNLIMITED))
+    with pytest.raises(ConfigurationError):
+        await runner.run("r-login", people(8))
+    await sender.aclose()
+    run = await store.get_run("r-login")
+    assert run is not None
+    assert run.state is RunState.PAUSED
+    assert run.paused_reason
+    counts = await store.counts("r-login")
+    assert counts[MessageState.QUEUED] == 8
+    assert counts[MessageState.SENDING] == 0
+    assert starttls_server.messages == ()
