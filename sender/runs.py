@@ -416,26 +416,30 @@ class BulkRunner:
                 await permit
             return []
 
+        async def flush() -> None:
+            """Record what finished in one transaction, then free those slots."""
+            nonlocal free, sent_now, first, next_due
+            batch = list(finished)
+            finished.clear()
+            await store.record_many([(message.id, outcome) for message, outcome in batch])
+            free += len(batch)
+            moment = time.monotonic()
+            for message, outcome in batch:
+                counts[MessageState.DEFERRED if message.attempts > 1 else MessageState.QUEUED] -= 1
+                counts[outcome.state] += 1
+                recent.append(moment)
+                if outcome.state is MessageState.SENT:
+                    sent_now += 1
+                    first = first or message.participant
+                elif outcome.state is MessageState.DEFERRED and outcome.next_attempt_at:
+                    due = outcome.next_attempt_at
+                    next_due = due if next_due is None else min(next_due, due)
+
         while True:
             # Cleared before looking at `finished`: a send that ends after this sets it again.
             wake.clear()
-            if finished:  # record in one transaction, then free the slots
-                batch, finished[:] = list(finished), []
-                await store.record_many([(message.id, outcome) for message, outcome in batch])
-                free += len(batch)
-                moment = time.monotonic()
-                for message, outcome in batch:
-                    counts[
-                        MessageState.DEFERRED if message.attempts > 1 else MessageState.QUEUED
-                    ] -= 1
-                    counts[outcome.state] += 1
-                    recent.append(moment)
-                    if outcome.state is MessageState.SENT:
-                        sent_now += 1
-                        first = first or message.participant
-                    elif outcome.state is MessageState.DEFERRED and outcome.next_attempt_at:
-                        due = outcome.next_attempt_at
-                        next_due = due if next_due is None else min(next_due, due)
+            if finished:
+                await flush()
                 report()
             if self._stop.is_set():
                 break
@@ -482,9 +486,7 @@ class BulkRunner:
         if in_flight:
             await asyncio.gather(*in_flight)
         if finished:
-            await store.record_many([(message.id, outcome) for message, outcome in finished])
-            for _message, outcome in finished:
-                counts[outcome.state] += 1
+            await flush()
         report(force=True)
         return sent_now, first
 

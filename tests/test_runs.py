@@ -353,3 +353,27 @@ async def test_refused_login_pauses_the_run_and_loses_nothing(
     assert counts[MessageState.QUEUED] == 8
     assert counts[MessageState.SENDING] == 0
     assert starttls_server.messages == ()
+
+
+async def test_stop_pauses_the_run_and_resume_finishes_it(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """stop() (Ctrl-C) pauses with an exact count; a resume sends the rest, nobody twice."""
+    group = people(120)
+    limits = RateLimits(global_per_second=300, domain_per_minute=None)
+    runner = runner_for(smtp_server, store, limits=limits)
+    task = asyncio.create_task(runner.run("r-stop", group))
+    async with asyncio.timeout(30):
+        await smtp_server.wait_for_messages(20)
+    runner.stop()
+    report = await task
+    await runner.sender.aclose()
+    assert report.run.state is RunState.PAUSED
+    assert report.run.paused_reason == "interrupted"
+    assert report.sent_now == report.counts[MessageState.SENT] == len(smtp_server.messages)
+    assert report.sent_now < 120
+    again = runner_for(smtp_server, store, limits=limits)
+    final = await again.run("r-stop")
+    await again.sender.aclose()
+    assert final.run.state is RunState.DONE
+    assert recipients(smtp_server) == Counter(p.email for p in group)
