@@ -10,13 +10,14 @@ import pytest
 import trustme
 from hypothesis import settings
 
+
+from sender.config import SmtpSecurity
+from sender.testing import RecordingSMTPServer
+
 # Speed is measured in bench/, never asserted in tests: hypothesis's per-example deadline
 # is a timing check, and on a shared 2-core machine it fails for reasons no user sees.
 settings.register_profile("sender", deadline=None)
 settings.load_profile("sender")
-
-from sender.config import SmtpSecurity
-from sender.testing import RecordingSMTPServer
 
 USER = "lms"
 PASSWORD = "correct horse battery staple"
