@@ -10,7 +10,6 @@ import pytest
 import trustme
 from hypothesis import settings
 
-
 from sender.config import SmtpSecurity
 from sender.testing import RecordingSMTPServer
 
