@@ -466,9 +466,12 @@ def run(
 @run_options
 @pass_context
 def resume(obj: Context, /, run_id: str, progress: bool | None, **options: Any) -> None:
-    """Continue a run that was interrupted, crashed, or has retries due."""
+    """Continue a run that was interrupted, crashed, or has retries due.
+
+    It sends with the limits the run was started with, unless flags say otherwise.
+    """
     with errors_as_lines(obj.debug):
-        config = run_config(obj, **options)
+        config = resume_config(obj, run_id, options)
     report = obj.run(resume_run(config, run_id, progress=progress))
     obj.run(print_run_report(config, report))
 
@@ -480,7 +483,7 @@ def resume(obj: Context, /, run_id: str, progress: bool | None, **options: Any) 
 def retry(obj: Context, /, run_id: str, progress: bool | None, **options: Any) -> None:
     """Send again to the run's failed and not-yet-sent recipients; never to those sent."""
     with errors_as_lines(obj.debug):
-        config = run_config(obj, **options)
+        config = resume_config(obj, run_id, options)
     report = obj.run(resume_run(config, run_id, progress=progress, reset_failed=True))
     obj.run(print_run_report(config, report))
 
@@ -517,6 +520,7 @@ async def bulk(
     progress: bool | None,
     reset_failed: bool = False,
 ) -> RunReport:
+    err.print(f"{run_id}: {describe_limits(config)}")
     store = store_for(config)
     try:
         if reset_failed:
@@ -538,9 +542,49 @@ async def bulk(
                 loop.add_signal_handler(signal.SIGINT, runner.stop)
                 loop.add_signal_handler(signal.SIGTERM, runner.stop)
             with ProgressDisplay(enabled=progress) as display:
-                return await runner.run(run_id, rows, source=source, on_progress=display.update)
+                return await runner.run(
+                    run_id,
+                    rows,
+                    source=source,
+                    options=sending_options(config),
+                    on_progress=display.update,
+                )
     finally:
         await store.aclose()
+
+
+def describe_limits(config: CliConfig) -> str:
+    per_second = config.limits.global_per_second
+    per_minute = config.limits.domain_per_minute
+    overall = f"at most {per_second:g} msgs/s" if per_second else "no overall rate limit"
+    domain = f"{per_minute:g}/min per domain" if per_minute else "no per-domain limit"
+    return f"sending {overall}, {domain}, {config.concurrency} at a time"
+
+
+def sending_options(config: CliConfig) -> dict[str, str | float | int | None]:
+    """The limits a run was started with, stored with it so a resume sends the same way."""
+    per_second = config.limits.global_per_second
+    per_minute = config.limits.domain_per_minute
+    return {
+        "rate": per_second if per_second is not None else 0,
+        "domain_rate": f"{per_minute}/min" if per_minute is not None else "0",
+        "concurrency": config.concurrency,
+    }
+
+
+def resume_config(obj: Context, run_id: str, flags: dict[str, Any]) -> CliConfig:
+    """Flags given now win; otherwise the run's own stored limits; then sender.toml."""
+    base = run_config(obj, **flags)
+    store = store_for(base)
+    try:
+        info = obj.run(store.get_run(run_id))
+    finally:
+        store.close()
+    if info is None:
+        raise InputError(f"no run named {run_id!r}; see `sender status`", field="run_id")
+    stored = {key: info.options.get(key) for key in ("rate", "domain_rate", "concurrency")}
+    merged = {key: flags.get(key) if flags.get(key) is not None else stored[key] for key in stored}
+    return run_config(obj, **(flags | merged))
 
 
 async def resume_run(

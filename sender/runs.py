@@ -273,6 +273,7 @@ class BulkRunner:
         rows: Rows | None = None,
         *,
         source: str = "library",
+        options: Mapping[str, str | float | int | None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         progress_interval: float = 0.5,
     ) -> RunReport:
@@ -283,7 +284,7 @@ class BulkRunner:
         started = time.monotonic()
         now = self._clock.now()
         run, _created = await self.store.create_run(
-            run_id, template=self.settings.template, source=source, now=now
+            run_id, template=self.settings.template, source=source, now=now, options=options
         )
         if not await self.store.acquire_run(
             run_id, owner=self.owner, now=now, ttl=self.settings.lease_ttl
@@ -602,6 +603,7 @@ async def run_status(
         "paused_reason": run.paused_reason,
         "paused_since": run.paused_since,
         "ingest_complete": run.ingest_complete,
+        "options": dict(run.options),
         "total": sum(counts.values()),
         "counts": {state.value: counts.get(state, 0) for state in MessageState},
         "next_attempt_at": next_at,

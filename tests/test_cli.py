@@ -296,3 +296,38 @@ def test_run_examples_in_a_real_subprocess_fills_the_maildir(workdir: Path) -> N
         for f in files
     }
     assert len(recipients) == rows
+
+
+async def test_resume_sends_with_the_limits_the_run_started_with(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """A run's rate flags are stored with it; resume uses them unless told otherwise."""
+    csv_path = workdir / "p.csv"
+    csv_path.write_text(
+        "email,name,participant_id,course_id\na@d.example,A,p-1,c\nb@d.example,B,p-2,c\n",
+        encoding="utf-8",
+    )
+    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp_server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="b@d.example", times=1)
+    first = await asyncio.to_thread(
+        cli,
+        "run",
+        str(csv_path),
+        "--smtp",
+        smtp,
+        "--run-id",
+        "r-keep",
+        "--rate",
+        "9",
+        "--domain-rate",
+        "120/min",
+        "--concurrency",
+        "3",
+    )
+    assert "sending at most 9 msgs/s, 120/min per domain, 3 at a time" in first.stderr
+    status = json.loads((await asyncio.to_thread(cli, "status", "r-keep", "--json")).stdout)
+    assert status["options"] == {"rate": 9.0, "domain_rate": "120.0/min", "concurrency": 3}
+    resumed = await asyncio.to_thread(cli, "resume", "r-keep", "--smtp", smtp)
+    assert "sending at most 9 msgs/s, 120/min per domain, 3 at a time" in resumed.stderr
+    overridden = await asyncio.to_thread(cli, "resume", "r-keep", "--smtp", smtp, "--rate", "2")
+    assert "sending at most 2 msgs/s, 120/min per domain, 3 at a time" in overridden.stderr

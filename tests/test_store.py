@@ -875,3 +875,23 @@ async def test_unrenderable_message_can_be_recorded_as_skipped(store: SqliteStor
     await store.record(claimed.id, Outcome(MessageState.SKIPPED, at=T0, detail="no 'room'"))
     assert (await store.counts(RUN))[MessageState.SKIPPED] == 1
     assert await store.pending_domains(RUN, now=T0 + 1e6) == {}
+
+
+async def test_an_outbox_from_schema_1_gains_run_options(path: Path) -> None:
+    """Opening a version-1 outbox adds the options column and keeps its runs."""
+    async with SqliteStore(path) as first:
+        await first.create_run("old", template="invitation", source="p.csv", now=T0)
+    raw = sqlite3.connect(path)
+    raw.execute("ALTER TABLE runs DROP COLUMN options")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    async with SqliteStore(path) as upgraded:
+        old = await upgraded.get_run("old")
+        assert old is not None
+        assert old.options == {}
+        new, created = await upgraded.create_run(
+            "new", template="invitation", source="p.csv", now=T0, options={"rate": 9.0}
+        )
+        assert created
+        assert new.options == {"rate": 9.0}

@@ -80,6 +80,8 @@ class RunInfo:
     ingest_complete: bool = False
     owner: str | None = None  # the worker holding the run's lease ("host:pid")
     heartbeat_at: float | None = None
+    # How the run was started (rate limits, concurrency), so a resume sends the same way.
+    options: Mapping[str, str | float | int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +166,19 @@ class Store(Protocol):
     """Durable outbox. All times are Unix seconds from the engine's clock."""
 
     async def create_run(
-        self, run_id: str, /, *, template: str, source: str, now: float
+        self,
+        run_id: str,
+        /,
+        *,
+        template: str,
+        source: str,
+        now: float,
+        options: Mapping[str, str | float | int | None] | None = None,
     ) -> tuple[RunInfo, bool]:
-        """Create the run, or return the existing one; the bool says whether it was new."""
+        """Create the run, or return the existing one; the bool says whether it was new.
+
+        ``options`` are stored only when the run is new: a resume reads them back.
+        """
         ...
 
     async def get_run(self, run_id: str, /) -> RunInfo | None: ...

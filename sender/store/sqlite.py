@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SqliteStore", "find_latest_run"]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: runs.options
 _BUSY_TIMEOUT_MS = 10_000
 _CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 _CHECKPOINT_PAGES = 8192  # ~32 MB of WAL between checkpoints: fewer fsyncs while ingesting
@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS runs (
     ingested_through INTEGER NOT NULL DEFAULT 0,
     ingest_complete  INTEGER NOT NULL DEFAULT 0,
     owner            TEXT,
-    heartbeat_at     REAL
+    heartbeat_at     REAL,
+    options          TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at);
 
@@ -146,7 +147,7 @@ CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message, number);
 
 _SELECT_RUN = """
 SELECT run_id, template, source, created_at, state, paused_reason, paused_since,
-       ingested_through, ingest_complete, owner, heartbeat_at
+       ingested_through, ingest_complete, owner, heartbeat_at, options
   FROM runs
 """
 
@@ -258,7 +259,9 @@ class SqliteStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         tx.execute(statement)
-                tx.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            elif version == 1:
+                tx.execute("ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'")
+            tx.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     @property
     def path(self) -> Path:
@@ -320,14 +323,21 @@ class SqliteStore:
     # --- runs -----------------------------------------------------------------------------
 
     async def create_run(
-        self, run_id: str, /, *, template: str, source: str, now: float
+        self,
+        run_id: str,
+        /,
+        *,
+        template: str,
+        source: str,
+        now: float,
+        options: Mapping[str, str | float | int | None] | None = None,
     ) -> tuple[RunInfo, bool]:
         """Create the run, or return the existing one; the bool says whether it was new."""
         with self._errors():
             cursor = self._connection().execute(
-                "INSERT INTO runs (run_id, template, source, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (run_id) DO NOTHING",
-                (run_id, template, source, now),
+                "INSERT INTO runs (run_id, template, source, created_at, options)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+                (run_id, template, source, now, json.dumps(dict(options or {}), sort_keys=True)),
             )
             info = self._get_run(run_id)
         if info is None:  # only a run deleted in between gets here
@@ -882,6 +892,7 @@ def _run_info(row: tuple[Any, ...]) -> RunInfo:
         ingest_complete,
         owner,
         heartbeat_at,
+        options,
     ) = row
     return RunInfo(
         run_id=str(run_id),
@@ -895,6 +906,7 @@ def _run_info(row: tuple[Any, ...]) -> RunInfo:
         ingest_complete=bool(ingest_complete),
         owner=owner,
         heartbeat_at=heartbeat_at,
+        options=json.loads(options) if options else {},
     )
 
 
