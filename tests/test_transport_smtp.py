@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from sender.errors import ConfigurationError
 from sender.models import DeliveryStatus, Envelope, RecipientResult, SmtpReply
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport, Transport
-from sender.transport.smtp import MAX_IDLE
+from sender.transport.smtp import MAX_IDLE, wire_payload
 
 SENDER = "bounces+t0k3n@lms.example"
 MESSAGE = (
@@ -101,6 +102,23 @@ def test_any_body_arrives_unchanged(lines: list[bytes]) -> None:
             return server.messages[0].data
 
     assert asyncio.run(roundtrip()) == message
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b".", b"..", b"a", b"\x00", b"\xff"])))
+def test_wire_payload_matches_aiosmtplib_for_any_line_endings(parts: list[bytes]) -> None:
+    """The fast DATA payload equals aiosmtplib's own, lone CR and LF and leading dots included."""
+    message = b"".join(parts)
+    expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+    assert wire_payload(message) == expected
+
+
+async def test_mixed_line_endings_arrive_as_crlf(smtp_server: RecordingSMTPServer) -> None:
+    """A body with bare LF and CR lines is sent with CRLF, as SMTP requires."""
+    async with SmtpTransport(smtp_server.smtp_settings()) as transport:
+        results = await transport.send(envelope(), b"Subject: x\n\n.one\rtwo\r\nthree")
+    assert statuses(results) == [ACCEPTED]
+    assert smtp_server.messages[0].data == b"Subject: x\r\n\r\n.one\r\ntwo\r\nthree\r\n"
 
 
 async def test_accepted_recipients_keep_the_data_reply(smtp_server: RecordingSMTPServer) -> None:

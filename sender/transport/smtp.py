@@ -49,13 +49,14 @@ from types import TracebackType
 from typing import Self
 
 import aiosmtplib
+from aiosmtplib.protocol import normalize_message_line_endings
 
 from sender.clock import Clock, SystemClock
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.errors import ConfigurationError
 from sender.models import DeliveryStatus, Envelope, RecipientResult, SmtpReply
 
-__all__ = ["MAX_IDLE", "SmtpTransport"]
+__all__ = ["MAX_IDLE", "SmtpTransport", "wire_payload"]
 
 _log = logging.getLogger("sender.transport")
 
@@ -118,6 +119,24 @@ class _Connection:
     number: int
     transactions: int = 0
     idle_since: float = 0.0
+
+
+def wire_payload(message: bytes, /) -> bytes:
+    """``message`` as DATA sends it: CRLF line ends, dot-stuffed, ending in ``.CRLF``.
+
+    The message builder already writes CRLF, so the usual case is three C-level
+    scans and one ``bytes.replace``; anything else goes through aiosmtplib's own
+    normalisation, so both paths give the same bytes.
+    """
+    crlf = message.count(b"\r\n")
+    if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
+        message = normalize_message_line_endings(message)
+    elif not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    stuffed = message.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
 
 
 def _reply(code: int, message: str) -> SmtpReply:
@@ -343,7 +362,7 @@ class SmtpTransport:
                 await self._reset(client)
                 return
             try:
-                response = await client.data(message)
+                response = await self._data(client, message)
             except aiosmtplib.SMTPDataError as exc:
                 for index in accepted:
                     results[index] = _from_reply(envelope.recipients[index], exc.code, exc.message)
@@ -448,6 +467,29 @@ class SmtpTransport:
                 accepted.append(index)
                 _log.debug("smtp: RCPT %s: %d", recipient, response.code)
         return accepted
+
+    async def _data(self, client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPResponse:
+        """DATA, then the payload made wire-ready by :func:`wire_payload`.
+
+        Not ``client.data()``: its two regex passes over the message cost about
+        50 µs a message, more than the rest of the DATA step together.
+        """
+        payload = wire_payload(message)
+        response = await client.execute_command(b"DATA")
+        if response.code != 354:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        try:
+            protocol.write(payload)  # no await before read_response: no reply can slip past
+            response = await protocol.read_response(timeout=self._settings.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            client.close()  # the reply stream is out of step: never reuse this connection
+            raise
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return response
 
     async def _reset(self, client: aiosmtplib.SMTP) -> None:
         """RSET after a refusal, so the connection can carry the next message; else drop it."""
