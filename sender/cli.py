@@ -29,6 +29,7 @@ from rich.table import Table
 from sender.client import Sender, open_sender
 from sender.config import CliConfig, load_config, parse_duration
 from sender.errors import ConfigurationError, InputError, LinkError, SenderError
+from sender.loop import fast_loop
 from sender.models import DeliveryResult, Participant
 from sender.participants import CsvRow, read_csv
 from sender.render import Renderer, lint_templates
@@ -100,15 +101,6 @@ class Context:
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         with errors_as_lines(self.debug), asyncio.Runner(loop_factory=fast_loop()) as runner:
             return runner.run(coroutine)
-
-
-def fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when installed (``pip install 'sender[fast]'``), else asyncio's."""
-    try:
-        import uvloop  # optional: looked up when a command runs
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 pass_context = click.make_pass_decorator(Context)

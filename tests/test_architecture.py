@@ -14,7 +14,7 @@ PACKAGE = Path(sender.__file__).parent
 # Lower layers first; a module may import only modules of a strictly lower layer.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"models", "clock"},
+    {"models", "clock", "loop"},
     {"urls", "participants", "schedule", "store.base"},
     {"config", "store.sqlite"},
     {"links", "render", "mime", "smtpd", "store"},
@@ -37,6 +37,7 @@ OWNERS = {
     "idna": {"mime"},
     "click": {"cli"},
     "rich": {"cli"},
+    "uvloop": {"loop"},
     "httpx": set(),
     "icalendar": set(),
 }
