@@ -22,6 +22,7 @@ from sender.errors import (
     TemporaryDeliveryError,
     UndefinedVariable,
     UnsafePathError,
+    WorkerError,
 )
 from sender.links import IssuedLink, LinkClaims, LinkSigner
 from sender.models import (
@@ -91,5 +92,6 @@ __all__ = [
     "Transport",
     "UndefinedVariable",
     "UnsafePathError",
+    "WorkerError",
     "open_sender",
 ]

@@ -378,6 +378,11 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option("--concurrency", type=click.IntRange(1, 64), help="Connections in use."),
             click.option(
+                "--workers",
+                type=click.IntRange(1, 64),
+                help="Processes that compose and send (default 1; at most --concurrency).",
+            ),
+            click.option(
                 "--progress/--no-progress",
                 default=None,
                 help="Progress bar on a terminal, plain lines otherwise; --no-progress: quiet.",
@@ -396,6 +401,7 @@ def run_config(
     rate: float | None,
     domain_rate: str | None,
     concurrency: int | None,
+    workers: int | None,
 ) -> CliConfig:
     return obj.config(
         smtp_url=smtp_url,
@@ -403,6 +409,7 @@ def run_config(
         rate=rate,
         domain_rate=domain_rate,
         concurrency=concurrency,
+        workers=workers,
     )
 
 
@@ -525,7 +532,12 @@ async def bulk(
             runner = BulkRunner(
                 sender,
                 store,
-                RunSettings(template=template, concurrency=config.concurrency, retry=config.retry),
+                RunSettings(
+                    template=template,
+                    concurrency=config.concurrency,
+                    retry=config.retry,
+                    workers=config.workers,
+                ),
             )
             loop = asyncio.get_running_loop()
             with contextlib.suppress(
@@ -550,7 +562,8 @@ def describe_limits(config: CliConfig) -> str:
     per_minute = config.limits.domain_per_minute
     overall = f"at most {per_second:g} msgs/s" if per_second else "no overall rate limit"
     domain = f"{per_minute:g}/min per domain" if per_minute else "no per-domain limit"
-    return f"sending {overall}, {domain}, {config.concurrency} at a time"
+    processes = f" in {config.workers} worker processes" if config.workers > 1 else ""
+    return f"sending {overall}, {domain}, {config.concurrency} at a time{processes}"
 
 
 def sending_options(config: CliConfig) -> dict[str, str | float | int | None]:
@@ -561,6 +574,7 @@ def sending_options(config: CliConfig) -> dict[str, str | float | int | None]:
         "rate": per_second if per_second is not None else 0,
         "domain_rate": f"{per_minute}/min" if per_minute is not None else "0",
         "concurrency": config.concurrency,
+        "workers": config.workers,
     }
 
 
@@ -574,7 +588,8 @@ def resume_config(obj: Context, run_id: str, flags: dict[str, Any]) -> CliConfig
         store.close()
     if info is None:
         raise InputError(f"no run named {run_id!r}; see `sender status`", field="run_id")
-    stored = {key: info.options.get(key) for key in ("rate", "domain_rate", "concurrency")}
+    keys = ("rate", "domain_rate", "concurrency", "workers")
+    stored = {key: info.options.get(key) for key in keys}
     merged = {key: flags.get(key) if flags.get(key) is not None else stored[key] for key in stored}
     return run_config(obj, **(flags | merged))
 

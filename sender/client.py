@@ -102,6 +102,10 @@ class Sender:
     def settings(self) -> SenderSettings:
         return self._settings
 
+    @property
+    def transport(self) -> Transport | None:
+        return self._transport
+
     async def __aenter__(self) -> Sender:
         return self
 

@@ -265,6 +265,7 @@ _TOML_KEYS = {
     "rate",
     "domain_rate",
     "concurrency",
+    "workers",
     "domain_rates",
     "domain_groups",
     "retry_first",
@@ -285,6 +286,7 @@ class CliConfig:
     limits: RateLimits = field(default_factory=RateLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: int = 4  # bulk messages in flight; also the SMTP pool size
+    workers: int = 1  # processes composing and sending a bulk run
 
 
 def local_secret(state_dir: Path, /) -> tuple[str, Path]:
@@ -409,6 +411,12 @@ def load_config(
 
     limits, retry = _sending_policy(values)
     concurrency = integer("concurrency") or integer("pool_size") or 4
+    workers = integer("workers") or 1
+    if not 1 <= workers <= min(concurrency, 64):
+        raise ConfigurationError(
+            f"workers must be 1 to {min(concurrency, 64)} (at most concurrency), not {workers}",
+            setting="workers",
+        )
     smtp_url = text("smtp_url")
     timeout = values.get("smtp_timeout")
     smtp = (
@@ -434,6 +442,7 @@ def load_config(
         limits=limits,
         retry=retry,
         concurrency=concurrency,
+        workers=workers,
     )
 
 

@@ -21,6 +21,7 @@ the row, the template, the reply) so a caller never parses messages::
     │   ├── UndefinedVariable            the template uses a variable nobody gave
     │   └── LinkPolicyError              the single-link rule refuses the message
     ├── RunBusy                          another worker holds the run's lease
+    ├── WorkerError(RuntimeError)        a bulk worker process died or could not start
     └── DeliveryError                    the mail server did not accept a message
         ├── TemporaryDeliveryError       4xx, timeout, dropped connection: retry later
         └── PermanentDeliveryError       5xx: do not retry
@@ -57,6 +58,7 @@ __all__ = [
     "TemporaryDeliveryError",
     "UndefinedVariable",
     "UnsafePathError",
+    "WorkerError",
 ]
 
 
@@ -173,6 +175,18 @@ class RunBusy(SenderError):
     def __init__(self, message: str, /, *, owner: str | None = None) -> None:
         super().__init__(message)
         self.owner = owner
+
+
+class WorkerError(SenderError, RuntimeError):
+    """A worker process of a bulk run died, could not start, or broke the pipe protocol.
+
+    The run stops; messages that worker had in flight stay ``sending`` until a
+    resume requeues them, as after a crash.
+    """
+
+    def __init__(self, message: str, /, *, worker: int | None = None) -> None:
+        super().__init__(message)
+        self.worker = worker
 
 
 class DeliveryError(SenderError):

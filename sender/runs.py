@@ -28,7 +28,7 @@ import re
 import socket
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +55,8 @@ from sender.store import (
     RunState,
     Store,
 )
+from sender.transport import SmtpTransport
+from sender.workers import Skipped, WorkerPool, attempt
 
 __all__ = [
     "BulkRunner",
@@ -84,10 +86,16 @@ class RunSettings:
     lease_ttl: float = 30.0  # seconds without a heartbeat before another worker may take over
     wait_for_retries: bool = False  # keep going until deferred messages are due (daemons)
     max_wait: float = 3600.0  # with wait_for_retries: the longest single wait
+    workers: int = 1  # processes that compose and send (1: this one); see sender.workers
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:
             raise ConfigurationError("concurrency must be 1 to 256", setting="concurrency")
+        if not 1 <= self.workers <= min(self.concurrency, 64):
+            raise ConfigurationError(
+                f"workers must be 1 to {min(self.concurrency, 64)} (at most concurrency)",
+                setting="workers",
+            )
         if self.batch_size < 1:
             raise ConfigurationError("batch_size must be at least 1", setting="batch_size")
 
@@ -233,6 +241,7 @@ class BulkRunner:
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
         self._lease_lost = False
+        self._pool: WorkerPool | None = None
 
     def stop(self) -> None:
         """Finish what is in flight and return; the run stays resumable (Ctrl-C does this)."""
@@ -306,7 +315,10 @@ class BulkRunner:
             if rows is not None and not run.ingest_complete:
                 await self.ingest(run, rows)
             await self.store.set_run_state(run_id, RunState.ACTIVE, now=self._clock.now())
-            sent_now, first = await self._send_all(run_id, on_progress, progress_interval, started)
+            async with self._workers():
+                sent_now, first = await self._send_all(
+                    run_id, on_progress, progress_interval, started
+                )
         finally:
             if not self._lease_lost:  # the new owner's in-flight messages are not ours
                 await self.store.requeue_stale(run_id)  # claimed but unsent: back in the queue
@@ -491,16 +503,37 @@ class BulkRunner:
         report(force=True)
         return sent_now, first
 
+    @contextlib.asynccontextmanager
+    async def _workers(self) -> AsyncIterator[None]:
+        """With ``settings.workers > 1``, worker processes compose and send for this run."""
+        if self.settings.workers == 1:
+            yield
+            return
+        transport = self.sender.transport
+        if not isinstance(transport, SmtpTransport):
+            raise ConfigurationError(
+                "workers > 1 needs an SMTP transport the workers can reach", setting="workers"
+            )
+        async with WorkerPool(
+            self.sender.settings,
+            transport.settings,
+            workers=self.settings.workers,
+            concurrency=self.settings.concurrency,
+        ) as pool:
+            self._pool = pool
+            try:
+                yield
+            finally:
+                self._pool = None
+
     async def _attempt(self, message: OutboxMessage) -> Outcome:
         """Compose and send one claimed message; turn whatever happens into an outcome."""
-        sender = self.sender
-        try:
-            composed = sender.compose(
-                message.participant, template=message.template, message_id=message.message_id
-            )
-        except (InputError, TemplateError) as exc:
-            return Outcome(MessageState.SKIPPED, at=self._clock.now(), detail=str(exc))
-        result = await sender.deliver(composed)
+        if self._pool is not None:
+            result = await self._pool.attempt(message)
+        else:
+            result = await attempt(self.sender, message)
+        if isinstance(result, Skipped):
+            return Outcome(MessageState.SKIPPED, at=self._clock.now(), detail=result.reason)
         self.scheduler.feedback(
             message.participant.domain, result.reply.code if result.reply else None
         )

@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"transport.base", "transport.smtp", "transport.capture"},
     {"transport", "testing"},
     {"client"},
+    {"workers"},
     {"runs"},
     {"cli"},
     {"__init__", "__main__"},

@@ -298,6 +298,44 @@ def test_run_examples_in_a_real_subprocess_fills_the_maildir(workdir: Path) -> N
     assert len(recipients) == rows
 
 
+def test_run_with_worker_processes_fills_the_maildir(workdir: Path) -> None:
+    """--workers 2 sends every example participant once and the run remembers the setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    command = [sys.executable, "-m", "sender", "run", str(EXAMPLES), "--workers", "2"]
+    completed = subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "in 2 worker processes" in completed.stderr
+    files = list((workdir / ".sender" / "maildir" / "new").iterdir())
+    recipients = {
+        email.message_from_bytes(f.read_bytes(), policy=email.policy.default)["Delivered-To"]
+        for f in files
+    }
+    assert len(files) == len(recipients) == 20
+    status = subprocess.run(
+        [sys.executable, "-m", "sender", "status", "--json"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    data = json.loads(status.stdout)
+    assert data["options"]["workers"] == 2
+    assert data["counts"]["sent"] == 20
+
+
+def test_more_workers_than_connections_is_one_line(workdir: Path) -> None:
+    """--workers above --concurrency is refused before anything is sent."""
+    copy = workdir / "p.csv"
+    copy.write_bytes(EXAMPLES.read_bytes())
+    result = cli("run", str(copy), "--workers", "4", "--concurrency", "2")
+    assert_one_line_error(result, "workers")
+    assert not (workdir / ".sender" / "maildir").exists()
+
+
 async def test_resume_sends_with_the_limits_the_run_started_with(
     smtp_server: RecordingSMTPServer, workdir: Path
 ) -> None:
@@ -326,7 +364,12 @@ async def test_resume_sends_with_the_limits_the_run_started_with(
     )
     assert "sending at most 9 msgs/s, 120/min per domain, 3 at a time" in first.stderr
     status = json.loads((await asyncio.to_thread(cli, "status", "r-keep", "--json")).stdout)
-    assert status["options"] == {"rate": 9.0, "domain_rate": "120.0/min", "concurrency": 3}
+    assert status["options"] == {
+        "rate": 9.0,
+        "domain_rate": "120.0/min",
+        "concurrency": 3,
+        "workers": 1,
+    }
     resumed = await asyncio.to_thread(cli, "resume", "r-keep", "--smtp", smtp)
     assert "sending at most 9 msgs/s, 120/min per domain, 3 at a time" in resumed.stderr
     overridden = await asyncio.to_thread(cli, "resume", "r-keep", "--smtp", smtp, "--rate", "2")
