@@ -1,6 +1,6 @@
 """End-to-end bulk throughput against Postfix's smtp-sink, three ways side by side.
 
-    python bench/bulk.py [--rows 20000] [--naive 2000] [--skip-a] [--skip-b] [--skip-c] [--keep]
+    python bench/bulk.py [--rows 20000] [--naive 2000] [--rounds 3] [--skip-a|b|c] [--keep]
 
 - **(a) sender**: ``sender run CSV`` (the command line in ``bench/sender_cli.py``) on a
   generated CSV of ``--rows`` participants over 200 domains in en/nb/sv/ja, in a fresh
@@ -12,8 +12,9 @@
   connects per message, 10 at a time; ``--naive`` messages.
 
 Each phase gets its own smtp-sink, whose message counter is the sanity check. Rates are
-accepted messages (the sink's count) per second of wall time. Targets: (a)/(b) >= 0.20
-and (a)/(c) >= 8.
+accepted messages (the sink's count) per second of wall time. The three phases run in
+turn ``--rounds`` times, and the targets are judged on the median ratios, because the
+shared host moves any one figure by up to 2x. Targets: (a)/(b) >= 0.20 and (a)/(c) >= 8.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ SMTP_SOURCE_HEADER_BYTES = 130
 NAIVE_CONCURRENCY = 10
 TARGET_VS_REFERENCE = 0.20
 TARGET_VS_NAIVE = 8.0
+TARGETS = (("b", TARGET_VS_REFERENCE, "0.20"), ("c", TARGET_VS_NAIVE, "8"))
 TIMEOUT_SENDER = 600.0
 TIMEOUT_SOURCE = 300.0
 TIMEOUT_NAIVE = 300.0
@@ -252,7 +254,8 @@ def fmt_rate(rate: float | None) -> str:
     return "—" if rate is None else f"{rate:,.0f}"
 
 
-def report(phases: dict[str, Phase]) -> None:
+def report(phases: dict[str, Phase]) -> dict[str, float]:
+    """Print one round's table and ratios; return the ratios that were measured."""
     print()
     print(f"{'phase':<42} {'sent':>7} {'sink count':>10} {'seconds':>8} {'msgs/s':>8}")
     for phase in phases.values():
@@ -267,15 +270,35 @@ def report(phases: dict[str, Phase]) -> None:
             print(f"    warning: the sink counted {phase.sunk}, not {phase.messages}")
     print()
     a = phases.get("a")
-    for other, target, text in (("b", TARGET_VS_REFERENCE, "0.20"), ("c", TARGET_VS_NAIVE, "8")):
+    ratios: dict[str, float] = {}
+    for other, target, text in TARGETS:
         b = phases.get(other)
         ra, rb = (a.rate if a else None), (b.rate if b else None)
         if ra is None or rb is None:
             print(f"(a)/({other})  —        target >= {text:<5} (not measured)")
             continue
-        ratio = ra / rb
+        ratio = ratios[other] = ra / rb
         mark = "PASS" if ratio >= target else "FAIL"
         print(f"(a)/({other})  {ratio:<8.3g} target >= {text:<5} {mark}")
+    return ratios
+
+
+def summary(rounds: list[dict[str, Phase]], ratios: list[dict[str, float]]) -> None:
+    """Medians over the rounds: the host is shared, so one round can be off by 2x."""
+    print(f"\n== median of {len(rounds)} rounds ==")
+    for key in "abc":
+        rates = [r for phases in rounds if key in phases and (r := phases[key].rate) is not None]
+        if rates:
+            spread = f"(min {min(rates):,.0f}, max {max(rates):,.0f})"
+            print(f"({key}) {statistics.median(rates):>8,.0f} msgs/s  {spread}")
+    for other, target, text in TARGETS:
+        values = [r[other] for r in ratios if other in r]
+        if not values:
+            continue
+        median = statistics.median(values)
+        mark = "PASS" if median >= target else "FAIL"
+        rounds_text = ", ".join(f"{v:.3g}" for v in values)
+        print(f"(a)/({other})  {median:<8.3g} target >= {text:<5} {mark}   rounds: {rounds_text}")
 
 
 def main() -> None:
@@ -284,6 +307,7 @@ def main() -> None:
     parser.add_argument("--naive", type=int, default=2_000, help="messages for (c)")
     for phase in "abc":
         parser.add_argument(f"--skip-{phase}", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="a, b, c in turn, this many times")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
 
@@ -298,14 +322,22 @@ def main() -> None:
         size = round(statistics.mean(s.size for s in samples))
         sizes = ", ".join(f"{s.locale} {s.size}" for s in samples)
         print(f"invitation size: {sizes} bytes; mean {size}")
-        phases: dict[str, Phase] = {}
-        if not args.skip_a:
-            phases["a"] = phase_sender(sink_binary, env, workdir, args.rows)
-        if not args.skip_b:
-            phases["b"] = phase_reference(sink_binary, source_binary, env, args.rows, size)
-        if not args.skip_c:
-            phases["c"] = phase_naive(sink_binary, env, args.naive, samples)
-        report(phases)
+        rounds: list[dict[str, Phase]] = []
+        ratios: list[dict[str, float]] = []
+        for number in range(1, max(1, args.rounds) + 1):
+            print(f"\n== round {number} ==", flush=True)
+            phases: dict[str, Phase] = {}
+            if not args.skip_a:
+                round_dir = workdir / f"round-{number}"
+                round_dir.mkdir()
+                phases["a"] = phase_sender(sink_binary, env, round_dir, args.rows)
+            if not args.skip_b:
+                phases["b"] = phase_reference(sink_binary, source_binary, env, args.rows, size)
+            if not args.skip_c:
+                phases["c"] = phase_naive(sink_binary, env, args.naive, samples)
+            rounds.append(phases)
+            ratios.append(report(phases))
+        summary(rounds, ratios)
     finally:
         if args.keep:
             print(f"\nkept {workdir}")

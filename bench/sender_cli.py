@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 # {python}: this interpreter; {csv}: the participants file; {smtp}: the sink's smtp:// URL;
-# {run_id}: unique per run. --rate 0 / --domain-rate 0 mean "unlimited".
+# {run_id}: unique per run. --rate 0 / --domain-rate 0 mean "unlimited". Two worker
+# processes use both cores; 32 connections keep them busy (smtp-source uses 20).
 SENDER_RUN = (
     "{python} -m sender run {csv} --smtp {smtp} --rate 0 --domain-rate 0"
-    " --concurrency 8 --run-id {run_id}"
+    " --concurrency 32 --workers 2 --run-id {run_id}"
 )
 BENCH_SECRET = "bench-secret-key-" + "x" * 32
 
