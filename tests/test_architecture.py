@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"models", "clock", "loop"},
     {"urls", "participants", "schedule", "store.base"},
     {"config", "store.sqlite"},
-    {"links", "render", "mime", "smtpd", "store"},
+    {"links", "render", "mime", "smtpd", "store", "ical", "intake"},
     {"transport.base", "transport.smtp", "transport.capture"},
     {"transport", "testing"},
     {"client"},
@@ -40,7 +40,7 @@ OWNERS = {
     "rich": {"cli"},
     "uvloop": {"loop"},
     "httpx": set(),
-    "icalendar": set(),
+    "icalendar": {"ical"},
 }
 
 
