@@ -9,8 +9,11 @@ import signal
 import sqlite3
 import sys
 import tempfile
+import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -643,6 +646,156 @@ async def test_a_closed_store_raises_configuration_error(path: Path) -> None:
     await store.aclose()
     with pytest.raises(ConfigurationError, match="closed"):
         await store.latest_run()
+
+
+# --- checkpoints ----------------------------------------------------------------------
+
+PAGES = 16  # a small checkpoint_pages: 64 KiB of WAL with 4 KiB pages
+POLLS = 200  # looks 50 ms apart: up to 10 s for a checkpointer that polls every 0.5 s
+
+
+def checkpointers(path: Path) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"sender-checkpointer {path}"]
+
+
+def messages_in_database_file(path: Path) -> int:
+    """Messages in the database file alone, read from a copy without the WAL; -1 if unreadable."""
+    copy = path.with_name("copy.sqlite3")
+    shutil.copyfile(path, copy)
+    try:
+        with closing(sqlite3.connect(copy)) as db:
+            return int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+    except sqlite3.DatabaseError:  # no schema yet, or a copy taken mid-checkpoint
+        return -1
+
+
+async def test_the_wal_reaches_the_database_file_in_the_background(path: Path) -> None:
+    """Past checkpoint_pages, the WAL is folded into the database file with no store call."""
+    async with SqliteStore(path, checkpoint_pages=PAGES) as store:
+        await store.create_run(RUN, template="invitation", source="p.csv", now=T0)
+        await store.add_rows(RUN, rows(range(2, 2002)))
+        assert path.with_name(path.name + "-wal").stat().st_size > PAGES * 4096
+        for _ in range(POLLS):
+            if messages_in_database_file(path) == 2000:
+                break
+            await asyncio.sleep(0.05)
+        assert messages_in_database_file(path) == 2000
+
+
+async def test_the_wal_file_is_cut_back_after_a_background_checkpoint(path: Path) -> None:
+    """Once the thread has checkpointed, the next write truncates the WAL to checkpoint_pages."""
+    wal = path.with_name(path.name + "-wal")
+    async with SqliteStore(path, checkpoint_pages=PAGES) as store:
+        await store.create_run(RUN, template="invitation", source="p.csv", now=T0)
+        for start in range(2, 6002, 1000):
+            await store.add_rows(RUN, rows(range(start, start + 1000)))
+        assert wal.stat().st_size > 10 * PAGES * 4096
+        for n in range(POLLS):
+            if wal.stat().st_size <= PAGES * 4096:
+                break
+            await asyncio.sleep(0.05)
+            # A write that changes a row: it restarts a checkpointed WAL and truncates it.
+            await store.acquire_run(RUN, owner="w", now=T0 + n, ttl=30)
+        assert wal.stat().st_size <= PAGES * 4096
+        assert (await store.counts(RUN))[MessageState.QUEUED] == 6000
+
+
+async def test_the_wal_file_is_cut_back_while_writes_never_pause(path: Path) -> None:
+    """Back-to-back writes leave the checkpointer no quiet moment, yet the WAL still starts over."""
+    wal = path.with_name(path.name + "-wal")
+    async with SqliteStore(path, checkpoint_pages=PAGES) as store:
+        await store.create_run(RUN, template="invitation", source="p.csv", now=T0)
+        largest = size = 0
+        deadline = time.monotonic() + POLLS * 0.05
+        n = 0
+        while size >= largest and time.monotonic() < deadline:
+            largest = size
+            n += 1
+            await store.acquire_run(RUN, owner="w", now=T0 + n, ttl=30)
+            size = wal.stat().st_size
+        assert size < largest
+        assert size <= PAGES * 4096
+
+
+WRITER = """
+import asyncio, os, sys
+from sender.store import SqliteStore
+
+async def main():
+    store = SqliteStore(sys.argv[1], checkpoint_pages=int(sys.argv[2]))
+    await store.create_run("other", template="invitation", source="p.csv", now=1.0)
+    print("ready", flush=True)
+    n = 0
+    while n % 100 or not os.path.exists(sys.argv[3]):
+        n += 1
+        await store.acquire_run("other", owner="o", now=n, ttl=30)
+        await asyncio.sleep(0.001)
+    await store.aclose()
+
+asyncio.run(main())
+"""
+
+
+async def test_the_wal_file_is_cut_back_while_two_processes_write(path: Path) -> None:
+    """Another process writing all the while does not keep the WAL from starting over."""
+    wal = path.with_name(path.name + "-wal")
+    stop = path.with_name("stop")
+    async with SqliteStore(path, checkpoint_pages=PAGES) as store:
+        await store.create_run(RUN, template="invitation", source="p.csv", now=T0)
+        other = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WRITER,
+            str(path),
+            str(PAGES),
+            str(stop),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert other.stdout is not None
+            assert await other.stdout.readline() == b"ready\n"
+            largest = size = 0
+            deadline = time.monotonic() + POLLS * 0.05
+            n = 0
+            while size >= largest and time.monotonic() < deadline:
+                largest = size
+                n += 1
+                await store.acquire_run(RUN, owner="w", now=T0 + n, ttl=30)
+                size = wal.stat().st_size
+        finally:
+            stop.touch()
+            await other.wait()
+        assert other.returncode == 0
+        assert size < largest
+
+
+async def test_closing_stops_the_checkpointer_and_keeps_every_row(path: Path) -> None:
+    """The first write starts the thread, closing ends it, and a fresh connection sees all rows."""
+    store = SqliteStore(path, checkpoint_pages=PAGES)
+    await store.create_run(RUN, template="invitation", source="p.csv", now=T0)
+    await store.add_rows(RUN, rows(range(2, 1002)))
+    assert len(checkpointers(path)) == 1
+    await store.aclose()
+    assert checkpointers(path) == []
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM messages").fetchone() == (1000,)
+
+
+async def test_a_store_that_only_reads_starts_no_checkpointer(path: Path) -> None:
+    """Reading, as sender status does, needs no thread: the writers checkpoint."""
+    SqliteStore(path).close()
+    async with SqliteStore(path) as reader:
+        assert await reader.latest_run() is None
+        assert checkpointers(path) == []
+    assert find_latest_run(path) is None
+    assert checkpointers(path) == []
+
+
+def test_checkpoint_pages_below_one_is_a_configuration_error(path: Path) -> None:
+    """A store that would never checkpoint is refused when it is built."""
+    with pytest.raises(ConfigurationError) as caught:
+        SqliteStore(path, checkpoint_pages=0)
+    assert caught.value.setting == "checkpoint_pages"
 
 
 # --- random operations ----------------------------------------------------------------

@@ -13,7 +13,14 @@ takes tens of microseconds, while a hop to a worker thread and back costs more,
 and since no method awaits, a cancelled task can never leave a transaction half
 done. The slowest calls (an ``add_rows`` batch of 1,000 rows, the status
 queries over a million rows) hold the loop for milliseconds up to ~0.1 s; the
-busy timeout only bites when another process holds the write lock.
+busy timeout only bites when another process holds the write lock. WAL checkpoints
+are the exception: one fsyncs and takes 60-85 ms per ~32 MB of WAL, so they run in a
+background thread on a connection of its own, and the store's connection never
+checkpoints (``wal_autocheckpoint = 0``). Under steady writes a background checkpoint
+never catches up on its own (frames keep arriving while it copies), and the WAL can
+only start over once one has; so each round ends with a short pass that keeps all
+writers out, this store's by its write lock and other processes' by SQLite's, for
+the few milliseconds of the last frames.
 
 Schema (one row per input row, participants and skipped rows alike)::
 
@@ -38,7 +45,10 @@ counts are claimable rows minus deferred ones.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,7 +79,11 @@ _SCHEMA_VERSION = 2  # 2: runs.options
 _BUSY_TIMEOUT_MS = 10_000
 _CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 _CHECKPOINT_PAGES = 8192  # ~32 MB of WAL between checkpoints: fewer fsyncs while ingesting
-_WAL_LIMIT_BYTES = 64 * 1024 * 1024  # truncate the WAL back to this after a checkpoint
+_CHECKPOINT_POLL_SECONDS = 0.5  # how often the checkpointer looks at the WAL's size
+_CHECKPOINT_STOP_SECONDS = 5.0  # how long close() waits for a checkpoint in progress
+_CHECKPOINT_BUSY_MS = 10  # the last pass of a round waits this long for other processes
+
+_log = logging.getLogger("sender.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -211,12 +225,23 @@ class SqliteStore:
     for a run that does not exist.
 
     One instance per event loop thread; open another instance (or process)
-    for concurrent access to the same file.
+    for concurrent access to the same file. The first write starts a daemon
+    thread that checkpoints the WAL once about ``checkpoint_pages`` pages have
+    built up; :meth:`close` stops it.
     """
 
-    def __init__(self, path: Path | str, /) -> None:
+    def __init__(self, path: Path | str, /, *, checkpoint_pages: int = _CHECKPOINT_PAGES) -> None:
         self._path = Path(path)
         self._runs: dict[str, tuple[int, str]] = {}  # run_id -> (key, template); never change
+        if checkpoint_pages < 1:
+            raise ConfigurationError(
+                f"checkpoint_pages must be at least 1, not {checkpoint_pages}",
+                setting="checkpoint_pages",
+            )
+        self._checkpoint_pages = checkpoint_pages
+        self._wal_limit = 0  # bytes; set by _setup from the page size
+        self._checkpointer: _Checkpointer | None = None
+        self._write_lock = threading.Lock()  # held by every write, and by a checkpoint's last pass
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -226,14 +251,11 @@ class SqliteStore:
             ) from exc
         self._db: sqlite3.Connection | None = None
         with self._errors():
-            self._db = sqlite3.connect(
-                self._path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000
-            )
+            self._db = _connect(self._path)
             try:
                 self._setup(self._db)
             except BaseException:
-                self._db.close()
-                self._db = None
+                self.close()
                 raise
 
     def _setup(self, db: sqlite3.Connection) -> None:
@@ -242,8 +264,13 @@ class SqliteStore:
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
-        db.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
-        db.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
+        # After a checkpoint the WAL starts again from its beginning, and the first commit
+        # cuts the file back to this limit; so the file outgrows it only when about
+        # checkpoint_pages pages are waiting, which is what the checkpointer looks for.
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        self._wal_limit = self._checkpoint_pages * page_size
+        db.execute(f"PRAGMA journal_size_limit = {self._wal_limit}")
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version == _SCHEMA_VERSION:
             return
@@ -280,15 +307,15 @@ class SqliteStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE``: take the write lock first, so no read snapshot goes stale."""
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # some errors (SQLITE_FULL, IOERR) roll back by themselves
-                db.execute("ROLLBACK")
-            raise
+        with self._writing() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # some errors (SQLITE_FULL, IOERR) roll back by themselves
+                    db.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -305,6 +332,22 @@ class SqliteStore:
         if self._db is None:
             raise ConfigurationError(f"outbox {self._path} is closed", setting="outbox")
         return self._db
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for statements that write, under the write lock.
+
+        The first write starts the checkpointer: lazily, so a store that only
+        reads (``sender status``) starts no thread.
+        """
+        db = self._connection()
+        if self._checkpointer is None:
+            self._checkpointer = _Checkpointer(
+                self._path, wal_limit=self._wal_limit, write_lock=self._write_lock
+            )
+            weakref.finalize(self, self._checkpointer.stop)  # a store dropped unclosed
+        with self._write_lock:
+            yield db
 
     def _run(self, run_id: str) -> tuple[int, str]:
         """The run's integer key and template, cached: neither changes once created."""
@@ -333,12 +376,14 @@ class SqliteStore:
         options: Mapping[str, str | float | int | None] | None = None,
     ) -> tuple[RunInfo, bool]:
         """Create the run, or return the existing one; the bool says whether it was new."""
+        stored_options = json.dumps(dict(options or {}), sort_keys=True)
         with self._errors():
-            cursor = self._connection().execute(
-                "INSERT INTO runs (run_id, template, source, created_at, options)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-                (run_id, template, source, now, json.dumps(dict(options or {}), sort_keys=True)),
-            )
+            with self._writing() as db:
+                cursor = db.execute(
+                    "INSERT INTO runs (run_id, template, source, created_at, options)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+                    (run_id, template, source, now, stored_options),
+                )
             info = self._get_run(run_id)
         if info is None:  # only a run deleted in between gets here
             raise KeyError(run_id)
@@ -369,30 +414,33 @@ class SqliteStore:
         """Take the run's lease unless another owner's heartbeat is younger than ``ttl``."""
         with self._errors():
             key, _ = self._run(run_id)
-            cursor = self._connection().execute(
-                "UPDATE runs SET owner = ?, heartbeat_at = ?"
-                " WHERE id = ? AND (owner IS NULL OR owner = ? OR heartbeat_at IS NULL"
-                "                   OR heartbeat_at < ?)",
-                (owner, now, key, owner, now - ttl),
-            )
+            with self._writing() as db:
+                cursor = db.execute(
+                    "UPDATE runs SET owner = ?, heartbeat_at = ?"
+                    " WHERE id = ? AND (owner IS NULL OR owner = ? OR heartbeat_at IS NULL"
+                    "                   OR heartbeat_at < ?)",
+                    (owner, now, key, owner, now - ttl),
+                )
             return cursor.rowcount == 1
 
     async def heartbeat(self, run_id: str, /, *, owner: str, now: float) -> bool:
         """Renew the lease; False when ``owner`` no longer holds it (stop sending)."""
         with self._errors():
             key, _ = self._run(run_id)
-            cursor = self._connection().execute(
-                "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ?", (now, key, owner)
-            )
+            with self._writing() as db:
+                cursor = db.execute(
+                    "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ?", (now, key, owner)
+                )
             return cursor.rowcount == 1
 
     async def release_run(self, run_id: str, /, *, owner: str) -> None:
         with self._errors():
             key, _ = self._run(run_id)
-            self._connection().execute(
-                "UPDATE runs SET owner = NULL, heartbeat_at = NULL WHERE id = ? AND owner = ?",
-                (key, owner),
-            )
+            with self._writing() as db:
+                db.execute(
+                    "UPDATE runs SET owner = NULL, heartbeat_at = NULL WHERE id = ? AND owner = ?",
+                    (key, owner),
+                )
 
     async def set_run_state(
         self, run_id: str, state: RunState, /, *, now: float, reason: str | None = None
@@ -401,13 +449,14 @@ class SqliteStore:
         paused = state is RunState.PAUSED
         with self._errors():
             key, _ = self._run(run_id)
-            self._connection().execute(
-                "UPDATE runs SET state = ?, paused_reason = ?,"
-                " paused_since = CASE WHEN ? THEN CASE WHEN state = 'paused'"
-                " THEN COALESCE(paused_since, ?) ELSE ? END END"
-                " WHERE id = ?",
-                (state.value, reason if paused else None, paused, now, now, key),
-            )
+            with self._writing() as db:
+                db.execute(
+                    "UPDATE runs SET state = ?, paused_reason = ?,"
+                    " paused_since = CASE WHEN ? THEN CASE WHEN state = 'paused'"
+                    " THEN COALESCE(paused_since, ?) ELSE ? END END"
+                    " WHERE id = ?",
+                    (state.value, reason if paused else None, paused, now, now, key),
+                )
 
     # --- ingest ---------------------------------------------------------------------------
 
@@ -511,11 +560,12 @@ class SqliteStore:
         """
         with self._errors():
             key, _ = self._run(run_id)
-            cursor = self._connection().execute(
-                "UPDATE messages SET state = 'queued', due_at = 0"
-                " WHERE run = ? AND state = 'sending' AND state <> 'queued'",
-                (key,),
-            )
+            with self._writing() as db:
+                cursor = db.execute(
+                    "UPDATE messages SET state = 'queued', due_at = 0"
+                    " WHERE run = ? AND state = 'sending' AND state <> 'queued'",
+                    (key,),
+                )
             return cursor.rowcount
 
     async def pending_domains(self, run_id: str, /, *, now: float) -> dict[str, int]:
@@ -541,7 +591,8 @@ class SqliteStore:
         """
         with self._errors():
             key, _ = self._run(run_id)
-            return self._claim(self._connection(), run_id, key, domain, now, owner)
+            with self._writing() as db:
+                return self._claim(db, run_id, key, domain, now, owner)
 
     async def claim_many(
         self, run_id: str, domains: Sequence[str], /, *, now: float, owner: str
@@ -843,11 +894,25 @@ class SqliteStore:
     # --- closing --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection; committed work is already durable. Idempotent."""
+        """Stop the checkpointer and close the connection; committed work is already durable.
+
+        A store that wrote checkpoints once more before closing (PASSIVE: a TRUNCATE would
+        wait for, and hold up, another process's writes), so its WAL is not left behind
+        for others to fold in. Idempotent.
+        """
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.close()
         if self._db is not None:
             db, self._db = self._db, None
-            with self._errors():
-                db.close()
+            try:
+                if checkpointer is not None:
+                    _checkpoint(db)
+            except sqlite3.Error as exc:  # housekeeping: the next writer checkpoints instead
+                _log.warning("outbox %s: the checkpoint on close failed: %s", self._path, exc)
+            finally:
+                with self._errors():
+                    db.close()
 
     async def aclose(self) -> None:
         self.close()
@@ -877,6 +942,101 @@ def find_latest_run(path: Path | str, /) -> RunInfo | None:
             return store._latest_run()
     finally:
         store.close()
+
+
+class _Checkpointer:
+    """A daemon thread that checkpoints the WAL on its own connection.
+
+    A checkpoint fsyncs; on the event loop thread it stalled every send for 60-85 ms.
+    """
+
+    def __init__(self, path: Path, *, wal_limit: int, write_lock: threading.Lock) -> None:
+        self._path = path
+        self._wal = path.with_name(path.name + "-wal")
+        self._wal_limit = wal_limit
+        self._write_lock = write_lock
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"sender-checkpointer {path}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end, without waiting for it."""
+        self._stopping.set()
+
+    def close(self) -> None:
+        """End the thread; a checkpoint in progress gets a few seconds to finish."""
+        self._stopping.set()
+        self._thread.join(_CHECKPOINT_STOP_SECONDS)
+        if self._thread.is_alive():
+            _log.warning("outbox %s: the checkpointer did not stop in time", self._path)
+
+    def _loop(self) -> None:
+        db: sqlite3.Connection | None = None
+        failing = False
+        while not self._stopping.wait(_CHECKPOINT_POLL_SECONDS):
+            try:
+                if self._wal_size() > self._wal_limit:
+                    if db is None:
+                        db = _connect(self._path)
+                    self._round(db)
+            except Exception as exc:  # the thread must outlive any one failure
+                # The first failure in a row is a warning, repeats are debug: a full
+                # disk would otherwise log twice a second.
+                _log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "outbox %s: a background checkpoint failed; will retry: %s",
+                    self._path,
+                    exc,
+                    exc_info=not isinstance(exc, sqlite3.Error | OSError),
+                )
+                failing = True
+            else:
+                if failing:
+                    _log.info("outbox %s: background checkpoints work again", self._path)
+                failing = False
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error as exc:
+                _log.warning("outbox %s: closing the checkpointer failed: %s", self._path, exc)
+
+    def _round(self, db: sqlite3.Connection) -> None:
+        """Copy the whole WAL into the database file, so the next write starts it over.
+
+        Two PASSIVE passes, which block no one, copy the bulk and then what was
+        written meanwhile. The last pass copies the few frames left with every writer
+        kept out: this store's by its write lock (they wait for exactly that long),
+        other processes' by FULL, which takes SQLite's write lock. It gives up on
+        them after a few milliseconds, since this store's writes wait meanwhile;
+        the next round tries again.
+        """
+        _checkpoint(db)
+        _checkpoint(db)
+        if self._write_lock.acquire(timeout=_CHECKPOINT_POLL_SECONDS):
+            try:
+                db.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_BUSY_MS}")
+                db.execute("PRAGMA wal_checkpoint(FULL)").fetchall()
+            finally:
+                self._write_lock.release()
+                db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+
+    def _wal_size(self) -> int:
+        try:
+            return self._wal.stat().st_size
+        except FileNotFoundError:  # no WAL yet, or the last connection removed it
+            return 0
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Autocommit (the store issues BEGIN itself), with the busy timeout set."""
+    return sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    # busy (another checkpoint running) comes back as a row, not an error; try again later.
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _run_info(row: tuple[Any, ...]) -> RunInfo:
