@@ -414,6 +414,16 @@ def sample_context(locale: str, *, base_url: str) -> dict[str, object]:
         "organization": "Example Academy",
         "expires_days": 14,
         "locale": locale,
+        # Calendar sets (invite, invite_update, invite_cancel); harmless to the others.
+        "event_summary": "Python workshop",
+        "event_description": "Bring your laptop.",
+        "event_location": "Room 101, Main Building",
+        "event_date": "2027-03-27",
+        "event_start_time": "10:00",
+        "event_end_date": "2027-03-27",
+        "event_end_time": "12:00",
+        "event_timezone": "Europe/Oslo",
+        "event_changes": ["time"],
     }
 
 

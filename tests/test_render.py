@@ -222,3 +222,117 @@ def test_any_name_is_text_in_html(name: str) -> None:
     rendered = BUILTIN.render("get_link", locale="en", context=context(name=name), link=LINK)
     assert rendered.html is not None
     assert str(markupsafe.escape(name)) in rendered.html
+
+
+# --- calendar invitations: invite, invite_update, invite_cancel ------------------------
+
+CALENDAR = ("invite", "invite_update", "invite_cancel")
+LOCALES = ("en", "nb", "sv", "ja")
+CALENDAR_CASES = [(name, locale) for name in CALENDAR for locale in LOCALES]
+WHERE_LABEL = {"en": "Where:", "nb": "Sted:", "sv": "Plats:", "ja": "場所："}
+EVENT_VARIABLES = (
+    "event_summary",
+    "event_location",
+    "event_date",
+    "event_start_time",
+    "event_end_date",
+    "event_end_time",
+    "event_timezone",
+)
+
+
+def shown_date(iso: str, locale: str) -> str:
+    """A date as the templates write it: day first in Norwegian, ISO elsewhere."""
+    return ".".join(reversed(iso.split("-"))) if locale == "nb" else iso
+
+
+def update_subject(locale: str, changes: list[str]) -> str:
+    ctx = context(locale, event_changes=changes)
+    return BUILTIN.render("invite_update", locale=locale, context=ctx, link=LINK).subject
+
+
+@pytest.mark.parametrize("name", CALENDAR)
+def test_calendar_templates_exist_in_four_locales(name: str) -> None:
+    """invite, invite_update and invite_cancel exist in en, nb, sv and ja."""
+    assert set(BUILTIN.locales(name)) >= set(LOCALES)
+    assert lint_templates(BUILTIN, names=[name]) == []
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_invite_update_subject_names_the_change(locale: str) -> None:
+    """Time, place, both, and any other change each get their own one-line subject."""
+    subjects = [
+        update_subject(locale, changes)
+        for changes in (["time"], ["place"], ["place", "time"], ["title"])
+    ]
+    assert all(subjects)
+    assert len(set(subjects)) == 4
+    assert all("Python workshop" in subject for subject in subjects)
+    if locale == "en":
+        words = [{"time", "place"} & set(subject.lower().split()) for subject in subjects]
+        assert words == [{"time"}, {"place"}, {"time", "place"}, set()]
+
+
+@pytest.mark.parametrize(("name", "locale"), CALENDAR_CASES)
+def test_location_line_disappears_when_location_is_empty(name: str, locale: str) -> None:
+    """An empty event_location drops the place line from both bodies."""
+    located = BUILTIN.render(name, locale=locale, context=context(locale), link=LINK)
+    unlocated = BUILTIN.render(
+        name, locale=locale, context=context(locale, event_location=""), link=LINK
+    )
+    assert located.html is not None
+    assert unlocated.html is not None
+    for part in (located.text, located.html):
+        assert WHERE_LABEL[locale] in part
+        assert "Room 101" in part
+    for part in (unlocated.text, unlocated.html):
+        assert WHERE_LABEL[locale] not in part
+        assert "Room 101" not in part
+
+
+@pytest.mark.parametrize(("name", "locale"), CALENDAR_CASES)
+def test_end_date_shown_only_when_it_differs(name: str, locale: str) -> None:
+    """A one-day event shows its date once; one that ends later shows both dates."""
+    start, end = shown_date("2027-03-27", locale), shown_date("2027-03-28", locale)
+    same_day = BUILTIN.render(name, locale=locale, context=context(locale), link=LINK)
+    overnight = BUILTIN.render(
+        name, locale=locale, context=context(locale, event_end_date="2027-03-28"), link=LINK
+    )
+    assert same_day.html is not None
+    assert overnight.html is not None
+    for part in (same_day.text, same_day.html):
+        assert part.count(start) == 1
+        assert end not in part
+    for part in (overnight.text, overnight.html):
+        assert part.count(start) == 1
+        assert part.count(end) == 1
+
+
+@pytest.mark.parametrize(("name", "locale"), CALENDAR_CASES)
+def test_event_summary_is_escaped_in_html(name: str, locale: str) -> None:
+    """An event_summary with markup is text in body.html and unchanged in the text part."""
+    summary = "<script>alert(1)</script> & Ø"
+    rendered = BUILTIN.render(
+        name, locale=locale, context=context(locale, event_summary=summary), link=LINK
+    )
+    assert rendered.html is not None
+    assert "<script>" not in rendered.html
+    assert html.escape(summary, quote=False) in rendered.html
+    assert summary in rendered.text
+    assert summary in rendered.subject
+
+
+@pytest.mark.parametrize(
+    ("name", "variable"),
+    [(name, variable) for name in CALENDAR for variable in EVENT_VARIABLES]
+    + [("invite_update", "event_changes")],
+)
+def test_missing_event_variable_is_named(name: str, variable: str) -> None:
+    """Leaving out an event variable a calendar template uses raises UndefinedVariable."""
+    ctx = context()
+    del ctx[variable]
+    with pytest.raises(UndefinedVariable) as info:
+        BUILTIN.render(name, locale="en", context=ctx, link=LINK)
+    assert info.value.variable == variable
+    assert info.value.template is not None
+    assert info.value.template.startswith(f"{name}/en/")
