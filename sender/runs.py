@@ -283,6 +283,7 @@ class BulkRunner:
         *,
         source: str = "library",
         options: Mapping[str, str | float | int | None] | None = None,
+        event: tuple[str, int, str] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         progress_interval: float = 0.5,
     ) -> RunReport:
@@ -293,7 +294,12 @@ class BulkRunner:
         started = time.monotonic()
         now = self._clock.now()
         run, _created = await self.store.create_run(
-            run_id, template=self.settings.template, source=source, now=now, options=options
+            run_id,
+            template=self.settings.template,
+            source=source,
+            now=now,
+            options=options,
+            event=event,
         )
         if not await self.store.acquire_run(
             run_id, owner=self.owner, now=now, ttl=self.settings.lease_ttl

@@ -34,10 +34,12 @@ from sender.errors import ConfigurationError, InputError
 from sender.models import Participant, SmtpReply
 from sender.store import (
     DomainProgress,
+    EventRecord,
     IngestResult,
     MessageState,
     NewRow,
     Outcome,
+    RsvpRecord,
     RunState,
     SqliteStore,
     find_latest_run,
@@ -1030,10 +1032,40 @@ async def test_unrenderable_message_can_be_recorded_as_skipped(store: SqliteStor
     assert await store.pending_domains(RUN, now=T0 + 1e6) == {}
 
 
+def downgrade_to_v2(path: Path) -> None:
+    """Make the file what sender 0.1 with schema version 2 wrote: no calendar tables."""
+    raw = sqlite3.connect(path)
+    raw.execute("DROP INDEX runs_event")
+    for column in ("event_uid", "sequence", "method"):
+        raw.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    raw.execute("DROP TABLE events")
+    raw.execute("DROP TABLE rsvps")
+    raw.execute("PRAGMA user_version = 2")
+    raw.commit()
+    raw.close()
+
+
+async def test_an_outbox_from_schema_2_gains_calendar_tables(path: Path) -> None:
+    """Opening a version-2 outbox adds the event columns and tables and keeps its runs."""
+    async with SqliteStore(path) as first:
+        await first.create_run("old", template="invitation", source="p.csv", now=T0)
+    downgrade_to_v2(path)
+    async with SqliteStore(path) as upgraded:
+        old = await upgraded.get_run("old")
+        assert old is not None
+        assert old.event_uid is None
+        new, _ = await upgraded.create_run(
+            "ev", template="invite", source="e", now=T0, event=("u@x", 2, "REQUEST")
+        )
+        assert (new.event_uid, new.sequence, new.method) == ("u@x", 2, "REQUEST")
+        assert await upgraded.get_event("u@x") is None
+
+
 async def test_an_outbox_from_schema_1_gains_run_options(path: Path) -> None:
     """Opening a version-1 outbox adds the options column and keeps its runs."""
     async with SqliteStore(path) as first:
         await first.create_run("old", template="invitation", source="p.csv", now=T0)
+    downgrade_to_v2(path)
     raw = sqlite3.connect(path)
     raw.execute("ALTER TABLE runs DROP COLUMN options")
     raw.execute("PRAGMA user_version = 1")
@@ -1048,3 +1080,77 @@ async def test_an_outbox_from_schema_1_gains_run_options(path: Path) -> None:
         )
         assert created
         assert new.options == {"rate": 9.0}
+
+
+# --- calendar events ---------------------------------------------------------------------
+
+
+async def send_event_run(
+    store: SqliteStore, run_id: str, numbers: range, *, sequence: int, method: str
+) -> None:
+    """A run of the event "ev@x" at ``sequence`` whose messages all reach ``sent``."""
+    await store.create_run(
+        run_id, template="invite", source="e", now=T0, event=("ev@x", sequence, method)
+    )
+    await store.add_rows(run_id, rows(numbers), complete=True)
+    for _ in numbers:
+        message = await store.claim(run_id, "example.com", now=T0, owner="w")
+        assert message is not None
+        await store.record(message.id, sent(at=T0 + sequence))
+
+
+async def test_event_record_round_trips(path: Path) -> None:
+    """An event's record comes back as saved; saving again replaces it."""
+    async with SqliteStore(path) as store:
+        record = EventRecord("ev@x", "PY101", 0, "f0", '{"summary": "S"}', updated_at=T0)
+        await store.save_event(record)
+        assert await store.get_event("ev@x") == record
+        changed = EventRecord(
+            "ev@x", "PY101", 1, "f1", "{}", cancelled=True, changes=("time", "place")
+        )
+        await store.save_event(changed)
+        assert await store.get_event("ev@x") == changed
+        assert await store.get_event("other@x") is None
+
+
+async def test_invitations_are_the_sent_messages_of_the_event_runs(path: Path) -> None:
+    """Each attendee's last SEQUENCE and method come from the event's sent messages."""
+    async with SqliteStore(path) as store:
+        await send_event_run(store, "invite", range(1, 4), sequence=0, method="REQUEST")
+        await send_event_run(store, "update", range(1, 3), sequence=1, method="REQUEST")
+        await send_event_run(store, "cancel", range(2, 3), sequence=2, method="CANCEL")
+        await store.create_run("unrelated", template="invitation", source="p", now=T0)
+        await store.add_rows("unrelated", rows(range(7, 9)), complete=True)
+        found = {
+            i.participant.participant_id: (i.sequence, i.method)
+            for i in await store.invitations("ev@x")
+        }
+        assert found == {"p1": (1, "REQUEST"), "p2": (2, "CANCEL"), "p3": (0, "REQUEST")}
+        assert await store.invitations("other@x") == []
+
+
+async def test_queued_event_messages_are_not_invitations(path: Path) -> None:
+    """A message not sent yet has invited nobody."""
+    async with SqliteStore(path) as store:
+        await store.create_run(
+            "invite", template="invite", source="e", now=T0, event=("ev@x", 0, "REQUEST")
+        )
+        await store.add_rows("invite", rows(range(1, 3)), complete=True)
+        assert await store.invitations("ev@x") == []
+
+
+async def test_the_same_answer_is_kept_once(path: Path) -> None:
+    """Ingesting one reply twice keeps one answer, with or without a DTSTAMP."""
+    async with SqliteStore(path) as store:
+        for dtstamp in (None, T0):
+            answer = RsvpRecord(
+                "ev@x", "ada@example.org", "ACCEPTED", 1, T0, "recorded", dtstamp=dtstamp
+            )
+            assert await store.add_rsvp(answer)
+            assert not await store.add_rsvp(answer)
+        declined = RsvpRecord("ev@x", "ada@example.org", "DECLINED", 1, T0 + 5, "recorded")
+        assert await store.add_rsvp(declined)
+        kept = await store.rsvps("ev@x")
+        assert [r.partstat for r in kept] == ["ACCEPTED", "ACCEPTED", "DECLINED"]
+        assert await store.rsvps() == kept
+        assert await store.rsvps("other@x") == []

@@ -17,6 +17,12 @@ Message states::
 
 ``sent``, ``failed``, ``suppressed`` and ``skipped`` are final until an operator
 acts (``reset_failed`` for ``sender retry``).
+
+Calendar invitations ride on runs: a run created with an ``event_uid`` sends that
+event's REQUEST or CANCEL at one SEQUENCE, so what each attendee was sent is simply
+the ``sent`` messages of the event's runs (:meth:`Store.invitations`), with no
+bookkeeping of its own. The event as last sent (:class:`EventRecord`) and every RSVP
+answer read back (:class:`RsvpRecord`, stale and refused ones included) are kept too.
 """
 
 from __future__ import annotations
@@ -32,12 +38,15 @@ __all__ = [
     "FINAL_STATES",
     "Attempt",
     "DomainProgress",
+    "EventRecord",
     "IngestResult",
+    "InvitationRecord",
     "MessageRecord",
     "MessageState",
     "NewRow",
     "OutboxMessage",
     "Outcome",
+    "RsvpRecord",
     "RunInfo",
     "RunState",
     "Store",
@@ -82,6 +91,9 @@ class RunInfo:
     heartbeat_at: float | None = None
     # How the run was started (rate limits, concurrency), so a resume sends the same way.
     options: Mapping[str, str | float | int | None] = field(default_factory=dict)
+    event_uid: str | None = None  # set for a run that sends a calendar event's mail
+    sequence: int | None = None  # that mail's SEQUENCE
+    method: str | None = None  # "REQUEST" or "CANCEL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +174,52 @@ class DomainProgress:
     next_attempt_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A calendar event as last sent: its SEQUENCE, what it looked like, whether cancelled."""
+
+    uid: str
+    course_id: str
+    sequence: int  # the highest SEQUENCE sent for the event
+    fingerprint: str  # of what attendees see; a new one means an update is due
+    event: str  # the event as JSON, so the next update can say what changed
+    cancelled: bool = False
+    changes: tuple[str, ...] = ()  # what the update at ``sequence`` changed ("time", ...)
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationRecord:
+    """What one attendee of an event was last sent (from the ``sent`` messages of its runs)."""
+
+    uid: str
+    participant: Participant
+    sequence: int  # the highest SEQUENCE sent to them
+    method: str  # "REQUEST" or "CANCEL": the method of that last message
+    sent_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RsvpRecord:
+    """One answer read back from a reply, and what was made of it.
+
+    ``outcome`` is ``recorded`` (it counts), ``stale`` (answers an older SEQUENCE),
+    ``unknown_event`` or ``not_invited``; every one is kept, with ``reason``.
+    """
+
+    uid: str
+    attendee: str  # lower-cased address
+    partstat: str  # ACCEPTED, DECLINED, TENTATIVE, ...
+    sequence: int
+    received_at: float
+    outcome: str
+    dtstamp: float | None = None
+    comment: str = ""
+    source: str = ""  # where the reply came from: a file, "mbox#3", "inbound"
+    reason: str = ""
+    participant_id: str | None = None
+
+
 class Store(Protocol):
     """Durable outbox. All times are Unix seconds from the engine's clock."""
 
@@ -174,10 +232,12 @@ class Store(Protocol):
         source: str,
         now: float,
         options: Mapping[str, str | float | int | None] | None = None,
+        event: tuple[str, int, str] | None = None,
     ) -> tuple[RunInfo, bool]:
         """Create the run, or return the existing one; the bool says whether it was new.
 
         ``options`` are stored only when the run is new: a resume reads them back.
+        ``event`` is (UID, SEQUENCE, method) for a run that sends calendar mail.
         """
         ...
 
@@ -267,6 +327,26 @@ class Store(Protocol):
         self, run_id: str, /, *, limit: int = 1000
     ) -> list[tuple[int, str, MessageState, str]]:
         """Failed, deferred and suppressed rows as (row, email, state, last reply or detail)."""
+        ...
+
+    # --- calendar events -------------------------------------------------------------
+
+    async def save_event(self, record: EventRecord, /) -> None:
+        """Insert or replace the event's record."""
+        ...
+
+    async def get_event(self, uid: str, /) -> EventRecord | None: ...
+
+    async def invitations(self, uid: str, /) -> list[InvitationRecord]:
+        """Every participant sent a message of the event, with the last SEQUENCE and method."""
+        ...
+
+    async def add_rsvp(self, record: RsvpRecord, /) -> bool:
+        """Keep an answer; False (and nothing stored) when the same answer is already kept."""
+        ...
+
+    async def rsvps(self, uid: str | None = None, /) -> list[RsvpRecord]:
+        """Answers in the order they were received, of one event or of all."""
         ...
 
     async def aclose(self) -> None: ...

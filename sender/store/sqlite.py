@@ -60,12 +60,15 @@ from sender.models import Participant, SmtpReply
 from sender.store.base import (
     Attempt,
     DomainProgress,
+    EventRecord,
     IngestResult,
+    InvitationRecord,
     MessageRecord,
     MessageState,
     NewRow,
     OutboxMessage,
     Outcome,
+    RsvpRecord,
     RunInfo,
     RunState,
 )
@@ -75,7 +78,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SqliteStore", "find_latest_run"]
 
-_SCHEMA_VERSION = 2  # 2: runs.options
+_SCHEMA_VERSION = 3  # 2: runs.options; 3: calendar events, RSVP answers
 _BUSY_TIMEOUT_MS = 10_000
 _CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 _CHECKPOINT_PAGES = 8192  # ~32 MB of WAL between checkpoints: fewer fsyncs while ingesting
@@ -159,9 +162,48 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message, number);
 """
 
+_SCHEMA_V3 = """
+-- Version 3: calendar events. A run that sends an event's mail names it.
+ALTER TABLE runs ADD COLUMN event_uid TEXT;
+ALTER TABLE runs ADD COLUMN sequence INTEGER;
+ALTER TABLE runs ADD COLUMN method TEXT;
+CREATE INDEX IF NOT EXISTS runs_event ON runs (event_uid) WHERE event_uid IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS events (
+    uid          TEXT PRIMARY KEY,
+    course_id    TEXT NOT NULL,
+    sequence     INTEGER NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    cancelled    INTEGER NOT NULL DEFAULT 0,
+    changes      TEXT NOT NULL DEFAULT '',
+    updated_at   REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS rsvps (
+    id             INTEGER PRIMARY KEY,
+    uid            TEXT NOT NULL,
+    attendee       TEXT NOT NULL,
+    partstat       TEXT NOT NULL,
+    sequence       INTEGER NOT NULL,
+    received_at    REAL NOT NULL,
+    outcome        TEXT NOT NULL,
+    dtstamp        REAL,
+    comment        TEXT NOT NULL DEFAULT '',
+    source         TEXT NOT NULL DEFAULT '',
+    reason         TEXT NOT NULL DEFAULT '',
+    participant_id TEXT
+);
+CREATE INDEX IF NOT EXISTS rsvps_uid ON rsvps (uid, id);
+-- The same answer read twice (a file ingested again) is kept once.
+CREATE UNIQUE INDEX IF NOT EXISTS rsvps_once
+    ON rsvps (uid, attendee, sequence, partstat, COALESCE(dtstamp, -1), comment);
+"""
+
 _SELECT_RUN = """
 SELECT run_id, template, source, created_at, state, paused_reason, paused_since,
-       ingested_through, ingest_complete, owner, heartbeat_at, options
+       ingested_through, ingest_complete, owner, heartbeat_at, options,
+       event_uid, sequence, method
   FROM runs
 """
 
@@ -283,11 +325,17 @@ class SqliteStore:
         with self._transaction() as tx:
             (version,) = tx.execute("PRAGMA user_version").fetchone()
             if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        tx.execute(statement)
+                statements = [*_SCHEMA.split(";"), *_SCHEMA_V3.split(";")]
             elif version == 1:
-                tx.execute("ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'")
+                statements = [
+                    "ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'",
+                    *_SCHEMA_V3.split(";"),
+                ]
+            else:
+                statements = _SCHEMA_V3.split(";")
+            for statement in statements:
+                if statement.strip():
+                    tx.execute(statement)
             tx.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     @property
@@ -374,15 +422,18 @@ class SqliteStore:
         source: str,
         now: float,
         options: Mapping[str, str | float | int | None] | None = None,
+        event: tuple[str, int, str] | None = None,
     ) -> tuple[RunInfo, bool]:
         """Create the run, or return the existing one; the bool says whether it was new."""
         stored_options = json.dumps(dict(options or {}), sort_keys=True)
+        uid, sequence, method = event if event is not None else (None, None, None)
         with self._errors():
             with self._writing() as db:
                 cursor = db.execute(
-                    "INSERT INTO runs (run_id, template, source, created_at, options)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-                    (run_id, template, source, now, stored_options),
+                    "INSERT INTO runs (run_id, template, source, created_at, options,"
+                    " event_uid, sequence, method)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+                    (run_id, template, source, now, stored_options, uid, sequence, method),
                 )
             info = self._get_run(run_id)
         if info is None:  # only a run deleted in between gets here
@@ -893,6 +944,136 @@ class SqliteStore:
 
     # --- closing --------------------------------------------------------------------------
 
+    # --- calendar events ----------------------------------------------------------------
+
+    async def save_event(self, record: EventRecord, /) -> None:
+        """Insert or replace the event's record."""
+        with self._errors(), self._writing() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO events (uid, course_id, sequence, fingerprint, event,"
+                " cancelled, changes, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.uid,
+                    record.course_id,
+                    record.sequence,
+                    record.fingerprint,
+                    record.event,
+                    int(record.cancelled),
+                    ",".join(record.changes),
+                    record.updated_at,
+                ),
+            )
+
+    async def get_event(self, uid: str, /) -> EventRecord | None:
+        with self._errors():
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT uid, course_id, sequence, fingerprint, event, cancelled, changes,"
+                    " updated_at FROM events WHERE uid = ?",
+                    (uid,),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        return EventRecord(
+            uid=row[0],
+            course_id=row[1],
+            sequence=int(row[2]),
+            fingerprint=row[3],
+            event=row[4],
+            cancelled=bool(row[5]),
+            changes=tuple(change for change in str(row[6]).split(",") if change),
+            updated_at=float(row[7]),
+        )
+
+    async def invitations(self, uid: str, /) -> list[InvitationRecord]:
+        """Every participant sent a message of the event, with the last SEQUENCE and method.
+
+        Derived from the ``sent`` messages of the event's runs; for each participant
+        the message of the highest SEQUENCE wins (a CANCEL after a REQUEST, say).
+        """
+        with self._errors(), self._snapshot() as db:
+            rows = db.execute(
+                "SELECT m.participant_id, m.email, m.name, m.course_id, m.locale, m.vars,"
+                "       r.sequence, r.method, m.last_attempt_at"
+                "  FROM messages m JOIN runs r ON m.run = r.id"
+                " WHERE r.event_uid = ? AND m.state = 'sent' AND m.state <> 'queued'"
+                " ORDER BY m.participant_id, r.sequence, m.last_attempt_at",
+                (uid,),
+            ).fetchall()
+        latest: dict[str, InvitationRecord] = {}
+        for pid, email, name, course, locale, variables, sequence, method, at in rows:
+            latest[pid] = InvitationRecord(
+                uid=uid,
+                participant=Participant(
+                    email=email,
+                    name=name,
+                    participant_id=pid,
+                    course_id=course,
+                    locale=locale,
+                    vars=json.loads(variables) if variables else {},
+                ),
+                sequence=int(sequence),
+                method=str(method),
+                sent_at=at,
+            )
+        return list(latest.values())
+
+    async def add_rsvp(self, record: RsvpRecord, /) -> bool:
+        """Keep an answer; False (and nothing stored) when the same answer is already kept."""
+        with self._errors(), self._writing() as db:
+            cursor = db.execute(
+                "INSERT INTO rsvps (uid, attendee, partstat, sequence, received_at, outcome,"
+                " dtstamp, comment, source, reason, participant_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    record.uid,
+                    record.attendee,
+                    record.partstat,
+                    record.sequence,
+                    record.received_at,
+                    record.outcome,
+                    record.dtstamp,
+                    record.comment,
+                    record.source,
+                    record.reason,
+                    record.participant_id,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    async def rsvps(self, uid: str | None = None, /) -> list[RsvpRecord]:
+        """Answers in the order they were received, of one event or of all."""
+        query = (
+            "SELECT uid, attendee, partstat, sequence, received_at, outcome, dtstamp, comment,"
+            " source, reason, participant_id FROM rsvps"
+        )
+        with self._errors():
+            db = self._connection()
+            rows = (
+                db.execute(query + " WHERE uid = ? ORDER BY id", (uid,)).fetchall()
+                if uid is not None
+                else db.execute(query + " ORDER BY id").fetchall()
+            )
+        return [
+            RsvpRecord(
+                uid=row[0],
+                attendee=row[1],
+                partstat=row[2],
+                sequence=int(row[3]),
+                received_at=float(row[4]),
+                outcome=row[5],
+                dtstamp=row[6],
+                comment=row[7],
+                source=row[8],
+                reason=row[9],
+                participant_id=row[10],
+            )
+            for row in rows
+        ]
+
     def close(self) -> None:
         """Stop the checkpointer and close the connection; committed work is already durable.
 
@@ -1053,6 +1234,9 @@ def _run_info(row: tuple[Any, ...]) -> RunInfo:
         owner,
         heartbeat_at,
         options,
+        event_uid,
+        sequence,
+        method,
     ) = row
     return RunInfo(
         run_id=str(run_id),
@@ -1067,6 +1251,9 @@ def _run_info(row: tuple[Any, ...]) -> RunInfo:
         owner=owner,
         heartbeat_at=heartbeat_at,
         options=json.loads(options) if options else {},
+        event_uid=event_uid,
+        sequence=sequence,
+        method=method,
     )
 
 
