@@ -1,0 +1,369 @@
+"""Mail that comes back to sender: reading it from disk, and finding the calendars in it.
+
+Replies reach an LMS as files: a saved ``.eml``, an mbox export, a Maildir the
+MTA (or :class:`~sender.transport.capture.CaptureServer`) delivers into.
+:func:`read_mail` turns any of those into raw messages without loading a whole
+mailbox at once; bounces will reuse it. :func:`calendar_parts` digs the
+iCalendar objects out of one message wherever real clients put them, and
+hands back UTF-8 text for :mod:`sender.ical` to parse.
+
+Only the standard library is used: the input is hostile (anyone can mail the
+reply address), and the stdlib parser records defects instead of raising.
+"""
+
+from __future__ import annotations
+
+import codecs
+import email
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from email.errors import MessageError
+from email.header import decode_header, make_header
+from email.message import Message
+from email.utils import getaddresses
+from mailbox import mbox
+from pathlib import Path
+
+from sender.errors import InputError
+
+__all__ = ["CalendarPart", "MailItem", "calendar_parts", "read_mail"]
+
+# Multipart nesting we follow. Real clients nest three or four deep (a reply
+# forwarded twice is ~8); the limit keeps a hostile message from costing a stack.
+_MAX_DEPTH = 32
+
+# Types that are a calendar whatever the part is called. Anything else counts
+# when its file name ends in .ics (octet-stream, application/x-download, ...).
+_CALENDAR_TYPES = frozenset({"text/calendar", "application/ics"})
+
+# Tried after the declared charset: RFC 5545's default, then what mislabelled
+# Western mail usually is, then Latin-1, which decodes any byte.
+_FALLBACK_CHARSETS = ("utf-8", "cp1252", "latin-1")
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+@dataclass(frozen=True, slots=True)
+class MailItem:
+    """One raw message and where it came from.
+
+    ``source`` is for people: ``box.mbox#3`` (0-based), or the file's path
+    (inside a Maildir, the file under ``new/`` or ``cur/``).
+    """
+
+    source: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarPart:
+    """One iCalendar object found in a message, decoded to UTF-8.
+
+    ``method`` is the Content-Type's ``method`` parameter, upper-cased; the
+    METHOD inside the object is for :mod:`sender.ical` to read. ``subject``
+    and ``sender`` describe the message that arrived, also for calendars in a
+    forwarded message: its From is the one a DMARC check can vouch for, while
+    a From inside a forward is only a claim. ``sender`` is the addr-spec,
+    lower-cased, or ``""`` when From is missing, unparseable or names more
+    than one mailbox, so an invitation check refuses it.
+    """
+
+    method: str | None
+    data: bytes
+    filename: str | None
+    subject: str
+    sender: str
+
+
+def read_mail(paths: Iterable[Path], /) -> Iterator[MailItem]:
+    """Yield every message in ``paths``, in order, one at a time.
+
+    Each path is a message file, an mbox (its first line starts with
+    ``From ``), a Maildir (has ``cur/`` and ``new/``; ``tmp/`` holds mail
+    still being written and is skipped), or a directory whose ``.eml`` files
+    are read, and those of its subdirectories (Maildirs among them read as
+    such). Names are taken in sorted order.
+
+    Raises :class:`~sender.errors.InputError` (``field="path"``) at once for a
+    path that does not exist, and while iterating for one that cannot be read.
+    """
+    checked = [Path(path) for path in paths]
+    for path in checked:
+        if not path.exists():
+            raise InputError(f"{path}: no such file or directory", field="path")
+    return _read_all(checked)
+
+
+def calendar_parts(data: bytes, /) -> list[CalendarPart]:
+    """Every calendar object in a raw message, each once, in message order.
+
+    Looks in text/calendar and application/ics parts, in any part whose file
+    name ends in ``.ics``, at any depth, including forwarded messages. Parts
+    that do not hold ``BEGIN:VCALENDAR`` once decoded are skipped. The same
+    calendar sent twice (inline and as an attachment, as Outlook and Google
+    do) is returned once, with the method and file name of either copy.
+
+    Never raises on a malformed message; a message without a calendar gives [].
+    """
+    message = email.message_from_bytes(data)
+    subject = _subject(message)
+    sender = _sender(message)
+    found: dict[str, CalendarPart] = {}
+    for part in _leaves(message, 0):
+        calendar = _calendar(part, subject=subject, sender=sender)
+        if calendar is None:
+            continue
+        key = _same_calendar_key(calendar.data)
+        seen = found.get(key)
+        if seen is None:
+            found[key] = calendar
+        else:
+            found[key] = replace(
+                seen,
+                method=seen.method or calendar.method,
+                filename=seen.filename or calendar.filename,
+            )
+    return list(found.values())
+
+
+# -- reading files ----------------------------------------------------------------------
+
+
+def _read_all(paths: list[Path]) -> Iterator[MailItem]:
+    for path in paths:
+        yield from _read_path(path, nested=False)
+
+
+def _read_path(path: Path, *, nested: bool) -> Iterator[MailItem]:
+    if path.is_dir():
+        if _is_maildir(path):
+            yield from _read_maildir(path)
+        else:
+            yield from _read_directory(path, nested=nested)
+    else:
+        yield from _read_file(path)
+
+
+def _read_file(path: Path) -> Iterator[MailItem]:
+    try:
+        with path.open("rb") as file:
+            data = file.read(5)
+            if data != b"From ":
+                data += file.read()
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    if data == b"From ":
+        yield from _read_mbox(path)
+    else:
+        yield MailItem(str(path), data)
+
+
+def _read_mbox(path: Path) -> Iterator[MailItem]:
+    # mailbox.mbox indexes the file in one pass and then reads one message per
+    # get_bytes(), so a large export never sits in memory whole.
+    try:
+        box = mbox(path, factory=None, create=False)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    try:
+        try:
+            keys = sorted(box.iterkeys())
+        except OSError as exc:
+            raise _unreadable(path, exc) from exc
+        for key in keys:
+            try:
+                data = box.get_bytes(key)
+            except OSError as exc:
+                raise _unreadable(path, exc) from exc
+            yield MailItem(f"{path}#{key}", data)
+    finally:
+        box.close()
+
+
+def _is_maildir(path: Path) -> bool:
+    # tmp/ is not required: git and many archivers drop empty directories.
+    return (path / "cur").is_dir() and (path / "new").is_dir()
+
+
+def _read_maildir(path: Path) -> Iterator[MailItem]:
+    # Read the files directly rather than through mailbox.Maildir, so that a
+    # source names the real file (flags included) and a reader marking mail
+    # as seen (new/ -> cur/) cannot make us fail halfway.
+    files = sorted(
+        (name, sub)
+        for sub in ("new", "cur")
+        for name in _listdir(path / sub)
+        if not name.startswith(".")
+    )
+    for name, sub in files:
+        file = path / sub / name
+        try:
+            data = file.read_bytes()
+        except FileNotFoundError:
+            continue  # moved or deleted by another reader since we listed it
+        except OSError as exc:
+            raise _unreadable(file, exc) from exc
+        yield MailItem(str(file), data)
+
+
+def _read_directory(path: Path, *, nested: bool) -> Iterator[MailItem]:
+    for name in sorted(_listdir(path)):
+        if name.startswith("."):
+            continue
+        entry = path / name
+        if entry.is_dir():
+            if not nested:
+                yield from _read_path(entry, nested=True)
+        elif entry.suffix.lower() == ".eml":
+            yield from _read_file(entry)
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: OSError) -> InputError:
+    reason = exc.strerror or type(exc).__name__
+    return InputError(f"{path}: cannot read: {reason}", field="path")
+
+
+# -- finding calendars ------------------------------------------------------------------
+
+
+def _leaves(part: Message, depth: int) -> Iterator[Message]:
+    """The non-multipart parts, depth first; message/rfc822 counts as a container."""
+    if not part.is_multipart():
+        yield part
+        return
+    if depth >= _MAX_DEPTH:
+        return
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        for child in payload:
+            if isinstance(child, Message):
+                yield from _leaves(child, depth + 1)
+
+
+def _calendar(part: Message, *, subject: str, sender: str) -> CalendarPart | None:
+    filename = _filename(part)
+    is_calendar = part.get_content_type() in _CALENDAR_TYPES
+    if not is_calendar and not (filename and filename.lower().endswith(".ics")):
+        return None
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return None
+    text = _decode(payload, _charset(part)).removeprefix("\ufeff")
+    if "BEGIN:VCALENDAR" not in text.upper():
+        return None
+    return CalendarPart(
+        method=_method(part),
+        data=text.encode("utf-8"),
+        filename=filename,
+        subject=subject,
+        sender=sender,
+    )
+
+
+def _decode(payload: bytes, declared: str | None) -> str:
+    candidates: list[str] = []
+    if declared:
+        candidates.append(declared)
+    elif payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        candidates.append("utf-16")
+    candidates.extend(_FALLBACK_CHARSETS)
+    for charset in candidates:
+        try:
+            text = payload.decode(charset)
+            text.encode("utf-8")  # a hostile charset (utf-7, ...) can yield lone surrogates
+        except (LookupError, ValueError):  # unknown or non-text codec, undecodable bytes
+            continue
+        return text
+    return payload.decode("latin-1")  # pragma: no cover - latin-1 above already succeeded
+
+
+def _charset(part: Message) -> str | None:
+    try:
+        return part.get_content_charset()
+    except (LookupError, ValueError):  # an RFC 2231 charset that names a bad codec
+        return None
+
+
+def _method(part: Message) -> str | None:
+    value = part.get_param("method")
+    if isinstance(value, tuple):  # RFC 2231 form: (charset, language, value)
+        value = value[2]
+    if not isinstance(value, str):
+        return None
+    method = value.strip().strip('"').strip().upper()
+    return method or None
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except (LookupError, ValueError):  # an RFC 2231 charset that names a bad codec
+        return None
+    if name is None:
+        return None
+    # Outlook and some webmails put RFC 2047 words in the name parameter.
+    return _decode_words(name).strip() or None
+
+
+def _same_calendar_key(data: bytes) -> str:
+    """Equal for copies of one calendar that differ only in line ends or trailing blanks."""
+    text = data.decode("utf-8")
+    return "\n".join(line.rstrip() for line in text.splitlines()).strip()
+
+
+# -- headers ------------------------------------------------------------------------------
+
+
+def _subject(message: Message) -> str:
+    values = _raw_headers(message, "subject")
+    if not values:
+        return ""
+    text = _decode_words(_FOLD.sub("", _undo_surrogates(values[0])))
+    return " ".join(text.split())
+
+
+def _sender(message: Message) -> str:
+    texts = [_undo_surrogates(value) for value in _raw_headers(message, "from")]
+    mailboxes = [address for _name, address in getaddresses(texts) if address]
+    if len(mailboxes) != 1 or "@" not in mailboxes[0]:
+        return ""
+    return mailboxes[0].strip().lower()
+
+
+def _raw_headers(message: Message, name: str) -> list[str]:
+    # raw_items(), because the compat32 getters wrap 8-bit values in Header objects.
+    return [
+        value
+        for key, value in message.raw_items()
+        if key.lower() == name and isinstance(value, str)
+    ]
+
+
+def _decode_words(value: str) -> str:
+    """Decode RFC 2047 encoded words; an unknown charset leaves the text as it came."""
+    try:
+        return str(make_header(decode_header(value)))
+    except (LookupError, ValueError, MessageError):  # unknown or malformed charset name
+        return value
+
+
+def _undo_surrogates(value: str) -> str:
+    """Headers with raw 8-bit bytes arrive as surrogate escapes; most such mail is UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "replace")
+        return raw.decode("utf-8", "replace")
+    return value
