@@ -14,21 +14,22 @@ import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
 from sender.clock import Clock, SystemClock
 from sender.config import SenderSettings, SmtpSettings
 from sender.errors import ConfigurationError, InputError
+from sender.ical import CalendarEvent, CalendarMethod, build_invite
 from sender.links import IssuedLink, LinkClaims, LinkSigner
-from sender.mime import BuiltMessage, MessageBuilder, envelope_address
+from sender.mime import Attachment, BuiltMessage, MessageBuilder, Part, envelope_address
 from sender.models import Address, DeliveryResult, DeliveryStatus, Envelope, Participant
 from sender.render import RenderedMessage, Renderer
 from sender.schedule import Scheduler
 from sender.transport import CaptureServer, SmtpTransport, Transport
 
-__all__ = ["ComposedMessage", "Sender", "open_sender"]
+__all__ = ["CalendarSend", "ComposedMessage", "Sender", "open_sender"]
 
 log = logging.getLogger("sender")
 
@@ -45,6 +46,48 @@ RESERVED_VARIABLES = frozenset(
         "locale",
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarSend:
+    """The calendar object a message carries: the event, REQUEST or CANCEL, and its SEQUENCE.
+
+    ``changes`` names what an update changed (``"time"``, ``"place"``, ...), so the
+    subject can say it; a first invitation has none.
+    """
+
+    event: CalendarEvent
+    method: CalendarMethod = CalendarMethod.REQUEST
+    sequence: int = 0
+    changes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.method not in (CalendarMethod.REQUEST, CalendarMethod.CANCEL):
+            raise InputError("a calendar mail is a REQUEST or a CANCEL", field="method")
+        if self.sequence < 0:
+            raise InputError("SEQUENCE cannot be negative", field="sequence")
+
+    @property
+    def template(self) -> str:
+        """The built-in template set for this kind of calendar mail."""
+        if self.method is CalendarMethod.CANCEL:
+            return "invite_cancel"
+        return "invite_update" if self.changes else "invite"
+
+    def context(self) -> dict[str, object]:
+        """The ``event_*`` template variables."""
+        event = self.event
+        return {
+            "event_summary": event.summary,
+            "event_description": event.description,
+            "event_location": event.location,
+            "event_date": event.start.date().isoformat(),
+            "event_start_time": event.start.strftime("%H:%M"),
+            "event_end_date": event.end.date().isoformat(),
+            "event_end_time": event.end.strftime("%H:%M"),
+            "event_timezone": event.timezone,
+            "event_changes": list(self.changes),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +226,15 @@ class Sender:
         reply_to: Address | None = None,
         headers: Mapping[str, str] | None = None,
         message_id: str | None = None,
+        calendar: CalendarSend | None = None,
     ) -> ComposedMessage:
         """Issue the link, render the template and build the bytes, without sending.
 
         ``message_id`` lets a retry carry the first attempt's Message-ID, so a
         receiver that got both copies after a crash can tell they are one message.
+        ``calendar`` adds the invitation (or cancellation) for this participant as
+        ``text/calendar`` inside the alternative and as an ``invite.ics`` attachment,
+        the layout Outlook, Gmail, Apple Mail and Thunderbird all accept.
 
         Raises :class:`~sender.errors.InputError` for unusable participant
         data and :class:`~sender.errors.TemplateError` for template problems,
@@ -198,12 +245,23 @@ class Sender:
         rcpt, smtputf8 = envelope_address(participant.email, field="email")
         link = self.get_link(participant, next=next, ttl=ttl, stamp=stamp)
         locale = self.renderer.resolve_locale(template, participant.locale)
-        rendered = self.renderer.render(
-            template,
-            locale=locale,
-            context=self.context(participant, link, locale),
-            link=link.url,
-        )
+        context = self.context(participant, link, locale)
+        alternatives: list[Part] = []
+        attachments: list[Attachment] = []
+        if calendar is not None:
+            context.update(calendar.context())
+            ics = build_invite(
+                calendar.event,
+                method=calendar.method,
+                attendee_email=participant.email,
+                attendee_name=participant.name,
+                sequence=calendar.sequence,
+                dtstamp=datetime.fromtimestamp(self._clock.now(), UTC),
+                link=link.url,
+            )
+            alternatives.append(Part(f"text/calendar; method={calendar.method.value}", ics))
+            attachments.append(Attachment("application/ics", "invite.ics", ics))
+        rendered = self.renderer.render(template, locale=locale, context=context, link=link.url)
         message = self._builder.build(
             to=Address(participant.email, participant.name),
             subject=rendered.subject,
@@ -212,6 +270,8 @@ class Sender:
             reply_to=reply_to,
             headers=headers,
             message_id=message_id,
+            alternatives=alternatives,
+            attachments=attachments,
         )
         envelope = Envelope(
             mail_from=self._return_path,
@@ -256,21 +316,27 @@ class Sender:
         participant: Participant,
         /,
         *,
-        template: str = "invitation",
+        template: str | None = None,
         next: str | None = None,
         ttl: timedelta | None = None,
         stamp: str | None = None,
         reply_to: Address | None = None,
         headers: Mapping[str, str] | None = None,
+        calendar: CalendarSend | None = None,
     ) -> DeliveryResult:
         """Compose and send one template to one participant, ahead of any bulk work.
 
+        The template defaults to ``invitation``, or to the calendar mail's own
+        (``invite``, ``invite_update``, ``invite_cancel``) when ``calendar`` is given.
         With a scheduler attached (a bulk run in progress in this process), the
         message takes the priority lane: it waits only for the global rate limit.
         """
+        if template is None:
+            template = calendar.template if calendar is not None else "invitation"
         composed = self.compose(
             participant,
             template=template,
+            calendar=calendar,
             next=next,
             ttl=ttl,
             stamp=stamp,

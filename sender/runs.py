@@ -32,7 +32,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Ma
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sender.client import Sender
+from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
 from sender.errors import (
     ConfigurationError,
@@ -66,6 +66,7 @@ __all__ = [
     "RunReport",
     "RunSettings",
     "check_rows",
+    "numbered",
     "run_id_for",
     "run_status",
 ]
@@ -87,6 +88,7 @@ class RunSettings:
     wait_for_retries: bool = False  # keep going until deferred messages are due (daemons)
     max_wait: float = 3600.0  # with wait_for_retries: the longest single wait
     workers: int = 1  # processes that compose and send (1: this one); see sender.workers
+    calendar: CalendarSend | None = None  # every message carries this invitation or cancellation
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:
@@ -149,9 +151,12 @@ class RowChecker:
     once per locale and column set, since rows of one file share their columns.
     """
 
-    def __init__(self, sender: Sender, template: str) -> None:
+    def __init__(
+        self, sender: Sender, template: str, *, calendar: CalendarSend | None = None
+    ) -> None:
         self._sender = sender
         self._template = template
+        self._calendar = calendar
         self._trials: dict[tuple[str, frozenset[str]], str | None] = {}
 
     def problem(self, participant: Participant) -> str | None:
@@ -165,7 +170,7 @@ class RowChecker:
         key = (locale, frozenset(participant.vars))
         if key not in self._trials:
             try:
-                self._sender.compose(participant, template=self._template)
+                self._sender.compose(participant, template=self._template, calendar=self._calendar)
                 self._trials[key] = None
             except (InputError, TemplateError) as exc:
                 self._trials[key] = str(exc)
@@ -194,9 +199,10 @@ def _is_dead_local(owner: str | None) -> bool:
 
 
 Rows = Iterable[CsvRow | Participant] | AsyncIterable[Participant]
+"""What a run reads: CSV rows, or participants from the library (sync or async)."""
 
 
-async def _numbered(rows: Rows) -> AsyncIterable[CsvRow]:
+async def numbered(rows: Rows, /) -> AsyncIterable[CsvRow]:
     """Library input (participants, sync or async) numbered from 1, like CSV rows."""
     if isinstance(rows, AsyncIterable):
         number = 0
@@ -251,9 +257,9 @@ class BulkRunner:
 
     async def ingest(self, run: RunInfo, rows: Rows, /) -> None:
         """Store rows not stored yet (after ``run.ingested_through``), in batches."""
-        checker = RowChecker(self.sender, run.template)
+        checker = RowChecker(self.sender, run.template, calendar=self.settings.calendar)
         batch: list[NewRow] = []
-        async for row in _numbered(rows):
+        async for row in numbered(rows):
             if row.row <= run.ingested_through:
                 continue
             batch.append(self._new_row(row, checker))
@@ -525,6 +531,7 @@ class BulkRunner:
             transport.settings,
             workers=self.settings.workers,
             concurrency=self.settings.concurrency,
+            calendar=self.settings.calendar,
         ) as pool:
             self._pool = pool
             try:
@@ -537,7 +544,7 @@ class BulkRunner:
         if self._pool is not None:
             result = await self._pool.attempt(message)
         else:
-            result = await attempt(self.sender, message)
+            result = await attempt(self.sender, message, calendar=self.settings.calendar)
         if isinstance(result, Skipped):
             return Outcome(MessageState.SKIPPED, at=self._clock.now(), detail=result.reason)
         self.scheduler.feedback(
@@ -584,9 +591,16 @@ class DryRun:
     fallbacks: Mapping[str, int]  # requested locale -> rows rendered in another locale
 
 
-def check_rows(sender: Sender, rows: Iterable[CsvRow], /, *, template: str) -> DryRun:
+def check_rows(
+    sender: Sender,
+    rows: Iterable[CsvRow],
+    /,
+    *,
+    template: str,
+    calendar: CalendarSend | None = None,
+) -> DryRun:
     """Render and check every row as a real run would, without storing or sending."""
-    checker = RowChecker(sender, template)
+    checker = RowChecker(sender, template, calendar=calendar)
     ok = 0
     skipped: list[tuple[int, str, str]] = []
     fallbacks: Counter[str] = Counter()
@@ -602,7 +616,7 @@ def check_rows(sender: Sender, rows: Iterable[CsvRow], /, *, template: str) -> D
             problem = f"duplicate of row {seen[key]}"
         if problem is None:
             try:
-                composed = sender.compose(participant, template=template)
+                composed = sender.compose(participant, template=template, calendar=calendar)
             except (InputError, TemplateError) as exc:
                 problem = str(exc)
             else:

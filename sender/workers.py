@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Self, cast
 
-from sender.client import Sender
+from sender.client import CalendarSend, Sender
 from sender.config import SenderSettings, SmtpSettings
 from sender.errors import ConfigurationError, InputError, SenderError, TemplateError, WorkerError
 from sender.loop import fast_loop
@@ -77,7 +77,9 @@ class _Failed:
         return WorkerError(f"worker {worker}: {self.kind}: {self.message}", worker=worker)
 
 
-async def attempt(sender: Sender, message: OutboxMessage, /) -> DeliveryResult | Skipped:
+async def attempt(
+    sender: Sender, message: OutboxMessage, /, *, calendar: CalendarSend | None = None
+) -> DeliveryResult | Skipped:
     """Compose and deliver one claimed message, in this process.
 
     Bad data or an unrenderable template give :class:`Skipped`; a transport
@@ -85,7 +87,10 @@ async def attempt(sender: Sender, message: OutboxMessage, /) -> DeliveryResult |
     """
     try:
         composed = sender.compose(
-            message.participant, template=message.template, message_id=message.message_id
+            message.participant,
+            template=message.template,
+            message_id=message.message_id,
+            calendar=calendar,
         )
     except (InputError, TemplateError) as exc:
         return Skipped(str(exc))
@@ -209,6 +214,7 @@ class WorkerPool:
         *,
         workers: int,
         concurrency: int,
+        calendar: CalendarSend | None = None,
         start_timeout: float = 60.0,
     ) -> None:
         if not 1 <= workers <= concurrency:
@@ -217,6 +223,7 @@ class WorkerPool:
                 setting="workers",
             )
         self._settings = settings
+        self._calendar = calendar
         self._smtp = replace(smtp, pool_size=math.ceil(concurrency / workers))
         self._count = workers
         self._start_timeout = start_timeout
@@ -253,7 +260,7 @@ class WorkerPool:
                 )
                 worker = _Worker(number, process)
                 self._workers.append(worker)
-                worker.stdin.write(_frame((self._settings, self._smtp, level)))
+                worker.stdin.write(_frame((self._settings, self._smtp, self._calendar, level)))
             for worker in self._workers:
                 await self._handshake(worker)
         except BaseException:
@@ -322,7 +329,9 @@ async def _serve(reader: asyncio.StreamReader, write: Callable[[bytes], None]) -
     init = await _read_frame(reader)
     if init is None:
         return
-    settings, smtp, level = cast(tuple[SenderSettings, SmtpSettings, int], init)
+    settings, smtp, calendar, level = cast(
+        tuple[SenderSettings, SmtpSettings, CalendarSend | None, int], init
+    )
     logging.basicConfig(
         level=level, stream=sys.stderr, format=f"worker {os.getpid()}: %(levelname)s %(message)s"
     )
@@ -334,7 +343,7 @@ async def _serve(reader: asyncio.StreamReader, write: Callable[[bytes], None]) -
     async def one(seq: int, message: OutboxMessage) -> None:
         result: _Result
         try:
-            result = await attempt(sender, message)
+            result = await attempt(sender, message, calendar=calendar)
         except SenderError as exc:
             result = _Failed(type(exc).__name__, str(exc))
         except Exception as exc:  # a bug: report it, and let the run stop cleanly
