@@ -337,6 +337,10 @@ class Store(Protocol):
 
     async def get_event(self, uid: str, /) -> EventRecord | None: ...
 
+    async def events(self) -> list[EventRecord]:
+        """Every event sent, the most recently changed first."""
+        ...
+
     async def invitations(self, uid: str, /) -> list[InvitationRecord]:
         """Every participant sent a message of the event, with the last SEQUENCE and method."""
         ...

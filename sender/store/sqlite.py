@@ -966,27 +966,18 @@ class SqliteStore:
 
     async def get_event(self, uid: str, /) -> EventRecord | None:
         with self._errors():
-            row = (
+            row = self._connection().execute(_SELECT_EVENT + " WHERE uid = ?", (uid,)).fetchone()
+        return None if row is None else _event_record(row)
+
+    async def events(self) -> list[EventRecord]:
+        """Every event sent, the most recently changed first."""
+        with self._errors():
+            rows = (
                 self._connection()
-                .execute(
-                    "SELECT uid, course_id, sequence, fingerprint, event, cancelled, changes,"
-                    " updated_at FROM events WHERE uid = ?",
-                    (uid,),
-                )
-                .fetchone()
+                .execute(_SELECT_EVENT + " ORDER BY updated_at DESC, uid")
+                .fetchall()
             )
-        if row is None:
-            return None
-        return EventRecord(
-            uid=row[0],
-            course_id=row[1],
-            sequence=int(row[2]),
-            fingerprint=row[3],
-            event=row[4],
-            cancelled=bool(row[5]),
-            changes=tuple(change for change in str(row[6]).split(",") if change),
-            updated_at=float(row[7]),
-        )
+        return [_event_record(row) for row in rows]
 
     async def invitations(self, uid: str, /) -> list[InvitationRecord]:
         """Every participant sent a message of the event, with the last SEQUENCE and method.
@@ -1218,6 +1209,25 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _checkpoint(db: sqlite3.Connection) -> None:
     # busy (another checkpoint running) comes back as a row, not an error; try again later.
     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+_SELECT_EVENT = (
+    "SELECT uid, course_id, sequence, fingerprint, event, cancelled, changes, updated_at"
+    " FROM events"
+)
+
+
+def _event_record(row: tuple[Any, ...]) -> EventRecord:
+    return EventRecord(
+        uid=row[0],
+        course_id=row[1],
+        sequence=int(row[2]),
+        fingerprint=row[3],
+        event=row[4],
+        cancelled=bool(row[5]),
+        changes=tuple(change for change in str(row[6]).split(",") if change),
+        updated_at=float(row[7]),
+    )
 
 
 def _run_info(row: tuple[Any, ...]) -> RunInfo:
