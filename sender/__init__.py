@@ -1,6 +1,6 @@
 """sender: reach LMS participants by e-mail, and reach them anyway when e-mail fails."""
 
-from sender.client import ComposedMessage, Sender, open_sender
+from sender.client import CalendarSend, ComposedMessage, Sender, open_sender
 from sender.clock import Clock, SystemClock
 from sender.config import LinkSettings, SenderSettings, SmtpSecurity, SmtpSettings
 from sender.errors import (
@@ -24,6 +24,8 @@ from sender.errors import (
     UnsafePathError,
     WorkerError,
 )
+from sender.ical import CalendarEvent, CalendarMethod, PartStat
+from sender.invites import AttendeeAnswer, Invitations
 from sender.links import IssuedLink, LinkClaims, LinkSigner
 from sender.models import (
     Address,
@@ -43,7 +45,11 @@ from sender.transport import SmtpTransport, Transport
 __all__ = [
     "Address",
     "AddressError",
+    "AttendeeAnswer",
     "BulkRunner",
+    "CalendarEvent",
+    "CalendarMethod",
+    "CalendarSend",
     "Clock",
     "ComposedMessage",
     "ConfigurationError",
@@ -53,6 +59,7 @@ __all__ = [
     "Envelope",
     "HeaderError",
     "InputError",
+    "Invitations",
     "IssuedLink",
     "LinkClaims",
     "LinkError",
@@ -63,6 +70,7 @@ __all__ = [
     "LinkSettings",
     "LinkSigner",
     "MessageState",
+    "PartStat",
     "Participant",
     "PermanentDeliveryError",
     "Progress",

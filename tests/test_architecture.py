@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"client"},
     {"workers"},
     {"runs"},
+    {"invites"},
     {"cli"},
     {"__init__", "__main__"},
 ]

@@ -1,0 +1,381 @@
+"""Calendar invitations for an event: invite, update, cancel, and read the answers back.
+
+Each step is a durable bulk run (:mod:`sender.runs`) whose messages carry the
+event's REQUEST or CANCEL at one SEQUENCE, so crash safety, limits and retries
+are those of any run. The store remembers the event as last sent, and what each
+attendee was sent is the ``sent`` messages of those runs; so the LMS only says
+"this is the event now" and :meth:`Invitations.invite` works out the rest:
+
+- a new event: SEQUENCE 0, ``invite`` to everyone given;
+- the same event again: ``invite`` only to those not invited yet;
+- a changed event (time, place, ...): SEQUENCE + 1, ``invite_update`` to everyone
+  invited before, then ``invite`` to the newcomers, at the new SEQUENCE;
+- :meth:`Invitations.cancel`: SEQUENCE + 1, ``invite_cancel`` to everyone invited, or
+  to the participants given (those who left the course).
+
+Replies (``METHOD:REPLY``) are matched on UID and attendee address
+(case-insensitive) and recorded with their PARTSTAT; a reply to an older SEQUENCE
+is kept as ``stale``, and unknown events and addresses that were not invited are
+kept as refused, with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+
+from sender.client import CalendarSend, Sender
+from sender.clock import Clock, SystemClock
+from sender.errors import InputError
+from sender.ical import CalendarEvent, CalendarMethod, parse_replies
+from sender.intake import calendar_parts
+from sender.models import Participant
+from sender.participants import CsvRow
+from sender.runs import BulkRunner, Progress, Rows, RunReport, RunSettings, numbered
+from sender.schedule import Scheduler
+from sender.store import EventRecord, InvitationRecord, RsvpRecord, RunInfo, Store
+
+__all__ = ["AttendeeAnswer", "Invitations", "calendar_of", "event_from_record", "event_json"]
+
+log = logging.getLogger("sender.invites")
+
+RECORDED = "recorded"
+STALE = "stale"
+UNKNOWN_EVENT = "unknown_event"
+NOT_INVITED = "not_invited"
+
+
+@dataclass(frozen=True, slots=True)
+class AttendeeAnswer:
+    """Where one invited participant stands: what they answered, to which SEQUENCE."""
+
+    uid: str
+    participant: Participant
+    sequence: int  # the SEQUENCE last sent to them
+    status: str  # ACCEPTED, DECLINED, TENTATIVE, NEEDS-ACTION (no answer yet) or CANCELLED
+    answered_at: float | None
+    answered_sequence: int | None
+    comment: str
+
+
+def event_json(event: CalendarEvent, /) -> str:
+    """The event as the store keeps it (naive local times as ISO strings)."""
+    data = asdict(event)
+    data["start"] = event.start.isoformat()
+    data["end"] = event.end.isoformat()
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+
+def event_from_record(record: EventRecord, /) -> CalendarEvent:
+    """The event as last sent, rebuilt from its record."""
+    return _event(record.event)
+
+
+def _event(stored: str) -> CalendarEvent:
+    data = json.loads(stored)
+    data["start"] = datetime.fromisoformat(data["start"])
+    data["end"] = datetime.fromisoformat(data["end"])
+    return CalendarEvent(**data)
+
+
+def calendar_of(run: RunInfo, /) -> CalendarSend | None:
+    """The calendar mail a stored run sends, so ``sender resume`` sends the same one."""
+    if run.event_uid is None or run.sequence is None or run.method is None:
+        return None
+    stored = run.options.get("event")
+    if not isinstance(stored, str):
+        raise InputError(
+            f"run {run.run_id} names event {run.event_uid} but not its details", field="run_id"
+        )
+    changes = run.options.get("changes")
+    return CalendarSend(
+        _event(stored),
+        CalendarMethod(run.method),
+        run.sequence,
+        tuple(c for c in str(changes or "").split(",") if c),
+    )
+
+
+def _short(uid: str) -> str:
+    return hashlib.sha256(uid.encode()).hexdigest()[:10]
+
+
+class Invitations:
+    """Invites participants to calendar events through a :class:`Sender`, durably.
+
+    ``on_rsvp`` is called with every answer recorded by :meth:`record_reply`, so an
+    LMS can update its attendance list as replies arrive.
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        store: Store,
+        settings: RunSettings | None = None,
+        /,
+        *,
+        scheduler: Scheduler | None = None,
+        clock: Clock | None = None,
+        on_rsvp: Callable[[RsvpRecord], None] | None = None,
+        run_options: Mapping[str, str | float | int | None] | None = None,
+    ) -> None:
+        self.sender = sender
+        self._run_options = dict(run_options or {})
+        self.store = store
+        self.settings = settings or RunSettings()
+        self._scheduler = scheduler
+        self._clock = clock or SystemClock()
+        self._on_rsvp = on_rsvp
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def invite(
+        self,
+        event: CalendarEvent,
+        participants: Rows,
+        /,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> list[RunReport]:
+        """Bring everyone up to date with ``event``: updates first, then new invitations."""
+        uid = event.event_uid
+        previous = await self.store.get_event(uid)
+        reports: list[RunReport] = []
+        if previous is None:
+            record = await self._save(event, sequence=0, changes=())
+        elif previous.fingerprint != event.fingerprint() or previous.cancelled:
+            changes = event.changes_from(event_from_record(previous))
+            if previous.cancelled and not changes:
+                changes = ("time",)  # re-instated: attendees must put it back in the calendar
+            record = await self._save(event, sequence=previous.sequence + 1, changes=changes)
+        else:
+            record = previous
+        if record.sequence > 0 and record.changes:
+            invited = [
+                inv
+                for inv in await self.store.invitations(uid)
+                if inv.sequence < record.sequence and inv.method == CalendarMethod.REQUEST.value
+            ]
+            update = CalendarSend(event, CalendarMethod.REQUEST, record.sequence, record.changes)
+            reports.append(
+                await self._run(
+                    f"ev-{_short(uid)}-s{record.sequence}-update",
+                    update,
+                    [inv.participant for inv in invited],
+                    on_progress=on_progress,
+                )
+            )
+        # The run id hashes the whole input, so the same CSV again is the same run (a crash
+        # resumes it) and a CSV with newcomers is a new run holding only them.
+        rows = [row async for row in numbered(participants)]
+        digest = hashlib.sha256(
+            "\n".join(
+                f"{row.row}:{row.participant.participant_id if row.participant else row.email}"
+                for row in rows
+            ).encode()
+        ).hexdigest()[:8]
+        run_id = f"ev-{_short(uid)}-s{record.sequence}-invite-{digest}"
+        already = {inv.participant.participant_id for inv in await self.store.invitations(uid)}
+        fresh = [
+            row
+            for row in rows
+            if row.participant is None or row.participant.participant_id not in already
+        ]
+        if fresh or await self.store.get_run(run_id) is not None:
+            invite = CalendarSend(event, CalendarMethod.REQUEST, record.sequence)
+            reports.append(await self._run(run_id, invite, fresh, on_progress=on_progress))
+        return reports
+
+    async def cancel(
+        self,
+        event: CalendarEvent,
+        /,
+        participants: Iterable[Participant] | None = None,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> RunReport:
+        """Cancel the event for everyone invited, or only for ``participants`` (unenrolled)."""
+        uid = event.event_uid
+        previous = await self.store.get_event(uid)
+        if previous is None:
+            raise InputError(f"event {uid} was never sent; nothing to cancel", field="event")
+        invited = [
+            inv
+            for inv in await self.store.invitations(uid)
+            if inv.method == CalendarMethod.REQUEST.value
+        ]
+        everyone = participants is None
+        if not everyone:
+            wanted = {p.participant_id for p in participants or ()}
+            invited = [inv for inv in invited if inv.participant.participant_id in wanted]
+        sequence = previous.sequence + 1
+        await self._save(
+            event_from_record(previous),
+            sequence=sequence,
+            changes=(),
+            cancelled=everyone or previous.cancelled,
+        )
+        who = (
+            "all"
+            if everyone
+            else hashlib.sha256(
+                "\n".join(sorted(inv.participant.participant_id for inv in invited)).encode()
+            ).hexdigest()[:8]
+        )
+        cancel = CalendarSend(event_from_record(previous), CalendarMethod.CANCEL, sequence)
+        return await self._run(
+            f"ev-{_short(uid)}-s{sequence}-cancel-{who}",
+            cancel,
+            [inv.participant for inv in invited],
+            on_progress=on_progress,
+        )
+
+    async def _save(
+        self,
+        event: CalendarEvent,
+        *,
+        sequence: int,
+        changes: Sequence[str],
+        cancelled: bool = False,
+    ) -> EventRecord:
+        record = EventRecord(
+            uid=event.event_uid,
+            course_id=event.course_id,
+            sequence=sequence,
+            fingerprint=event.fingerprint(),
+            event=event_json(event),
+            cancelled=cancelled,
+            changes=tuple(changes),
+            updated_at=self._clock.now(),
+        )
+        await self.store.save_event(record)
+        return record
+
+    async def _run(
+        self,
+        run_id: str,
+        calendar: CalendarSend,
+        participants: Sequence[CsvRow | Participant],
+        *,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> RunReport:
+        settings = RunSettings(
+            template=calendar.template,
+            concurrency=self.settings.concurrency,
+            retry=self.settings.retry,
+            batch_size=self.settings.batch_size,
+            lease_ttl=self.settings.lease_ttl,
+            workers=self.settings.workers,
+            calendar=calendar,
+        )
+        runner = BulkRunner(
+            self.sender, self.store, settings, scheduler=self._scheduler, clock=self._clock
+        )
+        return await runner.run(
+            run_id,
+            participants,
+            source=f"event {calendar.event.event_uid}",
+            event=(calendar.event.event_uid, calendar.sequence, calendar.method.value),
+            options={
+                **self._run_options,
+                "event": event_json(calendar.event),
+                "changes": ",".join(calendar.changes),
+            },
+            on_progress=on_progress,
+        )
+
+    # --- answers -------------------------------------------------------------------------
+
+    async def record_reply(self, data: bytes, /, *, source: str = "") -> list[RsvpRecord]:
+        """Read one e-mail's calendar replies and keep each answer with its outcome.
+
+        Returns what was kept now (an answer seen before is not repeated); a
+        message with no calendar reply returns an empty list.
+        """
+        kept: list[RsvpRecord] = []
+        for part in calendar_parts(data):
+            try:
+                answers = parse_replies(part.data, assume_method=part.method)
+            except InputError as exc:
+                log.info("%s: a calendar part that is not a usable reply: %s", source, exc)
+                continue
+            for answer in answers:
+                record = await self._judge(answer.uid, answer.attendee, source=source)
+                rsvp = RsvpRecord(
+                    uid=answer.uid,
+                    attendee=answer.attendee,
+                    partstat=answer.partstat.value,
+                    sequence=answer.sequence,
+                    received_at=self._clock.now(),
+                    outcome=record[0],
+                    dtstamp=answer.dtstamp.timestamp() if answer.dtstamp else None,
+                    comment=answer.comment.strip(),
+                    source=source,
+                    reason=record[1],
+                    participant_id=record[2].participant.participant_id if record[2] else None,
+                )
+                if record[2] is not None and answer.sequence < record[2].sequence:
+                    rsvp = replace(
+                        rsvp,
+                        outcome=STALE,
+                        reason=f"answers SEQUENCE {answer.sequence}; "
+                        f"{record[2].sequence} was sent since",
+                    )
+                if await self.store.add_rsvp(rsvp):
+                    kept.append(rsvp)
+                    if rsvp.outcome == RECORDED and self._on_rsvp is not None:
+                        self._on_rsvp(rsvp)
+        return kept
+
+    @staticmethod
+    async def is_reply(data: bytes, /) -> bool:
+        """Whether a message carries a readable calendar reply at all."""
+        for part in calendar_parts(data):
+            try:
+                if parse_replies(part.data, assume_method=part.method):
+                    return True
+            except InputError:
+                continue
+        return False
+
+    async def _judge(
+        self, uid: str, attendee: str, *, source: str
+    ) -> tuple[str, str, InvitationRecord | None]:
+        if await self.store.get_event(uid) is None:
+            return UNKNOWN_EVENT, f"no event with UID {uid} was sent", None
+        for invitation in await self.store.invitations(uid):
+            if invitation.participant.email.casefold() == attendee.casefold():
+                return RECORDED, "", invitation
+        return NOT_INVITED, f"{attendee} was not invited to {uid}", None
+
+    async def answers(self, uid: str, /) -> list[AttendeeAnswer]:
+        """Everyone invited to the event, with their latest answer (or NEEDS-ACTION)."""
+        latest: dict[str, RsvpRecord] = {}
+        for rsvp in await self.store.rsvps(uid):
+            if rsvp.outcome == RECORDED:
+                latest[rsvp.attendee.casefold()] = rsvp  # received order: the last one wins
+        result = []
+        for invitation in await self.store.invitations(uid):
+            answer = latest.get(invitation.participant.email.casefold())
+            if invitation.method == CalendarMethod.CANCEL.value:
+                status = "CANCELLED"
+            elif answer is not None:
+                status = answer.partstat
+            else:
+                status = "NEEDS-ACTION"
+            result.append(
+                AttendeeAnswer(
+                    uid=uid,
+                    participant=invitation.participant,
+                    sequence=invitation.sequence,
+                    status=status,
+                    answered_at=answer.received_at if answer else None,
+                    answered_sequence=answer.sequence if answer else None,
+                    comment=answer.comment if answer else "",
+                )
+            )
+        return result
