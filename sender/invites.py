@@ -15,8 +15,8 @@ attendee was sent is the ``sent`` messages of those runs; so the LMS only says
 
 Replies (``METHOD:REPLY``) are matched on UID and attendee address
 (case-insensitive) and recorded with their PARTSTAT; a reply to an older SEQUENCE
-is kept as ``stale``, and unknown events and addresses that were not invited are
-kept as refused, with the reason.
+is kept as ``stale``; unknown events, addresses that were not invited and replies
+whose From is not the attendee are kept as refused, with the reason.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
 from sender.errors import InputError
-from sender.ical import CalendarEvent, CalendarMethod, parse_replies
+from sender.ical import CalendarEvent, CalendarMethod, RsvpAnswer, parse_replies
 from sender.intake import calendar_parts
 from sender.models import Participant
 from sender.participants import CsvRow
@@ -47,6 +47,7 @@ RECORDED = "recorded"
 STALE = "stale"
 UNKNOWN_EVENT = "unknown_event"
 NOT_INVITED = "not_invited"
+SENDER_MISMATCH = "sender_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,9 @@ class Invitations:
     """Invites participants to calendar events through a :class:`Sender`, durably.
 
     ``on_rsvp`` is called with every answer recorded by :meth:`record_reply`, so an
-    LMS can update its attendance list as replies arrive.
+    LMS can update its attendance list as replies arrive. An answer counts only when
+    the reply's From is the attendee's own address (``check_sender=False`` lifts this,
+    e.g. for delegates); others are kept as ``sender_mismatch``.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class Invitations:
         scheduler: Scheduler | None = None,
         clock: Clock | None = None,
         on_rsvp: Callable[[RsvpRecord], None] | None = None,
+        check_sender: bool = True,
         run_options: Mapping[str, str | float | int | None] | None = None,
     ) -> None:
         self.sender = sender
@@ -130,6 +134,7 @@ class Invitations:
         self._scheduler = scheduler
         self._clock = clock or SystemClock()
         self._on_rsvp = on_rsvp
+        self._check_sender = check_sender
 
     # --- sending -------------------------------------------------------------------------
 
@@ -300,31 +305,24 @@ class Invitations:
         for part in calendar_parts(data):
             try:
                 answers = parse_replies(part.data, assume_method=part.method)
-            except InputError as exc:
-                log.info("%s: a calendar part that is not a usable reply: %s", source, exc)
+            except InputError as exc:  # the reason may quote the part: log only where
+                log.info("%s: a calendar part is not a usable reply (%s)", source, exc.field)
                 continue
             for answer in answers:
-                record = await self._judge(answer.uid, answer.attendee, source=source)
+                outcome, reason, invitation = await self._judge(answer, sender=part.sender)
                 rsvp = RsvpRecord(
                     uid=answer.uid,
                     attendee=answer.attendee,
                     partstat=answer.partstat.value,
                     sequence=answer.sequence,
                     received_at=self._clock.now(),
-                    outcome=record[0],
+                    outcome=outcome,
                     dtstamp=answer.dtstamp.timestamp() if answer.dtstamp else None,
                     comment=answer.comment.strip(),
                     source=source,
-                    reason=record[1],
-                    participant_id=record[2].participant.participant_id if record[2] else None,
+                    reason=reason,
+                    participant_id=invitation.participant.participant_id if invitation else None,
                 )
-                if record[2] is not None and answer.sequence < record[2].sequence:
-                    rsvp = replace(
-                        rsvp,
-                        outcome=STALE,
-                        reason=f"answers SEQUENCE {answer.sequence}; "
-                        f"{record[2].sequence} was sent since",
-                    )
                 if await self.store.add_rsvp(rsvp):
                     kept.append(rsvp)
                     if rsvp.outcome == RECORDED and self._on_rsvp is not None:
@@ -343,14 +341,34 @@ class Invitations:
         return False
 
     async def _judge(
-        self, uid: str, attendee: str, *, source: str
+        self, answer: RsvpAnswer, *, sender: str
     ) -> tuple[str, str, InvitationRecord | None]:
-        if await self.store.get_event(uid) is None:
-            return UNKNOWN_EVENT, f"no event with UID {uid} was sent", None
-        for invitation in await self.store.invitations(uid):
-            if invitation.participant.email.casefold() == attendee.casefold():
-                return RECORDED, "", invitation
-        return NOT_INVITED, f"{attendee} was not invited to {uid}", None
+        """(outcome, reason, the invitation answered) for one answer."""
+        if await self.store.get_event(answer.uid) is None:
+            return UNKNOWN_EVENT, f"no event with UID {answer.uid} was sent", None
+        attendee = answer.attendee.casefold()
+        invitation = next(
+            (
+                invitation
+                for invitation in await self.store.invitations(answer.uid)
+                if invitation.participant.email.casefold() == attendee
+            ),
+            None,
+        )
+        if invitation is None:
+            return NOT_INVITED, f"{answer.attendee} was not invited to {answer.uid}", None
+        if self._check_sender and sender.casefold() != attendee:
+            # Anyone can write ATTENDEE:mailto:ada@... into a calendar; the From header
+            # is what the receiving server's SPF/DMARC checks vouch for.
+            who = sender or "no single From address"
+            return SENDER_MISMATCH, f"sent from {who}, not by {answer.attendee}", invitation
+        if answer.sequence < invitation.sequence:
+            return (
+                STALE,
+                f"answers SEQUENCE {answer.sequence}; {invitation.sequence} was sent since",
+                invitation,
+            )
+        return RECORDED, "", invitation
 
     async def answers(self, uid: str, /) -> list[AttendeeAnswer]:
         """Everyone invited to the event, with their latest answer (or NEEDS-ACTION)."""

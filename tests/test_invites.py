@@ -377,3 +377,35 @@ async def test_worker_processes_send_the_calendar_too(
         (vevent,) = cal.walk("VEVENT")
         assert (method, str(vevent["UID"])) == ("REQUEST", UID)
         assert str(vevent["ATTENDEE"]).lower() == f"mailto:{received.recipients[0]}"
+
+
+async def test_a_reply_not_sent_by_the_attendee_does_not_count(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """ATTENDEE:mailto:ada in a mail from someone else is kept as sender_mismatch, not counted."""
+    invitations = invitations_for(smtp_server, store)
+    await invitations.invite(EVENT, attendees()[:1])
+    await invitations.sender.aclose()
+    data = (SAMPLES / "outlook_accepted.eml").read_bytes()
+    forged = data.replace(b"ada@example.org>", b"mallory@example.net>", 1)
+    assert forged != data
+    (record,) = await invitations.record_reply(forged, source="forged.eml")
+    assert record.outcome == "sender_mismatch"
+    assert "mallory@example.net" in record.reason
+    (answer,) = await invitations.answers(UID)
+    assert answer.status == "NEEDS-ACTION"
+
+
+async def test_check_sender_off_counts_a_delegate_reply(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """With check_sender=False, a reply sent by someone else on the attendee's behalf counts."""
+    invitations = invitations_for(smtp_server, store, check_sender=False)
+    await invitations.invite(EVENT, attendees()[:1])
+    await invitations.sender.aclose()
+    data = (SAMPLES / "outlook_accepted.eml").read_bytes()
+    delegated = data.replace(b"ada@example.org>", b"assistant@example.org>", 1)
+    (record,) = await invitations.record_reply(delegated)
+    assert record.outcome == "recorded"
+    (answer,) = await invitations.answers(UID)
+    assert answer.status == "ACCEPTED"

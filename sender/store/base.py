@@ -204,7 +204,8 @@ class RsvpRecord:
     """One answer read back from a reply, and what was made of it.
 
     ``outcome`` is ``recorded`` (it counts), ``stale`` (answers an older SEQUENCE),
-    ``unknown_event`` or ``not_invited``; every one is kept, with ``reason``.
+    ``unknown_event``, ``not_invited`` or ``sender_mismatch`` (From is not the
+    attendee); every one is kept, with ``reason``.
     """
 
     uid: str
