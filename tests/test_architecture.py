@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"urls", "participants", "schedule", "store.base"},
     {"config", "store.sqlite"},
     {"links", "render", "mime", "smtpd", "store", "ical", "intake"},
-    {"transport.base", "transport.smtp", "transport.capture"},
+    {"transport.base", "transport.smtp", "transport.capture", "inbound"},
     {"transport", "testing"},
     {"client"},
     {"workers"},

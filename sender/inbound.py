@@ -1,0 +1,314 @@
+"""The inbound listener: an SMTP server for the bounce domain and the calendar-reply addresses.
+
+Sender's VERP return paths (``bounces+<token>@bounce.example.com``) and the
+address invitations ask attendees to reply to (``invitation@calendar.example.com``)
+point here. The server accepts mail for exactly those, refuses every other
+recipient (``550 5.7.1 relaying denied``), and hands each accepted recipient's
+copy to the caller's ``on_mail`` as an :class:`InboundMail`, one per recipient::
+
+    async def on_mail(mail: InboundMail) -> None:
+        ...  # classify the bounce, or read the RSVP
+
+    async with InboundServer(
+        bounce_domain="bounce.example.com",
+        reply_addresses=["invitation@calendar.example.com"],
+        on_mail=on_mail,
+        keep_dir=Path("/var/lib/sender/inbound"),
+    ) as server:
+        ...
+
+Classification is the caller's job. The contract here is only: deliver to
+``on_mail``, or, when ``on_mail`` raises, keep the raw bytes in the Maildir
+``keep_dir / "unprocessed"`` and still answer ``250``, so no mail is lost
+because of a bug downstream. Only when even that write fails does the client
+hear ``451 4.3.0`` and retry (which may hand recipients that did succeed to
+``on_mail`` again: delivery is at least once).
+
+Logs name the route and the recipient's domain, never a local part or a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mailbox
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeAlias
+
+from sender.errors import ConfigurationError
+from sender.models import SmtpReply
+from sender.smtpd import ReceivedMessage, Response, Session, SmtpHandler, SmtpServer
+
+__all__ = ["InboundMail", "InboundServer", "Route"]
+
+_log = logging.getLogger("sender.inbound")
+
+_UNPROCESSED = "unprocessed"
+_NULL_PATH = "<>"  # how aiosmtpd reports MAIL FROM:<>
+
+
+class Route(StrEnum):
+    """Why the server accepted a recipient."""
+
+    BOUNCE = "bounce"  # any address in the bounce domain: VERP return paths
+    REPLY = "reply"  # one of the reply addresses, e.g. invitation@calendar.example.com
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMail:
+    """One accepted recipient's copy of an arriving message."""
+
+    route: Route
+    recipient: str  # the RCPT TO address it was accepted for, lower-cased
+    mail_from: str  # the envelope sender; "" for the null reverse-path bounces use
+    data: bytes  # the raw message, exactly as it arrived (dot-stuffing removed)
+
+
+Handler: TypeAlias = Callable[[InboundMail], Awaitable[None]]
+"""Takes one :class:`InboundMail`; raising keeps the message in ``keep_dir/unprocessed``."""
+
+
+def _domain_of(address: str) -> str:
+    return address.rpartition("@")[2]
+
+
+def _check_domain(domain: str) -> str:
+    cleaned = domain.strip().lower().rstrip(".")
+    if not cleaned or "@" in cleaned or "." not in cleaned or any(c.isspace() for c in cleaned):
+        raise ConfigurationError(
+            f"inbound: bounce domain {domain!r} is not a domain name", setting="bounce_domain"
+        )
+    return cleaned
+
+
+def _check_address(address: str) -> str:
+    cleaned = address.strip().lower()
+    local, at, domain = cleaned.rpartition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in cleaned):
+        raise ConfigurationError(
+            f"inbound: reply address {address!r} is not an e-mail address",
+            setting="reply_addresses",
+        )
+    return cleaned
+
+
+def _open_maildir(path: Path) -> mailbox.Maildir:
+    for sub in ("tmp", "new", "cur"):  # also mends a Maildir that lost a subdirectory
+        (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return mailbox.Maildir(path, factory=None, create=False)
+
+
+class InboundServer:
+    """An SMTP server that accepts mail for the bounce domain and the reply addresses only.
+
+    Give ``bounce_domain``, ``reply_addresses``, or both; with neither it would
+    accept nothing, which is a :class:`~sender.errors.ConfigurationError`.
+    Messages over ``max_size`` bytes are refused with ``552``. It binds to
+    loopback unless ``allow_non_loopback`` says otherwise (put an MTA in front
+    of it, or mean it). Use ``async with``, or :meth:`start` and :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        *,
+        bounce_domain: str | None,
+        reply_addresses: Sequence[str] = (),
+        on_mail: Handler,
+        keep_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_size: int = 10 * 1024 * 1024,
+        allow_non_loopback: bool = False,
+    ) -> None:
+        if isinstance(reply_addresses, str):  # one address, not its characters
+            raise ConfigurationError(
+                "inbound: reply_addresses is a sequence of addresses, not one string",
+                setting="reply_addresses",
+            )
+        self._bounce_domain = _check_domain(bounce_domain) if bounce_domain is not None else None
+        self._reply_addresses = frozenset(_check_address(a) for a in reply_addresses)
+        if self._bounce_domain is None and not self._reply_addresses:
+            raise ConfigurationError(
+                "inbound: give a bounce domain or a reply address; "
+                "with neither the server would refuse every message",
+                setting="bounce_domain",
+            )
+        if max_size < 1:
+            raise ConfigurationError(
+                f"inbound: max_size must be a positive number of bytes, not {max_size}",
+                setting="max_size",
+            )
+        self._on_mail = on_mail
+        self._keep_path = Path(keep_dir) / _UNPROCESSED
+        self._server = SmtpServer(
+            _InboundHandler(self),
+            host=host,
+            port=port,
+            smtputf8=True,
+            data_size_limit=max_size,
+            allow_non_loopback=allow_non_loopback,
+        )
+        self._box: mailbox.Maildir | None = None
+        self._lock = asyncio.Lock()  # mailbox's unique names assume one writer at a time
+        self._accepted = 0
+        self._refused = 0
+        self._kept = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Create ``keep_dir/unprocessed`` if needed, then listen; :attr:`port` is known after."""
+        try:
+            self._box = await asyncio.to_thread(_open_maildir, self._keep_path)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"inbound: cannot create the Maildir {self._keep_path}: {exc}",
+                setting="keep_dir",
+            ) from exc
+        await self._server.start()
+        _log.info(
+            "inbound: listening on %s:%d for %s",
+            self.host,
+            self.port,
+            ", ".join(self._describe()),
+        )
+
+    async def aclose(self) -> None:
+        """Stop listening and close every client connection; idempotent."""
+        await self._server.aclose()
+
+    # -- what it is and what happened -------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        """The port it listens on; ``RuntimeError`` before :meth:`start`."""
+        return self._server.port
+
+    @property
+    def unprocessed_dir(self) -> Path:
+        """``keep_dir / "unprocessed"``: the Maildir that holds messages ``on_mail`` failed on."""
+        return self._keep_path
+
+    @property
+    def accepted(self) -> int:
+        """Mails (one per recipient) that ``on_mail`` took without raising."""
+        return self._accepted
+
+    @property
+    def refused(self) -> int:
+        """Recipients refused at RCPT TO because they are neither bounce nor reply addresses."""
+        return self._refused
+
+    @property
+    def kept(self) -> int:
+        """Mails (one per recipient) kept in ``keep_dir/unprocessed`` because ``on_mail`` raised."""
+        return self._kept
+
+    def _route(self, address: str, /) -> Route | None:
+        """The route mail for ``address`` takes, or None when the server refuses it."""
+        address = address.strip().lower()
+        if address in self._reply_addresses:
+            return Route.REPLY
+        local, at, domain = address.rpartition("@")
+        if at and local and domain.rstrip(".") == self._bounce_domain:
+            return Route.BOUNCE
+        return None
+
+    # -- the handler's work ------------------------------------------------------
+
+    def _describe(self) -> list[str]:
+        parts = [f"bounces @{self._bounce_domain}"] if self._bounce_domain else []
+        if self._reply_addresses:
+            parts.append(f"{len(self._reply_addresses)} reply address(es)")
+        return parts
+
+    def _check_recipient(self, address: str) -> Response:
+        route = self._route(address)
+        if route is None:
+            self._refused += 1
+            _log.info("inbound: refused a recipient @%s (relaying denied)", _domain_of(address))
+            return SmtpReply(550, "5.7.1", "relaying denied")
+        return None
+
+    async def _receive(self, message: ReceivedMessage) -> Response:
+        mail_from = "" if message.mail_from == _NULL_PATH else message.mail_from
+        size = len(message.data)
+        failed = False
+        for address in message.recipients:  # only those on_rcpt accepted
+            recipient = address.strip().lower()
+            route = self._route(recipient)
+            if route is None:  # pragma: no cover - on_rcpt refused these already
+                continue
+            mail = InboundMail(
+                route=route, recipient=recipient, mail_from=mail_from, data=message.data
+            )
+            try:
+                await self._on_mail(mail)
+            except Exception as exc:
+                _log.error(
+                    "inbound: on_mail failed on a %s message (%d bytes) to @%s; keeping it raw",
+                    route,
+                    size,
+                    _domain_of(recipient),
+                    exc_info=exc,
+                )
+                if not await self._keep(message.data):
+                    failed = True
+                continue
+            self._accepted += 1
+            _log.info(
+                "inbound: took a %s message (%d bytes) to @%s", route, size, _domain_of(recipient)
+            )
+        if failed:
+            return SmtpReply(451, "4.3.0", "Cannot store the message; try again later")
+        return SmtpReply(250, "2.0.0", "OK")
+
+    async def _keep(self, data: bytes) -> bool:
+        """Write ``data`` into the unprocessed Maildir; False when that fails too."""
+        box = self._box
+        if box is None:  # pragma: no cover - the server only runs after start()
+            return False
+        async with self._lock:
+            try:
+                key = await asyncio.to_thread(box.add, data)
+            except OSError as exc:
+                _log.error("inbound: cannot keep a message in %s: %s", self._keep_path, exc)
+                return False
+        self._kept += 1
+        _log.warning("inbound: kept an unprocessed message as %s in %s", key, self._keep_path)
+        return True
+
+
+class _InboundHandler(SmtpHandler):
+    """Accepts any sender (the null reverse-path too); checks recipients; delivers at DATA."""
+
+    def __init__(self, owner: InboundServer) -> None:
+        self._owner = owner
+
+    async def on_rcpt(
+        self, session: Session, address: str, options: tuple[str, ...], /
+    ) -> Response:
+        return self._owner._check_recipient(address)
+
+    async def on_data(self, message: ReceivedMessage, /) -> Response:
+        return await self._owner._receive(message)
