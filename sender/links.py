@@ -8,8 +8,11 @@ participant and course ids are readable, the stamp is only a short digest.
 
 Revocation needs no server-side list: the LMS passes a *stamp* (say, a hash of
 the participant's current address plus a link version) when issuing and when
-verifying; a token issued under any other stamp is revoked. This is the only
-module that imports itsdangerous.
+verifying; a token issued under any other stamp is revoked.
+
+The same keys sign VERP return paths (:class:`ReturnPathSigner`), so a bounce
+can be tied to the exact message it answers and nobody can forge one. This is
+the only module that imports itsdangerous.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadData, Signer, TimestampSigner, URLSafeTimedSerializer
 
 from sender.clock import Clock, SystemClock
 from sender.config import LinkSettings
@@ -37,7 +40,7 @@ from sender.errors import (
 )
 from sender.urls import check_next_path
 
-__all__ = ["IssuedLink", "LinkClaims", "LinkSigner"]
+__all__ = ["IssuedLink", "LinkClaims", "LinkSigner", "ReturnPathSigner"]
 
 _PURPOSE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 _MAX_TOKEN = 2048  # refuse absurd input before doing any crypto
@@ -284,3 +287,66 @@ def _unpack(payload: object) -> tuple[str, str, int, str | None, str | None]:
         except UnsafePathError as exc:
             raise LinkInvalid(f"the link's next path is unsafe: {exc}") from exc
     return participant_id, course_id, seconds, next_path, digest
+
+
+_RETURN_PATH = re.compile(r"^([a-z0-9]+)\+([a-z0-9]{1,40})-([a-z2-7]{16})@(.+)$")
+_KEY = re.compile(r"^[a-z0-9]{1,40}$")
+
+
+class ReturnPathSigner:
+    """Signed VERP return paths: ``bounces+<key>-<signature>@bounce.example.com``.
+
+    ``key`` names what was sent (the outbox message, say) in lower-case letters and
+    digits; the signature is 80 bits of HMAC-SHA256 in base32, so the local part
+    survives MTAs that fold case and stays well under the 64 octets RFC 5321 allows.
+    Keys rotate like link keys: the newest signs, every one verifies.
+    """
+
+    def __init__(
+        self, secret_keys: tuple[str, ...], /, *, domain: str, prefix: str = "bounces"
+    ) -> None:
+        if not secret_keys:
+            raise ConfigurationError("return paths need a secret key", setting="secret_keys")
+        domain = domain.strip().lower().rstrip(".")
+        if not domain or "@" in domain or _CONTROL.search(domain) or "." not in domain:
+            raise ConfigurationError(
+                f"bounce domain {domain!r} is not a domain name", setting="bounce_domain"
+            )
+        if not _KEY.match(prefix):
+            raise ConfigurationError(
+                "the return-path prefix must be lower-case letters and digits",
+                setting="bounce_prefix",
+            )
+        self._signers = [
+            Signer(key, salt="sender.return-path", digest_method=hashlib.sha256)
+            for key in reversed(secret_keys)  # newest first: it signs
+        ]
+        self.domain = domain
+        self.prefix = prefix
+
+    def _signature(self, signer: Signer, key: str) -> str:
+        raw = base64.urlsafe_b64decode(signer.get_signature(key.encode()) + b"==")
+        return base64.b32encode(raw).decode().lower()[:16]
+
+    def address(self, key: str, /) -> str:
+        """The return path for ``key``."""
+        if not _KEY.match(key):
+            raise InputError(f"return-path key {key!r} must be 1-40 of a-z, 0-9", field="key")
+        return f"{self.prefix}+{key}-{self._signature(self._signers[0], key)}@{self.domain}"
+
+    def verify(self, address: str, /) -> str | None:
+        """The key a return path was signed for, or None if it is not one of ours or forged."""
+        match = _RETURN_PATH.match(address.strip().lower())
+        if match is None:
+            return None
+        prefix, key, signature, domain = match.groups()
+        if prefix != self.prefix or domain != self.domain:
+            return None
+        for signer in self._signers:
+            if hmac.compare_digest(self._signature(signer, key), signature):
+                return key
+        return None
+
+    def owns(self, address: str, /) -> bool:
+        """Whether ``address`` is in this signer's bounce domain (forged or not)."""
+        return address.strip().lower().rpartition("@")[2] == self.domain
