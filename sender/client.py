@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from sender.clock import Clock, SystemClock
 from sender.config import SenderSettings, SmtpSettings
@@ -29,7 +30,7 @@ from sender.render import RenderedMessage, Renderer
 from sender.schedule import Scheduler
 from sender.transport import CaptureServer, SmtpTransport, Transport
 
-__all__ = ["CalendarSend", "ComposedMessage", "Sender", "open_sender"]
+__all__ = ["CalendarSend", "ComposedMessage", "Sender", "SuppressionList", "open_sender"]
 
 log = logging.getLogger("sender")
 
@@ -46,6 +47,12 @@ RESERVED_VARIABLES = frozenset(
         "locale",
     }
 )
+
+
+class SuppressionList(Protocol):
+    """Where :meth:`Sender.send` looks up addresses it must not write to (a Store is one)."""
+
+    async def suppressed(self, addresses: Sequence[str], /) -> Mapping[str, object]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +129,12 @@ class Sender:
         clock: Clock | None = None,
         renderer: Renderer | None = None,
         scheduler: Scheduler | None = None,
+        suppression: SuppressionList | None = None,
     ) -> None:
         self._settings = settings
         self._transport = transport
         self.scheduler = scheduler
+        self.suppression = suppression
         self._clock = clock or SystemClock()
         self.links = LinkSigner(settings.links, clock=self._clock)
         self.renderer = renderer or Renderer(
@@ -333,6 +342,21 @@ class Sender:
         """
         if template is None:
             template = calendar.template if calendar is not None else "invitation"
+        if self.suppression is not None:
+            blocked = await self.suppression.suppressed([participant.email])
+            if blocked:
+                log.warning(
+                    "%s for participant %s: suppressed, not sent",
+                    template,
+                    participant.participant_id,
+                )
+                return DeliveryResult(
+                    email=participant.email,
+                    message_id="",
+                    status=DeliveryStatus.SUPPRESSED,
+                    detail="the address is on the suppression list",
+                    participant_id=participant.participant_id,
+                )
         composed = self.compose(
             participant,
             template=template,

@@ -32,6 +32,7 @@ class DeliveryStatus(StrEnum):
     ACCEPTED = "accepted"
     TEMPORARY = "temporary"  # 4xx, timeout, disconnect: try again later
     PERMANENT = "permanent"  # 5xx: never try again
+    SUPPRESSED = "suppressed"  # on the suppression list: not sent at all
 
     @classmethod
     def from_code(cls, code: int) -> DeliveryStatus:
@@ -148,6 +149,6 @@ class DeliveryResult:
         if self.status is DeliveryStatus.ACCEPTED:
             return self
         message = f"{self.email}: {self.describe()}"
-        if self.status is DeliveryStatus.PERMANENT:
+        if self.status in (DeliveryStatus.PERMANENT, DeliveryStatus.SUPPRESSED):
             raise PermanentDeliveryError(message, result=self)
         raise TemporaryDeliveryError(message, result=self)

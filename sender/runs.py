@@ -54,7 +54,9 @@ from sender.store import (
     RunInfo,
     RunState,
     Store,
+    Suppression,
 )
+from sender.suppression import BouncePolicy, budget_reason
 from sender.transport import SmtpTransport
 from sender.workers import Skipped, WorkerPool, attempt
 
@@ -89,6 +91,9 @@ class RunSettings:
     max_wait: float = 3600.0  # with wait_for_retries: the longest single wait
     workers: int = 1  # processes that compose and send (1: this one); see sender.workers
     calendar: CalendarSend | None = None  # every message carries this invitation or cancellation
+    bounces: BouncePolicy = field(default_factory=BouncePolicy)
+    force: bool = False  # send even though the bounce budget is spent (an operator's call)
+    budget_interval: float = 2.0  # seconds between bounce-budget checks while sending
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:
@@ -241,6 +246,8 @@ class BulkRunner:
         self.settings = settings or RunSettings()
         self.scheduler = scheduler or sender.scheduler or Scheduler(RateLimits(), clock=clock)
         sender.scheduler = self.scheduler
+        if sender.suppression is None:  # single sends check the same list
+            sender.suppression = store
         self._clock = clock or SystemClock()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not secrets
@@ -248,6 +255,7 @@ class BulkRunner:
         self._fatal: BaseException | None = None
         self._lease_lost = False
         self._pool: WorkerPool | None = None
+        self._budget: str | None = None  # why the bounce budget paused the run
 
     def stop(self) -> None:
         """Finish what is in flight and return; the run stays resumable (Ctrl-C does this)."""
@@ -326,11 +334,18 @@ class BulkRunner:
                 log.warning("run %s: %d message(s) were in flight at a crash", run_id, requeued)
             if rows is not None and not run.ingest_complete:
                 await self.ingest(run, rows)
-            await self.store.set_run_state(run_id, RunState.ACTIVE, now=self._clock.now())
-            async with self._workers():
-                sent_now, first = await self._send_all(
-                    run_id, on_progress, progress_interval, started
+            self._budget = None
+            if not self.settings.force:
+                self._budget = await budget_reason(
+                    self.store, policy=self.settings.bounces, now=self._clock.now()
                 )
+            sent_now, first = 0, None
+            if self._budget is None:
+                await self.store.set_run_state(run_id, RunState.ACTIVE, now=self._clock.now())
+                async with self._workers():
+                    sent_now, first = await self._send_all(
+                        run_id, on_progress, progress_interval, started
+                    )
         finally:
             if not self._lease_lost:  # the new owner's in-flight messages are not ours
                 await self.store.requeue_stale(run_id)  # claimed but unsent: back in the queue
@@ -348,6 +363,9 @@ class BulkRunner:
             raise self._fatal
         if not pending:
             await self.store.set_run_state(run_id, RunState.DONE, now=now)
+        elif self._budget is not None:
+            log.warning("run %s paused: %s", run_id, self._budget)
+            await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=self._budget)
         elif self._stop.is_set():
             await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason="interrupted")
         final = await self.store.get_run(run_id)
@@ -390,7 +408,7 @@ class BulkRunner:
         sent_now = 0
         first: Participant | None = None
         recent: deque[float] = deque()
-        last_beat = last_report = time.monotonic()
+        last_beat = last_report = last_budget = time.monotonic()
         next_due: float | None = await store.next_attempt_at(run_id)
 
         def report(force: bool = False) -> None:
@@ -468,6 +486,14 @@ class BulkRunner:
                 report()
             if self._stop.is_set():
                 break
+            if time.monotonic() - last_budget > self.settings.budget_interval:
+                last_budget = time.monotonic()
+                if not self.settings.force:
+                    self._budget = await budget_reason(
+                        store, policy=self.settings.bounces, now=clock.now()
+                    )
+                    if self._budget is not None:
+                        break  # what is in flight finishes; nothing more is claimed
             if time.monotonic() - last_beat > self.settings.lease_ttl / 3:
                 if not await store.heartbeat(run_id, owner=self.owner, now=clock.now()):
                     self._fatal = RunBusy(f"run {run_id}: another worker took over the run")
@@ -487,10 +513,18 @@ class BulkRunner:
                     claimed = await store.claim_many(
                         run_id, domains, now=clock.now(), owner=self.owner
                     )
+                    blocked = await store.suppressed(
+                        [message.participant.email for message in claimed if message]
+                    )
                     for claimed_message in claimed:
                         if claimed_message is None:
                             continue  # the count was stale: someone else took it
                         free -= 1
+                        entry = blocked.get(claimed_message.participant.email.lower())
+                        if entry is not None:  # never sent: recorded with the others
+                            finished.append((claimed_message, _suppressed(entry, clock)))
+                            wake.set()
+                            continue
                         running += 1
                         task = asyncio.create_task(one(claimed_message))
                         in_flight.add(task)
@@ -564,6 +598,8 @@ class BulkRunner:
             return Outcome(MessageState.SENT, **common)  # type: ignore[arg-type]
         if result.status is DeliveryStatus.PERMANENT:
             return Outcome(MessageState.FAILED, **common)  # type: ignore[arg-type]
+        if result.status is DeliveryStatus.SUPPRESSED:
+            return Outcome(MessageState.SUPPRESSED, **common)  # type: ignore[arg-type]
         next_at = self.settings.retry.next_attempt_at(
             attempts=message.attempts,
             first_attempt_at=message.first_attempt_at or now,
@@ -580,6 +616,10 @@ class BulkRunner:
                 message_id=result.message_id,
             )
         return Outcome(MessageState.DEFERRED, next_attempt_at=next_at, **common)  # type: ignore[arg-type]
+
+
+def _suppressed(entry: Suppression, clock: Clock) -> Outcome:
+    return Outcome(MessageState.SUPPRESSED, at=clock.now(), detail=f"suppressed: {entry.reason}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from sender.store.base import (
     FINAL_STATES,
     Attempt,
+    BounceRecord,
     DomainProgress,
     EventRecord,
     IngestResult,
@@ -16,12 +17,14 @@ from sender.store.base import (
     RunInfo,
     RunState,
     Store,
+    Suppression,
 )
 from sender.store.sqlite import SqliteStore, find_latest_run
 
 __all__ = [
     "FINAL_STATES",
     "Attempt",
+    "BounceRecord",
     "DomainProgress",
     "EventRecord",
     "IngestResult",
@@ -36,5 +39,6 @@ __all__ = [
     "RunState",
     "SqliteStore",
     "Store",
+    "Suppression",
     "find_latest_run",
 ]

@@ -37,6 +37,7 @@ from sender.models import Participant, SmtpReply
 __all__ = [
     "FINAL_STATES",
     "Attempt",
+    "BounceRecord",
     "DomainProgress",
     "EventRecord",
     "IngestResult",
@@ -50,6 +51,7 @@ __all__ = [
     "RunInfo",
     "RunState",
     "Store",
+    "Suppression",
 ]
 
 
@@ -155,6 +157,8 @@ class MessageRecord:
     last_reply: SmtpReply | None
     detail: str
     next_attempt_at: float | None
+    participant_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +223,33 @@ class RsvpRecord:
     source: str = ""  # where the reply came from: a file, "mbox#3", "inbound"
     reason: str = ""
     participant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BounceRecord:
+    """One bounce (or complaint, or auto-reply) as kept, and whom it was about."""
+
+    fingerprint: str  # identifies the bounce, so ingesting it twice keeps it once
+    address: str | None  # lower-cased
+    kind: str  # hard, soft, autoreply, complaint, unknown
+    status: str | None
+    diagnostic: str
+    reason: str
+    at: float
+    source: str = ""
+    message: int | None = None  # the outbox message a signed return path named
+    participant_id: str | None = None
+    forged: bool = False  # the return path's signature did not verify: changes nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """An address sender will not write to, and why."""
+
+    address: str
+    kind: str  # hard, complaint, soft, manual
+    reason: str
+    since: float
 
 
 class Store(Protocol):
@@ -353,5 +384,49 @@ class Store(Protocol):
     async def rsvps(self, uid: str | None = None, /) -> list[RsvpRecord]:
         """Answers in the order they were received, of one event or of all."""
         ...
+
+    # --- bounces and suppression -------------------------------------------------------
+
+    async def add_bounce(self, record: BounceRecord, /) -> bool:
+        """Keep a bounce; False (nothing stored) when its fingerprint is already kept."""
+        ...
+
+    async def bounces(self, *, since: float | None = None) -> list[BounceRecord]:
+        """Bounces kept since a time (all when None), oldest first."""
+        ...
+
+    async def count_bounces(self, address: str, /, *, kind: str, since: float) -> int:
+        """How many bounces of ``kind`` an address had since ``since``, after its last delivery.
+
+        A message sent to the address after a bounce resets the count (soft bounces
+        are forgiven once mail gets through).
+        """
+        ...
+
+    async def hard_bounces_since(self, since: float, /) -> int:
+        """Hard bounces (not forged) since ``since``: the bounce budget's count."""
+        ...
+
+    async def sent_since(self, since: float, /) -> int:
+        """Messages accepted by the server since ``since``: the bounce rate's denominator."""
+        ...
+
+    async def message(self, message_id: int, /) -> MessageRecord | None:
+        """One outbox message by its id (what a signed return path names)."""
+        ...
+
+    async def suppress(self, address: str, /, *, kind: str, reason: str, now: float) -> bool:
+        """Add to the suppression list (logged); False when it was there already."""
+        ...
+
+    async def unsuppress(self, address: str, /, *, reason: str, now: float) -> bool:
+        """Remove from the suppression list (logged with the reason); False when absent."""
+        ...
+
+    async def suppressed(self, addresses: Sequence[str], /) -> dict[str, Suppression]:
+        """The suppressed ones among ``addresses`` (compared lower-cased), by address."""
+        ...
+
+    async def suppressions(self) -> list[Suppression]: ...
 
     async def aclose(self) -> None: ...

@@ -59,6 +59,7 @@ from sender.errors import ConfigurationError, InputError
 from sender.models import Participant, SmtpReply
 from sender.store.base import (
     Attempt,
+    BounceRecord,
     DomainProgress,
     EventRecord,
     IngestResult,
@@ -71,6 +72,7 @@ from sender.store.base import (
     RsvpRecord,
     RunInfo,
     RunState,
+    Suppression,
 )
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SqliteStore", "find_latest_run"]
 
-_SCHEMA_VERSION = 3  # 2: runs.options; 3: calendar events, RSVP answers
+_SCHEMA_VERSION = 4  # 2: runs.options; 3: calendar events, RSVP; 4: bounces, suppressions
 _BUSY_TIMEOUT_MS = 10_000
 _CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 _CHECKPOINT_PAGES = 8192  # ~32 MB of WAL between checkpoints: fewer fsyncs while ingesting
@@ -160,6 +162,41 @@ CREATE TABLE IF NOT EXISTS attempts (
     detail           TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message, number);
+"""
+
+_SCHEMA_V4 = """
+-- Version 4: bounces and the suppression list.
+CREATE TABLE IF NOT EXISTS bounces (
+    id             INTEGER PRIMARY KEY,
+    fingerprint    TEXT NOT NULL UNIQUE,   -- the same bounce ingested twice counts once
+    address        TEXT,
+    kind           TEXT NOT NULL,
+    status         TEXT,
+    diagnostic     TEXT NOT NULL DEFAULT '',
+    reason         TEXT NOT NULL DEFAULT '',
+    at             REAL NOT NULL,
+    source         TEXT NOT NULL DEFAULT '',
+    message        INTEGER,                -- the outbox message a signed return path named
+    participant_id TEXT,
+    forged         INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS bounces_address ON bounces (address, at);
+CREATE INDEX IF NOT EXISTS bounces_at ON bounces (kind, at);
+
+CREATE TABLE IF NOT EXISTS suppressions (
+    address   TEXT PRIMARY KEY,            -- lower-cased
+    kind      TEXT NOT NULL,               -- hard, complaint, soft, manual
+    reason    TEXT NOT NULL,
+    since     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS suppression_log (
+    id        INTEGER PRIMARY KEY,
+    address   TEXT NOT NULL,
+    action    TEXT NOT NULL,               -- added, removed
+    kind      TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    at        REAL NOT NULL
+);
 """
 
 _SCHEMA_V3 = """
@@ -324,15 +361,15 @@ class SqliteStore:
             )
         with self._transaction() as tx:
             (version,) = tx.execute("PRAGMA user_version").fetchone()
+            statements = []
             if version == 0:
-                statements = [*_SCHEMA.split(";"), *_SCHEMA_V3.split(";")]
-            elif version == 1:
-                statements = [
-                    "ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'",
-                    *_SCHEMA_V3.split(";"),
-                ]
-            else:
-                statements = _SCHEMA_V3.split(";")
+                statements += _SCHEMA.split(";")
+            if version == 1:
+                statements.append("ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'")
+            if version < 3:
+                statements += _SCHEMA_V3.split(";")
+            if version < 4:
+                statements += _SCHEMA_V4.split(";")
             for statement in statements:
                 if statement.strip():
                     tx.execute(statement)
@@ -1064,6 +1101,194 @@ class SqliteStore:
             )
             for row in rows
         ]
+
+    # --- bounces and suppression ---------------------------------------------------------
+
+    async def add_bounce(self, record: BounceRecord, /) -> bool:
+        """Keep a bounce; False (nothing stored) when its fingerprint is already kept."""
+        with self._errors(), self._writing() as db:
+            cursor = db.execute(
+                "INSERT INTO bounces (fingerprint, address, kind, status, diagnostic, reason, at,"
+                " source, message, participant_id, forged)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    record.fingerprint,
+                    record.address.lower() if record.address else None,
+                    record.kind,
+                    record.status,
+                    record.diagnostic,
+                    record.reason,
+                    record.at,
+                    record.source,
+                    record.message,
+                    record.participant_id,
+                    int(record.forged),
+                ),
+            )
+            return cursor.rowcount == 1
+
+    async def bounces(self, *, since: float | None = None) -> list[BounceRecord]:
+        """Bounces kept since a time (all when None), oldest first."""
+        with self._errors():
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT fingerprint, address, kind, status, diagnostic, reason, at, source,"
+                    " message, participant_id, forged FROM bounces WHERE at >= ? ORDER BY at, id",
+                    (since if since is not None else float("-inf"),),
+                )
+                .fetchall()
+            )
+        return [
+            BounceRecord(
+                fingerprint=row[0],
+                address=row[1],
+                kind=row[2],
+                status=row[3],
+                diagnostic=row[4],
+                reason=row[5],
+                at=row[6],
+                source=row[7],
+                message=row[8],
+                participant_id=row[9],
+                forged=bool(row[10]),
+            )
+            for row in rows
+        ]
+
+    async def count_bounces(self, address: str, /, *, kind: str, since: float) -> int:
+        """How many bounces of ``kind`` an address had since ``since``, after its last delivery."""
+        address = address.lower()
+        with self._errors(), self._snapshot() as db:
+            (delivered,) = db.execute(
+                "SELECT MAX(last_attempt_at) FROM messages"
+                " WHERE email = ? COLLATE NOCASE AND state = 'sent' AND state <> 'queued'",
+                (address,),
+            ).fetchone()
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM bounces WHERE address = ? AND kind = ? AND forged = 0"
+                " AND at >= ? AND at > ?",
+                (address, kind, since, delivered if delivered is not None else float("-inf")),
+            ).fetchone()
+        return int(count)
+
+    async def hard_bounces_since(self, since: float, /) -> int:
+        """Hard bounces (not forged) since ``since`` (the ``bounces_at`` index)."""
+        with self._errors():
+            (hard,) = (
+                self._connection()
+                .execute(
+                    "SELECT COUNT(*) FROM bounces WHERE kind = 'hard' AND at >= ? AND forged = 0",
+                    (since,),
+                )
+                .fetchone()
+            )
+        return int(hard)
+
+    async def sent_since(self, since: float, /) -> int:
+        """Messages accepted since ``since``; a scan of the attempt log, so ask sparingly."""
+        with self._errors():
+            (sent,) = (
+                self._connection()
+                .execute("SELECT COUNT(*) FROM attempts WHERE state = 'sent' AND at >= ?", (since,))
+                .fetchone()
+            )
+        return int(sent)
+
+    async def message(self, message_id: int, /) -> MessageRecord | None:
+        """One outbox message by its id (what a signed return path names)."""
+        with self._errors():
+            found = (
+                self._connection()
+                .execute(
+                    "SELECT m.id, r.run_id, m.row, m.email, m.state, m.attempts, m.message_id,"
+                    " m.code, m.enhanced_status, m.reply_text, m.detail, m.due_at,"
+                    " m.participant_id, m.name"
+                    " FROM messages m JOIN runs r ON m.run = r.id WHERE m.id = ?",
+                    (message_id,),
+                )
+                .fetchone()
+            )
+        if found is None:
+            return None
+        (id_, run_id, row, email, state, attempts, mid, code, enhanced, text, detail, due) = found[
+            :12
+        ]
+        state = MessageState(state)
+        return MessageRecord(
+            id=id_,
+            run_id=run_id,
+            row=row,
+            email=email or "",
+            state=state,
+            attempts=attempts,
+            message_id=mid,
+            last_reply=None if code is None else SmtpReply(code, enhanced, text or ""),
+            detail=detail or "",
+            next_attempt_at=due if state is MessageState.DEFERRED else None,
+            participant_id=found[12],
+            name=found[13],
+        )
+
+    async def suppress(self, address: str, /, *, kind: str, reason: str, now: float) -> bool:
+        """Add to the suppression list (logged); False when it was there already."""
+        address = address.strip().lower()
+        with self._errors(), self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO suppressions (address, kind, reason, since) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (address, kind, reason, now),
+            )
+            if cursor.rowcount != 1:
+                return False
+            db.execute(
+                "INSERT INTO suppression_log (address, action, kind, reason, at)"
+                " VALUES (?, 'added', ?, ?, ?)",
+                (address, kind, reason, now),
+            )
+            return True
+
+    async def unsuppress(self, address: str, /, *, reason: str, now: float) -> bool:
+        """Remove from the suppression list (logged with the reason); False when absent."""
+        address = address.strip().lower()
+        with self._errors(), self._transaction() as db:
+            row = db.execute(
+                "DELETE FROM suppressions WHERE address = ? RETURNING kind", (address,)
+            ).fetchall()
+            if not row:
+                return False
+            db.execute(
+                "INSERT INTO suppression_log (address, action, kind, reason, at)"
+                " VALUES (?, 'removed', ?, ?, ?)",
+                (address, row[0][0], reason, now),
+            )
+            return True
+
+    async def suppressed(self, addresses: Sequence[str], /) -> dict[str, Suppression]:
+        """The suppressed ones among ``addresses`` (compared lower-cased), by address."""
+        if not addresses:
+            return {}
+        wanted = sorted({address.strip().lower() for address in addresses})
+        with self._errors():
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT address, kind, reason, since FROM suppressions"
+                    " WHERE address IN (SELECT value FROM json_each(?))",
+                    (json.dumps(wanted),),
+                )
+                .fetchall()
+            )
+        return {row[0]: Suppression(row[0], row[1], row[2], row[3]) for row in rows}
+
+    async def suppressions(self) -> list[Suppression]:
+        with self._errors():
+            rows = (
+                self._connection()
+                .execute("SELECT address, kind, reason, since FROM suppressions ORDER BY since")
+                .fetchall()
+            )
+        return [Suppression(row[0], row[1], row[2], row[3]) for row in rows]
 
     def close(self) -> None:
         """Stop the checkpointer and close the connection; committed work is already durable.

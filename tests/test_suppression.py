@@ -1,0 +1,219 @@
+"""The bounce loop's rules: suppression, the bounce budget, and what runs and sends do with them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sender import (
+    Address,
+    DeliveryStatus,
+    LinkSettings,
+    Participant,
+    PermanentDeliveryError,
+    Sender,
+    SenderSettings,
+)
+from sender.runs import BulkRunner, RunSettings
+from sender.schedule import RateLimits, Scheduler
+from sender.store import BounceRecord, MessageState, NewRow, Outcome, RunState, SqliteStore
+from sender.suppression import DAY, BouncePolicy, apply_bounce, budget_reason
+from sender.testing import RecordingSMTPServer
+from sender.transport import SmtpTransport
+
+T0 = 1_800_000_000.0
+SETTINGS = SenderSettings(
+    from_address=Address("noreply@learning.example.com", "Example Academy"),
+    links=LinkSettings(secret_keys=("s" * 32,), base_url="https://lms.example.com/login"),
+)
+POLICY = BouncePolicy()
+
+
+def bounce(
+    n: int, address: str = "ada@example.org", kind: str = "hard", **kw: object
+) -> BounceRecord:
+    fields: dict[str, object] = {
+        "fingerprint": f"b{n}",
+        "address": address,
+        "kind": kind,
+        "status": "5.1.1" if kind == "hard" else "4.2.2",
+        "diagnostic": "550 5.1.1 user unknown",
+        "reason": "unknown_user",
+        "at": T0,
+    }
+    fields.update(kw)
+    return BounceRecord(**fields)  # type: ignore[arg-type]
+
+
+def people(count: int) -> list[Participant]:
+    return [
+        Participant(f"user{i}@d{i % 3}.example", f"User {i}", f"p-{i}", "PY101")
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """A fresh SQLite outbox in a temporary directory."""
+    outbox = SqliteStore(tmp_path / "outbox.sqlite3")
+    yield outbox
+    await outbox.aclose()
+
+
+async def test_a_hard_bounce_suppresses_at_once_and_counts_once(store: SqliteStore) -> None:
+    """A hard bounce suppresses the address; the same bounce again changes nothing."""
+    assert await apply_bounce(store, bounce(1), policy=POLICY, now=T0) == "hard bounce 5.1.1"
+    assert await apply_bounce(store, bounce(1), policy=POLICY, now=T0) is None
+    assert len(await store.bounces()) == 1
+    found = await store.suppressed(["ADA@example.org", "grace@example.org"])
+    assert list(found) == ["ada@example.org"]
+    assert found["ada@example.org"].kind == "hard"
+
+
+async def test_a_complaint_suppresses_and_an_autoreply_never_does(store: SqliteStore) -> None:
+    """Marked as spam: suppressed. Out of office: kept, but nothing happens."""
+    await apply_bounce(store, bounce(1, "a@x.example", "autoreply"), policy=POLICY, now=T0)
+    await apply_bounce(store, bounce(2, "b@x.example", "complaint"), policy=POLICY, now=T0)
+    assert set(await store.suppressed(["a@x.example", "b@x.example"])) == {"b@x.example"}
+
+
+async def test_a_forged_bounce_changes_nothing(store: SqliteStore) -> None:
+    """A bounce whose return path did not verify is kept as forged and suppresses nobody."""
+    assert await apply_bounce(store, bounce(1, forged=True), policy=POLICY, now=T0) is None
+    assert await store.suppressed(["ada@example.org"]) == {}
+    assert await store.hard_bounces_since(0) == 0
+    (kept,) = await store.bounces()
+    assert kept.forged
+
+
+async def test_soft_bounces_suppress_at_the_third_within_seven_days(store: SqliteStore) -> None:
+    """Two soft bounces are forgiven; the third within a week suppresses."""
+    for n, at in enumerate((T0 - 6 * DAY, T0 - DAY)):
+        await apply_bounce(store, bounce(n, kind="soft", at=at), policy=POLICY, now=at)
+    assert await store.suppressed(["ada@example.org"]) == {}
+    why = await apply_bounce(store, bounce(9, kind="soft"), policy=POLICY, now=T0)
+    assert why == "3 soft bounces within 7 days"
+
+
+async def test_old_soft_bounces_fall_out_of_the_window(store: SqliteStore) -> None:
+    """Soft bounces older than the window do not count."""
+    for n, at in enumerate((T0 - 9 * DAY, T0 - 8 * DAY)):
+        await apply_bounce(store, bounce(n, kind="soft", at=at), policy=POLICY, now=at)
+    assert await apply_bounce(store, bounce(9, kind="soft"), policy=POLICY, now=T0) is None
+
+
+async def test_a_delivery_resets_the_soft_count(store: SqliteStore) -> None:
+    """After mail gets through again, earlier soft bounces no longer count."""
+    address = "user0@d0.example"
+    for n in range(2):
+        await apply_bounce(store, bounce(n, address, "soft", at=T0 - 3600), policy=POLICY, now=T0)
+    await store.create_run("r", template="invitation", source="t", now=T0)
+    await store.add_rows("r", [], complete=False)
+    await store.add_rows("r", [NewRow(1, people(1)[0])], complete=True)
+    message = await store.claim("r", "d0.example", now=T0, owner="w")
+    assert message is not None
+    await store.record(message.id, Outcome(MessageState.SENT, at=T0 - 60))
+    assert await apply_bounce(store, bounce(5, address, "soft"), policy=POLICY, now=T0) is None
+    assert await store.count_bounces(address, kind="soft", since=T0 - 7 * DAY) == 1
+
+
+async def test_budget_holds_below_the_limit_and_trips_at_it(store: SqliteStore) -> None:
+    """79 hard bounces in 24 h are fine; the 80th pauses bulk sending, with the reason."""
+    policy = BouncePolicy(min_sent=10_000)  # keep the rate guard out of this test
+    for n in range(79):
+        await store.add_bounce(bounce(n, f"u{n}@x.example", at=T0 - 3600))
+    assert await budget_reason(store, policy=policy, now=T0) is None
+    await store.add_bounce(bounce(80, "u80@x.example", at=T0 - 60))
+    reason = await budget_reason(store, policy=policy, now=T0)
+    assert reason is not None
+    assert "80 hard bounces" in reason
+    assert await budget_reason(store, policy=policy, now=T0 + DAY) is None  # slid out
+
+
+def test_impossible_policies_are_refused() -> None:
+    """A budget of zero or a rate outside (0, 1] is a configuration error."""
+    with pytest.raises(ValueError, match="bounce"):
+        BouncePolicy(budget=0)
+    with pytest.raises(ValueError, match="bounce"):
+        BouncePolicy(max_rate=1.5)
+
+
+def runner_for(server: RecordingSMTPServer, store: SqliteStore, **settings: object) -> BulkRunner:
+    sender = Sender(SETTINGS, transport=SmtpTransport(server.smtp_settings()))
+    return BulkRunner(
+        sender,
+        store,
+        RunSettings(concurrency=4, **settings),  # type: ignore[arg-type]
+        scheduler=Scheduler(RateLimits(global_per_second=200, domain_per_minute=None)),
+    )
+
+
+async def test_a_run_never_sends_to_a_suppressed_address(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """A suppressed participant is recorded as suppressed; everyone else is sent."""
+    group = people(12)
+    await store.suppress(group[4].email.upper(), kind="manual", reason="left", now=T0)
+    runner = runner_for(smtp_server, store)
+    report = await runner.run("r-supp", group)
+    await runner.sender.aclose()
+    assert report.counts[MessageState.SUPPRESSED] == 1
+    assert report.counts[MessageState.SENT] == 11
+    received = Counter(r for m in smtp_server.messages for r in m.recipients)
+    assert group[4].email not in received
+    record = await store.lookup("r-supp", group[4].participant_id)
+    assert record is not None
+    assert record.state is MessageState.SUPPRESSED
+    assert "left" in record.detail
+
+
+async def test_a_single_send_skips_a_suppressed_address(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """get_link to a suppressed address is not sent and says so."""
+    kari = people(1)[0]
+    await store.suppress(kari.email, kind="hard", reason="hard bounce 5.1.1", now=T0)
+    sender = Sender(
+        SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()), suppression=store
+    )
+    result = await sender.send_get_link(kari)
+    await sender.aclose()
+    assert result.status is DeliveryStatus.SUPPRESSED
+    with pytest.raises(PermanentDeliveryError):
+        result.raise_for_status()
+    assert smtp_server.messages == ()
+
+
+async def test_a_bounce_storm_pauses_the_run_and_resume_needs_force(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """Past the budget the run pauses, sends nothing more, loses nothing; --force resumes it."""
+    group = people(300)
+    policy = BouncePolicy(budget=5, min_sent=100_000)
+    runner = runner_for(smtp_server, store, bounces=policy, budget_interval=0.05)
+    task = asyncio.create_task(runner.run("r-storm", group))
+    async with asyncio.timeout(30):
+        await smtp_server.wait_for_messages(20)
+    for n in range(5):
+        await store.add_bounce(bounce(n, f"gone{n}@x.example", at=time.time()))
+    report = await asyncio.wait_for(task, 30)
+    assert report.run.state is RunState.PAUSED
+    assert "bounce budget" in (report.run.paused_reason or "")
+    sent_at_pause = len(smtp_server.messages)
+    assert sent_at_pause == report.counts[MessageState.SENT] < 300
+    assert report.counts[MessageState.QUEUED] == 300 - sent_at_pause
+    again = await runner_for(smtp_server, store, bounces=policy).run("r-storm")
+    assert again.run.state is RunState.PAUSED
+    assert len(smtp_server.messages) == sent_at_pause  # nothing sent while paused
+    forced = runner_for(smtp_server, store, bounces=policy, force=True)
+    final = await forced.run("r-storm")
+    await forced.sender.aclose()
+    await runner.sender.aclose()
+    assert final.run.state is RunState.DONE
+    received = Counter(r for m in smtp_server.messages for r in m.recipients)
+    assert received == Counter(p.email for p in group)
