@@ -9,6 +9,7 @@ exception).
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -23,7 +24,7 @@ from sender.clock import Clock, SystemClock
 from sender.config import SenderSettings, SmtpSettings
 from sender.errors import ConfigurationError, InputError
 from sender.ical import CalendarEvent, CalendarMethod, build_invite
-from sender.links import IssuedLink, LinkClaims, LinkSigner
+from sender.links import IssuedLink, LinkClaims, LinkSigner, ReturnPathSigner
 from sender.mime import Attachment, BuiltMessage, MessageBuilder, Part, envelope_address
 from sender.models import Address, DeliveryResult, DeliveryStatus, Envelope, Participant
 from sender.render import RenderedMessage, Renderer
@@ -149,6 +150,11 @@ class Sender:
             clock=self._clock,
         )
         self._return_path = envelope_address(settings.return_path or settings.from_address.email)[0]
+        self.return_paths = (
+            ReturnPathSigner(settings.links.secret_keys, domain=settings.bounce_domain)
+            if settings.bounce_domain
+            else None
+        )
 
     @property
     def settings(self) -> SenderSettings:
@@ -236,11 +242,15 @@ class Sender:
         headers: Mapping[str, str] | None = None,
         message_id: str | None = None,
         calendar: CalendarSend | None = None,
+        return_path_key: str | None = None,
     ) -> ComposedMessage:
         """Issue the link, render the template and build the bytes, without sending.
 
         ``message_id`` lets a retry carry the first attempt's Message-ID, so a
         receiver that got both copies after a crash can tell they are one message.
+        With a bounce domain configured, the envelope sender is a signed return path
+        for ``return_path_key`` (an outbox message: ``m<id>``), or else for the
+        participant, so every bounce names what it answers.
         ``calendar`` adds the invitation (or cancellation) for this participant as
         ``text/calendar`` inside the alternative and as an ``invite.ics`` attachment,
         the layout Outlook, Gmail, Apple Mail and Thunderbird all accept.
@@ -283,11 +293,21 @@ class Sender:
             attachments=attachments,
         )
         envelope = Envelope(
-            mail_from=self._return_path,
+            mail_from=self._mail_from(participant, return_path_key),
             recipients=(rcpt,),
             smtputf8=smtputf8 or message.smtputf8,
         )
         return ComposedMessage(participant, link, rendered, message, envelope)
+
+    def _mail_from(self, participant: Participant, key: str | None) -> str:
+        if self.return_paths is None:
+            return self._return_path
+        if key is None:  # a single send: the participant id, when it fits a local part
+            encoded = base64.b32encode(participant.participant_id.encode()).decode()
+            key = "p" + encoded.rstrip("=").lower()
+            if len(key) > 40:
+                return self._return_path
+        return self.return_paths.address(key)
 
     # --- sending -----------------------------------------------------------------------
 

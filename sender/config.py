@@ -234,6 +234,7 @@ class SenderSettings:
     allowed_link_domains: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()  # extra headers on every message
     return_path: str | None = None  # envelope sender, where bounces go; default: From
+    bounce_domain: str | None = None  # signed VERP return paths: bounces+<key>-<sig>@domain
     message_id_domain: str | None = None  # default: From's domain
 
     @property
@@ -259,6 +260,7 @@ _TOML_KEYS = {
     "allowed_link_domains",
     "headers",
     "return_path",
+    "bounce_domain",
     "pool_size",
     "max_messages_per_connection",
     "smtp_timeout",
@@ -397,6 +399,7 @@ def load_config(
         allowed_link_domains=tuple(allowed),
         headers=tuple(headers.items()),
         return_path=text("return_path"),
+        bounce_domain=text("bounce_domain"),
     )
 
     def integer(key: str) -> int | None:

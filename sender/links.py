@@ -40,7 +40,14 @@ from sender.errors import (
 )
 from sender.urls import check_next_path
 
-__all__ = ["IssuedLink", "LinkClaims", "LinkSigner", "ReturnPathSigner"]
+__all__ = [
+    "IssuedLink",
+    "LinkClaims",
+    "LinkSigner",
+    "ReturnPathSigner",
+    "message_of_key",
+    "return_path_key",
+]
 
 _PURPOSE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 _MAX_TOKEN = 2048  # refuse absurd input before doing any crypto
@@ -350,3 +357,28 @@ class ReturnPathSigner:
     def owns(self, address: str, /) -> bool:
         """Whether ``address`` is in this signer's bounce domain (forged or not)."""
         return address.strip().lower().rpartition("@")[2] == self.domain
+
+
+def return_path_key(message_id: int, /) -> str:
+    """The signed return path's key for an outbox message: ``m`` and its id in base 36."""
+    if not 0 <= message_id < 36**39:  # SQLite ids are 64-bit: 13 digits at most
+        raise ValueError(f"message id {message_id} out of range")
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    number = message_id
+    for _ in range(39):
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            break
+    return "m" + out
+
+
+def message_of_key(key: str, /) -> int | None:
+    """The outbox message id a return-path key names, or None for another kind of key."""
+    if not key.startswith("m") or len(key) < 2:
+        return None
+    try:
+        return int(key[1:], 36)
+    except ValueError:
+        return None

@@ -41,6 +41,7 @@ from typing import Self, cast
 from sender.client import CalendarSend, Sender
 from sender.config import SenderSettings, SmtpSettings
 from sender.errors import ConfigurationError, InputError, SenderError, TemplateError, WorkerError
+from sender.links import return_path_key
 from sender.loop import fast_loop
 from sender.models import DeliveryResult
 from sender.store import OutboxMessage
@@ -91,6 +92,7 @@ async def attempt(
             template=message.template,
             message_id=message.message_id,
             calendar=calendar,
+            return_path_key=return_path_key(message.id),
         )
     except (InputError, TemplateError) as exc:
         return Skipped(str(exc))

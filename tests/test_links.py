@@ -21,7 +21,7 @@ from sender.errors import (
     LinkRevoked,
     UnsafePathError,
 )
-from sender.links import LinkSigner
+from sender.links import LinkSigner, ReturnPathSigner
 from sender.testing import ManualClock
 
 OLD_KEY = "old-secret-key-0123456789abcdef"
@@ -233,3 +233,54 @@ def test_bad_ids_name_the_field(field: str, args: tuple[str, str]) -> None:
     with pytest.raises(InputError) as info:
         make_signer().issue(*args)
     assert info.value.field == field
+
+
+# --- signed return paths ---------------------------------------------------------------
+
+OLD, NEW = "return-path-key-old-0123456789", "return-path-key-new-0123456789"
+
+
+def test_return_path_verifies_back_to_its_key() -> None:
+    """A return path names its key, survives case folding, and fits a local part."""
+    signer = ReturnPathSigner((NEW,), domain="Bounce.Example.com")
+    address = signer.address("m21i3v9")
+    local, _, domain = address.partition("@")
+    assert domain == "bounce.example.com"
+    assert local.startswith("bounces+m21i3v9-")
+    assert len(local) < 64
+    assert signer.verify(address) == "m21i3v9"
+    assert signer.verify(address.upper()) == "m21i3v9"
+
+
+@settings(max_examples=200)
+@given(st.integers(min_value=0, max_value=200), st.characters(codec="ascii"))
+def test_any_edit_of_a_return_path_is_refused(position: int, replacement: str) -> None:
+    """Changing one character of key or signature never verifies: nobody can forge one."""
+    signer = ReturnPathSigner((NEW,), domain="bounce.example.com")
+    address = signer.address("m1x9")
+    local = address.partition("@")[0]
+    index = position % len(local)
+    edited = local[:index] + replacement + local[index + 1 :] + "@bounce.example.com"
+    if edited.lower() != address:
+        assert signer.verify(edited) is None
+
+
+def test_return_paths_survive_key_rotation_and_refuse_foreign_ones() -> None:
+    """An old key's return path verifies after rotation; another domain or key does not."""
+    old = ReturnPathSigner((OLD,), domain="bounce.example.com")
+    rotated = ReturnPathSigner((OLD, NEW), domain="bounce.example.com")
+    assert rotated.verify(old.address("m7")) == "m7"
+    assert rotated.address("m7") != old.address("m7")
+    stranger = ReturnPathSigner(("someone-elses-key-0123456789",), domain="bounce.example.com")
+    assert rotated.verify(stranger.address("m7")) is None
+    elsewhere = ReturnPathSigner((NEW,), domain="other.example.com")
+    assert rotated.verify(elsewhere.address("m7")) is None
+    assert rotated.owns("bounces+whatever@BOUNCE.example.com")
+
+
+def test_bad_return_path_settings_are_named() -> None:
+    """A non-domain or a key outside a-z0-9 is refused, naming the setting or field."""
+    with pytest.raises(ConfigurationError, match="bounce domain"):
+        ReturnPathSigner((NEW,), domain="not a domain")
+    with pytest.raises(InputError, match="key"):
+        ReturnPathSigner((NEW,), domain="bounce.example.com").address("M-1")

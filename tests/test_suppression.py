@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from sender import (
     Sender,
     SenderSettings,
 )
+from sender.links import message_of_key
 from sender.runs import BulkRunner, RunSettings
 from sender.schedule import RateLimits, Scheduler
 from sender.store import BounceRecord, MessageState, NewRow, Outcome, RunState, SqliteStore
@@ -217,3 +219,33 @@ async def test_a_bounce_storm_pauses_the_run_and_resume_needs_force(
     assert final.run.state is RunState.DONE
     received = Counter(r for m in smtp_server.messages for r in m.recipients)
     assert received == Counter(p.email for p in group)
+
+
+async def test_every_message_carries_a_return_path_naming_its_outbox_row(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """With a bounce domain, MAIL FROM verifies back to the very message and recipient."""
+    settings = replace(SETTINGS, bounce_domain="bounce.learning.example.com")
+    sender = Sender(settings, transport=SmtpTransport(smtp_server.smtp_settings()))
+    runner = BulkRunner(
+        sender,
+        store,
+        RunSettings(concurrency=2, workers=2),
+        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+    )
+    await runner.run("r-verp", people(6))
+    single = await sender.send_get_link(Participant("kari@example.com", "Kari", "p-77", "PY101"))
+    await sender.aclose()
+    assert sender.return_paths is not None
+    for received in smtp_server.messages[:-1]:
+        key = sender.return_paths.verify(received.mail_from)
+        assert key is not None
+        message_id = message_of_key(key)
+        assert message_id is not None
+        record = await store.message(message_id)
+        assert record is not None
+        assert (record.run_id, record.email) == ("r-verp", received.recipients[0])
+    last = smtp_server.messages[-1]
+    assert single.ok
+    assert last.mail_from.startswith("bounces+p")
+    assert sender.return_paths.verify(last.mail_from) is not None
