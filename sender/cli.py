@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from sender.ical import CalendarEvent, CalendarMethod
 from sender.intake import read_mail
 from sender.invites import Invitations, calendar_of
 from sender.loop import fast_loop
+from sender.mime import envelope_address
 from sender.models import DeliveryResult, Participant
 from sender.participants import CsvRow, read_csv
 from sender.render import Renderer, lint_templates
@@ -518,16 +519,22 @@ def run(
 
 @main.command()
 @click.argument("run_id")
+@click.option(
+    "--force", is_flag=True, help="Send even though the bounce budget is spent (after clean-up)."
+)
 @run_options
 @pass_context
-def resume(obj: Context, /, run_id: str, progress: bool | None, **options: Any) -> None:
-    """Continue a run that was interrupted, crashed, or has retries due.
+def resume(
+    obj: Context, /, run_id: str, force: bool, progress: bool | None, **options: Any
+) -> None:
+    """Continue a run that was interrupted, crashed, paused, or has retries due.
 
-    It sends with the limits the run was started with, unless flags say otherwise.
+    It sends with the limits the run was started with, unless flags say otherwise. A run
+    the bounce budget paused stays paused while the budget is still spent, unless --force.
     """
     with errors_as_lines(obj.debug):
         config = resume_config(obj, run_id, options)
-    report = obj.run(resume_run(config, run_id, progress=progress))
+    report = obj.run(resume_run(config, run_id, progress=progress, force=force))
     obj.run(print_run_report(config, report))
 
 
@@ -804,6 +811,82 @@ async def list_answers(config: CliConfig, event_uid: str | None) -> dict[str, An
     return {"events": events}
 
 
+# --- suppression ---------------------------------------------------------------------
+
+
+@main.group()
+def suppress() -> None:
+    """The suppression list: addresses sender never writes to."""
+
+
+@suppress.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
+@pass_context
+def suppress_list(obj: Context, as_json: bool) -> None:
+    """Every suppressed address, with why and since when."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+    entries = obj.run(with_store(config, lambda store: store.suppressions()))
+    if as_json:
+        rows = [
+            {"address": e.address, "kind": e.kind, "reason": e.reason, "since": e.since}
+            for e in entries
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for entry in entries:
+        out.print(f"{entry.address}  {entry.kind}  since {when(entry.since)}  {entry.reason}")
+    out.print(f"{len(entries)} suppressed address(es)")
+
+
+@suppress.command("add")
+@click.argument("address")
+@click.option("--reason", default="added by hand", show_default=True)
+@pass_context
+def suppress_add(obj: Context, address: str, reason: str) -> None:
+    """Never write to ADDRESS again (until it is removed)."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+        check_address(address)
+    added = obj.run(
+        with_store(
+            config,
+            lambda store: store.suppress(address, kind="manual", reason=reason, now=time.time()),
+        )
+    )
+    out.print(f"{address}: {'suppressed' if added else 'was suppressed already'}")
+
+
+@suppress.command("remove")
+@click.argument("address")
+@click.option("--reason", required=True, help="Why it may be written to again (logged).")
+@pass_context
+def suppress_remove(obj: Context, address: str, reason: str) -> None:
+    """Take ADDRESS off the list; the reason is logged with the time."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+        if not reason.strip():
+            raise InputError("removing an address needs a reason", field="reason")
+    removed = obj.run(
+        with_store(config, lambda store: store.unsuppress(address, reason=reason, now=time.time()))
+    )
+    if not removed:
+        fail(f"{address} is not on the suppression list")
+    out.print(f"{address}: removed from the suppression list ({reason})")
+
+
+def check_address(address: str) -> None:
+    envelope_address(address, field="address")
+
+
+async def with_store(config: CliConfig, action: Callable[[SqliteStore], Awaitable[T]]) -> T:
+    store = store_for(config)
+    try:
+        return await action(store)
+    finally:
+        await store.aclose()
+
+
 # --- bulk glue: open the store and sender, run, print ---------------------------------
 
 
@@ -821,6 +904,7 @@ async def bulk(
     progress: bool | None,
     reset_failed: bool = False,
     calendar: CalendarSend | None = None,
+    force: bool = False,
 ) -> RunReport:
     err.print(f"{run_id}: {describe_limits(config)}")
     store = store_for(config)
@@ -841,6 +925,7 @@ async def bulk(
                     retry=config.retry,
                     workers=config.workers,
                     calendar=calendar,
+                    force=force,
                 ),
             )
             loop = asyncio.get_running_loop()
@@ -899,7 +984,12 @@ def resume_config(obj: Context, run_id: str, flags: dict[str, Any]) -> CliConfig
 
 
 async def resume_run(
-    config: CliConfig, run_id: str, *, progress: bool | None, reset_failed: bool = False
+    config: CliConfig,
+    run_id: str,
+    *,
+    progress: bool | None,
+    reset_failed: bool = False,
+    force: bool = False,
 ) -> RunReport:
     store = store_for(config)
     try:
@@ -925,6 +1015,7 @@ async def resume_run(
         progress=progress,
         reset_failed=reset_failed,
         calendar=calendar_of(run_info),
+        force=force,
     )
 
 

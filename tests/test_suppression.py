@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from sender import (
     Address,
@@ -20,6 +22,7 @@ from sender import (
     Sender,
     SenderSettings,
 )
+from sender.cli import main
 from sender.links import message_of_key
 from sender.runs import BulkRunner, RunSettings
 from sender.schedule import RateLimits, Scheduler
@@ -249,3 +252,40 @@ async def test_every_message_carries_a_return_path_naming_its_outbox_row(
     assert single.ok
     assert last.mail_from.startswith("bounces+p")
     assert sender.return_paths.verify(last.mail_from) is not None
+
+
+def cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(
+        main,
+        list(args),
+        env={"SENDER_SECRET_KEYS": "suppress-cli-key-0123456789abcdef"},
+    )
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_suppress_add_list_remove_over_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An address added by hand is listed; removing it needs a reason and is refused twice."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(tmp_path, "suppress", "add", "Ada@Example.org", "--reason", "left")
+    assert code == 0, err
+    code, out, _ = cli(tmp_path, "suppress", "list", "--json")
+    (entry,) = json.loads(out)
+    assert (entry["address"], entry["kind"], entry["reason"]) == (
+        "ada@example.org",
+        "manual",
+        "left",
+    )
+    code, _, err = cli(tmp_path, "suppress", "remove", "ada@example.org")
+    assert code != 0
+    assert "--reason" in err
+    code, _, err = cli(tmp_path, "suppress", "remove", "ada@example.org", "--reason", "fixed")
+    assert code == 0, err
+    code, _, err = cli(tmp_path, "suppress", "remove", "ada@example.org", "--reason", "again")
+    assert code == 1
+    assert "not on the suppression list" in err
+    code, _, err = cli(tmp_path, "suppress", "add", "not an address")
+    assert code != 0
+    assert "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1
