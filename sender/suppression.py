@@ -15,12 +15,36 @@ Providers suspend an account at about 100 bounces a day, so sender keeps well cl
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from sender.bounces import (
+    Bounce,
+    BounceKind,
+    envelope_recipients,
+    parse_bounce,
+    parse_ses_notification,
+)
 from sender.errors import ConfigurationError
+from sender.links import ReturnPathSigner, message_of_key
+from sender.models import Participant
 from sender.store import BounceRecord, Store
 
-__all__ = ["BouncePolicy", "apply_bounce", "budget_reason"]
+__all__ = [
+    "BounceOutcome",
+    "BouncePolicy",
+    "CleanupRow",
+    "apply_bounce",
+    "budget_reason",
+    "cleanup_report",
+    "ingest_bounce",
+    "ingest_ses_notification",
+    "recommend",
+]
 
 DAY = 86_400.0
 
@@ -92,3 +116,217 @@ async def budget_reason(store: Store, /, *, policy: BouncePolicy, now: float) ->
                 f"({hard / sent:.1%} > {policy.max_rate:.0%}); clean up, then resume"
             )
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class BounceOutcome:
+    """One finding of a bounce as kept, and whether it suppressed its address now."""
+
+    record: BounceRecord
+    suppressed: str | None  # why the address was suppressed by this bounce, if it was
+
+
+async def ingest_bounce(
+    store: Store,
+    data: bytes,
+    /,
+    *,
+    return_paths: ReturnPathSigner | None,
+    policy: BouncePolicy,
+    now: float,
+    envelope_to: str | None = None,
+    source: str = "",
+) -> list[BounceOutcome]:
+    """Parse one message, attribute each finding, keep it and apply the rules.
+
+    ``envelope_to`` is the address the bounce came in for (the inbound listener's
+    RCPT TO); without it, the headers a saved file keeps are read. A bounce sent to
+    the bounce domain must carry a return path we signed: it then names the exact
+    outbox message, even when the report names no address. One that does not
+    verify is kept as forged and changes nothing. A message already ingested
+    (the same bytes) is not counted again.
+    """
+    findings = parse_bounce(data)
+    candidates = [envelope_to] if envelope_to else envelope_recipients(data)
+    if not findings:
+        if return_paths is None or not any(return_paths.owns(a) for a in candidates):
+            return []
+        # Mail to a return path that no detector understood: kept for a human, attributed
+        # by the return path, and never counted as a hard bounce.
+        findings = [Bounce(None, BounceKind.UNKNOWN, None, "", "other")]
+    digest = hashlib.sha256(data).hexdigest()[:32]
+    return await _keep(
+        store,
+        findings,
+        candidates,
+        digest,
+        return_paths=return_paths,
+        policy=policy,
+        now=now,
+        source=source,
+    )
+
+
+async def ingest_ses_notification(
+    store: Store,
+    payload: str | bytes | Mapping[str, object],
+    /,
+    *,
+    policy: BouncePolicy,
+    now: float,
+    source: str = "ses",
+) -> list[BounceOutcome]:
+    """Keep what an Amazon SES bounce or complaint notification says, for an LMS endpoint.
+
+    SES reports the recipient itself, so no return path is needed. The SNS
+    signature is not checked here: the endpoint must verify it (or be private).
+    """
+    findings = parse_ses_notification(payload)
+    raw = payload if isinstance(payload, str | bytes) else json.dumps(payload, sort_keys=True)
+    blob = raw.encode() if isinstance(raw, str) else raw
+    digest = hashlib.sha256(blob).hexdigest()[:32]
+    return await _keep(
+        store, findings, [], digest, return_paths=None, policy=policy, now=now, source=source
+    )
+
+
+async def _keep(
+    store: Store,
+    findings: Sequence[Bounce],
+    candidates: Sequence[str],
+    digest: str,
+    *,
+    return_paths: ReturnPathSigner | None,
+    policy: BouncePolicy,
+    now: float,
+    source: str,
+) -> list[BounceOutcome]:
+    message_id: int | None = None
+    participant_id: str | None = None
+    owner: str | None = None  # the address our own records say the message went to
+    forged = False
+    ours = [a for a in candidates if return_paths is not None and return_paths.owns(a)]
+    if ours and return_paths is not None:
+        key = next((k for a in ours if (k := return_paths.verify(a)) is not None), None)
+        if key is None:
+            forged = True
+        else:
+            message_id = message_of_key(key)
+            if message_id is not None:
+                sent = await store.message(message_id)
+                if sent is not None:
+                    owner, participant_id = sent.email.lower(), sent.participant_id
+            elif key.startswith("p"):
+                participant_id = _participant_of_key(key)
+    outcomes = []
+    for index, finding in enumerate(findings):
+        # A verified return path is the authority: a forwarded mailbox may report
+        # another address than the one we wrote to.
+        address = owner or finding.recipient
+        record = BounceRecord(
+            fingerprint=f"{digest}:{index}",
+            address=address,
+            kind=finding.kind.value,
+            status=finding.status,
+            diagnostic=finding.diagnostic,
+            reason=finding.reason,
+            at=now,
+            source=source,
+            message=message_id,
+            participant_id=participant_id,
+            forged=forged,
+        )
+        why = await apply_bounce(store, record, policy=policy, now=now)
+        outcomes.append(BounceOutcome(record, why))
+    return outcomes
+
+
+def _participant_of_key(key: str) -> str | None:
+    """The participant id a single send's return-path key (``p`` + base32) names."""
+    encoded = key[1:].upper()
+    try:
+        return base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupRow:
+    """One affected participant in the clean-up report, with what to do and why."""
+
+    address: str
+    participant: Participant | None  # None when no run ever had this address
+    kind: str  # the worst kind seen: complaint > hard > soft > unknown
+    status: str | None
+    diagnostic: str
+    reason: str
+    count: int
+    first_at: float
+    last_at: float
+    suppressed: bool
+    action: str  # "change address", "disable account", "disable mail", ...
+    rule: str  # why that action
+
+
+_SEVERITY = {"complaint": 4, "hard": 3, "soft": 2, "unknown": 1}
+
+
+def recommend(kind: str, reason: str, *, first_at: float, last_at: float) -> tuple[str, str]:
+    """The action an admin should take for an address, and the rule behind it."""
+    if kind == "complaint":
+        return "disable mail", "the participant marked our mail as spam: write no more"
+    if reason == "no_domain":
+        return "change address", "the domain does not exist or accepts no mail"
+    if reason == "unknown_user":
+        if last_at - first_at >= 30 * DAY:
+            return "disable account", "the mailbox is unknown and still bounced 30 days later"
+        return "change address", "the mailbox does not exist at that domain"
+    if reason == "mailbox_full":
+        return (
+            "ask the participant to free space, then remove the suppression",
+            "the mailbox is full",
+        )
+    if reason == "policy":
+        return (
+            "check sender authentication (SPF, DKIM, DMARC) or ask the recipient's IT",
+            "the receiving server refused the mail by policy, not the address",
+        )
+    if kind == "hard":
+        return "change address", "a permanent failure for this address"
+    if kind == "soft":
+        return "wait, then retry", "temporary failures; suppressed only after repeated ones"
+    return "review by hand", "the bounce could not be classified"
+
+
+async def cleanup_report(store: Store, /, *, since: float) -> list[CleanupRow]:
+    """One row per address with bounces (not auto-replies, not forged) since ``since``."""
+    grouped: dict[str, list[BounceRecord]] = {}
+    for record in await store.bounces(since=since):
+        if record.forged or record.kind == "autoreply" or not record.address:
+            continue
+        grouped.setdefault(record.address, []).append(record)
+    people = await store.participants_by_address(list(grouped))
+    suppressed = await store.suppressed(list(grouped))
+    rows = []
+    for address, records in sorted(grouped.items()):
+        worst = max(records, key=lambda r: (_SEVERITY.get(r.kind, 0), r.at))
+        first_at = min(r.at for r in records)
+        last_at = max(r.at for r in records)
+        action, rule = recommend(worst.kind, worst.reason, first_at=first_at, last_at=last_at)
+        rows.append(
+            CleanupRow(
+                address=address,
+                participant=people.get(address),
+                kind=worst.kind,
+                status=worst.status,
+                diagnostic=worst.diagnostic,
+                reason=worst.reason,
+                count=len(records),
+                first_at=first_at,
+                last_at=last_at,
+                suppressed=address in suppressed,
+                action=action,
+                rule=rule,
+            )
+        )
+    return rows

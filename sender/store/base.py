@@ -415,6 +415,10 @@ class Store(Protocol):
         """One outbox message by its id (what a signed return path names)."""
         ...
 
+    async def participants_by_address(self, addresses: Sequence[str], /) -> dict[str, Participant]:
+        """The participant each address last belonged to in any run (lower-cased keys)."""
+        ...
+
     async def suppress(self, address: str, /, *, kind: str, reason: str, now: float) -> bool:
         """Add to the suppression list (logged); False when it was there already."""
         ...

@@ -1230,6 +1230,34 @@ class SqliteStore:
             name=found[13],
         )
 
+    async def participants_by_address(self, addresses: Sequence[str], /) -> dict[str, Participant]:
+        """The participant each address last belonged to in any run (lower-cased keys)."""
+        if not addresses:
+            return {}
+        wanted = sorted({address.strip().lower() for address in addresses})
+        with self._errors():
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT lower(email), participant_id, email, name, course_id, locale, vars"
+                    "  FROM messages WHERE participant_id IS NOT NULL"
+                    "   AND lower(email) IN (SELECT value FROM json_each(?)) ORDER BY id",
+                    (json.dumps(wanted),),
+                )
+                .fetchall()
+            )
+        found: dict[str, Participant] = {}
+        for key, pid, email, name, course, locale, variables in rows:  # the last one wins
+            found[key] = Participant(
+                email=email,
+                name=name,
+                participant_id=pid,
+                course_id=course,
+                locale=locale or "en",
+                vars=json.loads(variables) if variables else {},
+            )
+        return found
+
     async def suppress(self, address: str, /, *, kind: str, reason: str, now: float) -> bool:
         """Add to the suppression list (logged); False when it was there already."""
         address = address.strip().lower()
