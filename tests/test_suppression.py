@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 from click.testing import CliRunner
 
@@ -23,11 +24,19 @@ from sender import (
     SenderSettings,
 )
 from sender.cli import main
+from sender.inbound import InboundMail, InboundServer
 from sender.links import message_of_key
 from sender.runs import BulkRunner, RunSettings
 from sender.schedule import RateLimits, Scheduler
 from sender.store import BounceRecord, MessageState, NewRow, Outcome, RunState, SqliteStore
-from sender.suppression import DAY, BouncePolicy, apply_bounce, budget_reason
+from sender.suppression import (
+    DAY,
+    BouncePolicy,
+    apply_bounce,
+    budget_reason,
+    cleanup_report,
+    ingest_bounce,
+)
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
 
@@ -289,3 +298,105 @@ def test_suppress_add_list_remove_over_the_cli(
     assert code != 0
     assert "Traceback" not in err
     assert len([line for line in err.splitlines() if line.strip()]) == 1
+
+
+# --- end to end: bounces over real SMTP to the inbound listener ----------------------------
+
+BOUNCE_DOMAIN = "bounce.learning.example.com"
+
+
+def dsn(final_recipient: str | None, *, status: str = "5.1.1") -> bytes:
+    """An RFC 3464 delivery status notification, as Postfix writes one."""
+    recipient_fields = f"Final-Recipient: rfc822; {final_recipient}\r\n" if final_recipient else ""
+    return (
+        "From: MAILER-DAEMON@mx.d0.example (Mail Delivery System)\r\n"
+        "To: bounces@bounce.learning.example.com\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        "\r\n--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.\r\n"
+        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.d0.example\r\n\r\n"
+        f"{recipient_fields}"
+        "Action: failed\r\n"
+        f"Status: {status}\r\n"
+        f"Diagnostic-Code: smtp; 550 {status} Recipient address rejected: User unknown\r\n"
+        "\r\n--B--\r\n"
+    ).encode()
+
+
+async def deliver_bounce(port: int, rcpt: str, data: bytes) -> None:
+    """Send a bounce as an MTA does: the null reverse-path, one recipient."""
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10) as client:
+        await client.mail("")
+        await client.rcpt(rcpt)
+        await client.data(data)
+
+
+async def test_bounces_over_smtp_suppress_and_the_next_run_skips_them(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, tmp_path: Path
+) -> None:
+    """DSNs to signed return paths suppress their recipients; a forged one changes nothing."""
+    settings = replace(SETTINGS, bounce_domain=BOUNCE_DOMAIN)
+    group = people(10)
+
+    def runner() -> BulkRunner:
+        sender = Sender(settings, transport=SmtpTransport(smtp_server.smtp_settings()))
+        return BulkRunner(
+            sender,
+            store,
+            RunSettings(concurrency=4),
+            scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        )
+
+    first = runner()
+    await first.run("r-first", group)
+    await first.sender.aclose()
+    return_path = {m.recipients[0]: m.mail_from for m in smtp_server.messages}
+    signer = first.sender.return_paths
+    assert signer is not None
+
+    async def on_mail(mail: InboundMail) -> None:
+        await ingest_bounce(
+            store,
+            mail.data,
+            return_paths=signer,
+            policy=POLICY,
+            now=time.time(),
+            envelope_to=mail.recipient,
+            source="inbound",
+        )
+
+    bounced = [group[1], group[4], group[7]]
+    async with InboundServer(
+        bounce_domain=BOUNCE_DOMAIN, on_mail=on_mail, keep_dir=tmp_path / "inbound"
+    ) as server:
+        await deliver_bounce(server.port, return_path[bounced[0].email], dsn(bounced[0].email))
+        await deliver_bounce(server.port, return_path[bounced[1].email], dsn(bounced[1].email))
+        # A forwarded mailbox reports another address: the return path names ours.
+        alias = dsn("old-alias@forward.example")
+        await deliver_bounce(server.port, return_path[bounced[2].email], alias)
+        await deliver_bounce(server.port, return_path[group[9].email], b"Subject: hm\r\n\r\n?\r\n")
+        forged = f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}"
+        await deliver_bounce(server.port, forged, dsn(group[0].email))
+        await deliver_bounce(server.port, return_path[bounced[0].email], dsn(bounced[0].email))
+    suppressed = await store.suppressed([p.email for p in group])
+    assert set(suppressed) == {p.email for p in bounced}
+    kept = await store.bounces()
+    assert sum(1 for b in kept if b.forged) == 1
+    (unknown,) = [b for b in kept if b.kind == "unknown"]
+    assert (unknown.address, unknown.participant_id) == (group[9].email, group[9].participant_id)
+    assert await store.hard_bounces_since(0) == 3  # the repeated DSN counted once
+    second = runner()
+    report = await second.run("r-second", group)
+    await second.sender.aclose()
+    assert report.counts[MessageState.SUPPRESSED] == 3
+    assert report.counts[MessageState.SENT] == 7
+    rows = {row.address: row for row in await cleanup_report(store, since=0)}
+    assert set(rows) == {p.email for p in bounced} | {group[9].email}
+    assert rows[group[9].email].action == "review by hand"
+    for person in bounced:
+        assert rows[person.email].action == "change address"
+        assert rows[person.email].participant == person
+        assert rows[person.email].suppressed
