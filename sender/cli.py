@@ -53,7 +53,7 @@ from sender.runs import (
 )
 from sender.schedule import Scheduler
 from sender.store import MessageState, RunState, SqliteStore
-from sender.suppression import BouncePolicy, cleanup_report, ingest_bounce
+from sender.suppression import cleanup_report, ingest_bounce
 
 __all__ = ["main"]
 
@@ -645,7 +645,10 @@ async def invite_event(
                 sender,
                 store,
                 RunSettings(
-                    concurrency=config.concurrency, retry=config.retry, workers=config.workers
+                    concurrency=config.concurrency,
+                    retry=config.retry,
+                    workers=config.workers,
+                    bounces=config.bounces,
                 ),
                 scheduler=scheduler,
                 run_options=sending_options(config),
@@ -892,7 +895,7 @@ async def ingest_bounce_files(config: CliConfig, paths: tuple[Path, ...]) -> dic
                 store,
                 item.data,
                 return_paths=sender.return_paths,
-                policy=BouncePolicy(),
+                policy=config.bounces,
                 now=time.time(),
                 source=item.source,
             ):
@@ -1016,7 +1019,7 @@ async def serve_inbound(
                 store,
                 mail.data,
                 return_paths=sender.return_paths,
-                policy=BouncePolicy(),
+                policy=config.bounces,
                 now=time.time(),
                 envelope_to=mail.recipient,
                 source="inbound",
@@ -1166,6 +1169,7 @@ async def bulk(
                     workers=config.workers,
                     calendar=calendar,
                     force=force,
+                    bounces=config.bounces,
                 ),
             )
             loop = asyncio.get_running_loop()

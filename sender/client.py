@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -136,6 +136,8 @@ class Sender:
         self._transport = transport
         self.scheduler = scheduler
         self.suppression = suppression
+        # Set by a bulk runner whose bounce policy pauses single sends too: why not to send.
+        self.send_guard: Callable[[], Awaitable[str | None]] | None = None
         self._clock = clock or SystemClock()
         self.links = LinkSigner(settings.links, clock=self._clock)
         self.renderer = renderer or Renderer(
@@ -362,6 +364,17 @@ class Sender:
         """
         if template is None:
             template = calendar.template if calendar is not None else "invitation"
+        if self.send_guard is not None and (why := await self.send_guard()) is not None:
+            log.warning(
+                "%s for participant %s: not sent: %s", template, participant.participant_id, why
+            )
+            return DeliveryResult(
+                email=participant.email,
+                message_id="",
+                status=DeliveryStatus.TEMPORARY,
+                detail=why,
+                participant_id=participant.participant_id,
+            )
         if self.suppression is not None:
             blocked = await self.suppression.suppressed([participant.email])
             if blocked:

@@ -23,7 +23,9 @@ from sender.models import Address
 from sender.schedule import RateLimits, RetryPolicy, parse_domain_rate
 
 __all__ = [
+    "DAY",
     "DEFAULT_MAX_AGE",
+    "BouncePolicy",
     "CliConfig",
     "LinkSettings",
     "SenderSettings",
@@ -242,6 +244,9 @@ class SenderSettings:
         return self.organization or self.from_address.name or self.from_address.domain
 
 
+DAY = 86_400.0
+
+
 # --- Loading (CLI only) ---------------------------------------------------------------
 
 DEFAULT_STATE_DIR = Path(".sender")
@@ -271,8 +276,32 @@ _TOML_KEYS = {
     "domain_rates",
     "domain_groups",
     "retry_first",
+    "bounce_budget",
+    "soft_bounce_limit",
+    "pause_single_sends",
     "retry_max_age",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class BouncePolicy:
+    """When bounces suppress an address, and when they pause bulk sending."""
+
+    soft_limit: int = 3
+    soft_window: float = 7 * DAY
+    budget: int = 80  # hard bounces per window; providers suspend at about 100 a day
+    max_rate: float = 0.05  # hard bounces / messages sent in the window ...
+    min_sent: int = 200  # ... judged once this many were sent
+    window: float = DAY
+    pause_single_sends: bool = False  # get_link and one invitation still go by default
+
+    def __post_init__(self) -> None:
+        if self.soft_limit < 1 or self.budget < 1 or self.min_sent < 1:
+            raise ConfigurationError("bounce limits must be at least 1", setting="bounce_budget")
+        if not 0 < self.max_rate <= 1 or self.window <= 0 or self.soft_window <= 0:
+            raise ConfigurationError(
+                "bounce rate must be in (0, 1] and windows positive", setting="bounce_budget"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +318,7 @@ class CliConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: int = 4  # bulk messages in flight; also the SMTP pool size
     workers: int = 1  # processes composing and sending a bulk run
+    bounces: BouncePolicy = field(default_factory=BouncePolicy)
 
 
 def local_secret(state_dir: Path, /) -> tuple[str, Path]:
@@ -446,6 +476,11 @@ def load_config(
         retry=retry,
         concurrency=concurrency,
         workers=workers,
+        bounces=BouncePolicy(
+            budget=integer("bounce_budget") or 80,
+            soft_limit=integer("soft_bounce_limit") or 3,
+            pause_single_sends=values.get("pause_single_sends") is True,
+        ),
     )
 
 

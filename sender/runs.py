@@ -34,6 +34,7 @@ from pathlib import Path
 
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
+from sender.config import BouncePolicy
 from sender.errors import (
     ConfigurationError,
     InputError,
@@ -56,7 +57,7 @@ from sender.store import (
     Store,
     Suppression,
 )
-from sender.suppression import BouncePolicy, budget_reason
+from sender.suppression import budget_reason
 from sender.transport import SmtpTransport
 from sender.workers import Skipped, WorkerPool, attempt
 
@@ -248,6 +249,13 @@ class BulkRunner:
         sender.scheduler = self.scheduler
         if sender.suppression is None:  # single sends check the same list
             sender.suppression = store
+        if self.settings.bounces.pause_single_sends:
+            policy, clock_now = self.settings.bounces, (clock or SystemClock()).now
+
+            async def guard() -> str | None:
+                return await budget_reason(store, policy=policy, now=clock_now())
+
+            sender.send_guard = guard
         self._clock = clock or SystemClock()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not secrets

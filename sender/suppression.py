@@ -29,14 +29,13 @@ from sender.bounces import (
     parse_bounce,
     parse_ses_notification,
 )
-from sender.errors import ConfigurationError
+from sender.config import DAY, BouncePolicy
 from sender.links import ReturnPathSigner, message_of_key
 from sender.models import Participant
 from sender.store import BounceRecord, Store
 
 __all__ = [
     "BounceOutcome",
-    "BouncePolicy",
     "CleanupRow",
     "apply_bounce",
     "budget_reason",
@@ -45,29 +44,6 @@ __all__ = [
     "ingest_ses_notification",
     "recommend",
 ]
-
-DAY = 86_400.0
-
-
-@dataclass(frozen=True, slots=True)
-class BouncePolicy:
-    """When bounces suppress an address, and when they pause bulk sending."""
-
-    soft_limit: int = 3
-    soft_window: float = 7 * DAY
-    budget: int = 80  # hard bounces per window; providers suspend at about 100 a day
-    max_rate: float = 0.05  # hard bounces / messages sent in the window ...
-    min_sent: int = 200  # ... judged once this many were sent
-    window: float = DAY
-    pause_single_sends: bool = False  # get_link and one invitation still go by default
-
-    def __post_init__(self) -> None:
-        if self.soft_limit < 1 or self.budget < 1 or self.min_sent < 1:
-            raise ConfigurationError("bounce limits must be at least 1", setting="bounce_budget")
-        if not 0 < self.max_rate <= 1 or self.window <= 0 or self.soft_window <= 0:
-            raise ConfigurationError(
-                "bounce rate must be in (0, 1] and windows positive", setting="bounce_budget"
-            )
 
 
 async def apply_bounce(

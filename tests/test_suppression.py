@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
+import os
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -24,14 +27,13 @@ from sender import (
     SenderSettings,
 )
 from sender.cli import main
+from sender.config import DAY, BouncePolicy
 from sender.inbound import InboundMail, InboundServer
 from sender.links import message_of_key
 from sender.runs import BulkRunner, RunSettings
 from sender.schedule import RateLimits, Scheduler
 from sender.store import BounceRecord, MessageState, NewRow, Outcome, RunState, SqliteStore
 from sender.suppression import (
-    DAY,
-    BouncePolicy,
     apply_bounce,
     budget_reason,
     cleanup_report,
@@ -400,3 +402,137 @@ async def test_bounces_over_smtp_suppress_and_the_next_run_skips_them(
         assert rows[person.email].action == "change address"
         assert rows[person.email].participant == person
         assert rows[person.email].suppressed
+
+
+async def test_the_rate_guard_pauses_above_five_percent_of_200(store: SqliteStore) -> None:
+    """10 hard bounces for 200 sent is 5% (fine); an 11th trips the rate guard."""
+    await store.create_run("r", template="invitation", source="t", now=T0)
+    rows = [NewRow(n, Participant(f"u{n}@x.example", "U", f"p{n}", "c")) for n in range(1, 201)]
+    await store.add_rows("r", rows, complete=True)
+    for _ in range(200):
+        message = await store.claim("r", "x.example", now=T0, owner="w")
+        assert message is not None
+        await store.record(message.id, Outcome(MessageState.SENT, at=T0 - 60))
+    for n in range(10):
+        await store.add_bounce(bounce(n, f"u{n}@x.example", at=T0 - 30))
+    assert await budget_reason(store, policy=POLICY, now=T0) is None
+    await store.add_bounce(bounce(10, "u10@x.example", at=T0 - 30))
+    reason = await budget_reason(store, policy=POLICY, now=T0)
+    assert reason is not None
+    assert "5.5%" in reason
+
+
+async def test_single_sends_pause_with_the_budget_only_when_configured(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """By default get_link goes out past the budget; with pause_single_sends it waits."""
+    for n in range(3):
+        await store.add_bounce(bounce(n, f"gone{n}@x.example", at=time.time()))
+    kari = Participant("kari@example.com", "Kari", "p-1", "PY101")
+    for pause, expected in ((False, DeliveryStatus.ACCEPTED), (True, DeliveryStatus.TEMPORARY)):
+        policy = BouncePolicy(budget=3, pause_single_sends=pause)
+        runner = runner_for(smtp_server, store, bounces=policy)
+        result = await runner.sender.send_get_link(kari)
+        await runner.sender.aclose()
+        assert result.status is expected
+    assert len(smtp_server.messages) == 1
+
+
+async def test_a_changed_address_is_not_suppressed(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """After the LMS fixes a bounced address, the participant's new address gets mail."""
+    old = Participant("kari@old.example", "Kari", "p-1", "PY101")
+    await apply_bounce(store, bounce(1, old.email), policy=POLICY, now=T0)
+    new = replace(old, email="kari@new.example")
+    report = await runner_for(smtp_server, store).run("r-new", [new])
+    assert report.counts[MessageState.SENT] == 1
+    assert smtp_server.messages[0].recipients == ("kari@new.example",)
+
+
+BOUNCE_SAMPLES = Path(__file__).parent / "samples" / "bounces"
+
+
+def test_bounces_parse_json_maps_each_path_to_its_findings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bounces parse --json`: one key per path; a file without a bounce maps to []."""
+    monkeypatch.chdir(tmp_path)
+    files = [str(BOUNCE_SAMPLES / n) for n in ("postfix_dsn.eml", "ordinary.eml", "qmail.eml")]
+    code, out, err = cli(tmp_path, "bounces", "parse", *files, "--json")
+    assert code == 0, err
+    parsed = json.loads(out)
+    assert list(parsed) == files
+    assert parsed[files[1]] == []
+    (finding,) = parsed[files[0]]
+    assert set(finding) == {"recipient", "kind", "status", "diagnostic"}
+    assert (finding["kind"], finding["status"]) == ("hard", "5.1.1")
+    assert not (tmp_path / ".sender" / "outbox.sqlite3").exists()  # it changes nothing
+
+
+def test_bounces_ingest_twice_counts_once_and_report_gives_working_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingest suppresses by the rules, again changes nothing, and the CSV report has Get Links."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "people.csv").write_text(
+        "email,name,participant_id,course_id\nada@example.org,Ada Lovelace,p-ada,PY101\n",
+        encoding="utf-8",
+    )
+    code, _, err = cli(tmp_path, "run", "people.csv", "--no-progress")  # embedded capture
+    assert code == 0, err
+    samples = [str(BOUNCE_SAMPLES / n) for n in ("sendmail_several.eml", "autoreply_german.eml")]
+    code, out, err = cli(tmp_path, "bounces", "ingest", *samples, "--json")
+    assert code == 0, err
+    first = json.loads(out)
+    assert {s["address"] for s in first["suppressed"]} == {
+        "ada@example.org",
+        "edsger@example.invalid",
+    }
+    code, out, _ = cli(tmp_path, "bounces", "ingest", *samples, "--json")
+    assert json.loads(out)["suppressed"] == []
+    code, _, err = cli(tmp_path, "bounces", "report", "--since", "1d", "--csv", "report.csv")
+    assert code == 0, err
+    with (tmp_path / "report.csv").open(encoding="utf-8") as handle:
+        rows = {row["email"]: row for row in csv.DictReader(handle)}
+    assert rows["ada@example.org"]["action"] == "change address"
+    assert rows["ada@example.org"]["participant_id"] == "p-ada"
+    code, out, err = cli(tmp_path, "link", "verify", rows["ada@example.org"]["get_link"], "--json")
+    assert code == 0, err
+    assert json.loads(out)["participant_id"] == "p-ada"
+    assert rows["edsger@example.invalid"]["rule"].startswith("the domain does not exist")
+    assert rows["grace@example.org"]["kind"] == "soft"
+    assert "herr.mueller" not in " ".join(rows)  # an auto-reply is not a bounce
+
+
+async def test_sender_inbound_listens_refuses_relaying_and_stops_on_sigterm(
+    tmp_path: Path, closed_port: int
+) -> None:
+    """`sender inbound` keeps a forged bounce as forged, refuses other domains, exits on TERM."""
+    (tmp_path / "sender.toml").write_text(f'bounce_domain = "{BOUNCE_DOMAIN}"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    env["SENDER_SECRET_KEYS"] = "inbound-cli-key-0123456789abcdef"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "sender", "inbound", "--listen", f"127.0.0.1:{closed_port}"),
+        cwd=tmp_path,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        line = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert b"listening on" in line, line
+        await deliver_bounce(
+            closed_port, f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}", dsn("a@b.example")
+        )
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused):
+            await deliver_bounce(closed_port, "someone@elsewhere.example", dsn("a@b.example"))
+    finally:
+        process.terminate()
+        code = await asyncio.wait_for(process.wait(), 30)
+    assert code == 0
+    async with SqliteStore(tmp_path / ".sender" / "outbox.sqlite3") as outbox:
+        (kept,) = await outbox.bounces()
+        assert kept.forged
+        assert await outbox.suppressed(["a@b.example"]) == {}
