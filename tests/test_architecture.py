@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"models", "clock", "loop"},
     {"urls", "participants", "schedule", "store.base"},
     {"config", "store.sqlite"},
-    {"links", "render", "mime", "smtpd", "store", "ical", "intake", "bounces"},
+    {"links", "render", "mime", "smtpd", "store", "ical", "intake", "bounces", "resolve"},
     {"transport.base", "transport.smtp", "transport.capture", "inbound"},
     {"transport", "testing", "suppression"},
     {"client"},
@@ -40,6 +40,9 @@ OWNERS = {
     "click": {"cli"},
     "rich": {"cli"},
     "uvloop": {"loop"},
+    "dns": {"resolve"},
+    "email_validator": set(),
+    "dkim": set(),
     "httpx": set(),
     "icalendar": {"ical"},
 }
