@@ -38,6 +38,7 @@ from sender.suppression import (
     budget_reason,
     cleanup_report,
     ingest_bounce,
+    ingest_ses_notification,
 )
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
@@ -536,3 +537,16 @@ async def test_sender_inbound_listens_refuses_relaying_and_stops_on_sigterm(
         (kept,) = await outbox.bounces()
         assert kept.forged
         assert await outbox.suppressed(["a@b.example"]) == {}
+
+
+async def test_an_ses_notification_suppresses_through_the_same_rules(store: SqliteStore) -> None:
+    """An SES permanent bounce (inside SNS) suppresses its recipients, once however often sent."""
+    payload = (BOUNCE_SAMPLES / "ses_sns_bounce.json").read_text(encoding="utf-8")
+    outcomes = await ingest_ses_notification(store, payload, policy=POLICY, now=T0)
+    assert outcomes
+    assert all(o.record.kind == "hard" for o in outcomes)
+    addresses = [o.record.address for o in outcomes if o.record.address]
+    assert set(await store.suppressed(addresses)) == set(addresses)
+    again = await ingest_ses_notification(store, payload, policy=POLICY, now=T0)
+    assert all(o.suppressed is None for o in again)
+    assert len(await store.bounces()) == len(outcomes)
