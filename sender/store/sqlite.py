@@ -913,29 +913,13 @@ class SqliteStore:
             found = (
                 self._connection()
                 .execute(
-                    "SELECT id, row, email, state, attempts, message_id, code, enhanced_status,"
-                    " reply_text, detail, due_at FROM messages"
-                    " WHERE run = ? AND participant_id = ? ORDER BY id LIMIT 1",
+                    _SELECT_MESSAGE
+                    + " WHERE m.run = ? AND m.participant_id = ? ORDER BY m.id LIMIT 1",
                     (key, participant_id),
                 )
                 .fetchone()
             )
-        if found is None:
-            return None
-        id_, row, email, state, attempts, message_id, code, enhanced, text, detail, due = found
-        state = MessageState(state)
-        return MessageRecord(
-            id=id_,
-            run_id=run_id,
-            row=row,
-            email=email or "",
-            state=state,
-            attempts=attempts,
-            message_id=message_id,
-            last_reply=None if code is None else SmtpReply(code, enhanced, text or ""),
-            detail=detail or "",
-            next_attempt_at=due if state is MessageState.DEFERRED else None,
-        )
+        return None if found is None else _message_record(found)
 
     async def skipped(self, run_id: str, /, *, limit: int = 1000) -> list[tuple[int, str, str]]:
         """Skipped rows as (row, email or '', reason), in row order."""
@@ -1200,35 +1184,10 @@ class SqliteStore:
         with self._errors():
             found = (
                 self._connection()
-                .execute(
-                    "SELECT m.id, r.run_id, m.row, m.email, m.state, m.attempts, m.message_id,"
-                    " m.code, m.enhanced_status, m.reply_text, m.detail, m.due_at,"
-                    " m.participant_id, m.name"
-                    " FROM messages m JOIN runs r ON m.run = r.id WHERE m.id = ?",
-                    (message_id,),
-                )
+                .execute(_SELECT_MESSAGE + " WHERE m.id = ?", (message_id,))
                 .fetchone()
             )
-        if found is None:
-            return None
-        (id_, run_id, row, email, state, attempts, mid, code, enhanced, text, detail, due) = found[
-            :12
-        ]
-        state = MessageState(state)
-        return MessageRecord(
-            id=id_,
-            run_id=run_id,
-            row=row,
-            email=email or "",
-            state=state,
-            attempts=attempts,
-            message_id=mid,
-            last_reply=None if code is None else SmtpReply(code, enhanced, text or ""),
-            detail=detail or "",
-            next_attempt_at=due if state is MessageState.DEFERRED else None,
-            participant_id=found[12],
-            name=found[13],
-        )
+        return None if found is None else _message_record(found)
 
     async def participants_by_address(self, addresses: Sequence[str], /) -> dict[str, Participant]:
         """The participant each address last belonged to in any run (lower-cased keys)."""
@@ -1462,6 +1421,34 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _checkpoint(db: sqlite3.Connection) -> None:
     # busy (another checkpoint running) comes back as a row, not an error; try again later.
     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+_SELECT_MESSAGE = (
+    "SELECT m.id, r.run_id, m.row, m.email, m.state, m.attempts, m.message_id, m.code,"
+    " m.enhanced_status, m.reply_text, m.detail, m.due_at, m.participant_id, m.name"
+    " FROM messages m JOIN runs r ON m.run = r.id"
+)
+
+
+def _message_record(row: tuple[Any, ...]) -> MessageRecord:
+    (id_, run_id, number, email, state, attempts, message_id, code, enhanced, text, detail, due) = (
+        row[:12]
+    )
+    state = MessageState(state)
+    return MessageRecord(
+        id=id_,
+        run_id=run_id,
+        row=number,
+        email=email or "",
+        state=state,
+        attempts=attempts,
+        message_id=message_id,
+        last_reply=None if code is None else SmtpReply(code, enhanced, text or ""),
+        detail=detail or "",
+        next_attempt_at=due if state is MessageState.DEFERRED else None,
+        participant_id=row[12],
+        name=row[13],
+    )
 
 
 _SELECT_EVENT = (
