@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trustme
 from hypothesis import settings
 
 from sender.config import SmtpSecurity
+from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
 
 # Speed is measured in bench/, never asserted in tests: hypothesis's per-example deadline
@@ -98,6 +100,14 @@ async def auth_server(
         credentials={USER: PASSWORD},
     ) as server:
         yield server
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """A fresh, empty SQLite outbox in a temporary directory."""
+    outbox = SqliteStore(tmp_path / "outbox.sqlite3")
+    yield outbox
+    await outbox.aclose()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import email
 import email.policy
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from email.message import EmailMessage
@@ -67,14 +67,6 @@ def attendees() -> list[Participant]:
         participant(address, n, ("en", "nb", "sv", "ja")[n % 4])
         for n, address in enumerate(SAMPLE_ATTENDEES)
     ]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    """A fresh SQLite outbox in a temporary directory."""
-    outbox = SqliteStore(tmp_path / "outbox.sqlite3")
-    yield outbox
-    await outbox.aclose()
 
 
 def invitations_for(

@@ -45,14 +45,6 @@ def people(count: int, *, domains: int = 3) -> list[Participant]:
     ]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    """A fresh SQLite outbox in a temporary directory."""
-    outbox = SqliteStore(tmp_path / "outbox.sqlite3")
-    yield outbox
-    await outbox.aclose()
-
-
 def runner_for(
     server: RecordingSMTPServer,
     store: SqliteStore,

@@ -9,7 +9,6 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,14 +71,6 @@ def people(count: int) -> list[Participant]:
         Participant(f"user{i}@d{i % 3}.example", f"User {i}", f"p-{i}", "PY101")
         for i in range(count)
     ]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    """A fresh SQLite outbox in a temporary directory."""
-    outbox = SqliteStore(tmp_path / "outbox.sqlite3")
-    yield outbox
-    await outbox.aclose()
 
 
 async def test_a_hard_bounce_suppresses_at_once_and_counts_once(store: SqliteStore) -> None:

@@ -6,9 +6,7 @@ import asyncio
 import os
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
-from pathlib import Path
 
 import pytest
 
@@ -46,14 +44,6 @@ def people(count: int, *, domains: int = 5) -> list[Participant]:
         )
         for i in range(count)
     ]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    """A fresh SQLite outbox in a temporary directory."""
-    outbox = SqliteStore(tmp_path / "outbox.sqlite3")
-    yield outbox
-    await outbox.aclose()
 
 
 def runner_for(
