@@ -1,0 +1,751 @@
+"""The sender-domain doctor: SPF, DKIM, DMARC and MX checks, each explained in one line.
+
+:func:`diagnose` asks DNS (through :class:`sender.resolve.Resolver`) what receivers will
+see for a sending domain and returns a :class:`DoctorReport`: one :class:`Check` per
+question, each with a plain message and, when something is missing or wrong, the exact
+records to publish as :class:`Fix` values, printable as BIND zone-file lines
+(:meth:`Fix.bind`, names always ending in a dot) or as host/type/value for web DNS
+consoles (:meth:`Fix.console`).
+
+The checks, by name:
+
+``spf``
+    exactly one ``v=spf1`` TXT record (RFC 7208 §3.2) that authorizes the provider,
+    directly or through nested includes (or ``redirect=``); include targets must have
+    one SPF record themselves.
+``spf-lookups``
+    at most 10 DNS-querying terms (``include a mx ptr exists redirect``), counted
+    recursively (§4.6.4); include loops fail here.
+``spf-void``
+    at most 2 lookups that come back empty (§4.6.4).
+``spf-all``
+    the record ends in ``~all`` or ``-all`` (through ``redirect=`` if it has no ``all``).
+``dkim``
+    ``<selector>._domainkey.<domain>`` holds a parseable public key, and the key sender
+    signs with when one is given. Without a selector this check is **ok** with a
+    message saying it was not checked: DKIM is optional to sending, and the report
+    should not fail for a question nobody asked.
+``dmarc``
+    a ``v=DMARC1`` record at ``_dmarc.<domain>`` (or, for a subdomain, at the
+    organizational domain, RFC 7489 §6.6.3); its policy is reported.
+``dmarc-alignment``
+    the SPF domain (the bounce domain if given) and the DKIM ``d=`` (the domain) line up
+    with the From domain, relaxed or strict (``aspf``/``adkim``); fails when neither does.
+``mx-bounce``, ``mx-reply``
+    the bounce domain and the reply domain (when given) accept mail: an MX that is not
+    a null MX (RFC 7505).
+
+When DNS does not answer (timeout, SERVFAIL) a check is ``unknown``: not ok, but not
+a definite failure either. Every walk over DNS is bounded in depth and in lookups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from dataclasses import dataclass, field
+
+from sender.errors import ConfigurationError
+from sender.resolve import Answer, LookupStatus, Resolver
+from sender.urls import site_of
+
+try:  # optional: parses keys fully; without it, keys get a DER sanity check
+    from cryptography.hazmat.primitives import serialization as _serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519 as _ed25519
+    from cryptography.hazmat.primitives.asymmetric import rsa as _rsa
+
+    _CRYPTO = True
+except ImportError:  # pragma: no cover - cryptography is not a declared dependency
+    _CRYPTO = False
+
+__all__ = ["Check", "DoctorReport", "Fix", "diagnose"]
+
+SPF_LOOKUP_LIMIT = 10  # RFC 7208 §4.6.4
+SPF_VOID_LIMIT = 2  # RFC 7208 §4.6.4
+_MAX_DEPTH = 10  # include/redirect nesting we follow
+_MAX_RECORDS = 40  # SPF records we read in one walk
+_MAX_RESOLVED = 60  # a/mx/exists lookups we make in one walk
+_MAX_TERMS = 100  # terms we read from one record
+_TXT_CHUNK = 255  # bytes in one TXT character-string
+_MIN_RSA_BITS = 1024  # RFC 8301: verifiers must not accept smaller keys
+_MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
+_ALL_WORDS = {
+    "+": "+all lets every server on the internet send as you",
+    "?": "?all says nothing about other servers, so forged mail is not stopped",
+}
+
+
+def _fqdn(name: str) -> str:
+    return name.rstrip(".").lower() + "."
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One DNS record to publish (replacing any record of that type it supersedes).
+
+    ``origin`` is the domain the console host is relative to (the diagnosed domain);
+    a name outside it is given whole in :meth:`console`.
+    """
+
+    name: str  # fully qualified, ending in a dot: "learning.example.com."
+    rdtype: str  # "TXT", "MX", ...
+    value: str  # "v=spf1 include:amazonses.com ~all", "10 mail.example.com."
+    origin: str = ""
+
+    def bind(self) -> str:
+        """The BIND zone-file line; TXT values quoted and split into <=255-byte strings."""
+        value = self.value
+        if self.rdtype.upper() == "TXT":
+            value = " ".join(f'"{_escape(chunk)}"' for chunk in _chunks(self.value))
+        return f"{_fqdn(self.name)} IN {self.rdtype.upper()} {value}"
+
+    def console(self) -> dict[str, str]:
+        """Host (relative to ``origin``: ``@``, ``_dmarc``, ``s1._domainkey``), type, value."""
+        name = self.name.rstrip(".").lower()
+        origin = self.origin.rstrip(".").lower()
+        if origin and name == origin:
+            host = "@"
+        elif origin and name.endswith("." + origin):
+            host = name[: -len(origin) - 1]
+        else:
+            host = name
+        return {"host": host, "type": self.rdtype.upper(), "value": self.value}
+
+
+def _chunks(value: str) -> list[str]:
+    """``value`` in pieces of at most 255 UTF-8 bytes, never splitting a character."""
+    chunks: list[str] = []
+    current = ""
+    size = 0
+    for char in value:
+        width = len(char.encode("utf-8"))
+        if size + width > _TXT_CHUNK:
+            chunks.append(current)
+            current, size = "", 0
+        current += char
+        size += width
+    chunks.append(current)
+    return chunks
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One question about the domain, answered in one plain line."""
+
+    name: str  # "spf", "spf-lookups", "spf-void", "spf-all", "dkim", "dmarc", ...
+    ok: bool
+    message: str
+    fixes: tuple[Fix, ...] = ()
+    unknown: bool = False  # DNS did not answer: neither a pass nor a definite fail
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorReport:
+    """Every check made for ``domain``, in a stable order."""
+
+    domain: str
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passed (an unknown check is not a pass)."""
+        return all(check.ok and not check.unknown for check in self.checks)
+
+    def to_json(self) -> dict[str, object]:
+        """Plain data for ``--json``: the checks with their fixes in both forms."""
+        return {
+            "domain": self.domain,
+            "ok": self.ok,
+            "checks": [
+                {
+                    "name": check.name,
+                    "ok": check.ok,
+                    "unknown": check.unknown,
+                    "message": check.message,
+                    "fixes": [
+                        {
+                            "name": fix.name,
+                            "type": fix.rdtype,
+                            "value": fix.value,
+                            "bind": fix.bind(),
+                            "console": fix.console(),
+                        }
+                        for fix in check.fixes
+                    ],
+                }
+                for check in self.checks
+            ],
+        }
+
+
+async def diagnose(
+    domain: str,
+    /,
+    *,
+    resolver: Resolver,
+    spf_include: str = "amazonses.com",
+    dkim_selector: str | None = None,
+    dkim_private_key: bytes | None = None,
+    bounce_domain: str | None = None,
+    reply_domain: str | None = None,
+) -> DoctorReport:
+    """Check ``domain`` as a sender domain; see the module docstring for the checks."""
+    domain = _domain(domain, "domain")
+    provider = _domain(spf_include.removeprefix("include:"), "spf_include")
+    bounce = _domain(bounce_domain, "bounce_domain") if bounce_domain else None
+    reply = _domain(reply_domain, "reply_domain") if reply_domain else None
+    selector = dkim_selector.strip().strip(".").lower() if dkim_selector else None
+    spf, dkim, dmarc, mx_bounce, mx_reply = await asyncio.gather(
+        _spf_checks(resolver, domain, provider),
+        _dkim_check(resolver, domain, selector, dkim_private_key),
+        _dmarc_check(resolver, domain),
+        _mx_check(resolver, "mx-bounce", "bounce", bounce, domain),
+        _mx_check(resolver, "mx-reply", "reply", reply, domain),
+    )
+    dmarc_check, dmarc_tags = dmarc
+    alignment = _alignment_check(domain, bounce or domain, dmarc_tags, dkim if selector else None)
+    checks = [*spf, dkim, dmarc_check, alignment]
+    checks += [check for check in (mx_bounce, mx_reply) if check is not None]
+    return DoctorReport(domain, tuple(checks))
+
+
+def _domain(value: str, setting: str) -> str:
+    name = value.strip().rstrip(".").lower()
+    labels = name.split(".")
+    if not name or any(not label or len(label) > 63 for label in labels) or len(name) > 253:
+        raise ConfigurationError(f"{value!r} is not a domain name", setting=setting)
+    if any(char.isspace() or char in "@/\\:" for char in name):
+        raise ConfigurationError(f"{value!r} is not a domain name", setting=setting)
+    return name
+
+
+def _unknown(name: str, what: str) -> Check:
+    return Check(name, False, f"DNS did not answer for {what}; try again.", unknown=True)
+
+
+# --- SPF ------------------------------------------------------------------------------
+
+
+def _is_spf(text: str) -> bool:
+    return text.lower() == "v=spf1" or text.lower().startswith("v=spf1 ")
+
+
+def _term(term: str) -> tuple[str, str, str]:
+    """``(qualifier, name, argument)`` of one SPF term; modifiers have qualifier ``=``."""
+    name, sep, arg = term.partition("=")
+    if sep and name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        return "=", name.lower(), arg
+    qualifier = "+"
+    if term[:1] in "+-~?":
+        qualifier, term = term[0], term[1:]
+    name, _, arg = term.partition(":")
+    return qualifier, name.partition("/")[0].lower(), arg.partition("/")[0]
+
+
+@dataclass(slots=True)
+class _SpfWalk:
+    """What a walk through one domain's SPF records found."""
+
+    resolver: Resolver
+    provider: str
+    lookups: int = 0
+    records: int = 0
+    resolved: int = 0
+    truncated: bool = False
+    via: str | None = None  # how the provider is authorized
+    loop: str | None = None
+    voids: list[str] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    top_voids: set[str] = field(default_factory=set)  # top-level terms that came back empty
+    alls: dict[str, str] = field(default_factory=dict)  # domain -> all qualifier
+    redirects: dict[str, str] = field(default_factory=dict)  # domain -> redirect target
+
+    async def visit(self, domain: str, record: str, chain: tuple[str, ...]) -> None:
+        self.records += 1
+        terms = record.split()[1 : 1 + _MAX_TERMS]
+        has_all = any(_term(t)[1] == "all" and _term(t)[0] != "=" for t in terms)
+        for term in terms:
+            qualifier, name, arg = _term(term)
+            if qualifier == "=":
+                if name == "redirect" and not has_all:
+                    self.redirects[domain] = arg.rstrip(".").lower()
+                    await self._follow(term, arg, chain)
+                continue
+            if name == "all":
+                self.alls[domain] = qualifier
+            elif name == "include":
+                await self._follow(term, arg, chain)
+            elif name in ("a", "mx", "ptr", "exists"):
+                self.lookups += 1
+                empty = await self._probe(name, arg or domain)
+                if empty:
+                    self.voids.append(term)
+                    if len(chain) == 1:
+                        self.top_voids.add(term)
+            elif name not in _MECHANISMS:
+                self.broken.append(f"{domain} has the unknown term {term!r}")
+
+    async def _follow(self, term: str, target: str, chain: tuple[str, ...]) -> None:
+        self.lookups += 1
+        target = target.rstrip(".").lower()
+        if not target or "%" in target:
+            return  # a macro: it depends on the sending server, so we cannot follow it
+        if target == self.provider and self.via is None:
+            self.via = (
+                "directly"
+                if len(chain) == 1
+                else "through " + " → ".join(f"include:{d}" for d in (*chain[1:], target))
+            )
+        if target in chain:
+            self.loop = self.loop or " → ".join((*chain, target))
+            return
+        if len(chain) > _MAX_DEPTH or self.records >= _MAX_RECORDS:
+            self.truncated = True
+            return
+        answer = await self.resolver.lookup(target, "TXT")
+        if not answer.settled:
+            self.unknown.append(target)
+            return
+        spf = [r for r in answer.records if _is_spf(r)]
+        if answer.status is not LookupStatus.OK:
+            self.voids.append(term)
+        if len(spf) != 1:
+            how = "no SPF record" if not spf else f"{len(spf)} SPF records"
+            self.broken.append(f"{term} points at {target}, which has {how}")
+            return
+        await self.visit(target, spf[0], (*chain, target))
+
+    async def _probe(self, name: str, target: str) -> bool:
+        """Whether the lookup a mechanism makes comes back empty (a void lookup)."""
+        target = target.rstrip(".").lower()
+        if name == "ptr" or "%" in target or self.resolved >= _MAX_RESOLVED:
+            return False  # depends on the sending server, or past our budget
+        types = {"a": ("A", "AAAA"), "mx": ("MX",), "exists": ("A",)}[name]
+        for rdtype in types:
+            self.resolved += 1
+            answer = await self.resolver.lookup(target, rdtype)
+            if not answer.settled:
+                self.unknown.append(target)
+                return False
+            if answer.records:
+                return False
+        return True
+
+    def final_all(self, domain: str) -> str | None:
+        """The ``all`` qualifier that ends evaluation at ``domain``, following redirects."""
+        for _ in range(_MAX_DEPTH + 1):
+            if domain in self.alls:
+                return self.alls[domain]
+            if domain not in self.redirects:
+                return None
+            domain = self.redirects[domain]
+        return None
+
+
+def _corrected_spf(records: list[str], provider: str | None, drop: set[str]) -> str:
+    """One record merging ``records``: the provider included, voids dropped, ending ~all."""
+    terms: list[str] = []
+    seen: set[str] = set()
+    alls: list[str] = []
+    redirect: str | None = None
+    for record in sorted(records):  # DNS gives records in no particular order
+        for term in record.split()[1 : 1 + _MAX_TERMS]:
+            qualifier, name, _ = _term(term)
+            if qualifier != "=" and name == "all":
+                alls.append(qualifier)
+            elif qualifier == "=" and name == "redirect":
+                redirect = redirect or term
+            elif term not in drop and term.lower() not in seen:
+                seen.add(term.lower())
+                terms.append(term)
+    if provider is not None and f"include:{provider}" not in seen:
+        terms.append(f"include:{provider}")
+    if alls or redirect is None:
+        terms.append("-all" if "-" in alls else "~all")
+    else:
+        terms.append(redirect)
+    return " ".join(["v=spf1", *terms])
+
+
+async def _spf_checks(resolver: Resolver, domain: str, provider: str) -> list[Check]:
+    answer = await resolver.lookup(domain, "TXT")
+    if not answer.settled:
+        return [_unknown("spf", f"the TXT records of {domain}")]
+    records = [r for r in answer.records if _is_spf(r)]
+    fix_at = _fqdn(domain)
+    if not records:
+        value = f"v=spf1 include:{provider} ~all"
+        message = (
+            f"{domain} has no SPF record, so receivers cannot tell your mail from forgeries; "
+            f"add one that allows {provider}."
+        )
+        return [Check("spf", False, message, (Fix(fix_at, "TXT", value, fix_at),))]
+    if len(records) > 1:
+        value = _corrected_spf(records, provider, set())
+        message = (
+            f"There are {len(records)} SPF records at {domain}; receivers treat that as no "
+            "SPF at all (RFC 7208 3.2). Keep one: replace them with the merged record."
+        )
+        return [Check("spf", False, message, (Fix(fix_at, "TXT", value, fix_at),))]
+
+    walk = _SpfWalk(resolver, provider)
+    await walk.visit(domain, records[0], (domain,))
+    corrected = _corrected_spf(
+        records,
+        None if walk.via else provider,
+        walk.top_voids if len(walk.voids) > SPF_VOID_LIMIT else set(),
+    )
+    fixes = () if corrected == records[0] else (Fix(fix_at, "TXT", corrected, fix_at),)
+    checks: list[Check] = []
+
+    # spf: one record that authorizes the provider
+    if walk.broken:
+        message = f"SPF for {domain} is broken: {walk.broken[0]}, so receivers give a PermError."
+        checks.append(Check("spf", False, message))
+    elif walk.via:
+        checks.append(Check("spf", True, f"SPF for {domain} allows {provider} {walk.via}."))
+    elif walk.unknown:
+        checks.append(_unknown("spf", ", ".join(sorted(set(walk.unknown)))))
+    else:
+        message = (
+            f"The SPF record of {domain} does not include {provider}, so mail sent through "
+            f"it fails SPF; add include:{provider}."
+        )
+        checks.append(Check("spf", False, message, fixes))
+
+    # spf-lookups: at most 10 DNS-querying terms, no loops
+    if walk.loop:
+        message = (
+            f"SPF includes loop ({walk.loop}); receivers give a PermError. "
+            "Remove the include that points back."
+        )
+        checks.append(Check("spf-lookups", False, message))
+    elif walk.lookups > SPF_LOOKUP_LIMIT:
+        at_least = "at least " if walk.truncated or walk.unknown else ""
+        message = (
+            f"SPF for {domain} needs {at_least}{walk.lookups} DNS lookups; receivers stop "
+            f"at {SPF_LOOKUP_LIMIT} and fail SPF (RFC 7208 4.6.4). Remove includes you no "
+            "longer use, or replace a:/mx: with ip4:/ip6:."
+        )
+        checks.append(Check("spf-lookups", False, message))
+    elif walk.truncated:
+        message = f"SPF for {domain} nests deeper than {_MAX_DEPTH} includes; flatten it."
+        checks.append(Check("spf-lookups", False, message))
+    elif walk.unknown:
+        checks.append(_unknown("spf-lookups", ", ".join(sorted(set(walk.unknown)))))
+    else:
+        message = (
+            f"SPF for {domain} needs {walk.lookups} of the {SPF_LOOKUP_LIMIT} DNS lookups allowed."
+        )
+        checks.append(Check("spf-lookups", True, message))
+
+    # spf-void: at most 2 lookups that find nothing
+    if len(walk.voids) > SPF_VOID_LIMIT:
+        message = (
+            f"SPF for {domain} has {len(walk.voids)} terms that find nothing in DNS "
+            f"({', '.join(walk.voids)}); receivers fail SPF after {SPF_VOID_LIMIT} "
+            "(RFC 7208 4.6.4). Remove them."
+        )
+        void_fixes = fixes if walk.top_voids else ()
+        checks.append(Check("spf-void", False, message, void_fixes))
+    elif walk.unknown:
+        checks.append(_unknown("spf-void", ", ".join(sorted(set(walk.unknown)))))
+    else:
+        message = f"SPF for {domain} has {len(walk.voids)} terms that find nothing (at most 2)."
+        checks.append(Check("spf-void", True, message))
+
+    # spf-all: the record ends by refusing or marking everyone else
+    qualifier = walk.final_all(domain)
+    if qualifier in ("~", "-"):
+        checks.append(Check("spf-all", True, f"SPF for {domain} ends in {qualifier}all."))
+    elif qualifier is None and domain in walk.redirects and walk.unknown:
+        checks.append(_unknown("spf-all", walk.redirects[domain]))
+    else:
+        words = _ALL_WORDS.get(qualifier or "") or (
+            "it has no all term, so mail from other servers is merely 'neutral'"
+        )
+        message = (
+            f"The SPF record of {domain} does not end in ~all or -all: {words}. End it with ~all."
+        )
+        checks.append(Check("spf-all", False, message, fixes))
+    return checks
+
+
+# --- DKIM -----------------------------------------------------------------------------
+
+
+def _tags(record: str) -> dict[str, str]:
+    """``k=v; k=v`` tags (DKIM, DMARC); keys lowercased, whitespace around values gone."""
+    tags: dict[str, str] = {}
+    for part in record.split(";")[:_MAX_TERMS]:
+        key, sep, value = part.partition("=")
+        if sep:
+            tags.setdefault(key.strip().lower(), value.strip())
+    return tags
+
+
+_RSA_SPKI_PREFIX = bytes.fromhex("300d06092a864886f70d0101010500")  # AlgorithmIdentifier
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    if size < 0x80:
+        return bytes([tag, size]) + body
+    octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(octets)]) + octets + body
+
+
+def _der_sequence_ok(der: bytes) -> bool:
+    """Whether ``der`` is exactly one well-formed DER SEQUENCE (tag, length, body)."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    first = der[1]
+    if first < 0x80:
+        return len(der) == 2 + first
+    count = first & 0x7F
+    if not 0 < count <= 4 or len(der) < 2 + count:
+        return False
+    return len(der) == 2 + count + int.from_bytes(der[2 : 2 + count], "big")
+
+
+def _public_key(kind: str, raw: bytes) -> tuple[bytes | None, str]:
+    """The key in comparable form (SPKI DER for RSA, raw for ed25519), or None and why."""
+    if kind == "ed25519":
+        if len(raw) != 32:
+            return None, f"an ed25519 key is 32 bytes, this one is {len(raw)}"
+        return raw, ""
+    if kind != "rsa":
+        return None, f"k={kind} is not a key type receivers know (rsa, ed25519)"
+    candidates = [raw]
+    if _der_sequence_ok(raw):  # a bare RSAPublicKey (PKCS#1) is accepted too
+        candidates.append(_der(0x30, _RSA_SPKI_PREFIX + _der(0x03, b"\x00" + raw)))
+    if not _CRYPTO:  # pragma: no cover - exercised only without cryptography
+        ok = _der_sequence_ok(raw) and _RSA_SPKI_PREFIX[2:13] in raw[:32]
+        return (raw, "") if ok else (None, "it is not an RSA public key")
+    for der in candidates:
+        try:
+            key = _serialization.load_der_public_key(der)
+        except (ValueError, TypeError):
+            continue
+        if not isinstance(key, _rsa.RSAPublicKey):
+            return None, "it is not an RSA public key"
+        if key.key_size < _MIN_RSA_BITS:
+            return None, f"the RSA key has {key.key_size} bits; receivers need at least 1024"
+        return _spki(key), ""
+    return None, "it is not an RSA public key"
+
+
+def _spki(key: object) -> bytes:
+    assert isinstance(key, _rsa.RSAPublicKey)
+    return key.public_bytes(
+        _serialization.Encoding.DER, _serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _private_public(pem: bytes) -> tuple[str, bytes] | None:
+    """The public half of a PEM private key as (k=, comparable bytes), or None."""
+    try:
+        key = _serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(key, _rsa.RSAPrivateKey):
+        return "rsa", _spki(key.public_key())
+    if isinstance(key, _ed25519.Ed25519PrivateKey):
+        raw = key.public_key().public_bytes(
+            _serialization.Encoding.Raw, _serialization.PublicFormat.Raw
+        )
+        return "ed25519", raw
+    return None
+
+
+async def _dkim_check(
+    resolver: Resolver, domain: str, selector: str | None, private_key: bytes | None
+) -> Check:
+    if selector is None:
+        return Check("dkim", True, "DKIM not checked: give --dkim-selector.")
+    name = f"{selector}._domainkey.{domain}"
+    fix_at = _fqdn(name)
+    own: tuple[str, bytes] | None = None
+    if private_key is not None:
+        if not _CRYPTO:  # pragma: no cover - exercised only without cryptography
+            return Check(
+                "dkim",
+                False,
+                "Cannot compare the DKIM private key: install cryptography.",
+                unknown=True,
+            )
+        own = _private_public(private_key)
+        if own is None:
+            return Check(
+                "dkim", False, "The DKIM private key could not be read (PEM, no password)."
+            )
+    own_fix: tuple[Fix, ...] = ()
+    if own is not None:
+        kind, public = own
+        value = f"v=DKIM1; k={kind}; p={base64.b64encode(public).decode('ascii')}"
+        own_fix = (Fix(fix_at, "TXT", value, _fqdn(domain)),)
+    answer = await resolver.lookup(name, "TXT")
+    if not answer.settled:
+        return _unknown("dkim", name)
+    records = [r for r in answer.records if "p=" in r]
+    if not records:
+        message = (
+            f"No DKIM key is published at {name}, so receivers cannot verify your signatures; "
+            + (
+                "publish the key below."
+                if own_fix
+                else "publish the public key of selector " + selector + "."
+            )
+        )
+        return Check("dkim", False, message, own_fix)
+    if len(records) > 1:
+        message = (
+            f"There are {len(records)} DKIM keys at {name}; receivers may pick either. Keep one."
+        )
+        return Check("dkim", False, message, own_fix)
+    tags = _tags(records[0])
+    if tags.get("v", "DKIM1") != "DKIM1":
+        message = f"The DKIM record at {name} has v={tags['v']}; it must be v=DKIM1."
+        return Check("dkim", False, message, own_fix)
+    p = "".join(tags.get("p", "").split())
+    if not p:
+        message = f"The DKIM key at {name} is revoked (empty p=); mail signed with it fails DKIM."
+        return Check("dkim", False, message, own_fix)
+    kind = tags.get("k", "rsa").lower()
+    try:
+        raw = base64.b64decode(p, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    key, why = _public_key(kind, raw) if raw else (None, "p= is not base64")
+    if key is None:
+        message = f"The DKIM key at {name} cannot be used: {why}. Publish the key again."
+        return Check("dkim", False, message, own_fix)
+    if own is not None and own != (kind, key):
+        message = (
+            f"The DNS key at {name} is not the key sender signs with, so every signature "
+            "fails; publish the key below."
+        )
+        return Check("dkim", False, message, own_fix)
+    checked = " and matches the signing key" if own is not None else ""
+    return Check("dkim", True, f"DKIM key at {name} is a valid {kind} key{checked}.")
+
+
+# --- DMARC ----------------------------------------------------------------------------
+
+_POLICY_WORDS = {
+    "none": "monitoring only: receivers report failures but deliver as usual",
+    "quarantine": "receivers put mail that fails in spam",
+    "reject": "receivers refuse mail that fails",
+}
+
+
+def _dmarc_records(answer: Answer) -> list[str]:
+    return [r for r in answer.records if r.split(";", 1)[0].replace(" ", "").upper() == "V=DMARC1"]
+
+
+async def _dmarc_check(resolver: Resolver, domain: str) -> tuple[Check, dict[str, str]]:
+    name = f"_dmarc.{domain}"
+    answer = await resolver.lookup(name, "TXT")
+    if not answer.settled:
+        return _unknown("dmarc", name), {}
+    records = _dmarc_records(answer)
+    where, subdomain = name, False
+    org = site_of(domain)
+    if not records and org != domain:  # RFC 7489 6.6.3: fall back to the organizational domain
+        org_answer = await resolver.lookup(f"_dmarc.{org}", "TXT")
+        if not org_answer.settled:
+            return _unknown("dmarc", f"_dmarc.{org}"), {}
+        records = _dmarc_records(org_answer)
+        where, subdomain = f"_dmarc.{org}", bool(records)
+    if not records:
+        fix = Fix(_fqdn(name), "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc@{domain}", _fqdn(domain))
+        message = (
+            f"{domain} has no DMARC record; add one with p=none first (monitoring: receivers "
+            "send reports, delivery is unchanged), then tighten to quarantine."
+        )
+        return Check("dmarc", False, message, (fix,)), {}
+    if len(records) > 1:
+        message = (
+            f"There are {len(records)} DMARC records at {where}; receivers ignore all. Keep one."
+        )
+        return Check("dmarc", False, message), {}
+    tags = _tags(records[0])
+    policy = tags.get("sp", tags.get("p", "")) if subdomain else tags.get("p", "")
+    policy = policy.lower()
+    if policy not in _POLICY_WORDS:
+        message = f"The DMARC record at {where} has no valid policy (p=none, quarantine or reject)."
+        return Check("dmarc", False, message), tags
+    shown = [f"p={tags.get('p', '')}"] + [f"{t}={tags[t]}" for t in ("sp", "pct") if t in tags]
+    inherited = f" (inherited from {site_of(domain)})" if subdomain else ""
+    message = f"DMARC at {where}{inherited}: {' '.join(shown)}; {_POLICY_WORDS[policy]}."
+    if tags.get("pct", "100") != "100":
+        message = message[:-1] + f", for {tags['pct']}% of failing mail."
+    return Check("dmarc", True, message), tags
+
+
+def _alignment_check(
+    domain: str, spf_domain: str, tags: dict[str, str], dkim: Check | None
+) -> Check:
+    spf_strict = tags.get("aspf", "r").lower() == "s"
+    dkim_strict = tags.get("adkim", "r").lower() == "s"
+    spf_aligned = spf_domain == domain if spf_strict else site_of(spf_domain) == site_of(domain)
+    spf_mode = "strict" if spf_strict else "relaxed"
+    dkim_mode = "strict" if dkim_strict else "relaxed"
+    spf_part = (
+        f"SPF aligns ({spf_domain}, {spf_mode})"
+        if spf_aligned
+        else f"SPF does not align: bounce domain {spf_domain} vs From {domain} ({spf_mode})"
+    )
+    if dkim is None:
+        dkim_part, dkim_aligned, dkim_unknown = "DKIM not checked (no selector)", False, False
+    else:  # sender signs with d= the From domain, so DKIM aligns whenever the key works
+        dkim_aligned, dkim_unknown = dkim.ok, dkim.unknown
+        dkim_part = (
+            f"DKIM aligns (d={domain}, {dkim_mode})"
+            if dkim.ok
+            else "DKIM does not pass, so it cannot align"
+        )
+    message = f"DMARC alignment: {spf_part}; {dkim_part}."
+    if spf_aligned or dkim_aligned:
+        return Check("dmarc-alignment", True, message)
+    if dkim_unknown:
+        return Check("dmarc-alignment", False, message, unknown=True)
+    advice = f" Use a bounce domain under {domain}" + (" or aspf=r." if spf_strict else ".")
+    if dkim is None:
+        advice += " Or set up DKIM."
+    return Check("dmarc-alignment", False, message + advice)
+
+
+# --- MX -------------------------------------------------------------------------------
+
+
+async def _mx_check(
+    resolver: Resolver, name: str, role: str, target: str | None, domain: str
+) -> Check | None:
+    if target is None:
+        return None
+    answer = await resolver.lookup(target, "MX")
+    if not answer.settled:
+        return _unknown(name, f"the MX of {target}")
+    fix = (Fix(_fqdn(target), "MX", f"10 mail.{domain}.", _fqdn(domain)),)
+    hosts = [r.split()[-1] for r in answer.records if r.split()]
+    if hosts and all(host == "." for host in hosts):
+        message = (
+            f"The {role} domain {target} has a null MX (RFC 7505): it refuses all mail, so "
+            f"{role} messages are lost. Replace it with an MX for your mail server (example)."
+        )
+        return Check(name, False, message, fix)
+    if not hosts:
+        why = "does not exist" if answer.status is LookupStatus.NXDOMAIN else "has no MX record"
+        message = (
+            f"The {role} domain {target} {why}, so {role} messages cannot reach you; "
+            "add an MX for your mail server (example)."
+        )
+        return Check(name, False, message, fix)
+    return Check(name, True, f"The {role} domain {target} accepts mail ({', '.join(hosts)}).")
