@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from sender.validate import (
     ValidationSummary,
     Validator,
     Verdict,
+    _SyntaxChecker,
     suggest_domain,
 )
 from tests.dns_server import DnsServer
@@ -299,3 +301,41 @@ async def test_arbitrary_text_never_raises(server: DnsServer, text: str) -> None
     assert isinstance(check, AddressCheck)
     assert check.verdict in set(Verdict)
     assert "\n" not in check.reason
+
+
+DOMAINS = [
+    "mail.example",
+    "Mail.EXAMPLE",
+    "bücher.example",
+    "XN--BCHER-KVA.example",
+    "x" * 60 + ".example",
+]
+LOCALS = st.one_of(
+    st.from_regex(r"[A-Za-z0-9_+-]{1,70}(\.[A-Za-z0-9_+-]{1,20}){0,12}", fullmatch=True),
+    st.sampled_from(["Postmaster", "ABUSE", "info", "kari", '"kari"', "øyvind", "a..b", ".a"]),
+    st.text(max_size=80),
+)
+
+
+@settings(max_examples=400)
+@given(local=LOCALS, domain=st.sampled_from(DOMAINS))
+def test_the_per_domain_syntax_shortcut_agrees_with_email_validator(
+    local: str, domain: str
+) -> None:
+    """After the first address at a domain, the syntax answer is exactly email-validator's."""
+    checker = _SyntaxChecker()
+    assert not isinstance(checker(f"first@{domain}"), str)
+    email = f"{local}@{domain}"
+    ours = checker(email)
+    try:
+        theirs = validate_email(email.strip(), check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError:
+        assert isinstance(ours, str)
+        return
+    assert not isinstance(ours, str)
+    assert (ours.normalized, ours.local, ours.domain, ours.ascii_domain) == (
+        theirs.normalized,
+        theirs.local_part,
+        theirs.domain,
+        theirs.ascii_domain,
+    )
