@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"models", "clock", "loop"},
     {"urls", "participants", "schedule", "store.base"},
     {"config", "store.sqlite"},
-    {"links", "render", "mime", "smtpd", "store", "ical", "intake", "bounces", "resolve"},
+    {"links", "render", "mime", "smtpd", "store", "ical", "intake", "bounces", "resolve", "dkim"},
     {"transport.base", "transport.smtp", "transport.capture", "inbound"},
     {"transport", "testing", "suppression", "validate", "doctor"},
     {"client"},
@@ -42,7 +42,7 @@ OWNERS = {
     "uvloop": {"loop"},
     "dns": {"resolve"},
     "email_validator": {"validate"},
-    "dkim": set(),
+    "dkim": {"dkim"},
     "httpx": set(),
     "icalendar": {"ical"},
 }
