@@ -36,13 +36,20 @@ from sender.errors import ConfigurationError, InputError
 try:  # optional: OpenSSL's RSA is ~18x faster than dkimpy's pure-Python RSA
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+    from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
     _HAVE_OPENSSL = True
 except ImportError:  # pragma: no cover - depends on the installation
     _HAVE_OPENSSL = False
 
-__all__ = ["DkimKey", "DkimSigner", "dns_record", "generate_key"]
+__all__ = [
+    "DkimKey",
+    "DkimSigner",
+    "dns_public_key",
+    "dns_record",
+    "generate_key",
+    "public_key_of",
+]
 
 Backend = Literal["auto", "openssl", "python"]
 
@@ -393,3 +400,74 @@ def _der(tag: int, content: bytes) -> bytes:
 def _der_int(value: int) -> bytes:
     """A non-negative DER INTEGER: big-endian, with a zero octet when the top bit is set."""
     return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+_MIN_DNS_RSA_BITS = 1024  # RFC 8301: verifiers must not accept smaller keys
+
+
+def _der_sequence_ok(der: bytes) -> bool:
+    """Whether ``der`` is exactly one well-formed DER SEQUENCE (tag, length, body)."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    first = der[1]
+    if first < 0x80:
+        return len(der) == 2 + first
+    count = first & 0x7F
+    if not 0 < count <= 4 or len(der) < 2 + count:
+        return False
+    return len(der) == 2 + count + int.from_bytes(der[2 : 2 + count], "big")
+
+
+def dns_public_key(kind: str, raw: bytes, /) -> tuple[bytes | None, str]:
+    """A DNS key (``k=``, decoded ``p=``) in comparable form, or None and why not.
+
+    RSA keys come back as SubjectPublicKeyInfo DER (a bare PKCS#1 key is accepted
+    too), ed25519 keys raw; :func:`public_key_of` gives a private key's half alike.
+    """
+    if kind == "ed25519":
+        if len(raw) != 32:
+            return None, f"an ed25519 key is 32 bytes, this one is {len(raw)}"
+        return raw, ""
+    if kind != "rsa":
+        return None, f"k={kind} is not a key type receivers know (rsa, ed25519)"
+    candidates = [raw]
+    if _der_sequence_ok(raw):  # a bare RSAPublicKey (PKCS#1) is accepted too
+        candidates.append(_der(0x30, _RSA_ALGORITHM + _der(0x03, b"\x00" + raw)))
+    if not _HAVE_OPENSSL:  # pragma: no cover - exercised only without cryptography
+        ok = _der_sequence_ok(raw) and _RSA_ALGORITHM[2:13] in raw[:32]
+        return (raw, "") if ok else (None, "it is not an RSA public key")
+    for der in candidates:
+        try:
+            key = serialization.load_der_public_key(der)
+        except (ValueError, TypeError):
+            continue
+        if not isinstance(key, rsa.RSAPublicKey):
+            return None, "it is not an RSA public key"
+        if key.key_size < _MIN_DNS_RSA_BITS:
+            return None, f"the RSA key has {key.key_size} bits; receivers need at least 1024"
+        return _spki(key), ""
+    return None, "it is not an RSA public key"
+
+
+def _spki(key: rsa.RSAPublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def public_key_of(pem: bytes, /) -> tuple[str, bytes] | None:
+    """The public half of a PEM private key as (``k=``, comparable bytes), or None."""
+    if not _HAVE_OPENSSL:  # pragma: no cover - exercised only without cryptography
+        return None
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "rsa", _spki(key.public_key())
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return "ed25519", raw
+    return None

@@ -46,18 +46,10 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
+from sender.dkim import dns_public_key, public_key_of
 from sender.errors import ConfigurationError
 from sender.resolve import Answer, LookupStatus, Resolver
 from sender.urls import site_of
-
-try:  # optional: parses keys fully; without it, keys get a DER sanity check
-    from cryptography.hazmat.primitives import serialization as _serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519 as _ed25519
-    from cryptography.hazmat.primitives.asymmetric import rsa as _rsa
-
-    _CRYPTO = True
-except ImportError:  # pragma: no cover - cryptography is not a declared dependency
-    _CRYPTO = False
 
 __all__ = ["Check", "DoctorReport", "Fix", "diagnose"]
 
@@ -68,7 +60,6 @@ _MAX_RECORDS = 40  # SPF records we read in one walk
 _MAX_RESOLVED = 60  # a/mx/exists lookups we make in one walk
 _MAX_TERMS = 100  # terms we read from one record
 _TXT_CHUNK = 255  # bytes in one TXT character-string
-_MIN_RSA_BITS = 1024  # RFC 8301: verifiers must not accept smaller keys
 _MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
 _ALL_WORDS = {
     "+": "+all lets every server on the internet send as you",
@@ -490,80 +481,6 @@ def _tags(record: str) -> dict[str, str]:
     return tags
 
 
-_RSA_SPKI_PREFIX = bytes.fromhex("300d06092a864886f70d0101010500")  # AlgorithmIdentifier
-
-
-def _der(tag: int, body: bytes) -> bytes:
-    size = len(body)
-    if size < 0x80:
-        return bytes([tag, size]) + body
-    octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(octets)]) + octets + body
-
-
-def _der_sequence_ok(der: bytes) -> bool:
-    """Whether ``der`` is exactly one well-formed DER SEQUENCE (tag, length, body)."""
-    if len(der) < 2 or der[0] != 0x30:
-        return False
-    first = der[1]
-    if first < 0x80:
-        return len(der) == 2 + first
-    count = first & 0x7F
-    if not 0 < count <= 4 or len(der) < 2 + count:
-        return False
-    return len(der) == 2 + count + int.from_bytes(der[2 : 2 + count], "big")
-
-
-def _public_key(kind: str, raw: bytes) -> tuple[bytes | None, str]:
-    """The key in comparable form (SPKI DER for RSA, raw for ed25519), or None and why."""
-    if kind == "ed25519":
-        if len(raw) != 32:
-            return None, f"an ed25519 key is 32 bytes, this one is {len(raw)}"
-        return raw, ""
-    if kind != "rsa":
-        return None, f"k={kind} is not a key type receivers know (rsa, ed25519)"
-    candidates = [raw]
-    if _der_sequence_ok(raw):  # a bare RSAPublicKey (PKCS#1) is accepted too
-        candidates.append(_der(0x30, _RSA_SPKI_PREFIX + _der(0x03, b"\x00" + raw)))
-    if not _CRYPTO:  # pragma: no cover - exercised only without cryptography
-        ok = _der_sequence_ok(raw) and _RSA_SPKI_PREFIX[2:13] in raw[:32]
-        return (raw, "") if ok else (None, "it is not an RSA public key")
-    for der in candidates:
-        try:
-            key = _serialization.load_der_public_key(der)
-        except (ValueError, TypeError):
-            continue
-        if not isinstance(key, _rsa.RSAPublicKey):
-            return None, "it is not an RSA public key"
-        if key.key_size < _MIN_RSA_BITS:
-            return None, f"the RSA key has {key.key_size} bits; receivers need at least 1024"
-        return _spki(key), ""
-    return None, "it is not an RSA public key"
-
-
-def _spki(key: object) -> bytes:
-    assert isinstance(key, _rsa.RSAPublicKey)
-    return key.public_bytes(
-        _serialization.Encoding.DER, _serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _private_public(pem: bytes) -> tuple[str, bytes] | None:
-    """The public half of a PEM private key as (k=, comparable bytes), or None."""
-    try:
-        key = _serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError):
-        return None
-    if isinstance(key, _rsa.RSAPrivateKey):
-        return "rsa", _spki(key.public_key())
-    if isinstance(key, _ed25519.Ed25519PrivateKey):
-        raw = key.public_key().public_bytes(
-            _serialization.Encoding.Raw, _serialization.PublicFormat.Raw
-        )
-        return "ed25519", raw
-    return None
-
-
 async def _dkim_check(
     resolver: Resolver, domain: str, selector: str | None, private_key: bytes | None
 ) -> Check:
@@ -573,14 +490,7 @@ async def _dkim_check(
     fix_at = _fqdn(name)
     own: tuple[str, bytes] | None = None
     if private_key is not None:
-        if not _CRYPTO:  # pragma: no cover - exercised only without cryptography
-            return Check(
-                "dkim",
-                False,
-                "Cannot compare the DKIM private key: install cryptography.",
-                unknown=True,
-            )
-        own = _private_public(private_key)
+        own = public_key_of(private_key)
         if own is None:
             return Check(
                 "dkim", False, "The DKIM private key could not be read (PEM, no password)."
@@ -622,7 +532,7 @@ async def _dkim_check(
         raw = base64.b64decode(p, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
-    key, why = _public_key(kind, raw) if raw else (None, "p= is not base64")
+    key, why = dns_public_key(kind, raw) if raw else (None, "p= is not base64")
     if key is None:
         message = f"The DKIM key at {name} cannot be used: {why}. Publish the key again."
         return Check("dkim", False, message, own_fix)

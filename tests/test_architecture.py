@@ -43,6 +43,7 @@ OWNERS = {
     "dns": {"resolve"},
     "email_validator": {"validate"},
     "dkim": {"dkim"},
+    "cryptography": {"dkim"},
     "httpx": set(),
     "icalendar": {"ical"},
 }
