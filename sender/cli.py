@@ -12,11 +12,20 @@ import contextlib
 import csv
 import json
 import logging
+import os
 import signal
 import sys
 import time
 import tomllib
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +40,8 @@ from rich.table import Table
 from sender.bounces import parse_bounce
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, load_config, parse_duration
+from sender.dkim import DkimKey, dns_record, generate_key
+from sender.doctor import Fix, diagnose
 from sender.errors import ConfigurationError, InputError, LinkError, SenderError
 from sender.ical import CalendarEvent, CalendarMethod
 from sender.inbound import InboundMail, InboundServer, Route
@@ -41,6 +52,7 @@ from sender.mime import envelope_address
 from sender.models import DeliveryResult, Participant
 from sender.participants import CsvRow, read_csv
 from sender.render import Renderer, lint_templates
+from sender.resolve import DnsSettings, Resolver
 from sender.runs import (
     BulkRunner,
     DryRun,
@@ -54,6 +66,7 @@ from sender.runs import (
 from sender.schedule import Scheduler
 from sender.store import MessageState, RunState, SqliteStore
 from sender.suppression import cleanup_report, ingest_bounce
+from sender.validate import Validator
 
 __all__ = ["main"]
 
@@ -368,6 +381,10 @@ def templates_lint(obj: Context, template_dir: Path | None, extra: dict[str, str
 
 # --- send and run ----------------------------------------------------------------------
 
+dns_option = click.option(
+    "--dns-server", help="HOST:PORT of the nameserver for address checks (default: the system's)."
+)
+
 smtp_option = click.option(
     "--smtp", "smtp_url", help="smtp://, smtp+starttls:// or smtps:// URL (default: embedded)."
 )
@@ -444,6 +461,12 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
                 help="Processes that compose and send (default 1; at most --concurrency).",
             ),
             click.option(
+                "--validate/--no-validate",
+                default=None,
+                help="Check addresses (syntax, DNS) before queueing (default: on with --smtp).",
+            ),
+            dns_option,
+            click.option(
                 "--progress/--no-progress",
                 default=None,
                 help="Progress bar on a terminal, plain lines otherwise; --no-progress: quiet.",
@@ -463,8 +486,12 @@ def run_config(
     domain_rate: str | None,
     concurrency: int | None,
     workers: int | None,
+    validate: bool | None = None,
+    dns_server: str | None = None,
 ) -> CliConfig:
     return obj.config(
+        validate=validate,
+        dns_server=dns_server,
         smtp_url=smtp_url,
         maildir=str(maildir) if maildir else None,
         rate=rate,
@@ -943,7 +970,7 @@ def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json:
     ]
     if csv_out is not None:
         with errors_as_lines(obj.debug):
-            write_report_csv(csv_out, table)
+            write_csv_rows(csv_out, REPORT_FIELDS, table)
         err.print(f"wrote {csv_out} ({len(table)} row(s))")
     if as_json:
         click.echo(json.dumps(table, ensure_ascii=False))
@@ -960,24 +987,27 @@ def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json:
         out.print(f"{len(table)} affected address(es)")
 
 
-def write_report_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields = [
-        "participant_id",
-        "name",
-        "email",
-        "kind",
-        "status",
-        "diagnostic",
-        "count",
-        "last_bounce",
-        "suppressed",
-        "action",
-        "rule",
-        "get_link",
-    ]
+REPORT_FIELDS = (
+    "participant_id",
+    "name",
+    "email",
+    "kind",
+    "status",
+    "diagnostic",
+    "count",
+    "last_bounce",
+    "suppressed",
+    "action",
+    "rule",
+    "get_link",
+)
+
+
+def write_csv_rows(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """A CSV with a header row; a path that cannot be written is one clear error."""
     try:
         with path.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer = csv.DictWriter(handle, fieldnames=list(fields))
             writer.writeheader()
             writer.writerows(rows)
     except OSError as exc:
@@ -1052,6 +1082,190 @@ async def serve_inbound(
             await stop.wait()
     finally:
         await store.aclose()
+
+
+# --- checks before sending: addresses, the sender domain, DKIM keys -----------------------
+
+
+def resolver_for(dns_server: str | None) -> Resolver:
+    return Resolver(DnsSettings.from_text(dns_server) if dns_server else DnsSettings())
+
+
+def preflight(config: CliConfig) -> bool:
+    """Check addresses before queueing: on when mail really leaves (an SMTP URL), unless told.
+
+    The embedded capture server delivers nothing, so there are no bounces to avoid.
+    """
+    return config.validate if config.validate is not None else config.smtp is not None
+
+
+def validator_for(config: CliConfig) -> Validator:
+    """Pre-flight checks for a run: syntax and DNS; suppression stays the engine's."""
+    return Validator(resolver_for(config.dns_server))
+
+
+@main.command()
+@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
+@dns_option
+@click.option("--json", "as_json", is_flag=True, help="{summary, rows} as JSON.")
+@click.option(
+    "--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a CSV."
+)
+@pass_context
+def validate(
+    obj: Context, csv_file: Path, dns_server: str | None, as_json: bool, csv_out: Path | None
+) -> None:
+    """A verdict per row: ok, invalid, risky or unknown, with the reason and a suggestion.
+
+    Exits 1 when any row is invalid. Addresses on the suppression list, or with hard
+    bounces on record, are flagged too.
+    """
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True, dns_server=dns_server)
+        if not csv_file.is_file():
+            raise InputError(f"{csv_file} does not exist", field="csv")
+        rows = list(read_csv(csv_file))
+    summary = obj.run(validate_rows(config, rows, progress=not as_json))
+    listed = [
+        {
+            "row": row,
+            "email": check.email,
+            "verdict": check.verdict.value,
+            "reason": check.reason,
+            "suggestion": check.suggestion,
+        }
+        for row, check in summary.checks
+    ]
+    unreadable = [
+        {
+            "row": r.row,
+            "email": "",
+            "verdict": "invalid",
+            "reason": str(r.error),
+            "suggestion": None,
+        }
+        for r in rows
+        if r.email is None
+    ]
+    listed = sorted(listed + unreadable, key=lambda item: int(str(item["row"])))
+    counts = {verdict.value: n for verdict, n in summary.counts.items()}
+    counts["invalid"] = counts.get("invalid", 0) + len(unreadable)
+    if csv_out is not None:
+        with errors_as_lines(obj.debug):
+            write_csv_rows(csv_out, ["row", "email", "verdict", "reason", "suggestion"], listed)
+    if as_json:
+        click.echo(json.dumps({"summary": counts, "rows": listed}, ensure_ascii=False))
+    else:
+        for item in listed:
+            if item["verdict"] != "ok":
+                hint = f" — did you mean {item['suggestion']}?" if item["suggestion"] else ""
+                out.print(
+                    f"row {item['row']} ({item['email'] or 'no address'}): {item['verdict']}: "
+                    f"{item['reason']}{hint}",
+                    overflow="ignore",
+                    crop=False,
+                )
+        out.print(", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
+    if counts.get("invalid"):
+        sys.exit(EXIT_FAILED)
+
+
+async def validate_rows(config: CliConfig, rows: list[CsvRow], *, progress: bool) -> Any:
+    store = store_for(config)
+    try:
+        validator = Validator(resolver_for(config.dns_server), store=store)
+        total = sum(1 for row in rows if row.email is not None)
+        with count_bar("checking addresses", total, enabled=progress) as advance:
+            return await validator.check_rows(rows, on_progress=advance)
+    finally:
+        await store.aclose()
+
+
+@main.command()
+@click.argument("domain")
+@dns_option
+@click.option("--spf-include", default="amazonses.com", show_default=True)
+@click.option("--dkim-selector", help="Check the DKIM key published under this selector.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@pass_context
+def doctor(
+    obj: Context,
+    domain: str,
+    dns_server: str | None,
+    spf_include: str,
+    dkim_selector: str | None,
+    as_json: bool,
+) -> None:
+    """Check a sender domain's SPF, DKIM, DMARC and MX, and print the records to fix it.
+
+    Exits 1 when anything fails (or DNS did not answer).
+    """
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True, dns_server=dns_server)
+        settings = config.sender
+        own_key = settings.dkim_private_key if settings.dkim_selector == dkim_selector else None
+        report = obj.run(
+            diagnose(
+                domain,
+                resolver=resolver_for(config.dns_server),
+                spf_include=spf_include,
+                dkim_selector=dkim_selector or settings.dkim_selector,
+                dkim_private_key=own_key or settings.dkim_private_key,
+                bounce_domain=settings.bounce_domain,
+                reply_domain=settings.reply_to.domain if settings.reply_to else None,
+            )
+        )
+    if as_json:
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        for check in report.checks:
+            mark = "ok  " if check.ok else ("??  " if check.unknown else "FAIL")
+            out.print(f"{mark} {check.name}: {check.message}", overflow="ignore", crop=False)
+            print_fixes(check.fixes)
+    if not report.ok:
+        sys.exit(EXIT_FAILED)
+
+
+def print_fixes(fixes: Iterable[Fix]) -> None:
+    for fix in fixes:
+        out.print(f"       BIND:    {fix.bind()}", overflow="ignore", crop=False)
+        console = fix.console()
+        out.print(
+            f"       console: host {console['host']}  type {console['type']}  "
+            f"value {console['value']}",
+            overflow="ignore",
+            crop=False,
+        )
+
+
+@main.group()
+def dkim() -> None:
+    """DKIM keys for signing outgoing mail."""
+
+
+@dkim.command("keygen")
+@click.option("--domain", required=True, help="The signing domain (d=), e.g. learning.example.com.")
+@click.option("--selector", required=True, help="The selector (s=), e.g. s2027.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--bits", type=click.IntRange(1024, 4096), default=2048, show_default=True)
+@pass_context
+def dkim_keygen(obj: Context, domain: str, selector: str, out_file: Path | None, bits: int) -> None:
+    """Write a new private key (mode 0600) and print its DNS record in BIND and console forms."""
+    with errors_as_lines(obj.debug):
+        path = out_file or Path(f"dkim-{selector}.pem")
+        pem = generate_key(bits=bits)
+        name, value = dns_record(DkimKey(domain, selector, pem))
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as exc:
+            raise InputError(f"{path} exists; keys are never overwritten", field="out") from exc
+        except OSError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror}", field="out") from exc
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(pem)
+    err.print(f"wrote {path} (keep it secret); publish this record, then set in sender.toml:")
+    err.print(f'  dkim_domain = "{domain}"  dkim_selector = "{selector}"  dkim_key = "{path}"')
+    print_fixes([Fix(name, "TXT", value, origin=domain.rstrip(".").lower() + ".")])
 
 
 # --- suppression ---------------------------------------------------------------------
@@ -1171,6 +1385,7 @@ async def bulk(
                     force=force,
                     bounces=config.bounces,
                 ),
+                validator=validator_for(config) if preflight(config) else None,
             )
             loop = asyncio.get_running_loop()
             with contextlib.suppress(
@@ -1343,6 +1558,18 @@ class ProgressDisplay:
             err.print(
                 f"{progress.run_id}: {progress.done}/{progress.total} {states} {rate} ETA {eta}"
             )
+
+
+@contextmanager
+def count_bar(label: str, total: int, *, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A bar counting up to ``total`` on a terminal; nothing when output is redirected."""
+    if not enabled or not err.is_terminal:
+        yield lambda _done: None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn())
+    with RichProgress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def when(timestamp: float | None) -> str:

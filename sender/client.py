@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +22,7 @@ from typing import Protocol
 
 from sender.clock import Clock, SystemClock
 from sender.config import SenderSettings, SmtpSettings
+from sender.dkim import DkimKey, DkimSigner
 from sender.errors import ConfigurationError, InputError
 from sender.ical import CalendarEvent, CalendarMethod, build_invite
 from sender.links import IssuedLink, LinkClaims, LinkSigner, ReturnPathSigner
@@ -152,6 +153,13 @@ class Sender:
             clock=self._clock,
         )
         self._return_path = envelope_address(settings.return_path or settings.from_address.email)[0]
+        self.dkim = (
+            DkimSigner(
+                DkimKey(settings.dkim_domain, settings.dkim_selector, settings.dkim_private_key)
+            )
+            if settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key
+            else None
+        )
         self.return_paths = (
             ReturnPathSigner(settings.links.secret_keys, domain=settings.bounce_domain)
             if settings.bounce_domain
@@ -294,6 +302,8 @@ class Sender:
             alternatives=alternatives,
             attachments=attachments,
         )
+        if self.dkim is not None:
+            message = replace(message, data=self.dkim.sign(message.data))
         envelope = Envelope(
             mail_from=self._mail_from(participant, return_path_key),
             recipients=(rcpt,),

@@ -237,6 +237,18 @@ class SenderSettings:
     headers: tuple[tuple[str, str], ...] = ()  # extra headers on every message
     return_path: str | None = None  # envelope sender, where bounces go; default: From
     bounce_domain: str | None = None  # signed VERP return paths: bounces+<key>-<sig>@domain
+    dkim_domain: str | None = None  # DKIM signing (d=); all three dkim_* or none
+    dkim_selector: str | None = None
+    dkim_private_key: bytes | None = field(default=None, repr=False)  # PEM
+
+    def __post_init__(self) -> None:
+        given = [self.dkim_domain, self.dkim_selector, self.dkim_private_key]
+        if any(v is not None for v in given) and not all(v is not None for v in given):
+            raise ConfigurationError(
+                "DKIM signing needs dkim_domain, dkim_selector and dkim_key together",
+                setting="dkim",
+            )
+
     message_id_domain: str | None = None  # default: From's domain
 
     @property
@@ -266,6 +278,9 @@ _TOML_KEYS = {
     "headers",
     "return_path",
     "bounce_domain",
+    "dkim_domain",
+    "dkim_selector",
+    "dkim_key",
     "pool_size",
     "max_messages_per_connection",
     "smtp_timeout",
@@ -279,6 +294,8 @@ _TOML_KEYS = {
     "bounce_budget",
     "soft_bounce_limit",
     "pause_single_sends",
+    "validate",
+    "dns_server",
     "retry_max_age",
 }
 
@@ -319,6 +336,8 @@ class CliConfig:
     concurrency: int = 4  # bulk messages in flight; also the SMTP pool size
     workers: int = 1  # processes composing and sending a bulk run
     bounces: BouncePolicy = field(default_factory=BouncePolicy)
+    validate: bool | None = None  # check addresses before queueing; None: when sending for real
+    dns_server: str | None = None  # HOST:PORT for those checks; None: the system's resolver
 
 
 def local_secret(state_dir: Path, /) -> tuple[str, Path]:
@@ -430,6 +449,9 @@ def load_config(
         headers=tuple(headers.items()),
         return_path=text("return_path"),
         bounce_domain=text("bounce_domain"),
+        dkim_domain=text("dkim_domain"),
+        dkim_selector=text("dkim_selector"),
+        dkim_private_key=_read_key(text("dkim_key")),
     )
 
     def integer(key: str) -> int | None:
@@ -476,12 +498,33 @@ def load_config(
         retry=retry,
         concurrency=concurrency,
         workers=workers,
+        validate=_flag(values, "validate"),
+        dns_server=text("dns_server"),
         bounces=BouncePolicy(
             budget=integer("bounce_budget") or 80,
             soft_limit=integer("soft_bounce_limit") or 3,
-            pause_single_sends=values.get("pause_single_sends") is True,
+            pause_single_sends=_flag(values, "pause_single_sends") is True,
         ),
     )
+
+
+def _flag(values: Mapping[str, object], key: str) -> bool | None:
+    value = values.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be true or false", setting=key)
+    return value
+
+
+def _read_key(path: str | None) -> bytes | None:
+    """The DKIM private key file named in sender.toml (PEM)."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"dkim_key: cannot read {path}: {exc.strerror}", setting="dkim_key"
+        ) from exc
 
 
 def _sending_policy(values: Mapping[str, object]) -> tuple[RateLimits, RetryPolicy]:

@@ -59,6 +59,7 @@ from sender.store import (
 )
 from sender.suppression import budget_reason
 from sender.transport import SmtpTransport
+from sender.validate import Validator, Verdict
 from sender.workers import Skipped, WorkerPool, attempt
 
 __all__ = [
@@ -241,8 +242,10 @@ class BulkRunner:
         clock: Clock | None = None,
         owner: str | None = None,
         rng: random.Random | None = None,
+        validator: Validator | None = None,
     ) -> None:
         self.sender = sender
+        self.validator = validator  # pre-flight address checks at ingest
         self.store = store
         self.settings = settings or RunSettings()
         self.scheduler = scheduler or sender.scheduler or Scheduler(RateLimits(), clock=clock)
@@ -280,10 +283,34 @@ class BulkRunner:
                 continue
             batch.append(self._new_row(row, checker))
             if len(batch) >= self.settings.batch_size:
-                await self.store.add_rows(run.run_id, batch)
+                await self.store.add_rows(run.run_id, await self._preflight(batch))
                 batch = []
                 await asyncio.sleep(0)
-        await self.store.add_rows(run.run_id, batch, complete=True)
+        await self.store.add_rows(run.run_id, await self._preflight(batch), complete=True)
+
+    async def _preflight(self, batch: list[NewRow]) -> list[NewRow]:
+        """With a validator: rows whose address cannot be delivered become skipped rows.
+
+        Each distinct domain is looked up once (the resolver caches), so a batch
+        after the first costs little; DNS that does not answer never skips anyone.
+        """
+        if self.validator is None:
+            return batch
+        queued = [(i, new) for i, new in enumerate(batch) if new.participant is not None]
+        checks = await self.validator.check_many(
+            [new.participant.email for _, new in queued if new.participant is not None]
+        )
+        result = list(batch)
+        for (index, new), check in zip(queued, checks, strict=True):
+            if check.verdict is Verdict.INVALID and new.participant is not None:
+                hint = f" (did you mean {check.suggestion}?)" if check.suggestion else ""
+                result[index] = NewRow(
+                    new.row,
+                    None,
+                    skip_reason=f"field 'email': {check.reason}{hint}",
+                    email=new.participant.email,
+                )
+        return result
 
     @staticmethod
     def _new_row(row: CsvRow, checker: RowChecker) -> NewRow:

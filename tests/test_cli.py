@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from sender.cli import main
 from sender.testing import RecordingSMTPServer, Stage
 from sender.urls import site_of
+from tests.dns_server import DnsServer
 
 KEY_A = "cli-test-key-aaaaaaaaaaaaaaaaaaaa"
 KEY_B = "cli-test-key-bbbbbbbbbbbbbbbbbbbb"
@@ -257,7 +258,12 @@ async def test_run_sends_valid_rows_and_names_bad_ones(
     )
     smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown", address="e@example.net")
     result = await asyncio.to_thread(
-        cli, "run", str(csv_path), "--smtp", f"smtp://{smtp_server.host}:{smtp_server.port}"
+        cli,
+        "run",
+        str(csv_path),
+        "--smtp",
+        f"smtp://{smtp_server.host}:{smtp_server.port}",
+        "--no-validate",  # address checks need DNS; test_validate covers them on loopback
     )
     assert result.exit_code == 0, result.stderr
     assert sorted(r for m in smtp_server.messages for r in m.recipients) == [
@@ -361,6 +367,7 @@ async def test_resume_sends_with_the_limits_the_run_started_with(
         "120/min",
         "--concurrency",
         "3",
+        "--no-validate",
     )
     assert "sending at most 9 msgs/s, 120/min per domain, 3 at a time" in first.stderr
     status = json.loads((await asyncio.to_thread(cli, "status", "r-keep", "--json")).stdout)
@@ -374,3 +381,90 @@ async def test_resume_sends_with_the_limits_the_run_started_with(
     assert "sending at most 9 msgs/s, 120/min per domain, 3 at a time" in resumed.stderr
     overridden = await asyncio.to_thread(cli, "resume", "r-keep", "--smtp", smtp, "--rate", "2")
     assert "sending at most 2 msgs/s, 120/min per domain, 3 at a time" in overridden.stderr
+
+
+# --- checks before sending, against a real DNS server on loopback ----------------------
+
+CHECK_ZONE = """
+school.example.        MX   10 mx.school.example.
+mx.school.example.     A    192.0.2.10
+gmail.com.             MX   5 gmail-smtp-in.l.google.com.
+nullmx.example.        MX   0 .
+learning.example.com.  TXT  "v=spf1 include:amazonses.com ~all"
+amazonses.com.         TXT  "v=spf1 ip4:199.255.192.0/22 ~all"
+_dmarc.learning.example.com. TXT "v=DMARC1; p=quarantine"
+"""
+
+
+async def test_validate_gives_a_verdict_per_row_as_json(workdir: Path) -> None:
+    """validate --json: ok, invalid with reasons, a typo suggestion, and exit 1."""
+    (workdir / "p.csv").write_text(
+        "email,name,participant_id,course_id\n"
+        "kari@school.example,Kari,p-1,c\n"
+        "ola@gmial.com,Ola,p-2,c\n"
+        "per@nullmx.example,Per,p-3,c\n"
+        "not-an-address,X,p-4,c\n",
+        encoding="utf-8",
+    )
+    async with DnsServer(CHECK_ZONE) as dns:
+        result = await asyncio.to_thread(
+            cli, "validate", "p.csv", "--dns-server", dns.address, "--json"
+        )
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    verdicts = {row["email"]: row for row in data["rows"]}
+    assert verdicts["kari@school.example"]["verdict"] == "ok"
+    assert verdicts["ola@gmial.com"]["suggestion"] == "ola@gmail.com"
+    assert verdicts["per@nullmx.example"]["verdict"] == "invalid"
+    assert verdicts["not-an-address"]["verdict"] == "invalid"
+    assert [row["row"] for row in data["rows"]] == [2, 3, 4, 5]
+    assert data["summary"]["ok"] == 1
+    assert data["summary"]["invalid"] == 3
+
+
+async def test_run_skips_undeliverable_addresses_before_sending(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """With --smtp, run checks addresses first: a dead domain is skipped with the reason."""
+    (workdir / "p.csv").write_text(
+        "email,name,participant_id,course_id\n"
+        "kari@school.example,Kari,p-1,c\n"
+        "per@nullmx.example,Per,p-2,c\n"
+        "ola@nowhere.example,Ola,p-3,c\n",
+        encoding="utf-8",
+    )
+    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    async with DnsServer(CHECK_ZONE) as dns:
+        result = await asyncio.to_thread(
+            cli, "run", "p.csv", "--smtp", smtp, "--dns-server", dns.address, "--no-progress"
+        )
+    assert result.exit_code == 0, result.stderr
+    assert [m.recipients for m in smtp_server.messages] == [("kari@school.example",)]
+    assert "row 3 (per@nullmx.example): skipped" in result.stdout
+    assert "row 4 (ola@nowhere.example): skipped" in result.stdout
+
+
+async def test_doctor_prints_the_missing_records_in_both_forms(workdir: Path) -> None:
+    """doctor explains a missing DMARC/SPF in one line each and prints BIND and console fixes."""
+    async with DnsServer(CHECK_ZONE) as dns:
+        good = await asyncio.to_thread(
+            cli, "doctor", "learning.example.com", "--dns-server", dns.address, "--json"
+        )
+        bad = await asyncio.to_thread(cli, "doctor", "school.example", "--dns-server", dns.address)
+    assert good.exit_code == 0, good.stdout
+    assert json.loads(good.stdout)["ok"] is True
+    assert bad.exit_code == 1
+    assert 'school.example. IN TXT "v=spf1 include:amazonses.com ~all"' in bad.stdout
+    assert "console: host @  type TXT" in bad.stdout
+
+
+def test_dkim_keygen_writes_a_private_key_and_prints_its_record(workdir: Path) -> None:
+    """keygen writes a 0600 PEM, refuses to overwrite it, and prints the DNS record."""
+    result = cli("dkim", "keygen", "--domain", "learning.example.com", "--selector", "s1")
+    assert result.exit_code == 0, result.stderr
+    key = workdir / "dkim-s1.pem"
+    assert key.read_bytes().startswith(b"-----BEGIN")
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert 's1._domainkey.learning.example.com. IN TXT "v=DKIM1; k=rsa; p=' in result.stdout
+    again = cli("dkim", "keygen", "--domain", "learning.example.com", "--selector", "s1")
+    assert_one_line_error(again, "never overwritten")

@@ -67,6 +67,7 @@ async def test_sigkill_never_skips_and_duplicates_only_in_flight(
         str(CONCURRENCY),
         "--workers",
         str(workers),
+        "--no-validate",
         "--no-progress",
     ]
     kills = 0

@@ -16,11 +16,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sender.dkim
+from sender.client import Sender
+from sender.config import LinkSettings, SenderSettings
 from sender.dkim import DkimKey, DkimSigner, dns_record, generate_key
 from sender.errors import ConfigurationError, InputError
 from sender.mime import MessageBuilder
-from sender.models import Address
-from sender.testing import ManualClock
+from sender.models import Address, Participant
+from sender.testing import ManualClock, RecordingSMTPServer
+from sender.transport import SmtpTransport
 from tests.dns_server import DnsServer
 
 FROM = Address("kurs@learning.example.com", "Learning Platform")
@@ -376,3 +379,35 @@ def test_message_split_matches_dkimpy(head: bytes, rest: bytes) -> None:
         return
     headers, body = sender.dkim._split(message)
     assert ([list(h) for h in headers], body) == ([list(h) for h in expected[0]], expected[1])
+
+
+async def test_sender_signs_what_it_sends_when_dkim_is_configured(
+    key: DkimKey, smtp_server: RecordingSMTPServer
+) -> None:
+    """With dkim_* settings every message leaves signed, and the signature verifies."""
+    settings = SenderSettings(
+        from_address=FROM,
+        links=LinkSettings(secret_keys=("d" * 32,), base_url="https://learning.example.com/in"),
+        dkim_domain=key.domain,
+        dkim_selector=key.selector,
+        dkim_private_key=key.private_key,
+    )
+    sender = Sender(settings, transport=SmtpTransport(smtp_server.smtp_settings()))
+    result = await sender.send_get_link(Participant("kari@example.com", "Kari", "p-1", "PY101"))
+    await sender.aclose()
+    assert result.ok
+    (received,) = smtp_server.messages
+    assert received.data.startswith(b"DKIM-Signature:")
+    async with DnsServer(zone_for(key)) as server:
+        assert await verify(server, received.data)
+
+
+def test_dkim_settings_come_together_or_not_at_all(key: DkimKey) -> None:
+    """A selector without a key (or the like) is refused when the settings are built."""
+    with pytest.raises(ConfigurationError, match="dkim"):
+        SenderSettings(
+            from_address=FROM,
+            links=LinkSettings(secret_keys=("d" * 32,), base_url="https://x.example/in"),
+            dkim_domain=key.domain,
+            dkim_selector=key.selector,
+        )
