@@ -55,7 +55,6 @@ from sender.store import (
     RunInfo,
     RunState,
     Store,
-    Suppression,
 )
 from sender.suppression import budget_reason
 from sender.transport import SmtpTransport
@@ -548,16 +547,12 @@ class BulkRunner:
                     claimed = await store.claim_many(
                         run_id, domains, now=clock.now(), owner=self.owner
                     )
-                    blocked = await store.suppressed(
-                        [message.participant.email for message in claimed if message]
-                    )
                     for claimed_message in claimed:
                         if claimed_message is None:
                             continue  # the count was stale: someone else took it
                         free -= 1
-                        entry = blocked.get(claimed_message.participant.email.lower())
-                        if entry is not None:  # never sent: recorded with the others
-                            finished.append((claimed_message, _suppressed(entry, clock)))
+                        if claimed_message.suppressed is not None:  # never sent; recorded
+                            finished.append((claimed_message, _suppressed(claimed_message, clock)))
                             wake.set()
                             continue
                         running += 1
@@ -653,8 +648,9 @@ class BulkRunner:
         return Outcome(MessageState.DEFERRED, next_attempt_at=next_at, **common)  # type: ignore[arg-type]
 
 
-def _suppressed(entry: Suppression, clock: Clock) -> Outcome:
-    return Outcome(MessageState.SUPPRESSED, at=clock.now(), detail=f"suppressed: {entry.reason}")
+def _suppressed(message: OutboxMessage, clock: Clock) -> Outcome:
+    detail = f"suppressed ({message.suppressed})"
+    return Outcome(MessageState.SUPPRESSED, at=clock.now(), detail=detail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,6 +129,7 @@ class OutboxMessage:
     attempts: int  # including the current one
     first_attempt_at: float | None
     message_id: str | None  # kept across attempts, so a resend carries the same Message-ID
+    suppressed: str | None = None  # why the address is on the suppression list, if it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +310,11 @@ class Store(Protocol):
     async def claim(
         self, run_id: str, domain: str, /, *, now: float, owner: str
     ) -> OutboxMessage | None:
-        """Atomically move one claimable message of ``domain`` to ``sending``."""
+        """Atomically move one claimable message of ``domain`` to ``sending``.
+
+        The message says whether its address is suppressed (checked in the same
+        statement), so the engine records it as such instead of sending.
+        """
         ...
 
     async def record(self, message_id: int, outcome: Outcome, /) -> None:

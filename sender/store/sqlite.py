@@ -253,7 +253,8 @@ UPDATE messages
               ORDER BY due_at, priority DESC, id
               LIMIT 1)
 RETURNING id, row, email, name, participant_id, course_id, locale, vars,
-          template, attempts, first_attempt_at, message_id
+          template, attempts, first_attempt_at, message_id,
+          (SELECT kind || ': ' || reason FROM suppressions WHERE address = lower(email))
 """
 
 # Both take the same parameters, so record_many binds each outcome once for both.
@@ -715,6 +716,7 @@ class SqliteStore:
             attempts,
             first_attempt_at,
             message_id,
+            suppressed,
         ) = rows[0]
         return OutboxMessage(
             id=id_,
@@ -733,6 +735,7 @@ class SqliteStore:
             attempts=attempts,
             first_attempt_at=first_attempt_at,
             message_id=message_id,
+            suppressed=suppressed,
         )
 
     async def record(self, message_id: int, outcome: Outcome, /) -> None:
