@@ -1196,7 +1196,6 @@ class SqliteStore:
         """The participant each address last belonged to in any run (lower-cased keys)."""
         if not addresses:
             return {}
-        wanted = sorted({address.strip().lower() for address in addresses})
         with self._errors():
             rows = (
                 self._connection()
@@ -1204,7 +1203,7 @@ class SqliteStore:
                     "SELECT lower(email), participant_id, email, name, course_id, locale, vars"
                     "  FROM messages WHERE participant_id IS NOT NULL"
                     "   AND lower(email) IN (SELECT value FROM json_each(?)) ORDER BY id",
-                    (json.dumps(wanted),),
+                    (_address_list(addresses),),
                 )
                 .fetchall()
             )
@@ -1258,14 +1257,13 @@ class SqliteStore:
         """The suppressed ones among ``addresses`` (compared lower-cased), by address."""
         if not addresses:
             return {}
-        wanted = sorted({address.strip().lower() for address in addresses})
         with self._errors():
             rows = (
                 self._connection()
                 .execute(
                     "SELECT address, kind, reason, since FROM suppressions"
                     " WHERE address IN (SELECT value FROM json_each(?))",
-                    (json.dumps(wanted),),
+                    (_address_list(addresses),),
                 )
                 .fetchall()
             )
@@ -1458,6 +1456,11 @@ _SELECT_EVENT = (
     "SELECT uid, course_id, sequence, fingerprint, event, cancelled, changes, updated_at"
     " FROM events"
 )
+
+
+def _address_list(addresses: Sequence[str]) -> str:
+    """Addresses as a JSON array for ``json_each``: trimmed, lower-cased, each once."""
+    return json.dumps(sorted({address.strip().lower() for address in addresses}))
 
 
 def _event_record(row: tuple[Any, ...]) -> EventRecord:
