@@ -1,0 +1,292 @@
+"""The ``sender`` command group and what every command shares: context, errors, output.
+
+Commands hold no logic of their own. Every :class:`~sender.errors.SenderError`
+becomes one line on stderr and a non-zero exit code; ``--debug`` shows the
+traceback for anything unexpected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import sys
+import time
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
+from rich.progress import Progress as RichProgress
+
+from sender.config import CliConfig, load_config, parse_duration
+from sender.errors import ConfigurationError, InputError, SenderError
+from sender.loop import fast_loop
+from sender.runs import (
+    Progress,
+)
+from sender.store import MessageState, SqliteStore
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "Context",
+    "ProgressDisplay",
+    "count_bar",
+    "dns_option",
+    "duration",
+    "err",
+    "errors_as_lines",
+    "fail",
+    "maildir_option",
+    "main",
+    "out",
+    "pass_context",
+    "smtp_option",
+    "store_for",
+    "variables",
+    "when",
+    "with_store",
+    "write_csv_rows",
+]
+
+T = TypeVar("T")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_FAILED = 1  # the command ran and the answer is "no" (refused, invalid, ...)
+EXIT_CONFIG = 2  # the command could not run as given (also click's usage errors)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True)
+    sys.exit(code)
+
+
+@contextmanager
+def errors_as_lines(debug: bool) -> Iterator[None]:
+    """Turn our errors into one clear line; only --debug shows tracebacks."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    except SenderError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        fail(f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for details")
+
+
+class Context:
+    """What the group resolved for its subcommands."""
+
+    def __init__(self, *, config_file: Path | None, debug: bool) -> None:
+        self.config_file = config_file
+        self.debug = debug
+
+    def config(self, *, quiet: bool = False, **overrides: object) -> CliConfig:
+        config = load_config(config_file=self.config_file, overrides=overrides)
+        if config.generated_secret is not None and not quiet:
+            err.print(
+                "warning: no secret key configured (SENDER_SECRET_KEYS); using the generated "
+                f"key in {config.generated_secret}. Links stop verifying if that file is lost.",
+                style="yellow",
+            )
+        return config
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        with errors_as_lines(self.debug), asyncio.Runner(loop_factory=fast_loop()) as runner:
+            return runner.run(coroutine)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, setting="--ttl")
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def variables(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, str]:
+    result = {}
+    for item in value:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not key=value")
+        result[key.strip()] = val
+    return result
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Settings file (default: ./sender.toml when present).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log each delivery to stderr.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.version_option(package_name="sender")
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None, verbose: bool, debug: bool) -> None:
+    """Reach LMS participants by e-mail, with personal login links."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = Context(config_file=config_file, debug=debug)
+
+
+# --- send and run ----------------------------------------------------------------------
+
+dns_option = click.option(
+    "--dns-server", help="HOST:PORT of the nameserver for address checks (default: the system's)."
+)
+
+smtp_option = click.option(
+    "--smtp", "smtp_url", help="smtp://, smtp+starttls:// or smtps:// URL (default: embedded)."
+)
+maildir_option = click.option(
+    "--maildir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the embedded capture server stores mail (default .sender/maildir).",
+)
+
+
+class ProgressDisplay:
+    """A rich progress bar on a terminal; plain lines every few seconds otherwise."""
+
+    def __init__(self, *, enabled: bool | None) -> None:
+        """``None``: a bar on a terminal, plain lines otherwise; ``False``: silent."""
+        self._tty = err.is_terminal if enabled is None else enabled
+        self._silent = enabled is False
+        self._bar: RichProgress | None = None
+        self._task: TaskID | None = None
+        self._last_line = 0.0
+
+    def __enter__(self) -> ProgressDisplay:
+        if self._tty:
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.fields[run]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[states]}"),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("ETA {task.fields[eta]}"),
+                console=err,
+                transient=False,
+            )
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+    def update(self, progress: Progress) -> None:
+        if self._silent:
+            return
+        counts = progress.counts
+        states = " ".join(
+            f"{state.value} {counts.get(state, 0)}"
+            for state in (
+                MessageState.SENT,
+                MessageState.DEFERRED,
+                MessageState.FAILED,
+                MessageState.SKIPPED,
+                MessageState.SUPPRESSED,
+            )
+            if counts.get(state, 0) or state is MessageState.SENT
+        )
+        eta = "-" if progress.eta is None else f"{progress.eta:.0f}s"
+        rate = f"{progress.rate:.0f}/s"
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(
+                    "send",
+                    total=progress.total,
+                    run=progress.run_id,
+                    states="",
+                    rate="",
+                    eta="",
+                )
+            self._bar.update(
+                self._task,
+                completed=progress.done,
+                total=progress.total,
+                states=states,
+                rate=rate,
+                eta=eta,
+            )
+            return
+        moment = time.monotonic()
+        if moment - self._last_line >= 2.0 or progress.done == progress.total:
+            self._last_line = moment
+            err.print(
+                f"{progress.run_id}: {progress.done}/{progress.total} {states} {rate} ETA {eta}"
+            )
+
+
+@contextmanager
+def count_bar(label: str, total: int, *, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A bar counting up to ``total`` on a terminal; nothing when output is redirected."""
+    if not enabled or not err.is_terminal:
+        yield lambda _done: None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn())
+    with RichProgress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def store_for(config: CliConfig) -> SqliteStore:
+    return SqliteStore(config.state_dir / "outbox.sqlite3")
+
+
+async def with_store(config: CliConfig, action: Callable[[SqliteStore], Awaitable[T]]) -> T:
+    store = store_for(config)
+    try:
+        return await action(store)
+    finally:
+        await store.aclose()
+
+
+def write_csv_rows(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """A CSV with a header row; a path that cannot be written is one clear error."""
+    try:
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(fields))
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}", field="csv") from exc

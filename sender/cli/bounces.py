@@ -1,0 +1,348 @@
+"""Bounces, the inbound listener and the suppression list."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sender.bounces import parse_bounce
+from sender.cli.app import (
+    Context,
+    err,
+    errors_as_lines,
+    fail,
+    main,
+    out,
+    pass_context,
+    store_for,
+    when,
+    with_store,
+    write_csv_rows,
+)
+from sender.client import Sender
+from sender.config import CliConfig, parse_duration
+from sender.errors import InputError
+from sender.inbound import InboundMail, InboundServer, Route
+from sender.intake import read_mail
+from sender.invites import Invitations
+from sender.mime import envelope_address
+from sender.suppression import cleanup_report, ingest_bounce
+
+__all__ = [
+    "REPORT_FIELDS",
+    "bounces",
+    "bounces_ingest",
+    "bounces_parse",
+    "bounces_report",
+    "check_address",
+    "inbound",
+    "ingest_bounce_files",
+    "serve_inbound",
+    "suppress",
+    "suppress_add",
+    "suppress_list",
+    "suppress_remove",
+]
+
+# --- bounces and the inbound listener ---------------------------------------------------
+
+
+@main.group()
+def bounces() -> None:
+    """Bounces: parse them, record them, and report what to clean up."""
+
+
+@bounces.command("parse")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="{path: [findings]} as JSON.")
+@pass_context
+def bounces_parse(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
+    """Classify the bounces in FILES without recording anything."""
+    result: dict[str, list[dict[str, str | None]]] = {}
+    with errors_as_lines(obj.debug):
+        for path in files:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise InputError(f"cannot read {path}: {exc.strerror}", field="path") from exc
+            result[str(path)] = [
+                {
+                    "recipient": finding.recipient,
+                    "kind": finding.kind.value,
+                    "status": finding.status,
+                    "diagnostic": finding.diagnostic,
+                }
+                for finding in parse_bounce(data)
+            ]
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False))
+        return
+    for path_text, findings in result.items():
+        if not findings:
+            out.print(f"{path_text}: no bounce")
+        for finding in findings:
+            out.print(
+                f"{path_text}: {finding['recipient'] or '(no address)'} {finding['kind']}"
+                f" {finding['status'] or '-'} {finding['diagnostic']}",
+                overflow="ignore",
+                crop=False,
+            )
+
+
+@bounces.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@pass_context
+def bounces_ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Record the bounces in .eml files, mbox files and Maildir folders; suppress by the rules."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+    result = obj.run(ingest_bounce_files(config, paths))
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False))
+        return
+    for line in result["suppressed"]:
+        out.print(f"suppressed {line['address']}: {line['why']}")
+    out.print(
+        f"{result['messages']} message(s) read, {result['findings']} finding(s) recorded, "
+        f"{result['forged']} forged, {len(result['suppressed'])} address(es) suppressed"
+    )
+
+
+async def ingest_bounce_files(config: CliConfig, paths: tuple[Path, ...]) -> dict[str, Any]:
+    store = store_for(config)
+    sender = Sender(config.sender)
+    messages = findings = forged = 0
+    suppressed: list[dict[str, str]] = []
+    try:
+        for item in read_mail(paths):
+            messages += 1
+            for outcome in await ingest_bounce(
+                store,
+                item.data,
+                return_paths=sender.return_paths,
+                policy=config.bounces,
+                now=time.time(),
+                source=item.source,
+            ):
+                findings += 1
+                forged += outcome.record.forged
+                if outcome.suppressed and outcome.record.address:
+                    suppressed.append(
+                        {"address": outcome.record.address, "why": outcome.suppressed}
+                    )
+    finally:
+        await store.aclose()
+    return {"messages": messages, "findings": findings, "forged": forged, "suppressed": suppressed}
+
+
+@bounces.command("report")
+@click.option("--since", "since_text", default="7d", show_default=True, help="e.g. 24h, 7d, 30d.")
+@click.option(
+    "--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), help="Write CSV."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@pass_context
+def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json: bool) -> None:
+    """One row per affected participant: what bounced, what to do, and a fresh Get Link."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+        since = time.time() - parse_duration(since_text, setting="--since").total_seconds()
+    rows = obj.run(with_store(config, lambda store: cleanup_report(store, since=since)))
+    sender = Sender(config.sender)
+    table = [
+        {
+            "participant_id": row.participant.participant_id if row.participant else "",
+            "name": row.participant.name if row.participant else "",
+            "email": row.address,
+            "kind": row.kind,
+            "status": row.status or "",
+            "diagnostic": row.diagnostic,
+            "count": row.count,
+            "last_bounce": datetime.fromtimestamp(row.last_at, UTC).isoformat(),
+            "suppressed": row.suppressed,
+            "action": row.action,
+            "rule": row.rule,
+            "get_link": sender.get_link(row.participant).url if row.participant else "",
+        }
+        for row in rows
+    ]
+    if csv_out is not None:
+        with errors_as_lines(obj.debug):
+            write_csv_rows(csv_out, REPORT_FIELDS, table)
+        err.print(f"wrote {csv_out} ({len(table)} row(s))")
+    if as_json:
+        click.echo(json.dumps(table, ensure_ascii=False))
+        return
+    if csv_out is None:
+        for entry in table:
+            who = f"{entry['name']} ({entry['participant_id']})" if entry["name"] else "unknown"
+            out.print(
+                f"{entry['email']}  {who}  {entry['kind']} {entry['status']} x{entry['count']}"
+                f"  -> {entry['action']} ({entry['rule']})",
+                overflow="ignore",
+                crop=False,
+            )
+        out.print(f"{len(table)} affected address(es)")
+
+
+REPORT_FIELDS = (
+    "participant_id",
+    "name",
+    "email",
+    "kind",
+    "status",
+    "diagnostic",
+    "count",
+    "last_bounce",
+    "suppressed",
+    "action",
+    "rule",
+    "get_link",
+)
+
+
+@main.command()
+@click.option("--listen", default="127.0.0.1:2525", show_default=True, help="HOST:PORT.")
+@click.option("--reply-address", "reply_addresses", multiple=True, help="Calendar-reply address.")
+@pass_context
+def inbound(obj: Context, listen: str, reply_addresses: tuple[str, ...]) -> None:
+    """Receive bounces (the bounce domain) and calendar replies by SMTP, until Ctrl-C.
+
+    Mail for any other domain is refused as relaying. Replies go to the RSVP reader;
+    what cannot be handled is kept raw in .sender/inbound/unprocessed.
+    """
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+        host, _, port_text = listen.rpartition(":")
+        if not host or not port_text.isdigit():
+            raise InputError(f"--listen wants HOST:PORT, not {listen!r}", field="listen")
+    obj.run(serve_inbound(config, host, int(port_text), reply_addresses))
+
+
+async def serve_inbound(
+    config: CliConfig, host: str, port: int, reply_addresses: tuple[str, ...]
+) -> None:
+    store = store_for(config)
+    sender = Sender(config.sender)
+    invitations = Invitations(sender, store)
+    organizers = {
+        json.loads(event.event).get("organizer_email", "") for event in await store.events()
+    }
+    replies = sorted({a.lower() for a in (*reply_addresses, *organizers) if a})
+
+    async def on_mail(mail: InboundMail) -> None:
+        if mail.route is Route.BOUNCE:
+            outcomes = await ingest_bounce(
+                store,
+                mail.data,
+                return_paths=sender.return_paths,
+                policy=config.bounces,
+                now=time.time(),
+                envelope_to=mail.recipient,
+                source="inbound",
+            )
+            if not outcomes:
+                raise InputError("no bounce found in a message to the bounce domain")
+            return
+        if not await invitations.record_reply(mail.data, source="inbound"):
+            raise InputError("no calendar reply found in a message to the reply address")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        async with InboundServer(
+            bounce_domain=config.sender.bounce_domain,
+            reply_addresses=replies,
+            on_mail=on_mail,
+            keep_dir=config.state_dir / "inbound",
+            host=host,
+            port=port,
+        ) as server:
+            err.print(
+                f"listening on {server.host}:{server.port} for "
+                f"{config.sender.bounce_domain or 'no bounce domain'}"
+                f" and {', '.join(replies) or 'no reply address'}; Ctrl-C stops"
+            )
+            await stop.wait()
+    finally:
+        await store.aclose()
+
+
+# --- suppression ---------------------------------------------------------------------
+
+
+@main.group()
+def suppress() -> None:
+    """The suppression list: addresses sender never writes to."""
+
+
+@suppress.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
+@pass_context
+def suppress_list(obj: Context, as_json: bool) -> None:
+    """Every suppressed address, with why and since when."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+    entries = obj.run(with_store(config, lambda store: store.suppressions()))
+    if as_json:
+        rows = [
+            {"address": e.address, "kind": e.kind, "reason": e.reason, "since": e.since}
+            for e in entries
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for entry in entries:
+        out.print(f"{entry.address}  {entry.kind}  since {when(entry.since)}  {entry.reason}")
+    out.print(f"{len(entries)} suppressed address(es)")
+
+
+@suppress.command("add")
+@click.argument("address")
+@click.option("--reason", default="added by hand", show_default=True)
+@pass_context
+def suppress_add(obj: Context, address: str, reason: str) -> None:
+    """Never write to ADDRESS again (until it is removed)."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+        check_address(address)
+    added = obj.run(
+        with_store(
+            config,
+            lambda store: store.suppress(address, kind="manual", reason=reason, now=time.time()),
+        )
+    )
+    out.print(f"{address}: {'suppressed' if added else 'was suppressed already'}")
+
+
+@suppress.command("remove")
+@click.argument("address")
+@click.option("--reason", required=True, help="Why it may be written to again (logged).")
+@pass_context
+def suppress_remove(obj: Context, address: str, reason: str) -> None:
+    """Take ADDRESS off the list; the reason is logged with the time."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+        if not reason.strip():
+            raise InputError("removing an address needs a reason", field="reason")
+    removed = obj.run(
+        with_store(config, lambda store: store.unsuppress(address, reason=reason, now=time.time()))
+    )
+    if not removed:
+        fail(f"{address} is not on the suppression list")
+    out.print(f"{address}: removed from the suppression list ({reason})")
+
+
+def check_address(address: str) -> None:
+    envelope_address(address, field="address")

@@ -1,0 +1,347 @@
+"""Calendar invitations: invite, update, cancel, and the answers read back."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import (
+    Iterable,
+)
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from sender.cli.app import (
+    Context,
+    ProgressDisplay,
+    err,
+    errors_as_lines,
+    main,
+    out,
+    pass_context,
+    store_for,
+)
+from sender.cli.runs import (
+    describe_limits,
+    print_run_report,
+    run_config,
+    run_options,
+    sending_options,
+)
+from sender.client import CalendarSend, Sender, open_sender
+from sender.config import CliConfig
+from sender.errors import InputError
+from sender.ical import CalendarEvent, CalendarMethod
+from sender.intake import read_mail
+from sender.invites import Invitations
+from sender.models import Participant
+from sender.participants import CsvRow, read_csv
+from sender.runs import (
+    RunReport,
+    RunSettings,
+)
+from sender.schedule import Scheduler
+
+__all__ = [
+    "CALENDAR_TEMPLATES",
+    "ingest_replies",
+    "invite",
+    "invite_event",
+    "list_answers",
+    "preview_calendar",
+    "read_event",
+    "rsvp",
+    "rsvp_ingest",
+    "rsvp_list",
+]
+
+CALENDAR_TEMPLATES = {
+    "invite": (CalendarMethod.REQUEST, ()),
+    "invite_update": (CalendarMethod.REQUEST, ("time",)),
+    "invite_cancel": (CalendarMethod.CANCEL, ()),
+}
+
+
+def read_event(path: Path) -> CalendarEvent:
+    """An EVENT.toml file; its stem names the event unless it says ``event_id``."""
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", field="event") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid TOML: {exc}", field="event") from exc
+    try:
+        return CalendarEvent.from_mapping(values, default_event_id=path.stem)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}", field=exc.field) from exc
+
+
+def preview_calendar(
+    template: str, event_file: Path | None, sequence: int | None
+) -> CalendarSend | None:
+    """The calendar part of a ``sender render`` preview, from ``--event``."""
+    kind = CALENDAR_TEMPLATES.get(template)
+    if event_file is None:
+        if kind is not None:
+            raise InputError(f"{template} needs --event EVENT.toml", field="event")
+        return None
+    if kind is None:
+        raise InputError(
+            f"--event goes with {', '.join(CALENDAR_TEMPLATES)}, not {template}", field="event"
+        )
+    method, changes = kind
+    default = 0 if template == "invite" else 1
+    return CalendarSend(
+        read_event(event_file), method, default if sequence is None else sequence, changes
+    )
+
+
+# --- calendar invitations ---------------------------------------------------------------
+
+
+@main.command()
+@click.argument("event_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("csv_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cancel", is_flag=True, help="Send cancellations instead of invitations.")
+@click.option(
+    "--participant",
+    "participant_ids",
+    multiple=True,
+    help="With --cancel: only this participant (repeatable), e.g. one who left the course.",
+)
+@run_options
+@pass_context
+def invite(
+    obj: Context,
+    /,
+    event_file: Path,
+    csv_file: Path | None,
+    cancel: bool,
+    participant_ids: tuple[str, ...],
+    progress: bool | None,
+    **options: Any,
+) -> None:
+    """Invite a CSV's participants to the event in EVENT.toml, as a calendar invitation.
+
+    Run it again after editing EVENT.toml and those already invited get an update (same
+    UID, higher SEQUENCE); newcomers in the CSV get an invitation. --cancel cancels the
+    event for everyone invited, or only for --participant ids (or the CSV's participants).
+    """
+    with errors_as_lines(obj.debug):
+        config = run_config(obj, **options)
+        event = read_event(event_file)
+        if csv_file is not None and not csv_file.is_file():
+            raise InputError(f"{csv_file} does not exist", field="csv")
+        if not cancel and csv_file is None:
+            raise InputError("invite needs a CSV of participants (or --cancel)", field="csv")
+        if participant_ids and not cancel:
+            raise InputError("--participant goes with --cancel", field="participant")
+    reports = obj.run(
+        invite_event(
+            config,
+            event,
+            rows=read_csv(csv_file) if csv_file is not None else None,
+            cancel=cancel,
+            only=participant_ids,
+            progress=progress,
+        )
+    )
+    for report in reports:
+        obj.run(print_run_report(config, report))
+    if not reports:
+        out.print("Nothing to send: everyone in the file already has this version of the event.")
+    out.print(f"Event {event.event_uid}: `sender rsvp list {event.event_uid}` shows the answers.")
+
+
+async def invite_event(
+    config: CliConfig,
+    event: CalendarEvent,
+    *,
+    rows: Iterable[CsvRow] | None,
+    cancel: bool,
+    only: tuple[str, ...],
+    progress: bool | None,
+) -> list[RunReport]:
+    store = store_for(config)
+    try:
+        scheduler = Scheduler(config.limits)
+        async with open_sender(
+            config.sender, smtp=config.smtp, maildir=config.maildir, scheduler=scheduler
+        ) as sender:
+            invitations = Invitations(
+                sender,
+                store,
+                RunSettings(
+                    concurrency=config.concurrency,
+                    retry=config.retry,
+                    workers=config.workers,
+                    bounces=config.bounces,
+                ),
+                scheduler=scheduler,
+                run_options=sending_options(config),
+            )
+            err.print(f"event {event.event_uid}: {describe_limits(config)}")
+            with ProgressDisplay(enabled=progress) as display:
+                if not cancel:
+                    return await invitations.invite(
+                        event, list(rows or ()), on_progress=display.update
+                    )
+                chosen: list[Participant] | None = None
+                if only or rows is not None:
+                    wanted = set(only)
+                    wanted.update(r.participant.participant_id for r in rows or () if r.participant)
+                    chosen = [
+                        answer.participant
+                        for answer in await invitations.answers(event.event_uid)
+                        if answer.participant.participant_id in wanted
+                    ]
+                return [await invitations.cancel(event, chosen, on_progress=display.update)]
+    finally:
+        await store.aclose()
+
+
+@main.group()
+def rsvp() -> None:
+    """Calendar replies: read them back, and see who accepted."""
+
+
+@rsvp.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@pass_context
+def rsvp_ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Record the answers in .eml files, mbox files and Maildir folders."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+    result = obj.run(ingest_replies(config, paths))
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False))
+        return
+    answers = result["answers"]
+    assert isinstance(answers, list)
+    for answer in answers:
+        line = f"{answer['source']}: {answer['attendee']} {answer['partstat']} {answer['uid']}"
+        if answer["outcome"] != "recorded":
+            line += f" — not counted ({answer['outcome']}: {answer['reason']})"
+        out.print(line, overflow="ignore", crop=False)
+    out.print(
+        f"{result['messages']} message(s) read, {result['recorded']} answer(s) recorded, "
+        f"{result['refused']} kept but not counted, {result['repeated']} seen before"
+    )
+
+
+async def ingest_replies(config: CliConfig, paths: tuple[Path, ...]) -> dict[str, object]:
+    store = store_for(config)
+    try:
+        invitations = Invitations(Sender(config.sender), store)
+        messages = repeated = 0
+        answers: list[dict[str, object]] = []
+        for item in read_mail(paths):
+            messages += 1
+            before = len(answers)
+            for record in await invitations.record_reply(item.data, source=item.source):
+                answers.append(
+                    {
+                        "source": record.source,
+                        "uid": record.uid,
+                        "attendee": record.attendee,
+                        "partstat": record.partstat,
+                        "sequence": record.sequence,
+                        "comment": record.comment,
+                        "outcome": record.outcome,
+                        "reason": record.reason,
+                        "participant_id": record.participant_id,
+                    }
+                )
+            if len(answers) == before and await invitations.is_reply(item.data):
+                repeated += 1
+    finally:
+        await store.aclose()
+    recorded = sum(1 for answer in answers if answer["outcome"] == "recorded")
+    return {
+        "messages": messages,
+        "recorded": recorded,
+        "refused": len(answers) - recorded,
+        "repeated": repeated,
+        "answers": answers,
+    }
+
+
+@rsvp.command("list")
+@click.argument("event_uid", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable answers.")
+@pass_context
+def rsvp_list(obj: Context, event_uid: str | None, as_json: bool) -> None:
+    """Who accepted, declined, is tentative or has not answered, per event."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+    data = obj.run(list_answers(config, event_uid))
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    for event in data["events"]:
+        table = Table(
+            title=f"{event['summary']} ({event['uid']}), SEQUENCE {event['sequence']}"
+            + (" — cancelled" if event["cancelled"] else ""),
+            title_justify="left",
+        )
+        for column in ("participant", "name", "email", "answer", "comment"):
+            table.add_column(column)
+        for attendee in event["attendees"]:
+            table.add_row(
+                attendee["participant_id"],
+                attendee["name"],
+                attendee["email"],
+                attendee["status"],
+                attendee["comment"],
+            )
+        out.print(table)
+        counts = ", ".join(f"{n} {status.lower()}" for status, n in event["counts"].items())
+        out.print(counts or "nobody invited yet")
+
+
+async def list_answers(config: CliConfig, event_uid: str | None) -> dict[str, Any]:
+    store = store_for(config)
+    try:
+        invitations = Invitations(Sender(config.sender), store)
+        if event_uid is not None:
+            record = await store.get_event(event_uid)
+            if record is None:
+                raise InputError(f"no event with UID {event_uid!r} was sent", field="event_uid")
+            records = [record]
+        else:
+            records = await store.events()
+        events = []
+        for record in records:
+            answers = await invitations.answers(record.uid)
+            counts: dict[str, int] = {}
+            for answer in answers:
+                counts[answer.status] = counts.get(answer.status, 0) + 1
+            events.append(
+                {
+                    "uid": record.uid,
+                    "course_id": record.course_id,
+                    "summary": json.loads(record.event).get("summary", ""),
+                    "sequence": record.sequence,
+                    "cancelled": record.cancelled,
+                    "counts": counts,
+                    "attendees": [
+                        {
+                            "participant_id": answer.participant.participant_id,
+                            "name": answer.participant.name,
+                            "email": answer.participant.email,
+                            "status": answer.status,
+                            "sequence": answer.sequence,
+                            "answered_sequence": answer.answered_sequence,
+                            "answered_at": answer.answered_at,
+                            "comment": answer.comment,
+                        }
+                        for answer in answers
+                    ],
+                }
+            )
+    finally:
+        await store.aclose()
+    return {"events": events}

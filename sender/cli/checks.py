@@ -1,0 +1,230 @@
+"""Checks before sending: addresses, the sender domain, DKIM keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import (
+    Iterable,
+)
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sender.cli.app import (
+    EXIT_FAILED,
+    Context,
+    count_bar,
+    dns_option,
+    err,
+    errors_as_lines,
+    main,
+    out,
+    pass_context,
+    store_for,
+    write_csv_rows,
+)
+from sender.config import CliConfig
+from sender.dkim import DkimKey, dns_record, generate_key
+from sender.doctor import Fix, diagnose
+from sender.errors import InputError
+from sender.participants import CsvRow, read_csv
+from sender.resolve import DnsSettings, Resolver
+from sender.validate import Validator
+
+__all__ = [
+    "dkim",
+    "dkim_keygen",
+    "doctor",
+    "preflight",
+    "print_fixes",
+    "resolver_for",
+    "validate",
+    "validate_rows",
+    "validator_for",
+]
+
+# --- checks before sending: addresses, the sender domain, DKIM keys -----------------------
+
+
+def resolver_for(dns_server: str | None) -> Resolver:
+    return Resolver(DnsSettings.from_text(dns_server) if dns_server else DnsSettings())
+
+
+def preflight(config: CliConfig) -> bool:
+    """Check addresses before queueing: on when mail really leaves (an SMTP URL), unless told.
+
+    The embedded capture server delivers nothing, so there are no bounces to avoid.
+    """
+    return config.validate if config.validate is not None else config.smtp is not None
+
+
+def validator_for(config: CliConfig) -> Validator:
+    """Pre-flight checks for a run: syntax and DNS; suppression stays the engine's."""
+    return Validator(resolver_for(config.dns_server))
+
+
+@main.command()
+@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
+@dns_option
+@click.option("--json", "as_json", is_flag=True, help="{summary, rows} as JSON.")
+@click.option(
+    "--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a CSV."
+)
+@pass_context
+def validate(
+    obj: Context, csv_file: Path, dns_server: str | None, as_json: bool, csv_out: Path | None
+) -> None:
+    """A verdict per row: ok, invalid, risky or unknown, with the reason and a suggestion.
+
+    Exits 1 when any row is invalid. Addresses on the suppression list, or with hard
+    bounces on record, are flagged too.
+    """
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True, dns_server=dns_server)
+        if not csv_file.is_file():
+            raise InputError(f"{csv_file} does not exist", field="csv")
+        rows = list(read_csv(csv_file))
+    summary = obj.run(validate_rows(config, rows, progress=not as_json))
+    listed = [
+        {
+            "row": row,
+            "email": check.email,
+            "verdict": check.verdict.value,
+            "reason": check.reason,
+            "suggestion": check.suggestion,
+        }
+        for row, check in summary.checks
+    ]
+    unreadable = [
+        {
+            "row": r.row,
+            "email": "",
+            "verdict": "invalid",
+            "reason": str(r.error),
+            "suggestion": None,
+        }
+        for r in rows
+        if r.email is None
+    ]
+    listed = sorted(listed + unreadable, key=lambda item: int(str(item["row"])))
+    counts = {verdict.value: n for verdict, n in summary.counts.items()}
+    counts["invalid"] = counts.get("invalid", 0) + len(unreadable)
+    if csv_out is not None:
+        with errors_as_lines(obj.debug):
+            write_csv_rows(csv_out, ["row", "email", "verdict", "reason", "suggestion"], listed)
+    if as_json:
+        click.echo(json.dumps({"summary": counts, "rows": listed}, ensure_ascii=False))
+    else:
+        for item in listed:
+            if item["verdict"] != "ok":
+                hint = f" — did you mean {item['suggestion']}?" if item["suggestion"] else ""
+                out.print(
+                    f"row {item['row']} ({item['email'] or 'no address'}): {item['verdict']}: "
+                    f"{item['reason']}{hint}",
+                    overflow="ignore",
+                    crop=False,
+                )
+        out.print(", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
+    if counts.get("invalid"):
+        sys.exit(EXIT_FAILED)
+
+
+async def validate_rows(config: CliConfig, rows: list[CsvRow], *, progress: bool) -> Any:
+    store = store_for(config)
+    try:
+        validator = Validator(resolver_for(config.dns_server), store=store)
+        total = sum(1 for row in rows if row.email is not None)
+        with count_bar("checking addresses", total, enabled=progress) as advance:
+            return await validator.check_rows(rows, on_progress=advance)
+    finally:
+        await store.aclose()
+
+
+@main.command()
+@click.argument("domain")
+@dns_option
+@click.option("--spf-include", default="amazonses.com", show_default=True)
+@click.option("--dkim-selector", help="Check the DKIM key published under this selector.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@pass_context
+def doctor(
+    obj: Context,
+    domain: str,
+    dns_server: str | None,
+    spf_include: str,
+    dkim_selector: str | None,
+    as_json: bool,
+) -> None:
+    """Check a sender domain's SPF, DKIM, DMARC and MX, and print the records to fix it.
+
+    Exits 1 when anything fails (or DNS did not answer).
+    """
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True, dns_server=dns_server)
+        settings = config.sender
+        own_key = settings.dkim_private_key if settings.dkim_selector == dkim_selector else None
+        report = obj.run(
+            diagnose(
+                domain,
+                resolver=resolver_for(config.dns_server),
+                spf_include=spf_include,
+                dkim_selector=dkim_selector or settings.dkim_selector,
+                dkim_private_key=own_key or settings.dkim_private_key,
+                bounce_domain=settings.bounce_domain,
+                reply_domain=settings.reply_to.domain if settings.reply_to else None,
+            )
+        )
+    if as_json:
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        for check in report.checks:
+            mark = "ok  " if check.ok else ("??  " if check.unknown else "FAIL")
+            out.print(f"{mark} {check.name}: {check.message}", overflow="ignore", crop=False)
+            print_fixes(check.fixes)
+    if not report.ok:
+        sys.exit(EXIT_FAILED)
+
+
+def print_fixes(fixes: Iterable[Fix]) -> None:
+    for fix in fixes:
+        out.print(f"       BIND:    {fix.bind()}", overflow="ignore", crop=False)
+        console = fix.console()
+        out.print(
+            f"       console: host {console['host']}  type {console['type']}  "
+            f"value {console['value']}",
+            overflow="ignore",
+            crop=False,
+        )
+
+
+@main.group()
+def dkim() -> None:
+    """DKIM keys for signing outgoing mail."""
+
+
+@dkim.command("keygen")
+@click.option("--domain", required=True, help="The signing domain (d=), e.g. learning.example.com.")
+@click.option("--selector", required=True, help="The selector (s=), e.g. s2027.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--bits", type=click.IntRange(1024, 4096), default=2048, show_default=True)
+@pass_context
+def dkim_keygen(obj: Context, domain: str, selector: str, out_file: Path | None, bits: int) -> None:
+    """Write a new private key (mode 0600) and print its DNS record in BIND and console forms."""
+    with errors_as_lines(obj.debug):
+        path = out_file or Path(f"dkim-{selector}.pem")
+        pem = generate_key(bits=bits)
+        name, value = dns_record(DkimKey(domain, selector, pem))
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as exc:
+            raise InputError(f"{path} exists; keys are never overwritten", field="out") from exc
+        except OSError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror}", field="out") from exc
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(pem)
+    err.print(f"wrote {path} (keep it secret); publish this record, then set in sender.toml:")
+    err.print(f'  dkim_domain = "{domain}"  dkim_selector = "{selector}"  dkim_key = "{path}"')
+    print_fixes([Fix(name, "TXT", value, origin=domain.rstrip(".").lower() + ".")])

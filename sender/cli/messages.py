@@ -1,0 +1,255 @@
+"""Commands about one message: login links, previews, single sends, template lint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from sender.cli.app import (
+    EXIT_FAILED,
+    Context,
+    duration,
+    err,
+    errors_as_lines,
+    fail,
+    maildir_option,
+    main,
+    pass_context,
+    smtp_option,
+    variables,
+)
+from sender.cli.calendar import preview_calendar
+from sender.client import Sender, open_sender
+from sender.errors import LinkError
+from sender.models import DeliveryResult, Participant
+from sender.render import Renderer, lint_templates
+
+__all__ = [
+    "SAMPLE",
+    "describe",
+    "link",
+    "link_issue",
+    "link_verify",
+    "render",
+    "send",
+    "templates",
+    "templates_lint",
+]
+
+# --- links -----------------------------------------------------------------------------
+
+
+@main.group()
+def link() -> None:
+    """Issue and verify personal login links ("Get Link")."""
+
+
+@link.command("issue")
+@click.option("--participant", required=True, help="The participant's id in the LMS.")
+@click.option("--course", required=True, help="The course (or project) id.")
+@click.option("--next", "next_path", help="Same-site path to open after login, e.g. /courses/1.")
+@click.option("--ttl", callback=duration, help="Lifetime, e.g. 7d or 12h (default 14d).")
+@click.option("--stamp", help="Revocation stamp, e.g. a hash of the address plus a version.")
+@click.option("--purpose", default="login", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {url, token, expires_at}.")
+@pass_context
+def link_issue(
+    obj: Context,
+    participant: str,
+    course: str,
+    next_path: str | None,
+    ttl: timedelta | None,
+    stamp: str | None,
+    purpose: str,
+    as_json: bool,
+) -> None:
+    """Print a participant's personal login URL."""
+    with errors_as_lines(obj.debug):
+        sender = Sender(obj.config().sender)
+        issued = sender.links.issue(
+            participant, course, purpose=purpose, next=next_path, ttl=ttl, stamp=stamp
+        )
+    if as_json:
+        payload = {
+            "url": issued.url,
+            "token": issued.token,
+            "expires_at": issued.expires_at.isoformat(),
+        }
+        click.echo(json.dumps(payload))
+    else:
+        click.echo(issued.url)
+
+
+@link.command("verify")
+@click.argument("url_or_token")
+@click.option("--stamp", help="The participant's current revocation stamp.")
+@click.option("--purpose", default="login", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the claims, or {error: KIND}.")
+@pass_context
+def link_verify(
+    obj: Context, url_or_token: str, stamp: str | None, purpose: str, as_json: bool
+) -> None:
+    """Check a link; exit 0 with its claims, or 1 with expired, invalid or revoked."""
+    with errors_as_lines(obj.debug):
+        sender = Sender(obj.config().sender)
+        try:
+            claims = sender.verify_link(url_or_token, stamp=stamp, purpose=purpose)
+        except LinkError as exc:
+            if as_json:
+                click.echo(json.dumps({"error": exc.kind, "message": str(exc)}))
+            else:
+                click.echo(f"{exc.kind}: {exc}")
+            sys.exit(EXIT_FAILED)
+    data = {
+        "participant_id": claims.participant_id,
+        "course_id": claims.course_id,
+        "purpose": claims.purpose,
+        "next": claims.next,
+        "issued_at": claims.issued_at.isoformat(),
+        "expires_at": claims.expires_at.isoformat(),
+    }
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {'' if value is None else value}")
+
+
+# --- render ----------------------------------------------------------------------------
+
+SAMPLE = {
+    "to": "kari.nordmann@example.com",
+    "name": "Kari Nordmann",
+    "participant": "p-0001",
+    "course": "PY101",
+}
+
+
+@main.command()
+@click.argument("template")
+@click.option("--locale", default="en", show_default=True)
+@click.option("--var", "extra", multiple=True, callback=variables, help="key=value (repeatable).")
+@click.option("--to", "to", help=f"Recipient (default {SAMPLE['to']}).")
+@click.option("--name", help=f"Recipient's name (default {SAMPLE['name']}).")
+@click.option("--participant", help="Participant id for the link (default p-0001).")
+@click.option("--course", help="Course id for the link (default PY101).")
+@click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the .eml here.")
+@click.option(
+    "--event",
+    "event_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="EVENT.toml: for invite, invite_update and invite_cancel (adds the calendar).",
+)
+@click.option("--sequence", type=click.IntRange(0), help="The calendar SEQUENCE (default 0/1).")
+@pass_context
+def render(
+    obj: Context,
+    template: str,
+    locale: str,
+    extra: dict[str, str],
+    to: str | None,
+    name: str | None,
+    participant: str | None,
+    course: str | None,
+    template_dir: Path | None,
+    out: Path | None,
+    event_file: Path | None,
+    sequence: int | None,
+) -> None:
+    """Write a complete message without sending it; sample values fill the gaps."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(templates=str(template_dir) if template_dir else None)
+        calendar = preview_calendar(template, event_file, sequence)
+        composed = Sender(config.sender).compose(
+            Participant(
+                email=to or SAMPLE["to"],
+                name=name or SAMPLE["name"],
+                participant_id=participant or SAMPLE["participant"],
+                course_id=course or SAMPLE["course"],
+                locale=locale,
+                vars=extra,
+            ),
+            template=template,
+            calendar=calendar,
+        )
+        if out is None:
+            sys.stdout.buffer.write(composed.message.data)
+            return
+        out.write_bytes(composed.message.data)
+    err.print(
+        f"wrote {out} ({len(composed.message.data)} bytes, {composed.rendered.template}/"
+        f"{composed.rendered.locale}): {composed.rendered.subject}"
+    )
+
+
+@main.group()
+def templates() -> None:
+    """Work with template sets."""
+
+
+@templates.command("lint")
+@click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--var", "extra", multiple=True, callback=variables, help="Sample key=value.")
+@pass_context
+def templates_lint(obj: Context, template_dir: Path | None, extra: dict[str, str]) -> None:
+    """Check every template in every locale: variables and the single-link rule."""
+    with errors_as_lines(obj.debug):
+        renderer = Renderer(template_dirs=[template_dir] if template_dir else [])
+        findings = lint_templates(renderer, extra=extra)
+        names = renderer.names()
+    for finding in findings:
+        click.echo(str(finding))
+    if findings:
+        fail(f"{len(findings)} problem(s) in {len(names)} template set(s)")
+    click.echo(f"ok: {len(names)} template set(s) pass")
+
+
+def describe(result: DeliveryResult) -> str:
+    return f"{result.status.value}: {result.describe()}"
+
+
+@main.command()
+@click.option("--to", "to", required=True, help="The participant's address.")
+@click.option("--name", required=True)
+@click.option("--participant", required=True, help="The participant's id in the LMS.")
+@click.option("--course", required=True)
+@click.option("--template", default="invitation", show_default=True)
+@click.option("--locale", default="en", show_default=True)
+@click.option("--next", "next_path", help="Same-site path to open after login.")
+@click.option("--var", "extra", multiple=True, callback=variables, help="key=value (repeatable).")
+@smtp_option
+@maildir_option
+@pass_context
+def send(
+    obj: Context,
+    to: str,
+    name: str,
+    participant: str,
+    course: str,
+    template: str,
+    locale: str,
+    next_path: str | None,
+    extra: dict[str, str],
+    smtp_url: str | None,
+    maildir: Path | None,
+) -> None:
+    """Send one message to one participant now."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(smtp_url=smtp_url, maildir=str(maildir) if maildir else None)
+    person = Participant(to, name, participant, course, locale, extra)
+
+    async def go() -> DeliveryResult:
+        async with open_sender(config.sender, smtp=config.smtp, maildir=config.maildir) as s:
+            return await s.send(person, template=template, next=next_path)
+
+    result = obj.run(go())
+    click.echo(f"{describe(result)} (message {result.message_id})")
+    if config.smtp is None:
+        click.echo(f"stored in {config.maildir}")
+    if not result.ok:
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,468 @@
+"""Bulk runs: run, resume, retry, status, and the glue that opens store and sender."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import (
+    Callable,
+    Iterable,
+    Mapping,
+)
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from sender.cli.app import (
+    EXIT_FAILED,
+    Context,
+    ProgressDisplay,
+    dns_option,
+    err,
+    errors_as_lines,
+    maildir_option,
+    main,
+    out,
+    pass_context,
+    smtp_option,
+    store_for,
+    when,
+)
+from sender.cli.checks import preflight, validator_for
+from sender.client import CalendarSend, Sender, open_sender
+from sender.config import CliConfig
+from sender.errors import InputError
+from sender.invites import calendar_of
+from sender.participants import CsvRow, read_csv
+from sender.runs import (
+    BulkRunner,
+    DryRun,
+    RunReport,
+    RunSettings,
+    check_rows,
+    run_id_for,
+    run_status,
+)
+from sender.schedule import Scheduler
+from sender.store import MessageState, RunState
+
+__all__ = [
+    "bulk",
+    "check_rows_of",
+    "describe_limits",
+    "print_dry_run",
+    "print_run_report",
+    "print_status",
+    "resume",
+    "resume_config",
+    "resume_run",
+    "retry",
+    "run",
+    "run_config",
+    "run_options",
+    "run_status_of",
+    "sending_options",
+    "status",
+]
+
+# --- bulk runs -------------------------------------------------------------------------
+
+
+def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The sending options shared by run, resume and retry."""
+    for option in reversed(
+        [
+            smtp_option,
+            maildir_option,
+            click.option("--rate", type=float, help="Global messages per second (0: no limit)."),
+            click.option(
+                "--domain-rate", help="Default limit per recipient domain, e.g. 30/min (0: none)."
+            ),
+            click.option("--concurrency", type=click.IntRange(1, 64), help="Connections in use."),
+            click.option(
+                "--workers",
+                type=click.IntRange(1, 64),
+                help="Processes that compose and send (default 1; at most --concurrency).",
+            ),
+            click.option(
+                "--validate/--no-validate",
+                default=None,
+                help="Check addresses (syntax, DNS) before queueing (default: on with --smtp).",
+            ),
+            dns_option,
+            click.option(
+                "--progress/--no-progress",
+                default=None,
+                help="Progress bar on a terminal, plain lines otherwise; --no-progress: quiet.",
+            ),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def run_config(
+    obj: Context,
+    *,
+    smtp_url: str | None,
+    maildir: Path | None,
+    rate: float | None,
+    domain_rate: str | None,
+    concurrency: int | None,
+    workers: int | None,
+    validate: bool | None = None,
+    dns_server: str | None = None,
+) -> CliConfig:
+    return obj.config(
+        validate=validate,
+        dns_server=dns_server,
+        smtp_url=smtp_url,
+        maildir=str(maildir) if maildir else None,
+        rate=rate,
+        domain_rate=domain_rate,
+        concurrency=concurrency,
+        workers=workers,
+    )
+
+
+@main.command()
+@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--template", default="invitation", show_default=True)
+@click.option("--run-id", help="Name the run (default: from the file's contents and template).")
+@click.option("--dry-run", is_flag=True, help="Render and check every row; send nothing.")
+@run_options
+@pass_context
+def run(
+    obj: Context,
+    /,
+    csv_file: Path,
+    template: str,
+    run_id: str | None,
+    dry_run: bool,
+    progress: bool | None,
+    **options: Any,
+) -> None:
+    """Send one message to each participant in a CSV, durably.
+
+    Columns: email,name,participant_id,course_id[,locale] plus any extra
+    columns, which become template variables. Running the same file again (or
+    `sender resume RUN_ID`) continues where it stopped and never sends twice.
+    """
+    with errors_as_lines(obj.debug):
+        config = run_config(obj, **options)
+        if not csv_file.is_file():
+            raise InputError(f"{csv_file} does not exist", field="csv")
+        if dry_run:
+            dry = check_rows_of(config, csv_file, template=template)
+            print_dry_run(dry, csv_file)
+            sys.exit(EXIT_FAILED if dry.skipped and not dry.ok else 0)
+        run_id = run_id or run_id_for(csv_file, template)
+    report = obj.run(
+        bulk(
+            config,
+            run_id,
+            template=template,
+            rows=read_csv(csv_file),
+            source=str(csv_file.resolve()),
+            progress=progress,
+        )
+    )
+    obj.run(print_run_report(config, report))
+    if report.counts.get(MessageState.SENT, 0) == 0 and report.total:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option(
+    "--force", is_flag=True, help="Send even though the bounce budget is spent (after clean-up)."
+)
+@run_options
+@pass_context
+def resume(
+    obj: Context, /, run_id: str, force: bool, progress: bool | None, **options: Any
+) -> None:
+    """Continue a run that was interrupted, crashed, paused, or has retries due.
+
+    It sends with the limits the run was started with, unless flags say otherwise. A run
+    the bounce budget paused stays paused while the budget is still spent, unless --force.
+    """
+    with errors_as_lines(obj.debug):
+        config = resume_config(obj, run_id, options)
+    report = obj.run(resume_run(config, run_id, progress=progress, force=force))
+    obj.run(print_run_report(config, report))
+
+
+@main.command()
+@click.argument("run_id")
+@run_options
+@pass_context
+def retry(obj: Context, /, run_id: str, progress: bool | None, **options: Any) -> None:
+    """Send again to the run's failed and not-yet-sent recipients; never to those sent."""
+    with errors_as_lines(obj.debug):
+        config = resume_config(obj, run_id, options)
+    report = obj.run(resume_run(config, run_id, progress=progress, reset_failed=True))
+    obj.run(print_run_report(config, report))
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable status.")
+@pass_context
+def status(obj: Context, run_id: str | None, as_json: bool) -> None:
+    """Counts per state, progress per domain, next retry, and why a run is paused."""
+    with errors_as_lines(obj.debug):
+        config = obj.config(quiet=True)
+    data = obj.run(run_status_of(config, run_id))
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    print_status(data)
+
+
+# --- bulk glue: open the store and sender, run, print ---------------------------------
+
+
+async def bulk(
+    config: CliConfig,
+    run_id: str,
+    *,
+    template: str,
+    rows: Iterable[CsvRow] | None,
+    source: str,
+    progress: bool | None,
+    reset_failed: bool = False,
+    calendar: CalendarSend | None = None,
+    force: bool = False,
+) -> RunReport:
+    err.print(f"{run_id}: {describe_limits(config)}")
+    store = store_for(config)
+    try:
+        if reset_failed:
+            count = await store.reset_failed(run_id, now=time.time())
+            err.print(f"{count} failed or deferred message(s) queued again")
+        scheduler = Scheduler(config.limits)
+        async with open_sender(
+            config.sender, smtp=config.smtp, maildir=config.maildir, scheduler=scheduler
+        ) as sender:
+            runner = BulkRunner(
+                sender,
+                store,
+                RunSettings(
+                    template=template,
+                    concurrency=config.concurrency,
+                    retry=config.retry,
+                    workers=config.workers,
+                    calendar=calendar,
+                    force=force,
+                    bounces=config.bounces,
+                ),
+                validator=validator_for(config) if preflight(config) else None,
+            )
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(
+                NotImplementedError, RuntimeError, ValueError
+            ):  # not main thread
+                loop.add_signal_handler(signal.SIGINT, runner.stop)
+                loop.add_signal_handler(signal.SIGTERM, runner.stop)
+            with ProgressDisplay(enabled=progress) as display:
+                return await runner.run(
+                    run_id,
+                    rows,
+                    source=source,
+                    options=sending_options(config),
+                    on_progress=display.update,
+                )
+    finally:
+        await store.aclose()
+
+
+def describe_limits(config: CliConfig) -> str:
+    per_second = config.limits.global_per_second
+    per_minute = config.limits.domain_per_minute
+    overall = f"at most {per_second:g} msgs/s" if per_second else "no overall rate limit"
+    domain = f"{per_minute:g}/min per domain" if per_minute else "no per-domain limit"
+    processes = f" in {config.workers} worker processes" if config.workers > 1 else ""
+    return f"sending {overall}, {domain}, {config.concurrency} at a time{processes}"
+
+
+def sending_options(config: CliConfig) -> dict[str, str | float | int | None]:
+    """The limits a run was started with, stored with it so a resume sends the same way."""
+    per_second = config.limits.global_per_second
+    per_minute = config.limits.domain_per_minute
+    return {
+        "rate": per_second if per_second is not None else 0,
+        "domain_rate": f"{per_minute}/min" if per_minute is not None else "0",
+        "concurrency": config.concurrency,
+        "workers": config.workers,
+    }
+
+
+def resume_config(obj: Context, run_id: str, flags: dict[str, Any]) -> CliConfig:
+    """Flags given now win; otherwise the run's own stored limits; then sender.toml."""
+    base = run_config(obj, **flags)
+    store = store_for(base)
+    try:
+        info = obj.run(store.get_run(run_id))
+    finally:
+        store.close()
+    if info is None:
+        raise InputError(f"no run named {run_id!r}; see `sender status`", field="run_id")
+    keys = ("rate", "domain_rate", "concurrency", "workers")
+    stored = {key: info.options.get(key) for key in keys}
+    merged = {key: flags.get(key) if flags.get(key) is not None else stored[key] for key in stored}
+    return run_config(obj, **(flags | merged))
+
+
+async def resume_run(
+    config: CliConfig,
+    run_id: str,
+    *,
+    progress: bool | None,
+    reset_failed: bool = False,
+    force: bool = False,
+) -> RunReport:
+    store = store_for(config)
+    try:
+        run_info = await store.get_run(run_id)
+    finally:
+        await store.aclose()
+    if run_info is None:
+        raise InputError(f"no run named {run_id!r}; see `sender status`", field="run_id")
+    rows: Iterable[CsvRow] | None = None
+    if not run_info.ingest_complete and run_info.event_uid is None:
+        source = Path(run_info.source)
+        if not await asyncio.to_thread(source.is_file):
+            raise InputError(
+                f"run {run_id} was not fully read from {source}, which is gone", field="csv"
+            )
+        rows = read_csv(source)
+    return await bulk(
+        config,
+        run_id,
+        template=run_info.template,
+        rows=rows,
+        source=run_info.source,
+        progress=progress,
+        reset_failed=reset_failed,
+        calendar=calendar_of(run_info),
+        force=force,
+    )
+
+
+async def run_status_of(config: CliConfig, run_id: str | None) -> dict[str, object]:
+    store = store_for(config)
+    try:
+        return await run_status(store, run_id, now=time.time())
+    finally:
+        await store.aclose()
+
+
+async def print_run_report(config: CliConfig, report: RunReport) -> None:
+    store = store_for(config)
+    try:
+        problems = await store.problems(report.run.run_id, limit=20)
+        skipped = await store.skipped(report.run.run_id, limit=20)
+    finally:
+        await store.aclose()
+    table = Table(
+        title=f"run {report.run.run_id}: {report.total} participant(s), "
+        f"{report.sent_now} sent now in {report.elapsed:.1f} s",
+        title_justify="left",
+    )
+    table.add_column("state")
+    table.add_column("count", justify="right")
+    for state in MessageState:
+        table.add_row(state.value, str(report.counts.get(state, 0)))
+    out.print(table)
+    if report.requeued:
+        out.print(
+            f"{report.requeued} message(s) were in flight when the last worker stopped; "
+            "they were sent again (same Message-ID)."
+        )
+    for row, email_address, reason in skipped:
+        out.print(f"  row {row} ({email_address or 'no address'}): skipped: {reason}")
+    for row, email_address, state, reason in problems:
+        out.print(f"  row {row} ({email_address}): {state.value}: {reason}")
+    if report.next_attempt_at is not None:
+        out.print(
+            f"Deferred messages retry from {when(report.next_attempt_at)}: "
+            f"run `sender resume {report.run.run_id}` then."
+        )
+    if report.run.state is RunState.PAUSED:
+        out.print(
+            f"Paused ({report.run.paused_reason}); continue with "
+            f"`sender resume {report.run.run_id}`."
+        )
+    if config.smtp is None:
+        out.print(
+            f"Messages are in {config.maildir}/new (embedded capture server; "
+            "use --smtp or SENDER_SMTP_URL to send for real)."
+        )
+    else:
+        out.print(f"Sent through {config.smtp.redacted_url()}.")
+    if report.first_sent is not None:
+        participant = report.first_sent
+        url = Sender(config.sender).get_link(participant).url
+        out.print(
+            f"Get Link for {participant.name} ({participant.participant_id}), "
+            "to share by hand if mail does not arrive:"
+        )
+        out.print(f"  {url}", overflow="ignore", crop=False)
+
+
+def check_rows_of(config: CliConfig, csv_file: Path, *, template: str) -> DryRun:
+    sender = Sender(config.sender)
+    if template not in sender.renderer.names():
+        raise InputError(f"no template named {template!r}", field="template")
+    return check_rows(sender, read_csv(csv_file), template=template)
+
+
+def print_dry_run(dry: DryRun, csv_file: Path) -> None:
+    out.print(f"{csv_file}: {dry.ok} message(s) would be sent, {len(dry.skipped)} skipped")
+    for row, email_address, reason in dry.skipped[:50]:
+        out.print(f"  row {row} ({email_address or 'no address'}): {reason}")
+    if len(dry.skipped) > 50:
+        out.print(f"  ... and {len(dry.skipped) - 50} more")
+    for locale, count in sorted(dry.fallbacks.items()):
+        out.print(f"  {count} row(s) asked for locale {locale!r}; they get the closest one")
+
+
+def print_status(data: Mapping[str, Any]) -> None:
+    state = data["state"]
+    if data["running"]:
+        state = f"{state}, being sent by {data['owner']}"
+    out.print(f"run {data['run_id']} ({data['template']}, from {data['source']}): {state}")
+    if data["paused_reason"]:
+        out.print(f"paused since {when(data['paused_since'])}: {data['paused_reason']}")
+    counts = data["counts"]
+    out.print("  ".join(f"{name} {count}" for name, count in counts.items()))
+    if data["next_attempt_at"] is not None:
+        out.print(f"next retry: {when(data['next_attempt_at'])}")
+    domains = sorted(
+        data["domains"], key=lambda d: -sum(d["counts"].get(s, 0) for s in ("queued", "deferred"))
+    )
+    if domains:
+        table = Table(title="per domain", title_justify="left")
+        table.add_column("domain")
+        for name in ("sent", "queued", "deferred", "failed", "skipped"):
+            table.add_column(name, justify="right")
+        table.add_column("next retry")
+        for item in domains[:20]:
+            table.add_row(
+                item["domain"],
+                *(
+                    str(item["counts"].get(name, 0))
+                    for name in ("sent", "queued", "deferred", "failed", "skipped")
+                ),
+                when(item["next_attempt_at"]),
+            )
+        out.print(table)
+        if len(domains) > 20:
+            out.print(f"... and {len(domains) - 20} more domains (see --json)")
