@@ -51,6 +51,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -1038,26 +1039,7 @@ class SqliteStore:
 
     async def add_rsvp(self, record: RsvpRecord, /) -> bool:
         """Keep an answer; False (and nothing stored) when the same answer is already kept."""
-        with self._errors(), self._writing() as db:
-            cursor = db.execute(
-                "INSERT INTO rsvps (uid, attendee, partstat, sequence, received_at, outcome,"
-                " dtstamp, comment, source, reason, participant_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (
-                    record.uid,
-                    record.attendee,
-                    record.partstat,
-                    record.sequence,
-                    record.received_at,
-                    record.outcome,
-                    record.dtstamp,
-                    record.comment,
-                    record.source,
-                    record.reason,
-                    record.participant_id,
-                ),
-            )
-            return cursor.rowcount == 1
+        return self._insert_once("rsvps", asdict(record))
 
     async def rsvps(self, uid: str | None = None, /) -> list[RsvpRecord]:
         """Answers in the order they were received, of one event or of all."""
@@ -1093,25 +1075,19 @@ class SqliteStore:
 
     async def add_bounce(self, record: BounceRecord, /) -> bool:
         """Keep a bounce; False (nothing stored) when its fingerprint is already kept."""
+        values = asdict(record)
+        values["address"] = record.address.lower() if record.address else None
+        values["forged"] = int(record.forged)
+        return self._insert_once("bounces", values)
+
+    def _insert_once(self, table: str, values: Mapping[str, object]) -> bool:
+        """INSERT a record's fields as columns of the same names, unless a unique key has it."""
+        columns = ", ".join(values)
+        marks = ", ".join("?" * len(values))
+        # table and columns are this module's constants and dataclass fields, never input
+        statement = f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
         with self._errors(), self._writing() as db:
-            cursor = db.execute(
-                "INSERT INTO bounces (fingerprint, address, kind, status, diagnostic, reason, at,"
-                " source, message, participant_id, forged)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (
-                    record.fingerprint,
-                    record.address.lower() if record.address else None,
-                    record.kind,
-                    record.status,
-                    record.diagnostic,
-                    record.reason,
-                    record.at,
-                    record.source,
-                    record.message,
-                    record.participant_id,
-                    int(record.forged),
-                ),
-            )
+            cursor = db.execute(statement, tuple(values.values()))
             return cursor.rowcount == 1
 
     async def bounces(self, *, since: float | None = None) -> list[BounceRecord]:
