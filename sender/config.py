@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_MAX_AGE",
     "BouncePolicy",
     "CliConfig",
+    "InboundLimits",
     "LinkSettings",
     "SenderSettings",
     "SmtpSecurity",
@@ -297,6 +298,9 @@ _TOML_KEYS = {
     "validate",
     "dns_server",
     "retry_max_age",
+    "inbound_backlog",
+    "inbound_max_sessions",
+    "inbound_max_recipients",
 }
 
 
@@ -322,6 +326,23 @@ class BouncePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundLimits:
+    """How much the inbound listener takes at once (``inbound_*`` in sender.toml)."""
+
+    backlog: int = 1024  # connections the kernel queues while the listener is busy
+    max_sessions: int = 1000  # open SMTP sessions; the next client hears 421 and retries
+    max_recipients: int = 100  # RCPT TOs per transaction (RFC 5321's minimum); then 452
+
+    def __post_init__(self) -> None:
+        for name in ("backlog", "max_sessions", "max_recipients"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigurationError(
+                    f"inbound_{name} must be at least 1, not {value}", setting=f"inbound_{name}"
+                )
+
+
+@dataclass(frozen=True, slots=True)
 class CliConfig:
     """What the CLI resolved from flags, environment, ``sender.toml`` and defaults."""
 
@@ -338,6 +359,7 @@ class CliConfig:
     bounces: BouncePolicy = field(default_factory=BouncePolicy)
     validate: bool | None = None  # check addresses before queueing; None: when sending for real
     dns_server: str | None = None  # HOST:PORT for those checks; None: the system's resolver
+    inbound: InboundLimits = field(default_factory=InboundLimits)
 
 
 def local_secret(state_dir: Path, /) -> tuple[str, Path]:
@@ -504,6 +526,13 @@ def load_config(
             budget=integer("bounce_budget") or 80,
             soft_limit=integer("soft_bounce_limit") or 3,
             pause_single_sends=_flag(values, "pause_single_sends") is True,
+        ),
+        inbound=InboundLimits(
+            **{
+                name: value
+                for name in ("backlog", "max_sessions", "max_recipients")
+                if (value := integer(f"inbound_{name}")) is not None
+            }
         ),
     )
 

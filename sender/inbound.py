@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeAlias
 
+from sender.config import InboundLimits
 from sender.errors import ConfigurationError
 from sender.models import SmtpReply
 from sender.smtpd import ReceivedMessage, Response, Session, SmtpHandler, SmtpServer
@@ -107,7 +108,9 @@ class InboundServer:
 
     Give ``bounce_domain``, ``reply_addresses``, or both; with neither it would
     accept nothing, which is a :class:`~sender.errors.ConfigurationError`.
-    Messages over ``max_size`` bytes are refused with ``552``. It binds to
+    Messages over ``max_size`` bytes are refused with ``552``. ``limits`` bounds
+    a burst: the listen backlog, open sessions (``421`` beyond) and recipients
+    per transaction (``452`` beyond). It binds to
     loopback unless ``allow_non_loopback`` says otherwise (put an MTA in front
     of it, or mean it). Use ``async with``, or :meth:`start` and :meth:`aclose`.
     """
@@ -123,6 +126,7 @@ class InboundServer:
         port: int = 0,
         max_size: int = 10 * 1024 * 1024,
         allow_non_loopback: bool = False,
+        limits: InboundLimits | None = None,
     ) -> None:
         if isinstance(reply_addresses, str):  # one address, not its characters
             raise ConfigurationError(
@@ -142,6 +146,7 @@ class InboundServer:
                 f"inbound: max_size must be a positive number of bytes, not {max_size}",
                 setting="max_size",
             )
+        limits = limits if limits is not None else InboundLimits()
         self._on_mail = on_mail
         self._keep_path = Path(keep_dir) / _UNPROCESSED
         self._server = SmtpServer(
@@ -151,6 +156,9 @@ class InboundServer:
             smtputf8=True,
             data_size_limit=max_size,
             allow_non_loopback=allow_non_loopback,
+            backlog=limits.backlog,
+            max_sessions=limits.max_sessions,
+            max_recipients=limits.max_recipients,
         )
         self._box: mailbox.Maildir | None = None
         self._lock = asyncio.Lock()  # mailbox's unique names assume one writer at a time

@@ -33,10 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import idna
-
+from sender.addresses import addr_spec, ascii_domain
 from sender.clock import Clock, SystemClock
-from sender.errors import AddressError, HeaderError, InputError
+from sender.errors import HeaderError, InputError
 from sender.models import Address
 
 __all__ = [
@@ -50,7 +49,6 @@ __all__ = [
 
 _MAX_LINE = 78  # RFC 5322 2.1.1: SHOULD
 _HARD_LINE = 998  # RFC 5322 2.1.1: MUST
-_MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3, as octets of the encoded addr-spec
 _MAX_NAME = 76  # so that "Name: " and a first word fit on one line
 
 _BOUNDARY_MIXED = "=_sender-mixed"
@@ -83,11 +81,6 @@ _PLAIN_SUBJECT = re.compile(r"(?:[!-~]{1,69}(?: [!-~]{1,76})*)?")
 _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"
 _ATOM_PHRASE = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*")
 _LONG_RUN = re.compile(r"[^ ]{61}")
-_LOCAL_ASCII = re.compile(rf"[{_ATEXT}.]+")
-_LOCAL_QUOTED = re.compile(r'"(?:[ !#-\[\]-~]|\\[ -~])*"')
-_LOCAL_UTF8 = re.compile(rf"(?:[{_ATEXT}.]|[^\x00-\x7f\s])+")
-_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-_DOMAIN_LITERAL = re.compile(r"\[[!-Z^-~]*\]")
 _MSGID = re.compile(r"<?([!-;=?-~]+@[!-;=?-~]+)>?")  # printable ASCII except '<' and '>'
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 2045 token
 _CHARSET = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]*)", re.IGNORECASE)
@@ -152,7 +145,7 @@ def envelope_address(email: str, /, *, field: str = "address") -> tuple[str, boo
     needs SMTPUTF8. Raises :class:`~sender.errors.AddressError` or
     :class:`~sender.errors.HeaderError` naming ``field``, exactly as ``build`` would."""
     _check(field, email)
-    return _addr_spec(field, email)
+    return addr_spec(email, field=field)
 
 
 class MessageBuilder:
@@ -394,60 +387,20 @@ def _address_line(field: str, address: Address) -> tuple[str, bool]:
     """``Field: name <addr>`` folded, and whether the address needs SMTPUTF8."""
     _check(field, address.email)
     _check(field, address.name)
-    addr_spec, smtputf8 = _addr_spec(field, address.email)
+    spec, smtputf8 = addr_spec(address.email, field=field)
     if not address.name:
-        return _fold(field, [addr_spec]), smtputf8
+        return _fold(field, [spec]), smtputf8
     tokens = _phrase_tokens(address.name, prefix=len(field) + 2, field=field)
-    tokens.append(f" <{addr_spec}>")
+    tokens.append(f" <{spec}>")
     return _fold(field, tokens), smtputf8
-
-
-def _addr_spec(field: str, email: str) -> tuple[str, bool]:
-    local, at, domain = email.rpartition("@")
-    if not at or not local or not domain:
-        raise AddressError(f"{email!r} is not local@domain", field=field)
-    smtputf8 = False
-    if local.isascii():
-        if _LOCAL_ASCII.fullmatch(local) is None and _LOCAL_QUOTED.fullmatch(local) is None:
-            raise AddressError(f"{email!r} has a local part that needs quoting", field=field)
-    elif _LOCAL_UTF8.fullmatch(local) is not None:
-        smtputf8 = True  # RFC 6532: no encoding exists for a non-ASCII local part
-    else:
-        raise AddressError(f"{email!r} has an unusable local part", field=field)
-    ascii_domain = _ascii_domain(domain)
-    if ascii_domain is None:
-        raise AddressError(f"{email!r} has an invalid domain", field=field)
-    addr_spec = f"{local}@{ascii_domain}"
-    if len(addr_spec.encode()) > _MAX_ADDRESS:
-        raise AddressError(f"{email!r} is longer than {_MAX_ADDRESS} octets", field=field)
-    return addr_spec, smtputf8
-
-
-@functools.lru_cache(maxsize=4096)
-def _ascii_domain(domain: str) -> str | None:
-    """The domain with IDN labels as A-labels, or None when it is not a domain. Cached:
-    recipients share a few domains and IDNA processing costs tens of microseconds."""
-    if _DOMAIN_LITERAL.fullmatch(domain) is not None:
-        return domain
-    if not domain.isascii():
-        try:
-            domain = idna.encode(domain, uts46=True).decode("ascii")
-        except UnicodeError:  # idna.IDNAError subclasses it
-            return None
-    if len(domain) > 253:
-        return None
-    for label in domain.split("."):
-        if _LABEL.fullmatch(label) is None:
-            return None
-    return domain
 
 
 def _msgid_domain(domain: str) -> str:
     _check("Message-ID", domain)
-    ascii_domain = _ascii_domain(domain)
-    if ascii_domain is None:
+    encoded = ascii_domain(domain)
+    if encoded is None:
         raise HeaderError(f"{domain!r} is not a domain for Message-ID", field="Message-ID")
-    return ascii_domain
+    return encoded
 
 
 def _check_message_id(message_id: str) -> str:

@@ -44,6 +44,7 @@ __all__ = [
 _log = logging.getLogger("sender.smtpd")
 
 _DEFAULT_DATA_LIMIT = 32 * 1024 * 1024
+_DEFAULT_BACKLOG = 1024  # asyncio's default of 100 drops bursts: SYNs wait for a retransmit
 _STOP_GRACE = 5.0  # seconds aclose() waits for aborted connections to wind down
 _AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 
@@ -181,6 +182,9 @@ class _Hooks:
         address: str,
         options: list[str],
     ) -> str:
+        limit = self._server._max_recipients
+        if limit is not None and len(envelope.rcpt_tos) >= limit:
+            return _format(SmtpReply(452, "4.5.3", f"Too many recipients; at most {limit}"))
         response = await self._server._handler.on_rcpt(protocol.info(), address, tuple(options))
         reply = await protocol.answer(response, default=SmtpReply(250, "2.1.5", "OK"))
         if 200 <= reply.code < 300:
@@ -245,6 +249,7 @@ class _Protocol(_smtpd.SMTP):
         )
         self._owner = server
         self.connection_id = connection_id
+        self.admitted = False  # counted against max_sessions
         self.lost: asyncio.Future[None] = self.loop.create_future()
 
     def _create_session(self) -> _smtpd.Session:
@@ -307,11 +312,21 @@ class _Protocol(_smtpd.SMTP):
             super().connection_lost(error)
         finally:
             self._owner._live.discard(self)
+            if self.admitted:
+                self.admitted = False
+                self._owner._sessions -= 1
             if not self.lost.done():
                 self.lost.set_result(None)
 
     async def _handle_client(self) -> None:
         # Overrides aiosmtpd's session loop to ask the handler before the greeting.
+        owner = self._owner
+        if owner._max_sessions is not None and owner._sessions >= owner._max_sessions:
+            await self.push(_format(SmtpReply(421, "4.3.2", "Too many connections; try later")))
+            self.hang_up()
+            return
+        owner._sessions += 1
+        self.admitted = True
         try:
             response = await self._owner._handler.on_connect(self.info())
         except Exception:
@@ -341,6 +356,11 @@ class SmtpServer:
     the first byte). Both TLS modes need ``tls_context``, a server-side context.
     With ``authenticator``, every transaction needs AUTH first, and AUTH is only
     offered under TLS unless ``allow_auth_without_tls`` says otherwise.
+
+    Bursts: ``backlog`` connections wait in the kernel's listen queue (the
+    kernel caps it at ``net.core.somaxconn``); beyond ``max_sessions`` open
+    sessions a client hears ``421 4.3.2`` and retries later; beyond
+    ``max_recipients`` in one transaction a ``RCPT TO`` hears ``452 4.5.3``.
     """
 
     def __init__(
@@ -360,8 +380,20 @@ class SmtpServer:
         data_size_limit: int | None = _DEFAULT_DATA_LIMIT,
         idle_timeout: float = 300.0,
         allow_non_loopback: bool = False,
+        backlog: int = _DEFAULT_BACKLOG,
+        max_sessions: int | None = None,
+        max_recipients: int | None = None,
     ) -> None:
         _check_bind_host(host, allow_non_loopback=allow_non_loopback)
+        for setting, value in (
+            ("backlog", backlog),
+            ("max_sessions", max_sessions),
+            ("max_recipients", max_recipients),
+        ):
+            if value is not None and value < 1:
+                raise ConfigurationError(
+                    f"smtpd: {setting} must be at least 1, not {value}", setting=setting
+                )
         if (security is SmtpSecurity.NONE) != (tls_context is None):
             raise ConfigurationError(
                 "smtpd: give a tls_context exactly when security is starttls or tls",
@@ -395,6 +427,10 @@ class SmtpServer:
         self._hostname = hostname
         self._data_size_limit = data_size_limit
         self._idle_timeout = idle_timeout
+        self._backlog = backlog
+        self._max_sessions = max_sessions
+        self._max_recipients = max_recipients
+        self._sessions = 0  # connections past the greeting, counted against max_sessions
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._live: set[_Protocol] = set()
@@ -441,6 +477,7 @@ class SmtpServer:
             self._host,
             self._requested_port,
             ssl=self._tls_context if self._security is SmtpSecurity.TLS else None,
+            backlog=self._backlog,
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
         _log.debug("smtpd: listening on %s:%d (%s)", self._host, self._port, self._security)

@@ -22,6 +22,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from sender.addresses import address_key
 from sender.bounces import (
     Bounce,
     BounceKind,
@@ -191,7 +192,7 @@ async def _keep(
             if message_id is not None:
                 sent = await store.message(message_id)
                 if sent is not None:
-                    owner, participant_id = sent.email.lower(), sent.participant_id
+                    owner, participant_id = address_key(sent.email), sent.participant_id
             elif key.startswith("p"):
                 participant_id = _participant_of_key(key)
     outcomes = []

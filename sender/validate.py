@@ -35,6 +35,7 @@ from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
 
+from sender.addresses import MAX_LOCAL_PART, address_key
 from sender.participants import CsvRow
 from sender.resolve import Answer, LookupStatus, Resolver
 from sender.store.base import Store
@@ -173,7 +174,7 @@ class _Syntax:
     local: str
     domain: str  # Unicode form, for people
     ascii_domain: str  # A-labels, for DNS
-    keys: tuple[str, ...]  # lower-cased forms the store may know the address by
+    keys: tuple[str, ...]  # the canonical key (sender.addresses), as the store knows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,13 +217,12 @@ class _SyntaxChecker:
             known is not None
             and _PLAIN_LOCAL.match(local)
             and local.lower() not in _ROLE_NAMES
+            and len(local) <= MAX_LOCAL_PART
             and len(local) + 1 + known[2] <= _MAX_ADDRESS
         ):
             domain, ascii_domain, _ = known
             normalized = f"{local}@{domain}"
-            ascii_email = f"{local}@{ascii_domain}"
-            keys = {text.lower(), normalized.lower(), ascii_email.lower()}
-            return _Syntax(normalized, local, domain, ascii_domain, tuple(sorted(keys)))
+            return _Syntax(normalized, local, domain, ascii_domain, (address_key(text),))
         try:
             valid = validate_email(text, check_deliverability=False, allow_smtputf8=True)
         except EmailNotValidError as exc:
@@ -232,9 +232,7 @@ class _SyntaxChecker:
         if at and valid.original == text:  # so ``written`` is exactly what it checked
             longest = max(len(d.encode()) for d in (written, valid.domain, valid.ascii_domain))
             self._domains[written] = (valid.domain, valid.ascii_domain, longest)
-        keys = {text.lower(), valid.normalized.lower()}
-        if valid.ascii_email:
-            keys.add(valid.ascii_email.lower())
+        keys = {address_key(text), address_key(valid.normalized)}
         return _Syntax(
             valid.normalized,
             valid.local_part,
@@ -410,20 +408,20 @@ class Validator:
     async def _store_findings(
         self, parsed: Sequence[_Syntax]
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """Reasons by lower-cased address: suppressed ones, and hard-bounced ones."""
+        """Reasons by address key: suppressed ones, and hard-bounced ones."""
         if self.store is None or not parsed:
             return {}, {}
         keys = sorted({key for syntax in parsed for key in syntax.keys})
         suppressed: dict[str, str] = {}
         for start in range(0, len(keys), _STORE_BATCH):
             found = await self.store.suppressed(keys[start : start + _STORE_BATCH])
-            for address, entry in found.items():
+            for key, entry in found.items():
                 why = entry.reason or entry.kind
-                suppressed[address.lower()] = f"on the suppression list: {why}"
+                suppressed[key] = f"on the suppression list: {why}"
         wanted = set(keys)
         bounced: dict[str, str] = {}
         for record in await self.store.bounces():
-            address = (record.address or "").lower()
+            address = address_key(record.address or "")
             if record.kind == "hard" and not record.forged and address in wanted:
                 status = f" ({record.status})" if record.status else ""
                 bounced[address] = (

@@ -14,7 +14,7 @@ PACKAGE = Path(sender.__file__).parent
 # Lower layers first; a module may import only modules of a strictly lower layer.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"models", "clock", "loop"},
+    {"models", "clock", "loop", "addresses"},
     {"urls", "participants", "schedule", "store.base"},
     {"config", "store.sqlite"},
     {"links", "render", "mime", "smtpd", "store", "ical", "intake", "bounces", "resolve", "dkim"},
@@ -44,7 +44,7 @@ OWNERS = {
     "aiosmtplib": {"transport.smtp"},
     "aiosmtpd": {"smtpd"},
     "publicsuffixlist": {"urls"},
-    "idna": {"mime"},
+    "idna": {"addresses"},
     "click": CLI,
     "rich": CLI,
     "uvloop": {"loop"},

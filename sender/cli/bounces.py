@@ -213,15 +213,40 @@ REPORT_FIELDS = (
 @main.command()
 @click.option("--listen", default="127.0.0.1:2525", show_default=True, help="HOST:PORT.")
 @click.option("--reply-address", "reply_addresses", multiple=True, help="Calendar-reply address.")
+@click.option(
+    "--backlog", type=int, help="Connections queued while busy (inbound_backlog, default 1024)."
+)
+@click.option(
+    "--max-sessions",
+    type=int,
+    help="Open sessions before new clients hear 421 (inbound_max_sessions, default 1000).",
+)
+@click.option(
+    "--max-recipients",
+    type=int,
+    help="RCPT TOs per message before 452 (inbound_max_recipients, default 100).",
+)
 @pass_context
-def inbound(obj: Context, listen: str, reply_addresses: tuple[str, ...]) -> None:
+def inbound(
+    obj: Context,
+    listen: str,
+    reply_addresses: tuple[str, ...],
+    backlog: int | None,
+    max_sessions: int | None,
+    max_recipients: int | None,
+) -> None:
     """Receive bounces (the bounce domain) and calendar replies by SMTP, until Ctrl-C.
 
     Mail for any other domain is refused as relaying. Replies go to the RSVP reader;
     what cannot be handled is kept raw in .sender/inbound/unprocessed.
     """
     with errors_as_lines(obj.debug):
-        config = obj.config(quiet=True)
+        config = obj.config(
+            quiet=True,
+            inbound_backlog=backlog,
+            inbound_max_sessions=max_sessions,
+            inbound_max_recipients=max_recipients,
+        )
         host, _, port_text = listen.rpartition(":")
         if not host or not port_text.isdigit():
             raise InputError(f"--listen wants HOST:PORT, not {listen!r}", field="listen")
@@ -269,6 +294,7 @@ async def serve_inbound(
             keep_dir=config.state_dir / "inbound",
             host=host,
             port=port,
+            limits=config.inbound,
         ) as server:
             err.print(
                 f"listening on {server.host}:{server.port} for "

@@ -231,7 +231,7 @@ class BounceRecord:
     """One bounce (or complaint, or auto-reply) as kept, and whom it was about."""
 
     fingerprint: str  # identifies the bounce, so ingesting it twice keeps it once
-    address: str | None  # lower-cased
+    address: str | None  # as kept: the canonical key (sender.addresses.address_key)
     kind: str  # hard, soft, autoreply, complaint, unknown
     status: str | None
     diagnostic: str
@@ -247,7 +247,7 @@ class BounceRecord:
 class Suppression:
     """An address sender will not write to, and why."""
 
-    address: str
+    address: str  # the canonical key (sender.addresses.address_key): every spelling
     kind: str  # hard, complaint, soft, manual
     reason: str
     since: float
@@ -404,12 +404,17 @@ class Store(Protocol):
         """How many bounces of ``kind`` an address had since ``since``, after its last delivery.
 
         A message sent to the address after a bounce resets the count (soft bounces
-        are forgiven once mail gets through).
+        are forgiven once mail gets through). Addresses compare by canonical key, and
+        copies of one bounce count once: at most one per outbox message.
         """
         ...
 
     async def hard_bounces_since(self, since: float, /) -> int:
-        """Hard bounces (not forged) since ``since``: the bounce budget's count."""
+        """Addresses with a hard bounce (not forged) since ``since``: the budget's count.
+
+        Distinct addresses (by canonical key), so copies of one bounce, or many
+        bounces for one address, count once.
+        """
         ...
 
     async def sent_since(self, since: float, /) -> int:
@@ -421,7 +426,7 @@ class Store(Protocol):
         ...
 
     async def participants_by_address(self, addresses: Sequence[str], /) -> dict[str, Participant]:
-        """The participant each address last belonged to in any run (lower-cased keys)."""
+        """The participant each address last belonged to in any run, by address key."""
         ...
 
     async def suppress(self, address: str, /, *, kind: str, reason: str, now: float) -> bool:
@@ -433,7 +438,7 @@ class Store(Protocol):
         ...
 
     async def suppressed(self, addresses: Sequence[str], /) -> dict[str, Suppression]:
-        """The suppressed ones among ``addresses`` (compared lower-cased), by address."""
+        """The suppressed ones among ``addresses``, compared and returned by canonical key."""
         ...
 
     async def suppressions(self) -> list[Suppression]: ...

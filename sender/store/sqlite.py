@@ -56,6 +56,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from sender.addresses import address_key
 from sender.errors import ConfigurationError, InputError
 from sender.models import Participant, SmtpReply
 from sender.store.base import (
@@ -81,7 +82,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SqliteStore", "find_latest_run"]
 
-_SCHEMA_VERSION = 4  # 2: runs.options; 3: calendar events, RSVP; 4: bounces, suppressions
+_SCHEMA_VERSION = 5  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5
 _BUSY_TIMEOUT_MS = 10_000
 _CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 _CHECKPOINT_PAGES = 8192  # ~32 MB of WAL between checkpoints: fewer fsyncs while ingesting
@@ -185,7 +186,7 @@ CREATE INDEX IF NOT EXISTS bounces_address ON bounces (address, at);
 CREATE INDEX IF NOT EXISTS bounces_at ON bounces (kind, at);
 
 CREATE TABLE IF NOT EXISTS suppressions (
-    address   TEXT PRIMARY KEY,            -- lower-cased
+    address   TEXT PRIMARY KEY,            -- the canonical key (since version 5)
     kind      TEXT NOT NULL,               -- hard, complaint, soft, manual
     reason    TEXT NOT NULL,
     since     REAL NOT NULL
@@ -198,6 +199,19 @@ CREATE TABLE IF NOT EXISTS suppression_log (
     reason    TEXT NOT NULL,
     at        REAL NOT NULL
 );
+"""
+
+# Version 5: shared by the fixes of issue 10; each appends its statements. Every statement
+# must be idempotent: it runs on upgrade from 4 and on a new database.
+_SCHEMA_V5 = """
+-- Addresses in suppressions and bounces become their canonical key (sender.addresses),
+-- computed in Python by the address_key() function each connection registers. Of two
+-- suppressions that now share a key, the first one kept stays.
+DELETE FROM suppressions WHERE rowid NOT IN
+    (SELECT MIN(rowid) FROM suppressions GROUP BY address_key(address));
+UPDATE suppressions SET address = address_key(address) WHERE address <> address_key(address);
+UPDATE bounces SET address = address_key(address)
+    WHERE address IS NOT NULL AND address <> address_key(address);
 """
 
 _SCHEMA_V3 = """
@@ -255,7 +269,7 @@ UPDATE messages
               LIMIT 1)
 RETURNING id, row, email, name, participant_id, course_id, locale, vars,
           template, attempts, first_attempt_at, message_id,
-          (SELECT kind || ': ' || reason FROM suppressions WHERE address = lower(email))
+          (SELECT kind || ': ' || reason FROM suppressions WHERE address = address_key(email))
 """
 
 # Both take the same parameters, so record_many binds each outcome once for both.
@@ -372,6 +386,8 @@ class SqliteStore:
                 statements += _SCHEMA_V3.split(";")
             if version < 4:
                 statements += _SCHEMA_V4.split(";")
+            if version < 5:
+                statements += _SCHEMA_V5.split(";")
             for statement in statements:
                 if statement.strip():
                     tx.execute(statement)
@@ -1076,7 +1092,7 @@ class SqliteStore:
     async def add_bounce(self, record: BounceRecord, /) -> bool:
         """Keep a bounce; False (nothing stored) when its fingerprint is already kept."""
         values = asdict(record)
-        values["address"] = record.address.lower() if record.address else None
+        values["address"] = address_key(record.address) if record.address else None
         values["forged"] = int(record.forged)
         return self._insert_once("bounces", values)
 
@@ -1120,28 +1136,36 @@ class SqliteStore:
         ]
 
     async def count_bounces(self, address: str, /, *, kind: str, since: float) -> int:
-        """How many bounces of ``kind`` an address had since ``since``, after its last delivery."""
-        address = address.lower()
+        """How many bounces of ``kind`` an address had since ``since``, after its last delivery.
+
+        Copies of one bounce count once: at most one per outbox message.
+        """
+        address = address_key(address)
         with self._errors(), self._snapshot() as db:
             (delivered,) = db.execute(
                 "SELECT MAX(last_attempt_at) FROM messages"
-                " WHERE email = ? COLLATE NOCASE AND state = 'sent' AND state <> 'queued'",
+                " WHERE address_key(email) = ? AND state = 'sent' AND state <> 'queued'",
                 (address,),
             ).fetchone()
             (count,) = db.execute(
-                "SELECT COUNT(*) FROM bounces WHERE address = ? AND kind = ? AND forged = 0"
-                " AND at >= ? AND at > ?",
+                "SELECT COUNT(DISTINCT COALESCE('m' || message, fingerprint)) FROM bounces"
+                " WHERE address = ? AND kind = ? AND forged = 0 AND at >= ? AND at > ?",
                 (address, kind, since, delivered if delivered is not None else float("-inf")),
             ).fetchone()
         return int(count)
 
     async def hard_bounces_since(self, since: float, /) -> int:
-        """Hard bounces (not forged) since ``since`` (the ``bounces_at`` index)."""
+        """Addresses that hard-bounced (not forged) since ``since`` (the ``bounces_at`` index).
+
+        Each address counts once, however many bounces (or copies of one) it had;
+        a bounce that names no address counts once per outbox message.
+        """
         with self._errors():
             (hard,) = (
                 self._connection()
                 .execute(
-                    "SELECT COUNT(*) FROM bounces WHERE kind = 'hard' AND at >= ? AND forged = 0",
+                    "SELECT COUNT(DISTINCT COALESCE(address, 'm' || message, fingerprint))"
+                    " FROM bounces WHERE kind = 'hard' AND at >= ? AND forged = 0",
                     (since,),
                 )
                 .fetchone()
@@ -1169,16 +1193,16 @@ class SqliteStore:
         return None if found is None else _message_record(found)
 
     async def participants_by_address(self, addresses: Sequence[str], /) -> dict[str, Participant]:
-        """The participant each address last belonged to in any run (lower-cased keys)."""
+        """The participant each address last belonged to in any run, by address key."""
         if not addresses:
             return {}
         with self._errors():
             rows = (
                 self._connection()
                 .execute(
-                    "SELECT lower(email), participant_id, email, name, course_id, locale, vars"
-                    "  FROM messages WHERE participant_id IS NOT NULL"
-                    "   AND lower(email) IN (SELECT value FROM json_each(?)) ORDER BY id",
+                    "SELECT address_key(email), participant_id, email, name, course_id, locale,"
+                    "  vars FROM messages WHERE participant_id IS NOT NULL"
+                    "   AND address_key(email) IN (SELECT value FROM json_each(?)) ORDER BY id",
                     (_address_list(addresses),),
                 )
                 .fetchall()
@@ -1196,8 +1220,11 @@ class SqliteStore:
         return found
 
     async def suppress(self, address: str, /, *, kind: str, reason: str, now: float) -> bool:
-        """Add to the suppression list (logged); False when it was there already."""
-        address = address.strip().lower()
+        """Add to the suppression list (logged); False when it was there already.
+
+        The list holds each address's canonical key, so every spelling is one entry.
+        """
+        address = address_key(address)
         with self._errors(), self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO suppressions (address, kind, reason, since) VALUES (?, ?, ?, ?)"
@@ -1215,7 +1242,7 @@ class SqliteStore:
 
     async def unsuppress(self, address: str, /, *, reason: str, now: float) -> bool:
         """Remove from the suppression list (logged with the reason); False when absent."""
-        address = address.strip().lower()
+        address = address_key(address)
         with self._errors(), self._transaction() as db:
             row = db.execute(
                 "DELETE FROM suppressions WHERE address = ? RETURNING kind", (address,)
@@ -1230,7 +1257,7 @@ class SqliteStore:
             return True
 
     async def suppressed(self, addresses: Sequence[str], /) -> dict[str, Suppression]:
-        """The suppressed ones among ``addresses`` (compared lower-cased), by address."""
+        """The suppressed ones among ``addresses`` (compared by canonical key), by key."""
         if not addresses:
             return {}
         with self._errors():
@@ -1391,8 +1418,18 @@ class _Checkpointer:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    """Autocommit (the store issues BEGIN itself), with the busy timeout set."""
-    return sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+    """Autocommit (the store issues BEGIN itself), with the busy timeout set.
+
+    Registers ``address_key(text)``: :func:`sender.addresses.address_key`, so a query
+    compares an address column with keys computed in Python, never SQLite's ``lower()``.
+    """
+    db = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+    db.create_function("address_key", 1, _sql_address_key, deterministic=True)
+    return db
+
+
+def _sql_address_key(value: str | None) -> str | None:
+    return address_key(value) if isinstance(value, str) else None
 
 
 def _checkpoint(db: sqlite3.Connection) -> None:
@@ -1435,8 +1472,8 @@ _SELECT_EVENT = (
 
 
 def _address_list(addresses: Sequence[str]) -> str:
-    """Addresses as a JSON array for ``json_each``: trimmed, lower-cased, each once."""
-    return json.dumps(sorted({address.strip().lower() for address in addresses}))
+    """Addresses as a JSON array for ``json_each``: their canonical keys, each once."""
+    return json.dumps(sorted({address_key(address) for address in addresses}))
 
 
 def _event_record(row: tuple[Any, ...]) -> EventRecord:

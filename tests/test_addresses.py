@@ -1,0 +1,164 @@
+"""One canonical key per address: every spelling of a suppressed address is suppressed."""
+
+from __future__ import annotations
+
+import sqlite3
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sender import Address, DeliveryStatus, LinkSettings, Participant, Sender, SenderSettings
+from sender.addresses import addr_spec, address_key
+from sender.errors import AddressError
+from sender.runs import BulkRunner, RunSettings
+from sender.schedule import RateLimits, Scheduler
+from sender.store import MessageState, SqliteStore
+from sender.testing import RecordingSMTPServer
+from sender.transport import SmtpTransport
+
+T0 = 1_800_000_000.0
+SETTINGS = SenderSettings(
+    from_address=Address("noreply@learning.example.com", "Example Academy"),
+    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
+)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("åse@x.example", "Åse@x.example"),
+        ("åse@x.example", "A\u030ase@X.EXAMPLE"),  # decomposed: a + combining ring
+        ("idn@xn--bcher-kva.example", "idn@bücher.example"),
+        ("idn@xn--bcher-kva.example", "IDN@BÜCHER.example"),
+        ("Straße@x.example", "STRASSE@x.example"),  # casefold, not lower
+        (" kari@Example.COM ", "KARI@example.com"),
+    ],
+)
+def test_spellings_of_one_address_share_one_key(one: str, other: str) -> None:
+    """NFC, case-folded, the domain as IDNA A-labels: two spellings, one key."""
+    assert address_key(one) == address_key(other)
+
+
+def test_different_addresses_keep_different_keys() -> None:
+    """Folding never merges two mailboxes that differ in more than spelling."""
+    assert address_key("åse@x.example") != address_key("ase@x.example")
+    assert address_key("idn@bücher.example") != address_key("idn@bucher.example")
+
+
+@given(st.text(max_size=40))
+def test_the_key_is_total_and_stable(text: str) -> None:
+    """Any string has a key, and the key of a key is itself."""
+    key = address_key(text)
+    assert address_key(key) == key
+    assert unicodedata.is_normalized("NFC", key)
+
+
+def test_a_65_octet_local_part_is_refused_naming_the_field() -> None:
+    """RFC 5321 allows 64 octets of local part: 64 passes, 65 is one error naming the field."""
+    addr_spec("a" * 64 + "@x.example", field="email")
+    with pytest.raises(AddressError, match="local part") as caught:
+        addr_spec("a" * 65 + "@x.example", field="email")
+    assert caught.value.field == "email"
+    with pytest.raises(AddressError, match="local part"):
+        addr_spec("å" * 33 + "@x.example", field="email")  # 33 characters, 66 octets
+
+
+def test_compose_refuses_a_65_octet_local_part() -> None:
+    """compose (and so ingest's row check) refuses the address, naming ``email``."""
+    person = Participant("b" * 65 + "@x.example", "Kari", "p-1", "PY101")
+    with pytest.raises(AddressError) as caught:
+        Sender(SETTINGS).compose(person)
+    assert caught.value.field == "email"
+    assert "\n" not in str(caught.value)
+
+
+def runner_for(server: RecordingSMTPServer, store: SqliteStore) -> BulkRunner:
+    sender = Sender(SETTINGS, transport=SmtpTransport(server.smtp_settings()))
+    return BulkRunner(
+        sender,
+        store,
+        RunSettings(concurrency=2),
+        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+    )
+
+
+async def test_suppressing_one_spelling_stops_other_spellings_in_a_run(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """Suppressed as åse@ and idn@xn--…: the rows Åse@ and idn@bücher are not sent."""
+    await store.suppress("åse@x.example", kind="manual", reason="left", now=T0)
+    await store.suppress("idn@xn--bcher-kva.example", kind="manual", reason="left", now=T0)
+    group = [
+        Participant("Åse@x.example", "Åse", "p-1", "PY101"),
+        Participant("idn@bücher.example", "Idun", "p-2", "PY101"),
+        Participant("kari@x.example", "Kari", "p-3", "PY101"),
+    ]
+    runner = runner_for(smtp_server, store)
+    report = await runner.run("r-spell", group)
+    await runner.sender.aclose()
+    assert report.counts[MessageState.SUPPRESSED] == 2
+    assert report.counts[MessageState.SENT] == 1
+    received = Counter(r for m in smtp_server.messages for r in m.recipients)
+    assert list(received) == ["kari@x.example"]
+
+
+async def test_suppressing_one_spelling_stops_a_single_send(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """A single send to Åse@ and to idn@BÜCHER is refused as suppressed."""
+    await store.suppress("åse@x.example", kind="manual", reason="left", now=T0)
+    await store.suppress("idn@xn--bcher-kva.example", kind="manual", reason="left", now=T0)
+    sender = Sender(
+        SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()), suppression=store
+    )
+    async with sender:
+        one = await sender.send_invitation(Participant("Åse@x.example", "Åse", "p-1", "C"))
+        two = await sender.send_get_link(Participant("idn@BÜCHER.example", "Idun", "p-2", "C"))
+    assert (one.status, two.status) == (DeliveryStatus.SUPPRESSED, DeliveryStatus.SUPPRESSED)
+    assert smtp_server.messages == ()
+
+
+async def test_a_suppression_of_either_spelling_is_one_entry(store: SqliteStore) -> None:
+    """Adding Åse@ after åse@ is 'already there'; removing either spelling removes it."""
+    assert await store.suppress("åse@x.example", kind="manual", reason="a", now=T0)
+    assert not await store.suppress("ÅSE@X.example", kind="manual", reason="b", now=T0)
+    assert len(await store.suppressions()) == 1
+    assert await store.unsuppress("A\u030ase@x.example", reason="fixed", now=T0)
+    assert await store.suppressions() == []
+
+
+def test_an_outbox_of_version_4_is_rekeyed_in_place(tmp_path: Path) -> None:
+    """Suppressions and bounces kept under the old lower-casing get the canonical key."""
+    path = tmp_path / "outbox.sqlite3"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DELETE FROM suppressions")
+        db.executemany(
+            "INSERT INTO suppressions (address, kind, reason, since) VALUES (?, 'manual', ?, ?)",
+            [
+                ("idn@bücher.example", "first", T0),
+                ("idn@xn--bcher-kva.example", "second", T0 + 1),
+                ("Åse@x.example", "third", T0),
+            ],
+        )
+        db.execute(
+            "INSERT INTO bounces (fingerprint, address, kind, at) VALUES ('f', ?, 'hard', ?)",
+            ("IDN@Bücher.example", T0),
+        )
+        db.execute("PRAGMA user_version = 4")
+    db.close()
+    store = SqliteStore(path)
+    try:
+        db = sqlite3.connect(path)
+        rows = db.execute("SELECT address, reason FROM suppressions ORDER BY address").fetchall()
+        (bounced,) = db.execute("SELECT address FROM bounces").fetchone()
+        db.close()
+    finally:
+        store.close()
+    assert rows == [("idn@xn--bcher-kva.example", "first"), ("åse@x.example", "third")]
+    assert bounced == "idn@xn--bcher-kva.example"
