@@ -42,6 +42,10 @@ from sender.store import MessageState, SqliteStore
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PAUSED",
+    "EXIT_UNFINISHED",
     "Context",
     "ProgressDisplay",
     "count_bar",
@@ -66,8 +70,13 @@ T = TypeVar("T")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_FAILED = 1  # the command ran and the answer is "no" (refused, invalid, ...)
+# Exit codes (documented in `sender --help` and the README; scripts rely on them).
+EXIT_OK = 0  # everything was sent (or the command did what it was asked)
+EXIT_FAILED = 1  # the command ran and the answer is "no" (refused input, invalid, ...)
 EXIT_CONFIG = 2  # the command could not run as given (also click's usage errors)
+EXIT_UNFINISHED = 3  # the run finished with failed or deferred rows (or a send not sent)
+EXIT_PAUSED = 4  # the run is paused (bounce budget, relay not answering, ...)
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: the run stopped and can be resumed
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -88,7 +97,7 @@ def errors_as_lines(debug: bool) -> Iterator[None]:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
         if debug:
             raise
