@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sender.errors import ConfigurationError
+from sender.home import create_once, private_dir, tighten, tighten_home
 from sender.models import Address
 from sender.schedule import RateLimits, RetryPolicy, parse_domain_rate
 
@@ -241,6 +242,8 @@ class SenderSettings:
     dkim_domain: str | None = None  # DKIM signing (d=); all three dkim_* or none
     dkim_selector: str | None = None
     dkim_private_key: bytes | None = field(default=None, repr=False)  # PEM
+    # authserv-ids of relays whose Authentication-Results (dmarc=pass) vouch for a From
+    trusted_authserv_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         given = [self.dkim_domain, self.dkim_selector, self.dkim_private_key]
@@ -265,7 +268,9 @@ DAY = 86_400.0
 DEFAULT_STATE_DIR = Path(".sender")
 DEFAULT_FROM = "Example Academy <noreply@lms.example.com>"
 DEFAULT_BASE_URL = "https://lms.example.com/login"
+_PATH_KEYS = ("home", "maildir", "templates", "dkim_key")  # relative to sender.toml's folder
 _TOML_KEYS = {
+    "home",
     "from",
     "reply_to",
     "organization",
@@ -297,6 +302,7 @@ _TOML_KEYS = {
     "pause_single_sends",
     "validate",
     "dns_server",
+    "trusted_authserv_ids",
     "retry_max_age",
     "inbound_backlog",
     "inbound_max_sessions",
@@ -363,16 +369,37 @@ class CliConfig:
 
 
 def local_secret(state_dir: Path, /) -> tuple[str, Path]:
-    """The generated key under ``state_dir``, created (mode 0600) on first use."""
+    """The generated key under ``state_dir``, created (mode 0600) on first use.
+
+    Concurrent first commands race safely: each writes a key under a temporary name
+    and links it into place, and all of them then read the one that was linked first.
+    """
     path = state_dir / "secret.key"
-    if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-    key = path.read_text(encoding="ascii").strip()
+    try:
+        if not path.exists():
+            private_dir(state_dir)
+            create_once(
+                path,
+                lambda temporary: temporary.write_text(
+                    secrets.token_urlsafe(32) + "\n", encoding="ascii"
+                ),
+            )
+        tighten(path)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot use the key file {path}: {exc.strerror or exc}", setting="secret_keys"
+        ) from exc
+    try:
+        key = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        key = ""
     if len(key) < 16:
-        raise ConfigurationError(f"{path} holds no usable key; delete it to make a new one")
+        raise ConfigurationError(
+            f"{path} holds no usable key (it needs one line of at least 16 characters); "
+            "restore it from a backup, or configure secret_keys (SENDER_SECRET_KEYS)",
+            setting="secret_keys",
+        )
     return key, path
 
 
@@ -398,6 +425,10 @@ def load_config(
                 values = tomllib.load(handle)
         except OSError as exc:
             raise ConfigurationError(f"cannot read {found_file}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"{found_file} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{found_file} is not valid TOML: {exc}") from exc
         unknown = set(values) - _TOML_KEYS
@@ -406,11 +437,14 @@ def load_config(
                 f"{found_file}: unknown setting(s) {', '.join(sorted(unknown))}",
                 setting=sorted(unknown)[0],
             )
+        values = _paths_relative_to(found_file.parent, values)
     for key, var in (
+        ("home", "SENDER_HOME"),
         ("secret_keys", "SENDER_SECRET_KEYS"),
         ("base_url", "SENDER_BASE_URL"),
         ("smtp_url", "SENDER_SMTP_URL"),
         ("from", "SENDER_FROM"),
+        ("trusted_authserv_ids", "SENDER_TRUSTED_AUTHSERV_IDS"),
     ):
         if env.get(var):
             values[key] = env[var]
@@ -422,6 +456,9 @@ def load_config(
             raise ConfigurationError(f"{key} must be a string", setting=key)
         return value
 
+    home = Path(text("home") or state_dir).absolute()
+    if home.is_dir():
+        tighten_home(home)
     keys_value = values.get("secret_keys")
     generated: Path | None = None
     if isinstance(keys_value, str):
@@ -429,7 +466,7 @@ def load_config(
     elif isinstance(keys_value, list) and all(isinstance(k, str) for k in keys_value):
         keys = tuple(keys_value)
     elif keys_value is None:
-        key, generated = local_secret(state_dir)
+        key, generated = local_secret(home)
         keys = (key,)
     else:
         raise ConfigurationError("secret_keys must be a list of strings", setting="secret_keys")
@@ -474,6 +511,7 @@ def load_config(
         dkim_domain=text("dkim_domain"),
         dkim_selector=text("dkim_selector"),
         dkim_private_key=_read_key(text("dkim_key")),
+        trusted_authserv_ids=_names(values.get("trusted_authserv_ids"), "trusted_authserv_ids"),
     )
 
     def integer(key: str) -> int | None:
@@ -508,12 +546,12 @@ def load_config(
         if smtp_url
         else None
     )
-    maildir = Path(text("maildir") or state_dir / "maildir")
+    maildir = Path(text("maildir") or home / "maildir")
     return CliConfig(
         sender=settings,
         smtp=smtp,
         maildir=maildir,
-        state_dir=state_dir,
+        state_dir=home,
         generated_secret=generated,
         config_file=found_file,
         limits=limits,
@@ -535,6 +573,29 @@ def load_config(
             }
         ),
     )
+
+
+def _paths_relative_to(folder: Path, values: dict[str, object]) -> dict[str, object]:
+    """Relative paths in sender.toml name places next to it, wherever sender runs."""
+    result = dict(values)
+    for key in _PATH_KEYS:
+        value = values.get(key)
+        if isinstance(value, str) and value:
+            result[key] = str(folder / value)
+        elif isinstance(value, list):
+            result[key] = [str(folder / v) if isinstance(v, str) and v else v for v in value]
+    return result
+
+
+def _names(value: object, key: str) -> tuple[str, ...]:
+    """A list of names, or one comma-separated string (as an environment variable gives)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(f"{key} must be a list of names", setting=key)
+    return tuple(v.strip().lower() for v in value if v.strip())
 
 
 def _flag(values: Mapping[str, object], key: str) -> bool | None:

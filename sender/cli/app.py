@@ -33,6 +33,7 @@ from rich.progress import Progress as RichProgress
 
 from sender.config import CliConfig, load_config, parse_duration
 from sender.errors import ConfigurationError, InputError, SenderError
+from sender.home import first_time
 from sender.loop import fast_loop
 from sender.runs import (
     Progress,
@@ -54,10 +55,12 @@ __all__ = [
     "err",
     "errors_as_lines",
     "fail",
+    "home_line",
     "maildir_option",
     "main",
     "out",
     "pass_context",
+    "print_home",
     "smtp_option",
     "store_for",
     "variables",
@@ -107,17 +110,24 @@ def errors_as_lines(debug: bool) -> Iterator[None]:
 class Context:
     """What the group resolved for its subcommands."""
 
-    def __init__(self, *, config_file: Path | None, debug: bool) -> None:
+    def __init__(self, *, config_file: Path | None, debug: bool, home: Path | None = None) -> None:
         self.config_file = config_file
         self.debug = debug
+        self.home = home  # --home; None: SENDER_HOME, sender.toml's home, or ./.sender
 
     def config(self, *, quiet: bool = False, **overrides: object) -> CliConfig:
-        config = load_config(config_file=self.config_file, overrides=overrides)
-        if config.generated_secret is not None and not quiet:
+        """Settings from flags, environment and sender.toml; warns once per home about a
+        generated key (unless ``quiet``)."""
+        home = str(self.home) if self.home is not None else None
+        config = load_config(config_file=self.config_file, overrides={"home": home} | overrides)
+        generated = config.generated_secret
+        if generated is not None and not quiet and first_time(generated.parent / "key-warning"):
             err.print(
                 "warning: no secret key configured (SENDER_SECRET_KEYS); using the generated "
-                f"key in {config.generated_secret}. Links stop verifying if that file is lost.",
+                f"key in {generated}. Links stop verifying if that file is lost. "
+                "(This warning is shown once per home.)",
                 style="yellow",
+                markup=False,
             )
         return config
 
@@ -135,7 +145,7 @@ def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     try:
         return parse_duration(value, setting="--ttl")
     except ConfigurationError as exc:
-        raise click.BadParameter(str(exc)) from exc
+        fail(str(exc), EXIT_CONFIG)
 
 
 def variables(
@@ -157,17 +167,25 @@ def variables(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Settings file (default: ./sender.toml when present).",
 )
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where state lives: outbox, suppression list, key, Maildir "
+    "(default: SENDER_HOME, home in sender.toml, or ./.sender).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log each delivery to stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.version_option(package_name="sender")
 @click.pass_context
-def main(ctx: click.Context, config_file: Path | None, verbose: bool, debug: bool) -> None:
+def main(
+    ctx: click.Context, config_file: Path | None, home: Path | None, verbose: bool, debug: bool
+) -> None:
     """Reach LMS participants by e-mail, with personal login links."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = Context(config_file=config_file, debug=debug)
+    ctx.obj = Context(config_file=config_file, debug=debug, home=home)
 
 
 # --- send and run ----------------------------------------------------------------------
@@ -276,6 +294,16 @@ def when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def home_line(config: CliConfig) -> str:
+    """``home: /abs/path/.sender``: every summary says where its state lives."""
+    return f"home: {config.state_dir}"
+
+
+def print_home(config: CliConfig) -> None:
+    """Print :func:`home_line` with the other summary lines (stdout)."""
+    out.print(home_line(config), markup=False, highlight=False, overflow="ignore", crop=False)
 
 
 def store_for(config: CliConfig) -> SqliteStore:

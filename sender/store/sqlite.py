@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from sender.addresses import address_key
 from sender.errors import ConfigurationError, InputError
+from sender.home import DIR_MODE, create_once, tighten
 from sender.models import Participant, SmtpReply
 from sender.store.base import (
     Attempt,
@@ -337,21 +338,60 @@ class SqliteStore:
         self._wal_limit = 0  # bytes; set by _setup from the page size
         self._checkpointer: _Checkpointer | None = None
         self._write_lock = threading.Lock()  # held by every write, and by a checkpoint's last pass
+        self._db: sqlite3.Connection | None = None
+        self._create_or_check()
+        with self._errors():
+            self._db = _connect(self._path)
+            try:
+                self._setup(self._db)
+            except sqlite3.DatabaseError as exc:
+                self.close()
+                if exc.sqlite_errorcode in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                    raise self._not_an_outbox(str(exc)) from exc
+                raise
+            except BaseException:
+                self.close()
+                raise
+        for path in (self._path, *self._wal_files()):
+            tighten(path)  # names and addresses: 0600, also in a file an older version made
+
+    def _create_or_check(self) -> None:
+        """Make a new outbox whole (0600, schema included), or check that the file is one.
+
+        A new file is built under a temporary name and linked into place, so no process
+        ever opens a half-made outbox; an empty or foreign file is refused, never started
+        over (that would send a run again).
+        """
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigurationError(
                 f"outbox {self._path}: cannot create its directory: {exc.strerror}",
                 setting="outbox",
             ) from exc
-        self._db: sqlite3.Connection | None = None
-        with self._errors():
-            self._db = _connect(self._path)
-            try:
-                self._setup(self._db)
-            except BaseException:
-                self.close()
-                raise
+        try:
+            if not self._path.exists():
+                with self._errors():
+                    create_once(self._path, _create_schema)
+            elif self._path.is_file() and self._path.stat().st_size == 0:
+                raise self._not_an_outbox("the file is empty")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"outbox {self._path}: cannot create it: {exc.strerror}", setting="outbox"
+            ) from exc
+
+    def _not_an_outbox(self, why: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"outbox {self._path} is not a sender outbox ({why}); move it aside to start "
+            "a new one, or restore it from a backup",
+            setting="outbox",
+        )
+
+    def _wal_files(self) -> tuple[Path, Path]:
+        return (
+            self._path.with_name(self._path.name + "-wal"),
+            self._path.with_name(self._path.name + "-shm"),
+        )
 
     def _setup(self, db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
@@ -377,21 +417,9 @@ class SqliteStore:
             )
         with self._transaction() as tx:
             (version,) = tx.execute("PRAGMA user_version").fetchone()
-            statements = []
-            if version == 0:
-                statements += _SCHEMA.split(";")
-            if version == 1:
-                statements.append("ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'")
-            if version < 3:
-                statements += _SCHEMA_V3.split(";")
-            if version < 4:
-                statements += _SCHEMA_V4.split(";")
-            if version < 5:
-                statements += _SCHEMA_V5.split(";")
-            for statement in statements:
-                if statement.strip():
-                    tx.execute(statement)
-            tx.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            if version == 0:  # new outboxes are made whole (_create_schema); this is not one
+                raise self._not_an_outbox("an SQLite file without sender's tables")
+            _migrate(tx, version)
 
     @property
     def path(self) -> Path:
@@ -1415,6 +1443,36 @@ class _Checkpointer:
             return self._wal.stat().st_size
         except FileNotFoundError:  # no WAL yet, or the last connection removed it
             return 0
+
+
+def _migrate(tx: sqlite3.Connection, version: int) -> None:
+    """Bring the schema from ``version`` (0: an empty file) to the current one, in ``tx``."""
+    statements = []
+    if version == 0:
+        statements += _SCHEMA.split(";")
+    if version == 1:
+        statements.append("ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'")
+    if version < 3:
+        statements += _SCHEMA_V3.split(";")
+    if version < 4:
+        statements += _SCHEMA_V4.split(";")
+    if version < 5:
+        statements += _SCHEMA_V5.split(";")
+    for statement in statements:
+        if statement.strip():
+            tx.execute(statement)
+    tx.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+
+def _create_schema(path: Path) -> None:
+    """Fill the empty file at ``path`` with a complete, current outbox schema."""
+    db = _connect(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        _migrate(db, 0)
+        db.execute("COMMIT")
+    finally:
+        db.close()
 
 
 def _connect(path: Path) -> sqlite3.Connection:

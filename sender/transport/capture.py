@@ -14,11 +14,13 @@ import asyncio
 import itertools
 import logging
 import mailbox
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from sender.config import SmtpSecurity, SmtpSettings
+from sender.home import FILE_MODE, private_dir, tighten
 from sender.models import SmtpReply
 from sender.smtpd import ReceivedMessage, Response, SmtpHandler, SmtpServer
 
@@ -107,7 +109,9 @@ class CaptureServer:
         ]
         async with self._lock:  # mailbox's unique names assume one writer at a time
             try:
-                keys = await asyncio.to_thread(lambda: [box.add(data) for data in files])
+                keys = await asyncio.to_thread(
+                    lambda: [_add_private(box, self._maildir, data) for data in files]
+                )
             except OSError as exc:
                 _log.error("capture: cannot write to %s: %s", self._maildir, exc)
                 return SmtpReply(451, "4.3.0", "Cannot store the message")
@@ -116,9 +120,20 @@ class CaptureServer:
 
 
 def _open_maildir(path: Path) -> mailbox.Maildir:
+    """The Maildir, made or tightened to 0700 folders and 0600 files (mail holds tokens)."""
+    private_dir(path)
     for sub in ("tmp", "new", "cur"):
-        (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path / sub)
+        for entry in os.scandir(path / sub):
+            tighten(Path(entry.path))
     return mailbox.Maildir(path, factory=None, create=False)
+
+
+def _add_private(box: mailbox.Maildir, maildir: Path, data: bytes) -> str:
+    """Add one message and make its file 0600 (mailbox follows the umask)."""
+    key = box.add(data)
+    os.chmod(maildir / "new" / key, FILE_MODE)
+    return key
 
 
 class _CaptureHandler(SmtpHandler):

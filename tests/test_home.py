@@ -1,0 +1,158 @@
+"""sender's home: where state lives, its file modes, and the key made on first use."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sender.cli import main
+from sender.client import Sender
+from sender.config import load_config, local_secret
+from sender.errors import ConfigurationError
+from sender.home import tighten
+
+
+@pytest.fixture(autouse=True)
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("SENDER_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+def cli(*args: str, **env: str) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def clean_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+
+
+# --- the key made on first use (issue 10, 2.4) ---------------------------------------
+
+
+def test_concurrent_first_commands_all_end_with_the_same_key(tmp_path: Path) -> None:
+    """40 first-time `link issue` processes in a fresh home all succeed with one shared key."""
+    home = tmp_path / "fresh"
+    command = [sys.executable, "-m", "sender", "--home", str(home), "link", "issue"]
+    processes = [
+        subprocess.Popen(
+            [*command, "--participant", f"p-{n}", "--course", "c"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=clean_environment(),
+        )
+        for n in range(40)
+    ]
+    results = [(p, *p.communicate(timeout=120)) for p in processes]
+    failures = [err.decode() for p, _out, err in results if p.returncode != 0]
+    assert failures == []
+    key, _ = local_secret(home)
+    config = load_config(environ={"SENDER_SECRET_KEYS": key}, state_dir=home)
+    sender = Sender(config.sender)
+    for n, (_p, out, _err) in enumerate(results):
+        claims = sender.verify_link(out.decode().strip())
+        assert claims.participant_id == f"p-{n}"
+    assert [p.name for p in home.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_key_file_without_a_usable_key_never_advises_deleting_it(tmp_path: Path) -> None:
+    """A short key file is an error that names the file and the setting, not 'delete it'."""
+    (tmp_path / "secret.key").write_text("short\n")
+    with pytest.raises(ConfigurationError) as caught:
+        local_secret(tmp_path)
+    message = str(caught.value)
+    assert str(tmp_path / "secret.key") in message
+    assert "SENDER_SECRET_KEYS" in message
+    assert "delete" not in message.lower()
+    assert (tmp_path / "secret.key").read_text() == "short\n"
+
+
+def test_a_key_file_that_is_not_text_is_a_one_line_error(workdir: Path) -> None:
+    """A key file of binary garbage is a configuration error (exit 2), not an internal error."""
+    (workdir / ".sender").mkdir()
+    (workdir / ".sender" / "secret.key").write_bytes(b"\xff\xfe" * 20)
+    result = cli("link", "issue", "--participant", "p", "--course", "c")
+    assert result.exit_code == 2
+    assert "secret.key" in result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_the_generated_key_warning_prints_once_per_home(workdir: Path) -> None:
+    """The first command that uses a generated key warns; later ones in that home do not."""
+    first = cli("link", "issue", "--participant", "p", "--course", "c")
+    second = cli("link", "issue", "--participant", "p", "--course", "c")
+    assert "warning: no secret key configured" in first.stderr
+    assert "warning" not in second.stderr
+    other = cli(
+        "--home", str(workdir / "other"), "link", "issue", "--participant", "p", "--course", "c"
+    )
+    assert "warning: no secret key configured" in other.stderr
+
+
+# --- file modes (issue 10, 2.6) --------------------------------------------------------
+
+
+def test_a_new_home_and_its_files_are_private(workdir: Path) -> None:
+    """The home is 0700; outbox, WAL files, key and Maildir are private to their owner."""
+    os.umask(0o022)
+    (workdir / "p.csv").write_text(
+        "email,name,participant_id,course_id\nkari@example.com,Kari,p-1,c\n", encoding="utf-8"
+    )
+    result = cli("run", "p.csv", "--no-progress")
+    assert result.exit_code == 0, result.output
+    home = workdir / ".sender"
+    assert mode(home) == 0o700
+    for name in ("outbox.sqlite3", "secret.key"):
+        assert mode(home / name) == 0o600, name
+    for suffix in ("-wal", "-shm"):
+        extra = home / f"outbox.sqlite3{suffix}"
+        if extra.exists():
+            assert mode(extra) == 0o600
+    maildir = home / "maildir"
+    for directory in (maildir, maildir / "new", maildir / "cur", maildir / "tmp"):
+        assert mode(directory) == 0o700
+    mails = list((maildir / "new").iterdir())
+    assert len(mails) == 1
+    assert mode(mails[0]) == 0o600
+
+
+def test_an_existing_loose_home_is_tightened_on_open(workdir: Path) -> None:
+    """A home an older version left world-readable is made 0700/0600 by the next command."""
+    assert cli("suppress", "add", "ada@example.org").exit_code == 0
+    home = workdir / ".sender"
+    home.chmod(0o755)
+    (home / "outbox.sqlite3").chmod(0o644)
+    (home / "secret.key").chmod(0o644)
+    (home / "maildir").mkdir()
+    (home / "maildir" / "new").mkdir()
+    (home / "maildir" / "new" / "1.eml").write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    (home / "maildir" / "new" / "1.eml").chmod(0o644)
+    (home / "maildir").chmod(0o755)
+    assert cli("suppress", "list").exit_code == 0
+    assert mode(home) == 0o700
+    assert mode(home / "outbox.sqlite3") == 0o600
+    assert mode(home / "secret.key") == 0o600
+    assert mode(home / "maildir") == 0o700
+
+
+def test_tighten_leaves_a_private_file_alone(tmp_path: Path) -> None:
+    """A file that is already private keeps its mode (e.g. 0400 stays 0400)."""
+    path = tmp_path / "f"
+    path.write_text("x")
+    path.chmod(0o400)
+    tighten(path)
+    assert mode(path) == 0o400
