@@ -156,3 +156,75 @@ def test_tighten_leaves_a_private_file_alone(tmp_path: Path) -> None:
     path.chmod(0o400)
     tighten(path)
     assert mode(path) == 0o400
+
+
+# --- where state lives (issue 10, 4.1) ------------------------------------------------
+
+CSV = "email,name,participant_id,course_id\nkari@example.com,Kari,p-1,c\n"
+
+
+def test_a_home_is_shared_from_any_directory(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --home or SENDER_HOME, another directory sees the same runs, list and key."""
+    home = workdir / "state"
+    (workdir / "a").mkdir()
+    (workdir / "b").mkdir()
+    monkeypatch.chdir(workdir / "a")
+    (workdir / "a" / "p.csv").write_text(CSV, encoding="utf-8")
+    assert (
+        cli("--home", str(home), "run", "p.csv", "--run-id", "r1", "--no-progress").exit_code == 0
+    )
+    assert cli("--home", str(home), "suppress", "add", "ada@example.org").exit_code == 0
+    url = cli("--home", str(home), "link", "issue", "--participant", "p", "--course", "c").stdout
+    monkeypatch.chdir(workdir / "b")
+    listed = cli("suppress", "list", SENDER_HOME=str(home))
+    assert "ada@example.org" in listed.stdout
+    status = cli("status", "--json", SENDER_HOME=str(home))
+    assert status.exit_code == 0, status.output
+    assert '"run_id": "r1"' in status.stdout
+    assert cli("link", "verify", url.strip(), SENDER_HOME=str(home)).exit_code == 0
+    assert not (workdir / "b" / ".sender").exists()
+
+
+def test_home_in_sender_toml_is_relative_to_the_file(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`home = "state"` in sender.toml means the folder next to it, wherever sender runs."""
+    (workdir / "project").mkdir()
+    toml = workdir / "project" / "sender.toml"
+    toml.write_text('home = "state"\n', encoding="utf-8")
+    (workdir / "elsewhere").mkdir()
+    monkeypatch.chdir(workdir / "elsewhere")
+    assert cli("--config", str(toml), "suppress", "add", "ada@example.org").exit_code == 0
+    assert (workdir / "project" / "state" / "outbox.sqlite3").is_file()
+    flag_home = workdir / "flag"
+    cli("--config", str(toml), "--home", str(flag_home), "suppress", "add", "bo@example.org")
+    assert (flag_home / "outbox.sqlite3").is_file()
+
+
+def test_every_summary_names_the_home(workdir: Path) -> None:
+    """run, resume, retry, status, send and suppress name the home they used."""
+    home = f"home: {workdir / '.sender'}"
+    (workdir / "p.csv").write_text(CSV, encoding="utf-8")
+    commands = [
+        ("run", "p.csv", "--run-id", "r1", "--no-progress"),
+        ("resume", "r1", "--no-progress"),
+        ("retry", "r1", "--no-progress"),
+        ("status", "r1"),
+        ("send", "--to", "bo@example.org", "--name", "Bo", "--participant", "p-2", "--course", "c"),
+        ("suppress", "add", "ada@example.org"),
+        ("suppress", "list"),
+        ("suppress", "remove", "ada@example.org", "--reason", "asked"),
+    ]
+    for command in commands:
+        result = cli(*command)
+        assert result.exit_code == 0, (command, result.output)
+        assert home in result.stdout, command
+
+
+def test_status_without_runs_names_the_home(workdir: Path) -> None:
+    """`status` in a home with no runs says which home it looked in."""
+    result = cli("status")
+    assert result.exit_code == 1
+    assert str(workdir / ".sender") in result.stderr

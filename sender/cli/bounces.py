@@ -22,6 +22,7 @@ from sender.cli.app import (
     main,
     out,
     pass_context,
+    print_home,
     store_for,
     when,
     with_store,
@@ -332,6 +333,7 @@ def suppress_list(obj: Context, as_json: bool) -> None:
     for entry in entries:
         out.print(f"{entry.address}  {entry.kind}  since {when(entry.since)}  {entry.reason}")
     out.print(f"{len(entries)} suppressed address(es)")
+    print_home(config)
 
 
 @suppress.command("add")
@@ -350,6 +352,7 @@ def suppress_add(obj: Context, address: str, reason: str) -> None:
         )
     )
     out.print(f"{address}: {'suppressed' if added else 'was suppressed already'}")
+    print_home(config)
 
 
 @suppress.command("remove")
@@ -368,6 +371,7 @@ def suppress_remove(obj: Context, address: str, reason: str) -> None:
     if not removed:
         fail(f"{address} is not on the suppression list")
     out.print(f"{address}: removed from the suppression list ({reason})")
+    print_home(config)
 
 
 def check_address(address: str) -> None:

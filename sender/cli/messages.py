@@ -16,6 +16,7 @@ from sender.cli.app import (
     err,
     errors_as_lines,
     fail,
+    home_line,
     maildir_option,
     main,
     pass_context,
@@ -251,5 +252,6 @@ def send(
     click.echo(f"{describe(result)} (message {result.message_id})")
     if config.smtp is None:
         click.echo(f"stored in {config.maildir}")
+    click.echo(home_line(config))
     if not result.ok:
         sys.exit(EXIT_FAILED)

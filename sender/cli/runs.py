@@ -30,6 +30,7 @@ from sender.cli.app import (
     main,
     out,
     pass_context,
+    print_home,
     smtp_option,
     store_for,
     when,
@@ -221,9 +222,10 @@ def status(obj: Context, run_id: str | None, as_json: bool) -> None:
         config = obj.config(quiet=True)
     data = obj.run(run_status_of(config, run_id))
     if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False))
+        click.echo(json.dumps(data | {"home": str(config.state_dir)}, ensure_ascii=False))
         return
     print_status(data)
+    print_home(config)
 
 
 # --- bulk glue: open the store and sender, run, print ---------------------------------
@@ -360,6 +362,8 @@ async def run_status_of(config: CliConfig, run_id: str | None) -> dict[str, obje
     store = store_for(config)
     try:
         return await run_status(store, run_id, now=time.time())
+    except InputError as exc:
+        raise InputError(f"{exc.args[0]} in {config.state_dir}", field=exc.field) from exc
     finally:
         await store.aclose()
 
@@ -407,6 +411,7 @@ async def print_run_report(config: CliConfig, report: RunReport) -> None:
         )
     else:
         out.print(f"Sent through {config.smtp.redacted_url()}.")
+    print_home(config)
     if report.first_sent is not None:
         participant = report.first_sent
         url = Sender(config.sender).get_link(participant).url
