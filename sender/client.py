@@ -311,6 +311,14 @@ class Sender:
         )
         return ComposedMessage(participant, link, rendered, message, envelope)
 
+    def message_id_for(self, key: str, /) -> str:
+        """The Message-ID for the message ``key`` names (an outbox message), always the same.
+
+        A message re-sent after a crash then carries the Message-ID of the copy that
+        may already have arrived, so the receiver can tell they are one message.
+        """
+        return self._builder.message_id_for(key)
+
     def _mail_from(self, participant: Participant, key: str | None) -> str:
         if self.return_paths is None:
             return self._return_path

@@ -24,6 +24,7 @@ LF and NUL, raising :class:`~sender.errors.HeaderError` that names the header.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import secrets
 import struct
@@ -264,6 +265,16 @@ class MessageBuilder:
             data=b"".join(entity),
             smtputf8=smtputf8 or self._smtputf8,
         )
+
+    def message_id_for(self, key: str, /) -> str:
+        """``<hash@domain>`` derived from ``key``: the same key, the same Message-ID.
+
+        For a message that may go out twice (an outbox message re-sent after a
+        crash), so a receiver that got both copies can tell they are one message.
+        ``key`` must be unique to that message.
+        """
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"<{digest}@{self._msgid_domain}>"
 
     def _date_line(self) -> str:
         """Format ``Date`` once per second: gmtime and formatting dominate otherwise."""

@@ -78,11 +78,22 @@ class _Failed:
         return WorkerError(f"worker {worker}: {self.kind}: {self.message}", worker=worker)
 
 
+def _outbox_key(message: OutboxMessage, /) -> str:
+    """What names an outbox message for good: its run, its id and when it was first claimed.
+
+    The first claim's time is kept across crashes and retries, and tells this
+    message apart from one with the same run and id in an outbox made anew.
+    """
+    return f"{message.run_id}\x00{message.id}\x00{message.first_attempt_at!r}"
+
+
 async def attempt(
     sender: Sender, message: OutboxMessage, /, *, calendar: CalendarSend | None = None
 ) -> DeliveryResult | Skipped:
     """Compose and deliver one claimed message, in this process.
 
+    Its Message-ID is the one recorded for it, or else derived from
+    :func:`_outbox_key`, so a re-send after a crash carries the same one.
     Bad data or an unrenderable template give :class:`Skipped`; a transport
     that cannot work at all raises (a :class:`~sender.errors.SenderError`).
     """
@@ -90,7 +101,7 @@ async def attempt(
         composed = sender.compose(
             message.participant,
             template=message.template,
-            message_id=message.message_id,
+            message_id=message.message_id or sender.message_id_for(_outbox_key(message)),
             calendar=calendar,
             return_path_key=return_path_key(message.id),
         )
