@@ -31,16 +31,18 @@ from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
-from sender.config import BouncePolicy
+from sender.config import BouncePolicy, SmtpSettings
 from sender.errors import (
     ConfigurationError,
     InputError,
     RunBusy,
     SenderError,
     TemplateError,
+    TemplateNotFound,
 )
 from sender.mime import envelope_address
 from sender.models import DeliveryResult, DeliveryStatus, Participant
@@ -56,7 +58,7 @@ from sender.store import (
     RunState,
     Store,
 )
-from sender.suppression import budget_reason
+from sender.suppression import budget_reason, keep_refusal
 from sender.transport import SmtpTransport
 from sender.validate import Validator, Verdict
 from sender.workers import Skipped, WorkerPool, attempt
@@ -72,6 +74,7 @@ __all__ = [
     "numbered",
     "run_id_for",
     "run_status",
+    "transport_identity",
 ]
 
 log = logging.getLogger("sender.runs")
@@ -95,6 +98,9 @@ class RunSettings:
     bounces: BouncePolicy = field(default_factory=BouncePolicy)
     force: bool = False  # send even though the bounce budget is spent (an operator's call)
     budget_interval: float = 2.0  # seconds between bounce-budget checks while sending
+    # Send the rest of an existing run through the transport named in this invocation's
+    # options["transport"], when it differs from the one the run was started with.
+    switch_transport: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:
@@ -141,6 +147,24 @@ class RunReport:
         return sum(self.counts.values())
 
 
+CAPTURE_TRANSPORT = "capture"
+
+
+def transport_identity(smtp: SmtpSettings | None, /) -> str:
+    """Which transport a run sends through, as stored in its ``options["transport"]``.
+
+    The SMTP URL without its password (``smtp+starttls://lms@mail.example:587``), or
+    ``capture`` for the embedded capture server (``smtp`` None). Two settings with one
+    identity reach the same server as the same user.
+    """
+    if smtp is None:
+        return CAPTURE_TRANSPORT
+    scheme = smtp.redacted_url().partition("://")[0]
+    user = f"{quote(smtp.username, safe='')}@" if smtp.username else ""
+    host = f"[{smtp.host}]" if ":" in smtp.host else smtp.host.lower()
+    return f"{scheme}://{user}{host}:{smtp.port}"
+
+
 def run_id_for(path: Path, template: str, /) -> str:
     """A run id from the file's bytes and the template: the same CSV twice is the same run."""
     digest = hashlib.sha256(template.encode() + b"\x00")
@@ -153,8 +177,12 @@ def run_id_for(path: Path, template: str, /) -> str:
 class RowChecker:
     """Finds rows that cannot become a message, before they are queued.
 
-    Cheap per row (address and locale syntax); the template is trial-rendered
-    once per locale and column set, since rows of one file share their columns.
+    Cheap per row (address and locale syntax). The template is trial-rendered
+    once per locale and column set while that succeeds, since rows of one file
+    share their columns; a failure is never cached, because it may come from
+    this row's values (a NUL in its course name), and one row's problem must
+    never be reported for another row. Rows with bad values that get past the
+    cached trial are skipped when they are composed, with their own reason.
     """
 
     def __init__(
@@ -163,9 +191,10 @@ class RowChecker:
         self._sender = sender
         self._template = template
         self._calendar = calendar
-        self._trials: dict[tuple[str, frozenset[str]], str | None] = {}
+        self._rendered: set[tuple[str, frozenset[str]]] = set()
 
     def problem(self, participant: Participant) -> str | None:
+        """Why this participant's row cannot be sent, or None."""
         try:
             envelope_address(participant.email, field="email")
         except InputError as exc:
@@ -174,14 +203,14 @@ class RowChecker:
             return f"field 'locale': unknown locale {participant.locale!r}"
         locale = self._sender.renderer.resolve_locale(self._template, participant.locale)
         key = (locale, frozenset(participant.vars))
-        if key not in self._trials:
-            try:
-                self._sender.compose(participant, template=self._template, calendar=self._calendar)
-                self._trials[key] = None
-            except (InputError, TemplateError) as exc:
-                self._trials[key] = str(exc)
-                return str(exc)
-        return self._trials[key]
+        if key in self._rendered:
+            return None
+        try:
+            self._sender.compose(participant, template=self._template, calendar=self._calendar)
+        except (InputError, TemplateError) as exc:
+            return str(exc)  # this row's problem: not remembered for the next row
+        self._rendered.add(key)
+        return None
 
 
 def _is_dead_local(owner: str | None) -> bool:
@@ -251,6 +280,8 @@ class BulkRunner:
         sender.scheduler = self.scheduler
         if sender.suppression is None:  # single sends check the same list
             sender.suppression = store
+        if sender.store is None:  # ... and keep their refusals as bounces, as runs do
+            sender.store, sender.bounce_policy = store, self.settings.bounces
         if self.settings.bounces.pause_single_sends:
             policy, clock_now = self.settings.bounces, (clock or SystemClock()).now
 
@@ -323,6 +354,19 @@ class BulkRunner:
 
     # --- running -----------------------------------------------------------------------
 
+    async def _keep_transport(self, run: RunInfo, given: object, /) -> None:
+        """A run goes on through the transport it was started with, or switches on purpose."""
+        stored = run.options.get("transport")
+        if not isinstance(given, str) or given == stored:
+            return
+        if isinstance(stored, str) and not self.settings.switch_transport:
+            raise ConfigurationError(
+                f"run {run.run_id} sends through {stored}, not {given}; "
+                "switch_transport (--switch-transport) sends the rest through the new one",
+                setting="transport",
+            )
+        await self.store.update_run_options(run.run_id, {"transport": given})
+
     async def run(
         self,
         run_id: str,
@@ -337,11 +381,18 @@ class BulkRunner:
     ) -> RunReport:
         """Ingest ``rows`` (if given) and send until nothing is due; resumable at any point.
 
-        Raises :class:`~sender.errors.RunBusy` if another live worker holds the run.
+        Raises :class:`~sender.errors.RunBusy` if another live worker holds the run, and
+        :class:`~sender.errors.TemplateNotFound` (before any run is stored) for an unknown
+        template. ``options`` are stored with a new run; ``options["transport"]`` (see
+        :func:`transport_identity`) must match the stored one of an existing run unless
+        ``settings.switch_transport``, else :class:`~sender.errors.ConfigurationError`.
         """
+        template = self.settings.template
+        if not self.sender.renderer.locales(template):
+            raise TemplateNotFound(f"no template named {template!r}", template=template)
         started = time.monotonic()
         now = self._clock.now()
-        run, _created = await self.store.create_run(
+        run, created = await self.store.create_run(
             run_id,
             template=self.settings.template,
             source=source,
@@ -349,6 +400,8 @@ class BulkRunner:
             options=options,
             event=event,
         )
+        if not created:
+            await self._keep_transport(run, (options or {}).get("transport"))
         if not await self.store.acquire_run(
             run_id, owner=self.owner, now=now, ttl=self.settings.lease_ttl
         ):
@@ -613,6 +666,14 @@ class BulkRunner:
             return Outcome(MessageState.SKIPPED, at=self._clock.now(), detail=result.reason)
         self.scheduler.feedback(
             message.participant.domain, result.reply.code if result.reply else None
+        )
+        await keep_refusal(  # refused at RCPT or DATA: a bounce like a DSN, once per message
+            self.store,
+            result,
+            key=f"m{message.id}",
+            message=message.id,
+            policy=self.settings.bounces,
+            now=self._clock.now(),
         )
         return self._outcome(message, result)
 

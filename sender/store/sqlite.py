@@ -970,19 +970,24 @@ class SqliteStore:
         return None if found is None else _message_record(found)
 
     async def skipped(self, run_id: str, /, *, limit: int = 1000) -> list[tuple[int, str, str]]:
-        """Skipped rows as (row, email or '', reason), in row order."""
+        """Skipped rows as (row, email or '', reason), in row order.
+
+        Both kinds: rows skipped when read (bad data, duplicates, undeliverable
+        addresses) and messages skipped when composed at send time.
+        """
         with self._errors():
             key, _ = self._run(run_id)
             rows = (
                 self._connection()
                 .execute(
-                    "SELECT row, email, skip_reason FROM messages"
-                    " WHERE run = ? AND participant_id IS NULL ORDER BY row LIMIT ?",
+                    "SELECT row, email, COALESCE(skip_reason, detail, 'skipped') FROM messages"
+                    " WHERE run = ? AND state = 'skipped' AND state <> 'queued'"
+                    " ORDER BY row LIMIT ?",
                     (key, limit),
                 )
                 .fetchall()
             )
-        return [(row, email, reason) for row, email, reason in rows]
+        return [(row, email or "", reason) for row, email, reason in rows]
 
     async def problems(
         self, run_id: str, /, *, limit: int = 1000
