@@ -29,8 +29,12 @@ The checks, by name:
     a ``v=DMARC1`` record at ``_dmarc.<domain>`` (or, for a subdomain, at the
     organizational domain, RFC 7489 §6.6.3); its policy is reported.
 ``dmarc-alignment``
-    the SPF domain (the bounce domain if given) and the DKIM ``d=`` (the domain) line up
-    with the From domain, relaxed or strict (``aspf``/``adkim``); fails when neither does.
+    SPF or DKIM passes *and* its domain lines up with the From domain, relaxed or strict
+    (``aspf``/``adkim``). SPF counts only when SPF itself passes for the SPF domain (the
+    bounce domain if given, whose SPF is then checked too): the record authorizes the
+    provider, within the lookup limits. DKIM counts when the key at ``d=`` the domain
+    works. Fails when neither aligns; unknown when DNS did not answer for the one that
+    might.
 ``mx-bounce``, ``mx-reply``
     the bounce domain and the reply domain (when given) accept mail: an MX that is not
     a null MX (RFC 7505).
@@ -191,15 +195,23 @@ async def diagnose(
     bounce = _domain(bounce_domain, "bounce_domain") if bounce_domain else None
     reply = _domain(reply_domain, "reply_domain") if reply_domain else None
     selector = dkim_selector.strip().strip(".").lower() if dkim_selector else None
-    spf, dkim, dmarc, mx_bounce, mx_reply = await asyncio.gather(
+    spf_domain = bounce or domain  # SPF is checked for the envelope sender's domain
+    spf, bounce_spf, dkim, dmarc, mx_bounce, mx_reply = await asyncio.gather(
         _spf_checks(resolver, domain, provider),
+        _spf_checks(resolver, spf_domain, provider) if spf_domain != domain else _nothing(),
         _dkim_check(resolver, domain, selector, dkim_private_key),
         _dmarc_check(resolver, domain),
         _mx_check(resolver, "mx-bounce", "bounce", bounce, domain),
         _mx_check(resolver, "mx-reply", "reply", reply, domain),
     )
     dmarc_check, dmarc_tags = dmarc
-    alignment = _alignment_check(domain, bounce or domain, dmarc_tags, dkim if selector else None)
+    alignment = _alignment_check(
+        domain,
+        spf_domain,
+        _spf_verdict(bounce_spf or spf),
+        dmarc_tags,
+        dkim if selector else None,
+    )
     checks = [*spf, dkim, dmarc_check, alignment]
     checks += [check for check in (mx_bounce, mx_reply) if check is not None]
     return DoctorReport(domain, tuple(checks))
@@ -213,6 +225,10 @@ def _domain(value: str, setting: str) -> str:
     if any(char.isspace() or char in "@/\\:" for char in name):
         raise ConfigurationError(f"{value!r} is not a domain name", setting=setting)
     return name
+
+
+async def _nothing() -> list[Check]:
+    return []
 
 
 def _unknown(name: str, what: str) -> Check:
@@ -599,19 +615,49 @@ async def _dmarc_check(resolver: Resolver, domain: str) -> tuple[Check, dict[str
     return Check("dmarc", True, message), tags
 
 
+_SPF_PASSES = frozenset({"spf", "spf-lookups", "spf-void"})  # what makes SPF itself pass
+
+
+def _spf_verdict(checks: list[Check]) -> tuple[bool | None, str]:
+    """Whether SPF passes for mail through the provider (None: unknown), and why not.
+
+    It passes when the record authorizes the provider and receivers can evaluate it
+    (no PermError from too many lookups or void lookups); ``spf-all`` is advice only.
+    """
+    relevant = [check for check in checks if check.name in _SPF_PASSES]
+    for check in relevant:
+        if not check.ok and not check.unknown:
+            return False, check.message
+    for check in relevant:
+        if check.unknown:
+            return None, check.message
+    return bool(relevant), ""
+
+
 def _alignment_check(
-    domain: str, spf_domain: str, tags: dict[str, str], dkim: Check | None
+    domain: str,
+    spf_domain: str,
+    spf: tuple[bool | None, str],
+    tags: dict[str, str],
+    dkim: Check | None,
 ) -> Check:
+    """DMARC alignment: a mechanism aligns only if it passes *and* its domain lines up."""
     spf_strict = tags.get("aspf", "r").lower() == "s"
     dkim_strict = tags.get("adkim", "r").lower() == "s"
-    spf_aligned = spf_domain == domain if spf_strict else site_of(spf_domain) == site_of(domain)
+    spf_lines_up = spf_domain == domain if spf_strict else site_of(spf_domain) == site_of(domain)
     spf_mode = "strict" if spf_strict else "relaxed"
     dkim_mode = "strict" if dkim_strict else "relaxed"
-    spf_part = (
-        f"SPF aligns ({spf_domain}, {spf_mode})"
-        if spf_aligned
-        else f"SPF does not align: bounce domain {spf_domain} vs From {domain} ({spf_mode})"
-    )
+    spf_passes, spf_why = spf
+    spf_aligned = spf_lines_up and spf_passes is True
+    spf_unknown = spf_lines_up and spf_passes is None
+    if not spf_lines_up:
+        spf_part = f"SPF does not align: bounce domain {spf_domain} vs From {domain} ({spf_mode})"
+    elif spf_passes is None:
+        spf_part = f"SPF alignment unknown: SPF for {spf_domain} could not be checked"
+    elif not spf_passes:
+        spf_part = f"SPF does not align: SPF for {spf_domain} does not pass"
+    else:
+        spf_part = f"SPF aligns ({spf_domain}, {spf_mode})"
     if dkim is None:
         dkim_part, dkim_aligned, dkim_unknown = "DKIM not checked (no selector)", False, False
     else:  # sender signs with d= the From domain, so DKIM aligns whenever the key works
@@ -624,9 +670,14 @@ def _alignment_check(
     message = f"DMARC alignment: {spf_part}; {dkim_part}."
     if spf_aligned or dkim_aligned:
         return Check("dmarc-alignment", True, message)
-    if dkim_unknown:
+    if dkim_unknown or spf_unknown:
         return Check("dmarc-alignment", False, message, unknown=True)
-    advice = f" Use a bounce domain under {domain}" + (" or aspf=r." if spf_strict else ".")
+    if spf_lines_up and spf_domain == domain:
+        advice = " Make SPF pass first (see the spf checks)."
+    elif spf_lines_up:
+        advice = f" {spf_why}"
+    else:
+        advice = f" Use a bounce domain under {domain}" + (" or aspf=r." if spf_strict else ".")
     if dkim is None:
         advice += " Or set up DKIM."
     return Check("dmarc-alignment", False, message + advice)

@@ -56,6 +56,7 @@ def good_zone(key: rsa.RSAPrivateKey) -> str:
 s1._domainkey.{DOMAIN}.     TXT {dkim_txt(key)}
 _dmarc.{DOMAIN}.            TXT "v=DMARC1; p=quarantine; rua=mailto:dmarc@{DOMAIN}"
 bounce.{DOMAIN}.            MX  10 feedback-smtp.us-east-1.amazonses.com.
+bounce.{DOMAIN}.            TXT "v=spf1 include:amazonses.com ~all"
 example.com.                MX  10 mx.example.com.
 """
 
@@ -299,6 +300,7 @@ async def test_strict_spf_alignment_fails_for_another_bounce_domain() -> None:
 {SES}
 _dmarc.{DOMAIN}. TXT "v=DMARC1; p=reject; aspf=s"
 bounce.{DOMAIN}. MX 10 mx.example.com.
+bounce.{DOMAIN}. TXT "v=spf1 include:amazonses.com ~all"
 """
     found = checks(await run(zone, bounce_domain=f"bounce.{DOMAIN}"))
     alignment = found["dmarc-alignment"]
