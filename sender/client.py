@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from sender import redact
 from sender.clock import Clock, SystemClock
 from sender.config import SenderSettings, SmtpSettings
 from sender.dkim import DkimKey, DkimSigner
@@ -356,7 +357,7 @@ class Sender:
             composed.rendered.template,
             composed.participant.participant_id,
             result.status.value,
-            result.describe(),
+            redact.text(result.describe()),
         )
         return result
 

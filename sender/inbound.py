@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeAlias
 
+from sender import redact
 from sender.config import InboundLimits
 from sender.errors import ConfigurationError
 from sender.models import SmtpReply
@@ -274,11 +275,13 @@ class InboundServer:
                 await self._on_mail(mail)
             except Exception as exc:
                 _log.error(
-                    "inbound: on_mail failed on a %s message (%d bytes) to @%s; keeping it raw",
+                    "inbound: on_mail failed on a %s message (%d bytes) to @%s; keeping it raw: "
+                    "%s\n%s",
                     route,
                     size,
                     _domain_of(recipient),
-                    exc_info=exc,
+                    redact.error(exc),
+                    redact.frames(exc),
                 )
                 if not await self._keep(message.data):
                     failed = True

@@ -27,6 +27,7 @@ from typing import Protocol, Self, TypeAlias
 
 import aiosmtpd.smtp as _smtpd
 
+from sender import redact
 from sender.config import SmtpSecurity
 from sender.errors import ConfigurationError
 from sender.models import SmtpReply
@@ -42,6 +43,13 @@ __all__ = [
 ]
 
 _log = logging.getLogger("sender.smtpd")
+
+# aiosmtpd logs every command at INFO (RCPT TO names a return path with its signature)
+# and every DATA line at DEBUG (bodies, login links and all). Its loggers stay at WARNING
+# unless someone set their level by name (``sender --log-debug mail.log`` does).
+for _name in ("mail.log", "mail.debug"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 _DEFAULT_DATA_LIMIT = 32 * 1024 * 1024
 _DEFAULT_BACKLOG = 1024  # asyncio's default of 100 drops bursts: SYNs wait for a retransmit
@@ -208,7 +216,7 @@ class _Hooks:
         return _format(reply)
 
     async def handle_exception(self, error: Exception) -> str:
-        _log.exception("smtpd: the handler failed", exc_info=error)
+        _log.error("smtpd: the handler failed: %s\n%s", redact.error(error), redact.frames(error))
         return "451 4.3.0 Internal server error"
 
 
@@ -329,8 +337,12 @@ class _Protocol(_smtpd.SMTP):
         self.admitted = True
         try:
             response = await self._owner._handler.on_connect(self.info())
-        except Exception:
-            _log.exception("smtpd: the handler failed before the greeting")
+        except Exception as exc:
+            _log.error(
+                "smtpd: the handler failed before the greeting: %s\n%s",
+                redact.error(exc),
+                redact.frames(exc),
+            )
             response = Disconnect(SmtpReply(421, "4.3.0", "Internal server error"))
         if isinstance(response, Disconnect) and response.reply is None:
             self.drop()

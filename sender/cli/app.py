@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
+import os
 import sys
 import time
 from collections.abc import (
@@ -52,6 +53,7 @@ __all__ = [
     "count_bar",
     "dns_option",
     "duration",
+    "duration_text",
     "err",
     "errors_as_lines",
     "fail",
@@ -160,6 +162,28 @@ def variables(
     return result
 
 
+# Loggers that log message content (aiosmtpd: each SMTP line, DATA included; dkimpy
+# through sender.dkim.verify: signed header values). WARNING unless named.
+CONTENT_LOGGERS = ("mail.log", "mail.debug", "sender.dkim.verify")
+
+
+def setup_logging(*, verbose: bool, debug: bool, named: Iterable[str] = ()) -> None:
+    """Root at WARNING, INFO (-v) or DEBUG (--debug); content loggers quiet unless named.
+
+    ``named`` (``--log-debug NAME``) and ``SENDER_LOG_DEBUG=NAME,NAME`` set those
+    loggers to DEBUG, whatever the root level.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from_env = os.environ.get("SENDER_LOG_DEBUG", "").split(",")
+    for name in CONTENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in {n.strip() for n in (*named, *from_env) if n.strip()}:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -174,17 +198,28 @@ def variables(
     "(default: SENDER_HOME, home in sender.toml, or ./.sender).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log each delivery to stderr.")
-@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.option("--debug", is_flag=True, help="Log at DEBUG; show tracebacks for unexpected errors.")
+@click.option(
+    "--log-debug",
+    "log_debug",
+    multiple=True,
+    metavar="NAME",
+    help="Also log NAME at DEBUG, e.g. mail.log (aiosmtpd; it logs whole messages, "
+    "tokens included). Also SENDER_LOG_DEBUG=NAME,NAME. Otherwise mail.log, mail.debug "
+    "and sender.dkim.verify stay at WARNING, even with --debug.",
+)
 @click.version_option(package_name="sender")
 @click.pass_context
 def main(
-    ctx: click.Context, config_file: Path | None, home: Path | None, verbose: bool, debug: bool
+    ctx: click.Context,
+    config_file: Path | None,
+    home: Path | None,
+    verbose: bool,
+    debug: bool,
+    log_debug: tuple[str, ...],
 ) -> None:
     """Reach LMS participants by e-mail, with personal login links."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(verbose=verbose, debug=debug, named=log_debug)
     ctx.obj = Context(config_file=config_file, debug=debug, home=home)
 
 
@@ -249,7 +284,9 @@ class ProgressDisplay:
             )
             if counts.get(state, 0) or state is MessageState.SENT
         )
-        eta = "-" if progress.eta is None else f"{progress.eta:.0f}s"
+        eta = "-" if progress.eta is None else duration_text(progress.eta)
+        if progress.slowest is not None and (progress.eta or 0) >= 60:
+            eta += f" ({progress.slowest}'s own limit decides; see --domain-rate)"
         rate = f"{progress.rate:.0f}/s"
         if self._bar is not None:
             if self._task is None:
@@ -288,6 +325,21 @@ def count_bar(label: str, total: int, *, enabled: bool) -> Iterator[Callable[[in
     with RichProgress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda done: bar.update(task, completed=done)
+
+
+def duration_text(seconds: float) -> str:
+    """``45s``, ``12m 5s``, ``2h 50m``, ``3d 4h``: how long, as people say it."""
+    total = max(round(seconds), 0)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
 
 
 def when(timestamp: float | None) -> str:

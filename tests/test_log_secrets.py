@@ -1,0 +1,237 @@
+"""Logs never carry a message body, a login token, a return-path signature or a key."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import logging
+import os
+import re
+import socket
+import sys
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+from click.testing import CliRunner
+
+from sender import redact
+from sender.cli import main
+from sender.models import DeliveryStatus, Envelope
+from sender.testing import RecordingSMTPServer, Stage
+from sender.transport import SmtpTransport
+
+BOUNCE_DOMAIN = "bounce.logtest.example"
+SECRET_KEY = "LOGSECRET-k3y-7f1e2d3c4b5a69788796a5b4"
+NAME = "Quintessa Marplewood"
+COURSE = "Thaumaturgy Zeta Seminar"
+ADDRESS = "quintessa.marplewood@recipients.example"
+DSN_MARKER = "Xylophone-Diagnostic-Q77 mailbox vanished"
+TOKEN = re.compile(r"[?&]token=([^\s\"'<>&]+)")
+QUIET_COMMAND = [
+    "bounces",
+    "parse",
+    str(Path(__file__).parent / "samples" / "bounces" / "ordinary.eml"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    env["SENDER_SECRET_KEYS"] = SECRET_KEY
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def dsn(return_path: str, original: bytes) -> bytes:
+    """A DSN as an MTA writes one: the report and the whole original message attached."""
+    return (
+        b"From: MAILER-DAEMON@mx.recipients.example (Mail Delivery System)\r\n"
+        + f"To: {return_path}\r\n".encode()
+        + b"Subject: Undelivered Mail Returned to Sender\r\n"
+        b"Auto-Submitted: auto-replied\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        b"\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
+        + f"{DSN_MARKER}\r\n".encode()
+        + b"\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.recipients.example\r\n\r\n"
+        + f"Final-Recipient: rfc822; {ADDRESS}\r\n".encode()
+        + b"Action: failed\r\nStatus: 5.1.1\r\n"
+        + f"Diagnostic-Code: smtp; 550 5.1.1 {DSN_MARKER}\r\n".encode()
+        + b"\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n"
+        + original
+        + b"\r\n--B--\r\n"
+    )
+
+
+def body_fragments(message: EmailMessage) -> list[str]:
+    """Distinctive pieces of the message's text and HTML: lines of 12+ characters."""
+    fragments = []
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            text = part.get_content()
+            fragments += [line.strip() for line in text.splitlines() if len(line.strip()) >= 12]
+    return fragments
+
+
+async def test_debug_logs_of_a_run_and_the_inbound_listener_hold_no_secrets(
+    tmp_path: Path,
+) -> None:
+    """`sender --debug -v run` through the capture server, then a DSN to `sender inbound`: clean."""
+    (tmp_path / "sender.toml").write_text(
+        f'bounce_domain = "{BOUNCE_DOMAIN}"\nrate = 0\n', encoding="utf-8"
+    )
+    (tmp_path / "people.csv").write_text(
+        "email,name,participant_id,course_id,locale,course_name\n"
+        f"{ADDRESS},{NAME},p-logs-1,LOG101,en,{COURSE}\n",
+        encoding="utf-8",
+    )
+    env = environment()
+    run = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "sender", "--debug", "-v", "run", "people.csv", "--no-progress"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, run_log = await asyncio.wait_for(run.communicate(), 120)
+    assert run.returncode == 0, run_log.decode()
+    assert b"DEBUG" in run_log  # the logs were really on
+
+    (path,) = (tmp_path / ".sender" / "maildir" / "new").iterdir()
+    original = path.read_bytes()
+    message = email.message_from_bytes(original, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return_path = str(message["Return-Path"]).strip("<>")
+    local, _, domain = return_path.partition("@")
+    assert domain == BOUNCE_DOMAIN
+    signature = local.rpartition("-")[2]
+    tokens = {match.group(1) for match in TOKEN.finditer(original.decode("utf-8", "replace"))}
+    assert tokens
+    fragments = body_fragments(message)
+    assert any(NAME in fragment for fragment in fragments)
+
+    port = free_port()
+    inbound = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "sender", "--debug", "-v", "inbound", "--listen", f"127.0.0.1:{port}"),
+        cwd=tmp_path,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert inbound.stderr is not None
+    inbound_log = b""
+    try:
+        while b"listening on" not in inbound_log:
+            line = await asyncio.wait_for(inbound.stderr.readline(), 60)
+            assert line, inbound_log.decode()
+            inbound_log += line
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10) as client:
+            await client.sendmail("", [return_path], dsn(return_path, original))
+    finally:
+        inbound.terminate()
+        inbound_log += await asyncio.wait_for(inbound.stderr.read(), 60)
+        await asyncio.wait_for(inbound.wait(), 60)
+    assert b"DEBUG" in inbound_log
+    assert b"inbound: took a bounce message" in inbound_log  # it was handled, and logged
+
+    secrets = {
+        "the secret key": SECRET_KEY,
+        "the return path": return_path,
+        "the return-path signature": signature,
+        "the name": NAME,
+        "the course name": COURSE,
+        "the DSN's text": DSN_MARKER,
+        **{f"token {n}": token for n, token in enumerate(sorted(tokens))},
+        **{f"body line {n}": fragment for n, fragment in enumerate(fragments)},
+    }
+    for where, log in (("run", run_log.decode()), ("inbound", inbound_log.decode())):
+        for what, secret in secrets.items():
+            assert secret not in log, f"{what} appears in the {where} log: {secret!r}"
+
+
+def test_aiosmtpd_debug_logging_needs_asking_for_by_name() -> None:
+    """--debug leaves aiosmtpd's loggers at WARNING; --log-debug mail.log turns them on."""
+    runner = CliRunner()
+    before = logging.getLogger("mail.log").level
+    try:
+        assert runner.invoke(main, ["--debug", *QUIET_COMMAND]).exit_code == 0
+        assert logging.getLogger("mail.log").getEffectiveLevel() == logging.WARNING
+        assert logging.getLogger("mail.debug").getEffectiveLevel() == logging.WARNING
+        result = runner.invoke(main, ["--debug", "--log-debug", "mail.log", *QUIET_COMMAND])
+        assert result.exit_code == 0
+        assert logging.getLogger("mail.log").getEffectiveLevel() == logging.DEBUG
+    finally:
+        logging.getLogger("mail.log").setLevel(before)
+
+
+def test_help_documents_log_debug() -> None:
+    """`sender --help` says how to turn on a quiet third-party logger."""
+    result = CliRunner().invoke(main, ["--help"])
+    assert "--log-debug" in result.output
+    assert "mail.log" in result.output
+
+
+@pytest.mark.parametrize("variable", ["SENDER_LOG_DEBUG"])
+def test_log_debug_from_the_environment(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SENDER_LOG_DEBUG=mail.log does what --log-debug mail.log does."""
+    monkeypatch.setenv(variable, "mail.log")
+    before = logging.getLogger("mail.log").level
+    try:
+        assert CliRunner().invoke(main, QUIET_COMMAND).exit_code == 0
+        assert logging.getLogger("mail.log").getEffectiveLevel() == logging.DEBUG
+    finally:
+        logging.getLogger("mail.log").setLevel(before)
+
+
+async def test_smtp_replies_echoing_addresses_and_links_are_redacted_in_logs(
+    smtp_server: RecordingSMTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A relay's reply that quotes the return path, the recipient and a login URL logs none."""
+    return_path = "bounces+m7-Sig9xq2kLm0pRt4@bounce.logtest.example"
+    smtp_server.reply(
+        Stage.RCPT,
+        f"550 5.1.1 <{ADDRESS}> from <{return_path}> rejected; "
+        "see https://lms.example.com/login?token=TOKEN-abc123xyz",
+        address=ADDRESS,
+    )
+    smtp_server.reply(Stage.DATA, "554 5.7.1 content rejected: token=TOKEN-def456uvw in body")
+    caplog.set_level(logging.DEBUG)
+    async with SmtpTransport(smtp_server.smtp_settings()) as transport:
+        results = await transport.send(
+            Envelope(return_path, (ADDRESS, "other@recipients.example")), b"Subject: x\r\n\r\nx\r\n"
+        )
+    assert [r.status for r in results] == [DeliveryStatus.PERMANENT, DeliveryStatus.PERMANENT]
+    logged = caplog.text
+    assert "smtp: RCPT q…@recipients.example refused: 550" in logged
+    for secret in ("quintessa", "Sig9xq2kLm0pRt4", "m7-", "TOKEN-abc123xyz", "TOKEN-def456uvw"):
+        assert secret not in logged
+
+
+@pytest.mark.parametrize(
+    ("raw", "kept", "gone"),
+    [
+        ("<bounces+m1-s1gn4ture@b.example>", "b…@b.example", "s1gn4ture"),
+        (
+            "go to https://lms.example.com/login?token=T0KEN now",
+            "https://lms.example.com/…",
+            "T0KEN",
+        ),
+        ("smtp://user:pa55word@relay.example:587", "smtp://relay.example:587/…", "pa55word"),
+        ("key=K3Y-value and sig=S1G", "key=…", "K3Y-value"),
+    ],
+)
+def test_redacted_text_keeps_the_shape_and_drops_the_secret(raw: str, kept: str, gone: str) -> None:
+    """Addresses keep a first letter and the domain; URLs keep their host; secrets go."""
+    redacted = redact.text(raw)
+    assert kept in redacted
+    assert gone not in redacted
