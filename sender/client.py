@@ -171,6 +171,18 @@ class Sender:
     def settings(self) -> SenderSettings:
         return self._settings
 
+    def with_uid(self, calendar: CalendarSend, /) -> CalendarSend:
+        """``calendar`` with its event's UID set: keyed with the newest secret key when new.
+
+        The unkeyed UID (:attr:`CalendarEvent.event_uid`) is never sent for a new event,
+        so nobody can compute an event's UID, and with it forge a reply, from its ids.
+        """
+        event = calendar.event
+        if event.uid is not None:
+            return calendar
+        uid = event.keyed_uid(self._settings.links.secret_keys[-1])
+        return replace(calendar, event=replace(event, uid=uid))
+
     @property
     def transport(self) -> Transport | None:
         return self._transport
@@ -279,6 +291,7 @@ class Sender:
         alternatives: list[Part] = []
         attachments: list[Attachment] = []
         if calendar is not None:
+            calendar = self.with_uid(calendar)
             context.update(calendar.context())
             ics = build_invite(
                 calendar.event,

@@ -524,7 +524,7 @@ def load_config(
             raise ConfigurationError(f"{key} must be a whole number", setting=key)
         return value
 
-    limits, retry = _sending_policy(values)
+    limits, retry = _sending_policy(values, paced=bool(values.get("smtp_url")))
     concurrency = integer("concurrency") or integer("pool_size") or 4
     workers = integer("workers") or 1
     if not 1 <= workers <= min(concurrency, 64):
@@ -617,14 +617,17 @@ def _read_key(path: str | None) -> bytes | None:
         ) from exc
 
 
-def _sending_policy(values: Mapping[str, object]) -> tuple[RateLimits, RetryPolicy]:
+def _sending_policy(values: Mapping[str, object], *, paced: bool) -> tuple[RateLimits, RetryPolicy]:
     """Rate limits and retry timing from ``rate``, ``domain_rate`` and their tables.
 
     ``0`` means "no limit", for benchmarks and for relays that throttle themselves.
+    The default limits protect real receivers, so they apply only when ``paced`` (an
+    SMTP server is configured); the embedded capture server gets only limits one set.
     """
+    default = RateLimits() if paced else RateLimits(global_per_second=None, domain_per_minute=None)
     rate = values.get("rate")
     if rate is None:
-        global_rate: float | None = RateLimits().global_per_second
+        global_rate: float | None = default.global_per_second
     else:
         try:
             global_rate = float(str(rate))
@@ -634,7 +637,7 @@ def _sending_policy(values: Mapping[str, object]) -> tuple[RateLimits, RetryPoli
             raise ConfigurationError("rate must not be negative", setting="rate")
         global_rate = global_rate or None
     domain = values.get("domain_rate")
-    domain_rate: float | None = RateLimits().domain_per_minute
+    domain_rate: float | None = default.domain_per_minute
     if domain is not None:
         number = str(domain).strip().partition("/")[0].strip()
         no_limit = number.replace(".", "", 1).isdigit() and float(number) == 0

@@ -372,6 +372,7 @@ async def test_resume_sends_with_the_limits_the_run_started_with(
     assert "sending at most 9 msgs/s, 120/min per domain, 3 at a time" in first.stderr
     status = json.loads((await asyncio.to_thread(cli, "status", "r-keep", "--json")).stdout)
     assert status["options"] == {
+        "transport": smtp,
         "rate": 9.0,
         "domain_rate": "120.0/min",
         "concurrency": 3,

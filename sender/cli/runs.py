@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -15,6 +16,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from rich.table import Table
@@ -38,7 +40,7 @@ from sender.cli.app import (
 from sender.cli.checks import preflight, validator_for
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig
-from sender.errors import InputError
+from sender.errors import ConfigurationError, InputError
 from sender.invites import calendar_of
 from sender.participants import CsvRow, read_csv
 from sender.runs import (
@@ -49,17 +51,20 @@ from sender.runs import (
     check_rows,
     run_id_for,
     run_status,
+    transport_identity,
 )
 from sender.schedule import Scheduler
-from sender.store import MessageState, RunState
+from sender.store import MessageState, RunInfo, RunState
 
 __all__ = [
     "bulk",
     "check_rows_of",
     "describe_limits",
+    "keep_transport",
     "print_dry_run",
     "print_run_report",
     "print_status",
+    "require_template",
     "resume",
     "resume_config",
     "resume_run",
@@ -70,6 +75,8 @@ __all__ = [
     "run_status_of",
     "sending_options",
     "status",
+    "stored_run",
+    "switch_transport_option",
 ]
 
 # --- bulk runs -------------------------------------------------------------------------
@@ -108,6 +115,14 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+switch_transport_option = click.option(
+    "--switch-transport",
+    is_flag=True,
+    help="Send the rest of an existing run through the transport given now (--smtp, "
+    "SENDER_SMTP_URL, or the capture server) instead of the one it was started with.",
+)
+
+
 def run_config(
     obj: Context,
     *,
@@ -135,9 +150,10 @@ def run_config(
 @main.command()
 @click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--template", default="invitation", show_default=True)
-@click.option("--run-id", help="Name the run (default: from the file's contents and template).")
+@click.option("--run-id", help="Name the run (default: from the file's path and template).")
 @click.option("--dry-run", is_flag=True, help="Render and check every row; send nothing.")
 @run_options
+@switch_transport_option
 @pass_context
 def run(
     obj: Context,
@@ -147,23 +163,29 @@ def run(
     run_id: str | None,
     dry_run: bool,
     progress: bool | None,
+    switch_transport: bool,
     **options: Any,
 ) -> None:
     """Send one message to each participant in a CSV, durably.
 
     Columns: email,name,participant_id,course_id[,locale] plus any extra
     columns, which become template variables. Running the same file again (or
-    `sender resume RUN_ID`) continues where it stopped and never sends twice.
+    `sender resume RUN_ID`) continues where it stopped and never sends twice;
+    after the file was edited, it sends to added rows and corrected addresses only.
     """
     with errors_as_lines(obj.debug):
         config = run_config(obj, **options)
         if not csv_file.is_file():
             raise InputError(f"{csv_file} does not exist", field="csv")
+        require_template(config, template)
         if dry_run:
             dry = check_rows_of(config, csv_file, template=template)
             print_dry_run(dry, csv_file)
             sys.exit(EXIT_FAILED if dry.skipped and not dry.ok else 0)
         run_id = run_id or run_id_for(csv_file, template)
+        config = keep_transport(
+            obj, config, stored_run(obj, config, run_id), options, switch=switch_transport
+        )
     report = obj.run(
         bulk(
             config,
@@ -172,6 +194,7 @@ def run(
             rows=read_csv(csv_file),
             source=str(csv_file.resolve()),
             progress=progress,
+            switch_transport=switch_transport,
         )
     )
     obj.run(print_run_report(config, report))
@@ -185,30 +208,57 @@ def run(
     "--force", is_flag=True, help="Send even though the bounce budget is spent (after clean-up)."
 )
 @run_options
+@switch_transport_option
 @pass_context
 def resume(
-    obj: Context, /, run_id: str, force: bool, progress: bool | None, **options: Any
+    obj: Context,
+    /,
+    run_id: str,
+    force: bool,
+    progress: bool | None,
+    switch_transport: bool,
+    **options: Any,
 ) -> None:
     """Continue a run that was interrupted, crashed, paused, or has retries due.
 
-    It sends with the limits the run was started with, unless flags say otherwise. A run
-    the bounce budget paused stays paused while the budget is still spent, unless --force.
+    It sends through the transport the run was started with (the password from
+    SENDER_SMTP_URL, sender.toml or --smtp naming the same server; another server needs
+    --switch-transport) and with its limits, unless flags say otherwise. A run the bounce
+    budget paused stays paused while the budget is still spent, unless --force.
     """
     with errors_as_lines(obj.debug):
-        config = resume_config(obj, run_id, options)
-    report = obj.run(resume_run(config, run_id, progress=progress, force=force))
+        config = resume_config(obj, run_id, options, switch=switch_transport)
+    report = obj.run(
+        resume_run(
+            config, run_id, progress=progress, force=force, switch_transport=switch_transport
+        )
+    )
     obj.run(print_run_report(config, report))
 
 
 @main.command()
 @click.argument("run_id")
 @run_options
+@switch_transport_option
 @pass_context
-def retry(obj: Context, /, run_id: str, progress: bool | None, **options: Any) -> None:
-    """Send again to the run's failed and not-yet-sent recipients; never to those sent."""
+def retry(
+    obj: Context, /, run_id: str, progress: bool | None, switch_transport: bool, **options: Any
+) -> None:
+    """Send again to the run's failed and not-yet-sent recipients; never to those sent.
+
+    Like resume, it sends through the run's own transport unless --switch-transport.
+    """
     with errors_as_lines(obj.debug):
-        config = resume_config(obj, run_id, options)
-    report = obj.run(resume_run(config, run_id, progress=progress, reset_failed=True))
+        config = resume_config(obj, run_id, options, switch=switch_transport)
+    report = obj.run(
+        resume_run(
+            config,
+            run_id,
+            progress=progress,
+            reset_failed=True,
+            switch_transport=switch_transport,
+        )
+    )
     obj.run(print_run_report(config, report))
 
 
@@ -242,6 +292,7 @@ async def bulk(
     reset_failed: bool = False,
     calendar: CalendarSend | None = None,
     force: bool = False,
+    switch_transport: bool = False,
 ) -> RunReport:
     err.print(f"{run_id}: {describe_limits(config)}")
     store = store_for(config)
@@ -264,6 +315,7 @@ async def bulk(
                     calendar=calendar,
                     force=force,
                     bounces=config.bounces,
+                    switch_transport=switch_transport,
                 ),
                 validator=validator_for(config) if preflight(config) else None,
             )
@@ -295,10 +347,15 @@ def describe_limits(config: CliConfig) -> str:
 
 
 def sending_options(config: CliConfig) -> dict[str, str | float | int | None]:
-    """The limits a run was started with, stored with it so a resume sends the same way."""
+    """How a run was started (transport, limits), stored with it so a resume sends the same way.
+
+    The transport is its URL without the password (or ``capture``); a resume takes the
+    password from the configuration of the day (see :func:`keep_transport`).
+    """
     per_second = config.limits.global_per_second
     per_minute = config.limits.domain_per_minute
     return {
+        "transport": transport_identity(config.smtp),
         "rate": per_second if per_second is not None else 0,
         "domain_rate": f"{per_minute}/min" if per_minute is not None else "0",
         "concurrency": config.concurrency,
@@ -306,20 +363,78 @@ def sending_options(config: CliConfig) -> dict[str, str | float | int | None]:
     }
 
 
-def resume_config(obj: Context, run_id: str, flags: dict[str, Any]) -> CliConfig:
-    """Flags given now win; otherwise the run's own stored limits; then sender.toml."""
-    base = run_config(obj, **flags)
-    store = store_for(base)
+def stored_run(obj: Context, config: CliConfig, run_id: str) -> RunInfo | None:
+    store = store_for(config)
     try:
-        info = obj.run(store.get_run(run_id))
+        return obj.run(store.get_run(run_id))
     finally:
         store.close()
+
+
+def resume_config(
+    obj: Context, run_id: str, flags: dict[str, Any], *, switch: bool = False
+) -> CliConfig:
+    """Flags given now win; otherwise the run's own stored limits; then sender.toml.
+
+    The run's own transport is kept (:func:`keep_transport`); after ``switch`` the limits
+    it was started with are not reused either, since they were meant for another server.
+    """
+    info = stored_run(obj, run_config(obj, **flags), run_id)
     if info is None:
         raise InputError(f"no run named {run_id!r}; see `sender status`", field="run_id")
     keys = ("rate", "domain_rate", "concurrency", "workers")
-    stored = {key: info.options.get(key) for key in keys}
+    stored = {key: None if switch else info.options.get(key) for key in keys}
     merged = {key: flags.get(key) if flags.get(key) is not None else stored[key] for key in stored}
-    return run_config(obj, **(flags | merged))
+    return keep_transport(
+        obj, run_config(obj, **(flags | merged)), info, flags | merged, switch=switch
+    )
+
+
+def keep_transport(
+    obj: Context,
+    config: CliConfig,
+    info: RunInfo | None,
+    flags: Mapping[str, Any],
+    *,
+    switch: bool,
+) -> CliConfig:
+    """``config`` sending through the transport ``info`` was started with.
+
+    An SMTP server that needs a login gets its password from the configuration of the
+    day (SENDER_SMTP_URL, sender.toml or --smtp naming the same server, user and port);
+    without one that is an error, never a silent fall-back to the capture server. --smtp
+    naming another transport is refused unless ``switch``; SENDER_SMTP_URL or sender.toml
+    naming another one is set aside with a note.
+    """
+    stored = info.options.get("transport") if info is not None else None
+    if info is None or switch or not isinstance(stored, str):
+        return config  # a new run, a switch, or a run from before transports were kept
+    current = transport_identity(config.smtp)
+    if stored == current:
+        return config
+    if flags.get("smtp_url") is not None:
+        raise ConfigurationError(
+            f"run {info.run_id} sends through {stored}, but --smtp names {current}; "
+            "add --switch-transport to send the rest through it",
+            setting="smtp_url",
+        )
+    if stored == transport_identity(None):
+        smtp = None
+    elif urlsplit(stored).username is not None:
+        raise ConfigurationError(
+            f"run {info.run_id} sends through {stored}, and no password for it is "
+            "configured: set SENDER_SMTP_URL (or smtp_url in sender.toml) to that server's "
+            "URL with its password, or give it with --smtp",
+            setting="smtp_url",
+        )
+    else:
+        smtp = run_config(obj, **(dict(flags) | {"smtp_url": stored})).smtp
+    err.print(
+        f"note: run {info.run_id} keeps sending through {stored}, not {current}; "
+        "--switch-transport changes that",
+        style="yellow",
+    )
+    return dataclasses.replace(config, smtp=smtp)
 
 
 async def resume_run(
@@ -329,6 +444,7 @@ async def resume_run(
     progress: bool | None,
     reset_failed: bool = False,
     force: bool = False,
+    switch_transport: bool = False,
 ) -> RunReport:
     store = store_for(config)
     try:
@@ -355,6 +471,7 @@ async def resume_run(
         reset_failed=reset_failed,
         calendar=calendar_of(run_info),
         force=force,
+        switch_transport=switch_transport,
     )
 
 
@@ -422,11 +539,15 @@ async def print_run_report(config: CliConfig, report: RunReport) -> None:
         out.print(f"  {url}", overflow="ignore", crop=False)
 
 
-def check_rows_of(config: CliConfig, csv_file: Path, *, template: str) -> DryRun:
-    sender = Sender(config.sender)
-    if template not in sender.renderer.names():
+def require_template(config: CliConfig, template: str) -> None:
+    """An unknown template is refused before any run is created."""
+    if template not in Sender(config.sender).renderer.names():
         raise InputError(f"no template named {template!r}", field="template")
-    return check_rows(sender, read_csv(csv_file), template=template)
+
+
+def check_rows_of(config: CliConfig, csv_file: Path, *, template: str) -> DryRun:
+    require_template(config, template)
+    return check_rows(Sender(config.sender), read_csv(csv_file), template=template)
 
 
 def print_dry_run(dry: DryRun, csv_file: Path) -> None:

@@ -209,8 +209,9 @@ class RsvpRecord:
     """One answer read back from a reply, and what was made of it.
 
     ``outcome`` is ``recorded`` (it counts), ``stale`` (answers an older SEQUENCE),
-    ``unknown_event``, ``not_invited`` or ``sender_mismatch`` (From is not the
-    attendee); every one is kept, with ``reason``.
+    ``unknown_event``, ``not_invited``, ``sender_mismatch`` (From is not the
+    attendee) or ``unauthenticated`` (nothing vouches for the From: no aligned DKIM
+    signature, no trusted relay's DMARC pass); every one is kept, with ``reason``.
     """
 
     uid: str
@@ -272,6 +273,12 @@ class Store(Protocol):
         ``options`` are stored only when the run is new: a resume reads them back.
         ``event`` is (UID, SEQUENCE, method) for a run that sends calendar mail.
         """
+        ...
+
+    async def update_run_options(
+        self, run_id: str, options: Mapping[str, str | float | int | None], /
+    ) -> None:
+        """Merge ``options`` into the run's stored ones (a run switched to another transport)."""
         ...
 
     async def get_run(self, run_id: str, /) -> RunInfo | None: ...

@@ -523,6 +523,20 @@ class SqliteStore:
             raise KeyError(run_id)
         return info, cursor.rowcount == 1
 
+    async def update_run_options(
+        self, run_id: str, options: Mapping[str, str | float | int | None], /
+    ) -> None:
+        """Merge ``options`` into the run's stored ones, in one transaction."""
+        with self._errors():
+            key, _ = self._run(run_id)
+            with self._transaction() as db:
+                (stored,) = db.execute("SELECT options FROM runs WHERE id = ?", (key,)).fetchone()
+                merged = json.loads(stored or "{}") | dict(options)
+                db.execute(
+                    "UPDATE runs SET options = ? WHERE id = ?",
+                    (json.dumps(merged, sort_keys=True), key),
+                )
+
     async def get_run(self, run_id: str, /) -> RunInfo | None:
         with self._errors():
             return self._get_run(run_id)

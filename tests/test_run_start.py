@@ -1,0 +1,104 @@
+"""Starting a run: refused before anything is stored, and paced only for real receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sender import Address, LinkSettings, Sender, SenderSettings, TemplateError
+from sender.cli import main
+from sender.runs import BulkRunner, RunSettings
+from sender.store import SqliteStore
+from sender.testing import RecordingSMTPServer
+from sender.transport import SmtpTransport
+
+KEY = "run-start-test-key-aaaaaaaaaaaaaaa"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "participants.csv"
+
+
+@pytest.fixture(autouse=True)
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty directory with no SENDER_* settings leaking in."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("SENDER_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+def cli(*args: str) -> Result:
+    env = {
+        "SENDER_SECRET_KEYS": KEY,
+        "SENDER_FROM": "Academy <noreply@learning.test>",
+        "SENDER_BASE_URL": "https://learning.test/login",
+    }
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_unknown_template_is_one_line_and_creates_no_run(workdir: Path) -> None:
+    """run --template with a name that does not exist says so and leaves no run behind."""
+    result = cli("run", str(EXAMPLES), "--template", "no-such-template")
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "no-such-template" in lines[0]
+    status = cli("status")
+    assert "no runs yet" in status.stderr
+    assert not (workdir / ".sender" / "maildir" / "new").exists()
+
+
+async def test_library_run_with_an_unknown_template_stores_no_run(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """BulkRunner refuses a template it cannot find before it creates the run."""
+    settings = SenderSettings(
+        from_address=Address("noreply@learning.example.com"),
+        links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
+    )
+    sender = Sender(settings, transport=SmtpTransport(smtp_server.smtp_settings()))
+    runner = BulkRunner(sender, store, RunSettings(template="no-such-template"))
+    with pytest.raises(TemplateError, match="no-such-template"):
+        await runner.run("r-1", [])
+    await sender.aclose()
+    assert await store.latest_run() is None
+
+
+def test_the_quickstart_on_the_capture_server_is_not_paced(workdir: Path) -> None:
+    """With the embedded capture server and no limits asked for, nothing is rate-limited."""
+    result = cli("run", str(EXAMPLES))
+    assert result.exit_code == 0, result.stderr
+    assert "no overall rate limit, no per-domain limit" in result.stderr
+    assert len(list((workdir / ".sender" / "maildir" / "new").iterdir())) == 20
+
+
+def test_limits_asked_for_apply_to_the_capture_server_too(workdir: Path) -> None:
+    """--rate and --domain-rate given with the capture server are honoured."""
+    result = cli("run", str(EXAMPLES), "--rate", "50", "--domain-rate", "600/min")
+    assert result.exit_code == 0, result.stderr
+    assert "at most 50 msgs/s, 600/min per domain" in result.stderr
+
+
+def test_limits_in_sender_toml_apply_to_the_capture_server(workdir: Path) -> None:
+    """rate in sender.toml is a limit the user set, so the capture server keeps it."""
+    (workdir / "sender.toml").write_text("rate = 40\n", encoding="utf-8")
+    result = cli("run", str(EXAMPLES))
+    assert result.exit_code == 0, result.stderr
+    assert "at most 40 msgs/s, no per-domain limit" in result.stderr
+
+
+async def test_real_servers_keep_the_default_limits(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """With --smtp, the default limits protect the receivers as before."""
+    (workdir / "p.csv").write_text(
+        "email,name,participant_id,course_id\na@d.example,A,p-1,c\n", encoding="utf-8"
+    )
+    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    result = await asyncio.to_thread(cli, "run", "p.csv", "--smtp", url, "--no-validate")
+    assert result.exit_code == 0, result.stderr
+    assert "at most 14 msgs/s, 30/min per domain" in result.stderr

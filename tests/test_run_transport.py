@@ -1,0 +1,168 @@
+"""A run keeps the transport it was started with: resume, retry and re-runs send through it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sender.cli import main
+from sender.testing import RecordingSMTPServer, Stage
+
+KEY = "run-transport-test-key-aaaaaaaaaaaa"
+ROWS = (
+    "email,name,participant_id,course_id\n"
+    "a@d.example,A,p-1,c\n"
+    "b@d.example,B,p-2,c\n"
+    "c@e.example,C,p-3,c\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty directory with a fast retry schedule and no SENDER_* settings leaking in."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("SENDER_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "sender.toml").write_text('retry_first = "0.3s"\n', encoding="utf-8")
+    (tmp_path / "p.csv").write_text(ROWS, encoding="utf-8")
+    return tmp_path
+
+
+def cli(*args: str, **env: str) -> Result:
+    environment = {
+        "SENDER_SECRET_KEYS": KEY,
+        "SENDER_FROM": "Academy <noreply@learning.test>",
+        "SENDER_BASE_URL": "https://learning.test/login",
+    }
+    environment.update(env)
+    return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
+
+
+def captured(workdir: Path) -> list[Path]:
+    new = workdir / ".sender" / "maildir" / "new"
+    return list(new.iterdir()) if new.is_dir() else []
+
+
+def one_line_error(result: Result, *words: str) -> str:
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def recipients(server: RecordingSMTPServer) -> list[str]:
+    return sorted(r for m in server.messages for r in m.recipients)
+
+
+async def start_with_one_deferred(server: RecordingSMTPServer, url: str) -> None:
+    """Run p.csv through ``url``; b@ is greylisted once, so the run ends with it deferred."""
+    server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="b@d.example", times=1)
+    first = await asyncio.to_thread(
+        cli, "run", "p.csv", "--run-id", "r-t", "--smtp", url, "--no-validate"
+    )
+    assert first.exit_code in (0, 3), first.stderr
+    assert recipients(server) == ["a@d.example", "c@e.example"]
+    await asyncio.sleep(0.5)  # the retry is due after 0.3 s
+
+
+async def test_resume_without_smtp_finishes_through_the_run_s_own_server(
+    starttls_server: RecordingSMTPServer, ca_file: str, smtp_user: str, smtp_password: str
+) -> None:
+    """resume without --smtp sends the rest through the run's server, credentials from config."""
+    host = f"{starttls_server.host}:{starttls_server.port}"
+    url = f"smtp+starttls://{smtp_user}:{smtp_password}@{host}?ca_file={ca_file}"
+    await start_with_one_deferred(starttls_server, url)
+    status = json.loads((await asyncio.to_thread(cli, "status", "r-t", "--json")).stdout)
+    stored = status["options"]["transport"]
+    assert stored == f"smtp+starttls://{smtp_user}@{host}"
+    assert smtp_password not in json.dumps(status)
+    resumed = await asyncio.to_thread(cli, "resume", "r-t", SENDER_SMTP_URL=url)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert recipients(starttls_server) == ["a@d.example", "b@d.example", "c@e.example"]
+    assert captured(Path.cwd()) == []
+    assert f"Sent through smtp+starttls://{smtp_user}:***@{host}" in resumed.stdout
+
+
+async def test_resume_with_no_password_for_the_run_s_server_is_one_line(
+    starttls_server: RecordingSMTPServer, ca_file: str, smtp_user: str, smtp_password: str
+) -> None:
+    """A run on a server that needs a login, resumed with no password for it, is refused."""
+    host = f"{starttls_server.host}:{starttls_server.port}"
+    url = f"smtp+starttls://{smtp_user}:{smtp_password}@{host}?ca_file={ca_file}"
+    await start_with_one_deferred(starttls_server, url)
+    resumed = await asyncio.to_thread(cli, "resume", "r-t")
+    line = one_line_error(resumed, "r-t", f"smtp+starttls://{smtp_user}@{host}", "SENDER_SMTP_URL")
+    assert smtp_password not in line
+    assert recipients(starttls_server) == ["a@d.example", "c@e.example"]
+    assert captured(Path.cwd()) == []
+
+
+async def test_resume_without_smtp_reuses_a_server_that_needs_no_login(
+    smtp_server: RecordingSMTPServer,
+) -> None:
+    """A run on a server without a login resumes there with no configuration at all."""
+    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    await start_with_one_deferred(smtp_server, url)
+    resumed = await asyncio.to_thread(cli, "resume", "r-t")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert recipients(smtp_server) == ["a@d.example", "b@d.example", "c@e.example"]
+    assert captured(Path.cwd()) == []
+
+
+async def test_retry_without_smtp_sends_through_the_run_s_server(
+    smtp_server: RecordingSMTPServer,
+) -> None:
+    """retry of a run started with --smtp sends what is left through that server again."""
+    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp_server.reply(Stage.RCPT, "452 4.2.2 Mailbox full", address="b@d.example", times=1)
+    first = await asyncio.to_thread(
+        cli, "run", "p.csv", "--run-id", "r-t", "--smtp", url, "--no-validate"
+    )
+    assert first.exit_code in (0, 3), first.stderr
+    retried = await asyncio.to_thread(cli, "retry", "r-t")
+    assert retried.exit_code == 0, retried.stderr
+    assert recipients(smtp_server) == ["a@d.example", "b@d.example", "c@e.example"]
+    assert captured(Path.cwd()) == []
+
+
+async def test_another_server_on_resume_needs_switch_transport(
+    smtp_server: RecordingSMTPServer,
+) -> None:
+    """--smtp naming another server is refused, and taken with --switch-transport."""
+    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    await start_with_one_deferred(smtp_server, url)
+    async with RecordingSMTPServer() as other:
+        other_url = f"smtp://{other.host}:{other.port}"
+        refused = await asyncio.to_thread(cli, "resume", "r-t", "--smtp", other_url)
+        one_line_error(refused, "r-t", url, "--switch-transport")
+        assert not other.messages
+        switched = await asyncio.to_thread(
+            cli, "resume", "r-t", "--smtp", other_url, "--switch-transport"
+        )
+        assert switched.exit_code == 0, switched.stderr
+        assert recipients(other) == ["b@d.example"]
+    status = json.loads((await asyncio.to_thread(cli, "status", "r-t", "--json")).stdout)
+    assert status["options"]["transport"] == other_url
+
+
+async def test_a_capture_run_resumed_with_smtp_needs_switch_transport(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """A run started on the capture server does not move to a real one without the flag."""
+    started = await asyncio.to_thread(cli, "run", "p.csv", "--run-id", "r-c")
+    assert started.exit_code == 0, started.stderr
+    assert len(captured(workdir)) == 3
+    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    refused = await asyncio.to_thread(cli, "run", "p.csv", "--run-id", "r-c", "--smtp", url)
+    one_line_error(refused, "r-c", "capture", "--switch-transport")
+    assert not smtp_server.messages
