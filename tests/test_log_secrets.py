@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from sender import redact
 from sender.cli import main
 from sender.models import DeliveryStatus, Envelope
+from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
 
@@ -143,6 +144,9 @@ async def test_debug_logs_of_a_run_and_the_inbound_listener_hold_no_secrets(
         await asyncio.wait_for(inbound.wait(), 60)
     assert b"DEBUG" in inbound_log
     assert b"inbound: took a bounce message" in inbound_log  # it was handled, and logged
+    async with SqliteStore(tmp_path / ".sender" / "outbox.sqlite3") as outbox:
+        (bounce,) = await outbox.bounces()
+    assert not bounce.forged  # the return path's signature was real, and checked
 
     secrets = {
         "the secret key": SECRET_KEY,
