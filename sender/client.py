@@ -20,9 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from sender import redact
 from sender.clock import Clock, SystemClock
-from sender.config import SenderSettings, SmtpSettings
+from sender.config import BouncePolicy, SenderSettings, SmtpSettings
 from sender.dkim import DkimKey, DkimSigner
 from sender.errors import ConfigurationError, InputError
 from sender.ical import CalendarEvent, CalendarMethod, build_invite
@@ -31,6 +30,8 @@ from sender.mime import Attachment, BuiltMessage, MessageBuilder, Part, envelope
 from sender.models import Address, DeliveryResult, DeliveryStatus, Envelope, Participant
 from sender.render import RenderedMessage, Renderer
 from sender.schedule import Scheduler
+from sender.store import Store
+from sender.suppression import keep_refusal
 from sender.transport import CaptureServer, SmtpTransport, Transport
 
 __all__ = ["CalendarSend", "ComposedMessage", "Sender", "SuppressionList", "open_sender"]
@@ -121,6 +122,11 @@ class Sender:
     Use it as an async context manager so the transport's connections are
     closed. ``transport`` may be omitted for composing only (previews,
     ``sender render``).
+
+    With a ``store`` (the outbox), every send meets the bounce loop: an address on
+    its suppression list is not sent (``SUPPRESSED``), and a recipient the server
+    refuses at RCPT or DATA is kept as a bounce under ``bounce_policy``.
+    ``suppression`` overrides where the list is looked up.
     """
 
     def __init__(
@@ -133,11 +139,15 @@ class Sender:
         renderer: Renderer | None = None,
         scheduler: Scheduler | None = None,
         suppression: SuppressionList | None = None,
+        store: Store | None = None,
+        bounce_policy: BouncePolicy | None = None,
     ) -> None:
         self._settings = settings
         self._transport = transport
         self.scheduler = scheduler
-        self.suppression = suppression
+        self.store = store
+        self.suppression: SuppressionList | None = suppression if suppression is not None else store
+        self.bounce_policy = bounce_policy if bounce_policy is not None else BouncePolicy()
         # Set by a bulk runner whose bounce policy pauses single sends too: why not to send.
         self.send_guard: Callable[[], Awaitable[str | None]] | None = None
         self._clock = clock or SystemClock()
@@ -170,18 +180,6 @@ class Sender:
     @property
     def settings(self) -> SenderSettings:
         return self._settings
-
-    def with_uid(self, calendar: CalendarSend, /) -> CalendarSend:
-        """``calendar`` with its event's UID set: keyed with the newest secret key when new.
-
-        The unkeyed UID (:attr:`CalendarEvent.event_uid`) is never sent for a new event,
-        so nobody can compute an event's UID, and with it forge a reply, from its ids.
-        """
-        event = calendar.event
-        if event.uid is not None:
-            return calendar
-        uid = event.keyed_uid(self._settings.links.secret_keys[-1])
-        return replace(calendar, event=replace(event, uid=uid))
 
     @property
     def transport(self) -> Transport | None:
@@ -291,7 +289,6 @@ class Sender:
         alternatives: list[Part] = []
         attachments: list[Attachment] = []
         if calendar is not None:
-            calendar = self.with_uid(calendar)
             context.update(calendar.context())
             ics = build_invite(
                 calendar.event,
@@ -345,12 +342,55 @@ class Sender:
 
     # --- sending -----------------------------------------------------------------------
 
-    async def deliver(self, composed: ComposedMessage, /) -> DeliveryResult:
+    async def deliver(
+        self, composed: ComposedMessage, /, *, feedback: bool = True
+    ) -> DeliveryResult:
         """Hand a composed message to the transport now and report the recipient's fate.
 
         No scheduling happens here: the bulk engine calls this once the scheduler
         granted a slot; :meth:`send` goes through the priority lane first.
+        This is the choke point every send passes: with ``feedback`` (the default) an
+        address on the suppression list is not sent (``SUPPRESSED``), and a recipient
+        refused at RCPT or DATA is kept as a bounce in :attr:`store`. The bulk engine
+        passes ``feedback=False``: its claim checks the list in the same statement,
+        and it keeps refusals where it records outcomes, worker processes included.
         """
+        if feedback:
+            blocked = await self._suppressed(composed.participant, composed.rendered.template)
+            if blocked is not None:
+                return blocked
+        return await self._hand_over(composed, feedback=feedback)
+
+    async def _suppressed(self, participant: Participant, template: str) -> DeliveryResult | None:
+        """The ``SUPPRESSED`` result when the address (in any spelling) is on the list."""
+        if self.suppression is None or not await self.suppression.suppressed([participant.email]):
+            return None
+        log.warning(
+            "%s for participant %s: suppressed, not sent", template, participant.participant_id
+        )
+        return DeliveryResult(
+            email=participant.email,
+            message_id="",
+            status=DeliveryStatus.SUPPRESSED,
+            detail="the address is on the suppression list",
+            participant_id=participant.participant_id,
+        )
+
+    async def _keep_refusal(self, composed: ComposedMessage, result: DeliveryResult) -> None:
+        """A recipient refused at RCPT or DATA: a bounce for the rules, as a DSN would be."""
+        if self.store is None or not result.refused_recipient:
+            return
+        why = await keep_refusal(
+            self.store,
+            result,
+            key=composed.message_id,
+            policy=self.bounce_policy,
+            now=self._clock.now(),
+        )
+        if why is not None:
+            log.warning("participant %s: address suppressed: %s", result.participant_id, why)
+
+    async def _hand_over(self, composed: ComposedMessage, *, feedback: bool) -> DeliveryResult:
         if self._transport is None:
             raise ConfigurationError("this Sender has no transport; pass transport= to send")
         results = await self._transport.send(composed.envelope, composed.message.data)
@@ -362,6 +402,7 @@ class Sender:
             reply=outcome.reply,
             detail=outcome.detail,
             participant_id=composed.participant.participant_id,
+            stage=outcome.stage,
         )
         level = logging.INFO if result.status is DeliveryStatus.ACCEPTED else logging.WARNING
         log.log(
@@ -370,8 +411,10 @@ class Sender:
             composed.rendered.template,
             composed.participant.participant_id,
             result.status.value,
-            redact.text(result.describe()),
+            result.describe(),
         )
+        if feedback:
+            await self._keep_refusal(composed, result)
         return result
 
     async def send(
@@ -407,21 +450,8 @@ class Sender:
                 detail=why,
                 participant_id=participant.participant_id,
             )
-        if self.suppression is not None:
-            blocked = await self.suppression.suppressed([participant.email])
-            if blocked:
-                log.warning(
-                    "%s for participant %s: suppressed, not sent",
-                    template,
-                    participant.participant_id,
-                )
-                return DeliveryResult(
-                    email=participant.email,
-                    message_id="",
-                    status=DeliveryStatus.SUPPRESSED,
-                    detail="the address is on the suppression list",
-                    participant_id=participant.participant_id,
-                )
+        if (blocked := await self._suppressed(participant, template)) is not None:
+            return blocked  # checked before composing: no link issued for nobody
         composed = self.compose(
             participant,
             template=template,
@@ -434,7 +464,7 @@ class Sender:
         )
         if self.scheduler is not None:
             await self.scheduler.priority(composed.participant.domain)
-        return await self.deliver(composed)
+        return await self._hand_over(composed, feedback=True)
 
     async def send_invitation(
         self,
@@ -474,19 +504,36 @@ async def open_sender(
     maildir: Path | None = None,
     clock: Clock | None = None,
     scheduler: Scheduler | None = None,
+    store: Store | None = None,
+    bounce_policy: BouncePolicy | None = None,
 ) -> AsyncIterator[Sender]:
     """A ready :class:`Sender`: over ``smtp``, or, without it, the embedded capture server.
 
     The embedded default is a real SMTP server on 127.0.0.1 (ephemeral port)
     that stores every message in ``maildir`` (default ``.sender/maildir``),
-    so the full SMTP path runs with no setup.
+    so the full SMTP path runs with no setup. With ``store``, sends check its
+    suppression list and keep refusals as bounces (see :class:`Sender`).
     """
     if smtp is not None:
         transport = SmtpTransport(smtp, clock=clock)
-        async with Sender(settings, transport=transport, clock=clock, scheduler=scheduler) as s:
+        async with Sender(
+            settings,
+            transport=transport,
+            clock=clock,
+            scheduler=scheduler,
+            store=store,
+            bounce_policy=bounce_policy,
+        ) as s:
             yield s
         return
     async with CaptureServer(maildir or Path(".sender/maildir")) as capture:
         transport = SmtpTransport(capture.smtp_settings(), clock=clock)
-        async with Sender(settings, transport=transport, clock=clock, scheduler=scheduler) as s:
+        async with Sender(
+            settings,
+            transport=transport,
+            clock=clock,
+            scheduler=scheduler,
+            store=store,
+            bounce_policy=bounce_policy,
+        ) as s:
             yield s

@@ -117,6 +117,7 @@ class RecipientResult:
     status: DeliveryStatus
     reply: SmtpReply | None = None
     detail: str = ""  # why there is no reply: "timeout", "connection lost", ...
+    stage: str = ""  # the command whose reply decided it: "mail", "rcpt", "data"; "" otherwise
 
     def describe(self) -> str:
         if self.reply is not None:
@@ -134,10 +135,20 @@ class DeliveryResult:
     reply: SmtpReply | None = None
     detail: str = ""
     participant_id: str | None = None
+    stage: str = ""  # the SMTP command that refused it: "mail", "rcpt" or "data"; "" otherwise
 
     @property
     def ok(self) -> bool:
         return self.status is DeliveryStatus.ACCEPTED
+
+    @property
+    def refused_recipient(self) -> bool:
+        """The server refused this recipient (a 4xx or 5xx at RCPT or DATA): a bounce.
+
+        A refused MAIL FROM, a greeting or a lost connection says nothing about the
+        recipient, so it is none.
+        """
+        return self.reply is not None and self.reply.code >= 400 and self.stage in ("rcpt", "data")
 
     def describe(self) -> str:
         if self.reply is not None:

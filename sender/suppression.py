@@ -6,11 +6,14 @@ Providers suspend an account at about 100 bounces a day, so sender keeps well cl
 - **soft bounces** suppress after ``soft_limit`` within ``soft_window`` (3 in 7 days),
   counting only those since the address last accepted a message;
 - an **auto-reply** is never a bounce;
+- a recipient **refused in the SMTP dialogue** (4xx or 5xx at RCPT or DATA) is a bounce
+  like a DSN, classified from the reply (:func:`keep_refusal`): one per message;
 - a bounce whose signed return path does not verify is kept as forged and changes
   nothing, so nobody can get a participant suppressed by mailing a fake bounce;
-- the **bounce budget**: ``budget`` hard bounces in a sliding 24 hours (80 by
-  default), or a hard-bounce rate above ``max_rate`` once ``min_sent`` messages went
-  out in that window, pauses bulk sending until an operator resumes it.
+- the **bounce budget**: ``budget`` hard-bounced addresses in a sliding 24 hours
+  (80 by default; copies of a bounce, or many for one address, count once), or a
+  hard-bounce rate above ``max_rate`` once ``min_sent`` messages went out in that
+  window, pauses bulk sending until an operator resumes it.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from sender.addresses import address_key
 from sender.bounces import (
     Bounce,
     BounceKind,
+    classify,
     envelope_recipients,
     parse_bounce,
     parse_ses_notification,
 )
 from sender.config import DAY, BouncePolicy
 from sender.links import ReturnPathSigner, message_of_key
-from sender.models import Participant
+from sender.models import DeliveryResult, Participant
 from sender.store import BounceRecord, Store
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "cleanup_report",
     "ingest_bounce",
     "ingest_ses_notification",
+    "keep_refusal",
     "recommend",
 ]
 
@@ -82,17 +87,57 @@ async def budget_reason(store: Store, /, *, policy: BouncePolicy, now: float) ->
     hours = policy.window / 3600
     if hard >= policy.budget:
         return (
-            f"bounce budget: {hard} hard bounces in {hours:g} h (limit {policy.budget}); "
+            f"bounce budget: {hard} hard-bounced addresses in {hours:g} h "
+            f"(limit {policy.budget}); "
             "clean up the addresses (`sender bounces report`), then resume"
         )
     if hard >= policy.min_sent * policy.max_rate:  # only then can the rate be exceeded
         sent = await store.sent_since(since)
         if sent >= policy.min_sent and hard / sent > policy.max_rate:
             return (
-                f"bounce rate: {hard} hard bounces for {sent} messages in {hours:g} h "
+                f"bounce rate: {hard} hard-bounced addresses for {sent} messages in {hours:g} h "
                 f"({hard / sent:.1%} > {policy.max_rate:.0%}); clean up, then resume"
             )
     return None
+
+
+async def keep_refusal(
+    store: Store,
+    result: DeliveryResult,
+    /,
+    *,
+    key: str,
+    policy: BouncePolicy,
+    now: float,
+    message: int | None = None,
+) -> str | None:
+    """Keep a recipient the server refused at RCPT or DATA as a bounce, and apply the rules.
+
+    A synchronous refusal is a bounce like a DSN: classified from the reply's code,
+    enhanced status and text (a 5xx is hard, a full mailbox or a 4xx soft), then
+    suppression and the budget treat it the same. ``key`` names the message sent
+    (``m<outbox id>``, or a single send's Message-ID), so a message retried after
+    a 4xx keeps one soft bounce, not one per attempt. Anything else (accepted, a
+    refused MAIL FROM, a lost connection) keeps nothing. Returns why the address
+    was suppressed now, if it was.
+    """
+    reply = result.reply
+    if reply is None or not result.refused_recipient:
+        return None
+    kind, reason = classify(reply.enhanced_status, reply.text, code=reply.code)
+    record = BounceRecord(
+        fingerprint=f"smtp:{key}:{kind.value}",
+        address=result.email,
+        kind=kind.value,
+        status=reply.enhanced_status,
+        diagnostic=str(reply),
+        reason=reason,
+        at=now,
+        source="smtp",
+        message=message,
+        participant_id=result.participant_id,
+    )
+    return await apply_bounce(store, record, policy=policy, now=now)
 
 
 @dataclass(frozen=True, slots=True)

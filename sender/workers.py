@@ -38,7 +38,6 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Self, cast
 
-from sender import redact
 from sender.client import CalendarSend, Sender
 from sender.config import SenderSettings, SmtpSettings
 from sender.errors import ConfigurationError, InputError, SenderError, TemplateError, WorkerError
@@ -108,7 +107,8 @@ async def attempt(
         )
     except (InputError, TemplateError) as exc:
         return Skipped(str(exc))
-    return await sender.deliver(composed)
+    # The claim checked the suppression list; the dispatcher keeps refusals as bounces.
+    return await sender.deliver(composed, feedback=False)
 
 
 _Result = DeliveryResult | Skipped | _Failed
@@ -361,12 +361,7 @@ async def _serve(reader: asyncio.StreamReader, write: Callable[[bytes], None]) -
         except SenderError as exc:
             result = _Failed(type(exc).__name__, str(exc))
         except Exception as exc:  # a bug: report it, and let the run stop cleanly
-            log.error(
-                "sending message %d failed: %s\n%s",
-                message.id,
-                redact.error(exc),
-                redact.frames(exc),
-            )
+            log.exception("sending message %d failed", message.id)
             result = _Failed(type(exc).__name__, str(exc))
         results.add((seq, result))
 

@@ -139,7 +139,7 @@ async def test_budget_holds_below_the_limit_and_trips_at_it(store: SqliteStore) 
     await store.add_bounce(bounce(80, "u80@x.example", at=T0 - 60))
     reason = await budget_reason(store, policy=policy, now=T0)
     assert reason is not None
-    assert "80 hard bounces" in reason
+    assert "80 hard-bounced addresses" in reason
     assert await budget_reason(store, policy=policy, now=T0 + DAY) is None  # slid out
 
 

@@ -22,12 +22,14 @@ from sender.cli.app import (
     pass_context,
     smtp_option,
     variables,
+    with_store,
 )
 from sender.cli.calendar import preview_calendar
 from sender.client import Sender, open_sender
 from sender.errors import LinkError
-from sender.models import DeliveryResult, Participant
+from sender.models import DeliveryResult, DeliveryStatus, Participant
 from sender.render import Renderer, lint_templates
+from sender.store import SqliteStore
 
 __all__ = [
     "SAMPLE",
@@ -244,11 +246,19 @@ def send(
         config = obj.config(smtp_url=smtp_url, maildir=str(maildir) if maildir else None)
     person = Participant(to, name, participant, course, locale, extra)
 
-    async def go() -> DeliveryResult:
-        async with open_sender(config.sender, smtp=config.smtp, maildir=config.maildir) as s:
+    async def go(store: SqliteStore) -> DeliveryResult:
+        async with open_sender(
+            config.sender,
+            smtp=config.smtp,
+            maildir=config.maildir,
+            store=store,  # its suppression list, and refusals kept as bounces
+            bounce_policy=config.bounces,
+        ) as s:
             return await s.send(person, template=template, next=next_path)
 
-    result = obj.run(go())
+    result = obj.run(with_store(config, go))
+    if result.status is DeliveryStatus.SUPPRESSED:
+        fail(f"not sent: {to} is on the suppression list (see `sender suppress list`)")
     click.echo(f"{describe(result)} (message {result.message_id})")
     if config.smtp is None:
         click.echo(f"stored in {config.maildir}")

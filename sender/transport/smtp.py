@@ -51,7 +51,6 @@ from typing import Self
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
 
-from sender import redact
 from sender.clock import Clock, SystemClock
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.errors import ConfigurationError
@@ -144,8 +143,9 @@ def _reply(code: int, message: str) -> SmtpReply:
     return SmtpReply.parse(code, message)
 
 
-def _from_reply(recipient: str, code: int, message: str) -> RecipientResult:
-    return RecipientResult(recipient, DeliveryStatus.from_code(code), _reply(code, message))
+def _from_reply(recipient: str, code: int, message: str, *, stage: str) -> RecipientResult:
+    status = DeliveryStatus.from_code(code)
+    return RecipientResult(recipient, status, _reply(code, message), stage=stage)
 
 
 # One bare mailbox, exactly as it goes between < and >: a dot-atom or quoted local
@@ -366,8 +366,10 @@ class SmtpTransport:
                 response = await self._data(client, message)
             except aiosmtplib.SMTPDataError as exc:
                 for index in accepted:
-                    results[index] = _from_reply(envelope.recipients[index], exc.code, exc.message)
-                _log.debug("smtp: DATA refused: %d %s", exc.code, redact.text(exc.message))
+                    results[index] = _from_reply(
+                        envelope.recipients[index], exc.code, exc.message, stage="data"
+                    )
+                _log.debug("smtp: DATA refused: %d %s", exc.code, exc.message)
                 await self._reset(client)
                 return
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -378,9 +380,7 @@ class SmtpTransport:
                 envelope.recipients[index], DeliveryStatus.ACCEPTED, reply
             )
         self._messages_sent += 1
-        _log.debug(
-            "smtp: message accepted on connection #%d: %s", conn.number, redact.text(str(reply))
-        )
+        _log.debug("smtp: message accepted on connection #%d: %s", conn.number, reply)
 
     async def _mail(
         self,
@@ -425,7 +425,7 @@ class SmtpTransport:
                     setting="smtp_url",
                 ) from exc
             for index, recipient in enumerate(envelope.recipients):
-                results[index] = _from_reply(recipient, exc.code, exc.message)
+                results[index] = _from_reply(recipient, exc.code, exc.message, stage="mail")
             await self._reset(client)
         except aiosmtplib.SMTPServerDisconnected as exc:
             if may_retry:
@@ -457,13 +457,8 @@ class SmtpTransport:
                         response.code, response.message, recipient
                     )
             except aiosmtplib.SMTPRecipientRefused as exc:
-                results[index] = _from_reply(recipient, exc.code, exc.message)
-                _log.debug(
-                    "smtp: RCPT %s refused: %d %s",
-                    redact.address(recipient),
-                    exc.code,
-                    redact.text(exc.message),
-                )
+                results[index] = _from_reply(recipient, exc.code, exc.message, stage="rcpt")
+                _log.debug("smtp: RCPT %s refused: %d %s", recipient, exc.code, exc.message)
             except ValueError:  # checked before anything is written
                 detail = (
                     "the address is not ASCII; the envelope needs smtputf8"
@@ -473,7 +468,7 @@ class SmtpTransport:
                 results[index] = RecipientResult(recipient, DeliveryStatus.PERMANENT, None, detail)
             else:
                 accepted.append(index)
-                _log.debug("smtp: RCPT %s: %d", redact.address(recipient), response.code)
+                _log.debug("smtp: RCPT %s: %d", recipient, response.code)
         return accepted
 
     async def _data(self, client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPResponse:

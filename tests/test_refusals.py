@@ -1,0 +1,212 @@
+"""A recipient refused in the SMTP dialogue is a bounce; copies of one bounce count once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+
+from sender import Address, DeliveryStatus, LinkSettings, Participant, Sender, SenderSettings
+from sender.client import open_sender
+from sender.config import BouncePolicy
+from sender.inbound import InboundMail, InboundServer
+from sender.runs import BulkRunner, RunSettings
+from sender.schedule import RateLimits, Scheduler
+from sender.store import MessageState, SqliteStore
+from sender.suppression import budget_reason, ingest_bounce
+from sender.testing import RecordingSMTPServer, Stage
+from sender.transport import SmtpTransport
+
+SETTINGS = SenderSettings(
+    from_address=Address("noreply@learning.example.com", "Example Academy"),
+    links=LinkSettings(secret_keys=("r" * 32,), base_url="https://lms.example.com/login"),
+)
+BOUNCE_DOMAIN = "bounce.learning.example.com"
+POLICY = BouncePolicy()
+
+
+def people(count: int) -> list[Participant]:
+    return [
+        Participant(f"user{i}@d{i % 2}.example", f"User {i}", f"p-{i}", "C") for i in range(count)
+    ]
+
+
+def runner_for(
+    server: RecordingSMTPServer, store: SqliteStore, *, workers: int = 1, **kw: object
+) -> BulkRunner:
+    sender = Sender(replace(SETTINGS, **kw), transport=SmtpTransport(server.smtp_settings()))  # type: ignore[arg-type]
+    return BulkRunner(
+        sender,
+        store,
+        RunSettings(concurrency=2, workers=workers),
+        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "worker-processes"])
+async def test_a_5xx_at_rcpt_in_a_run_is_a_hard_bounce_and_the_next_run_skips_it(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, workers: int
+) -> None:
+    """550 5.1.1 at RCPT: failed, kept as a hard bounce of that message, suppressed next run."""
+    group = people(4)
+    gone = group[2]
+    smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown", address=gone.email)
+    runner = runner_for(smtp_server, store, workers=workers)
+    report = await runner.run("r-one", group)
+    await runner.sender.aclose()
+    assert report.counts[MessageState.FAILED] == 1
+    (kept,) = await store.bounces()
+    record = await store.lookup("r-one", gone.participant_id)
+    assert record is not None
+    assert (kept.address, kept.kind, kept.status, kept.reason, kept.source) == (
+        gone.email,
+        "hard",
+        "5.1.1",
+        "unknown_user",
+        "smtp",
+    )
+    assert (kept.message, kept.participant_id) == (record.id, gone.participant_id)
+    assert gone.email in await store.suppressed([gone.email])
+    assert await store.hard_bounces_since(0) == 1
+    again = runner_for(smtp_server, store)
+    second = await again.run("r-two", group)
+    await again.sender.aclose()
+    assert second.counts[MessageState.SUPPRESSED] == 1
+    assert second.counts[MessageState.SENT] == 3
+    rcpts = Counter(r for m in smtp_server.messages for r in m.recipients)
+    assert gone.email not in rcpts
+
+
+async def test_a_5xx_at_data_is_a_bounce_too(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """554 5.7.1 after DATA: kept as a hard (policy) bounce for that recipient."""
+    smtp_server.reply(Stage.DATA, "554 5.7.1 Message rejected by policy", times=1)
+    runner = runner_for(smtp_server, store)
+    report = await runner.run("r-data", people(1))
+    await runner.sender.aclose()
+    assert report.counts[MessageState.FAILED] == 1
+    (kept,) = await store.bounces()
+    assert (kept.address, kept.kind, kept.reason) == ("user0@d0.example", "hard", "policy")
+
+
+async def test_a_4xx_is_no_hard_bounce(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """451 at RCPT defers the message; at most a soft bounce, never suppression or budget."""
+    smtp_server.reply(Stage.RCPT, "451 4.7.1 Greylisted, try again later", times=1)
+    runner = runner_for(smtp_server, store)
+    report = await runner.run("r-soft", people(1))
+    await runner.sender.aclose()
+    assert report.counts[MessageState.DEFERRED] == 1
+    assert [b.kind for b in await store.bounces()] == ["soft"]
+    assert await store.suppressed(["user0@d0.example"]) == {}
+    assert await store.hard_bounces_since(0) == 0
+
+
+async def test_a_refused_mail_from_is_not_the_recipients_bounce(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """550 to MAIL FROM is about the sender, not the recipient: no bounce, no suppression."""
+    smtp_server.reply(Stage.MAIL, "550 5.7.1 Sender domain blocked", times=1)
+    runner = runner_for(smtp_server, store)
+    report = await runner.run("r-mail", people(1))
+    await runner.sender.aclose()
+    assert report.counts[MessageState.FAILED] == 1
+    assert await store.bounces() == []
+    assert await store.suppressed(["user0@d0.example"]) == {}
+
+
+async def test_a_single_send_refused_with_5xx_is_a_bounce_and_suppresses(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, tmp_path: Path
+) -> None:
+    """A single send refused at RCPT keeps a hard bounce; the next single send is suppressed."""
+    kari = Participant("kari@x.example", "Kari", "p-7", "C")
+    smtp_server.reply(Stage.RCPT, "550 5.1.1 No such user", address=kari.email)
+    async with open_sender(SETTINGS, smtp=smtp_server.smtp_settings(), store=store) as sender:
+        first = await sender.send_invitation(kari)
+        second = await sender.send_get_link(kari)
+    assert first.status is DeliveryStatus.PERMANENT
+    assert second.status is DeliveryStatus.SUPPRESSED
+    (kept,) = await store.bounces()
+    assert (kept.address, kept.kind, kept.participant_id) == (kari.email, "hard", "p-7")
+
+
+# --- 2.1: copies of one bounce --------------------------------------------------------------
+
+
+def dsn(recipient: str, n: int) -> bytes:
+    """A Postfix-style DSN; ``n`` makes each copy's bytes differ, as separate bounces do."""
+    return (
+        "From: MAILER-DAEMON@mx.d0.example (Mail Delivery System)\r\n"
+        f"To: bounces@{BOUNCE_DOMAIN}\r\n"
+        f"Message-ID: <copy-{n}@mx.d0.example>\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        "\r\n--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.\r\n"
+        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.d0.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\n"
+        "Action: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 Recipient address rejected: User unknown\r\n"
+        "\r\n--B--\r\n"
+    ).encode()
+
+
+async def test_ninety_bounce_copies_for_one_address_leave_the_budget_unspent(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, tmp_path: Path
+) -> None:
+    """90 bounces for one return path, over SMTP to the listener: one address, budget unspent."""
+    runner = runner_for(smtp_server, store, bounce_domain=BOUNCE_DOMAIN)
+    await runner.run("r-storm", people(2))
+    await runner.sender.aclose()
+    signer = runner.sender.return_paths
+    assert signer is not None
+    target = smtp_server.messages[0]
+
+    async def on_mail(mail: InboundMail) -> None:
+        await ingest_bounce(
+            store,
+            mail.data,
+            return_paths=signer,
+            policy=POLICY,
+            now=time.time(),
+            envelope_to=mail.recipient,
+            source="inbound",
+        )
+
+    async with (
+        InboundServer(
+            bounce_domain=BOUNCE_DOMAIN, on_mail=on_mail, keep_dir=tmp_path / "inbound"
+        ) as server,
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=10) as client,
+    ):
+        for n in range(90):
+            await client.sendmail("", [target.mail_from], dsn(target.recipients[0], n))
+    assert len(await store.bounces()) == 90  # all kept, for the report
+    assert await store.hard_bounces_since(0) == 1
+    assert await budget_reason(store, policy=POLICY, now=time.time()) is None
+    again = runner_for(smtp_server, store)
+    report = await again.run("r-after", people(2))
+    await again.sender.aclose()
+    assert report.run.paused_reason is None
+    assert report.counts[MessageState.SUPPRESSED] == 1
+
+
+async def test_bounces_for_one_address_without_return_paths_count_once(
+    store: SqliteStore,
+) -> None:
+    """Ingested without a return path (intake of saved files), 90 copies are one address."""
+    now = time.time()
+    for n in range(90):
+        await ingest_bounce(
+            store, dsn("Gone@D0.example", n), return_paths=None, policy=POLICY, now=now
+        )
+    assert await store.hard_bounces_since(0) == 1
+    assert await budget_reason(store, policy=POLICY, now=now) is None
