@@ -7,6 +7,7 @@ reads ``sender.toml`` and the environment, and only the CLI calls it.
 from __future__ import annotations
 
 import email.utils
+import math
 import os
 import re
 import secrets
@@ -50,7 +51,15 @@ def parse_duration(text: str, /, *, setting: str = "duration") -> timedelta:
         raise ConfigurationError(
             f"{setting}: {text!r} is not a duration like 30s, 15m, 12h or 7d", setting=setting
         )
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+    seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not seconds <= MAX_DURATION.total_seconds():  # also inf, from very many digits
+        raise ConfigurationError(
+            f"{setting}: {text[:40]!r} is longer than {MAX_DURATION.days}d", setting=setting
+        )
+    return timedelta(seconds=seconds)
+
+
+MAX_DURATION = timedelta(days=3650)  # ten years: a longer link or retry is a typo
 
 
 class SmtpSecurity(StrEnum):
@@ -90,8 +99,11 @@ class SmtpSettings:
             raise ConfigurationError("smtp: the URL names no host", setting="smtp_url")
         if not 0 < self.port < 65536:
             raise ConfigurationError(f"smtp: port {self.port} is out of range", setting="smtp_url")
-        if self.timeout <= 0:
-            raise ConfigurationError("smtp: timeout must be positive", setting="smtp.timeout")
+        if not 0 < self.timeout <= MAX_DURATION.total_seconds():  # NaN fails too
+            raise ConfigurationError(
+                f"smtp: timeout must be a positive number of seconds, not {self.timeout}",
+                setting="smtp.timeout",
+            )
         if self.pool_size < 1:
             raise ConfigurationError("smtp: pool_size must be at least 1", setting="pool_size")
         if self.max_messages_per_connection < 1:
@@ -208,8 +220,11 @@ class LinkSettings:
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
                 setting="secret_keys",
             )
-        if self.max_age <= timedelta(0):
-            raise ConfigurationError("links: max_age must be positive", setting="max_age")
+        if not timedelta(0) < self.max_age <= MAX_DURATION:
+            raise ConfigurationError(
+                f"links: max_age must be positive and at most {MAX_DURATION.days} days",
+                setting="max_age",
+            )
 
 
 def parse_address(text: str, /, *, setting: str) -> Address:
@@ -454,6 +469,8 @@ def load_config(
         value = values.get(key, default)
         if value is not None and not isinstance(value, str):
             raise ConfigurationError(f"{key} must be a string", setting=key)
+        if value is not None and any(ch in value for ch in "\r\n\x00"):
+            raise ConfigurationError(f"{key} must be one line of text", setting=key)
         return value
 
     home = Path(text("home") or state_dir).absolute()
@@ -471,13 +488,10 @@ def load_config(
     else:
         raise ConfigurationError("secret_keys must be a list of strings", setting="secret_keys")
 
-    ttl = values.get("link_ttl")
     links = LinkSettings(
         secret_keys=keys,
         base_url=text("base_url", DEFAULT_BASE_URL) or DEFAULT_BASE_URL,
-        max_age=parse_duration(ttl, setting="link_ttl")
-        if isinstance(ttl, str)
-        else DEFAULT_MAX_AGE,
+        max_age=_duration(values, "link_ttl") or DEFAULT_MAX_AGE,
     )
     reply_to = text("reply_to")
     templates = values.get("templates")
@@ -495,9 +509,7 @@ def load_config(
         raise ConfigurationError(
             "allowed_link_domains must be a list of domains", setting="allowed_link_domains"
         )
-    headers = values.get("headers", {})
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise ConfigurationError("headers must be a table of strings", setting="headers")
+    headers = _headers(values.get("headers", {}))
     settings = SenderSettings(
         from_address=parse_address(text("from", DEFAULT_FROM) or DEFAULT_FROM, setting="from"),
         links=links,
@@ -505,7 +517,7 @@ def load_config(
         organization=text("organization"),
         template_dirs=template_dirs,
         allowed_link_domains=tuple(allowed),
-        headers=tuple(headers.items()),
+        headers=headers,
         return_path=text("return_path"),
         bounce_domain=text("bounce_domain"),
         dkim_domain=text("dkim_domain"),
@@ -524,24 +536,27 @@ def load_config(
             raise ConfigurationError(f"{key} must be a whole number", setting=key)
         return value
 
+    def whole(key: str, default: int, *, most: int, note: str = "") -> int:
+        """A whole-number setting from 1 to ``most``; ``default`` when not given."""
+        value = integer(key)
+        if value is None:
+            return default
+        if not 1 <= value <= most:
+            raise ConfigurationError(f"{key} must be 1 to {most}{note}, not {value}", setting=key)
+        return value
+
     limits, retry = _sending_policy(values, paced=bool(values.get("smtp_url")))
-    concurrency = integer("concurrency") or integer("pool_size") or 4
-    workers = integer("workers") or 1
-    if not 1 <= workers <= min(concurrency, 64):
-        raise ConfigurationError(
-            f"workers must be 1 to {min(concurrency, 64)} (at most concurrency), not {workers}",
-            setting="workers",
-        )
+    concurrency = whole("concurrency", whole("pool_size", 4, most=1000), most=1000)
+    workers = whole("workers", 1, most=min(concurrency, 64), note=" (and at most concurrency)")
+    per_connection = whole("max_messages_per_connection", 100, most=10**6)
+    smtp_timeout = _seconds(values, "smtp_timeout")
     smtp_url = text("smtp_url")
-    timeout = values.get("smtp_timeout")
     smtp = (
         SmtpSettings.from_url(
             smtp_url,
             pool_size=concurrency,
-            max_messages_per_connection=integer("max_messages_per_connection"),
-            timeout=parse_duration(str(timeout), setting="smtp_timeout").total_seconds()
-            if timeout is not None
-            else None,
+            max_messages_per_connection=per_connection,
+            timeout=smtp_timeout,
         )
         if smtp_url
         else None
@@ -561,8 +576,8 @@ def load_config(
         validate=_flag(values, "validate"),
         dns_server=text("dns_server"),
         bounces=BouncePolicy(
-            budget=integer("bounce_budget") or 80,
-            soft_limit=integer("soft_bounce_limit") or 3,
+            budget=whole("bounce_budget", 80, most=10**9),
+            soft_limit=whole("soft_bounce_limit", 3, most=10**6),
             pause_single_sends=_flag(values, "pause_single_sends") is True,
         ),
         inbound=InboundLimits(
@@ -573,6 +588,42 @@ def load_config(
             }
         ),
     )
+
+
+def _duration(values: Mapping[str, object], key: str) -> timedelta | None:
+    """A positive duration setting (``"7d"``, or a number of seconds); None when not given."""
+    value = values.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigurationError(f"{key} must be a duration like 30s, 15m, 12h or 7d", setting=key)
+    duration = parse_duration(str(value), setting=key)
+    if duration <= timedelta(0):
+        raise ConfigurationError(f"{key} must be longer than 0s", setting=key)
+    return duration
+
+
+def _seconds(values: Mapping[str, object], key: str) -> float | None:
+    duration = _duration(values, key)
+    return None if duration is None else duration.total_seconds()
+
+
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # printable ASCII but the colon (RFC 5322 ftext)
+
+
+def _headers(table: object) -> tuple[tuple[str, str], ...]:
+    """The ``[headers]`` table: names a header may have, one-line values."""
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise ConfigurationError("headers must be a table of strings", setting="headers")
+    for name, value in table.items():
+        if not _HEADER_NAME.match(name):
+            raise ConfigurationError(
+                f"headers: {name[:40]!r} is not a header name (letters, digits, dashes)",
+                setting="headers",
+            )
+        if any(ch in value for ch in "\r\n\x00"):
+            raise ConfigurationError(f"headers: {name} must be one line", setting="headers")
+    return tuple(table.items())
 
 
 def _paths_relative_to(folder: Path, values: dict[str, object]) -> dict[str, object]:
@@ -633,8 +684,11 @@ def _sending_policy(values: Mapping[str, object], *, paced: bool) -> tuple[RateL
             global_rate = float(str(rate))
         except ValueError as exc:
             raise ConfigurationError(f"rate {rate!r} is not a number", setting="rate") from exc
-        if global_rate < 0:
-            raise ConfigurationError("rate must not be negative", setting="rate")
+        if not 0 <= global_rate < math.inf:  # NaN fails too
+            raise ConfigurationError(
+                f"rate must be a number of messages per second, 0 or more, not {rate!r}",
+                setting="rate",
+            )
         global_rate = global_rate or None
     domain = values.get("domain_rate")
     domain_rate: float | None = default.domain_per_minute
@@ -660,15 +714,11 @@ def _sending_policy(values: Mapping[str, object], *, paced: bool) -> tuple[RateL
         domain_overrides=overrides,
         domain_groups=groups,
     )
-    first = values.get("retry_first")
-    max_age = values.get("retry_max_age")
     defaults = RetryPolicy()
+    first = _seconds(values, "retry_first") or defaults.first_retry
     retry = RetryPolicy(
-        first_retry=parse_duration(str(first), setting="retry_first").total_seconds()
-        if first is not None
-        else defaults.first_retry,
-        max_age=parse_duration(str(max_age), setting="retry_max_age").total_seconds()
-        if max_age is not None
-        else defaults.max_age,
+        first_retry=first,
+        max_interval=max(defaults.max_interval, first),
+        max_age=_seconds(values, "retry_max_age") or defaults.max_age,
     )
     return limits, retry

@@ -92,11 +92,11 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--domain-rate", help="Default limit per recipient domain, e.g. 30/min (0: none)."
             ),
-            click.option("--concurrency", type=click.IntRange(1, 64), help="Connections in use."),
+            click.option("--concurrency", type=int, help="Connections in use (1 to 1000)."),
             click.option(
                 "--workers",
-                type=click.IntRange(1, 64),
-                help="Processes that compose and send (default 1; at most --concurrency).",
+                type=int,
+                help="Processes that compose and send (default 1; at most --concurrency, 64).",
             ),
             click.option(
                 "--validate/--no-validate",
