@@ -199,24 +199,23 @@ class Invitations:
         self,
         event: CalendarEvent,
         /,
-        participants: Iterable[Participant] | None = None,
+        participants: Iterable[Participant | str] | None = None,
         *,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> RunReport:
-        """Cancel the event for everyone invited, or only for ``participants`` (unenrolled)."""
+        """Cancel the event for everyone invited, or only for ``participants`` (unenrolled).
+
+        ``participants`` are :class:`Participant` records or participant ids. Naming one
+        who was never invited, or whose invitation is already cancelled, raises
+        :class:`InputError` (``field="participant"``) before anything is sent or the
+        event's SEQUENCE moves.
+        """
         uid = event.event_uid
         previous = await self.store.get_event(uid)
         if previous is None:
             raise InputError(f"event {uid} was never sent; nothing to cancel", field="event")
-        invited = [
-            inv
-            for inv in await self.store.invitations(uid)
-            if inv.method == CalendarMethod.REQUEST.value
-        ]
         everyone = participants is None
-        if not everyone:
-            wanted = {p.participant_id for p in participants or ()}
-            invited = [inv for inv in invited if inv.participant.participant_id in wanted]
+        invited = await self._to_cancel(uid, None if participants is None else list(participants))
         sequence = previous.sequence + 1
         await self._save(
             event_from_record(previous),
@@ -238,6 +237,37 @@ class Invitations:
             [inv.participant for inv in invited],
             on_progress=on_progress,
         )
+
+    async def _to_cancel(
+        self, uid: str, participants: list[Participant | str] | None
+    ) -> list[InvitationRecord]:
+        """The invitations a cancel reaches; refuses ids that were never invited or are over."""
+        records = await self.store.invitations(uid)
+        live = [inv for inv in records if inv.method == CalendarMethod.REQUEST.value]
+        if participants is None:
+            return live
+        wanted = list(
+            dict.fromkeys(p if isinstance(p, str) else p.participant_id for p in participants)
+        )
+        if not wanted:
+            raise InputError(f"no participants given to cancel {uid} for", field="participant")
+        known = {inv.participant.participant_id for inv in records}
+        over = known - {inv.participant.participant_id for inv in live}
+        for missing, why in (
+            ([pid for pid in wanted if pid not in known], "never invited to"),
+            ([pid for pid in wanted if pid in over], "already cancelled for"),
+        ):
+            if missing:
+                shown = ", ".join(repr(pid) for pid in missing[:5])
+                more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                who = "participant" if len(missing) == 1 else "participants"
+                raise InputError(
+                    f"{who} {shown}{more} {'was' if len(missing) == 1 else 'were'} {why} "
+                    f"event {uid}; nothing cancelled",
+                    field="participant",
+                )
+        chosen = set(wanted)
+        return [inv for inv in live if inv.participant.participant_id in chosen]
 
     async def _save(
         self,

@@ -188,15 +188,10 @@ async def invite_event(
                     return await invitations.invite(
                         event, list(rows or ()), on_progress=display.update
                     )
-                chosen: list[Participant] | None = None
-                if only or rows is not None:
-                    wanted = set(only)
-                    wanted.update(r.participant.participant_id for r in rows or () if r.participant)
-                    chosen = [
-                        answer.participant
-                        for answer in await invitations.answers(event.event_uid)
-                        if answer.participant.participant_id in wanted
-                    ]
+                chosen: list[Participant | str] | None = None
+                if only or rows is not None:  # ids never invited are refused, naming them
+                    chosen = list(only)
+                    chosen += [r.participant for r in rows or () if r.participant]
                 return [await invitations.cancel(event, chosen, on_progress=display.update)]
     finally:
         await store.aclose()

@@ -1,0 +1,161 @@
+"""Cancelling for someone never invited is a one-line error that leaves SEQUENCE alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sender.cli import main
+from sender.errors import InputError
+from sender.store import SqliteStore
+from sender.testing import RecordingSMTPServer
+from tests.test_invites import (
+    EVENT,
+    EXAMPLES,
+    SAMPLE_ATTENDEES,
+    UID,
+    attendees,
+    invitations_for,
+    participant,
+)
+
+
+async def stored_sequence(store: SqliteStore) -> int:
+    record = await store.get_event(UID)
+    assert record is not None
+    return record.sequence
+
+
+async def test_cancel_for_a_participant_never_invited_is_refused(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """cancel() for someone never invited raises InputError naming them; nothing is sent."""
+    invitations = invitations_for(smtp_server, store)
+    await invitations.invite(EVENT, attendees()[:2])
+    sent = len(smtp_server.messages)
+    stranger = participant("nobody@example.org", 99)
+    with pytest.raises(InputError, match="p-99") as caught:
+        await invitations.cancel(EVENT, [stranger])
+    await invitations.sender.aclose()
+    assert caught.value.field == "participant"
+    assert "\n" not in str(caught.value)
+    assert await stored_sequence(store) == 0
+    assert len(smtp_server.messages) == sent
+
+
+async def test_cancel_naming_one_unknown_among_invited_cancels_nobody(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """One unknown id among invited ones refuses the whole cancel: no CANCEL, no bump."""
+    invitations = invitations_for(smtp_server, store)
+    group = attendees()[:2]
+    await invitations.invite(EVENT, group)
+    sent = len(smtp_server.messages)
+    with pytest.raises(InputError, match="p-42"):
+        await invitations.cancel(EVENT, [group[0], "p-42"])
+    await invitations.sender.aclose()
+    assert await stored_sequence(store) == 0
+    assert len(smtp_server.messages) == sent
+
+
+async def test_cancel_by_participant_id_cancels_that_participant(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """cancel() takes participant ids as well as Participants."""
+    invitations = invitations_for(smtp_server, store)
+    group = attendees()[:2]
+    await invitations.invite(EVENT, group)
+    report = await invitations.cancel(EVENT, ["p-1"])
+    await invitations.sender.aclose()
+    assert report.sent_now == 1
+    assert smtp_server.messages[-1].recipients == (group[1].email,)
+    assert await stored_sequence(store) == 1
+
+
+async def test_cancelling_an_already_cancelled_participant_again_is_refused(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """A second cancel for the same participant says so and does not bump SEQUENCE again."""
+    invitations = invitations_for(smtp_server, store)
+    group = attendees()[:2]
+    await invitations.invite(EVENT, group)
+    await invitations.cancel(EVENT, [group[1]])
+    sent = len(smtp_server.messages)
+    with pytest.raises(InputError, match="already cancelled"):
+        await invitations.cancel(EVENT, [group[1]])
+    await invitations.sender.aclose()
+    assert await stored_sequence(store) == 1
+    assert len(smtp_server.messages) == sent
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty directory with no SENDER_* settings leaking in."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("SENDER_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(
+        main, list(args), env={"SENDER_SECRET_KEYS": "invite-cli-key-0123456789abcdef"}
+    )
+
+
+def cli_sequence() -> int:
+    result = cli("rsvp", "list", UID, "--json")
+    assert result.exit_code == 0, result.stderr
+    (event,) = json.loads(result.stdout)["events"]
+    return int(event["sequence"])
+
+
+async def test_cli_cancel_for_an_unknown_participant_is_one_line(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """`invite --cancel --participant p-99`: one line naming p-99, exit 1, SEQUENCE unchanged."""
+    event_file = workdir / "event.toml"
+    event_file.write_text(
+        (EXAMPLES / "event.toml").read_text(encoding="utf-8") + f'uid = "{UID}"\n',
+        encoding="utf-8",
+    )
+    csv = workdir / "people.csv"
+    lines = ["email,name,participant_id,course_id,locale"]
+    lines += [f"{a},Attendee {n},p-{n},PY101,en" for n, a in enumerate(SAMPLE_ATTENDEES)]
+    csv.write_text("\n".join(lines[:3]) + "\n", encoding="utf-8")
+    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    invited = await asyncio.to_thread(
+        cli, "invite", str(event_file), str(csv), "--smtp", smtp, "--no-progress"
+    )
+    assert invited.exit_code == 0, invited.stderr
+    sent = len(smtp_server.messages)
+    assert await asyncio.to_thread(cli_sequence) == 0
+
+    refused = await asyncio.to_thread(
+        cli, "invite", str(event_file), "--cancel", "--participant", "p-99", "--smtp", smtp
+    )
+    assert refused.exit_code == 1
+    assert "Traceback" not in refused.output + refused.stderr
+    lines_out = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert any("p-99" in line for line in lines_out), refused.stderr
+    (error,) = [line for line in lines_out if "p-99" in line]
+    assert "never invited" in error
+    assert await asyncio.to_thread(cli_sequence) == 0
+    assert len(smtp_server.messages) == sent
+
+    known = await asyncio.to_thread(
+        cli, "invite", str(event_file), "--cancel", "--participant", "p-1", "--smtp", smtp
+    )
+    assert known.exit_code == 0, known.stderr
+    assert await asyncio.to_thread(cli_sequence) == 1
+    assert smtp_server.messages[-1].recipients == (list(SAMPLE_ATTENDEES)[1],)
