@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from sender import redact
 from sender.clock import Clock, SystemClock
 from sender.config import BouncePolicy, SenderSettings, SmtpSettings
 from sender.dkim import DkimKey, DkimSigner
@@ -388,7 +389,9 @@ class Sender:
             now=self._clock.now(),
         )
         if why is not None:
-            log.warning("participant %s: address suppressed: %s", result.participant_id, why)
+            log.warning(
+                "participant %s: address suppressed: %s", result.participant_id, redact.text(why)
+            )
 
     async def _hand_over(self, composed: ComposedMessage, *, feedback: bool) -> DeliveryResult:
         if self._transport is None:
@@ -411,7 +414,7 @@ class Sender:
             composed.rendered.template,
             composed.participant.participant_id,
             result.status.value,
-            result.describe(),
+            redact.text(result.describe()),
         )
         if feedback:
             await self._keep_refusal(composed, result)
