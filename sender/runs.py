@@ -124,6 +124,7 @@ class Progress:
     rate: float  # messages finished per second, recently
     eta: float | None  # seconds, from the scheduler's limits
     elapsed: float
+    slowest: str | None = None  # the domain (group) whose own limit sets the ETA, if one does
 
     @property
     def done(self) -> int:
@@ -517,6 +518,7 @@ class BulkRunner:
                     rate=len(recent) / window,
                     eta=scheduler.eta(),
                     elapsed=moment - started,
+                    slowest=scheduler.eta_bottleneck(),
                 )
             )
 
@@ -557,7 +559,10 @@ class BulkRunner:
             free += len(batch)
             moment = time.monotonic()
             for message, outcome in batch:
-                counts[MessageState.DEFERRED if message.attempts > 1 else MessageState.QUEUED] -= 1
+                # It left the queue or the deferred pile. An earlier attempt does not prove
+                # which: `retry` and a crash put messages that were tried back as queued.
+                was_deferred = message.attempts > 1 and counts[MessageState.DEFERRED] > 0
+                counts[MessageState.DEFERRED if was_deferred else MessageState.QUEUED] -= 1
                 counts[outcome.state] += 1
                 recent.append(moment)
                 if outcome.state is MessageState.SENT:
@@ -764,10 +769,18 @@ def check_rows(
     return DryRun(ok=ok, skipped=tuple(skipped), fallbacks=dict(fallbacks))
 
 
+SKIPPED_LISTED = 100
+"""How many skipped rows (with reasons) a status lists; ``counts["skipped"]`` has them all."""
+
+
 async def run_status(
     store: Store, run_id: str | None = None, /, *, now: float
 ) -> dict[str, object]:
-    """Everything ``sender status`` shows, as plain data (the ``--json`` output)."""
+    """Everything ``sender status`` shows, as plain data (the ``--json`` output).
+
+    ``skipped`` lists the first :data:`SKIPPED_LISTED` skipped rows as ``{row, email,
+    reason}``, both those skipped when read and those skipped when composed.
+    """
     run = await store.get_run(run_id) if run_id else await store.latest_run()
     if run is None:
         raise InputError(f"no run named {run_id!r}" if run_id else "no runs yet", field="run_id")
@@ -794,6 +807,10 @@ async def run_status(
         "total": sum(counts.values()),
         "counts": {state.value: counts.get(state, 0) for state in MessageState},
         "next_attempt_at": next_at,
+        "skipped": [
+            {"row": row, "email": email, "reason": reason}
+            for row, email, reason in await store.skipped(run.run_id, limit=SKIPPED_LISTED)
+        ],
         "domains": [
             {
                 "domain": progress.domain,

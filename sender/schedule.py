@@ -590,6 +590,24 @@ class Scheduler:
                     estimates.append(wait + (state.pending - 1) * state.interval)
         return max(estimates) if estimates else None
 
+    def eta_bottleneck(self) -> str | None:
+        """The group whose own limit makes :meth:`eta` longer than the global limit would.
+
+        None when the global limit (or nothing) decides: then a higher per-domain rate
+        would not finish sooner.
+        """
+        if not self._total or self._unlimited:
+            return None
+        slowest, longest = None, self._total * (self._global_interval or 0.0)
+        now = self._clock.monotonic()
+        for state in self._groups.values():
+            if state.pending and state.configured is not None:
+                self._recover(state, now)
+                estimate = max(state.tat - now, 0.0) + (state.pending - 1) * state.interval
+                if estimate > longest:
+                    slowest, longest = state.name, estimate
+        return slowest
+
     def snapshot(self) -> list[GroupState]:
         """Every group with pending work or backing off, most pending first."""
         if self._unlimited:
