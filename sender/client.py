@@ -182,6 +182,18 @@ class Sender:
     def settings(self) -> SenderSettings:
         return self._settings
 
+    def with_uid(self, calendar: CalendarSend, /) -> CalendarSend:
+        """``calendar`` with its event's UID set: keyed with the newest secret key when new.
+
+        The unkeyed UID (:attr:`CalendarEvent.event_uid`) is never sent for a new event,
+        so nobody can compute an event's UID, and with it forge a reply, from its ids.
+        """
+        event = calendar.event
+        if event.uid is not None:
+            return calendar
+        uid = event.keyed_uid(self._settings.links.secret_keys[-1])
+        return replace(calendar, event=replace(event, uid=uid))
+
     @property
     def transport(self) -> Transport | None:
         return self._transport
@@ -290,6 +302,7 @@ class Sender:
         alternatives: list[Part] = []
         attachments: list[Attachment] = []
         if calendar is not None:
+            calendar = self.with_uid(calendar)
             context.update(calendar.context())
             ics = build_invite(
                 calendar.event,
@@ -389,9 +402,7 @@ class Sender:
             now=self._clock.now(),
         )
         if why is not None:
-            log.warning(
-                "participant %s: address suppressed: %s", result.participant_id, redact.text(why)
-            )
+            log.warning("participant %s: address suppressed: %s", result.participant_id, why)
 
     async def _hand_over(self, composed: ComposedMessage, *, feedback: bool) -> DeliveryResult:
         if self._transport is None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Self, cast
 
+from sender import redact
 from sender.client import CalendarSend, Sender
 from sender.config import SenderSettings, SmtpSettings
 from sender.errors import ConfigurationError, InputError, SenderError, TemplateError, WorkerError
@@ -361,7 +362,12 @@ async def _serve(reader: asyncio.StreamReader, write: Callable[[bytes], None]) -
         except SenderError as exc:
             result = _Failed(type(exc).__name__, str(exc))
         except Exception as exc:  # a bug: report it, and let the run stop cleanly
-            log.exception("sending message %d failed", message.id)
+            log.error(
+                "sending message %d failed: %s\n%s",
+                message.id,
+                redact.error(exc),
+                redact.frames(exc),
+            )
             result = _Failed(type(exc).__name__, str(exc))
         results.add((seq, result))
 

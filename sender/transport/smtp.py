@@ -51,6 +51,7 @@ from typing import Self
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
 
+from sender import redact
 from sender.clock import Clock, SystemClock
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.errors import ConfigurationError
@@ -369,7 +370,7 @@ class SmtpTransport:
                     results[index] = _from_reply(
                         envelope.recipients[index], exc.code, exc.message, stage="data"
                     )
-                _log.debug("smtp: DATA refused: %d %s", exc.code, exc.message)
+                _log.debug("smtp: DATA refused: %d %s", exc.code, redact.text(exc.message))
                 await self._reset(client)
                 return
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -380,7 +381,9 @@ class SmtpTransport:
                 envelope.recipients[index], DeliveryStatus.ACCEPTED, reply
             )
         self._messages_sent += 1
-        _log.debug("smtp: message accepted on connection #%d: %s", conn.number, reply)
+        _log.debug(
+            "smtp: message accepted on connection #%d: %s", conn.number, redact.text(str(reply))
+        )
 
     async def _mail(
         self,
@@ -458,7 +461,12 @@ class SmtpTransport:
                     )
             except aiosmtplib.SMTPRecipientRefused as exc:
                 results[index] = _from_reply(recipient, exc.code, exc.message, stage="rcpt")
-                _log.debug("smtp: RCPT %s refused: %d %s", recipient, exc.code, exc.message)
+                _log.debug(
+                    "smtp: RCPT %s refused: %d %s",
+                    redact.address(recipient),
+                    exc.code,
+                    redact.text(exc.message),
+                )
             except ValueError:  # checked before anything is written
                 detail = (
                     "the address is not ASCII; the envelope needs smtputf8"
@@ -468,7 +476,7 @@ class SmtpTransport:
                 results[index] = RecipientResult(recipient, DeliveryStatus.PERMANENT, None, detail)
             else:
                 accepted.append(index)
-                _log.debug("smtp: RCPT %s: %d", recipient, response.code)
+                _log.debug("smtp: RCPT %s: %d", redact.address(recipient), response.code)
         return accepted
 
     async def _data(self, client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPResponse:
