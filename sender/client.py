@@ -402,7 +402,9 @@ class Sender:
             now=self._clock.now(),
         )
         if why is not None:
-            log.warning("participant %s: address suppressed: %s", result.participant_id, why)
+            log.warning(
+                "participant %s: address suppressed: %s", result.participant_id, redact.text(why)
+            )
 
     async def _hand_over(self, composed: ComposedMessage, *, feedback: bool) -> DeliveryResult:
         if self._transport is None:
