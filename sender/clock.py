@@ -22,6 +22,14 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def idle(self, seconds: float) -> None:
+        """Wait ``seconds`` as a background timer does (a lease renewal): let time pass.
+
+        The system clock sleeps. A manual clock returns once others have moved
+        it that far, and never moves it itself, as :meth:`sleep` does.
+        """
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -33,4 +41,7 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def idle(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -22,11 +22,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import random
 import re
 import socket
-import time
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -112,6 +112,8 @@ class RunSettings:
             )
         if self.batch_size < 1:
             raise ConfigurationError("batch_size must be at least 1", setting="batch_size")
+        if not 0 < self.lease_ttl < math.inf:
+            raise ConfigurationError("lease_ttl must be a positive number", setting="lease_ttl")
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,10 +302,35 @@ class BulkRunner:
         self._lease_lost = False
         self._pool: WorkerPool | None = None
         self._budget: str | None = None  # why the bounce budget paused the run
+        self._wake: asyncio.Event | None = None  # the dispatcher's: something changed
 
     def stop(self) -> None:
         """Finish what is in flight and return; the run stays resumable (Ctrl-C does this)."""
         self._stop.set()
+        if self._wake is not None:
+            self._wake.set()  # the dispatcher looks at once, not when a send finishes
+
+    async def _keep_lease(self, run_id: str) -> None:
+        """Renew the run's lease every third of ``lease_ttl`` while the run is held.
+
+        A timer of its own, on the injected clock: a slow server holds up sends,
+        never the lease, so a live run is never taken over. When another worker
+        took the run after all, this one stops sending; that one re-sends what was
+        in flight here.
+        """
+        interval = self.settings.lease_ttl / 3
+        while True:
+            await self._clock.idle(interval)
+            try:
+                held = await self.store.heartbeat(run_id, owner=self.owner, now=self._clock.now())
+            except SenderError as exc:  # a busy or failing outbox: try again next time
+                log.warning("run %s: could not renew the lease: %s", run_id, exc)
+                continue
+            if not held:
+                self._fatal = RunBusy(f"run {run_id}: another worker took over the run")
+                self._lease_lost = True
+                self.stop()
+                return
 
     # --- ingest ------------------------------------------------------------------------
 
@@ -393,7 +420,7 @@ class BulkRunner:
         template = self.settings.template
         if not self.sender.renderer.locales(template):
             raise TemplateNotFound(f"no template named {template!r}", template=template)
-        started = time.monotonic()
+        started = self._clock.monotonic()
         now = self._clock.now()
         run, created = await self.store.create_run(
             run_id,
@@ -418,6 +445,7 @@ class BulkRunner:
                     f"run {run_id} is being sent by {holder}; try again later", owner=holder
                 )
         requeued = 0
+        keeper = asyncio.create_task(self._keep_lease(run_id))
         try:
             requeued = await self.store.requeue_stale(run_id)
             if requeued:
@@ -437,6 +465,9 @@ class BulkRunner:
                         run_id, on_progress, progress_interval, started
                     )
         finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             if not self._lease_lost:  # the new owner's in-flight messages are not ours
                 await self.store.requeue_stale(run_id)  # claimed but unsent: back in the queue
                 await self.store.release_run(run_id, owner=self.owner)
@@ -464,7 +495,7 @@ class BulkRunner:
         return RunReport(
             run=final,
             counts=counts,
-            elapsed=time.monotonic() - started,
+            elapsed=self._clock.monotonic() - started,
             sent_now=sent_now,
             requeued=requeued,
             next_attempt_at=next_at,
@@ -498,12 +529,13 @@ class BulkRunner:
         sent_now = 0
         first: Participant | None = None
         recent: deque[float] = deque()
-        last_beat = last_report = last_budget = time.monotonic()
+        last_report = last_budget = clock.monotonic()
+        self._wake = wake
         next_due: float | None = await store.next_attempt_at(run_id)
 
         def report(force: bool = False) -> None:
             nonlocal last_report
-            moment = time.monotonic()
+            moment = clock.monotonic()
             if on_progress is None or (not force and moment - last_report < interval):
                 return
             last_report = moment
@@ -557,7 +589,7 @@ class BulkRunner:
             finished.clear()
             await store.record_many([(message.id, outcome) for message, outcome in batch])
             free += len(batch)
-            moment = time.monotonic()
+            moment = clock.monotonic()
             for message, outcome in batch:
                 # It left the queue or the deferred pile. An earlier attempt does not prove
                 # which: `retry` and a crash put messages that were tried back as queued.
@@ -580,20 +612,14 @@ class BulkRunner:
                 report()
             if self._stop.is_set():
                 break
-            if time.monotonic() - last_budget > self.settings.budget_interval:
-                last_budget = time.monotonic()
+            if clock.monotonic() - last_budget > self.settings.budget_interval:
+                last_budget = clock.monotonic()
                 if not self.settings.force:
                     self._budget = await budget_reason(
                         store, policy=self.settings.bounces, now=clock.now()
                     )
                     if self._budget is not None:
                         break  # what is in flight finishes; nothing more is claimed
-            if time.monotonic() - last_beat > self.settings.lease_ttl / 3:
-                if not await store.heartbeat(run_id, owner=self.owner, now=clock.now()):
-                    self._fatal = RunBusy(f"run {run_id}: another worker took over the run")
-                    self._lease_lost = True
-                    break  # it will resend what we had in flight; we must not send more
-                last_beat = time.monotonic()
             if next_due is not None and next_due <= clock.now():
                 scheduler.set_pending(await store.pending_domains(run_id, now=clock.now()))
                 next_due = await store.next_attempt_at(run_id)
@@ -774,9 +800,17 @@ SKIPPED_LISTED = 100
 
 
 async def run_status(
-    store: Store, run_id: str | None = None, /, *, now: float
+    store: Store,
+    run_id: str | None = None,
+    /,
+    *,
+    now: float,
+    lease_ttl: float = RunSettings().lease_ttl,
 ) -> dict[str, object]:
     """Everything ``sender status`` shows, as plain data (the ``--json`` output).
+
+    ``state`` is ``interrupted`` for an active run whose owner is gone: a process
+    on this host that no longer exists, or no lease renewal within ``lease_ttl``.
 
     ``skipped`` lists the first :data:`SKIPPED_LISTED` skipped rows as ``{row, email,
     reason}``, both those skipped when read and those skipped when composed.
@@ -789,15 +823,19 @@ async def run_status(
     next_at = await store.next_attempt_at(run.run_id)
     alive = (
         run.owner is not None
+        and not _is_dead_local(run.owner)
         and run.heartbeat_at is not None
-        and now - run.heartbeat_at < RunSettings().lease_ttl
+        and now - run.heartbeat_at < lease_ttl
     )
+    state = run.state.value
+    if run.state is RunState.ACTIVE and run.owner is not None and not alive:
+        state = "interrupted"  # its owner died (or hangs) without pausing or finishing it
     return {
         "run_id": run.run_id,
         "template": run.template,
         "source": run.source,
         "created_at": run.created_at,
-        "state": run.state.value,
+        "state": state,
         "running": alive,
         "owner": run.owner if alive else None,
         "paused_reason": run.paused_reason,

@@ -47,6 +47,7 @@ class ManualClock:
         self._now = now
         self._monotonic = monotonic
         self.sleeps: list[float] = []
+        self._idlers: list[tuple[float, asyncio.Future[None]]] = []  # (deadline, waiter)
 
     def now(self) -> float:
         return self._now
@@ -60,6 +61,9 @@ class ManualClock:
             raise ValueError(f"a clock only moves forward, not by {seconds!r} seconds")
         self._now += seconds
         self._monotonic += seconds
+        for deadline, waiter in self._idlers:
+            if deadline <= self._monotonic and not waiter.done():
+                waiter.set_result(None)
 
     async def sleep(self, seconds: float) -> None:
         """Record the sleep, advance by it (negative counts as zero) and yield once."""
@@ -67,6 +71,22 @@ class ManualClock:
         self.sleeps.append(seconds)
         self.advance(seconds)
         await asyncio.sleep(0)
+
+    async def idle(self, seconds: float) -> None:
+        """Wait until others (:meth:`advance`, :meth:`sleep`) moved the clock ``seconds`` on.
+
+        For background timers such as a run's lease renewal, which must not drive
+        time forward themselves.
+        """
+        entry = (self._monotonic + max(seconds, 0.0), asyncio.get_running_loop().create_future())
+        if entry[0] <= self._monotonic:
+            await asyncio.sleep(0)
+            return
+        self._idlers.append(entry)
+        try:
+            await entry[1]
+        finally:
+            self._idlers.remove(entry)
 
 
 class Stage(StrEnum):

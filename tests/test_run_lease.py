@@ -1,0 +1,173 @@
+"""A run's lease: renewed on its own timer while the run is held, on the injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from sender import Address, LinkSettings, Participant, RunBusy, Sender, SenderSettings
+from sender.config import BouncePolicy
+from sender.runs import BulkRunner, RunSettings, run_status
+from sender.schedule import RateLimits, Scheduler
+from sender.store import BounceRecord, MessageState, RunState, SqliteStore
+from sender.testing import ManualClock, RecordingSMTPServer, Stage
+from sender.transport import SmtpTransport
+
+SETTINGS = SenderSettings(
+    from_address=Address("noreply@learning.example.com", "Example Academy"),
+    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
+)
+UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
+
+
+def people(count: int) -> list[Participant]:
+    return [Participant(f"user{i}@d.example", f"User {i}", f"p-{i}", "PY101") for i in range(count)]
+
+
+def runner_for(
+    server: RecordingSMTPServer,
+    store: SqliteStore,
+    *,
+    clock: ManualClock | None = None,
+    owner: str | None = None,
+    **settings: object,
+) -> BulkRunner:
+    transport = SmtpTransport(server.smtp_settings(pool_size=1, timeout=10.0), clock=clock)
+    return BulkRunner(
+        Sender(SETTINGS, transport=transport, clock=clock),
+        store,
+        RunSettings(concurrency=1, **settings),  # type: ignore[arg-type]
+        scheduler=Scheduler(UNLIMITED, clock=clock),
+        clock=clock,
+        owner=owner,
+    )
+
+
+async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
+    """Wait (bounded) until ``condition()`` is true, checking every few milliseconds."""
+    for _ in range(int(seconds / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not so within {seconds:g} s")
+
+
+async def test_slow_server_never_lets_another_runner_take_over(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """A send slower than the lease keeps the run held: status says running, a resume is busy."""
+    smtp_server.delay(Stage.MAIL, 1.5)  # a slow but working server: every MAIL takes 1.5 s
+    ttl = 0.3
+    first = runner_for(smtp_server, store, lease_ttl=ttl)
+    task = asyncio.create_task(first.run("r-slow", people(2)))
+    await until(lambda: smtp_server.connections_opened >= 1)
+    await asyncio.sleep(3 * ttl)  # well past the lease, inside the first slow MAIL
+    status = await run_status(store, "r-slow", now=time.time(), lease_ttl=ttl)
+    assert status["running"] is True
+    assert status["state"] == "active"
+    second = runner_for(smtp_server, store, owner="elsewhere.example:1", lease_ttl=ttl)
+    with pytest.raises(RunBusy):
+        await second.run("r-slow")
+    await second.sender.aclose()
+    report = await task
+    await first.sender.aclose()
+    assert report.run.state is RunState.DONE
+    assert sorted(r for m in smtp_server.messages for r in m.recipients) == [
+        "user0@d.example",
+        "user1@d.example",
+    ]
+
+
+async def test_heartbeat_follows_the_injected_clock(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """Advancing a manual clock past a third of the lease renews it, with no send finishing."""
+    smtp_server.delay(Stage.MAIL, 1.0, times=1)
+    clock = ManualClock(now=1_800_000_000.0)
+    runner = runner_for(smtp_server, store, clock=clock, lease_ttl=30.0)
+    task = asyncio.create_task(runner.run("r-clock", people(1)))
+    await until(lambda: smtp_server.connections_opened >= 1)
+    started = await store.get_run("r-clock")
+    assert started is not None
+    assert started.heartbeat_at == 1_800_000_000.0
+    clock.advance(11.0)
+
+    async def beat() -> float | None:
+        info = await store.get_run("r-clock")
+        return info.heartbeat_at if info else None
+
+    for _ in range(180):  # 0.9 s: well before the slow MAIL is answered
+        if await beat() == 1_800_000_011.0:
+            break
+        await asyncio.sleep(0.005)
+    assert await beat() == 1_800_000_011.0
+    report = await task
+    await runner.sender.aclose()
+    assert report.counts[MessageState.SENT] == 1
+
+
+async def test_budget_check_follows_the_injected_clock(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """The bounce budget is checked when the manual clock passes budget_interval."""
+    smtp_server.delay(Stage.DATA, 0.5, times=1)
+    clock = ManualClock(now=1_800_000_000.0)
+    runner = runner_for(
+        smtp_server, store, clock=clock, bounces=BouncePolicy(budget=1), budget_interval=2.0
+    )
+    task = asyncio.create_task(runner.run("r-budget", people(6)))
+    await until(lambda: smtp_server.connections_opened >= 1)
+    await store.add_bounce(
+        BounceRecord(
+            fingerprint="b-1",
+            address="gone@elsewhere.example",
+            kind="hard",
+            status="5.1.1",
+            diagnostic="550 5.1.1 User unknown",
+            reason="user unknown",
+            at=clock.now(),
+        )
+    )
+    clock.advance(3.0)
+    report = await task
+    await runner.sender.aclose()
+    assert report.run.state is RunState.PAUSED
+    assert "bounce budget" in (report.run.paused_reason or "")
+    assert len(smtp_server.messages) < 6
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+async def test_status_of_a_run_whose_owner_died_is_interrupted(store: SqliteStore) -> None:
+    """A run left active by a process that no longer exists shows as interrupted, not running."""
+    now = time.time()
+    await store.create_run("r-dead", template="invitation", source="library", now=now)
+    owner = f"{socket.gethostname()}:{_dead_pid()}"
+    assert await store.acquire_run("r-dead", owner=owner, now=now, ttl=30)
+    await store.set_run_state("r-dead", RunState.ACTIVE, now=now)
+    status = await run_status(store, "r-dead", now=now + 1)
+    assert status["state"] == "interrupted"
+    assert status["running"] is False
+    assert status["owner"] is None
+
+
+async def test_status_of_a_run_with_a_lapsed_lease_is_interrupted(store: SqliteStore) -> None:
+    """A run whose owner stopped renewing its lease is interrupted; a live one is active."""
+    now = time.time()
+    await store.create_run("r-gone", template="invitation", source="library", now=now)
+    assert await store.acquire_run("r-gone", owner="elsewhere.example:7", now=now, ttl=30)
+    await store.set_run_state("r-gone", RunState.ACTIVE, now=now)
+    live = await run_status(store, "r-gone", now=now + 5)
+    assert (live["state"], live["running"]) == ("active", True)
+    lapsed = await run_status(store, "r-gone", now=now + 300)
+    assert (lapsed["state"], lapsed["running"]) == ("interrupted", False)
