@@ -51,6 +51,19 @@ for _name in ("mail.log", "mail.debug"):
     if logging.getLogger(_name).level == logging.NOTSET:
         logging.getLogger(_name).setLevel(logging.WARNING)
 
+
+class _NoCommandText(logging.Filter):
+    """aiosmtpd warns about an unknown command by quoting it; that may be a body line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "%r unrecognised: %s" and isinstance(record.args, tuple):
+            peer, command = (*record.args, "")[:2]
+            record.args = (peer, f"({len(str(command))} characters)")
+        return True
+
+
+logging.getLogger("mail.log").addFilter(_NoCommandText())
+
 _DEFAULT_DATA_LIMIT = 32 * 1024 * 1024
 _DEFAULT_BACKLOG = 1024  # asyncio's default of 100 drops bursts: SYNs wait for a retransmit
 _STOP_GRACE = 5.0  # seconds aclose() waits for aborted connections to wind down

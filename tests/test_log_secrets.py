@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from sender import redact
 from sender.cli import main
+from sender.inbound import InboundMail, InboundServer
 from sender.models import DeliveryStatus, Envelope
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
@@ -239,3 +240,31 @@ def test_redacted_text_keeps_the_shape_and_drops_the_secret(raw: str, kept: str,
     redacted = redact.text(raw)
     assert kept in redacted
     assert gone not in redacted
+
+
+async def test_an_unknown_command_is_not_quoted_in_the_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body line sent as a command (a broken pipelining client) is not logged, even at WARNING."""
+
+    async def on_mail(mail: InboundMail) -> None:
+        return None
+
+    caplog.set_level(logging.WARNING)
+    async with InboundServer(
+        bounce_domain=BOUNCE_DOMAIN, on_mail=on_mail, keep_dir=tmp_path
+    ) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            await asyncio.wait_for(reader.readline(), 10)  # the greeting
+            writer.write(b"https://lms.example.com/login?token=TOKEN-ghi789rst\r\n")
+            await writer.drain()
+            reply = await asyncio.wait_for(reader.readline(), 10)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert reply.startswith(b"500")
+    assert "unrecognised" in caplog.text  # aiosmtpd did warn
+    logged = caplog.text.lower()  # aiosmtpd upper-cases the command it quotes
+    assert "token-ghi789rst" not in logged
+    assert "lms.example.com" not in logged
