@@ -38,6 +38,7 @@ __all__ = [
     "local_secret",
     "parse_address",
     "parse_duration",
+    "require_real_identity",
 ]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -309,6 +310,7 @@ _TOML_KEYS = {
     "domain_rate",
     "concurrency",
     "workers",
+    "relay_timeouts",
     "domain_rates",
     "domain_groups",
     "retry_first",
@@ -377,10 +379,33 @@ class CliConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: int = 4  # bulk messages in flight; also the SMTP pool size
     workers: int = 1  # processes composing and sending a bulk run
+    relay_timeouts: int = 3  # timeouts in a row per connection before a run pauses
     bounces: BouncePolicy = field(default_factory=BouncePolicy)
     validate: bool | None = None  # check addresses before queueing; None: when sending for real
     dns_server: str | None = None  # HOST:PORT for those checks; None: the system's resolver
     inbound: InboundLimits = field(default_factory=InboundLimits)
+
+
+def require_real_identity(config: CliConfig, /) -> None:
+    """Refuse to send through a real SMTP server with the example From or base URL.
+
+    The samples (``DEFAULT_FROM``, ``DEFAULT_BASE_URL``) make the embedded capture server
+    work with no configuration; a real server would deliver them to people.
+    """
+    if config.smtp is None:
+        return
+    missing = []
+    if config.sender.from_address.email == parse_address(DEFAULT_FROM, setting="from").email:
+        missing.append("from (SENDER_FROM)")
+    if urlsplit(config.sender.links.base_url).hostname == urlsplit(DEFAULT_BASE_URL).hostname:
+        missing.append("base_url (SENDER_BASE_URL)")
+    if missing:
+        raise ConfigurationError(
+            f"sending through {config.smtp.redacted_url()} needs your own "
+            f"{' and '.join(missing)} in sender.toml or the environment; the example "
+            "values are only for the embedded capture server",
+            setting=missing[0].partition(" ")[0],
+        )
 
 
 def local_secret(state_dir: Path, /) -> tuple[str, Path]:
@@ -573,6 +598,7 @@ def load_config(
         retry=retry,
         concurrency=concurrency,
         workers=workers,
+        relay_timeouts=whole("relay_timeouts", 3, most=1000),
         validate=_flag(values, "validate"),
         dns_server=text("dns_server"),
         bounces=BouncePolicy(

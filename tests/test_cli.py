@@ -26,6 +26,10 @@ from tests.dns_server import DnsServer
 KEY_A = "cli-test-key-aaaaaaaaaaaaaaaaaaaa"
 KEY_B = "cli-test-key-bbbbbbbbbbbbbbbbbbbb"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "participants.csv"
+REAL_IDENTITY = {
+    "SENDER_FROM": "Example Academy <noreply@learning.example.com>",
+    "SENDER_BASE_URL": "https://learning.example.com/login",
+}
 HREF = re.compile(r"""https?://[^\s"'<>]+""")
 
 
@@ -41,6 +45,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def cli(*args: str, keys: str | None = KEY_A, **env: str) -> Result:
     environment = {"SENDER_SECRET_KEYS": keys} if keys else {}
+    environment.update(REAL_IDENTITY)  # --smtp refuses the example From and base URL
     environment.update(env)
     return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
 

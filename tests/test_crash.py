@@ -32,6 +32,8 @@ def write_csv(path: Path) -> list[str]:
 async def sender_cli(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
     env["SENDER_SECRET_KEYS"] = "crash-test-key-0123456789abcdef"
+    env["SENDER_FROM"] = "Academy <noreply@learning.test>"  # --smtp refuses the examples
+    env["SENDER_BASE_URL"] = "https://learning.test/login"
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -109,7 +109,13 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def cli(*args: str) -> Result:
     return CliRunner().invoke(
-        main, list(args), env={"SENDER_SECRET_KEYS": "invite-cli-key-0123456789abcdef"}
+        main,
+        list(args),
+        env={
+            "SENDER_SECRET_KEYS": "invite-cli-key-0123456789abcdef",
+            "SENDER_FROM": "Academy <noreply@learning.test>",  # --smtp refuses the examples
+            "SENDER_BASE_URL": "https://learning.test/login",
+        },
     )
 
 

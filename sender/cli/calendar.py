@@ -31,7 +31,7 @@ from sender.cli.runs import (
     sending_options,
 )
 from sender.client import CalendarSend, Sender, open_sender
-from sender.config import CliConfig
+from sender.config import CliConfig, require_real_identity
 from sender.errors import InputError
 from sender.ical import CalendarEvent, CalendarMethod
 from sender.intake import read_mail
@@ -164,6 +164,7 @@ async def invite_event(
     only: tuple[str, ...],
     progress: bool | None,
 ) -> list[RunReport]:
+    require_real_identity(config)
     store = store_for(config)
     try:
         scheduler = Scheduler(config.limits)

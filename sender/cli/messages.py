@@ -26,6 +26,7 @@ from sender.cli.app import (
 )
 from sender.cli.calendar import preview_calendar
 from sender.client import Sender, open_sender
+from sender.config import require_real_identity
 from sender.errors import LinkError
 from sender.models import DeliveryResult, DeliveryStatus, Participant
 from sender.render import Renderer, lint_templates
@@ -244,6 +245,7 @@ def send(
     """Send one message to one participant now."""
     with errors_as_lines(obj.debug):
         config = obj.config(smtp_url=smtp_url, maildir=str(maildir) if maildir else None)
+        require_real_identity(config)
     person = Participant(to, name, participant, course, locale, extra)
 
     async def go(store: SqliteStore) -> DeliveryResult:

@@ -39,7 +39,7 @@ from sender.cli.app import (
 )
 from sender.cli.checks import preflight, validator_for
 from sender.client import CalendarSend, Sender, open_sender
-from sender.config import CliConfig
+from sender.config import CliConfig, require_real_identity
 from sender.errors import ConfigurationError, InputError
 from sender.invites import calendar_of
 from sender.participants import CsvRow, read_csv
@@ -294,6 +294,7 @@ async def bulk(
     force: bool = False,
     switch_transport: bool = False,
 ) -> RunReport:
+    require_real_identity(config)
     err.print(f"{run_id}: {describe_limits(config)}")
     store = store_for(config)
     try:

@@ -1,0 +1,86 @@
+"""The example From and base URL never reach a real SMTP server; the capture server keeps them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sender.cli import main
+from sender.testing import RecordingSMTPServer
+
+KEY = "placeholder-key-aaaaaaaaaaaaaaaaa"
+REAL = {
+    "SENDER_FROM": "Skolen <noreply@learning.example.org>",
+    "SENDER_BASE_URL": "https://learning.example.org/login",
+}
+CSV = "email,name,participant_id,course_id\nkari@example.com,Kari,p-1,c\n"
+SEND = ("send", "--to", "kari@example.com", "--name", "Kari", "--participant", "p-1")
+
+
+@pytest.fixture(autouse=True)
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("SENDER_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "p.csv").write_text(CSV, encoding="utf-8")
+    return tmp_path
+
+
+def cli(*args: str, **env: str) -> Result:
+    return CliRunner().invoke(
+        main, list(args), env={"SENDER_SECRET_KEYS": KEY, **env}, catch_exceptions=False
+    )
+
+
+def assert_refused(result: Result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+async def test_send_with_smtp_and_the_example_from_is_refused(
+    smtp_server: RecordingSMTPServer,
+) -> None:
+    """`send --smtp` with no configuration names from/SENDER_FROM and sends nothing."""
+    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    result = await asyncio.to_thread(cli, *SEND, "--course", "c", "--smtp", url)
+    assert_refused(result, "SENDER_FROM", "SENDER_BASE_URL")
+    assert smtp_server.messages == ()
+
+
+async def test_run_with_an_smtp_url_and_the_example_base_url_is_refused_before_queueing(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """SENDER_SMTP_URL with a real From but the example base URL: refused, no run queued."""
+    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    env = {"SENDER_SMTP_URL": url, "SENDER_FROM": REAL["SENDER_FROM"]}
+    result = await asyncio.to_thread(cli, "run", "p.csv", "--no-progress", **env)
+    assert_refused(result, "base_url", "SENDER_BASE_URL")
+    assert "SENDER_FROM" not in result.stderr
+    assert smtp_server.messages == ()
+    status = await asyncio.to_thread(cli, "status", "--json")
+    assert "no runs yet" in status.stderr
+
+
+async def test_real_settings_send_through_smtp(smtp_server: RecordingSMTPServer) -> None:
+    """With from and base_url set, `send --smtp` delivers."""
+    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    result = await asyncio.to_thread(cli, *SEND, "--course", "c", "--smtp", url, **REAL)
+    assert result.exit_code == 0, result.output
+    assert len(smtp_server.messages) == 1
+
+
+def test_the_capture_server_keeps_the_samples(workdir: Path) -> None:
+    """Without an SMTP URL the example From and base URL still work (the quickstart)."""
+    result = cli("run", "p.csv", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert len(list((workdir / ".sender" / "maildir" / "new").iterdir())) == 1
