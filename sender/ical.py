@@ -74,7 +74,7 @@ _TEXT_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _NOT_ADDRESS = r"\s\x00-\x1f\x7f@<>\"(),;:\\\[\]"
 _ADDRESS = re.compile(rf"[^{_NOT_ADDRESS}]+@(?:[^{_NOT_ADDRESS}.]+\.)*[^{_NOT_ADDRESS}.]+")
 _LINK_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
-_LOCAL_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?")
+_LOCAL_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?(?:Z|[+-]\d{2}:\d{2})?")
 _WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 # Names that zoneinfo resolves but that mean nothing on the attendee's machine.
 _MACHINE_ZONES = frozenset({"localtime", "Factory", "posixrules"})
@@ -108,9 +108,13 @@ _OPTIONAL_KEYS = ("description", "location", "organizer_name", "uid", "event_id"
 class CalendarEvent:
     """One course event as attendees see it. Validated on construction.
 
-    ``start`` and ``end`` are naive wall-clock times in ``timezone``; a time the
-    clocks repeat means its first occurrence (RFC 5545 section 3.3.5), and a time
-    they skip is refused. ``description`` is stored with LF line breaks, the only
+    ``start`` and ``end`` are naive wall-clock times in ``timezone``. A time the
+    clocks skip is refused; so is a time they repeat (the hour after a DST fall-back)
+    unless ``fold`` says which occurrence: 0 the first (before the clocks go back),
+    1 the second, as :attr:`datetime.fold` counts them. Readers disagree about such
+    a wall time in a ``TZID`` (RFC 5545 says the first, ical.js takes the second), so
+    :func:`build_invite` writes it as the UTC instant.
+    ``description`` is stored with LF line breaks, the only
     kind iCalendar carries. An empty ``event_id`` names the course's only event.
     """
 
@@ -125,6 +129,7 @@ class CalendarEvent:
     location: str = ""
     event_id: str = ""
     uid: str | None = None
+    fold: int | None = None  # which occurrence a repeated start or end means: 0 or 1
 
     def __post_init__(self) -> None:
         for name in ("course_id", "summary", "timezone", "organizer_email"):
@@ -137,9 +142,14 @@ class CalendarEvent:
             raise InputError("must not be empty when given", field="uid")
         if _ADDRESS.fullmatch(self.organizer_email) is None:
             raise AddressError("is not an e-mail address", field="organizer_email")
+        if self.fold is not None and (isinstance(self.fold, bool) or self.fold not in (0, 1)):
+            raise InputError(
+                f"must be 0 (the first occurrence) or 1 (the second), not {self.fold!r}",
+                field="fold",
+            )
         zone = _zone(self.timezone)
-        _check_local("start", self.start, zone)
-        _check_local("end", self.end, zone)
+        _check_local("start", self.start, zone, self.fold)
+        _check_local("end", self.end, zone, self.fold)
         if self.end_utc() <= self.start_utc():
             raise InputError("must be after start", field="end")
 
@@ -167,16 +177,22 @@ class CalendarEvent:
 
     def start_utc(self) -> datetime:
         """The start as an aware UTC datetime."""
-        return self.start.replace(tzinfo=ZoneInfo(self.timezone), fold=0).astimezone(UTC)
+        return self.start.replace(tzinfo=ZoneInfo(self.timezone), fold=self.fold or 0).astimezone(
+            UTC
+        )
 
     def end_utc(self) -> datetime:
         """The end as an aware UTC datetime."""
-        return self.end.replace(tzinfo=ZoneInfo(self.timezone), fold=0).astimezone(UTC)
+        return self.end.replace(tzinfo=ZoneInfo(self.timezone), fold=self.fold or 0).astimezone(UTC)
 
     def _facets(self) -> tuple[tuple[str, object], ...]:
         """What attendees see, grouped as :meth:`changes_from` names it."""
+        time: list[object] = [self.start.isoformat(), self.end.isoformat(), self.timezone]
+        zone = ZoneInfo(self.timezone)
+        if _repeated(self.start, zone) or _repeated(self.end, zone):
+            time.append(self.fold)  # only then: other events keep the fingerprint they had
         return (
-            ("time", [self.start.isoformat(), self.end.isoformat(), self.timezone]),
+            ("time", time),
             ("place", self.location),
             ("title", self.summary),
             ("description", self.description),
@@ -188,7 +204,7 @@ class CalendarEvent:
         cls, values: Mapping[str, object], /, *, default_event_id: str
     ) -> CalendarEvent:
         """Build an event from a parsed event file; each problem is an InputError naming its key."""
-        known = (*_REQUIRED_KEYS, *_OPTIONAL_KEYS)
+        known = (*_REQUIRED_KEYS, *_OPTIONAL_KEYS, "fold")
         for key in values:
             if key not in known:
                 raise InputError(f"unknown key; known keys are {', '.join(known)}", field=key)
@@ -197,17 +213,36 @@ class CalendarEvent:
                 raise InputError("is required", field=key)
         strings: dict[str, str] = {}
         for key in known:
-            if key in ("start", "end") or key not in values:
+            if key in ("start", "end", "fold") or key not in values:
                 continue
             value = values[key]
             if not isinstance(value, str):
                 raise InputError(f"must be a string, not {type(value).__name__}", field=key)
             strings[key] = value
+        zone = _zone(strings["timezone"])
+        start, start_fold = _local_datetime("start", values["start"], zone)
+        end, end_fold = _local_datetime("end", values["end"], zone)
+        fold = values.get("fold")
+        if fold is not None and (isinstance(fold, bool) or fold not in (0, 1)):
+            raise InputError(
+                f"must be 0 (the first occurrence) or 1 (the second), not {fold!r}", field="fold"
+            )
+        implied = {f for f in (start_fold, end_fold) if f is not None}
+        if fold is not None and implied and implied != {fold}:
+            raise InputError(
+                f"fold = {fold} contradicts the UTC offset given with start or end", field="fold"
+            )
+        if len(implied) > 1:
+            raise InputError(
+                "start and end in the repeated hour must be the same occurrence "
+                "(give both the same UTC offset)",
+                field="end",
+            )
         return cls(
             course_id=strings["course_id"],
             summary=strings["summary"],
-            start=_local_datetime("start", values["start"]),
-            end=_local_datetime("end", values["end"]),
+            start=start,
+            end=end,
             timezone=strings["timezone"],
             organizer_email=strings["organizer_email"],
             organizer_name=strings.get("organizer_name", ""),
@@ -215,6 +250,7 @@ class CalendarEvent:
             location=strings.get("location", ""),
             event_id=strings.get("event_id", default_event_id),
             uid=strings.get("uid"),
+            fold=implied.pop() if implied else (fold if isinstance(fold, int) else None),
         )
 
 
@@ -267,8 +303,8 @@ def build_invite(
     vevent.add("UID", event.event_uid)
     vevent.add("DTSTAMP", dtstamp.astimezone(UTC).replace(microsecond=0))
     vevent.add("SEQUENCE", sequence)
-    vevent.add("DTSTART", event.start.replace(tzinfo=zone, fold=0))
-    vevent.add("DTEND", event.end.replace(tzinfo=zone, fold=0))
+    vevent.add("DTSTART", _written(event.start, zone, event.fold))
+    vevent.add("DTEND", _written(event.end, zone, event.fold))
     vevent.add("SUMMARY", _Text(event.summary))
     description = event.description
     if link is not None:
@@ -296,7 +332,7 @@ def build_invite(
     cal.add("VERSION", "2.0")
     cal.add("CALSCALE", "GREGORIAN")
     cal.add("METHOD", method.value)
-    tzid = vevent["DTSTART"].params.get("TZID")
+    tzid = vevent["DTSTART"].params.get("TZID") or vevent["DTEND"].params.get("TZID")
     if tzid is not None:  # UTC and its aliases are written as ...Z and need no VTIMEZONE
         cal.add_component(_vtimezone(str(tzid), event.timezone, event.start_utc(), event.end_utc()))
     cal.add_component(vevent)
@@ -378,7 +414,25 @@ def _zone(name: str) -> ZoneInfo:
         raise InputError(f"{name!r} cannot be loaded by zoneinfo", field="timezone") from exc
 
 
-def _check_local(field: str, value: object, zone: ZoneInfo) -> None:
+def _repeated(value: datetime, zone: ZoneInfo) -> bool:
+    """Whether the wall time ``value`` happens twice in ``zone`` (or is skipped)."""
+    first = value.replace(tzinfo=zone, fold=0).utcoffset()
+    return first != value.replace(tzinfo=zone, fold=1).utcoffset()
+
+
+def _offset(delta: timedelta | None) -> str:
+    minutes = int((delta or timedelta()).total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _written(value: datetime, zone: ZoneInfo, fold: int | None) -> datetime:
+    """A DTSTART/DTEND value: the wall time in ``zone``, or the UTC instant if it repeats."""
+    aware = value.replace(tzinfo=zone, fold=fold or 0)
+    return aware.astimezone(UTC) if _repeated(value, zone) else aware
+
+
+def _check_local(field: str, value: object, zone: ZoneInfo, fold: int | None = None) -> None:
     if not isinstance(value, datetime):
         raise InputError(f"must be a date and time, not {type(value).__name__}", field=field)
     if value.tzinfo is not None:
@@ -393,22 +447,47 @@ def _check_local(field: str, value: object, zone: ZoneInfo) -> None:
             f"{value:%Y-%m-%dT%H:%M:%S} does not exist in {zone.key}: the clocks skip it",
             field=field,
         )
+    if fold is None and _repeated(value, zone):
+        first, second = (value.replace(tzinfo=zone, fold=f) for f in (0, 1))
+        raise InputError(
+            f"{value:%Y-%m-%dT%H:%M:%S} happens twice in {zone.key} (the clocks go back): "
+            f"{first.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ} or "
+            f"{second.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}; say which with fold = 0 or 1, "
+            f"or a UTC offset ({value:%Y-%m-%dT%H:%M:%S}{_offset(first.utcoffset())} or "
+            f"{_offset(second.utcoffset())})",
+            field=field,
+        )
 
 
-def _local_datetime(field: str, value: object) -> datetime:
-    """A TOML local datetime, or a string like ``2027-03-27T10:00:00``."""
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, date):
-        raise InputError("is a date; give a date and time like 2027-03-27T10:00:00", field=field)
+def _local_datetime(field: str, value: object, zone: ZoneInfo) -> tuple[datetime, int | None]:
+    """A TOML datetime, or a string like ``2027-03-27T10:00:00``, as a wall time in ``zone``.
+
+    With a UTC offset (``2026-10-25T02:30:00+01:00``) it must be ``zone``'s offset at
+    that instant; the second item is then the fold it implies for a repeated wall
+    time (None otherwise, and for times without an offset).
+    """
     if isinstance(value, str) and _LOCAL_DATETIME.fullmatch(value) is not None:
         try:
-            return datetime.fromisoformat(value)
+            value = datetime.fromisoformat(value)
         except ValueError as exc:
             raise InputError(f"{value!r} is not a valid date and time", field=field) from exc
-    raise InputError(
-        "must be a local date and time like 2027-03-27T10:00:00 (no UTC offset)", field=field
-    )
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        raise InputError("is a date; give a date and time like 2027-03-27T10:00:00", field=field)
+    if not isinstance(value, datetime):
+        raise InputError(
+            "must be a date and time like 2027-03-27T10:00:00, local to timezone", field=field
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value, None
+    local = value.astimezone(zone)
+    if local.utcoffset() != value.utcoffset():
+        raise InputError(
+            f"{value.isoformat()} has UTC offset {_offset(value.utcoffset())}, but {zone.key} "
+            f"is at {_offset(local.utcoffset())} then; give the local time in {zone.key}",
+            field=field,
+        )
+    wall = local.replace(tzinfo=None, fold=0)
+    return wall, (local.fold if _repeated(wall, zone) else None)
 
 
 # -- writing -----------------------------------------------------------------------------

@@ -80,6 +80,7 @@ def _event(stored: str) -> CalendarEvent:
     data = json.loads(stored)
     data["start"] = datetime.fromisoformat(data["start"])
     data["end"] = datetime.fromisoformat(data["end"])
+    data.setdefault("fold", 0)  # stored before fold existed: a repeated time meant the first
     return CalendarEvent(**data)
 
 

@@ -450,12 +450,14 @@ def test_description_line_breaks_become_lf() -> None:
     assert event(description="a\r\nb\rc\nd").description == "a\nb\nc\nd"
 
 
-def test_repeated_local_time_means_its_first_occurrence() -> None:
-    """02:30 on Oslo's autumn change day happens twice; the event starts at the first one."""
-    ev = event(start=datetime(2027, 10, 31, 2, 30), end=datetime(2027, 10, 31, 4))
+def test_repeated_local_time_with_fold_0_is_its_first_occurrence() -> None:
+    """02:30 on Oslo's autumn change day happens twice; fold=0 starts at the first one."""
+    ev = event(start=datetime(2027, 10, 31, 2, 30), end=datetime(2027, 10, 31, 4), fold=0)
     assert ev.start_utc() == datetime(2027, 10, 31, 0, 30, tzinfo=UTC)
+    (vevent,) = parse(invite(ev)).walk("VEVENT")
+    assert vevent["DTSTART"].dt == ev.start_utc()  # written as the UTC instant
     tz = parse(invite(ev)).timezones[0].to_tz(lookup_tzid=False)
-    assert ev.start.replace(tzinfo=tz).astimezone(UTC) == ev.start_utc()
+    assert ev.end.replace(tzinfo=tz).astimezone(UTC) == ev.end_utc()
 
 
 def test_start_and_end_in_utc() -> None:
@@ -556,7 +558,7 @@ def test_from_mapping_prefers_the_file_event_id_and_uid() -> None:
         ({"start": "27.03.2027 10:00"}, "start"),
         ({"start": "2027-02-30T10:00:00"}, "start"),
         ({"start": "2027-03-27"}, "start"),
-        ({"start": "2027-03-27T10:00:00+01:00"}, "start"),
+        ({"start": "2027-03-27T10:00:00+02:00"}, "start"),  # Oslo is at +01:00 then
         ({"start": tomllib.loads("d = 2027-03-27")["d"]}, "start"),
         ({"start": tomllib.loads("d = 2027-03-27T10:00:00Z")["d"]}, "start"),
         ({"start": 1800000000}, "start"),
