@@ -98,6 +98,9 @@ class RunSettings:
     bounces: BouncePolicy = field(default_factory=BouncePolicy)
     force: bool = False  # send even though the bounce budget is spent (an operator's call)
     budget_interval: float = 2.0  # seconds between bounce-budget checks while sending
+    # Timeouts in a row, per connection (x concurrency), before the run pauses with
+    # "relay not answering": a relay that accepts and never answers trips it in minutes.
+    relay_timeouts: int = 3
     # Send the rest of an existing run through the transport named in this invocation's
     # options["transport"], when it differs from the one the run was started with.
     switch_transport: bool = False
@@ -114,6 +117,11 @@ class RunSettings:
             raise ConfigurationError("batch_size must be at least 1", setting="batch_size")
         if not 0 < self.lease_ttl < math.inf:
             raise ConfigurationError("lease_ttl must be a positive number", setting="lease_ttl")
+        if self.relay_timeouts < 1:
+            raise ConfigurationError(
+                f"relay_timeouts must be at least 1, not {self.relay_timeouts}",
+                setting="relay_timeouts",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +311,8 @@ class BulkRunner:
         self._pool: WorkerPool | None = None
         self._budget: str | None = None  # why the bounce budget paused the run
         self._wake: asyncio.Event | None = None  # the dispatcher's: something changed
+        self._timeouts = 0  # sends in a row that timed out without a word from the relay
+        self._stalled: str | None = None  # why the relay paused the run
 
     def stop(self) -> None:
         """Finish what is in flight and return; the run stays resumable (Ctrl-C does this)."""
@@ -453,6 +463,7 @@ class BulkRunner:
             if rows is not None and not run.ingest_complete:
                 await self.ingest(run, rows)
             self._budget = None
+            self._timeouts, self._stalled = 0, None
             if not self.settings.force:
                 self._budget = await budget_reason(
                     self.store, policy=self.settings.bounces, now=self._clock.now()
@@ -487,6 +498,9 @@ class BulkRunner:
         elif self._budget is not None:
             log.warning("run %s paused: %s", run_id, self._budget)
             await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=self._budget)
+        elif self._stalled is not None:
+            log.warning("run %s paused: %s", run_id, self._stalled)
+            await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=self._stalled)
         elif self._stop.is_set():
             await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason="interrupted")
         final = await self.store.get_run(run_id)
@@ -610,8 +624,8 @@ class BulkRunner:
             if finished:
                 await flush()
                 report()
-            if self._stop.is_set():
-                break
+            if self._stop.is_set() or self._stalled is not None:
+                break  # what is in flight finishes; nothing more is claimed
             if clock.monotonic() - last_budget > self.settings.budget_interval:
                 last_budget = clock.monotonic()
                 if not self.settings.force:
@@ -697,6 +711,7 @@ class BulkRunner:
             result = await attempt(self.sender, message, calendar=self.settings.calendar)
         if isinstance(result, Skipped):
             return Outcome(MessageState.SKIPPED, at=self._clock.now(), detail=result.reason)
+        self._watch_relay(result)
         self.scheduler.feedback(
             message.participant.domain, result.reply.code if result.reply else None
         )
@@ -709,6 +724,28 @@ class BulkRunner:
             now=self._clock.now(),
         )
         return self._outcome(message, result)
+
+    def _watch_relay(self, result: DeliveryResult) -> None:
+        """Count timeouts in a row; when every connection keeps timing out, pause the run.
+
+        Any reply from the server (even a refusal) shows the relay is there and starts
+        the count again. The reason names the relay's host and port, never a login.
+        """
+        if result.reply is not None or result.status is DeliveryStatus.ACCEPTED:
+            self._timeouts = 0
+            return
+        if result.detail != _TIMEOUT:
+            return  # a refused or lost connection says nothing about a silent relay
+        self._timeouts += 1
+        if self._stalled is None and self._timeouts >= (
+            self.settings.relay_timeouts * self.settings.concurrency
+        ):
+            self._stalled = (
+                f"relay not answering: {self._timeouts} timeouts in a row at "
+                f"{_relay_address(self.sender.transport)}; resume once it answers"
+            )
+            if self._wake is not None:
+                self._wake.set()
 
     def _outcome(self, message: OutboxMessage, result: DeliveryResult) -> Outcome:
         now = self._clock.now()
@@ -740,6 +777,17 @@ class BulkRunner:
                 message_id=result.message_id,
             )
         return Outcome(MessageState.DEFERRED, next_attempt_at=next_at, **common)  # type: ignore[arg-type]
+
+
+_TIMEOUT = "timeout"  # the transport's detail for a connect or command that got no answer
+
+
+def _relay_address(transport: object) -> str:
+    """``host:port`` of an SMTP transport, for messages: never its login or password."""
+    if not isinstance(transport, SmtpTransport):
+        return "the transport"
+    host, port = transport.settings.host, transport.settings.port
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _suppressed(message: OutboxMessage, clock: Clock) -> Outcome:

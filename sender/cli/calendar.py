@@ -178,6 +178,7 @@ async def invite_event(
                     concurrency=config.concurrency,
                     retry=config.retry,
                     workers=config.workers,
+                    relay_timeouts=config.relay_timeouts,
                     bounces=config.bounces,
                 ),
                 scheduler=scheduler,

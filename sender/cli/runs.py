@@ -313,6 +313,7 @@ async def bulk(
                     concurrency=config.concurrency,
                     retry=config.retry,
                     workers=config.workers,
+                    relay_timeouts=config.relay_timeouts,
                     calendar=calendar,
                     force=force,
                     bounces=config.bounces,
