@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from sender.client import CalendarSend, Sender
@@ -299,15 +299,9 @@ class Invitations:
         *,
         on_progress: Callable[[Progress], None] | None,
     ) -> RunReport:
-        settings = RunSettings(
-            template=calendar.template,
-            concurrency=self.settings.concurrency,
-            retry=self.settings.retry,
-            batch_size=self.settings.batch_size,
-            lease_ttl=self.settings.lease_ttl,
-            workers=self.settings.workers,
-            calendar=calendar,
-        )
+        # Every setting given to Invitations, bounce policy and force included; only the
+        # template and the calendar are this run's own.
+        settings = replace(self.settings, template=calendar.template, calendar=calendar)
         runner = BulkRunner(
             self.sender, self.store, settings, scheduler=self._scheduler, clock=self._clock
         )

@@ -1,0 +1,60 @@
+"""Invitations run with every setting they were given, not a field-by-field copy."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender.config import BouncePolicy
+from sender.ical import CalendarEvent
+from sender.invites import Invitations
+from sender.runs import RunSettings
+from sender.schedule import RateLimits, Scheduler
+from sender.store import BounceRecord, RunState, SqliteStore
+from sender.testing import RecordingSMTPServer
+from sender.transport import SmtpTransport
+
+SETTINGS = SenderSettings(
+    from_address=Address("noreply@learning.example.com", "Example Academy"),
+    links=LinkSettings(secret_keys=("i" * 32,), base_url="https://lms.example.com/login"),
+)
+EVENT = CalendarEvent(
+    course_id="PY101",
+    summary="Python intro",
+    start=datetime(2027, 3, 27, 10, 0),
+    end=datetime(2027, 3, 27, 12, 0),
+    timezone="Europe/Oslo",
+    organizer_email="invitation@calendar.example.com",
+    event_id="session-1",
+)
+
+
+async def test_bounce_policy_given_to_invitations_pauses_their_run(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """With a bounce budget of 1 already spent, an invitation run pauses and sends nothing."""
+    await store.add_bounce(
+        BounceRecord(
+            fingerprint="b-1",
+            address="gone@elsewhere.example",
+            kind="hard",
+            status="5.1.1",
+            diagnostic="550 5.1.1 User unknown",
+            reason="user unknown",
+            at=time.time(),
+        )
+    )
+    sender = Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()))
+    invitations = Invitations(
+        sender,
+        store,
+        RunSettings(concurrency=2, bounces=BouncePolicy(budget=1)),
+        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+    )
+    people = [Participant(f"a{i}@d.example", f"A {i}", f"p-{i}", "PY101") for i in range(3)]
+    reports = await invitations.invite(EVENT, people)
+    await sender.aclose()
+    assert [report.run.state for report in reports] == [RunState.PAUSED]
+    assert "bounce budget" in (reports[0].run.paused_reason or "")
+    assert smtp_server.messages == ()
