@@ -73,6 +73,7 @@ __all__ = [
     "check_rows",
     "numbered",
     "run_id_for",
+    "run_list",
     "run_status",
     "transport_identity",
 ]
@@ -847,6 +848,43 @@ SKIPPED_LISTED = 100
 """How many skipped rows (with reasons) a status lists; ``counts["skipped"]`` has them all."""
 
 
+def _shown_state(run: RunInfo, /, *, now: float, lease_ttl: float) -> tuple[str, bool]:
+    """(the state to show, whether a live process holds the run)."""
+    alive = (
+        run.owner is not None
+        and not _is_dead_local(run.owner)
+        and run.heartbeat_at is not None
+        and now - run.heartbeat_at < lease_ttl
+    )
+    state = run.state.value
+    if run.state is RunState.ACTIVE and run.owner is not None and not alive:
+        state = "interrupted"  # its owner died (or hangs) without pausing or finishing it
+    return state, alive
+
+
+async def run_list(
+    store: Store, /, *, now: float, limit: int = 100, lease_ttl: float = RunSettings().lease_ttl
+) -> list[dict[str, object]]:
+    """The most recent runs (``sender status --all``): id, template, state, counts, created."""
+    listed: list[dict[str, object]] = []
+    for run in await store.runs(limit=limit):
+        counts = await store.counts(run.run_id)
+        state, _alive = _shown_state(run, now=now, lease_ttl=lease_ttl)
+        listed.append(
+            {
+                "run_id": run.run_id,
+                "template": run.template,
+                "source": run.source,
+                "state": state,
+                "paused_reason": run.paused_reason,
+                "created_at": run.created_at,
+                "total": sum(counts.values()),
+                "counts": {s.value: counts.get(s, 0) for s in MessageState},
+            }
+        )
+    return listed
+
+
 async def run_status(
     store: Store,
     run_id: str | None = None,
@@ -869,15 +907,7 @@ async def run_status(
     counts = await store.counts(run.run_id)
     domains = await store.domain_progress(run.run_id)
     next_at = await store.next_attempt_at(run.run_id)
-    alive = (
-        run.owner is not None
-        and not _is_dead_local(run.owner)
-        and run.heartbeat_at is not None
-        and now - run.heartbeat_at < lease_ttl
-    )
-    state = run.state.value
-    if run.state is RunState.ACTIVE and run.owner is not None and not alive:
-        state = "interrupted"  # its owner died (or hangs) without pausing or finishing it
+    state, alive = _shown_state(run, now=now, lease_ttl=lease_ttl)
     return {
         "run_id": run.run_id,
         "template": run.template,

@@ -226,7 +226,7 @@ async def test_send_delivers_to_a_real_smtp_server(smtp_server: RecordingSMTPSer
 
 
 async def test_send_reports_a_permanent_refusal(smtp_server: RecordingSMTPServer) -> None:
-    """A 550 from the server makes send exit 1 and print the reply."""
+    """A 550 from the server makes send exit 3 (not sent) and print the reply."""
     smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown")
     result = await asyncio.to_thread(
         cli,
@@ -242,7 +242,7 @@ async def test_send_reports_a_permanent_refusal(smtp_server: RecordingSMTPServer
         "--smtp",
         f"smtp://{smtp_server.host}:{smtp_server.port}",
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "permanent: 550 5.1.1 User unknown" in result.stdout
 
 
@@ -270,7 +270,7 @@ async def test_run_sends_valid_rows_and_names_bad_ones(
         f"smtp://{smtp_server.host}:{smtp_server.port}",
         "--no-validate",  # address checks need DNS; test_validate covers them on loopback
     )
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 3, result.stderr  # finished, with a failed row
     assert sorted(r for m in smtp_server.messages for r in m.recipients) == [
         "a@example.com",
         "c@example.org",

@@ -58,6 +58,7 @@ __all__ = [
     "errors_as_lines",
     "fail",
     "home_line",
+    "json_mode",
     "maildir_option",
     "main",
     "out",
@@ -239,13 +240,19 @@ maildir_option = click.option(
 )
 
 
+def json_mode() -> bool:
+    """True inside a command given ``--json``: stdout then carries one JSON object only."""
+    context = click.get_current_context(silent=True)
+    return bool(context is not None and context.params.get("as_json"))
+
+
 class ProgressDisplay:
     """A rich progress bar on a terminal; plain lines every few seconds otherwise."""
 
     def __init__(self, *, enabled: bool | None) -> None:
-        """``None``: a bar on a terminal, plain lines otherwise; ``False``: silent."""
-        self._tty = err.is_terminal if enabled is None else enabled
-        self._silent = enabled is False
+        """``None``: a bar on a terminal, plain lines otherwise; ``False`` (or --json): silent."""
+        self._silent = enabled is False or json_mode()
+        self._tty = not self._silent and (err.is_terminal if enabled is None else enabled)
         self._bar: RichProgress | None = None
         self._task: TaskID | None = None
         self._last_line = 0.0

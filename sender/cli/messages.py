@@ -11,6 +11,8 @@ import click
 
 from sender.cli.app import (
     EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNFINISHED,
     Context,
     duration,
     err,
@@ -34,12 +36,14 @@ from sender.store import SqliteStore
 
 __all__ = [
     "SAMPLE",
+    "delivery_json",
     "describe",
     "link",
     "link_issue",
     "link_verify",
     "render",
     "send",
+    "send_exit_code",
     "templates",
     "templates_lint",
 ]
@@ -228,6 +232,12 @@ def describe(result: DeliveryResult) -> str:
 @click.option("--var", "extra", multiple=True, callback=variables, help="key=value (repeatable).")
 @smtp_option
 @maildir_option
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (status, reply, message_id, home) and nothing else.",
+)
 @pass_context
 def send(
     obj: Context,
@@ -241,8 +251,13 @@ def send(
     extra: dict[str, str],
     smtp_url: str | None,
     maildir: Path | None,
+    as_json: bool,
 ) -> None:
-    """Send one message to one participant now."""
+    """Send one message to one participant now.
+
+    Exits 0 when the server accepted it, 3 when it refused or deferred it, 1 when it was
+    not sent (the address is suppressed).
+    """
     with errors_as_lines(obj.debug):
         config = obj.config(smtp_url=smtp_url, maildir=str(maildir) if maildir else None)
         require_real_identity(config)
@@ -259,11 +274,35 @@ def send(
             return await s.send(person, template=template, next=next_path)
 
     result = obj.run(with_store(config, go))
+    if as_json:
+        click.echo(json.dumps(delivery_json(result) | {"home": str(config.state_dir)}))
+        sys.exit(send_exit_code(result))
     if result.status is DeliveryStatus.SUPPRESSED:
         fail(f"not sent: {to} is on the suppression list (see `sender suppress list`)")
     click.echo(f"{describe(result)} (message {result.message_id})")
     if config.smtp is None:
         click.echo(f"stored in {config.maildir}")
     click.echo(home_line(config))
-    if not result.ok:
-        sys.exit(EXIT_FAILED)
+    sys.exit(send_exit_code(result))
+
+
+def send_exit_code(result: DeliveryResult) -> int:
+    """0 accepted; 1 not sent at all (suppressed); 3 refused or deferred by the server."""
+    if result.ok:
+        return EXIT_OK
+    if result.status is DeliveryStatus.SUPPRESSED:
+        return EXIT_FAILED
+    return EXIT_UNFINISHED
+
+
+def delivery_json(result: DeliveryResult) -> dict[str, object]:
+    """One delivery as plain data: ``send --json``."""
+    return {
+        "email": result.email,
+        "participant_id": result.participant_id,
+        "status": result.status.value,
+        "reply": None if result.reply is None else str(result.reply),
+        "detail": result.detail,
+        "message_id": result.message_id,
+        "exit_code": send_exit_code(result),
+    }

@@ -13,6 +13,7 @@ from collections.abc import (
     Callable,
     Iterable,
     Mapping,
+    Sequence,
 )
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,16 @@ from rich.table import Table
 
 from sender.cli.app import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PAUSED,
+    EXIT_UNFINISHED,
     Context,
     ProgressDisplay,
     dns_option,
     err,
     errors_as_lines,
+    json_mode,
     maildir_option,
     main,
     out,
@@ -50,6 +56,7 @@ from sender.runs import (
     RunSettings,
     check_rows,
     run_id_for,
+    run_list,
     run_status,
     transport_identity,
 )
@@ -60,6 +67,9 @@ __all__ = [
     "bulk",
     "check_rows_of",
     "describe_limits",
+    "finish_run",
+    "finish_runs",
+    "json_option",
     "keep_transport",
     "print_dry_run",
     "print_run_report",
@@ -67,10 +77,13 @@ __all__ = [
     "require_template",
     "resume",
     "resume_config",
+    "resume_hint",
     "resume_run",
     "retry",
     "run",
     "run_config",
+    "run_exit_code",
+    "run_json",
     "run_options",
     "run_status_of",
     "sending_options",
@@ -80,6 +93,15 @@ __all__ = [
 ]
 
 # --- bulk runs -------------------------------------------------------------------------
+
+
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object on stdout (run id, state, counts, skipped rows with "
+    "reasons, next retry; the shape of `status --json`) and nothing else; no progress.",
+)
 
 
 def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -103,6 +125,7 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
                 default=None,
                 help="Check addresses (syntax, DNS) before queueing (default: on with --smtp).",
             ),
+            json_option,
             dns_option,
             click.option(
                 "--progress/--no-progress",
@@ -134,7 +157,9 @@ def run_config(
     workers: int | None,
     validate: bool | None = None,
     dns_server: str | None = None,
+    as_json: bool = False,  # --json: how to print (json_mode), not a setting
 ) -> CliConfig:
+    del as_json
     return obj.config(
         validate=validate,
         dns_server=dns_server,
@@ -197,9 +222,7 @@ def run(
             switch_transport=switch_transport,
         )
     )
-    obj.run(print_run_report(config, report))
-    if report.counts.get(MessageState.SENT, 0) == 0 and report.total:
-        sys.exit(EXIT_FAILED)
+    finish_run(obj, config, report)
 
 
 @main.command()
@@ -233,7 +256,7 @@ def resume(
             config, run_id, progress=progress, force=force, switch_transport=switch_transport
         )
     )
-    obj.run(print_run_report(config, report))
+    finish_run(obj, config, report)
 
 
 @main.command()
@@ -259,17 +282,32 @@ def retry(
             switch_transport=switch_transport,
         )
     )
-    obj.run(print_run_report(config, report))
+    finish_run(obj, config, report)
 
 
 @main.command()
 @click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable status.")
+@click.option("--all", "all_runs", is_flag=True, help="List the runs, newest first (at most 100).")
 @pass_context
-def status(obj: Context, run_id: str | None, as_json: bool) -> None:
-    """Counts per state, progress per domain, next retry, and why a run is paused."""
+def status(obj: Context, run_id: str | None, as_json: bool, all_runs: bool) -> None:
+    """Counts per state, progress per domain, next retry, skipped rows and why a run is paused.
+
+    --all lists the runs instead: id, template, state, counts and when each was created.
+    """
     with errors_as_lines(obj.debug):
         config = obj.config(quiet=True)
+        if all_runs and run_id is not None:
+            raise InputError("--all lists every run; give no RUN_ID with it", field="run_id")
+    if all_runs:
+        runs = obj.run(run_list_of(config))
+        if as_json:
+            payload = {"runs": runs, "home": str(config.state_dir)}
+            click.echo(json.dumps(payload, ensure_ascii=False))
+            return
+        print_run_list(runs)
+        print_home(config)
+        return
     data = obj.run(run_status_of(config, run_id))
     if as_json:
         click.echo(json.dumps(data | {"home": str(config.state_dir)}, ensure_ascii=False))
@@ -491,7 +529,7 @@ async def print_run_report(config: CliConfig, report: RunReport) -> None:
     store = store_for(config)
     try:
         problems = await store.problems(report.run.run_id, limit=20)
-        skipped = await store.skipped(report.run.run_id, limit=20)
+        skipped = await store.skipped(report.run.run_id, limit=SKIPPED_SHOWN)
     finally:
         await store.aclose()
     table = Table(
@@ -509,8 +547,10 @@ async def print_run_report(config: CliConfig, report: RunReport) -> None:
             f"{report.requeued} message(s) were in flight when the last worker stopped; "
             "they were sent again (same Message-ID)."
         )
-    for row, email_address, reason in skipped:
-        out.print(f"  row {row} ({email_address or 'no address'}): skipped: {reason}")
+    print_skipped(
+        [{"row": row, "email": email, "reason": reason} for row, email, reason in skipped],
+        report.counts.get(MessageState.SKIPPED, 0),
+    )
     for row, email_address, state, reason in problems:
         out.print(f"  row {row} ({email_address}): {state.value}: {reason}")
     if report.next_attempt_at is not None:
@@ -519,10 +559,7 @@ async def print_run_report(config: CliConfig, report: RunReport) -> None:
             f"run `sender resume {report.run.run_id}` then."
         )
     if report.run.state is RunState.PAUSED:
-        out.print(
-            f"Paused ({report.run.paused_reason}); continue with "
-            f"`sender resume {report.run.run_id}`."
-        )
+        out.print(resume_hint(report.run), overflow="ignore", crop=False)
     if config.smtp is None:
         out.print(
             f"Messages are in {config.maildir}/new (embedded capture server; "
@@ -562,6 +599,128 @@ def print_dry_run(dry: DryRun, csv_file: Path) -> None:
         out.print(f"  {count} row(s) asked for locale {locale!r}; they get the closest one")
 
 
+SKIPPED_SHOWN = 20  # skipped rows a report prints; `status --json` lists more
+
+
+def print_skipped(skipped: Sequence[Mapping[str, Any]], total: int) -> None:
+    """``row N (address): skipped: reason`` for each, and how many more there are."""
+    for item in skipped:
+        out.print(
+            f"  row {item['row']} ({item['email'] or 'no address'}): skipped: {item['reason']}",
+            overflow="ignore",
+            crop=False,
+            markup=False,
+        )
+    if total > len(skipped):
+        out.print(f"  ... and {total - len(skipped)} more skipped (see `sender status --json`)")
+
+
+def resume_hint(run: RunInfo) -> str:
+    """What to do about a paused run; a bounce-budget pause needs --force to go on now."""
+    reason, run_id = run.paused_reason or "paused", run.run_id
+    if reason.startswith(("bounce budget", "bounce rate")):
+        return (
+            f"Paused ({reason}). `sender resume {run_id}` pauses again while the budget is "
+            f"spent; after cleaning up, `sender resume {run_id} --force` sends anyway."
+        )
+    return f"Paused ({reason}); continue with `sender resume {run_id}`."
+
+
+def run_exit_code(report: RunReport) -> int:
+    """0 all sent; 3 failed or deferred rows; 4 paused; 130 interrupted; 1 nothing sendable."""
+    counts = report.counts
+    if report.run.state is RunState.PAUSED:
+        return EXIT_INTERRUPTED if report.run.paused_reason == "interrupted" else EXIT_PAUSED
+    if counts.get(MessageState.FAILED, 0) or counts.get(MessageState.DEFERRED, 0):
+        return EXIT_UNFINISHED
+    if report.total and not counts.get(MessageState.SENT, 0):
+        return EXIT_FAILED  # every row was skipped or suppressed: the input was refused
+    return EXIT_OK
+
+
+_EXIT_SEVERITY = (EXIT_OK, EXIT_FAILED, EXIT_UNFINISHED, EXIT_PAUSED, EXIT_INTERRUPTED)
+
+
+async def run_json(config: CliConfig, report: RunReport) -> dict[str, object]:
+    """``status --json``'s object for the run, plus what this invocation did."""
+    data = await run_status_of(config, report.run.run_id)
+    return data | {
+        "sent_now": report.sent_now,
+        "requeued": report.requeued,
+        "elapsed": round(report.elapsed, 3),
+        "exit_code": run_exit_code(report),
+        "home": str(config.state_dir),
+    }
+
+
+def finish_runs(
+    obj: Context,
+    config: CliConfig,
+    reports: Sequence[RunReport],
+    *,
+    extra: Mapping[str, object] | None = None,
+) -> int:
+    """Print the reports (with --json: one object, ``{runs: [...]}`` plus ``extra``); the
+    most severe of their exit codes."""
+    if json_mode():
+        runs = [obj.run(run_json(config, report)) for report in reports]
+        payload = dict(extra or {}) | {"runs": runs, "home": str(config.state_dir)}
+        click.echo(json.dumps(payload, ensure_ascii=False))
+    else:
+        for report in reports:
+            obj.run(print_run_report(config, report))
+    codes = [run_exit_code(report) for report in reports] or [EXIT_OK]
+    return max(codes, key=_EXIT_SEVERITY.index)
+
+
+def finish_run(obj: Context, config: CliConfig, report: RunReport) -> None:
+    """Print the report (with --json, :func:`run_json`'s object alone) and exit with its code.
+
+    Exit codes: 0 all sent, 3 finished with failed or deferred rows, 4 paused,
+    130 interrupted, 1 nothing could be sent (every row refused).
+    """
+    if json_mode():
+        click.echo(json.dumps(obj.run(run_json(config, report)), ensure_ascii=False))
+    else:
+        obj.run(print_run_report(config, report))
+    code = run_exit_code(report)
+    if code != EXIT_OK:
+        sys.exit(code)
+
+
+async def run_list_of(config: CliConfig) -> list[dict[str, object]]:
+    store = store_for(config)
+    try:
+        return await run_list(store, now=time.time())
+    finally:
+        await store.aclose()
+
+
+def print_run_list(runs: Sequence[Mapping[str, Any]]) -> None:
+    if not runs:
+        out.print("no runs yet")
+        return
+    table = Table(title="runs, newest first", title_justify="left")
+    for name in ("run", "template", "state"):
+        table.add_column(name)
+    for name in ("sent", "queued", "deferred", "failed", "skipped"):
+        table.add_column(name, justify="right")
+    table.add_column("created")
+    for item in runs:
+        counts = item["counts"]
+        table.add_row(
+            item["run_id"],
+            item["template"],
+            item["state"],
+            *(
+                str(counts.get(name, 0))
+                for name in ("sent", "queued", "deferred", "failed", "skipped")
+            ),
+            when(item["created_at"]),
+        )
+    out.print(table)
+
+
 def print_status(data: Mapping[str, Any]) -> None:
     state = data["state"]
     if data["running"]:
@@ -571,6 +730,7 @@ def print_status(data: Mapping[str, Any]) -> None:
         out.print(f"paused since {when(data['paused_since'])}: {data['paused_reason']}")
     counts = data["counts"]
     out.print("  ".join(f"{name} {count}" for name, count in counts.items()))
+    print_skipped(data["skipped"], counts.get("skipped", 0))
     if data["next_attempt_at"] is not None:
         out.print(f"next retry: {when(data['next_attempt_at'])}")
     domains = sorted(

@@ -285,6 +285,10 @@ class Store(Protocol):
 
     async def latest_run(self) -> RunInfo | None: ...
 
+    async def runs(self, *, limit: int = 100) -> list[RunInfo]:
+        """The most recent runs first, at most ``limit`` (``sender status --all``)."""
+        ...
+
     async def add_rows(
         self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
     ) -> IngestResult:

@@ -550,6 +550,16 @@ class SqliteStore:
         with self._errors():
             return self._latest_run()
 
+    async def runs(self, *, limit: int = 100) -> list[RunInfo]:
+        """The most recent runs first, at most ``limit`` (``sender status --all``)."""
+        with self._errors():
+            rows = (
+                self._connection()
+                .execute(_SELECT_RUN + " ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))
+                .fetchall()
+            )
+        return [_run_info(row) for row in rows]
+
     def _latest_run(self) -> RunInfo | None:
         row = (
             self._connection()

@@ -1,0 +1,177 @@
+"""Exit codes and --json for scripts, against a real scripted SMTP server (issue 10, 4.3, 4.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sender.cli import main
+from sender.store import BounceRecord, SqliteStore
+from sender.testing import RecordingSMTPServer, Stage
+
+ENV = {
+    "SENDER_SECRET_KEYS": "exit-code-test-key-aaaaaaaaaaaaaaa",
+    "SENDER_FROM": "Example Academy <noreply@learning.example.com>",
+    "SENDER_BASE_URL": "https://learning.example.com/login",
+}
+CSV = (
+    "email,name,participant_id,course_id\n"
+    "a@d1.example,A,p-1,c\n"
+    "b@d2.example,B,p-2,c\n"
+    "c@d1.example,C,p-3,c\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("SENDER_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "p.csv").write_text(CSV, encoding="utf-8")
+    return tmp_path
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), env=ENV, catch_exceptions=False)
+
+
+async def run_json(server: RecordingSMTPServer, *args: str) -> tuple[int, dict[str, object]]:
+    smtp = f"smtp://{server.host}:{server.port}"
+    named = ("--run-id", "r-x") if args[0] == "run" else ()
+    result = await asyncio.to_thread(cli, *args, "--smtp", smtp, "--no-validate", "--json", *named)
+    return result.exit_code, json.loads(result.stdout)  # stdout holds the one object only
+
+
+async def test_all_sent_exits_0_with_one_json_object(smtp_server: RecordingSMTPServer) -> None:
+    """run --json: everything sent is exit 0, and stdout is exactly one JSON object."""
+    code, data = await run_json(smtp_server, "run", "p.csv")
+    assert code == 0
+    assert data["run_id"] == "r-x"
+    assert data["state"] == "done"
+    assert data["counts"]["sent"] == 3  # type: ignore[index]
+    assert data["sent_now"] == 3
+    assert data["skipped"] == []
+    assert data["exit_code"] == 0
+    assert "home" in data
+
+
+async def test_permanent_refusal_exits_3(smtp_server: RecordingSMTPServer) -> None:
+    """A 550 for one recipient: the run finishes with a failed row, exit 3."""
+    smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown", address="b@d2.example")
+    code, data = await run_json(smtp_server, "run", "p.csv")
+    assert code == 3
+    assert data["counts"]["failed"] == 1  # type: ignore[index]
+    assert data["counts"]["sent"] == 2  # type: ignore[index]
+
+
+async def test_deferral_exits_3_and_retry_shows_no_negative_count(
+    smtp_server: RecordingSMTPServer,
+) -> None:
+    """A 451 leaves a deferred row (exit 3); `retry --json` then sends it and exits 0."""
+    smtp_server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="b@d2.example", times=1)
+    code, data = await run_json(smtp_server, "run", "p.csv")
+    assert code == 3
+    assert data["counts"]["deferred"] == 1  # type: ignore[index]
+    assert data["next_attempt_at"] is not None
+    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    retried = await asyncio.to_thread(cli, "retry", "r-x", "--smtp", smtp, "--json")
+    assert retried.exit_code == 0, retried.stderr
+    again = json.loads(retried.stdout)
+    assert again["counts"]["sent"] == 3
+    assert all(n >= 0 for n in again["counts"].values())
+    assert "-1" not in retried.stderr
+
+
+async def test_spent_bounce_budget_pauses_with_exit_4_and_names_force(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """A spent bounce budget pauses the run (exit 4); the report names `resume --force`."""
+    (workdir / "sender.toml").write_text("bounce_budget = 1\n", encoding="utf-8")
+    store = SqliteStore(workdir / ".sender" / "outbox.sqlite3")
+    try:
+        await store.add_bounce(
+            BounceRecord("b-1", "gone@d9.example", "hard", "5.1.1", "550", "no such user", 1e12)
+        )
+        await store.add_bounce(
+            BounceRecord("b-2", "lost@d9.example", "hard", "5.1.1", "550", "no such user", 1e12)
+        )
+    finally:
+        await store.aclose()
+    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    result = await asyncio.to_thread(
+        cli, "run", "p.csv", "--smtp", smtp, "--no-validate", "--run-id", "r-b"
+    )
+    assert result.exit_code == 4, result.stdout + result.stderr
+    assert smtp_server.messages == ()
+    assert "sender resume r-b --force" in result.stdout
+    code, data = await run_json(smtp_server, "resume", "r-b")
+    assert code == 4
+    assert data["state"] == "paused"
+    assert str(data["paused_reason"]).startswith("bounce")
+
+
+def test_csv_without_the_columns_exits_1() -> None:
+    """Refused input (a CSV without the required columns) is exit 1, one line."""
+    Path("bad.csv").write_text("mail,who\nx@d.example,X\n", encoding="utf-8")
+    result = cli("run", "bad.csv")
+    assert result.exit_code == 1
+    assert "lacks the column" in result.stderr
+
+
+def test_bad_configuration_exits_2(workdir: Path) -> None:
+    """A configuration mistake (workers = 0 in sender.toml) is exit 2."""
+    (workdir / "sender.toml").write_text("workers = 0\n", encoding="utf-8")
+    result = cli("run", "p.csv")
+    assert result.exit_code == 2
+    assert "workers" in result.stderr
+
+
+def test_status_all_lists_runs_as_table_and_json() -> None:
+    """status --all lists each run with its template, state and counts; --json too."""
+    assert cli("run", "p.csv", "--run-id", "r-one", "--no-progress").exit_code == 0
+    assert cli("run", "p.csv", "--run-id", "r-two", "--no-progress").exit_code == 0
+    listed = cli("status", "--all")
+    assert listed.exit_code == 0
+    assert "r-one" in listed.stdout
+    assert "r-two" in listed.stdout
+    data = json.loads(cli("status", "--all", "--json").stdout)
+    assert [run["run_id"] for run in data["runs"]] == ["r-two", "r-one"]
+    assert data["runs"][0]["counts"]["sent"] == 3
+    assert data["runs"][0]["state"] == "done"
+
+
+async def test_send_json_and_exit_3_on_refusal(smtp_server: RecordingSMTPServer) -> None:
+    """send --json prints one object; a 550 is exit 3 (sent nothing), a 250 exit 0."""
+    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    args = ("send", "--name", "K", "--participant", "p-1", "--course", "c", "--smtp", smtp)
+    ok = await asyncio.to_thread(cli, *args, "--to", "k@d.example", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    sent = json.loads(ok.stdout)
+    assert sent["status"] == "accepted"
+    assert sent["message_id"]
+    smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown", address="gone@d.example")
+    refused = await asyncio.to_thread(cli, *args, "--to", "gone@d.example", "--json")
+    assert refused.exit_code == 3
+    data = json.loads(refused.stdout)
+    assert data["status"] == "permanent"
+    assert "550" in data["reply"]
+
+
+def test_invite_json_is_one_object_with_the_event_and_its_runs() -> None:
+    """invite --json: {event_uid, runs: [...]} on stdout and nothing else; all sent is exit 0."""
+    event = Path(__file__).resolve().parent.parent / "examples" / "event.toml"
+    result = cli("invite", str(event), "p.csv", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["event_uid"]
+    (run,) = data["runs"]
+    assert run["counts"]["sent"] == 3
+    assert run["exit_code"] == 0
