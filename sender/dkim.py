@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -32,6 +33,7 @@ import dkim  # type: ignore[import-untyped]  # dkimpy (absolute import: never th
 
 from sender.clock import Clock, SystemClock
 from sender.errors import ConfigurationError, InputError
+from sender.urls import site_of
 
 try:  # optional: OpenSSL's RSA is ~18x faster than dkimpy's pure-Python RSA
     from cryptography.exceptions import UnsupportedAlgorithm
@@ -45,10 +47,13 @@ except ImportError:  # pragma: no cover - depends on the installation
 __all__ = [
     "DkimKey",
     "DkimSigner",
+    "TxtLookup",
+    "aligned",
     "dns_public_key",
     "dns_record",
     "generate_key",
     "public_key_of",
+    "verified_domains",
 ]
 
 Backend = Literal["auto", "openssl", "python"]
@@ -471,3 +476,81 @@ def public_key_of(pem: bytes, /) -> tuple[str, bytes] | None:
         )
         return "ed25519", raw
     return None
+
+
+# -- verification ----------------------------------------------------------------------
+# Arriving mail (calendar replies) is checked here, beside signing, so one module reads
+# DKIM. Keys are fetched through the caller's asynchronous lookup before dkimpy runs, so
+# no DNS query blocks the event loop and dnspython stays in sender.resolve.
+
+TxtLookup = Callable[[str], Awaitable[str | None]]
+"""Looks up a name's TXT record (its strings joined); None when there is none or DNS failed."""
+
+_MAX_SIGNATURES = 5  # tried per message: more is a message built to cost us lookups
+_VERIFY_LOG = logging.getLogger("sender.dkim.verify")
+
+
+async def verified_domains(message: bytes, /, *, lookup: TxtLookup) -> tuple[str, ...]:
+    """The ``d=`` domains (lower-case) of the message's DKIM signatures that verify.
+
+    A signature counts only when it signs ``From`` and the whole body (one with ``l=``
+    lets anyone append to the body, a calendar included, and is ignored); at most five
+    signatures are tried. ``lookup`` gives ``<s>._domainkey.<d>.``'s TXT record. Never
+    raises: a malformed message or signature, a missing key or a failed lookup simply
+    verifies nothing.
+    """
+    if not isinstance(message, bytes | bytearray):
+        return ()
+    message = bytes(message)
+    try:
+        headers: list[tuple[bytes, bytes]] = dkim.rfc822_parse(message)[0]
+    except Exception:  # hostile input: any parse failure verifies nothing
+        return ()
+    values = [value for name, value in headers if name.lower() == b"dkim-signature"]
+    keys: dict[bytes, bytes] = {}
+    candidates: list[tuple[int, str]] = []
+    for index, value in enumerate(values[:_MAX_SIGNATURES]):
+        try:
+            tags: dict[bytes, bytes] = dkim.util.parse_tag_value(value)
+            domain = tags[b"d"].decode("ascii").strip().lower().rstrip(".")
+            selector = tags[b"s"].decode("ascii").strip()
+        except (dkim.util.InvalidTagValueList, KeyError, UnicodeDecodeError):
+            continue
+        signed = {name.strip().lower() for name in tags.get(b"h", b"").split(b":")}
+        if b"l" in tags or b"from" not in signed or not domain or not selector:
+            continue
+        name = tags[b"s"] + b"._domainkey." + tags[b"d"] + b"."  # as dkimpy asks for it
+        if name not in keys:
+            record = await lookup(f"{selector}._domainkey.{domain}.")
+            if record is None:
+                continue
+            keys[name] = record.encode("utf-8", "replace")
+        candidates.append((index, domain))
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+        return keys.get(name)
+
+    verified: list[str] = []
+    for index, domain in candidates:
+        if domain in verified:
+            continue
+        verifier = dkim.DKIM(message, logger=_VERIFY_LOG, minkey=_MIN_DNS_RSA_BITS)
+        try:
+            ok = bool(verifier.verify(idx=index, dnsfunc=dnsfunc))
+        except Exception:  # DKIMException, and worse on hostile input
+            ok = False
+        if ok:
+            verified.append(domain)
+    return tuple(verified)
+
+
+def aligned(signing_domain: str, from_domain: str, /) -> bool:
+    """DMARC relaxed alignment (RFC 7489 3.1.1): both domains share an organizational domain.
+
+    The organizational domain is :func:`sender.urls.site_of`'s, as the doctor uses it.
+    """
+    signing = signing_domain.strip().lower().rstrip(".")
+    author = from_domain.strip().lower().rstrip(".")
+    if not signing or not author:
+        return False
+    return signing == author or site_of(signing) == site_of(author)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import calendar as _calendar
 import functools
 import hashlib
+import hmac
 import json
 import re
 import warnings
@@ -155,11 +156,28 @@ class CalendarEvent:
 
     @property
     def event_uid(self) -> str:
-        """``uid`` if given, else one derived from course and event id: an update keeps it."""
+        """``uid`` if given, else the *unkeyed* form derived from course and event id.
+
+        Anyone who knows the course can compute that form, so sender never sends it
+        for a new event: :class:`~sender.invites.Invitations` and
+        :meth:`~sender.Sender.compose` fill in ``uid`` first (:meth:`keyed_uid`, or
+        the UID an event was first sent with). It remains for events sent before.
+        """
         if self.uid is not None:
             return self.uid
         key = json.dumps(["sender.ical.uid", self.course_id, self.event_id], ensure_ascii=False)
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return f"{digest}@{self.organizer_email.rpartition('@')[2].lower()}"
+
+    def keyed_uid(self, key: str, /) -> str:
+        """``uid`` if given, else an HMAC-SHA256 of course and event id under ``key``.
+
+        Without the key nobody can compute it; with the same key, an update keeps it.
+        """
+        if self.uid is not None:
+            return self.uid
+        facts = json.dumps(["sender.ical.uid", self.course_id, self.event_id], ensure_ascii=False)
+        digest = hmac.new(key.encode(), facts.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{digest}@{self.organizer_email.rpartition('@')[2].lower()}"
 
     def fingerprint(self) -> str:

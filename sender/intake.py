@@ -17,7 +17,7 @@ import codecs
 import email
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from email.errors import MessageError
 from email.header import decode_header, make_header
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sender.errors import InputError
 
-__all__ = ["CalendarPart", "MailItem", "calendar_parts", "read_mail"]
+__all__ = ["CalendarPart", "MailItem", "calendar_parts", "dmarc_passed", "read_mail"]
 
 # Multipart nesting we follow. Real clients nest three or four deep (a reply
 # forwarded twice is ~8); the limit keeps a hostile message from costing a stack.
@@ -126,6 +126,42 @@ def calendar_parts(data: bytes, /) -> list[CalendarPart]:
                 filename=seen.filename or calendar.filename,
             )
     return list(found.values())
+
+
+def dmarc_passed(data: bytes, /, *, trusted_authserv_ids: Collection[str]) -> frozenset[str]:
+    """The From domains a trusted relay's ``Authentication-Results`` say passed DMARC.
+
+    Only the topmost headers count (RFC 8601 section 5): reading down from the first
+    ``Authentication-Results``, each one whose authserv-id is in
+    ``trusted_authserv_ids`` (case-insensitive) is read, until a ``Received`` header
+    (an earlier hop) or a header from any other authserv-id; anything below was
+    written before the trusted relay saw the message, possibly by the sender. The
+    relay must add its own results, as OpenDMARC, rspamd and the large providers do.
+    A ``dmarc=pass`` names its domain in ``header.from``; one without it counts for
+    no domain. Never raises.
+    """
+    trusted = {i.strip().lower() for i in trusted_authserv_ids if i.strip()}
+    if not trusted:
+        return frozenset()
+    message = email.message_from_bytes(data)
+    passed: set[str] = set()
+    reading = False
+    for key, value in message.raw_items():
+        name = key.strip().lower()
+        if name == "received" and reading:
+            break
+        if name != "authentication-results" or not isinstance(value, str):
+            continue
+        reading = True
+        authserv_id, results = _authentication_results(_undo_surrogates(value))
+        if authserv_id not in trusted:
+            break
+        passed.update(
+            domain
+            for method, result, domain in results
+            if (method, result) == ("dmarc", "pass") and domain
+        )
+    return frozenset(passed)
 
 
 # -- reading files ----------------------------------------------------------------------
@@ -318,6 +354,71 @@ def _same_calendar_key(data: bytes) -> str:
     """Equal for copies of one calendar that differ only in line ends or trailing blanks."""
     text = data.decode("utf-8")
     return "\n".join(line.rstrip() for line in text.splitlines()).strip()
+
+
+# -- Authentication-Results (RFC 8601) --------------------------------------------------
+
+_AR_EQUALS = re.compile(r"\s*=\s*")
+
+
+def _authentication_results(value: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """(authserv-id, [(method, result, header.from domain)]) of one header, lower-case."""
+    pieces = _split_outside_quotes(_without_comments(_FOLD.sub(" ", value)), ";")
+    head = pieces[0].split()
+    authserv_id = head[0].strip('"').lower().rstrip(".") if head else ""
+    results = []
+    for piece in pieces[1:]:
+        tokens = _AR_EQUALS.sub("=", piece).split()
+        if not tokens:
+            continue
+        method, _, result = tokens[0].partition("=")
+        properties = dict(token.partition("=")[::2] for token in tokens[1:])
+        author = properties.get("header.from", "").strip('"').rpartition("@")[2]
+        results.append(
+            (method.partition("/")[0].lower(), result.lower(), author.lower().rstrip("."))
+        )
+    return authserv_id, results
+
+
+def _without_comments(text: str) -> str:
+    """``text`` with its RFC 5322 comments (nested parentheses) removed; quotes kept."""
+    out: list[str] = []
+    depth = 0
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                out.append(char)
+            continue
+        if char == "\\":
+            escaped = True
+            if depth == 0:
+                out.append(char)
+        elif quoted:
+            quoted = char != '"'
+            out.append(char)
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            quoted = char == '"'
+            out.append(char)
+    return "".join(out)
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    pieces = [""]
+    quoted = False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == separator and not quoted:
+            pieces.append("")
+        else:
+            pieces[-1] += char
+    return pieces
 
 
 # -- headers ------------------------------------------------------------------------------

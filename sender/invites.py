@@ -15,8 +15,14 @@ attendee was sent is the ``sent`` messages of those runs; so the LMS only says
 
 Replies (``METHOD:REPLY``) are matched on UID and attendee address
 (case-insensitive) and recorded with their PARTSTAT; a reply to an older SEQUENCE
-is kept as ``stale``; unknown events, addresses that were not invited and replies
-whose From is not the attendee are kept as refused, with the reason.
+is kept as ``stale``; unknown events, addresses that were not invited, replies
+whose From is not the attendee and replies whose From is not authenticated (a
+DKIM signature aligned with it, or a trusted relay's ``dmarc=pass``) are kept as
+refused, with the reason.
+
+A new event's UID is an HMAC of course and event id under the newest secret key
+(:meth:`CalendarEvent.keyed_uid`), so nobody can compute it; an event sent before
+keeps the UID it was first sent with, whatever the keys are now.
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ from datetime import datetime
 
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
+from sender.dkim import aligned, verified_domains
 from sender.errors import InputError
 from sender.ical import CalendarEvent, CalendarMethod, RsvpAnswer, parse_replies
-from sender.intake import calendar_parts
+from sender.intake import calendar_parts, dmarc_passed
 from sender.models import Participant
 from sender.participants import CsvRow
+from sender.resolve import LookupStatus, Resolver
 from sender.runs import BulkRunner, Progress, Rows, RunReport, RunSettings, numbered
 from sender.schedule import Scheduler
 from sender.store import EventRecord, InvitationRecord, RsvpRecord, RunInfo, Store
@@ -48,6 +56,7 @@ STALE = "stale"
 UNKNOWN_EVENT = "unknown_event"
 NOT_INVITED = "not_invited"
 SENDER_MISMATCH = "sender_mismatch"
+UNAUTHENTICATED = "unauthenticated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +121,11 @@ class Invitations:
     ``on_rsvp`` is called with every answer recorded by :meth:`record_reply`, so an
     LMS can update its attendance list as replies arrive. An answer counts only when
     the reply's From is the attendee's own address (``check_sender=False`` lifts this,
-    e.g. for delegates); others are kept as ``sender_mismatch``.
+    e.g. for delegates); others are kept as ``sender_mismatch``. That From must also
+    be authenticated: a DKIM signature that verifies and aligns with its domain, or
+    an ``Authentication-Results: ...; dmarc=pass`` from one of the sender settings'
+    ``trusted_authserv_ids``; others are kept as ``unauthenticated``. ``resolver``
+    looks up DKIM keys (default: the system's DNS).
     """
 
     def __init__(
@@ -127,6 +140,7 @@ class Invitations:
         on_rsvp: Callable[[RsvpRecord], None] | None = None,
         check_sender: bool = True,
         run_options: Mapping[str, str | float | int | None] | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.sender = sender
         self._run_options = dict(run_options or {})
@@ -136,6 +150,7 @@ class Invitations:
         self._clock = clock or SystemClock()
         self._on_rsvp = on_rsvp
         self._check_sender = check_sender
+        self._resolver = resolver
 
     # --- sending -------------------------------------------------------------------------
 
@@ -148,6 +163,7 @@ class Invitations:
         on_progress: Callable[[Progress], None] | None = None,
     ) -> list[RunReport]:
         """Bring everyone up to date with ``event``: updates first, then new invitations."""
+        event = await self.resolve(event)
         uid = event.event_uid
         previous = await self.store.get_event(uid)
         reports: list[RunReport] = []
@@ -211,6 +227,7 @@ class Invitations:
         :class:`InputError` (``field="participant"``) before anything is sent or the
         event's SEQUENCE moves.
         """
+        event = await self.resolve(event)
         uid = event.event_uid
         previous = await self.store.get_event(uid)
         if previous is None:
@@ -270,6 +287,24 @@ class Invitations:
         chosen = set(wanted)
         return [inv for inv in live if inv.participant.participant_id in chosen]
 
+    async def resolve(self, event: CalendarEvent, /) -> CalendarEvent:
+        """``event`` with its UID filled in: as first sent, or keyed if it is new.
+
+        An event without ``uid`` is known by course and event id: the UID stored for
+        them is kept (also one issued under a key since rotated away, or an unkeyed
+        one from before keyed UIDs); a new one gets :meth:`CalendarEvent.keyed_uid`
+        under the newest secret key.
+        """
+        if event.uid is not None:
+            return event
+        for record in await self.store.events():  # the most recently changed first
+            if record.course_id != event.course_id:
+                continue
+            stored = json.loads(record.event)
+            if stored.get("event_id", "") == event.event_id:
+                return replace(event, uid=record.uid)
+        return self.sender.with_uid(CalendarSend(event)).event
+
     async def _save(
         self,
         event: CalendarEvent,
@@ -299,9 +334,15 @@ class Invitations:
         *,
         on_progress: Callable[[Progress], None] | None,
     ) -> RunReport:
-        # Every setting given to Invitations, bounce policy and force included; only the
-        # template and the calendar are this run's own.
-        settings = replace(self.settings, template=calendar.template, calendar=calendar)
+        settings = RunSettings(
+            template=calendar.template,
+            concurrency=self.settings.concurrency,
+            retry=self.settings.retry,
+            batch_size=self.settings.batch_size,
+            lease_ttl=self.settings.lease_ttl,
+            workers=self.settings.workers,
+            calendar=calendar,
+        )
         runner = BulkRunner(
             self.sender, self.store, settings, scheduler=self._scheduler, clock=self._clock
         )
@@ -327,6 +368,7 @@ class Invitations:
         message with no calendar reply returns an empty list.
         """
         kept: list[RsvpRecord] = []
+        authenticated: dict[str, str] = {}  # From -> why it is not authenticated ("" if it is)
         for part in calendar_parts(data):
             try:
                 answers = parse_replies(part.data, assume_method=part.method)
@@ -335,6 +377,11 @@ class Invitations:
                 continue
             for answer in answers:
                 outcome, reason, invitation = await self._judge(answer, sender=part.sender)
+                if outcome in (STALE, RECORDED) and self._check_sender:
+                    if part.sender not in authenticated:
+                        authenticated[part.sender] = await self._unauthenticated(data, part.sender)
+                    if authenticated[part.sender]:
+                        outcome, reason = UNAUTHENTICATED, authenticated[part.sender]
                 rsvp = RsvpRecord(
                     uid=answer.uid,
                     attendee=answer.attendee,
@@ -364,6 +411,29 @@ class Invitations:
             except InputError:
                 continue
         return False
+
+    async def _unauthenticated(self, data: bytes, sender: str) -> str:
+        """Why the message's From ``sender`` is not authenticated; "" when it is."""
+        domain = sender.rpartition("@")[2]
+        trusted = self.sender.settings.trusted_authserv_ids
+        if domain in dmarc_passed(data, trusted_authserv_ids=trusted):
+            return ""
+        if self._resolver is None:
+            self._resolver = Resolver()
+        resolver = self._resolver
+
+        async def lookup(name: str) -> str | None:
+            answer = await resolver.lookup(name, "TXT")
+            if answer.status is not LookupStatus.OK or not answer.records:
+                return None
+            return next((r for r in answer.records if r.startswith("v=DKIM1")), answer.records[0])
+
+        signers = await verified_domains(data, lookup=lookup)
+        if any(aligned(signer, domain) for signer in signers):
+            return ""
+        if signers:
+            return f"DKIM-signed by {', '.join(signers)}, which is not {domain}'s domain"
+        return f"no DKIM signature of {domain} verifies and no trusted relay vouches for it"
 
     async def _judge(
         self, answer: RsvpAnswer, *, sender: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import email.utils
 import json
 import os
 from collections.abc import Iterator
@@ -30,9 +31,14 @@ from sender.transport import SmtpTransport
 SAMPLES = Path(__file__).parent / "samples" / "replies"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 UID = "3f2a9c1e5b7d4e6f8a0b1c2d3e4f5a6b@calendar.example.com"
+# The sample replies are real clients' mail without DKIM signatures. The tests hand them
+# on as the trusted relay in front of the inbound listener would: with its DMARC result
+# on top (relayed()); tests/test_rsvp_authentication.py covers unauthenticated mail.
+RELAY = "mx.relay.example"
 SETTINGS = SenderSettings(
     from_address=Address("noreply@learning.example.com", "Example Academy"),
     links=LinkSettings(secret_keys=("i" * 32,), base_url="https://lms.example.com/login"),
+    trusted_authserv_ids=(RELAY,),
 )
 EVENT = CalendarEvent(
     course_id="PY101",
@@ -56,6 +62,13 @@ SAMPLE_ATTENDEES = {
     "edsger@example.org": 1,
     "zoe.mueller@example.de": 1,
 }
+
+
+def relayed(data: bytes) -> bytes:
+    """A reply as the trusted relay hands it on: DMARC passed for its From, result on top."""
+    _, sender = email.utils.parseaddr(str(email.message_from_bytes(data)["From"]))
+    domain = sender.rpartition("@")[2]
+    return f"Authentication-Results: {RELAY}; dmarc=pass header.from={domain}\r\n".encode() + data
 
 
 def participant(address: str, number: int, locale: str = "en") -> Participant:
@@ -205,7 +218,7 @@ async def test_replies_from_every_client_are_matched_and_stale_ones_kept_apart(
     await invitations.sender.aclose()
     kept: list[RsvpRecord] = []
     for sample in sorted(SAMPLES.glob("*.eml")):
-        kept += await invitations.record_reply(sample.read_bytes(), source=sample.name)
+        kept += await invitations.record_reply(relayed(sample.read_bytes()), source=sample.name)
     outcomes = {record.attendee: record.outcome for record in kept}
     assert outcomes == {
         "ada@example.org": "recorded",
@@ -222,7 +235,7 @@ async def test_replies_from_every_client_are_matched_and_stale_ones_kept_apart(
     assert answers["ada@example.org"] == "ACCEPTED"
     assert answers["margaret@example.com"] == "TENTATIVE"
     assert answers["grace@example.org"] == "NEEDS-ACTION"  # her DECLINED answered SEQUENCE 0
-    again = await invitations.record_reply((SAMPLES / "outlook_accepted.eml").read_bytes())
+    again = await invitations.record_reply(relayed((SAMPLES / "outlook_accepted.eml").read_bytes()))
     assert again == []
 
 
@@ -285,6 +298,7 @@ def cli(*args: str) -> tuple[int, str, str]:
         list(args),
         env={
             "SENDER_SECRET_KEYS": "invite-cli-key-0123456789abcdef",
+            "SENDER_TRUSTED_AUTHSERV_IDS": RELAY,
             "SENDER_FROM": "Academy <noreply@learning.test>",  # --smtp refuses the examples
             "SENDER_BASE_URL": "https://learning.test/login",
         },
@@ -341,7 +355,10 @@ async def test_invite_then_rsvp_ingest_and_list_over_the_cli(
     )
     assert code == 0, stderr
     assert len(smtp_server.messages) == len(SAMPLE_ATTENDEES)
-    samples = [str(SAMPLES / name) for name in ("outlook_accepted.eml", "apple_tentative.eml")]
+    samples = []
+    for name in ("outlook_accepted.eml", "apple_tentative.eml"):
+        (workdir / name).write_bytes(relayed((SAMPLES / name).read_bytes()))
+        samples.append(str(workdir / name))
     code, stdout, stderr = await asyncio.to_thread(cli, "rsvp", "ingest", *samples, "--json")
     assert code == 0, stderr
     ingested = json.loads(stdout)

@@ -35,6 +35,7 @@ from sender.inbound import InboundMail, InboundServer, Route
 from sender.intake import read_mail
 from sender.invites import Invitations
 from sender.mime import envelope_address
+from sender.resolve import DnsSettings, Resolver
 from sender.suppression import cleanup_report, ingest_bounce
 
 __all__ = [
@@ -259,7 +260,8 @@ async def serve_inbound(
 ) -> None:
     store = store_for(config)
     sender = Sender(config.sender)
-    invitations = Invitations(sender, store)
+    dns = DnsSettings.from_text(config.dns_server) if config.dns_server else DnsSettings()
+    invitations = Invitations(sender, store, resolver=Resolver(dns))
     organizers = {
         json.loads(event.event).get("organizer_email", "") for event in await store.events()
     }

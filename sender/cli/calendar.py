@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import tomllib
 from collections.abc import (
     Iterable,
@@ -19,15 +18,15 @@ from sender.cli.app import (
     ProgressDisplay,
     err,
     errors_as_lines,
-    json_mode,
     main,
     out,
     pass_context,
     store_for,
 )
+from sender.cli.checks import resolver_for
 from sender.cli.runs import (
     describe_limits,
-    finish_runs,
+    print_run_report,
     run_config,
     run_options,
     sending_options,
@@ -140,7 +139,7 @@ def invite(
             raise InputError("invite needs a CSV of participants (or --cancel)", field="csv")
         if participant_ids and not cancel:
             raise InputError("--participant goes with --cancel", field="participant")
-    reports = obj.run(
+    uid, reports = obj.run(
         invite_event(
             config,
             event,
@@ -150,14 +149,11 @@ def invite(
             progress=progress,
         )
     )
-    code = finish_runs(obj, config, reports, extra={"event_uid": event.event_uid})
-    if not json_mode():
-        if not reports:
-            out.print("Nothing to send: everyone in the file already has this version of it.")
-        out.print(
-            f"Event {event.event_uid}: `sender rsvp list {event.event_uid}` shows the answers."
-        )
-    sys.exit(code)
+    for report in reports:
+        obj.run(print_run_report(config, report))
+    if not reports:
+        out.print("Nothing to send: everyone in the file already has this version of the event.")
+    out.print(f"Event {uid}: `sender rsvp list {uid}` shows the answers.")
 
 
 async def invite_event(
@@ -168,7 +164,8 @@ async def invite_event(
     cancel: bool,
     only: tuple[str, ...],
     progress: bool | None,
-) -> list[RunReport]:
+) -> tuple[str, list[RunReport]]:
+    """(the event's UID, the runs' reports)."""
     require_real_identity(config)
     store = store_for(config)
     try:
@@ -183,23 +180,24 @@ async def invite_event(
                     concurrency=config.concurrency,
                     retry=config.retry,
                     workers=config.workers,
-                    relay_timeouts=config.relay_timeouts,
                     bounces=config.bounces,
                 ),
                 scheduler=scheduler,
                 run_options=sending_options(config),
             )
+            event = await invitations.resolve(event)
             err.print(f"event {event.event_uid}: {describe_limits(config)}")
             with ProgressDisplay(enabled=progress) as display:
                 if not cancel:
-                    return await invitations.invite(
+                    return event.event_uid, await invitations.invite(
                         event, list(rows or ()), on_progress=display.update
                     )
                 chosen: list[Participant | str] | None = None
                 if only or rows is not None:  # ids never invited are refused, naming them
                     chosen = list(only)
                     chosen += [r.participant for r in rows or () if r.participant]
-                return [await invitations.cancel(event, chosen, on_progress=display.update)]
+                cancelled = await invitations.cancel(event, chosen, on_progress=display.update)
+                return event.event_uid, [cancelled]
     finally:
         await store.aclose()
 
@@ -237,7 +235,9 @@ def rsvp_ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> None:
 async def ingest_replies(config: CliConfig, paths: tuple[Path, ...]) -> dict[str, object]:
     store = store_for(config)
     try:
-        invitations = Invitations(Sender(config.sender), store)
+        invitations = Invitations(
+            Sender(config.sender), store, resolver=resolver_for(config.dns_server)
+        )
         messages = repeated = 0
         answers: list[dict[str, object]] = []
         for item in read_mail(paths):
@@ -302,6 +302,9 @@ def rsvp_list(obj: Context, event_uid: str | None, as_json: bool) -> None:
         out.print(table)
         counts = ", ".join(f"{n} {status.lower()}" for status, n in event["counts"].items())
         out.print(counts or "nobody invited yet")
+        if event["not_counted"]:
+            refused = ", ".join(f"{n} {outcome}" for outcome, n in event["not_counted"].items())
+            out.print(f"answers kept but not counted: {refused}")
 
 
 async def list_answers(config: CliConfig, event_uid: str | None) -> dict[str, Any]:
@@ -321,6 +324,10 @@ async def list_answers(config: CliConfig, event_uid: str | None) -> dict[str, An
             counts: dict[str, int] = {}
             for answer in answers:
                 counts[answer.status] = counts.get(answer.status, 0) + 1
+            not_counted: dict[str, int] = {}  # answers kept but counted for nobody, by outcome
+            for rsvp in await store.rsvps(record.uid):
+                if rsvp.outcome != "recorded":
+                    not_counted[rsvp.outcome] = not_counted.get(rsvp.outcome, 0) + 1
             events.append(
                 {
                     "uid": record.uid,
@@ -329,6 +336,7 @@ async def list_answers(config: CliConfig, event_uid: str | None) -> dict[str, An
                     "sequence": record.sequence,
                     "cancelled": record.cancelled,
                     "counts": counts,
+                    "not_counted": not_counted,
                     "attendees": [
                         {
                             "participant_id": answer.participant.participant_id,

@@ -1,0 +1,353 @@
+"""Calendar answers count only when their From is authenticated: aligned DKIM or a trusted relay.
+
+Replies are signed with sender.dkim using generated keys, published by the test DNS
+server on loopback, and checked with dkimpy through sender's resolver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+
+from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender.dkim import DkimKey, DkimSigner, aligned, dns_record, generate_key
+from sender.ical import CalendarEvent
+from sender.intake import dmarc_passed
+from sender.invites import Invitations
+from sender.resolve import DnsSettings, Resolver
+from sender.runs import RunSettings
+from sender.schedule import RateLimits, Scheduler
+from sender.store import SqliteStore
+from sender.testing import RecordingSMTPServer
+from sender.transport import SmtpTransport
+from tests.dns_server import DnsServer
+
+RELAY = "mx.relay.example"
+SETTINGS = SenderSettings(
+    from_address=Address("noreply@learning.example.com", "Example Academy"),
+    links=LinkSettings(secret_keys=("a" * 32,), base_url="https://lms.example.com/login"),
+    trusted_authserv_ids=(RELAY,),
+)
+EVENT = CalendarEvent(
+    course_id="PY101",
+    summary="Python intro",
+    start=datetime(2027, 3, 27, 10, 0),
+    end=datetime(2027, 3, 27, 12, 0),
+    timezone="Europe/Oslo",
+    organizer_email="invitation@calendar.example.com",
+    event_id="session-1",
+)
+ADA = Participant("ada@example.org", "Ada Lovelace", "p-ada", "PY101")
+REPLY_TO = "invitation@calendar.example.com"
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, DkimKey]:
+    """Signing keys: the attendee's domain, a subdomain of it, and an unrelated mailer."""
+    pem = generate_key(bits=1024)
+    other = generate_key(bits=1024)
+    return {
+        "example.org": DkimKey("example.org", "s1", pem),
+        "mail.example.org": DkimKey("mail.example.org", "s2", pem),
+        "mailer.example.net": DkimKey("mailer.example.net", "s1", other),
+    }
+
+
+def zone_for(keys: Iterable[DkimKey]) -> str:
+    lines = []
+    for key in keys:
+        name, value = dns_record(key)
+        strings = " ".join(f'"{value[i : i + 255]}"' for i in range(0, len(value), 255))
+        lines.append(f'"{name}" TXT {strings}')
+    return "\n".join(lines)
+
+
+@pytest.fixture
+async def dns(keys: dict[str, DkimKey]) -> AsyncIterator[DnsServer]:
+    async with DnsServer(zone_for(keys.values())) as server:
+        yield server
+
+
+def reply(uid: str, *, sender: str = "ada@example.org", partstat: str = "ACCEPTED") -> bytes:
+    """A METHOD:REPLY for ada, as a calendar client writes it, sent From ``sender``."""
+    ics = "\r\n".join(
+        [
+            "BEGIN:VCALENDAR",
+            "METHOD:REPLY",
+            "PRODID:-//Test Client//EN",
+            "VERSION:2.0",
+            "BEGIN:VEVENT",
+            f"UID:{uid}",
+            "DTSTAMP:20270223T091427Z",
+            "SEQUENCE:0",
+            f"ATTENDEE;PARTSTAT={partstat};CN=Ada Lovelace:mailto:ada@example.org",
+            "END:VEVENT",
+            "END:VCALENDAR",
+            "",
+        ]
+    )
+    return (
+        f"From: Ada Lovelace <{sender}>\r\n"
+        f"To: <{REPLY_TO}>\r\n"
+        f"Subject: Accepted: Python intro\r\n"
+        "Date: Tue, 23 Feb 2027 09:14:27 +0000\r\n"
+        "Message-ID: <reply-1@example.org>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/calendar; charset=utf-8; method=REPLY\r\n"
+        "\r\n" + ics
+    ).encode()
+
+
+def vouched(data: bytes, *, authserv_id: str = RELAY, domain: str = "example.org") -> bytes:
+    """``data`` as a relay that checked DMARC passes it on: its result header on top."""
+    header = f"Authentication-Results: {authserv_id};\r\n dmarc=pass (p=none) header.from={domain}"
+    return header.encode() + b"\r\n" + data
+
+
+async def invited(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
+) -> tuple[Invitations, str]:
+    """Invitations that invited ada to EVENT, and the event's UID."""
+    sender = Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()))
+    invitations = Invitations(
+        sender,
+        store,
+        RunSettings(concurrency=2),
+        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        resolver=Resolver(DnsSettings(nameserver=(dns.host, dns.port))),
+    )
+    await invitations.invite(EVENT, [ADA])
+    await sender.aclose()
+    return invitations, (await invitations.resolve(EVENT)).event_uid
+
+
+async def outcome_of(invitations: Invitations, data: bytes) -> tuple[str, str]:
+    (record,) = await invitations.record_reply(data, source="test")
+    (answer,) = await invitations.answers(record.uid)
+    if record.outcome == "recorded":
+        assert answer.status == "ACCEPTED"
+    else:
+        assert answer.status == "NEEDS-ACTION"  # kept, but counted for nobody
+    return record.outcome, record.reason
+
+
+async def test_a_reply_signed_by_the_attendees_domain_counts(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer, keys: dict[str, DkimKey]
+) -> None:
+    """A valid DKIM signature by the From's own domain makes the answer count."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    signed = DkimSigner(keys["example.org"]).sign(reply(uid))
+    assert await outcome_of(invitations, signed) == ("recorded", "")
+
+
+async def test_a_signature_by_a_subdomain_aligns_relaxed(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer, keys: dict[str, DkimKey]
+) -> None:
+    """d=mail.example.org aligns with From @example.org: one organizational domain."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    signed = DkimSigner(keys["mail.example.org"]).sign(reply(uid))
+    assert (await outcome_of(invitations, signed))[0] == "recorded"
+
+
+async def test_an_unsigned_reply_is_kept_as_unauthenticated(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
+) -> None:
+    """From: ada@... with nothing to vouch for it is kept as unauthenticated."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    outcome, reason = await outcome_of(invitations, reply(uid))
+    assert outcome == "unauthenticated"
+    assert "example.org" in reason
+
+
+async def test_a_reply_signed_by_another_domain_is_kept_as_unauthenticated(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer, keys: dict[str, DkimKey]
+) -> None:
+    """A valid signature by mailer.example.net does not vouch for From @example.org."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    signed = DkimSigner(keys["mailer.example.net"]).sign(reply(uid))
+    outcome, reason = await outcome_of(invitations, signed)
+    assert outcome == "unauthenticated"
+    assert "mailer.example.net" in reason
+
+
+async def test_a_signed_reply_with_a_tampered_body_is_kept_as_unauthenticated(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer, keys: dict[str, DkimKey]
+) -> None:
+    """Changing ACCEPTED to DECLINED after signing breaks the signature: not counted."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    signed = DkimSigner(keys["example.org"]).sign(reply(uid, partstat="DECLINED"))
+    tampered = signed.replace(b"PARTSTAT=DECLINED", b"PARTSTAT=ACCEPTED")
+    assert tampered != signed
+    assert (await outcome_of(invitations, tampered))[0] == "unauthenticated"
+
+
+async def test_a_signature_whose_key_is_not_published_does_not_count(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer, keys: dict[str, DkimKey]
+) -> None:
+    """A signature naming a selector DNS does not know verifies nothing."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    unpublished = replace(keys["example.org"], selector="nokey")
+    signed = DkimSigner(unpublished).sign(reply(uid))
+    assert (await outcome_of(invitations, signed))[0] == "unauthenticated"
+
+
+async def test_a_trusted_relays_dmarc_pass_counts(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
+) -> None:
+    """Authentication-Results from a trusted authserv-id with dmarc=pass vouches for From."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    assert (await outcome_of(invitations, vouched(reply(uid))))[0] == "recorded"
+
+
+async def test_dmarc_pass_from_an_untrusted_authserv_id_is_unauthenticated(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
+) -> None:
+    """Anyone can write an Authentication-Results header; only trusted relays' count."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    forged = vouched(reply(uid), authserv_id="mx.attacker.example")
+    assert (await outcome_of(invitations, forged))[0] == "unauthenticated"
+
+
+async def test_a_trusted_id_below_an_earlier_hop_does_not_count(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
+) -> None:
+    """A header claiming the relay's id, written before the relay's Received line, is ignored."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    forged = vouched(reply(uid))  # written by the sender, claiming to be the relay
+    relayed = (
+        f"Authentication-Results: {RELAY}; dmarc=fail header.from=example.org\r\n"
+        "Received: from attacker.example by mx.relay.example; Tue, 23 Feb 2027\r\n"
+    ).encode() + forged
+    assert (await outcome_of(invitations, relayed))[0] == "unauthenticated"
+    untrusted_on_top = vouched(forged, authserv_id="mx.other.example")
+    assert dmarc_passed(untrusted_on_top, trusted_authserv_ids=[RELAY]) == frozenset()
+
+
+async def test_dmarc_pass_for_another_from_domain_does_not_count(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
+) -> None:
+    """The relay's pass for header.from=attacker.example says nothing about @example.org."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    other = vouched(reply(uid), domain="attacker.example")
+    assert (await outcome_of(invitations, other))[0] == "unauthenticated"
+
+
+def test_relaxed_alignment_uses_the_organizational_domain() -> None:
+    """Alignment is by registrable domain (Public Suffix List), never by a public suffix."""
+    assert aligned("example.org", "example.org")
+    assert aligned("mail.example.org", "EXAMPLE.org.")
+    assert aligned("example.co.uk", "students.example.co.uk")
+    assert not aligned("co.uk", "example.co.uk")
+    assert not aligned("example.org", "example.net")
+    assert not aligned("", "example.org")
+
+
+def test_authentication_results_comments_and_quotes_are_read_as_rfc_8601_says() -> None:
+    """Comments and quoted strings never smuggle in a result; header.from may be an address."""
+    data = (
+        b"Authentication-Results: MX.Relay.Example 1; spf=pass (dmarc=pass header.from=x.example)"
+        b' smtp.mailfrom=a@x.example; dkim=pass header.b="dmarc=pass;";\r\n'
+        b" dmarc=pass header.from=ada@example.org\r\n"
+        b"From: ada@example.org\r\n\r\nhi\r\n"
+    )
+    assert dmarc_passed(data, trusted_authserv_ids=["mx.relay.example"]) == {"example.org"}
+    assert dmarc_passed(data, trusted_authserv_ids=[]) == frozenset()
+
+
+# --- over real SMTP, through `sender inbound` ------------------------------------------------
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    env["SENDER_SECRET_KEYS"] = "rsvp-auth-cli-key-0123456789abcdef"
+    env["SENDER_FROM"] = "Academy <noreply@learning.test>"  # --smtp refuses the examples
+    env["SENDER_BASE_URL"] = "https://learning.test/login"
+    return env
+
+
+async def run_cli(cwd: Path, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "sender", *args),
+        cwd=cwd,
+        env=cli_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def deliver(port: int, data: bytes, *, mail_from: str = "ada@example.org") -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30) as client:
+        await client.sendmail(mail_from, [REPLY_TO], data)
+
+
+async def test_replies_over_smtp_to_sender_inbound_count_only_when_authenticated(
+    smtp_server: RecordingSMTPServer,
+    dns: DnsServer,
+    keys: dict[str, DkimKey],
+    tmp_path: Path,
+    closed_port: int,
+) -> None:
+    """`sender inbound` counts a DKIM-signed reply and keeps a forged one as unauthenticated."""
+    (tmp_path / "sender.toml").write_text(
+        f'trusted_authserv_ids = ["{RELAY}"]\ndns_server = "{dns.address}"\n', encoding="utf-8"
+    )
+    (tmp_path / "event.toml").write_text(
+        'course_id = "PY101"\nsummary = "Python intro"\nstart = "2027-03-27T10:00"\n'
+        'end = "2027-03-27T12:00"\ntimezone = "Europe/Oslo"\n'
+        f'organizer_email = "{REPLY_TO}"\n',
+        encoding="utf-8",
+    )
+    people = "email,name,participant_id,course_id\nada@example.org,Ada,p-ada,PY101\n"
+    (tmp_path / "people.csv").write_text(people, encoding="utf-8")
+    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    code, stdout, stderr = await run_cli(
+        tmp_path, "invite", "event.toml", "people.csv", "--smtp", smtp, "--no-progress"
+    )
+    assert code == 0, stderr
+    (sent,) = smtp_server.messages
+    uid = next(
+        line.split(":", 1)[1].strip()
+        for line in sent.data.decode().splitlines()
+        if line.startswith("UID:")
+    )
+    assert uid in stdout  # the CLI names the UID it sent
+    assert uid != EVENT.event_uid  # not the unkeyed hash of course and event id
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "sender", "inbound", "--listen", f"127.0.0.1:{closed_port}"),
+        *("--reply-address", REPLY_TO),
+        cwd=tmp_path,
+        env=cli_env(),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        line = await asyncio.wait_for(process.stderr.readline(), 60)
+        assert b"listening on" in line, line
+        await deliver(closed_port, reply(uid, partstat="DECLINED"), mail_from="x@attacker.example")
+        signed = DkimSigner(keys["example.org"]).sign(reply(uid, partstat="TENTATIVE"))
+        await deliver(closed_port, signed)
+    finally:
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+    code, stdout, stderr = await run_cli(tmp_path, "rsvp", "list", uid, "--json")
+    assert code == 0, stderr
+    (event,) = json.loads(stdout)["events"]
+    assert [a["status"] for a in event["attendees"]] == ["TENTATIVE"]
+    assert event["not_counted"] == {"unauthenticated": 1}
+    code, stdout, _ = await run_cli(tmp_path, "rsvp", "list", uid)
+    assert "not counted: 1 unauthenticated" in stdout
