@@ -8,6 +8,7 @@ caller can record it as skipped and carry on.
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,10 +17,19 @@ from pathlib import Path
 from sender.errors import InputError
 from sender.models import Participant
 
-__all__ = ["OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "CsvRow", "read_csv"]
+__all__ = [
+    "DELIMITERS",
+    "OPTIONAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "CsvRow",
+    "detect_delimiter",
+    "read_csv",
+]
 
 REQUIRED_COLUMNS = ("email", "name", "participant_id", "course_id")
 OPTIONAL_COLUMNS = ("locale",)
+# Delimiters read_csv tells apart from the header line, named for error messages.
+DELIMITERS = {",": "',' (comma)", ";": "';' (semicolon)", "\t": "tab"}
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -38,6 +48,9 @@ class CsvRow:
 def read_csv(path: Path, /) -> Iterator[CsvRow]:
     """Stream participants from a UTF-8 CSV (BOM or not); extra columns become variables.
 
+    Fields may be separated by ``,``, ``;`` or tabs: :func:`detect_delimiter` decides
+    from the header line.
+
     Raises :class:`InputError` only for a file-level problem (unreadable,
     missing required column); every row-level problem is yielded.
     """
@@ -46,7 +59,9 @@ def read_csv(path: Path, /) -> Iterator[CsvRow]:
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}", field="csv") from exc
     with handle:
-        reader = csv.reader(handle)
+        first = handle.readline()
+        delimiter = detect_delimiter(first)
+        reader = csv.reader(itertools.chain([first], handle), delimiter=delimiter)
         try:
             header = next(reader)
         except StopIteration:
@@ -57,7 +72,8 @@ def read_csv(path: Path, /) -> Iterator[CsvRow]:
         missing = [column for column in REQUIRED_COLUMNS if column not in columns]
         if missing:
             raise InputError(
-                f"{path} lacks the column(s) {', '.join(missing)}; "
+                f"{path} lacks the column(s) {', '.join(missing)} (read with "
+                f"{DELIMITERS[delimiter]} as the delimiter); "
                 f"the header must name {','.join(REQUIRED_COLUMNS)}[,locale][,extra...]",
                 field=missing[0],
                 row=1,
@@ -82,6 +98,24 @@ def read_csv(path: Path, /) -> Iterator[CsvRow]:
             if not any(value.strip() for value in values):
                 continue  # blank lines are not participants
             yield _row(start, columns, values)
+
+
+def detect_delimiter(header: str, /) -> str:
+    """The delimiter of a header line: ``,``, ``;`` (Excel in Nordic locales) or tab.
+
+    The one that makes the most required column names appear wins (quoted names
+    included); on a tie, the one that splits the line into the most fields; else ``,``.
+    """
+
+    def score(delimiter: str) -> tuple[int, int]:
+        try:
+            fields = next(csv.reader([header], delimiter=delimiter), [])
+        except csv.Error:
+            return (-1, 0)
+        names = {field.strip() for field in fields}
+        return (sum(column in names for column in REQUIRED_COLUMNS), len(fields))
+
+    return max(DELIMITERS, key=score)  # max keeps the first (",") among equals
 
 
 def _row(line: int, columns: list[str], values: list[str]) -> CsvRow:
