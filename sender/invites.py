@@ -334,15 +334,9 @@ class Invitations:
         *,
         on_progress: Callable[[Progress], None] | None,
     ) -> RunReport:
-        settings = RunSettings(
-            template=calendar.template,
-            concurrency=self.settings.concurrency,
-            retry=self.settings.retry,
-            batch_size=self.settings.batch_size,
-            lease_ttl=self.settings.lease_ttl,
-            workers=self.settings.workers,
-            calendar=calendar,
-        )
+        # Every setting given to Invitations, bounce policy and force included; only the
+        # template and the calendar are this run's own.
+        settings = replace(self.settings, template=calendar.template, calendar=calendar)
         runner = BulkRunner(
             self.sender, self.store, settings, scheduler=self._scheduler, clock=self._clock
         )

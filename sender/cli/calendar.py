@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tomllib
 from collections.abc import (
     Iterable,
@@ -18,6 +19,7 @@ from sender.cli.app import (
     ProgressDisplay,
     err,
     errors_as_lines,
+    json_mode,
     main,
     out,
     pass_context,
@@ -26,7 +28,7 @@ from sender.cli.app import (
 from sender.cli.checks import resolver_for
 from sender.cli.runs import (
     describe_limits,
-    print_run_report,
+    finish_runs,
     run_config,
     run_options,
     sending_options,
@@ -149,11 +151,12 @@ def invite(
             progress=progress,
         )
     )
-    for report in reports:
-        obj.run(print_run_report(config, report))
-    if not reports:
-        out.print("Nothing to send: everyone in the file already has this version of the event.")
-    out.print(f"Event {uid}: `sender rsvp list {uid}` shows the answers.")
+    code = finish_runs(obj, config, reports, extra={"event_uid": uid})
+    if not json_mode():
+        if not reports:
+            out.print("Nothing to send: everyone in the file already has this version of it.")
+        out.print(f"Event {uid}: `sender rsvp list {uid}` shows the answers.")
+    sys.exit(code)
 
 
 async def invite_event(
@@ -180,6 +183,7 @@ async def invite_event(
                     concurrency=config.concurrency,
                     retry=config.retry,
                     workers=config.workers,
+                    relay_timeouts=config.relay_timeouts,
                     bounces=config.bounces,
                 ),
                 scheduler=scheduler,
