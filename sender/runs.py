@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -67,6 +68,7 @@ __all__ = [
     "BulkRunner",
     "DryRun",
     "Progress",
+    "RowChanges",
     "RowChecker",
     "RunReport",
     "RunSettings",
@@ -153,10 +155,33 @@ class RunReport:
     requeued: int  # messages that were in flight when a previous worker died
     next_attempt_at: float | None
     first_sent: Participant | None
+    changes: RowChanges | None = None  # when rows were given for a run that had some already
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class RowChanges:
+    """What rows given again to a run (an edited CSV, run again) changed, by participant id.
+
+    ``new`` participants were queued and ``corrected`` ones (same id, another address) get
+    a message at the new address; ``unchanged`` ones (a changed name or extra column
+    included) get nothing; ``removed`` ones, in the run but no longer in the rows, keep
+    whatever they were sent or are still due: nothing is cancelled.
+    """
+
+    new: int = 0
+    corrected: int = 0
+    removed: int = 0
+    unchanged: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"{self.new} new, {self.corrected} address corrected, "
+            f"{self.removed} removed from the file, {self.unchanged} unchanged"
+        )
 
 
 CAPTURE_TRANSPORT = "capture"
@@ -178,12 +203,13 @@ def transport_identity(smtp: SmtpSettings | None, /) -> str:
 
 
 def run_id_for(path: Path, template: str, /) -> str:
-    """A run id from the file's bytes and the template: the same CSV twice is the same run."""
-    digest = hashlib.sha256(template.encode() + b"\x00")
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return "r-" + digest.hexdigest()[:12]
+    """A run id from the file's resolved path and the template, not from its contents.
+
+    The same CSV run again, edited or not, is the same run: it sends to added rows and
+    corrected addresses only (:class:`RowChanges`).
+    """
+    key = f"{template}\x00{path.resolve()}".encode(errors="surrogateescape")
+    return "r-" + hashlib.sha256(key).hexdigest()[:12]
 
 
 class RowChecker:
@@ -345,8 +371,15 @@ class BulkRunner:
 
     # --- ingest ------------------------------------------------------------------------
 
-    async def ingest(self, run: RunInfo, rows: Rows, /) -> None:
-        """Store rows not stored yet (after ``run.ingested_through``), in batches."""
+    async def ingest(self, run: RunInfo, rows: Rows, /) -> RowChanges | None:
+        """Store rows not stored yet, in batches; what changed when the run had rows already.
+
+        A fresh run stores every row. A run that has rows (its file run again, perhaps
+        edited, or an ingest cut short by a crash) is matched by participant id instead
+        of row number (:meth:`reconcile`). A calendar event's run resumes by row number.
+        """
+        if run.event_uid is None and (run.ingested_through or run.ingest_complete):
+            return await self.reconcile(run, rows)
         checker = RowChecker(self.sender, run.template, calendar=self.settings.calendar)
         batch: list[NewRow] = []
         async for row in numbered(rows):
@@ -358,6 +391,58 @@ class BulkRunner:
                 batch = []
                 await asyncio.sleep(0)
         await self.store.add_rows(run.run_id, await self._preflight(batch), complete=True)
+        return None
+
+    async def reconcile(self, run: RunInfo, rows: Rows, /) -> RowChanges:
+        """Rows given again to a run, matched by participant id: store only what is new.
+
+        A participant id not in the run is queued; one whose address changed gets a
+        message at the new address; any other change (name, extra columns) sends nothing.
+        Each batch is one transaction and a batch stored twice changes nothing, so a
+        crash in between loses nothing: running again picks up what is left. Keeps the
+        row number of each participant id seen (memory grows with the file).
+        """
+        checker = RowChecker(self.sender, run.template, calendar=self.settings.calendar)
+        before = await self.store.participant_count(run.run_id)
+        first_row: dict[str, int] = {}
+        new = corrected = unchanged = 0
+        batch: list[NewRow] = []
+
+        async def store(*, complete: bool) -> None:
+            nonlocal new, corrected, unchanged, batch
+            ids = [r.participant.participant_id for r in batch if r.participant is not None]
+            stored = await self.store.addresses_of(run.run_id, ids)
+            changed: list[NewRow] = []
+            for item in batch:
+                person = item.participant
+                if person is None:
+                    changed.append(item)  # a skipped row: stored once per row number
+                elif person.participant_id not in stored:
+                    new += 1
+                    changed.append(item)
+                elif stored[person.participant_id].casefold() != person.email.casefold():
+                    corrected += 1
+                    changed.append(dataclasses.replace(item, replaces=True))
+                else:
+                    unchanged += 1
+            checked = await self._preflight(changed)
+            await self.store.add_rows(run.run_id, checked, complete=complete)
+            batch = []
+
+        async for row in numbered(rows):
+            item = self._new_row(row, checker)
+            if item.participant is not None:
+                first = first_row.setdefault(item.participant.participant_id, row.row)
+                if first != row.row:
+                    reason = f"duplicate of row {first}"
+                    item = NewRow(row.row, None, skip_reason=reason, email=item.participant.email)
+            batch.append(item)
+            if len(batch) >= self.settings.batch_size:
+                await store(complete=False)
+                await asyncio.sleep(0)
+        await store(complete=True)
+        removed = max(before - corrected - unchanged, 0)
+        return RowChanges(new=new, corrected=corrected, removed=removed, unchanged=unchanged)
 
     async def _preflight(self, batch: list[NewRow]) -> list[NewRow]:
         """With a validator: rows whose address cannot be delivered become skipped rows.
@@ -461,8 +546,9 @@ class BulkRunner:
             requeued = await self.store.requeue_stale(run_id)
             if requeued:
                 log.warning("run %s: %d message(s) were in flight at a crash", run_id, requeued)
-            if rows is not None and not run.ingest_complete:
-                await self.ingest(run, rows)
+            changes = None
+            if rows is not None and not (run.ingest_complete and run.event_uid is not None):
+                changes = await self.ingest(run, rows)
             self._budget = None
             self._timeouts, self._stalled = 0, None
             if not self.settings.force:
@@ -515,6 +601,7 @@ class BulkRunner:
             requeued=requeued,
             next_attempt_at=next_at,
             first_sent=first,
+            changes=changes,
         )
 
     async def _send_all(

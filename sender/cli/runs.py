@@ -542,6 +542,8 @@ async def print_run_report(config: CliConfig, report: RunReport) -> None:
     for state in MessageState:
         table.add_row(state.value, str(report.counts.get(state, 0)))
     out.print(table)
+    if report.changes is not None:
+        out.print(f"Rows read again, by participant id: {report.changes.describe()}.")
     if report.requeued:
         out.print(
             f"{report.requeued} message(s) were in flight when the last worker stopped; "

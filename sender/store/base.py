@@ -107,6 +107,7 @@ class NewRow:
     skip_reason: str | None = None  # set when participant is None
     email: str | None = None  # what the row said, for skipped rows
     priority: int = 0  # higher leaves first within a domain
+    replaces: bool = False  # a corrected address for a participant already in the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class IngestResult:
     queued: int
     skipped: int
     duplicates: tuple[tuple[int, int], ...] = ()  # (row, row of the first occurrence)
+    corrected: int = 0  # participants given a corrected address (rows with ``replaces``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +299,19 @@ class Store(Protocol):
         Idempotent: the key is (run, participant id, template). A participant
         already in the run from *another* row is recorded as a skipped duplicate
         naming that row; the same row stored again (a resumed ingest) is ignored.
+        A row with ``replaces`` gives a participant of the run a corrected address:
+        a message not sent yet is changed in place; a final one (sent, failed, ...)
+        stays as it was (its address, history and bounces), and a new queued message
+        becomes the participant's message (what :meth:`lookup` returns).
         """
+        ...
+
+    async def addresses_of(self, run_id: str, participant_ids: Sequence[str], /) -> dict[str, str]:
+        """The address of each participant's current message in the run, for those it has."""
+        ...
+
+    async def participant_count(self, run_id: str, /) -> int:
+        """How many participants the run has a message for (skipped rows not counted)."""
         ...
 
     async def acquire_run(self, run_id: str, /, *, owner: str, now: float, ttl: float) -> bool:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import threading
 import weakref
@@ -213,6 +214,13 @@ DELETE FROM suppressions WHERE rowid NOT IN
 UPDATE suppressions SET address = address_key(address) WHERE address <> address_key(address);
 UPDATE bounces SET address = address_key(address)
     WHERE address IS NOT NULL AND address <> address_key(address);
+-- A participant whose address was corrected after their message was final gets a new
+-- message. The old one stays (with its history and its address, for bounces) and names
+-- its successor in replaced_by. The participant key applies to current messages only.
+ALTER TABLE messages ADD COLUMN replaced_by INTEGER;
+DROP INDEX IF EXISTS messages_key;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_key
+    ON messages (run, participant_id, template) WHERE replaced_by IS NULL;
 """
 
 _SCHEMA_V3 = """
@@ -626,14 +634,21 @@ class SqliteStore:
         Idempotent: the key is (run, participant id, template). A participant
         already in the run from *another* row is recorded as a skipped duplicate
         naming that row; the same row stored again (a resumed ingest) is ignored.
+        A row with ``replaces`` gives a participant of the run a corrected address:
+        a message not sent yet is changed in place; a final one (sent, failed, ...)
+        stays as it was, replaced by a new queued message.
         The result counts only what this call stored.
         """
         ordered = sorted(rows, key=lambda r: r.row)
+        corrections = [r for r in ordered if r.replaces and r.participant is not None]
         with self._errors():
             key, template = self._run(run_id)
             with self._transaction() as db:
-                queued, skipped, duplicates = self._ingest(db, key, template, ordered)
                 try:
+                    corrected = sum(self._replace(db, key, template, new) for new in corrections)
+                    queued, skipped, duplicates = self._ingest(
+                        db, key, template, [r for r in ordered if r not in corrections]
+                    )
                     db.executemany(_INSERT_QUEUED, queued)
                     db.executemany(_INSERT_SKIPPED, skipped)
                 except UnicodeEncodeError:
@@ -643,7 +658,45 @@ class SqliteStore:
                     " ingest_complete = ingest_complete OR ? WHERE id = ?",
                     (ordered[-1].row if ordered else 0, complete, key),
                 )
-        return IngestResult(queued=len(queued), skipped=len(skipped), duplicates=tuple(duplicates))
+        return IngestResult(
+            queued=len(queued),
+            skipped=len(skipped),
+            duplicates=tuple(duplicates),
+            corrected=corrected,
+        )
+
+    @staticmethod
+    def _replace(db: sqlite3.Connection, key: int, template: str, new: NewRow) -> bool:
+        """Give the participant of ``new`` its corrected address; False when none to correct."""
+        person = new.participant
+        if person is None:
+            return False
+        found = db.execute(
+            "SELECT id, state, email FROM messages WHERE run = ? AND participant_id = ?"
+            " AND template = ? AND replaced_by IS NULL",
+            (key, person.participant_id, template),
+        ).fetchone()
+        values = _queued_values(key, template, new, person)
+        if found is None:
+            db.execute(_INSERT_QUEUED, values)
+            return False
+        id_, state, email = found
+        if email == person.email:
+            return False  # corrected already (a resumed ingest)
+        if state in (MessageState.QUEUED, MessageState.DEFERRED):
+            db.execute(
+                "UPDATE messages SET row = ?, email = ?, name = ?, course_id = ?, locale = ?,"
+                " vars = ?, domain = ?, priority = ?, state = 'queued', due_at = 0,"
+                " attempts = 0, first_attempt_at = NULL, last_attempt_at = NULL,"
+                " message_id = NULL, code = NULL, enhanced_status = NULL, reply_text = NULL,"
+                " detail = NULL WHERE id = ?",
+                (new.row, *values[4:], id_),
+            )
+            return True
+        db.execute("UPDATE messages SET replaced_by = 0 WHERE id = ?", (id_,))
+        cursor = db.execute(_INSERT_QUEUED, values)
+        db.execute("UPDATE messages SET replaced_by = ? WHERE id = ?", (cursor.lastrowid, id_))
+        return True
 
     @staticmethod
     def _ingest(
@@ -656,7 +709,7 @@ class SqliteStore:
             first_row.update(
                 db.execute(
                     "SELECT participant_id, row FROM messages"
-                    " WHERE run = ? AND template = ?"
+                    " WHERE run = ? AND template = ? AND replaced_by IS NULL"
                     " AND participant_id IN (SELECT value FROM json_each(?))",
                     (key, template, json.dumps(ids)),
                 ).fetchall()
@@ -685,21 +738,7 @@ class SqliteStore:
             first = first_row.get(person.participant_id)
             if first is None:
                 first_row[person.participant_id] = new.row
-                queued.append(
-                    (
-                        key,
-                        new.row,
-                        template,
-                        person.participant_id,
-                        person.email,
-                        person.name,
-                        person.course_id,
-                        person.locale,
-                        _dump_vars(person),
-                        person.domain,
-                        new.priority,
-                    )
-                )
+                queued.append(_queued_values(key, template, new, person))
             elif first != new.row and new.row not in stored_skips:
                 stored_skips.add(new.row)
                 duplicates.append((new.row, first))
@@ -707,6 +746,38 @@ class SqliteStore:
                     (key, new.row, template, _text(person.email), f"duplicate of row {first}")
                 )
         return queued, skipped, duplicates
+
+    async def addresses_of(self, run_id: str, participant_ids: Sequence[str], /) -> dict[str, str]:
+        """The address of each participant's current message in the run, for those it has."""
+        if not participant_ids:
+            return {}
+        with self._errors():
+            key, template = self._run(run_id)
+            return dict(
+                self._connection()
+                .execute(
+                    "SELECT participant_id, email FROM messages"
+                    " WHERE run = ? AND template = ? AND replaced_by IS NULL"
+                    " AND participant_id IN (SELECT value FROM json_each(?))",
+                    (key, template, json.dumps(list(participant_ids))),
+                )
+                .fetchall()
+            )
+
+    async def participant_count(self, run_id: str, /) -> int:
+        """How many participants the run has a message for (skipped rows not counted)."""
+        with self._errors():
+            key, template = self._run(run_id)
+            (count,) = (
+                self._connection()
+                .execute(
+                    "SELECT COUNT(*) FROM messages WHERE run = ? AND participant_id IS NOT NULL"
+                    " AND template = ? AND replaced_by IS NULL",
+                    (key, template),
+                )
+                .fetchone()
+            )
+            return int(count)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -986,7 +1057,8 @@ class SqliteStore:
                 self._connection()
                 .execute(
                     _SELECT_MESSAGE
-                    + " WHERE m.run = ? AND m.participant_id = ? ORDER BY m.id LIMIT 1",
+                    + " WHERE m.run = ? AND m.participant_id = ? AND m.replaced_by IS NULL"
+                    " ORDER BY m.id LIMIT 1",
                     (key, participant_id),
                 )
                 .fetchone()
@@ -1024,7 +1096,7 @@ class SqliteStore:
                 .execute(
                     "SELECT row, email, state, code, enhanced_status, reply_text, detail"
                     " FROM messages WHERE run = ? AND state <> 'queued'"
-                    " AND state IN ('failed', 'deferred', 'suppressed')"
+                    " AND state IN ('failed', 'deferred', 'suppressed') AND replaced_by IS NULL"
                     " ORDER BY row LIMIT ?",
                     (key, limit),
                 )
@@ -1488,9 +1560,19 @@ def _migrate(tx: sqlite3.Connection, version: int) -> None:
     if version < 5:
         statements += _SCHEMA_V5.split(";")
     for statement in statements:
+        added = _ADD_COLUMN.search(statement)
+        if added is not None and _has_column(tx, *added.groups()):
+            continue  # ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS
         if statement.strip():
             tx.execute(statement)
     tx.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+
+_ADD_COLUMN = re.compile(r"^\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", re.MULTILINE)
+
+
+def _has_column(tx: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in tx.execute(f"PRAGMA table_info({table})"))
 
 
 def _create_schema(path: Path) -> None:
@@ -1610,6 +1692,23 @@ def _run_info(row: tuple[Any, ...]) -> RunInfo:
         event_uid=event_uid,
         sequence=sequence,
         method=method,
+    )
+
+
+def _queued_values(key: int, template: str, new: NewRow, person: Participant) -> tuple[object, ...]:
+    """The parameters of ``_INSERT_QUEUED`` for one row."""
+    return (
+        key,
+        new.row,
+        template,
+        person.participant_id,
+        person.email,
+        person.name,
+        person.course_id,
+        person.locale,
+        _dump_vars(person),
+        person.domain,
+        new.priority,
     )
 
 
