@@ -69,6 +69,27 @@ def test_concurrent_first_commands_all_end_with_the_same_key(tmp_path: Path) -> 
     assert [p.name for p in home.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_concurrent_first_commands_share_one_new_outbox(tmp_path: Path) -> None:
+    """20 first-time `suppress add` processes in a fresh home all succeed in one outbox."""
+    home = tmp_path / "fresh"
+    env = clean_environment() | {"SENDER_SECRET_KEYS": "home-test-key-aaaaaaaaaaaaaaaa"}
+    command = [sys.executable, "-m", "sender", "--home", str(home), "suppress", "add"]
+    processes = [
+        subprocess.Popen(
+            [*command, f"a{n}@example.org"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for n in range(20)
+    ]
+    failures = [p.communicate(timeout=120)[1].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0] * 20, failures
+    listed = cli("--home", str(home), "suppress", "list", **env)
+    assert "20 suppressed address(es)" in listed.stdout
+    assert mode(home / "outbox.sqlite3") == 0o600
+
+
 def test_a_key_file_without_a_usable_key_never_advises_deleting_it(tmp_path: Path) -> None:
     """A short key file is an error that names the file and the setting, not 'delete it'."""
     (tmp_path / "secret.key").write_text("short\n")
