@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +175,59 @@ async def test_status_of_a_run_with_a_lapsed_lease_is_interrupted(store: SqliteS
     assert (live["state"], live["running"]) == ("active", True)
     lapsed = await run_status(store, "r-gone", now=now + 300)
     assert (lapsed["state"], lapsed["running"]) == ("interrupted", False)
+
+
+async def _spawn(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    env["SENDER_SECRET_KEYS"] = "lease-test-key-0123456789abcdef"
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sender",
+        *args,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def _cli(tmp_path: Path, *args: str) -> tuple[int | None, str]:
+    process = await _spawn(tmp_path, *args)
+    async with asyncio.timeout(60):
+        output, _ = await process.communicate()
+    return process.returncode, output.decode()
+
+
+async def test_status_after_sigkill_says_interrupted_and_how_to_resume(
+    smtp_server: RecordingSMTPServer, tmp_path: Path
+) -> None:
+    """`sender status` of a run whose process was SIGKILLed: interrupted, not active."""
+    smtp_server.hang(Stage.MAIL)
+    (tmp_path / "sender.toml").write_text(
+        'from = "Academy <noreply@academy.example>"\nbase_url = "https://academy.example/login"\n',
+        encoding="utf-8",
+    )
+    rows = ["email,name,participant_id,course_id,locale", "a@d.example,A,p-1,PY101,en"]
+    (tmp_path / "people.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    process = await _spawn(
+        tmp_path,
+        "run",
+        "people.csv",
+        "--smtp",
+        f"smtp://{smtp_server.host}:{smtp_server.port}",
+        "--no-validate",
+        "--no-progress",
+    )
+    try:
+        await until(lambda: smtp_server.connections_opened >= 1, seconds=30)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.communicate()
+    code, output = await _cli(tmp_path, "status", "--json")
+    assert code == 0, output
+    data = json.loads(output)
+    assert (data["state"], data["running"]) == ("interrupted", False)
+    code, output = await _cli(tmp_path, "status")
+    assert "interrupted" in output
+    assert f"sender resume {data['run_id']}" in output

@@ -728,6 +728,11 @@ def print_status(data: Mapping[str, Any]) -> None:
     if data["running"]:
         state = f"{state}, being sent by {data['owner']}"
     out.print(f"run {data['run_id']} ({data['template']}, from {data['source']}): {state}")
+    if data["state"] == "interrupted":
+        out.print(
+            "its process stopped without finishing (killed or crashed); "
+            f"continue with `sender resume {data['run_id']}`"
+        )
     if data["paused_reason"]:
         out.print(f"paused since {when(data['paused_since'])}: {data['paused_reason']}")
     counts = data["counts"]
