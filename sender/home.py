@@ -45,31 +45,35 @@ def tighten(path: Path, /) -> None:
 
 
 def tighten_home(home: Path, /) -> None:
-    """Tighten the home, the files in it and the directories below it, if ours.
+    """Tighten the home and what sender keeps in it, if ours; nothing else in it.
 
-    Mail files inside a Maildir's ``new``, ``cur`` and ``tmp`` are left to the code that
-    writes them: those directories are 0700, and listing them on every command would cost
-    time in proportion to the mail kept.
+    A home may be a folder that holds other things too (``--home .``), so only sender's
+    own files and folders are touched. Mail files inside a Maildir's ``new``, ``cur`` and
+    ``tmp`` are left to the code that writes them: those folders are 0700, and listing them
+    on every command would cost time in proportion to the mail kept.
     """
     tighten(home)
-    _tighten_below(home, depth=3)
+    for name in _OWN_FILES:
+        tighten(home / name)
+    for folder in _OWN_FOLDERS:
+        if not (home / folder).is_symlink():
+            tighten(home / folder)
 
 
-def _tighten_below(directory: Path, /, *, depth: int) -> None:
-    try:
-        entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return
-    for entry in entries:
-        if entry.is_symlink():
-            continue
-        path = Path(entry.path)
-        tighten(path)
-        if depth > 1 and entry.is_dir() and entry.name not in _MAILDIR_LEAVES:
-            _tighten_below(path, depth=depth - 1)
-
-
-_MAILDIR_LEAVES = frozenset({"new", "cur", "tmp"})
+_MAILDIR = ("tmp", "new", "cur")
+_OWN_FILES = (
+    "outbox.sqlite3",
+    "outbox.sqlite3-wal",
+    "outbox.sqlite3-shm",
+    "outbox.sqlite3-journal",
+    "secret.key",
+    "key-warning",
+)
+_OWN_FOLDERS = tuple(
+    f"{box}/{sub}".rstrip("/")
+    for box in ("maildir", "inbound", "inbound/unprocessed", "inbound/for-people")
+    for sub in ("", *(_MAILDIR if box != "inbound" else ()))
+)
 
 
 def private_dir(path: Path, /) -> Path:

@@ -170,6 +170,19 @@ def test_an_existing_loose_home_is_tightened_on_open(workdir: Path) -> None:
     assert mode(home / "maildir") == 0o700
 
 
+def test_a_home_shared_with_other_files_tightens_only_senders_own(workdir: Path) -> None:
+    """`--home .` makes the outbox private but leaves the project's other files alone."""
+    (workdir / "notes.txt").write_text("x")
+    (workdir / "notes.txt").chmod(0o644)
+    (workdir / "docs").mkdir(mode=0o755)
+    (workdir / "docs").chmod(0o755)
+    assert cli("--home", ".", "suppress", "add", "ada@example.org").exit_code == 0
+    assert cli("--home", ".", "suppress", "list").exit_code == 0
+    assert mode(workdir / "outbox.sqlite3") == 0o600
+    assert mode(workdir / "notes.txt") == 0o644
+    assert mode(workdir / "docs") == 0o755
+
+
 def test_tighten_leaves_a_private_file_alone(tmp_path: Path) -> None:
     """A file that is already private keeps its mode (e.g. 0400 stays 0400)."""
     path = tmp_path / "f"
