@@ -22,7 +22,10 @@ Classification is the caller's job. The contract here is only: deliver to
 ``keep_dir / "unprocessed"`` and still answer ``250``, so no mail is lost
 because of a bug downstream. Only when even that write fails does the client
 hear ``451 4.3.0`` and retry (which may hand recipients that did succeed to
-``on_mail`` again: delivery is at least once).
+``on_mail`` again: delivery is at least once). Mail that is for people rather
+than machines (to the bounce domain but no bounce, say): ``on_mail`` returns
+:attr:`Disposition.FOR_PERSON`, and the raw bytes are kept in the Maildir
+``keep_dir / "for-people"`` for someone to read.
 
 Logs name the route and the recipient's domain, never a local part or a body.
 """
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mailbox
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,11 +49,12 @@ from sender.errors import ConfigurationError
 from sender.models import SmtpReply
 from sender.smtpd import ReceivedMessage, Response, Session, SmtpHandler, SmtpServer
 
-__all__ = ["InboundMail", "InboundServer", "Route"]
+__all__ = ["Disposition", "InboundMail", "InboundServer", "Route", "kept_for_people"]
 
 _log = logging.getLogger("sender.inbound")
 
 _UNPROCESSED = "unprocessed"
+_FOR_PEOPLE = "for-people"
 _NULL_PATH = "<>"  # how aiosmtpd reports MAIL FROM:<>
 
 
@@ -70,8 +75,27 @@ class InboundMail:
     data: bytes  # the raw message, exactly as it arrived (dot-stuffing removed)
 
 
-Handler: TypeAlias = Callable[[InboundMail], Awaitable[None]]
+class Disposition(StrEnum):
+    """What ``on_mail`` made of a message (returning None means :attr:`TAKEN`)."""
+
+    TAKEN = "taken"  # handled: a bounce recorded, an answer read
+    FOR_PERSON = "for_person"  # not for machines: kept raw in keep_dir/for-people
+
+
+Handler: TypeAlias = Callable[[InboundMail], Awaitable[Disposition | None]]
 """Takes one :class:`InboundMail`; raising keeps the message in ``keep_dir/unprocessed``."""
+
+
+def kept_for_people(keep_dir: Path, /) -> tuple[Path, int]:
+    """The Maildir ``keep_dir / "for-people"`` and how many messages it holds (0 if none)."""
+    path = Path(keep_dir) / _FOR_PEOPLE
+    count = 0
+    for sub in ("new", "cur"):
+        try:
+            count += sum(1 for name in os.listdir(path / sub) if not name.startswith("."))
+        except FileNotFoundError:
+            continue
+    return path, count
 
 
 def _domain_of(address: str) -> str:
@@ -150,6 +174,7 @@ class InboundServer:
         limits = limits if limits is not None else InboundLimits()
         self._on_mail = on_mail
         self._keep_path = Path(keep_dir) / _UNPROCESSED
+        self._people_path = Path(keep_dir) / _FOR_PEOPLE
         self._server = SmtpServer(
             _InboundHandler(self),
             host=host,
@@ -162,10 +187,12 @@ class InboundServer:
             max_recipients=limits.max_recipients,
         )
         self._box: mailbox.Maildir | None = None
+        self._people_box: mailbox.Maildir | None = None
         self._lock = asyncio.Lock()  # mailbox's unique names assume one writer at a time
         self._accepted = 0
         self._refused = 0
         self._kept = 0
+        self._for_people = 0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -182,14 +209,18 @@ class InboundServer:
         await self.aclose()
 
     async def start(self) -> None:
-        """Create ``keep_dir/unprocessed`` if needed, then listen; :attr:`port` is known after."""
-        try:
-            self._box = await asyncio.to_thread(_open_maildir, self._keep_path)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"inbound: cannot create the Maildir {self._keep_path}: {exc}",
-                setting="keep_dir",
-            ) from exc
+        """Create the Maildirs under ``keep_dir`` if needed, then listen (:attr:`port` is known)."""
+        for path in (self._keep_path, self._people_path):
+            try:
+                box = await asyncio.to_thread(_open_maildir, path)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"inbound: cannot create the Maildir {path}: {exc}", setting="keep_dir"
+                ) from exc
+            if path == self._keep_path:
+                self._box = box
+            else:
+                self._people_box = box
         await self._server.start()
         _log.info(
             "inbound: listening on %s:%d for %s",
@@ -217,6 +248,16 @@ class InboundServer:
     def unprocessed_dir(self) -> Path:
         """``keep_dir / "unprocessed"``: the Maildir that holds messages ``on_mail`` failed on."""
         return self._keep_path
+
+    @property
+    def for_people_dir(self) -> Path:
+        """``keep_dir / "for-people"``: the Maildir of mail ``on_mail`` left for a person."""
+        return self._people_path
+
+    @property
+    def for_people(self) -> int:
+        """Mails (one per recipient) kept in ``keep_dir/for-people`` for a person to read."""
+        return self._for_people
 
     @property
     def accepted(self) -> int:
@@ -272,7 +313,7 @@ class InboundServer:
                 route=route, recipient=recipient, mail_from=mail_from, data=message.data
             )
             try:
-                await self._on_mail(mail)
+                disposition = await self._on_mail(mail)
             except Exception as exc:
                 _log.error(
                     "inbound: on_mail failed on a %s message (%d bytes) to @%s; keeping it raw: "
@@ -287,6 +328,10 @@ class InboundServer:
                     failed = True
                 continue
             self._accepted += 1
+            if disposition is Disposition.FOR_PERSON:
+                if not await self._keep(message.data, for_person=True):
+                    failed = True
+                continue
             _log.info(
                 "inbound: took a %s message (%d bytes) to @%s", route, size, _domain_of(recipient)
             )
@@ -294,19 +339,25 @@ class InboundServer:
             return SmtpReply(451, "4.3.0", "Cannot store the message; try again later")
         return SmtpReply(250, "2.0.0", "OK")
 
-    async def _keep(self, data: bytes) -> bool:
-        """Write ``data`` into the unprocessed Maildir; False when that fails too."""
-        box = self._box
+    async def _keep(self, data: bytes, *, for_person: bool = False) -> bool:
+        """Write ``data`` into the unprocessed (or for-people) Maildir; False when that fails."""
+        box, path = (
+            (self._people_box, self._people_path) if for_person else (self._box, self._keep_path)
+        )
         if box is None:  # pragma: no cover - the server only runs after start()
             return False
         async with self._lock:
             try:
                 key = await asyncio.to_thread(box.add, data)
             except OSError as exc:
-                _log.error("inbound: cannot keep a message in %s: %s", self._keep_path, exc)
+                _log.error("inbound: cannot keep a message in %s: %s", path, exc)
                 return False
-        self._kept += 1
-        _log.warning("inbound: kept an unprocessed message as %s in %s", key, self._keep_path)
+        if for_person:
+            self._for_people += 1
+            _log.info("inbound: not for machines; kept for a person as %s in %s", key, path)
+        else:
+            self._kept += 1
+            _log.warning("inbound: kept an unprocessed message as %s in %s", key, path)
         return True
 
 

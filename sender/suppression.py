@@ -166,15 +166,19 @@ async def ingest_bounce(
     the bounce domain must carry a return path we signed: it then names the exact
     outbox message, even when the report names no address. One that does not
     verify is kept as forged and changes nothing. A message already ingested
-    (the same bytes) is not counted again.
+    (the same bytes) is not counted again. Mail that is no bounce at all (a person
+    writing to the bounce domain) returns ``[]``: it is for a person to read, not a
+    forgery; only when it came to a return path that verifies is it noted, attributed,
+    as ``unknown`` (the clean-up report's "review by hand").
     """
     findings = parse_bounce(data)
     candidates = [envelope_to] if envelope_to else envelope_recipients(data)
     if not findings:
-        if return_paths is None or not any(return_paths.owns(a) for a in candidates):
+        ours = [a for a in candidates if return_paths is not None and return_paths.owns(a)]
+        if return_paths is None or not any(return_paths.verify(a) is not None for a in ours):
             return []
-        # Mail to a return path that no detector understood: kept for a human, attributed
-        # by the return path, and never counted as a hard bounce.
+        # Mail to a signed return path that no detector understood: attributed by the
+        # return path, and never counted as a hard bounce.
         findings = [Bounce(None, BounceKind.UNKNOWN, None, "", "other")]
     digest = hashlib.sha256(data).hexdigest()[:32]
     return await _keep(

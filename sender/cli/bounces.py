@@ -31,7 +31,7 @@ from sender.cli.app import (
 from sender.client import Sender
 from sender.config import CliConfig, parse_duration
 from sender.errors import InputError
-from sender.inbound import InboundMail, InboundServer, Route
+from sender.inbound import Disposition, InboundMail, InboundServer, Route, kept_for_people
 from sender.intake import read_mail
 from sender.invites import Invitations
 from sender.mime import envelope_address
@@ -115,26 +115,30 @@ def bounces_ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> None
         out.print(f"suppressed {line['address']}: {line['why']}")
     out.print(
         f"{result['messages']} message(s) read, {result['findings']} finding(s) recorded, "
-        f"{result['forged']} forged, {len(result['suppressed'])} address(es) suppressed"
+        f"{result['forged']} forged, {len(result['suppressed'])} address(es) suppressed, "
+        f"{result['not_bounces']} no bounce (left for a person to read)"
     )
 
 
 async def ingest_bounce_files(config: CliConfig, paths: tuple[Path, ...]) -> dict[str, Any]:
     store = store_for(config)
     sender = Sender(config.sender)
-    messages = findings = forged = 0
+    messages = findings = forged = not_bounces = 0
     suppressed: list[dict[str, str]] = []
     try:
         for item in read_mail(paths):
             messages += 1
-            for outcome in await ingest_bounce(
+            outcomes = await ingest_bounce(
                 store,
                 item.data,
                 return_paths=sender.return_paths,
                 policy=config.bounces,
                 now=time.time(),
                 source=item.source,
-            ):
+            )
+            if not outcomes:
+                not_bounces += 1
+            for outcome in outcomes:
                 findings += 1
                 forged += outcome.record.forged
                 if outcome.suppressed and outcome.record.address:
@@ -143,7 +147,13 @@ async def ingest_bounce_files(config: CliConfig, paths: tuple[Path, ...]) -> dic
                     )
     finally:
         await store.aclose()
-    return {"messages": messages, "findings": findings, "forged": forged, "suppressed": suppressed}
+    return {
+        "messages": messages,
+        "findings": findings,
+        "forged": forged,
+        "suppressed": suppressed,
+        "not_bounces": not_bounces,
+    }
 
 
 @bounces.command("report")
@@ -181,8 +191,15 @@ def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json:
         with errors_as_lines(obj.debug):
             write_csv_rows(csv_out, REPORT_FIELDS, table)
         err.print(f"wrote {csv_out} ({len(table)} row(s))")
+    people, kept = kept_for_people(config.state_dir / "inbound")
+    note = (
+        f"{kept} message(s) with no bounce or calendar reply sender understood: "
+        f"kept for a person to read in {people}"
+    )
     if as_json:
         click.echo(json.dumps(table, ensure_ascii=False))
+        if kept:
+            err.print(note, markup=False, highlight=False, overflow="ignore", crop=False)
         return
     if csv_out is None:
         for entry in table:
@@ -194,6 +211,8 @@ def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json:
                 crop=False,
             )
         out.print(f"{len(table)} affected address(es)")
+    if kept and not as_json:
+        out.print(note, markup=False, highlight=False, overflow="ignore", crop=False)
 
 
 REPORT_FIELDS = (
@@ -267,7 +286,7 @@ async def serve_inbound(
     }
     replies = sorted({a.lower() for a in (*reply_addresses, *organizers) if a})
 
-    async def on_mail(mail: InboundMail) -> None:
+    async def on_mail(mail: InboundMail) -> Disposition:
         if mail.route is Route.BOUNCE:
             outcomes = await ingest_bounce(
                 store,
@@ -278,11 +297,14 @@ async def serve_inbound(
                 envelope_to=mail.recipient,
                 source="inbound",
             )
-            if not outcomes:
-                raise InputError("no bounce found in a message to the bounce domain")
-            return
-        if not await invitations.record_reply(mail.data, source="inbound"):
-            raise InputError("no calendar reply found in a message to the reply address")
+            if not outcomes or all(o.record.kind == "unknown" for o in outcomes):
+                return Disposition.FOR_PERSON  # a person's mail, or nothing we understood
+            return Disposition.TAKEN
+        if await invitations.record_reply(mail.data, source="inbound"):
+            return Disposition.TAKEN
+        if await invitations.is_reply(mail.data):
+            return Disposition.TAKEN  # an answer seen before
+        return Disposition.FOR_PERSON  # written to the reply address by a person
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,176 @@
+"""Mail to the bounce domain that is no bounce is kept raw for a person, not recorded as forged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import aiosmtplib
+from click.testing import CliRunner
+
+from sender.cli import main
+from sender.config import BouncePolicy
+from sender.inbound import Disposition, InboundMail, InboundServer, kept_for_people
+from sender.links import ReturnPathSigner
+from sender.store import SqliteStore
+from sender.suppression import ingest_bounce
+
+BOUNCE_DOMAIN = "bounce.learning.example.com"
+REPLY_TO = "invitation@calendar.example.com"
+KEY = "not-bounces-key-0123456789abcdef"
+
+
+def person(subject: str, to: str) -> bytes:
+    """A person's own mail (no DSN, no daemon, no auto-reply)."""
+    return (
+        "From: Kari Nordmann <kari@example.org>\r\n"
+        f"To: <{to}>\r\n"
+        f"Subject: {subject}\r\n"
+        "Date: Tue, 23 Feb 2027 09:14:27 +0000\r\n"
+        "Message-ID: <q-1@example.org>\r\n"
+        "\r\n"
+        "Hello, I got your mail but my link does not work. Can someone help?\r\n"
+    ).encode()
+
+
+def dsn(final_recipient: str) -> bytes:
+    """An RFC 3464 delivery status notification, as Postfix writes one."""
+    return (
+        "From: MAILER-DAEMON@mx.d0.example (Mail Delivery System)\r\n"
+        f"To: bounces@{BOUNCE_DOMAIN}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        "\r\n--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.\r\n"
+        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.d0.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {final_recipient}\r\n"
+        "Action: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n"
+        "\r\n--B--\r\n"
+    ).encode()
+
+
+async def deliver(port: int, rcpt: str, data: bytes, *, mail_from: str = "") -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30) as client:
+        await client.mail(mail_from)
+        await client.rcpt(rcpt)
+        await client.data(data)
+
+
+def maildir_messages(path: Path) -> list[bytes]:
+    return sorted(f.read_bytes() for sub in ("new", "cur") for f in (path / sub).iterdir())
+
+
+async def test_sender_inbound_keeps_a_persons_mail_for_a_person_and_records_nothing(
+    tmp_path: Path, closed_port: int
+) -> None:
+    """Over SMTP: no-bounce mail lands raw in for-people, nothing forged; the report says so."""
+    (tmp_path / "sender.toml").write_text(f'bounce_domain = "{BOUNCE_DOMAIN}"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    env["SENDER_SECRET_KEYS"] = KEY
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "sender", "-v", "inbound", "--listen", f"127.0.0.1:{closed_port}"),
+        *("--reply-address", REPLY_TO),
+        cwd=tmp_path,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    to_postmaster = person("Question about my course", f"postmaster@{BOUNCE_DOMAIN}")
+    to_return_path = person("Re: Invitation", f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}")
+    to_reply_address = person("Can I bring a friend?", REPLY_TO)
+    try:
+        assert process.stderr is not None
+        line = await asyncio.wait_for(process.stderr.readline(), 60)
+        assert b"listening on" in line, line
+        await deliver(closed_port, f"postmaster@{BOUNCE_DOMAIN}", to_postmaster, mail_from="k@x")
+        await deliver(closed_port, f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}", to_return_path)
+        await deliver(closed_port, REPLY_TO, to_reply_address, mail_from="kari@example.org")
+        # A real DSN to a return path we never signed is still a forged bounce.
+        await deliver(
+            closed_port, f"bounces+m2-bbbbbbbbbbbbbbbb@{BOUNCE_DOMAIN}", dsn("a@b.example")
+        )
+    finally:
+        process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    logged = stderr.decode()
+    assert logged.count("kept for a person") == 3
+    assert "Can someone help" not in logged  # never a body
+    inbound = tmp_path / ".sender" / "inbound"
+    assert maildir_messages(inbound / "for-people") == sorted(
+        [to_postmaster, to_return_path, to_reply_address]
+    )
+    assert maildir_messages(inbound / "unprocessed") == []
+    async with SqliteStore(tmp_path / ".sender" / "outbox.sqlite3") as outbox:
+        (kept,) = await outbox.bounces()  # only the DSN
+        assert kept.forged
+        assert kept.kind == "hard"
+    home = str(tmp_path / ".sender")
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        main,
+        ["bounces", "report"],
+        env={"SENDER_SECRET_KEYS": KEY, "SENDER_HOME": home},
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "3 message(s) with no bounce or calendar reply" in result.stdout
+    assert "kept for a person to read in" in result.stdout
+
+
+async def test_on_mail_can_leave_a_message_for_a_person(tmp_path: Path) -> None:
+    """A handler returning FOR_PERSON gets a 250, and the raw bytes wait in for-people."""
+
+    async def on_mail(mail: InboundMail) -> Disposition:
+        return Disposition.FOR_PERSON
+
+    data = person("hello", f"x@{BOUNCE_DOMAIN}")
+    async with InboundServer(
+        bounce_domain=BOUNCE_DOMAIN, on_mail=on_mail, keep_dir=tmp_path
+    ) as server:
+        await deliver(server.port, f"x@{BOUNCE_DOMAIN}", data)
+    assert (server.for_people, server.kept, server.accepted) == (1, 0, 1)
+    assert maildir_messages(server.for_people_dir) == [data]
+    assert kept_for_people(tmp_path) == (tmp_path / "for-people", 1)
+
+
+async def test_a_persons_mail_is_not_a_bounce_and_not_forged(tmp_path: Path) -> None:
+    """ingest_bounce records nothing for a person's mail to an unsigned return path."""
+    signer = ReturnPathSigner((KEY,), domain=BOUNCE_DOMAIN)
+    async with SqliteStore(tmp_path / "outbox.sqlite3") as store:
+        outcomes = await ingest_bounce(
+            store,
+            person("Re: Invitation", f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}"),
+            return_paths=signer,
+            policy=BouncePolicy(),
+            now=1.0,
+            envelope_to=f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}",
+        )
+        assert outcomes == []
+        assert await store.bounces() == []
+
+
+def test_bounces_ingest_counts_mail_that_is_no_bounce(tmp_path: Path) -> None:
+    """`sender bounces ingest` says which files were no bounce instead of calling them forged."""
+    mail = tmp_path / "question.eml"
+    mail.write_bytes(
+        b"Delivered-To: bounces+m1-aaaaaaaaaaaaaaaa@"
+        + BOUNCE_DOMAIN.encode()
+        + b"\r\n"
+        + person("Re: Invitation", f"postmaster@{BOUNCE_DOMAIN}")
+    )
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path) as cwd:
+        (Path(cwd) / "sender.toml").write_text(
+            f'bounce_domain = "{BOUNCE_DOMAIN}"\n', encoding="utf-8"
+        )
+        result = runner.invoke(
+            main, ["bounces", "ingest", str(mail), "--json"], env={"SENDER_SECRET_KEYS": KEY}
+        )
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["findings"], summary["forged"], summary["not_bounces"]) == (0, 0, 1)
