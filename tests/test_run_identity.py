@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -218,3 +219,22 @@ async def test_a_corrected_address_of_a_final_message_gets_a_new_message(
     assert await store.participant_count("r") == 2
     counts = {state: n for state, n in (await store.counts("r")).items() if n}
     assert counts == {MessageState.FAILED: 1, MessageState.SENT: 1, MessageState.QUEUED: 1}
+
+
+async def test_run_json_says_what_rows_given_again_changed(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """run --json carries the changes of a file run again (null for a new run)."""
+    path = workdir / "p.csv"
+    await asyncio.to_thread(path.write_text, FIRST, encoding="utf-8")
+    smtp = ["--smtp", f"smtp://{smtp_server.host}:{smtp_server.port}", "--no-validate"]
+    first = await asyncio.to_thread(cli, "run", "p.csv", "--json", *smtp)
+    assert json.loads(first.stdout)["changes"] is None
+    await asyncio.to_thread(path.write_text, EDITED, encoding="utf-8")
+    second = await asyncio.to_thread(cli, "run", "p.csv", "--json", *smtp)
+    assert json.loads(second.stdout)["changes"] == {
+        "new": 2,
+        "corrected": 1,
+        "removed": 1,
+        "unchanged": 2,
+    }

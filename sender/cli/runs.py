@@ -652,6 +652,8 @@ async def run_json(config: CliConfig, report: RunReport) -> dict[str, object]:
         "elapsed": round(report.elapsed, 3),
         "exit_code": run_exit_code(report),
         "home": str(config.state_dir),
+        # rows given again to the run, matched by participant id: new, corrected, ...
+        "changes": None if report.changes is None else dataclasses.asdict(report.changes),
     }
 
 

@@ -30,16 +30,18 @@ Schema (one row per input row, participants and skipped rows alike)::
               (participant_id, email, name, course_id, locale, vars as JSON),
               domain, priority, due_at, attempts, first/last attempt, claim,
               message_id, last reply (code, enhanced_status, reply_text, detail),
-              skip_reason
+              skip_reason, replaced_by (the message that replaced this one after
+              the participant's address was corrected; NULL for current messages)
     attempts  message → messages.id, number, at, state, reply, detail
 
 ``due_at`` drives claiming: 0 (or the ``reset_failed`` time) when queued, the
 next try when deferred, NULL when sending or final; only non-NULL rows are in
 the claim index (run, domain, due_at, priority DESC). Skipped rows have
 ``participant_id`` NULL, so the unique participant key (run, participant_id,
-template) does not apply to them; they are unique on (run, row) instead. The
-state index leaves queued rows out, so ingest writes one index fewer; queued
-counts are claimable rows minus deferred ones.
+template, over current messages: ``replaced_by`` NULL) does not apply to them;
+they are unique on (run, row) instead. The state index leaves queued rows out,
+so ingest writes one index fewer; queued counts are claimable rows minus
+deferred ones.
 """
 
 from __future__ import annotations
