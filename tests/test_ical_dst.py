@@ -6,11 +6,12 @@ import json
 import os
 import tomllib
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -273,3 +274,43 @@ def test_an_event_stored_before_fold_existed_keeps_its_first_occurrence() -> Non
         updated_at=0.0,
     )
     assert event_from_record(record).start_utc() == FIRST
+
+
+def fall_backs(zone: ZoneInfo, year: int) -> list[datetime]:
+    """Wall times just inside each repeated hour of ``zone`` in ``year`` (naive)."""
+    found = []
+    moment = datetime(year, 1, 1, tzinfo=UTC)
+    step = timedelta(minutes=15)
+    while moment.year == year:
+        before, after = moment.astimezone(zone), (moment + step).astimezone(zone)
+        if after.utcoffset() < before.utcoffset():  # type: ignore[operator]
+            found.append(after.replace(tzinfo=None, fold=0) + timedelta(minutes=5))
+        moment += step
+    return found
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Europe/Oslo",
+        "America/New_York",
+        "Australia/Sydney",
+        "Australia/Lord_Howe",
+        "America/Santiago",
+    ],
+)
+def test_every_zones_repeated_times_round_trip_through_icalendar(name: str) -> None:
+    """In several zones (and hemispheres, and a 30-minute shift) each fold is read back exactly."""
+    zone = ZoneInfo(name)
+    (wall,) = fall_backs(zone, 2027)
+    instants = set()
+    for fold in (0, 1):
+        ev = event(timezone=name, start=wall, end=wall + timedelta(hours=3), fold=fold)
+        start, end, start_line, _ = vevent_times(ev)
+        assert start == ev.start_utc() == wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        assert end == ev.end_utc()
+        assert start_line.endswith("Z")
+        instants.add(start)
+    assert len(instants) == 2
+    with pytest.raises(InputError, match="happens twice"):
+        event(timezone=name, start=wall, end=wall + timedelta(hours=3))
