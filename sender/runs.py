@@ -61,7 +61,7 @@ from sender.store import (
 )
 from sender.suppression import budget_reason, keep_refusal
 from sender.transport import SmtpTransport
-from sender.validate import Validator, Verdict
+from sender.validate import AddressCheck, Validator, Verdict
 from sender.workers import Skipped, WorkerPool, attempt
 
 __all__ = [
@@ -72,12 +72,14 @@ __all__ = [
     "RowChecker",
     "RunReport",
     "RunSettings",
+    "address_problem",
     "check_rows",
     "numbered",
     "run_id_for",
     "run_list",
     "run_status",
     "transport_identity",
+    "undeliverable",
 ]
 
 log = logging.getLogger("sender.runs")
@@ -452,20 +454,15 @@ class BulkRunner:
         """
         if self.validator is None:
             return batch
-        queued = [(i, new) for i, new in enumerate(batch) if new.participant is not None]
-        checks = await self.validator.check_many(
-            [new.participant.email for _, new in queued if new.participant is not None]
+        invalid = await undeliverable(
+            self.validator, [new.participant.email for new in batch if new.participant]
         )
-        result = list(batch)
-        for (index, new), check in zip(queued, checks, strict=True):
-            if check.verdict is Verdict.INVALID and new.participant is not None:
-                hint = f" (did you mean {check.suggestion}?)" if check.suggestion else ""
-                result[index] = NewRow(
-                    new.row,
-                    None,
-                    skip_reason=f"field 'email': {check.reason}{hint}",
-                    email=new.participant.email,
-                )
+        result = []
+        for new in batch:
+            email = new.participant.email if new.participant is not None else None
+            if email is not None and email in invalid:
+                new = NewRow(new.row, None, skip_reason=invalid[email], email=email)
+            result.append(new)
         return result
 
     @staticmethod
@@ -883,6 +880,28 @@ def _suppressed(message: OutboxMessage, clock: Clock) -> Outcome:
     return Outcome(MessageState.SUPPRESSED, at=clock.now(), detail=detail)
 
 
+def address_problem(check: AddressCheck, /) -> str | None:
+    """The reason a run skips a row whose address the checks call invalid; None otherwise."""
+    if check.verdict is not Verdict.INVALID:
+        return None
+    hint = f" (did you mean {check.suggestion}?)" if check.suggestion else ""
+    return f"field 'email': {check.reason}{hint}"
+
+
+async def undeliverable(validator: Validator, emails: Iterable[str], /) -> dict[str, str]:
+    """The addresses a run would skip before queueing, each with its :func:`address_problem`.
+
+    Each distinct domain is looked up once; DNS that does not answer skips nobody.
+    """
+    given = list(dict.fromkeys(emails))
+    checks = await validator.check_many(given)
+    return {
+        email: reason
+        for email, check in zip(given, checks, strict=True)
+        if (reason := address_problem(check)) is not None
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class DryRun:
     """What ``sender run --dry-run`` found: which rows would be sent, which skipped and why."""
@@ -899,8 +918,15 @@ def check_rows(
     *,
     template: str,
     calendar: CalendarSend | None = None,
+    undeliverable: Mapping[str, str] | None = None,
 ) -> DryRun:
-    """Render and check every row as a real run would, without storing or sending."""
+    """Render and check every row as a real run would, without storing or sending.
+
+    The one row check that ``run --dry-run`` and ``validate`` share: unreadable rows,
+    address and locale syntax, template problems (this row's values included) and
+    duplicate participant ids. ``undeliverable`` (address -> reason, from
+    :func:`undeliverable`) adds the address checks a run does when mail really leaves.
+    """
     checker = RowChecker(sender, template, calendar=calendar)
     ok = 0
     skipped: list[tuple[int, str, str]] = []
@@ -912,6 +938,8 @@ def check_rows(
             skipped.append((row.row, row.email or "", str(row.error)))
             continue
         problem = checker.problem(participant)
+        if problem is None and undeliverable:
+            problem = undeliverable.get(participant.email)
         key = (participant.participant_id, template)
         if problem is None and key in seen:
             problem = f"duplicate of row {seen[key]}"

@@ -26,21 +26,25 @@ from sender.cli.app import (
     store_for,
     write_csv_rows,
 )
+from sender.client import Sender
 from sender.config import CliConfig
 from sender.dkim import DkimKey, dns_record, generate_key
 from sender.doctor import Fix, diagnose
 from sender.errors import InputError
 from sender.participants import CsvRow, read_csv
 from sender.resolve import DnsSettings, Resolver
+from sender.runs import DryRun, address_problem, check_rows, undeliverable
 from sender.validate import Validator
 
 __all__ = [
+    "address_problems",
     "dkim",
     "dkim_keygen",
     "doctor",
     "preflight",
     "print_fixes",
     "resolver_for",
+    "row_checks",
     "validate",
     "validate_rows",
     "validator_for",
@@ -69,25 +73,41 @@ def validator_for(config: CliConfig) -> Validator:
 @main.command()
 @click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
 @dns_option
+@click.option(
+    "--template",
+    default="invitation",
+    show_default=True,
+    help="The template `run` would use: its rendering is checked for every row.",
+)
 @click.option("--json", "as_json", is_flag=True, help="{summary, rows} as JSON.")
 @click.option(
     "--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a CSV."
 )
 @pass_context
 def validate(
-    obj: Context, csv_file: Path, dns_server: str | None, as_json: bool, csv_out: Path | None
+    obj: Context,
+    csv_file: Path,
+    dns_server: str | None,
+    template: str,
+    as_json: bool,
+    csv_out: Path | None,
 ) -> None:
     """A verdict per row: ok, invalid, risky or unknown, with the reason and a suggestion.
 
-    Exits 1 when any row is invalid. Addresses on the suppression list, or with hard
-    bounces on record, are flagged too.
+    Also what `run` will skip, and why: the same row checks run applies (empty fields,
+    short rows, bad locales, duplicate participant ids, template problems) plus the
+    invalid addresses a run through --smtp skips. Exits 1 when any row is invalid or
+    would be skipped. Addresses on the suppression list, or with hard bounces on
+    record, are flagged too.
     """
     with errors_as_lines(obj.debug):
         config = obj.config(quiet=True, dns_server=dns_server)
         if not csv_file.is_file():
             raise InputError(f"{csv_file} does not exist", field="csv")
         rows = list(read_csv(csv_file))
+        dry = row_checks(config, rows, template=template)
     summary = obj.run(validate_rows(config, rows, progress=not as_json))
+    skips = {row: reason for row, _email, reason in dry.skipped}
     listed = [
         {
             "row": row,
@@ -95,6 +115,7 @@ def validate(
             "verdict": check.verdict.value,
             "reason": check.reason,
             "suggestion": check.suggestion,
+            "skip": skips.get(row) or address_problem(check),
         }
         for row, check in summary.checks
     ]
@@ -105,31 +126,60 @@ def validate(
             "verdict": "invalid",
             "reason": str(r.error),
             "suggestion": None,
+            "skip": str(r.error),
         }
         for r in rows
         if r.email is None
     ]
     listed = sorted(listed + unreadable, key=lambda item: int(str(item["row"])))
-    counts = {verdict.value: n for verdict, n in summary.counts.items()}
+    counts: dict[str, int] = {verdict.value: n for verdict, n in summary.counts.items()}
     counts["invalid"] = counts.get("invalid", 0) + len(unreadable)
+    counts["skipped"] = sum(1 for item in listed if item["skip"])
     if csv_out is not None:
+        fields = ["row", "email", "verdict", "reason", "suggestion", "skip"]
         with errors_as_lines(obj.debug):
-            write_csv_rows(csv_out, ["row", "email", "verdict", "reason", "suggestion"], listed)
+            write_csv_rows(csv_out, fields, listed)
     if as_json:
         click.echo(json.dumps({"summary": counts, "rows": listed}, ensure_ascii=False))
     else:
         for item in listed:
+            where = f"row {item['row']} ({item['email'] or 'no address'})"
             if item["verdict"] != "ok":
                 hint = f" — did you mean {item['suggestion']}?" if item["suggestion"] else ""
                 out.print(
-                    f"row {item['row']} ({item['email'] or 'no address'}): {item['verdict']}: "
-                    f"{item['reason']}{hint}",
+                    f"{where}: {item['verdict']}: {item['reason']}{hint}",
                     overflow="ignore",
                     crop=False,
+                    markup=False,
                 )
-        out.print(", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
-    if counts.get("invalid"):
+            if item["row"] in skips and item["skip"] != item["reason"]:
+                out.print(
+                    f"{where}: run will skip it: {item['skip']}",
+                    overflow="ignore",
+                    crop=False,
+                    markup=False,
+                )
+        skipped = counts.pop("skipped")
+        out.print(
+            ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+            + f"; run will skip {skipped} row(s)"
+        )
+    if counts.get("invalid") or any(item["skip"] for item in listed):
         sys.exit(EXIT_FAILED)
+
+
+def row_checks(config: CliConfig, rows: Iterable[CsvRow], *, template: str) -> DryRun:
+    """What `run` would skip and why (:func:`sender.runs.check_rows`), for this template."""
+    sender = Sender(config.sender)
+    if template not in sender.renderer.names():
+        raise InputError(f"no template named {template!r}", field="template")
+    return check_rows(sender, rows, template=template)
+
+
+async def address_problems(config: CliConfig, rows: Iterable[CsvRow]) -> dict[str, str]:
+    """Addresses a run through --smtp would skip before queueing, with the reasons."""
+    emails = [row.participant.email for row in rows if row.participant is not None]
+    return await undeliverable(validator_for(config), emails)
 
 
 async def validate_rows(config: CliConfig, rows: list[CsvRow], *, progress: bool) -> Any:

@@ -43,7 +43,7 @@ from sender.cli.app import (
     store_for,
     when,
 )
-from sender.cli.checks import preflight, validator_for
+from sender.cli.checks import address_problems, preflight, validator_for
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, require_real_identity
 from sender.errors import ConfigurationError, InputError
@@ -204,7 +204,7 @@ def run(
             raise InputError(f"{csv_file} does not exist", field="csv")
         require_template(config, template)
         if dry_run:
-            dry = check_rows_of(config, csv_file, template=template)
+            dry = obj.run(check_rows_of(config, csv_file, template=template))
             print_dry_run(dry, csv_file)
             sys.exit(EXIT_FAILED if dry.skipped and not dry.ok else 0)
         run_id = run_id or run_id_for(csv_file, template)
@@ -586,12 +586,26 @@ def require_template(config: CliConfig, template: str) -> None:
         raise InputError(f"no template named {template!r}", field="template")
 
 
-def check_rows_of(config: CliConfig, csv_file: Path, *, template: str) -> DryRun:
+async def check_rows_of(config: CliConfig, csv_file: Path, *, template: str) -> DryRun:
+    """The dry run: the row checks of a real run, with its address checks when it would
+    check addresses (--smtp, or --validate)."""
     require_template(config, template)
-    return check_rows(Sender(config.sender), read_csv(csv_file), template=template)
+    rows = list(read_csv(csv_file))
+    invalid = await address_problems(config, rows) if preflight(config) else None
+    return check_rows(Sender(config.sender), rows, template=template, undeliverable=invalid)
 
 
 def print_dry_run(dry: DryRun, csv_file: Path) -> None:
+    if json_mode():
+        payload = {
+            "would_send": dry.ok,
+            "skipped": [
+                {"row": row, "email": email, "reason": reason} for row, email, reason in dry.skipped
+            ],
+            "fallbacks": dict(dry.fallbacks),
+        }
+        click.echo(json.dumps(payload, ensure_ascii=False))
+        return
     out.print(f"{csv_file}: {dry.ok} message(s) would be sent, {len(dry.skipped)} skipped")
     for row, email_address, reason in dry.skipped[:50]:
         out.print(f"  row {row} ({email_address or 'no address'}): {reason}")
