@@ -152,17 +152,18 @@ def test_relay_timeouts_must_be_at_least_one() -> None:
     assert caught.value.setting == "relay_timeouts"
 
 
+@pytest.mark.parametrize("where", ["sender.toml", "flag"])
 async def test_cli_run_pauses_on_a_silent_relay_with_exit_code_4(
-    relay: SilentRelay, tmp_path: Path
+    relay: SilentRelay, tmp_path: Path, where: str
 ) -> None:
-    """`sender run` with relay_timeouts in sender.toml pauses (exit 4) naming the relay."""
+    """`sender run` with relay_timeouts (sender.toml or --relay-timeouts) pauses with exit 4."""
     (tmp_path / "sender.toml").write_text(
         'from = "Academy <noreply@academy.example>"\n'
         'base_url = "https://academy.example/login"\n'
-        'smtp_timeout = "0.2s"\n'
-        "relay_timeouts = 1\n",
+        'smtp_timeout = "0.2s"\n' + ("relay_timeouts = 1\n" if where == "sender.toml" else ""),
         encoding="utf-8",
     )
+    flags = ["--relay-timeouts", "1"] if where == "flag" else []
     rows = ["email,name,participant_id,course_id,locale"]
     rows += [f"user{i}@d.example,User {i},p-{i},PY101,en" for i in range(8)]
     (tmp_path / "people.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -180,6 +181,7 @@ async def test_cli_run_pauses_on_a_silent_relay_with_exit_code_4(
         "2",
         "--no-validate",
         "--no-progress",
+        *flags,
         cwd=tmp_path,
         env=env,
         stdout=asyncio.subprocess.PIPE,

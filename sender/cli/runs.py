@@ -121,6 +121,12 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
                 help="Processes that compose and send (default 1; at most --concurrency, 64).",
             ),
             click.option(
+                "--relay-timeouts",
+                type=int,
+                help="Timeouts in a row per connection before the run pauses as "
+                "'relay not answering' (default 3).",
+            ),
+            click.option(
                 "--validate/--no-validate",
                 default=None,
                 help="Check addresses (syntax, DNS) before queueing (default: on with --smtp).",
@@ -158,6 +164,7 @@ def run_config(
     validate: bool | None = None,
     dns_server: str | None = None,
     as_json: bool = False,  # --json: how to print (json_mode), not a setting
+    relay_timeouts: int | None = None,
 ) -> CliConfig:
     del as_json
     return obj.config(
@@ -169,6 +176,7 @@ def run_config(
         domain_rate=domain_rate,
         concurrency=concurrency,
         workers=workers,
+        relay_timeouts=relay_timeouts,
     )
 
 
