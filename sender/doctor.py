@@ -618,8 +618,8 @@ async def _dmarc_check(resolver: Resolver, domain: str) -> tuple[Check, dict[str
 _SPF_PASSES = frozenset({"spf", "spf-lookups", "spf-void"})  # what makes SPF itself pass
 
 
-def _spf_verdict(checks: list[Check]) -> tuple[bool | None, str]:
-    """Whether SPF passes for mail through the provider (None: unknown), and why not.
+def _spf_verdict(checks: list[Check]) -> tuple[bool | None, Check | None]:
+    """Whether SPF passes for mail through the provider (None: unknown), and the check why not.
 
     It passes when the record authorizes the provider and receivers can evaluate it
     (no PermError from too many lookups or void lookups); ``spf-all`` is advice only.
@@ -627,17 +627,17 @@ def _spf_verdict(checks: list[Check]) -> tuple[bool | None, str]:
     relevant = [check for check in checks if check.name in _SPF_PASSES]
     for check in relevant:
         if not check.ok and not check.unknown:
-            return False, check.message
+            return False, check
     for check in relevant:
         if check.unknown:
-            return None, check.message
-    return bool(relevant), ""
+            return None, check
+    return bool(relevant), None
 
 
 def _alignment_check(
     domain: str,
     spf_domain: str,
-    spf: tuple[bool | None, str],
+    spf: tuple[bool | None, Check | None],
     tags: dict[str, str],
     dkim: Check | None,
 ) -> Check:
@@ -672,15 +672,17 @@ def _alignment_check(
         return Check("dmarc-alignment", True, message)
     if dkim_unknown or spf_unknown:
         return Check("dmarc-alignment", False, message, unknown=True)
+    fixes: tuple[Fix, ...] = ()
     if spf_lines_up and spf_domain == domain:
         advice = " Make SPF pass first (see the spf checks)."
-    elif spf_lines_up:
-        advice = f" {spf_why}"
+    elif spf_lines_up and spf_why is not None:  # the bounce domain's SPF: shown only here
+        advice = f" {spf_why.message}"
+        fixes = spf_why.fixes
     else:
         advice = f" Use a bounce domain under {domain}" + (" or aspf=r." if spf_strict else ".")
     if dkim is None:
         advice += " Or set up DKIM."
-    return Check("dmarc-alignment", False, message + advice)
+    return Check("dmarc-alignment", False, message + advice, fixes)
 
 
 # --- MX -------------------------------------------------------------------------------

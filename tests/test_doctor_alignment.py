@@ -105,6 +105,9 @@ async def test_bounce_domain_spf_is_what_aligns() -> None:
     assert not without.ok
     assert "SPF aligns" not in without.message
     assert f"SPF for {BOUNCE} does not pass" in without.message
+    assert [fix.bind() for fix in without.fixes] == [
+        f'{BOUNCE}. IN TXT "v=spf1 include:amazonses.com ~all"'
+    ]
     with_spf = await alignment(
         zone + f'\n{BOUNCE}. TXT "v=spf1 include:amazonses.com ~all"', bounce_domain=BOUNCE
     )
