@@ -74,6 +74,7 @@ __all__ = [
     "RunSettings",
     "address_problem",
     "check_rows",
+    "default_run_id",
     "numbered",
     "run_id_for",
     "run_list",
@@ -212,6 +213,20 @@ def run_id_for(path: Path, template: str, /) -> str:
     """
     key = f"{template}\x00{path.resolve()}".encode(errors="surrogateescape")
     return "r-" + hashlib.sha256(key).hexdigest()[:12]
+
+
+async def default_run_id(store: Store, path: Path, template: str, /) -> str:
+    """:func:`run_id_for`, unless a run an older sender named from the file's contents is
+    the file's run: then that one, found by path and template, so upgrading never sends a
+    file again."""
+    run_id = run_id_for(path, template)
+    if await store.get_run(run_id) is not None:
+        return run_id
+    source = str(await asyncio.to_thread(path.resolve))
+    for run in await store.runs(limit=1000):  # newest first
+        if run.source == source and run.template == template and run.event_uid is None:
+            return run.run_id
+    return run_id
 
 
 class RowChecker:

@@ -238,3 +238,29 @@ async def test_run_json_says_what_rows_given_again_changed(
         "removed": 1,
         "unchanged": 2,
     }
+
+
+async def test_a_run_an_older_sender_named_from_the_contents_is_continued(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """Upgrading never sends a file again: its run under a content-hash id is found by path."""
+    path = workdir / "p.csv"
+    await asyncio.to_thread(path.write_text, FIRST, encoding="utf-8")
+    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    async with SqliteStore(workdir / ".sender" / "outbox.sqlite3") as outbox:
+        await outbox.create_run(
+            "r-0123456789ab", template="invitation", source=str(path.resolve()), now=1.0
+        )
+        old = [
+            NewRow(n + 2, Participant(f"{c}@d.example", c, f"p-{n + 1}", "c"))
+            for n, c in enumerate("ab")
+        ]
+        await outbox.add_rows("r-0123456789ab", old, complete=True)
+        for _ in old:
+            claimed = await outbox.claim("r-0123456789ab", "d.example", now=1.0, owner="w")
+            assert claimed is not None
+            await outbox.record(claimed.id, sent_outcome())
+    result = await asyncio.to_thread(cli, "run", "p.csv", "--smtp", url, "--no-validate")
+    assert result.exit_code == 0, result.stderr
+    assert "r-0123456789ab" in result.stdout
+    assert recipients(smtp_server) == Counter({"c@e.example": 1, "x@e.example": 1})

@@ -42,6 +42,7 @@ from sender.cli.app import (
     smtp_option,
     store_for,
     when,
+    with_store,
 )
 from sender.cli.checks import address_problems, preflight, validator_for
 from sender.client import CalendarSend, Sender, open_sender
@@ -55,7 +56,7 @@ from sender.runs import (
     RunReport,
     RunSettings,
     check_rows,
-    run_id_for,
+    default_run_id,
     run_list,
     run_status,
     transport_identity,
@@ -215,7 +216,10 @@ def run(
             dry = obj.run(check_rows_of(config, csv_file, template=template))
             print_dry_run(dry, csv_file)
             sys.exit(EXIT_FAILED if dry.skipped and not dry.ok else 0)
-        run_id = run_id or run_id_for(csv_file, template)
+        if run_id is None:
+            run_id = obj.run(
+                with_store(config, lambda store: default_run_id(store, csv_file, template))
+            )
         config = keep_transport(
             obj, config, stored_run(obj, config, run_id), options, switch=switch_transport
         )
