@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from sender import Address, DeliveryStatus, LinkSettings, Participant, Sender, SenderSettings
 from sender.addresses import addr_spec, address_key
+from sender.config import BouncePolicy
 from sender.errors import AddressError
 from sender.runs import BulkRunner, RunSettings
 from sender.schedule import RateLimits, Scheduler
-from sender.store import MessageState, SqliteStore
+from sender.store import BounceRecord, MessageState, NewRow, Outcome, SqliteStore
+from sender.suppression import apply_bounce
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
 
@@ -162,3 +164,42 @@ def test_an_outbox_of_version_4_is_rekeyed_in_place(tmp_path: Path) -> None:
         store.close()
     assert rows == [("idn@xn--bcher-kva.example", "first"), ("åse@x.example", "third")]
     assert bounced == "idn@xn--bcher-kva.example"
+
+
+async def test_a_delivery_to_another_spelling_forgives_soft_bounces(store: SqliteStore) -> None:
+    """Soft bounces for åse@ are forgiven once mail to Åse@ got through (one key)."""
+    for n in range(2):
+        record = BounceRecord(f"s{n}", "åse@x.example", "soft", "4.2.2", "full", "mailbox_full", T0)
+        await apply_bounce(store, record, policy=BouncePolicy(), now=T0)
+    await store.create_run("r", template="invitation", source="t", now=T0)
+    await store.add_rows("r", [NewRow(1, Participant("Åse@X.example", "Åse", "p-1", "C"))])
+    message = await store.claim("r", "x.example", now=T0, owner="w")
+    assert message is not None
+    await store.record(message.id, Outcome(MessageState.SENT, at=T0 + 60))
+    third = BounceRecord("s9", "ÅSE@x.example", "soft", "4.2.2", "full", "mailbox_full", T0 + 120)
+    assert await apply_bounce(store, third, policy=BouncePolicy(), now=T0 + 120) is None
+    assert await store.count_bounces("åse@x.example", kind="soft", since=T0 - 1) == 1
+    people = await store.participants_by_address(["A\u030aSE@x.example"])
+    assert [p.participant_id for p in people.values()] == ["p-1"]
+
+
+async def test_messages_of_an_older_outbox_get_their_key(tmp_path: Path) -> None:
+    """Upgrading to schema 5 stores each message's address key, so the claim still matches."""
+    path = tmp_path / "outbox.sqlite3"
+    async with SqliteStore(path) as first:
+        await first.create_run("r", template="invitation", source="t", now=T0)
+        await first.add_rows("r", [NewRow(1, Participant("Åse@x.example", "Åse", "p-1", "C"))])
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE messages SET email_key = NULL")
+        db.execute("PRAGMA user_version = 4")
+    db.close()
+    async with SqliteStore(path) as upgraded:
+        await upgraded.suppress("åse@x.example", kind="manual", reason="left", now=T0)
+        message = await upgraded.claim("r", "x.example", now=T0, owner="w")
+        assert message is not None
+        assert message.suppressed is not None
+    db = sqlite3.connect(path)
+    (key,) = db.execute("SELECT email_key FROM messages").fetchone()
+    db.close()
+    assert key == "åse@x.example"

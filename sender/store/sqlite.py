@@ -28,6 +28,7 @@ Schema (one row per input row, participants and skipped rows alike)::
               ingested_through, ingest_complete, owner, heartbeat_at
     messages  id, run → runs.id, row, state, template, participant columns
               (participant_id, email, name, course_id, locale, vars as JSON),
+              email_key (sender.addresses' key of email, for suppression and bounces),
               domain, priority, due_at, attempts, first/last attempt, claim,
               message_id, last reply (code, enhanced_status, reply_text, detail),
               skip_reason, replaced_by (the message that replaced this one after
@@ -223,6 +224,11 @@ ALTER TABLE messages ADD COLUMN replaced_by INTEGER;
 DROP INDEX IF EXISTS messages_key;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_key
     ON messages (run, participant_id, template) WHERE replaced_by IS NULL;
+-- Each message's address key (sender.addresses), computed in Python at ingest and
+-- stored, so suppression and bounce queries compare keys without a Python call per row.
+ALTER TABLE messages ADD COLUMN email_key TEXT;
+UPDATE messages SET email_key = address_key(email)
+    WHERE participant_id IS NOT NULL AND email_key IS NULL;
 """
 
 _SCHEMA_V3 = """
@@ -280,7 +286,8 @@ UPDATE messages
               LIMIT 1)
 RETURNING id, row, email, name, participant_id, course_id, locale, vars,
           template, attempts, first_attempt_at, message_id,
-          (SELECT kind || ': ' || reason FROM suppressions WHERE address = address_key(email))
+          (SELECT kind || ': ' || reason FROM suppressions
+            WHERE address = COALESCE(email_key, address_key(email)))
 """
 
 # Both take the same parameters, so record_many binds each outcome once for both.
@@ -298,8 +305,8 @@ SELECT id, attempts, ?3, ?1, ?4, ?5, ?6, ?7 FROM messages WHERE id = ?9
 
 _INSERT_QUEUED = """
 INSERT INTO messages (run, row, template, participant_id, email, name, course_id, locale,
-                      vars, domain, priority, state, due_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)
+                      vars, domain, priority, email_key, state, due_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)
 """
 
 _INSERT_SKIPPED = """
@@ -688,7 +695,7 @@ class SqliteStore:
         if state in (MessageState.QUEUED, MessageState.DEFERRED):
             db.execute(
                 "UPDATE messages SET row = ?, email = ?, name = ?, course_id = ?, locale = ?,"
-                " vars = ?, domain = ?, priority = ?, state = 'queued', due_at = 0,"
+                " vars = ?, domain = ?, priority = ?, email_key = ?, state = 'queued', due_at = 0,"
                 " attempts = 0, first_attempt_at = NULL, last_attempt_at = NULL,"
                 " message_id = NULL, code = NULL, enhanced_status = NULL, reply_text = NULL,"
                 " detail = NULL WHERE id = ?",
@@ -1275,7 +1282,7 @@ class SqliteStore:
         with self._errors(), self._snapshot() as db:
             (delivered,) = db.execute(
                 "SELECT MAX(last_attempt_at) FROM messages"
-                " WHERE address_key(email) = ? AND state = 'sent' AND state <> 'queued'",
+                " WHERE email_key = ? AND state = 'sent' AND state <> 'queued'",
                 (address,),
             ).fetchone()
             (count,) = db.execute(
@@ -1331,9 +1338,9 @@ class SqliteStore:
             rows = (
                 self._connection()
                 .execute(
-                    "SELECT address_key(email), participant_id, email, name, course_id, locale,"
-                    "  vars FROM messages WHERE participant_id IS NOT NULL"
-                    "   AND address_key(email) IN (SELECT value FROM json_each(?)) ORDER BY id",
+                    "SELECT email_key, participant_id, email, name, course_id, locale, vars"
+                    "  FROM messages WHERE participant_id IS NOT NULL"
+                    "   AND email_key IN (SELECT value FROM json_each(?)) ORDER BY id",
                     (_address_list(addresses),),
                 )
                 .fetchall()
@@ -1711,6 +1718,7 @@ def _queued_values(key: int, template: str, new: NewRow, person: Participant) ->
         _dump_vars(person),
         person.domain,
         new.priority,
+        address_key(person.email),
     )
 
 
