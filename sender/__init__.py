@@ -5,6 +5,7 @@ from sender.clock import Clock, SystemClock
 from sender.config import LinkSettings, SenderSettings, SmtpSecurity, SmtpSettings
 from sender.errors import (
     AddressError,
+    CheckUnavailable,
     ConfigurationError,
     DeliveryError,
     HeaderError,
@@ -50,6 +51,7 @@ __all__ = [
     "CalendarEvent",
     "CalendarMethod",
     "CalendarSend",
+    "CheckUnavailable",
     "Clock",
     "ComposedMessage",
     "ConfigurationError",

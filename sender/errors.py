@@ -21,6 +21,7 @@ the row, the template, the reply) so a caller never parses messages::
     │   ├── UndefinedVariable            the template uses a variable nobody gave
     │   └── LinkPolicyError              the single-link rule refuses the message
     ├── RunBusy                          another worker holds the run's lease
+    ├── CheckUnavailable                 a check could not be made now (DNS did not answer)
     ├── WorkerError(RuntimeError)        a bulk worker process died or could not start
     └── DeliveryError                    the mail server did not accept a message
         ├── TemporaryDeliveryError       4xx, timeout, dropped connection: retry later
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AddressError",
+    "CheckUnavailable",
     "ConfigurationError",
     "DeliveryError",
     "HeaderError",
@@ -175,6 +177,13 @@ class RunBusy(SenderError):
     def __init__(self, message: str, /, *, owner: str | None = None) -> None:
         super().__init__(message)
         self.owner = owner
+
+
+class CheckUnavailable(SenderError):
+    """A check that must pass could not be made now, e.g. DNS did not answer for a DKIM key.
+
+    Nothing was decided or recorded; the same input later may pass.
+    """
 
 
 class WorkerError(SenderError, RuntimeError):

@@ -37,7 +37,7 @@ from datetime import datetime
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
 from sender.dkim import aligned, verified_domains
-from sender.errors import InputError
+from sender.errors import CheckUnavailable, InputError
 from sender.ical import CalendarEvent, CalendarMethod, RsvpAnswer, parse_replies
 from sender.intake import calendar_parts, dmarc_passed
 from sender.models import Participant
@@ -359,7 +359,10 @@ class Invitations:
         """Read one e-mail's calendar replies and keep each answer with its outcome.
 
         Returns what was kept now (an answer seen before is not repeated); a
-        message with no calendar reply returns an empty list.
+        message with no calendar reply returns an empty list. Raises
+        :class:`~sender.errors.CheckUnavailable` when DNS did not answer for the key
+        that would authenticate the reply; the answers that need it are then not
+        kept, so the message can be read again later.
         """
         kept: list[RsvpRecord] = []
         authenticated: dict[str, str] = {}  # From -> why it is not authenticated ("" if it is)
@@ -407,7 +410,11 @@ class Invitations:
         return False
 
     async def _unauthenticated(self, data: bytes, sender: str) -> str:
-        """Why the message's From ``sender`` is not authenticated; "" when it is."""
+        """Why the message's From ``sender`` is not authenticated; "" when it is.
+
+        Raises :class:`~sender.errors.CheckUnavailable` when it is not, but DNS did not
+        answer for a signature's key: that answer is not decided (nor kept) now.
+        """
         domain = sender.rpartition("@")[2]
         trusted = self.sender.settings.trusted_authserv_ids
         if domain in dmarc_passed(data, trusted_authserv_ids=trusted):
@@ -415,9 +422,12 @@ class Invitations:
         if self._resolver is None:
             self._resolver = Resolver()
         resolver = self._resolver
+        unanswered: list[str] = []
 
         async def lookup(name: str) -> str | None:
             answer = await resolver.lookup(name, "TXT")
+            if not answer.settled:
+                unanswered.append(f"{name.rstrip('.')} ({answer.status})")
             if answer.status is not LookupStatus.OK or not answer.records:
                 return None
             return next((r for r in answer.records if r.startswith("v=DKIM1")), answer.records[0])
@@ -425,6 +435,11 @@ class Invitations:
         signers = await verified_domains(data, lookup=lookup)
         if any(aligned(signer, domain) for signer in signers):
             return ""
+        if unanswered:
+            raise CheckUnavailable(
+                f"DNS did not answer for the DKIM key {', '.join(unanswered)}; "
+                "read this reply again later"
+            )
         if signers:
             return f"DKIM-signed by {', '.join(signers)}, which is not {domain}'s domain"
         return f"no DKIM signature of {domain} verifies and no trusted relay vouches for it"

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
+from click.testing import CliRunner
 
 from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender.cli import main
 from sender.dkim import DkimKey, DkimSigner, aligned, dns_record, generate_key
+from sender.errors import CheckUnavailable
 from sender.ical import CalendarEvent
 from sender.intake import dmarc_passed
 from sender.invites import Invitations
@@ -351,3 +354,58 @@ async def test_replies_over_smtp_to_sender_inbound_count_only_when_authenticated
     assert event["not_counted"] == {"unauthenticated": 1}
     code, stdout, _ = await run_cli(tmp_path, "rsvp", "list", uid)
     assert "not counted: 1 unauthenticated" in stdout
+
+
+# --- DNS that does not answer ------------------------------------------------------------
+
+
+async def test_a_reply_whose_key_dns_does_not_answer_is_left_to_read_again(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer, keys: dict[str, DkimKey]
+) -> None:
+    """SERVFAIL for the DKIM key decides nothing and keeps nothing; read later, it counts."""
+    invitations, uid = await invited(smtp_server, store, dns)
+    signed = DkimSigner(keys["example.org"]).sign(reply(uid))
+    async with DnsServer(zone_for(keys.values()), servfail=("s1._domainkey.example.org",)) as bad:
+        failing = Invitations(
+            invitations.sender,
+            store,
+            resolver=Resolver(DnsSettings(nameserver=(bad.host, bad.port))),
+        )
+        with pytest.raises(CheckUnavailable, match=r"s1\._domainkey\.example\.org \(servfail\)"):
+            await failing.record_reply(signed, source="blip")
+    assert await store.rsvps(uid) == []
+    assert await outcome_of(invitations, signed) == ("recorded", "")
+
+
+async def test_rsvp_ingest_reads_the_other_files_when_dns_does_not_answer_for_one(
+    smtp_server: RecordingSMTPServer,
+    store: SqliteStore,
+    keys: dict[str, DkimKey],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`sender rsvp ingest` names the file to read again and still records the others."""
+    async with DnsServer(
+        zone_for(keys.values()), servfail=("s2._domainkey.mail.example.org",)
+    ) as dns:
+        _, uid = await invited(smtp_server, store, dns)
+        await store.aclose()
+        (tmp_path / "sender.toml").write_text(
+            f'trusted_authserv_ids = ["{RELAY}"]\ndns_server = "{dns.address}"\n',
+            encoding="utf-8",
+        )
+        (tmp_path / "a.eml").write_bytes(DkimSigner(keys["mail.example.org"]).sign(reply(uid)))
+        (tmp_path / "b.eml").write_bytes(vouched(reply(uid, partstat="TENTATIVE")))
+        monkeypatch.chdir(tmp_path)
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            main,
+            ["rsvp", "ingest", "a.eml", "b.eml", "--json"],
+            env={"SENDER_SECRET_KEYS": "a" * 32, "SENDER_HOME": str(tmp_path)},
+        )
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["recorded"] == 1
+    (later,) = summary["unchecked"]
+    assert later["source"] == "a.eml"
+    assert "read this reply again later" in later["reason"]

@@ -35,7 +35,7 @@ from sender.cli.runs import (
 )
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, require_real_identity
-from sender.errors import InputError
+from sender.errors import CheckUnavailable, InputError
 from sender.ical import CalendarEvent, CalendarMethod
 from sender.intake import read_mail
 from sender.invites import Invitations
@@ -230,9 +230,14 @@ def rsvp_ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> None:
         if answer["outcome"] != "recorded":
             line += f" — not counted ({answer['outcome']}: {answer['reason']})"
         out.print(line, overflow="ignore", crop=False)
+    unchecked = result["unchecked"]
+    assert isinstance(unchecked, list)
+    for entry in unchecked:
+        out.print(f"{entry['source']}: not read now: {entry['reason']}", overflow="ignore")
     out.print(
         f"{result['messages']} message(s) read, {result['recorded']} answer(s) recorded, "
         f"{result['refused']} kept but not counted, {result['repeated']} seen before"
+        + (f", {len(unchecked)} to read again later" if unchecked else "")
     )
 
 
@@ -244,10 +249,16 @@ async def ingest_replies(config: CliConfig, paths: tuple[Path, ...]) -> dict[str
         )
         messages = repeated = 0
         answers: list[dict[str, object]] = []
+        unchecked: list[dict[str, str]] = []  # to read again: DNS did not answer
         for item in read_mail(paths):
             messages += 1
             before = len(answers)
-            for record in await invitations.record_reply(item.data, source=item.source):
+            try:
+                records = await invitations.record_reply(item.data, source=item.source)
+            except CheckUnavailable as exc:
+                unchecked.append({"source": item.source, "reason": str(exc)})
+                continue
+            for record in records:
                 answers.append(
                     {
                         "source": record.source,
@@ -272,6 +283,7 @@ async def ingest_replies(config: CliConfig, paths: tuple[Path, ...]) -> dict[str
         "refused": len(answers) - recorded,
         "repeated": repeated,
         "answers": answers,
+        "unchecked": unchecked,
     }
 
 
