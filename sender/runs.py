@@ -499,8 +499,9 @@ class BulkRunner:
             return
         if isinstance(stored, str) and not self.settings.switch_transport:
             raise ConfigurationError(
-                f"run {run.run_id} sends through {stored}, not {given}; "
-                "switch_transport (--switch-transport) sends the rest through the new one",
+                f"run {run.run_id} sends through {stored}, not {given}: give it that "
+                f"transport again, or move it on purpose with `sender resume {run.run_id} "
+                "--switch-transport` (RunSettings.switch_transport)",
                 setting="transport",
             )
         await self.store.update_run_options(run.run_id, {"transport": given})

@@ -166,3 +166,29 @@ async def test_a_capture_run_resumed_with_smtp_needs_switch_transport(
     refused = await asyncio.to_thread(cli, "run", "p.csv", "--run-id", "r-c", "--smtp", url)
     one_line_error(refused, "r-c", "capture", "--switch-transport")
     assert not smtp_server.messages
+
+
+EVENT_FILE = Path(__file__).resolve().parent.parent / "examples" / "event.toml"
+
+
+async def test_invite_again_without_smtp_never_sends_an_event_run_to_the_capture_server(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """invite run again without --smtp refuses to finish its run elsewhere; the flag switches."""
+    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    event = ["invite", str(EVENT_FILE), "p.csv", "--no-validate", "--no-progress"]
+    smtp_server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="b@d.example", times=1)
+    first = await asyncio.to_thread(cli, *event, "--smtp", url)
+    assert first.exit_code in (0, 3), first.stderr
+    assert recipients(smtp_server) == ["a@d.example", "c@e.example"]
+    await asyncio.sleep(0.5)  # the retry is due after 0.3 s
+    again = await asyncio.to_thread(cli, *event)
+    assert again.exit_code == 2
+    (line,) = [line for line in again.stderr.splitlines() if "error" in line]
+    assert url in line
+    assert "--switch-transport" in line
+    assert captured(workdir) == []
+    same = await asyncio.to_thread(cli, *event, "--smtp", url)
+    assert same.exit_code == 0, same.stderr
+    assert recipients(smtp_server) == ["a@d.example", "b@d.example", "c@e.example"]
+    assert captured(workdir) == []
