@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from sender.addresses import address_key
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
 from sender.config import BouncePolicy, SmtpSettings
@@ -437,7 +438,7 @@ class BulkRunner:
                 elif person.participant_id not in stored:
                     new += 1
                     changed.append(item)
-                elif stored[person.participant_id].casefold() != person.email.casefold():
+                elif address_key(stored[person.participant_id]) != address_key(person.email):
                     corrected += 1
                     changed.append(dataclasses.replace(item, replaces=True))
                 else:

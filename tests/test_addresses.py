@@ -203,3 +203,18 @@ async def test_messages_of_an_older_outbox_get_their_key(tmp_path: Path) -> None
     (key,) = db.execute("SELECT email_key FROM messages").fetchone()
     db.close()
     assert key == "åse@x.example"
+
+
+async def test_another_spelling_in_an_edited_file_is_no_corrected_address(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """Running the file again with idn@BÜCHER.example for idn@xn--bcher-kva sends nothing."""
+    first = runner_for(smtp_server, store)
+    await first.run("r-same", [Participant("idn@xn--bcher-kva.example", "Idun", "p-1", "C")])
+    await first.sender.aclose()
+    again = runner_for(smtp_server, store)
+    report = await again.run("r-same", [Participant("idn@BÜCHER.example", "Idun", "p-1", "C")])
+    await again.sender.aclose()
+    assert report.changes is not None
+    assert (report.changes.corrected, report.changes.unchanged) == (0, 1)
+    assert len(smtp_server.messages) == 1
