@@ -22,6 +22,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import jinja2
+import jinja2.meta
+import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, UndefinedVariable
@@ -34,6 +36,7 @@ __all__ = [
     "Renderer",
     "find_link_problems",
     "lint_templates",
+    "missing_variables",
     "sample_context",
 ]
 
@@ -177,6 +180,35 @@ class Renderer:
         raise TemplateNotFound(
             f"template {name!r} has no {wanted!r} locale and no English fallback", template=name
         )
+
+    def variables(self, name: str, locale: str, /) -> dict[str, frozenset[str]]:
+        """Each part of ``name/locale`` (``name/locale/body.txt`` ...) with the variables
+        it uses and does not set itself (jinja2's ``meta.find_undeclared_variables``).
+
+        A missing required part raises :class:`TemplateNotFound`, a syntax error
+        :class:`TemplateError`, each naming the file.
+        """
+        found: dict[str, frozenset[str]] = {}
+        for part in PARTS:
+            path = f"{name}/{locale}/{part}"
+            parsed = self._parse(path, required=part != "body.html")
+            if parsed is not None:
+                found[path] = frozenset(jinja2.meta.find_undeclared_variables(parsed))
+        return found
+
+    def _parse(self, path: str, *, required: bool) -> jinja2.nodes.Template | None:
+        loader = self._env.loader
+        assert loader is not None  # set in __init__
+        try:
+            source, _filename, _uptodate = loader.get_source(self._env, path)
+        except jinja2.TemplateNotFound as exc:
+            if not required:
+                return None
+            raise TemplateNotFound(f"{path} is missing", template=path) from exc
+        try:
+            return self._env.parse(source, name=path)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"{path}, line {exc.lineno}: {exc.message}", template=path) from exc
 
     def _templates(self, name: str, locale: str) -> tuple[jinja2.Template, ...]:
         key = (name, locale)
@@ -438,7 +470,9 @@ def lint_templates(
     """Render every template set in every locale with sample values and report problems.
 
     This is the single-link rule and the strict-variable check, run before
-    any participant is involved.
+    any participant is involved. Every problem is listed, not only the first of a set:
+    each part's syntax error, each variable no sample value covers, and each breach of
+    the single-link rule.
     """
     findings: list[LintFinding] = []
     for name in names if names is not None else renderer.names():
@@ -446,15 +480,78 @@ def lint_templates(
         if not locales:
             findings.append(LintFinding(name, "no locale directory with subject.txt and body.txt"))
         for locale in locales:
-            context = sample_context(locale, base_url=base_url) | dict(extra or {})
+            findings.extend(_lint_one(renderer, name, locale, base_url=base_url, extra=extra))
+    return findings
+
+
+def missing_variables(
+    renderer: Renderer, name: str, locale: str, /, *, context: Mapping[str, object]
+) -> list[tuple[str, str]]:
+    """``(part, variable)`` for each variable ``name/locale`` needs and ``context`` lacks.
+
+    Found by rendering each part that parses, each missing variable filled in turn, so
+    one the set only tests (``{% if start_date is defined %}``) is not needed. At most
+    64 per part.
+    """
+    found: list[tuple[str, str]] = []
+    for part in PARTS:
+        path = f"{name}/{locale}/{part}"
+        try:
+            if renderer._parse(path, required=False) is None:
+                continue
+            template = renderer._env.get_template(path)
+        except (TemplateError, jinja2.TemplateError):
+            continue  # lint reports the syntax error itself
+        filled = dict(context)
+        for _ in range(64):
             try:
-                renderer.render(name, locale=locale, context=context, link=base_url)
-            except UndefinedVariable as exc:
-                findings.append(
-                    LintFinding(
-                        exc.template or f"{name}/{locale}", f"unknown variable {exc.variable!r}"
-                    )
-                )
-            except TemplateError as exc:
-                findings.append(LintFinding(exc.template or f"{name}/{locale}", str(exc)))
+                template.render(filled)
+            except jinja2.UndefinedError as exc:
+                variable = _undefined_variable(exc)
+                found.append((path, variable))
+                if variable in filled:  # an attribute of a given value: filling cannot help
+                    break
+                filled[variable] = ""
+                continue
+            except jinja2.TemplateError:
+                pass  # not about variables: render() reports it
+            break
+    return found
+
+
+def _lint_one(
+    renderer: Renderer,
+    name: str,
+    locale: str,
+    /,
+    *,
+    base_url: str,
+    extra: Mapping[str, object] | None,
+) -> list[LintFinding]:
+    """Every problem of one template set in one locale."""
+    context = sample_context(locale, base_url=base_url) | dict(extra or {})
+    findings: list[LintFinding] = []
+    for part in PARTS:  # every part's syntax error, not only the first part's
+        path = f"{name}/{locale}/{part}"
+        try:
+            renderer._parse(path, required=part != "body.html")
+        except TemplateError as exc:
+            findings.append(LintFinding(exc.template or path, str(exc)))
+    broken = bool(findings)
+    missing = missing_variables(renderer, name, locale, context=context)
+    findings.extend(
+        LintFinding(part, f"unknown variable {variable!r}") for part, variable in missing
+    )
+    if broken:
+        return findings  # a part is missing or does not parse: the set cannot render
+    # Render with those filled, to find what else is wrong (links).
+    filled = context | {variable: "" for _part, variable in missing}
+    try:
+        rendered = renderer.render(name, locale=locale, context=filled)
+    except TemplateError as exc:
+        if not isinstance(exc, UndefinedVariable):
+            findings.append(LintFinding(exc.template or f"{name}/{locale}", str(exc)))
+        return findings
+    problems = find_link_problems(rendered, link=base_url, allowed_sites=renderer.allowed_sites)
+    findings.extend(LintFinding(f"{name}/{locale}", message) for message, _site in problems)
     return findings

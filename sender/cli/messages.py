@@ -27,11 +27,11 @@ from sender.cli.app import (
     with_store,
 )
 from sender.cli.calendar import preview_calendar
-from sender.client import Sender, open_sender
+from sender.client import RESERVED_VARIABLES, Sender, open_sender
 from sender.config import require_real_identity
-from sender.errors import LinkError
+from sender.errors import LinkError, TemplateNotFound
 from sender.models import DeliveryResult, DeliveryStatus, Participant
-from sender.render import Renderer, lint_templates
+from sender.render import Renderer, lint_templates, missing_variables, sample_context
 from sender.store import SqliteStore
 
 __all__ = [
@@ -44,8 +44,10 @@ __all__ = [
     "render",
     "send",
     "send_exit_code",
+    "template_needs",
     "templates",
     "templates_lint",
+    "templates_show",
 ]
 
 # --- links -----------------------------------------------------------------------------
@@ -215,6 +217,83 @@ def templates_lint(obj: Context, template_dir: Path | None, extra: dict[str, str
     if findings:
         fail(f"{len(findings)} problem(s) in {len(names)} template set(s)")
     click.echo(f"ok: {len(names)} template set(s) pass")
+
+
+@templates.command("show")
+@click.argument("name")
+@click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable listing.")
+@pass_context
+def templates_show(obj: Context, name: str, template_dir: Path | None, as_json: bool) -> None:
+    """The variables template NAME uses: which sender fills, which come from CSV columns.
+
+    Also its locales, and each locale's variables. Extra CSV columns become variables
+    of the same name; sender's own (name, link, ...) cannot be set from the CSV.
+    """
+    with errors_as_lines(obj.debug):
+        dirs = (template_dir,) if template_dir else obj.config(quiet=True).sender.template_dirs
+        data = template_needs(Renderer(template_dirs=dirs), name)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+
+    def names(key: str) -> str:
+        listed = data[key]
+        assert isinstance(listed, list)
+        return ", ".join(listed) or "-"
+
+    click.echo(f"template {name}: locales {names('locales')}")
+    click.echo(f"  filled by sender: {names('filled_by_sender')}")
+    click.echo(
+        f"  from CSV columns: {names('csv_columns')} (a row without these fails: "
+        f"{names('required_columns')})"
+    )
+    if data["optional_columns"]:
+        click.echo(f"  optional CSV columns: {names('optional_columns')} (default: course_id)")
+    by_locale = data["by_locale"]
+    assert isinstance(by_locale, dict)
+    for locale, used in by_locale.items():
+        click.echo(f"  {locale}: {', '.join(used)}")
+
+
+# Filled by sender for every message, or from the event for calendar mail (sender invite).
+_EVENT_VARIABLES = frozenset(
+    key for key in sample_context("en", base_url="") if key.startswith("event_")
+)
+_DEFAULTED_COLUMNS = frozenset({"course_name"})  # a column that falls back to course_id
+
+
+def template_needs(renderer: Renderer, name: str, /) -> dict[str, object]:
+    """``templates show``'s data: locales, and the variables by who provides them."""
+    locales = renderer.locales(name)
+    if not locales:
+        raise TemplateNotFound(f"no template named {name!r}", template=name)
+    by_locale: dict[str, list[str]] = {}
+    for locale in locales:
+        used: set[str] = set()
+        for variables_of_part in renderer.variables(name, locale).values():
+            used |= variables_of_part
+        by_locale[locale] = sorted(used)
+    every = {variable for used in by_locale.values() for variable in used}
+    filled = every & (RESERVED_VARIABLES | _EVENT_VARIABLES)
+    optional = every & _DEFAULTED_COLUMNS
+    required: set[str] = set()  # columns a row must have, or rendering it fails
+    for locale in locales:
+        given = {
+            key: value
+            for key, value in sample_context(locale, base_url="https://lms.example/x").items()
+            if key in RESERVED_VARIABLES or key in _EVENT_VARIABLES or key in optional
+        }
+        required.update(v for _part, v in missing_variables(renderer, name, locale, context=given))
+    return {
+        "template": name,
+        "locales": locales,
+        "filled_by_sender": sorted(filled),
+        "csv_columns": sorted(every - filled - optional),
+        "required_columns": sorted(required - RESERVED_VARIABLES - _EVENT_VARIABLES - optional),
+        "optional_columns": sorted(optional),
+        "by_locale": by_locale,
+    }
 
 
 def describe(result: DeliveryResult) -> str:
