@@ -81,12 +81,14 @@ def event_json(event: CalendarEvent, /) -> str:
 
 
 def event_from_record(record: EventRecord, /) -> CalendarEvent:
-    """The event as last sent, rebuilt from its record."""
-    return _event(record.event)
+    """The event as last sent, rebuilt from its record (with the UID it was sent with)."""
+    return _event(record.event, uid=record.uid)
 
 
-def _event(stored: str) -> CalendarEvent:
+def _event(stored: str, *, uid: str) -> CalendarEvent:
     data = json.loads(stored)
+    if data.get("uid") is None:  # stored before UIDs were filled in: the one it was sent with
+        data["uid"] = uid
     data["start"] = datetime.fromisoformat(data["start"])
     data["end"] = datetime.fromisoformat(data["end"])
     data.setdefault("fold", 0)  # stored before fold existed: a repeated time meant the first
@@ -104,7 +106,7 @@ def calendar_of(run: RunInfo, /) -> CalendarSend | None:
         )
     changes = run.options.get("changes")
     return CalendarSend(
-        _event(stored),
+        _event(stored, uid=run.event_uid),
         CalendarMethod(run.method),
         run.sequence,
         tuple(c for c in str(changes or "").split(",") if c),

@@ -9,7 +9,7 @@ from datetime import datetime
 from sender import Address, LinkSettings, Participant, Sender, SenderSettings
 from sender.client import CalendarSend
 from sender.ical import CalendarEvent
-from sender.invites import Invitations, event_json
+from sender.invites import Invitations, calendar_of, event_json
 from sender.runs import RunSettings
 from sender.schedule import RateLimits, Scheduler
 from sender.store import EventRecord, SqliteStore
@@ -96,7 +96,7 @@ async def test_the_uid_stays_the_same_when_the_keys_rotate(
 async def test_an_event_first_sent_with_the_unkeyed_uid_keeps_it(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
-    """An event an earlier version sent (plain-hash UID) is updated under that UID."""
+    """An event an earlier version sent (plain-hash UID) is updated and cancelled under it."""
     await store.save_event(
         EventRecord(
             uid=EVENT.event_uid,
@@ -111,8 +111,28 @@ async def test_an_event_first_sent_with_the_unkeyed_uid_keeps_it(
     )
     sending = invitations(smtp_server, store, NEW_KEY)
     await sending.invite(replace(EVENT, location="Room 3.01"), PEOPLE[:1])
+    await sending.cancel(EVENT)
     await sending.sender.aclose()
-    assert set(uids(smtp_server)) == {EVENT.event_uid}
+    sent = uids(smtp_server)
+    assert len(sent) == 2  # the update, then the cancellation
+    assert set(sent) == {EVENT.event_uid}
+
+
+async def test_a_run_stored_before_keyed_uids_resumes_with_its_uid(store: SqliteStore) -> None:
+    """A calendar run whose stored event has no UID sends the UID the run names."""
+    run, _ = await store.create_run(
+        "ev-old",
+        template="invite",
+        source="event",
+        now=time.time(),
+        options={"event": event_json(EVENT), "changes": ""},
+        event=(EVENT.event_uid, 0, "REQUEST"),
+    )
+    calendar = calendar_of(run)
+    assert calendar is not None
+    assert calendar.event.event_uid == EVENT.event_uid
+    composed = Sender(settings(NEW_KEY)).compose(PEOPLE[0], calendar=calendar)
+    assert f"UID:{EVENT.event_uid}" in composed.message.data.decode().splitlines()
 
 
 def test_a_single_send_with_an_event_carries_the_keyed_uid() -> None:
