@@ -11,6 +11,7 @@ exists: every process ends up using the one that was linked first.
 from __future__ import annotations
 
 import contextlib
+import mailbox
 import os
 import stat
 import tempfile
@@ -20,9 +21,11 @@ from pathlib import Path
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "add_private",
     "create_once",
     "first_time",
     "private_dir",
+    "private_maildir",
     "tighten",
     "tighten_home",
 ]
@@ -124,3 +127,23 @@ def first_time(marker: Path, /) -> bool:
         return True
     os.close(fd)
     return True
+
+
+def private_maildir(path: Path, /) -> mailbox.Maildir:
+    """A Maildir at ``path``, made or tightened to 0700 folders and 0600 files.
+
+    Kept mail holds login links and addresses. Also mends a Maildir that lost a folder.
+    """
+    private_dir(path)
+    for sub in ("tmp", "new", "cur"):
+        private_dir(path / sub)
+        for entry in os.scandir(path / sub):
+            tighten(Path(entry.path))
+    return mailbox.Maildir(path, factory=None, create=False)
+
+
+def add_private(box: mailbox.Maildir, maildir: Path, data: bytes, /) -> str:
+    """Add one message to ``box`` (at ``maildir``) as a 0600 file; mailbox follows the umask."""
+    key = box.add(data)
+    os.chmod(maildir / "new" / key, FILE_MODE)
+    return key

@@ -46,6 +46,7 @@ from typing import Self, TypeAlias
 from sender import redact
 from sender.config import InboundLimits
 from sender.errors import ConfigurationError
+from sender.home import add_private, private_maildir
 from sender.models import SmtpReply
 from sender.smtpd import ReceivedMessage, Response, Session, SmtpHandler, SmtpServer
 
@@ -120,12 +121,6 @@ def _check_address(address: str) -> str:
             setting="reply_addresses",
         )
     return cleaned
-
-
-def _open_maildir(path: Path) -> mailbox.Maildir:
-    for sub in ("tmp", "new", "cur"):  # also mends a Maildir that lost a subdirectory
-        (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-    return mailbox.Maildir(path, factory=None, create=False)
 
 
 class InboundServer:
@@ -212,7 +207,7 @@ class InboundServer:
         """Create the Maildirs under ``keep_dir`` if needed, then listen (:attr:`port` is known)."""
         for path in (self._keep_path, self._people_path):
             try:
-                box = await asyncio.to_thread(_open_maildir, path)
+                box = await asyncio.to_thread(private_maildir, path)
             except OSError as exc:
                 raise ConfigurationError(
                     f"inbound: cannot create the Maildir {path}: {exc}", setting="keep_dir"
@@ -348,7 +343,7 @@ class InboundServer:
             return False
         async with self._lock:
             try:
-                key = await asyncio.to_thread(box.add, data)
+                key = await asyncio.to_thread(add_private, box, path, data)
             except OSError as exc:
                 _log.error("inbound: cannot keep a message in %s: %s", path, exc)
                 return False

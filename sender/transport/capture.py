@@ -14,13 +14,12 @@ import asyncio
 import itertools
 import logging
 import mailbox
-import os
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from sender.config import SmtpSecurity, SmtpSettings
-from sender.home import FILE_MODE, private_dir, tighten
+from sender.home import add_private, private_maildir
 from sender.models import SmtpReply
 from sender.smtpd import ReceivedMessage, Response, SmtpHandler, SmtpServer
 
@@ -86,7 +85,7 @@ class CaptureServer:
 
     async def start(self) -> None:
         """Create the Maildir if needed, then listen."""
-        self._box = await asyncio.to_thread(_open_maildir, self._maildir)
+        self._box = await asyncio.to_thread(private_maildir, self._maildir)
         await self._server.start()
         _log.info("capture: storing mail for %s:%d in %s", self.host, self.port, self._maildir)
 
@@ -110,30 +109,13 @@ class CaptureServer:
         async with self._lock:  # mailbox's unique names assume one writer at a time
             try:
                 keys = await asyncio.to_thread(
-                    lambda: [_add_private(box, self._maildir, data) for data in files]
+                    lambda: [add_private(box, self._maildir, data) for data in files]
                 )
             except OSError as exc:
                 _log.error("capture: cannot write to %s: %s", self._maildir, exc)
                 return SmtpReply(451, "4.3.0", "Cannot store the message")
         self._stored += len(keys)
         return SmtpReply(250, "2.0.0", f"Ok: queued as C{next(self._ids)}")
-
-
-def _open_maildir(path: Path) -> mailbox.Maildir:
-    """The Maildir, made or tightened to 0700 folders and 0600 files (mail holds tokens)."""
-    private_dir(path)
-    for sub in ("tmp", "new", "cur"):
-        private_dir(path / sub)
-        for entry in os.scandir(path / sub):
-            tighten(Path(entry.path))
-    return mailbox.Maildir(path, factory=None, create=False)
-
-
-def _add_private(box: mailbox.Maildir, maildir: Path, data: bytes) -> str:
-    """Add one message and make its file 0600 (mailbox follows the umask)."""
-    key = box.add(data)
-    os.chmod(maildir / "new" / key, FILE_MODE)
-    return key
 
 
 class _CaptureHandler(SmtpHandler):
