@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
+from sender.addresses import domain_key
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
 from sender.dkim import aligned, verified_domains
@@ -417,9 +418,9 @@ class Invitations:
         Raises :class:`~sender.errors.CheckUnavailable` when it is not, but DNS did not
         answer for a signature's key: that answer is not decided (nor kept) now.
         """
-        domain = sender.rpartition("@")[2]
+        domain = domain_key(sender.rpartition("@")[2])  # IDNs as A-labels, as DNS has them
         trusted = self.sender.settings.trusted_authserv_ids
-        if domain in dmarc_passed(data, trusted_authserv_ids=trusted):
+        if domain in {domain_key(d) for d in dmarc_passed(data, trusted_authserv_ids=trusted)}:
             return ""
         if self._resolver is None:
             self._resolver = Resolver()

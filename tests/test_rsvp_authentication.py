@@ -409,3 +409,25 @@ async def test_rsvp_ingest_reads_the_other_files_when_dns_does_not_answer_for_on
     (later,) = summary["unchecked"]
     assert later["source"] == "a.eml"
     assert "read this reply again later" in later["reason"]
+
+
+async def test_an_idn_from_domain_is_matched_in_its_a_label_form(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
+) -> None:
+    """From @bücher.example and the relay's header.from=xn--bcher-kva.example are one domain."""
+    sender = Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()))
+    invitations = Invitations(
+        sender,
+        store,
+        RunSettings(concurrency=2),
+        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        resolver=Resolver(DnsSettings(nameserver=(dns.host, dns.port))),
+    )
+    await invitations.invite(EVENT, [Participant("ada@bücher.example", "Ada", "p-ada", "PY101")])
+    await sender.aclose()
+    uid = (await invitations.resolve(EVENT)).event_uid
+    data = reply(uid, sender="ada@bücher.example").replace(
+        b"mailto:ada@example.org", "mailto:ada@bücher.example".encode()
+    )
+    (record,) = await invitations.record_reply(vouched(data, domain="xn--bcher-kva.example"))
+    assert (record.outcome, record.reason) == ("recorded", "")
