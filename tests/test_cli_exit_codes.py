@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,3 +177,76 @@ def test_invite_json_is_one_object_with_the_event_and_its_runs() -> None:
     (run,) = data["runs"]
     assert run["counts"]["sent"] == 3
     assert run["exit_code"] == 0
+
+
+def test_help_documents_the_exit_codes() -> None:
+    """`sender --help` lists every exit code a script may see."""
+    text = cli("--help").stdout
+    for line in ("0    everything was sent", "3    finished", "4    paused", "130  interrupted"):
+        assert line in text
+    assert "1    refused input" in text
+    assert "2    configuration" in text
+
+
+async def test_ctrl_c_pauses_the_run_and_exits_130(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """SIGINT during a real run: what is in flight finishes, the run pauses, exit 130."""
+    smtp_server.delay(Stage.RCPT, 0.5)
+    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")} | ENV
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sender",
+        "run",
+        "p.csv",
+        "--smtp",
+        smtp,
+        "--no-validate",
+        "--no-progress",
+        "--concurrency",
+        "1",
+        "--run-id",
+        "r-int",
+        cwd=workdir,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(60):
+            await smtp_server.wait_for_messages(1)
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 130, stderr.decode()
+    assert "sender resume r-int" in stdout.decode()
+    assert len(smtp_server.messages) < 3
+    status = json.loads((await asyncio.to_thread(cli, "status", "r-int", "--json")).stdout)
+    assert status["state"] == "paused"
+    assert status["paused_reason"] == "interrupted"
+
+
+async def test_report_names_rows_skipped_at_send_time(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """A bad value in a later row is caught when composed: the report names its row and why."""
+    rows = "".join(f"u{i}@d.example,U{i},p-{i},c,Course {i}\n" for i in range(2, 8))
+    (workdir / "q.csv").write_text(
+        "email,name,participant_id,course_id,course_name\n" + rows + "bad@d.example,B,p-b,c,A\0B\n",
+        encoding="utf-8",
+    )
+    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    result = await asyncio.to_thread(
+        cli, "run", "q.csv", "--smtp", smtp, "--no-validate", "--no-progress"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "row 8 (bad@d.example): skipped: field 'Subject'" in result.stdout
+    status = await asyncio.to_thread(cli, "status", "--json")
+    (skipped,) = json.loads(status.stdout)["skipped"]
+    assert skipped["row"] == 8
+    assert "Subject" in skipped["reason"]

@@ -42,6 +42,7 @@ from sender.runs import (
 from sender.store import MessageState, SqliteStore
 
 __all__ = [
+    "EXIT_CODES_HELP",
     "EXIT_CONFIG",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
@@ -185,7 +186,20 @@ def setup_logging(*, verbose: bool, debug: bool, named: Iterable[str] = ()) -> N
         logging.getLogger(name).setLevel(logging.DEBUG)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    everything was sent
+  3    finished with failed or deferred rows (send: refused or deferred)
+  4    paused: bounce budget, relay not answering (see `sender status`)
+  130  interrupted (`sender resume RUN_ID` continues)
+  1    refused input (a bad CSV, every row skipped, ...)
+  2    configuration or usage mistake
+
+With --json, run, resume, retry, send, invite and status print one JSON object on
+stdout and nothing else."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.option(
     "--config",
     "config_file",
