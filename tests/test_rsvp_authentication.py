@@ -18,10 +18,19 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sender import Address, LinkSettings, Participant, Sender, SenderSettings
 from sender.cli import main
-from sender.dkim import DkimKey, DkimSigner, aligned, dns_record, generate_key
+from sender.dkim import (
+    DkimKey,
+    DkimSigner,
+    aligned,
+    dns_record,
+    generate_key,
+    verified_domains,
+)
 from sender.errors import CheckUnavailable
 from sender.ical import CalendarEvent
 from sender.intake import dmarc_passed
@@ -431,3 +440,33 @@ async def test_an_idn_from_domain_is_matched_in_its_a_label_form(
     )
     (record,) = await invitations.record_reply(vouched(data, domain="xn--bcher-kva.example"))
     assert (record.outcome, record.reason) == ("recorded", "")
+
+
+@given(st.text(max_size=300), st.binary(max_size=300))
+def test_hostile_authentication_results_never_raise(value: str, body: bytes) -> None:
+    """Any header text or body: dmarc_passed answers with a set, never an exception."""
+    data = (
+        b"Authentication-Results: "
+        + value.replace("\r", " ").replace("\n", " ").encode("utf-8", "surrogateescape")
+        + b"\r\nFrom: a@example.org\r\n\r\n"
+        + body
+    )
+    assert isinstance(dmarc_passed(data, trusted_authserv_ids=[RELAY]), frozenset)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(max_size=200), st.binary(max_size=200))
+def test_hostile_dkim_signatures_verify_nothing(tags: str, body: bytes) -> None:
+    """Any DKIM-Signature value or message bytes: verified_domains returns (), never raises."""
+    data = (
+        b"DKIM-Signature: "
+        + tags.replace("\r", " ").replace("\n", " ").encode("utf-8", "surrogateescape")
+        + b"\r\nFrom: a@example.org\r\n\r\n"
+        + body
+    )
+
+    async def lookup(name: str) -> str | None:
+        return "v=DKIM1; k=rsa; p=MIIB"
+
+    for message in (data, body):
+        assert asyncio.run(verified_domains(message, lookup=lookup)) == ()
