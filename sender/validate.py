@@ -212,12 +212,13 @@ class _SyntaxChecker:
         """The parsed address, or the problem as one line."""
         text = email.strip()
         local, at, written = text.rpartition("@")
+        if len(local.encode("utf-8", "surrogatepass")) > MAX_LOCAL_PART:  # RFC 5321 4.5.3.1.1
+            return f"syntax: the part before the @ is longer than {MAX_LOCAL_PART} octets"
         known = self._domains.get(written) if at else None
         if (
             known is not None
             and _PLAIN_LOCAL.match(local)
             and local.lower() not in _ROLE_NAMES
-            and len(local) <= MAX_LOCAL_PART
             and len(local) + 1 + known[2] <= _MAX_ADDRESS
         ):
             domain, ascii_domain, _ = known
