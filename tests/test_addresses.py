@@ -218,3 +218,21 @@ async def test_another_spelling_in_an_edited_file_is_no_corrected_address(
     assert report.changes is not None
     assert (report.changes.corrected, report.changes.unchanged) == (0, 1)
     assert len(smtp_server.messages) == 1
+
+
+async def test_a_run_skips_a_row_with_a_65_octet_local_part(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """Ingest refuses the row with the reason; the other row is sent."""
+    group = [
+        Participant("c" * 65 + "@x.example", "Long", "p-1", "C"),
+        Participant("kari@x.example", "Kari", "p-2", "C"),
+    ]
+    runner = runner_for(smtp_server, store)
+    report = await runner.run("r-long", group)
+    await runner.sender.aclose()
+    assert report.counts[MessageState.SKIPPED] == 1
+    assert report.counts[MessageState.SENT] == 1
+    ((row, _email, reason),) = await store.skipped("r-long")
+    assert row == 1
+    assert "local part" in reason
