@@ -62,7 +62,15 @@ async def test_all_sent_exits_0_with_one_json_object(smtp_server: RecordingSMTPS
     assert data["sent_now"] == 3
     assert data["skipped"] == []
     assert data["exit_code"] == 0
+    assert data["changes"] is None
     assert "home" in data
+    edited = CSV + "d@d2.example,D,p-4,c\n"  # one row added: only it is sent
+    await asyncio.to_thread(Path("p.csv").write_text, edited, encoding="utf-8")
+    code, again = await run_json(smtp_server, "run", "p.csv")
+    assert code == 0
+    assert again["sent_now"] == 1
+    assert again["changes"] == {"new": 1, "corrected": 0, "removed": 0, "unchanged": 3}
+    assert len(smtp_server.messages) == 4
 
 
 async def test_permanent_refusal_exits_3(smtp_server: RecordingSMTPServer) -> None:
