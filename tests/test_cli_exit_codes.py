@@ -126,6 +126,8 @@ async def test_spent_bounce_budget_pauses_with_exit_4_and_names_force(
     assert code == 4
     assert data["state"] == "paused"
     assert str(data["paused_reason"]).startswith("bounce")
+    status = await asyncio.to_thread(cli, "status", "r-b")
+    assert "sender resume r-b --force" in status.stdout
 
 
 def test_csv_without_the_columns_exits_1() -> None:

@@ -70,6 +70,7 @@ __all__ = [
     "describe_limits",
     "finish_run",
     "finish_runs",
+    "is_budget_pause",
     "json_option",
     "keep_transport",
     "print_dry_run",
@@ -573,7 +574,12 @@ async def print_run_report(config: CliConfig, report: RunReport) -> None:
             f"run `sender resume {report.run.run_id}` then."
         )
     if report.run.state is RunState.PAUSED:
-        out.print(resume_hint(report.run), overflow="ignore", crop=False)
+        out.print(
+            resume_hint(report.run.run_id, report.run.paused_reason),
+            overflow="ignore",
+            crop=False,
+            markup=False,
+        )
     if config.smtp is None:
         out.print(
             f"Messages are in {config.maildir}/new (embedded capture server; "
@@ -643,10 +649,15 @@ def print_skipped(skipped: Sequence[Mapping[str, Any]], total: int) -> None:
         out.print(f"  ... and {total - len(skipped)} more skipped (see `sender status --json`)")
 
 
-def resume_hint(run: RunInfo) -> str:
+def is_budget_pause(reason: str | None) -> bool:
+    """Paused by the bounce budget or rate (sender.suppression.budget_reason's words)."""
+    return bool(reason) and str(reason).startswith(("bounce budget", "bounce rate"))
+
+
+def resume_hint(run_id: str, reason: str | None) -> str:
     """What to do about a paused run; a bounce-budget pause needs --force to go on now."""
-    reason, run_id = run.paused_reason or "paused", run.run_id
-    if reason.startswith(("bounce budget", "bounce rate")):
+    reason = reason or "paused"
+    if is_budget_pause(reason):
         return (
             f"Paused ({reason}). `sender resume {run_id}` pauses again while the budget is "
             f"spent; after cleaning up, `sender resume {run_id} --force` sends anyway."
@@ -763,6 +774,8 @@ def print_status(data: Mapping[str, Any]) -> None:
         )
     if data["paused_reason"]:
         out.print(f"paused since {when(data['paused_since'])}: {data['paused_reason']}")
+        if data["state"] == "paused" and is_budget_pause(data["paused_reason"]):
+            out.print(resume_hint(data["run_id"], data["paused_reason"]), markup=False)
     counts = data["counts"]
     out.print("  ".join(f"{name} {count}" for name, count in counts.items()))
     print_skipped(data["skipped"], counts.get("skipped", 0))
