@@ -338,8 +338,6 @@ class BulkRunner:
             sender.suppression = store
         if sender.store is None:  # ... and keep their refusals as bounces, as runs do
             sender.store, sender.bounce_policy = store, self.settings.bounces
-        if sender.store is None:  # ... and keep their refusals as bounces, as runs do
-            sender.store, sender.bounce_policy = store, self.settings.bounces
         if self.settings.bounces.pause_single_sends:
             policy, clock_now = self.settings.bounces, (clock or SystemClock()).now
 
