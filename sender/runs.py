@@ -27,6 +27,7 @@ import math
 import os
 import random
 import re
+import secrets
 import socket
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
@@ -270,14 +271,14 @@ class RowChecker:
 
 
 def _is_dead_local(owner: str | None) -> bool:
-    """True when ``owner`` ("host:pid") is a process on this host that no longer exists.
+    """True when ``owner`` ("host:pid/runner") is a process on this host that no longer exists.
 
     A SIGKILLed worker leaves a fresh heartbeat behind; waiting out the lease
     would be pointless when we can see that the process is gone.
     """
     if owner is None:
         return True
-    host, _, pid = owner.rpartition(":")
+    host, _, pid = owner.partition("/")[0].rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
@@ -346,7 +347,9 @@ class BulkRunner:
 
             sender.send_guard = guard
         self._clock = clock or SystemClock()
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        # One name per runner, not per process: two runners in one process (an LMS
+        # starting the same run twice) must not both hold its lease.
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}/{secrets.token_hex(4)}"
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not secrets
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None

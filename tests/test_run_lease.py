@@ -228,3 +228,22 @@ async def test_status_after_sigkill_says_interrupted_and_how_to_resume(
     code, output = await _cli(tmp_path, "status")
     assert "interrupted" in output
     assert f"sender resume {data['run_id']}" in output
+
+
+async def test_a_second_runner_in_the_same_process_cannot_take_a_held_run(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """Two runners in one process (an LMS calling twice) never both hold one run."""
+    smtp_server.delay(Stage.MAIL, 1.0, times=1)
+    first = runner_for(smtp_server, store)
+    task = asyncio.create_task(first.run("r-twice", people(1)))
+    await until(lambda: smtp_server.connections_opened >= 1)
+    second = runner_for(smtp_server, store)
+    assert second.owner != first.owner
+    with pytest.raises(RunBusy):
+        await second.run("r-twice")
+    await second.sender.aclose()
+    report = await task
+    await first.sender.aclose()
+    assert report.run.state is RunState.DONE
+    assert [r for m in smtp_server.messages for r in m.recipients] == ["user0@d.example"]
