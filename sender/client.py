@@ -13,7 +13,7 @@ import base64
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -530,26 +530,19 @@ async def open_sender(
     so the full SMTP path runs with no setup. With ``store``, sends check its
     suppression list and keep refusals as bounces (see :class:`Sender`).
     """
-    if smtp is not None:
-        transport = SmtpTransport(smtp, clock=clock)
-        async with Sender(
+    async with AsyncExitStack() as stack:
+        if smtp is None:
+            capture = await stack.enter_async_context(
+                CaptureServer(maildir or Path(".sender/maildir"))
+            )
+            smtp = capture.smtp_settings()
+        sender = Sender(
             settings,
-            transport=transport,
+            transport=SmtpTransport(smtp, clock=clock),
             clock=clock,
             scheduler=scheduler,
             store=store,
             bounce_policy=bounce_policy,
-        ) as s:
-            yield s
-        return
-    async with CaptureServer(maildir or Path(".sender/maildir")) as capture:
-        transport = SmtpTransport(capture.smtp_settings(), clock=clock)
-        async with Sender(
-            settings,
-            transport=transport,
-            clock=clock,
-            scheduler=scheduler,
-            store=store,
-            bounce_policy=bounce_policy,
-        ) as s:
-            yield s
+        )
+        async with sender:
+            yield sender
