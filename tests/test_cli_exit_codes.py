@@ -31,14 +31,10 @@ CSV = (
 
 
 @pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "p.csv").write_text(CSV, encoding="utf-8")
-    return tmp_path
+def workdir(workdir: Path) -> Path:
+    """The shared empty working directory (tests/conftest.py), holding p.csv."""
+    (workdir / "p.csv").write_text(CSV, encoding="utf-8")
+    return workdir
 
 
 def cli(*args: str) -> Result:
@@ -158,6 +154,15 @@ def test_status_all_lists_runs_as_table_and_json() -> None:
     assert [run["run_id"] for run in data["runs"]] == ["r-two", "r-one"]
     assert data["runs"][0]["counts"]["sent"] == 3
     assert data["runs"][0]["state"] == "done"
+
+
+def test_status_all_never_cuts_a_run_id_on_a_narrow_terminal() -> None:
+    """status --all prints whole run ids at 80 columns: they are what resume needs."""
+    assert cli("run", "p.csv", "--no-progress").exit_code == 0
+    (run,) = json.loads(cli("status", "--all", "--json").stdout)["runs"]
+    listed = cli("status", "--all")
+    assert run["run_id"] in listed.stdout
+    assert f"sent {run['counts']['sent']}" in listed.stdout
 
 
 async def test_send_json_and_exit_3_on_refusal(smtp_server: RecordingSMTPServer) -> None:

@@ -15,6 +15,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -742,22 +743,23 @@ def print_run_list(runs: Sequence[Mapping[str, Any]]) -> None:
         out.print("no runs yet")
         return
     table = Table(title="runs, newest first", title_justify="left")
-    for name in ("run", "template", "state"):
-        table.add_column(name)
-    for name in ("sent", "queued", "deferred", "failed", "skipped"):
-        table.add_column(name, justify="right")
-    table.add_column("created")
+    table.add_column("run", no_wrap=True)  # the id `resume` needs: never cut
+    table.add_column("template", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("messages")
+    table.add_column("created (UTC)", no_wrap=True)
     for item in runs:
         counts = item["counts"]
         table.add_row(
             item["run_id"],
             item["template"],
             item["state"],
-            *(
-                str(counts.get(name, 0))
-                for name in ("sent", "queued", "deferred", "failed", "skipped")
+            ", ".join(
+                f"{name} {counts[name]}"
+                for name in ("sent", "queued", "deferred", "failed", "skipped", "suppressed")
+                if counts.get(name) or name == "sent"
             ),
-            when(item["created_at"]),
+            datetime.fromtimestamp(item["created_at"], UTC).strftime("%Y-%m-%d %H:%M"),
         )
     out.print(table)
 
