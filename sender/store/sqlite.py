@@ -794,14 +794,22 @@ class SqliteStore:
         """Put ``sending`` rows back to ``queued`` (after a crash); returns how many.
 
         They go to the front (``due_at`` 0). Their ``attempts`` stay counted: the
-        crashed attempt may have reached the server.
+        crashed attempt may have reached the server. One replaced by a corrected
+        address since is never sent to the old address again: it is marked failed.
         """
         with self._errors():
             key, _ = self._run(run_id)
-            with self._writing() as db:
+            with self._transaction() as db:
+                db.execute(
+                    "UPDATE messages SET state = 'failed', due_at = NULL, detail = ?"
+                    " WHERE run = ? AND state = 'sending' AND state <> 'queued'"
+                    " AND replaced_by IS NOT NULL",
+                    ("interrupted while sending; the address was corrected since", key),
+                )
                 cursor = db.execute(
                     "UPDATE messages SET state = 'queued', due_at = 0"
-                    " WHERE run = ? AND state = 'sending' AND state <> 'queued'",
+                    " WHERE run = ? AND state = 'sending' AND state <> 'queued'"
+                    " AND replaced_by IS NULL",
                     (key,),
                 )
             return cursor.rowcount
@@ -960,13 +968,15 @@ class SqliteStore:
         """``failed`` and ``deferred`` back to ``queued`` for ``sender retry``; never ``sent``.
 
         Also makes the run active again. ``attempts`` and ``first_attempt_at`` are kept.
+        A message replaced by a corrected address stays as it was: its address is wrong.
         """
         with self._errors():
             key, _ = self._run(run_id)
             with self._transaction() as db:
                 cursor = db.execute(
                     "UPDATE messages SET state = 'queued', due_at = ?"
-                    " WHERE run = ? AND state IN ('failed', 'deferred') AND state <> 'queued'",
+                    " WHERE run = ? AND state IN ('failed', 'deferred') AND state <> 'queued'"
+                    " AND replaced_by IS NULL",
                     (now, key),
                 )
                 db.execute(
