@@ -499,6 +499,15 @@ class BulkRunner:
         stored = run.options.get("transport")
         if not isinstance(given, str) or given == stored:
             return
+        if stored is None and given == CAPTURE_TRANSPORT and not self.settings.switch_transport:
+            # A run from before transports were kept may have been started with --smtp.
+            raise ConfigurationError(
+                f"run {run.run_id} was started by an older sender, which did not record its "
+                "transport: give the SMTP server it was started with (--smtp or "
+                "SENDER_SMTP_URL), or send the rest to the capture server on purpose with "
+                "--switch-transport (RunSettings.switch_transport)",
+                setting="transport",
+            )
         if isinstance(stored, str) and not self.settings.switch_transport:
             raise ConfigurationError(
                 f"run {run.run_id} sends through {stored}, not {given}: give it that "
