@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -116,3 +117,16 @@ def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's empty directory as the working directory, with no SENDER_* settings leaking in.
+
+    Modules whose every test needs it say ``pytestmark = pytest.mark.usefixtures("workdir")``.
+    """
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("SENDER_"):
+            monkeypatch.delenv(name)
+    return tmp_path

@@ -6,13 +6,11 @@ import asyncio
 import email
 import email.policy
 import json
-import os
 import re
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from sender.cli import main
 from sender.testing import RecordingSMTPServer, Stage
 from sender.urls import site_of
 from tests.dns_server import DnsServer
+from tests.helpers import clean_environment
 
 KEY_A = "cli-test-key-aaaaaaaaaaaaaaaaaaaa"
 KEY_B = "cli-test-key-bbbbbbbbbbbbbbbbbbbb"
@@ -33,14 +32,7 @@ REAL_IDENTITY = {
 HREF = re.compile(r"""https?://[^\s"'<>]+""")
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("workdir")
 
 
 def cli(*args: str, keys: str | None = KEY_A, **env: str) -> Result:
@@ -286,11 +278,10 @@ async def test_run_sends_valid_rows_and_names_bad_ones(
 
 def test_run_examples_in_a_real_subprocess_fills_the_maildir(workdir: Path) -> None:
     """The README's main command stores one message per example participant."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
     completed = subprocess.run(
         [sys.executable, "-m", "sender", "run", str(EXAMPLES)],
         cwd=workdir,
-        env=env,
+        env=clean_environment(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -311,7 +302,7 @@ def test_run_examples_in_a_real_subprocess_fills_the_maildir(workdir: Path) -> N
 
 def test_run_with_worker_processes_fills_the_maildir(workdir: Path) -> None:
     """--workers 2 sends every example participant once and the run remembers the setting."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    env = clean_environment()
     command = [sys.executable, "-m", "sender", "run", str(EXAMPLES), "--workers", "2"]
     completed = subprocess.run(
         command, cwd=workdir, env=env, capture_output=True, text=True, timeout=120, check=False

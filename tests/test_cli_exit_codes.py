@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from sender.cli import main
 from sender.store import BounceRecord, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
+from tests.helpers import cli_with, spawn_sender
 
 ENV = {
     "SENDER_SECRET_KEYS": "exit-code-test-key-aaaaaaaaaaaaaaa",
@@ -37,8 +33,7 @@ def workdir(workdir: Path) -> Path:
     return workdir
 
 
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env=ENV, catch_exceptions=False)
+cli = cli_with(**ENV)
 
 
 async def run_json(server: RecordingSMTPServer, *args: str) -> tuple[int, dict[str, object]]:
@@ -209,11 +204,8 @@ async def test_ctrl_c_pauses_the_run_and_exits_130(
     """SIGINT during a real run: what is in flight finishes, the run pauses, exit 130."""
     smtp_server.delay(Stage.RCPT, 0.5)
     smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")} | ENV
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sender",
+    process = await spawn_sender(
+        workdir,
         "run",
         "p.csv",
         "--smtp",
@@ -224,10 +216,7 @@ async def test_ctrl_c_pauses_the_run_and_exits_130(
         "1",
         "--run-id",
         "r-int",
-        cwd=workdir,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        env=ENV,
     )
     try:
         async with asyncio.timeout(60):

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from sender.cli import main
+from tests.helpers import cli_with
 
 KEYS = {"SENDER_SECRET_KEYS": "config-errors-key-aaaaaaaaaaaaaa"}
 CSV = "email,name,participant_id,course_id\nkari@example.com,Kari,p-1,c\n"
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("workdir")
 
 
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env=KEYS, catch_exceptions=False)
+cli = cli_with(**KEYS)
 
 
 def assert_one_line(result: Result, code: int, *words: str) -> None:

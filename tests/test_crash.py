@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from sender.testing import RecordingSMTPServer
+from tests.helpers import IDENTITY, spawn_sender
 
 ROWS = 600
 CONCURRENCY = 4
@@ -30,19 +29,8 @@ def write_csv(path: Path) -> list[str]:
 
 
 async def sender_cli(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
-    env["SENDER_SECRET_KEYS"] = "crash-test-key-0123456789abcdef"
-    env["SENDER_FROM"] = "Academy <noreply@learning.test>"  # --smtp refuses the examples
-    env["SENDER_BASE_URL"] = "https://learning.test/login"
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sender",
-        *args,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    return await spawn_sender(
+        tmp_path, *args, env={"SENDER_SECRET_KEYS": "crash-test-key-0123456789abcdef", **IDENTITY}
     )
 
 

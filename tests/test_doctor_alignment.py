@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,16 +111,6 @@ async def test_bounce_domain_spf_is_what_aligns() -> None:
     )
     assert with_spf.ok
     assert f"SPF aligns ({BOUNCE}, relaxed)" in with_spf.message
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    return tmp_path
 
 
 async def test_cli_doctor_does_not_print_ok_alignment_when_spf_fails(workdir: Path) -> None:

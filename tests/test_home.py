@@ -6,39 +6,24 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from sender.cli import main
 from sender.client import Sender
 from sender.config import load_config, local_secret
 from sender.errors import ConfigurationError
 from sender.home import tighten
+from tests.helpers import clean_environment, cli_with
+
+pytestmark = pytest.mark.usefixtures("workdir")
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
-def cli(*args: str, **env: str) -> Result:
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+cli = cli_with()
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def clean_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
 
 
 # --- the key made on first use (issue 10, 2.4) ---------------------------------------

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import tomllib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -207,16 +205,6 @@ def test_the_stored_event_keeps_its_fold() -> None:
     again = event_from_record(record)
     assert again.start_utc() == SECOND
     assert again.fingerprint() == ev.fingerprint()
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    return tmp_path
 
 
 def render(event_file: Path) -> tuple[int, str]:

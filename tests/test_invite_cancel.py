@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from sender.cli import main
 from sender.errors import InputError
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
+from tests.helpers import IDENTITY, cli_with
 from tests.test_invites import (
     EVENT,
     EXAMPLES,
@@ -97,26 +94,9 @@ async def test_cancelling_an_already_cancelled_participant_again_is_refused(
 # --- the command line ------------------------------------------------------------------
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(
-        main,
-        list(args),
-        env={
-            "SENDER_SECRET_KEYS": "invite-cli-key-0123456789abcdef",
-            "SENDER_FROM": "Academy <noreply@learning.test>",  # --smtp refuses the examples
-            "SENDER_BASE_URL": "https://learning.test/login",
-        },
-    )
+cli = cli_with(
+    catch_exceptions=True, SENDER_SECRET_KEYS="invite-cli-key-0123456789abcdef", **IDENTITY
+)
 
 
 def cli_sequence() -> int:

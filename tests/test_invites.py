@@ -7,19 +7,14 @@ import email
 import email.policy
 import email.utils
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 
 import icalendar
-import pytest
-from click.testing import CliRunner
 
 from sender import Address, LinkSettings, Participant, Sender, SenderSettings
-from sender.cli import main
 from sender.ical import CalendarEvent
 from sender.invites import Invitations, calendar_of
 from sender.runs import BulkRunner, RunSettings
@@ -27,6 +22,7 @@ from sender.schedule import RateLimits, Scheduler
 from sender.store import MessageState, RsvpRecord, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
+from tests.helpers import IDENTITY, cli_with
 
 SAMPLES = Path(__file__).parent / "samples" / "replies"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -282,27 +278,16 @@ async def test_a_deferred_calendar_message_is_retried_with_its_calendar(
 # --- the command line ------------------------------------------------------------------
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each CLI test runs in an empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    return tmp_path
+_cli = cli_with(
+    catch_exceptions=True,
+    SENDER_SECRET_KEYS="invite-cli-key-0123456789abcdef",
+    SENDER_TRUSTED_AUTHSERV_IDS=RELAY,
+    **IDENTITY,
+)
 
 
 def cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(
-        main,
-        list(args),
-        env={
-            "SENDER_SECRET_KEYS": "invite-cli-key-0123456789abcdef",
-            "SENDER_TRUSTED_AUTHSERV_IDS": RELAY,
-            "SENDER_FROM": "Academy <noreply@learning.test>",  # --smtp refuses the examples
-            "SENDER_BASE_URL": "https://learning.test/login",
-        },
-    )
+    result = _cli(*args)
     return result.exit_code, result.stdout, result.stderr
 
 

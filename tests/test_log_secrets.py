@@ -6,10 +6,8 @@ import asyncio
 import email
 import email.policy
 import logging
-import os
 import re
 import socket
-import sys
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from sender.models import DeliveryStatus, Envelope
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
+from tests.helpers import spawn_sender
 
 BOUNCE_DOMAIN = "bounce.logtest.example"
 SECRET_KEY = "LOGSECRET-k3y-7f1e2d3c4b5a69788796a5b4"
@@ -45,11 +44,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
-    env["SENDER_SECRET_KEYS"] = SECRET_KEY
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+ENV = {"SENDER_SECRET_KEYS": SECRET_KEY, "PYTHONUNBUFFERED": "1"}
 
 
 def dsn(return_path: str, original: bytes) -> bytes:
@@ -96,14 +91,8 @@ async def test_debug_logs_of_a_run_and_the_inbound_listener_hold_no_secrets(
         f"{ADDRESS},{NAME},p-logs-1,LOG101,en,{COURSE}\n",
         encoding="utf-8",
     )
-    env = environment()
-    run = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "sender", "--debug", "-v", "run", "people.csv", "--no-progress"),
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    run = await spawn_sender(
+        tmp_path, "--debug", "-v", "run", "people.csv", "--no-progress", env=ENV
     )
     _out, run_log = await asyncio.wait_for(run.communicate(), 120)
     assert run.returncode == 0, run_log.decode()
@@ -123,12 +112,8 @@ async def test_debug_logs_of_a_run_and_the_inbound_listener_hold_no_secrets(
     assert any(NAME in fragment for fragment in fragments)
 
     port = free_port()
-    inbound = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "sender", "--debug", "-v", "inbound", "--listen", f"127.0.0.1:{port}"),
-        cwd=tmp_path,
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
+    inbound = await spawn_sender(
+        tmp_path, "--debug", "-v", "inbound", "--listen", f"127.0.0.1:{port}", env=ENV, stdout=None
     )
     assert inbound.stderr is not None
     inbound_log = b""

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
-import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,33 +13,21 @@ from sender import Address, LinkSettings, Participant, Sender, SenderSettings
 from sender.config import SmtpSettings
 from sender.runs import BulkRunner, RunSettings
 from sender.schedule import RateLimits, Scheduler
-from sender.smtpd import Disconnect, ReceivedMessage, Response, Session, SmtpServer
+from sender.smtpd import Disconnect, ReceivedMessage, Response, SmtpHandler, SmtpServer
 from sender.store import MessageState, SqliteStore
 from sender.transport import SmtpTransport
+from tests.helpers import IDENTITY, spawn_sender
 
 ROWS = 6
 
 
-class _FirstDataHangs:
+class _FirstDataHangs(SmtpHandler):
     """Records every message at the final dot; the first one never gets its reply."""
 
     def __init__(self) -> None:
         self.messages: list[ReceivedMessage] = []
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()  # set: the hung reply becomes a dropped connection
-
-    async def on_connect(self, session: Session, /) -> Response:
-        return None
-
-    async def on_mail(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return None
-
-    async def on_rcpt(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return None
 
     async def on_data(self, message: ReceivedMessage, /) -> Response:
         self.messages.append(message)
@@ -66,20 +52,8 @@ def _write_csv(path: Path) -> None:
 
 
 async def _sender_cli(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
-    env["SENDER_SECRET_KEYS"] = "message-id-test-key-0123456789abcdef"
-    env["SENDER_FROM"] = "Academy <noreply@learning.test>"  # --smtp refuses the examples
-    env["SENDER_BASE_URL"] = "https://learning.test/login"
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sender",
-        *args,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    env = {"SENDER_SECRET_KEYS": "message-id-test-key-0123456789abcdef", **IDENTITY}
+    return await spawn_sender(tmp_path, *args, env=env)
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])

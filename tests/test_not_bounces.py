@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import aiosmtplib
@@ -17,6 +15,7 @@ from sender.inbound import Disposition, InboundMail, InboundServer, kept_for_peo
 from sender.links import ReturnPathSigner
 from sender.store import SqliteStore
 from sender.suppression import ingest_bounce
+from tests.helpers import spawn_sender
 
 BOUNCE_DOMAIN = "bounce.learning.example.com"
 REPLY_TO = "invitation@calendar.example.com"
@@ -70,15 +69,12 @@ async def test_sender_inbound_keeps_a_persons_mail_for_a_person_and_records_noth
 ) -> None:
     """Over SMTP: no-bounce mail lands raw in for-people, nothing forged; the report says so."""
     (tmp_path / "sender.toml").write_text(f'bounce_domain = "{BOUNCE_DOMAIN}"\n', encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
-    env["SENDER_SECRET_KEYS"] = KEY
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "sender", "-v", "inbound", "--listen", f"127.0.0.1:{closed_port}"),
+    process = await spawn_sender(
+        tmp_path,
+        *("-v", "inbound", "--listen", f"127.0.0.1:{closed_port}"),
         *("--reply-address", REPLY_TO),
-        cwd=tmp_path,
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
+        env={"SENDER_SECRET_KEYS": KEY},
+        stdout=None,
     )
     to_postmaster = person("Question about my course", f"postmaster@{BOUNCE_DOMAIN}")
     to_return_path = person("Re: Invitation", f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}")

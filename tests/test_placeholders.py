@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from sender.cli import main
 from sender.testing import RecordingSMTPServer
+from tests.helpers import cli_with
 
 KEY = "placeholder-key-aaaaaaaaaaaaaaaaa"
 REAL = {
@@ -23,20 +21,13 @@ SEND = ("send", "--to", "kari@example.com", "--name", "Kari", "--participant", "
 
 
 @pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "p.csv").write_text(CSV, encoding="utf-8")
-    return tmp_path
+def workdir(workdir: Path) -> Path:
+    """The shared empty working directory (tests/conftest.py), holding p.csv."""
+    (workdir / "p.csv").write_text(CSV, encoding="utf-8")
+    return workdir
 
 
-def cli(*args: str, **env: str) -> Result:
-    return CliRunner().invoke(
-        main, list(args), env={"SENDER_SECRET_KEYS": KEY, **env}, catch_exceptions=False
-    )
+cli = cli_with(SENDER_SECRET_KEYS=KEY)
 
 
 def assert_refused(result: Result, *words: str) -> None:

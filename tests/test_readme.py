@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from sender.cli import main
 from sender.config import _TOML_KEYS
+from tests.helpers import clean_environment
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -76,11 +76,10 @@ def test_python_block_runs_as_written(block: Block, tmp_path: Path) -> None:
         + f"\nexec(compile({source!r}, {str(README)!r}, 'exec'), {{'__name__': '__main__'}})\n",
         encoding="utf-8",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
     result = subprocess.run(
         [sys.executable, str(runner)],
         cwd=tmp_path,
-        env=env,
+        env=clean_environment(),
         capture_output=True,
         text=True,
         timeout=120,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from sender.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
+from tests.helpers import spawn_sender
 
 SETTINGS = SenderSettings(
     from_address=Address("noreply@learning.example.com", "Example Academy"),
@@ -167,12 +166,8 @@ async def test_cli_run_pauses_on_a_silent_relay_with_exit_code_4(
     rows = ["email,name,participant_id,course_id,locale"]
     rows += [f"user{i}@d.example,User {i},p-{i},PY101,en" for i in range(8)]
     (tmp_path / "people.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
-    env["SENDER_SECRET_KEYS"] = "relay-stall-test-key-0123456789abcdef"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sender",
+    process = await spawn_sender(
+        tmp_path,
         "run",
         "people.csv",
         "--smtp",
@@ -182,10 +177,7 @@ async def test_cli_run_pauses_on_a_silent_relay_with_exit_code_4(
         "--no-validate",
         "--no-progress",
         *flags,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        env={"SENDER_SECRET_KEYS": "relay-stall-test-key-0123456789abcdef"},
     )
     async with asyncio.timeout(60):
         stdout, stderr = await process.communicate()

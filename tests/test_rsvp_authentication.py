@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -42,6 +40,7 @@ from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
 from tests.dns_server import DnsServer
+from tests.helpers import IDENTITY, spawn_sender
 
 RELAY = "mx.relay.example"
 SETTINGS = SenderSettings(
@@ -278,23 +277,11 @@ def test_authentication_results_comments_and_quotes_are_read_as_rfc_8601_says() 
 # --- over real SMTP, through `sender inbound` ------------------------------------------------
 
 
-def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
-    env["SENDER_SECRET_KEYS"] = "rsvp-auth-cli-key-0123456789abcdef"
-    env["SENDER_FROM"] = "Academy <noreply@learning.test>"  # --smtp refuses the examples
-    env["SENDER_BASE_URL"] = "https://learning.test/login"
-    return env
+CLI_ENV = {"SENDER_SECRET_KEYS": "rsvp-auth-cli-key-0123456789abcdef", **IDENTITY}
 
 
 async def run_cli(cwd: Path, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "sender", *args),
-        cwd=cwd,
-        env=cli_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn_sender(cwd, *args, env=CLI_ENV)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
@@ -338,13 +325,12 @@ async def test_replies_over_smtp_to_sender_inbound_count_only_when_authenticated
     assert uid in stdout  # the CLI names the UID it sent
     assert uid != EVENT.event_uid  # not the unkeyed hash of course and event id
 
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "sender", "inbound", "--listen", f"127.0.0.1:{closed_port}"),
+    process = await spawn_sender(
+        tmp_path,
+        *("inbound", "--listen", f"127.0.0.1:{closed_port}"),
         *("--reply-address", REPLY_TO),
-        cwd=tmp_path,
-        env=cli_env(),
-        stderr=asyncio.subprocess.PIPE,
+        env=CLI_ENV,
+        stdout=None,
     )
     try:
         assert process.stderr is not None

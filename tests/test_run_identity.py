@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from sender import Address, LinkSettings, Participant, Sender, SenderSettings
-from sender.cli import main
 from sender.participants import CsvRow
 from sender.runs import BulkRunner, RunSettings, run_id_for
 from sender.schedule import RateLimits, Scheduler
 from sender.store import MessageState, NewRow, Outcome, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
+from tests.helpers import IDENTITY, cli_with
 
 KEY = "run-identity-test-key-aaaaaaaaaaaa"
 HEADER = "email,name,participant_id,course_id,room\n"
@@ -42,23 +40,10 @@ EDITED = (
 )
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("workdir")
 
 
-def cli(*args: str) -> Result:
-    env = {
-        "SENDER_SECRET_KEYS": KEY,
-        "SENDER_FROM": "Academy <noreply@learning.test>",
-        "SENDER_BASE_URL": "https://learning.test/login",
-    }
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+cli = cli_with(SENDER_SECRET_KEYS=KEY, **IDENTITY)
 
 
 def recipients(server: RecordingSMTPServer) -> Counter[str]:

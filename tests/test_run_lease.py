@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from sender.schedule import RateLimits, Scheduler
 from sender.store import BounceRecord, MessageState, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
+from tests.helpers import spawn_sender
 
 SETTINGS = SenderSettings(
     from_address=Address("noreply@learning.example.com", "Example Academy"),
@@ -175,18 +175,8 @@ async def test_status_of_a_run_with_a_lapsed_lease_is_interrupted(store: SqliteS
 
 
 async def _spawn(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
-    env["SENDER_SECRET_KEYS"] = "lease-test-key-0123456789abcdef"
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sender",
-        *args,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    env = {"SENDER_SECRET_KEYS": "lease-test-key-0123456789abcdef"}
+    return await spawn_sender(tmp_path, *args, env=env, stderr=asyncio.subprocess.STDOUT)
 
 
 async def _cli(tmp_path: Path, *args: str) -> tuple[int | None, str]:

@@ -3,41 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from sender import Address, LinkSettings, Sender, SenderSettings, TemplateError
-from sender.cli import main
 from sender.runs import BulkRunner, RunSettings
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
+from tests.helpers import IDENTITY, cli_with
 
 KEY = "run-start-test-key-aaaaaaaaaaaaaaa"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "participants.csv"
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("workdir")
 
 
-def cli(*args: str) -> Result:
-    env = {
-        "SENDER_SECRET_KEYS": KEY,
-        "SENDER_FROM": "Academy <noreply@learning.test>",
-        "SENDER_BASE_URL": "https://learning.test/login",
-    }
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+cli = cli_with(SENDER_SECRET_KEYS=KEY, **IDENTITY)
 
 
 def test_unknown_template_is_one_line_and_creates_no_run(workdir: Path) -> None:

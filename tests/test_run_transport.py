@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from sender.cli import main
 from sender.testing import RecordingSMTPServer, Stage
+from tests.helpers import IDENTITY, cli_with
 
 KEY = "run-transport-test-key-aaaaaaaaaaaa"
 ROWS = (
@@ -24,25 +22,14 @@ ROWS = (
 
 
 @pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty directory with a fast retry schedule and no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "sender.toml").write_text('retry_first = "0.3s"\n', encoding="utf-8")
-    (tmp_path / "p.csv").write_text(ROWS, encoding="utf-8")
-    return tmp_path
+def workdir(workdir: Path) -> Path:
+    """The shared empty working directory (tests/conftest.py), with p.csv and a fast retry."""
+    (workdir / "sender.toml").write_text('retry_first = "0.3s"\n', encoding="utf-8")
+    (workdir / "p.csv").write_text(ROWS, encoding="utf-8")
+    return workdir
 
 
-def cli(*args: str, **env: str) -> Result:
-    environment = {
-        "SENDER_SECRET_KEYS": KEY,
-        "SENDER_FROM": "Academy <noreply@learning.test>",
-        "SENDER_BASE_URL": "https://learning.test/login",
-    }
-    environment.update(env)
-    return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
+cli = cli_with(SENDER_SECRET_KEYS=KEY, **IDENTITY)
 
 
 def captured(workdir: Path) -> list[Path]:

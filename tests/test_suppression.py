@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
-import sys
 import time
 from collections import Counter
 from dataclasses import replace
@@ -41,6 +39,7 @@ from sender.suppression import (
 )
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
+from tests.helpers import spawn_sender
 
 T0 = 1_800_000_000.0
 SETTINGS = SenderSettings(
@@ -502,14 +501,11 @@ async def test_sender_inbound_listens_refuses_relaying_and_stops_on_sigterm(
 ) -> None:
     """`sender inbound` keeps a forged bounce as forged, refuses other domains, exits on TERM."""
     (tmp_path / "sender.toml").write_text(f'bounce_domain = "{BOUNCE_DOMAIN}"\n', encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
-    env["SENDER_SECRET_KEYS"] = "inbound-cli-key-0123456789abcdef"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "sender", "inbound", "--listen", f"127.0.0.1:{closed_port}"),
-        cwd=tmp_path,
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
+    process = await spawn_sender(
+        tmp_path,
+        *("inbound", "--listen", f"127.0.0.1:{closed_port}"),
+        env={"SENDER_SECRET_KEYS": "inbound-cli-key-0123456789abcdef"},
+        stdout=None,
     )
     try:
         assert process.stderr is not None

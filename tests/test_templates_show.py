@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from sender.cli import main
 from sender.render import Renderer, lint_templates
+from tests.helpers import cli_with
+
+pytestmark = pytest.mark.usefixtures("workdir")
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
-def cli(*args: str) -> Result:
-    env = {"SENDER_SECRET_KEYS": "templates-show-test-key-aaaaaaaaaa"}
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+cli = cli_with(SENDER_SECRET_KEYS="templates-show-test-key-aaaaaaaaaa")
 
 
 def write(base: Path, relative: str, text: str) -> None:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from sender.cli import main
 from sender.testing import RecordingSMTPServer
 from tests.dns_server import DnsServer
+from tests.helpers import cli_with
 
 ENV = {
     "SENDER_SECRET_KEYS": "validate-rows-test-key-aaaaaaaaaaaa",
@@ -38,18 +35,13 @@ SKIPPED = {3: "name", 4: "duplicate of row 2", 5: "fields", 6: "locale", 7: "Sub
 
 
 @pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test runs in an empty directory with no SENDER_* settings leaking in."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("SENDER_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "p.csv").write_text(CSV, encoding="utf-8")
-    return tmp_path
+def workdir(workdir: Path) -> Path:
+    """The shared empty working directory (tests/conftest.py), holding p.csv."""
+    (workdir / "p.csv").write_text(CSV, encoding="utf-8")
+    return workdir
 
 
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env=ENV, catch_exceptions=False)
+cli = cli_with(**ENV)
 
 
 async def test_validate_says_which_rows_run_will_skip_and_why() -> None:

@@ -1,0 +1,61 @@
+"""Helpers the test modules share: the ``sender`` command in-process and as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from sender.cli import main
+
+# A real-looking From and base URL: `--smtp` refuses the shipped examples.
+IDENTITY = {
+    "SENDER_FROM": "Academy <noreply@learning.test>",
+    "SENDER_BASE_URL": "https://learning.test/login",
+}
+
+
+def cli_with(*, catch_exceptions: bool = False, **env: str) -> Callable[..., Result]:
+    """``cli(*args, **more_env)``: runs ``sender ARGS`` through click's runner with ``env``.
+
+    Keyword arguments to ``cli`` add to (or override) the environment given here.
+    """
+
+    def cli(*args: str, **more: str) -> Result:
+        return CliRunner().invoke(
+            main, list(args), env={**env, **more}, catch_exceptions=catch_exceptions
+        )
+
+    return cli
+
+
+def clean_environment(**env: str) -> dict[str, str]:
+    """This process's environment without any SENDER_* setting, plus ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    clean.update(env)
+    return clean
+
+
+async def spawn_sender(
+    cwd: Path,
+    *args: str,
+    env: Mapping[str, str],
+    stdout: int | None = asyncio.subprocess.PIPE,
+    stderr: int | None = asyncio.subprocess.PIPE,
+) -> asyncio.subprocess.Process:
+    """Start ``python -m sender ARGS`` in ``cwd`` as a real subprocess.
+
+    Its environment is this process's without any SENDER_* setting, plus ``env``.
+    """
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "sender", *args),
+        cwd=cwd,
+        env=clean_environment(**env),
+        stdout=stdout,
+        stderr=stderr,
+    )
