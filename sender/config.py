@@ -27,6 +27,7 @@ from sender.schedule import RateLimits, RetryPolicy, parse_domain_rate
 __all__ = [
     "DAY",
     "DEFAULT_MAX_AGE",
+    "MAX_CONCURRENCY",
     "BouncePolicy",
     "CliConfig",
     "InboundLimits",
@@ -61,6 +62,7 @@ def parse_duration(text: str, /, *, setting: str = "duration") -> timedelta:
 
 
 MAX_DURATION = timedelta(days=3650)  # ten years: a longer link or retry is a typo
+MAX_CONCURRENCY = 256  # messages in flight at once (RunSettings.concurrency, SMTP pool)
 
 
 class SmtpSecurity(StrEnum):
@@ -571,7 +573,8 @@ def load_config(
         return value
 
     limits, retry = _sending_policy(values, paced=bool(values.get("smtp_url")))
-    concurrency = whole("concurrency", whole("pool_size", 4, most=1000), most=1000)
+    pool_size = whole("pool_size", 4, most=MAX_CONCURRENCY)
+    concurrency = whole("concurrency", pool_size, most=MAX_CONCURRENCY)
     workers = whole("workers", 1, most=min(concurrency, 64), note=" (and at most concurrency)")
     per_connection = whole("max_messages_per_connection", 100, most=10**6)
     smtp_timeout = _seconds(values, "smtp_timeout")

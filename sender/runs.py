@@ -38,7 +38,7 @@ from urllib.parse import quote
 from sender.addresses import address_key
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
-from sender.config import BouncePolicy, SmtpSettings
+from sender.config import MAX_CONCURRENCY, BouncePolicy, SmtpSettings
 from sender.errors import (
     ConfigurationError,
     InputError,
@@ -114,8 +114,11 @@ class RunSettings:
     switch_transport: bool = False
 
     def __post_init__(self) -> None:
-        if not 1 <= self.concurrency <= 256:
-            raise ConfigurationError("concurrency must be 1 to 256", setting="concurrency")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ConfigurationError(
+                f"concurrency must be 1 to {MAX_CONCURRENCY}, not {self.concurrency}",
+                setting="concurrency",
+            )
         if not 1 <= self.workers <= min(self.concurrency, 64):
             raise ConfigurationError(
                 f"workers must be 1 to {min(self.concurrency, 64)} (at most concurrency)",

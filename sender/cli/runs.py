@@ -117,7 +117,7 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--domain-rate", help="Default limit per recipient domain, e.g. 30/min (0: none)."
             ),
-            click.option("--concurrency", type=int, help="Connections in use (1 to 1000)."),
+            click.option("--concurrency", type=int, help="Connections in use (1 to 256)."),
             click.option(
                 "--workers",
                 type=int,
