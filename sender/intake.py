@@ -138,13 +138,14 @@ def dmarc_passed(data: bytes, /, *, trusted_authserv_ids: Collection[str]) -> fr
     written before the trusted relay saw the message, possibly by the sender. The
     relay must add its own results, as OpenDMARC, rspamd and the large providers do.
     A ``dmarc=pass`` names its domain in ``header.from``; one without it counts for
-    no domain. Never raises.
+    no domain. The topmost DMARC result for a domain decides: a ``pass`` below the
+    relay's own ``fail`` (or ``none``) is one the sender wrote. Never raises.
     """
     trusted = {i.strip().lower() for i in trusted_authserv_ids if i.strip()}
     if not trusted:
         return frozenset()
     message = email.message_from_bytes(data)
-    passed: set[str] = set()
+    verdicts: dict[str, str] = {}  # domain -> its topmost dmarc result
     reading = False
     for key, value in message.raw_items():
         name = key.strip().lower()
@@ -156,12 +157,10 @@ def dmarc_passed(data: bytes, /, *, trusted_authserv_ids: Collection[str]) -> fr
         authserv_id, results = _authentication_results(_undo_surrogates(value))
         if authserv_id not in trusted:
             break
-        passed.update(
-            domain
-            for method, result, domain in results
-            if (method, result) == ("dmarc", "pass") and domain
-        )
-    return frozenset(passed)
+        for method, result, domain in results:
+            if method == "dmarc" and domain:
+                verdicts.setdefault(domain, result)
+    return frozenset(domain for domain, result in verdicts.items() if result == "pass")
 
 
 # -- reading files ----------------------------------------------------------------------
