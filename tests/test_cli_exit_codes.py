@@ -38,7 +38,8 @@ cli = cli_with(**ENV)
 
 async def run_json(server: RecordingSMTPServer, *args: str) -> tuple[int, dict[str, object]]:
     smtp = f"smtp://{server.host}:{server.port}"
-    named = ("--run-id", "r-x") if args[0] == "run" else ()
+    # Unpaced: a@ and c@ share d1.example, and the default 30/min per domain would wait 2 s.
+    named = ("--run-id", "r-x", "--domain-rate", "0") if args[0] == "run" else ()
     result = await asyncio.to_thread(cli, *args, "--smtp", smtp, "--no-validate", "--json", *named)
     return result.exit_code, json.loads(result.stdout)  # stdout holds the one object only
 
@@ -246,7 +247,7 @@ async def test_report_names_rows_skipped_at_send_time(
     )
     smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
     result = await asyncio.to_thread(
-        cli, "run", "q.csv", "--smtp", smtp, "--no-validate", "--no-progress"
+        cli, "run", "q.csv", "--smtp", smtp, "--no-validate", "--no-progress", "--domain-rate", "0"
     )
     assert result.exit_code == 0, result.stderr
     assert "row 8 (bad@d.example): skipped: field 'Subject'" in result.stdout

@@ -14,10 +14,11 @@ from sender.testing import RecordingSMTPServer
 from tests.helpers import IDENTITY, cli_with
 from tests.test_invites import (
     EVENT,
-    EXAMPLES,
     SAMPLE_ATTENDEES,
     UID,
+    UNPACED,
     attendees,
+    event_and_people,
     invitations_for,
     participant,
 )
@@ -110,18 +111,10 @@ async def test_cli_cancel_for_an_unknown_participant_is_one_line(
     smtp_server: RecordingSMTPServer, workdir: Path
 ) -> None:
     """`invite --cancel --participant p-99`: one line naming p-99, exit 1, SEQUENCE unchanged."""
-    event_file = workdir / "event.toml"
-    event_file.write_text(
-        (EXAMPLES / "event.toml").read_text(encoding="utf-8") + f'uid = "{UID}"\n',
-        encoding="utf-8",
-    )
-    csv = workdir / "people.csv"
-    lines = ["email,name,participant_id,course_id,locale"]
-    lines += [f"{a},Attendee {n},p-{n},PY101,en" for n, a in enumerate(SAMPLE_ATTENDEES)]
-    csv.write_text("\n".join(lines[:3]) + "\n", encoding="utf-8")
+    event_file, csv = event_and_people(workdir, 2)
     smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
     invited = await asyncio.to_thread(
-        cli, "invite", str(event_file), str(csv), "--smtp", smtp, "--no-progress"
+        cli, "invite", str(event_file), str(csv), "--smtp", smtp, "--no-progress", *UNPACED
     )
     assert invited.exit_code == 0, invited.stderr
     sent = len(smtp_server.messages)
