@@ -124,8 +124,8 @@ class Invitations:
     ``on_rsvp`` is called with every answer recorded by :meth:`record_reply`, so an
     LMS can update its attendance list as replies arrive. An answer counts only when
     the reply's From is the attendee's own address (``check_sender=False`` lifts this,
-    e.g. for delegates); others are kept as ``sender_mismatch``. That From must also
-    be authenticated: a DKIM signature that verifies and aligns with its domain, or
+    e.g. for delegates); others are kept as ``sender_mismatch``. That From (a delegate's
+    too) must also be authenticated: a DKIM signature that verifies and aligns with its domain, or
     an ``Authentication-Results: ...; dmarc=pass`` from one of the sender settings'
     ``trusted_authserv_ids``; others are kept as ``unauthenticated``. ``resolver``
     looks up DKIM keys (default: the system's DNS).
@@ -377,7 +377,7 @@ class Invitations:
                 continue
             for answer in answers:
                 outcome, reason, invitation = await self._judge(answer, sender=part.sender)
-                if outcome in (STALE, RECORDED) and self._check_sender:
+                if outcome in (STALE, RECORDED):  # check_sender=False included
                     if part.sender not in authenticated:
                         authenticated[part.sender] = await self._unauthenticated(data, part.sender)
                     if authenticated[part.sender]:

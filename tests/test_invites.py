@@ -415,7 +415,7 @@ async def test_check_sender_off_counts_a_delegate_reply(
     await invitations.sender.aclose()
     data = (SAMPLES / "outlook_accepted.eml").read_bytes()
     delegated = data.replace(b"ada@example.org>", b"assistant@example.org>", 1)
-    (record,) = await invitations.record_reply(delegated)
+    (record,) = await invitations.record_reply(relayed(delegated))
     assert record.outcome == "recorded"
     (answer,) = await invitations.answers(UID)
     assert answer.status == "ACCEPTED"

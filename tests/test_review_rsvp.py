@@ -1,8 +1,19 @@
-"""A trusted relay's own DMARC verdict is never outvoted by a header the sender wrote."""
+"""Calendar answers count only with an authenticated From, whatever else is relaxed."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+
+from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender.ical import CalendarEvent
 from sender.intake import dmarc_passed
+from sender.invites import Invitations
+from sender.runs import RunSettings
+from sender.schedule import RateLimits, Scheduler
+from sender.store import SqliteStore
+from sender.testing import RecordingSMTPServer
+from sender.transport import SmtpTransport
 
 RELAY = "mx.relay.example"
 FORGED = (
@@ -29,3 +40,43 @@ def test_several_headers_of_the_relay_still_count_together() -> None:
         "From: ada@example.org\r\n\r\nyes\r\n"
     ).encode()
     assert dmarc_passed(data, trusted_authserv_ids=[RELAY]) == {"example.org"}
+
+
+UID = "3f2a9c1e5b7d4e6f8a0b1c2d3e4f5a6b@calendar.example.com"
+SAMPLE = Path(__file__).parent / "samples" / "replies" / "outlook_accepted.eml"
+
+
+async def test_check_sender_off_still_needs_an_authenticated_from(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """check_sender=False admits delegates, not forgeries: an unauthenticated From never counts."""
+    settings = SenderSettings(
+        from_address=Address("noreply@learning.example.com", "Example Academy"),
+        links=LinkSettings(secret_keys=("r" * 32,), base_url="https://lms.example.com/login"),
+        trusted_authserv_ids=(RELAY,),
+    )
+    event = CalendarEvent(
+        course_id="PY101",
+        summary="Python intro",
+        start=datetime(2027, 3, 27, 10, 0),
+        end=datetime(2027, 3, 27, 12, 0),
+        timezone="Europe/Oslo",
+        organizer_email="invitation@calendar.example.com",
+        event_id="session-1",
+        uid=UID,
+    )
+    sender = Sender(settings, transport=SmtpTransport(smtp_server.smtp_settings()))
+    invitations = Invitations(
+        sender,
+        store,
+        RunSettings(),
+        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        check_sender=False,
+    )
+    await invitations.invite(event, [Participant("ada@example.org", "Ada", "p-1", "PY101")])
+    await sender.aclose()
+    data = SAMPLE.read_bytes().replace(b"ada@example.org>", b"mallory@example.net>", 1)
+    (record,) = await invitations.record_reply(data)
+    assert record.outcome == "unauthenticated"
+    (answer,) = await invitations.answers(UID)
+    assert answer.status == "NEEDS-ACTION"
