@@ -1,4 +1,5 @@
-"""Helpers the test modules share: the ``sender`` command in-process and as a real subprocess."""
+"""What the test modules share: the settings and event most tests send with, and the ``sender``
+command in-process and as a real subprocess."""
 
 from __future__ import annotations
 
@@ -6,11 +7,41 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 
 from click.testing import CliRunner, Result
 
+from sender import Address, LinkSettings, SenderSettings
 from sender.cli import main
+from sender.ical import CalendarEvent
+from sender.schedule import RateLimits
+
+UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
+"""No pacing at all: for tests whose subject is not the rate limits."""
+
+EVENT = CalendarEvent(
+    course_id="PY101",
+    summary="Python intro",
+    start=datetime(2027, 3, 27, 10, 0),
+    end=datetime(2027, 3, 27, 12, 0),
+    timezone="Europe/Oslo",
+    organizer_email="invitation@calendar.example.com",
+    event_id="session-1",
+)
+"""A two-hour session in Oslo; its organizer address is where the answers go."""
+
+
+def sender_settings(*keys: str, **more: object) -> SenderSettings:
+    """Example Academy's From and the LMS login page, links signed with ``keys`` (default k*32)."""
+    return SenderSettings(
+        from_address=Address("noreply@learning.example.com", "Example Academy"),
+        links=LinkSettings(
+            secret_keys=keys or ("k" * 32,), base_url="https://lms.example.com/login"
+        ),
+        **more,  # type: ignore[arg-type]
+    )
+
 
 # A real-looking From and base URL: `--smtp` refuses the shipped examples.
 IDENTITY = {

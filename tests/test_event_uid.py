@@ -4,49 +4,32 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from datetime import datetime
 
-from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender import Participant, Sender
 from sender.client import CalendarSend
-from sender.ical import CalendarEvent
 from sender.invites import Invitations, calendar_of, event_json
 from sender.runs import RunSettings
-from sender.schedule import RateLimits, Scheduler
+from sender.schedule import Scheduler
 from sender.store import EventRecord, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
+from tests.helpers import EVENT, UNLIMITED, sender_settings
 
 OLD_KEY = "old-key-" + "o" * 24
 NEW_KEY = "new-key-" + "n" * 24
-EVENT = CalendarEvent(
-    course_id="PY101",
-    summary="Python intro",
-    start=datetime(2027, 3, 27, 10, 0),
-    end=datetime(2027, 3, 27, 12, 0),
-    timezone="Europe/Oslo",
-    organizer_email="invitation@calendar.example.com",
-    event_id="session-1",
-)
 PEOPLE = [
     Participant("ada@example.org", "Ada", "p-ada", "PY101"),
     Participant("alan@example.org", "Alan", "p-alan", "PY101"),
 ]
 
 
-def settings(*keys: str) -> SenderSettings:
-    return SenderSettings(
-        from_address=Address("noreply@learning.example.com", "Example Academy"),
-        links=LinkSettings(secret_keys=keys, base_url="https://lms.example.com/login"),
-    )
-
-
 def invitations(server: RecordingSMTPServer, store: SqliteStore, *keys: str) -> Invitations:
-    sender = Sender(settings(*keys), transport=SmtpTransport(server.smtp_settings()))
+    sender = Sender(sender_settings(*keys), transport=SmtpTransport(server.smtp_settings()))
     return Invitations(
         sender,
         store,
         RunSettings(concurrency=2),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        scheduler=Scheduler(UNLIMITED),
     )
 
 
@@ -131,13 +114,13 @@ async def test_a_run_stored_before_keyed_uids_resumes_with_its_uid(store: Sqlite
     calendar = calendar_of(run)
     assert calendar is not None
     assert calendar.event.event_uid == EVENT.event_uid
-    composed = Sender(settings(NEW_KEY)).compose(PEOPLE[0], calendar=calendar)
+    composed = Sender(sender_settings(NEW_KEY)).compose(PEOPLE[0], calendar=calendar)
     assert f"UID:{EVENT.event_uid}" in composed.message.data.decode().splitlines()
 
 
 def test_a_single_send_with_an_event_carries_the_keyed_uid() -> None:
     """Sender.compose keys a new event's UID too, so no path sends the computable one."""
-    sender = Sender(settings(OLD_KEY, NEW_KEY))
+    sender = Sender(sender_settings(OLD_KEY, NEW_KEY))
     composed = sender.compose(PEOPLE[0], calendar=CalendarSend(EVENT))
     lines = composed.message.data.decode().splitlines()
     assert f"UID:{EVENT.keyed_uid(NEW_KEY)}" in lines

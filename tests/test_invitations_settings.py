@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
-from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender import Participant, Sender
 from sender.config import BouncePolicy
-from sender.ical import CalendarEvent
 from sender.invites import Invitations
 from sender.runs import RunSettings
-from sender.schedule import RateLimits, Scheduler
+from sender.schedule import Scheduler
 from sender.store import BounceRecord, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
+from tests.helpers import EVENT, UNLIMITED, sender_settings
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("i" * 32,), base_url="https://lms.example.com/login"),
-)
-EVENT = CalendarEvent(
-    course_id="PY101",
-    summary="Python intro",
-    start=datetime(2027, 3, 27, 10, 0),
-    end=datetime(2027, 3, 27, 12, 0),
-    timezone="Europe/Oslo",
-    organizer_email="invitation@calendar.example.com",
-    event_id="session-1",
-)
+SETTINGS = sender_settings("i" * 32)
 
 
 async def test_bounce_policy_given_to_invitations_pauses_their_run(
@@ -50,7 +37,7 @@ async def test_bounce_policy_given_to_invitations_pauses_their_run(
         sender,
         store,
         RunSettings(concurrency=2, bounces=BouncePolicy(budget=1)),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        scheduler=Scheduler(UNLIMITED),
     )
     people = [Participant(f"a{i}@d.example", f"A {i}", f"p-{i}", "PY101") for i in range(3)]
     reports = await invitations.invite(EVENT, people)

@@ -12,11 +12,11 @@ import pytest
 from sender import Address, LinkSettings, Participant, Sender, SenderSettings
 from sender.config import SmtpSettings
 from sender.runs import BulkRunner, RunSettings
-from sender.schedule import RateLimits, Scheduler
+from sender.schedule import Scheduler
 from sender.smtpd import Disconnect, ReceivedMessage, Response, SmtpHandler, SmtpServer
 from sender.store import MessageState, SqliteStore
 from sender.transport import SmtpTransport
-from tests.helpers import IDENTITY, spawn_sender
+from tests.helpers import IDENTITY, UNLIMITED, spawn_sender
 
 ROWS = 6
 
@@ -113,7 +113,6 @@ async def test_requeued_in_flight_message_is_resent_with_its_message_id(
     )
     store = SqliteStore(tmp_path / "outbox.sqlite3")
     handler = _FirstDataHangs()
-    unlimited = RateLimits(global_per_second=None, domain_per_minute=None)
     people = [Participant(f"u{i}@d.example", f"U {i}", f"p-{i}", "PY101") for i in range(3)]
     try:
         async with SmtpServer(handler) as server:
@@ -122,7 +121,7 @@ async def test_requeued_in_flight_message_is_resent_with_its_message_id(
                 Sender(settings, transport=smtp),
                 store,
                 RunSettings(concurrency=1),
-                scheduler=Scheduler(unlimited),
+                scheduler=Scheduler(UNLIMITED),
             )
             task = asyncio.create_task(first.run("r-mid", people))
             async with asyncio.timeout(30):
@@ -136,7 +135,7 @@ async def test_requeued_in_flight_message_is_resent_with_its_message_id(
                 Sender(settings, transport=SmtpTransport(_settings_for(server))),
                 store,
                 RunSettings(concurrency=1),
-                scheduler=Scheduler(unlimited),
+                scheduler=Scheduler(UNLIMITED),
             )
             report = await second.run("r-mid")
             await second.sender.aclose()

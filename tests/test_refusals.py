@@ -10,21 +10,19 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from sender import Address, DeliveryStatus, LinkSettings, Participant, Sender, SenderSettings
+from sender import DeliveryStatus, Participant, Sender
 from sender.client import open_sender
 from sender.config import BouncePolicy
 from sender.inbound import InboundMail, InboundServer
 from sender.runs import BulkRunner, RunSettings
-from sender.schedule import RateLimits, Scheduler
+from sender.schedule import Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.suppression import budget_reason, ingest_bounce
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
+from tests.helpers import UNLIMITED, sender_settings
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("r" * 32,), base_url="https://lms.example.com/login"),
-)
+SETTINGS = sender_settings("r" * 32)
 BOUNCE_DOMAIN = "bounce.learning.example.com"
 POLICY = BouncePolicy()
 
@@ -43,7 +41,7 @@ def runner_for(
         sender,
         store,
         RunSettings(concurrency=2, workers=workers),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        scheduler=Scheduler(UNLIMITED),
     )
 
 

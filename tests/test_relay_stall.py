@@ -8,21 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender import Participant, Sender
 from sender.config import SmtpSettings, load_config
 from sender.errors import ConfigurationError
 from sender.runs import BulkRunner, RunSettings
-from sender.schedule import RateLimits, RetryPolicy, Scheduler
+from sender.schedule import RetryPolicy, Scheduler
 from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import spawn_sender
+from tests.helpers import UNLIMITED, sender_settings, spawn_sender
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
-)
-UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
+SETTINGS = sender_settings()
 QUICK_RETRY = RetryPolicy(first_retry=0.05, max_interval=0.2, jitter=0.0)
 ROWS = 12
 

@@ -7,20 +7,17 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender import Participant, Sender
 from sender.participants import CsvRow
 from sender.runs import BulkRunner, RowChecker, RunSettings, check_rows
-from sender.schedule import RateLimits, Scheduler
+from sender.schedule import Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
+from tests.helpers import UNLIMITED, sender_settings
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
-)
+SETTINGS = sender_settings()
 SENDER = Sender(SETTINGS)
-UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
 # Values a row may carry that make its own message unsendable (a NUL in the subject, a
 # link to a second site); CR/LF are not here: the subject folds them to spaces.
 HOSTILE = ["A\x00B", "\x00", "see https://evil.example/x", "Course www.evil.example"]

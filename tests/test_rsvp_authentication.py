@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
 import aiosmtplib
@@ -19,44 +18,30 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender import Participant, Sender
 from sender.cli import main
 from sender.dkim import (
     DkimKey,
     DkimSigner,
     aligned,
-    dns_record,
     generate_key,
     verified_domains,
 )
 from sender.errors import CheckUnavailable
-from sender.ical import CalendarEvent
 from sender.intake import dmarc_passed
 from sender.invites import Invitations
 from sender.resolve import DnsSettings, Resolver
 from sender.runs import RunSettings
-from sender.schedule import RateLimits, Scheduler
+from sender.schedule import Scheduler
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
 from tests.dns_server import DnsServer
-from tests.helpers import IDENTITY, spawn_sender
+from tests.helpers import EVENT, IDENTITY, UNLIMITED, sender_settings, spawn_sender
+from tests.test_dkim import zone_for
 
 RELAY = "mx.relay.example"
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("a" * 32,), base_url="https://lms.example.com/login"),
-    trusted_authserv_ids=(RELAY,),
-)
-EVENT = CalendarEvent(
-    course_id="PY101",
-    summary="Python intro",
-    start=datetime(2027, 3, 27, 10, 0),
-    end=datetime(2027, 3, 27, 12, 0),
-    timezone="Europe/Oslo",
-    organizer_email="invitation@calendar.example.com",
-    event_id="session-1",
-)
+SETTINGS = sender_settings("a" * 32, trusted_authserv_ids=(RELAY,))
 ADA = Participant("ada@example.org", "Ada Lovelace", "p-ada", "PY101")
 REPLY_TO = "invitation@calendar.example.com"
 
@@ -73,18 +58,9 @@ def keys() -> dict[str, DkimKey]:
     }
 
 
-def zone_for(keys: Iterable[DkimKey]) -> str:
-    lines = []
-    for key in keys:
-        name, value = dns_record(key)
-        strings = " ".join(f'"{value[i : i + 255]}"' for i in range(0, len(value), 255))
-        lines.append(f'"{name}" TXT {strings}')
-    return "\n".join(lines)
-
-
 @pytest.fixture
 async def dns(keys: dict[str, DkimKey]) -> AsyncIterator[DnsServer]:
-    async with DnsServer(zone_for(keys.values())) as server:
+    async with DnsServer(zone_for(*keys.values())) as server:
         yield server
 
 
@@ -133,7 +109,7 @@ async def invited(
         sender,
         store,
         RunSettings(concurrency=2),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        scheduler=Scheduler(UNLIMITED),
         resolver=Resolver(DnsSettings(nameserver=(dns.host, dns.port))),
     )
     await invitations.invite(EVENT, [ADA])
@@ -360,7 +336,7 @@ async def test_a_reply_whose_key_dns_does_not_answer_is_left_to_read_again(
     """SERVFAIL for the DKIM key decides nothing and keeps nothing; read later, it counts."""
     invitations, uid = await invited(smtp_server, store, dns)
     signed = DkimSigner(keys["example.org"]).sign(reply(uid))
-    async with DnsServer(zone_for(keys.values()), servfail=("s1._domainkey.example.org",)) as bad:
+    async with DnsServer(zone_for(*keys.values()), servfail=("s1._domainkey.example.org",)) as bad:
         failing = Invitations(
             invitations.sender,
             store,
@@ -381,7 +357,7 @@ async def test_rsvp_ingest_reads_the_other_files_when_dns_does_not_answer_for_on
 ) -> None:
     """`sender rsvp ingest` names the file to read again and still records the others."""
     async with DnsServer(
-        zone_for(keys.values()), servfail=("s2._domainkey.mail.example.org",)
+        zone_for(*keys.values()), servfail=("s2._domainkey.mail.example.org",)
     ) as dns:
         _, uid = await invited(smtp_server, store, dns)
         await store.aclose()
@@ -415,7 +391,7 @@ async def test_an_idn_from_domain_is_matched_in_its_a_label_form(
         sender,
         store,
         RunSettings(concurrency=2),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        scheduler=Scheduler(UNLIMITED),
         resolver=Resolver(DnsSettings(nameserver=(dns.host, dns.port))),
     )
     await invitations.invite(EVENT, [Participant("ada@bücher.example", "Ada", "p-ada", "PY101")])

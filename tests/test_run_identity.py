@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender import Participant, Sender
 from sender.participants import CsvRow
 from sender.runs import BulkRunner, RunSettings, run_id_for
-from sender.schedule import RateLimits, Scheduler
+from sender.schedule import Scheduler
 from sender.store import MessageState, NewRow, Outcome, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
-from tests.helpers import IDENTITY, cli_with
+from tests.helpers import IDENTITY, UNLIMITED, cli_with, sender_settings
 
 KEY = "run-identity-test-key-aaaaaaaaaaaa"
 HEADER = "email,name,participant_id,course_id,room\n"
@@ -99,10 +99,7 @@ async def test_edited_file_sends_to_added_rows_and_corrected_addresses_only(
     assert "0 new, 0 address corrected, 1 removed from the file, 5 unchanged" in third.stdout
 
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
-)
+SETTINGS = sender_settings()
 
 
 def person(number: int, email: str | None = None) -> Participant:
@@ -126,8 +123,7 @@ async def test_ingest_interrupted_then_edited_file_sends_everyone_once(
     """A crash mid-ingest, then a file with a row inserted at the top: each person gets one."""
     transport = SmtpTransport(smtp_server.smtp_settings())
     sender = Sender(SETTINGS, transport=transport)
-    unlimited = Scheduler(RateLimits(global_per_second=None, domain_per_minute=None))
-    runner = BulkRunner(sender, store, RunSettings(batch_size=3), scheduler=unlimited)
+    runner = BulkRunner(sender, store, RunSettings(batch_size=3), scheduler=Scheduler(UNLIMITED))
     original = [CsvRow(n + 1, person(n)) for n in range(1, 11)]
     with pytest.raises(Crash):
         await runner.run("r-crash", rows_then_crash(original, 7))

@@ -14,20 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from sender import Address, LinkSettings, Participant, RunBusy, Sender, SenderSettings
+from sender import Participant, RunBusy, Sender
 from sender.config import BouncePolicy
 from sender.runs import BulkRunner, RunSettings, run_status
-from sender.schedule import RateLimits, Scheduler
+from sender.schedule import Scheduler
 from sender.store import BounceRecord, MessageState, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import spawn_sender
+from tests.helpers import UNLIMITED, sender_settings, spawn_sender
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
-)
-UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
+SETTINGS = sender_settings()
 
 
 def people(count: int) -> list[Participant]:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender import Participant, Sender
 from sender.cli.app import ProgressDisplay
 from sender.runs import BulkRunner, Progress, RunSettings, run_status
 from sender.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
+from tests.helpers import UNLIMITED, sender_settings
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
-)
-UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
+SETTINGS = sender_settings()
 
 
 def people(count: int) -> list[Participant]:

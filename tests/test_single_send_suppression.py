@@ -8,20 +8,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sender import Address, DeliveryStatus, LinkSettings, Participant, Sender, SenderSettings
+from sender import DeliveryStatus, Participant, Sender
 from sender.cli import main
 from sender.client import open_sender
 from sender.runs import BulkRunner, RunSettings
-from sender.schedule import RateLimits, Scheduler
+from sender.schedule import Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
+from tests.helpers import UNLIMITED, sender_settings
 
 T0 = 1_800_000_000.0
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("q" * 32,), base_url="https://lms.example.com/login"),
-)
+SETTINGS = sender_settings("q" * 32)
 KARI = Participant("Kari@X.example", "Kari", "p-1", "C")
 
 
@@ -65,7 +63,7 @@ async def test_worker_processes_never_send_to_a_suppressed_address(
         sender,
         store,
         RunSettings(concurrency=2, workers=2),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        scheduler=Scheduler(UNLIMITED),
     )
     report = await runner.run("r-workers", group)
     await sender.aclose()
