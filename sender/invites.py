@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
-from sender.addresses import domain_key
+from sender.addresses import address_key, domain_key
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
 from sender.dkim import aligned, verified_domains
@@ -453,18 +453,18 @@ class Invitations:
         """(outcome, reason, the invitation answered) for one answer."""
         if await self.store.get_event(answer.uid) is None:
             return UNKNOWN_EVENT, f"no event with UID {answer.uid} was sent", None
-        attendee = answer.attendee.casefold()
+        attendee = address_key(answer.attendee)  # every spelling of the address is one
         invitation = next(
             (
                 invitation
                 for invitation in await self.store.invitations(answer.uid)
-                if invitation.participant.email.casefold() == attendee
+                if address_key(invitation.participant.email) == attendee
             ),
             None,
         )
         if invitation is None:
             return NOT_INVITED, f"{answer.attendee} was not invited to {answer.uid}", None
-        if self._check_sender and sender.casefold() != attendee:
+        if self._check_sender and address_key(sender) != attendee:
             # Anyone can write ATTENDEE:mailto:ada@... into a calendar; the From header
             # is what the receiving server's SPF/DMARC checks vouch for.
             who = sender or "no single From address"
@@ -482,10 +482,10 @@ class Invitations:
         latest: dict[str, RsvpRecord] = {}
         for rsvp in await self.store.rsvps(uid):
             if rsvp.outcome == RECORDED:
-                latest[rsvp.attendee.casefold()] = rsvp  # received order: the last one wins
+                latest[address_key(rsvp.attendee)] = rsvp  # received order: the last one wins
         result = []
         for invitation in await self.store.invitations(uid):
-            answer = latest.get(invitation.participant.email.casefold())
+            answer = latest.get(address_key(invitation.participant.email))
             if invitation.method == CalendarMethod.CANCEL.value:
                 status = "CANCELLED"
             elif answer is not None:

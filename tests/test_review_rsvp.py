@@ -80,3 +80,53 @@ async def test_check_sender_off_still_needs_an_authenticated_from(
     assert record.outcome == "unauthenticated"
     (answer,) = await invitations.answers(UID)
     assert answer.status == "NEEDS-ACTION"
+
+
+def idn_reply(uid: str) -> bytes:
+    """Ada's acceptance, written with her domain's A-label form, vouched for by the relay."""
+    return (
+        f"Authentication-Results: {RELAY}; dmarc=pass header.from=xn--bcher-kva.example\r\n"
+        "From: Ada <ada@xn--bcher-kva.example>\r\n"
+        "To: invitation@calendar.example.com\r\n"
+        "Subject: Accepted\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: text/calendar; method=REPLY; charset="utf-8"\r\n\r\n'
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//review//EN\r\nMETHOD:REPLY\r\n"
+        f"BEGIN:VEVENT\r\nUID:{uid}\r\nSEQUENCE:0\r\nDTSTAMP:20270223T091427Z\r\n"
+        "ATTENDEE;PARTSTAT=ACCEPTED:mailto:ada@xn--bcher-kva.example\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n"
+    ).encode()
+
+
+async def test_an_answer_from_another_spelling_of_the_invited_address_counts(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """Attendee and From match the invitation by address key: IDN and A-label are one."""
+    settings = SenderSettings(
+        from_address=Address("noreply@learning.example.com", "Example Academy"),
+        links=LinkSettings(secret_keys=("r" * 32,), base_url="https://lms.example.com/login"),
+        trusted_authserv_ids=(RELAY,),
+    )
+    event = CalendarEvent(
+        course_id="PY101",
+        summary="Python intro",
+        start=datetime(2027, 3, 27, 10, 0),
+        end=datetime(2027, 3, 27, 12, 0),
+        timezone="Europe/Oslo",
+        organizer_email="invitation@calendar.example.com",
+        event_id="session-1",
+        uid=UID,
+    )
+    sender = Sender(settings, transport=SmtpTransport(smtp_server.smtp_settings()))
+    invitations = Invitations(
+        sender,
+        store,
+        RunSettings(),
+        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+    )
+    await invitations.invite(event, [Participant("Ada@Bücher.example", "Ada", "p-1", "PY101")])
+    await sender.aclose()
+    (record,) = await invitations.record_reply(idn_reply(UID))
+    assert (record.outcome, record.reason) == ("recorded", "")
+    (answer,) = await invitations.answers(UID)
+    assert answer.status == "ACCEPTED"
