@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -14,8 +15,13 @@ from click.testing import CliRunner, Result
 
 from sender import Address, LinkSettings, SenderSettings
 from sender.cli import main
+from sender.config import BouncePolicy
 from sender.ical import CalendarEvent
+from sender.inbound import InboundMail
+from sender.links import ReturnPathSigner
 from sender.schedule import RateLimits
+from sender.store import BounceRecord, SqliteStore
+from sender.suppression import ingest_bounce
 
 UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
 """No pacing at all: for tests whose subject is not the rate limits."""
@@ -41,6 +47,39 @@ def sender_settings(*keys: str, **more: object) -> SenderSettings:
         ),
         **more,  # type: ignore[arg-type]
     )
+
+
+def hard_bounce(at: float) -> BounceRecord:
+    """A kept ``550 5.1.1 User unknown`` for gone@elsewhere.example: spends a budget of 1."""
+    return BounceRecord(
+        fingerprint="b-1",
+        address="gone@elsewhere.example",
+        kind="hard",
+        status="5.1.1",
+        diagnostic="550 5.1.1 User unknown",
+        reason="user unknown",
+        at=at,
+    )
+
+
+def bounce_ingester(
+    store: SqliteStore, return_paths: ReturnPathSigner, policy: BouncePolicy
+) -> Callable[[InboundMail], Awaitable[None]]:
+    """An ``on_mail`` for :class:`~sender.inbound.InboundServer` that ingests every mail as a
+    bounce, as ``sender inbound`` does."""
+
+    async def on_mail(mail: InboundMail) -> None:
+        await ingest_bounce(
+            store,
+            mail.data,
+            return_paths=return_paths,
+            policy=policy,
+            now=time.time(),
+            envelope_to=mail.recipient,
+            source="inbound",
+        )
+
+    return on_mail
 
 
 # A real-looking From and base URL: `--smtp` refuses the shipped examples.

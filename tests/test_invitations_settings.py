@@ -9,10 +9,10 @@ from sender.config import BouncePolicy
 from sender.invites import Invitations
 from sender.runs import RunSettings
 from sender.schedule import Scheduler
-from sender.store import BounceRecord, RunState, SqliteStore
+from sender.store import RunState, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
-from tests.helpers import EVENT, UNLIMITED, sender_settings
+from tests.helpers import EVENT, UNLIMITED, hard_bounce, sender_settings
 
 SETTINGS = sender_settings("i" * 32)
 
@@ -21,17 +21,7 @@ async def test_bounce_policy_given_to_invitations_pauses_their_run(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """With a bounce budget of 1 already spent, an invitation run pauses and sends nothing."""
-    await store.add_bounce(
-        BounceRecord(
-            fingerprint="b-1",
-            address="gone@elsewhere.example",
-            kind="hard",
-            status="5.1.1",
-            diagnostic="550 5.1.1 User unknown",
-            reason="user unknown",
-            at=time.time(),
-        )
-    )
+    await store.add_bounce(hard_bounce(time.time()))
     sender = Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()))
     invitations = Invitations(
         sender,

@@ -13,14 +13,14 @@ import pytest
 from sender import DeliveryStatus, Participant, Sender
 from sender.client import open_sender
 from sender.config import BouncePolicy
-from sender.inbound import InboundMail, InboundServer
+from sender.inbound import InboundServer
 from sender.runs import BulkRunner, RunSettings
 from sender.schedule import Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.suppression import budget_reason, ingest_bounce
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import UNLIMITED, sender_settings
+from tests.helpers import UNLIMITED, bounce_ingester, sender_settings
 
 SETTINGS = sender_settings("r" * 32)
 BOUNCE_DOMAIN = "bounce.learning.example.com"
@@ -168,16 +168,7 @@ async def test_ninety_bounce_copies_for_one_address_leave_the_budget_unspent(
     assert signer is not None
     target = smtp_server.messages[0]
 
-    async def on_mail(mail: InboundMail) -> None:
-        await ingest_bounce(
-            store,
-            mail.data,
-            return_paths=signer,
-            policy=POLICY,
-            now=time.time(),
-            envelope_to=mail.recipient,
-            source="inbound",
-        )
+    on_mail = bounce_ingester(store, signer, POLICY)
 
     async with (
         InboundServer(

@@ -18,10 +18,10 @@ from sender import Participant, RunBusy, Sender
 from sender.config import BouncePolicy
 from sender.runs import BulkRunner, RunSettings, run_status
 from sender.schedule import Scheduler
-from sender.store import BounceRecord, MessageState, RunState, SqliteStore
+from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import UNLIMITED, sender_settings, spawn_sender
+from tests.helpers import UNLIMITED, hard_bounce, sender_settings, spawn_sender
 
 SETTINGS = sender_settings()
 
@@ -120,17 +120,7 @@ async def test_budget_check_follows_the_injected_clock(
     )
     task = asyncio.create_task(runner.run("r-budget", people(6)))
     await until(lambda: smtp_server.connections_opened >= 1)
-    await store.add_bounce(
-        BounceRecord(
-            fingerprint="b-1",
-            address="gone@elsewhere.example",
-            kind="hard",
-            status="5.1.1",
-            diagnostic="550 5.1.1 User unknown",
-            reason="user unknown",
-            at=clock.now(),
-        )
-    )
+    await store.add_bounce(hard_bounce(clock.now()))
     clock.advance(3.0)
     report = await task
     await runner.sender.aclose()

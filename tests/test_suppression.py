@@ -25,7 +25,7 @@ from sender import (
 )
 from sender.cli import main
 from sender.config import DAY, BouncePolicy
-from sender.inbound import InboundMail, InboundServer
+from sender.inbound import InboundServer
 from sender.links import message_of_key
 from sender.runs import BulkRunner, RunSettings
 from sender.schedule import RateLimits, Scheduler
@@ -34,12 +34,11 @@ from sender.suppression import (
     apply_bounce,
     budget_reason,
     cleanup_report,
-    ingest_bounce,
     ingest_ses_notification,
 )
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
-from tests.helpers import spawn_sender
+from tests.helpers import bounce_ingester, spawn_sender
 
 T0 = 1_800_000_000.0
 SETTINGS = SenderSettings(
@@ -350,16 +349,7 @@ async def test_bounces_over_smtp_suppress_and_the_next_run_skips_them(
     signer = first.sender.return_paths
     assert signer is not None
 
-    async def on_mail(mail: InboundMail) -> None:
-        await ingest_bounce(
-            store,
-            mail.data,
-            return_paths=signer,
-            policy=POLICY,
-            now=time.time(),
-            envelope_to=mail.recipient,
-            source="inbound",
-        )
+    on_mail = bounce_ingester(store, signer, POLICY)
 
     bounced = [group[1], group[4], group[7]]
     async with InboundServer(
