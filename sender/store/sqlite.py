@@ -224,6 +224,9 @@ ALTER TABLE messages ADD COLUMN replaced_by INTEGER;
 DROP INDEX IF EXISTS messages_key;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_key
     ON messages (run, participant_id, template) WHERE replaced_by IS NULL;
+-- Replaced messages are history: counts subtract them (a few rows, through this index).
+CREATE INDEX IF NOT EXISTS messages_replaced
+    ON messages (run, state, domain) WHERE replaced_by IS NOT NULL;
 -- Each message's address key (sender.addresses), computed in Python at ingest and
 -- stored, so suppression and bounce queries compare keys without a Python call per row.
 ALTER TABLE messages ADD COLUMN email_key TEXT;
@@ -989,7 +992,10 @@ class SqliteStore:
     # --- reporting ------------------------------------------------------------------------
 
     async def counts(self, run_id: str, /) -> dict[MessageState, int]:
-        """Messages per state; every state is present, zeros included."""
+        """Messages per state; every state is present, zeros included.
+
+        Current messages only: one replaced by a corrected address is left out.
+        """
         with self._errors():
             key, _ = self._run(run_id)
             with self._snapshot() as db:
@@ -998,18 +1004,26 @@ class SqliteStore:
                     " WHERE run = ? AND state <> 'queued' GROUP BY state",
                     (key,),
                 ).fetchall()
+                replaced = db.execute(
+                    "SELECT state, COUNT(*) FROM messages"
+                    " WHERE run = ? AND replaced_by IS NOT NULL GROUP BY state",
+                    (key,),
+                ).fetchall()
                 ((claimable,),) = db.execute(
                     "SELECT COUNT(*) FROM messages WHERE run = ? AND due_at IS NOT NULL", (key,)
                 ).fetchall()
         counts = dict.fromkeys(MessageState, 0)
         counts.update((MessageState(state), count) for state, count in rows)
+        for state, count in replaced:
+            counts[MessageState(state)] -= count
         counts[MessageState.QUEUED] = claimable - counts[MessageState.DEFERRED]
         return counts
 
     async def domain_progress(self, run_id: str, /) -> list[DomainProgress]:
         """Per recipient domain, sorted by name: counts per state and the next deferred try.
 
-        Skipped rows have no domain and are not listed (see :meth:`counts`).
+        Skipped rows have no domain and are not listed; like :meth:`counts`, a message
+        replaced by a corrected address is left out.
         """
         with self._errors():
             key, _ = self._run(run_id)
@@ -1025,6 +1039,12 @@ class SqliteStore:
                     " GROUP BY state, domain",
                     (key,),
                 ).fetchall()
+                replaced = db.execute(
+                    "SELECT state, domain, COUNT(*) FROM messages"
+                    " WHERE run = ? AND replaced_by IS NOT NULL AND domain IS NOT NULL"
+                    " GROUP BY state, domain",
+                    (key,),
+                ).fetchall()
                 due = dict(
                     db.execute(
                         "SELECT domain, MIN(due_at) FROM messages"
@@ -1036,6 +1056,9 @@ class SqliteStore:
         counts: dict[str, dict[MessageState, int]] = {}
         for state, domain, count in rows:
             counts.setdefault(domain, dict.fromkeys(MessageState, 0))[MessageState(state)] = count
+        for state, domain, count in replaced:
+            counts[domain][MessageState(state)] -= count
+        counts = {domain: states for domain, states in counts.items() if any(states.values())}
         for domain, count in claimable:
             per_state = counts.setdefault(domain, dict.fromkeys(MessageState, 0))
             per_state[MessageState.QUEUED] = count - per_state[MessageState.DEFERRED]
