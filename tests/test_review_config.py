@@ -1,7 +1,8 @@
-"""Settings the library refuses are refused where settings are read, with the same limit."""
+"""What the library would refuse is refused where the CLI reads it, before a run exists."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -38,3 +39,14 @@ def test_concurrency_over_the_runners_limit_is_a_settings_error(home: Path, wher
     assert "at a time" not in result.stdout
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert "concurrency must be 1 to 256, not 300" in line
+
+
+def test_a_csv_without_the_columns_leaves_no_run_behind(home: Path) -> None:
+    """run refuses a file whose header lacks columns before a run exists (no phantom run)."""
+    (home / "bad.csv").write_text("mail,who\na@d.example,A\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["run", "bad.csv", "--no-progress"], env=ENV)
+    assert result.exit_code == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "lacks the column(s) email" in line
+    listed = CliRunner().invoke(main, ["status", "--all", "--json"], env=ENV)
+    assert json.loads(listed.stdout)["runs"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import signal
 import sys
@@ -225,12 +226,14 @@ def run(
         config = keep_transport(
             obj, config, stored_run(obj, config, run_id), options, switch=switch_transport
         )
+        rows = read_csv(csv_file)
+        first = next(rows, None)  # reads the header: a file it refuses leaves no run behind
     report = obj.run(
         bulk(
             config,
             run_id,
             template=template,
-            rows=read_csv(csv_file),
+            rows=itertools.chain([] if first is None else [first], rows),
             source=str(csv_file.resolve()),
             progress=progress,
             switch_transport=switch_transport,
