@@ -51,16 +51,28 @@ def tighten_home(home: Path, /) -> None:
     """Tighten the home and what sender keeps in it, if ours; nothing else in it.
 
     A home may be a folder that holds other things too (``--home .``), so only sender's
-    own files and folders are touched. Mail files inside a Maildir's ``new``, ``cur`` and
-    ``tmp`` are left to the code that writes them: those folders are 0700, and listing them
-    on every command would cost time in proportion to the mail kept.
+    own files and folders are touched, and the home itself only when it holds nothing
+    else (a project folder keeps its mode). Mail files inside a Maildir's ``new``,
+    ``cur`` and ``tmp`` are left to the code that writes them: those folders are 0700,
+    and listing them on every command would cost time in proportion to the mail kept.
     """
-    tighten(home)
+    if _only_ours(home):
+        tighten(home)
     for name in _OWN_FILES:
         tighten(home / name)
     for folder in _OWN_FOLDERS:
         if not (home / folder).is_symlink():
             tighten(home / folder)
+
+
+def _only_ours(home: Path) -> bool:
+    """True when every entry of ``home`` is sender's (its files, folders, temporary files)."""
+    try:
+        names = os.listdir(home)
+    except OSError:
+        return False
+    own = {*_OWN_FILES, *(folder.partition("/")[0] for folder in _OWN_FOLDERS)}
+    return all(name in own or (name.endswith(".tmp") and name.startswith(".")) for name in names)
 
 
 _MAILDIR = ("tmp", "new", "cur")
