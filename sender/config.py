@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sender.errors import ConfigurationError
-from sender.home import create_once, private_dir, tighten, tighten_home
+from sender.home import KEY_WARNING, create_once, private_dir, tighten, tighten_home
 from sender.models import Address
 from sender.schedule import RateLimits, RetryPolicy, parse_domain_rate
 
@@ -420,12 +420,14 @@ def local_secret(state_dir: Path, /) -> tuple[str, Path]:
     try:
         if not path.exists():
             private_dir(state_dir)
-            create_once(
+            made = create_once(
                 path,
                 lambda temporary: temporary.write_text(
                     secrets.token_urlsafe(32) + "\n", encoding="ascii"
                 ),
             )
+            if made:  # a new key (perhaps after one was lost): warn about it again
+                (state_dir / KEY_WARNING).unlink(missing_ok=True)
         tighten(path)
         raw = path.read_bytes()
     except OSError as exc:

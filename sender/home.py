@@ -21,6 +21,7 @@ from pathlib import Path
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "KEY_WARNING",
     "add_private",
     "create_once",
     "first_time",
@@ -32,6 +33,7 @@ __all__ = [
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+KEY_WARNING = "key-warning"  # marker: the generated key's warning was shown in this home
 
 
 def tighten(path: Path, /) -> None:
@@ -82,7 +84,7 @@ _OWN_FILES = (
     "outbox.sqlite3-shm",
     "outbox.sqlite3-journal",
     "secret.key",
-    "key-warning",
+    KEY_WARNING,
 )
 _OWN_FOLDERS = tuple(
     f"{box}/{sub}".rstrip("/")

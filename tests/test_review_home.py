@@ -49,3 +49,16 @@ def test_a_dedicated_home_is_still_tightened(tmp_path: Path) -> None:
     listed = CliRunner().invoke(main, ["--home", str(home), "suppress", "list"], env=ENV)
     assert listed.exit_code == 0
     assert mode(home) == 0o700
+
+
+def test_a_regenerated_key_is_warned_about_again(tmp_path: Path) -> None:
+    """The once-per-home key warning shows again when a lost key file was made anew."""
+    home = tmp_path / "state"
+    args = ["--home", str(home), "link", "issue", "--participant", "p", "--course", "c"]
+    first = CliRunner().invoke(main, args, env={})
+    assert "warning: no secret key configured" in first.stderr
+    again = CliRunner().invoke(main, args, env={})
+    assert "warning" not in again.stderr
+    (home / "secret.key").unlink()
+    regenerated = CliRunner().invoke(main, args, env={})
+    assert "warning: no secret key configured" in regenerated.stderr

@@ -34,7 +34,7 @@ from rich.progress import Progress as RichProgress
 
 from sender.config import CliConfig, load_config, parse_duration
 from sender.errors import ConfigurationError, InputError, SenderError
-from sender.home import first_time
+from sender.home import KEY_WARNING, first_time
 from sender.loop import fast_loop
 from sender.runs import (
     Progress,
@@ -125,7 +125,7 @@ class Context:
         home = str(self.home) if self.home is not None else None
         config = load_config(config_file=self.config_file, overrides={"home": home} | overrides)
         generated = config.generated_secret
-        if generated is not None and not quiet and first_time(generated.parent / "key-warning"):
+        if generated is not None and not quiet and first_time(generated.parent / KEY_WARNING):
             err.print(
                 "warning: no secret key configured (SENDER_SECRET_KEYS); using the generated "
                 f"key in {generated}. Links stop verifying if that file is lost. "
