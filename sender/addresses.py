@@ -70,6 +70,7 @@ def address_key(address: str, /) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096)
 def domain_key(domain: str, /) -> str:
     """A domain's part of :func:`address_key`: its A-label form, lower-cased.
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sender.addresses import domain_key
 from sender.errors import PermanentDeliveryError, TemporaryDeliveryError
 
 __all__ = [
@@ -72,7 +73,12 @@ class Participant:
 
     @property
     def domain(self) -> str:
-        return self.email.rpartition("@")[2].lower()
+        """The receiving domain as :func:`~sender.addresses.domain_key` spells it.
+
+        Per-domain pacing and status rows use it, so ``bücher.example`` and
+        ``xn--bcher-kva.example`` are one receiver, as they are to DNS.
+        """
+        return domain_key(self.email.rpartition("@")[2])
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from sender import Address, DeliveryStatus, LinkSettings, Participant, Sender, S
 from sender.addresses import addr_spec, address_key
 from sender.config import BouncePolicy
 from sender.errors import AddressError
-from sender.runs import BulkRunner, RunSettings
+from sender.runs import BulkRunner, RunSettings, run_status
 from sender.schedule import RateLimits, Scheduler
 from sender.store import BounceRecord, MessageState, NewRow, Outcome, SqliteStore
 from sender.suppression import apply_bounce
@@ -236,3 +236,21 @@ async def test_a_run_skips_a_row_with_a_65_octet_local_part(
     ((row, _email, reason),) = await store.skipped("r-long")
     assert row == 1
     assert "local part" in reason
+
+
+async def test_both_spellings_of_a_domain_share_one_pace_and_one_status_row(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """bücher.example and xn--bcher-kva.example are one receiver: one domain in status."""
+    group = [
+        Participant("a@Bücher.example", "A", "p-1", "PY101"),
+        Participant("b@xn--bcher-kva.example", "B", "p-2", "PY101"),
+        Participant("c@XN--BCHER-KVA.example", "C", "p-3", "PY101"),
+    ]
+    assert len({person.domain for person in group}) == 1
+    runner = runner_for(smtp_server, store)
+    report = await runner.run("r-idn-domain", group)
+    await runner.sender.aclose()
+    assert report.counts[MessageState.SENT] == 3
+    status = await run_status(store, "r-idn-domain", now=T0)
+    assert [row["domain"] for row in status["domains"]] == ["xn--bcher-kva.example"]

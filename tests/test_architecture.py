@@ -14,7 +14,8 @@ PACKAGE = Path(sender.__file__).parent
 # Lower layers first; a module may import only modules of a strictly lower layer.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"models", "clock", "loop", "addresses", "home", "redact"},
+    {"addresses"},
+    {"models", "clock", "loop", "home", "redact"},
     {"urls", "participants", "schedule", "store.base"},
     {"config", "store.sqlite"},
     {"links", "render", "mime", "smtpd", "store", "ical", "intake", "bounces", "resolve", "dkim"},
