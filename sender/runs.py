@@ -1002,8 +1002,9 @@ def _shown_state(run: RunInfo, /, *, now: float, lease_ttl: float) -> tuple[str,
         and now - run.heartbeat_at < lease_ttl
     )
     state = run.state.value
-    if run.state is RunState.ACTIVE and run.owner is not None and not alive:
-        state = "interrupted"  # its owner died (or hangs) without pausing or finishing it
+    if run.state is RunState.ACTIVE and not alive:
+        # Its owner died (or hangs), or stopped on an error, without pausing or finishing it.
+        state = "interrupted"
     return state, alive
 
 

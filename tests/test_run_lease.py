@@ -9,13 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from sender import Participant, RunBusy, Sender
 from sender.config import BouncePolicy
+from sender.errors import InputError
 from sender.runs import BulkRunner, RunSettings, run_status
 from sender.schedule import Scheduler
 from sender.store import MessageState, RunState, SqliteStore
@@ -223,3 +224,21 @@ async def test_a_second_runner_in_the_same_process_cannot_take_a_held_run(
     await first.sender.aclose()
     assert report.run.state is RunState.DONE
     assert [r for m in smtp_server.messages for r in m.recipients] == ["user0@d.example"]
+
+
+async def test_a_run_whose_ingest_failed_shows_as_interrupted(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """Rows that stop with an error leave a run nobody sends: status says interrupted."""
+
+    def rows() -> Iterator[Participant]:
+        yield from people(2)
+        raise InputError("the file went away", field="csv")
+
+    runner = runner_for(smtp_server, store)
+    with pytest.raises(InputError):
+        await runner.run("r-broken", rows())
+    await runner.sender.aclose()
+    status = await run_status(store, "r-broken", now=time.time())
+    assert status["state"] == "interrupted"
+    assert status["running"] is False
