@@ -166,6 +166,30 @@ def test_an_outbox_of_version_4_is_rekeyed_in_place(tmp_path: Path) -> None:
     assert bounced == "idn@xn--bcher-kva.example"
 
 
+def test_merging_spellings_on_upgrade_keeps_the_strongest_suppression(tmp_path: Path) -> None:
+    """Two spellings of one address merge into the complaint, not the older manual entry."""
+    path = tmp_path / "outbox.sqlite3"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.executemany(
+            "INSERT INTO suppressions (address, kind, reason, since) VALUES (?, ?, ?, ?)",
+            [
+                ("kari@x.example", "manual", "asked by phone", T0),
+                ("Kari@X.example", "complaint", "marked as spam", T0 + 5),
+                ("Ola@x.example", "soft", "3 soft bounces", T0),
+                ("ola@x.example", "hard", "550 5.1.1", T0 + 5),
+            ],
+        )
+        db.execute("PRAGMA user_version = 4")
+    db.close()
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT address, kind FROM suppressions ORDER BY address").fetchall()
+    db.close()
+    assert rows == [("kari@x.example", "complaint"), ("ola@x.example", "hard")]
+
+
 async def test_a_delivery_to_another_spelling_forgives_soft_bounces(store: SqliteStore) -> None:
     """Soft bounces for åse@ are forgiven once mail to Åse@ got through (one key)."""
     for n in range(2):

@@ -210,10 +210,18 @@ CREATE TABLE IF NOT EXISTS suppression_log (
 # must be idempotent: it runs on upgrade from 4 and on a new database.
 _SCHEMA_V5 = """
 -- Addresses in suppressions and bounces become their canonical key (sender.addresses),
--- computed in Python by the address_key() function each connection registers. Of two
--- suppressions that now share a key, the first one kept stays.
-DELETE FROM suppressions WHERE rowid NOT IN
-    (SELECT MIN(rowid) FROM suppressions GROUP BY address_key(address));
+-- computed in Python by the address_key() function each connection registers. Of the
+-- suppressions that now share a key the strongest stays (a complaint, then a hard bounce,
+-- then soft bounces, then a manual entry), the oldest of equals. suppression_log keeps all.
+DELETE FROM suppressions WHERE rowid NOT IN (
+    SELECT rowid FROM (
+        SELECT rowid, ROW_NUMBER() OVER (
+            PARTITION BY address_key(address)
+            ORDER BY CASE kind WHEN 'complaint' THEN 0 WHEN 'hard' THEN 1
+                               WHEN 'soft' THEN 2 ELSE 3 END, since, rowid
+        ) AS rank FROM suppressions
+    ) WHERE rank = 1
+);
 UPDATE suppressions SET address = address_key(address) WHERE address <> address_key(address);
 UPDATE bounces SET address = address_key(address)
     WHERE address IS NOT NULL AND address <> address_key(address);
@@ -232,6 +240,8 @@ CREATE INDEX IF NOT EXISTS messages_replaced
 ALTER TABLE messages ADD COLUMN email_key TEXT;
 UPDATE messages SET email_key = address_key(email)
     WHERE participant_id IS NOT NULL AND email_key IS NULL;
+-- Bounce attribution and soft-bounce forgiveness look messages up by address key.
+CREATE INDEX IF NOT EXISTS messages_email_key ON messages (email_key) WHERE email_key IS NOT NULL;
 """
 
 _SCHEMA_V3 = """
