@@ -40,6 +40,9 @@ def sender_env() -> dict[str, str]:
     """The environment for sender subprocesses: a fixed secret, no stray SMTP URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
     env["SENDER_SECRET_KEYS"] = BENCH_SECRET
+    # Real identities: sender refuses its example From and base URL on a real SMTP URL.
+    env["SENDER_FROM"] = "Bench Academy <noreply@bench-sender.example>"
+    env["SENDER_BASE_URL"] = "https://learn.bench-sender.example/login"
     return env
 
 
