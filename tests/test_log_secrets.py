@@ -253,3 +253,26 @@ async def test_an_unknown_command_is_not_quoted_in_the_warning(
     logged = caplog.text.lower()  # aiosmtpd upper-cases the command it quotes
     assert "token-ghi789rst" not in logged
     assert "lms.example.com" not in logged
+
+
+async def test_library_dkim_verification_logs_no_headers_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A library user logging at DEBUG gets no header or body from DKIM verification."""
+    from sender.dkim import DkimKey, DkimSigner, dns_record, generate_key, verified_domains
+
+    key = DkimKey("uni.example", "s1", generate_key(bits=1024))
+    name, record = dns_record(key)
+    token = "LOGINTOKEN-5b0c9e"
+    message = (
+        "From: kari@uni.example\r\nTo: rsvp@lms.example\r\n"
+        f"Subject: {token}\r\n\r\nbody {token}\r\n"
+    ).encode()
+    signed = DkimSigner(key).sign(message)
+
+    async def lookup(query: str) -> str | None:
+        return record if query.rstrip(".") == name.rstrip(".") else None
+
+    with caplog.at_level(logging.DEBUG):
+        assert await verified_domains(signed, lookup=lookup) == ("uni.example",)
+    assert not [r for r in caplog.records if token in r.getMessage()]
