@@ -39,6 +39,7 @@ from sender.cli.app import (
     maildir_option,
     main,
     out,
+    outbox_path,
     pass_context,
     print_home,
     smtp_option,
@@ -64,7 +65,7 @@ from sender.runs import (
     transport_identity,
 )
 from sender.schedule import Scheduler
-from sender.store import MessageState, RunInfo, RunState
+from sender.store import MessageState, RunInfo, RunState, SqliteStore
 
 __all__ = [
     "bulk",
@@ -351,11 +352,8 @@ async def bulk(
 ) -> RunReport:
     require_real_identity(config)
     err.print(f"{run_id}: {describe_limits(config)}")
-    store = store_for(config)
+    store = _RetryingStore(config, run_id) if reset_failed else store_for(config)
     try:
-        if reset_failed:
-            count = await store.reset_failed(run_id, now=time.time())
-            err.print(f"{count} failed or deferred message(s) queued again")
         scheduler = Scheduler(config.limits)
         async with open_sender(
             config.sender, smtp=config.smtp, maildir=config.maildir, scheduler=scheduler
@@ -392,6 +390,27 @@ async def bulk(
                 )
     finally:
         await store.aclose()
+
+
+class _RetryingStore(SqliteStore):
+    """The outbox as `sender retry` uses it: the run's failed and deferred messages go back
+    to the queue only once the runner holds the run's lease.
+
+    The runner takes the lease after every check that may refuse the run (template,
+    transport, another live sender), so a refused retry leaves the run as it was.
+    """
+
+    def __init__(self, config: CliConfig, run_id: str) -> None:
+        super().__init__(outbox_path(config))
+        self._retried = run_id
+
+    async def acquire_run(self, run_id: str, /, *, owner: str, now: float, ttl: float) -> bool:
+        taken = await super().acquire_run(run_id, owner=owner, now=now, ttl=ttl)
+        if taken and run_id == self._retried:
+            self._retried = ""  # once: the lease is held from here on
+            count = await self.reset_failed(run_id, now=now)
+            err.print(f"{count} failed or deferred message(s) queued again")
+        return taken
 
 
 def describe_limits(config: CliConfig) -> str:
