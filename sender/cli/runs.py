@@ -10,6 +10,7 @@ import json
 import signal
 import sys
 import time
+import unicodedata
 from collections.abc import (
     Callable,
     Iterable,
@@ -25,6 +26,7 @@ import click
 from rich.table import Table
 
 from sender.cli.app import (
+    EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -35,6 +37,7 @@ from sender.cli.app import (
     dns_option,
     err,
     errors_as_lines,
+    fail,
     json_mode,
     maildir_option,
     main,
@@ -88,6 +91,7 @@ __all__ = [
     "run",
     "run_config",
     "run_exit_code",
+    "run_id_value",
     "run_json",
     "run_options",
     "run_status_of",
@@ -157,6 +161,28 @@ switch_transport_option = click.option(
 )
 
 
+RUN_ID_MAX = 200  # characters in a --run-id; it is shown in tables, logs and hints
+
+
+def run_id_value(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--run-id``: printable text, not blank, at most :data:`RUN_ID_MAX` characters.
+
+    A name that cannot identify a run is a usage mistake (exit 2), refused before any run
+    exists; the error line never echoes the control characters it found.
+    """
+    if value is None:
+        return None
+    if not value.strip():
+        problem = "must not be empty or blank"
+    elif any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in value):
+        problem = "must not contain control characters or line breaks"
+    elif len(value) > RUN_ID_MAX:
+        problem = f"must be at most {RUN_ID_MAX} characters (it has {len(value)})"
+    else:
+        return value
+    fail(f"--run-id {problem}", EXIT_CONFIG)
+
+
 def run_config(
     obj: Context,
     *,
@@ -188,7 +214,12 @@ def run_config(
 @main.command()
 @click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--template", default="invitation", show_default=True)
-@click.option("--run-id", help="Name the run (default: from the file's path and template).")
+@click.option(
+    "--run-id",
+    callback=run_id_value,
+    help=f"Name the run, up to {RUN_ID_MAX} printable characters "
+    "(default: from the file's path and template).",
+)
 @click.option("--dry-run", is_flag=True, help="Render and check every row; send nothing.")
 @run_options
 @switch_transport_option
