@@ -32,10 +32,11 @@ from sender.cli.runs import (
     run_config,
     run_options,
     sending_options,
+    switch_transport_option,
 )
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, require_real_identity
-from sender.errors import CheckUnavailable, InputError
+from sender.errors import CheckUnavailable, ConfigurationError, InputError
 from sender.ical import CalendarEvent, CalendarMethod
 from sender.intake import read_mail
 from sender.invites import Invitations
@@ -44,14 +45,17 @@ from sender.participants import CsvRow, read_csv
 from sender.runs import (
     RunReport,
     RunSettings,
+    transport_identity,
 )
 from sender.schedule import Scheduler
+from sender.store import Store
 
 __all__ = [
     "CALENDAR_TEMPLATES",
     "ingest_replies",
     "invite",
     "invite_event",
+    "keep_event_transport",
     "list_answers",
     "preview_calendar",
     "read_event",
@@ -115,6 +119,7 @@ def preview_calendar(
     help="With --cancel: only this participant (repeatable), e.g. one who left the course.",
 )
 @run_options
+@switch_transport_option
 @pass_context
 def invite(
     obj: Context,
@@ -124,6 +129,7 @@ def invite(
     cancel: bool,
     participant_ids: tuple[str, ...],
     progress: bool | None,
+    switch_transport: bool,
     **options: Any,
 ) -> None:
     """Invite a CSV's participants to the event in EVENT.toml, as a calendar invitation.
@@ -131,6 +137,8 @@ def invite(
     Run it again after editing EVENT.toml and those already invited get an update (same
     UID, higher SEQUENCE); newcomers in the CSV get an invitation. --cancel cancels the
     event for everyone invited, or only for --participant ids (or the CSV's participants).
+    An event's mail goes through the transport it was last sent through; another server
+    needs --switch-transport.
     """
     with errors_as_lines(obj.debug):
         config = run_config(obj, **options)
@@ -149,6 +157,7 @@ def invite(
             cancel=cancel,
             only=participant_ids,
             progress=progress,
+            switch_transport=switch_transport,
         )
     )
     code = finish_runs(obj, config, reports, extra={"event_uid": uid})
@@ -167,6 +176,7 @@ async def invite_event(
     cancel: bool,
     only: tuple[str, ...],
     progress: bool | None,
+    switch_transport: bool = False,
 ) -> tuple[str, list[RunReport]]:
     """(the event's UID, the runs' reports)."""
     require_real_identity(config)
@@ -185,11 +195,14 @@ async def invite_event(
                     workers=config.workers,
                     relay_timeouts=config.relay_timeouts,
                     bounces=config.bounces,
+                    switch_transport=switch_transport,
                 ),
                 scheduler=scheduler,
                 run_options=sending_options(config),
             )
             event = await invitations.resolve(event)
+            if not switch_transport:
+                await keep_event_transport(store, event.event_uid, config)
             err.print(f"event {event.event_uid}: {describe_limits(config)}")
             with ProgressDisplay(enabled=progress) as display:
                 if not cancel:
@@ -204,6 +217,28 @@ async def invite_event(
                 return event.event_uid, [cancelled]
     finally:
         await store.aclose()
+
+
+async def keep_event_transport(store: Store, uid: str, config: CliConfig) -> None:
+    """Refuse to send an event's mail through another transport than its newest run used.
+
+    Checked before anything is stored (no SEQUENCE moves), for updates, newcomers and
+    cancellations alike; ``sender invite --switch-transport`` moves the event on purpose.
+    A run from before transports were kept is left to the runner's own check.
+    """
+    given = transport_identity(config.smtp)
+    for run in await store.runs(limit=1000):  # newest first
+        if run.event_uid != uid:
+            continue
+        stored = run.options.get("transport")
+        if isinstance(stored, str) and stored != given:
+            raise ConfigurationError(
+                f"event {uid} was sent through {stored}, not {given}: give it that "
+                "transport again, or move it on purpose with `sender invite ... "
+                "--switch-transport`",
+                setting="smtp_url",
+            )
+        return
 
 
 @main.group()

@@ -156,8 +156,9 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
 switch_transport_option = click.option(
     "--switch-transport",
     is_flag=True,
-    help="Send the rest of an existing run through the transport given now (--smtp, "
-    "SENDER_SMTP_URL, or the capture server) instead of the one it was started with.",
+    help="Send the rest of an existing run (or an event's mail) through the transport "
+    "given now (--smtp, SENDER_SMTP_URL, or the capture server) instead of the one it "
+    "was sent through so far.",
 )
 
 
