@@ -164,6 +164,7 @@ class RunReport:
     next_attempt_at: float | None
     first_sent: Participant | None
     changes: RowChanges | None = None  # when rows were given for a run that had some already
+    retried: int = 0  # failed and deferred messages queued again (``retry_failed``)
 
     @property
     def total(self) -> int:
@@ -531,8 +532,13 @@ class BulkRunner:
         event: tuple[str, int, str] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         progress_interval: float = 0.5,
+        retry_failed: bool = False,
     ) -> RunReport:
         """Ingest ``rows`` (if given) and send until nothing is due; resumable at any point.
+
+        ``retry_failed`` (``sender retry``) queues the run's failed and deferred messages
+        again once the lease is held, after every check that may refuse the run, so a
+        refused retry leaves the run as it was.
 
         Raises :class:`~sender.errors.RunBusy` if another live worker holds the run, and
         :class:`~sender.errors.TemplateNotFound` (before any run is stored) for an unknown
@@ -567,9 +573,11 @@ class BulkRunner:
                 raise RunBusy(
                     f"run {run_id} is being sent by {holder}; try again later", owner=holder
                 )
-        requeued = 0
+        requeued = retried = 0
         keeper = asyncio.create_task(self._keep_lease(run_id))
         try:
+            if retry_failed:
+                retried = await self.store.reset_failed(run_id, now=self._clock.now())
             requeued = await self.store.requeue_stale(run_id)
             if requeued:
                 log.warning("run %s: %d message(s) were in flight at a crash", run_id, requeued)
@@ -629,6 +637,7 @@ class BulkRunner:
             next_attempt_at=next_at,
             first_sent=first,
             changes=changes,
+            retried=retried,
         )
 
     async def _send_all(

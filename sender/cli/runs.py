@@ -42,7 +42,6 @@ from sender.cli.app import (
     maildir_option,
     main,
     out,
-    outbox_path,
     pass_context,
     print_home,
     smtp_option,
@@ -68,7 +67,7 @@ from sender.runs import (
     transport_identity,
 )
 from sender.schedule import Scheduler
-from sender.store import MessageState, RunInfo, RunState, SqliteStore
+from sender.store import MessageState, RunInfo, RunState
 
 __all__ = [
     "bulk",
@@ -384,7 +383,7 @@ async def bulk(
 ) -> RunReport:
     require_real_identity(config)
     err.print(f"{run_id}: {describe_limits(config)}")
-    store = _RetryingStore(config, run_id) if reset_failed else store_for(config)
+    store = store_for(config)
     try:
         scheduler = Scheduler(config.limits)
         async with open_sender(
@@ -419,30 +418,10 @@ async def bulk(
                     source=source,
                     options=sending_options(config),
                     on_progress=display.update,
+                    retry_failed=reset_failed,
                 )
     finally:
         await store.aclose()
-
-
-class _RetryingStore(SqliteStore):
-    """The outbox as `sender retry` uses it: the run's failed and deferred messages go back
-    to the queue only once the runner holds the run's lease.
-
-    The runner takes the lease after every check that may refuse the run (template,
-    transport, another live sender), so a refused retry leaves the run as it was.
-    """
-
-    def __init__(self, config: CliConfig, run_id: str) -> None:
-        super().__init__(outbox_path(config))
-        self._retried = run_id
-
-    async def acquire_run(self, run_id: str, /, *, owner: str, now: float, ttl: float) -> bool:
-        taken = await super().acquire_run(run_id, owner=owner, now=now, ttl=ttl)
-        if taken and run_id == self._retried:
-            self._retried = ""  # once: the lease is held from here on
-            count = await self.reset_failed(run_id, now=now)
-            err.print(f"{count} failed or deferred message(s) queued again")
-        return taken
 
 
 def describe_limits(config: CliConfig) -> str:
@@ -612,6 +591,8 @@ async def print_run_report(config: CliConfig, report: RunReport) -> None:
     out.print(table)
     if report.changes is not None:
         out.print(f"Rows read again, by participant id: {report.changes.describe()}.")
+    if report.retried:
+        out.print(f"{report.retried} failed or deferred message(s) queued again.")
     if report.requeued:
         out.print(
             f"{report.requeued} message(s) were in flight when the last worker stopped; "
@@ -741,6 +722,7 @@ async def run_json(config: CliConfig, report: RunReport) -> dict[str, object]:
     return data | {
         "sent_now": report.sent_now,
         "requeued": report.requeued,
+        "retried": report.retried,
         "elapsed": round(report.elapsed, 3),
         "exit_code": run_exit_code(report),
         "home": str(config.state_dir),
