@@ -150,23 +150,19 @@ async def test_a_persons_mail_is_not_a_bounce_and_not_forged(tmp_path: Path) -> 
         assert await store.bounces() == []
 
 
-def test_bounces_ingest_counts_mail_that_is_no_bounce(tmp_path: Path) -> None:
+def test_bounces_ingest_counts_mail_that_is_no_bounce(workdir: Path) -> None:
     """`sender bounces ingest` says which files were no bounce instead of calling them forged."""
-    mail = tmp_path / "question.eml"
+    mail = workdir / "question.eml"
     mail.write_bytes(
         b"Delivered-To: bounces+m1-aaaaaaaaaaaaaaaa@"
         + BOUNCE_DOMAIN.encode()
         + b"\r\n"
         + person("Re: Invitation", f"postmaster@{BOUNCE_DOMAIN}")
     )
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path) as cwd:
-        (Path(cwd) / "sender.toml").write_text(
-            f'bounce_domain = "{BOUNCE_DOMAIN}"\n', encoding="utf-8"
-        )
-        result = runner.invoke(
-            main, ["bounces", "ingest", str(mail), "--json"], env={"SENDER_SECRET_KEYS": KEY}
-        )
+    (workdir / "sender.toml").write_text(f'bounce_domain = "{BOUNCE_DOMAIN}"\n', encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["bounces", "ingest", str(mail), "--json"], env={"SENDER_SECRET_KEYS": KEY}
+    )
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert (summary["findings"], summary["forged"], summary["not_bounces"]) == (0, 0, 1)
