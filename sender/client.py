@@ -421,14 +421,15 @@ class Sender:
             stage=outcome.stage,
         )
         level = logging.INFO if result.status is DeliveryStatus.ACCEPTED else logging.WARNING
-        log.log(
-            level,
-            "%s for participant %s: %s %s",
-            composed.rendered.template,
-            composed.participant.participant_id,
-            result.status.value,
-            redact.text(result.describe()),
-        )
+        if log.isEnabledFor(level):  # redacting costs ~8 µs a message; INFO is mostly off
+            log.log(
+                level,
+                "%s for participant %s: %s %s",
+                composed.rendered.template,
+                composed.participant.participant_id,
+                result.status.value,
+                redact.text(result.describe()),
+            )
         if feedback:
             await self._keep_refusal(composed, result)
         return result

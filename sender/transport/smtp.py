@@ -370,7 +370,8 @@ class SmtpTransport:
                     results[index] = _from_reply(
                         envelope.recipients[index], exc.code, exc.message, stage="data"
                     )
-                _log.debug("smtp: DATA refused: %d %s", exc.code, redact.text(exc.message))
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug("smtp: DATA refused: %d %s", exc.code, redact.text(exc.message))
                 await self._reset(client)
                 return
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -381,9 +382,12 @@ class SmtpTransport:
                 envelope.recipients[index], DeliveryStatus.ACCEPTED, reply
             )
         self._messages_sent += 1
-        _log.debug(
-            "smtp: message accepted on connection #%d: %s", conn.number, redact.text(str(reply))
-        )
+        if _log.isEnabledFor(logging.DEBUG):  # redacting costs ~8 µs a message
+            _log.debug(
+                "smtp: message accepted on connection #%d: %s",
+                conn.number,
+                redact.text(str(reply)),
+            )
 
     async def _mail(
         self,
@@ -461,12 +465,13 @@ class SmtpTransport:
                     )
             except aiosmtplib.SMTPRecipientRefused as exc:
                 results[index] = _from_reply(recipient, exc.code, exc.message, stage="rcpt")
-                _log.debug(
-                    "smtp: RCPT %s refused: %d %s",
-                    redact.address(recipient),
-                    exc.code,
-                    redact.text(exc.message),
-                )
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug(
+                        "smtp: RCPT %s refused: %d %s",
+                        redact.address(recipient),
+                        exc.code,
+                        redact.text(exc.message),
+                    )
             except ValueError:  # checked before anything is written
                 detail = (
                     "the address is not ASCII; the envelope needs smtputf8"
@@ -476,7 +481,8 @@ class SmtpTransport:
                 results[index] = RecipientResult(recipient, DeliveryStatus.PERMANENT, None, detail)
             else:
                 accepted.append(index)
-                _log.debug("smtp: RCPT %s: %d", redact.address(recipient), response.code)
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug("smtp: RCPT %s: %d", redact.address(recipient), response.code)
         return accepted
 
     async def _data(self, client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPResponse:
