@@ -559,7 +559,7 @@ def load_config(
         value = values.get(key)
         if value is None:
             return None
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isdecimal():  # not "²": isdigit, but no int
             return int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigurationError(f"{key} must be a whole number", setting=key)
@@ -725,7 +725,7 @@ def _sending_policy(values: Mapping[str, object], *, paced: bool) -> tuple[RateL
     domain_rate: float | None = default.domain_per_minute
     if domain is not None:
         number = str(domain).strip().partition("/")[0].strip()
-        no_limit = number.replace(".", "", 1).isdigit() and float(number) == 0
+        no_limit = number.replace(".", "", 1).isdecimal() and float(number) == 0
         domain_rate = None if no_limit else parse_domain_rate(str(domain))
     overrides_table = values.get("domain_rates", {})
     groups_table = values.get("domain_groups", {})

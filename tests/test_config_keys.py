@@ -1,0 +1,553 @@
+"""Every sender.toml key, every SENDER_* variable and every refusal of ``load_config``.
+
+Each key has one row in ``KEYS``: the line that sets it, what else the file needs, and
+what it changes in the loaded ``CliConfig``. The row is checked against the same file
+without that line, so a key that silently stopped doing anything fails here. A key
+added to ``_TOML_KEYS`` without a row fails ``test_every_key_has_a_case``.
+
+Refusals already tested elsewhere are not repeated: out-of-range numbers and hostile
+values through the CLI (test_config_errors.py), workers above concurrency and unknown
+keys (test_config.py), concurrency over 256 (test_review_config.py), relay_timeouts = 0
+(test_relay_stall.py), inbound limits below 1 (test_inbound_limits.py), an unusable key
+file (test_home.py), short or missing link keys (test_links.py), and the example From
+or base URL with a real server (test_placeholders.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import sender.config
+from sender.config import _TOML_KEYS, CliConfig, SmtpSecurity, load_config
+from sender.errors import ConfigurationError
+from sender.models import Address
+
+pytestmark = pytest.mark.usefixtures("workdir")
+
+KEY = "config-keys-test-key-0123456789abcdef"
+OTHER_KEY = "config-keys-older-key-0123456789abcd"
+SMTP = 'smtp_url = "smtp://127.0.0.1:2525"'
+PEM = b"-----BEGIN PRIVATE KEY-----\nnot checked when loading\n-----END PRIVATE KEY-----\n"
+DKIM = 'dkim_domain = "skolen.example.org"\ndkim_selector = "s1"\ndkim_key = "dkim.pem"'
+
+
+def load(toml: str | None = None, **overrides: object) -> CliConfig:
+    """Write ``toml`` (if given) as ./sender.toml and load the configuration as the CLI does."""
+    if toml is not None:
+        Path("sender.toml").write_text(toml + "\n", encoding="utf-8")
+    return load_config(overrides=overrides or None)
+
+
+def here(path: Path) -> Path:
+    """``path`` relative to the working directory, whether it was given absolute or not."""
+    return path.absolute().relative_to(Path.cwd())
+
+
+@dataclass(frozen=True)
+class Key:
+    """One sender.toml key: its line, what else the file needs, and what it changes."""
+
+    line: str
+    read: Callable[[CliConfig], object]
+    expected: object
+    context: str = ""  # lines the key needs to show its effect, present in the baseline too
+
+
+KEYS: dict[str, Key] = {
+    "home": Key('home = "state"', lambda c: here(c.state_dir), Path("state")),
+    "from": Key(
+        'from = "Skolen <post@skolen.example.org>"',
+        lambda c: c.sender.from_address,
+        Address(email="post@skolen.example.org", name="Skolen"),
+    ),
+    "reply_to": Key(
+        'reply_to = "Kari <kari@skolen.example.org>"',
+        lambda c: c.sender.reply_to,
+        Address(email="kari@skolen.example.org", name="Kari"),
+    ),
+    "organization": Key(
+        'organization = "Skolen på Ås"', lambda c: c.sender.organization, "Skolen på Ås"
+    ),
+    "base_url": Key(
+        'base_url = "https://skolen.example.org/inn"',
+        lambda c: c.sender.links.base_url,
+        "https://skolen.example.org/inn",
+    ),
+    "secret_keys": Key(
+        f'secret_keys = ["{OTHER_KEY}", "{KEY}"]',
+        lambda c: (c.sender.links.secret_keys, c.generated_secret),
+        ((OTHER_KEY, KEY), None),
+    ),
+    "link_ttl": Key('link_ttl = "3d"', lambda c: c.sender.links.max_age, timedelta(days=3)),
+    "smtp_url": Key(
+        'smtp_url = "smtps://lms:pw@smtp.skolen.example.org"',
+        lambda c: c.smtp and (c.smtp.security, c.smtp.host, c.smtp.port, c.smtp.username),
+        (SmtpSecurity.TLS, "smtp.skolen.example.org", 465, "lms"),
+    ),
+    "maildir": Key('maildir = "mail"', lambda c: here(c.maildir), Path("mail")),
+    "templates": Key(
+        'templates = ["mine", "shared"]',
+        lambda c: c.sender.template_dirs,
+        (Path("mine"), Path("shared")),
+    ),
+    "allowed_link_domains": Key(
+        'allowed_link_domains = ["skolen.example.org"]',
+        lambda c: c.sender.allowed_link_domains,
+        ("skolen.example.org",),
+    ),
+    "headers": Key(
+        '[headers]\n"X-Course" = "c-1"', lambda c: c.sender.headers, (("X-Course", "c-1"),)
+    ),
+    "return_path": Key(
+        'return_path = "bounces@skolen.example.org"',
+        lambda c: c.sender.return_path,
+        "bounces@skolen.example.org",
+    ),
+    "bounce_domain": Key(
+        'bounce_domain = "b.skolen.example.org"',
+        lambda c: c.sender.bounce_domain,
+        "b.skolen.example.org",
+    ),
+    # The three dkim_* keys are only valid together, so each row sets all three.
+    "dkim_domain": Key(DKIM, lambda c: c.sender.dkim_domain, "skolen.example.org"),
+    "dkim_selector": Key(DKIM, lambda c: c.sender.dkim_selector, "s1"),
+    "dkim_key": Key(DKIM, lambda c: c.sender.dkim_private_key, PEM),
+    "pool_size": Key(
+        "pool_size = 8", lambda c: (c.concurrency, c.smtp and c.smtp.pool_size), (8, 8), SMTP
+    ),
+    "max_messages_per_connection": Key(
+        "max_messages_per_connection = 25",
+        lambda c: c.smtp and c.smtp.max_messages_per_connection,
+        25,
+        SMTP,
+    ),
+    "smtp_timeout": Key('smtp_timeout = "5s"', lambda c: c.smtp and c.smtp.timeout, 5.0, SMTP),
+    "rate": Key("rate = 2.5", lambda c: c.limits.global_per_second, 2.5),
+    "domain_rate": Key('domain_rate = "120/h"', lambda c: c.limits.domain_per_minute, 2.0),
+    "concurrency": Key(
+        "concurrency = 16", lambda c: (c.concurrency, c.smtp and c.smtp.pool_size), (16, 16), SMTP
+    ),
+    "workers": Key("workers = 3", lambda c: c.workers, 3, "concurrency = 8"),
+    "relay_timeouts": Key("relay_timeouts = 5", lambda c: c.relay_timeouts, 5),
+    "domain_rates": Key(
+        '[domain_rates]\n"Skolen.example.org" = "5/min"',
+        lambda c: dict(c.limits.domain_overrides),
+        {"skolen.example.org": 5.0},
+    ),
+    "domain_groups": Key(
+        '[domain_groups]\nskolen = ["a.example.org", "B.example.org"]',
+        lambda c: [c.limits.domain_groups.get(d) for d in ("a.example.org", "b.example.org")],
+        ["skolen", "skolen"],
+    ),
+    "retry_first": Key(
+        'retry_first = "10m"',
+        lambda c: (c.retry.first_retry, c.retry.max_interval),
+        (600.0, 4 * 3600.0),
+    ),
+    "bounce_budget": Key("bounce_budget = 10", lambda c: c.bounces.budget, 10),
+    "soft_bounce_limit": Key("soft_bounce_limit = 5", lambda c: c.bounces.soft_limit, 5),
+    "pause_single_sends": Key(
+        "pause_single_sends = true", lambda c: c.bounces.pause_single_sends, True
+    ),
+    "validate": Key("validate = false", lambda c: c.validate, False),
+    "dns_server": Key('dns_server = "127.0.0.1:5353"', lambda c: c.dns_server, "127.0.0.1:5353"),
+    "trusted_authserv_ids": Key(
+        'trusted_authserv_ids = ["MX.Example.org", " relay.example.org "]',
+        lambda c: c.sender.trusted_authserv_ids,
+        ("mx.example.org", "relay.example.org"),
+    ),
+    "retry_max_age": Key('retry_max_age = "1d"', lambda c: c.retry.max_age, 86400.0),
+    "inbound_backlog": Key("inbound_backlog = 64", lambda c: c.inbound.backlog, 64),
+    "inbound_max_sessions": Key("inbound_max_sessions = 50", lambda c: c.inbound.max_sessions, 50),
+    "inbound_max_recipients": Key(
+        "inbound_max_recipients = 10", lambda c: c.inbound.max_recipients, 10
+    ),
+}
+
+
+def test_every_key_has_a_case() -> None:
+    """Each key sender.toml accepts has exactly one row in KEYS, and no row is stale."""
+    assert set(KEYS) - _TOML_KEYS == set(), "rows for keys sender.toml no longer accepts"
+    assert _TOML_KEYS - set(KEYS) == set(), "keys without a row in KEYS: add one"
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_each_key_changes_the_loaded_config(name: str) -> None:
+    """Setting the key in ./sender.toml changes what it controls, from its default."""
+    case = KEYS[name]
+    Path("dkim.pem").write_bytes(PEM)
+    baseline = case.read(load(case.context))
+    config = load(f"{case.context}\n{case.line}")
+    assert config.config_file == Path("sender.toml")
+    assert case.read(config) == case.expected
+    assert baseline != case.expected
+
+
+# --- What the rows above do not show --------------------------------------------------
+
+
+def test_no_sender_toml_gives_the_defaults_and_a_generated_key() -> None:
+    """Without sender.toml or SENDER_*: capture server, ./.sender, a key made in it, no pacing."""
+    config = load()
+    assert config.config_file is None
+    assert config.smtp is None
+    assert here(config.state_dir) == Path(".sender")
+    assert config.maildir == config.state_dir / "maildir"
+    assert config.generated_secret == config.state_dir / "secret.key"
+    key = config.generated_secret.read_text(encoding="ascii").strip()
+    assert config.sender.links.secret_keys == (key,)
+    assert load().sender.links.secret_keys == (key,)
+    assert (config.limits.global_per_second, config.limits.domain_per_minute) == (None, None)
+
+
+def test_the_maildir_follows_home_unless_given() -> None:
+    """Without maildir, the Maildir is the home's maildir folder."""
+    assert here(load('home = "state"').maildir) == Path("state/maildir")
+
+
+def test_default_pacing_applies_only_with_an_smtp_server() -> None:
+    """With smtp_url, 14 messages/s and 30/min per domain apply unless configured."""
+    limits = load(SMTP).limits
+    assert (limits.global_per_second, limits.domain_per_minute) == (14.0, 30.0)
+
+
+@pytest.mark.parametrize("line", ["rate = 0", 'domain_rate = "0"', 'domain_rate = "0/s"'])
+def test_a_zero_rate_means_no_limit(line: str) -> None:
+    """rate = 0 and domain_rate = "0" lift that limit even when an SMTP server is configured."""
+    limits = load(f"{SMTP}\n{line}").limits
+    assert None in (limits.global_per_second, limits.domain_per_minute)
+
+
+def test_secret_keys_may_be_one_comma_separated_string() -> None:
+    """secret_keys = "old, new" is read like SENDER_SECRET_KEYS: oldest first, blanks dropped."""
+    keys = load(f'secret_keys = "{OTHER_KEY}, {KEY},"').sender.links.secret_keys
+    assert keys == (OTHER_KEY, KEY)
+
+
+def test_templates_may_be_one_path() -> None:
+    """templates = "mine" is one template folder."""
+    assert load('templates = "mine"').sender.template_dirs == (Path("mine"),)
+
+
+def test_whole_numbers_may_be_written_as_digit_strings() -> None:
+    """workers = "2" is read as 2, as a flag's text would be."""
+    assert load('workers = "2"\nconcurrency = "4"').workers == 2
+
+
+def test_concurrency_sizes_the_smtp_pool_over_pool_size() -> None:
+    """With both, concurrency is the SMTP pool size; pool_size is only its default."""
+    config = load(f"{SMTP}\npool_size = 8\nconcurrency = 2")
+    assert config.smtp is not None
+    assert (config.concurrency, config.smtp.pool_size) == (2, 2)
+
+
+def test_smtp_timeout_overrides_the_urls_timeout() -> None:
+    """The URL's ?timeout= applies alone; smtp_timeout in sender.toml wins over it."""
+    url = 'smtp_url = "smtp://127.0.0.1:2525?timeout=7"'
+    timeouts = [load(toml).smtp for toml in (url, f'{url}\nsmtp_timeout = "2s"')]
+    assert [smtp and smtp.timeout for smtp in timeouts] == [7.0, 2.0]
+
+
+def test_a_long_first_retry_raises_the_longest_interval() -> None:
+    """retry_first above the 4 h default cap becomes the cap, so the policy stays valid."""
+    retry = load('retry_first = "6h"').retry
+    assert (retry.first_retry, retry.max_interval) == (6 * 3600.0, 6 * 3600.0)
+
+
+def test_paths_in_sender_toml_are_relative_to_its_folder(workdir: Path) -> None:
+    """maildir, templates and dkim_key in a sender.toml elsewhere name places next to it."""
+    project = workdir / "project"
+    project.mkdir()
+    (project / "dkim.pem").write_bytes(PEM)
+    (project / "sender.toml").write_text(
+        f'maildir = "mail"\ntemplates = "mine"\n{DKIM}\n', encoding="utf-8"
+    )
+    config = load_config(config_file=project / "sender.toml")
+    assert config.maildir == project / "mail"
+    assert config.sender.template_dirs == (project / "mine",)
+    assert config.sender.dkim_private_key == PEM
+
+
+# --- Environment variables ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Env:
+    """One SENDER_* variable: its key, a value at each layer, and what each value gives."""
+
+    key: str
+    in_toml: str  # TOML literal
+    in_env: str
+    as_flag: object
+    read: Callable[[CliConfig], object]
+    from_toml: object
+    from_env: object
+    from_flag: object
+
+
+ENV: dict[str, Env] = {
+    "SENDER_HOME": Env(
+        "home",
+        '"toml-home"',
+        "env-home",
+        "flag-home",
+        lambda c: here(c.state_dir),
+        Path("toml-home"),
+        Path("env-home"),
+        Path("flag-home"),
+    ),
+    "SENDER_SECRET_KEYS": Env(
+        "secret_keys",
+        f'["{OTHER_KEY}"]',
+        f" {OTHER_KEY} , {KEY} ",
+        [KEY],
+        lambda c: c.sender.links.secret_keys,
+        (OTHER_KEY,),
+        (OTHER_KEY, KEY),
+        (KEY,),
+    ),
+    "SENDER_BASE_URL": Env(
+        "base_url",
+        '"https://toml.example.org/in"',
+        "https://env.example.org/in",
+        "https://flag.example.org/in",
+        lambda c: c.sender.links.base_url,
+        "https://toml.example.org/in",
+        "https://env.example.org/in",
+        "https://flag.example.org/in",
+    ),
+    "SENDER_SMTP_URL": Env(
+        "smtp_url",
+        '"smtp://toml.example.org"',
+        "smtp+starttls://env.example.org",
+        "smtps://flag.example.org:2465",
+        lambda c: c.smtp and (c.smtp.host, c.smtp.port),
+        ("toml.example.org", 25),
+        ("env.example.org", 587),
+        ("flag.example.org", 2465),
+    ),
+    "SENDER_FROM": Env(
+        "from",
+        '"Toml <post@toml.example.org>"',
+        "post@env.example.org",
+        "Flag <post@flag.example.org>",
+        lambda c: c.sender.from_address,
+        Address("post@toml.example.org", "Toml"),
+        Address("post@env.example.org"),
+        Address("post@flag.example.org", "Flag"),
+    ),
+    "SENDER_TRUSTED_AUTHSERV_IDS": Env(
+        "trusted_authserv_ids",
+        '["toml.example.org"]',
+        "MX.env.example.org, ,relay.env.example.org",
+        ["flag.example.org"],
+        lambda c: c.sender.trusted_authserv_ids,
+        ("toml.example.org",),
+        ("mx.env.example.org", "relay.env.example.org"),
+        ("flag.example.org",),
+    ),
+}
+
+
+def test_every_environment_variable_has_a_case() -> None:
+    """Each SENDER_* name config.py reads has a row in ENV, and each row maps to a key."""
+    read = set(re.findall(r"\"(SENDER_[A-Z_]+)\"", inspect.getsource(sender.config)))
+    assert read == set(ENV)
+    assert {case.key for case in ENV.values()} <= _TOML_KEYS
+
+
+@pytest.mark.parametrize("var", sorted(ENV))
+def test_an_environment_variable_takes_effect(var: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variable alone replaces the default of its key."""
+    case = ENV[var]
+    default = case.read(load())
+    monkeypatch.setenv(var, case.in_env)
+    assert case.read(load()) == case.from_env != default
+
+
+@pytest.mark.parametrize("var", sorted(ENV))
+def test_an_environment_variable_beats_sender_toml(
+    var: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sender.toml's value applies alone; the variable wins over it."""
+    case = ENV[var]
+    toml = f"{case.key} = {case.in_toml}"
+    assert case.read(load(toml)) == case.from_toml
+    monkeypatch.setenv(var, case.in_env)
+    assert case.read(load(toml)) == case.from_env
+
+
+@pytest.mark.parametrize("var", sorted(ENV))
+def test_a_flag_beats_the_environment_variable(var: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An override (a flag, by TOML key) wins over the variable and sender.toml; None does not."""
+    case = ENV[var]
+    monkeypatch.setenv(var, case.in_env)
+    toml = f"{case.key} = {case.in_toml}"
+    assert case.read(load(toml, **{case.key: case.as_flag})) == case.from_flag
+    assert case.read(load(toml, **{case.key: None})) == case.from_env
+
+
+@pytest.mark.parametrize("var", sorted(ENV))
+def test_an_empty_environment_variable_is_not_set(
+    var: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VAR= (empty) leaves sender.toml's value in effect instead of blanking it."""
+    case = ENV[var]
+    monkeypatch.setenv(var, "")
+    assert case.read(load(f"{case.key} = {case.in_toml}")) == case.from_toml
+
+
+def test_a_relative_sender_home_is_relative_to_the_working_directory(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unlike home in sender.toml, a relative SENDER_HOME is not moved next to the file."""
+    project = workdir / "project"
+    project.mkdir()
+    (project / "sender.toml").write_text('home = "state"\n', encoding="utf-8")
+    assert load_config(config_file=project / "sender.toml").state_dir == project / "state"
+    monkeypatch.setenv("SENDER_HOME", "state")
+    assert load_config(config_file=project / "sender.toml").state_dir == workdir / "state"
+
+
+def test_an_smtp_url_from_the_environment_turns_on_default_pacing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SENDER_SMTP_URL, like smtp_url, means real receivers: the default rates apply."""
+    monkeypatch.setenv("SENDER_SMTP_URL", "smtp://127.0.0.1:2525")
+    assert load().limits.global_per_second == 14.0
+
+
+def test_an_explicit_environ_replaces_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """load_config(environ=...) reads only that mapping, not os.environ."""
+    monkeypatch.setenv("SENDER_BASE_URL", "https://process.example.org/in")
+    config = load_config(environ={"SENDER_BASE_URL": "https://given.example.org/in"})
+    assert config.sender.links.base_url == "https://given.example.org/in"
+
+
+# --- Refusals -------------------------------------------------------------------------
+
+TEXT_KEYS = [
+    "home",
+    "from",
+    "reply_to",
+    "organization",
+    "base_url",
+    "smtp_url",
+    "maildir",
+    "return_path",
+    "bounce_domain",
+    "dkim_domain",
+    "dkim_selector",
+    "dkim_key",
+    "dns_server",
+]
+
+REFUSALS = [
+    *(pytest.param(f"{key} = 5", key, id=f"{key}-not-text") for key in TEXT_KEYS),
+    pytest.param('base_url = "https://a.example/\\r\\nX: y"', "base_url", id="two-lines"),
+    pytest.param('from = "nobody"', "from", id="from-not-an-address"),
+    pytest.param('reply_to = "kari@localhost"', "reply_to", id="reply_to-no-dot"),
+    pytest.param("secret_keys = 5", "secret_keys", id="secret_keys-number"),
+    pytest.param("secret_keys = [1, 2]", "secret_keys", id="secret_keys-numbers"),
+    pytest.param("secret_keys = []", "secret_keys", id="secret_keys-empty-list"),
+    pytest.param("templates = 5", "templates", id="templates-number"),
+    pytest.param('templates = ["a", 1]', "templates", id="templates-mixed"),
+    pytest.param('allowed_link_domains = "a.example"', "allowed_link_domains", id="domains-str"),
+    pytest.param('headers = "X-A: b"', "headers", id="headers-not-a-table"),
+    pytest.param('[headers]\n"X-A" = 1', "headers", id="header-not-text"),
+    pytest.param("workers = 1.5", "workers", id="workers-fraction"),
+    pytest.param("concurrency = true", "concurrency", id="concurrency-bool"),
+    pytest.param('relay_timeouts = "three"', "relay_timeouts", id="relay_timeouts-word"),
+    pytest.param("relay_timeouts = 1001", "relay_timeouts", id="relay_timeouts-over-1000"),
+    pytest.param("concurrency = 128\nworkers = 65", "workers", id="workers-over-64"),
+    pytest.param("inbound_max_recipients = 1.5", "inbound_max_recipients", id="inbound-fraction"),
+    # int("²") raised ValueError, an internal error, though "²".isdigit() is true
+    pytest.param('workers = "²"', "workers", id="workers-superscript"),
+    pytest.param('inbound_backlog = "²"', "inbound_backlog", id="inbound-superscript"),
+    pytest.param('link_ttl = "soon"', "link_ttl", id="link_ttl-word"),
+    pytest.param("link_ttl = [1]", "link_ttl", id="link_ttl-list"),
+    pytest.param('smtp_timeout = "-1s"', "smtp_timeout", id="smtp_timeout-negative"),
+    pytest.param("retry_first = 0", "retry_first", id="retry_first-zero"),
+    pytest.param("trusted_authserv_ids = 5", "trusted_authserv_ids", id="authserv-number"),
+    pytest.param("trusted_authserv_ids = [1]", "trusted_authserv_ids", id="authserv-numbers"),
+    pytest.param('validate = "yes"', "validate", id="validate-text"),
+    pytest.param("pause_single_sends = 1", "pause_single_sends", id="pause-number"),
+    pytest.param('dkim_domain = "skolen.example.org"', "dkim", id="dkim-alone"),
+    pytest.param(DKIM.replace("dkim.pem", "missing.pem"), "dkim_key", id="dkim_key-missing"),
+    pytest.param('rate = "fast"', "rate", id="rate-word"),
+    pytest.param('domain_rate = "fast"', "domain_rate", id="domain_rate-word"),
+    # float("²") raised ValueError, an internal error, though "²".isdigit() is true
+    pytest.param('domain_rate = "²/min"', "domain_rate", id="domain_rate-superscript"),
+    pytest.param('[domain_groups]\ns = "a.example"', "domain_groups", id="group-not-a-list"),
+    pytest.param('[domain_groups]\ns = [" "]', "domain_groups", id="group-blank-member"),
+    pytest.param('smtp_url = "smtp://"', "smtp_url", id="smtp-no-host"),
+    pytest.param('smtp_url = "smtp://h.example:99999"', "smtp_url", id="smtp-port-range"),
+    pytest.param('smtp_url = "http://h.example"', "smtp_url", id="smtp-scheme"),
+    pytest.param('smtp_url = "smtp://h.example?retries=3"', "smtp_url", id="smtp-unknown-param"),
+    pytest.param('smtp_url = "smtp://lms@h.example"', "smtp_url", id="smtp-user-no-password"),
+    pytest.param('smtp_url = "smtp://h.example?timeout=soon"', "timeout", id="smtp-timeout-word"),
+    pytest.param('home = "taken"', "secret_keys", id="home-is-a-file"),
+]
+
+
+@pytest.mark.parametrize(("toml", "setting"), REFUSALS)
+def test_a_bad_value_is_refused_naming_its_setting(toml: str, setting: str) -> None:
+    """A bad value in sender.toml is a ConfigurationError whose setting names the key."""
+    Path("dkim.pem").write_bytes(PEM)
+    Path("taken").write_text("a file, not a folder\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError) as caught:
+        load(toml)
+    assert caught.value.setting == setting, caught.value
+
+
+# These refusals set no ``setting`` (or, for a domain_rates value, the singular key's
+# name); their message is what names the problem, so that is what is checked.
+MESSAGE_ONLY = [
+    pytest.param('smtp_url = "smtp://h.example?verify=maybe"', "verify", id="smtp-verify"),
+    pytest.param("domain_rates = 5", "domain_rates", id="domain_rates-not-a-table"),
+    pytest.param("domain_groups = 5", "domain_groups", id="domain_groups-not-a-table"),
+    pytest.param('[domain_rates]\n"a.example" = "fast"', "'fast'", id="domain_rates-word"),
+    pytest.param("workers = ", "sender.toml is not valid TOML", id="not-toml"),
+]
+
+
+@pytest.mark.parametrize(("toml", "words"), MESSAGE_ONLY)
+def test_a_bad_value_is_refused_naming_it_in_the_message(toml: str, words: str) -> None:
+    """A bad value the loader cannot tie to one key is a ConfigurationError saying which."""
+    with pytest.raises(ConfigurationError, match=re.escape(words)):
+        load(toml)
+
+
+def test_a_missing_config_file_is_refused_naming_it() -> None:
+    """--config naming no file is a ConfigurationError naming the path."""
+    with pytest.raises(ConfigurationError, match=re.escape("cannot read nowhere.toml")):
+        load_config(config_file=Path("nowhere.toml"))
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "setting"),
+    [
+        ("SENDER_SECRET_KEYS", " , ", "secret_keys"),
+        ("SENDER_SECRET_KEYS", "short", "secret_keys"),
+        ("SENDER_FROM", "nobody", "from"),
+        ("SENDER_SMTP_URL", "http://h.example", "smtp_url"),
+        ("SENDER_HOME", "a\nb", "home"),
+    ],
+)
+def test_a_bad_environment_value_is_refused_naming_its_key(
+    var: str, value: str, setting: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A variable's value goes through the same checks as its key in sender.toml."""
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load()
+    assert caught.value.setting == setting
