@@ -5,7 +5,7 @@
 Side by side in one run, for the built-in ``invitation`` template in each locale:
 
 - **sender**: ``Sender.compose(participant)``: sign the link, render subject/text/HTML
-  (with the single-link check), assemble the bytes with ``sender.mime``.
+  (with the single-link check), assemble the bytes with ``sender.compose.mime``.
 - **stdlib**: the same link and the same rendering, then a fresh ``EmailMessage`` with
   ``set_content`` + ``add_alternative`` and ``as_bytes()``, as a naive sender does.
 

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mime_build import REPLY_TO, SENDER, Invitation, invitations
 
-from sender.dkim import DkimKey, DkimSigner, dns_record, generate_key
-from sender.mime import MessageBuilder
+from sender.compose.dkim import DkimKey, DkimSigner, dns_record, generate_key
+from sender.compose.mime import MessageBuilder
 
 HEADERS = (
     "From",

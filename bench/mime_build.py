@@ -1,4 +1,4 @@
-"""Per-recipient cost of building an invitation: sender.mime against stdlib EmailMessage.
+"""Per-recipient cost of building an invitation: sender.compose.mime against stdlib EmailMessage.
 
 Run from the repository root (or anywhere)::
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sender.mime import MessageBuilder
+from sender.compose.mime import MessageBuilder
 from sender.models import Address
 
 SENDER = Address("kurs@learning.example.com", "Learning Platform")

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 import dns.resolver  # noqa: E402
 import email_validator  # noqa: E402
 
-from sender.resolve import DnsSettings, Resolver  # noqa: E402
-from sender.validate import Validator, Verdict  # noqa: E402
+from sender.checks.resolve import DnsSettings, Resolver  # noqa: E402
+from sender.checks.validate import Validator, Verdict  # noqa: E402
 from tests.dns_server import DnsServer  # noqa: E402
 
 KINDS = (("mx", 0.80), ("a", 0.10), ("nullmx", 0.05), ("nxdomain", 0.05))

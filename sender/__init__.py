@@ -1,7 +1,11 @@
 """sender: reach LMS participants by e-mail, and reach them anyway when e-mail fails."""
 
+from sender.bulk.runner import BulkRunner, Progress, RunReport, RunSettings
 from sender.client import CalendarSend, ComposedMessage, Sender, open_sender
 from sender.clock import Clock, SystemClock
+from sender.compose.ical import CalendarEvent, CalendarMethod, PartStat
+from sender.compose.links import IssuedLink, LinkClaims, LinkSigner
+from sender.compose.render import RenderedMessage, Renderer
 from sender.config import LinkSettings, SenderSettings, SmtpSecurity, SmtpSettings
 from sender.errors import (
     AddressError,
@@ -25,9 +29,7 @@ from sender.errors import (
     UnsafePathError,
     WorkerError,
 )
-from sender.ical import CalendarEvent, CalendarMethod, PartStat
 from sender.invites import AttendeeAnswer, Invitations
-from sender.links import IssuedLink, LinkClaims, LinkSigner
 from sender.models import (
     Address,
     DeliveryResult,
@@ -37,9 +39,7 @@ from sender.models import (
     RecipientResult,
     SmtpReply,
 )
-from sender.render import RenderedMessage, Renderer
-from sender.runs import BulkRunner, Progress, RunReport, RunSettings
-from sender.schedule import RateLimits, RetryPolicy, Scheduler
+from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.store import MessageState, RunState, SqliteStore, Store
 from sender.transport import SmtpTransport, Transport
 

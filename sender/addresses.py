@@ -112,7 +112,7 @@ def addr_spec(email: str, /, *, field: str = "address") -> tuple[str, bool]:
     """The address as SMTP carries it (IDN domain as A-label), and whether it needs SMTPUTF8.
 
     Raises :class:`~sender.errors.AddressError` naming ``field``. The caller
-    checks for CR, LF and NUL first (:func:`sender.mime.envelope_address` does).
+    checks for CR, LF and NUL first (:func:`sender.compose.mime.envelope_address` does).
     """
     local, at, domain = email.rpartition("@")
     if not at or not local or not domain:

@@ -22,18 +22,19 @@ from typing import Protocol
 
 from sender import redact
 from sender.clock import Clock, SystemClock
+from sender.compose.dkim import DkimKey, DkimSigner
+from sender.compose.ical import CalendarEvent, CalendarMethod, build_invite
+from sender.compose.links import IssuedLink, LinkClaims, LinkSigner, ReturnPathSigner
+from sender.compose.mime import Attachment, BuiltMessage, MessageBuilder, Part, envelope_address
+from sender.compose.render import RenderedMessage, Renderer
 from sender.config import BouncePolicy, SenderSettings, SmtpSettings
-from sender.dkim import DkimKey, DkimSigner
 from sender.errors import ConfigurationError, InputError
-from sender.ical import CalendarEvent, CalendarMethod, build_invite
-from sender.links import IssuedLink, LinkClaims, LinkSigner, ReturnPathSigner
-from sender.mime import Attachment, BuiltMessage, MessageBuilder, Part, envelope_address
+from sender.feedback.suppression import keep_refusal
 from sender.models import Address, DeliveryResult, DeliveryStatus, Envelope, Participant
-from sender.render import RenderedMessage, Renderer
-from sender.schedule import Scheduler
+from sender.pacing.schedule import Scheduler
+from sender.servers.capture import CaptureServer
 from sender.store import Store
-from sender.suppression import keep_refusal
-from sender.transport import CaptureServer, SmtpTransport, Transport
+from sender.transport import SmtpTransport, Transport
 
 __all__ = ["CalendarSend", "ComposedMessage", "Sender", "SuppressionList", "open_sender"]
 

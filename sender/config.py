@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from sender.errors import ConfigurationError
 from sender.home import KEY_WARNING, create_once, private_dir, tighten, tighten_home
 from sender.models import Address
-from sender.schedule import RateLimits, RetryPolicy, parse_domain_rate
+from sender.pacing.schedule import RateLimits, RetryPolicy, parse_domain_rate
 
 __all__ = [
     "DAY",

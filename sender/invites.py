@@ -1,6 +1,6 @@
 """Calendar invitations for an event: invite, update, cancel, and read the answers back.
 
-Each step is a durable bulk run (:mod:`sender.runs`) whose messages carry the
+Each step is a durable bulk run (:mod:`sender.bulk.runner`) whose messages carry the
 event's REQUEST or CANCEL at one SEQUENCE, so crash safety, limits and retries
 are those of any run. The store remembers the event as last sent, and what each
 attendee was sent is the ``sent`` messages of those runs; so the LMS only says
@@ -35,17 +35,17 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from sender.addresses import address_key, domain_key
+from sender.bulk.runner import BulkRunner, Progress, Rows, RunReport, RunSettings, numbered
+from sender.checks.resolve import LookupStatus, Resolver
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
-from sender.dkim import aligned, verified_domains
+from sender.compose.dkim import aligned, verified_domains
+from sender.compose.ical import CalendarEvent, CalendarMethod, RsvpAnswer, parse_replies
 from sender.errors import CheckUnavailable, InputError
-from sender.ical import CalendarEvent, CalendarMethod, RsvpAnswer, parse_replies
-from sender.intake import calendar_parts, dmarc_passed
+from sender.feedback.intake import calendar_parts, dmarc_passed
 from sender.models import Participant
+from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow
-from sender.resolve import LookupStatus, Resolver
-from sender.runs import BulkRunner, Progress, Rows, RunReport, RunSettings, numbered
-from sender.schedule import Scheduler
 from sender.store import EventRecord, InvitationRecord, RsvpRecord, RunInfo, Store
 
 __all__ = ["AttendeeAnswer", "Invitations", "calendar_of", "event_from_record", "event_json"]

@@ -24,7 +24,7 @@ from typing import Self
 
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.models import SmtpReply
-from sender.smtpd import Disconnect, ReceivedMessage, Response, Session, SmtpServer
+from sender.servers.smtpd import Disconnect, ReceivedMessage, Response, Session, SmtpServer
 
 __all__ = [
     "ManualClock",
@@ -366,7 +366,7 @@ class RecordingSMTPServer:
 
 
 class _RecordingHandler:
-    """The :class:`~sender.smtpd.SmtpHandler` behind :class:`RecordingSMTPServer`."""
+    """The :class:`~sender.servers.smtpd.SmtpHandler` behind :class:`RecordingSMTPServer`."""
 
     def __init__(self, owner: RecordingSMTPServer) -> None:
         self._owner = owner

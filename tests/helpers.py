@@ -15,13 +15,13 @@ from click.testing import CliRunner, Result
 
 from sender import Address, LinkSettings, SenderSettings
 from sender.cli import main
+from sender.compose.ical import CalendarEvent
+from sender.compose.links import ReturnPathSigner
 from sender.config import BouncePolicy
-from sender.ical import CalendarEvent
-from sender.inbound import InboundMail
-from sender.links import ReturnPathSigner
-from sender.schedule import RateLimits
+from sender.feedback.suppression import ingest_bounce
+from sender.pacing.schedule import RateLimits
+from sender.servers.inbound import InboundMail
 from sender.store import BounceRecord, SqliteStore
-from sender.suppression import ingest_bounce
 
 UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
 """No pacing at all: for tests whose subject is not the rate limits."""
@@ -65,8 +65,8 @@ def hard_bounce(at: float) -> BounceRecord:
 def bounce_ingester(
     store: SqliteStore, return_paths: ReturnPathSigner, policy: BouncePolicy
 ) -> Callable[[InboundMail], Awaitable[None]]:
-    """An ``on_mail`` for :class:`~sender.inbound.InboundServer` that ingests every mail as a
-    bounce, as ``sender inbound`` does."""
+    """An ``on_mail`` for :class:`~sender.servers.inbound.InboundServer` that ingests every mail
+    as a bounce, as ``sender inbound`` does."""
 
     async def on_mail(mail: InboundMail) -> None:
         await ingest_bounce(

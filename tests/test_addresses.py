@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from sender import Address, DeliveryStatus, LinkSettings, Participant, Sender, SenderSettings
 from sender.addresses import addr_spec, address_key
+from sender.bulk.runner import BulkRunner, RunSettings, run_status
 from sender.config import BouncePolicy
 from sender.errors import AddressError
-from sender.runs import BulkRunner, RunSettings, run_status
-from sender.schedule import RateLimits, Scheduler
+from sender.feedback.suppression import apply_bounce
+from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store import BounceRecord, MessageState, NewRow, Outcome, SqliteStore
-from sender.suppression import apply_bounce
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
 

@@ -12,18 +12,39 @@ import sender
 PACKAGE = Path(sender.__file__).parent
 
 # Lower layers first; a module may import only modules of a strictly lower layer.
+# A package's ``__init__`` sits with (or above) the modules it re-exports.
 LAYERS: list[set[str]] = [
     {"errors"},
     {"addresses"},
     {"models", "clock", "loop", "home", "redact"},
-    {"urls", "participants", "schedule", "store.base"},
+    {"compose.sites", "participants", "pacing.schedule", "pacing", "store.base"},
     {"config", "store.sqlite"},
-    {"links", "render", "mime", "smtpd", "store", "ical", "intake", "bounces", "resolve", "dkim"},
-    {"transport.base", "transport.smtp", "transport.capture", "inbound"},
-    {"transport", "testing", "suppression", "validate", "doctor"},
+    {
+        "compose.links",
+        "compose.render",
+        "compose.mime",
+        "compose.ical",
+        "compose.dkim",
+        "compose",
+        "servers.smtpd",
+        "store",
+        "feedback.intake",
+        "feedback.bounces",
+        "checks.resolve",
+    },
+    {"transport.base", "transport.smtp", "servers.capture", "servers.inbound", "servers"},
+    {
+        "transport",
+        "testing",
+        "feedback.suppression",
+        "feedback",
+        "checks.validate",
+        "checks.doctor",
+        "checks",
+    },
     {"client"},
-    {"workers"},
-    {"runs"},
+    {"bulk.workers"},
+    {"bulk.runner", "bulk"},
     {"invites"},
     {"cli.app"},
     {"cli.checks", "cli.bounces"},
@@ -34,27 +55,43 @@ LAYERS: list[set[str]] = [
     {"__init__", "__main__"},
 ]
 
+# The same rule, coarser: the packages that ``ls sender/`` shows, lowest first. A module may
+# import its own package and any package of a strictly lower layer; ARCHITECTURE.md draws it.
+FOUNDATION = {"errors", "addresses", "models", "clock", "loop", "home", "redact"}
+PACKAGE_LAYERS: list[set[str]] = [
+    {"foundation"},
+    {"pacing"},
+    {"store", "config", "participants"},
+    {"compose", "servers"},
+    {"transport", "checks", "feedback", "testing"},
+    {"client"},
+    {"bulk"},
+    {"invites"},
+    {"cli"},
+    {"__init__", "__main__"},
+]
+
 # The command line is one subpackage; click and rich live there and nowhere else.
 CLI = {"cli.app", "cli.bounces", "cli.calendar", "cli.checks", "cli.messages", "cli.runs"}
 
 # Each third-party library is imported by exactly these modules.
 OWNERS = {
-    "jinja2": {"render"},
+    "jinja2": {"compose.render"},
     "markupsafe": set(),
-    "itsdangerous": {"links"},
+    "itsdangerous": {"compose.links"},
     "aiosmtplib": {"transport.smtp"},
-    "aiosmtpd": {"smtpd"},
-    "publicsuffixlist": {"urls"},
+    "aiosmtpd": {"servers.smtpd"},
+    "publicsuffixlist": {"compose.sites"},
     "idna": {"addresses"},
     "click": CLI,
     "rich": CLI,
     "uvloop": {"loop"},
-    "dns": {"resolve"},
-    "email_validator": {"validate"},
-    "dkim": {"dkim"},
-    "cryptography": {"dkim"},
+    "dns": {"checks.resolve"},
+    "email_validator": {"checks.validate"},
+    "dkim": {"compose.dkim"},
+    "cryptography": {"compose.dkim"},
     "httpx": set(),
-    "icalendar": {"ical"},
+    "icalendar": {"compose.ical"},
 }
 
 
@@ -105,6 +142,41 @@ def test_imports_point_down(name: str) -> None:
         assert layer_of(target) < own, (
             f"sender.{name} imports sender.{target}, which is not below it"
         )
+
+
+def package_of(name: str) -> str:
+    """``compose.links`` is in ``compose``; a flat module is its own package, or the foundation."""
+    top = name.split(".")[0]
+    return "foundation" if top in FOUNDATION else top
+
+
+def package_layer_of(package: str) -> int:
+    for index, layer in enumerate(PACKAGE_LAYERS):
+        if package in layer:
+            return index
+    raise AssertionError(f"sender.{package} is in no package layer; add it to PACKAGE_LAYERS")
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_packages_point_down(name: str) -> None:
+    """A module imports from its own package or from packages of lower layers only."""
+    own = package_of(name)
+    for imported in imports(MODULES[name]):
+        if not imported.startswith("sender."):
+            continue
+        target = imported.removeprefix("sender.")
+        if target not in MODULES or package_of(target) == own:
+            continue
+        assert package_layer_of(package_of(target)) < package_layer_of(own), (
+            f"sender.{name} imports sender.{target}: package {package_of(target)} "
+            f"is not below {own}"
+        )
+
+
+def test_every_package_has_a_layer() -> None:
+    """Each top-level module and subpackage of sender is placed in PACKAGE_LAYERS."""
+    for name in MODULES:
+        package_layer_of(package_of(name))
 
 
 @pytest.mark.parametrize("library", sorted(OWNERS))

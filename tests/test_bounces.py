@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sender.bounces import (
+from sender.errors import InputError
+from sender.feedback.bounces import (
     Bounce,
     BounceKind,
     classify,
@@ -17,7 +18,6 @@ from sender.bounces import (
     parse_bounce,
     parse_ses_notification,
 )
-from sender.errors import InputError
 
 SAMPLES = Path(__file__).parent / "samples" / "bounces"
 

@@ -11,7 +11,8 @@ import pytest
 from sender.config import SmtpSecurity
 from sender.errors import ConfigurationError
 from sender.models import DeliveryStatus, Envelope
-from sender.transport import CaptureServer, SmtpTransport
+from sender.servers.capture import CaptureServer
+from sender.transport import SmtpTransport
 
 MESSAGE = (
     b"From: LMS <noreply@lms.example>\r\n"

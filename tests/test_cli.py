@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sender.cli import main
+from sender.compose.sites import site_of
 from sender.testing import RecordingSMTPServer, Stage
-from sender.urls import site_of
 from tests.dns_server import DnsServer
 from tests.helpers import clean_environment
 

@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
-import sender.dkim
+import sender.compose.dkim
 from sender.client import Sender
+from sender.compose.dkim import DkimKey, DkimSigner, dns_record, generate_key
+from sender.compose.mime import MessageBuilder
 from sender.config import LinkSettings, SenderSettings
-from sender.dkim import DkimKey, DkimSigner, dns_record, generate_key
 from sender.errors import ConfigurationError, InputError
-from sender.mime import MessageBuilder
 from sender.models import Address, Participant
 from sender.testing import ManualClock, RecordingSMTPServer
 from sender.transport import SmtpTransport
@@ -345,8 +345,8 @@ def test_unsignable_message_raises_input_error(key: DkimKey, message: bytes) -> 
 
 
 def test_sender_dkim_wraps_dkimpy_not_itself() -> None:
-    """Inside sender.dkim, ``import dkim`` is the dkimpy package."""
-    assert sender.dkim.dkim is dkim
+    """Inside sender.compose.dkim, ``import dkim`` is the dkimpy package."""
+    assert sender.compose.dkim.dkim is dkim
     assert dkim.__name__ == "dkim"
     assert hasattr(dkim, "rfc822_parse")
 
@@ -361,7 +361,7 @@ def test_relaxed_body_matches_dkimpy(body: bytes) -> None:
     """The fast relaxed body canonicalization gives dkimpy's bytes for any body."""
     body = b"\r\n".join(re.split(b"\r?\n", body))  # as rfc822_parse hands it over
     expected = dkim.canonicalization.Relaxed.canonicalize_body(body)
-    assert sender.dkim._relaxed_body(body) == expected
+    assert sender.compose.dkim._relaxed_body(body) == expected
 
 
 @given(
@@ -375,9 +375,9 @@ def test_message_split_matches_dkimpy(head: bytes, rest: bytes) -> None:
         expected = dkim.rfc822_parse(message)
     except (dkim.MessageFormatError, IndexError):
         with pytest.raises(InputError):
-            sender.dkim._split(message)
+            sender.compose.dkim._split(message)
         return
-    headers, body = sender.dkim._split(message)
+    headers, body = sender.compose.dkim._split(message)
     assert ([list(h) for h in headers], body) == ([list(h) for h in expected[0]], expected[1])
 
 

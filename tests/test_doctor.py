@@ -12,9 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sender.doctor import Check, DoctorReport, Fix, diagnose
+from sender.checks.doctor import Check, DoctorReport, Fix, diagnose
+from sender.checks.resolve import DnsSettings, Resolver
 from sender.errors import ConfigurationError
-from sender.resolve import DnsSettings, Resolver
 from tests.dns_server import DnsServer
 
 DOMAIN = "learning.example.com"

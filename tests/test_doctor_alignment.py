@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from sender.checks.doctor import Check, DoctorReport, diagnose
+from sender.checks.resolve import DnsSettings, Resolver
 from sender.cli import main
-from sender.doctor import Check, DoctorReport, diagnose
-from sender.resolve import DnsSettings, Resolver
 from tests.dns_server import DnsServer
 from tests.test_doctor import dkim_txt, new_key, pem
 

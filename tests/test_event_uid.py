@@ -6,10 +6,10 @@ import time
 from dataclasses import replace
 
 from sender import Participant, Sender
+from sender.bulk.runner import RunSettings
 from sender.client import CalendarSend
 from sender.invites import Invitations, calendar_of, event_json
-from sender.runs import RunSettings
-from sender.schedule import Scheduler
+from sender.pacing.schedule import Scheduler
 from sender.store import EventRecord, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport

@@ -1,4 +1,4 @@
-"""Tests for sender.ical: every invite is parsed back with icalendar and read as text."""
+"""Tests for sender.compose.ical: every invite is parsed back with icalendar and read as text."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from icalendar import Calendar, Component
 
-from sender.errors import AddressError, InputError
-from sender.ical import (
+from sender.compose.ical import (
     CalendarEvent,
     CalendarMethod,
     PartStat,
@@ -25,6 +24,7 @@ from sender.ical import (
     calendar_method,
     parse_replies,
 )
+from sender.errors import AddressError, InputError
 
 ORGANIZER = "invitation@calendar.example.com"
 DTSTAMP = datetime(2026, 11, 22, 9, 30, 15, tzinfo=UTC)

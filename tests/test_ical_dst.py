@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from icalendar import Calendar
 
 from sender.cli import main
+from sender.compose.ical import CalendarEvent, CalendarMethod, build_invite
 from sender.errors import InputError
-from sender.ical import CalendarEvent, CalendarMethod, build_invite
 from sender.invites import event_from_record, event_json
 from sender.store import EventRecord
 

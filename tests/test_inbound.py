@@ -12,8 +12,8 @@ import pytest
 
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.errors import ConfigurationError
-from sender.inbound import InboundMail, InboundServer, Route
 from sender.models import DeliveryStatus, Envelope
+from sender.servers.inbound import InboundMail, InboundServer, Route
 from sender.transport import SmtpTransport
 
 BOUNCE_DOMAIN = "bounce.example.com"

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from sender.cli import main
 from sender.config import InboundLimits, load_config
 from sender.errors import ConfigurationError
-from sender.inbound import InboundMail, InboundServer
-from sender.smtpd import SmtpHandler, SmtpServer
+from sender.servers.inbound import InboundMail, InboundServer
+from sender.servers.smtpd import SmtpHandler, SmtpServer
 
 BOUNCE_DOMAIN = "bounce.example.com"
 MESSAGE = b"From: mailer-daemon@mx.example.org\r\nSubject: bounce\r\n\r\nbody\r\n"

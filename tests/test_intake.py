@@ -1,4 +1,4 @@
-"""Tests for sender.intake: real client reply shapes, mailbox formats, hostile bytes."""
+"""Tests for sender.feedback.intake: real client reply shapes, mailbox formats, hostile bytes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sender.errors import InputError
-from sender.intake import CalendarPart, MailItem, calendar_parts, read_mail
+from sender.feedback.intake import CalendarPart, MailItem, calendar_parts, read_mail
 
 SAMPLES = Path(__file__).parent / "samples" / "replies"
 UID = "3f2a9c1e5b7d4e6f8a0b1c2d3e4f5a6b@calendar.example.com"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from sender import Participant, Sender
+from sender.bulk.runner import RunSettings
 from sender.config import BouncePolicy
 from sender.invites import Invitations
-from sender.runs import RunSettings
-from sender.schedule import Scheduler
+from sender.pacing.schedule import Scheduler
 from sender.store import RunState, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport

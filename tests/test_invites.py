@@ -15,10 +15,10 @@ from pathlib import Path
 import icalendar
 
 from sender import Address, LinkSettings, Participant, Sender, SenderSettings
-from sender.ical import CalendarEvent
+from sender.bulk.runner import BulkRunner, RunSettings
+from sender.compose.ical import CalendarEvent
 from sender.invites import Invitations, calendar_of
-from sender.runs import BulkRunner, RunSettings
-from sender.schedule import RateLimits, Scheduler
+from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store import MessageState, RsvpRecord, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
 
+from sender.compose.links import LinkSigner, ReturnPathSigner
 from sender.config import LinkSettings
 from sender.errors import (
     ConfigurationError,
@@ -21,7 +22,6 @@ from sender.errors import (
     LinkRevoked,
     UnsafePathError,
 )
-from sender.links import LinkSigner, ReturnPathSigner
 from sender.testing import ManualClock
 
 OLD_KEY = "old-secret-key-0123456789abcdef"

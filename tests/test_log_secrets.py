@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from sender import redact
 from sender.cli import main
-from sender.inbound import InboundMail, InboundServer
 from sender.models import DeliveryStatus, Envelope
+from sender.servers.inbound import InboundMail, InboundServer
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
@@ -259,7 +259,7 @@ async def test_library_dkim_verification_logs_no_headers_at_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A library user logging at DEBUG gets no header or body from DKIM verification."""
-    from sender.dkim import DkimKey, DkimSigner, dns_record, generate_key, verified_domains
+    from sender.compose.dkim import DkimKey, DkimSigner, dns_record, generate_key, verified_domains
 
     key = DkimKey("uni.example", "s1", generate_key(bits=1024))
     name, record = dns_record(key)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender.bulk.runner import BulkRunner, RunSettings
 from sender.config import SmtpSettings
-from sender.runs import BulkRunner, RunSettings
-from sender.schedule import Scheduler
-from sender.smtpd import Disconnect, ReceivedMessage, Response, SmtpHandler, SmtpServer
+from sender.pacing.schedule import Scheduler
+from sender.servers.smtpd import Disconnect, ReceivedMessage, Response, SmtpHandler, SmtpServer
 from sender.store import MessageState, SqliteStore
 from sender.transport import SmtpTransport
 from tests.helpers import IDENTITY, UNLIMITED, spawn_sender

@@ -1,4 +1,4 @@
-"""Tests for sender.mime: every message is parsed back with the stdlib parser."""
+"""Tests for sender.compose.mime: every message is parsed back with the stdlib parser."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sender.errors import AddressError, HeaderError, InputError
-from sender.mime import (
+from sender.compose.mime import (
     Attachment,
     BuiltMessage,
     MessageBuilder,
@@ -24,6 +23,7 @@ from sender.mime import (
     envelope_address,
     make_message_id,
 )
+from sender.errors import AddressError, HeaderError, InputError
 from sender.models import Address
 
 NOW = 1795339815.75  # 2026-11-22 09:30:15.75 UTC

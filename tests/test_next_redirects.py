@@ -11,10 +11,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
 
+from sender.compose.links import LinkSigner
+from sender.compose.sites import check_next_path
 from sender.config import LinkSettings
 from sender.errors import LinkInvalid, UnsafePathError
-from sender.links import LinkSigner
-from sender.urls import check_next_path
 
 BASE = "https://lms.example.com/login"
 KEY = "k" * 32

@@ -10,11 +10,11 @@ import aiosmtplib
 from click.testing import CliRunner
 
 from sender.cli import main
+from sender.compose.links import ReturnPathSigner
 from sender.config import BouncePolicy
-from sender.inbound import Disposition, InboundMail, InboundServer, kept_for_people
-from sender.links import ReturnPathSigner
+from sender.feedback.suppression import ingest_bounce
+from sender.servers.inbound import Disposition, InboundMail, InboundServer, kept_for_people
 from sender.store import SqliteStore
-from sender.suppression import ingest_bounce
 from tests.helpers import spawn_sender
 
 BOUNCE_DOMAIN = "bounce.learning.example.com"

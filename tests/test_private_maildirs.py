@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from sender.inbound import InboundMail, InboundServer
+from sender.servers.inbound import InboundMail, InboundServer
 
 
 def mode(path: Path) -> int:

@@ -11,13 +11,13 @@ import aiosmtplib
 import pytest
 
 from sender import DeliveryStatus, Participant, Sender
+from sender.bulk.runner import BulkRunner, RunSettings
 from sender.client import open_sender
 from sender.config import BouncePolicy
-from sender.inbound import InboundServer
-from sender.runs import BulkRunner, RunSettings
-from sender.schedule import Scheduler
+from sender.feedback.suppression import budget_reason, ingest_bounce
+from sender.pacing.schedule import Scheduler
+from sender.servers.inbound import InboundServer
 from sender.store import MessageState, SqliteStore
-from sender.suppression import budget_reason, ingest_bounce
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
 from tests.helpers import UNLIMITED, bounce_ingester, sender_settings

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from sender import Participant, Sender
+from sender.bulk.runner import BulkRunner, RunSettings
 from sender.config import SmtpSettings, load_config
 from sender.errors import ConfigurationError
-from sender.runs import BulkRunner, RunSettings
-from sender.schedule import RetryPolicy, Scheduler
+from sender.pacing.schedule import RetryPolicy, Scheduler
 from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sender.compose.render import Renderer, lint_templates, sample_context
 from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, UndefinedVariable
-from sender.render import Renderer, lint_templates, sample_context
 
 LINK = "https://lms.example.com/login?token=WyJwLTEiLCJjLTEiLDM2MDBd.aBcDeF.signature-here"
 BUILTIN = Renderer()

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from sender.checks.resolve import DnsSettings, LookupStatus, Resolver
 from sender.errors import ConfigurationError
-from sender.resolve import DnsSettings, LookupStatus, Resolver
 from tests.dns_server import DnsServer
 
 ZONE = """

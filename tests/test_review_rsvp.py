@@ -6,11 +6,11 @@ from datetime import datetime
 from pathlib import Path
 
 from sender import Address, LinkSettings, Participant, Sender, SenderSettings
-from sender.ical import CalendarEvent
-from sender.intake import dmarc_passed
+from sender.bulk.runner import RunSettings
+from sender.compose.ical import CalendarEvent
+from sender.feedback.intake import dmarc_passed
 from sender.invites import Invitations
-from sender.runs import RunSettings
-from sender.schedule import RateLimits, Scheduler
+from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport

@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sender import Participant, Sender
+from sender.bulk.runner import BulkRunner, RowChecker, RunSettings, check_rows
+from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow
-from sender.runs import BulkRunner, RowChecker, RunSettings, check_rows
-from sender.schedule import Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport

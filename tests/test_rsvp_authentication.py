@@ -1,6 +1,6 @@
 """Calendar answers count only when their From is authenticated: aligned DKIM or a trusted relay.
 
-Replies are signed with sender.dkim using generated keys, published by the test DNS
+Replies are signed with sender.compose.dkim using generated keys, published by the test DNS
 server on loopback, and checked with dkimpy through sender's resolver.
 """
 
@@ -19,8 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sender import Participant, Sender
+from sender.bulk.runner import RunSettings
+from sender.checks.resolve import DnsSettings, Resolver
 from sender.cli import main
-from sender.dkim import (
+from sender.compose.dkim import (
     DkimKey,
     DkimSigner,
     aligned,
@@ -28,11 +30,9 @@ from sender.dkim import (
     verified_domains,
 )
 from sender.errors import CheckUnavailable
-from sender.intake import dmarc_passed
+from sender.feedback.intake import dmarc_passed
 from sender.invites import Invitations
-from sender.resolve import DnsSettings, Resolver
-from sender.runs import RunSettings
-from sender.schedule import Scheduler
+from sender.pacing.schedule import Scheduler
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from sender import Participant, Sender
+from sender.bulk.runner import BulkRunner, RunSettings, run_id_for
+from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow
-from sender.runs import BulkRunner, RunSettings, run_id_for
-from sender.schedule import Scheduler
 from sender.store import MessageState, NewRow, Outcome, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from sender import Participant, RunBusy, Sender
+from sender.bulk.runner import BulkRunner, RunSettings, run_status
 from sender.config import BouncePolicy
 from sender.errors import InputError
-from sender.runs import BulkRunner, RunSettings, run_status
-from sender.schedule import Scheduler
+from sender.pacing.schedule import Scheduler
 from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sender import Participant, Sender
+from sender.bulk.runner import BulkRunner, Progress, RunSettings, run_status
 from sender.cli.app import ProgressDisplay
-from sender.runs import BulkRunner, Progress, RunSettings, run_status
-from sender.schedule import RateLimits, RetryPolicy, Scheduler
+from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sender import Address, LinkSettings, Sender, SenderSettings, TemplateError
-from sender.runs import BulkRunner, RunSettings
+from sender.bulk.runner import BulkRunner, RunSettings
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport

@@ -18,9 +18,9 @@ from sender import (
     Sender,
     SenderSettings,
 )
+from sender.bulk.runner import BulkRunner, RunSettings, check_rows, run_status
+from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.participants import read_csv
-from sender.runs import BulkRunner, RunSettings, check_rows, run_status
-from sender.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport

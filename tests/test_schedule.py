@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sender.errors import ConfigurationError
-from sender.schedule import (
+from sender.pacing.schedule import (
     BUILTIN_DOMAIN_GROUPS,
     GroupState,
     RateLimits,

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from sender import DeliveryStatus, Participant, Sender
+from sender.bulk.runner import BulkRunner, RunSettings
 from sender.cli import main
 from sender.client import open_sender
-from sender.runs import BulkRunner, RunSettings
-from sender.schedule import Scheduler
+from sender.pacing.schedule import Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport

@@ -23,19 +23,19 @@ from sender import (
     Sender,
     SenderSettings,
 )
+from sender.bulk.runner import BulkRunner, RunSettings
 from sender.cli import main
+from sender.compose.links import message_of_key
 from sender.config import DAY, BouncePolicy
-from sender.inbound import InboundServer
-from sender.links import message_of_key
-from sender.runs import BulkRunner, RunSettings
-from sender.schedule import RateLimits, Scheduler
-from sender.store import BounceRecord, MessageState, NewRow, Outcome, RunState, SqliteStore
-from sender.suppression import (
+from sender.feedback.suppression import (
     apply_bounce,
     budget_reason,
     cleanup_report,
     ingest_ses_notification,
 )
+from sender.pacing.schedule import RateLimits, Scheduler
+from sender.servers.inbound import InboundServer
+from sender.store import BounceRecord, MessageState, NewRow, Outcome, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
 from tests.helpers import bounce_ingester, spawn_sender

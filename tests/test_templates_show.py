@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sender.render import Renderer, lint_templates
+from sender.compose.render import Renderer, lint_templates
 from tests.helpers import cli_with
 
 pytestmark = pytest.mark.usefixtures("workdir")

@@ -14,7 +14,7 @@ from sender.clock import Clock
 from sender.config import SmtpSecurity
 from sender.errors import ConfigurationError
 from sender.models import SmtpReply
-from sender.smtpd import SmtpServer
+from sender.servers.smtpd import SmtpServer
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 
 

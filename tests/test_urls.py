@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sender.compose.sites import check_next_path, site_of
 from sender.errors import UnsafePathError
-from sender.urls import check_next_path, site_of
 
 UNSAFE_PATHS = [
     "",

@@ -12,10 +12,8 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sender.participants import CsvRow
-from sender.resolve import DnsSettings, Resolver
-from sender.store import BounceRecord, SqliteStore
-from sender.validate import (
+from sender.checks.resolve import DnsSettings, Resolver
+from sender.checks.validate import (
     AddressCheck,
     ValidationSummary,
     Validator,
@@ -23,6 +21,8 @@ from sender.validate import (
     _SyntaxChecker,
     suggest_domain,
 )
+from sender.participants import CsvRow
+from sender.store import BounceRecord, SqliteStore
 from tests.dns_server import DnsServer
 
 ZONE = """

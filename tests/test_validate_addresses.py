@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sender.resolve import DnsSettings, Resolver
+from sender.checks.resolve import DnsSettings, Resolver
+from sender.checks.validate import Validator, Verdict
 from sender.store import SqliteStore
-from sender.validate import Validator, Verdict
 from tests.dns_server import DnsServer
 
 ZONE = """

@@ -19,12 +19,12 @@ from sender import (
     SenderSettings,
     WorkerError,
 )
-from sender.runs import BulkRunner, RunSettings
-from sender.schedule import RateLimits, Scheduler
+from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.workers import Skipped, WorkerPool
+from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store import MessageState, OutboxMessage, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from sender.workers import Skipped, WorkerPool
 
 SETTINGS = SenderSettings(
     from_address=Address("noreply@learning.example.com", "Example Academy"),

@@ -32,13 +32,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
 from rich.progress import Progress as RichProgress
 
+from sender.bulk.runner import (
+    Progress,
+)
 from sender.config import CliConfig, load_config, parse_duration
 from sender.errors import ConfigurationError, InputError, SenderError
 from sender.home import KEY_WARNING, first_time
 from sender.loop import fast_loop
-from sender.runs import (
-    Progress,
-)
 from sender.store import MessageState, SqliteStore
 
 __all__ = [

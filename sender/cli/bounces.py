@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from sender.bounces import parse_bounce
+from sender.checks.resolve import DnsSettings, Resolver
 from sender.cli.app import (
     Context,
     err,
@@ -29,14 +29,14 @@ from sender.cli.app import (
     write_csv_rows,
 )
 from sender.client import Sender
+from sender.compose.mime import envelope_address
 from sender.config import CliConfig, parse_duration
 from sender.errors import InputError
-from sender.inbound import Disposition, InboundMail, InboundServer, Route, kept_for_people
-from sender.intake import read_mail
+from sender.feedback.bounces import parse_bounce
+from sender.feedback.intake import read_mail
+from sender.feedback.suppression import cleanup_report, ingest_bounce
 from sender.invites import Invitations
-from sender.mime import envelope_address
-from sender.resolve import DnsSettings, Resolver
-from sender.suppression import cleanup_report, ingest_bounce
+from sender.servers.inbound import Disposition, InboundMail, InboundServer, Route, kept_for_people
 
 __all__ = [
     "REPORT_FIELDS",

@@ -14,6 +14,11 @@ from typing import Any
 import click
 from rich.table import Table
 
+from sender.bulk.runner import (
+    RunReport,
+    RunSettings,
+    transport_identity,
+)
 from sender.cli.app import (
     Context,
     ProgressDisplay,
@@ -35,19 +40,14 @@ from sender.cli.runs import (
     switch_transport_option,
 )
 from sender.client import CalendarSend, Sender, open_sender
+from sender.compose.ical import CalendarEvent, CalendarMethod
 from sender.config import CliConfig, require_real_identity
 from sender.errors import CheckUnavailable, ConfigurationError, InputError
-from sender.ical import CalendarEvent, CalendarMethod
-from sender.intake import read_mail
+from sender.feedback.intake import read_mail
 from sender.invites import Invitations
 from sender.models import Participant
+from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow, read_csv
-from sender.runs import (
-    RunReport,
-    RunSettings,
-    transport_identity,
-)
-from sender.schedule import Scheduler
 from sender.store import Store
 
 __all__ = [

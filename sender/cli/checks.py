@@ -13,6 +13,10 @@ from typing import Any
 
 import click
 
+from sender.bulk.runner import DryRun, address_problem, check_rows, undeliverable
+from sender.checks.doctor import Fix, diagnose
+from sender.checks.resolve import DnsSettings, Resolver
+from sender.checks.validate import Validator
 from sender.cli.app import (
     EXIT_FAILED,
     Context,
@@ -27,14 +31,10 @@ from sender.cli.app import (
     write_csv_rows,
 )
 from sender.client import Sender
+from sender.compose.dkim import DkimKey, dns_record, generate_key
 from sender.config import CliConfig
-from sender.dkim import DkimKey, dns_record, generate_key
-from sender.doctor import Fix, diagnose
 from sender.errors import InputError
 from sender.participants import CsvRow, read_csv
-from sender.resolve import DnsSettings, Resolver
-from sender.runs import DryRun, address_problem, check_rows, undeliverable
-from sender.validate import Validator
 
 __all__ = [
     "address_problems",
@@ -169,7 +169,7 @@ def validate(
 
 
 def row_checks(config: CliConfig, rows: Iterable[CsvRow], *, template: str) -> DryRun:
-    """What `run` would skip and why (:func:`sender.runs.check_rows`), for this template."""
+    """What `run` would skip and why (:func:`sender.bulk.runner.check_rows`), for this template."""
     sender = Sender(config.sender)
     if template not in sender.renderer.names():
         raise InputError(f"no template named {template!r}", field="template")

@@ -28,10 +28,10 @@ from sender.cli.app import (
 )
 from sender.cli.calendar import preview_calendar
 from sender.client import RESERVED_VARIABLES, Sender, open_sender
+from sender.compose.render import Renderer, lint_templates, missing_variables, sample_context
 from sender.config import require_real_identity
 from sender.errors import LinkError, TemplateNotFound
 from sender.models import DeliveryResult, DeliveryStatus, Participant
-from sender.render import Renderer, lint_templates, missing_variables, sample_context
 from sender.store import SqliteStore
 
 __all__ = [

@@ -25,6 +25,17 @@ from urllib.parse import urlsplit
 import click
 from rich.table import Table
 
+from sender.bulk.runner import (
+    BulkRunner,
+    DryRun,
+    RunReport,
+    RunSettings,
+    check_rows,
+    default_run_id,
+    run_list,
+    run_status,
+    transport_identity,
+)
 from sender.cli.app import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -54,19 +65,8 @@ from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, require_real_identity
 from sender.errors import ConfigurationError, InputError
 from sender.invites import calendar_of
+from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow, read_csv
-from sender.runs import (
-    BulkRunner,
-    DryRun,
-    RunReport,
-    RunSettings,
-    check_rows,
-    default_run_id,
-    run_list,
-    run_status,
-    transport_identity,
-)
-from sender.schedule import Scheduler
 from sender.store import MessageState, RunInfo, RunState
 
 __all__ = [
@@ -686,7 +686,7 @@ def print_skipped(skipped: Sequence[Mapping[str, Any]], total: int) -> None:
 
 
 def is_budget_pause(reason: str | None) -> bool:
-    """Paused by the bounce budget or rate (sender.suppression.budget_reason's words)."""
+    """Paused by the bounce budget or rate (sender.feedback.suppression.budget_reason's words)."""
     return bool(reason) and str(reason).startswith(("bounce budget", "bounce rate"))
 
 

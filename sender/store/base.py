@@ -1,6 +1,6 @@
 """The outbox's contract: runs, one message row per recipient, and an attempt log.
 
-A :class:`Store` is what makes bulk runs durable. The engine (``sender.runs``)
+A :class:`Store` is what makes bulk runs durable. The engine (``sender.bulk.runner``)
 only ever talks to this Protocol, so a PostgreSQL store shared by several
 worker processes can replace the embedded SQLite one without changing callers.
 Every state change that two workers could race on is a single atomic

@@ -1,7 +1,6 @@
-"""Transports move finished messages: the interface, pooled SMTP, and the local capture server."""
+"""Transports move finished messages: the interface and pooled SMTP."""
 
 from sender.transport.base import Transport, results_for_all
-from sender.transport.capture import CaptureServer
 from sender.transport.smtp import SmtpTransport
 
-__all__ = ["CaptureServer", "SmtpTransport", "Transport", "results_for_all"]
+__all__ = ["SmtpTransport", "Transport", "results_for_all"]

@@ -48,7 +48,7 @@ from sender.config import InboundLimits
 from sender.errors import ConfigurationError
 from sender.home import add_private, private_maildir
 from sender.models import SmtpReply
-from sender.smtpd import ReceivedMessage, Response, Session, SmtpHandler, SmtpServer
+from sender.servers.smtpd import ReceivedMessage, Response, Session, SmtpHandler, SmtpServer
 
 __all__ = ["Disposition", "InboundMail", "InboundServer", "Route", "kept_for_people"]
 

@@ -26,8 +26,8 @@ import jinja2.meta
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from sender.compose.sites import site_of
 from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, UndefinedVariable
-from sender.urls import site_of
 
 __all__ = [
     "BUILTIN_TEMPLATES",
@@ -48,10 +48,11 @@ _LOCALE_ALIASES = {"no": "nb", "nn": "nb"}
 
 def _builtin_dir() -> Path:
     """``sender/templates`` inside a wheel; the repository's ``templates/`` when editable."""
-    packaged = Path(__file__).with_name("templates")
+    here = Path(__file__).resolve()  # sender/compose/render.py
+    packaged = here.parents[1] / "templates"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "templates"
+    return here.parents[2] / "templates"
 
 
 BUILTIN_TEMPLATES = _builtin_dir()

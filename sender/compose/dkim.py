@@ -32,8 +32,8 @@ from typing import Literal, Protocol
 import dkim  # type: ignore[import-untyped]  # dkimpy (absolute import: never this module)
 
 from sender.clock import Clock, SystemClock
+from sender.compose.sites import site_of
 from sender.errors import ConfigurationError, InputError
-from sender.urls import site_of
 
 try:  # optional: OpenSSL's RSA is ~18x faster than dkimpy's pure-Python RSA
     from cryptography.exceptions import UnsupportedAlgorithm
@@ -481,7 +481,7 @@ def public_key_of(pem: bytes, /) -> tuple[str, bytes] | None:
 # -- verification ----------------------------------------------------------------------
 # Arriving mail (calendar replies) is checked here, beside signing, so one module reads
 # DKIM. Keys are fetched through the caller's asynchronous lookup before dkimpy runs, so
-# no DNS query blocks the event loop and dnspython stays in sender.resolve.
+# no DNS query blocks the event loop and dnspython stays in sender.checks.resolve.
 
 TxtLookup = Callable[[str], Awaitable[str | None]]
 """Looks up a name's TXT record (its strings joined); None when there is none or DNS failed."""
@@ -547,7 +547,7 @@ async def verified_domains(message: bytes, /, *, lookup: TxtLookup) -> tuple[str
 def aligned(signing_domain: str, from_domain: str, /) -> bool:
     """DMARC relaxed alignment (RFC 7489 3.1.1): both domains share an organizational domain.
 
-    The organizational domain is :func:`sender.urls.site_of`'s, as the doctor uses it.
+    The organizational domain is :func:`sender.compose.sites.site_of`'s, as the doctor uses it.
     """
     signing = signing_domain.strip().lower().rstrip(".")
     author = from_domain.strip().lower().rstrip(".")

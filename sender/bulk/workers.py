@@ -1,6 +1,6 @@
 """Compose and send in worker processes, so one bulk run uses every core.
 
-A run's dispatcher (:mod:`sender.runs`) keeps the store, the scheduler and the
+A run's dispatcher (:mod:`sender.bulk.runner`) keeps the store, the scheduler and the
 count of messages in flight, so the limits, the order and the crash bound stay
 exactly as in one process. What costs CPU per message (the link, the
 template, the MIME bytes, the SMTP dialogue) moves to ``workers`` child
@@ -40,9 +40,9 @@ from typing import Self, cast
 
 from sender import redact
 from sender.client import CalendarSend, Sender
+from sender.compose.links import return_path_key
 from sender.config import SenderSettings, SmtpSettings
 from sender.errors import ConfigurationError, InputError, SenderError, TemplateError, WorkerError
-from sender.links import return_path_key
 from sender.loop import fast_loop
 from sender.models import DeliveryResult
 from sender.store import OutboxMessage
@@ -54,8 +54,8 @@ log = logging.getLogger("sender.workers")
 
 _HEADER = struct.Struct("!I")
 _MAX_FRAME = 64 * 1024 * 1024  # a frame holds at most `concurrency` messages; this is a guard
-# Not ``-m sender.workers``: the package imports this module first, and runpy warns.
-_ENTRY = "from sender.workers import main; main()"
+# Not ``-m sender.bulk.workers``: the package imports this module first, and runpy warns.
+_ENTRY = "from sender.bulk.workers import main; main()"
 _STOP_TIMEOUT = 60.0  # seconds a worker may take to finish its sends after stdin closes
 
 

@@ -36,8 +36,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sender.addresses import address_key
+from sender.bulk.workers import Skipped, WorkerPool, attempt
+from sender.checks.validate import AddressCheck, Validator, Verdict
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
+from sender.compose.mime import envelope_address
 from sender.config import MAX_CONCURRENCY, BouncePolicy, SmtpSettings
 from sender.errors import (
     ConfigurationError,
@@ -47,10 +50,10 @@ from sender.errors import (
     TemplateError,
     TemplateNotFound,
 )
-from sender.mime import envelope_address
+from sender.feedback.suppression import budget_reason, keep_refusal
 from sender.models import DeliveryResult, DeliveryStatus, Participant
+from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.participants import CsvRow
-from sender.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.store import (
     FINAL_STATES,
     MessageState,
@@ -61,10 +64,7 @@ from sender.store import (
     RunState,
     Store,
 )
-from sender.suppression import budget_reason, keep_refusal
 from sender.transport import SmtpTransport
-from sender.validate import AddressCheck, Validator, Verdict
-from sender.workers import Skipped, WorkerPool, attempt
 
 __all__ = [
     "BulkRunner",
@@ -92,7 +92,7 @@ _LOCALE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8}){0,3}$")
 
 @dataclass(frozen=True, slots=True)
 class RunSettings:
-    """How a run behaves; the rate limits live in its :class:`~sender.schedule.Scheduler`."""
+    """How a run behaves; the rate limits live in its :class:`~sender.pacing.schedule.Scheduler`."""
 
     template: str = "invitation"
     concurrency: int = 4  # messages in flight at once; at most the transport's pool size
@@ -101,7 +101,7 @@ class RunSettings:
     lease_ttl: float = 30.0  # seconds without a heartbeat before another worker may take over
     wait_for_retries: bool = False  # keep going until deferred messages are due (daemons)
     max_wait: float = 3600.0  # with wait_for_retries: the longest single wait
-    workers: int = 1  # processes that compose and send (1: this one); see sender.workers
+    workers: int = 1  # processes that compose and send (1: this one); see sender.bulk.workers
     calendar: CalendarSend | None = None  # every message carries this invitation or cancellation
     bounces: BouncePolicy = field(default_factory=BouncePolicy)
     force: bool = False  # send even though the bounce budget is spent (an operator's call)

@@ -21,7 +21,7 @@ from typing import Self
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.home import add_private, private_maildir
 from sender.models import SmtpReply
-from sender.smtpd import ReceivedMessage, Response, SmtpHandler, SmtpServer
+from sender.servers.smtpd import ReceivedMessage, Response, SmtpHandler, SmtpServer
 
 __all__ = ["CaptureServer"]
 

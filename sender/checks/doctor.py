@@ -1,6 +1,6 @@
 """The sender-domain doctor: SPF, DKIM, DMARC and MX checks, each explained in one line.
 
-:func:`diagnose` asks DNS (through :class:`sender.resolve.Resolver`) what receivers will
+:func:`diagnose` asks DNS (through :class:`sender.checks.resolve.Resolver`) what receivers will
 see for a sending domain and returns a :class:`DoctorReport`: one :class:`Check` per
 question, each with a plain message and, when something is missing or wrong, the exact
 records to publish as :class:`Fix` values, printable as BIND zone-file lines
@@ -50,10 +50,10 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
-from sender.dkim import dns_public_key, public_key_of
+from sender.checks.resolve import Answer, LookupStatus, Resolver
+from sender.compose.dkim import dns_public_key, public_key_of
+from sender.compose.sites import site_of
 from sender.errors import ConfigurationError
-from sender.resolve import Answer, LookupStatus, Resolver
-from sender.urls import site_of
 
 __all__ = ["Check", "DoctorReport", "Fix", "diagnose"]
 

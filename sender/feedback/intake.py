@@ -1,11 +1,11 @@
 """Mail that comes back to sender: reading it from disk, and finding the calendars in it.
 
 Replies reach an LMS as files: a saved ``.eml``, an mbox export, a Maildir the
-MTA (or :class:`~sender.transport.capture.CaptureServer`) delivers into.
+MTA (or :class:`~sender.servers.capture.CaptureServer`) delivers into.
 :func:`read_mail` turns any of those into raw messages without loading a whole
 mailbox at once; bounces will reuse it. :func:`calendar_parts` digs the
 iCalendar objects out of one message wherever real clients put them, and
-hands back UTF-8 text for :mod:`sender.ical` to parse.
+hands back UTF-8 text for :mod:`sender.compose.ical` to parse.
 
 Only the standard library is used: the input is hostile (anyone can mail the
 reply address), and the stdlib parser records defects instead of raising.
@@ -62,7 +62,7 @@ class CalendarPart:
     """One iCalendar object found in a message, decoded to UTF-8.
 
     ``method`` is the Content-Type's ``method`` parameter, upper-cased; the
-    METHOD inside the object is for :mod:`sender.ical` to read. ``subject``
+    METHOD inside the object is for :mod:`sender.compose.ical` to read. ``subject``
     and ``sender`` describe the message that arrived, also for calendars in a
     forwarded message: its From is the one a DMARC check can vouch for, while
     a From inside a forward is only a claim. ``sender`` is the addr-spec,

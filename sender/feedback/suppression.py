@@ -26,7 +26,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sender.addresses import address_key
-from sender.bounces import (
+from sender.compose.links import ReturnPathSigner, message_of_key
+from sender.config import DAY, BouncePolicy
+from sender.feedback.bounces import (
     Bounce,
     BounceKind,
     classify,
@@ -34,8 +36,6 @@ from sender.bounces import (
     parse_bounce,
     parse_ses_notification,
 )
-from sender.config import DAY, BouncePolicy
-from sender.links import ReturnPathSigner, message_of_key
 from sender.models import DeliveryResult, Participant
 from sender.store import BounceRecord, Store
 

@@ -20,7 +20,7 @@ it is *one* edit from a known domain (``gmai.com``); two edits from one
 (``gimal.com``) is a suggestion only when the domain cannot take mail anyway.
 
 :meth:`Validator.check_many` does the syntax first, then looks every distinct domain
-up once, concurrently (bounded by the :class:`~sender.resolve.Resolver`'s
+up once, concurrently (bounded by the :class:`~sender.checks.resolve.Resolver`'s
 concurrency), and asks the store in batches; results come back in input order.
 """
 
@@ -36,8 +36,8 @@ from enum import StrEnum
 from email_validator import EmailNotValidError, validate_email
 
 from sender.addresses import MAX_LOCAL_PART, address_key
+from sender.checks.resolve import Answer, LookupStatus, Resolver
 from sender.participants import CsvRow
-from sender.resolve import Answer, LookupStatus, Resolver
 from sender.store.base import Store
 
 __all__ = ["AddressCheck", "ValidationSummary", "Validator", "Verdict", "suggest_domain"]

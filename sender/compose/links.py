@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from itsdangerous import BadData, Signer, TimestampSigner, URLSafeTimedSerializer
 
 from sender.clock import Clock, SystemClock
+from sender.compose.sites import check_next_path
 from sender.config import LinkSettings
 from sender.errors import (
     ConfigurationError,
@@ -38,7 +39,6 @@ from sender.errors import (
     LinkRevoked,
     UnsafePathError,
 )
-from sender.urls import check_next_path
 
 __all__ = [
     "IssuedLink",
