@@ -224,6 +224,22 @@ def test_any_name_is_text_in_html(name: str) -> None:
     assert str(markupsafe.escape(name)) in rendered.html
 
 
+@pytest.mark.parametrize("name", ["//", "A//B", "Kari // Nordmann", "//,"])
+def test_double_slashes_in_a_name_are_no_link(name: str) -> None:
+    """A name with "//" but no domain after it renders; it is no link to a second site."""
+    rendered = BUILTIN.render("get_link", locale="en", context=context(name=name), link=LINK)
+    assert rendered.html is not None
+    assert str(markupsafe.escape(name)) in rendered.html
+
+
+def test_a_protocol_relative_domain_in_text_is_still_a_second_site() -> None:
+    """Text "//evil.example" still counts as a link to another site and is refused."""
+    with pytest.raises(LinkPolicyError, match=r"evil\.example"):
+        BUILTIN.render(
+            "get_link", locale="en", context=context(name="Kari //evil.example"), link=LINK
+        )
+
+
 # --- calendar invitations: invite, invite_update, invite_cancel ------------------------
 
 CALENDAR = ("invite", "invite_update", "invite_cancel")

@@ -328,6 +328,8 @@ def _classify(url: str, *, in_attribute: bool) -> tuple[str | None, str | None]:
         return None, None
     if scheme in {"javascript", "vbscript"}:
         return None, f"script link {url[:60]!r}"
+    if host and "." not in host and not in_attribute and not scheme:
+        return None, None  # "//," or "A//B" in a name: no site is named without a dot
     if host:
         return site_of(host), None
     if in_attribute and not scheme:
