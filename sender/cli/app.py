@@ -63,7 +63,6 @@ __all__ = [
     "maildir_option",
     "main",
     "out",
-    "outbox_path",
     "pass_context",
     "print_home",
     "smtp_option",
@@ -380,13 +379,9 @@ def print_home(config: CliConfig) -> None:
     out.print(home_line(config), markup=False, highlight=False, overflow="ignore", crop=False)
 
 
-def outbox_path(config: CliConfig) -> Path:
-    """The home's outbox file."""
-    return config.state_dir / "outbox.sqlite3"
-
-
 def store_for(config: CliConfig) -> SqliteStore:
-    return SqliteStore(outbox_path(config))
+    """The home's outbox."""
+    return SqliteStore(config.state_dir / "outbox.sqlite3")
 
 
 async def with_store(config: CliConfig, action: Callable[[SqliteStore], Awaitable[T]]) -> T:
