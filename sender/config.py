@@ -193,12 +193,17 @@ class SmtpSettings:
             local_hostname=query.get("local_hostname"),
         )
 
+    @property
+    def address(self) -> str:
+        """``host:port`` (an IPv6 host in brackets): the server, never the login."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
     def redacted_url(self) -> str:
         """The URL with the password left out, for logs and messages."""
         scheme = {v: k for k, v in _SCHEMES.items()}[self.security]
         user = f"{self.username}:***@" if self.username else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{user}{host}:{self.port}"
+        return f"{scheme}://{user}{self.address}"
 
 
 DEFAULT_MAX_AGE = timedelta(days=14)

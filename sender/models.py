@@ -15,6 +15,7 @@ from sender.addresses import domain_key
 from sender.errors import PermanentDeliveryError, TemporaryDeliveryError
 
 __all__ = [
+    "TIMEOUT",
     "Address",
     "DeliveryResult",
     "DeliveryStatus",
@@ -113,6 +114,10 @@ class SmtpReply:
         if self.text:
             parts.append(self.text)
         return " ".join(parts)
+
+
+TIMEOUT = "timeout"
+"""A result's ``detail`` when a connect or command got no answer in time (a silent relay)."""
 
 
 @dataclass(frozen=True, slots=True)

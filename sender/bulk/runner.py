@@ -51,7 +51,7 @@ from sender.errors import (
     TemplateNotFound,
 )
 from sender.feedback.suppression import budget_reason, keep_refusal
-from sender.models import DeliveryResult, DeliveryStatus, Participant
+from sender.models import TIMEOUT, DeliveryResult, DeliveryStatus, Participant
 from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.participants import CsvRow
 from sender.store import (
@@ -207,8 +207,7 @@ def transport_identity(smtp: SmtpSettings | None, /) -> str:
         return CAPTURE_TRANSPORT
     scheme = smtp.redacted_url().partition("://")[0]
     user = f"{quote(smtp.username, safe='')}@" if smtp.username else ""
-    host = f"[{smtp.host}]" if ":" in smtp.host else smtp.host.lower()
-    return f"{scheme}://{user}{host}:{smtp.port}"
+    return f"{scheme}://{user}{smtp.address.lower()}"
 
 
 def run_id_for(path: Path, template: str, /) -> str:
@@ -858,7 +857,7 @@ class BulkRunner:
         if result.reply is not None or result.status is DeliveryStatus.ACCEPTED:
             self._timeouts = 0
             return
-        if result.detail != _TIMEOUT:
+        if result.detail != TIMEOUT:
             return  # a refused or lost connection says nothing about a silent relay
         self._timeouts += 1
         if self._stalled is None and self._timeouts >= (
@@ -903,15 +902,9 @@ class BulkRunner:
         return Outcome(MessageState.DEFERRED, next_attempt_at=next_at, **common)  # type: ignore[arg-type]
 
 
-_TIMEOUT = "timeout"  # the transport's detail for a connect or command that got no answer
-
-
 def _relay_address(transport: object) -> str:
     """``host:port`` of an SMTP transport, for messages: never its login or password."""
-    if not isinstance(transport, SmtpTransport):
-        return "the transport"
-    host, port = transport.settings.host, transport.settings.port
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return transport.settings.address if isinstance(transport, SmtpTransport) else "the transport"
 
 
 def _suppressed(message: OutboxMessage, clock: Clock) -> Outcome:

@@ -55,7 +55,7 @@ from sender import redact
 from sender.clock import Clock, SystemClock
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.errors import ConfigurationError
-from sender.models import DeliveryStatus, Envelope, RecipientResult, SmtpReply
+from sender.models import TIMEOUT, DeliveryStatus, Envelope, RecipientResult, SmtpReply
 
 __all__ = ["MAX_IDLE", "SmtpTransport", "wire_payload"]
 
@@ -184,7 +184,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def _failure(exc: BaseException) -> _Failure:
     """Translate an aiosmtplib or socket error on an open connection."""
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
-        return _Failure(detail="timeout")
+        return _Failure(detail=TIMEOUT)
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError):
         return _Failure(detail="connection lost")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
@@ -238,7 +238,7 @@ class SmtpTransport:
         self._closed = False
         self._connections_opened = 0
         self._messages_sent = 0
-        self._where = f"{settings.host}:{settings.port}"
+        self._where = settings.address
 
     @property
     def settings(self) -> SmtpSettings:
@@ -285,7 +285,7 @@ class SmtpTransport:
             self._settle(envelope, results, failure)
         except TimeoutError:
             _log.warning("smtp: a send to %s hit its overall time limit", self._where)
-            self._settle(envelope, results, _Failure(detail="timeout"))
+            self._settle(envelope, results, _Failure(detail=TIMEOUT))
         finally:
             self._limiter.release()
         if any(result is None for result in results):  # pragma: no cover - a bug, not an outcome
@@ -639,7 +639,7 @@ class SmtpTransport:
                     setting="ca_file",
                 )
         if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError | aiosmtplib.SMTPTimeoutError):
-            return _Failure(detail="timeout")
+            return _Failure(detail=TIMEOUT)
         if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
             return _Failure(reply=_reply(exc.code, exc.message))
         for cause in _causes(exc):
