@@ -64,6 +64,7 @@ from sender.cli.checks import address_problems, preflight, validator_for
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, require_real_identity
 from sender.errors import ConfigurationError, InputError
+from sender.feedback.suppression import is_budget_pause
 from sender.invites import calendar_of
 from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow, read_csv
@@ -75,7 +76,6 @@ __all__ = [
     "describe_limits",
     "finish_run",
     "finish_runs",
-    "is_budget_pause",
     "json_option",
     "keep_transport",
     "print_dry_run",
@@ -683,11 +683,6 @@ def print_skipped(skipped: Sequence[Mapping[str, Any]], total: int) -> None:
         )
     if total > len(skipped):
         out.print(f"  ... and {total - len(skipped)} more skipped (see `sender status --json`)")
-
-
-def is_budget_pause(reason: str | None) -> bool:
-    """Paused by the bounce budget or rate (sender.feedback.suppression.budget_reason's words)."""
-    return bool(reason) and str(reason).startswith(("bounce budget", "bounce rate"))
 
 
 def resume_hint(run_id: str, reason: str | None) -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "cleanup_report",
     "ingest_bounce",
     "ingest_ses_notification",
+    "is_budget_pause",
     "keep_refusal",
     "recommend",
 ]
@@ -80,6 +81,14 @@ async def apply_bounce(
     return None
 
 
+_BUDGET, _RATE = "bounce budget", "bounce rate"  # how budget_reason's reasons begin
+
+
+def is_budget_pause(reason: str | None, /) -> bool:
+    """Whether a run's paused reason is :func:`budget_reason`'s (``--force`` goes on)."""
+    return bool(reason) and str(reason).startswith((_BUDGET, _RATE))
+
+
 async def budget_reason(store: Store, /, *, policy: BouncePolicy, now: float) -> str | None:
     """Why bulk sending must pause now, or None while the bounce budget holds."""
     since = now - policy.window
@@ -87,7 +96,7 @@ async def budget_reason(store: Store, /, *, policy: BouncePolicy, now: float) ->
     hours = policy.window / 3600
     if hard >= policy.budget:
         return (
-            f"bounce budget: {hard} hard-bounced addresses in {hours:g} h "
+            f"{_BUDGET}: {hard} hard-bounced addresses in {hours:g} h "
             f"(limit {policy.budget}); "
             "clean up the addresses (`sender bounces report`), then resume"
         )
@@ -95,7 +104,7 @@ async def budget_reason(store: Store, /, *, policy: BouncePolicy, now: float) ->
         sent = await store.sent_since(since)
         if sent >= policy.min_sent and hard / sent > policy.max_rate:
             return (
-                f"bounce rate: {hard} hard-bounced addresses for {sent} messages in {hours:g} h "
+                f"{_RATE}: {hard} hard-bounced addresses for {sent} messages in {hours:g} h "
                 f"({hard / sent:.1%} > {policy.max_rate:.0%}); clean up, then resume"
             )
     return None
