@@ -14,7 +14,7 @@ PACKAGE = Path(sender.__file__).parent
 # Lower layers first; a module may import only modules of a strictly lower layer.
 # A package's ``__init__`` sits with (or above) the modules it re-exports.
 LAYERS: list[set[str]] = [
-    {"errors"},
+    {"errors", "lifecycle"},
     {"addresses"},
     {"models", "clock", "loop", "home", "redact"},
     {"compose.sites", "participants", "pacing.schedule", "pacing", "store.base"},
@@ -57,7 +57,7 @@ LAYERS: list[set[str]] = [
 
 # The same rule, coarser: the packages that ``ls sender/`` shows, lowest first. A module may
 # import its own package and any package of a strictly lower layer; ARCHITECTURE.md draws it.
-FOUNDATION = {"errors", "addresses", "models", "clock", "loop", "home", "redact"}
+FOUNDATION = {"errors", "lifecycle", "addresses", "models", "clock", "loop", "home", "redact"}
 PACKAGE_LAYERS: list[set[str]] = [
     {"foundation"},
     {"pacing"},
