@@ -16,9 +16,20 @@ PACKAGE = Path(sender.__file__).parent
 LAYERS: list[set[str]] = [
     {"errors", "lifecycle"},
     {"addresses"},
-    {"models", "clock", "loop", "home", "redact"},
-    {"compose.sites", "participants", "pacing.schedule", "pacing", "store.base"},
-    {"config", "store.sqlite"},
+    {"models", "vocabulary", "clock", "loop", "home", "redact"},
+    {"compose.sites", "participants", "pacing.schedule", "pacing", "store.records"},
+    {"config", "store.base", "store.rules", "store.sqlite.schema"},
+    {"store.sqlite.checkpoint"},
+    {"store.sqlite.file"},
+    {
+        "store.sqlite.runs",
+        "store.sqlite.outbox",
+        "store.sqlite.progress",
+        "store.sqlite.events",
+        "store.sqlite.feedback",
+    },
+    {"store.sqlite.store"},
+    {"store.sqlite"},
     {
         "compose.links",
         "compose.render",
@@ -57,7 +68,17 @@ LAYERS: list[set[str]] = [
 
 # The same rule, coarser: the packages that ``ls sender/`` shows, lowest first. A module may
 # import its own package and any package of a strictly lower layer; ARCHITECTURE.md draws it.
-FOUNDATION = {"errors", "lifecycle", "addresses", "models", "clock", "loop", "home", "redact"}
+FOUNDATION = {
+    "errors",
+    "lifecycle",
+    "addresses",
+    "models",
+    "vocabulary",
+    "clock",
+    "loop",
+    "home",
+    "redact",
+}
 PACKAGE_LAYERS: list[set[str]] = [
     {"foundation"},
     {"pacing"},

@@ -1,7 +1,17 @@
-"""The durable outbox: the ``Store`` contract and its embedded SQLite implementation."""
+"""The durable outbox: the ``Store`` roles, their records, and the embedded SQLite backend."""
 
 from sender.store.base import (
-    FINAL_STATES,
+    BounceLog,
+    Budget,
+    EventLog,
+    Feedback,
+    Outbox,
+    Progress,
+    Runs,
+    Store,
+    SuppressionList,
+)
+from sender.store.records import (
     Attempt,
     BounceRecord,
     DomainProgress,
@@ -9,36 +19,42 @@ from sender.store.base import (
     IngestResult,
     InvitationRecord,
     MessageRecord,
-    MessageState,
     NewRow,
     OutboxMessage,
     Outcome,
     RsvpRecord,
     RunInfo,
-    RunState,
-    Store,
     Suppression,
 )
 from sender.store.sqlite import SqliteStore, find_latest_run
+from sender.vocabulary import FINAL_STATES, MessageState, RunState
 
 __all__ = [
     "FINAL_STATES",
     "Attempt",
+    "BounceLog",
     "BounceRecord",
+    "Budget",
     "DomainProgress",
+    "EventLog",
     "EventRecord",
+    "Feedback",
     "IngestResult",
     "InvitationRecord",
     "MessageRecord",
     "MessageState",
     "NewRow",
+    "Outbox",
     "OutboxMessage",
     "Outcome",
+    "Progress",
     "RsvpRecord",
     "RunInfo",
     "RunState",
+    "Runs",
     "SqliteStore",
     "Store",
     "Suppression",
+    "SuppressionList",
     "find_latest_run",
 ]

@@ -1,26 +1,28 @@
-"""The outbox's contract: runs, one message row per recipient, and an attempt log.
+"""The outbox's contract, as roles: each caller asks for the part of the store it uses.
 
-A :class:`Store` is what makes bulk runs durable. The engine (``sender.bulk.runner``)
-only ever talks to this Protocol, so a PostgreSQL store shared by several
-worker processes can replace the embedded SQLite one without changing callers.
-Every state change that two workers could race on is a single atomic
-statement (claim = conditional update), never read-then-write.
+A :class:`Store` is what makes bulk runs durable. It is the union of small role protocols,
+each readable on one screen, so a function says what it needs (``budget_reason`` takes a
+:class:`Budget`, the bounce rules a :class:`Feedback`) and a test double or a new backend
+knows what it must provide. ``SqliteStore`` implements them all; a PostgreSQL store shared
+by several worker processes can replace it without changing callers. Every state change
+that two workers could race on is a single atomic statement (claim = conditional update),
+never read-then-write.
 
-Message states::
+- :class:`Runs`: the bulk engine, invitations, ``sender status`` and ``resume``;
+- :class:`Outbox`: the bulk engine's ingest, claims, outcomes and retries;
+- :class:`Progress`: status and reports, counts, problems, one participant's message;
+- :class:`EventLog`: invitations: events as last sent, who was invited, RSVP answers;
+- :class:`BounceLog` and :class:`SuppressionList` (together :class:`Feedback`): the
+  bounce rules, the clean-up report, and every send's check of whom not to write to;
+- :class:`Budget`: what the bounce budget counts before it pauses bulk sending.
 
-    queued ──claim──▶ sending ──▶ sent
-      ▲                  │
-      │                  ├──▶ deferred ──(due)──▶ claimable again
-      │                  ├──▶ failed        (permanent, or retries exhausted)
-      └──requeue_stale───┘──▶ suppressed    (never sent; bounce handling)
-    skipped                                 (bad input; recorded at ingest)
-
-``sent``, ``failed``, ``suppressed`` and ``skipped`` are final until an operator
-acts (``reset_failed`` for ``sender retry``).
+Message states (:class:`~sender.vocabulary.MessageState`) are drawn in
+:mod:`sender.vocabulary`; ``sent``, ``failed``, ``suppressed`` and ``skipped`` are final
+until an operator acts (``reset_failed`` for ``sender retry``).
 
 Calendar invitations ride on runs: a run created with an ``event_uid`` sends that
 event's REQUEST or CANCEL at one SEQUENCE, so what each attendee was sent is simply
-the ``sent`` messages of the event's runs (:meth:`Store.invitations`), with no
+the ``sent`` messages of the event's runs (:meth:`EventLog.invitations`), with no
 bookkeeping of its own. The event as last sent (:class:`EventRecord`) and every RSVP
 answer read back (:class:`RsvpRecord`, stale and refused ones included) are kept too.
 """
@@ -28,236 +30,41 @@ answer read back (:class:`RsvpRecord`, stale and refused ones included) are kept
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
-from sender.models import Participant, SmtpReply
+from sender.models import Participant
+from sender.store.records import (
+    Attempt,
+    BounceRecord,
+    DomainProgress,
+    EventRecord,
+    IngestResult,
+    InvitationRecord,
+    MessageRecord,
+    NewRow,
+    OutboxMessage,
+    Outcome,
+    RsvpRecord,
+    RunInfo,
+    Suppression,
+)
+from sender.vocabulary import MessageState, RunState
 
 __all__ = [
-    "FINAL_STATES",
-    "Attempt",
-    "BounceRecord",
-    "DomainProgress",
-    "EventRecord",
-    "IngestResult",
-    "InvitationRecord",
-    "MessageRecord",
-    "MessageState",
-    "NewRow",
-    "OutboxMessage",
-    "Outcome",
-    "RsvpRecord",
-    "RunInfo",
-    "RunState",
+    "BounceLog",
+    "Budget",
+    "EventLog",
+    "Feedback",
+    "Outbox",
+    "Progress",
+    "Runs",
     "Store",
-    "Suppression",
+    "SuppressionList",
 ]
 
 
-class MessageState(StrEnum):
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    DEFERRED = "deferred"
-    FAILED = "failed"
-    SUPPRESSED = "suppressed"
-    SKIPPED = "skipped"
-
-
-FINAL_STATES = frozenset(
-    {MessageState.SENT, MessageState.FAILED, MessageState.SUPPRESSED, MessageState.SKIPPED}
-)
-
-
-class RunState(StrEnum):
-    ACTIVE = "active"  # has work to do (or is doing it)
-    PAUSED = "paused"  # stopped on purpose; ``paused_reason`` says why
-    DONE = "done"  # nothing left but final states
-
-
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """One bulk run as stored."""
-
-    run_id: str
-    template: str
-    source: str  # where the rows came from: a CSV path, or "library"
-    created_at: float
-    state: RunState = RunState.ACTIVE
-    paused_reason: str | None = None
-    paused_since: float | None = None
-    ingested_through: int = 0  # highest input row number stored; resume ingests after it
-    ingest_complete: bool = False
-    owner: str | None = None  # the worker holding the run's lease ("host:pid")
-    heartbeat_at: float | None = None
-    # How the run was started (rate limits, concurrency), so a resume sends the same way.
-    options: Mapping[str, str | float | int | None] = field(default_factory=dict)
-    event_uid: str | None = None  # set for a run that sends a calendar event's mail
-    sequence: int | None = None  # that mail's SEQUENCE
-    method: str | None = None  # "REQUEST" or "CANCEL"
-
-
-@dataclass(frozen=True, slots=True)
-class NewRow:
-    """One input row for :meth:`Store.add_rows`: a participant, or the reason it was skipped."""
-
-    row: int  # the input's row number (CSV: the line it starts on)
-    participant: Participant | None
-    skip_reason: str | None = None  # set when participant is None
-    email: str | None = None  # what the row said, for skipped rows
-    priority: int = 0  # higher leaves first within a domain
-    replaces: bool = False  # a corrected address for a participant already in the run
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    queued: int
-    skipped: int
-    duplicates: tuple[tuple[int, int], ...] = ()  # (row, row of the first occurrence)
-    corrected: int = 0  # participants given a corrected address (rows with ``replaces``)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """A claimed message: everything needed to compose and send it."""
-
-    id: int
-    run_id: str
-    row: int
-    participant: Participant
-    template: str
-    domain: str
-    attempts: int  # including the current one
-    first_attempt_at: float | None
-    message_id: str | None  # kept across attempts, so a resend carries the same Message-ID
-    suppressed: str | None = None  # why the address is on the suppression list, if it is
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one attempt, as the engine records it."""
-
-    state: MessageState  # SENT, DEFERRED, FAILED, SUPPRESSED or SKIPPED (unrenderable)
-    at: float
-    reply: SmtpReply | None = None
-    detail: str = ""
-    next_attempt_at: float | None = None  # for DEFERRED
-    message_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
-    """Where one participant's message of a run stands: what an LMS shows next to a name."""
-
-    id: int
-    run_id: str
-    row: int
-    email: str
-    state: MessageState
-    attempts: int
-    message_id: str | None
-    last_reply: SmtpReply | None
-    detail: str
-    next_attempt_at: float | None
-    participant_id: str | None = None
-    name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    message_id: int
-    number: int
-    at: float
-    state: MessageState
-    reply: SmtpReply | None
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class DomainProgress:
-    domain: str
-    counts: Mapping[MessageState, int] = field(default_factory=dict)
-    next_attempt_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """A calendar event as last sent: its SEQUENCE, what it looked like, whether cancelled."""
-
-    uid: str
-    course_id: str
-    sequence: int  # the highest SEQUENCE sent for the event
-    fingerprint: str  # of what attendees see; a new one means an update is due
-    event: str  # the event as JSON, so the next update can say what changed
-    cancelled: bool = False
-    changes: tuple[str, ...] = ()  # what the update at ``sequence`` changed ("time", ...)
-    updated_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class InvitationRecord:
-    """What one attendee of an event was last sent (from the ``sent`` messages of its runs)."""
-
-    uid: str
-    participant: Participant
-    sequence: int  # the highest SEQUENCE sent to them
-    method: str  # "REQUEST" or "CANCEL": the method of that last message
-    sent_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class RsvpRecord:
-    """One answer read back from a reply, and what was made of it.
-
-    ``outcome`` is ``recorded`` (it counts), ``stale`` (answers an older SEQUENCE),
-    ``unknown_event``, ``not_invited``, ``sender_mismatch`` (From is not the
-    attendee) or ``unauthenticated`` (nothing vouches for the From: no aligned DKIM
-    signature, no trusted relay's DMARC pass); every one is kept, with ``reason``.
-    """
-
-    uid: str
-    attendee: str  # lower-cased address
-    partstat: str  # ACCEPTED, DECLINED, TENTATIVE, ...
-    sequence: int
-    received_at: float
-    outcome: str
-    dtstamp: float | None = None
-    comment: str = ""
-    source: str = ""  # where the reply came from: a file, "mbox#3", "inbound"
-    reason: str = ""
-    participant_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BounceRecord:
-    """One bounce (or complaint, or auto-reply) as kept, and whom it was about."""
-
-    fingerprint: str  # identifies the bounce, so ingesting it twice keeps it once
-    address: str | None  # as kept: the canonical key (sender.addresses.address_key)
-    kind: str  # hard, soft, autoreply, complaint, unknown
-    status: str | None
-    diagnostic: str
-    reason: str
-    at: float
-    source: str = ""
-    message: int | None = None  # the outbox message a signed return path named
-    participant_id: str | None = None
-    forged: bool = False  # the return path's signature did not verify: changes nothing
-
-
-@dataclass(frozen=True, slots=True)
-class Suppression:
-    """An address sender will not write to, and why."""
-
-    address: str  # the canonical key (sender.addresses.address_key): every spelling
-    kind: str  # hard, complaint, soft, manual
-    reason: str
-    since: float
-
-
-class Store(Protocol):
-    """Durable outbox. All times are Unix seconds from the engine's clock."""
+class Runs(Protocol):
+    """Runs: created once, leased to one worker at a time, paused and resumed."""
 
     async def create_run(
         self,
@@ -291,6 +98,24 @@ class Store(Protocol):
         """The most recent runs first, at most ``limit`` (``sender status --all``)."""
         ...
 
+    async def set_run_state(
+        self, run_id: str, state: RunState, /, *, now: float, reason: str | None = None
+    ) -> None: ...
+
+    async def acquire_run(self, run_id: str, /, *, owner: str, now: float, ttl: float) -> bool:
+        """Take the run's lease unless another owner's heartbeat is younger than ``ttl``."""
+        ...
+
+    async def heartbeat(self, run_id: str, /, *, owner: str, now: float) -> bool:
+        """Renew the lease; False when ``owner`` has lost it and must stop sending."""
+        ...
+
+    async def release_run(self, run_id: str, /, *, owner: str) -> None: ...
+
+
+class Outbox(Protocol):
+    """The messages of a run: stored once at ingest, claimed, sent, recorded."""
+
     async def add_rows(
         self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
     ) -> IngestResult:
@@ -314,16 +139,6 @@ class Store(Protocol):
         """How many participants the run has a message for (skipped rows not counted)."""
         ...
 
-    async def acquire_run(self, run_id: str, /, *, owner: str, now: float, ttl: float) -> bool:
-        """Take the run's lease unless another owner's heartbeat is younger than ``ttl``."""
-        ...
-
-    async def heartbeat(self, run_id: str, /, *, owner: str, now: float) -> bool:
-        """Renew the lease; False when ``owner`` has lost it and must stop sending."""
-        ...
-
-    async def release_run(self, run_id: str, /, *, owner: str) -> None: ...
-
     async def requeue_stale(self, run_id: str, /) -> int:
         """Put ``sending`` rows back to ``queued`` (after a crash); returns how many."""
         ...
@@ -342,10 +157,6 @@ class Store(Protocol):
         """
         ...
 
-    async def record(self, message_id: int, outcome: Outcome, /) -> None:
-        """Store an attempt's outcome and append it to the attempt log, in one transaction."""
-        ...
-
     async def claim_many(
         self, run_id: str, domains: Sequence[str], /, *, now: float, owner: str
     ) -> list[OutboxMessage | None]:
@@ -353,6 +164,10 @@ class Store(Protocol):
 
         The list is aligned with ``domains``; None where that domain had nothing left.
         """
+        ...
+
+    async def record(self, message_id: int, outcome: Outcome, /) -> None:
+        """Store an attempt's outcome and append it to the attempt log, in one transaction."""
         ...
 
     async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
@@ -363,23 +178,23 @@ class Store(Protocol):
         """The earliest time a deferred message of the run becomes due."""
         ...
 
-    async def counts(self, run_id: str, /) -> dict[MessageState, int]: ...
-
-    async def domain_progress(self, run_id: str, /) -> list[DomainProgress]: ...
-
-    async def set_run_state(
-        self, run_id: str, state: RunState, /, *, now: float, reason: str | None = None
-    ) -> None: ...
-
     async def reset_failed(self, run_id: str, /, *, now: float) -> int:
         """``failed`` and ``deferred`` back to ``queued`` for ``sender retry``; never ``sent``."""
         ...
 
-    async def attempts(self, message_id: int, /) -> list[Attempt]: ...
+
+class Progress(Protocol):
+    """Where a run's messages stand, for status, reports and an LMS."""
+
+    async def counts(self, run_id: str, /) -> dict[MessageState, int]: ...
+
+    async def domain_progress(self, run_id: str, /) -> list[DomainProgress]: ...
 
     async def lookup(self, run_id: str, participant_id: str, /) -> MessageRecord | None:
         """The message of one participant in a run (for the run's template), if any."""
         ...
+
+    async def attempts(self, message_id: int, /) -> list[Attempt]: ...
 
     async def skipped(self, run_id: str, /, *, limit: int = 1000) -> list[tuple[int, str, str]]:
         """Skipped rows as (row, email or '', reason), in row order."""
@@ -391,7 +206,9 @@ class Store(Protocol):
         """Failed, deferred and suppressed rows as (row, email, state, last reply or detail)."""
         ...
 
-    # --- calendar events -------------------------------------------------------------
+
+class EventLog(Protocol):
+    """Calendar events as last sent, who was invited, and the answers read back."""
 
     async def save_event(self, record: EventRecord, /) -> None:
         """Insert or replace the event's record."""
@@ -415,7 +232,9 @@ class Store(Protocol):
         """Answers in the order they were received, of one event or of all."""
         ...
 
-    # --- bounces and suppression -------------------------------------------------------
+
+class BounceLog(Protocol):
+    """Bounces as kept, and whom they were about."""
 
     async def add_bounce(self, record: BounceRecord, /) -> bool:
         """Keep a bounce; False (nothing stored) when its fingerprint is already kept."""
@@ -434,18 +253,6 @@ class Store(Protocol):
         """
         ...
 
-    async def hard_bounces_since(self, since: float, /) -> int:
-        """Addresses with a hard bounce (not forged) since ``since``: the budget's count.
-
-        Distinct addresses (by canonical key), so copies of one bounce, or many
-        bounces for one address, count once.
-        """
-        ...
-
-    async def sent_since(self, since: float, /) -> int:
-        """Messages accepted by the server since ``since``: the bounce rate's denominator."""
-        ...
-
     async def message(self, message_id: int, /) -> MessageRecord | None:
         """One outbox message by its id (what a signed return path names)."""
         ...
@@ -453,6 +260,10 @@ class Store(Protocol):
     async def participants_by_address(self, addresses: Sequence[str], /) -> dict[str, Participant]:
         """The participant each address last belonged to in any run, by address key."""
         ...
+
+
+class SuppressionList(Protocol):
+    """Addresses sender will not write to, each by its canonical key."""
 
     async def suppress(self, address: str, /, *, kind: str, reason: str, now: float) -> bool:
         """Add to the suppression list (logged); False when it was there already."""
@@ -467,5 +278,29 @@ class Store(Protocol):
         ...
 
     async def suppressions(self) -> list[Suppression]: ...
+
+
+class Budget(Protocol):
+    """What the bounce budget counts in its sliding window."""
+
+    async def hard_bounces_since(self, since: float, /) -> int:
+        """Addresses with a hard bounce (not forged) since ``since``: the budget's count.
+
+        Distinct addresses (by canonical key), so copies of one bounce, or many
+        bounces for one address, count once.
+        """
+        ...
+
+    async def sent_since(self, since: float, /) -> int:
+        """Messages accepted by the server since ``since``: the bounce rate's denominator."""
+        ...
+
+
+class Feedback(BounceLog, SuppressionList, Protocol):
+    """What the bounce rules read and write: the bounces kept, and the suppression list."""
+
+
+class Store(Runs, Outbox, Progress, EventLog, BounceLog, SuppressionList, Budget, Protocol):
+    """Durable outbox: every role in one. All times are Unix seconds from the engine's clock."""
 
     async def aclose(self) -> None: ...

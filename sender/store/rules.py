@@ -1,0 +1,151 @@
+"""The outbox's rules that need no SQL: every backend asks its questions, then calls these.
+
+A backend fetches what a rule needs in the same statements it would run anyway (no extra
+round trip) and leaves the deciding to this module, so a rule has one home whatever the
+database: which rows of an ingest are duplicates, what an attempt's outcome may be, which
+soft bounces a delivery forgave, and how bounces count toward the budget. Only claims and
+counts are each backend's own SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sender.errors import InputError
+from sender.models import Participant
+from sender.store.records import NewRow, Outcome
+from sender.vocabulary import OUTCOME_STATES, MessageState
+
+__all__ = [
+    "IngestPlan",
+    "bounced_addresses",
+    "outcome_due",
+    "plan_ingest",
+    "stored_text",
+    "unencodable",
+    "unforgiven_bounces",
+]
+
+
+@dataclass(slots=True)
+class IngestPlan:
+    """What one ``add_rows`` batch stores: new participants, new skipped rows, duplicates."""
+
+    queued: list[tuple[NewRow, Participant]] = field(default_factory=list)
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (row, email, reason)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)  # (row, first row)
+
+
+def plan_ingest(
+    ordered: Sequence[NewRow], /, *, first_row: Mapping[str, int], stored_skips: Iterable[int]
+) -> IngestPlan:
+    """Split a batch sorted by row into what to store, given what the run holds already.
+
+    ``first_row`` maps the batch's participant ids already in the run to their rows;
+    ``stored_skips`` are the skipped rows already stored in the batch's row range. A
+    participant seen on another row (stored, or earlier in the batch) is a skipped
+    duplicate naming that row; a row stored before (a resumed ingest) is left out.
+    """
+    first = dict(first_row)
+    skips = set(stored_skips)
+    plan = IngestPlan()
+    for new in ordered:
+        person = new.participant
+        if person is None:
+            if new.row not in skips:
+                skips.add(new.row)
+                reason = stored_text(new.skip_reason or "skipped")
+                plan.skipped.append((new.row, stored_text(new.email or ""), reason))
+            continue
+        earlier = first.get(person.participant_id)
+        if earlier is None:
+            first[person.participant_id] = new.row
+            plan.queued.append((new, person))
+        elif earlier != new.row and new.row not in skips:
+            skips.add(new.row)
+            plan.duplicates.append((new.row, earlier))
+            plan.skipped.append((new.row, stored_text(person.email), f"duplicate of row {earlier}"))
+    return plan
+
+
+def stored_text(value: str, /) -> str:
+    """Raw input may hold lone surrogates (bytes a CSV reader escaped); store them as U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = value.encode("utf-8", "surrogateescape")  # the bytes a CSV reader escaped
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "replace")
+    return value
+
+
+def unencodable(rows: Sequence[NewRow], /) -> InputError:
+    """Name the first participant field that cannot be stored as UTF-8."""
+    for new in rows:
+        person = new.participant
+        if person is None:
+            continue
+        fields = {
+            "email": person.email,
+            "name": person.name,
+            "participant_id": person.participant_id,
+            "course_id": person.course_id,
+            "locale": person.locale,
+            **person.vars,
+        }
+        for name, value in fields.items():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return InputError("holds characters that are not UTF-8", field=name, row=new.row)
+    return InputError("a row holds characters that are not UTF-8")
+
+
+def outcome_due(outcome: Outcome, /) -> float | None:
+    """When a message with this outcome is claimable again (deferred ones only), or None.
+
+    Raises ValueError for an outcome no attempt can end in, or a deferral without a time.
+    """
+    if outcome.state not in OUTCOME_STATES:
+        raise ValueError(f"cannot record a {outcome.state} outcome")
+    if outcome.state is not MessageState.DEFERRED:
+        return None
+    if outcome.next_attempt_at is None:
+        raise ValueError("a deferred outcome needs next_attempt_at")
+    return outcome.next_attempt_at
+
+
+def unforgiven_bounces(
+    bounces: Iterable[tuple[int | None, str, float]], /, *, delivered: float | None
+) -> int:
+    """How many of an address's bounces (``message, fingerprint, at``) still count.
+
+    A message delivered to the address at ``delivered`` forgives every bounce before it
+    (soft bounces are forgiven once mail gets through); copies of one bounce count once,
+    at most one per outbox message.
+    """
+    after = float("-inf") if delivered is None else delivered
+    return len(
+        {_per_message(message, fingerprint) for message, fingerprint, at in bounces if at > after}
+    )
+
+
+def bounced_addresses(bounces: Iterable[tuple[str | None, int | None, str]], /) -> int:
+    """How many addresses the bounces (``address, message, fingerprint``) are about.
+
+    Each address counts once, however many bounces (or copies of one) it had; a bounce
+    that names no address counts once per outbox message.
+    """
+    return len(
+        {
+            address if address is not None else _per_message(message, fingerprint)
+            for address, message, fingerprint in bounces
+        }
+    )
+
+
+def _per_message(message: int | None, fingerprint: str) -> str:
+    return fingerprint if message is None else f"m{message}"

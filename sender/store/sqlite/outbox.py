@@ -1,0 +1,392 @@
+"""The outbox in SQLite: ingest, claims by conditional update, outcomes, retries.
+
+Claims are this backend's own SQL (``UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING``);
+what counts as a duplicate and what an outcome may be are decided in
+:mod:`sender.store.rules`, shared with every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from sender.addresses import address_key
+from sender.models import Participant
+from sender.store.records import (
+    IngestResult,
+    NewRow,
+    OutboxMessage,
+    Outcome,
+    participant_columns,
+    participant_from_columns,
+)
+from sender.store.rules import IngestPlan, outcome_due, plan_ingest, unencodable
+from sender.store.sqlite.file import SqliteFile
+from sender.vocabulary import MessageState
+
+__all__ = ["SqliteOutbox"]
+
+_CLAIM = """
+UPDATE messages
+   SET state = 'sending', attempts = attempts + 1, due_at = NULL,
+       claimed_by = ?, claimed_at = ?, first_attempt_at = COALESCE(first_attempt_at, ?)
+ WHERE id = (SELECT id FROM messages
+              WHERE run = ? AND domain = ? AND due_at IS NOT NULL AND due_at <= ?
+              ORDER BY due_at, priority DESC, id
+              LIMIT 1)
+RETURNING id, row, participant_id, email, name, course_id, locale, vars,
+          template, attempts, first_attempt_at, message_id,
+          (SELECT kind || ': ' || reason FROM suppressions
+            WHERE address = COALESCE(email_key, address_key(email)))
+"""
+
+# Both take the same parameters, so record_many binds each outcome once for both.
+_RECORD = """
+UPDATE messages
+   SET state = ?1, due_at = ?2, last_attempt_at = ?3, code = ?4, enhanced_status = ?5,
+       reply_text = ?6, detail = ?7, message_id = COALESCE(message_id, ?8)
+ WHERE id = ?9 AND participant_id IS NOT NULL
+"""
+
+_LOG_ATTEMPT = """
+INSERT INTO attempts (message, number, at, state, code, enhanced_status, reply_text, detail)
+SELECT id, attempts, ?3, ?1, ?4, ?5, ?6, ?7 FROM messages WHERE id = ?9
+"""
+
+_INSERT_QUEUED = """
+INSERT INTO messages (run, row, template, participant_id, email, name, course_id, locale,
+                      vars, domain, priority, email_key, state, due_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)
+"""
+
+_INSERT_SKIPPED = """
+INSERT INTO messages (run, row, email, skip_reason, template, state)
+VALUES (?, ?, ?, ?, ?, 'skipped')
+ON CONFLICT DO NOTHING
+"""
+
+
+class SqliteOutbox(SqliteFile):
+    """:class:`~sender.store.base.Outbox` for :class:`~sender.store.sqlite.SqliteStore`."""
+
+    async def add_rows(
+        self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
+    ) -> IngestResult:
+        """Store rows in one transaction and advance ``ingested_through`` with them.
+
+        Idempotent: the key is (run, participant id, template). A participant
+        already in the run from *another* row is recorded as a skipped duplicate
+        naming that row; the same row stored again (a resumed ingest) is ignored.
+        A row with ``replaces`` gives a participant of the run a corrected address:
+        a message not sent yet is changed in place; a final one (sent, failed, ...)
+        stays as it was, replaced by a new queued message.
+        The result counts only what this call stored.
+        """
+        ordered = sorted(rows, key=lambda r: r.row)
+        corrections = [r for r in ordered if r.replaces and r.participant is not None]
+        with self._errors():
+            key, template = self._run(run_id)
+            with self._transaction() as db:
+                try:
+                    corrected = sum(self._replace(db, key, template, new) for new in corrections)
+                    plan = self._ingest(
+                        db, key, template, [r for r in ordered if r not in corrections]
+                    )
+                    db.executemany(
+                        _INSERT_QUEUED,
+                        [_queued_values(key, template, new, person) for new, person in plan.queued],
+                    )
+                    db.executemany(
+                        _INSERT_SKIPPED, [(key, *skipped, template) for skipped in plan.skipped]
+                    )
+                except UnicodeEncodeError:
+                    raise unencodable(ordered) from None
+                db.execute(
+                    "UPDATE runs SET ingested_through = MAX(ingested_through, ?),"
+                    " ingest_complete = ingest_complete OR ? WHERE id = ?",
+                    (ordered[-1].row if ordered else 0, complete, key),
+                )
+        return IngestResult(
+            queued=len(plan.queued),
+            skipped=len(plan.skipped),
+            duplicates=tuple(plan.duplicates),
+            corrected=corrected,
+        )
+
+    @staticmethod
+    def _replace(db: sqlite3.Connection, key: int, template: str, new: NewRow) -> bool:
+        """Give the participant of ``new`` its corrected address; False when none to correct."""
+        person = new.participant
+        if person is None:
+            return False
+        found = db.execute(
+            "SELECT id, state, email FROM messages WHERE run = ? AND participant_id = ?"
+            " AND template = ? AND replaced_by IS NULL",
+            (key, person.participant_id, template),
+        ).fetchone()
+        values = _queued_values(key, template, new, person)
+        if found is None:
+            db.execute(_INSERT_QUEUED, values)
+            return False
+        id_, state, email = found
+        if email == person.email:
+            return False  # corrected already (a resumed ingest)
+        if state in (MessageState.QUEUED, MessageState.DEFERRED):
+            db.execute(
+                "UPDATE messages SET row = ?, email = ?, name = ?, course_id = ?, locale = ?,"
+                " vars = ?, domain = ?, priority = ?, email_key = ?, state = 'queued', due_at = 0,"
+                " attempts = 0, first_attempt_at = NULL, last_attempt_at = NULL,"
+                " message_id = NULL, code = NULL, enhanced_status = NULL, reply_text = NULL,"
+                " detail = NULL WHERE id = ?",
+                (new.row, *values[4:], id_),
+            )
+            return True
+        db.execute("UPDATE messages SET replaced_by = 0 WHERE id = ?", (id_,))
+        cursor = db.execute(_INSERT_QUEUED, values)
+        db.execute("UPDATE messages SET replaced_by = ? WHERE id = ?", (cursor.lastrowid, id_))
+        return True
+
+    @staticmethod
+    def _ingest(
+        db: sqlite3.Connection, key: int, template: str, ordered: Sequence[NewRow]
+    ) -> IngestPlan:
+        """Ask what the run holds of a sorted batch, then let :func:`plan_ingest` decide."""
+        ids = [r.participant.participant_id for r in ordered if r.participant is not None]
+        first_row: dict[str, int] = {}
+        if ids:
+            first_row.update(
+                db.execute(
+                    "SELECT participant_id, row FROM messages"
+                    " WHERE run = ? AND template = ? AND replaced_by IS NULL"
+                    " AND participant_id IN (SELECT value FROM json_each(?))",
+                    (key, template, json.dumps(ids)),
+                ).fetchall()
+            )
+        stored_skips: list[int] = []
+        if ordered:
+            stored_skips = [
+                row
+                for (row,) in db.execute(
+                    "SELECT row FROM messages WHERE run = ? AND participant_id IS NULL"
+                    " AND row BETWEEN ? AND ?",
+                    (key, ordered[0].row, ordered[-1].row),
+                )
+            ]
+        return plan_ingest(ordered, first_row=first_row, stored_skips=stored_skips)
+
+    async def addresses_of(self, run_id: str, participant_ids: Sequence[str], /) -> dict[str, str]:
+        """The address of each participant's current message in the run, for those it has."""
+        if not participant_ids:
+            return {}
+        with self._errors():
+            key, template = self._run(run_id)
+            return dict(
+                self._connection()
+                .execute(
+                    "SELECT participant_id, email FROM messages"
+                    " WHERE run = ? AND template = ? AND replaced_by IS NULL"
+                    " AND participant_id IN (SELECT value FROM json_each(?))",
+                    (key, template, json.dumps(list(participant_ids))),
+                )
+                .fetchall()
+            )
+
+    async def participant_count(self, run_id: str, /) -> int:
+        """How many participants the run has a message for (skipped rows not counted)."""
+        with self._errors():
+            key, template = self._run(run_id)
+            (count,) = (
+                self._connection()
+                .execute(
+                    "SELECT COUNT(*) FROM messages WHERE run = ? AND participant_id IS NOT NULL"
+                    " AND template = ? AND replaced_by IS NULL",
+                    (key, template),
+                )
+                .fetchone()
+            )
+            return int(count)
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def requeue_stale(self, run_id: str, /) -> int:
+        """Put ``sending`` rows back to ``queued`` (after a crash); returns how many.
+
+        They go to the front (``due_at`` 0). Their ``attempts`` stay counted: the
+        crashed attempt may have reached the server. One replaced by a corrected
+        address since is never sent to the old address again: it is marked failed.
+        """
+        with self._errors():
+            key, _ = self._run(run_id)
+            with self._transaction() as db:
+                db.execute(
+                    "UPDATE messages SET state = 'failed', due_at = NULL, detail = ?"
+                    " WHERE run = ? AND state = 'sending' AND state <> 'queued'"
+                    " AND replaced_by IS NOT NULL",
+                    ("interrupted while sending; the address was corrected since", key),
+                )
+                cursor = db.execute(
+                    "UPDATE messages SET state = 'queued', due_at = 0"
+                    " WHERE run = ? AND state = 'sending' AND state <> 'queued'"
+                    " AND replaced_by IS NULL",
+                    (key,),
+                )
+            return cursor.rowcount
+
+    async def pending_domains(self, run_id: str, /, *, now: float) -> dict[str, int]:
+        """Domains with claimable messages now (queued, or deferred and due), with counts."""
+        with self._errors():
+            key, _ = self._run(run_id)
+            return dict(
+                self._connection()
+                .execute(
+                    "SELECT domain, COUNT(*) FROM messages"
+                    " WHERE run = ? AND due_at IS NOT NULL AND due_at <= ? GROUP BY domain",
+                    (key, now),
+                )
+                .fetchall()
+            )
+
+    async def claim(
+        self, run_id: str, domain: str, /, *, now: float, owner: str
+    ) -> OutboxMessage | None:
+        """Atomically move one claimable message of ``domain`` to ``sending``.
+
+        Order: earliest ``due_at`` (queued rows first), then higher priority, then input order.
+        """
+        with self._errors():
+            key, _ = self._run(run_id)
+            with self._writing() as db:
+                return self._claim(db, run_id, key, domain, now, owner)
+
+    async def claim_many(
+        self, run_id: str, domains: Sequence[str], /, *, now: float, owner: str
+    ) -> list[OutboxMessage | None]:
+        """One :meth:`claim` per entry of ``domains`` (repeats allowed) in one transaction.
+
+        The list is aligned with ``domains``; None where that domain had nothing left.
+        """
+        with self._errors():
+            key, _ = self._run(run_id)
+            with self._transaction() as db:
+                return [self._claim(db, run_id, key, domain, now, owner) for domain in domains]
+
+    @staticmethod
+    def _claim(
+        db: sqlite3.Connection, run_id: str, key: int, domain: str, now: float, owner: str
+    ) -> OutboxMessage | None:
+        # fetchall, not fetchone: outside a transaction the statement commits when it is done.
+        rows = db.execute(_CLAIM, (owner, now, now, key, domain, now)).fetchall()
+        if not rows:
+            return None
+        id_, row, *person, template, attempts, first_attempt_at, message_id, suppressed = rows[0]
+        return OutboxMessage(
+            id=id_,
+            run_id=run_id,
+            row=row,
+            participant=participant_from_columns(*person),
+            template=template,
+            domain=domain,
+            attempts=attempts,
+            first_attempt_at=first_attempt_at,
+            message_id=message_id,
+            suppressed=suppressed,
+        )
+
+    async def record(self, message_id: int, outcome: Outcome, /) -> None:
+        """Store an attempt's outcome and append it to the attempt log, in one transaction.
+
+        The first Message-ID recorded sticks. Raises ValueError for an outcome
+        that is not SENT, DEFERRED (with ``next_attempt_at``), FAILED or
+        SUPPRESSED, and KeyError for an unknown message; then nothing is stored.
+        """
+        await self.record_many([(message_id, outcome)])
+
+    async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
+        """:meth:`record` for several messages in one transaction: one commit, not one each.
+
+        All or nothing: one bad outcome or unknown message stores none of them.
+        """
+        updates = []
+        for message_id, outcome in outcomes:
+            due = outcome_due(outcome)
+            reply = outcome.reply
+            updates.append(
+                (
+                    outcome.state.value,
+                    due,
+                    outcome.at,
+                    reply.code if reply else None,
+                    reply.enhanced_status if reply else None,
+                    reply.text if reply else None,
+                    outcome.detail,
+                    outcome.message_id,
+                    message_id,
+                )
+            )
+        if not updates:
+            return
+        with self._errors(), self._transaction() as db:
+            cursor = db.executemany(_RECORD, updates)
+            if cursor.rowcount != len(updates):
+                ids = [update[-1] for update in updates]
+                found = {
+                    id_
+                    for (id_,) in db.execute(
+                        "SELECT id FROM messages WHERE participant_id IS NOT NULL"
+                        " AND id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(ids),),
+                    )
+                }
+                raise KeyError(next(id_ for id_ in ids if id_ not in found))
+            db.executemany(_LOG_ATTEMPT, updates)
+
+    async def next_attempt_at(self, run_id: str, /) -> float | None:
+        """The earliest time a deferred message of the run becomes due."""
+        with self._errors():
+            key, _ = self._run(run_id)
+            (due,) = (
+                self._connection()
+                .execute(
+                    "SELECT MIN(due_at) FROM messages"
+                    " WHERE run = ? AND state = 'deferred' AND state <> 'queued'",
+                    (key,),
+                )
+                .fetchone()
+            )
+        return None if due is None else float(due)
+
+    async def reset_failed(self, run_id: str, /, *, now: float) -> int:
+        """``failed`` and ``deferred`` back to ``queued`` for ``sender retry``; never ``sent``.
+
+        Also makes the run active again. ``attempts`` and ``first_attempt_at`` are kept.
+        A message replaced by a corrected address stays as it was: its address is wrong.
+        """
+        with self._errors():
+            key, _ = self._run(run_id)
+            with self._transaction() as db:
+                cursor = db.execute(
+                    "UPDATE messages SET state = 'queued', due_at = ?"
+                    " WHERE run = ? AND state IN ('failed', 'deferred') AND state <> 'queued'"
+                    " AND replaced_by IS NULL",
+                    (now, key),
+                )
+                db.execute(
+                    "UPDATE runs SET state = 'active', paused_reason = NULL, paused_since = NULL"
+                    " WHERE id = ?",
+                    (key,),
+                )
+            return cursor.rowcount
+
+
+def _queued_values(key: int, template: str, new: NewRow, person: Participant) -> tuple[object, ...]:
+    """The parameters of ``_INSERT_QUEUED`` for one row."""
+    return (
+        key,
+        new.row,
+        template,
+        *participant_columns(person),
+        person.domain,
+        new.priority,
+        address_key(person.email),
+    )
