@@ -40,8 +40,9 @@ from sender.models import (
     SmtpReply,
 )
 from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
-from sender.store import MessageState, RunState, SqliteStore, Store
+from sender.store import SqliteStore, Store
 from sender.transport import SmtpTransport, Transport
+from sender.vocabulary import MessageState, RunState
 
 __all__ = [
     "Address",

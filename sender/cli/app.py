@@ -39,7 +39,8 @@ from sender.config import CliConfig, load_config, parse_duration
 from sender.errors import ConfigurationError, InputError, SenderError
 from sender.home import KEY_WARNING, first_time
 from sender.loop import fast_loop
-from sender.store import MessageState, SqliteStore
+from sender.store import SqliteStore, Store
+from sender.vocabulary import MessageState
 
 __all__ = [
     "EXIT_CODES_HELP",
@@ -379,12 +380,12 @@ def print_home(config: CliConfig) -> None:
     out.print(home_line(config), markup=False, highlight=False, overflow="ignore", crop=False)
 
 
-def store_for(config: CliConfig) -> SqliteStore:
-    """The home's outbox."""
+def store_for(config: CliConfig) -> Store:
+    """The home's outbox; commands see only the :class:`~sender.store.Store` roles."""
     return SqliteStore(config.state_dir / "outbox.sqlite3")
 
 
-async def with_store(config: CliConfig, action: Callable[[SqliteStore], Awaitable[T]]) -> T:
+async def with_store(config: CliConfig, action: Callable[[Store], Awaitable[T]]) -> T:
     store = store_for(config)
     try:
         return await action(store)

@@ -32,7 +32,7 @@ from sender.compose.render import Renderer, lint_templates, missing_variables, s
 from sender.config import require_real_identity
 from sender.errors import LinkError, TemplateNotFound
 from sender.models import DeliveryResult, DeliveryStatus, Participant
-from sender.store import SqliteStore
+from sender.store import Store
 
 __all__ = [
     "SAMPLE",
@@ -342,7 +342,7 @@ def send(
         require_real_identity(config)
     person = Participant(to, name, participant, course, locale, extra)
 
-    async def go(store: SqliteStore) -> DeliveryResult:
+    async def go(store: Store) -> DeliveryResult:
         async with open_sender(
             config.sender,
             smtp=config.smtp,

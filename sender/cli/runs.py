@@ -451,11 +451,7 @@ def sending_options(config: CliConfig) -> dict[str, str | float | int | None]:
 
 
 def stored_run(obj: Context, config: CliConfig, run_id: str) -> RunInfo | None:
-    store = store_for(config)
-    try:
-        return obj.run(store.get_run(run_id))
-    finally:
-        store.close()
+    return obj.run(with_store(config, lambda store: store.get_run(run_id)))
 
 
 def resume_config(

@@ -37,7 +37,7 @@ from sender.feedback.bounces import (
     parse_ses_notification,
 )
 from sender.models import DeliveryResult, Participant
-from sender.store import BounceRecord, Store
+from sender.store import BounceRecord, Budget, Feedback
 
 __all__ = [
     "BounceOutcome",
@@ -54,7 +54,7 @@ __all__ = [
 
 
 async def apply_bounce(
-    store: Store, record: BounceRecord, /, *, policy: BouncePolicy, now: float
+    store: Feedback, record: BounceRecord, /, *, policy: BouncePolicy, now: float
 ) -> str | None:
     """Keep one bounce and apply the rules; returns why the address was suppressed, if it was.
 
@@ -89,7 +89,7 @@ def is_budget_pause(reason: str | None, /) -> bool:
     return bool(reason) and str(reason).startswith((_BUDGET, _RATE))
 
 
-async def budget_reason(store: Store, /, *, policy: BouncePolicy, now: float) -> str | None:
+async def budget_reason(store: Budget, /, *, policy: BouncePolicy, now: float) -> str | None:
     """Why bulk sending must pause now, or None while the bounce budget holds."""
     since = now - policy.window
     hard = await store.hard_bounces_since(since)
@@ -111,7 +111,7 @@ async def budget_reason(store: Store, /, *, policy: BouncePolicy, now: float) ->
 
 
 async def keep_refusal(
-    store: Store,
+    store: Feedback,
     result: DeliveryResult,
     /,
     *,
@@ -158,7 +158,7 @@ class BounceOutcome:
 
 
 async def ingest_bounce(
-    store: Store,
+    store: Feedback,
     data: bytes,
     /,
     *,
@@ -203,7 +203,7 @@ async def ingest_bounce(
 
 
 async def ingest_ses_notification(
-    store: Store,
+    store: Feedback,
     payload: str | bytes | Mapping[str, object],
     /,
     *,
@@ -226,7 +226,7 @@ async def ingest_ses_notification(
 
 
 async def _keep(
-    store: Store,
+    store: Feedback,
     findings: Sequence[Bounce],
     candidates: Sequence[str],
     digest: str,
@@ -333,7 +333,7 @@ def recommend(kind: str, reason: str, *, first_at: float, last_at: float) -> tup
     return "review by hand", "the bounce could not be classified"
 
 
-async def cleanup_report(store: Store, /, *, since: float) -> list[CleanupRow]:
+async def cleanup_report(store: Feedback, /, *, since: float) -> list[CleanupRow]:
     """One row per address with bounces (not auto-replies, not forged) since ``since``."""
     grouped: dict[str, list[BounceRecord]] = {}
     for record in await store.bounces(since=since):
