@@ -17,45 +17,12 @@ from pathlib import Path
 import pytest
 
 from sender.errors import ConfigurationError
-from sender.models import Participant, SmtpReply
 from sender.store import (
     MessageState,
-    NewRow,
-    Outcome,
     SqliteStore,
     find_latest_run,
 )
-
-RUN = "2026-11-invite"
-T0 = 1_700_000_000.0
-
-
-def person(n: int, domain: str = "example.com", **vars: str) -> Participant:
-    return Participant(
-        email=f"user{n}@{domain}",
-        name=f"User {n}",
-        participant_id=f"p{n}",
-        course_id="PY101",
-        vars=vars,
-    )
-
-
-def rows(numbers: range, domain: str = "example.com") -> list[NewRow]:
-    """One participant per row number; participant n is on row n."""
-    return [NewRow(row=n, participant=person(n, domain)) for n in numbers]
-
-
-def skip(row: int, email: str = "broken", reason: str = "bad address") -> NewRow:
-    return NewRow(row=row, participant=None, skip_reason=reason, email=email)
-
-
-def sent(at: float = T0, message_id: str | None = None) -> Outcome:
-    return Outcome(
-        state=MessageState.SENT,
-        at=at,
-        reply=SmtpReply(250, "2.0.0", "queued as 1"),
-        message_id=message_id,
-    )
+from tests.test_store_contract import RUN, T0, rows
 
 
 @pytest.fixture

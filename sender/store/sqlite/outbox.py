@@ -73,15 +73,11 @@ class SqliteOutbox(SqliteFile):
     async def add_rows(
         self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
     ) -> IngestResult:
-        """Store rows in one transaction and advance ``ingested_through`` with them.
+        """:meth:`Outbox.add_rows <sender.store.base.Outbox.add_rows>` in one transaction.
 
-        Idempotent: the key is (run, participant id, template). A participant
-        already in the run from *another* row is recorded as a skipped duplicate
-        naming that row; the same row stored again (a resumed ingest) is ignored.
-        A row with ``replaces`` gives a participant of the run a corrected address:
-        a message not sent yet is changed in place; a final one (sent, failed, ...)
-        stays as it was, replaced by a new queued message.
-        The result counts only what this call stored.
+        Duplicates are :func:`~sender.store.rules.plan_ingest`'s to find; the unique
+        participant key (current messages only) backs it. The result counts only what
+        this call stored.
         """
         ordered = sorted(rows, key=lambda r: r.row)
         corrections = [r for r in ordered if r.replaces and r.participant is not None]
