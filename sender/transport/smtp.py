@@ -45,8 +45,6 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
@@ -55,6 +53,7 @@ from sender import redact
 from sender.clock import Clock, SystemClock
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.errors import ConfigurationError
+from sender.lifecycle import AsyncResource
 from sender.models import TIMEOUT, DeliveryStatus, Envelope, RecipientResult, SmtpReply
 
 __all__ = ["MAX_IDLE", "SmtpTransport", "wire_payload"]
@@ -214,7 +213,7 @@ def _tls_context(settings: SmtpSettings) -> ssl.SSLContext:
     return context
 
 
-class SmtpTransport:
+class SmtpTransport(AsyncResource):
     """A :class:`~sender.transport.base.Transport` over a pool of persistent SMTP connections.
 
     Connections are opened lazily, at most ``settings.pool_size`` at once, and
@@ -253,17 +252,6 @@ class SmtpTransport:
     def messages_sent(self) -> int:
         """Messages the server accepted at DATA so far."""
         return self._messages_sent
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def send(self, envelope: Envelope, message: bytes, /) -> tuple[RecipientResult, ...]:
         """Deliver ``message`` to the envelope: one result per recipient, in order.
