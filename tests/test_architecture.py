@@ -17,7 +17,14 @@ LAYERS: list[set[str]] = [
     {"errors", "lifecycle"},
     {"addresses"},
     {"models", "clock", "loop", "home", "redact"},
-    {"compose.sites", "participants", "pacing.schedule", "pacing", "store.base"},
+    {
+        "compose.sites",
+        "feedback.mailparse",
+        "participants",
+        "pacing.schedule",
+        "pacing",
+        "store.base",
+    },
     {"config", "store.sqlite"},
     {
         "compose.links",
