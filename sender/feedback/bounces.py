@@ -40,8 +40,17 @@ from email.message import Message
 from enum import StrEnum
 
 from sender.errors import InputError
-from sender.feedback import mailparse
 from sender.feedback.mailparse import MAX_PARTS as _MAX_PARTS
+from sender.feedback.mailparse import (
+    charset,
+    decode_text,
+    decoded_subject,
+    header_addresses,
+    header_values,
+    mailboxes,
+    undo_surrogates,
+    walk_parts,
+)
 
 __all__ = [
     "Bounce",
@@ -237,7 +246,7 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     auto-reply (its From address). Never raises on malformed input.
     """
     message = email.message_from_bytes(data)
-    parts = list(mailparse.parts(message, into_messages=False))
+    parts = list(walk_parts(message, into_messages=False))
     feedback = _arf(parts)
     if feedback is not None:
         return feedback
@@ -261,7 +270,7 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
         failed = _header_addresses(message, "x-failed-recipients")
         if failed:
             return [_text_finding(address, "") for address in failed][:_MAX_FINDINGS]
-        if _BOUNCE_SUBJECT.search(mailparse.subject(message)):
+        if _BOUNCE_SUBJECT.search(decoded_subject(message)):
             return [Bounce(None, BounceKind.UNKNOWN, None, "", "other")]
     if _is_autoreply(message):
         return [_autoreply(sender)]
@@ -386,7 +395,7 @@ def _fields(pairs: Iterable[tuple[str, object]]) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for name, value in pairs:
         if isinstance(value, str):
-            text = " ".join(mailparse.undo_surrogates(value).split())
+            text = " ".join(undo_surrogates(value).split())
             fields.setdefault(name.strip().lower(), []).append(text)
     return fields
 
@@ -413,7 +422,7 @@ def _arf(parts: list[Message]) -> list[Bounce] | None:
     feedback_type = words[0] if words else None
     recipients: dict[str, None] = {}
     for value in fields.get("original-rcpt-to", []):
-        for _name, address in mailparse.mailboxes([value]):
+        for _name, address in mailboxes([value]):
             if "@" in address:
                 recipients.setdefault(address.lower(), None)
     if not recipients:
@@ -461,7 +470,7 @@ def _is_autoreply(message: Message) -> bool:
         return True
     if _header(message, "precedence").lower().strip() == "auto_reply":
         return True
-    return bool(_AUTOREPLY_SUBJECT.search(mailparse.subject(message)))
+    return bool(_AUTOREPLY_SUBJECT.search(decoded_subject(message)))
 
 
 def _autoreply(sender: str | None) -> Bounce:
@@ -486,7 +495,7 @@ _BOUNCE_SUBJECT = re.compile(
 
 
 def _from_daemon(message: Message) -> bool:
-    for name, address in mailparse.mailboxes([_header(message, "from")]):
+    for name, address in mailboxes([_header(message, "from")]):
         local = address.rpartition("@")[0] if "@" in address else address
         if _DAEMON_LOCAL.match(local.strip()) or _DAEMON_NAME.search(name):
             return True
@@ -517,7 +526,7 @@ def _report_text(parts: list[Message]) -> str:
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
-        text = mailparse.decode_text(payload[:_MAX_TEXT], mailparse.charset(part))
+        text = decode_text(payload[:_MAX_TEXT], charset(part))
         (plain if kind == "text/plain" else html).append(text)
     if plain:
         text = "\n".join(plain)
@@ -750,7 +759,7 @@ def _address_of(entry: dict[str, object]) -> str:
     address = entry.get("emailAddress")
     if not isinstance(address, str) or "@" not in address:
         raise _bad_notification("a recipient without an emailAddress")
-    found = mailparse.mailboxes([address])
+    found = mailboxes([address])
     bare = found[0][1] if found and found[0][1] else address
     return bare.strip().lower()
 
@@ -780,19 +789,19 @@ def _bad_notification(reason: str) -> InputError:
 
 
 def _header(message: Message, name: str) -> str:
-    values = mailparse.header_values(message, name)
+    values = header_values(message, name)
     return " ".join(values[0].split()) if values else ""
 
 
 def _header_addresses(message: Message, name: str) -> list[str]:
     """The addresses in header ``name``, lower-cased, each once; names without an @ left out."""
     found: dict[str, None] = {}
-    for address in mailparse.header_addresses(message, name):
+    for address in header_addresses(message, name):
         if "@" in address:
             found.setdefault(address.lower(), None)
     return list(found)
 
 
 def _sender(message: Message) -> str | None:
-    mailboxes = [a for a in mailparse.header_addresses(message, "from") if "@" in a]
+    mailboxes = [a for a in header_addresses(message, "from") if "@" in a]
     return mailboxes[0].lower() if len(mailboxes) == 1 else None

@@ -23,7 +23,16 @@ from mailbox import mbox
 from pathlib import Path
 
 from sender.errors import InputError
-from sender.feedback import mailparse
+from sender.feedback.mailparse import (
+    FOLD,
+    charset,
+    decode_text,
+    decode_words,
+    decoded_subject,
+    header_addresses,
+    undo_surrogates,
+    walk_parts,
+)
 
 __all__ = ["CalendarPart", "MailItem", "calendar_parts", "dmarc_passed", "read_mail"]
 
@@ -95,10 +104,10 @@ def calendar_parts(data: bytes, /) -> list[CalendarPart]:
     Never raises on a malformed message; a message without a calendar gives [].
     """
     message = email.message_from_bytes(data)
-    subject = mailparse.subject(message)
+    subject = decoded_subject(message)
     sender = _sender(message)
     found: dict[str, CalendarPart] = {}
-    for part in mailparse.parts(message, into_messages=True):
+    for part in walk_parts(message, into_messages=True):
         if part.is_multipart():
             continue
         calendar = _calendar(part, subject=subject, sender=sender)
@@ -143,7 +152,7 @@ def dmarc_passed(data: bytes, /, *, trusted_authserv_ids: Collection[str]) -> fr
         if name != "authentication-results" or not isinstance(value, str):
             continue
         reading = True
-        authserv_id, results = _authentication_results(mailparse.undo_surrogates(value))
+        authserv_id, results = _authentication_results(undo_surrogates(value))
         if authserv_id not in trusted:
             break
         for method, result, domain in results:
@@ -267,7 +276,7 @@ def _calendar(part: Message, *, subject: str, sender: str) -> CalendarPart | Non
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return None
-    text = mailparse.decode_text(payload, mailparse.charset(part)).removeprefix("\ufeff")
+    text = decode_text(payload, charset(part)).removeprefix("\ufeff")
     if "BEGIN:VCALENDAR" not in text.upper():
         return None
     return CalendarPart(
@@ -297,7 +306,7 @@ def _filename(part: Message) -> str | None:
     if name is None:
         return None
     # Outlook and some webmails put RFC 2047 words in the name parameter.
-    return mailparse.decode_words(name).strip() or None
+    return decode_words(name).strip() or None
 
 
 def _same_calendar_key(data: bytes) -> str:
@@ -313,7 +322,7 @@ _AR_EQUALS = re.compile(r"\s*=\s*")
 
 def _authentication_results(value: str) -> tuple[str, list[tuple[str, str, str]]]:
     """(authserv-id, [(method, result, header.from domain)]) of one header, lower-case."""
-    pieces = _split_outside_quotes(_without_comments(mailparse.FOLD.sub(" ", value)), ";")
+    pieces = _split_outside_quotes(_without_comments(FOLD.sub(" ", value)), ";")
     head = pieces[0].split()
     authserv_id = head[0].strip('"').lower().rstrip(".") if head else ""
     results = []
@@ -375,7 +384,7 @@ def _split_outside_quotes(text: str, separator: str) -> list[str]:
 
 
 def _sender(message: Message) -> str:
-    mailboxes = mailparse.header_addresses(message, "from")
+    mailboxes = header_addresses(message, "from")
     if len(mailboxes) != 1 or "@" not in mailboxes[0]:
         return ""
     return mailboxes[0].lower()

@@ -25,12 +25,12 @@ __all__ = [
     "charset",
     "decode_text",
     "decode_words",
+    "decoded_subject",
     "header_addresses",
     "header_values",
     "mailboxes",
-    "parts",
-    "subject",
     "undo_surrogates",
+    "walk_parts",
 ]
 
 # Multipart nesting we follow and children per part we look at. Real clients nest
@@ -47,7 +47,7 @@ FOLD = re.compile(r"\r?\n(?=[ \t])")
 """A folded header's line break (RFC 5322 2.2.3): removing it unfolds the value."""
 
 
-def parts(message: Message, /, *, into_messages: bool) -> Iterator[Message]:
+def walk_parts(message: Message, /, *, into_messages: bool) -> Iterator[Message]:
     """Every part, depth first, the message itself first.
 
     ``into_messages``: walk into attached messages (message/rfc822, a forward) too;
@@ -127,7 +127,7 @@ def decode_words(value: str, /) -> str:
         return value
 
 
-def subject(message: Message, /) -> str:
+def decoded_subject(message: Message, /) -> str:
     """The first Subject, unfolded, decoded and on one line; ``""`` when there is none."""
     values = header_values(message, "subject")
     if not values:
