@@ -22,6 +22,7 @@ from email.message import Message
 from mailbox import mbox
 from pathlib import Path
 
+from sender.addresses import bare_domain, domain_of
 from sender.errors import InputError
 from sender.feedback.mailparse import (
     FOLD,
@@ -324,7 +325,7 @@ def _authentication_results(value: str) -> tuple[str, list[tuple[str, str, str]]
     """(authserv-id, [(method, result, header.from domain)]) of one header, lower-case."""
     pieces = _split_outside_quotes(_without_comments(FOLD.sub(" ", value)), ";")
     head = pieces[0].split()
-    authserv_id = head[0].strip('"').lower().rstrip(".") if head else ""
+    authserv_id = bare_domain(head[0].strip('"')) if head else ""
     results = []
     for piece in pieces[1:]:
         tokens = _AR_EQUALS.sub("=", piece).split()
@@ -332,10 +333,8 @@ def _authentication_results(value: str) -> tuple[str, list[tuple[str, str, str]]
             continue
         method, _, result = tokens[0].partition("=")
         properties = dict(token.partition("=")[::2] for token in tokens[1:])
-        author = properties.get("header.from", "").strip('"').rpartition("@")[2]
-        results.append(
-            (method.partition("/")[0].lower(), result.lower(), author.lower().rstrip("."))
-        )
+        author = domain_of(properties.get("header.from", "").strip('"'))
+        results.append((method.partition("/")[0].lower(), result.lower(), bare_domain(author)))
     return authserv_id, results
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 from sender import redact
+from sender.addresses import domain_of, is_address, mail_domain, split_address
 from sender.config import InboundLimits
 from sender.errors import ConfigurationError
 from sender.models import SmtpReply
@@ -102,13 +103,9 @@ def kept_for_people(keep_dir: Path, /) -> tuple[Path, int]:
     return path, count
 
 
-def _domain_of(address: str) -> str:
-    return address.rpartition("@")[2]
-
-
 def _check_domain(domain: str) -> str:
-    cleaned = domain.strip().lower().rstrip(".")
-    if not cleaned or "@" in cleaned or "." not in cleaned or any(c.isspace() for c in cleaned):
+    cleaned = mail_domain(domain)
+    if cleaned is None:
         raise ConfigurationError(
             f"inbound: bounce domain {domain!r} is not a domain name", setting="bounce_domain"
         )
@@ -117,8 +114,7 @@ def _check_domain(domain: str) -> str:
 
 def _check_address(address: str) -> str:
     cleaned = address.strip().lower()
-    local, at, domain = cleaned.rpartition("@")
-    if not at or not local or "." not in domain or any(c.isspace() for c in cleaned):
+    if not is_address(cleaned):
         raise ConfigurationError(
             f"inbound: reply address {address!r} is not an e-mail address",
             setting="reply_addresses",
@@ -246,8 +242,8 @@ class InboundServer(EmbeddedServer):
         address = address.strip().lower()
         if address in self._reply_addresses:
             return Route.REPLY
-        local, at, domain = address.rpartition("@")
-        if at and local and domain.rstrip(".") == self._bounce_domain:
+        parts = split_address(address)
+        if parts is not None and parts[1].rstrip(".") == self._bounce_domain:
             return Route.BOUNCE
         return None
 
@@ -266,7 +262,7 @@ class InboundServer(EmbeddedServer):
         route = self._route(address)
         if route is None:
             self._refused += 1
-            _log.info("inbound: refused a recipient @%s (relaying denied)", _domain_of(address))
+            _log.info("inbound: refused a recipient @%s (relaying denied)", domain_of(address))
             return SmtpReply(550, "5.7.1", "relaying denied")
         return None
 
@@ -290,7 +286,7 @@ class InboundServer(EmbeddedServer):
                     "%s\n%s",
                     route,
                     size,
-                    _domain_of(recipient),
+                    domain_of(recipient),
                     redact.error(exc),
                     redact.frames(exc),
                 )
@@ -303,7 +299,7 @@ class InboundServer(EmbeddedServer):
                     failed = True
                 continue
             _log.info(
-                "inbound: took a %s message (%d bytes) to @%s", route, size, _domain_of(recipient)
+                "inbound: took a %s message (%d bytes) to @%s", route, size, domain_of(recipient)
             )
         if failed:
             return SmtpReply(451, "4.3.0", "Cannot store the message; try again later")

@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from sender import redact
+from sender.addresses import is_mailbox
 from sender.clock import Clock, SystemClock
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.errors import ConfigurationError
@@ -146,21 +146,6 @@ def _reply(code: int, message: str) -> SmtpReply:
 def _from_reply(recipient: str, code: int, message: str, *, stage: str) -> RecipientResult:
     status = DeliveryStatus.from_code(code)
     return RecipientResult(recipient, status, _reply(code, message), stage=stage)
-
-
-# One bare mailbox, exactly as it goes between < and >: a dot-atom or quoted local
-# part, and a domain without spaces, brackets, commas or controls. Anything else
-# (``Name <a@b>``, ``a@b, c@d``, CRLF) is refused rather than quietly rewritten into
-# another address, which would make the result describe the wrong mailbox.
-_MAILBOX = re.compile(
-    r'(?:[^\s<>()\[\],;:"\\@\x00-\x1f\x7f]+|"(?:[^"\\\r\n]|\\[^\r\n])*")'
-    r"@(?:[^\s<>()\[\],;:\"\\@\x00-\x1f\x7f]+|\[[^\s\[\]\\]+\])"
-)
-
-
-def _sendable(address: str) -> bool:
-    """Whether ``address`` is one bare mailbox we can put on MAIL or RCPT as it is."""
-    return _MAILBOX.fullmatch(address) is not None
 
 
 def _refuse(envelope: Envelope, results: list[RecipientResult | None], detail: str) -> None:
@@ -388,7 +373,7 @@ class SmtpTransport(AsyncResource):
         may_retry: bool,
     ) -> None:
         client = conn.client
-        if not _sendable(envelope.mail_from):
+        if not is_mailbox(envelope.mail_from):
             _refuse(envelope, results, "invalid envelope sender")
             return
         options = []
@@ -438,7 +423,7 @@ class SmtpTransport(AsyncResource):
     ) -> list[int]:
         accepted: list[int] = []
         for index, recipient in enumerate(envelope.recipients):
-            if not recipient or not _sendable(recipient):
+            if not recipient or not is_mailbox(recipient):
                 results[index] = RecipientResult(
                     recipient, DeliveryStatus.PERMANENT, None, "invalid recipient address"
                 )
