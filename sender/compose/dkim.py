@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     _HAVE_OPENSSL = False
 
 __all__ = [
+    "SIGNED_HEADERS",
     "DkimKey",
     "DkimSigner",
     "TxtLookup",
@@ -59,7 +60,7 @@ __all__ = [
 
 Backend = Literal["auto", "openssl", "python"]
 
-_DEFAULT_HEADERS = (
+SIGNED_HEADERS: tuple[str, ...] = (  # what DkimSigner signs unless told otherwise
     "From",
     "To",
     "Subject",
@@ -161,7 +162,7 @@ class DkimSigner:
         key: DkimKey,
         /,
         *,
-        headers: Sequence[str] = _DEFAULT_HEADERS,
+        headers: Sequence[str] = SIGNED_HEADERS,
         clock: Clock | None = None,
         backend: Backend = "auto",
     ) -> None:
