@@ -20,6 +20,13 @@ headers carry it (IDN domain as A-label), and whether it needs SMTPUTF8
 local part that needs quoting, a local part over 64 octets or an address over
 254 (RFC 5321 4.5.3.1), a domain that is not one.
 
+The smaller questions every module used to answer with its own ``rpartition("@")``
+live here too: where an address splits (:func:`split_address`, :func:`domain_of`),
+whether a text has an address's shape (:func:`is_address`, for input that is checked
+again before sending), whether it is one bare mailbox a transport may put on the wire
+as it is (:func:`is_mailbox`), and how a configured domain is written
+(:func:`bare_domain`, :func:`mail_domain`, :func:`is_hostname`).
+
 The ``idna`` package lives here and nowhere else.
 """
 
@@ -39,7 +46,14 @@ __all__ = [
     "addr_spec",
     "address_key",
     "ascii_domain",
+    "bare_domain",
     "domain_key",
+    "domain_of",
+    "is_address",
+    "is_hostname",
+    "is_mailbox",
+    "mail_domain",
+    "split_address",
 ]
 
 MAX_LOCAL_PART = 64  # RFC 5321 4.5.3.1.1, octets
@@ -51,6 +65,74 @@ _LOCAL_QUOTED = re.compile(r'"(?:[ !#-\[\]-~]|\\[ -~])*"')
 _LOCAL_UTF8 = re.compile(rf"(?:[{_ATEXT}.]|[^\x00-\x7f\s])+")
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _DOMAIN_LITERAL = re.compile(r"\[[!-Z^-~]*\]")
+# local@domain.tld with no blank and one @: the shape a list's e-mail column must have.
+_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# One bare mailbox, exactly as it goes between < and >: a dot-atom or quoted local
+# part, and a domain without spaces, brackets, commas or controls (or a literal).
+_MAILBOX = re.compile(
+    r'(?:[^\s<>()\[\],;:"\\@\x00-\x1f\x7f]+|"(?:[^"\\\r\n]|\\[^\r\n])*")'
+    r"@(?:[^\s<>()\[\],;:\"\\@\x00-\x1f\x7f]+|\[[^\s\[\]\\]+\])"
+)
+
+
+def split_address(address: str, /) -> tuple[str, str] | None:
+    """``(local part, domain)`` split at the last ``@``, or None when either is empty."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        return None
+    return local, domain
+
+
+def domain_of(address: str, /) -> str:
+    """What follows the last ``@``, as written (the whole text when there is no ``@``)."""
+    return address.rpartition("@")[2]
+
+
+def is_address(text: str, /) -> bool:
+    """Whether ``text`` has an address's shape: ``local@domain.tld``, one ``@``, no blanks.
+
+    A first sieve for input (a list's e-mail column, a configured reply address);
+    :func:`addr_spec` decides later whether a server can take it.
+    """
+    return _SHAPE.match(text) is not None
+
+
+def is_mailbox(address: str, /) -> bool:
+    """Whether ``address`` is one bare mailbox that MAIL FROM or RCPT TO may carry as it is.
+
+    ``Name <a@b>``, ``a@b, c@d`` and line breaks are not: rewriting them into some
+    address would make a result describe the wrong mailbox.
+    """
+    return _MAILBOX.fullmatch(address) is not None
+
+
+def bare_domain(text: str, /) -> str:
+    """A domain as configured, compared: no blanks around, no trailing dot, lower-case."""
+    return text.strip().rstrip(".").lower()
+
+
+def mail_domain(text: str, /) -> str | None:
+    """:func:`bare_domain` of a domain mail is addressed to, or None when it plainly is not one.
+
+    Refused: empty, an ``@`` (an address, not a domain), no dot, blanks inside.
+    """
+    name = bare_domain(text)
+    if not name or "@" in name or "." not in name or any(c.isspace() for c in name):
+        return None
+    return name
+
+
+def is_hostname(name: str, /) -> bool:
+    """Whether ``name`` is an ASCII host name: at most 253 octets of letter-digit-hyphen labels.
+
+    Underscores are allowed, as in ``_dmarc`` and ``s1._domainkey``; IDNs must be A-labels.
+    """
+    return (
+        bool(name)
+        and name.isascii()
+        and len(name) <= 253
+        and all(_LABEL.fullmatch(label) is not None for label in name.split("."))
+    )
 
 
 def address_key(address: str, /) -> str:
@@ -64,7 +146,7 @@ def address_key(address: str, /) -> str:
     if address.isascii():
         return address.lower()
     local, at, domain = address.rpartition("@")
-    if not at:
+    if not at:  # the key of a text without @ is the text, folded
         return _fold(address)
     return f"{_fold(local)}@{domain_key(domain)}"
 
@@ -100,12 +182,7 @@ def ascii_domain(domain: str, /) -> str | None:
             domain = idna.encode(domain, uts46=True).decode("ascii")
         except UnicodeError:  # idna.IDNAError subclasses it
             return None
-    if len(domain) > 253:
-        return None
-    for label in domain.split("."):
-        if _LABEL.fullmatch(label) is None:
-            return None
-    return domain
+    return domain if is_hostname(domain) else None
 
 
 def addr_spec(email: str, /, *, field: str = "address") -> tuple[str, bool]:
@@ -114,9 +191,10 @@ def addr_spec(email: str, /, *, field: str = "address") -> tuple[str, bool]:
     Raises :class:`~sender.errors.AddressError` naming ``field``. The caller
     checks for CR, LF and NUL first (:func:`sender.compose.mime.envelope_address` does).
     """
-    local, at, domain = email.rpartition("@")
-    if not at or not local or not domain:
+    parts = split_address(email)
+    if parts is None:
         raise AddressError(f"{email!r} is not local@domain", field=field)
+    local, domain = parts
     smtputf8 = False
     if local.isascii():
         if _LOCAL_ASCII.fullmatch(local) is None and _LOCAL_QUOTED.fullmatch(local) is None:

@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from sender.addresses import split_address
 from sender.errors import ConfigurationError
 from sender.home import KEY_WARNING, create_once, private_dir, tighten, tighten_home
 from sender.models import Address
@@ -240,8 +241,8 @@ def parse_address(text: str, /, *, setting: str) -> Address:
     if any(ch in text for ch in "\r\n\x00"):
         raise ConfigurationError(f"{setting} must be on one line", setting=setting)
     name, addr = email.utils.parseaddr(text)
-    local, at, domain = addr.rpartition("@")
-    if not at or not local or not domain or "." not in domain.strip("."):
+    parts = split_address(addr)
+    if parts is None or "." not in parts[1].strip("."):
         raise ConfigurationError(
             f"{setting}: {text!r} is not an address like 'Name <noreply@example.com>'",
             setting=setting,

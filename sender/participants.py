@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sender.addresses import is_address
 from sender.errors import InputError
 from sender.models import Participant
 
@@ -32,7 +33,6 @@ OPTIONAL_COLUMNS = ("locale",)
 DELIMITERS = {",": "',' (comma)", ";": "';' (semicolon)", "\t": "tab"}
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +136,7 @@ def _row(line: int, columns: list[str], values: list[str]) -> CsvRow:
     for column in ("name", "participant_id", "course_id", "email"):
         if any(ch in record[column] for ch in "\r\n\x00"):
             return fail("contains a line break", column)
-    if not _EMAIL_SHAPE.match(record["email"].strip()):
+    if not is_address(record["email"].strip()):
         return fail(f"{record['email'].strip()!r} is not an e-mail address", "email")
     extras = {
         key: value

@@ -19,12 +19,17 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from types import TracebackType
-from typing import Self
 
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.models import SmtpReply
-from sender.servers.smtpd import Disconnect, ReceivedMessage, Response, Session, SmtpServer
+from sender.servers.smtpd import (
+    Disconnect,
+    EmbeddedServer,
+    ReceivedMessage,
+    Response,
+    Session,
+    SmtpServer,
+)
 
 __all__ = [
     "ManualClock",
@@ -123,7 +128,7 @@ def _as_reply(reply: str | SmtpReply) -> SmtpReply:
     return SmtpReply.parse(int(code), text)
 
 
-class RecordingSMTPServer:
+class RecordingSMTPServer(EmbeddedServer):
     """A real SMTP server for tests that records accepted messages and replies as scripted.
 
     Without a script it accepts everything and answers DATA with
@@ -153,7 +158,7 @@ class RecordingSMTPServer:
     ) -> None:
         self._credentials = dict(credentials) if credentials is not None else None
         self._server = SmtpServer(
-            _RecordingHandler(self),
+            self._handler(),
             host=host,
             security=security,
             tls_context=tls_context,
@@ -170,38 +175,9 @@ class RecordingSMTPServer:
         self._drop_after: int | None = None
         self._queue_ids = itertools.count(1)
 
-    # -- lifecycle ---------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self._server.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def start(self) -> None:
-        await self._server.start()
-
-    async def aclose(self) -> None:
-        """Stop listening and close all client connections; idempotent."""
-        await self._server.aclose()
-
     async def disconnect_all(self) -> None:
         """Drop every open connection now (keep listening), as a restarting server does."""
         await self._server.disconnect_all()
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
 
     def smtp_settings(
         self,
@@ -344,11 +320,21 @@ class RecordingSMTPServer:
     def _authenticate(self, login: str, password: str) -> bool:
         return self._credentials is not None and self._credentials.get(login) == password
 
-    async def _on_connect(self, session: Session) -> Response:
+    async def _on_connect(self, session: Session, /) -> Response:
         self._sessions.append(session)
         return await self._scripted(Stage.CONNECT)
 
-    async def _on_data(self, message: ReceivedMessage) -> Response:
+    async def _on_mail(
+        self, session: Session, address: str, options: tuple[str, ...], /
+    ) -> Response:
+        return await self._scripted(Stage.MAIL, address)
+
+    async def _on_rcpt(
+        self, session: Session, address: str, options: tuple[str, ...], /
+    ) -> Response:
+        return await self._scripted(Stage.RCPT, address)
+
+    async def _on_data(self, message: ReceivedMessage, /) -> Response:
         response = await self._scripted(Stage.DATA)
         if response is not None and not (
             isinstance(response, SmtpReply) and 200 <= response.code < 300
@@ -363,26 +349,3 @@ class RecordingSMTPServer:
         if every is not None and self._per_connection[connection] % every == 0:
             return Disconnect(reply)
         return reply
-
-
-class _RecordingHandler:
-    """The :class:`~sender.servers.smtpd.SmtpHandler` behind :class:`RecordingSMTPServer`."""
-
-    def __init__(self, owner: RecordingSMTPServer) -> None:
-        self._owner = owner
-
-    async def on_connect(self, session: Session, /) -> Response:
-        return await self._owner._on_connect(session)
-
-    async def on_mail(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return await self._owner._scripted(Stage.MAIL, address)
-
-    async def on_rcpt(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return await self._owner._scripted(Stage.RCPT, address)
-
-    async def on_data(self, message: ReceivedMessage, /) -> Response:
-        return await self._owner._on_data(message)

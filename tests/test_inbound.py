@@ -12,7 +12,7 @@ import pytest
 
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.errors import ConfigurationError
-from sender.models import DeliveryStatus, Envelope
+from sender.models import DeliveryStatus, Envelope, RecipientResult
 from sender.servers.inbound import InboundMail, InboundServer, Route
 from sender.transport import SmtpTransport
 
@@ -53,14 +53,21 @@ def make_server(inbox: Inbox, keep_dir: Path, *, max_size: int = 1024 * 1024) ->
     )
 
 
-def settings_for(server: InboundServer) -> SmtpSettings:
-    return SmtpSettings(
-        host=server.host,
-        port=server.port,
-        security=SmtpSecurity.NONE,
-        timeout=5.0,
-        local_hostname="localhost",
-    )
+async def send_through(
+    inbox: Inbox, keep_dir: Path, envelope: Envelope
+) -> tuple[RecipientResult, InboundServer]:
+    """Start a server for ``inbox``, send MESSAGE to it with sender's SMTP transport, stop it."""
+    async with make_server(inbox, keep_dir) as server:
+        settings = SmtpSettings(
+            host=server.host,
+            port=server.port,
+            security=SmtpSecurity.NONE,
+            timeout=5.0,
+            local_hostname="localhost",
+        )
+        async with SmtpTransport(settings) as transport:
+            [result] = await transport.send(envelope, MESSAGE)
+    return result, server
 
 
 async def send_raw(
@@ -109,13 +116,9 @@ async def test_bounce_with_null_sender_reaches_on_mail(tmp_path: Path) -> None:
 async def test_reply_address_matches_case_insensitively(tmp_path: Path) -> None:
     """Mail to INVITATION@calendar.example.com arrives as route REPLY, recipient lower-cased."""
     inbox = Inbox()
-    async with (
-        make_server(inbox, tmp_path) as server,
-        SmtpTransport(settings_for(server)) as transport,
-    ):
-        [result] = await transport.send(
-            Envelope("ada@example.org", ("INVITATION@Calendar.Example.com",)), MESSAGE
-        )
+    result, _server = await send_through(
+        inbox, tmp_path, Envelope("ada@example.org", ("INVITATION@Calendar.Example.com",))
+    )
     assert result.status is DeliveryStatus.ACCEPTED
     [mail] = inbox.mails
     assert (mail.route, mail.recipient, mail.mail_from) == (
@@ -128,13 +131,9 @@ async def test_reply_address_matches_case_insensitively(tmp_path: Path) -> None:
 async def test_other_domain_is_refused_as_relaying(tmp_path: Path) -> None:
     """RCPT TO an address outside the bounce domain and reply list gets 550 5.7.1, no delivery."""
     inbox = Inbox()
-    async with (
-        make_server(inbox, tmp_path) as server,
-        SmtpTransport(settings_for(server)) as transport,
-    ):
-        [result] = await transport.send(
-            Envelope("spammer@example.net", ("other@elsewhere.example",)), MESSAGE
-        )
+    result, server = await send_through(
+        inbox, tmp_path, Envelope("spammer@example.net", ("other@elsewhere.example",))
+    )
     assert result.status is DeliveryStatus.PERMANENT
     assert result.reply is not None
     assert (result.reply.code, result.reply.enhanced_status, result.reply.text) == (

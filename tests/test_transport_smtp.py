@@ -41,6 +41,13 @@ def envelope(*recipients: str, smtputf8: bool = False) -> Envelope:
     return Envelope(SENDER, recipients or ("ada@example.org",), smtputf8=smtputf8)
 
 
+async def send_one(settings: SmtpSettings) -> RecipientResult:
+    """Send MESSAGE to one recipient through a transport of its own, closed afterwards."""
+    async with SmtpTransport(settings) as transport:
+        [result] = await transport.send(envelope(), MESSAGE)
+    return result
+
+
 async def eventually(predicate: Callable[[], bool], *, seconds: float = 2.0) -> None:
     """Wait (bounded) for something the server does after the client has moved on."""
     for _ in range(int(seconds / 0.01)):
@@ -251,8 +258,7 @@ async def test_rcpt_refusal_is_classified(
 ) -> None:
     """A refused RCPT becomes that recipient's result with code, enhanced status and text."""
     smtp_server.reply(Stage.RCPT, reply)
-    async with SmtpTransport(smtp_server.smtp_settings()) as transport:
-        [result] = await transport.send(envelope(), MESSAGE)
+    result = await send_one(smtp_server.smtp_settings())
     assert result.status is status
     assert result.reply is not None
     assert (result.reply.code, result.reply.enhanced_status) == (int(reply[:3]), enhanced)
@@ -326,8 +332,7 @@ async def test_greeting_refusal_is_temporary_with_the_reply(
 ) -> None:
     """A server that refuses service at the greeting defers the message, keeping its reply."""
     smtp_server.reply(Stage.CONNECT, "554 5.7.1 No SMTP service here")
-    async with SmtpTransport(smtp_server.smtp_settings()) as transport:
-        [result] = await transport.send(envelope(), MESSAGE)
+    result = await send_one(smtp_server.smtp_settings())
     assert result.status is TEMPORARY
     assert result.reply == SmtpReply(554, "5.7.1", "No SMTP service here")
 
@@ -368,8 +373,7 @@ async def test_fresh_connection_dropped_at_mail_from_is_not_retried(
 ) -> None:
     """Only a reused connection earns the silent retry; a fresh one reports the loss."""
     smtp_server.drop(Stage.MAIL, times=2)
-    async with SmtpTransport(smtp_server.smtp_settings()) as transport:
-        [result] = await transport.send(envelope(), MESSAGE)
+    result = await send_one(smtp_server.smtp_settings())
     assert (result.status, result.detail) == (TEMPORARY, "connection lost")
     assert smtp_server.connections_opened == 1
 
@@ -396,8 +400,7 @@ async def test_connection_dropped_before_the_greeting_is_temporary(
 ) -> None:
     """A server that hangs up before greeting yields a temporary 'connection lost'."""
     smtp_server.drop(Stage.CONNECT)
-    async with SmtpTransport(smtp_server.smtp_settings()) as transport:
-        [result] = await transport.send(envelope(), MESSAGE)
+    result = await send_one(smtp_server.smtp_settings())
     assert (result.status, result.detail) == (TEMPORARY, "connection lost")
 
 
@@ -434,8 +437,7 @@ async def test_server_that_never_replies_times_out(
     """No reply at any stage becomes a temporary 'timeout' within the configured timeout."""
     smtp_server.hang(stage)
     started = time.monotonic()
-    async with SmtpTransport(smtp_server.smtp_settings(timeout=0.3)) as transport:
-        [result] = await transport.send(envelope(), MESSAGE)
+    result = await send_one(smtp_server.smtp_settings(timeout=0.3))
     assert (result.status, result.detail) == (TEMPORARY, "timeout")
     assert time.monotonic() - started < 2.0
 
@@ -455,8 +457,7 @@ async def test_slow_reply_times_out_and_the_pool_recovers(
 async def test_connection_refused_is_temporary(closed_port: int) -> None:
     """A port nobody listens on yields a temporary result naming the refusal."""
     settings_ = SmtpSettings(host="127.0.0.1", port=closed_port, timeout=1.0, local_hostname="t")
-    async with SmtpTransport(settings_) as transport:
-        [result] = await transport.send(envelope(), MESSAGE)
+    result = await send_one(settings_)
     assert result.status is TEMPORARY
     assert result.detail == f"connection refused: 127.0.0.1:{closed_port}"
 
@@ -471,8 +472,7 @@ async def test_starttls_with_auth_delivers(
     settings_ = starttls_server.smtp_settings(
         username=smtp_user, password=smtp_password, ca_file=ca_file
     )
-    async with SmtpTransport(settings_) as transport:
-        [result] = await transport.send(envelope(), MESSAGE)
+    result = await send_one(settings_)
     assert result.status is ACCEPTED
     session = starttls_server.messages[0].session
     assert (session.tls, session.login) == (True, smtp_user)
@@ -550,8 +550,7 @@ async def test_unverified_tls_is_allowed_when_asked(
     settings_ = tls_server.smtp_settings(
         username=smtp_user, password=smtp_password, validate_certs=False
     )
-    async with SmtpTransport(settings_) as transport:
-        [result] = await transport.send(envelope(), MESSAGE)
+    result = await send_one(settings_)
     assert result.status is ACCEPTED
 
 

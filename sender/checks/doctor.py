@@ -50,6 +50,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
+from sender.addresses import bare_domain
 from sender.checks.resolve import Answer, LookupStatus, Resolver
 from sender.compose.dkim import dns_public_key, public_key_of
 from sender.compose.sites import site_of
@@ -72,7 +73,7 @@ _ALL_WORDS = {
 
 
 def _fqdn(name: str) -> str:
-    return name.rstrip(".").lower() + "."
+    return bare_domain(name) + "."
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +98,8 @@ class Fix:
 
     def console(self) -> dict[str, str]:
         """Host (relative to ``origin``: ``@``, ``_dmarc``, ``s1._domainkey``), type, value."""
-        name = self.name.rstrip(".").lower()
-        origin = self.origin.rstrip(".").lower()
+        name = bare_domain(self.name)
+        origin = bare_domain(self.origin)
         if origin and name == origin:
             host = "@"
         elif origin and name.endswith("." + origin):
@@ -218,7 +219,7 @@ async def diagnose(
 
 
 def _domain(value: str, setting: str) -> str:
-    name = value.strip().rstrip(".").lower()
+    name = bare_domain(value)
     labels = name.split(".")
     if not name or any(not label or len(label) > 63 for label in labels) or len(name) > 253:
         raise ConfigurationError(f"{value!r} is not a domain name", setting=setting)
@@ -281,7 +282,7 @@ class _SpfWalk:
             qualifier, name, arg = _term(term)
             if qualifier == "=":
                 if name == "redirect" and not has_all:
-                    self.redirects[domain] = arg.rstrip(".").lower()
+                    self.redirects[domain] = bare_domain(arg)
                     await self._follow(term, arg, chain)
                 continue
             if name == "all":
@@ -300,7 +301,7 @@ class _SpfWalk:
 
     async def _follow(self, term: str, target: str, chain: tuple[str, ...]) -> None:
         self.lookups += 1
-        target = target.rstrip(".").lower()
+        target = bare_domain(target)
         if not target or "%" in target:
             return  # a macro: it depends on the sending server, so we cannot follow it
         if target == self.provider and self.via is None:
@@ -330,7 +331,7 @@ class _SpfWalk:
 
     async def _probe(self, name: str, target: str) -> bool:
         """Whether the lookup a mechanism makes comes back empty (a void lookup)."""
-        target = target.rstrip(".").lower()
+        target = bare_domain(target)
         if name == "ptr" or "%" in target or self.resolved >= _MAX_RESOLVED:
             return False  # depends on the sending server, or past our budget
         types = {"a": ("A", "AAAA"), "mx": ("MX",), "exists": ("A",)}[name]

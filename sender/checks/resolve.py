@@ -20,6 +20,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
+from sender.addresses import bare_domain
 from sender.errors import ConfigurationError
 
 __all__ = ["Answer", "DnsSettings", "LookupStatus", "Resolver"]
@@ -100,7 +101,7 @@ class Resolver:
 
     async def lookup(self, name: str, rdtype: str, /) -> Answer:
         """One (name, type): from the cache, or asked once however many callers wait."""
-        key = (name.lower().rstrip("."), rdtype.upper())
+        key = (bare_domain(name), rdtype.upper())
         future = self._cache.get(key)
         if future is None:
             future = asyncio.get_running_loop().create_future()

@@ -35,7 +35,7 @@ from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
 
-from sender.addresses import MAX_LOCAL_PART, address_key
+from sender.addresses import MAX_LOCAL_PART, address_key, bare_domain
 from sender.checks.resolve import Answer, LookupStatus, Resolver
 from sender.participants import CsvRow
 from sender.store.base import Store
@@ -122,8 +122,8 @@ def suggest_domain(domain: str, /, *, known: Iterable[str] = ()) -> str | None:
 
 
 def _nearest(domain: str, known: Iterable[str]) -> tuple[str, int] | None:
-    domain = domain.strip().lower().rstrip(".")
-    candidates = set(PROVIDERS).union(k.lower().rstrip(".") for k in known)
+    domain = bare_domain(domain)
+    candidates = set(PROVIDERS).union(bare_domain(k) for k in known)
     if not domain or domain in candidates or "." not in domain:
         return None
     name, _, rest = domain.partition(".")
@@ -261,7 +261,7 @@ class Validator:
     ) -> None:
         self.resolver = resolver
         self.store = store
-        self.known_domains = frozenset(d.strip().lower().rstrip(".") for d in known_domains)
+        self.known_domains = frozenset(bare_domain(d) for d in known_domains)
 
     async def check(self, email: str, /) -> AddressCheck:
         """Check one address (as :meth:`check_many` of one)."""

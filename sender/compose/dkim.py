@@ -31,6 +31,7 @@ from typing import Literal, Protocol
 
 import dkim  # type: ignore[import-untyped]  # dkimpy (absolute import: never this module)
 
+from sender.addresses import bare_domain, is_hostname
 from sender.clock import Clock, SystemClock
 from sender.compose.sites import site_of
 from sender.errors import ConfigurationError, InputError
@@ -45,6 +46,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     _HAVE_OPENSSL = False
 
 __all__ = [
+    "SIGNED_HEADERS",
     "DkimKey",
     "DkimSigner",
     "TxtLookup",
@@ -58,7 +60,7 @@ __all__ = [
 
 Backend = Literal["auto", "openssl", "python"]
 
-_DEFAULT_HEADERS = (
+SIGNED_HEADERS: tuple[str, ...] = (  # what DkimSigner signs unless told otherwise
     "From",
     "To",
     "Subject",
@@ -75,7 +77,6 @@ _NEVER = frozenset(
     {"dkim-signature", "return-path", "received", "comments", "keywords", "bcc", "resent-bcc"}
 )
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII except ':'
-_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?")
 _SELECTOR_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _MIN_BITS = 1024  # RFC 8301 3.2: signers MUST use at least 1024 bits
 _MAX_BITS = 4096  # RFC 8301 3.2: verifiers MUST handle up to 4096; beyond, some will not
@@ -161,7 +162,7 @@ class DkimSigner:
         key: DkimKey,
         /,
         *,
-        headers: Sequence[str] = _DEFAULT_HEADERS,
+        headers: Sequence[str] = SIGNED_HEADERS,
         clock: Clock | None = None,
         backend: Backend = "auto",
     ) -> None:
@@ -321,12 +322,7 @@ def _relaxed_body(body: bytes) -> bytes:
 def _check_domain(domain: str) -> str:
     """The ``d=`` domain, without a trailing dot; ASCII only (IDNs as A-labels)."""
     name = domain.rstrip(".") if isinstance(domain, str) else ""
-    if (
-        not name
-        or not name.isascii()
-        or len(name) > 253
-        or any(_LABEL.fullmatch(label) is None for label in name.split("."))
-    ):
+    if not is_hostname(name):
         raise ConfigurationError(
             f"DKIM domain {domain!r} is not a domain name (give IDNs as xn-- A-labels)",
             setting="dkim",
@@ -512,7 +508,7 @@ async def verified_domains(message: bytes, /, *, lookup: TxtLookup) -> tuple[str
     for index, value in enumerate(values[:_MAX_SIGNATURES]):
         try:
             tags: dict[bytes, bytes] = dkim.util.parse_tag_value(value)
-            domain = tags[b"d"].decode("ascii").strip().lower().rstrip(".")
+            domain = bare_domain(tags[b"d"].decode("ascii"))
             selector = tags[b"s"].decode("ascii").strip()
         except (dkim.util.InvalidTagValueList, KeyError, UnicodeDecodeError):
             continue
@@ -549,8 +545,8 @@ def aligned(signing_domain: str, from_domain: str, /) -> bool:
 
     The organizational domain is :func:`sender.compose.sites.site_of`'s, as the doctor uses it.
     """
-    signing = signing_domain.strip().lower().rstrip(".")
-    author = from_domain.strip().lower().rstrip(".")
+    signing = bare_domain(signing_domain)
+    author = bare_domain(from_domain)
     if not signing or not author:
         return False
     return signing == author or site_of(signing) == site_of(author)

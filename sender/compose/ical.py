@@ -55,6 +55,7 @@ from icalendar import (
     vText,
 )
 
+from sender.addresses import domain_of
 from sender.errors import AddressError, InputError
 
 __all__ = [
@@ -167,7 +168,7 @@ class CalendarEvent:
             return self.uid
         key = json.dumps(["sender.ical.uid", self.course_id, self.event_id], ensure_ascii=False)
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        return f"{digest}@{self.organizer_email.rpartition('@')[2].lower()}"
+        return f"{digest}@{domain_of(self.organizer_email).lower()}"
 
     def keyed_uid(self, key: str, /) -> str:
         """``uid`` if given, else an HMAC-SHA256 of course and event id under ``key``.
@@ -178,7 +179,7 @@ class CalendarEvent:
             return self.uid
         facts = json.dumps(["sender.ical.uid", self.course_id, self.event_id], ensure_ascii=False)
         digest = hmac.new(key.encode(), facts.encode(), hashlib.sha256).hexdigest()[:32]
-        return f"{digest}@{self.organizer_email.rpartition('@')[2].lower()}"
+        return f"{digest}@{domain_of(self.organizer_email).lower()}"
 
     def fingerprint(self) -> str:
         """A short hash of what attendees see; it changes exactly when an update is due."""

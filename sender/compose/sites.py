@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from publicsuffixlist import PublicSuffixList
 
+from sender.addresses import bare_domain
 from sender.errors import UnsafePathError
 
 __all__ = ["MAX_NEXT_LENGTH", "check_next_path", "host_of", "site_of"]
@@ -37,7 +38,7 @@ def site_of(host: str, /) -> str:
 
     IP literals and single-label hosts (``localhost``) are their own site.
     """
-    host = host.strip().rstrip(".").lower()
+    host = bare_domain(host)
     if host.startswith("[") and host.endswith("]"):
         return host
     try:

@@ -31,19 +31,26 @@ payload to :func:`parse_ses_notification`.
 
 from __future__ import annotations
 
-import contextlib
 import email
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from email.errors import MessageError
-from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import getaddresses
 from enum import StrEnum
 
 from sender.errors import InputError
+from sender.feedback.mailparse import MAX_PARTS as _MAX_PARTS
+from sender.feedback.mailparse import (
+    charset,
+    decode_text,
+    decoded_subject,
+    header_addresses,
+    header_values,
+    mailboxes,
+    undo_surrogates,
+    walk_parts,
+)
 
 __all__ = [
     "Bounce",
@@ -54,14 +61,10 @@ __all__ = [
     "parse_ses_notification",
 ]
 
-# Multipart nesting we follow, parts we look at, characters of report text we
-# read, findings we return: hostile input must not cost more than a real bounce.
-_MAX_DEPTH = 32
-_MAX_PARTS = 1_000
+# Characters of report text we read, findings we return (and mailparse's limits on
+# nesting and parts): hostile input must not cost more than a real bounce.
 _MAX_TEXT = 256 * 1024
 _MAX_FINDINGS = 500
-
-_FALLBACK_CHARSETS = ("utf-8", "cp1252", "latin-1")
 
 
 class BounceKind(StrEnum):
@@ -243,7 +246,7 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     auto-reply (its From address). Never raises on malformed input.
     """
     message = email.message_from_bytes(data)
-    parts = list(_parts(message, 0))
+    parts = list(walk_parts(message, into_messages=False))
     feedback = _arf(parts)
     if feedback is not None:
         return feedback
@@ -267,7 +270,7 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
         failed = _header_addresses(message, "x-failed-recipients")
         if failed:
             return [_text_finding(address, "") for address in failed][:_MAX_FINDINGS]
-        if _BOUNCE_SUBJECT.search(_subject(message)):
+        if _BOUNCE_SUBJECT.search(decoded_subject(message)):
             return [Bounce(None, BounceKind.UNKNOWN, None, "", "other")]
     if _is_autoreply(message):
         return [_autoreply(sender)]
@@ -287,21 +290,6 @@ def envelope_recipients(data: bytes, /) -> list[str]:
         for address in _header_addresses(message, name):
             found.setdefault(address, None)
     return list(found)
-
-
-def _parts(part: Message, depth: int) -> Iterator[Message]:
-    """Every part, depth first; message/* parts are yielded but not entered."""
-    yield part
-    if depth >= _MAX_DEPTH or part.get_content_maintype() == "message":
-        return
-    if not part.is_multipart():
-        return
-    payload = part.get_payload()
-    if not isinstance(payload, list):
-        return
-    for child in payload[:_MAX_PARTS]:
-        if isinstance(child, Message):
-            yield from _parts(child, depth + 1)
 
 
 # -- RFC 3464 delivery status notifications ----------------------------------------------
@@ -407,7 +395,7 @@ def _fields(pairs: Iterable[tuple[str, object]]) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for name, value in pairs:
         if isinstance(value, str):
-            text = " ".join(_undo_surrogates(value).split())
+            text = " ".join(undo_surrogates(value).split())
             fields.setdefault(name.strip().lower(), []).append(text)
     return fields
 
@@ -434,7 +422,7 @@ def _arf(parts: list[Message]) -> list[Bounce] | None:
     feedback_type = words[0] if words else None
     recipients: dict[str, None] = {}
     for value in fields.get("original-rcpt-to", []):
-        for _name, address in _getaddresses([value]):
+        for _name, address in mailboxes([value]):
             if "@" in address:
                 recipients.setdefault(address.lower(), None)
     if not recipients:
@@ -482,7 +470,7 @@ def _is_autoreply(message: Message) -> bool:
         return True
     if _header(message, "precedence").lower().strip() == "auto_reply":
         return True
-    return bool(_AUTOREPLY_SUBJECT.search(_subject(message)))
+    return bool(_AUTOREPLY_SUBJECT.search(decoded_subject(message)))
 
 
 def _autoreply(sender: str | None) -> Bounce:
@@ -507,7 +495,7 @@ _BOUNCE_SUBJECT = re.compile(
 
 
 def _from_daemon(message: Message) -> bool:
-    for name, address in _getaddresses([_header(message, "from")]):
+    for name, address in mailboxes([_header(message, "from")]):
         local = address.rpartition("@")[0] if "@" in address else address
         if _DAEMON_LOCAL.match(local.strip()) or _DAEMON_NAME.search(name):
             return True
@@ -538,7 +526,7 @@ def _report_text(parts: list[Message]) -> str:
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
-        text = _decode(payload[:_MAX_TEXT], _charset(part))
+        text = decode_text(payload[:_MAX_TEXT], charset(part))
         (plain if kind == "text/plain" else html).append(text)
     if plain:
         text = "\n".join(plain)
@@ -771,7 +759,7 @@ def _address_of(entry: dict[str, object]) -> str:
     address = entry.get("emailAddress")
     if not isinstance(address, str) or "@" not in address:
         raise _bad_notification("a recipient without an emailAddress")
-    found = getaddresses([address])
+    found = mailboxes([address])
     bare = found[0][1] if found and found[0][1] else address
     return bare.strip().lower()
 
@@ -797,84 +785,23 @@ def _bad_notification(reason: str) -> InputError:
     return InputError(f"SES notification: {reason}", field="notification")
 
 
-# -- headers and text --------------------------------------------------------------------
-
-
-def _raw_headers(message: Message, name: str) -> list[str]:
-    # raw_items(), because the compat32 getters wrap 8-bit values in Header objects.
-    return [
-        _undo_surrogates(value)
-        for key, value in message.raw_items()
-        if key.lower() == name and isinstance(value, str)
-    ]
+# -- headers ----------------------------------------------------------------------------
 
 
 def _header(message: Message, name: str) -> str:
-    values = _raw_headers(message, name)
+    values = header_values(message, name)
     return " ".join(values[0].split()) if values else ""
 
 
 def _header_addresses(message: Message, name: str) -> list[str]:
-    found: list[str] = []
-    for _name, address in _getaddresses(_raw_headers(message, name)):
-        address = address.strip().lower()
-        if "@" in address and address not in found:
-            found.append(address)
-    return found
-
-
-def _getaddresses(values: list[str]) -> list[tuple[str, str]]:
-    try:
-        return getaddresses(values)
-    except (ValueError, IndexError, TypeError):  # pragma: no cover - defensive, parser quirks
-        return []
+    """The addresses in header ``name``, lower-cased, each once; names without an @ left out."""
+    found: dict[str, None] = {}
+    for address in header_addresses(message, name):
+        if "@" in address:
+            found.setdefault(address.lower(), None)
+    return list(found)
 
 
 def _sender(message: Message) -> str | None:
-    mailboxes = [a for _n, a in _getaddresses(_raw_headers(message, "from")) if "@" in a]
-    return mailboxes[0].strip().lower() if len(mailboxes) == 1 else None
-
-
-def _subject(message: Message) -> str:
-    value = _header(message, "subject")
-    with contextlib.suppress(LookupError, ValueError, MessageError):  # a bad charset name
-        value = str(make_header(decode_header(value)))
-    return " ".join(value.split())
-
-
-def _charset(part: Message) -> str | None:
-    try:
-        return part.get_content_charset()
-    except (LookupError, ValueError):  # an RFC 2231 charset that names a bad codec
-        return None
-
-
-def _decode(payload: bytes, declared: str | None) -> str:
-    candidates = [declared] if declared else []
-    candidates.extend(_FALLBACK_CHARSETS)
-    for charset in candidates:
-        try:
-            text = payload.decode(charset)
-            text.encode("utf-8")  # a hostile charset (utf-7, ...) can yield lone surrogates
-        except (LookupError, ValueError):
-            continue
-        return text
-    return payload.decode("latin-1")  # pragma: no cover - latin-1 above always decodes
-
-
-def _undo_surrogates(value: str) -> str:
-    """Headers with raw 8-bit bytes arrive as surrogate escapes; most such mail is UTF-8."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raw = value.encode("utf-8", "surrogateescape" if _only_escapes(value) else "replace")
-        return raw.decode("utf-8", "replace")
-    return value
-
-
-def _only_escapes(value: str) -> bool:
-    try:
-        value.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return False
-    return True
+    mailboxes = [a for a in header_addresses(message, "from") if "@" in a]
+    return mailboxes[0].lower() if len(mailboxes) == 1 else None

@@ -13,36 +13,33 @@ reply address), and the stdlib parser records defects instead of raising.
 
 from __future__ import annotations
 
-import codecs
 import email
 import os
 import re
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
-from email.errors import MessageError
-from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import getaddresses
 from mailbox import mbox
 from pathlib import Path
 
+from sender.addresses import bare_domain, domain_of
 from sender.errors import InputError
+from sender.feedback.mailparse import (
+    FOLD,
+    charset,
+    decode_text,
+    decode_words,
+    decoded_subject,
+    header_addresses,
+    undo_surrogates,
+    walk_parts,
+)
 
 __all__ = ["CalendarPart", "MailItem", "calendar_parts", "dmarc_passed", "read_mail"]
-
-# Multipart nesting we follow. Real clients nest three or four deep (a reply
-# forwarded twice is ~8); the limit keeps a hostile message from costing a stack.
-_MAX_DEPTH = 32
 
 # Types that are a calendar whatever the part is called. Anything else counts
 # when its file name ends in .ics (octet-stream, application/x-download, ...).
 _CALENDAR_TYPES = frozenset({"text/calendar", "application/ics"})
-
-# Tried after the declared charset: RFC 5545's default, then what mislabelled
-# Western mail usually is, then Latin-1, which decodes any byte.
-_FALLBACK_CHARSETS = ("utf-8", "cp1252", "latin-1")
-
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +105,12 @@ def calendar_parts(data: bytes, /) -> list[CalendarPart]:
     Never raises on a malformed message; a message without a calendar gives [].
     """
     message = email.message_from_bytes(data)
-    subject = _subject(message)
+    subject = decoded_subject(message)
     sender = _sender(message)
     found: dict[str, CalendarPart] = {}
-    for part in _leaves(message, 0):
+    for part in walk_parts(message, into_messages=True):
+        if part.is_multipart():
+            continue
         calendar = _calendar(part, subject=subject, sender=sender)
         if calendar is None:
             continue
@@ -154,7 +153,7 @@ def dmarc_passed(data: bytes, /, *, trusted_authserv_ids: Collection[str]) -> fr
         if name != "authentication-results" or not isinstance(value, str):
             continue
         reading = True
-        authserv_id, results = _authentication_results(_undo_surrogates(value))
+        authserv_id, results = _authentication_results(undo_surrogates(value))
         if authserv_id not in trusted:
             break
         for method, result, domain in results:
@@ -270,20 +269,6 @@ def _unreadable(path: Path, exc: OSError) -> InputError:
 # -- finding calendars ------------------------------------------------------------------
 
 
-def _leaves(part: Message, depth: int) -> Iterator[Message]:
-    """The non-multipart parts, depth first; message/rfc822 counts as a container."""
-    if not part.is_multipart():
-        yield part
-        return
-    if depth >= _MAX_DEPTH:
-        return
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        for child in payload:
-            if isinstance(child, Message):
-                yield from _leaves(child, depth + 1)
-
-
 def _calendar(part: Message, *, subject: str, sender: str) -> CalendarPart | None:
     filename = _filename(part)
     is_calendar = part.get_content_type() in _CALENDAR_TYPES
@@ -292,7 +277,7 @@ def _calendar(part: Message, *, subject: str, sender: str) -> CalendarPart | Non
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return None
-    text = _decode(payload, _charset(part)).removeprefix("\ufeff")
+    text = decode_text(payload, charset(part)).removeprefix("\ufeff")
     if "BEGIN:VCALENDAR" not in text.upper():
         return None
     return CalendarPart(
@@ -302,30 +287,6 @@ def _calendar(part: Message, *, subject: str, sender: str) -> CalendarPart | Non
         subject=subject,
         sender=sender,
     )
-
-
-def _decode(payload: bytes, declared: str | None) -> str:
-    candidates: list[str] = []
-    if declared:
-        candidates.append(declared)
-    elif payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        candidates.append("utf-16")
-    candidates.extend(_FALLBACK_CHARSETS)
-    for charset in candidates:
-        try:
-            text = payload.decode(charset)
-            text.encode("utf-8")  # a hostile charset (utf-7, ...) can yield lone surrogates
-        except (LookupError, ValueError):  # unknown or non-text codec, undecodable bytes
-            continue
-        return text
-    return payload.decode("latin-1")  # pragma: no cover - latin-1 above already succeeded
-
-
-def _charset(part: Message) -> str | None:
-    try:
-        return part.get_content_charset()
-    except (LookupError, ValueError):  # an RFC 2231 charset that names a bad codec
-        return None
 
 
 def _method(part: Message) -> str | None:
@@ -346,7 +307,7 @@ def _filename(part: Message) -> str | None:
     if name is None:
         return None
     # Outlook and some webmails put RFC 2047 words in the name parameter.
-    return _decode_words(name).strip() or None
+    return decode_words(name).strip() or None
 
 
 def _same_calendar_key(data: bytes) -> str:
@@ -362,9 +323,9 @@ _AR_EQUALS = re.compile(r"\s*=\s*")
 
 def _authentication_results(value: str) -> tuple[str, list[tuple[str, str, str]]]:
     """(authserv-id, [(method, result, header.from domain)]) of one header, lower-case."""
-    pieces = _split_outside_quotes(_without_comments(_FOLD.sub(" ", value)), ";")
+    pieces = _split_outside_quotes(_without_comments(FOLD.sub(" ", value)), ";")
     head = pieces[0].split()
-    authserv_id = head[0].strip('"').lower().rstrip(".") if head else ""
+    authserv_id = bare_domain(head[0].strip('"')) if head else ""
     results = []
     for piece in pieces[1:]:
         tokens = _AR_EQUALS.sub("=", piece).split()
@@ -372,10 +333,8 @@ def _authentication_results(value: str) -> tuple[str, list[tuple[str, str, str]]
             continue
         method, _, result = tokens[0].partition("=")
         properties = dict(token.partition("=")[::2] for token in tokens[1:])
-        author = properties.get("header.from", "").strip('"').rpartition("@")[2]
-        results.append(
-            (method.partition("/")[0].lower(), result.lower(), author.lower().rstrip("."))
-        )
+        author = domain_of(properties.get("header.from", "").strip('"'))
+        results.append((method.partition("/")[0].lower(), result.lower(), bare_domain(author)))
     return authserv_id, results
 
 
@@ -423,47 +382,8 @@ def _split_outside_quotes(text: str, separator: str) -> list[str]:
 # -- headers ------------------------------------------------------------------------------
 
 
-def _subject(message: Message) -> str:
-    values = _raw_headers(message, "subject")
-    if not values:
-        return ""
-    text = _decode_words(_FOLD.sub("", _undo_surrogates(values[0])))
-    return " ".join(text.split())
-
-
 def _sender(message: Message) -> str:
-    texts = [_undo_surrogates(value) for value in _raw_headers(message, "from")]
-    mailboxes = [address for _name, address in getaddresses(texts) if address]
+    mailboxes = header_addresses(message, "from")
     if len(mailboxes) != 1 or "@" not in mailboxes[0]:
         return ""
-    return mailboxes[0].strip().lower()
-
-
-def _raw_headers(message: Message, name: str) -> list[str]:
-    # raw_items(), because the compat32 getters wrap 8-bit values in Header objects.
-    return [
-        value
-        for key, value in message.raw_items()
-        if key.lower() == name and isinstance(value, str)
-    ]
-
-
-def _decode_words(value: str) -> str:
-    """Decode RFC 2047 encoded words; an unknown charset leaves the text as it came."""
-    try:
-        return str(make_header(decode_header(value)))
-    except (LookupError, ValueError, MessageError):  # unknown or malformed charset name
-        return value
-
-
-def _undo_surrogates(value: str) -> str:
-    """Headers with raw 8-bit bytes arrive as surrogate escapes; most such mail is UTF-8."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            raw = value.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            raw = value.encode("utf-8", "replace")
-        return raw.decode("utf-8", "replace")
-    return value
+    return mailboxes[0].lower()

@@ -10,25 +10,26 @@ dot-stuffing removed), so signatures and parsers see what a server would.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
-import mailbox
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from sender.config import SmtpSecurity, SmtpSettings
-from sender.home import add_private, private_maildir
 from sender.models import SmtpReply
-from sender.servers.smtpd import ReceivedMessage, Response, SmtpHandler, SmtpServer
+from sender.servers.smtpd import (
+    EmbeddedServer,
+    MaildirWriter,
+    ReceivedMessage,
+    Response,
+    SmtpServer,
+)
 
 __all__ = ["CaptureServer"]
 
 _log = logging.getLogger("sender.transport")
 
 
-class CaptureServer:
+class CaptureServer(EmbeddedServer):
     """An SMTP server on loopback that stores what it receives in ``maildir``.
 
     Accepts SMTPUTF8 and 8BITMIME. Creates the Maildir (and parents) if
@@ -37,24 +38,14 @@ class CaptureServer:
     """
 
     def __init__(self, maildir: Path, /, *, host: str = "127.0.0.1") -> None:
-        self._maildir = Path(maildir)
-        self._server = SmtpServer(_CaptureHandler(self), host=host, smtputf8=True)
-        self._box: mailbox.Maildir | None = None
-        self._lock = asyncio.Lock()
+        self._box = MaildirWriter(maildir, log=_log)
+        self._server = SmtpServer(self._handler(), host=host, smtputf8=True)
         self._ids = itertools.count(1)
         self._stored = 0
 
     @property
     def maildir(self) -> Path:
-        return self._maildir
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
+        return self._box.path
 
     @property
     def stored(self) -> int:
@@ -71,58 +62,27 @@ class CaptureServer:
             local_hostname="localhost",
         )
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
+    async def _prepare(self) -> None:
+        await self._box.open()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def _started(self) -> None:
+        _log.info("capture: storing mail for %s:%d in %s", self.host, self.port, self.maildir)
 
-    async def start(self) -> None:
-        """Create the Maildir if needed, then listen."""
-        self._box = await asyncio.to_thread(private_maildir, self._maildir)
-        await self._server.start()
-        _log.info("capture: storing mail for %s:%d in %s", self.host, self.port, self._maildir)
-
-    async def aclose(self) -> None:
-        await self._server.aclose()
-
-    async def _store(self, message: ReceivedMessage) -> Response:
-        box = self._box
-        if box is None:  # pragma: no cover - the server only runs after start()
-            return SmtpReply(451, "4.3.0", "Mailbox not ready")
-        files = [
-            b"".join(
-                (
-                    b"Return-Path: <" + message.mail_from.encode() + b">\r\n",
-                    b"Delivered-To: " + recipient.encode() + b"\r\n",
-                    message.data,
+    async def _on_data(self, message: ReceivedMessage, /) -> Response:
+        """Accepts every sender and recipient (the defaults); files one copy per recipient."""
+        keys = await self._box.add(
+            *(
+                b"".join(
+                    (
+                        b"Return-Path: <" + message.mail_from.encode() + b">\r\n",
+                        b"Delivered-To: " + recipient.encode() + b"\r\n",
+                        message.data,
+                    )
                 )
+                for recipient in message.recipients
             )
-            for recipient in message.recipients
-        ]
-        async with self._lock:  # mailbox's unique names assume one writer at a time
-            try:
-                keys = await asyncio.to_thread(
-                    lambda: [add_private(box, self._maildir, data) for data in files]
-                )
-            except OSError as exc:
-                _log.error("capture: cannot write to %s: %s", self._maildir, exc)
-                return SmtpReply(451, "4.3.0", "Cannot store the message")
+        )
+        if keys is None:
+            return SmtpReply(451, "4.3.0", "Cannot store the message")
         self._stored += len(keys)
         return SmtpReply(250, "2.0.0", f"Ok: queued as C{next(self._ids)}")
-
-
-class _CaptureHandler(SmtpHandler):
-    """Accepts every sender and recipient (the Protocol's defaults); stores at DATA."""
-
-    def __init__(self, owner: CaptureServer) -> None:
-        self._owner = owner
-
-    async def on_data(self, message: ReceivedMessage, /) -> Response:
-        return await self._owner._store(message)

@@ -32,23 +32,27 @@ Logs name the route and the recipient's domain, never a local part or a body.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import mailbox
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
-from typing import Self, TypeAlias
+from typing import TypeAlias
 
 from sender import redact
+from sender.addresses import domain_of, is_address, mail_domain, split_address
 from sender.config import InboundLimits
 from sender.errors import ConfigurationError
-from sender.home import add_private, private_maildir
 from sender.models import SmtpReply
-from sender.servers.smtpd import ReceivedMessage, Response, Session, SmtpHandler, SmtpServer
+from sender.servers.smtpd import (
+    EmbeddedServer,
+    MaildirWriter,
+    ReceivedMessage,
+    Response,
+    Session,
+    SmtpServer,
+)
 
 __all__ = ["Disposition", "InboundMail", "InboundServer", "Route", "kept_for_people"]
 
@@ -99,13 +103,9 @@ def kept_for_people(keep_dir: Path, /) -> tuple[Path, int]:
     return path, count
 
 
-def _domain_of(address: str) -> str:
-    return address.rpartition("@")[2]
-
-
 def _check_domain(domain: str) -> str:
-    cleaned = domain.strip().lower().rstrip(".")
-    if not cleaned or "@" in cleaned or "." not in cleaned or any(c.isspace() for c in cleaned):
+    cleaned = mail_domain(domain)
+    if cleaned is None:
         raise ConfigurationError(
             f"inbound: bounce domain {domain!r} is not a domain name", setting="bounce_domain"
         )
@@ -114,8 +114,7 @@ def _check_domain(domain: str) -> str:
 
 def _check_address(address: str) -> str:
     cleaned = address.strip().lower()
-    local, at, domain = cleaned.rpartition("@")
-    if not at or not local or "." not in domain or any(c.isspace() for c in cleaned):
+    if not is_address(cleaned):
         raise ConfigurationError(
             f"inbound: reply address {address!r} is not an e-mail address",
             setting="reply_addresses",
@@ -123,7 +122,7 @@ def _check_address(address: str) -> str:
     return cleaned
 
 
-class InboundServer:
+class InboundServer(EmbeddedServer):
     """An SMTP server that accepts mail for the bounce domain and the reply addresses only.
 
     Give ``bounce_domain``, ``reply_addresses``, or both; with neither it would
@@ -167,11 +166,11 @@ class InboundServer:
                 setting="max_size",
             )
         limits = limits if limits is not None else InboundLimits()
-        self._on_mail = on_mail
-        self._keep_path = Path(keep_dir) / _UNPROCESSED
-        self._people_path = Path(keep_dir) / _FOR_PEOPLE
+        self._deliver = on_mail
+        self._unprocessed = MaildirWriter(Path(keep_dir) / _UNPROCESSED, log=_log)
+        self._people = MaildirWriter(Path(keep_dir) / _FOR_PEOPLE, log=_log)
         self._server = SmtpServer(
-            _InboundHandler(self),
+            self._handler(),
             host=host,
             port=port,
             smtputf8=True,
@@ -181,9 +180,6 @@ class InboundServer:
             max_sessions=limits.max_sessions,
             max_recipients=limits.max_recipients,
         )
-        self._box: mailbox.Maildir | None = None
-        self._people_box: mailbox.Maildir | None = None
-        self._lock = asyncio.Lock()  # mailbox's unique names assume one writer at a time
         self._accepted = 0
         self._refused = 0
         self._kept = 0
@@ -191,32 +187,17 @@ class InboundServer:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def start(self) -> None:
-        """Create the Maildirs under ``keep_dir`` if needed, then listen (:attr:`port` is known)."""
-        for path in (self._keep_path, self._people_path):
+    async def _prepare(self) -> None:
+        """Create the Maildirs under ``keep_dir`` if needed."""
+        for box in (self._unprocessed, self._people):
             try:
-                box = await asyncio.to_thread(private_maildir, path)
+                await box.open()
             except OSError as exc:
                 raise ConfigurationError(
-                    f"inbound: cannot create the Maildir {path}: {exc}", setting="keep_dir"
+                    f"inbound: cannot create the Maildir {box.path}: {exc}", setting="keep_dir"
                 ) from exc
-            if path == self._keep_path:
-                self._box = box
-            else:
-                self._people_box = box
-        await self._server.start()
+
+    def _started(self) -> None:
         _log.info(
             "inbound: listening on %s:%d for %s",
             self.host,
@@ -224,30 +205,17 @@ class InboundServer:
             ", ".join(self._describe()),
         )
 
-    async def aclose(self) -> None:
-        """Stop listening and close every client connection; idempotent."""
-        await self._server.aclose()
-
     # -- what it is and what happened -------------------------------------------
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        """The port it listens on; ``RuntimeError`` before :meth:`start`."""
-        return self._server.port
 
     @property
     def unprocessed_dir(self) -> Path:
         """``keep_dir / "unprocessed"``: the Maildir that holds messages ``on_mail`` failed on."""
-        return self._keep_path
+        return self._unprocessed.path
 
     @property
     def for_people_dir(self) -> Path:
         """``keep_dir / "for-people"``: the Maildir of mail ``on_mail`` left for a person."""
-        return self._people_path
+        return self._people.path
 
     @property
     def for_people(self) -> int:
@@ -274,8 +242,8 @@ class InboundServer:
         address = address.strip().lower()
         if address in self._reply_addresses:
             return Route.REPLY
-        local, at, domain = address.rpartition("@")
-        if at and local and domain.rstrip(".") == self._bounce_domain:
+        parts = split_address(address)
+        if parts is not None and parts[1].rstrip(".") == self._bounce_domain:
             return Route.BOUNCE
         return None
 
@@ -287,15 +255,18 @@ class InboundServer:
             parts.append(f"{len(self._reply_addresses)} reply address(es)")
         return parts
 
-    def _check_recipient(self, address: str) -> Response:
+    async def _on_rcpt(
+        self, session: Session, address: str, options: tuple[str, ...], /
+    ) -> Response:
+        """Any sender is accepted (the null reverse-path too); a recipient only when routed."""
         route = self._route(address)
         if route is None:
             self._refused += 1
-            _log.info("inbound: refused a recipient @%s (relaying denied)", _domain_of(address))
+            _log.info("inbound: refused a recipient @%s (relaying denied)", domain_of(address))
             return SmtpReply(550, "5.7.1", "relaying denied")
         return None
 
-    async def _receive(self, message: ReceivedMessage) -> Response:
+    async def _on_data(self, message: ReceivedMessage, /) -> Response:
         mail_from = "" if message.mail_from == _NULL_PATH else message.mail_from
         size = len(message.data)
         failed = False
@@ -308,14 +279,14 @@ class InboundServer:
                 route=route, recipient=recipient, mail_from=mail_from, data=message.data
             )
             try:
-                disposition = await self._on_mail(mail)
+                disposition = await self._deliver(mail)
             except Exception as exc:
                 _log.error(
                     "inbound: on_mail failed on a %s message (%d bytes) to @%s; keeping it raw: "
                     "%s\n%s",
                     route,
                     size,
-                    _domain_of(recipient),
+                    domain_of(recipient),
                     redact.error(exc),
                     redact.frames(exc),
                 )
@@ -328,7 +299,7 @@ class InboundServer:
                     failed = True
                 continue
             _log.info(
-                "inbound: took a %s message (%d bytes) to @%s", route, size, _domain_of(recipient)
+                "inbound: took a %s message (%d bytes) to @%s", route, size, domain_of(recipient)
             )
         if failed:
             return SmtpReply(451, "4.3.0", "Cannot store the message; try again later")
@@ -336,36 +307,14 @@ class InboundServer:
 
     async def _keep(self, data: bytes, *, for_person: bool = False) -> bool:
         """Write ``data`` into the unprocessed (or for-people) Maildir; False when that fails."""
-        box, path = (
-            (self._people_box, self._people_path) if for_person else (self._box, self._keep_path)
-        )
-        if box is None:  # pragma: no cover - the server only runs after start()
+        box = self._people if for_person else self._unprocessed
+        keys = await box.add(data)
+        if keys is None:
             return False
-        async with self._lock:
-            try:
-                key = await asyncio.to_thread(add_private, box, path, data)
-            except OSError as exc:
-                _log.error("inbound: cannot keep a message in %s: %s", path, exc)
-                return False
         if for_person:
             self._for_people += 1
-            _log.info("inbound: not for machines; kept for a person as %s in %s", key, path)
+            _log.info("inbound: not for machines; kept for a person as %s in %s", keys[0], box.path)
         else:
             self._kept += 1
-            _log.warning("inbound: kept an unprocessed message as %s in %s", key, path)
+            _log.warning("inbound: kept an unprocessed message as %s in %s", keys[0], box.path)
         return True
-
-
-class _InboundHandler(SmtpHandler):
-    """Accepts any sender (the null reverse-path too); checks recipients; delivers at DATA."""
-
-    def __init__(self, owner: InboundServer) -> None:
-        self._owner = owner
-
-    async def on_rcpt(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return self._owner._check_recipient(address)
-
-    async def on_data(self, message: ReceivedMessage, /) -> Response:
-        return await self._owner._receive(message)

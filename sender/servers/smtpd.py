@@ -1,8 +1,10 @@
 """A small SMTP server that runs inside the caller's event loop, on loopback.
 
-This is the only module that imports aiosmtpd. The capture transport and
-:mod:`sender.testing` build on it; neither sees aiosmtpd's types. A
-:class:`SmtpHandler` decides every reply through plain records
+This is the only module that imports aiosmtpd, and the one place that starts and
+closes a server. The capture server, the inbound listener and :mod:`sender.testing`'s
+recording server are each an :class:`EmbeddedServer`: one :class:`SmtpServer` inside,
+answered through the ``_on_*`` hooks, opened and closed by ``async with``; none sees
+aiosmtpd's types. A :class:`SmtpHandler` decides every reply through plain records
 (:class:`Session`, :class:`ReceivedMessage`) and answers with an
 :class:`~sender.models.SmtpReply`, a :class:`Disconnect`, or ``None`` for the
 normal reply.
@@ -19,22 +21,27 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import mailbox
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Protocol, Self, TypeAlias
+from pathlib import Path
+from typing import Protocol, TypeAlias
 
 import aiosmtpd.smtp as _smtpd
 
 from sender import redact
 from sender.config import SmtpSecurity
 from sender.errors import ConfigurationError
+from sender.home import add_private, private_maildir
+from sender.lifecycle import AsyncResource
 from sender.models import SmtpReply
 
 __all__ = [
     "Authenticator",
     "Disconnect",
+    "EmbeddedServer",
+    "MaildirWriter",
     "ReceivedMessage",
     "Response",
     "Session",
@@ -373,7 +380,7 @@ class _Protocol(_smtpd.SMTP):
         return self._handler_coroutine
 
 
-class SmtpServer:
+class SmtpServer(AsyncResource):
     """An SMTP server on loopback, in the running loop; ``async with`` starts and stops it.
 
     ``security`` says how clients protect the connection: ``NONE``; ``STARTTLS``
@@ -480,18 +487,6 @@ class SmtpServer:
     def open_connections(self) -> int:
         return len(self._live)
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     async def start(self) -> None:
         """Listen; :attr:`port` is known afterwards."""
         if self._server is not None:
@@ -541,3 +536,116 @@ class SmtpServer:
         return self._authenticator(
             login.decode("utf-8", "surrogateescape"), password.decode("utf-8", "surrogateescape")
         )
+
+
+class EmbeddedServer(AsyncResource):
+    """A server sender runs: one :class:`SmtpServer` inside, started and closed with it.
+
+    The capture server, the inbound listener and the recording test server differ only
+    in what they answer and what they keep. A subclass builds its server with
+    :meth:`_listen`, answers through the ``_on_*`` hooks (the contract of
+    :class:`SmtpHandler`; the defaults give the server's normal reply), and may
+    prepare files in :meth:`_prepare` and say where it listens in :meth:`_started`.
+    """
+
+    _server: SmtpServer
+
+    def _handler(self) -> SmtpHandler:
+        """The handler for the inner server: it answers through this object's ``_on_*`` hooks."""
+        return _Hooked(self)
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        """The port it listens on; ``RuntimeError`` before :meth:`start`."""
+        return self._server.port
+
+    async def start(self) -> None:
+        """Prepare (create Maildirs, say), then listen: :attr:`port` is known afterwards."""
+        await self._prepare()
+        await self._server.start()
+        self._started()
+
+    async def aclose(self) -> None:
+        """Stop listening and close every client connection; idempotent."""
+        await self._server.aclose()
+
+    async def _prepare(self) -> None:
+        """What must exist before the first client connects; nothing by default."""
+
+    def _started(self) -> None:
+        """Called once listening (log where); nothing by default."""
+
+    async def _on_connect(self, session: Session, /) -> Response:
+        return None
+
+    async def _on_mail(
+        self, session: Session, address: str, options: tuple[str, ...], /
+    ) -> Response:
+        return None
+
+    async def _on_rcpt(
+        self, session: Session, address: str, options: tuple[str, ...], /
+    ) -> Response:
+        return None
+
+    async def _on_data(self, message: ReceivedMessage, /) -> Response:
+        return None
+
+
+class _Hooked(SmtpHandler):
+    """The :class:`SmtpHandler` of an :class:`EmbeddedServer`: its ``_on_*`` hooks."""
+
+    def __init__(self, owner: EmbeddedServer) -> None:
+        self._owner = owner
+
+    async def on_connect(self, session: Session, /) -> Response:
+        return await self._owner._on_connect(session)
+
+    async def on_mail(
+        self, session: Session, address: str, options: tuple[str, ...], /
+    ) -> Response:
+        return await self._owner._on_mail(session, address, options)
+
+    async def on_rcpt(
+        self, session: Session, address: str, options: tuple[str, ...], /
+    ) -> Response:
+        return await self._owner._on_rcpt(session, address, options)
+
+    async def on_data(self, message: ReceivedMessage, /) -> Response:
+        return await self._owner._on_data(message)
+
+
+class MaildirWriter:
+    """A Maildir a server files whole messages into, as an MDA does; private to its owner.
+
+    :meth:`open` creates it (and its parents) if needed; :meth:`add` writes off the
+    event loop, one writer at a time, because mailbox's unique names assume that.
+    """
+
+    def __init__(self, path: Path, /, *, log: logging.Logger) -> None:
+        self.path = Path(path)
+        self._log = log  # the owner's logger: the line names the server that failed
+        self._box: mailbox.Maildir | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Create the Maildir if needed; ``OSError`` when that fails."""
+        self._box = await asyncio.to_thread(private_maildir, self.path)
+
+    async def add(self, *messages: bytes) -> list[str] | None:
+        """File each message; their keys, or None (logged) when the disk refused."""
+        box = self._box
+        if box is None:  # pragma: no cover - a server only runs after open()
+            return None
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(
+                    lambda: [add_private(box, self.path, data) for data in messages]
+                )
+            except OSError as exc:
+                self._log.error("cannot write to the Maildir %s: %s", self.path, exc)
+                return None

@@ -41,20 +41,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 import socket
 import ssl
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from sender import redact
+from sender.addresses import is_mailbox
 from sender.clock import Clock, SystemClock
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.errors import ConfigurationError
+from sender.lifecycle import AsyncResource
 from sender.models import TIMEOUT, DeliveryStatus, Envelope, RecipientResult, SmtpReply
 
 __all__ = ["MAX_IDLE", "SmtpTransport", "wire_payload"]
@@ -149,21 +148,6 @@ def _from_reply(recipient: str, code: int, message: str, *, stage: str) -> Recip
     return RecipientResult(recipient, status, _reply(code, message), stage=stage)
 
 
-# One bare mailbox, exactly as it goes between < and >: a dot-atom or quoted local
-# part, and a domain without spaces, brackets, commas or controls. Anything else
-# (``Name <a@b>``, ``a@b, c@d``, CRLF) is refused rather than quietly rewritten into
-# another address, which would make the result describe the wrong mailbox.
-_MAILBOX = re.compile(
-    r'(?:[^\s<>()\[\],;:"\\@\x00-\x1f\x7f]+|"(?:[^"\\\r\n]|\\[^\r\n])*")'
-    r"@(?:[^\s<>()\[\],;:\"\\@\x00-\x1f\x7f]+|\[[^\s\[\]\\]+\])"
-)
-
-
-def _sendable(address: str) -> bool:
-    """Whether ``address`` is one bare mailbox we can put on MAIL or RCPT as it is."""
-    return _MAILBOX.fullmatch(address) is not None
-
-
 def _refuse(envelope: Envelope, results: list[RecipientResult | None], detail: str) -> None:
     """Fail every undecided recipient permanently, for a reason no server reply gave."""
     for index, recipient in enumerate(envelope.recipients):
@@ -214,7 +198,7 @@ def _tls_context(settings: SmtpSettings) -> ssl.SSLContext:
     return context
 
 
-class SmtpTransport:
+class SmtpTransport(AsyncResource):
     """A :class:`~sender.transport.base.Transport` over a pool of persistent SMTP connections.
 
     Connections are opened lazily, at most ``settings.pool_size`` at once, and
@@ -253,17 +237,6 @@ class SmtpTransport:
     def messages_sent(self) -> int:
         """Messages the server accepted at DATA so far."""
         return self._messages_sent
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def send(self, envelope: Envelope, message: bytes, /) -> tuple[RecipientResult, ...]:
         """Deliver ``message`` to the envelope: one result per recipient, in order.
@@ -400,7 +373,7 @@ class SmtpTransport:
         may_retry: bool,
     ) -> None:
         client = conn.client
-        if not _sendable(envelope.mail_from):
+        if not is_mailbox(envelope.mail_from):
             _refuse(envelope, results, "invalid envelope sender")
             return
         options = []
@@ -450,7 +423,7 @@ class SmtpTransport:
     ) -> list[int]:
         accepted: list[int] = []
         for index, recipient in enumerate(envelope.recipients):
-            if not recipient or not _sendable(recipient):
+            if not recipient or not is_mailbox(recipient):
                 results[index] = RecipientResult(
                     recipient, DeliveryStatus.PERMANENT, None, "invalid recipient address"
                 )
