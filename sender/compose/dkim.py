@@ -4,8 +4,8 @@ A :class:`DkimSigner` parses and checks its key once, at construction, and then 
 each message by prepending a ``DKIM-Signature`` header. dkimpy supplies what a verifier
 must agree with: header parsing, relaxed canonicalization (with shortcuts here that give
 its exact bytes faster) and the order in which header instances are hashed. The RSA
-operation runs in OpenSSL (through ``cryptography``) when that package is installed, and
-in dkimpy's pure-Python RSA otherwise; ``DkimSigner.backend`` says which. ``dkim.sign``
+operation runs in OpenSSL (through ``cryptography``, a required dependency), or in dkimpy's
+pure-Python RSA when asked (``backend="python"``, the benchmark's baseline). ``dkim.sign``
 is not used: it re-parses the PEM on every call (~0.1 ms) and always signs in Python,
 6.9 ms a message with a 2048-bit key against 0.4 ms here (``bench/dkim_sign.py``).
 
@@ -30,20 +30,14 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import dkim  # type: ignore[import-untyped]  # dkimpy (absolute import: never this module)
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
 from sender.addresses import bare_domain, is_hostname
 from sender.clock import Clock, SystemClock
 from sender.compose.sites import site_of
 from sender.errors import ConfigurationError, InputError
-
-try:  # optional: OpenSSL's RSA is ~18x faster than dkimpy's pure-Python RSA
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
-
-    _HAVE_OPENSSL = True
-except ImportError:  # pragma: no cover - depends on the installation
-    _HAVE_OPENSSL = False
 
 __all__ = [
     "SIGNED_HEADERS",
@@ -149,9 +143,9 @@ class DkimSigner:
     ``headers`` are the header names to sign (``From`` among them; case does not
     matter); each is oversigned, so one the message lacks (a ``Reply-To``, a
     ``List-Unsubscribe``) cannot be added later either. ``clock`` supplies the ``t=``
-    timestamp. ``backend`` picks the RSA implementation: ``"auto"`` (OpenSSL when
-    ``cryptography`` is installed), ``"openssl"`` or ``"python"``; ``self.backend``
-    names the one in use.
+    timestamp. ``backend`` picks the RSA implementation: ``"auto"`` and ``"openssl"``
+    are OpenSSL's, ``"python"`` is dkimpy's own (slow; the benchmark's baseline);
+    ``self.backend`` names the one in use.
     Safe to share between threads and tasks: signing keeps no state.
     """
 
@@ -170,13 +164,8 @@ class DkimSigner:
         self._domain = _check_domain(key.domain)
         selector = _check_selector(key.selector)
         parsed = _parse_private_key(key.private_key)
-        if backend == "auto":
-            backend = "openssl" if _HAVE_OPENSSL else "python"
-        if backend == "openssl":
-            if not _HAVE_OPENSSL:
-                raise ConfigurationError(
-                    "DKIM backend 'openssl' needs the cryptography package", setting="dkim"
-                )
+        if backend in ("auto", "openssl"):
+            backend = "openssl"
             self._key: _RsaKey = _OpenSslKey(key.private_key)
         elif backend == "python":
             self._key = _PythonKey(parsed)
@@ -238,20 +227,10 @@ class DkimSigner:
 
 
 def generate_key(*, bits: int = 2048) -> bytes:
-    """A new RSA private key as PKCS#1 PEM (``BEGIN RSA PRIVATE KEY``).
-
-    Needs the ``cryptography`` package; without it, raises
-    :class:`~sender.errors.ConfigurationError` naming ``openssl genrsa`` instead.
-    """
+    """A new RSA private key as PKCS#1 PEM (``BEGIN RSA PRIVATE KEY``)."""
     if not _MIN_BITS <= bits <= _MAX_BITS:
         raise ConfigurationError(
             f"DKIM keys must have {_MIN_BITS} to {_MAX_BITS} bits, not {bits}", setting="dkim"
-        )
-    if not _HAVE_OPENSSL:  # pragma: no cover - depends on the installation
-        raise ConfigurationError(
-            f"generating a DKIM key needs the cryptography package; "
-            f"or run: openssl genrsa -out dkim.pem {bits}",
-            setting="dkim",
         )
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     return key.private_bytes(
@@ -434,9 +413,6 @@ def dns_public_key(kind: str, raw: bytes, /) -> tuple[bytes | None, str]:
     candidates = [raw]
     if _der_sequence_ok(raw):  # a bare RSAPublicKey (PKCS#1) is accepted too
         candidates.append(_der(0x30, _RSA_ALGORITHM + _der(0x03, b"\x00" + raw)))
-    if not _HAVE_OPENSSL:  # pragma: no cover - exercised only without cryptography
-        ok = _der_sequence_ok(raw) and _RSA_ALGORITHM[2:13] in raw[:32]
-        return (raw, "") if ok else (None, "it is not an RSA public key")
     for der in candidates:
         try:
             key = serialization.load_der_public_key(der)
@@ -458,8 +434,6 @@ def _spki(key: rsa.RSAPublicKey) -> bytes:
 
 def public_key_of(pem: bytes, /) -> tuple[str, bytes] | None:
     """The public half of a PEM private key as (``k=``, comparable bytes), or None."""
-    if not _HAVE_OPENSSL:  # pragma: no cover - exercised only without cryptography
-        return None
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError):
