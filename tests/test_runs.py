@@ -18,7 +18,9 @@ from sender import (
     Sender,
     SenderSettings,
 )
-from sender.bulk.runner import BulkRunner, RunSettings, check_rows, run_status
+from sender.bulk.ingest import check_rows
+from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.status import run_status
 from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.participants import read_csv
 from sender.store import MessageState, RunState, SqliteStore
