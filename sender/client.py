@@ -20,7 +20,7 @@ from typing import Protocol, TypedDict, Unpack
 
 from sender import redact
 from sender.clock import Clock
-from sender.compose.composer import CalendarSend, ComposedMessage, Composer
+from sender.compose.composer import CalendarSend, ComposedMessage, ComposeOptions, Composer
 from sender.compose.dkim import DkimSigner
 from sender.compose.links import IssuedLink, LinkClaims, LinkSigner, ReturnPathSigner
 from sender.compose.render import Renderer
@@ -190,7 +190,14 @@ class Sender(AsyncResource):
         purpose: str = "login",
     ) -> IssuedLink:
         """The participant's personal login link: what "Get Link" shows an admin."""
-        return self.composer.get_link(participant, next=next, ttl=ttl, stamp=stamp, purpose=purpose)
+        return self.links.issue(
+            participant.participant_id,
+            participant.course_id,
+            purpose=purpose,
+            next=next,
+            ttl=ttl,
+            stamp=stamp,
+        )
 
     def verify_link(
         self, url_or_token: str, /, *, stamp: str | None = None, purpose: str = "login"
@@ -207,19 +214,7 @@ class Sender(AsyncResource):
         return self.composer.context(participant, link, locale)
 
     def compose(
-        self,
-        participant: Participant,
-        /,
-        *,
-        template: str = "invitation",
-        next: str | None = None,
-        ttl: timedelta | None = None,
-        stamp: str | None = None,
-        reply_to: Address | None = None,
-        headers: Mapping[str, str] | None = None,
-        message_id: str | None = None,
-        calendar: CalendarSend | None = None,
-        return_path_key: str | None = None,
+        self, participant: Participant, /, **options: Unpack[ComposeOptions]
     ) -> ComposedMessage:
         """Issue the link, render the template and build the bytes, without sending.
 
@@ -236,18 +231,7 @@ class Sender(AsyncResource):
         data and :class:`~sender.errors.TemplateError` for template problems,
         naming the field or variable.
         """
-        return self.composer.compose(
-            participant,
-            template=template,
-            next=next,
-            ttl=ttl,
-            stamp=stamp,
-            reply_to=reply_to,
-            headers=headers,
-            message_id=message_id,
-            calendar=calendar,
-            return_path_key=return_path_key,
-        )
+        return self.composer.compose(participant, **options)
 
     def message_id_for(self, key: str, /) -> str:
         """The Message-ID for the message ``key`` names (an outbox message), always the same.

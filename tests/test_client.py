@@ -15,20 +15,16 @@ from sender import (
     DeliveryStatus,
     InputError,
     LinkRevoked,
-    LinkSettings,
     Participant,
     PermanentDeliveryError,
     Sender,
-    SenderSettings,
     open_sender,
 )
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
+from tests.helpers import sender_settings
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
-)
+SETTINGS = sender_settings()
 KARI = Participant(
     email="kari@example.com",
     name="Kari Nordmann",

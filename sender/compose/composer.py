@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 from sender.clock import Clock, SystemClock
 from sender.compose.dkim import DkimKey, DkimSigner
@@ -30,7 +31,7 @@ from sender.config import SenderSettings
 from sender.errors import InputError
 from sender.models import Address, Envelope, Participant
 
-__all__ = ["RESERVED_VARIABLES", "CalendarSend", "ComposedMessage", "Composer"]
+__all__ = ["RESERVED_VARIABLES", "CalendarSend", "ComposeOptions", "ComposedMessage", "Composer"]
 
 # Template variables sender fills itself; a CSV column must not replace them.
 RESERVED_VARIABLES = frozenset(
@@ -104,6 +105,20 @@ class ComposedMessage:
         return self.message.message_id
 
 
+class ComposeOptions(TypedDict, total=False):
+    """What one message may set besides its participant (:meth:`Composer.compose`)."""
+
+    template: str  # the template set; ``invitation`` by default
+    next: str | None  # the path the link leads to after login
+    ttl: timedelta | None  # how long the link lasts, if not the settings' default
+    stamp: str | None  # revokes links issued under another stamp
+    reply_to: Address | None
+    headers: Mapping[str, str] | None
+    message_id: str | None  # a retry's: the first attempt's Message-ID
+    calendar: CalendarSend | None
+    return_path_key: str | None  # what the signed return path names (``m<id>``)
+
+
 class Composer:
     """Makes one participant's message from the sender settings; sends nothing.
 
@@ -147,26 +162,6 @@ class Composer:
             ReturnPathSigner(settings.links.secret_keys, domain=settings.bounce_domain)
             if settings.bounce_domain
             else None
-        )
-
-    def get_link(
-        self,
-        participant: Participant,
-        /,
-        *,
-        next: str | None = None,
-        ttl: timedelta | None = None,
-        stamp: str | None = None,
-        purpose: str = "login",
-    ) -> IssuedLink:
-        """The participant's personal login link: what "Get Link" shows an admin."""
-        return self.links.issue(
-            participant.participant_id,
-            participant.course_id,
-            purpose=purpose,
-            next=next,
-            ttl=ttl,
-            stamp=stamp,
         )
 
     def with_uid(self, calendar: CalendarSend, /) -> CalendarSend:
@@ -220,7 +215,9 @@ class Composer:
         if not participant.name.strip():
             raise InputError("the participant has no name", field="name")
         rcpt, smtputf8 = envelope_address(participant.email, field="email")
-        link = self.get_link(participant, next=next, ttl=ttl, stamp=stamp)
+        link = self.links.issue(
+            participant.participant_id, participant.course_id, next=next, ttl=ttl, stamp=stamp
+        )
         locale = self.renderer.resolve_locale(template, participant.locale)
         context = self.context(participant, link, locale)
         alternatives: list[Part] = []
