@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from sender.bulk.dispatcher import Dispatcher
+from sender.bulk.dispatcher import Dispatcher, Halt
 from sender.bulk.ingest import Ingest, RowChanges, Rows
 from sender.bulk.settings import RunSettings
 from sender.bulk.status import Progress, is_dead_local
@@ -270,18 +270,7 @@ class BulkRunner:
         )
         if not created:
             await self._keep_transport(run, (options or {}).get("transport"))
-        if not await self.store.acquire_run(
-            run_id, owner=self.owner, now=now, ttl=self.settings.lease_ttl
-        ):
-            current = await self.store.get_run(run_id)
-            holder = current.owner if current else None
-            if not (
-                is_dead_local(holder)
-                and await self.store.acquire_run(run_id, owner=self.owner, now=now, ttl=0)
-            ):
-                raise RunBusy(
-                    f"run {run_id} is being sent by {holder}; try again later", owner=holder
-                )
+        await self._take_lease(run_id, now=now)
         requeued = retried = 0
         dispatcher = self._dispatcher(run_id, on_progress, progress_interval, started)
         halt = dispatcher.halt
@@ -316,21 +305,7 @@ class BulkRunner:
             raise halt.fatal  # the run is someone else's now: leave its state alone
         counts = await self.store.counts(run_id)
         next_at = await self.store.next_attempt_at(run_id)
-        pending = counts.get(MessageState.QUEUED, 0) + counts.get(MessageState.DEFERRED, 0)
-        now = self._clock.now()
-        if halt.fatal is not None:
-            await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=str(halt.fatal))
-            raise halt.fatal
-        if not pending:
-            await self.store.set_run_state(run_id, RunState.DONE, now=now)
-        elif halt.budget is not None:
-            log.warning("run %s paused: %s", run_id, halt.budget)
-            await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=halt.budget)
-        elif halt.stalled is not None:
-            log.warning("run %s paused: %s", run_id, halt.stalled)
-            await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=halt.stalled)
-        elif self._stop.is_set():
-            await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason="interrupted")
+        await self._settle(run_id, counts, halt)
         final = await self.store.get_run(run_id)
         if final is None:
             raise InputError(f"run {run_id} disappeared from the outbox", field="run_id")
@@ -345,6 +320,41 @@ class BulkRunner:
             changes=changes,
             retried=retried,
         )
+
+    async def _take_lease(self, run_id: str, /, *, now: float) -> None:
+        """Hold the run's lease, taking it from a dead owner on this host; else RunBusy."""
+        if await self.store.acquire_run(
+            run_id, owner=self.owner, now=now, ttl=self.settings.lease_ttl
+        ):
+            return
+        current = await self.store.get_run(run_id)
+        holder = current.owner if current else None
+        if not (
+            is_dead_local(holder)
+            and await self.store.acquire_run(run_id, owner=self.owner, now=now, ttl=0)
+        ):
+            raise RunBusy(f"run {run_id} is being sent by {holder}; try again later", owner=holder)
+
+    async def _settle(self, run_id: str, counts: Mapping[MessageState, int], halt: Halt) -> None:
+        """The state this invocation leaves the run in: done, or paused with the reason.
+
+        A fatal error pauses the run and is raised; a run stopped with nothing pending is done.
+        """
+        pending = counts.get(MessageState.QUEUED, 0) + counts.get(MessageState.DEFERRED, 0)
+        now = self._clock.now()
+        if halt.fatal is not None:
+            await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=str(halt.fatal))
+            raise halt.fatal
+        if not pending:
+            await self.store.set_run_state(run_id, RunState.DONE, now=now)
+            return
+        reason = halt.budget if halt.budget is not None else halt.stalled
+        if reason is not None:
+            log.warning("run %s paused: %s", run_id, reason)
+        elif self._stop.is_set():
+            reason = "interrupted"
+        if reason is not None:
+            await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=reason)
 
     def _dispatcher(
         self,
