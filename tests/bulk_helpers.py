@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from sender import Participant, Sender, SenderSettings
 from sender.bulk.runner import BulkRunner, RunSettings
 from sender.pacing.schedule import RateLimits, Scheduler
-from sender.store import SqliteStore
+from sender.store import MessageState, RunInfo, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer
 from sender.transport import SmtpTransport
 from tests.helpers import UNLIMITED, sender_settings
 
-__all__ = ["bulk_runner", "people", "recipients"]
+__all__ = ["assert_paused_and_unsent", "bulk_runner", "people", "recipients"]
 
 
 def people(count: int, *, domains: int = 3) -> list[Participant]:
@@ -60,3 +60,16 @@ def bulk_runner(
 def recipients(server: RecordingSMTPServer) -> Counter[str]:
     """How many messages each address received."""
     return Counter(r for m in server.messages for r in m.recipients)
+
+
+async def assert_paused_and_unsent(
+    store: SqliteStore, server: RecordingSMTPServer, run_id: str, *, queued: int
+) -> tuple[RunInfo, Mapping[MessageState, int]]:
+    """The run is paused with all ``queued`` messages still queued, and the server got nothing."""
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.state is RunState.PAUSED
+    counts = await store.counts(run_id)
+    assert counts[MessageState.QUEUED] == queued
+    assert server.messages == ()
+    return run, counts

@@ -24,7 +24,7 @@ from sender.participants import read_csv
 from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.bulk_helpers import bulk_runner, people, recipients
+from tests.bulk_helpers import assert_paused_and_unsent, bulk_runner, people, recipients
 from tests.helpers import UNLIMITED, sender_settings
 
 SETTINGS = sender_settings()
@@ -298,14 +298,9 @@ async def test_refused_login_pauses_the_run_and_loses_nothing(
     with pytest.raises(ConfigurationError):
         await runner.run("r-login", people(8))
     await sender.aclose()
-    run = await store.get_run("r-login")
-    assert run is not None
-    assert run.state is RunState.PAUSED
+    run, counts = await assert_paused_and_unsent(store, starttls_server, "r-login", queued=8)
     assert run.paused_reason
-    counts = await store.counts("r-login")
-    assert counts[MessageState.QUEUED] == 8
     assert counts[MessageState.SENDING] == 0
-    assert starttls_server.messages == ()
 
 
 async def test_stop_pauses_the_run_and_resume_finishes_it(

@@ -20,7 +20,7 @@ from sender.bulk.workers import Skipped, WorkerPool
 from sender.pacing.schedule import RateLimits
 from sender.store import MessageState, OutboxMessage, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
-from tests.bulk_helpers import bulk_runner, recipients
+from tests.bulk_helpers import assert_paused_and_unsent, bulk_runner, recipients
 from tests.bulk_helpers import people as bulk_people
 from tests.helpers import UNLIMITED, sender_settings
 
@@ -97,12 +97,7 @@ async def test_refused_login_in_a_worker_pauses_the_run_and_loses_nothing(
     with pytest.raises(ConfigurationError, match="refused the login"):
         await runner.run("r-login", people(8))
     await runner.sender.aclose()
-    run = await store.get_run("r-login")
-    assert run is not None
-    assert run.state is RunState.PAUSED
-    counts = await store.counts("r-login")
-    assert counts[MessageState.QUEUED] == 8
-    assert starttls_server.messages == ()
+    await assert_paused_and_unsent(store, starttls_server, "r-login", queued=8)
 
 
 async def test_killed_worker_pauses_the_run_and_a_resume_sends_the_rest(
