@@ -19,6 +19,7 @@ from sender import (
 from sender.bulk.ingest import check_rows
 from sender.bulk.runner import BulkRunner, RunSettings
 from sender.bulk.status import run_status
+from sender.config import BouncePolicy
 from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.participants import read_csv
 from sender.store import MessageState, RunState, SqliteStore
@@ -325,3 +326,22 @@ async def test_stop_pauses_the_run_and_resume_finishes_it(
     await again.sender.aclose()
     assert final.run.state is RunState.DONE
     assert recipients(smtp_server) == Counter(p.email for p in group)
+
+
+async def test_a_runner_leaves_the_sender_it_is_given_as_it_was(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """A sender shared with a run keeps its own rules; the runner's own sender has the run's."""
+    sender = Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()))
+    before = sender.send_context
+    settings = RunSettings(bounces=BouncePolicy(pause_single_sends=True))
+    runner = BulkRunner(sender, store, settings, scheduler=Scheduler(UNLIMITED))
+    report = await runner.run("r-shared", people(3))
+    await sender.aclose()
+    assert report.counts[MessageState.SENT] == 3
+    assert sender.send_context is before
+    assert (sender.scheduler, sender.store, sender.suppression) == (None, None, None)
+    assert runner.sender.scheduler is runner.scheduler
+    assert (runner.sender.store, runner.sender.suppression) == (store, store)
+    assert runner.sender.send_context.guard is not None
+    assert runner.sender.composer is sender.composer
