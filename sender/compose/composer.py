@@ -136,9 +136,8 @@ class Composer:
         renderer: Renderer | None = None,
     ) -> None:
         self._settings = settings
-        self._clock = clock or SystemClock()
-        self.clock = self._clock  # the sender's, so its sends and its links agree on the time
-        self.links = LinkSigner(settings.links, clock=self._clock)
+        self.clock = clock or SystemClock()  # the sender's: its sends and links agree on the time
+        self.links = LinkSigner(settings.links, clock=self.clock)
         self.renderer = renderer or Renderer(
             template_dirs=settings.template_dirs,
             allowed_link_domains=settings.allowed_link_domains,
@@ -148,7 +147,7 @@ class Composer:
             reply_to=settings.reply_to,
             message_id_domain=settings.message_id_domain,
             headers=dict(settings.headers),
-            clock=self._clock,
+            clock=self.clock,
         )
         self._return_path = envelope_address(settings.return_path or settings.from_address.email)[0]
         self.dkim = (
@@ -182,7 +181,7 @@ class Composer:
         if clash:
             field = sorted(clash)[0]
             raise InputError(f"{field!r} is filled in by sender and cannot be set", field=field)
-        ttl = (link.expires_at.timestamp() - self._clock.now()) / 86400
+        ttl = (link.expires_at.timestamp() - self.clock.now()) / 86400
         return {
             "course_name": participant.course_id,
             **participant.vars,
@@ -231,7 +230,7 @@ class Composer:
                 attendee_email=participant.email,
                 attendee_name=participant.name,
                 sequence=calendar.sequence,
-                dtstamp=datetime.fromtimestamp(self._clock.now(), UTC),
+                dtstamp=datetime.fromtimestamp(self.clock.now(), UTC),
                 link=link.url,
             )
             alternatives.append(Part(f"text/calendar; method={calendar.method.value}", ics))
