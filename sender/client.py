@@ -9,50 +9,43 @@ exception).
 
 from __future__ import annotations
 
-import base64
+import copy
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 from sender import redact
-from sender.clock import Clock, SystemClock
-from sender.compose.dkim import DkimKey, DkimSigner
-from sender.compose.ical import CalendarEvent, CalendarMethod, build_invite
+from sender.clock import Clock
+from sender.compose.composer import CalendarSend, ComposedMessage, ComposeOptions, Composer
+from sender.compose.dkim import DkimSigner
 from sender.compose.links import IssuedLink, LinkClaims, LinkSigner, ReturnPathSigner
-from sender.compose.mime import Attachment, BuiltMessage, MessageBuilder, Part, envelope_address
-from sender.compose.render import RenderedMessage, Renderer
+from sender.compose.render import Renderer
 from sender.config import BouncePolicy, SenderSettings, SmtpSettings
-from sender.errors import ConfigurationError, InputError
+from sender.errors import ConfigurationError
 from sender.feedback.suppression import keep_refusal
-from sender.models import Address, DeliveryResult, DeliveryStatus, Envelope, Participant
+from sender.lifecycle import AsyncResource
+from sender.models import Address, DeliveryResult, DeliveryStatus, Participant
 from sender.pacing.schedule import Scheduler
 from sender.servers.capture import CaptureServer
 from sender.store import Store
 from sender.transport import SmtpTransport, Transport
 
-__all__ = ["CalendarSend", "ComposedMessage", "Sender", "SuppressionList", "open_sender"]
+__all__ = [
+    "CalendarSend",
+    "ComposedMessage",
+    "LinkMailOptions",
+    "SendContext",
+    "SendGuard",
+    "Sender",
+    "SuppressionList",
+    "open_sender",
+]
 
 log = logging.getLogger("sender")
-
-# Template variables sender fills itself; a CSV column must not replace them.
-RESERVED_VARIABLES = frozenset(
-    {
-        "name",
-        "email",
-        "link",
-        "participant_id",
-        "course_id",
-        "organization",
-        "expires_days",
-        "locale",
-    }
-)
 
 
 class SuppressionList(Protocol):
@@ -61,64 +54,35 @@ class SuppressionList(Protocol):
     async def suppressed(self, addresses: Sequence[str], /) -> Mapping[str, object]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class CalendarSend:
-    """The calendar object a message carries: the event, REQUEST or CANCEL, and its SEQUENCE.
+class LinkMailOptions(TypedDict, total=False):
+    """What a single link mail (:meth:`Sender.send_invitation`, ``send_get_link``) may set."""
 
-    ``changes`` names what an update changed (``"time"``, ``"place"``, ...), so the
-    subject can say it; a first invitation has none.
+    next: str | None  # the path the link leads to after login
+    stamp: str | None  # revokes links issued under another stamp
+    reply_to: Address | None
+
+
+SendGuard = Callable[[], Awaitable[str | None]]
+"""Asked before each single send: why not to send now (a spent bounce budget), or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendContext:
+    """What a :class:`Sender`'s sends answer to besides composing: pacing and the bounce loop.
+
+    Fixed when the sender is made. A bulk run that needs other rules for its single
+    sends gets a sender of its own (:meth:`Sender.with_context`), so a sender shared
+    with, say, a web app is never changed behind its back.
     """
 
-    event: CalendarEvent
-    method: CalendarMethod = CalendarMethod.REQUEST
-    sequence: int = 0
-    changes: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.method not in (CalendarMethod.REQUEST, CalendarMethod.CANCEL):
-            raise InputError("a calendar mail is a REQUEST or a CANCEL", field="method")
-        if self.sequence < 0:
-            raise InputError("SEQUENCE cannot be negative", field="sequence")
-
-    @property
-    def template(self) -> str:
-        """The built-in template set for this kind of calendar mail."""
-        if self.method is CalendarMethod.CANCEL:
-            return "invite_cancel"
-        return "invite_update" if self.changes else "invite"
-
-    def context(self) -> dict[str, object]:
-        """The ``event_*`` template variables."""
-        event = self.event
-        return {
-            "event_summary": event.summary,
-            "event_description": event.description,
-            "event_location": event.location,
-            "event_date": event.start.date().isoformat(),
-            "event_start_time": event.start.strftime("%H:%M"),
-            "event_end_date": event.end.date().isoformat(),
-            "event_end_time": event.end.strftime("%H:%M"),
-            "event_timezone": event.timezone,
-            "event_changes": list(self.changes),
-        }
+    scheduler: Scheduler | None = None  # single sends take its priority lane
+    suppression: SuppressionList | None = None  # addresses not to write to
+    store: Store | None = None  # where refusals are kept as bounces
+    bounce_policy: BouncePolicy = field(default_factory=BouncePolicy)
+    guard: SendGuard | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ComposedMessage:
-    """A message ready for the wire, with everything that went into it."""
-
-    participant: Participant
-    link: IssuedLink
-    rendered: RenderedMessage
-    message: BuiltMessage
-    envelope: Envelope
-
-    @property
-    def message_id(self) -> str:
-        return self.message.message_id
-
-
-class Sender:
+class Sender(AsyncResource):
     """Sends personal-link mail to LMS participants.
 
     Use it as an async context manager so the transport's connections are
@@ -146,75 +110,74 @@ class Sender:
     ) -> None:
         self._settings = settings
         self._transport = transport
-        self.scheduler = scheduler
-        self.store = store
-        self.suppression: SuppressionList | None = suppression if suppression is not None else store
-        self.bounce_policy = bounce_policy if bounce_policy is not None else BouncePolicy()
-        # Set by a bulk runner whose bounce policy pauses single sends too: why not to send.
-        self.send_guard: Callable[[], Awaitable[str | None]] | None = None
-        self._clock = clock or SystemClock()
-        self.links = LinkSigner(settings.links, clock=self._clock)
-        self.renderer = renderer or Renderer(
-            template_dirs=settings.template_dirs,
-            allowed_link_domains=settings.allowed_link_domains,
+        self._context = SendContext(
+            scheduler=scheduler,
+            suppression=suppression if suppression is not None else store,
+            store=store,
+            bounce_policy=bounce_policy if bounce_policy is not None else BouncePolicy(),
         )
-        self._builder = MessageBuilder(
-            from_address=settings.from_address,
-            reply_to=settings.reply_to,
-            message_id_domain=settings.message_id_domain,
-            headers=dict(settings.headers),
-            clock=self._clock,
-        )
-        self._return_path = envelope_address(settings.return_path or settings.from_address.email)[0]
-        self.dkim = (
-            DkimSigner(
-                DkimKey(settings.dkim_domain, settings.dkim_selector, settings.dkim_private_key)
-            )
-            if settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key
-            else None
-        )
-        self.return_paths = (
-            ReturnPathSigner(settings.links.secret_keys, domain=settings.bounce_domain)
-            if settings.bounce_domain
-            else None
-        )
+        self.composer = Composer(settings, clock=clock, renderer=renderer)
+        self._clock = self.composer.clock
+
+    def with_context(self, context: SendContext, /) -> Sender:
+        """A sender like this one (same composer, same transport) whose sends follow ``context``.
+
+        This one is left as it was. Closing either closes the transport they share.
+        """
+        twin = copy.copy(self)
+        twin._context = context
+        return twin
+
+    @property
+    def send_context(self) -> SendContext:
+        """What this sender's sends answer to: pacing, suppression list, bounce store, guard."""
+        return self._context
 
     @property
     def settings(self) -> SenderSettings:
         return self._settings
 
-    def with_uid(self, calendar: CalendarSend, /) -> CalendarSend:
-        """``calendar`` with its event's UID set: keyed with the newest secret key when new.
-
-        The unkeyed UID (:attr:`CalendarEvent.event_uid`) is never sent for a new event,
-        so nobody can compute an event's UID, and with it forge a reply, from its ids.
-        """
-        event = calendar.event
-        if event.uid is not None:
-            return calendar
-        uid = event.keyed_uid(self._settings.links.secret_keys[-1])
-        return replace(calendar, event=replace(event, uid=uid))
-
     @property
     def transport(self) -> Transport | None:
         return self._transport
 
-    async def __aenter__(self) -> Sender:
-        return self
+    @property
+    def scheduler(self) -> Scheduler | None:
+        return self._context.scheduler
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    @property
+    def suppression(self) -> SuppressionList | None:
+        return self._context.suppression
+
+    @property
+    def store(self) -> Store | None:
+        return self._context.store
+
+    @property
+    def bounce_policy(self) -> BouncePolicy:
+        return self._context.bounce_policy
+
+    @property
+    def links(self) -> LinkSigner:
+        return self.composer.links
+
+    @property
+    def renderer(self) -> Renderer:
+        return self.composer.renderer
+
+    @property
+    def dkim(self) -> DkimSigner | None:
+        return self.composer.dkim
+
+    @property
+    def return_paths(self) -> ReturnPathSigner | None:
+        return self.composer.return_paths
 
     async def aclose(self) -> None:
         if self._transport is not None:
             await self._transport.aclose()
 
-    # --- links -------------------------------------------------------------------------
+    # --- links and composing -----------------------------------------------------------
 
     def get_link(
         self,
@@ -242,42 +205,16 @@ class Sender:
         """Verify a login link; raises LinkInvalid, LinkExpired or LinkRevoked."""
         return self.links.verify(url_or_token, stamp=stamp, purpose=purpose)
 
-    # --- composing ---------------------------------------------------------------------
+    def with_uid(self, calendar: CalendarSend, /) -> CalendarSend:
+        """``calendar`` with its event's UID set (:meth:`Composer.with_uid`)."""
+        return self.composer.with_uid(calendar)
 
     def context(self, participant: Participant, link: IssuedLink, locale: str) -> dict[str, object]:
-        """The template variables for one participant: CSV extras plus sender's own."""
-        clash = RESERVED_VARIABLES.intersection(participant.vars)
-        if clash:
-            field = sorted(clash)[0]
-            raise InputError(f"{field!r} is filled in by sender and cannot be set", field=field)
-        ttl = (link.expires_at.timestamp() - self._clock.now()) / 86400
-        return {
-            "course_name": participant.course_id,
-            **participant.vars,
-            "name": participant.name,
-            "email": participant.email,
-            "link": link.url,
-            "participant_id": participant.participant_id,
-            "course_id": participant.course_id,
-            "organization": self._settings.organization_name,
-            "expires_days": max(1, math.ceil(round(ttl, 6))),
-            "locale": locale,
-        }
+        """The template variables for one participant (:meth:`Composer.context`)."""
+        return self.composer.context(participant, link, locale)
 
     def compose(
-        self,
-        participant: Participant,
-        /,
-        *,
-        template: str = "invitation",
-        next: str | None = None,
-        ttl: timedelta | None = None,
-        stamp: str | None = None,
-        reply_to: Address | None = None,
-        headers: Mapping[str, str] | None = None,
-        message_id: str | None = None,
-        calendar: CalendarSend | None = None,
-        return_path_key: str | None = None,
+        self, participant: Participant, /, **options: Unpack[ComposeOptions]
     ) -> ComposedMessage:
         """Issue the link, render the template and build the bytes, without sending.
 
@@ -294,48 +231,7 @@ class Sender:
         data and :class:`~sender.errors.TemplateError` for template problems,
         naming the field or variable.
         """
-        if not participant.name.strip():
-            raise InputError("the participant has no name", field="name")
-        rcpt, smtputf8 = envelope_address(participant.email, field="email")
-        link = self.get_link(participant, next=next, ttl=ttl, stamp=stamp)
-        locale = self.renderer.resolve_locale(template, participant.locale)
-        context = self.context(participant, link, locale)
-        alternatives: list[Part] = []
-        attachments: list[Attachment] = []
-        if calendar is not None:
-            calendar = self.with_uid(calendar)
-            context.update(calendar.context())
-            ics = build_invite(
-                calendar.event,
-                method=calendar.method,
-                attendee_email=participant.email,
-                attendee_name=participant.name,
-                sequence=calendar.sequence,
-                dtstamp=datetime.fromtimestamp(self._clock.now(), UTC),
-                link=link.url,
-            )
-            alternatives.append(Part(f"text/calendar; method={calendar.method.value}", ics))
-            attachments.append(Attachment("application/ics", "invite.ics", ics))
-        rendered = self.renderer.render(template, locale=locale, context=context, link=link.url)
-        message = self._builder.build(
-            to=Address(participant.email, participant.name),
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            reply_to=reply_to,
-            headers=headers,
-            message_id=message_id,
-            alternatives=alternatives,
-            attachments=attachments,
-        )
-        if self.dkim is not None:
-            message = replace(message, data=self.dkim.sign(message.data))
-        envelope = Envelope(
-            mail_from=self._mail_from(participant, return_path_key),
-            recipients=(rcpt,),
-            smtputf8=smtputf8 or message.smtputf8,
-        )
-        return ComposedMessage(participant, link, rendered, message, envelope)
+        return self.composer.compose(participant, **options)
 
     def message_id_for(self, key: str, /) -> str:
         """The Message-ID for the message ``key`` names (an outbox message), always the same.
@@ -343,17 +239,7 @@ class Sender:
         A message re-sent after a crash then carries the Message-ID of the copy that
         may already have arrived, so the receiver can tell they are one message.
         """
-        return self._builder.message_id_for(key)
-
-    def _mail_from(self, participant: Participant, key: str | None) -> str:
-        if self.return_paths is None:
-            return self._return_path
-        if key is None:  # a single send: the participant id, when it fits a local part
-            encoded = base64.b32encode(participant.participant_id.encode()).decode()
-            key = "p" + encoded.rstrip("=").lower()
-            if len(key) > 40:
-                return self._return_path
-        return self.return_paths.address(key)
+        return self.composer.message_id_for(key)
 
     # --- sending -----------------------------------------------------------------------
 
@@ -383,12 +269,8 @@ class Sender:
         log.warning(
             "%s for participant %s: suppressed, not sent", template, participant.participant_id
         )
-        return DeliveryResult(
-            email=participant.email,
-            message_id="",
-            status=DeliveryStatus.SUPPRESSED,
-            detail="the address is on the suppression list",
-            participant_id=participant.participant_id,
+        return _not_sent(
+            participant, DeliveryStatus.SUPPRESSED, "the address is on the suppression list"
         )
 
     async def _keep_refusal(self, composed: ComposedMessage, result: DeliveryResult) -> None:
@@ -457,17 +339,12 @@ class Sender:
         """
         if template is None:
             template = calendar.template if calendar is not None else "invitation"
-        if self.send_guard is not None and (why := await self.send_guard()) is not None:
+        guard = self._context.guard
+        if guard is not None and (why := await guard()) is not None:
             log.warning(
                 "%s for participant %s: not sent: %s", template, participant.participant_id, why
             )
-            return DeliveryResult(
-                email=participant.email,
-                message_id="",
-                status=DeliveryStatus.TEMPORARY,
-                detail=why,
-                participant_id=participant.participant_id,
-            )
+            return _not_sent(participant, DeliveryStatus.TEMPORARY, why)
         if (blocked := await self._suppressed(participant, template)) is not None:
             return blocked  # checked before composing: no link issued for nobody
         composed = self.compose(
@@ -485,32 +362,27 @@ class Sender:
         return await self._hand_over(composed, feedback=True)
 
     async def send_invitation(
-        self,
-        participant: Participant,
-        /,
-        *,
-        next: str | None = None,
-        stamp: str | None = None,
-        reply_to: Address | None = None,
+        self, participant: Participant, /, **options: Unpack[LinkMailOptions]
     ) -> DeliveryResult:
         """Invite one participant, with their personal login link."""
-        return await self.send(
-            participant, template="invitation", next=next, stamp=stamp, reply_to=reply_to
-        )
+        return await self.send(participant, template="invitation", **options)
 
     async def send_get_link(
-        self,
-        participant: Participant,
-        /,
-        *,
-        next: str | None = None,
-        stamp: str | None = None,
-        reply_to: Address | None = None,
+        self, participant: Participant, /, **options: Unpack[LinkMailOptions]
     ) -> DeliveryResult:
         """Mail one participant their personal login link on its own."""
-        return await self.send(
-            participant, template="get_link", next=next, stamp=stamp, reply_to=reply_to
-        )
+        return await self.send(participant, template="get_link", **options)
+
+
+def _not_sent(participant: Participant, status: DeliveryStatus, why: str) -> DeliveryResult:
+    """The result of a send that never reached the transport, and why."""
+    return DeliveryResult(
+        email=participant.email,
+        message_id="",
+        status=status,
+        detail=why,
+        participant_id=participant.participant_id,
+    )
 
 
 @asynccontextmanager

@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from sender.addresses import address_key, domain_key
-from sender.bulk.runner import BulkRunner, Progress, Rows, RunReport, RunSettings, numbered
+from sender.bulk.ingest import Rows, numbered
+from sender.bulk.runner import BulkRunner, Progress, RunReport, RunSettings
 from sender.checks.resolve import LookupStatus, Resolver
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
@@ -44,7 +45,7 @@ from sender.compose.ical import CalendarEvent, CalendarMethod, RsvpAnswer, parse
 from sender.errors import CheckUnavailable, InputError
 from sender.feedback.intake import calendar_parts, dmarc_passed
 from sender.models import Participant
-from sender.pacing.schedule import Scheduler
+from sender.pacing.schedule import RateLimits, Scheduler
 from sender.participants import CsvRow
 from sender.store import EventRecord, InvitationRecord, RsvpRecord, RunInfo, Store
 
@@ -149,7 +150,9 @@ class Invitations:
         self._run_options = dict(run_options or {})
         self.store = store
         self.settings = settings or RunSettings()
-        self._scheduler = scheduler
+        # One scheduler for every run of these invitations (an update, then the newcomers),
+        # so its limits hold across them; the sender given is not changed to carry it.
+        self._scheduler = scheduler or sender.scheduler or Scheduler(RateLimits(), clock=clock)
         self._clock = clock or SystemClock()
         self._on_rsvp = on_rsvp
         self._check_sender = check_sender

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from sender import Address, DeliveryStatus, LinkSettings, Participant, Sender, SenderSettings
 from sender.addresses import addr_spec, address_key
-from sender.bulk.runner import BulkRunner, RunSettings, run_status
+from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.status import run_status
 from sender.config import BouncePolicy
 from sender.errors import AddressError
 from sender.feedback.suppression import apply_bounce

@@ -15,20 +15,17 @@ from sender import (
     DeliveryStatus,
     InputError,
     LinkRevoked,
-    LinkSettings,
     Participant,
     PermanentDeliveryError,
     Sender,
-    SenderSettings,
     open_sender,
 )
+from sender.compose.links import participant_key, participant_of_key
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
+from tests.helpers import sender_settings
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
-)
+SETTINGS = sender_settings()
 KARI = Participant(
     email="kari@example.com",
     name="Kari Nordmann",
@@ -184,3 +181,13 @@ async def test_logs_never_hold_tokens_secrets_or_bodies(
     assert composed.link.token not in logged
     assert SETTINGS.links.secret_keys[0] not in logged
     assert composed.rendered.text.splitlines()[2] not in logged
+
+
+def test_a_single_sends_return_path_key_names_its_participant() -> None:
+    """The key of a single send's return path reads back as its participant id, or is None."""
+    key = participant_key("p-1001")
+    assert key is not None
+    assert key.startswith("p")
+    assert participant_of_key(key) == "p-1001"
+    assert participant_key("x" * 40) is None  # too long for a 40-character key
+    assert participant_of_key("m1z") is None  # an outbox message's key

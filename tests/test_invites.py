@@ -14,15 +14,15 @@ from pathlib import Path
 
 import icalendar
 
-from sender import Address, LinkSettings, Participant, Sender, SenderSettings
+from sender import Participant, Sender
 from sender.bulk.runner import BulkRunner, RunSettings
-from sender.compose.ical import CalendarEvent
 from sender.invites import Invitations, calendar_of
-from sender.pacing.schedule import RateLimits, Scheduler
+from sender.pacing.schedule import Scheduler
 from sender.store import MessageState, RsvpRecord, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import IDENTITY, cli_with
+from tests.helpers import EVENT as SESSION
+from tests.helpers import IDENTITY, UNLIMITED, cli_with, sender_settings
 
 SAMPLES = Path(__file__).parent / "samples" / "replies"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -31,21 +31,12 @@ UID = "3f2a9c1e5b7d4e6f8a0b1c2d3e4f5a6b@calendar.example.com"
 # on as the trusted relay in front of the inbound listener would: with its DMARC result
 # on top (relayed()); tests/test_rsvp_authentication.py covers unauthenticated mail.
 RELAY = "mx.relay.example"
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("i" * 32,), base_url="https://lms.example.com/login"),
-    trusted_authserv_ids=(RELAY,),
-)
-EVENT = CalendarEvent(
-    course_id="PY101",
+SETTINGS = sender_settings("i" * 32, trusted_authserv_ids=(RELAY,))
+EVENT = replace(
+    SESSION,
     summary="Python intro — session 1",
-    start=datetime(2027, 3, 27, 10, 0),
-    end=datetime(2027, 3, 27, 12, 0),
-    timezone="Europe/Oslo",
-    organizer_email="invitation@calendar.example.com",
     organizer_name="Example Academy",
     location="Room 2.14",
-    event_id="session-1",
     uid=UID,
 )
 # The attendees of the reply samples, and the SEQUENCE each sample answers.
@@ -86,7 +77,7 @@ def invitations_for(
         sender,
         store,
         RunSettings(concurrency=4),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        scheduler=Scheduler(UNLIMITED),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -265,7 +256,7 @@ async def test_a_deferred_calendar_message_is_retried_with_its_calendar(
         sender,
         store,
         RunSettings(template=calendar.template, calendar=calendar),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        scheduler=Scheduler(UNLIMITED),
     )
     await runner.run(report.run.run_id)
     await sender.aclose()
@@ -377,7 +368,7 @@ async def test_worker_processes_send_the_calendar_too(
         sender,
         store,
         RunSettings(concurrency=4, workers=2),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
+        scheduler=Scheduler(UNLIMITED),
     )
     await invitations.invite(EVENT, attendees())
     await sender.aclose()

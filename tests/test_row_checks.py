@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sender import Participant, Sender
-from sender.bulk.runner import BulkRunner, RowChecker, RunSettings, check_rows
+from sender.bulk.ingest import RowChecker, check_rows
+from sender.bulk.runner import BulkRunner, RunSettings
 from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow
 from sender.store import MessageState, SqliteStore

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sender import Participant, RunBusy, Sender
-from sender.bulk.runner import BulkRunner, RunSettings, run_status
+from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.status import run_status
 from sender.config import BouncePolicy
 from sender.errors import InputError
 from sender.pacing.schedule import Scheduler

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sender import Participant, Sender
-from sender.bulk.runner import BulkRunner, Progress, RunSettings, run_status
+from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.status import Progress, run_status
 from sender.cli.app import ProgressDisplay
 from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.store import MessageState, SqliteStore

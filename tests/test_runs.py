@@ -10,63 +10,25 @@ from pathlib import Path
 import pytest
 
 from sender import (
-    Address,
     ConfigurationError,
-    LinkSettings,
     Participant,
     RunBusy,
     Sender,
     SenderSettings,
 )
-from sender.bulk.runner import BulkRunner, RunSettings, check_rows, run_status
+from sender.bulk.ingest import check_rows
+from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.status import run_status
+from sender.config import BouncePolicy
 from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
 from sender.participants import read_csv
 from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
+from tests.bulk_helpers import assert_paused_and_unsent, bulk_runner, people, recipients
+from tests.helpers import UNLIMITED, sender_settings
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
-)
-UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
-
-
-def people(count: int, *, domains: int = 3) -> list[Participant]:
-    return [
-        Participant(
-            f"user{i}@d{i % domains}.example",
-            f"User {i}",
-            f"p-{i}",
-            "PY101",
-            ("en", "nb", "sv", "ja")[i % 4],
-        )
-        for i in range(count)
-    ]
-
-
-def runner_for(
-    server: RecordingSMTPServer,
-    store: SqliteStore,
-    *,
-    limits: RateLimits = UNLIMITED,
-    clock: ManualClock | None = None,
-    concurrency: int = 4,
-    **settings: object,
-) -> BulkRunner:
-    transport = SmtpTransport(server.smtp_settings(pool_size=concurrency), clock=clock)
-    sender = Sender(SETTINGS, transport=transport, clock=clock)
-    return BulkRunner(
-        sender,
-        store,
-        RunSettings(concurrency=concurrency, **settings),  # type: ignore[arg-type]
-        scheduler=Scheduler(limits, clock=clock),
-        clock=clock,
-    )
-
-
-def recipients(server: RecordingSMTPServer) -> Counter[str]:
-    return Counter(r for m in server.messages for r in m.recipients)
+SETTINGS = sender_settings()
 
 
 async def test_each_participant_gets_one_message_and_a_rerun_sends_nothing(
@@ -74,14 +36,14 @@ async def test_each_participant_gets_one_message_and_a_rerun_sends_nothing(
 ) -> None:
     """A run sends once to everyone; running it again under the same id sends nothing."""
     group = people(40)
-    runner = runner_for(smtp_server, store)
+    runner = bulk_runner(smtp_server, store)
     report = await runner.run("r-1", group)
     await runner.sender.aclose()
     assert report.counts[MessageState.SENT] == 40
     assert report.sent_now == 40
     assert report.run.state is RunState.DONE
     assert recipients(smtp_server) == Counter(p.email for p in group)
-    again = runner_for(smtp_server, store)
+    again = bulk_runner(smtp_server, store)
     second = await again.run("r-1", group)
     await again.sender.aclose()
     assert second.sent_now == 0
@@ -102,7 +64,7 @@ async def test_bad_rows_are_skipped_with_row_and_reason(
         "e@d3.example,E,p-5,c,ja\n",
         encoding="utf-8",
     )
-    runner = runner_for(smtp_server, store)
+    runner = bulk_runner(smtp_server, store)
     report = await runner.run("r-bad", read_csv(csv_path), source=str(csv_path))
     await runner.sender.aclose()
     assert sorted(recipients(smtp_server)) == ["a@d1.example", "e@d3.example"]
@@ -145,7 +107,7 @@ async def test_permanent_failure_is_recorded_and_others_deliver(
     """A 550 recipient fails for good with its reply; everyone else is sent."""
     group = people(12)
     smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown", address="user5@d2.example")
-    runner = runner_for(smtp_server, store)
+    runner = bulk_runner(smtp_server, store)
     report = await runner.run("r-5xx", group)
     await runner.sender.aclose()
     assert report.counts[MessageState.FAILED] == 1
@@ -163,7 +125,7 @@ async def test_temporary_failure_is_deferred_then_retried(
     """A 451 defers the message by the retry policy; once due it is sent, once."""
     clock = ManualClock(now=1_800_000_000)
     smtp_server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="user1@d1.example", times=1)
-    runner = runner_for(smtp_server, store, clock=clock, retry=RetryPolicy(jitter=0))
+    runner = bulk_runner(smtp_server, store, clock=clock, retry=RetryPolicy(jitter=0))
     first = await runner.run("r-grey", people(6))
     assert first.counts[MessageState.DEFERRED] == 1
     assert first.next_attempt_at == pytest.approx(1_800_000_000 + 300, abs=1)
@@ -184,7 +146,7 @@ async def test_waiting_run_retries_by_itself(
     """With wait_for_retries the run sleeps (on its clock) until deferred mail is due."""
     clock = ManualClock(now=1_800_000_000)
     smtp_server.reply(Stage.RCPT, "452 4.2.2 Mailbox full", address="user2@d2.example", times=2)
-    runner = runner_for(
+    runner = bulk_runner(
         smtp_server, store, clock=clock, wait_for_retries=True, retry=RetryPolicy(jitter=0)
     )
     report = await runner.run("r-wait", people(6))
@@ -207,7 +169,7 @@ async def test_throttling_reply_slows_that_domain_alone(
         Stage.RCPT, "421 4.7.0 Too many messages, slow down", address="user0@d0.example", times=1
     )
     limits = RateLimits(global_per_second=None, domain_per_minute=600)
-    runner = runner_for(smtp_server, store, limits=limits, clock=ManualClock(), concurrency=1)
+    runner = bulk_runner(smtp_server, store, limits=limits, clock=ManualClock(), concurrency=1)
     group = people(30)
     await runner.run("r-slow", group)
     await runner.sender.aclose()
@@ -233,7 +195,7 @@ async def test_crash_leftovers_are_requeued_and_sent(
 ) -> None:
     """Messages a dead worker had claimed go out on resume; nobody is skipped."""
     group = people(10)
-    runner = runner_for(smtp_server, store)
+    runner = bulk_runner(smtp_server, store)
     run, _ = await store.create_run("r-crash", template="invitation", source="library", now=0)
     await runner.ingest(run, group)
     claimed = [await store.claim("r-crash", "d0.example", now=1e10, owner="dead:1")]
@@ -250,7 +212,7 @@ async def test_second_worker_is_refused_while_the_first_holds_the_run(
     """Two live workers never send the same run."""
     await store.create_run("r-busy", template="invitation", source="library", now=0)
     assert await store.acquire_run("r-busy", owner="other:1", now=1e12, ttl=30)
-    runner = runner_for(smtp_server, store, clock=ManualClock(now=1e12))
+    runner = bulk_runner(smtp_server, store, clock=ManualClock(now=1e12))
     with pytest.raises(RunBusy, match="other:1"):
         await runner.run("r-busy", people(3))
     await runner.sender.aclose()
@@ -262,7 +224,7 @@ async def test_priority_send_overtakes_a_running_bulk_run(
 ) -> None:
     """A single send during a bulk run leaves within a few messages, not at the end."""
     limits = RateLimits(global_per_second=400, domain_per_minute=None)
-    runner = runner_for(smtp_server, store, limits=limits, concurrency=2)
+    runner = bulk_runner(smtp_server, store, limits=limits, concurrency=2)
     task = asyncio.create_task(runner.run("r-busy-lane", people(300, domains=10)))
     for _ in range(500):
         if len(smtp_server.messages) >= 20:
@@ -286,7 +248,7 @@ async def test_status_agrees_with_the_server(
 ) -> None:
     """status counts match what the SMTP server actually received."""
     smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown", address="user3@d0.example")
-    runner = runner_for(smtp_server, store)
+    runner = bulk_runner(smtp_server, store)
     await runner.run("r-status", people(15))
     await runner.sender.aclose()
     data = await run_status(store, "r-status", now=1e12)
@@ -305,7 +267,7 @@ async def test_async_iterable_input(smtp_server: RecordingSMTPServer, store: Sql
         for participant in people(7):
             yield participant
 
-    runner = runner_for(smtp_server, store)
+    runner = bulk_runner(smtp_server, store)
     report = await runner.run("r-async", stream())
     await runner.sender.aclose()
     assert report.counts[MessageState.SENT] == 7
@@ -337,14 +299,9 @@ async def test_refused_login_pauses_the_run_and_loses_nothing(
     with pytest.raises(ConfigurationError):
         await runner.run("r-login", people(8))
     await sender.aclose()
-    run = await store.get_run("r-login")
-    assert run is not None
-    assert run.state is RunState.PAUSED
+    run, counts = await assert_paused_and_unsent(store, starttls_server, "r-login", queued=8)
     assert run.paused_reason
-    counts = await store.counts("r-login")
-    assert counts[MessageState.QUEUED] == 8
     assert counts[MessageState.SENDING] == 0
-    assert starttls_server.messages == ()
 
 
 async def test_stop_pauses_the_run_and_resume_finishes_it(
@@ -353,7 +310,7 @@ async def test_stop_pauses_the_run_and_resume_finishes_it(
     """stop() (Ctrl-C) pauses with an exact count; a resume sends the rest, nobody twice."""
     group = people(120)
     limits = RateLimits(global_per_second=300, domain_per_minute=None)
-    runner = runner_for(smtp_server, store, limits=limits)
+    runner = bulk_runner(smtp_server, store, limits=limits)
     task = asyncio.create_task(runner.run("r-stop", group))
     async with asyncio.timeout(30):
         await smtp_server.wait_for_messages(20)
@@ -364,8 +321,27 @@ async def test_stop_pauses_the_run_and_resume_finishes_it(
     assert report.run.paused_reason == "interrupted"
     assert report.sent_now == report.counts[MessageState.SENT] == len(smtp_server.messages)
     assert report.sent_now < 120
-    again = runner_for(smtp_server, store, limits=limits)
+    again = bulk_runner(smtp_server, store, limits=limits)
     final = await again.run("r-stop")
     await again.sender.aclose()
     assert final.run.state is RunState.DONE
     assert recipients(smtp_server) == Counter(p.email for p in group)
+
+
+async def test_a_runner_leaves_the_sender_it_is_given_as_it_was(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """A sender shared with a run keeps its own rules; the runner's own sender has the run's."""
+    sender = Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()))
+    before = sender.send_context
+    settings = RunSettings(bounces=BouncePolicy(pause_single_sends=True))
+    runner = BulkRunner(sender, store, settings, scheduler=Scheduler(UNLIMITED))
+    report = await runner.run("r-shared", people(3))
+    await sender.aclose()
+    assert report.counts[MessageState.SENT] == 3
+    assert sender.send_context is before
+    assert (sender.scheduler, sender.store, sender.suppression) == (None, None, None)
+    assert runner.sender.scheduler is runner.scheduler
+    assert (runner.sender.store, runner.sender.suppression) == (store, store)
+    assert runner.sender.send_context.guard is not None
+    assert runner.sender.composer is sender.composer

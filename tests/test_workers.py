@@ -11,39 +11,24 @@ from email import message_from_bytes, policy
 import pytest
 
 from sender import (
-    Address,
     ConfigurationError,
-    LinkSettings,
     Participant,
-    Sender,
-    SenderSettings,
     WorkerError,
 )
 from sender.bulk.runner import BulkRunner, RunSettings
 from sender.bulk.workers import Skipped, WorkerPool
-from sender.pacing.schedule import RateLimits, Scheduler
+from sender.pacing.schedule import RateLimits
 from sender.store import MessageState, OutboxMessage, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
-from sender.transport import SmtpTransport
+from tests.bulk_helpers import assert_paused_and_unsent, bulk_runner, recipients
+from tests.bulk_helpers import people as bulk_people
+from tests.helpers import UNLIMITED, sender_settings
 
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("w" * 32,), base_url="https://lms.example.com/login"),
-)
-UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
+SETTINGS = sender_settings("w" * 32)
 
 
-def people(count: int, *, domains: int = 5) -> list[Participant]:
-    return [
-        Participant(
-            f"user{i}@d{i % domains}.example",
-            f"User {i}",
-            f"p-{i}",
-            "PY101",
-            ("en", "nb", "sv", "ja")[i % 4],
-        )
-        for i in range(count)
-    ]
+def people(count: int) -> list[Participant]:
+    return bulk_people(count, domains=5)
 
 
 def runner_for(
@@ -55,17 +40,15 @@ def runner_for(
     limits: RateLimits = UNLIMITED,
     **smtp: object,
 ) -> BulkRunner:
-    transport = SmtpTransport(server.smtp_settings(pool_size=concurrency, **smtp))
-    return BulkRunner(
-        Sender(SETTINGS, transport=transport),
+    return bulk_runner(
+        server,
         store,
-        RunSettings(concurrency=concurrency, workers=workers),
-        scheduler=Scheduler(limits),
+        settings=SETTINGS,
+        limits=limits,
+        concurrency=concurrency,
+        smtp=smtp,
+        workers=workers,
     )
-
-
-def recipients(server: RecordingSMTPServer) -> Counter[str]:
-    return Counter(r for m in server.messages for r in m.recipients)
 
 
 async def test_workers_send_each_participant_once_with_verifiable_links(
@@ -114,12 +97,7 @@ async def test_refused_login_in_a_worker_pauses_the_run_and_loses_nothing(
     with pytest.raises(ConfigurationError, match="refused the login"):
         await runner.run("r-login", people(8))
     await runner.sender.aclose()
-    run = await store.get_run("r-login")
-    assert run is not None
-    assert run.state is RunState.PAUSED
-    counts = await store.counts("r-login")
-    assert counts[MessageState.QUEUED] == 8
-    assert starttls_server.messages == ()
+    await assert_paused_and_unsent(store, starttls_server, "r-login", queued=8)
 
 
 async def test_killed_worker_pauses_the_run_and_a_resume_sends_the_rest(

@@ -35,14 +35,14 @@ import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
 from sender import redact
 from sender.client import CalendarSend, Sender
 from sender.compose.links import return_path_key
 from sender.config import SenderSettings, SmtpSettings
 from sender.errors import ConfigurationError, InputError, SenderError, TemplateError, WorkerError
+from sender.lifecycle import AsyncResource
 from sender.loop import fast_loop
 from sender.models import DeliveryResult
 from sender.store import OutboxMessage
@@ -214,7 +214,7 @@ class _Worker:
         self.waiting.clear()
 
 
-class WorkerPool:
+class WorkerPool(AsyncResource):
     """``workers`` processes that compose and send claimed messages for a dispatcher.
 
     ``concurrency`` connections are split among them. Use ``async with``; the
@@ -248,18 +248,6 @@ class WorkerPool:
     @property
     def pids(self) -> list[int]:
         return [worker.process.pid for worker in self._workers]
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Start the processes and wait until each has built its sender."""

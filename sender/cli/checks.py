@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from sender.bulk.runner import DryRun, address_problem, check_rows, undeliverable
+from sender.bulk.ingest import DryRun, address_problem, check_rows, undeliverable
 from sender.checks.doctor import Fix, diagnose
 from sender.checks.resolve import DnsSettings, Resolver
 from sender.checks.validate import Validator
@@ -169,7 +169,7 @@ def validate(
 
 
 def row_checks(config: CliConfig, rows: Iterable[CsvRow], *, template: str) -> DryRun:
-    """What `run` would skip and why (:func:`sender.bulk.runner.check_rows`), for this template."""
+    """What `run` would skip and why (:func:`sender.bulk.ingest.check_rows`), for this template."""
     sender = Sender(config.sender)
     if template not in sender.renderer.names():
         raise InputError(f"no template named {template!r}", field="template")

@@ -27,7 +27,8 @@ from sender.cli.app import (
     with_store,
 )
 from sender.cli.calendar import preview_calendar
-from sender.client import RESERVED_VARIABLES, Sender, open_sender
+from sender.client import Sender, open_sender
+from sender.compose.composer import RESERVED_VARIABLES
 from sender.compose.render import Renderer, lint_templates, missing_variables, sample_context
 from sender.config import require_real_identity
 from sender.errors import LinkError, TemplateNotFound

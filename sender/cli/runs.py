@@ -25,17 +25,15 @@ from urllib.parse import urlsplit
 import click
 from rich.table import Table
 
+from sender.bulk.ingest import DryRun, check_rows
 from sender.bulk.runner import (
     BulkRunner,
-    DryRun,
     RunReport,
     RunSettings,
-    check_rows,
     default_run_id,
-    run_list,
-    run_status,
     transport_identity,
 )
+from sender.bulk.status import run_list, run_status
 from sender.cli.app import (
     EXIT_CONFIG,
     EXIT_FAILED,

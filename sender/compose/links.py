@@ -18,6 +18,7 @@ the only module that imports itsdangerous.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -46,6 +47,8 @@ __all__ = [
     "LinkSigner",
     "ReturnPathSigner",
     "message_of_key",
+    "participant_key",
+    "participant_of_key",
     "return_path_key",
 ]
 
@@ -359,6 +362,14 @@ class ReturnPathSigner:
         return address.strip().lower().rpartition("@")[2] == self.domain
 
 
+# --- return-path keys -------------------------------------------------------------------
+# What a signed return path's key names, written and read here only. An outbox message
+# (a run's) is ``m`` and its id in base 36; a single send is ``p`` and its participant id in
+# lower-case base32, when that fits the 40 characters a key may have.
+
+_MAX_KEY = 40
+
+
 def return_path_key(message_id: int, /) -> str:
     """The signed return path's key for an outbox message: ``m`` and its id in base 36."""
     if not 0 <= message_id < 36**39:  # SQLite ids are 64-bit: 13 digits at most
@@ -381,4 +392,22 @@ def message_of_key(key: str, /) -> int | None:
     try:
         return int(key[1:], 36)
     except ValueError:
+        return None
+
+
+def participant_key(participant_id: str, /) -> str | None:
+    """The key for a single send to ``participant_id``: ``p`` + base32; None if too long."""
+    encoded = base64.b32encode(participant_id.encode()).decode()
+    key = "p" + encoded.rstrip("=").lower()
+    return key if len(key) <= _MAX_KEY else None
+
+
+def participant_of_key(key: str, /) -> str | None:
+    """The participant id a single send's key (:func:`participant_key`) names, or None."""
+    if not key.startswith("p"):
+        return None
+    encoded = key[1:].upper()
+    try:
+        return base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
         return None

@@ -18,15 +18,13 @@ Providers suspend an account at about 100 bounces a day, so sender keeps well cl
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sender.addresses import address_key
-from sender.compose.links import ReturnPathSigner, message_of_key
+from sender.compose.links import ReturnPathSigner, message_of_key, participant_of_key
 from sender.config import DAY, BouncePolicy
 from sender.feedback.bounces import (
     Bounce,
@@ -252,7 +250,7 @@ async def _keep(
                 if sent is not None:
                     owner, participant_id = address_key(sent.email), sent.participant_id
             elif key.startswith("p"):
-                participant_id = _participant_of_key(key)
+                participant_id = participant_of_key(key)
     outcomes = []
     for index, finding in enumerate(findings):
         # A verified return path is the authority: a forwarded mailbox may report
@@ -274,15 +272,6 @@ async def _keep(
         why = await apply_bounce(store, record, policy=policy, now=now)
         outcomes.append(BounceOutcome(record, why))
     return outcomes
-
-
-def _participant_of_key(key: str) -> str | None:
-    """The participant id a single send's return-path key (``p`` + base32) names."""
-    encoded = key[1:].upper()
-    try:
-        return base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
 
 
 @dataclass(frozen=True, slots=True)

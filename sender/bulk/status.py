@@ -1,0 +1,150 @@
+"""What a run looks like from outside: progress while it sends, status and lists afterwards.
+
+Read-only: nothing here changes a run. ``sender status`` and an LMS's dashboard read the
+same plain data (:func:`run_status`, :func:`run_list`); a display gets :class:`Progress`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sender.bulk.settings import RunSettings
+from sender.errors import InputError
+from sender.store import FINAL_STATES, MessageState, RunInfo, RunState, Store
+
+__all__ = ["SKIPPED_LISTED", "Progress", "is_dead_local", "run_list", "run_status"]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot for progress displays, cheap enough to take several times a second."""
+
+    run_id: str
+    total: int
+    counts: Mapping[MessageState, int]
+    rate: float  # messages finished per second, recently
+    eta: float | None  # seconds, from the scheduler's limits
+    elapsed: float
+    slowest: str | None = None  # the domain (group) whose own limit sets the ETA, if one does
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(state, 0) for state in FINAL_STATES)
+
+
+def is_dead_local(owner: str | None) -> bool:
+    """True when ``owner`` ("host:pid/runner") is a process on this host that no longer exists.
+
+    A SIGKILLed worker leaves a fresh heartbeat behind; waiting out the lease
+    would be pointless when we can see that the process is gone.
+    """
+    if owner is None:
+        return True
+    host, _, pid = owner.partition("/")[0].rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+SKIPPED_LISTED = 100
+"""How many skipped rows (with reasons) a status lists; ``counts["skipped"]`` has them all."""
+
+
+def _shown_state(run: RunInfo, /, *, now: float, lease_ttl: float) -> tuple[str, bool]:
+    """(the state to show, whether a live process holds the run)."""
+    alive = (
+        run.owner is not None
+        and not is_dead_local(run.owner)
+        and run.heartbeat_at is not None
+        and now - run.heartbeat_at < lease_ttl
+    )
+    state = run.state.value
+    if run.state is RunState.ACTIVE and not alive:
+        # Its owner died (or hangs), or stopped on an error, without pausing or finishing it.
+        state = "interrupted"
+    return state, alive
+
+
+async def run_list(
+    store: Store, /, *, now: float, limit: int = 100, lease_ttl: float = RunSettings().lease_ttl
+) -> list[dict[str, object]]:
+    """The most recent runs (``sender status --all``): id, template, state, counts, created."""
+    listed: list[dict[str, object]] = []
+    for run in await store.runs(limit=limit):
+        counts = await store.counts(run.run_id)
+        state, _alive = _shown_state(run, now=now, lease_ttl=lease_ttl)
+        listed.append(
+            {
+                "run_id": run.run_id,
+                "template": run.template,
+                "source": run.source,
+                "state": state,
+                "paused_reason": run.paused_reason,
+                "created_at": run.created_at,
+                "total": sum(counts.values()),
+                "counts": {s.value: counts.get(s, 0) for s in MessageState},
+            }
+        )
+    return listed
+
+
+async def run_status(
+    store: Store,
+    run_id: str | None = None,
+    /,
+    *,
+    now: float,
+    lease_ttl: float = RunSettings().lease_ttl,
+) -> dict[str, object]:
+    """Everything ``sender status`` shows, as plain data (the ``--json`` output).
+
+    ``state`` is ``interrupted`` for an active run whose owner is gone: a process
+    on this host that no longer exists, or no lease renewal within ``lease_ttl``.
+
+    ``skipped`` lists the first :data:`SKIPPED_LISTED` skipped rows as ``{row, email,
+    reason}``, both those skipped when read and those skipped when composed.
+    """
+    run = await store.get_run(run_id) if run_id else await store.latest_run()
+    if run is None:
+        raise InputError(f"no run named {run_id!r}" if run_id else "no runs yet", field="run_id")
+    counts = await store.counts(run.run_id)
+    domains = await store.domain_progress(run.run_id)
+    next_at = await store.next_attempt_at(run.run_id)
+    state, alive = _shown_state(run, now=now, lease_ttl=lease_ttl)
+    return {
+        "run_id": run.run_id,
+        "template": run.template,
+        "source": run.source,
+        "created_at": run.created_at,
+        "state": state,
+        "running": alive,
+        "owner": run.owner if alive else None,
+        "paused_reason": run.paused_reason,
+        "paused_since": run.paused_since,
+        "ingest_complete": run.ingest_complete,
+        "options": dict(run.options),
+        "total": sum(counts.values()),
+        "counts": {state.value: counts.get(state, 0) for state in MessageState},
+        "next_attempt_at": next_at,
+        "skipped": [
+            {"row": row, "email": email, "reason": reason}
+            for row, email, reason in await store.skipped(run.run_id, limit=SKIPPED_LISTED)
+        ],
+        "domains": [
+            {
+                "domain": progress.domain,
+                "counts": {state.value: n for state, n in progress.counts.items() if n},
+                "next_attempt_at": progress.next_attempt_at,
+            }
+            for progress in domains
+        ],
+    }
