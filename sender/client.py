@@ -30,6 +30,7 @@ from sender.feedback.suppression import keep_refusal
 from sender.lifecycle import AsyncResource
 from sender.models import Address, DeliveryResult, DeliveryStatus, Participant
 from sender.pacing.schedule import Scheduler
+from sender.readonly import ReadOnly
 from sender.servers.capture import CaptureServer
 from sender.store import Store
 from sender.transport import SmtpTransport, Transport
@@ -128,50 +129,21 @@ class Sender(AsyncResource):
         twin._context = context
         return twin
 
-    @property
-    def send_context(self) -> SendContext:
-        """What this sender's sends answer to: pacing, suppression list, bounce store, guard."""
-        return self._context
-
-    @property
-    def settings(self) -> SenderSettings:
-        return self._settings
-
-    @property
-    def transport(self) -> Transport | None:
-        return self._transport
-
-    @property
-    def scheduler(self) -> Scheduler | None:
-        return self._context.scheduler
-
-    @property
-    def suppression(self) -> SuppressionList | None:
-        return self._context.suppression
-
-    @property
-    def store(self) -> Store | None:
-        return self._context.store
-
-    @property
-    def bounce_policy(self) -> BouncePolicy:
-        return self._context.bounce_policy
-
-    @property
-    def links(self) -> LinkSigner:
-        return self.composer.links
-
-    @property
-    def renderer(self) -> Renderer:
-        return self.composer.renderer
-
-    @property
-    def dkim(self) -> DkimSigner | None:
-        return self.composer.dkim
-
-    @property
-    def return_paths(self) -> ReturnPathSigner | None:
-        return self.composer.return_paths
+    send_context = ReadOnly[SendContext](
+        "_context", doc="What this sender's sends answer to: pacing, suppression, bounces, guard."
+    )
+    settings = ReadOnly[SenderSettings]("_settings")
+    transport = ReadOnly[Transport | None]("_transport")
+    # what the sends answer to, from the send context
+    scheduler = ReadOnly[Scheduler | None]("_context.scheduler")
+    suppression = ReadOnly[SuppressionList | None]("_context.suppression")
+    store = ReadOnly[Store | None]("_context.store")
+    bounce_policy = ReadOnly[BouncePolicy]("_context.bounce_policy")
+    # what composes, from the composer
+    links = ReadOnly[LinkSigner]("composer.links")
+    renderer = ReadOnly[Renderer]("composer.renderer")
+    dkim = ReadOnly[DkimSigner | None]("composer.dkim")
+    return_paths = ReadOnly[ReturnPathSigner | None]("composer.return_paths")
 
     async def aclose(self) -> None:
         if self._transport is not None:

@@ -14,7 +14,7 @@ PACKAGE = Path(sender.__file__).parent
 # Lower layers first; a module may import only modules of a strictly lower layer.
 # A package's ``__init__`` sits with (or above) the modules it re-exports.
 LAYERS: list[set[str]] = [
-    {"errors", "lifecycle"},
+    {"errors", "lifecycle", "readonly"},
     {"addresses"},
     {"models", "vocabulary", "clock", "loop", "home", "redact"},
     {
@@ -87,6 +87,7 @@ LAYERS: list[set[str]] = [
 FOUNDATION = {
     "errors",
     "lifecycle",
+    "readonly",
     "addresses",
     "models",
     "vocabulary",

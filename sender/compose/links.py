@@ -40,6 +40,7 @@ from sender.errors import (
     LinkRevoked,
     UnsafePathError,
 )
+from sender.readonly import ReadOnly
 
 __all__ = [
     "IssuedLink",
@@ -135,13 +136,8 @@ class LinkSigner:
         query = f"{parts.query}&token=" if parts.query else "token="
         self._url_prefix = urlunsplit(parts._replace(query=query))
 
-    @property
-    def base_url(self) -> str:
-        return self._settings.base_url
-
-    @property
-    def max_age(self) -> timedelta:
-        return self._settings.max_age
+    base_url = ReadOnly[str]("_settings.base_url")
+    max_age = ReadOnly[timedelta]("_settings.max_age")
 
     def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
         serializer = self._serializers.get(purpose)

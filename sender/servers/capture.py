@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.models import SmtpReply
+from sender.readonly import ReadOnly
 from sender.servers.smtpd import (
     EmbeddedServer,
     MaildirWriter,
@@ -34,7 +35,8 @@ class CaptureServer(EmbeddedServer):
 
     Accepts SMTPUTF8 and 8BITMIME. Creates the Maildir (and parents) if
     needed. Use ``async with``; :meth:`smtp_settings` tells a transport where
-    to send.
+    to send. :attr:`stored` counts the files written: one per recipient of each
+    accepted message.
     """
 
     def __init__(self, maildir: Path, /, *, host: str = "127.0.0.1") -> None:
@@ -43,14 +45,8 @@ class CaptureServer(EmbeddedServer):
         self._ids = itertools.count(1)
         self._stored = 0
 
-    @property
-    def maildir(self) -> Path:
-        return self._box.path
-
-    @property
-    def stored(self) -> int:
-        """Files written so far: one per recipient of each accepted message."""
-        return self._stored
+    maildir = ReadOnly[Path]("_box.path")
+    stored = ReadOnly[int]("_stored")
 
     def smtp_settings(self) -> SmtpSettings:
         """Settings that point a transport at this server (plain SMTP on loopback)."""

@@ -45,6 +45,7 @@ from sender.addresses import domain_of, is_address, mail_domain, split_address
 from sender.config import InboundLimits
 from sender.errors import ConfigurationError
 from sender.models import SmtpReply
+from sender.readonly import ReadOnly
 from sender.servers.smtpd import (
     EmbeddedServer,
     MaildirWriter,
@@ -132,6 +133,12 @@ class InboundServer(EmbeddedServer):
     per transaction (``452`` beyond). It binds to
     loopback unless ``allow_non_loopback`` says otherwise (put an MTA in front
     of it, or mean it). Use ``async with``, or :meth:`start` and :meth:`aclose`.
+
+    What happened so far, counted once per recipient: :attr:`accepted` (``on_mail`` took
+    the mail without raising), :attr:`refused` (at RCPT TO: neither a bounce nor a reply
+    address), :attr:`kept` (in :attr:`unprocessed_dir`, ``keep_dir / "unprocessed"``,
+    because ``on_mail`` raised) and :attr:`for_people` (in :attr:`for_people_dir`,
+    ``keep_dir / "for-people"``, because ``on_mail`` left it for a person to read).
     """
 
     def __init__(
@@ -207,35 +214,12 @@ class InboundServer(EmbeddedServer):
 
     # -- what it is and what happened -------------------------------------------
 
-    @property
-    def unprocessed_dir(self) -> Path:
-        """``keep_dir / "unprocessed"``: the Maildir that holds messages ``on_mail`` failed on."""
-        return self._unprocessed.path
-
-    @property
-    def for_people_dir(self) -> Path:
-        """``keep_dir / "for-people"``: the Maildir of mail ``on_mail`` left for a person."""
-        return self._people.path
-
-    @property
-    def for_people(self) -> int:
-        """Mails (one per recipient) kept in ``keep_dir/for-people`` for a person to read."""
-        return self._for_people
-
-    @property
-    def accepted(self) -> int:
-        """Mails (one per recipient) that ``on_mail`` took without raising."""
-        return self._accepted
-
-    @property
-    def refused(self) -> int:
-        """Recipients refused at RCPT TO because they are neither bounce nor reply addresses."""
-        return self._refused
-
-    @property
-    def kept(self) -> int:
-        """Mails (one per recipient) kept in ``keep_dir/unprocessed`` because ``on_mail`` raised."""
-        return self._kept
+    unprocessed_dir = ReadOnly[Path]("_unprocessed.path")
+    for_people_dir = ReadOnly[Path]("_people.path")
+    for_people = ReadOnly[int]("_for_people")
+    accepted = ReadOnly[int]("_accepted")
+    refused = ReadOnly[int]("_refused")
+    kept = ReadOnly[int]("_kept")
 
     def _route(self, address: str, /) -> Route | None:
         """The route mail for ``address`` takes, or None when the server refuses it."""

@@ -36,6 +36,7 @@ from sender.errors import ConfigurationError
 from sender.home import add_private, private_maildir
 from sender.lifecycle import AsyncResource
 from sender.models import SmtpReply
+from sender.readonly import ReadOnly
 
 __all__ = [
     "Authenticator",
@@ -468,9 +469,7 @@ class SmtpServer(AsyncResource):
         self._live: set[_Protocol] = set()
         self._ids = itertools.count(1)
 
-    @property
-    def host(self) -> str:
-        return self._host
+    host = ReadOnly[str]("_host")
 
     @property
     def port(self) -> int:
@@ -479,9 +478,7 @@ class SmtpServer(AsyncResource):
             raise RuntimeError("smtpd: the server is not started")
         return self._port
 
-    @property
-    def security(self) -> SmtpSecurity:
-        return self._security
+    security = ReadOnly[SmtpSecurity]("_security")
 
     @property
     def open_connections(self) -> int:
@@ -549,19 +546,12 @@ class EmbeddedServer(AsyncResource):
     """
 
     _server: SmtpServer
+    host = ReadOnly[str]("_server.host")
+    port = ReadOnly[int]("_server.port", doc="Where it listens; ``RuntimeError`` before start.")
 
     def _handler(self) -> SmtpHandler:
         """The handler for the inner server: it answers through this object's ``_on_*`` hooks."""
         return _Hooked(self)
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        """The port it listens on; ``RuntimeError`` before :meth:`start`."""
-        return self._server.port
 
     async def start(self) -> None:
         """Prepare (create Maildirs, say), then listen: :attr:`port` is known afterwards."""

@@ -55,6 +55,7 @@ from sender.config import SmtpSecurity, SmtpSettings
 from sender.errors import ConfigurationError
 from sender.lifecycle import AsyncResource
 from sender.models import TIMEOUT, DeliveryStatus, Envelope, RecipientResult, SmtpReply
+from sender.readonly import ReadOnly
 
 __all__ = ["MAX_IDLE", "SmtpTransport", "wire_payload"]
 
@@ -205,7 +206,8 @@ class SmtpTransport(AsyncResource):
     each carries up to ``settings.max_messages_per_connection`` messages before
     it is quit and replaced. ``clock`` only measures idleness (see
     :data:`MAX_IDLE`); network timeouts are real. Use as an async context
-    manager, or call :meth:`aclose`.
+    manager, or call :meth:`aclose`. It counts :attr:`connections_opened` (connected,
+    greeted, and logged in where needed) and :attr:`messages_sent` (accepted at DATA).
     """
 
     def __init__(self, settings: SmtpSettings, /, *, clock: Clock | None = None) -> None:
@@ -224,19 +226,9 @@ class SmtpTransport(AsyncResource):
         self._messages_sent = 0
         self._where = settings.address
 
-    @property
-    def settings(self) -> SmtpSettings:
-        return self._settings
-
-    @property
-    def connections_opened(self) -> int:
-        """Connections opened so far (connected, greeted, and logged in where needed)."""
-        return self._connections_opened
-
-    @property
-    def messages_sent(self) -> int:
-        """Messages the server accepted at DATA so far."""
-        return self._messages_sent
+    settings = ReadOnly[SmtpSettings]("_settings")
+    connections_opened = ReadOnly[int]("_connections_opened")
+    messages_sent = ReadOnly[int]("_messages_sent")
 
     async def send(self, envelope: Envelope, message: bytes, /) -> tuple[RecipientResult, ...]:
         """Deliver ``message`` to the envelope: one result per recipient, in order.
