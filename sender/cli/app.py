@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import logging
 import os
 import sys
 import time
 from collections.abc import (
+    AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
@@ -22,7 +24,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -35,10 +37,12 @@ from rich.progress import Progress as RichProgress
 from sender.bulk.runner import (
     Progress,
 )
+from sender.client import Sender, open_sender
 from sender.config import CliConfig, load_config, parse_duration
 from sender.errors import ConfigurationError, InputError, SenderError
 from sender.home import KEY_WARNING, first_time
 from sender.loop import fast_loop
+from sender.pacing.schedule import Scheduler
 from sender.store import SqliteStore, Store
 from sender.vocabulary import MessageState
 
@@ -61,11 +65,13 @@ __all__ = [
     "fail",
     "home_line",
     "json_mode",
+    "mail_files",
     "maildir_option",
     "main",
     "out",
     "pass_context",
     "print_home",
+    "sending",
     "smtp_option",
     "store_for",
     "variables",
@@ -136,12 +142,30 @@ class Context:
             )
         return config
 
+    def quiet_config(self) -> CliConfig:
+        """:meth:`config` for commands that read or record rather than send: no key warning,
+        and a mistake in it is one line, as everywhere."""
+        with errors_as_lines(self.debug):
+            return self.config(quiet=True)
+
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         with errors_as_lines(self.debug), asyncio.Runner(loop_factory=fast_loop()) as runner:
             return runner.run(coroutine)
 
+    def answer(self, coroutine: Coroutine[Any, Any, T], /, *, as_json: bool) -> T | None:
+        """:meth:`run`; with ``as_json`` print the result as JSON and return None, so the
+        command prints its human form only when it gets the result back."""
+        result = self.run(coroutine)
+        if as_json:
+            click.echo(json.dumps(result, ensure_ascii=False))
+            return None
+        return result
+
 
 pass_context = click.make_pass_decorator(Context)
+
+mail_files = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+"""PATHS for commands that read mail: .eml files, mbox files and Maildir folders."""
 
 
 def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
@@ -383,6 +407,21 @@ def print_home(config: CliConfig) -> None:
 def store_for(config: CliConfig) -> Store:
     """The home's outbox; commands see only the :class:`~sender.store.Store` roles."""
     return SqliteStore(config.state_dir / "outbox.sqlite3")
+
+
+@asynccontextmanager
+async def sending(config: CliConfig) -> AsyncIterator[tuple[Store, Sender, Scheduler]]:
+    """The outbox, and a sender over the configured transport paced by the scheduler it
+    shares with the runs it makes; closed in turn when the block ends."""
+    store = store_for(config)
+    try:
+        scheduler = Scheduler(config.limits)
+        async with open_sender(
+            config.sender, smtp=config.smtp, maildir=config.maildir, scheduler=scheduler
+        ) as sender:
+            yield store, sender, scheduler
+    finally:
+        await store.aclose()
 
 
 async def with_store(config: CliConfig, action: Callable[[Store], Awaitable[T]]) -> T:

@@ -7,7 +7,9 @@ import contextlib
 import json
 import signal
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from sender.cli.app import (
     err,
     errors_as_lines,
     fail,
+    mail_files,
     main,
     out,
     pass_context,
@@ -34,12 +37,14 @@ from sender.config import CliConfig, parse_duration
 from sender.errors import InputError
 from sender.feedback.bounces import parse_bounce
 from sender.feedback.intake import read_mail
-from sender.feedback.suppression import cleanup_report, ingest_bounce
+from sender.feedback.suppression import BounceOutcome, cleanup_report, ingest_bounce
 from sender.invites import Invitations
 from sender.servers.inbound import Disposition, InboundMail, InboundServer, Route, kept_for_people
+from sender.store import Store
 
 __all__ = [
     "REPORT_FIELDS",
+    "bounce_rules",
     "bounces",
     "bounces_ingest",
     "bounces_parse",
@@ -100,16 +105,14 @@ def bounces_parse(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
 
 
 @bounces.command("ingest")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@mail_files
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 @pass_context
 def bounces_ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> None:
     """Record the bounces in .eml files, mbox files and Maildir folders; suppress by the rules."""
-    with errors_as_lines(obj.debug):
-        config = obj.config(quiet=True)
-    result = obj.run(ingest_bounce_files(config, paths))
-    if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False))
+    config = obj.quiet_config()
+    result = obj.answer(ingest_bounce_files(config, paths), as_json=as_json)
+    if result is None:
         return
     for line in result["suppressed"]:
         out.print(f"suppressed {line['address']}: {line['why']}")
@@ -120,22 +123,23 @@ def bounces_ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> None
     )
 
 
+def bounce_rules(
+    config: CliConfig, store: Store, sender: Sender
+) -> partial[Coroutine[Any, Any, list[BounceOutcome]]]:
+    """:func:`ingest_bounce` into ``store`` under this home's return-path keys and bounce
+    policy: what every command that reads bounces hands each message to."""
+    return partial(ingest_bounce, store, return_paths=sender.return_paths, policy=config.bounces)
+
+
 async def ingest_bounce_files(config: CliConfig, paths: tuple[Path, ...]) -> dict[str, Any]:
     store = store_for(config)
-    sender = Sender(config.sender)
+    record = bounce_rules(config, store, Sender(config.sender))
     messages = findings = forged = not_bounces = 0
     suppressed: list[dict[str, str]] = []
     try:
         for item in read_mail(paths):
             messages += 1
-            outcomes = await ingest_bounce(
-                store,
-                item.data,
-                return_paths=sender.return_paths,
-                policy=config.bounces,
-                now=time.time(),
-                source=item.source,
-            )
+            outcomes = await record(item.data, now=time.time(), source=item.source)
             if not outcomes:
                 not_bounces += 1
             for outcome in outcomes:
@@ -281,6 +285,7 @@ async def serve_inbound(
     sender = Sender(config.sender)
     dns = DnsSettings.from_text(config.dns_server) if config.dns_server else DnsSettings()
     invitations = Invitations(sender, store, resolver=Resolver(dns))
+    record = bounce_rules(config, store, sender)
     organizers = {
         json.loads(event.event).get("organizer_email", "") for event in await store.events()
     }
@@ -288,14 +293,8 @@ async def serve_inbound(
 
     async def on_mail(mail: InboundMail) -> Disposition:
         if mail.route is Route.BOUNCE:
-            outcomes = await ingest_bounce(
-                store,
-                mail.data,
-                return_paths=sender.return_paths,
-                policy=config.bounces,
-                now=time.time(),
-                envelope_to=mail.recipient,
-                source="inbound",
+            outcomes = await record(
+                mail.data, now=time.time(), envelope_to=mail.recipient, source="inbound"
             )
             if not outcomes or all(o.record.kind == "unknown" for o in outcomes):
                 return Disposition.FOR_PERSON  # a person's mail, or nothing we understood
@@ -344,8 +343,7 @@ def suppress() -> None:
 @pass_context
 def suppress_list(obj: Context, as_json: bool) -> None:
     """Every suppressed address, with why and since when."""
-    with errors_as_lines(obj.debug):
-        config = obj.config(quiet=True)
+    config = obj.quiet_config()
     entries = obj.run(with_store(config, lambda store: store.suppressions()))
     if as_json:
         rows = [

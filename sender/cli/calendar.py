@@ -16,7 +16,6 @@ from rich.table import Table
 
 from sender.bulk.runner import (
     RunReport,
-    RunSettings,
     transport_identity,
 )
 from sender.cli.app import (
@@ -25,9 +24,11 @@ from sender.cli.app import (
     err,
     errors_as_lines,
     json_mode,
+    mail_files,
     main,
     out,
     pass_context,
+    sending,
     store_for,
 )
 from sender.cli.checks import resolver_for
@@ -36,17 +37,17 @@ from sender.cli.runs import (
     finish_runs,
     run_config,
     run_options,
+    run_settings,
     sending_options,
     switch_transport_option,
 )
-from sender.client import CalendarSend, Sender, open_sender
+from sender.client import CalendarSend, Sender
 from sender.compose.ical import CalendarEvent, CalendarMethod
 from sender.config import CliConfig, require_real_identity
 from sender.errors import CheckUnavailable, ConfigurationError, InputError
 from sender.feedback.intake import read_mail
 from sender.invites import Invitations
 from sender.models import Participant
-from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow, read_csv
 from sender.store import Store
 
@@ -180,43 +181,29 @@ async def invite_event(
 ) -> tuple[str, list[RunReport]]:
     """(the event's UID, the runs' reports)."""
     require_real_identity(config)
-    store = store_for(config)
-    try:
-        scheduler = Scheduler(config.limits)
-        async with open_sender(
-            config.sender, smtp=config.smtp, maildir=config.maildir, scheduler=scheduler
-        ) as sender:
-            invitations = Invitations(
-                sender,
-                store,
-                RunSettings(
-                    concurrency=config.concurrency,
-                    retry=config.retry,
-                    workers=config.workers,
-                    relay_timeouts=config.relay_timeouts,
-                    bounces=config.bounces,
-                    switch_transport=switch_transport,
-                ),
-                scheduler=scheduler,
-                run_options=sending_options(config),
-            )
-            event = await invitations.resolve(event)
-            if not switch_transport:
-                await keep_event_transport(store, event.event_uid, config)
-            err.print(f"event {event.event_uid}: {describe_limits(config)}")
-            with ProgressDisplay(enabled=progress) as display:
-                if not cancel:
-                    return event.event_uid, await invitations.invite(
-                        event, list(rows or ()), on_progress=display.update
-                    )
-                chosen: list[Participant | str] | None = None
-                if only or rows is not None:  # ids never invited are refused, naming them
-                    chosen = list(only)
-                    chosen += [r.participant for r in rows or () if r.participant]
-                cancelled = await invitations.cancel(event, chosen, on_progress=display.update)
-                return event.event_uid, [cancelled]
-    finally:
-        await store.aclose()
+    async with sending(config) as (store, sender, scheduler):
+        invitations = Invitations(
+            sender,
+            store,
+            run_settings(config, switch_transport=switch_transport),
+            scheduler=scheduler,
+            run_options=sending_options(config),
+        )
+        event = await invitations.resolve(event)
+        if not switch_transport:
+            await keep_event_transport(store, event.event_uid, config)
+        err.print(f"event {event.event_uid}: {describe_limits(config)}")
+        with ProgressDisplay(enabled=progress) as display:
+            if not cancel:
+                return event.event_uid, await invitations.invite(
+                    event, list(rows or ()), on_progress=display.update
+                )
+            chosen: list[Participant | str] | None = None
+            if only or rows is not None:  # ids never invited are refused, naming them
+                chosen = list(only)
+                chosen += [r.participant for r in rows or () if r.participant]
+            cancelled = await invitations.cancel(event, chosen, on_progress=display.update)
+            return event.event_uid, [cancelled]
 
 
 async def keep_event_transport(store: Store, uid: str, config: CliConfig) -> None:
@@ -247,16 +234,14 @@ def rsvp() -> None:
 
 
 @rsvp.command("ingest")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@mail_files
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 @pass_context
 def rsvp_ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> None:
     """Record the answers in .eml files, mbox files and Maildir folders."""
-    with errors_as_lines(obj.debug):
-        config = obj.config(quiet=True)
-    result = obj.run(ingest_replies(config, paths))
-    if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False))
+    config = obj.quiet_config()
+    result = obj.answer(ingest_replies(config, paths), as_json=as_json)
+    if result is None:
         return
     answers = result["answers"]
     assert isinstance(answers, list)
@@ -328,11 +313,9 @@ async def ingest_replies(config: CliConfig, paths: tuple[Path, ...]) -> dict[str
 @pass_context
 def rsvp_list(obj: Context, event_uid: str | None, as_json: bool) -> None:
     """Who accepted, declined, is tentative or has not answered, per event."""
-    with errors_as_lines(obj.debug):
-        config = obj.config(quiet=True)
-    data = obj.run(list_answers(config, event_uid))
-    if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False))
+    config = obj.quiet_config()
+    data = obj.answer(list_answers(config, event_uid), as_json=as_json)
+    if data is None:
         return
     for event in data["events"]:
         table = Table(

@@ -53,18 +53,18 @@ from sender.cli.app import (
     out,
     pass_context,
     print_home,
+    sending,
     smtp_option,
     store_for,
     when,
     with_store,
 )
 from sender.cli.checks import address_problems, preflight, validator_for
-from sender.client import CalendarSend, Sender, open_sender
+from sender.client import CalendarSend, Sender
 from sender.config import CliConfig, require_real_identity
 from sender.errors import ConfigurationError, InputError
 from sender.feedback.suppression import is_budget_pause
 from sender.invites import calendar_of
-from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow, read_csv
 from sender.store import MessageState, RunInfo, RunState
 
@@ -91,6 +91,7 @@ __all__ = [
     "run_id_value",
     "run_json",
     "run_options",
+    "run_settings",
     "run_status_of",
     "sending_options",
     "status",
@@ -381,45 +382,32 @@ async def bulk(
 ) -> RunReport:
     require_real_identity(config)
     err.print(f"{run_id}: {describe_limits(config)}")
-    store = store_for(config)
-    try:
-        scheduler = Scheduler(config.limits)
-        async with open_sender(
-            config.sender, smtp=config.smtp, maildir=config.maildir, scheduler=scheduler
-        ) as sender:
-            runner = BulkRunner(
-                sender,
-                store,
-                RunSettings(
-                    template=template,
-                    concurrency=config.concurrency,
-                    retry=config.retry,
-                    workers=config.workers,
-                    relay_timeouts=config.relay_timeouts,
-                    calendar=calendar,
-                    force=force,
-                    bounces=config.bounces,
-                    switch_transport=switch_transport,
-                ),
-                validator=validator_for(config) if preflight(config) else None,
+    async with sending(config) as (store, sender, _scheduler):
+        runner = BulkRunner(
+            sender,
+            store,
+            run_settings(
+                config,
+                template=template,
+                calendar=calendar,
+                force=force,
+                switch_transport=switch_transport,
+            ),
+            validator=validator_for(config) if preflight(config) else None,
+        )
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not main thread
+            loop.add_signal_handler(signal.SIGINT, runner.stop)
+            loop.add_signal_handler(signal.SIGTERM, runner.stop)
+        with ProgressDisplay(enabled=progress) as display:
+            return await runner.run(
+                run_id,
+                rows,
+                source=source,
+                options=sending_options(config),
+                on_progress=display.update,
+                retry_failed=reset_failed,
             )
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(
-                NotImplementedError, RuntimeError, ValueError
-            ):  # not main thread
-                loop.add_signal_handler(signal.SIGINT, runner.stop)
-                loop.add_signal_handler(signal.SIGTERM, runner.stop)
-            with ProgressDisplay(enabled=progress) as display:
-                return await runner.run(
-                    run_id,
-                    rows,
-                    source=source,
-                    options=sending_options(config),
-                    on_progress=display.update,
-                    retry_failed=reset_failed,
-                )
-    finally:
-        await store.aclose()
 
 
 def describe_limits(config: CliConfig) -> str:
@@ -429,6 +417,30 @@ def describe_limits(config: CliConfig) -> str:
     domain = f"{per_minute:g}/min per domain" if per_minute else "no per-domain limit"
     processes = f" in {config.workers} worker processes" if config.workers > 1 else ""
     return f"sending {overall}, {domain}, {config.concurrency} at a time{processes}"
+
+
+def run_settings(
+    config: CliConfig,
+    /,
+    *,
+    switch_transport: bool,
+    template: str = "invitation",
+    calendar: CalendarSend | None = None,
+    force: bool = False,
+) -> RunSettings:
+    """How a run the CLI starts behaves: the configuration's concurrency, retries, workers,
+    relay patience and bounce rules, and what this invocation says."""
+    return RunSettings(
+        template=template,
+        concurrency=config.concurrency,
+        retry=config.retry,
+        workers=config.workers,
+        relay_timeouts=config.relay_timeouts,
+        calendar=calendar,
+        force=force,
+        bounces=config.bounces,
+        switch_transport=switch_transport,
+    )
 
 
 def sending_options(config: CliConfig) -> dict[str, str | float | int | None]:
