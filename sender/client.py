@@ -42,6 +42,7 @@ __all__ = [
     "SendContext",
     "SendGuard",
     "Sender",
+    "SenderOptions",
     "SuppressionList",
     "open_sender",
 ]
@@ -61,6 +62,15 @@ class LinkMailOptions(TypedDict, total=False):
     next: str | None  # the path the link leads to after login
     stamp: str | None  # revokes links issued under another stamp
     reply_to: Address | None
+
+
+class SenderOptions(TypedDict, total=False):
+    """What :func:`open_sender` passes on to the :class:`Sender` it makes (see there)."""
+
+    clock: Clock | None
+    scheduler: Scheduler | None
+    store: Store | None
+    bounce_policy: BouncePolicy | None
 
 
 SendGuard = Callable[[], Awaitable[str | None]]
@@ -364,10 +374,7 @@ async def open_sender(
     *,
     smtp: SmtpSettings | None = None,
     maildir: Path | None = None,
-    clock: Clock | None = None,
-    scheduler: Scheduler | None = None,
-    store: Store | None = None,
-    bounce_policy: BouncePolicy | None = None,
+    **options: Unpack[SenderOptions],
 ) -> AsyncIterator[Sender]:
     """A ready :class:`Sender`: over ``smtp``, or, without it, the embedded capture server.
 
@@ -382,13 +389,7 @@ async def open_sender(
                 CaptureServer(maildir or Path(".sender/maildir"))
             )
             smtp = capture.smtp_settings()
-        sender = Sender(
-            settings,
-            transport=SmtpTransport(smtp, clock=clock),
-            clock=clock,
-            scheduler=scheduler,
-            store=store,
-            bounce_policy=bounce_policy,
-        )
+        transport = SmtpTransport(smtp, clock=options.get("clock"))
+        sender = Sender(settings, transport=transport, **options)
         async with sender:
             yield sender

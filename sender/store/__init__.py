@@ -1,60 +1,9 @@
 """The durable outbox: the ``Store`` roles, their records, and the embedded SQLite backend."""
 
-from sender.store.base import (
-    BounceLog,
-    Budget,
-    EventLog,
-    Feedback,
-    Outbox,
-    Progress,
-    Runs,
-    Store,
-    SuppressionList,
-)
-from sender.store.records import (
-    Attempt,
-    BounceRecord,
-    DomainProgress,
-    EventRecord,
-    IngestResult,
-    InvitationRecord,
-    MessageRecord,
-    NewRow,
-    OutboxMessage,
-    Outcome,
-    RsvpRecord,
-    RunInfo,
-    Suppression,
-)
+import sender.store.base as base
+from sender.store.base import *  # noqa: F403 - the roles and their records: base.__all__
 from sender.store.sqlite import SqliteStore, find_latest_run
 from sender.vocabulary import FINAL_STATES, MessageState, RunState
 
-__all__ = [
-    "FINAL_STATES",
-    "Attempt",
-    "BounceLog",
-    "BounceRecord",
-    "Budget",
-    "DomainProgress",
-    "EventLog",
-    "EventRecord",
-    "Feedback",
-    "IngestResult",
-    "InvitationRecord",
-    "MessageRecord",
-    "MessageState",
-    "NewRow",
-    "Outbox",
-    "OutboxMessage",
-    "Outcome",
-    "Progress",
-    "RsvpRecord",
-    "RunInfo",
-    "RunState",
-    "Runs",
-    "SqliteStore",
-    "Store",
-    "Suppression",
-    "SuppressionList",
-    "find_latest_run",
-]
+__all__ = ["FINAL_STATES", "MessageState", "RunState", "SqliteStore", "find_latest_run"]
+__all__ += base.__all__

@@ -51,16 +51,29 @@ from sender.store.records import (
 from sender.vocabulary import MessageState, RunState
 
 __all__ = [
+    "Attempt",
     "BounceLog",
+    "BounceRecord",
     "Budget",
+    "DomainProgress",
     "EventLog",
+    "EventRecord",
     "Feedback",
+    "IngestResult",
+    "InvitationRecord",
+    "MessageRecord",
+    "NewRow",
     "Outbox",
+    "OutboxMessage",
+    "Outcome",
     "Progress",
+    "RsvpRecord",
+    "RunInfo",
     "Runs",
     "Store",
+    "Suppression",
     "SuppressionList",
-]
+]  # the roles, and the records they speak in: what ``sender.store`` re-exports
 
 
 class Runs(Protocol):
