@@ -158,7 +158,7 @@ class RecordingSMTPServer(EmbeddedServer):
     ) -> None:
         self._credentials = dict(credentials) if credentials is not None else None
         self._server = SmtpServer(
-            self._handler(),
+            self,
             host=host,
             security=security,
             tls_context=tls_context,
@@ -320,21 +320,21 @@ class RecordingSMTPServer(EmbeddedServer):
     def _authenticate(self, login: str, password: str) -> bool:
         return self._credentials is not None and self._credentials.get(login) == password
 
-    async def _on_connect(self, session: Session, /) -> Response:
+    async def on_connect(self, session: Session, /) -> Response:
         self._sessions.append(session)
         return await self._scripted(Stage.CONNECT)
 
-    async def _on_mail(
+    async def on_mail(
         self, session: Session, address: str, options: tuple[str, ...], /
     ) -> Response:
         return await self._scripted(Stage.MAIL, address)
 
-    async def _on_rcpt(
+    async def on_rcpt(
         self, session: Session, address: str, options: tuple[str, ...], /
     ) -> Response:
         return await self._scripted(Stage.RCPT, address)
 
-    async def _on_data(self, message: ReceivedMessage, /) -> Response:
+    async def on_data(self, message: ReceivedMessage, /) -> Response:
         response = await self._scripted(Stage.DATA)
         if response is not None and not (
             isinstance(response, SmtpReply) and 200 <= response.code < 300

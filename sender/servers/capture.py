@@ -41,7 +41,7 @@ class CaptureServer(EmbeddedServer):
 
     def __init__(self, maildir: Path, /, *, host: str = "127.0.0.1") -> None:
         self._box = MaildirWriter(maildir, log=_log)
-        self._server = SmtpServer(self._handler(), host=host, smtputf8=True)
+        self._server = SmtpServer(self, host=host, smtputf8=True)
         self._ids = itertools.count(1)
         self._stored = 0
 
@@ -64,7 +64,7 @@ class CaptureServer(EmbeddedServer):
     def _started(self) -> None:
         _log.info("capture: storing mail for %s:%d in %s", self.host, self.port, self.maildir)
 
-    async def _on_data(self, message: ReceivedMessage, /) -> Response:
+    async def on_data(self, message: ReceivedMessage, /) -> Response:
         """Accepts every sender and recipient (the defaults); files one copy per recipient."""
         keys = await self._box.add(
             *(

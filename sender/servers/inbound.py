@@ -177,7 +177,7 @@ class InboundServer(EmbeddedServer):
         self._unprocessed = MaildirWriter(Path(keep_dir) / _UNPROCESSED, log=_log)
         self._people = MaildirWriter(Path(keep_dir) / _FOR_PEOPLE, log=_log)
         self._server = SmtpServer(
-            self._handler(),
+            self,
             host=host,
             port=port,
             smtputf8=True,
@@ -239,7 +239,7 @@ class InboundServer(EmbeddedServer):
             parts.append(f"{len(self._reply_addresses)} reply address(es)")
         return parts
 
-    async def _on_rcpt(
+    async def on_rcpt(
         self, session: Session, address: str, options: tuple[str, ...], /
     ) -> Response:
         """Any sender is accepted (the null reverse-path too); a recipient only when routed."""
@@ -250,7 +250,7 @@ class InboundServer(EmbeddedServer):
             return SmtpReply(550, "5.7.1", "relaying denied")
         return None
 
-    async def _on_data(self, message: ReceivedMessage, /) -> Response:
+    async def on_data(self, message: ReceivedMessage, /) -> Response:
         mail_from = "" if message.mail_from == _NULL_PATH else message.mail_from
         size = len(message.data)
         failed = False

@@ -3,7 +3,7 @@
 This is the only module that imports aiosmtpd, and the one place that starts and
 closes a server. The capture server, the inbound listener and :mod:`sender.testing`'s
 recording server are each an :class:`EmbeddedServer`: one :class:`SmtpServer` inside,
-answered through the ``_on_*`` hooks, opened and closed by ``async with``; none sees
+for which the server itself is the handler, opened and closed by ``async with``; none sees
 aiosmtpd's types. A :class:`SmtpHandler` decides every reply through plain records
 (:class:`Session`, :class:`ReceivedMessage`) and answers with an
 :class:`~sender.models.SmtpReply`, a :class:`Disconnect`, or ``None`` for the
@@ -535,23 +535,20 @@ class SmtpServer(AsyncResource):
         )
 
 
-class EmbeddedServer(AsyncResource):
+class EmbeddedServer(AsyncResource, SmtpHandler):
     """A server sender runs: one :class:`SmtpServer` inside, started and closed with it.
 
     The capture server, the inbound listener and the recording test server differ only
-    in what they answer and what they keep. A subclass builds its server with
-    :meth:`_listen`, answers through the ``_on_*`` hooks (the contract of
-    :class:`SmtpHandler`; the defaults give the server's normal reply), and may
-    prepare files in :meth:`_prepare` and say where it listens in :meth:`_started`.
+    in what they answer and what they keep. Each is its inner server's
+    :class:`SmtpHandler`: a subclass builds ``SmtpServer(self, ...)`` in its constructor,
+    overrides the ``on_*`` replies it changes (the rest give the
+    server's normal reply), and may prepare files in :meth:`_prepare` and say where it
+    listens in :meth:`_started`.
     """
 
     _server: SmtpServer
     host = ReadOnly[str]("_server.host")
     port = ReadOnly[int]("_server.port", doc="Where it listens; ``RuntimeError`` before start.")
-
-    def _handler(self) -> SmtpHandler:
-        """The handler for the inner server: it answers through this object's ``_on_*`` hooks."""
-        return _Hooked(self)
 
     async def start(self) -> None:
         """Prepare (create Maildirs, say), then listen: :attr:`port` is known afterwards."""
@@ -568,45 +565,6 @@ class EmbeddedServer(AsyncResource):
 
     def _started(self) -> None:
         """Called once listening (log where); nothing by default."""
-
-    async def _on_connect(self, session: Session, /) -> Response:
-        return None
-
-    async def _on_mail(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return None
-
-    async def _on_rcpt(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return None
-
-    async def _on_data(self, message: ReceivedMessage, /) -> Response:
-        return None
-
-
-class _Hooked(SmtpHandler):
-    """The :class:`SmtpHandler` of an :class:`EmbeddedServer`: its ``_on_*`` hooks."""
-
-    def __init__(self, owner: EmbeddedServer) -> None:
-        self._owner = owner
-
-    async def on_connect(self, session: Session, /) -> Response:
-        return await self._owner._on_connect(session)
-
-    async def on_mail(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return await self._owner._on_mail(session, address, options)
-
-    async def on_rcpt(
-        self, session: Session, address: str, options: tuple[str, ...], /
-    ) -> Response:
-        return await self._owner._on_rcpt(session, address, options)
-
-    async def on_data(self, message: ReceivedMessage, /) -> Response:
-        return await self._owner._on_data(message)
 
 
 class MaildirWriter:
