@@ -43,18 +43,12 @@ class SqliteEvents(SqliteFile):
             db.execute(_SAVE_EVENT, event_values(record))
 
     async def get_event(self, uid: str, /) -> EventRecord | None:
-        with self._errors():
-            row = self._connection().execute(_SELECT_EVENT + " WHERE uid = ?", (uid,)).fetchone()
+        row = self._one(_SELECT_EVENT + " WHERE uid = ?", (uid,))
         return None if row is None else event_from_columns(row)
 
     async def events(self) -> list[EventRecord]:
         """Every event sent, the most recently changed first."""
-        with self._errors():
-            rows = (
-                self._connection()
-                .execute(_SELECT_EVENT + " ORDER BY updated_at DESC, uid")
-                .fetchall()
-            )
+        rows = self._all(_SELECT_EVENT + " ORDER BY updated_at DESC, uid")
         return [event_from_columns(row) for row in rows]
 
     async def invitations(self, uid: str, /) -> list[InvitationRecord]:
@@ -85,11 +79,9 @@ class SqliteEvents(SqliteFile):
 
     async def rsvps(self, uid: str | None = None, /) -> list[RsvpRecord]:
         """Answers in the order they were received, of one event or of all."""
-        with self._errors():
-            db = self._connection()
-            rows = (
-                db.execute(_SELECT_RSVP + " WHERE uid = ? ORDER BY id", (uid,)).fetchall()
-                if uid is not None
-                else db.execute(_SELECT_RSVP + " ORDER BY id").fetchall()
-            )
+        rows = (
+            self._all(_SELECT_RSVP + " WHERE uid = ? ORDER BY id", (uid,))
+            if uid is not None
+            else self._all(_SELECT_RSVP + " ORDER BY id")
+        )
         return [rsvp_from_columns(row) for row in rows]

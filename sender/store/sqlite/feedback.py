@@ -50,15 +50,10 @@ class SqliteFeedback(SqliteFile):
 
     async def bounces(self, *, since: float | None = None) -> list[BounceRecord]:
         """Bounces kept since a time (all when None), oldest first."""
-        with self._errors():
-            rows = (
-                self._connection()
-                .execute(
-                    _SELECT_BOUNCES + " WHERE at >= ? ORDER BY at, id",
-                    (since if since is not None else float("-inf"),),
-                )
-                .fetchall()
-            )
+        rows = self._all(
+            _SELECT_BOUNCES + " WHERE at >= ? ORDER BY at, id",
+            (since if since is not None else float("-inf"),),
+        )
         return [bounce_from_columns(row) for row in rows]
 
     async def count_bounces(self, address: str, /, *, kind: str, since: float) -> int:
@@ -84,10 +79,9 @@ class SqliteFeedback(SqliteFile):
         """The participant each address last belonged to in any run, by address key."""
         if not addresses:
             return {}
-        with self._errors():
-            rows = self._connection().execute(_SELECT_OWNERS, (_address_list(addresses),))
-            # the last one wins
-            return {key: participant_from_columns(*person) for key, *person in rows}
+        rows = self._all(_SELECT_OWNERS, (_address_list(addresses),))
+        # the last one wins
+        return {key: participant_from_columns(*person) for key, *person in rows}
 
     # --- the budget ---------------------------------------------------------------------
 
@@ -96,27 +90,18 @@ class SqliteFeedback(SqliteFile):
 
         Counted by :func:`~sender.store.rules.bounced_addresses`.
         """
-        with self._errors():
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT address, message, fingerprint"
-                    " FROM bounces WHERE kind = 'hard' AND at >= ? AND forged = 0",
-                    (since,),
-                )
-                .fetchall()
-            )
+        rows = self._all(
+            "SELECT address, message, fingerprint"
+            " FROM bounces WHERE kind = 'hard' AND at >= ? AND forged = 0",
+            (since,),
+        )
         return bounced_addresses(rows)
 
     async def sent_since(self, since: float, /) -> int:
         """Messages accepted since ``since``; a scan of the attempt log, so ask sparingly."""
-        with self._errors():
-            (sent,) = (
-                self._connection()
-                .execute("SELECT COUNT(*) FROM attempts WHERE state = 'sent' AND at >= ?", (since,))
-                .fetchone()
-            )
-        return int(sent)
+        return int(
+            self._value("SELECT COUNT(*) FROM attempts WHERE state = 'sent' AND at >= ?", (since,))
+        )
 
     # --- the suppression list -----------------------------------------------------------
 
@@ -153,21 +138,15 @@ class SqliteFeedback(SqliteFile):
         """The suppressed ones among ``addresses`` (compared by canonical key), by key."""
         if not addresses:
             return {}
-        with self._errors():
-            rows = (
-                self._connection()
-                .execute(
-                    _SELECT_SUPPRESSIONS  # noqa: S608 (constants)
-                    + " WHERE address IN (SELECT value FROM json_each(?))",
-                    (_address_list(addresses),),
-                )
-                .fetchall()
-            )
+        rows = self._all(
+            _SELECT_SUPPRESSIONS  # noqa: S608 (constants)
+            + " WHERE address IN (SELECT value FROM json_each(?))",
+            (_address_list(addresses),),
+        )
         return {row[0]: suppression_from_columns(row) for row in rows}
 
     async def suppressions(self) -> list[Suppression]:
-        with self._errors():
-            rows = self._connection().execute(_SELECT_SUPPRESSIONS + " ORDER BY since").fetchall()
+        rows = self._all(_SELECT_SUPPRESSIONS + " ORDER BY since")
         return [suppression_from_columns(row) for row in rows]
 
 

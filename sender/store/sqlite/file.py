@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sender.errors import ConfigurationError, InputError
 from sender.home import DIR_MODE, create_once, tighten
@@ -203,6 +204,26 @@ class SqliteFile(AsyncResource):
                 raise InputError(f"no run named {run_id!r}", field="run_id")
             found = self._runs[run_id] = (row[0], row[1])
         return found
+
+    @contextmanager
+    def _for_run(self, run_id: str) -> Iterator[tuple[int, str]]:
+        """The run's key and template, with sqlite3's errors translated for the whole block."""
+        with self._errors():
+            yield self._run(run_id)
+
+    def _one(self, statement: str, parameters: Sequence[object] = ()) -> Any:
+        """The first row one read returns, or None."""
+        with self._errors():
+            return self._connection().execute(statement, parameters).fetchone()
+
+    def _value(self, statement: str, parameters: Sequence[object] = ()) -> Any:
+        """The one value (a COUNT, a MIN) a read returns in its first row."""
+        return self._one(statement, parameters)[0]
+
+    def _all(self, statement: str, parameters: Sequence[object] = ()) -> list[Any]:
+        """Every row one read returns."""
+        with self._errors():
+            return self._connection().execute(statement, parameters).fetchall()
 
     def _insert_once(self, table: str, columns: Sequence[str], values: Sequence[object]) -> bool:
         """INSERT a record's values into ``columns``, unless a unique key has it already."""

@@ -81,28 +81,24 @@ class SqliteOutbox(SqliteFile):
         """
         ordered = sorted(rows, key=lambda r: r.row)
         corrections = [r for r in ordered if r.replaces and r.participant is not None]
-        with self._errors():
-            key, template = self._run(run_id)
-            with self._transaction() as db:
-                try:
-                    corrected = sum(self._replace(db, key, template, new) for new in corrections)
-                    plan = self._ingest(
-                        db, key, template, [r for r in ordered if r not in corrections]
-                    )
-                    db.executemany(
-                        _INSERT_QUEUED,
-                        [_queued_values(key, template, new, person) for new, person in plan.queued],
-                    )
-                    db.executemany(
-                        _INSERT_SKIPPED, [(key, *skipped, template) for skipped in plan.skipped]
-                    )
-                except UnicodeEncodeError:
-                    raise unencodable(ordered) from None
-                db.execute(
-                    "UPDATE runs SET ingested_through = MAX(ingested_through, ?),"
-                    " ingest_complete = ingest_complete OR ? WHERE id = ?",
-                    (ordered[-1].row if ordered else 0, complete, key),
+        with self._for_run(run_id) as (key, template), self._transaction() as db:
+            try:
+                corrected = sum(self._replace(db, key, template, new) for new in corrections)
+                plan = self._ingest(db, key, template, [r for r in ordered if r not in corrections])
+                db.executemany(
+                    _INSERT_QUEUED,
+                    [_queued_values(key, template, new, person) for new, person in plan.queued],
                 )
+                db.executemany(
+                    _INSERT_SKIPPED, [(key, *skipped, template) for skipped in plan.skipped]
+                )
+            except UnicodeEncodeError:
+                raise unencodable(ordered) from None
+            db.execute(
+                "UPDATE runs SET ingested_through = MAX(ingested_through, ?),"
+                " ingest_complete = ingest_complete OR ? WHERE id = ?",
+                (ordered[-1].row if ordered else 0, complete, key),
+            )
         return IngestResult(
             queued=len(plan.queued),
             skipped=len(plan.skipped),
@@ -175,33 +171,26 @@ class SqliteOutbox(SqliteFile):
         """The address of each participant's current message in the run, for those it has."""
         if not participant_ids:
             return {}
-        with self._errors():
-            key, template = self._run(run_id)
+        with self._for_run(run_id) as (key, template):
             return dict(
-                self._connection()
-                .execute(
+                self._all(
                     "SELECT participant_id, email FROM messages"
                     " WHERE run = ? AND template = ? AND replaced_by IS NULL"
                     " AND participant_id IN (SELECT value FROM json_each(?))",
                     (key, template, json.dumps(list(participant_ids))),
                 )
-                .fetchall()
             )
 
     async def participant_count(self, run_id: str, /) -> int:
         """How many participants the run has a message for (skipped rows not counted)."""
-        with self._errors():
-            key, template = self._run(run_id)
-            (count,) = (
-                self._connection()
-                .execute(
+        with self._for_run(run_id) as (key, template):
+            return int(
+                self._value(
                     "SELECT COUNT(*) FROM messages WHERE run = ? AND participant_id IS NOT NULL"
                     " AND template = ? AND replaced_by IS NULL",
                     (key, template),
                 )
-                .fetchone()
             )
-            return int(count)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -212,35 +201,30 @@ class SqliteOutbox(SqliteFile):
         crashed attempt may have reached the server. One replaced by a corrected
         address since is never sent to the old address again: it is marked failed.
         """
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._transaction() as db:
-                db.execute(
-                    "UPDATE messages SET state = 'failed', due_at = NULL, detail = ?"
-                    " WHERE run = ? AND state = 'sending' AND state <> 'queued'"
-                    " AND replaced_by IS NOT NULL",
-                    ("interrupted while sending; the address was corrected since", key),
-                )
-                cursor = db.execute(
-                    "UPDATE messages SET state = 'queued', due_at = 0"
-                    " WHERE run = ? AND state = 'sending' AND state <> 'queued'"
-                    " AND replaced_by IS NULL",
-                    (key,),
-                )
-            return cursor.rowcount
+        with self._for_run(run_id) as (key, _), self._transaction() as db:
+            db.execute(
+                "UPDATE messages SET state = 'failed', due_at = NULL, detail = ?"
+                " WHERE run = ? AND state = 'sending' AND state <> 'queued'"
+                " AND replaced_by IS NOT NULL",
+                ("interrupted while sending; the address was corrected since", key),
+            )
+            cursor = db.execute(
+                "UPDATE messages SET state = 'queued', due_at = 0"
+                " WHERE run = ? AND state = 'sending' AND state <> 'queued'"
+                " AND replaced_by IS NULL",
+                (key,),
+            )
+        return cursor.rowcount
 
     async def pending_domains(self, run_id: str, /, *, now: float) -> dict[str, int]:
         """Domains with claimable messages now (queued, or deferred and due), with counts."""
-        with self._errors():
-            key, _ = self._run(run_id)
+        with self._for_run(run_id) as (key, _):
             return dict(
-                self._connection()
-                .execute(
+                self._all(
                     "SELECT domain, COUNT(*) FROM messages"
                     " WHERE run = ? AND due_at IS NOT NULL AND due_at <= ? GROUP BY domain",
                     (key, now),
                 )
-                .fetchall()
             )
 
     async def claim(
@@ -250,10 +234,8 @@ class SqliteOutbox(SqliteFile):
 
         Order: earliest ``due_at`` (queued rows first), then higher priority, then input order.
         """
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._writing() as db:
-                return self._claim(db, run_id, key, domain, now, owner)
+        with self._for_run(run_id) as (key, _), self._writing() as db:
+            return self._claim(db, run_id, key, domain, now, owner)
 
     async def claim_many(
         self, run_id: str, domains: Sequence[str], /, *, now: float, owner: str
@@ -262,10 +244,8 @@ class SqliteOutbox(SqliteFile):
 
         The list is aligned with ``domains``; None where that domain had nothing left.
         """
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._transaction() as db:
-                return [self._claim(db, run_id, key, domain, now, owner) for domain in domains]
+        with self._for_run(run_id) as (key, _), self._transaction() as db:
+            return [self._claim(db, run_id, key, domain, now, owner) for domain in domains]
 
     @staticmethod
     def _claim(
@@ -339,16 +319,11 @@ class SqliteOutbox(SqliteFile):
 
     async def next_attempt_at(self, run_id: str, /) -> float | None:
         """The earliest time a deferred message of the run becomes due."""
-        with self._errors():
-            key, _ = self._run(run_id)
-            (due,) = (
-                self._connection()
-                .execute(
-                    "SELECT MIN(due_at) FROM messages"
-                    " WHERE run = ? AND state = 'deferred' AND state <> 'queued'",
-                    (key,),
-                )
-                .fetchone()
+        with self._for_run(run_id) as (key, _):
+            due = self._value(
+                "SELECT MIN(due_at) FROM messages"
+                " WHERE run = ? AND state = 'deferred' AND state <> 'queued'",
+                (key,),
             )
         return None if due is None else float(due)
 
@@ -358,21 +333,19 @@ class SqliteOutbox(SqliteFile):
         Also makes the run active again. ``attempts`` and ``first_attempt_at`` are kept.
         A message replaced by a corrected address stays as it was: its address is wrong.
         """
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._transaction() as db:
-                cursor = db.execute(
-                    "UPDATE messages SET state = 'queued', due_at = ?"
-                    " WHERE run = ? AND state IN ('failed', 'deferred') AND state <> 'queued'"
-                    " AND replaced_by IS NULL",
-                    (now, key),
-                )
-                db.execute(
-                    "UPDATE runs SET state = 'active', paused_reason = NULL, paused_since = NULL"
-                    " WHERE id = ?",
-                    (key,),
-                )
-            return cursor.rowcount
+        with self._for_run(run_id) as (key, _), self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE messages SET state = 'queued', due_at = ?"
+                " WHERE run = ? AND state IN ('failed', 'deferred') AND state <> 'queued'"
+                " AND replaced_by IS NULL",
+                (now, key),
+            )
+            db.execute(
+                "UPDATE runs SET state = 'active', paused_reason = NULL, paused_since = NULL"
+                " WHERE id = ?",
+                (key,),
+            )
+        return cursor.rowcount
 
 
 def _queued_values(key: int, template: str, new: NewRow, person: Participant) -> tuple[object, ...]:

@@ -36,22 +36,20 @@ class SqliteProgress(SqliteFile):
 
         Current messages only: one replaced by a corrected address is left out.
         """
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._snapshot() as db:
-                rows = db.execute(
-                    "SELECT state, COUNT(*) FROM messages"
-                    " WHERE run = ? AND state <> 'queued' GROUP BY state",
-                    (key,),
-                ).fetchall()
-                replaced = db.execute(
-                    "SELECT state, COUNT(*) FROM messages"
-                    " WHERE run = ? AND replaced_by IS NOT NULL GROUP BY state",
-                    (key,),
-                ).fetchall()
-                ((claimable,),) = db.execute(
-                    "SELECT COUNT(*) FROM messages WHERE run = ? AND due_at IS NOT NULL", (key,)
-                ).fetchall()
+        with self._for_run(run_id) as (key, _), self._snapshot() as db:
+            rows = db.execute(
+                "SELECT state, COUNT(*) FROM messages"
+                " WHERE run = ? AND state <> 'queued' GROUP BY state",
+                (key,),
+            ).fetchall()
+            replaced = db.execute(
+                "SELECT state, COUNT(*) FROM messages"
+                " WHERE run = ? AND replaced_by IS NOT NULL GROUP BY state",
+                (key,),
+            ).fetchall()
+            ((claimable,),) = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE run = ? AND due_at IS NOT NULL", (key,)
+            ).fetchall()
         counts = dict.fromkeys(MessageState, 0)
         counts.update((MessageState(state), count) for state, count in rows)
         for state, count in replaced:
@@ -65,34 +63,32 @@ class SqliteProgress(SqliteFile):
         Skipped rows have no domain and are not listed; like :meth:`counts`, a message
         replaced by a corrected address is left out.
         """
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._snapshot() as db:
-                claimable = db.execute(
-                    "SELECT domain, COUNT(*) FROM messages"
-                    " WHERE run = ? AND due_at IS NOT NULL GROUP BY domain",
+        with self._for_run(run_id) as (key, _), self._snapshot() as db:
+            claimable = db.execute(
+                "SELECT domain, COUNT(*) FROM messages"
+                " WHERE run = ? AND due_at IS NOT NULL GROUP BY domain",
+                (key,),
+            ).fetchall()
+            rows = db.execute(
+                "SELECT state, domain, COUNT(*) FROM messages"
+                " WHERE run = ? AND state <> 'queued' AND domain IS NOT NULL"
+                " GROUP BY state, domain",
+                (key,),
+            ).fetchall()
+            replaced = db.execute(
+                "SELECT state, domain, COUNT(*) FROM messages"
+                " WHERE run = ? AND replaced_by IS NOT NULL AND domain IS NOT NULL"
+                " GROUP BY state, domain",
+                (key,),
+            ).fetchall()
+            due = dict(
+                db.execute(
+                    "SELECT domain, MIN(due_at) FROM messages"
+                    " WHERE run = ? AND state = 'deferred' AND state <> 'queued'"
+                    " GROUP BY domain",
                     (key,),
                 ).fetchall()
-                rows = db.execute(
-                    "SELECT state, domain, COUNT(*) FROM messages"
-                    " WHERE run = ? AND state <> 'queued' AND domain IS NOT NULL"
-                    " GROUP BY state, domain",
-                    (key,),
-                ).fetchall()
-                replaced = db.execute(
-                    "SELECT state, domain, COUNT(*) FROM messages"
-                    " WHERE run = ? AND replaced_by IS NOT NULL AND domain IS NOT NULL"
-                    " GROUP BY state, domain",
-                    (key,),
-                ).fetchall()
-                due = dict(
-                    db.execute(
-                        "SELECT domain, MIN(due_at) FROM messages"
-                        " WHERE run = ? AND state = 'deferred' AND state <> 'queued'"
-                        " GROUP BY domain",
-                        (key,),
-                    ).fetchall()
-                )
+            )
         counts: dict[str, dict[MessageState, int]] = {}
         for state, domain, count in rows:
             counts.setdefault(domain, dict.fromkeys(MessageState, 0))[MessageState(state)] = count
@@ -109,31 +105,21 @@ class SqliteProgress(SqliteFile):
 
     async def attempts(self, message_id: int, /) -> list[Attempt]:
         """The attempt log of one message, oldest first."""
-        with self._errors():
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT number, at, state, code, enhanced_status, reply_text, detail"
-                    " FROM attempts WHERE message = ? ORDER BY number, rowid",
-                    (message_id,),
-                )
-                .fetchall()
-            )
+        rows = self._all(
+            "SELECT number, at, state, code, enhanced_status, reply_text, detail"
+            " FROM attempts WHERE message = ? ORDER BY number, rowid",
+            (message_id,),
+        )
         return [attempt_from_columns(message_id, row) for row in rows]
 
     async def lookup(self, run_id: str, participant_id: str, /) -> MessageRecord | None:
         """The message of one participant in a run, if any."""
-        with self._errors():
-            key, _ = self._run(run_id)
-            found = (
-                self._connection()
-                .execute(
-                    _SELECT_MESSAGE
-                    + " WHERE m.run = ? AND m.participant_id = ? AND m.replaced_by IS NULL"
-                    " ORDER BY m.id LIMIT 1",
-                    (key, participant_id),
-                )
-                .fetchone()
+        with self._for_run(run_id) as (key, _):
+            found = self._one(
+                _SELECT_MESSAGE
+                + " WHERE m.run = ? AND m.participant_id = ? AND m.replaced_by IS NULL"
+                " ORDER BY m.id LIMIT 1",
+                (key, participant_id),
             )
         return None if found is None else message_from_columns(found)
 
@@ -143,17 +129,12 @@ class SqliteProgress(SqliteFile):
         Both kinds: rows skipped when read (bad data, duplicates, undeliverable
         addresses) and messages skipped when composed at send time.
         """
-        with self._errors():
-            key, _ = self._run(run_id)
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT row, email, COALESCE(skip_reason, detail, 'skipped') FROM messages"
-                    " WHERE run = ? AND state = 'skipped' AND state <> 'queued'"
-                    " ORDER BY row LIMIT ?",
-                    (key, limit),
-                )
-                .fetchall()
+        with self._for_run(run_id) as (key, _):
+            rows = self._all(
+                "SELECT row, email, COALESCE(skip_reason, detail, 'skipped') FROM messages"
+                " WHERE run = ? AND state = 'skipped' AND state <> 'queued'"
+                " ORDER BY row LIMIT ?",
+                (key, limit),
             )
         return [(row, email or "", reason) for row, email, reason in rows]
 
@@ -161,18 +142,13 @@ class SqliteProgress(SqliteFile):
         self, run_id: str, /, *, limit: int = 1000
     ) -> list[tuple[int, str, MessageState, str]]:
         """Failed, deferred and suppressed rows as (row, email, state, last reply or detail)."""
-        with self._errors():
-            key, _ = self._run(run_id)
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT row, email, state, code, enhanced_status, reply_text, detail"
-                    " FROM messages WHERE run = ? AND state <> 'queued'"
-                    " AND state IN ('failed', 'deferred', 'suppressed') AND replaced_by IS NULL"
-                    " ORDER BY row LIMIT ?",
-                    (key, limit),
-                )
-                .fetchall()
+        with self._for_run(run_id) as (key, _):
+            rows = self._all(
+                "SELECT row, email, state, code, enhanced_status, reply_text, detail"
+                " FROM messages WHERE run = ? AND state <> 'queued'"
+                " AND state IN ('failed', 'deferred', 'suppressed') AND replaced_by IS NULL"
+                " ORDER BY row LIMIT ?",
+                (key, limit),
             )
         found = []
         for row, email, state, code, enhanced, text, detail in rows:
@@ -184,10 +160,5 @@ class SqliteProgress(SqliteFile):
 
     async def message(self, message_id: int, /) -> MessageRecord | None:
         """One outbox message by its id (what a signed return path names; a BounceLog's)."""
-        with self._errors():
-            found = (
-                self._connection()
-                .execute(_SELECT_MESSAGE + " WHERE m.id = ?", (message_id,))
-                .fetchone()
-            )
+        found = self._one(_SELECT_MESSAGE + " WHERE m.id = ?", (message_id,))
         return None if found is None else message_from_columns(found)

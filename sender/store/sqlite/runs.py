@@ -48,22 +48,20 @@ class SqliteRuns(SqliteFile):
         self, run_id: str, options: Mapping[str, str | float | int | None], /
     ) -> None:
         """Merge ``options`` into the run's stored ones, in one transaction."""
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._transaction() as db:
-                (stored,) = db.execute("SELECT options FROM runs WHERE id = ?", (key,)).fetchone()
-                merged = json.loads(stored or "{}") | dict(options)
-                db.execute(
-                    "UPDATE runs SET options = ? WHERE id = ?",
-                    (json.dumps(merged, sort_keys=True), key),
-                )
+        with self._for_run(run_id) as (key, _), self._transaction() as db:
+            (stored,) = db.execute("SELECT options FROM runs WHERE id = ?", (key,)).fetchone()
+            merged = json.loads(stored or "{}") | dict(options)
+            db.execute(
+                "UPDATE runs SET options = ? WHERE id = ?",
+                (json.dumps(merged, sort_keys=True), key),
+            )
 
     async def get_run(self, run_id: str, /) -> RunInfo | None:
         with self._errors():
             return self._get_run(run_id)
 
     def _get_run(self, run_id: str) -> RunInfo | None:
-        row = self._connection().execute(_SELECT_RUN + " WHERE run_id = ?", (run_id,)).fetchone()
+        row = self._one(_SELECT_RUN + " WHERE run_id = ?", (run_id,))
         return None if row is None else run_from_columns(row)
 
     async def latest_run(self) -> RunInfo | None:
@@ -73,66 +71,49 @@ class SqliteRuns(SqliteFile):
 
     async def runs(self, *, limit: int = 100) -> list[RunInfo]:
         """The most recent runs first, at most ``limit`` (``sender status --all``)."""
-        with self._errors():
-            rows = (
-                self._connection()
-                .execute(_SELECT_RUN + " ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))
-                .fetchall()
-            )
+        rows = self._all(_SELECT_RUN + " ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))
         return [run_from_columns(row) for row in rows]
 
     def _latest_run(self) -> RunInfo | None:
-        row = (
-            self._connection()
-            .execute(_SELECT_RUN + " ORDER BY created_at DESC, id DESC LIMIT 1")
-            .fetchone()
-        )
+        row = self._one(_SELECT_RUN + " ORDER BY created_at DESC, id DESC LIMIT 1")
         return None if row is None else run_from_columns(row)
 
     async def acquire_run(self, run_id: str, /, *, owner: str, now: float, ttl: float) -> bool:
         """Take the run's lease unless another owner's heartbeat is younger than ``ttl``."""
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._writing() as db:
-                cursor = db.execute(
-                    "UPDATE runs SET owner = ?, heartbeat_at = ?"
-                    " WHERE id = ? AND (owner IS NULL OR owner = ? OR heartbeat_at IS NULL"
-                    "                   OR heartbeat_at < ?)",
-                    (owner, now, key, owner, now - ttl),
-                )
-            return cursor.rowcount == 1
+        with self._for_run(run_id) as (key, _), self._writing() as db:
+            cursor = db.execute(
+                "UPDATE runs SET owner = ?, heartbeat_at = ?"
+                " WHERE id = ? AND (owner IS NULL OR owner = ? OR heartbeat_at IS NULL"
+                "                   OR heartbeat_at < ?)",
+                (owner, now, key, owner, now - ttl),
+            )
+        return cursor.rowcount == 1
 
     async def heartbeat(self, run_id: str, /, *, owner: str, now: float) -> bool:
         """Renew the lease; False when ``owner`` no longer holds it (stop sending)."""
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._writing() as db:
-                cursor = db.execute(
-                    "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ?", (now, key, owner)
-                )
-            return cursor.rowcount == 1
+        with self._for_run(run_id) as (key, _), self._writing() as db:
+            cursor = db.execute(
+                "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ?", (now, key, owner)
+            )
+        return cursor.rowcount == 1
 
     async def release_run(self, run_id: str, /, *, owner: str) -> None:
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._writing() as db:
-                db.execute(
-                    "UPDATE runs SET owner = NULL, heartbeat_at = NULL WHERE id = ? AND owner = ?",
-                    (key, owner),
-                )
+        with self._for_run(run_id) as (key, _), self._writing() as db:
+            db.execute(
+                "UPDATE runs SET owner = NULL, heartbeat_at = NULL WHERE id = ? AND owner = ?",
+                (key, owner),
+            )
 
     async def set_run_state(
         self, run_id: str, state: RunState, /, *, now: float, reason: str | None = None
     ) -> None:
         """Pausing keeps the first ``paused_since``; any other state clears both pause fields."""
         paused = state is RunState.PAUSED
-        with self._errors():
-            key, _ = self._run(run_id)
-            with self._writing() as db:
-                db.execute(
-                    "UPDATE runs SET state = ?, paused_reason = ?,"
-                    " paused_since = CASE WHEN ? THEN CASE WHEN state = 'paused'"
-                    " THEN COALESCE(paused_since, ?) ELSE ? END END"
-                    " WHERE id = ?",
-                    (state.value, reason if paused else None, paused, now, now, key),
-                )
+        with self._for_run(run_id) as (key, _), self._writing() as db:
+            db.execute(
+                "UPDATE runs SET state = ?, paused_reason = ?,"
+                " paused_since = CASE WHEN ? THEN CASE WHEN state = 'paused'"
+                " THEN COALESCE(paused_since, ?) ELSE ? END END"
+                " WHERE id = ?",
+                (state.value, reason if paused else None, paused, now, now, key),
+            )
