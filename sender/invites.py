@@ -48,17 +48,11 @@ from sender.models import Participant
 from sender.pacing.schedule import RateLimits, Scheduler
 from sender.participants import CsvRow
 from sender.store import EventRecord, InvitationRecord, RsvpRecord, RunInfo, Store
+from sender.vocabulary import RsvpOutcome
 
 __all__ = ["AttendeeAnswer", "Invitations", "calendar_of", "event_from_record", "event_json"]
 
 log = logging.getLogger("sender.invites")
-
-RECORDED = "recorded"
-STALE = "stale"
-UNKNOWN_EVENT = "unknown_event"
-NOT_INVITED = "not_invited"
-SENDER_MISMATCH = "sender_mismatch"
-UNAUTHENTICATED = "unauthenticated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,11 +374,14 @@ class Invitations:
                 continue
             for answer in answers:
                 outcome, reason, invitation = await self._judge(answer, sender=part.sender)
-                if outcome in (STALE, RECORDED):  # check_sender=False included
+                if outcome in (
+                    RsvpOutcome.STALE,
+                    RsvpOutcome.RECORDED,
+                ):  # check_sender=False included
                     if part.sender not in authenticated:
                         authenticated[part.sender] = await self._unauthenticated(data, part.sender)
                     if authenticated[part.sender]:
-                        outcome, reason = UNAUTHENTICATED, authenticated[part.sender]
+                        outcome, reason = RsvpOutcome.UNAUTHENTICATED, authenticated[part.sender]
                 rsvp = RsvpRecord(
                     uid=answer.uid,
                     attendee=answer.attendee,
@@ -400,7 +397,7 @@ class Invitations:
                 )
                 if await self.store.add_rsvp(rsvp):
                     kept.append(rsvp)
-                    if rsvp.outcome == RECORDED and self._on_rsvp is not None:
+                    if rsvp.outcome == RsvpOutcome.RECORDED and self._on_rsvp is not None:
                         self._on_rsvp(rsvp)
         return kept
 
@@ -452,10 +449,10 @@ class Invitations:
 
     async def _judge(
         self, answer: RsvpAnswer, *, sender: str
-    ) -> tuple[str, str, InvitationRecord | None]:
+    ) -> tuple[RsvpOutcome, str, InvitationRecord | None]:
         """(outcome, reason, the invitation answered) for one answer."""
         if await self.store.get_event(answer.uid) is None:
-            return UNKNOWN_EVENT, f"no event with UID {answer.uid} was sent", None
+            return RsvpOutcome.UNKNOWN_EVENT, f"no event with UID {answer.uid} was sent", None
         attendee = address_key(answer.attendee)  # every spelling of the address is one
         invitation = next(
             (
@@ -466,25 +463,33 @@ class Invitations:
             None,
         )
         if invitation is None:
-            return NOT_INVITED, f"{answer.attendee} was not invited to {answer.uid}", None
+            return (
+                RsvpOutcome.NOT_INVITED,
+                f"{answer.attendee} was not invited to {answer.uid}",
+                None,
+            )
         if self._check_sender and address_key(sender) != attendee:
             # Anyone can write ATTENDEE:mailto:ada@... into a calendar; the From header
             # is what the receiving server's SPF/DMARC checks vouch for.
             who = sender or "no single From address"
-            return SENDER_MISMATCH, f"sent from {who}, not by {answer.attendee}", invitation
+            return (
+                RsvpOutcome.SENDER_MISMATCH,
+                f"sent from {who}, not by {answer.attendee}",
+                invitation,
+            )
         if answer.sequence < invitation.sequence:
             return (
-                STALE,
+                RsvpOutcome.STALE,
                 f"answers SEQUENCE {answer.sequence}; {invitation.sequence} was sent since",
                 invitation,
             )
-        return RECORDED, "", invitation
+        return RsvpOutcome.RECORDED, "", invitation
 
     async def answers(self, uid: str, /) -> list[AttendeeAnswer]:
         """Everyone invited to the event, with their latest answer (or NEEDS-ACTION)."""
         latest: dict[str, RsvpRecord] = {}
         for rsvp in await self.store.rsvps(uid):
-            if rsvp.outcome == RECORDED:
+            if rsvp.outcome == RsvpOutcome.RECORDED:
                 latest[address_key(rsvp.attendee)] = rsvp  # received order: the last one wins
         result = []
         for invitation in await self.store.invitations(uid):

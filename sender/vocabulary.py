@@ -1,4 +1,4 @@
-"""The words the store and the logic above it share: where a message stands, where a run stands.
+"""The words the store and the logic above it share: message and run states, RSVP outcomes.
 
 These are stored as their string values, so a value never changes once released; a new
 state is a new member. They live in the foundation, below the store, so that code which
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["FINAL_STATES", "OUTCOME_STATES", "MessageState", "RunState"]
+__all__ = ["FINAL_STATES", "OUTCOME_STATES", "MessageState", "RsvpOutcome", "RunState"]
 
 
 class MessageState(StrEnum):
@@ -54,3 +54,14 @@ class RunState(StrEnum):
     ACTIVE = "active"  # has work to do (or is doing it)
     PAUSED = "paused"  # stopped on purpose; ``paused_reason`` says why
     DONE = "done"  # nothing left but final states
+
+
+class RsvpOutcome(StrEnum):
+    """What a calendar answer counts for; every answer is kept, with its outcome."""
+
+    RECORDED = "recorded"  # it counts
+    STALE = "stale"  # answers an older SEQUENCE
+    UNKNOWN_EVENT = "unknown_event"
+    NOT_INVITED = "not_invited"
+    SENDER_MISMATCH = "sender_mismatch"  # From is not the attendee
+    UNAUTHENTICATED = "unauthenticated"  # no aligned DKIM signature, no trusted DMARC pass

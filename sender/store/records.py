@@ -188,10 +188,8 @@ class InvitationRecord:
 class RsvpRecord:
     """One answer read back from a reply, and what was made of it.
 
-    ``outcome`` is ``recorded`` (it counts), ``stale`` (answers an older SEQUENCE),
-    ``unknown_event``, ``not_invited``, ``sender_mismatch`` (From is not the
-    attendee) or ``unauthenticated`` (nothing vouches for the From: no aligned DKIM
-    signature, no trusted relay's DMARC pass); every one is kept, with ``reason``.
+    ``outcome`` is a :class:`~sender.vocabulary.RsvpOutcome` value (only ``recorded``
+    counts); every answer is kept, with ``reason``.
     """
 
     uid: str
