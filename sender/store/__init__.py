@@ -1,4 +1,8 @@
-"""The durable outbox: the ``Store`` roles, their records, and the embedded SQLite backend."""
+"""The durable outbox: the ``Store`` roles, their records, the SQLite backend, ``open_store``.
+
+``PostgresStore`` is in :mod:`sender.store.postgres` (psycopg is an optional extra);
+:func:`open_store` builds either from a URL.
+"""
 
 from sender.store.base import (
     BounceLog,
@@ -27,6 +31,7 @@ from sender.store.records import (
     Suppression,
 )
 from sender.store.sqlite import SqliteStore, find_latest_run
+from sender.store.url import open_store
 from sender.vocabulary import FINAL_STATES, MessageState, RunState
 
 __all__ = [
@@ -57,4 +62,5 @@ __all__ = [
     "Suppression",
     "SuppressionList",
     "find_latest_run",
+    "open_store",
 ]
