@@ -205,7 +205,7 @@ def _postgres_cleaner(postgres_url: str) -> Iterator[Any]:
 def postgres_backend(postgres_url: str, _postgres_cleaner: Any) -> Callable[[Path], Any]:
     """A factory like ``SqliteStore``'s: the same path is the same data, a new path a fresh one.
 
-    The first store on a path empties every table (TRUNCATE, so each test or hypothesis
+    The first store on a path empties every table (so each test or hypothesis
     example starts clean without a database of its own); later ones see what it wrote.
     """
     from sender.store.postgres import PostgresStore
@@ -220,7 +220,8 @@ def postgres_backend(postgres_url: str, _postgres_cleaner: Any) -> Callable[[Pat
                 "SELECT to_regclass('runs') IS NOT NULL"
             ).fetchone()
             if exists:
-                _postgres_cleaner.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+                # DELETE, not TRUNCATE: 0.1 ms instead of 16 on the few rows a test leaves
+                _postgres_cleaner.execute("; ".join(f"DELETE FROM {t}" for t in TABLES))  # noqa: S608
         return PostgresStore(postgres_url, min_size=0, max_size=4)
 
     return open_postgres
