@@ -25,8 +25,8 @@ LAYERS: list[set[str]] = [
         "pacing",
         "store.records",
     },
-    {"config", "store.base", "store.rules", "store.sqlite.schema"},
-    {"store.sqlite.checkpoint"},
+    {"config", "store.base", "store.rules", "store.sqlite.schema", "store.postgres.schema"},
+    {"store.sqlite.checkpoint", "store.postgres.database"},
     {"store.sqlite.file"},
     {
         "store.sqlite.runs",
@@ -34,9 +34,15 @@ LAYERS: list[set[str]] = [
         "store.sqlite.progress",
         "store.sqlite.events",
         "store.sqlite.feedback",
+        "store.postgres.runs",
+        "store.postgres.outbox",
+        "store.postgres.progress",
+        "store.postgres.events",
+        "store.postgres.feedback",
     },
-    {"store.sqlite.store"},
-    {"store.sqlite"},
+    {"store.sqlite.store", "store.postgres.store"},
+    {"store.sqlite", "store.postgres"},
+    {"store.url"},
     {
         "compose.links",
         "compose.render",
@@ -130,6 +136,12 @@ OWNERS = {
     "cryptography": {"compose.dkim"},
     "httpx": set(),
     "icalendar": {"compose.ical"},
+    "psycopg": {
+        "store.postgres.schema",
+        "store.postgres.database",
+        "store.postgres.outbox",
+    },
+    "psycopg_pool": {"store.postgres.database"},
 }
 
 

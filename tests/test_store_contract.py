@@ -46,9 +46,13 @@ from sender.store import (
 )
 
 # A backend opens a store on the database named by a path (the same path, the same data:
-# a second store on it is another process's view). The next backend appends its factory.
+# a second store on it is another process's view). Each entry names the fixture that gives
+# a backend's factory; a new backend appends its own (postgres_backend is in conftest.py).
 Backend = Callable[[Path], Store]
-BACKENDS: list[Any] = [pytest.param(SqliteStore, id="sqlite")]
+BACKENDS: list[Any] = [
+    pytest.param("sqlite_backend", id="sqlite"),
+    pytest.param("postgres_backend", id="postgres"),
+]
 
 Opener = Callable[[], Store]
 
@@ -57,10 +61,16 @@ T0 = 1_700_000_000.0
 DAY = 86_400.0
 
 
+@pytest.fixture
+def sqlite_backend() -> Backend:
+    """SQLite's factory: the store on the file at the path."""
+    return SqliteStore
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Backend:
     """The factory of the backend under test."""
-    factory: Backend = request.param
+    factory: Backend = request.getfixturevalue(request.param)
     return factory
 
 
@@ -718,7 +728,7 @@ class OutboxMachine(RuleBasedStateMachine):
 
     @rule()
     def crash_and_requeue(self) -> None:
-        self.store.close()
+        self.call(self.store.aclose())
         self.store = self.backend(self.dir / "outbox.sqlite3")
         assert self.call(self.store.requeue_stale(RUN)) == len(self.sending)
         for message in self.sending:

@@ -47,6 +47,7 @@ __all__ = [
     "message_from_columns",
     "participant_columns",
     "participant_from_columns",
+    "problem_from_columns",
     "reply_from_columns",
     "rsvp_from_columns",
     "run_from_columns",
@@ -352,6 +353,16 @@ def message_from_columns(row: Sequence[Any], /) -> MessageRecord:
         participant_id=row[12],
         name=row[13],
     )
+
+
+def problem_from_columns(row: Sequence[Any], /) -> tuple[int, str, MessageState, str]:
+    """A problem row from ``row, email, state, code, enhanced_status, reply_text, detail``.
+
+    What :meth:`Progress.problems` lists: the last reply when there was one, else the detail.
+    """
+    number, email, state, code, enhanced, text, detail = row
+    reply = reply_from_columns(code, enhanced, text)
+    return (number, email, MessageState(state), (detail or "") if reply is None else str(reply))
 
 
 def attempt_from_columns(message_id: int, row: Sequence[Any], /) -> Attempt:

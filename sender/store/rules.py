@@ -11,21 +11,63 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sender.errors import InputError
 from sender.models import Participant
-from sender.store.records import NewRow, Outcome
+from sender.store.records import InvitationRecord, NewRow, Outcome, participant_from_columns
 from sender.vocabulary import OUTCOME_STATES, MessageState
 
 __all__ = [
+    "INTERRUPTED_REPLACED",
+    "PROBLEM_STATES",
     "IngestPlan",
     "bounced_addresses",
+    "claim_order",
+    "latest_invitations",
     "outcome_due",
     "plan_ingest",
     "stored_text",
     "unencodable",
     "unforgiven_bounces",
 ]
+
+
+# What requeue_stale records on a message replaced (a corrected address) while it was sent.
+INTERRUPTED_REPLACED = "interrupted while sending; the address was corrected since"
+
+# The states Progress.problems lists: what an operator may need to act on.
+PROBLEM_STATES = (MessageState.FAILED, MessageState.DEFERRED, MessageState.SUPPRESSED)
+
+
+def claim_order(due_at: float, priority: int, message_id: int, /) -> tuple[float, int, int]:
+    """The order claims leave a domain in: earliest due, then higher priority, then input.
+
+    Each backend's claim SQL sorts the same way (``ORDER BY due_at, priority DESC, id``);
+    a backend that claims several rows at once sorts what came back with this.
+    """
+    return (due_at, -priority, message_id)
+
+
+def latest_invitations(uid: str, rows: Iterable[Sequence[Any]], /) -> list[InvitationRecord]:
+    """Who was invited to event ``uid``, from its runs' sent messages in SEQUENCE order.
+
+    ``rows`` are ``PARTICIPANT_COLUMNS``, then the run's sequence and method and the
+    message's last attempt time, sorted by participant, sequence, time: for each
+    participant the message of the highest SEQUENCE wins (a CANCEL after a REQUEST).
+    """
+    latest: dict[str, InvitationRecord] = {}
+    for row in rows:
+        *person, sequence, method, at = row
+        participant = participant_from_columns(*person)
+        latest[participant.participant_id] = InvitationRecord(
+            uid=uid,
+            participant=participant,
+            sequence=int(sequence),
+            method=str(method),
+            sent_at=at,
+        )
+    return list(latest.values())
 
 
 @dataclass(slots=True)

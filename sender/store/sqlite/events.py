@@ -11,9 +11,9 @@ from sender.store.records import (
     RsvpRecord,
     event_from_columns,
     event_values,
-    participant_from_columns,
     rsvp_from_columns,
 )
+from sender.store.rules import latest_invitations
 from sender.store.sqlite.file import SqliteFile
 
 __all__ = ["SqliteEvents"]
@@ -59,17 +59,7 @@ class SqliteEvents(SqliteFile):
         """
         with self._errors(), self._snapshot() as db:
             rows = db.execute(_SELECT_INVITED, (uid,)).fetchall()
-        latest: dict[str, InvitationRecord] = {}
-        for *person, sequence, method, at in rows:
-            participant = participant_from_columns(*person)
-            latest[participant.participant_id] = InvitationRecord(
-                uid=uid,
-                participant=participant,
-                sequence=int(sequence),
-                method=str(method),
-                sent_at=at,
-            )
-        return list(latest.values())
+        return latest_invitations(uid, rows)
 
     async def add_rsvp(self, record: RsvpRecord, /) -> bool:
         """Keep an answer; False (and nothing stored) when the same answer is already kept."""

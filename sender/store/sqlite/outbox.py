@@ -21,7 +21,13 @@ from sender.store.records import (
     participant_columns,
     participant_from_columns,
 )
-from sender.store.rules import IngestPlan, outcome_due, plan_ingest, unencodable
+from sender.store.rules import (
+    INTERRUPTED_REPLACED,
+    IngestPlan,
+    outcome_due,
+    plan_ingest,
+    unencodable,
+)
 from sender.store.sqlite.file import SqliteFile
 from sender.vocabulary import MessageState
 
@@ -206,7 +212,7 @@ class SqliteOutbox(SqliteFile):
                 "UPDATE messages SET state = 'failed', due_at = NULL, detail = ?"
                 " WHERE run = ? AND state = 'sending' AND state <> 'queued'"
                 " AND replaced_by IS NOT NULL",
-                ("interrupted while sending; the address was corrected since", key),
+                (INTERRUPTED_REPLACED, key),
             )
             cursor = db.execute(
                 "UPDATE messages SET state = 'queued', due_at = 0"

@@ -13,7 +13,7 @@ from sender.store.records import (
     MessageRecord,
     attempt_from_columns,
     message_from_columns,
-    reply_from_columns,
+    problem_from_columns,
 )
 from sender.store.sqlite.file import SqliteFile
 from sender.vocabulary import MessageState
@@ -150,13 +150,7 @@ class SqliteProgress(SqliteFile):
                 " ORDER BY row LIMIT ?",
                 (key, limit),
             )
-        found = []
-        for row, email, state, code, enhanced, text, detail in rows:
-            reply = reply_from_columns(code, enhanced, text)
-            found.append(
-                (row, email, MessageState(state), (detail or "") if reply is None else str(reply))
-            )
-        return found
+        return [problem_from_columns(row) for row in rows]
 
     async def message(self, message_id: int, /) -> MessageRecord | None:
         """One outbox message by its id (what a signed return path names; a BounceLog's)."""

@@ -1,0 +1,194 @@
+"""One PostgreSQL outbox: its URL, the connection pool, migrations, errors, closing.
+
+Each role's PostgreSQL implementation (runs, outbox, progress, events, feedback) builds
+on this class; :class:`~sender.store.postgres.PostgresStore` puts them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from sender.errors import ConfigurationError, InputError
+from sender.lifecycle import AsyncResource
+from sender.store.postgres.schema import migrate
+
+__all__ = ["PostgresDatabase", "display_url"]
+
+CONNECT_TIMEOUT = 10.0  # seconds to connect (and to wait for a pooled connection)
+
+
+def display_url(url: str, /) -> str:
+    """The store URL as errors and logs show it: everything but the password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+
+
+class PostgresDatabase(AsyncResource):
+    """The connection pool to one outbox database and the plumbing every role shares.
+
+    Nothing connects in the constructor (a store is built from synchronous code, as
+    SQLite's is): the first call connects once on its own, migrates the schema under the
+    advisory lock, then opens the pool. A database that cannot be reached raises
+    :class:`~sender.errors.ConfigurationError` naming the URL without its password.
+    """
+
+    def __init__(self, url: str, /, *, min_size: int = 1, max_size: int = 10) -> None:
+        if min_size < 0 or max_size < max(min_size, 1):
+            raise ConfigurationError(
+                f"a store's pool needs 0 <= min_size <= max_size and max_size >= 1,"
+                f" not {min_size} and {max_size}",
+                setting="store",
+            )
+        self._url = url
+        self._name = display_url(url)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._runs: dict[str, tuple[int, str]] = {}  # run_id -> (key, template); never change
+        self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
+        self._opening = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        """The store URL without its password."""
+        return self._name
+
+    async def start(self) -> None:
+        """Connect and migrate now, rather than on the first call."""
+        with self._errors():
+            await self._open()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Translate psycopg's exceptions, the one place they enter, into ConfigurationError."""
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            raise ConfigurationError(
+                f"store {self._name}: cannot reach the database: {_first_line(exc)}",
+                setting="store",
+            ) from exc
+        except psycopg.Error as exc:
+            raise ConfigurationError(
+                f"store {self._name}: {_first_line(exc)}", setting="store"
+            ) from exc
+
+    async def _open(self) -> AsyncConnectionPool[AsyncConnection[Any]]:
+        if self._closed:
+            raise ConfigurationError(f"store {self._name} is closed", setting="store")
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                # One connection of its own first: a wrong URL fails now, in one clear line,
+                # not after the pool's timeout; and the schema is current before any query.
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)
+                ) as conn:
+                    await migrate(conn, name=self._name)
+                # No server-side prepared statements: a generic plan made while a table was
+                # small (a fresh run) kept scanning it as ingest grew it (100x slower), and
+                # a pooler in transaction mode (PgBouncer) cannot keep them anyway.
+                pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+                    self._url,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    kwargs={"autocommit": True, "prepare_threshold": None},
+                    timeout=CONNECT_TIMEOUT,
+                    open=False,
+                    name="sender.store",
+                )
+                await pool.open()
+                if self._closed:  # closed while opening
+                    await pool.close()
+                    raise ConfigurationError(f"store {self._name} is closed", setting="store")
+                self._pool = pool
+        return self._pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection in autocommit: each statement is its own transaction."""
+        pool = await self._open()
+        async with pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection inside one transaction (committed unless the block raises)."""
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    async def _fetchall(
+        self, query: str | bytes, params: Sequence[object] | Mapping[str, object] = ()
+    ) -> list[Any]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(_query(query), params)
+            return await cursor.fetchall()
+
+    async def _fetchone(
+        self, query: str | bytes, params: Sequence[object] | Mapping[str, object] = ()
+    ) -> Any:
+        async with self._connection() as conn:
+            cursor = await conn.execute(_query(query), params)
+            return await cursor.fetchone()
+
+    async def _rowcount(
+        self, query: str | bytes, params: Sequence[object] | Mapping[str, object] = ()
+    ) -> int:
+        async with self._connection() as conn:
+            cursor = await conn.execute(_query(query), params)
+            return cursor.rowcount
+
+    async def _run(self, run_id: str) -> tuple[int, str]:
+        """The run's integer key and template, cached: neither changes once created."""
+        found = self._runs.get(run_id)
+        if found is None:
+            row = await self._fetchone("SELECT id, template FROM runs WHERE run_id = %s", (run_id,))
+            if row is None:
+                raise InputError(f"no run named {run_id!r}", field="run_id")
+            found = self._runs[run_id] = (int(row[0]), str(row[1]))
+        return found
+
+    async def _insert_once(
+        self, table: str, columns: Sequence[str], values: Sequence[object]
+    ) -> bool:
+        """INSERT a record's values into ``columns``, unless a unique key has it already."""
+        marks = ", ".join(["%s"] * len(columns))
+        # table and columns are the roles' constants and record fields, never input
+        statement = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
+        )
+        with self._errors():
+            return await self._rowcount(statement, tuple(values)) == 1
+
+    async def aclose(self) -> None:
+        """Close the pool; committed work is already durable. Idempotent."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with self._errors():
+                await pool.close()
+
+
+def _query(query: str | bytes) -> bytes:
+    """Statements are this package's constants (psycopg wants them as literals or bytes)."""
+    return query.encode() if isinstance(query, str) else query
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

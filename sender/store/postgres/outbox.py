@@ -1,0 +1,424 @@
+"""The outbox in PostgreSQL: ingest, claims with ``FOR UPDATE SKIP LOCKED``, outcomes.
+
+A claim is one statement for every domain asked: a ``MATERIALIZED`` CTE picks, per
+domain, at most as many claimable rows as were asked for, in claim order, locking them
+and skipping rows another worker has locked; the ``UPDATE`` joined to it moves exactly
+those rows to ``sending`` and returns them. Materializing makes the pick run once, so
+the statement never claims more than asked (a subquery under ``IN`` may be run again by
+the planner). What counts as a duplicate and what an outcome may be are decided in
+:mod:`sender.store.rules`, shared with every backend.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from sender.addresses import address_key
+from sender.store.postgres.database import PostgresDatabase
+from sender.store.records import (
+    IngestResult,
+    NewRow,
+    OutboxMessage,
+    Outcome,
+    participant_columns,
+    participant_from_columns,
+)
+from sender.store.rules import (
+    INTERRUPTED_REPLACED,
+    IngestPlan,
+    claim_order,
+    outcome_due,
+    plan_ingest,
+    unencodable,
+)
+from sender.vocabulary import MessageState
+
+__all__ = ["PostgresOutbox"]
+
+_CLAIM = """
+WITH wanted AS (
+    SELECT w.domain, w.n FROM unnest(%(domains)s::text[], %(counts)s::integer[]) AS w(domain, n)
+), picked AS MATERIALIZED (
+    SELECT c.id, c.due_at, c.priority
+      FROM wanted w
+     CROSS JOIN LATERAL (
+            SELECT id, due_at, priority FROM messages
+             WHERE run = %(run)s AND domain = w.domain
+               AND due_at IS NOT NULL AND due_at <= %(now)s
+             ORDER BY due_at, priority DESC, id
+             LIMIT w.n
+               FOR UPDATE SKIP LOCKED
+           ) c
+)
+UPDATE messages m
+   SET state = 'sending', attempts = m.attempts + 1, due_at = NULL,
+       claimed_by = %(owner)s, claimed_at = %(now)s,
+       first_attempt_at = COALESCE(m.first_attempt_at, %(now)s)
+  FROM picked p
+ WHERE m.id = p.id
+RETURNING p.due_at, p.priority, m.id, m.row, m.domain,
+          m.participant_id, m.email, m.name, m.course_id, m.locale, m.vars,
+          m.template, m.attempts, m.first_attempt_at, m.message_id,
+          (SELECT s.kind || ': ' || s.reason FROM suppressions s WHERE s.address = m.email_key)
+"""
+
+# One statement per batch of outcomes: update the messages, then log what was updated.
+_RECORD = """
+WITH outcome AS (
+    SELECT * FROM unnest(%s::bigint[], %s::text[], %s::double precision[],
+                         %s::double precision[], %s::integer[], %s::text[], %s::text[],
+                         %s::text[], %s::text[])
+        AS o(id, state, due_at, at, code, enhanced_status, reply_text, detail, message_id)
+), updated AS (
+    UPDATE messages m
+       SET state = o.state, due_at = o.due_at, last_attempt_at = o.at, code = o.code,
+           enhanced_status = o.enhanced_status, reply_text = o.reply_text, detail = o.detail,
+           message_id = COALESCE(m.message_id, o.message_id)
+      FROM outcome o
+     WHERE m.id = o.id AND m.participant_id IS NOT NULL
+    RETURNING m.id, m.attempts, o.at, o.state, o.code, o.enhanced_status, o.reply_text, o.detail
+)
+INSERT INTO attempts (message, number, at, state, code, enhanced_status, reply_text, detail)
+SELECT * FROM updated
+RETURNING message
+"""
+
+_QUEUED_COLUMNS = (
+    "row, template, participant_id, email, name, course_id, locale, vars, domain, priority,"
+    " email_key"
+)
+_INSERT_QUEUED = f"""
+INSERT INTO messages (run, state, due_at, {_QUEUED_COLUMNS})
+SELECT %s, 'queued', 0, q.* FROM unnest(
+    %s::integer[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+    %s::text[], %s::text[], %s::integer[], %s::text[]) AS q({_QUEUED_COLUMNS})
+RETURNING id
+"""  # noqa: S608 (constants)
+
+_INSERT_SKIPPED = """
+INSERT INTO messages (run, state, template, row, email, skip_reason)
+SELECT %s, 'skipped', %s, s.* FROM unnest(%s::integer[], %s::text[], %s::text[])
+    AS s(row, email, skip_reason)
+ON CONFLICT DO NOTHING
+"""
+
+_DB = AsyncConnection[Any]
+
+
+class PostgresOutbox(PostgresDatabase):
+    """:class:`~sender.store.base.Outbox` for :class:`~sender.store.postgres.PostgresStore`."""
+
+    async def add_rows(
+        self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
+    ) -> IngestResult:
+        """:meth:`Outbox.add_rows <sender.store.base.Outbox.add_rows>` in one transaction.
+
+        Duplicates are :func:`~sender.store.rules.plan_ingest`'s to find; the unique
+        participant key (current messages only) backs it. The transaction takes the
+        run's row lock first, so two processes ingesting one run take turns.
+        """
+        ordered = sorted(rows, key=lambda r: r.row)
+        corrections = [r for r in ordered if r.replaces and r.participant is not None]
+        with self._errors():
+            key, template = await self._run(run_id)
+            try:
+                async with self._transaction() as db:
+                    await db.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (key,))
+                    corrected = 0
+                    for new in corrections:
+                        corrected += await _replace(db, key, template, new)
+                    plan = await _ingest(
+                        db, key, template, [r for r in ordered if r not in corrections]
+                    )
+                    await _insert_queued(db, key, template, [new for new, _ in plan.queued])
+                    if plan.skipped:
+                        skipped_rows, emails, reasons = zip(*plan.skipped, strict=True)
+                        await db.execute(
+                            _INSERT_SKIPPED,
+                            (key, template, list(skipped_rows), list(emails), list(reasons)),
+                        )
+                    await db.execute(
+                        "UPDATE runs SET ingested_through = GREATEST(ingested_through, %s),"
+                        " ingest_complete = GREATEST(ingest_complete, %s) WHERE id = %s",
+                        (ordered[-1].row if ordered else 0, int(complete), key),
+                    )
+            except UnicodeEncodeError:
+                raise unencodable(ordered) from None
+        return IngestResult(
+            queued=len(plan.queued),
+            skipped=len(plan.skipped),
+            duplicates=tuple(plan.duplicates),
+            corrected=corrected,
+        )
+
+    async def addresses_of(self, run_id: str, participant_ids: Sequence[str], /) -> dict[str, str]:
+        """The address of each participant's current message in the run, for those it has."""
+        if not participant_ids:
+            return {}
+        with self._errors():
+            key, template = await self._run(run_id)
+            rows = await self._fetchall(
+                "SELECT participant_id, email FROM messages"
+                " WHERE run = %s AND template = %s AND replaced_by IS NULL"
+                " AND participant_id = ANY(%s::text[])",
+                (key, template, list(participant_ids)),
+            )
+        return {pid: email for pid, email in rows}
+
+    async def participant_count(self, run_id: str, /) -> int:
+        """How many participants the run has a message for (skipped rows not counted)."""
+        with self._errors():
+            key, template = await self._run(run_id)
+            (count,) = await self._fetchone(
+                "SELECT COUNT(*) FROM messages WHERE run = %s AND participant_id IS NOT NULL"
+                " AND template = %s AND replaced_by IS NULL",
+                (key, template),
+            )
+        return int(count)
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def requeue_stale(self, run_id: str, /) -> int:
+        """Put ``sending`` rows back to ``queued`` (after a crash); returns how many.
+
+        They go to the front (``due_at`` 0), ``attempts`` still counted; one replaced by
+        a corrected address since is marked failed, never sent to the old address.
+        """
+        with self._errors():
+            key, _ = await self._run(run_id)
+            async with self._transaction() as db:
+                await db.execute(
+                    "UPDATE messages SET state = 'failed', due_at = NULL, detail = %s"
+                    " WHERE run = %s AND state = 'sending' AND replaced_by IS NOT NULL",
+                    (INTERRUPTED_REPLACED, key),
+                )
+                cursor = await db.execute(
+                    "UPDATE messages SET state = 'queued', due_at = 0"
+                    " WHERE run = %s AND state = 'sending' AND replaced_by IS NULL",
+                    (key,),
+                )
+                return cursor.rowcount
+
+    async def pending_domains(self, run_id: str, /, *, now: float) -> dict[str, int]:
+        """Domains with claimable messages now (queued, or deferred and due), with counts."""
+        with self._errors():
+            key, _ = await self._run(run_id)
+            rows = await self._fetchall(
+                "SELECT domain, COUNT(*) FROM messages"
+                " WHERE run = %s AND due_at IS NOT NULL AND due_at <= %s GROUP BY domain",
+                (key, now),
+            )
+        return {domain: int(count) for domain, count in rows}
+
+    async def claim(
+        self, run_id: str, domain: str, /, *, now: float, owner: str
+    ) -> OutboxMessage | None:
+        """Atomically move one claimable message of ``domain`` to ``sending``.
+
+        Order: earliest ``due_at`` (queued rows first), then higher priority, then input order.
+        """
+        (claimed,) = await self.claim_many(run_id, [domain], now=now, owner=owner)
+        return claimed
+
+    async def claim_many(
+        self, run_id: str, domains: Sequence[str], /, *, now: float, owner: str
+    ) -> list[OutboxMessage | None]:
+        """One :meth:`claim` per entry of ``domains`` (repeats allowed), in one statement.
+
+        The list is aligned with ``domains``; None where that domain had nothing left.
+        """
+        if not domains:
+            return []
+        wanted = Counter(domains)
+        with self._errors():
+            key, _ = await self._run(run_id)
+            rows = await self._fetchall(
+                _CLAIM.encode(),
+                {
+                    "domains": list(wanted),
+                    "counts": list(wanted.values()),
+                    "run": key,
+                    "now": now,
+                    "owner": owner,
+                },
+            )
+        by_domain: dict[str, list[OutboxMessage]] = {}
+        rows.sort(key=lambda r: claim_order(*r[:3]))
+        for _due, _priority, id_, row, domain, *rest in rows:
+            *person, template, attempts, first_attempt_at, message_id, suppressed = rest
+            by_domain.setdefault(domain, []).append(
+                OutboxMessage(
+                    id=id_,
+                    run_id=run_id,
+                    row=row,
+                    participant=participant_from_columns(*person),
+                    template=template,
+                    domain=domain,
+                    attempts=attempts,
+                    first_attempt_at=first_attempt_at,
+                    message_id=message_id,
+                    suppressed=suppressed,
+                )
+            )
+        for claimed in by_domain.values():
+            claimed.reverse()  # pop() from the end hands them out in claim order
+        return [by_domain[d].pop() if by_domain.get(d) else None for d in domains]
+
+    async def record(self, message_id: int, outcome: Outcome, /) -> None:
+        """Store an attempt's outcome and append it to the attempt log, in one transaction.
+
+        The first Message-ID recorded sticks. Raises ValueError for an outcome
+        that is not SENT, DEFERRED (with ``next_attempt_at``), FAILED or
+        SUPPRESSED, and KeyError for an unknown message; then nothing is stored.
+        """
+        await self.record_many([(message_id, outcome)])
+
+    async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
+        """:meth:`record` for several messages in one statement: all or nothing."""
+        columns: list[list[object]] = [[] for _ in range(9)]
+        for message_id, outcome in outcomes:
+            due = outcome_due(outcome)
+            reply = outcome.reply
+            values = (
+                message_id,
+                outcome.state.value,
+                due,
+                outcome.at,
+                reply.code if reply else None,
+                reply.enhanced_status if reply else None,
+                reply.text if reply else None,
+                outcome.detail,
+                outcome.message_id,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        ids = columns[0]
+        if not ids:
+            return
+        with self._errors():
+            async with self._transaction() as db:
+                if len(set(ids)) == len(ids):
+                    batches = [columns]
+                else:  # one message twice: each outcome in turn, as SQLite records them
+                    batches = [[[column[i]] for column in columns] for i in range(len(ids))]
+                recorded: set[object] = set()
+                for batch in batches:
+                    cursor = await db.execute(_RECORD, batch)
+                    recorded.update(row[0] for row in await cursor.fetchall())
+                missing = [id_ for id_ in ids if id_ not in recorded]
+                if missing:
+                    raise KeyError(missing[0])  # rolls the transaction back
+
+    async def next_attempt_at(self, run_id: str, /) -> float | None:
+        """The earliest time a deferred message of the run becomes due."""
+        with self._errors():
+            key, _ = await self._run(run_id)
+            (due,) = await self._fetchone(
+                "SELECT MIN(due_at) FROM messages WHERE run = %s AND state = 'deferred'", (key,)
+            )
+        return None if due is None else float(due)
+
+    async def reset_failed(self, run_id: str, /, *, now: float) -> int:
+        """``failed`` and ``deferred`` back to ``queued`` for ``sender retry``; never ``sent``.
+
+        Also makes the run active again. ``attempts`` and ``first_attempt_at`` are kept.
+        A message replaced by a corrected address stays as it was: its address is wrong.
+        """
+        with self._errors():
+            key, _ = await self._run(run_id)
+            async with self._transaction() as db:
+                cursor = await db.execute(
+                    "UPDATE messages SET state = 'queued', due_at = %s"
+                    " WHERE run = %s AND state IN ('failed', 'deferred') AND replaced_by IS NULL",
+                    (now, key),
+                )
+                await db.execute(
+                    "UPDATE runs SET state = 'active', paused_reason = NULL, paused_since = NULL"
+                    " WHERE id = %s",
+                    (key,),
+                )
+                return cursor.rowcount
+
+
+def _queued_values(key: int, template: str, new: NewRow) -> tuple[object, ...]:
+    """One row's values in ``_QUEUED_COLUMNS`` order."""
+    person = new.participant
+    assert person is not None
+    return (
+        new.row,
+        template,
+        *participant_columns(person),
+        person.domain,
+        new.priority,
+        address_key(person.email),
+    )
+
+
+async def _insert_queued(db: _DB, key: int, template: str, rows: Sequence[NewRow]) -> list[int]:
+    """Insert queued messages in one statement (arrays, not a round trip per row)."""
+    if not rows:
+        return []
+    values = [_queued_values(key, template, new) for new in rows]
+    columns = [list(column) for column in zip(*values, strict=True)]
+    cursor = await db.execute(_INSERT_QUEUED.encode(), (key, *columns))
+    return [int(id_) for (id_,) in await cursor.fetchall()]
+
+
+async def _replace(db: _DB, key: int, template: str, new: NewRow) -> bool:
+    """Give the participant of ``new`` its corrected address; False when none to correct."""
+    person = new.participant
+    if person is None:
+        return False
+    cursor = await db.execute(
+        "SELECT id, state, email FROM messages WHERE run = %s AND participant_id = %s"
+        " AND template = %s AND replaced_by IS NULL FOR UPDATE",
+        (key, person.participant_id, template),
+    )
+    found = await cursor.fetchone()
+    if found is None:
+        await _insert_queued(db, key, template, [new])
+        return False
+    id_, state, email = found
+    if email == person.email:
+        return False  # corrected already (a resumed ingest)
+    if state in (MessageState.QUEUED, MessageState.DEFERRED):
+        await db.execute(
+            "UPDATE messages SET row = %s, email = %s, name = %s, course_id = %s, locale = %s,"
+            " vars = %s, domain = %s, priority = %s, email_key = %s, state = 'queued',"
+            " due_at = 0, attempts = 0, first_attempt_at = NULL, last_attempt_at = NULL,"
+            " message_id = NULL, code = NULL, enhanced_status = NULL, reply_text = NULL,"
+            " detail = NULL WHERE id = %s",
+            (new.row, *_queued_values(key, template, new)[3:], id_),
+        )
+        return True
+    await db.execute("UPDATE messages SET replaced_by = 0 WHERE id = %s", (id_,))
+    (new_id,) = await _insert_queued(db, key, template, [new])
+    await db.execute("UPDATE messages SET replaced_by = %s WHERE id = %s", (new_id, id_))
+    return True
+
+
+async def _ingest(db: _DB, key: int, template: str, ordered: Sequence[NewRow]) -> IngestPlan:
+    """Ask what the run holds of a sorted batch, then let :func:`plan_ingest` decide."""
+    ids = [r.participant.participant_id for r in ordered if r.participant is not None]
+    first_row: dict[str, int] = {}
+    if ids:
+        cursor = await db.execute(
+            "SELECT participant_id, row FROM messages"
+            " WHERE run = %s AND template = %s AND replaced_by IS NULL"
+            " AND participant_id = ANY(%s::text[])",
+            (key, template, ids),
+        )
+        first_row.update((pid, row) for pid, row in await cursor.fetchall())
+    stored_skips: list[int] = []
+    if ordered:
+        cursor = await db.execute(
+            "SELECT row FROM messages WHERE run = %s AND participant_id IS NULL"
+            " AND row BETWEEN %s AND %s",
+            (key, ordered[0].row, ordered[-1].row),
+        )
+        stored_skips = [row for (row,) in await cursor.fetchall()]
+    return plan_ingest(ordered, first_row=first_row, stored_skips=stored_skips)
