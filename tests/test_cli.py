@@ -93,6 +93,7 @@ def test_tampered_token_is_invalid() -> None:
     assert plain.stdout.startswith("invalid")
 
 
+@pytest.mark.slow
 def test_expired_link_is_expired() -> None:
     """A link issued with --ttl 1s is 'expired' two seconds later."""
     url = cli("link", "issue", "--participant", "p-1", "--course", "c", "--ttl", "1s").stdout
@@ -276,6 +277,7 @@ async def test_run_sends_valid_rows_and_names_bad_ones(
     assert "Get Link for A (p-1)" in out
 
 
+@pytest.mark.slow
 def test_run_examples_in_a_real_subprocess_fills_the_maildir(workdir: Path) -> None:
     """The README's main command stores one message per example participant."""
     completed = subprocess.run(
@@ -300,6 +302,7 @@ def test_run_examples_in_a_real_subprocess_fills_the_maildir(workdir: Path) -> N
     assert len(recipients) == rows
 
 
+@pytest.mark.slow
 def test_run_with_worker_processes_fills_the_maildir(workdir: Path) -> None:
     """--workers 2 sends every example participant once and the run remembers the setting."""
     env = clean_environment()

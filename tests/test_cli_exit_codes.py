@@ -199,6 +199,7 @@ def test_help_documents_the_exit_codes() -> None:
     assert "2    configuration" in text
 
 
+@pytest.mark.slow
 async def test_ctrl_c_pauses_the_run_and_exits_130(
     smtp_server: RecordingSMTPServer, workdir: Path
 ) -> None:

@@ -13,6 +13,8 @@ import pytest
 from sender.testing import RecordingSMTPServer
 from tests.helpers import IDENTITY, spawn_sender
 
+pytestmark = pytest.mark.slow  # each case starts six `sender` processes, some with workers
+
 ROWS = 600
 CONCURRENCY = 4
 

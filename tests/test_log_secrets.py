@@ -79,6 +79,7 @@ def body_fragments(message: EmailMessage) -> list[str]:
     return fragments
 
 
+@pytest.mark.slow
 async def test_debug_logs_of_a_run_and_the_inbound_listener_hold_no_secrets(
     tmp_path: Path,
 ) -> None:

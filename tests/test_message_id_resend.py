@@ -56,6 +56,7 @@ async def _sender_cli(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
     return await spawn_sender(tmp_path, *args, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 async def test_resend_after_sigkill_carries_the_same_message_id(
     tmp_path: Path, workers: int

@@ -66,6 +66,7 @@ def test_readme_has_the_three_library_examples() -> None:
     assert len(PYTHON) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", PYTHON, ids=[block.id for block in PYTHON])
 def test_python_block_runs_as_written(block: Block, tmp_path: Path) -> None:
     """The block runs in a fresh interpreter in an empty directory, using loopback only."""

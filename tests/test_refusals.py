@@ -45,7 +45,13 @@ def runner_for(
     )
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "worker-processes"])
+@pytest.mark.parametrize(
+    "workers",
+    [
+        pytest.param(1, id="in-process"),
+        pytest.param(2, id="worker-processes", marks=pytest.mark.slow),
+    ],
+)
 async def test_a_5xx_at_rcpt_in_a_run_is_a_hard_bounce_and_the_next_run_skips_it(
     smtp_server: RecordingSMTPServer, store: SqliteStore, workers: int
 ) -> None:

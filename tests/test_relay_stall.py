@@ -147,6 +147,7 @@ def test_relay_timeouts_must_be_at_least_one() -> None:
     assert caught.value.setting == "relay_timeouts"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["sender.toml", "flag"])
 async def test_cli_run_pauses_on_a_silent_relay_with_exit_code_4(
     relay: SilentRelay, tmp_path: Path, where: str

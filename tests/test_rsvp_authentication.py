@@ -268,6 +268,7 @@ async def deliver(port: int, data: bytes, *, mail_from: str = "ada@example.org")
         await client.sendmail(mail_from, [REPLY_TO], data)
 
 
+@pytest.mark.slow
 async def test_replies_over_smtp_to_sender_inbound_count_only_when_authenticated(
     smtp_server: RecordingSMTPServer,
     dns: DnsServer,

@@ -59,6 +59,7 @@ async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None
     raise AssertionError(f"not so within {seconds:g} s")
 
 
+@pytest.mark.slow
 async def test_slow_server_never_lets_another_runner_take_over(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
@@ -173,6 +174,7 @@ async def _cli(tmp_path: Path, *args: str) -> tuple[int | None, str]:
     return process.returncode, output.decode()
 
 
+@pytest.mark.slow
 async def test_status_after_sigkill_says_interrupted_and_how_to_resume(
     smtp_server: RecordingSMTPServer, tmp_path: Path
 ) -> None:
