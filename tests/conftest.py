@@ -26,7 +26,9 @@ settings.load_profile("sender")
 # parametrized case counts. A module's own tests say ``@pytest.mark.slow`` instead.
 SLOW_ELSEWHERE = {
     "test_invites.py": {"test_worker_processes_send_the_calendar_too"},
-    "test_not_bounces.py": {"test_sender_inbound_keeps_a_persons_mail_for_a_person_and_records_nothing"},
+    "test_not_bounces.py": {
+        "test_sender_inbound_keeps_a_persons_mail_for_a_person_and_records_nothing"
+    },
     "test_store.py": {
         "test_hundred_thousand_rows_ingest_in_batches",
         "test_two_processes_claim_every_message_exactly_once",

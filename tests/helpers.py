@@ -13,15 +13,20 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from sender import Address, LinkSettings, SenderSettings
+from sender import Address, LinkSettings, Sender, SenderSettings
+from sender.bulk.runner import RunSettings
+from sender.checks.resolve import Resolver
 from sender.cli import main
 from sender.compose.ical import CalendarEvent
 from sender.compose.links import ReturnPathSigner
 from sender.config import BouncePolicy
 from sender.feedback.suppression import ingest_bounce
-from sender.pacing.schedule import RateLimits
+from sender.invites import Invitations
+from sender.pacing.schedule import RateLimits, Scheduler
 from sender.servers.inbound import InboundMail
 from sender.store import BounceRecord, SqliteStore
+from sender.testing import RecordingSMTPServer
+from sender.transport import SmtpTransport
 
 UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
 """No pacing at all: for tests whose subject is not the rate limits."""
@@ -46,6 +51,30 @@ def sender_settings(*keys: str, **more: object) -> SenderSettings:
             secret_keys=keys or ("k" * 32,), base_url="https://lms.example.com/login"
         ),
         **more,  # type: ignore[arg-type]
+    )
+
+
+RELAY = "mx.relay.example"
+"""The relay in front of the inbound listener whose ``dmarc=pass`` the RSVP tests trust."""
+
+
+def invitations_for(
+    server: RecordingSMTPServer,
+    store: SqliteStore,
+    settings: SenderSettings,
+    *,
+    run: RunSettings | None = None,
+    resolver: Resolver | None = None,
+    check_sender: bool = True,
+) -> Invitations:
+    """Invitations sending through ``server`` unpaced (two at a time unless ``run`` says)."""
+    return Invitations(
+        Sender(settings, transport=SmtpTransport(server.smtp_settings())),
+        store,
+        run or RunSettings(concurrency=2),
+        scheduler=Scheduler(UNLIMITED),
+        resolver=resolver,
+        check_sender=check_sender,
     )
 
 

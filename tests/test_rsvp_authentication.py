@@ -18,8 +18,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sender import Participant, Sender
-from sender.bulk.runner import RunSettings
+from sender import Participant
 from sender.checks.resolve import DnsSettings, Resolver
 from sender.cli import main
 from sender.compose.dkim import (
@@ -32,15 +31,19 @@ from sender.compose.dkim import (
 from sender.errors import CheckUnavailable
 from sender.feedback.intake import dmarc_passed
 from sender.invites import Invitations
-from sender.pacing.schedule import Scheduler
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
-from sender.transport import SmtpTransport
 from tests.dns_server import DnsServer
-from tests.helpers import EVENT, IDENTITY, UNLIMITED, sender_settings, spawn_sender
+from tests.helpers import (
+    EVENT,
+    IDENTITY,
+    RELAY,
+    invitations_for,
+    sender_settings,
+    spawn_sender,
+)
 from tests.test_dkim import zone_for
 
-RELAY = "mx.relay.example"
 SETTINGS = sender_settings("a" * 32, trusted_authserv_ids=(RELAY,))
 ADA = Participant("ada@example.org", "Ada Lovelace", "p-ada", "PY101")
 REPLY_TO = "invitation@calendar.example.com"
@@ -104,16 +107,17 @@ async def invited(
     smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
 ) -> tuple[Invitations, str]:
     """Invitations that invited ada to EVENT, and the event's UID."""
-    sender = Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()))
-    invitations = Invitations(
-        sender,
-        store,
-        RunSettings(concurrency=2),
-        scheduler=Scheduler(UNLIMITED),
-        resolver=Resolver(DnsSettings(nameserver=(dns.host, dns.port))),
-    )
-    await invitations.invite(EVENT, [ADA])
-    await sender.aclose()
+    return await invited_as(smtp_server, store, dns, ADA)
+
+
+async def invited_as(
+    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer, person: Participant
+) -> tuple[Invitations, str]:
+    """Invitations that invited ``person`` to EVENT, checking DKIM through ``dns``; the UID."""
+    resolver = Resolver(DnsSettings(nameserver=(dns.host, dns.port)))
+    invitations = invitations_for(smtp_server, store, SETTINGS, resolver=resolver)
+    await invitations.invite(EVENT, [person])
+    await invitations.sender.aclose()
     return invitations, (await invitations.resolve(EVENT)).event_uid
 
 
@@ -387,17 +391,8 @@ async def test_an_idn_from_domain_is_matched_in_its_a_label_form(
     smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
 ) -> None:
     """From @bücher.example and the relay's header.from=xn--bcher-kva.example are one domain."""
-    sender = Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()))
-    invitations = Invitations(
-        sender,
-        store,
-        RunSettings(concurrency=2),
-        scheduler=Scheduler(UNLIMITED),
-        resolver=Resolver(DnsSettings(nameserver=(dns.host, dns.port))),
-    )
-    await invitations.invite(EVENT, [Participant("ada@bücher.example", "Ada", "p-ada", "PY101")])
-    await sender.aclose()
-    uid = (await invitations.resolve(EVENT)).event_uid
+    idn_ada = Participant("ada@bücher.example", "Ada", "p-ada", "PY101")
+    invitations, uid = await invited_as(smtp_server, store, dns, idn_ada)
     data = reply(uid, sender="ada@bücher.example").replace(
         b"mailto:ada@example.org", "mailto:ada@bücher.example".encode()
     )
