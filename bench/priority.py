@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from csvgen import participant
 from postfix import SmtpSink, ensure_binaries
 from sender_cli import BENCH_SETTINGS as SETTINGS
 
@@ -60,17 +61,7 @@ LOCALES = ("en", "nb", "sv", "ja")
 
 
 def bulk_participants(count: int, domains: int) -> list[Participant]:
-    return [
-        Participant(
-            f"user{i}@domain{i % domains}.example",
-            f"User {i}",
-            f"p-{i}",
-            "PY101",
-            LOCALES[i % len(LOCALES)],
-            {"course_name": "Introduction to Python"},
-        )
-        for i in range(count)
-    ]
+    return [participant(i, domains=domains) for i in range(count)]
 
 
 def single(phase: str, i: int) -> Participant:
