@@ -104,27 +104,35 @@ async def smtp_server() -> AsyncIterator[RecordingSMTPServer]:
         yield server
 
 
+def secured_server(security: SmtpSecurity, context: ssl.SSLContext) -> RecordingSMTPServer:
+    """A recording server that needs TLS in mode ``security`` and AUTH as USER/PASSWORD."""
+    return RecordingSMTPServer(
+        security=security,
+        tls_context=context,
+        require_starttls=security is SmtpSecurity.STARTTLS,
+        credentials={USER: PASSWORD},
+    )
+
+
 @pytest.fixture
 async def starttls_server(server_tls_context: ssl.SSLContext) -> AsyncIterator[RecordingSMTPServer]:
     """A recording server that requires STARTTLS and then AUTH as USER/PASSWORD."""
-    async with RecordingSMTPServer(
-        security=SmtpSecurity.STARTTLS,
-        tls_context=server_tls_context,
-        require_starttls=True,
-        credentials={USER: PASSWORD},
-    ) as server:
+    async with secured_server(SmtpSecurity.STARTTLS, server_tls_context) as server:
         yield server
 
 
 @pytest.fixture
 async def tls_server(server_tls_context: ssl.SSLContext) -> AsyncIterator[RecordingSMTPServer]:
     """A recording server with implicit TLS (as on port 465) and AUTH as USER/PASSWORD."""
-    async with RecordingSMTPServer(
-        security=SmtpSecurity.TLS,
-        tls_context=server_tls_context,
-        credentials={USER: PASSWORD},
-    ) as server:
+    async with secured_server(SmtpSecurity.TLS, server_tls_context) as server:
         yield server
+
+
+@pytest.fixture
+def starttls_url(starttls_server: RecordingSMTPServer, ca_file: str) -> str:
+    """``starttls_server``'s smtp+starttls:// URL with the login and the test CA in it."""
+    host = f"{starttls_server.host}:{starttls_server.port}"
+    return f"smtp+starttls://{USER}:{PASSWORD}@{host}?ca_file={ca_file}"
 
 
 @pytest.fixture(params=[SmtpSecurity.STARTTLS, SmtpSecurity.TLS], ids=["starttls", "tls"])
@@ -132,12 +140,7 @@ async def auth_server(
     request: pytest.FixtureRequest, server_tls_context: ssl.SSLContext
 ) -> AsyncIterator[RecordingSMTPServer]:
     """A recording server that needs TLS and AUTH: the test runs once per TLS mode."""
-    async with RecordingSMTPServer(
-        security=request.param,
-        tls_context=server_tls_context,
-        require_starttls=request.param is SmtpSecurity.STARTTLS,
-        credentials={USER: PASSWORD},
-    ) as server:
+    async with secured_server(request.param, server_tls_context) as server:
         yield server
 
 

@@ -111,6 +111,30 @@ def bounce_ingester(
     return on_mail
 
 
+THREE_ROWS = (
+    "email,name,participant_id,course_id\n"
+    "a@d.example,A,p-1,c\n"
+    "b@d.example,B,p-2,c\n"
+    "c@e.example,C,p-3,c\n"
+)
+"""A participants CSV of three, two of them sharing d.example."""
+
+RETRY_DUE = 0.5
+"""Seconds after which a deferral's first retry is due in :func:`run_dir` (0.3 s ± 10 %).
+
+Not shorter: a run claims again what fell due while its other sends were still in flight."""
+
+
+def run_dir(workdir: Path) -> Path:
+    """``workdir`` with THREE_ROWS as p.csv and a sender.toml that retries after 0.3 s and
+    paces no domain (two rows share d.example, and waiting for it proves nothing)."""
+    (workdir / "sender.toml").write_text(
+        'retry_first = "0.3s"\ndomain_rate = 0\n', encoding="utf-8"
+    )
+    (workdir / "p.csv").write_text(THREE_ROWS, encoding="utf-8")
+    return workdir
+
+
 # A real-looking From and base URL: `--smtp` refuses the shipped examples.
 IDENTITY = {
     "SENDER_FROM": "Academy <noreply@learning.test>",

@@ -10,26 +10,15 @@ import pytest
 from click.testing import Result
 
 from sender.testing import RecordingSMTPServer, Stage
-from tests.helpers import IDENTITY, cli_with
+from tests.helpers import IDENTITY, RETRY_DUE, cli_with, run_dir
 
 KEY = "run-transport-test-key-aaaaaaaaaaaa"
-ROWS = (
-    "email,name,participant_id,course_id\n"
-    "a@d.example,A,p-1,c\n"
-    "b@d.example,B,p-2,c\n"
-    "c@e.example,C,p-3,c\n"
-)
 
 
 @pytest.fixture(autouse=True)
 def workdir(workdir: Path) -> Path:
     """The shared empty working directory (tests/conftest.py), with p.csv and a fast retry."""
-    # No pacing per domain: two rows share d.example, and waiting 2 s for it proves nothing here.
-    (workdir / "sender.toml").write_text(
-        'retry_first = "0.3s"\ndomain_rate = 0\n', encoding="utf-8"
-    )
-    (workdir / "p.csv").write_text(ROWS, encoding="utf-8")
-    return workdir
+    return run_dir(workdir)
 
 
 cli = cli_with(SENDER_SECRET_KEYS=KEY, **IDENTITY)
@@ -62,15 +51,15 @@ async def start_with_one_deferred(server: RecordingSMTPServer, url: str) -> None
     )
     assert first.exit_code in (0, 3), first.stderr
     assert recipients(server) == ["a@d.example", "c@e.example"]
-    await asyncio.sleep(0.5)  # the retry is due after 0.3 s
+    await asyncio.sleep(RETRY_DUE)
 
 
 async def test_resume_without_smtp_finishes_through_the_run_s_own_server(
-    starttls_server: RecordingSMTPServer, ca_file: str, smtp_user: str, smtp_password: str
+    starttls_server: RecordingSMTPServer, starttls_url: str, smtp_user: str, smtp_password: str
 ) -> None:
     """resume without --smtp sends the rest through the run's server, credentials from config."""
     host = f"{starttls_server.host}:{starttls_server.port}"
-    url = f"smtp+starttls://{smtp_user}:{smtp_password}@{host}?ca_file={ca_file}"
+    url = starttls_url
     await start_with_one_deferred(starttls_server, url)
     status = json.loads((await asyncio.to_thread(cli, "status", "r-t", "--json")).stdout)
     stored = status["options"]["transport"]
@@ -84,11 +73,11 @@ async def test_resume_without_smtp_finishes_through_the_run_s_own_server(
 
 
 async def test_resume_with_no_password_for_the_run_s_server_is_one_line(
-    starttls_server: RecordingSMTPServer, ca_file: str, smtp_user: str, smtp_password: str
+    starttls_server: RecordingSMTPServer, starttls_url: str, smtp_user: str, smtp_password: str
 ) -> None:
     """A run on a server that needs a login, resumed with no password for it, is refused."""
     host = f"{starttls_server.host}:{starttls_server.port}"
-    url = f"smtp+starttls://{smtp_user}:{smtp_password}@{host}?ca_file={ca_file}"
+    url = starttls_url
     await start_with_one_deferred(starttls_server, url)
     resumed = await asyncio.to_thread(cli, "resume", "r-t")
     line = one_line_error(resumed, "r-t", f"smtp+starttls://{smtp_user}@{host}", "SENDER_SMTP_URL")
@@ -171,7 +160,7 @@ async def test_invite_again_without_smtp_never_sends_an_event_run_to_the_capture
     first = await asyncio.to_thread(cli, *event, "--smtp", url)
     assert first.exit_code in (0, 3), first.stderr
     assert recipients(smtp_server) == ["a@d.example", "c@e.example"]
-    await asyncio.sleep(0.5)  # the retry is due after 0.3 s
+    await asyncio.sleep(RETRY_DUE)
     again = await asyncio.to_thread(cli, *event)
     assert again.exit_code == 2
     (line,) = [line for line in again.stderr.splitlines() if "error" in line]
