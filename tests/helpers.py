@@ -78,6 +78,32 @@ def invitations_for(
     )
 
 
+def dsn(final_recipient: str | None, *, status: str = "5.1.1", message_id: str = "") -> bytes:
+    """An RFC 3464 delivery status notification, as Postfix writes one.
+
+    Give each copy its own ``message_id`` where copies must differ, as separate bounces do.
+    """
+    recipient_field = f"Final-Recipient: rfc822; {final_recipient}\r\n" if final_recipient else ""
+    message_id_field = f"Message-ID: <{message_id}>\r\n" if message_id else ""
+    return (
+        "From: MAILER-DAEMON@mx.d0.example (Mail Delivery System)\r\n"
+        "To: bounces@bounce.learning.example.com\r\n"
+        f"{message_id_field}"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        "\r\n--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.\r\n"
+        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.d0.example\r\n\r\n"
+        f"{recipient_field}"
+        "Action: failed\r\n"
+        f"Status: {status}\r\n"
+        f"Diagnostic-Code: smtp; 550 {status} Recipient address rejected: User unknown\r\n"
+        "\r\n--B--\r\n"
+    ).encode()
+
+
 def hard_bounce(at: float) -> BounceRecord:
     """A kept ``550 5.1.1 User unknown`` for gone@elsewhere.example: spends a budget of 1."""
     return BounceRecord(
