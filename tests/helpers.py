@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -159,6 +159,17 @@ def run_dir(workdir: Path) -> Path:
     )
     (workdir / "p.csv").write_text(THREE_ROWS, encoding="utf-8")
     return workdir
+
+
+def people_csv(path: Path, addresses: Sequence[str], *, locales: Sequence[str] = ("en",)) -> None:
+    """Write a participants CSV: row i is ``addresses[i]``, "User i", p-i in PY101, the
+    ``locales`` in turn."""
+    lines = ["email,name,participant_id,course_id,locale"]
+    lines += [
+        f"{address},User {i},p-{i},PY101,{locales[i % len(locales)]}"
+        for i, address in enumerate(addresses)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 # A real-looking From and base URL: `--smtp` refuses the shipped examples.
