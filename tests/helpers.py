@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -41,6 +42,11 @@ EVENT = CalendarEvent(
     event_id="session-1",
 )
 """A two-hour session in Oslo; its organizer address is where the answers go."""
+
+
+def smtp_url(server: RecordingSMTPServer) -> str:
+    """The smtp:// URL of a plain recording server, for ``--smtp``."""
+    return f"smtp://{server.host}:{server.port}"
 
 
 def sender_settings(*keys: str, **more: object) -> SenderSettings:
@@ -198,6 +204,22 @@ def clean_environment(**env: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
     clean.update(env)
     return clean
+
+
+def run_python(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` (this interpreter) in ``cwd`` to the end, its output captured as text.
+
+    Its environment is this process's without any SENDER_* setting.
+    """
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 async def spawn_sender(

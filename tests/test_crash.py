@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sender.testing import RecordingSMTPServer
-from tests.helpers import IDENTITY, people_csv, spawn_sender
+from tests.helpers import IDENTITY, people_csv, smtp_url, spawn_sender
 
 pytestmark = pytest.mark.slow  # each case starts six `sender` processes, some with workers
 
@@ -45,7 +45,7 @@ async def test_sigkill_never_skips_and_duplicates_only_in_flight(
         "run",
         "people.csv",
         "--smtp",
-        f"smtp://{smtp_server.host}:{smtp_server.port}",
+        smtp_url(smtp_server),
         "--rate",
         "400",
         "--domain-rate",

@@ -13,7 +13,7 @@ from sender.errors import InputError
 from sender.invites import Invitations
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
-from tests.helpers import IDENTITY, cli_with
+from tests.helpers import IDENTITY, cli_with, smtp_url
 from tests.test_invites import (
     EVENT,
     SAMPLE_ATTENDEES,
@@ -128,7 +128,7 @@ async def test_cli_cancel_for_an_unknown_participant_is_one_line(
 ) -> None:
     """`invite --cancel --participant p-99`: one line naming p-99, exit 1, SEQUENCE unchanged."""
     event_file, csv = event_and_people(workdir, 2)
-    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp = smtp_url(smtp_server)
     invited = await asyncio.to_thread(
         cli, "invite", str(event_file), str(csv), "--smtp", smtp, "--no-progress", *UNPACED
     )

@@ -16,7 +16,7 @@ from sender.pacing.schedule import Scheduler
 from sender.servers.smtpd import Disconnect, ReceivedMessage, Response, SmtpHandler, SmtpServer
 from sender.store import MessageState, SqliteStore
 from sender.transport import SmtpTransport
-from tests.helpers import IDENTITY, UNLIMITED, people_csv, spawn_sender
+from tests.helpers import IDENTITY, UNLIMITED, people_csv, smtp_url, spawn_sender
 
 ROWS = 6
 
@@ -67,7 +67,7 @@ async def test_resend_after_sigkill_carries_the_same_message_id(
             "run",
             "people.csv",
             "--smtp",
-            f"smtp://{server.host}:{server.port}",
+            smtp_url(server),
             "--concurrency",
             "2",
             "--workers",

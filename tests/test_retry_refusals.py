@@ -16,7 +16,7 @@ from click.testing import Result
 
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
-from tests.helpers import IDENTITY, cli_with, run_dir
+from tests.helpers import IDENTITY, cli_with, run_dir, smtp_url
 
 KEY = "retry-refusals-test-key-aaaaaaaaaaaa"
 RUN = "r-retry"
@@ -103,7 +103,7 @@ async def test_a_refused_retry_leaves_the_run_exactly_as_it_was(
     refusal: str, smtp_server: RecordingSMTPServer
 ) -> None:
     """A retry refused for any reason leaves failed/deferred counts and the run state unchanged."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     await start_with_one_deferred(url, smtp_server)
     prepare, flags, code, words = REFUSALS[refusal]
     await outbox(prepare)
@@ -137,7 +137,7 @@ async def test_an_accepted_retry_still_queues_the_deferred_message_again(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """The retry that passes every check sends the deferred message (and says so)."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     await start_with_one_deferred(url, smtp_server)
     retried = await asyncio.to_thread(cli, "retry", RUN, "--no-progress")
     assert retried.exit_code == 0, retried.stderr

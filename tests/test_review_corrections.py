@@ -12,6 +12,7 @@ from sender import Participant
 from sender.cli import main
 from sender.store import MessageState, NewRow, Outcome, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
+from tests.helpers import smtp_url
 
 ENV = {
     "SENDER_SECRET_KEYS": "review-corrections-test-key-aaaaaaaa",
@@ -96,7 +97,7 @@ async def test_a_corrected_address_that_got_through_exits_zero(
     header = "email,name,participant_id,course_id\n"
     path = tmp_path / "p.csv"
     path.write_text(header + "a@d.example,A,p-1,c\ntypo@d.example,B,p-2,c\n", encoding="utf-8")
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     args = ["run", "p.csv", "--smtp", url, "--no-validate", "--no-progress", "--domain-rate", "0"]
     first = await asyncio.to_thread(CliRunner().invoke, main, args, env=ENV)
     assert first.exit_code == 3, first.output

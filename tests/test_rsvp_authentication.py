@@ -40,6 +40,7 @@ from tests.helpers import (
     RELAY,
     invitations_for,
     sender_settings,
+    smtp_url,
     spawn_sender,
 )
 from tests.test_dkim import zone_for
@@ -297,7 +298,7 @@ async def test_replies_over_smtp_to_sender_inbound_count_only_when_authenticated
     )
     people = "email,name,participant_id,course_id\nada@example.org,Ada,p-ada,PY101\n"
     (tmp_path / "people.csv").write_text(people, encoding="utf-8")
-    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp = smtp_url(smtp_server)
     code, stdout, stderr = await run_cli(
         tmp_path, "invite", "event.toml", "people.csv", "--smtp", smtp, "--no-progress"
     )

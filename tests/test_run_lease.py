@@ -28,6 +28,7 @@ from tests.helpers import (
     hard_bounce,
     people_csv,
     sender_settings,
+    smtp_url,
     spawn_sender,
 )
 
@@ -204,7 +205,7 @@ async def test_status_after_sigkill_says_interrupted_and_how_to_resume(
         "run",
         "people.csv",
         "--smtp",
-        f"smtp://{smtp_server.host}:{smtp_server.port}",
+        smtp_url(smtp_server),
         "--no-validate",
         "--no-progress",
     )

@@ -10,7 +10,7 @@ import pytest
 from click.testing import Result
 
 from sender.testing import RecordingSMTPServer, Stage
-from tests.helpers import IDENTITY, RETRY_DUE, cli_with, run_dir
+from tests.helpers import IDENTITY, RETRY_DUE, cli_with, run_dir, smtp_url
 
 KEY = "run-transport-test-key-aaaaaaaaaaaa"
 
@@ -90,7 +90,7 @@ async def test_resume_without_smtp_reuses_a_server_that_needs_no_login(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """A run on a server without a login resumes there with no configuration at all."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     await start_with_one_deferred(smtp_server, url)
     resumed = await asyncio.to_thread(cli, "resume", "r-t")
     assert resumed.exit_code == 0, resumed.stderr
@@ -102,7 +102,7 @@ async def test_retry_without_smtp_sends_through_the_run_s_server(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """retry of a run started with --smtp sends what is left through that server again."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     smtp_server.reply(Stage.RCPT, "452 4.2.2 Mailbox full", address="b@d.example", times=1)
     first = await asyncio.to_thread(
         cli, "run", "p.csv", "--run-id", "r-t", "--smtp", url, "--no-validate"
@@ -118,10 +118,10 @@ async def test_another_server_on_resume_needs_switch_transport(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """--smtp naming another server is refused, and taken with --switch-transport."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     await start_with_one_deferred(smtp_server, url)
     async with RecordingSMTPServer() as other:
-        other_url = f"smtp://{other.host}:{other.port}"
+        other_url = smtp_url(other)
         refused = await asyncio.to_thread(cli, "resume", "r-t", "--smtp", other_url)
         one_line_error(refused, "r-t", url, "--switch-transport")
         assert not other.messages
@@ -141,7 +141,7 @@ async def test_a_capture_run_resumed_with_smtp_needs_switch_transport(
     started = await asyncio.to_thread(cli, "run", "p.csv", "--run-id", "r-c")
     assert started.exit_code == 0, started.stderr
     assert len(captured(workdir)) == 3
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     refused = await asyncio.to_thread(cli, "run", "p.csv", "--run-id", "r-c", "--smtp", url)
     one_line_error(refused, "r-c", "capture", "--switch-transport")
     assert not smtp_server.messages
@@ -154,7 +154,7 @@ async def test_invite_again_without_smtp_never_sends_an_event_run_to_the_capture
     smtp_server: RecordingSMTPServer, workdir: Path
 ) -> None:
     """invite run again without --smtp refuses to finish its run elsewhere; the flag switches."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     event = ["invite", str(EVENT_FILE), "p.csv", "--no-validate", "--no-progress"]
     smtp_server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="b@d.example", times=1)
     first = await asyncio.to_thread(cli, *event, "--smtp", url)
