@@ -211,14 +211,9 @@ def run_python(cwd: Path, *args: str, timeout: float = 120) -> subprocess.Comple
 
     Its environment is this process's without any SENDER_* setting.
     """
+    command, env = [sys.executable, *args], clean_environment()
     return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
