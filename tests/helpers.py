@@ -167,6 +167,12 @@ def run_dir(workdir: Path) -> Path:
     return workdir
 
 
+def write_files(folder: Path, files: Mapping[str, str]) -> None:
+    """Write each named file's text (UTF-8) into ``folder``: sender.toml, a CSV, an event."""
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
 def people_csv(path: Path, addresses: Sequence[str], *, locales: Sequence[str] = ("en",)) -> None:
     """Write a participants CSV: row i is ``addresses[i]``, "User i", p-i in PY101, the
     ``locales`` in turn."""

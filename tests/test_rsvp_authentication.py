@@ -42,6 +42,7 @@ from tests.helpers import (
     sender_settings,
     smtp_url,
     spawn_sender,
+    write_files,
 )
 from tests.test_dkim import zone_for
 
@@ -287,17 +288,16 @@ async def test_replies_over_smtp_to_sender_inbound_count_only_when_authenticated
     closed_port: int,
 ) -> None:
     """`sender inbound` counts a DKIM-signed reply and keeps a forged one as unauthenticated."""
-    (tmp_path / "sender.toml").write_text(
-        f'trusted_authserv_ids = ["{RELAY}"]\ndns_server = "{dns.address}"\n', encoding="utf-8"
+    write_files(
+        tmp_path,
+        {
+            "sender.toml": f'trusted_authserv_ids = ["{RELAY}"]\ndns_server = "{dns.address}"\n',
+            "event.toml": 'course_id = "PY101"\nsummary = "Python intro"\n'
+            'start = "2027-03-27T10:00"\nend = "2027-03-27T12:00"\ntimezone = "Europe/Oslo"\n'
+            f'organizer_email = "{REPLY_TO}"\n',
+            "people.csv": "email,name,participant_id,course_id\nada@example.org,Ada,p-ada,PY101\n",
+        },
     )
-    (tmp_path / "event.toml").write_text(
-        'course_id = "PY101"\nsummary = "Python intro"\nstart = "2027-03-27T10:00"\n'
-        'end = "2027-03-27T12:00"\ntimezone = "Europe/Oslo"\n'
-        f'organizer_email = "{REPLY_TO}"\n',
-        encoding="utf-8",
-    )
-    people = "email,name,participant_id,course_id\nada@example.org,Ada,p-ada,PY101\n"
-    (tmp_path / "people.csv").write_text(people, encoding="utf-8")
     smtp = smtp_url(smtp_server)
     code, stdout, stderr = await run_cli(
         tmp_path, "invite", "event.toml", "people.csv", "--smtp", smtp, "--no-progress"
@@ -406,15 +406,16 @@ async def test_an_idn_from_domain_is_matched_in_its_a_label_form(
     assert (record.outcome, record.reason) == ("recorded", "")
 
 
+def hostile_header(name: str, value: str, body: bytes) -> bytes:
+    """A message whose ``name`` header holds ``value`` (on one line), From a@example.org."""
+    line = value.replace("\r", " ").replace("\n", " ").encode("utf-8", "surrogateescape")
+    return f"{name}: ".encode() + line + b"\r\nFrom: a@example.org\r\n\r\n" + body
+
+
 @given(st.text(max_size=300), st.binary(max_size=300))
 def test_hostile_authentication_results_never_raise(value: str, body: bytes) -> None:
     """Any header text or body: dmarc_passed answers with a set, never an exception."""
-    data = (
-        b"Authentication-Results: "
-        + value.replace("\r", " ").replace("\n", " ").encode("utf-8", "surrogateescape")
-        + b"\r\nFrom: a@example.org\r\n\r\n"
-        + body
-    )
+    data = hostile_header("Authentication-Results", value, body)
     assert isinstance(dmarc_passed(data, trusted_authserv_ids=[RELAY]), frozenset)
 
 
@@ -422,12 +423,7 @@ def test_hostile_authentication_results_never_raise(value: str, body: bytes) -> 
 @given(st.text(max_size=200), st.binary(max_size=200))
 def test_hostile_dkim_signatures_verify_nothing(tags: str, body: bytes) -> None:
     """Any DKIM-Signature value or message bytes: verified_domains returns (), never raises."""
-    data = (
-        b"DKIM-Signature: "
-        + tags.replace("\r", " ").replace("\n", " ").encode("utf-8", "surrogateescape")
-        + b"\r\nFrom: a@example.org\r\n\r\n"
-        + body
-    )
+    data = hostile_header("DKIM-Signature", tags, body)
 
     async def lookup(name: str) -> str | None:
         return "v=DKIM1; k=rsa; p=MIIB"
