@@ -43,6 +43,13 @@ def recipients(server: RecordingSMTPServer) -> list[str]:
     return sorted(r for m in server.messages for r in m.recipients)
 
 
+def sent_everyone_through(server: RecordingSMTPServer, result: Result) -> None:
+    """``result`` exited 0 with all three rows sent through ``server``, none captured."""
+    assert result.exit_code == 0, result.stderr
+    assert recipients(server) == ["a@d.example", "b@d.example", "c@e.example"]
+    assert captured(Path.cwd()) == []
+
+
 async def start_with_one_deferred(server: RecordingSMTPServer, url: str) -> None:
     """Run p.csv through ``url``; b@ is greylisted once, so the run ends with it deferred."""
     server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="b@d.example", times=1)
@@ -66,9 +73,7 @@ async def test_resume_without_smtp_finishes_through_the_run_s_own_server(
     assert stored == f"smtp+starttls://{smtp_user}@{host}"
     assert smtp_password not in json.dumps(status)
     resumed = await asyncio.to_thread(cli, "resume", "r-t", SENDER_SMTP_URL=url)
-    assert resumed.exit_code == 0, resumed.stderr
-    assert recipients(starttls_server) == ["a@d.example", "b@d.example", "c@e.example"]
-    assert captured(Path.cwd()) == []
+    sent_everyone_through(starttls_server, resumed)
     assert f"Sent through smtp+starttls://{smtp_user}:***@{host}" in resumed.stdout
 
 
@@ -93,9 +98,7 @@ async def test_resume_without_smtp_reuses_a_server_that_needs_no_login(
     url = smtp_url(smtp_server)
     await start_with_one_deferred(smtp_server, url)
     resumed = await asyncio.to_thread(cli, "resume", "r-t")
-    assert resumed.exit_code == 0, resumed.stderr
-    assert recipients(smtp_server) == ["a@d.example", "b@d.example", "c@e.example"]
-    assert captured(Path.cwd()) == []
+    sent_everyone_through(smtp_server, resumed)
 
 
 async def test_retry_without_smtp_sends_through_the_run_s_server(
@@ -109,9 +112,7 @@ async def test_retry_without_smtp_sends_through_the_run_s_server(
     )
     assert first.exit_code in (0, 3), first.stderr
     retried = await asyncio.to_thread(cli, "retry", "r-t")
-    assert retried.exit_code == 0, retried.stderr
-    assert recipients(smtp_server) == ["a@d.example", "b@d.example", "c@e.example"]
-    assert captured(Path.cwd()) == []
+    sent_everyone_through(smtp_server, retried)
 
 
 async def test_another_server_on_resume_needs_switch_transport(
@@ -168,6 +169,4 @@ async def test_invite_again_without_smtp_never_sends_an_event_run_to_the_capture
     assert "--switch-transport" in line
     assert captured(workdir) == []
     same = await asyncio.to_thread(cli, *event, "--smtp", url)
-    assert same.exit_code == 0, same.stderr
-    assert recipients(smtp_server) == ["a@d.example", "b@d.example", "c@e.example"]
-    assert captured(workdir) == []
+    sent_everyone_through(smtp_server, same)
