@@ -198,21 +198,34 @@ async def test_a_signed_reply_with_a_tampered_body_is_kept_as_unauthenticated(
     assert (await outcome_of(invitations, tampered))[0] == "unauthenticated"
 
 
-async def test_a_trusted_relays_dmarc_pass_counts(
-    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
-) -> None:
-    """Authentication-Results from a trusted authserv-id with dmarc=pass vouches for From."""
-    invitations, uid = await invited(smtp_server, store, dns)
-    assert (await outcome_of(invitations, vouched(reply(uid))))[0] == "recorded"
+# Which relay (authserv-id) passed DMARC for which From domain, and what becomes of the answer.
+VOUCHED = [
+    # Authentication-Results from a trusted authserv-id with dmarc=pass vouches for From.
+    pytest.param(RELAY, "example.org", "recorded", id="a-trusted-relays-pass-counts"),
+    # Anyone can write an Authentication-Results header; only trusted relays' count.
+    pytest.param(
+        "mx.attacker.example", "example.org", "unauthenticated", id="an-untrusted-id-does-not-count"
+    ),
+    # The relay's pass for header.from=attacker.example says nothing about @example.org.
+    pytest.param(
+        RELAY, "attacker.example", "unauthenticated", id="a-pass-for-another-from-does-not-count"
+    ),
+]
 
 
-async def test_dmarc_pass_from_an_untrusted_authserv_id_is_unauthenticated(
-    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
+@pytest.mark.parametrize(("authserv_id", "domain", "outcome"), VOUCHED)
+async def test_a_relays_dmarc_pass_counts_only_when_trusted_and_for_the_from_domain(
+    smtp_server: RecordingSMTPServer,
+    store: SqliteStore,
+    dns: DnsServer,
+    authserv_id: str,
+    domain: str,
+    outcome: str,
 ) -> None:
-    """Anyone can write an Authentication-Results header; only trusted relays' count."""
+    """A reply ``authserv_id`` says passed DMARC for ``domain`` is ``outcome`` (see the ids)."""
     invitations, uid = await invited(smtp_server, store, dns)
-    forged = vouched(reply(uid), authserv_id="mx.attacker.example")
-    assert (await outcome_of(invitations, forged))[0] == "unauthenticated"
+    vouched_for = vouched(reply(uid), authserv_id=authserv_id, domain=domain)
+    assert (await outcome_of(invitations, vouched_for))[0] == outcome
 
 
 async def test_a_trusted_id_below_an_earlier_hop_does_not_count(
@@ -228,15 +241,6 @@ async def test_a_trusted_id_below_an_earlier_hop_does_not_count(
     assert (await outcome_of(invitations, relayed))[0] == "unauthenticated"
     untrusted_on_top = vouched(forged, authserv_id="mx.other.example")
     assert dmarc_passed(untrusted_on_top, trusted_authserv_ids=[RELAY]) == frozenset()
-
-
-async def test_dmarc_pass_for_another_from_domain_does_not_count(
-    smtp_server: RecordingSMTPServer, store: SqliteStore, dns: DnsServer
-) -> None:
-    """The relay's pass for header.from=attacker.example says nothing about @example.org."""
-    invitations, uid = await invited(smtp_server, store, dns)
-    other = vouched(reply(uid), domain="attacker.example")
-    assert (await outcome_of(invitations, other))[0] == "unauthenticated"
 
 
 def test_relaxed_alignment_uses_the_organizational_domain() -> None:

@@ -50,8 +50,10 @@ def sent_everyone_through(server: RecordingSMTPServer, result: Result) -> None:
     assert captured(Path.cwd()) == []
 
 
-async def start_with_one_deferred(server: RecordingSMTPServer, url: str) -> None:
-    """Run p.csv through ``url``; b@ is greylisted once, so the run ends with it deferred."""
+async def start_with_one_deferred(server: RecordingSMTPServer, url: str | None = None) -> None:
+    """Run p.csv through ``url`` (default: the server's plain smtp://); b@ is greylisted once,
+    so the run ends with it deferred."""
+    url = url or smtp_url(server)
     server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="b@d.example", times=1)
     first = await asyncio.to_thread(
         cli, "run", "p.csv", "--run-id", "r-t", "--smtp", url, "--no-validate"
@@ -95,8 +97,7 @@ async def test_resume_without_smtp_reuses_a_server_that_needs_no_login(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """A run on a server without a login resumes there with no configuration at all."""
-    url = smtp_url(smtp_server)
-    await start_with_one_deferred(smtp_server, url)
+    await start_with_one_deferred(smtp_server)
     resumed = await asyncio.to_thread(cli, "resume", "r-t")
     sent_everyone_through(smtp_server, resumed)
 
