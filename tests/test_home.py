@@ -6,6 +6,8 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,23 @@ def test_concurrent_first_commands_all_end_with_the_same_key(tmp_path: Path) -> 
         claims = sender.verify_link(out.decode().strip())
         assert claims.participant_id == f"p-{n}"
     assert [p.name for p in home.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_first_uses_that_arrive_together_all_read_one_key(tmp_path: Path) -> None:
+    """Twenty threads released at once into a fresh home's first use all get the same key
+    (ten fresh homes in turn: the processes above rarely meet so closely)."""
+    for round_ in range(10):
+        home = tmp_path / f"fresh-{round_}"
+        barrier = threading.Barrier(20)
+
+        def first_use(_: int, home: Path = home, barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            return local_secret(home)[0]
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            keys = set(pool.map(first_use, range(20)))
+        assert keys == {local_secret(home)[0]}
+        assert [p.name for p in home.iterdir() if p.name.endswith(".tmp")] == []
 
 
 @pytest.mark.slow
