@@ -110,15 +110,22 @@ def dsn(final_recipient: str | None, *, status: str = "5.1.1", message_id: str =
     ).encode()
 
 
-def hard_bounce(at: float) -> BounceRecord:
-    """A kept ``550 5.1.1 User unknown`` for gone@elsewhere.example: spends a budget of 1."""
+def hard_bounce(
+    at: float,
+    *,
+    address: str = "gone@elsewhere.example",
+    fingerprint: str = "b-1",
+    reason: str = "user unknown",
+) -> BounceRecord:
+    """A kept ``550 5.1.1`` hard bounce (by default gone@elsewhere.example, "user unknown"):
+    it spends a budget of 1."""
     return BounceRecord(
-        fingerprint="b-1",
-        address="gone@elsewhere.example",
+        fingerprint=fingerprint,
+        address=address,
         kind="hard",
         status="5.1.1",
-        diagnostic="550 5.1.1 User unknown",
-        reason="user unknown",
+        diagnostic=f"550 5.1.1 {reason[:1].upper()}{reason[1:]}",
+        reason=reason,
         at=at,
     )
 
