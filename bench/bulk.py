@@ -24,11 +24,9 @@ import asyncio
 import email
 import email.policy
 import html
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -38,7 +36,7 @@ from pathlib import Path
 import aiosmtplib
 from csvgen import LOCALES, NAMES, row, write_participants
 from postfix import SmtpSink, ensure_binaries
-from sender_cli import failure_line, sender_env, sender_run_args
+from sender_cli import failure_line, scratch_dir, sender_env, sender_run_args
 
 # -l is the body size; smtp-source adds From/To/Date/Message-Id (measured: ~130 bytes).
 SMTP_SOURCE = "-d -s 20 -m {messages} -l {size} -f bench@source.example -t rcpt@sink.example"
@@ -312,8 +310,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sink_binary, source_binary, env = ensure_binaries()
-    workdir = Path(tempfile.mkdtemp(prefix="sender-bench-bulk-"))
-    try:
+    with scratch_dir("bulk", keep=args.keep) as workdir:
         try:
             samples = render_samples(workdir)
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
@@ -338,11 +335,6 @@ def main() -> None:
             rounds.append(phases)
             ratios.append(report(phases))
         summary(rounds, ratios)
-    finally:
-        if args.keep:
-            print(f"\nkept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ first checked to verify against its own public key.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,20 +30,10 @@ import dkim
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mime_build import REPLY_TO, SENDER, Invitation, invitations
+from mime_build import REPLY_TO, SENDER, Invitation, invitations, per_message_us, with_sender
 
 from sender.compose.dkim import SIGNED_HEADERS, DkimKey, DkimSigner, dns_record, generate_key
 from sender.compose.mime import MessageBuilder
-
-
-def build_only(items: list[Invitation]) -> Callable[[], None]:
-    builder = MessageBuilder(from_address=SENDER, reply_to=REPLY_TO)
-
-    def run() -> None:
-        for item in items:
-            builder.build(to=item.to, subject=item.subject, text=item.text, html=item.html)
-
-    return run
 
 
 def build_and_sign(items: list[Invitation], sign: Callable[[bytes], bytes]) -> Callable[[], None]:
@@ -78,17 +66,6 @@ def dkimpy_sign(key: DkimKey) -> Callable[[bytes], bytes]:
         return bytes(header) + message
 
     return sign
-
-
-def per_message_us(run: Callable[[], None], builds: int, repeats: int) -> float:
-    """Median over ``repeats`` of the time for ``builds`` messages, per message."""
-    run()  # warm caches as a long bulk run would
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - start) / builds * 1e6)
-    return statistics.median(samples)
 
 
 def check(key: DkimKey, sign: Callable[[bytes], bytes], item: Invitation) -> None:
@@ -125,7 +102,7 @@ def main() -> None:
             ("+ sign (python)", DkimSigner(key, backend="python").sign, True),
             ("+ dkim.sign", dkimpy_sign(key), True),
         ]
-        base = per_message_us(build_only(fast_items), len(fast_items), args.repeats)
+        base = per_message_us(with_sender(fast_items), len(fast_items), args.repeats)
         print(f"{bits:>5}  {'build':<18}{base:>9.1f}{'':>10}{1:>8.1f}x{1e6 / base:>9.0f}")
         for label, sign, slow in signers:
             items = slow_items if slow else fast_items

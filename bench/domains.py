@@ -27,27 +27,24 @@ import bisect
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
 from postfix import SmtpSink, ensure_binaries
-from sender_cli import BENCH_SECRET
+from sender_cli import BENCH_SETTINGS as SETTINGS
 
 from sender import (
-    Address,
     BulkRunner,
-    LinkSettings,
     MessageState,
     Participant,
     RateLimits,
     RunSettings,
     Scheduler,
-    SenderSettings,
     SmtpSettings,
     SqliteStore,
     open_sender,
 )
+from sender.loop import fast_loop
 
 TARGET_UTILISATION = 0.90
 MIN_JUDGED = 20  # utilisation is judged for domains with at least this many messages
@@ -55,10 +52,6 @@ POOL_SIZE = 8
 CONCURRENCY = 8
 RUN_ID = "bench-domains"
 LOCALES = ("en", "nb", "sv", "ja")
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@lms.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=(BENCH_SECRET,), base_url="https://lms.example.com/login"),
-)
 
 
 def participants(sizes: list[int]) -> list[tuple[str, Participant]]:
@@ -154,17 +147,6 @@ async def measure(args: argparse.Namespace, port: int, workdir: Path) -> Result:
     )
 
 
-def run_async(main: Awaitable[Result]) -> Result:
-    try:
-        import uvloop
-    except ImportError:
-        loop_factory = None
-    else:
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(main)  # type: ignore[arg-type]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=float, default=300.0, help="per domain, per minute")
@@ -190,7 +172,8 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bench-domains-") as tmp,
         SmtpSink(sink_path, env) as sink,
     ):
-        result = run_async(measure(args, sink.port, Path(tmp)))
+        with asyncio.Runner(loop_factory=fast_loop()) as runner:  # uvloop when installed
+            result = runner.run(measure(args, sink.port, Path(tmp)))
         time.sleep(0.2)  # the sink writes its counter after each message
         sunk = sink.messages
 

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from csvgen import write_participants
 from postfix import SmtpSink, ensure_binaries
-from sender_cli import failure_line, sender_env, sender_run_args
+from sender_cli import failure_line, scratch_dir, sender_env, sender_run_args
 
 TARGET_MB = 200.0
 POLL_SECONDS = 0.1
@@ -167,19 +165,14 @@ def main() -> None:
     args = parser.parse_args()
 
     sink_binary, _, env = ensure_binaries()
-    workdir = Path(tempfile.mkdtemp(prefix="sender-bench-memory-"))
-    try:
+    note = " (the CSVs are deleted after each run)"
+    with scratch_dir("memory", keep=args.keep, kept_note=note) as workdir:
         results = []
         for rows in args.rows:
             results.append(run_one(sink_binary, env, workdir, rows, min_rate=args.min_rate))
             if results[-1].peak_mb is None:
                 break  # the CLI is not ready; larger runs would say the same
         report(results)
-    finally:
-        if args.keep:
-            print(f"\nkept {workdir} (the CSVs are deleted after each run)")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

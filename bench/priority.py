@@ -24,30 +24,28 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
+from csvgen import participant
 from postfix import SmtpSink, ensure_binaries
-from sender_cli import BENCH_SECRET
+from sender_cli import BENCH_SETTINGS as SETTINGS
 
 from sender import (
-    Address,
     BulkRunner,
     DeliveryStatus,
     InputError,
-    LinkSettings,
     MessageState,
     Participant,
     RateLimits,
     RunSettings,
     Scheduler,
     Sender,
-    SenderSettings,
     SmtpSettings,
     SqliteStore,
     open_sender,
 )
+from sender.loop import fast_loop
 
 TARGET_P99_MS = 1000.0
 POOL_SIZE = 8
@@ -60,24 +58,10 @@ WARM_POLL = 0.1  # seconds between looks at the store's counts
 STOP_TIMEOUT = 60.0  # seconds for the bulk run to end after stop()
 RUN_ID = "bench-priority"
 LOCALES = ("en", "nb", "sv", "ja")
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@lms.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=(BENCH_SECRET,), base_url="https://lms.example.com/login"),
-)
 
 
 def bulk_participants(count: int, domains: int) -> list[Participant]:
-    return [
-        Participant(
-            f"user{i}@domain{i % domains}.example",
-            f"User {i}",
-            f"p-{i}",
-            "PY101",
-            LOCALES[i % len(LOCALES)],
-            {"course_name": "Introduction to Python"},
-        )
-        for i in range(count)
-    ]
+    return [participant(i, domains=domains) for i in range(count)]
 
 
 def single(phase: str, i: int) -> Participant:
@@ -193,17 +177,6 @@ async def measure(args: argparse.Namespace, port: int, workdir: Path) -> Result:
     )
 
 
-def run_async(main: Awaitable[Result]) -> Result:
-    try:
-        import uvloop
-    except ImportError:
-        loop_factory = None
-    else:
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(main)  # type: ignore[arg-type]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bulk", type=int, default=50_000, help="bulk run size")
@@ -221,7 +194,8 @@ def main() -> int:
         SmtpSink(sink_path, env) as sink,
     ):
         started = time.monotonic()
-        result = run_async(measure(args, sink.port, Path(tmp)))
+        with asyncio.Runner(loop_factory=fast_loop()) as runner:  # uvloop when installed
+            result = runner.run(measure(args, sink.port, Path(tmp)))
         elapsed = time.monotonic() - started
         time.sleep(0.2)  # the sink writes its counter after each message
         sunk = sink.messages

@@ -1,4 +1,5 @@
-"""How the benchmarks start ``sender run``: one command line, easy to adjust.
+"""How the benchmarks start ``sender run`` (one command line, easy to adjust), and the
+settings the library-level benchmarks send with.
 
 Edit :data:`SENDER_RUN`, or set ``SENDER_BENCH_RUN`` to try another command line
 without editing (same ``{placeholders}``), e.g. while the flags are being built::
@@ -11,8 +12,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from sender import Address, LinkSettings, SenderSettings
 
 # {python}: this interpreter; {csv}: the participants file; {smtp}: the sink's smtp:// URL;
 # {run_id}: unique per run. --rate 0 / --domain-rate 0 mean "unlimited". Two worker
@@ -24,6 +31,10 @@ SENDER_RUN = (
     " --concurrency 32 --workers 2 --no-validate --run-id {run_id}"
 )
 BENCH_SECRET = "bench-secret-key-" + "x" * 32
+BENCH_SETTINGS = SenderSettings(
+    from_address=Address("noreply@lms.example.com", "Example Academy"),
+    links=LinkSettings(secret_keys=(BENCH_SECRET,), base_url="https://lms.example.com/login"),
+)
 
 
 def command() -> str:
@@ -55,3 +66,16 @@ def failure_line(stderr: str) -> str:
     if lines and lines[0].startswith("Traceback"):
         return lines[-1]  # the exception itself
     return lines[0] if lines else "(no output on stderr)"
+
+
+@contextmanager
+def scratch_dir(name: str, *, keep: bool, kept_note: str = "") -> Iterator[Path]:
+    """A temporary directory for one benchmark, deleted afterwards unless ``keep`` (--keep)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"sender-bench-{name}-"))
+    try:
+        yield workdir
+    finally:
+        if keep:
+            print(f"\nkept {workdir}{kept_note}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -23,6 +23,44 @@ from sender.testing import RecordingSMTPServer
 settings.register_profile("sender", deadline=None)
 settings.load_profile("sender")
 
+# Tests in modules whose owners mark them later; each starts processes (worker pools, `sender`
+# subprocesses) or runs a long property search. Keyed by file and function, so every
+# parametrized case counts. A module's own tests say ``@pytest.mark.slow`` instead.
+SLOW_ELSEWHERE = {
+    "test_invites.py": {"test_worker_processes_send_the_calendar_too"},
+    "test_not_bounces.py": {
+        "test_sender_inbound_keeps_a_persons_mail_for_a_person_and_records_nothing"
+    },
+    "test_store.py": {
+        "test_hundred_thousand_rows_ingest_in_batches",
+        "test_two_processes_claim_every_message_exactly_once",
+        "test_committed_work_survives_sigkill",
+        "test_the_wal_file_is_cut_back_while_two_processes_write",
+        "test_random_operations_keep_the_outbox_consistent",
+    },
+    "test_suppression.py": {
+        "test_a_bounce_storm_pauses_the_run_and_resume_needs_force",
+        "test_sender_inbound_listens_refuses_relaying_and_stops_on_sigterm",
+    },
+    "test_validate.py": {"test_the_per_domain_syntax_shortcut_agrees_with_email_validator"},
+    "test_workers.py": {
+        "test_workers_send_each_participant_once_with_verifiable_links",
+        "test_workers_record_a_permanent_failure_and_deliver_the_rest",
+        "test_refused_login_in_a_worker_pauses_the_run_and_loses_nothing",
+        "test_killed_worker_pauses_the_run_and_a_resume_sends_the_rest",
+        "test_pool_exits_its_processes_on_close",
+    },
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests listed in SLOW_ELSEWHERE ``slow``."""
+    for item in items:
+        slow = SLOW_ELSEWHERE.get(item.path.name, set())
+        if getattr(item, "originalname", item.name) in slow:
+            item.add_marker(pytest.mark.slow)
+
+
 USER = "lms"
 PASSWORD = "correct horse battery staple"
 
@@ -68,27 +106,35 @@ async def smtp_server() -> AsyncIterator[RecordingSMTPServer]:
         yield server
 
 
+def secured_server(security: SmtpSecurity, context: ssl.SSLContext) -> RecordingSMTPServer:
+    """A recording server that needs TLS in mode ``security`` and AUTH as USER/PASSWORD."""
+    return RecordingSMTPServer(
+        security=security,
+        tls_context=context,
+        require_starttls=security is SmtpSecurity.STARTTLS,
+        credentials={USER: PASSWORD},
+    )
+
+
 @pytest.fixture
 async def starttls_server(server_tls_context: ssl.SSLContext) -> AsyncIterator[RecordingSMTPServer]:
     """A recording server that requires STARTTLS and then AUTH as USER/PASSWORD."""
-    async with RecordingSMTPServer(
-        security=SmtpSecurity.STARTTLS,
-        tls_context=server_tls_context,
-        require_starttls=True,
-        credentials={USER: PASSWORD},
-    ) as server:
+    async with secured_server(SmtpSecurity.STARTTLS, server_tls_context) as server:
         yield server
 
 
 @pytest.fixture
 async def tls_server(server_tls_context: ssl.SSLContext) -> AsyncIterator[RecordingSMTPServer]:
     """A recording server with implicit TLS (as on port 465) and AUTH as USER/PASSWORD."""
-    async with RecordingSMTPServer(
-        security=SmtpSecurity.TLS,
-        tls_context=server_tls_context,
-        credentials={USER: PASSWORD},
-    ) as server:
+    async with secured_server(SmtpSecurity.TLS, server_tls_context) as server:
         yield server
+
+
+@pytest.fixture
+def starttls_url(starttls_server: RecordingSMTPServer, ca_file: str) -> str:
+    """``starttls_server``'s smtp+starttls:// URL with the login and the test CA in it."""
+    host = f"{starttls_server.host}:{starttls_server.port}"
+    return f"smtp+starttls://{USER}:{PASSWORD}@{host}?ca_file={ca_file}"
 
 
 @pytest.fixture(params=[SmtpSecurity.STARTTLS, SmtpSecurity.TLS], ids=["starttls", "tls"])
@@ -96,12 +142,7 @@ async def auth_server(
     request: pytest.FixtureRequest, server_tls_context: ssl.SSLContext
 ) -> AsyncIterator[RecordingSMTPServer]:
     """A recording server that needs TLS and AUTH: the test runs once per TLS mode."""
-    async with RecordingSMTPServer(
-        security=request.param,
-        tls_context=server_tls_context,
-        require_starttls=request.param is SmtpSecurity.STARTTLS,
-        credentials={USER: PASSWORD},
-    ) as server:
+    async with secured_server(request.param, server_tls_context) as server:
         yield server
 
 

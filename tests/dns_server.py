@@ -18,8 +18,6 @@ import asyncio
 import shlex
 import struct
 from collections import defaultdict
-from types import TracebackType
-from typing import Self
 
 import dns.flags
 import dns.message
@@ -28,6 +26,8 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+from sender.lifecycle import AsyncResource
 
 
 def parse_zone(text: str) -> dict[tuple[str, str], list[str]]:
@@ -43,7 +43,7 @@ def parse_zone(text: str) -> dict[tuple[str, str], list[str]]:
     return dict(records)
 
 
-class DnsServer:
+class DnsServer(AsyncResource):
     """Serves ``zone`` until closed; ``queries`` counts the questions it was asked."""
 
     def __init__(
@@ -69,21 +69,17 @@ class DnsServer:
         """``HOST:PORT``, as ``--dns-server`` takes it."""
         return f"{self.host}:{self.port}"
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Listen on one free loopback port, TCP and UDP alike."""
         loop = asyncio.get_running_loop()
         self._tcp = await asyncio.start_server(self._serve_tcp, self.host, 0)
         self.port = self._tcp.sockets[0].getsockname()[1]
         self._udp, _ = await loop.create_datagram_endpoint(
             lambda: _Udp(self), local_addr=(self.host, self.port)
         )
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """Stop listening; safe to call twice."""
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:

@@ -5,23 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from sender import Address, LinkSettings, SenderSettings
+from sender import Address, LinkSettings, Sender, SenderSettings
+from sender.bulk.runner import RunSettings
+from sender.checks.resolve import Resolver
 from sender.cli import main
 from sender.compose.ical import CalendarEvent
 from sender.compose.links import ReturnPathSigner
 from sender.config import BouncePolicy
 from sender.feedback.suppression import ingest_bounce
-from sender.pacing.schedule import RateLimits
+from sender.invites import Invitations
+from sender.pacing.schedule import RateLimits, Scheduler
 from sender.servers.inbound import InboundMail
 from sender.store import BounceRecord, SqliteStore
+from sender.testing import RecordingSMTPServer
+from sender.transport import SmtpTransport
 
 UNLIMITED = RateLimits(global_per_second=None, domain_per_minute=None)
 """No pacing at all: for tests whose subject is not the rate limits."""
@@ -38,6 +44,11 @@ EVENT = CalendarEvent(
 """A two-hour session in Oslo; its organizer address is where the answers go."""
 
 
+def smtp_url(server: RecordingSMTPServer) -> str:
+    """The smtp:// URL of a plain recording server, for ``--smtp``."""
+    return f"smtp://{server.host}:{server.port}"
+
+
 def sender_settings(*keys: str, **more: object) -> SenderSettings:
     """Example Academy's From and the LMS login page, links signed with ``keys`` (default k*32)."""
     return SenderSettings(
@@ -49,15 +60,72 @@ def sender_settings(*keys: str, **more: object) -> SenderSettings:
     )
 
 
-def hard_bounce(at: float) -> BounceRecord:
-    """A kept ``550 5.1.1 User unknown`` for gone@elsewhere.example: spends a budget of 1."""
+RELAY = "mx.relay.example"
+"""The relay in front of the inbound listener whose ``dmarc=pass`` the RSVP tests trust."""
+
+
+def invitations_for(
+    server: RecordingSMTPServer,
+    store: SqliteStore,
+    settings: SenderSettings,
+    *,
+    run: RunSettings | None = None,
+    resolver: Resolver | None = None,
+    check_sender: bool = True,
+) -> Invitations:
+    """Invitations sending through ``server`` unpaced (two at a time unless ``run`` says)."""
+    return Invitations(
+        Sender(settings, transport=SmtpTransport(server.smtp_settings())),
+        store,
+        run or RunSettings(concurrency=2),
+        scheduler=Scheduler(UNLIMITED),
+        resolver=resolver,
+        check_sender=check_sender,
+    )
+
+
+def dsn(final_recipient: str | None, *, status: str = "5.1.1", message_id: str = "") -> bytes:
+    """An RFC 3464 delivery status notification, as Postfix writes one.
+
+    Give each copy its own ``message_id`` where copies must differ, as separate bounces do.
+    """
+    recipient_field = f"Final-Recipient: rfc822; {final_recipient}\r\n" if final_recipient else ""
+    message_id_field = f"Message-ID: <{message_id}>\r\n" if message_id else ""
+    return (
+        "From: MAILER-DAEMON@mx.d0.example (Mail Delivery System)\r\n"
+        "To: bounces@bounce.learning.example.com\r\n"
+        f"{message_id_field}"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        "\r\n--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.\r\n"
+        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.d0.example\r\n\r\n"
+        f"{recipient_field}"
+        "Action: failed\r\n"
+        f"Status: {status}\r\n"
+        f"Diagnostic-Code: smtp; 550 {status} Recipient address rejected: User unknown\r\n"
+        "\r\n--B--\r\n"
+    ).encode()
+
+
+def hard_bounce(
+    at: float,
+    *,
+    address: str = "gone@elsewhere.example",
+    fingerprint: str = "b-1",
+    reason: str = "user unknown",
+) -> BounceRecord:
+    """A kept ``550 5.1.1`` hard bounce (by default gone@elsewhere.example, "user unknown"):
+    it spends a budget of 1."""
     return BounceRecord(
-        fingerprint="b-1",
-        address="gone@elsewhere.example",
+        fingerprint=fingerprint,
+        address=address,
         kind="hard",
         status="5.1.1",
-        diagnostic="550 5.1.1 User unknown",
-        reason="user unknown",
+        diagnostic=f"550 5.1.1 {reason[:1].upper()}{reason[1:]}",
+        reason=reason,
         at=at,
     )
 
@@ -80,6 +148,47 @@ def bounce_ingester(
         )
 
     return on_mail
+
+
+THREE_ROWS = (
+    "email,name,participant_id,course_id\n"
+    "a@d.example,A,p-1,c\n"
+    "b@d.example,B,p-2,c\n"
+    "c@e.example,C,p-3,c\n"
+)
+"""A participants CSV of three, two of them sharing d.example."""
+
+RETRY_DUE = 0.5
+"""Seconds after which a deferral's first retry is due in :func:`run_dir` (0.3 s ± 10 %).
+
+Not shorter: a run claims again what fell due while its other sends were still in flight."""
+
+
+def run_dir(workdir: Path) -> Path:
+    """``workdir`` with THREE_ROWS as p.csv and a sender.toml that retries after 0.3 s and
+    paces no domain (two rows share d.example, and waiting for it proves nothing)."""
+    (workdir / "sender.toml").write_text(
+        'retry_first = "0.3s"\ndomain_rate = 0\n', encoding="utf-8"
+    )
+    (workdir / "p.csv").write_text(THREE_ROWS, encoding="utf-8")
+    return workdir
+
+
+def write_files(folder: Path, files: Mapping[str, str]) -> None:
+    """Write each named file's text (UTF-8) into ``folder``: sender.toml, a CSV, an event."""
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
+def people_csv(path: Path, addresses: Sequence[str], *, locales: Sequence[str] = ("en",)) -> None:
+    """Write a participants CSV: row i is ``addresses[i]``, "User i", p-i in PY101, the
+    ``locales`` in turn."""
+    lines = ["email,name,participant_id,course_id,locale"]
+    lines += [
+        f"{address},User {i},p-{i},PY101,{locales[i % len(locales)]}"
+        for i, address in enumerate(addresses)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 # A real-looking From and base URL: `--smtp` refuses the shipped examples.
@@ -108,6 +217,17 @@ def clean_environment(**env: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
     clean.update(env)
     return clean
+
+
+def run_python(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` (this interpreter) in ``cwd`` to the end, its output captured as text.
+
+    Its environment is this process's without any SENDER_* setting.
+    """
+    command, env = [sys.executable, *args], clean_environment()
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 async def spawn_sender(

@@ -8,8 +8,6 @@ import email.policy
 import json
 import re
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from sender.cli import main
 from sender.compose.sites import site_of
 from sender.testing import RecordingSMTPServer, Stage
 from tests.dns_server import DnsServer
-from tests.helpers import clean_environment
+from tests.helpers import run_python, smtp_url
 
 KEY_A = "cli-test-key-aaaaaaaaaaaaaaaaaaaa"
 KEY_B = "cli-test-key-bbbbbbbbbbbbbbbbbbbb"
@@ -93,6 +91,7 @@ def test_tampered_token_is_invalid() -> None:
     assert plain.stdout.startswith("invalid")
 
 
+@pytest.mark.slow
 def test_expired_link_is_expired() -> None:
     """A link issued with --ttl 1s is 'expired' two seconds later."""
     url = cli("link", "issue", "--participant", "p-1", "--course", "c", "--ttl", "1s").stdout
@@ -209,7 +208,7 @@ async def test_send_delivers_to_a_real_smtp_server(smtp_server: RecordingSMTPSer
         "--locale",
         "nb",
         "--smtp",
-        f"smtp://{smtp_server.host}:{smtp_server.port}",
+        smtp_url(smtp_server),
     )
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("accepted: 250")
@@ -232,7 +231,7 @@ async def test_send_reports_a_permanent_refusal(smtp_server: RecordingSMTPServer
         "--course",
         "c",
         "--smtp",
-        f"smtp://{smtp_server.host}:{smtp_server.port}",
+        smtp_url(smtp_server),
     )
     assert result.exit_code == 3
     assert "permanent: 550 5.1.1 User unknown" in result.stdout
@@ -259,7 +258,7 @@ async def test_run_sends_valid_rows_and_names_bad_ones(
         "run",
         str(csv_path),
         "--smtp",
-        f"smtp://{smtp_server.host}:{smtp_server.port}",
+        smtp_url(smtp_server),
         "--no-validate",  # address checks need DNS; test_validate covers them on loopback
     )
     assert result.exit_code == 3, result.stderr  # finished, with a failed row
@@ -276,17 +275,10 @@ async def test_run_sends_valid_rows_and_names_bad_ones(
     assert "Get Link for A (p-1)" in out
 
 
+@pytest.mark.slow
 def test_run_examples_in_a_real_subprocess_fills_the_maildir(workdir: Path) -> None:
     """The README's main command stores one message per example participant."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "sender", "run", str(EXAMPLES)],
-        cwd=workdir,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    completed = run_python(workdir, "-m", "sender", "run", str(EXAMPLES))
     assert completed.returncode == 0, completed.stderr
     rows = len(EXAMPLES.read_text(encoding="utf-8").strip().splitlines()) - 1
     files = list((workdir / ".sender" / "maildir" / "new").iterdir())
@@ -300,13 +292,10 @@ def test_run_examples_in_a_real_subprocess_fills_the_maildir(workdir: Path) -> N
     assert len(recipients) == rows
 
 
+@pytest.mark.slow
 def test_run_with_worker_processes_fills_the_maildir(workdir: Path) -> None:
     """--workers 2 sends every example participant once and the run remembers the setting."""
-    env = clean_environment()
-    command = [sys.executable, "-m", "sender", "run", str(EXAMPLES), "--workers", "2"]
-    completed = subprocess.run(
-        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    completed = run_python(workdir, "-m", "sender", "run", str(EXAMPLES), "--workers", "2")
     assert completed.returncode == 0, completed.stderr
     assert "in 2 worker processes" in completed.stderr
     files = list((workdir / ".sender" / "maildir" / "new").iterdir())
@@ -315,15 +304,8 @@ def test_run_with_worker_processes_fills_the_maildir(workdir: Path) -> None:
         for f in files
     }
     assert len(files) == len(recipients) == 20
-    status = subprocess.run(
-        [sys.executable, "-m", "sender", "status", "--json"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    status = run_python(workdir, "-m", "sender", "status", "--json", timeout=60)
+    assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
     assert data["options"]["workers"] == 2
     assert data["counts"]["sent"] == 20
@@ -347,7 +329,7 @@ async def test_resume_sends_with_the_limits_the_run_started_with(
         "email,name,participant_id,course_id\na@d.example,A,p-1,c\nb@d.example,B,p-2,c\n",
         encoding="utf-8",
     )
-    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp = smtp_url(smtp_server)
     smtp_server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="b@d.example", times=1)
     first = await asyncio.to_thread(
         cli,
@@ -430,7 +412,7 @@ async def test_run_skips_undeliverable_addresses_before_sending(
         "ola@nowhere.example,Ola,p-3,c\n",
         encoding="utf-8",
     )
-    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp = smtp_url(smtp_server)
     async with DnsServer(CHECK_ZONE) as dns:
         result = await asyncio.to_thread(
             cli, "run", "p.csv", "--smtp", smtp, "--dns-server", dns.address, "--no-progress"

@@ -11,7 +11,7 @@ import pytest
 
 from sender.store import BounceRecord, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
-from tests.helpers import cli_with, spawn_sender
+from tests.helpers import cli_with, smtp_url, spawn_sender
 
 ENV = {
     "SENDER_SECRET_KEYS": "exit-code-test-key-aaaaaaaaaaaaaaa",
@@ -37,7 +37,7 @@ cli = cli_with(**ENV)
 
 
 async def run_json(server: RecordingSMTPServer, *args: str) -> tuple[int, dict[str, object]]:
-    smtp = f"smtp://{server.host}:{server.port}"
+    smtp = smtp_url(server)
     # Unpaced: a@ and c@ share d1.example, and the default 30/min per domain would wait 2 s.
     named = ("--run-id", "r-x", "--domain-rate", "0") if args[0] == "run" else ()
     result = await asyncio.to_thread(cli, *args, "--smtp", smtp, "--no-validate", "--json", *named)
@@ -83,7 +83,7 @@ async def test_deferral_exits_3_and_retry_shows_no_negative_count(
     assert code == 3
     assert data["counts"]["deferred"] == 1  # type: ignore[index]
     assert data["next_attempt_at"] is not None
-    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp = smtp_url(smtp_server)
     retried = await asyncio.to_thread(cli, "retry", "r-x", "--smtp", smtp, "--json")
     assert retried.exit_code == 0, retried.stderr
     again = json.loads(retried.stdout)
@@ -107,7 +107,7 @@ async def test_spent_bounce_budget_pauses_with_exit_4_and_names_force(
         )
     finally:
         await store.aclose()
-    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp = smtp_url(smtp_server)
     result = await asyncio.to_thread(
         cli, "run", "p.csv", "--smtp", smtp, "--no-validate", "--run-id", "r-b"
     )
@@ -163,7 +163,7 @@ def test_status_all_never_cuts_a_run_id_on_a_narrow_terminal() -> None:
 
 async def test_send_json_and_exit_3_on_refusal(smtp_server: RecordingSMTPServer) -> None:
     """send --json prints one object; a 550 is exit 3 (sent nothing), a 250 exit 0."""
-    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp = smtp_url(smtp_server)
     args = ("send", "--name", "K", "--participant", "p-1", "--course", "c", "--smtp", smtp)
     ok = await asyncio.to_thread(cli, *args, "--to", "k@d.example", "--json")
     assert ok.exit_code == 0, ok.stderr
@@ -199,12 +199,13 @@ def test_help_documents_the_exit_codes() -> None:
     assert "2    configuration" in text
 
 
+@pytest.mark.slow
 async def test_ctrl_c_pauses_the_run_and_exits_130(
     smtp_server: RecordingSMTPServer, workdir: Path
 ) -> None:
     """SIGINT during a real run: what is in flight finishes, the run pauses, exit 130."""
     smtp_server.delay(Stage.RCPT, 0.5)
-    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp = smtp_url(smtp_server)
     process = await spawn_sender(
         workdir,
         "run",
@@ -245,7 +246,7 @@ async def test_report_names_rows_skipped_at_send_time(
         "email,name,participant_id,course_id,course_name\n" + rows + "bad@d.example,B,p-b,c,A\0B\n",
         encoding="utf-8",
     )
-    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp = smtp_url(smtp_server)
     result = await asyncio.to_thread(
         cli, "run", "q.csv", "--smtp", smtp, "--no-validate", "--no-progress", "--domain-rate", "0"
     )

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from sender.testing import RecordingSMTPServer
-from tests.helpers import IDENTITY, spawn_sender
+from tests.helpers import IDENTITY, people_csv, smtp_url, spawn_sender
+
+pytestmark = pytest.mark.slow  # each case starts six `sender` processes, some with workers
 
 ROWS = 600
 CONCURRENCY = 4
@@ -19,12 +21,7 @@ CONCURRENCY = 4
 
 def write_csv(path: Path) -> list[str]:
     addresses = [f"user{i}@d{i % 6}.example" for i in range(ROWS)]
-    lines = ["email,name,participant_id,course_id,locale"]
-    lines += [
-        f"{a},User {i},p-{i},PY101,{('en', 'nb', 'sv', 'ja')[i % 4]}"
-        for i, a in enumerate(addresses)
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    people_csv(path, addresses, locales=("en", "nb", "sv", "ja"))
     return addresses
 
 
@@ -48,7 +45,7 @@ async def test_sigkill_never_skips_and_duplicates_only_in_flight(
         "run",
         "people.csv",
         "--smtp",
-        f"smtp://{smtp_server.host}:{smtp_server.port}",
+        smtp_url(smtp_server),
         "--rate",
         "400",
         "--domain-rate",

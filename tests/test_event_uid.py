@@ -6,14 +6,11 @@ import time
 from dataclasses import replace
 
 from sender import Participant, Sender
-from sender.bulk.runner import RunSettings
 from sender.client import CalendarSend
 from sender.invites import Invitations, calendar_of, event_json
-from sender.pacing.schedule import Scheduler
 from sender.store import EventRecord, SqliteStore
 from sender.testing import RecordingSMTPServer
-from sender.transport import SmtpTransport
-from tests.helpers import EVENT, UNLIMITED, sender_settings
+from tests.helpers import EVENT, invitations_for, sender_settings
 
 OLD_KEY = "old-key-" + "o" * 24
 NEW_KEY = "new-key-" + "n" * 24
@@ -24,13 +21,7 @@ PEOPLE = [
 
 
 def invitations(server: RecordingSMTPServer, store: SqliteStore, *keys: str) -> Invitations:
-    sender = Sender(sender_settings(*keys), transport=SmtpTransport(server.smtp_settings()))
-    return Invitations(
-        sender,
-        store,
-        RunSettings(concurrency=2),
-        scheduler=Scheduler(UNLIMITED),
-    )
+    return invitations_for(server, store, sender_settings(*keys))
 
 
 def uids(server: RecordingSMTPServer) -> list[str]:

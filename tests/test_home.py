@@ -6,6 +6,8 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,9 +30,14 @@ def mode(path: Path) -> int:
 
 # --- the key made on first use (issue 10, 2.4) ---------------------------------------
 
+# Each racer is a whole `python -m sender` (about a CPU-second of imports), all started at
+# once so that they reach the home's first-use step together: ten collide as surely as forty.
+RACERS = 10
 
+
+@pytest.mark.slow
 def test_concurrent_first_commands_all_end_with_the_same_key(tmp_path: Path) -> None:
-    """40 first-time `link issue` processes in a fresh home all succeed with one shared key."""
+    """Ten first-time `link issue` processes in a fresh home all succeed with one shared key."""
     home = tmp_path / "fresh"
     command = [sys.executable, "-m", "sender", "--home", str(home), "link", "issue"]
     processes = [
@@ -40,7 +47,7 @@ def test_concurrent_first_commands_all_end_with_the_same_key(tmp_path: Path) -> 
             stderr=subprocess.PIPE,
             env=clean_environment(),
         )
-        for n in range(40)
+        for n in range(RACERS)
     ]
     results = [(p, *p.communicate(timeout=120)) for p in processes]
     failures = [err.decode() for p, _out, err in results if p.returncode != 0]
@@ -54,8 +61,26 @@ def test_concurrent_first_commands_all_end_with_the_same_key(tmp_path: Path) -> 
     assert [p.name for p in home.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_first_uses_that_arrive_together_all_read_one_key(tmp_path: Path) -> None:
+    """Twenty threads released at once into a fresh home's first use all get the same key
+    (ten fresh homes in turn: the processes above rarely meet so closely)."""
+    for round_ in range(10):
+        home = tmp_path / f"fresh-{round_}"
+        barrier = threading.Barrier(20)
+
+        def first_use(_: int, home: Path = home, barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            return local_secret(home)[0]
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            keys = set(pool.map(first_use, range(20)))
+        assert keys == {local_secret(home)[0]}
+        assert [p.name for p in home.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.slow
 def test_concurrent_first_commands_share_one_new_outbox(tmp_path: Path) -> None:
-    """20 first-time `suppress add` processes in a fresh home all succeed in one outbox."""
+    """Ten first-time `suppress add` processes in a fresh home all succeed in one outbox."""
     home = tmp_path / "fresh"
     env = clean_environment() | {"SENDER_SECRET_KEYS": "home-test-key-aaaaaaaaaaaaaaaa"}
     command = [sys.executable, "-m", "sender", "--home", str(home), "suppress", "add"]
@@ -66,12 +91,12 @@ def test_concurrent_first_commands_share_one_new_outbox(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             env=env,
         )
-        for n in range(20)
+        for n in range(RACERS)
     ]
     failures = [p.communicate(timeout=120)[1].decode() for p in processes]
-    assert [p.returncode for p in processes] == [0] * 20, failures
+    assert [p.returncode for p in processes] == [0] * RACERS, failures
     listed = cli("--home", str(home), "suppress", "list", **env)
-    assert "20 suppressed address(es)" in listed.stdout
+    assert f"{RACERS} suppressed address(es)" in listed.stdout
     assert mode(home / "outbox.sqlite3") == 0o600
 
 

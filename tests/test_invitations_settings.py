@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import time
 
-from sender import Participant, Sender
+from sender import Participant
 from sender.bulk.runner import RunSettings
 from sender.config import BouncePolicy
-from sender.invites import Invitations
-from sender.pacing.schedule import Scheduler
 from sender.store import RunState, SqliteStore
 from sender.testing import RecordingSMTPServer
-from sender.transport import SmtpTransport
-from tests.helpers import EVENT, UNLIMITED, hard_bounce, sender_settings
+from tests.helpers import EVENT, hard_bounce, invitations_for, sender_settings
 
 SETTINGS = sender_settings("i" * 32)
 
@@ -22,16 +19,12 @@ async def test_bounce_policy_given_to_invitations_pauses_their_run(
 ) -> None:
     """With a bounce budget of 1 already spent, an invitation run pauses and sends nothing."""
     await store.add_bounce(hard_bounce(time.time()))
-    sender = Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings()))
-    invitations = Invitations(
-        sender,
-        store,
-        RunSettings(concurrency=2, bounces=BouncePolicy(budget=1)),
-        scheduler=Scheduler(UNLIMITED),
+    invitations = invitations_for(
+        smtp_server, store, SETTINGS, run=RunSettings(concurrency=2, bounces=BouncePolicy(budget=1))
     )
     people = [Participant(f"a{i}@d.example", f"A {i}", f"p-{i}", "PY101") for i in range(3)]
     reports = await invitations.invite(EVENT, people)
-    await sender.aclose()
+    await invitations.sender.aclose()
     assert [report.run.state for report in reports] == [RunState.PAUSED]
     assert "bounce budget" in (reports[0].run.paused_reason or "")
     assert smtp_server.messages == ()

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from sender import Participant
 from sender.errors import InputError
+from sender.invites import Invitations
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
-from tests.helpers import IDENTITY, cli_with
+from tests.helpers import IDENTITY, cli_with, smtp_url
 from tests.test_invites import (
     EVENT,
     SAMPLE_ATTENDEES,
@@ -30,45 +32,64 @@ async def stored_sequence(store: SqliteStore) -> int:
     return record.sequence
 
 
+async def invited_two(
+    server: RecordingSMTPServer, store: SqliteStore
+) -> tuple[Invitations, list[Participant]]:
+    """Invitations that invited the first two sample attendees to EVENT, and those two."""
+    invitations = invitations_for(server, store)
+    group = attendees()[:2]
+    await invitations.invite(EVENT, group)
+    return invitations, group
+
+
+async def refused_cancel(
+    invitations: Invitations,
+    server: RecordingSMTPServer,
+    store: SqliteStore,
+    who: list[Participant | str],
+    *,
+    match: str,
+    sequence: int,
+) -> InputError:
+    """cancel(EVENT, who) raises InputError matching ``match``; it sends nothing and leaves
+    SEQUENCE at ``sequence``."""
+    sent = len(server.messages)
+    with pytest.raises(InputError, match=match) as caught:
+        await invitations.cancel(EVENT, who)
+    await invitations.sender.aclose()
+    assert await stored_sequence(store) == sequence
+    assert len(server.messages) == sent
+    return caught.value
+
+
 async def test_cancel_for_a_participant_never_invited_is_refused(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """cancel() for someone never invited raises InputError naming them; nothing is sent."""
-    invitations = invitations_for(smtp_server, store)
-    await invitations.invite(EVENT, attendees()[:2])
-    sent = len(smtp_server.messages)
+    invitations, _ = await invited_two(smtp_server, store)
     stranger = participant("nobody@example.org", 99)
-    with pytest.raises(InputError, match="p-99") as caught:
-        await invitations.cancel(EVENT, [stranger])
-    await invitations.sender.aclose()
-    assert caught.value.field == "participant"
-    assert "\n" not in str(caught.value)
-    assert await stored_sequence(store) == 0
-    assert len(smtp_server.messages) == sent
+    error = await refused_cancel(
+        invitations, smtp_server, store, [stranger], match="p-99", sequence=0
+    )
+    assert error.field == "participant"
+    assert "\n" not in str(error)
 
 
 async def test_cancel_naming_one_unknown_among_invited_cancels_nobody(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """One unknown id among invited ones refuses the whole cancel: no CANCEL, no bump."""
-    invitations = invitations_for(smtp_server, store)
-    group = attendees()[:2]
-    await invitations.invite(EVENT, group)
-    sent = len(smtp_server.messages)
-    with pytest.raises(InputError, match="p-42"):
-        await invitations.cancel(EVENT, [group[0], "p-42"])
-    await invitations.sender.aclose()
-    assert await stored_sequence(store) == 0
-    assert len(smtp_server.messages) == sent
+    invitations, group = await invited_two(smtp_server, store)
+    await refused_cancel(
+        invitations, smtp_server, store, [group[0], "p-42"], match="p-42", sequence=0
+    )
 
 
 async def test_cancel_by_participant_id_cancels_that_participant(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """cancel() takes participant ids as well as Participants."""
-    invitations = invitations_for(smtp_server, store)
-    group = attendees()[:2]
-    await invitations.invite(EVENT, group)
+    invitations, group = await invited_two(smtp_server, store)
     report = await invitations.cancel(EVENT, ["p-1"])
     await invitations.sender.aclose()
     assert report.sent_now == 1
@@ -80,16 +101,11 @@ async def test_cancelling_an_already_cancelled_participant_again_is_refused(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """A second cancel for the same participant says so and does not bump SEQUENCE again."""
-    invitations = invitations_for(smtp_server, store)
-    group = attendees()[:2]
-    await invitations.invite(EVENT, group)
+    invitations, group = await invited_two(smtp_server, store)
     await invitations.cancel(EVENT, [group[1]])
-    sent = len(smtp_server.messages)
-    with pytest.raises(InputError, match="already cancelled"):
-        await invitations.cancel(EVENT, [group[1]])
-    await invitations.sender.aclose()
-    assert await stored_sequence(store) == 1
-    assert len(smtp_server.messages) == sent
+    await refused_cancel(
+        invitations, smtp_server, store, [group[1]], match="already cancelled", sequence=1
+    )
 
 
 # --- the command line ------------------------------------------------------------------
@@ -112,7 +128,7 @@ async def test_cli_cancel_for_an_unknown_participant_is_one_line(
 ) -> None:
     """`invite --cancel --participant p-99`: one line naming p-99, exit 1, SEQUENCE unchanged."""
     event_file, csv = event_and_people(workdir, 2)
-    smtp = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    smtp = smtp_url(smtp_server)
     invited = await asyncio.to_thread(
         cli, "invite", str(event_file), str(csv), "--smtp", smtp, "--no-progress", *UNPACED
     )

@@ -11,7 +11,7 @@ import pytest
 from click.testing import Result
 
 from sender.testing import RecordingSMTPServer
-from tests.helpers import IDENTITY, cli_with
+from tests.helpers import IDENTITY, cli_with, smtp_url
 
 KEY = "invite-switch-test-key-aaaaaaaaaaaaa"
 ROWS = "email,name,participant_id,course_id\na@d.example,A,p-1,c\nb@e.example,B,p-2,c\n"
@@ -68,16 +68,14 @@ async def test_invite_through_another_server_needs_switch_transport(
 ) -> None:
     """An event invited through server A, invited again with --smtp B: refused naming
     `sender invite ... --switch-transport` and changing nothing; with the flag, sent via B."""
-    first = await asyncio.to_thread(
-        invite, "--smtp", f"smtp://{smtp_server.host}:{smtp_server.port}"
-    )
+    first = await asyncio.to_thread(invite, "--smtp", smtp_url(smtp_server))
     assert first.exit_code == 0, first.stderr
     assert recipients(smtp_server) == ["a@d.example", "b@e.example"]
     if again == "update":
         (workdir / "event.toml").write_text(EVENT.format(start="2027-03-27T11:00:00"), "utf-8")
     before = await events()
     async with RecordingSMTPServer() as other:
-        url = f"smtp://{other.host}:{other.port}"
+        url = smtp_url(other)
         refused = await asyncio.to_thread(invite, "--smtp", url)
         assert refused.exit_code == 2, refused.stdout + refused.stderr
         assert "Traceback" not in refused.output + refused.stderr

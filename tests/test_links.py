@@ -34,6 +34,12 @@ def make_signer(*keys: str, clock: ManualClock | None = None, **kwargs: object) 
     return LinkSigner(settings, clock=clock or ManualClock(now=1_800_000_000))
 
 
+@pytest.fixture
+def clock() -> ManualClock:
+    """A manual clock for the tests that move time: the one make_signer's default starts at."""
+    return ManualClock(now=1_800_000_000)
+
+
 def test_issued_link_verifies_to_its_claims() -> None:
     """A fresh link verifies and returns the participant, course, purpose and next path."""
     signer = make_signer()
@@ -74,9 +80,8 @@ def test_verify_accepts_url_token_or_pasted_text() -> None:
         assert signer.verify(given_text).participant_id == "p-1"
 
 
-def test_link_expired_after_max_age() -> None:
+def test_link_expired_after_max_age(clock: ManualClock) -> None:
     """Past its 14-day default the link raises LinkExpired with the expiry time."""
-    clock = ManualClock(now=1_800_000_000)
     signer = make_signer(clock=clock)
     link = signer.issue("p-1", "c-1")
     clock.advance(timedelta(days=14).total_seconds() - 1)
@@ -88,9 +93,8 @@ def test_link_expired_after_max_age() -> None:
     assert info.value.kind == "expired"
 
 
-def test_ttl_override_per_call() -> None:
+def test_ttl_override_per_call(clock: ManualClock) -> None:
     """A per-call ttl is carried in the token and enforced at verify time."""
-    clock = ManualClock(now=1_800_000_000)
     signer = make_signer(clock=clock)
     link = signer.issue("p-1", "c-1", ttl=timedelta(hours=1))
     clock.advance(3601)
@@ -98,9 +102,8 @@ def test_ttl_override_per_call() -> None:
         signer.verify(link.url)
 
 
-def test_verify_max_age_can_only_shorten() -> None:
+def test_verify_max_age_can_only_shorten(clock: ManualClock) -> None:
     """A verifier's max_age shortens a token's life but never extends it."""
-    clock = ManualClock(now=1_800_000_000)
     signer = make_signer(clock=clock)
     link = signer.issue("p-1", "c-1", ttl=timedelta(days=1))
     clock.advance(7200)

@@ -22,7 +22,7 @@ from sender.servers.inbound import InboundMail, InboundServer
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import spawn_sender
+from tests.helpers import spawn_sender, write_files
 
 BOUNCE_DOMAIN = "bounce.logtest.example"
 SECRET_KEY = "LOGSECRET-k3y-7f1e2d3c4b5a69788796a5b4"
@@ -79,17 +79,18 @@ def body_fragments(message: EmailMessage) -> list[str]:
     return fragments
 
 
+@pytest.mark.slow
 async def test_debug_logs_of_a_run_and_the_inbound_listener_hold_no_secrets(
     tmp_path: Path,
 ) -> None:
     """`sender --debug -v run` through the capture server, then a DSN to `sender inbound`: clean."""
-    (tmp_path / "sender.toml").write_text(
-        f'bounce_domain = "{BOUNCE_DOMAIN}"\nrate = 0\n', encoding="utf-8"
-    )
-    (tmp_path / "people.csv").write_text(
-        "email,name,participant_id,course_id,locale,course_name\n"
-        f"{ADDRESS},{NAME},p-logs-1,LOG101,en,{COURSE}\n",
-        encoding="utf-8",
+    write_files(
+        tmp_path,
+        {
+            "sender.toml": f'bounce_domain = "{BOUNCE_DOMAIN}"\nrate = 0\n',
+            "people.csv": "email,name,participant_id,course_id,locale,course_name\n"
+            f"{ADDRESS},{NAME},p-logs-1,LOG101,en,{COURSE}\n",
+        },
     )
     run = await spawn_sender(
         tmp_path, "--debug", "-v", "run", "people.csv", "--no-progress", env=ENV

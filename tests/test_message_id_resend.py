@@ -16,7 +16,7 @@ from sender.pacing.schedule import Scheduler
 from sender.servers.smtpd import Disconnect, ReceivedMessage, Response, SmtpHandler, SmtpServer
 from sender.store import MessageState, SqliteStore
 from sender.transport import SmtpTransport
-from tests.helpers import IDENTITY, UNLIMITED, spawn_sender
+from tests.helpers import IDENTITY, UNLIMITED, people_csv, smtp_url, spawn_sender
 
 ROWS = 6
 
@@ -46,9 +46,7 @@ class _FirstDataHangs(SmtpHandler):
 
 
 def _write_csv(path: Path) -> None:
-    lines = ["email,name,participant_id,course_id,locale"]
-    lines += [f"user{i}@d{i % 2}.example,User {i},p-{i},PY101,en" for i in range(ROWS)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    people_csv(path, [f"user{i}@d{i % 2}.example" for i in range(ROWS)])
 
 
 async def _sender_cli(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
@@ -56,6 +54,7 @@ async def _sender_cli(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
     return await spawn_sender(tmp_path, *args, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 async def test_resend_after_sigkill_carries_the_same_message_id(
     tmp_path: Path, workers: int
@@ -68,7 +67,7 @@ async def test_resend_after_sigkill_carries_the_same_message_id(
             "run",
             "people.csv",
             "--smtp",
-            f"smtp://{server.host}:{server.port}",
+            smtp_url(server),
             "--concurrency",
             "2",
             "--workers",

@@ -9,7 +9,7 @@ import pytest
 from click.testing import Result
 
 from sender.testing import RecordingSMTPServer
-from tests.helpers import cli_with
+from tests.helpers import cli_with, smtp_url
 
 KEY = "placeholder-key-aaaaaaaaaaaaaaaaa"
 REAL = {
@@ -42,7 +42,7 @@ async def test_send_with_smtp_and_the_example_from_is_refused(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """`send --smtp` with no configuration names from/SENDER_FROM and sends nothing."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     result = await asyncio.to_thread(cli, *SEND, "--course", "c", "--smtp", url)
     assert_refused(result, "SENDER_FROM", "SENDER_BASE_URL")
     assert smtp_server.messages == ()
@@ -52,7 +52,7 @@ async def test_run_with_an_smtp_url_and_the_example_base_url_is_refused_before_q
     smtp_server: RecordingSMTPServer, workdir: Path
 ) -> None:
     """SENDER_SMTP_URL with a real From but the example base URL: refused, no run queued."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     env = {"SENDER_SMTP_URL": url, "SENDER_FROM": REAL["SENDER_FROM"]}
     result = await asyncio.to_thread(cli, "run", "p.csv", "--no-progress", **env)
     assert_refused(result, "base_url", "SENDER_BASE_URL")
@@ -64,7 +64,7 @@ async def test_run_with_an_smtp_url_and_the_example_base_url_is_refused_before_q
 
 async def test_real_settings_send_through_smtp(smtp_server: RecordingSMTPServer) -> None:
     """With from and base_url set, `send --smtp` delivers."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     result = await asyncio.to_thread(cli, *SEND, "--course", "c", "--smtp", url, **REAL)
     assert result.exit_code == 0, result.output
     assert len(smtp_server.messages) == 1

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 
 from sender.cli import main
 from sender.config import _TOML_KEYS
-from tests.helpers import clean_environment
+from tests.helpers import run_python
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -66,6 +64,7 @@ def test_readme_has_the_three_library_examples() -> None:
     assert len(PYTHON) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", PYTHON, ids=[block.id for block in PYTHON])
 def test_python_block_runs_as_written(block: Block, tmp_path: Path) -> None:
     """The block runs in a fresh interpreter in an empty directory, using loopback only."""
@@ -76,15 +75,7 @@ def test_python_block_runs_as_written(block: Block, tmp_path: Path) -> None:
         + f"\nexec(compile({source!r}, {str(README)!r}, 'exec'), {{'__name__': '__main__'}})\n",
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [sys.executable, str(runner)],
-        cwd=tmp_path,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python(tmp_path, str(runner))
     if result.returncode != 0:
         pytest.fail(f"README.md line {block.line}: the block failed:\n{result.stderr[-3000:]}")
 

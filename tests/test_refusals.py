@@ -11,7 +11,7 @@ import aiosmtplib
 import pytest
 
 from sender import DeliveryStatus, Participant, Sender
-from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.runner import BulkRunner, RunReport, RunSettings
 from sender.client import open_sender
 from sender.config import BouncePolicy
 from sender.feedback.suppression import budget_reason, ingest_bounce
@@ -20,7 +20,7 @@ from sender.servers.inbound import InboundServer
 from sender.store import MessageState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import UNLIMITED, bounce_ingester, sender_settings
+from tests.helpers import UNLIMITED, bounce_ingester, dsn, sender_settings
 
 SETTINGS = sender_settings("r" * 32)
 BOUNCE_DOMAIN = "bounce.learning.example.com"
@@ -45,7 +45,36 @@ def runner_for(
     )
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "worker-processes"])
+async def run_once(
+    server: RecordingSMTPServer,
+    store: SqliteStore,
+    run_id: str,
+    group: list[Participant],
+    *,
+    workers: int = 1,
+) -> RunReport:
+    """A fresh runner through ``server`` sends ``group`` as ``run_id``, then closes its sender."""
+    runner = runner_for(server, store, workers=workers)
+    report = await runner.run(run_id, group)
+    await runner.sender.aclose()
+    return report
+
+
+async def refused_once(
+    server: RecordingSMTPServer, store: SqliteStore, stage: Stage, reply: str, run_id: str
+) -> RunReport:
+    """Run user0@d0.example alone, ``stage`` answered once with ``reply``."""
+    server.reply(stage, reply, times=1)
+    return await run_once(server, store, run_id, people(1))
+
+
+@pytest.mark.parametrize(
+    "workers",
+    [
+        pytest.param(1, id="in-process"),
+        pytest.param(2, id="worker-processes", marks=pytest.mark.slow),
+    ],
+)
 async def test_a_5xx_at_rcpt_in_a_run_is_a_hard_bounce_and_the_next_run_skips_it(
     smtp_server: RecordingSMTPServer, store: SqliteStore, workers: int
 ) -> None:
@@ -53,9 +82,7 @@ async def test_a_5xx_at_rcpt_in_a_run_is_a_hard_bounce_and_the_next_run_skips_it
     group = people(4)
     gone = group[2]
     smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown", address=gone.email)
-    runner = runner_for(smtp_server, store, workers=workers)
-    report = await runner.run("r-one", group)
-    await runner.sender.aclose()
+    report = await run_once(smtp_server, store, "r-one", group, workers=workers)
     assert report.counts[MessageState.FAILED] == 1
     (kept,) = await store.bounces()
     record = await store.lookup("r-one", gone.participant_id)
@@ -70,9 +97,7 @@ async def test_a_5xx_at_rcpt_in_a_run_is_a_hard_bounce_and_the_next_run_skips_it
     assert (kept.message, kept.participant_id) == (record.id, gone.participant_id)
     assert gone.email in await store.suppressed([gone.email])
     assert await store.hard_bounces_since(0) == 1
-    again = runner_for(smtp_server, store)
-    second = await again.run("r-two", group)
-    await again.sender.aclose()
+    second = await run_once(smtp_server, store, "r-two", group)
     assert second.counts[MessageState.SUPPRESSED] == 1
     assert second.counts[MessageState.SENT] == 3
     rcpts = Counter(r for m in smtp_server.messages for r in m.recipients)
@@ -83,10 +108,9 @@ async def test_a_5xx_at_data_is_a_bounce_too(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """554 5.7.1 after DATA: kept as a hard (policy) bounce for that recipient."""
-    smtp_server.reply(Stage.DATA, "554 5.7.1 Message rejected by policy", times=1)
-    runner = runner_for(smtp_server, store)
-    report = await runner.run("r-data", people(1))
-    await runner.sender.aclose()
+    report = await refused_once(
+        smtp_server, store, Stage.DATA, "554 5.7.1 Message rejected by policy", "r-data"
+    )
     assert report.counts[MessageState.FAILED] == 1
     (kept,) = await store.bounces()
     assert (kept.address, kept.kind, kept.reason) == ("user0@d0.example", "hard", "policy")
@@ -96,10 +120,9 @@ async def test_a_4xx_is_no_hard_bounce(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """451 at RCPT defers the message; at most a soft bounce, never suppression or budget."""
-    smtp_server.reply(Stage.RCPT, "451 4.7.1 Greylisted, try again later", times=1)
-    runner = runner_for(smtp_server, store)
-    report = await runner.run("r-soft", people(1))
-    await runner.sender.aclose()
+    report = await refused_once(
+        smtp_server, store, Stage.RCPT, "451 4.7.1 Greylisted, try again later", "r-soft"
+    )
     assert report.counts[MessageState.DEFERRED] == 1
     assert [b.kind for b in await store.bounces()] == ["soft"]
     assert await store.suppressed(["user0@d0.example"]) == {}
@@ -110,10 +133,9 @@ async def test_a_refused_mail_from_is_not_the_recipients_bounce(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """550 to MAIL FROM is about the sender, not the recipient: no bounce, no suppression."""
-    smtp_server.reply(Stage.MAIL, "550 5.7.1 Sender domain blocked", times=1)
-    runner = runner_for(smtp_server, store)
-    report = await runner.run("r-mail", people(1))
-    await runner.sender.aclose()
+    report = await refused_once(
+        smtp_server, store, Stage.MAIL, "550 5.7.1 Sender domain blocked", "r-mail"
+    )
     assert report.counts[MessageState.FAILED] == 1
     assert await store.bounces() == []
     assert await store.suppressed(["user0@d0.example"]) == {}
@@ -137,24 +159,9 @@ async def test_a_single_send_refused_with_5xx_is_a_bounce_and_suppresses(
 # --- 2.1: copies of one bounce --------------------------------------------------------------
 
 
-def dsn(recipient: str, n: int) -> bytes:
-    """A Postfix-style DSN; ``n`` makes each copy's bytes differ, as separate bounces do."""
-    return (
-        "From: MAILER-DAEMON@mx.d0.example (Mail Delivery System)\r\n"
-        f"To: bounces@{BOUNCE_DOMAIN}\r\n"
-        f"Message-ID: <copy-{n}@mx.d0.example>\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\n"
-        "Auto-Submitted: auto-replied\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
-        "\r\n--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.\r\n"
-        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.d0.example\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\n"
-        "Action: failed\r\nStatus: 5.1.1\r\n"
-        "Diagnostic-Code: smtp; 550 5.1.1 Recipient address rejected: User unknown\r\n"
-        "\r\n--B--\r\n"
-    ).encode()
+def copy(recipient: str, n: int) -> bytes:
+    """The ``n``-th copy of one bounce for ``recipient``: its own Message-ID, as copies have."""
+    return dsn(recipient, message_id=f"copy-{n}@mx.d0.example")
 
 
 async def test_ninety_bounce_copies_for_one_address_leave_the_budget_unspent(
@@ -177,13 +184,11 @@ async def test_ninety_bounce_copies_for_one_address_leave_the_budget_unspent(
         aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=10) as client,
     ):
         for n in range(90):
-            await client.sendmail("", [target.mail_from], dsn(target.recipients[0], n))
+            await client.sendmail("", [target.mail_from], copy(target.recipients[0], n))
     assert len(await store.bounces()) == 90  # all kept, for the report
     assert await store.hard_bounces_since(0) == 1
     assert await budget_reason(store, policy=POLICY, now=time.time()) is None
-    again = runner_for(smtp_server, store)
-    report = await again.run("r-after", people(2))
-    await again.sender.aclose()
+    report = await run_once(smtp_server, store, "r-after", people(2))
     assert report.run.paused_reason is None
     assert report.counts[MessageState.SUPPRESSED] == 1
 
@@ -195,7 +200,7 @@ async def test_bounces_for_one_address_without_return_paths_count_once(
     now = time.time()
     for n in range(90):
         await ingest_bounce(
-            store, dsn("Gone@D0.example", n), return_paths=None, policy=POLICY, now=now
+            store, copy("Gone@D0.example", n), return_paths=None, policy=POLICY, now=now
         )
     assert await store.hard_bounces_since(0) == 1
     assert await budget_reason(store, policy=POLICY, now=now) is None

@@ -16,7 +16,7 @@ from sender.pacing.schedule import RetryPolicy, Scheduler
 from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import UNLIMITED, sender_settings, spawn_sender
+from tests.helpers import IDENTITY, UNLIMITED, people_csv, sender_settings, spawn_sender
 
 SETTINGS = sender_settings()
 QUICK_RETRY = RetryPolicy(first_retry=0.05, max_interval=0.2, jitter=0.0)
@@ -147,21 +147,18 @@ def test_relay_timeouts_must_be_at_least_one() -> None:
     assert caught.value.setting == "relay_timeouts"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["sender.toml", "flag"])
 async def test_cli_run_pauses_on_a_silent_relay_with_exit_code_4(
     relay: SilentRelay, tmp_path: Path, where: str
 ) -> None:
     """`sender run` with relay_timeouts (sender.toml or --relay-timeouts) pauses with exit 4."""
     (tmp_path / "sender.toml").write_text(
-        'from = "Academy <noreply@academy.example>"\n'
-        'base_url = "https://academy.example/login"\n'
         'smtp_timeout = "0.2s"\n' + ("relay_timeouts = 1\n" if where == "sender.toml" else ""),
         encoding="utf-8",
     )
     flags = ["--relay-timeouts", "1"] if where == "flag" else []
-    rows = ["email,name,participant_id,course_id,locale"]
-    rows += [f"user{i}@d.example,User {i},p-{i},PY101,en" for i in range(8)]
-    (tmp_path / "people.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    people_csv(tmp_path / "people.csv", [f"user{i}@d.example" for i in range(8)])
     process = await spawn_sender(
         tmp_path,
         "run",
@@ -174,7 +171,7 @@ async def test_cli_run_pauses_on_a_silent_relay_with_exit_code_4(
         "--no-validate",
         "--no-progress",
         *flags,
-        env={"SENDER_SECRET_KEYS": "relay-stall-test-key-0123456789abcdef"},
+        env={"SENDER_SECRET_KEYS": "relay-stall-test-key-0123456789abcdef", **IDENTITY},
     )
     async with asyncio.timeout(60):
         stdout, stderr = await process.communicate()

@@ -22,6 +22,13 @@ def context(locale: str = "en", **extra: object) -> dict[str, object]:
     return sample_context(locale, base_url=LINK) | extra
 
 
+def bodies(name: str, locale: str, **extra: object) -> tuple[str, str]:
+    """The text and HTML bodies of built-in template ``name`` in ``locale``, context + ``extra``."""
+    rendered = BUILTIN.render(name, locale=locale, context=context(locale, **extra), link=LINK)
+    assert rendered.html is not None
+    return rendered.text, rendered.html
+
+
 def write(root: Path, relative: str, content: str) -> None:
     path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,16 +299,10 @@ def test_invite_update_subject_names_the_change(locale: str) -> None:
 @pytest.mark.parametrize(("name", "locale"), CALENDAR_CASES)
 def test_location_line_disappears_when_location_is_empty(name: str, locale: str) -> None:
     """An empty event_location drops the place line from both bodies."""
-    located = BUILTIN.render(name, locale=locale, context=context(locale), link=LINK)
-    unlocated = BUILTIN.render(
-        name, locale=locale, context=context(locale, event_location=""), link=LINK
-    )
-    assert located.html is not None
-    assert unlocated.html is not None
-    for part in (located.text, located.html):
+    for part in bodies(name, locale):
         assert WHERE_LABEL[locale] in part
         assert "Room 101" in part
-    for part in (unlocated.text, unlocated.html):
+    for part in bodies(name, locale, event_location=""):
         assert WHERE_LABEL[locale] not in part
         assert "Room 101" not in part
 
@@ -310,16 +311,10 @@ def test_location_line_disappears_when_location_is_empty(name: str, locale: str)
 def test_end_date_shown_only_when_it_differs(name: str, locale: str) -> None:
     """A one-day event shows its date once; one that ends later shows both dates."""
     start, end = shown_date("2027-03-27", locale), shown_date("2027-03-28", locale)
-    same_day = BUILTIN.render(name, locale=locale, context=context(locale), link=LINK)
-    overnight = BUILTIN.render(
-        name, locale=locale, context=context(locale, event_end_date="2027-03-28"), link=LINK
-    )
-    assert same_day.html is not None
-    assert overnight.html is not None
-    for part in (same_day.text, same_day.html):
+    for part in bodies(name, locale):
         assert part.count(start) == 1
         assert end not in part
-    for part in (overnight.text, overnight.html):
+    for part in bodies(name, locale, event_end_date="2027-03-28"):
         assert part.count(start) == 1
         assert part.count(end) == 1
 

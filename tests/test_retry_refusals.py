@@ -16,15 +16,9 @@ from click.testing import Result
 
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
-from tests.helpers import IDENTITY, cli_with
+from tests.helpers import IDENTITY, cli_with, run_dir, smtp_url
 
 KEY = "retry-refusals-test-key-aaaaaaaaaaaa"
-ROWS = (
-    "email,name,participant_id,course_id\n"
-    "a@d.example,A,p-1,c\n"
-    "b@d.example,B,p-2,c\n"
-    "c@e.example,C,p-3,c\n"
-)
 RUN = "r-retry"
 
 cli = cli_with(SENDER_SECRET_KEYS=KEY, **IDENTITY)
@@ -33,9 +27,7 @@ cli = cli_with(SENDER_SECRET_KEYS=KEY, **IDENTITY)
 @pytest.fixture(autouse=True)
 def workdir(workdir: Path) -> Path:
     """The shared empty working directory with p.csv and no pacing per domain."""
-    (workdir / "sender.toml").write_text('retry_first = "0.3s"\ndomain_rate = 0\n', "utf-8")
-    (workdir / "p.csv").write_text(ROWS, encoding="utf-8")
-    return workdir
+    return run_dir(workdir)
 
 
 async def status() -> dict[str, Any]:
@@ -111,7 +103,7 @@ async def test_a_refused_retry_leaves_the_run_exactly_as_it_was(
     refusal: str, smtp_server: RecordingSMTPServer
 ) -> None:
     """A retry refused for any reason leaves failed/deferred counts and the run state unchanged."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     await start_with_one_deferred(url, smtp_server)
     prepare, flags, code, words = REFUSALS[refusal]
     await outbox(prepare)
@@ -129,12 +121,10 @@ async def test_a_refused_retry_leaves_the_run_exactly_as_it_was(
 
 
 async def test_a_retry_without_a_password_for_the_run_s_server_changes_nothing(
-    starttls_server: RecordingSMTPServer, ca_file: str, smtp_user: str, smtp_password: str
+    starttls_server: RecordingSMTPServer, starttls_url: str, smtp_password: str
 ) -> None:
     """A retry refused because no password for the run's server is configured changes nothing."""
-    host = f"{starttls_server.host}:{starttls_server.port}"
-    url = f"smtp+starttls://{smtp_user}:{smtp_password}@{host}?ca_file={ca_file}"
-    await start_with_one_deferred(url, starttls_server)
+    await start_with_one_deferred(starttls_url, starttls_server)
     before = stored_state(await status())
     refused = await asyncio.to_thread(cli, "retry", RUN, "--no-progress")
     assert refused.exit_code == 2, refused.stderr
@@ -147,7 +137,7 @@ async def test_an_accepted_retry_still_queues_the_deferred_message_again(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """The retry that passes every check sends the deferred message (and says so)."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     await start_with_one_deferred(url, smtp_server)
     retried = await asyncio.to_thread(cli, "retry", RUN, "--no-progress")
     assert retried.exit_code == 0, retried.stderr

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
 
-from sender import Address, LinkSettings, Participant, Sender, SenderSettings
-from sender.bulk.runner import RunSettings
-from sender.compose.ical import CalendarEvent
+from sender import Participant
 from sender.feedback.intake import dmarc_passed
-from sender.invites import Invitations
-from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
-from sender.transport import SmtpTransport
+from tests.helpers import EVENT, RELAY, invitations_for, sender_settings
 
-RELAY = "mx.relay.example"
 FORGED = (
     f"Authentication-Results: {RELAY}; dmarc=pass header.from=example.org\r\n"
     "From: ada@example.org\r\n"
@@ -44,37 +39,22 @@ def test_several_headers_of_the_relay_still_count_together() -> None:
 
 UID = "3f2a9c1e5b7d4e6f8a0b1c2d3e4f5a6b@calendar.example.com"
 SAMPLE = Path(__file__).parent / "samples" / "replies" / "outlook_accepted.eml"
+SETTINGS = sender_settings("r" * 32, trusted_authserv_ids=(RELAY,))
+EVENT_WITH_UID = replace(EVENT, uid=UID)  # the UID the sample reply answers
+
+
+def ada(address: str) -> Participant:
+    """Ada, invited at ``address``."""
+    return Participant(address, "Ada", "p-1", "PY101")
 
 
 async def test_check_sender_off_still_needs_an_authenticated_from(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """check_sender=False admits delegates, not forgeries: an unauthenticated From never counts."""
-    settings = SenderSettings(
-        from_address=Address("noreply@learning.example.com", "Example Academy"),
-        links=LinkSettings(secret_keys=("r" * 32,), base_url="https://lms.example.com/login"),
-        trusted_authserv_ids=(RELAY,),
-    )
-    event = CalendarEvent(
-        course_id="PY101",
-        summary="Python intro",
-        start=datetime(2027, 3, 27, 10, 0),
-        end=datetime(2027, 3, 27, 12, 0),
-        timezone="Europe/Oslo",
-        organizer_email="invitation@calendar.example.com",
-        event_id="session-1",
-        uid=UID,
-    )
-    sender = Sender(settings, transport=SmtpTransport(smtp_server.smtp_settings()))
-    invitations = Invitations(
-        sender,
-        store,
-        RunSettings(),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
-        check_sender=False,
-    )
-    await invitations.invite(event, [Participant("ada@example.org", "Ada", "p-1", "PY101")])
-    await sender.aclose()
+    invitations = invitations_for(smtp_server, store, SETTINGS, check_sender=False)
+    await invitations.invite(EVENT_WITH_UID, [ada("ada@example.org")])
+    await invitations.sender.aclose()
     data = SAMPLE.read_bytes().replace(b"ada@example.org>", b"mallory@example.net>", 1)
     (record,) = await invitations.record_reply(data)
     assert record.outcome == "unauthenticated"
@@ -102,30 +82,9 @@ async def test_an_answer_from_another_spelling_of_the_invited_address_counts(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """Attendee and From match the invitation by address key: IDN and A-label are one."""
-    settings = SenderSettings(
-        from_address=Address("noreply@learning.example.com", "Example Academy"),
-        links=LinkSettings(secret_keys=("r" * 32,), base_url="https://lms.example.com/login"),
-        trusted_authserv_ids=(RELAY,),
-    )
-    event = CalendarEvent(
-        course_id="PY101",
-        summary="Python intro",
-        start=datetime(2027, 3, 27, 10, 0),
-        end=datetime(2027, 3, 27, 12, 0),
-        timezone="Europe/Oslo",
-        organizer_email="invitation@calendar.example.com",
-        event_id="session-1",
-        uid=UID,
-    )
-    sender = Sender(settings, transport=SmtpTransport(smtp_server.smtp_settings()))
-    invitations = Invitations(
-        sender,
-        store,
-        RunSettings(),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
-    )
-    await invitations.invite(event, [Participant("Ada@Bücher.example", "Ada", "p-1", "PY101")])
-    await sender.aclose()
+    invitations = invitations_for(smtp_server, store, SETTINGS)
+    await invitations.invite(EVENT_WITH_UID, [ada("Ada@Bücher.example")])
+    await invitations.sender.aclose()
     (record,) = await invitations.record_reply(idn_reply(UID))
     assert (record.outcome, record.reason) == ("recorded", "")
     (answer,) = await invitations.answers(UID)

@@ -14,6 +14,7 @@ from sender import Participant
 from sender.cli import main
 from sender.store import NewRow, SqliteStore
 from sender.testing import RecordingSMTPServer
+from tests.helpers import smtp_url
 
 ENV = {
     "SENDER_SECRET_KEYS": "review-transport-test-key-aaaaaaaaaa",
@@ -66,7 +67,7 @@ async def test_resume_of_a_run_without_a_stored_transport_needs_one_given(
     assert "--switch-transport" in result.stderr
     assert "--smtp" in result.stderr
     assert captured(home) == []
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     given = await asyncio.to_thread(cli, "resume", "r-old", "--smtp", url, "--no-progress")
     assert given.exit_code == 0, given.stderr
     assert sorted(r for m in smtp_server.messages for r in m.recipients) == [

@@ -17,7 +17,7 @@ from sender.participants import CsvRow
 from sender.store import MessageState, NewRow, Outcome, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
-from tests.helpers import IDENTITY, UNLIMITED, cli_with, sender_settings
+from tests.helpers import IDENTITY, UNLIMITED, cli_with, sender_settings, smtp_url
 
 KEY = "run-identity-test-key-aaaaaaaaaaaa"
 HEADER = "email,name,participant_id,course_id,room\n"
@@ -73,7 +73,7 @@ async def test_edited_file_sends_to_added_rows_and_corrected_addresses_only(
     """Run, edit, run again: new rows and corrected addresses get mail, nobody else."""
     path = workdir / "p.csv"
     path.write_text(FIRST, encoding="utf-8")
-    smtp = ["--smtp", f"smtp://{smtp_server.host}:{smtp_server.port}", *UNPACED]
+    smtp = ["--smtp", smtp_url(smtp_server), *UNPACED]
     named = ["--run-id", run_id] if run_id else []
     first = await asyncio.to_thread(cli, "run", "p.csv", *named, *smtp)
     assert first.exit_code == 0, first.stderr
@@ -146,7 +146,7 @@ async def test_rerun_of_the_file_keeps_the_transport(
     """Running the same file again without --smtp sends its added row through the run's server."""
     rows = HEADER + "a@d.example,A,p-1,c,R1\n"
     await asyncio.to_thread((workdir / "p.csv").write_text, rows, encoding="utf-8")
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     first = await asyncio.to_thread(cli, "run", "p.csv", "--smtp", url, "--no-validate")
     assert first.exit_code == 0, first.stderr
     edited = rows + "d@e.example,D,p-4,c,R1\n"
@@ -210,7 +210,7 @@ async def test_run_json_says_what_rows_given_again_changed(
     """run --json carries the changes of a file run again (null for a new run)."""
     path = workdir / "p.csv"
     await asyncio.to_thread(path.write_text, FIRST, encoding="utf-8")
-    smtp = ["--smtp", f"smtp://{smtp_server.host}:{smtp_server.port}", *UNPACED]
+    smtp = ["--smtp", smtp_url(smtp_server), *UNPACED]
     first = await asyncio.to_thread(cli, "run", "p.csv", "--json", *smtp)
     assert json.loads(first.stdout)["changes"] is None
     await asyncio.to_thread(path.write_text, EDITED, encoding="utf-8")
@@ -229,7 +229,7 @@ async def test_a_run_an_older_sender_named_from_the_contents_is_continued(
     """Upgrading never sends a file again: its run under a content-hash id is found by path."""
     path = workdir / "p.csv"
     await asyncio.to_thread(path.write_text, FIRST, encoding="utf-8")
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     async with SqliteStore(workdir / ".sender" / "outbox.sqlite3") as outbox:
         await outbox.create_run(
             "r-0123456789ab", template="invitation", source=str(path.resolve()), now=1.0

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sender import Participant, RunBusy, Sender
-from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.runner import BulkRunner, RunReport, RunSettings
 from sender.bulk.status import run_status
 from sender.config import BouncePolicy
 from sender.errors import InputError
@@ -23,7 +23,15 @@ from sender.pacing.schedule import Scheduler
 from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import UNLIMITED, hard_bounce, sender_settings, spawn_sender
+from tests.helpers import (
+    IDENTITY,
+    UNLIMITED,
+    hard_bounce,
+    people_csv,
+    sender_settings,
+    smtp_url,
+    spawn_sender,
+)
 
 SETTINGS = sender_settings()
 
@@ -60,6 +68,24 @@ async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None
     raise AssertionError(f"not so within {seconds:g} s")
 
 
+async def busy_then_done(
+    server: RecordingSMTPServer,
+    run_id: str,
+    first: BulkRunner,
+    task: asyncio.Task[RunReport],
+    second: BulkRunner,
+) -> None:
+    """``second`` cannot take ``run_id`` while ``first`` holds it; ``first`` ends it alone."""
+    with pytest.raises(RunBusy):
+        await second.run(run_id)
+    await second.sender.aclose()
+    report = await task
+    await first.sender.aclose()
+    assert report.run.state is RunState.DONE
+    assert [r for m in server.messages for r in m.recipients] == ["user0@d.example"]
+
+
+@pytest.mark.slow
 async def test_slow_server_never_lets_another_runner_take_over(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
@@ -74,13 +100,7 @@ async def test_slow_server_never_lets_another_runner_take_over(
     assert status["running"] is True
     assert status["state"] == "active"
     second = runner_for(smtp_server, store, owner="elsewhere.example:1", lease_ttl=ttl)
-    with pytest.raises(RunBusy):
-        await second.run("r-slow")
-    await second.sender.aclose()
-    report = await task
-    await first.sender.aclose()
-    assert report.run.state is RunState.DONE
-    assert [r for m in smtp_server.messages for r in m.recipients] == ["user0@d.example"]
+    await busy_then_done(smtp_server, "r-slow", first, task, second)
 
 
 async def test_heartbeat_follows_the_injected_clock(
@@ -163,7 +183,7 @@ async def test_status_of_a_run_with_a_lapsed_lease_is_interrupted(store: SqliteS
 
 
 async def _spawn(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
-    env = {"SENDER_SECRET_KEYS": "lease-test-key-0123456789abcdef"}
+    env = {"SENDER_SECRET_KEYS": "lease-test-key-0123456789abcdef", **IDENTITY}
     return await spawn_sender(tmp_path, *args, env=env, stderr=asyncio.subprocess.STDOUT)
 
 
@@ -174,23 +194,19 @@ async def _cli(tmp_path: Path, *args: str) -> tuple[int | None, str]:
     return process.returncode, output.decode()
 
 
+@pytest.mark.slow
 async def test_status_after_sigkill_says_interrupted_and_how_to_resume(
     smtp_server: RecordingSMTPServer, tmp_path: Path
 ) -> None:
     """`sender status` of a run whose process was SIGKILLed: interrupted, not active."""
     smtp_server.hang(Stage.MAIL)
-    (tmp_path / "sender.toml").write_text(
-        'from = "Academy <noreply@academy.example>"\nbase_url = "https://academy.example/login"\n',
-        encoding="utf-8",
-    )
-    rows = ["email,name,participant_id,course_id,locale", "a@d.example,A,p-1,PY101,en"]
-    (tmp_path / "people.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    people_csv(tmp_path / "people.csv", ["a@d.example"])
     process = await _spawn(
         tmp_path,
         "run",
         "people.csv",
         "--smtp",
-        f"smtp://{smtp_server.host}:{smtp_server.port}",
+        smtp_url(smtp_server),
         "--no-validate",
         "--no-progress",
     )
@@ -218,13 +234,7 @@ async def test_a_second_runner_in_the_same_process_cannot_take_a_held_run(
     await until(lambda: smtp_server.connections_opened >= 1)
     second = runner_for(smtp_server, store)
     assert second.owner != first.owner
-    with pytest.raises(RunBusy):
-        await second.run("r-twice")
-    await second.sender.aclose()
-    report = await task
-    await first.sender.aclose()
-    assert report.run.state is RunState.DONE
-    assert [r for m in smtp_server.messages for r in m.recipients] == ["user0@d.example"]
+    await busy_then_done(smtp_server, "r-twice", first, task, second)
 
 
 async def test_a_run_whose_ingest_failed_shows_as_interrupted(

@@ -12,7 +12,7 @@ from sender.bulk.runner import BulkRunner, RunSettings
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
-from tests.helpers import IDENTITY, cli_with
+from tests.helpers import IDENTITY, cli_with, smtp_url
 
 KEY = "run-start-test-key-aaaaaaaaaaaaaaa"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "participants.csv"
@@ -82,7 +82,7 @@ async def test_real_servers_keep_the_default_limits(
     (workdir / "p.csv").write_text(
         "email,name,participant_id,course_id\na@d.example,A,p-1,c\n", encoding="utf-8"
     )
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     result = await asyncio.to_thread(cli, "run", "p.csv", "--smtp", url, "--no-validate")
     assert result.exit_code == 0, result.stderr
     assert "at most 14 msgs/s, 30/min per domain" in result.stderr

@@ -10,26 +10,15 @@ import pytest
 from click.testing import Result
 
 from sender.testing import RecordingSMTPServer, Stage
-from tests.helpers import IDENTITY, cli_with
+from tests.helpers import IDENTITY, RETRY_DUE, cli_with, run_dir, smtp_url
 
 KEY = "run-transport-test-key-aaaaaaaaaaaa"
-ROWS = (
-    "email,name,participant_id,course_id\n"
-    "a@d.example,A,p-1,c\n"
-    "b@d.example,B,p-2,c\n"
-    "c@e.example,C,p-3,c\n"
-)
 
 
 @pytest.fixture(autouse=True)
 def workdir(workdir: Path) -> Path:
     """The shared empty working directory (tests/conftest.py), with p.csv and a fast retry."""
-    # No pacing per domain: two rows share d.example, and waiting 2 s for it proves nothing here.
-    (workdir / "sender.toml").write_text(
-        'retry_first = "0.3s"\ndomain_rate = 0\n', encoding="utf-8"
-    )
-    (workdir / "p.csv").write_text(ROWS, encoding="utf-8")
-    return workdir
+    return run_dir(workdir)
 
 
 cli = cli_with(SENDER_SECRET_KEYS=KEY, **IDENTITY)
@@ -54,42 +43,49 @@ def recipients(server: RecordingSMTPServer) -> list[str]:
     return sorted(r for m in server.messages for r in m.recipients)
 
 
-async def start_with_one_deferred(server: RecordingSMTPServer, url: str) -> None:
-    """Run p.csv through ``url``; b@ is greylisted once, so the run ends with it deferred."""
-    server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="b@d.example", times=1)
+def sent_everyone_through(server: RecordingSMTPServer, result: Result) -> None:
+    """``result`` exited 0 with all three rows sent through ``server``, none captured."""
+    assert result.exit_code == 0, result.stderr
+    assert recipients(server) == ["a@d.example", "b@d.example", "c@e.example"]
+    assert captured(Path.cwd()) == []
+
+
+async def start_with_one_deferred(
+    server: RecordingSMTPServer, url: str | None = None, *, reply: str = "451 4.7.1 Greylisted"
+) -> None:
+    """Run p.csv through ``url`` (default: the server's plain smtp://); b@ is refused once
+    with the temporary ``reply``, so the run ends with it deferred, its retry due."""
+    url = url or smtp_url(server)
+    server.reply(Stage.RCPT, reply, address="b@d.example", times=1)
     first = await asyncio.to_thread(
         cli, "run", "p.csv", "--run-id", "r-t", "--smtp", url, "--no-validate"
     )
     assert first.exit_code in (0, 3), first.stderr
     assert recipients(server) == ["a@d.example", "c@e.example"]
-    await asyncio.sleep(0.5)  # the retry is due after 0.3 s
+    await asyncio.sleep(RETRY_DUE)
 
 
 async def test_resume_without_smtp_finishes_through_the_run_s_own_server(
-    starttls_server: RecordingSMTPServer, ca_file: str, smtp_user: str, smtp_password: str
+    starttls_server: RecordingSMTPServer, starttls_url: str, smtp_user: str, smtp_password: str
 ) -> None:
     """resume without --smtp sends the rest through the run's server, credentials from config."""
     host = f"{starttls_server.host}:{starttls_server.port}"
-    url = f"smtp+starttls://{smtp_user}:{smtp_password}@{host}?ca_file={ca_file}"
-    await start_with_one_deferred(starttls_server, url)
+    await start_with_one_deferred(starttls_server, starttls_url)
     status = json.loads((await asyncio.to_thread(cli, "status", "r-t", "--json")).stdout)
     stored = status["options"]["transport"]
     assert stored == f"smtp+starttls://{smtp_user}@{host}"
     assert smtp_password not in json.dumps(status)
-    resumed = await asyncio.to_thread(cli, "resume", "r-t", SENDER_SMTP_URL=url)
-    assert resumed.exit_code == 0, resumed.stderr
-    assert recipients(starttls_server) == ["a@d.example", "b@d.example", "c@e.example"]
-    assert captured(Path.cwd()) == []
+    resumed = await asyncio.to_thread(cli, "resume", "r-t", SENDER_SMTP_URL=starttls_url)
+    sent_everyone_through(starttls_server, resumed)
     assert f"Sent through smtp+starttls://{smtp_user}:***@{host}" in resumed.stdout
 
 
 async def test_resume_with_no_password_for_the_run_s_server_is_one_line(
-    starttls_server: RecordingSMTPServer, ca_file: str, smtp_user: str, smtp_password: str
+    starttls_server: RecordingSMTPServer, starttls_url: str, smtp_user: str, smtp_password: str
 ) -> None:
     """A run on a server that needs a login, resumed with no password for it, is refused."""
     host = f"{starttls_server.host}:{starttls_server.port}"
-    url = f"smtp+starttls://{smtp_user}:{smtp_password}@{host}?ca_file={ca_file}"
-    await start_with_one_deferred(starttls_server, url)
+    await start_with_one_deferred(starttls_server, starttls_url)
     resumed = await asyncio.to_thread(cli, "resume", "r-t")
     line = one_line_error(resumed, "r-t", f"smtp+starttls://{smtp_user}@{host}", "SENDER_SMTP_URL")
     assert smtp_password not in line
@@ -101,38 +97,28 @@ async def test_resume_without_smtp_reuses_a_server_that_needs_no_login(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """A run on a server without a login resumes there with no configuration at all."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
-    await start_with_one_deferred(smtp_server, url)
+    await start_with_one_deferred(smtp_server)
     resumed = await asyncio.to_thread(cli, "resume", "r-t")
-    assert resumed.exit_code == 0, resumed.stderr
-    assert recipients(smtp_server) == ["a@d.example", "b@d.example", "c@e.example"]
-    assert captured(Path.cwd()) == []
+    sent_everyone_through(smtp_server, resumed)
 
 
 async def test_retry_without_smtp_sends_through_the_run_s_server(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """retry of a run started with --smtp sends what is left through that server again."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
-    smtp_server.reply(Stage.RCPT, "452 4.2.2 Mailbox full", address="b@d.example", times=1)
-    first = await asyncio.to_thread(
-        cli, "run", "p.csv", "--run-id", "r-t", "--smtp", url, "--no-validate"
-    )
-    assert first.exit_code in (0, 3), first.stderr
+    await start_with_one_deferred(smtp_server, reply="452 4.2.2 Mailbox full")
     retried = await asyncio.to_thread(cli, "retry", "r-t")
-    assert retried.exit_code == 0, retried.stderr
-    assert recipients(smtp_server) == ["a@d.example", "b@d.example", "c@e.example"]
-    assert captured(Path.cwd()) == []
+    sent_everyone_through(smtp_server, retried)
 
 
 async def test_another_server_on_resume_needs_switch_transport(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """--smtp naming another server is refused, and taken with --switch-transport."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     await start_with_one_deferred(smtp_server, url)
     async with RecordingSMTPServer() as other:
-        other_url = f"smtp://{other.host}:{other.port}"
+        other_url = smtp_url(other)
         refused = await asyncio.to_thread(cli, "resume", "r-t", "--smtp", other_url)
         one_line_error(refused, "r-t", url, "--switch-transport")
         assert not other.messages
@@ -152,7 +138,7 @@ async def test_a_capture_run_resumed_with_smtp_needs_switch_transport(
     started = await asyncio.to_thread(cli, "run", "p.csv", "--run-id", "r-c")
     assert started.exit_code == 0, started.stderr
     assert len(captured(workdir)) == 3
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     refused = await asyncio.to_thread(cli, "run", "p.csv", "--run-id", "r-c", "--smtp", url)
     one_line_error(refused, "r-c", "capture", "--switch-transport")
     assert not smtp_server.messages
@@ -165,13 +151,13 @@ async def test_invite_again_without_smtp_never_sends_an_event_run_to_the_capture
     smtp_server: RecordingSMTPServer, workdir: Path
 ) -> None:
     """invite run again without --smtp refuses to finish its run elsewhere; the flag switches."""
-    url = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    url = smtp_url(smtp_server)
     event = ["invite", str(EVENT_FILE), "p.csv", "--no-validate", "--no-progress"]
     smtp_server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="b@d.example", times=1)
     first = await asyncio.to_thread(cli, *event, "--smtp", url)
     assert first.exit_code in (0, 3), first.stderr
     assert recipients(smtp_server) == ["a@d.example", "c@e.example"]
-    await asyncio.sleep(0.5)  # the retry is due after 0.3 s
+    await asyncio.sleep(RETRY_DUE)
     again = await asyncio.to_thread(cli, *event)
     assert again.exit_code == 2
     (line,) = [line for line in again.stderr.splitlines() if "error" in line]
@@ -179,6 +165,4 @@ async def test_invite_again_without_smtp_never_sends_an_event_run_to_the_capture
     assert "--switch-transport" in line
     assert captured(workdir) == []
     same = await asyncio.to_thread(cli, *event, "--smtp", url)
-    assert same.exit_code == 0, same.stderr
-    assert recipients(smtp_server) == ["a@d.example", "b@d.example", "c@e.example"]
-    assert captured(workdir) == []
+    sent_everyone_through(smtp_server, same)

@@ -488,23 +488,6 @@ def test_retry_is_deterministic_with_a_seeded_rng() -> None:
     assert times(7) != times(8)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "setting"),
-    [
-        ({"first_retry": 0}, "first_retry"),
-        ({"multiplier": 0.5}, "multiplier"),
-        ({"max_interval": 10.0}, "max_interval"),
-        ({"jitter": 1.0}, "jitter"),
-        ({"max_age": -1}, "max_age"),
-    ],
-)
-def test_retry_policy_refuses_bad_settings(kwargs: dict[str, float], setting: str) -> None:
-    """Nonsensical retry settings raise ConfigurationError naming the setting."""
-    with pytest.raises(ConfigurationError) as info:
-        RetryPolicy(**kwargs)
-    assert info.value.setting == setting
-
-
 def test_retry_needs_at_least_one_attempt() -> None:
     """Asking for a retry before any attempt is a programming error."""
     with pytest.raises(ValueError, match="at least 1"):
@@ -545,28 +528,37 @@ def test_parse_domain_rate_refuses_junk(text: str) -> None:
     assert info.value.setting == "domain_rate"
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "setting"),
-    [
-        ({"global_per_second": 0}, "global_per_second"),
-        ({"global_per_second": -14.0}, "global_per_second"),
-        ({"domain_per_minute": math.nan}, "domain_per_minute"),
-        ({"domain_per_minute": math.inf}, "domain_per_minute"),
-        ({"domain_overrides": {"a.org": 0}}, "domain_overrides['a.org']"),
-        ({"domain_overrides": {" ": 3}}, "domain_overrides"),
-        ({"domain_groups": {"a.org": ""}}, "domain_groups"),
-        ({"throttle_codes": frozenset({250})}, "throttle_codes"),
-        ({"backoff_factor": 1.0}, "backoff_factor"),
-        ({"backoff_factor": 0.0}, "backoff_factor"),
-        ({"min_domain_per_minute": 0.0}, "min_domain_per_minute"),
-        ({"cooldown": 0.0}, "cooldown"),
-        ({"spacing_margin": -0.01}, "spacing_margin"),
-    ],
-)
-def test_rate_limits_refuse_bad_settings(kwargs: dict[str, object], setting: str) -> None:
-    """Nonsensical limits raise ConfigurationError at construction, naming the setting."""
+# (settings class, keyword arguments, the setting the refusal names)
+BAD_SETTINGS = [
+    (RetryPolicy, {"first_retry": 0}, "first_retry"),
+    (RetryPolicy, {"multiplier": 0.5}, "multiplier"),
+    (RetryPolicy, {"max_interval": 10.0}, "max_interval"),
+    (RetryPolicy, {"jitter": 1.0}, "jitter"),
+    (RetryPolicy, {"max_age": -1}, "max_age"),
+    (RateLimits, {"global_per_second": 0}, "global_per_second"),
+    (RateLimits, {"global_per_second": -14.0}, "global_per_second"),
+    (RateLimits, {"domain_per_minute": math.nan}, "domain_per_minute"),
+    (RateLimits, {"domain_per_minute": math.inf}, "domain_per_minute"),
+    (RateLimits, {"domain_overrides": {"a.org": 0}}, "domain_overrides['a.org']"),
+    (RateLimits, {"domain_overrides": {" ": 3}}, "domain_overrides"),
+    (RateLimits, {"domain_groups": {"a.org": ""}}, "domain_groups"),
+    (RateLimits, {"throttle_codes": frozenset({250})}, "throttle_codes"),
+    (RateLimits, {"backoff_factor": 1.0}, "backoff_factor"),
+    (RateLimits, {"backoff_factor": 0.0}, "backoff_factor"),
+    (RateLimits, {"min_domain_per_minute": 0.0}, "min_domain_per_minute"),
+    (RateLimits, {"cooldown": 0.0}, "cooldown"),
+    (RateLimits, {"spacing_margin": -0.01}, "spacing_margin"),
+]
+
+
+@pytest.mark.parametrize(("settings", "kwargs", "setting"), BAD_SETTINGS)
+def test_retry_and_rate_settings_refuse_nonsense(
+    settings: type[RetryPolicy | RateLimits], kwargs: dict[str, object], setting: str
+) -> None:
+    """Nonsensical retry settings or limits raise ConfigurationError at construction, naming
+    the setting."""
     with pytest.raises(ConfigurationError) as info:
-        RateLimits(**kwargs)  # type: ignore[arg-type]
+        settings(**kwargs)  # type: ignore[arg-type]
     assert info.value.setting == setting
 
 

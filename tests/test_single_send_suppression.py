@@ -52,6 +52,7 @@ async def test_deliver_is_the_choke_point(
     assert [m.recipients for m in smtp_server.messages] == [("ola@x.example",)]
 
 
+@pytest.mark.slow
 async def test_worker_processes_never_send_to_a_suppressed_address(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
