@@ -23,44 +23,6 @@ from sender.testing import RecordingSMTPServer
 settings.register_profile("sender", deadline=None)
 settings.load_profile("sender")
 
-# Tests in modules whose owners mark them later; each starts processes (worker pools, `sender`
-# subprocesses) or runs a long property search. Keyed by file and function, so every
-# parametrized case counts. A module's own tests say ``@pytest.mark.slow`` instead.
-SLOW_ELSEWHERE = {
-    "test_invites.py": {"test_worker_processes_send_the_calendar_too"},
-    "test_not_bounces.py": {
-        "test_sender_inbound_keeps_a_persons_mail_for_a_person_and_records_nothing"
-    },
-    "test_store.py": {
-        "test_hundred_thousand_rows_ingest_in_batches",
-        "test_two_processes_claim_every_message_exactly_once",
-        "test_committed_work_survives_sigkill",
-        "test_the_wal_file_is_cut_back_while_two_processes_write",
-        "test_random_operations_keep_the_outbox_consistent",
-    },
-    "test_suppression.py": {
-        "test_a_bounce_storm_pauses_the_run_and_resume_needs_force",
-        "test_sender_inbound_listens_refuses_relaying_and_stops_on_sigterm",
-    },
-    "test_validate.py": {"test_the_per_domain_syntax_shortcut_agrees_with_email_validator"},
-    "test_workers.py": {
-        "test_workers_send_each_participant_once_with_verifiable_links",
-        "test_workers_record_a_permanent_failure_and_deliver_the_rest",
-        "test_refused_login_in_a_worker_pauses_the_run_and_loses_nothing",
-        "test_killed_worker_pauses_the_run_and_a_resume_sends_the_rest",
-        "test_pool_exits_its_processes_on_close",
-    },
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests listed in SLOW_ELSEWHERE ``slow``."""
-    for item in items:
-        slow = SLOW_ELSEWHERE.get(item.path.name, set())
-        if getattr(item, "originalname", item.name) in slow:
-            item.add_marker(pytest.mark.slow)
-
-
 USER = "lms"
 PASSWORD = "correct horse battery staple"
 

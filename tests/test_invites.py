@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import icalendar
+import pytest
 
 from sender import Participant, Sender
 from sender.bulk.runner import BulkRunner, RunSettings
@@ -359,6 +360,7 @@ async def test_invite_then_rsvp_ingest_and_list_over_the_cli(
     assert event["counts"] == {"ACCEPTED": 1, "TENTATIVE": 1, "NEEDS-ACTION": 5}
 
 
+@pytest.mark.slow
 async def test_worker_processes_send_the_calendar_too(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:

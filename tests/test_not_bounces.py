@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import aiosmtplib
+import pytest
 from click.testing import CliRunner
 
 from sender.cli import main
@@ -64,6 +65,7 @@ def maildir_messages(path: Path) -> list[bytes]:
     return sorted(f.read_bytes() for sub in ("new", "cur") for f in (path / sub).iterdir())
 
 
+@pytest.mark.slow
 async def test_sender_inbound_keeps_a_persons_mail_for_a_person_and_records_nothing(
     tmp_path: Path, closed_port: int
 ) -> None:

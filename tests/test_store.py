@@ -73,6 +73,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 async def test_two_processes_claim_every_message_exactly_once(path: Path) -> None:
     """Processes racing on one file claim and record each message once, none lost."""
     async with SqliteStore(path) as store:
@@ -120,6 +121,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 async def test_committed_work_survives_sigkill(path: Path) -> None:
     """A process killed with SIGKILL loses nothing it committed: rows and its claim remain."""
     doomed = await asyncio.create_subprocess_exec(
@@ -250,6 +252,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 async def test_the_wal_file_is_cut_back_while_two_processes_write(path: Path) -> None:
     """Another process writing all the while does not keep the WAL from starting over."""
     wal = path.with_name(path.name + "-wal")

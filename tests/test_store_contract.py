@@ -262,6 +262,7 @@ async def test_undecodable_input_is_kept_readable(store: Store) -> None:
     assert (await store.counts(RUN))[MessageState.QUEUED] == 0  # the batch rolled back
 
 
+@pytest.mark.slow
 async def test_hundred_thousand_rows_ingest_in_batches(store: Store) -> None:
     """A 100,000-row ingest in batches of 1,000 stores every row exactly once."""
     domains = ("example.com", "uni.example.edu", "mail.example.org")
@@ -767,6 +768,7 @@ class OutboxMachine(RuleBasedStateMachine):
         assert pending == {d: claimable[d] for d in DOMAINS if claimable[d]}
 
 
+@pytest.mark.slow
 def test_random_operations_keep_the_outbox_consistent(backend: Backend) -> None:
     """Under any sequence of operations, counts add up and no message is claimed twice."""
     run_state_machine_as_test(

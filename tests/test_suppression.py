@@ -195,6 +195,7 @@ async def test_a_single_send_skips_a_suppressed_address(
     assert smtp_server.messages == ()
 
 
+@pytest.mark.slow
 async def test_a_bounce_storm_pauses_the_run_and_resume_needs_force(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
@@ -486,6 +487,7 @@ def test_bounces_ingest_twice_counts_once_and_report_gives_working_links(
     assert "herr.mueller" not in " ".join(rows)  # an auto-reply is not a bounce
 
 
+@pytest.mark.slow
 async def test_sender_inbound_listens_refuses_relaying_and_stops_on_sigterm(
     tmp_path: Path, closed_port: int
 ) -> None:

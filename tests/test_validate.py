@@ -317,6 +317,7 @@ LOCALS = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400)
 @given(local=LOCALS, domain=st.sampled_from(DOMAINS))
 def test_the_per_domain_syntax_shortcut_agrees_with_email_validator(

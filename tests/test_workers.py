@@ -51,6 +51,7 @@ def runner_for(
     )
 
 
+@pytest.mark.slow
 async def test_workers_send_each_participant_once_with_verifiable_links(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
@@ -72,6 +73,7 @@ async def test_workers_send_each_participant_once_with_verifiable_links(
     await runner.sender.aclose()
 
 
+@pytest.mark.slow
 async def test_workers_record_a_permanent_failure_and_deliver_the_rest(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
@@ -87,6 +89,7 @@ async def test_workers_record_a_permanent_failure_and_deliver_the_rest(
     assert "5.1.1" in reason
 
 
+@pytest.mark.slow
 async def test_refused_login_in_a_worker_pauses_the_run_and_loses_nothing(
     starttls_server: RecordingSMTPServer, store: SqliteStore, ca_file: str, smtp_user: str
 ) -> None:
@@ -100,6 +103,7 @@ async def test_refused_login_in_a_worker_pauses_the_run_and_loses_nothing(
     await assert_paused_and_unsent(store, starttls_server, "r-login", queued=8)
 
 
+@pytest.mark.slow
 async def test_killed_worker_pauses_the_run_and_a_resume_sends_the_rest(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
@@ -152,6 +156,7 @@ async def test_pool_reports_an_unrenderable_message_as_skipped(
     assert smtp_server.messages == ()
 
 
+@pytest.mark.slow
 async def test_pool_exits_its_processes_on_close(smtp_server: RecordingSMTPServer) -> None:
     """Closing the pool ends every worker process: none is left behind."""
     async with WorkerPool(SETTINGS, smtp_server.smtp_settings(), workers=2, concurrency=2) as pool:
