@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from sender.addresses import split_address
 from sender.errors import ConfigurationError
@@ -40,7 +40,10 @@ __all__ = [
     "local_secret",
     "parse_address",
     "parse_duration",
+    "redacted_store_url",
     "require_real_identity",
+    "sqlite_store_url",
+    "store_file",
 ]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -250,6 +253,65 @@ def parse_address(text: str, /, *, setting: str) -> Address:
     return Address(email=addr, name=name)
 
 
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+_STORE_FORMS = "sqlite:///path/to/outbox.sqlite3 or postgresql://user@host:port/database"
+
+
+def store_file(url: str, /) -> Path | None:
+    """The SQLite file a ``store`` URL names, or None for a PostgreSQL URL.
+
+    ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (a path, as SQLAlchemy
+    writes it, percent-decoded); ``postgresql://user@host:port/db`` (or ``postgres://``)
+    with a database. Anything else raises :class:`ConfigurationError` naming ``store``,
+    with any password left out of the message. :func:`sender.store.url.open_store` reads
+    URLs the same way (the two cannot import each other; a test holds them in step).
+    """
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
+        return Path(unquote(rest[1:]))
+    if scheme in _POSTGRES_SCHEMES:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError:
+            parts = None
+        if parts is not None and parts.path.strip("/"):
+            return None
+    raise ConfigurationError(
+        f"store {redacted_store_url(url)!r} is not a store URL: use {_STORE_FORMS}",
+        setting="store",
+    )
+
+
+def sqlite_store_url(path: Path, /) -> str:
+    """The ``store`` URL of the SQLite file at ``path`` (``sqlite:////abs/path`` when absolute)."""
+    return "sqlite:///" + quote(str(path), safe="/")
+
+
+_PASSWORD_PARAM = re.compile(r"(password=)[^&#]*", re.IGNORECASE)
+
+
+def redacted_store_url(url: str, /) -> str:
+    """``url`` as messages and logs may show it: user, host and database, never a password.
+
+    A SQLite URL is a path and is shown as it is. Otherwise everything between the
+    user name and the last ``@`` goes (a password may hold ``/`` or ``:``), and so does
+    a ``password=`` query parameter.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() == "sqlite":
+        return url
+    if not sep:  # not a URL at all: keep only what follows a last @
+        scheme, rest = "", url
+    if "@" in rest:
+        user_info, _, after = rest.rpartition("@")
+        user = re.split(r"[:/?#]", user_info, maxsplit=1)[0] if sep else "…"
+        rest = f"{user}@{after}" if user else after
+    shown = f"{scheme}{sep}{rest}" if sep else rest
+    return _PASSWORD_PARAM.sub(r"\1***", shown)
+
+
 @dataclass(frozen=True, slots=True)
 class SenderSettings:
     """Everything a :class:`sender.Sender` needs besides a transport."""
@@ -293,6 +355,7 @@ DEFAULT_STATE_DIR = Path(".sender")
 DEFAULT_FROM = "Example Academy <noreply@lms.example.com>"
 DEFAULT_BASE_URL = "https://lms.example.com/login"
 _PATH_KEYS = ("home", "maildir", "templates", "dkim_key")  # relative to sender.toml's folder
+# (and so is the path of a sqlite:/// store URL)
 _TOML_KEYS = {
     "home",
     "from",
@@ -332,6 +395,7 @@ _TOML_KEYS = {
     "inbound_backlog",
     "inbound_max_sessions",
     "inbound_max_recipients",
+    "store",
 }
 
 
@@ -383,6 +447,7 @@ class CliConfig:
     state_dir: Path
     generated_secret: Path | None  # set when no key was configured and a local one is used
     config_file: Path | None
+    store: str  # the outbox's URL (sqlite:////abs/path or postgresql://...); may hold a password
     limits: RateLimits = field(default_factory=RateLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: int = 4  # bulk messages in flight; also the SMTP pool size
@@ -495,6 +560,7 @@ def load_config(
         ("smtp_url", "SENDER_SMTP_URL"),
         ("from", "SENDER_FROM"),
         ("trusted_authserv_ids", "SENDER_TRUSTED_AUTHSERV_IDS"),
+        ("store", "SENDER_STORE"),
     ):
         if env.get(var):
             values[key] = env[var]
@@ -605,6 +671,7 @@ def load_config(
         state_dir=home,
         generated_secret=generated,
         config_file=found_file,
+        store=_store(text("store"), home),
         limits=limits,
         retry=retry,
         concurrency=concurrency,
@@ -625,6 +692,17 @@ def load_config(
             }
         ),
     )
+
+
+def _store(url: str | None, home: Path) -> str:
+    """The store URL, checked; a SQLite path made absolute (default: the home's outbox).
+
+    Absolute, so worker processes and later commands from another folder open the same file.
+    """
+    if not url:
+        return sqlite_store_url(home / "outbox.sqlite3")
+    path = store_file(url)
+    return url if path is None else sqlite_store_url(path.absolute())
 
 
 def _duration(values: Mapping[str, object], key: str) -> timedelta | None:
@@ -672,6 +750,9 @@ def _paths_relative_to(folder: Path, values: dict[str, object]) -> dict[str, obj
             result[key] = str(folder / value)
         elif isinstance(value, list):
             result[key] = [str(folder / v) if isinstance(v, str) and v else v for v in value]
+    store = values.get("store")
+    if isinstance(store, str) and store[:10].lower() == "sqlite:///" and store[10:11] != "/":
+        result["store"] = sqlite_store_url(folder / unquote(store[10:])) if store[10:] else store
     return result
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import sender.config
-from sender.config import _TOML_KEYS, CliConfig, SmtpSecurity, load_config
+from sender.config import _TOML_KEYS, CliConfig, SmtpSecurity, load_config, store_file
 from sender.errors import ConfigurationError
 from sender.models import Address
 
@@ -169,6 +169,11 @@ KEYS: dict[str, Key] = {
     "inbound_max_recipients": Key(
         "inbound_max_recipients = 10", lambda c: c.inbound.max_recipients, 10
     ),
+    "store": Key(
+        'store = "postgresql://lms@db.skolen.example.org:5433/sender"',
+        lambda c: c.store,
+        "postgresql://lms@db.skolen.example.org:5433/sender",
+    ),
 }
 
 
@@ -205,6 +210,33 @@ def test_no_sender_toml_gives_the_defaults_and_a_generated_key() -> None:
     assert config.sender.links.secret_keys == (key,)
     assert load().sender.links.secret_keys == (key,)
     assert (config.limits.global_per_second, config.limits.domain_per_minute) == (None, None)
+    assert config.store == f"sqlite:///{config.state_dir}/outbox.sqlite3"
+
+
+def test_the_outbox_follows_home_unless_a_store_is_given() -> None:
+    """Without store, the outbox is outbox.sqlite3 in the home, wherever the home is."""
+    assert store_file(load('home = "state"').store) == Path("state/outbox.sqlite3").absolute()
+
+
+def test_a_relative_sqlite_store_in_sender_toml_is_next_to_it(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sqlite:///outbox.db in a sender.toml elsewhere names a file next to that file;
+    from SENDER_STORE it names one in the working directory; both become absolute."""
+    project = workdir / "project"
+    project.mkdir()
+    (project / "sender.toml").write_text('store = "sqlite:///my%20outbox.db"\n', encoding="utf-8")
+    config = load_config(config_file=project / "sender.toml")
+    assert config.store == f"sqlite:///{project}/my%20outbox.db"
+    assert store_file(config.store) == project / "my outbox.db"
+    monkeypatch.setenv("SENDER_STORE", "sqlite:///here.db")
+    assert store_file(load_config(config_file=project / "sender.toml").store) == workdir / "here.db"
+
+
+def test_an_absolute_sqlite_store_stays_where_it_points(workdir: Path) -> None:
+    """sqlite:////abs/path (four slashes) is that file, whatever folder sender.toml is in."""
+    elsewhere = workdir / "elsewhere" / "outbox.sqlite3"
+    assert store_file(load(f'store = "sqlite:///{elsewhere}"').store) == elsewhere
 
 
 def test_the_maildir_follows_home_unless_given() -> None:
@@ -343,6 +375,16 @@ ENV: dict[str, Env] = {
         Address("post@env.example.org"),
         Address("post@flag.example.org", "Flag"),
     ),
+    "SENDER_STORE": Env(
+        "store",
+        '"postgresql://lms@toml.example.org/sender"',
+        "postgres://lms@env.example.org:5433/sender",
+        "postgresql://flag.example.org/sender",
+        lambda c: c.store,
+        "postgresql://lms@toml.example.org/sender",
+        "postgres://lms@env.example.org:5433/sender",
+        "postgresql://flag.example.org/sender",
+    ),
     "SENDER_TRUSTED_AUTHSERV_IDS": Env(
         "trusted_authserv_ids",
         '["toml.example.org"]',
@@ -449,6 +491,7 @@ TEXT_KEYS = [
     "dkim_selector",
     "dkim_key",
     "dns_server",
+    "store",
 ]
 
 REFUSALS = [
@@ -496,7 +539,34 @@ REFUSALS = [
     pytest.param('smtp_url = "smtp://lms@h.example"', "smtp_url", id="smtp-user-no-password"),
     pytest.param('smtp_url = "smtp://h.example?timeout=soon"', "timeout", id="smtp-timeout-word"),
     pytest.param('home = "taken"', "secret_keys", id="home-is-a-file"),
+    pytest.param('store = "mysql://db.example/sender"', "store", id="store-scheme"),
+    pytest.param('store = "outbox.sqlite3"', "store", id="store-bare-path"),
+    pytest.param('store = "sqlite://"', "store", id="store-sqlite-no-path"),
+    pytest.param('store = "sqlite:///"', "store", id="store-sqlite-empty-path"),
+    pytest.param('store = "postgresql://db.example"', "store", id="store-no-database"),
+    pytest.param('store = "postgresql://db.example:99999/x"', "store", id="store-port-range"),
 ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://lms:hunter2@db.example/",
+        "postgresql://lms:hunter2@db.example:99999/sender",
+        "mysql://lms:hunter2@db.example/sender",
+        "postgresql://lms:hun/ter2@db.example",
+        "lms:hunter2@db.example",
+    ],
+)
+def test_a_bad_store_url_is_refused_without_its_password(url: str) -> None:
+    """The refusal names the setting and both forms a store URL takes, and hides the password."""
+    with pytest.raises(ConfigurationError) as caught:
+        load(f'store = "{url}"')
+    assert caught.value.setting == "store"
+    assert "sqlite:///" in str(caught.value)
+    assert "postgresql://" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    assert "ter2" not in str(caught.value)
 
 
 @pytest.mark.parametrize(("toml", "setting"), REFUSALS)
@@ -541,6 +611,8 @@ def test_a_missing_config_file_is_refused_naming_it() -> None:
         ("SENDER_FROM", "nobody", "from"),
         ("SENDER_SMTP_URL", "http://h.example", "smtp_url"),
         ("SENDER_HOME", "a\nb", "home"),
+        ("SENDER_STORE", "redis://127.0.0.1:6379/0", "store"),
+        ("SENDER_STORE", "postgresql://a\nb/c", "store"),
     ],
 )
 def test_a_bad_environment_value_is_refused_naming_its_key(

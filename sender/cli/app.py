@@ -38,12 +38,18 @@ from sender.bulk.runner import (
     Progress,
 )
 from sender.client import Sender, open_sender
-from sender.config import CliConfig, load_config, parse_duration
+from sender.config import (
+    CliConfig,
+    load_config,
+    parse_duration,
+    redacted_store_url,
+    sqlite_store_url,
+)
 from sender.errors import ConfigurationError, InputError, SenderError
 from sender.home import KEY_WARNING, first_time
 from sender.loop import fast_loop
 from sender.pacing.schedule import Scheduler
-from sender.store import SqliteStore, Store
+from sender.store import Store, open_store
 from sender.vocabulary import MessageState
 
 __all__ = [
@@ -74,6 +80,7 @@ __all__ = [
     "sending",
     "smtp_option",
     "store_for",
+    "store_name",
     "variables",
     "when",
     "with_store",
@@ -121,16 +128,25 @@ def errors_as_lines(debug: bool) -> Iterator[None]:
 class Context:
     """What the group resolved for its subcommands."""
 
-    def __init__(self, *, config_file: Path | None, debug: bool, home: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        config_file: Path | None,
+        debug: bool,
+        home: Path | None = None,
+        store: str | None = None,
+    ) -> None:
         self.config_file = config_file
         self.debug = debug
         self.home = home  # --home; None: SENDER_HOME, sender.toml's home, or ./.sender
+        self.store = store  # --store; None: SENDER_STORE, sender.toml's store, or the home's
 
     def config(self, *, quiet: bool = False, **overrides: object) -> CliConfig:
         """Settings from flags, environment and sender.toml; warns once per home about a
         generated key (unless ``quiet``)."""
         home = str(self.home) if self.home is not None else None
-        config = load_config(config_file=self.config_file, overrides={"home": home} | overrides)
+        given = {"home": home, "store": self.store}
+        config = load_config(config_file=self.config_file, overrides=given | overrides)
         generated = config.generated_secret
         if generated is not None and not quiet and first_time(generated.parent / KEY_WARNING):
             err.print(
@@ -237,6 +253,12 @@ stdout and nothing else."""
     help="Where state lives: outbox, suppression list, key, Maildir "
     "(default: SENDER_HOME, home in sender.toml, or ./.sender).",
 )
+@click.option(
+    "--store",
+    metavar="URL",
+    help="The outbox: sqlite:///path/to/outbox.sqlite3 or postgresql://user@host:port/db "
+    "(default: SENDER_STORE, store in sender.toml, or outbox.sqlite3 in the home).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log each delivery to stderr.")
 @click.option("--debug", is_flag=True, help="Log at DEBUG; show tracebacks for unexpected errors.")
 @click.option(
@@ -254,13 +276,14 @@ def main(
     ctx: click.Context,
     config_file: Path | None,
     home: Path | None,
+    store: str | None,
     verbose: bool,
     debug: bool,
     log_debug: tuple[str, ...],
 ) -> None:
     """Reach LMS participants by e-mail, with personal login links."""
     setup_logging(verbose=verbose, debug=debug, named=log_debug)
-    ctx.obj = Context(config_file=config_file, debug=debug, home=home)
+    ctx.obj = Context(config_file=config_file, debug=debug, home=home, store=store)
 
 
 # --- send and run ----------------------------------------------------------------------
@@ -400,13 +423,29 @@ def home_line(config: CliConfig) -> str:
 
 
 def print_home(config: CliConfig) -> None:
-    """Print :func:`home_line` with the other summary lines (stdout)."""
-    out.print(home_line(config), markup=False, highlight=False, overflow="ignore", crop=False)
+    """Print :func:`home_line` with the other summary lines (stdout), and ``store: URL``
+    when the outbox is not the home's own."""
+    lines = [home_line(config)]
+    if not _home_outbox(config):
+        lines.append(f"store: {redacted_store_url(config.store)}")
+    for line in lines:
+        out.print(line, markup=False, highlight=False, overflow="ignore", crop=False)
+
+
+def store_name(config: CliConfig) -> str:
+    """Where the outbox is, as a message says it: the home when the outbox is the home's
+    own, else the store URL without its password."""
+    return str(config.state_dir) if _home_outbox(config) else redacted_store_url(config.store)
+
+
+def _home_outbox(config: CliConfig) -> bool:
+    return config.store == sqlite_store_url(config.state_dir / "outbox.sqlite3")
 
 
 def store_for(config: CliConfig) -> Store:
-    """The home's outbox; commands see only the :class:`~sender.store.Store` roles."""
-    return SqliteStore(config.state_dir / "outbox.sqlite3")
+    """The outbox the ``store`` setting names (the home's SQLite file unless set);
+    commands see only the :class:`~sender.store.Store` roles."""
+    return open_store(config.store)
 
 
 @asynccontextmanager

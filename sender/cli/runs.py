@@ -56,6 +56,7 @@ from sender.cli.app import (
     sending,
     smtp_option,
     store_for,
+    store_name,
     when,
     with_store,
 )
@@ -573,7 +574,7 @@ async def run_status_of(config: CliConfig, run_id: str | None) -> dict[str, obje
     try:
         return await run_status(store, run_id, now=time.time())
     except InputError as exc:
-        raise InputError(f"{exc.args[0]} in {config.state_dir}", field=exc.field) from exc
+        raise InputError(f"{exc.args[0]} in {store_name(config)}", field=exc.field) from exc
     finally:
         await store.aclose()
 
