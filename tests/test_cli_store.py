@@ -51,7 +51,17 @@ async def test_run_and_status_share_a_postgresql_store(
     smtp = smtp_url(smtp_server)
     args = ("--store", pg_store)
     run = await asyncio.to_thread(
-        cli, *args, "run", "p.csv", "--smtp", smtp, "--run-id", "r-pg", "--no-validate"
+        cli,
+        *args,
+        "run",
+        "p.csv",
+        "--smtp",
+        smtp,
+        "--run-id",
+        "r-pg",
+        "--no-validate",
+        "--domain-rate",
+        "6000/min",
     )
     assert run.exit_code == 0, run.stderr
     status = await asyncio.to_thread(cli, *args, "status", "r-pg", "--json")
