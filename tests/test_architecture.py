@@ -27,6 +27,8 @@ LAYERS: list[set[str]] = [
         "store.records",
     },
     {"config", "store.base", "store.rules", "store.sqlite.schema", "store.postgres.schema"},
+    {"store.sql"},
+    {"store.common"},
     {"store.sqlite.checkpoint", "store.postgres.database"},
     {"store.sqlite.file"},
     {

@@ -216,19 +216,32 @@ async def test_the_wal_file_is_cut_back_after_a_background_checkpoint(path: Path
         assert (await store.counts(RUN))[MessageState.QUEUED] == 6000
 
 
+async def write_until_the_wal_shrinks(store: SqliteStore, wal: Path) -> tuple[int, int]:
+    """Renew a lease back to back until the WAL file shrinks (or time is up).
+
+    Returns the largest size seen and the last one; the last is smaller when it shrank.
+    """
+    largest = size = 0
+    deadline = time.monotonic() + POLLS * 0.05
+    n = 0
+    while size >= largest and time.monotonic() < deadline:
+        largest = size
+        n += 1
+        await store.acquire_run(RUN, owner="w", now=T0 + n, ttl=30)
+        size = _size(wal)
+    return largest, size
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
 async def test_the_wal_file_is_cut_back_while_writes_never_pause(path: Path) -> None:
     """Back-to-back writes leave the checkpointer no quiet moment, yet the WAL still starts over."""
     wal = path.with_name(path.name + "-wal")
     async with SqliteStore(path, checkpoint_pages=PAGES) as store:
         await store.create_run(RUN, template="invitation", source="p.csv", now=T0)
-        largest = size = 0
-        deadline = time.monotonic() + POLLS * 0.05
-        n = 0
-        while size >= largest and time.monotonic() < deadline:
-            largest = size
-            n += 1
-            await store.acquire_run(RUN, owner="w", now=T0 + n, ttl=30)
-            size = wal.stat().st_size
+        largest, size = await write_until_the_wal_shrinks(store, wal)
         assert size < largest
         assert size <= PAGES * 4096
 
@@ -271,14 +284,7 @@ async def test_the_wal_file_is_cut_back_while_two_processes_write(path: Path) ->
         try:
             assert other.stdout is not None
             assert await other.stdout.readline() == b"ready\n"
-            largest = size = 0
-            deadline = time.monotonic() + POLLS * 0.05
-            n = 0
-            while size >= largest and time.monotonic() < deadline:
-                largest = size
-                n += 1
-                await store.acquire_run(RUN, owner="w", now=T0 + n, ttl=30)
-                size = wal.stat().st_size
+            largest, size = await write_until_the_wal_shrinks(store, wal)
         finally:
             stop.touch()
             await other.wait()

@@ -7,6 +7,7 @@ on this class; :class:`~sender.store.postgres.PostgresStore` puts them together.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -18,9 +19,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from sender.errors import ConfigurationError, InputError
 from sender.lifecycle import AsyncResource
+from sender.store.common import SqlBackend
 from sender.store.postgres.schema import migrate
 
-__all__ = ["PostgresDatabase", "display_url"]
+__all__ = ["MEMBER", "PostgresDatabase", "display_url", "psycopg_marks"]
+
+# The {member} of sender.store.sql's statements: a column is one of a bound text array.
+MEMBER = "{column} = ANY(?::text[])"
 
 CONNECT_TIMEOUT = 10.0  # seconds to connect (and to wait for a pooled connection)
 
@@ -35,7 +40,7 @@ def display_url(url: str, /) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
 
 
-class PostgresDatabase(AsyncResource):
+class PostgresDatabase(AsyncResource, SqlBackend):
     """The connection pool to one outbox database and the plumbing every role shares.
 
     Nothing connects in the constructor (a store is built from synchronous code, as
@@ -132,48 +137,41 @@ class PostgresDatabase(AsyncResource):
         async with self._connection() as conn, conn.transaction():
             yield conn
 
-    async def _fetchall(
-        self, query: str | bytes, params: Sequence[object] | Mapping[str, object] = ()
+    # --- the primitives the shared roles (sender.store.common) run on ----------------------
+
+    async def _rows(
+        self, statement: str, parameters: Sequence[object] | Mapping[str, object] = ()
     ) -> list[Any]:
-        async with self._connection() as conn:
-            cursor = await conn.execute(_query(query), params)
-            return await cursor.fetchall()
+        """Every row one read returns (named parameters too, for the claim)."""
+        with self._errors():
+            async with self._connection() as conn:
+                cursor = await conn.execute(psycopg_marks(statement), parameters)
+                return await cursor.fetchall()
 
-    async def _fetchone(
-        self, query: str | bytes, params: Sequence[object] | Mapping[str, object] = ()
-    ) -> Any:
-        async with self._connection() as conn:
-            cursor = await conn.execute(_query(query), params)
-            return await cursor.fetchone()
+    async def _row(self, statement: str, parameters: Sequence[object] = ()) -> Any:
+        with self._errors():
+            async with self._connection() as conn:
+                cursor = await conn.execute(psycopg_marks(statement), parameters)
+                return await cursor.fetchone()
 
-    async def _rowcount(
-        self, query: str | bytes, params: Sequence[object] | Mapping[str, object] = ()
-    ) -> int:
-        async with self._connection() as conn:
-            cursor = await conn.execute(_query(query), params)
-            return cursor.rowcount
+    async def _write(self, statement: str, parameters: Sequence[object] = ()) -> int:
+        with self._errors():
+            async with self._connection() as conn:
+                cursor = await conn.execute(psycopg_marks(statement), parameters)
+                return cursor.rowcount
 
-    async def _run(self, run_id: str) -> tuple[int, str]:
+    async def _key(self, run_id: str) -> tuple[int, str]:
         """The run's integer key and template, cached: neither changes once created."""
         found = self._runs.get(run_id)
         if found is None:
-            row = await self._fetchone("SELECT id, template FROM runs WHERE run_id = %s", (run_id,))
+            row = await self._row("SELECT id, template FROM runs WHERE run_id = ?", (run_id,))
             if row is None:
                 raise InputError(f"no run named {run_id!r}", field="run_id")
             found = self._runs[run_id] = (int(row[0]), str(row[1]))
         return found
 
-    async def _insert_once(
-        self, table: str, columns: Sequence[str], values: Sequence[object]
-    ) -> bool:
-        """INSERT a record's values into ``columns``, unless a unique key has it already."""
-        marks = ", ".join(["%s"] * len(columns))
-        # table and columns are the roles' constants and record fields, never input
-        statement = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
-        )
-        with self._errors():
-            return await self._rowcount(statement, tuple(values)) == 1
+    def _bind_list(self, values: Sequence[str]) -> list[str]:
+        return list(values)
 
     async def aclose(self) -> None:
         """Close the pool; committed work is already durable. Idempotent."""
@@ -184,9 +182,15 @@ class PostgresDatabase(AsyncResource):
                 await pool.close()
 
 
-def _query(query: str | bytes) -> bytes:
-    """Statements are this package's constants (psycopg wants them as literals or bytes)."""
-    return query.encode() if isinstance(query, str) else query
+@functools.lru_cache(maxsize=256)
+def psycopg_marks(statement: str, /) -> bytes:
+    """A statement of sender's with psycopg's ``%s`` for each ``?`` mark, as bytes.
+
+    Statements are this package's constants (psycopg wants them as literals or bytes);
+    the shared ones (:mod:`sender.store.sql`) mark parameters with ``?`` and hold no
+    ``%``, and this backend's own already use ``%s`` and hold no ``?``.
+    """
+    return statement.replace("?", "%s").encode()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -17,8 +17,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+import sender.store.sql as sql
 from sender.addresses import address_key
-from sender.store.postgres.database import PostgresDatabase
+from sender.store.common import SharedOutbox
+from sender.store.postgres.database import MEMBER, PostgresDatabase, psycopg_marks
 from sender.store.records import (
     IngestResult,
     NewRow,
@@ -106,11 +108,16 @@ SELECT %s, 'skipped', %s, s.* FROM unnest(%s::integer[], %s::text[], %s::text[])
 ON CONFLICT DO NOTHING
 """
 
+_RESET_RUN = psycopg_marks(sql.RESET_RUN)
+
 _DB = AsyncConnection[Any]
 
 
-class PostgresOutbox(PostgresDatabase):
+class PostgresOutbox(SharedOutbox, PostgresDatabase):
     """:class:`~sender.store.base.Outbox` for :class:`~sender.store.postgres.PostgresStore`."""
+
+    _ADDRESSES_OF = sql.ADDRESSES_OF.format(member=MEMBER.format(column="participant_id"))
+    _NEXT_ATTEMPT = sql.NEXT_ATTEMPT.format(queued_hint="")
 
     async def add_rows(
         self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
@@ -124,7 +131,7 @@ class PostgresOutbox(PostgresDatabase):
         ordered = sorted(rows, key=lambda r: r.row)
         corrections = [r for r in ordered if r.replaces and r.participant is not None]
         with self._errors():
-            key, template = await self._run(run_id)
+            key, template = await self._key(run_id)
             try:
                 async with self._transaction() as db:
                     await db.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (key,))
@@ -155,31 +162,6 @@ class PostgresOutbox(PostgresDatabase):
             corrected=corrected,
         )
 
-    async def addresses_of(self, run_id: str, participant_ids: Sequence[str], /) -> dict[str, str]:
-        """The address of each participant's current message in the run, for those it has."""
-        if not participant_ids:
-            return {}
-        with self._errors():
-            key, template = await self._run(run_id)
-            rows = await self._fetchall(
-                "SELECT participant_id, email FROM messages"
-                " WHERE run = %s AND template = %s AND replaced_by IS NULL"
-                " AND participant_id = ANY(%s::text[])",
-                (key, template, list(participant_ids)),
-            )
-        return {pid: email for pid, email in rows}
-
-    async def participant_count(self, run_id: str, /) -> int:
-        """How many participants the run has a message for (skipped rows not counted)."""
-        with self._errors():
-            key, template = await self._run(run_id)
-            (count,) = await self._fetchone(
-                "SELECT COUNT(*) FROM messages WHERE run = %s AND participant_id IS NOT NULL"
-                " AND template = %s AND replaced_by IS NULL",
-                (key, template),
-            )
-        return int(count)
-
     # --- sending --------------------------------------------------------------------------
 
     async def requeue_stale(self, run_id: str, /) -> int:
@@ -189,7 +171,7 @@ class PostgresOutbox(PostgresDatabase):
         a corrected address since is marked failed, never sent to the old address.
         """
         with self._errors():
-            key, _ = await self._run(run_id)
+            key, _ = await self._key(run_id)
             async with self._transaction() as db:
                 await db.execute(
                     "UPDATE messages SET state = 'failed', due_at = NULL, detail = %s"
@@ -202,17 +184,6 @@ class PostgresOutbox(PostgresDatabase):
                     (key,),
                 )
                 return cursor.rowcount
-
-    async def pending_domains(self, run_id: str, /, *, now: float) -> dict[str, int]:
-        """Domains with claimable messages now (queued, or deferred and due), with counts."""
-        with self._errors():
-            key, _ = await self._run(run_id)
-            rows = await self._fetchall(
-                "SELECT domain, COUNT(*) FROM messages"
-                " WHERE run = %s AND due_at IS NOT NULL AND due_at <= %s GROUP BY domain",
-                (key, now),
-            )
-        return {domain: int(count) for domain, count in rows}
 
     async def claim(
         self, run_id: str, domain: str, /, *, now: float, owner: str
@@ -235,9 +206,9 @@ class PostgresOutbox(PostgresDatabase):
             return []
         wanted = Counter(domains)
         with self._errors():
-            key, _ = await self._run(run_id)
-            rows = await self._fetchall(
-                _CLAIM.encode(),
+            key, _ = await self._key(run_id)
+            rows = await self._rows(
+                _CLAIM,
                 {
                     "domains": list(wanted),
                     "counts": list(wanted.values()),
@@ -267,15 +238,6 @@ class PostgresOutbox(PostgresDatabase):
         for claimed in by_domain.values():
             claimed.reverse()  # pop() from the end hands them out in claim order
         return [by_domain[d].pop() if by_domain.get(d) else None for d in domains]
-
-    async def record(self, message_id: int, outcome: Outcome, /) -> None:
-        """Store an attempt's outcome and append it to the attempt log, in one transaction.
-
-        The first Message-ID recorded sticks. Raises ValueError for an outcome
-        that is not SENT, DEFERRED (with ``next_attempt_at``), FAILED or
-        SUPPRESSED, and KeyError for an unknown message; then nothing is stored.
-        """
-        await self.record_many([(message_id, outcome)])
 
     async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
         """:meth:`record` for several messages in one statement: all or nothing."""
@@ -313,15 +275,6 @@ class PostgresOutbox(PostgresDatabase):
                 if missing:
                     raise KeyError(missing[0])  # rolls the transaction back
 
-    async def next_attempt_at(self, run_id: str, /) -> float | None:
-        """The earliest time a deferred message of the run becomes due."""
-        with self._errors():
-            key, _ = await self._run(run_id)
-            (due,) = await self._fetchone(
-                "SELECT MIN(due_at) FROM messages WHERE run = %s AND state = 'deferred'", (key,)
-            )
-        return None if due is None else float(due)
-
     async def reset_failed(self, run_id: str, /, *, now: float) -> int:
         """``failed`` and ``deferred`` back to ``queued`` for ``sender retry``; never ``sent``.
 
@@ -329,18 +282,14 @@ class PostgresOutbox(PostgresDatabase):
         A message replaced by a corrected address stays as it was: its address is wrong.
         """
         with self._errors():
-            key, _ = await self._run(run_id)
+            key, _ = await self._key(run_id)
             async with self._transaction() as db:
                 cursor = await db.execute(
                     "UPDATE messages SET state = 'queued', due_at = %s"
                     " WHERE run = %s AND state IN ('failed', 'deferred') AND replaced_by IS NULL",
                     (now, key),
                 )
-                await db.execute(
-                    "UPDATE runs SET state = 'active', paused_reason = NULL, paused_since = NULL"
-                    " WHERE id = %s",
-                    (key,),
-                )
+                await db.execute(_RESET_RUN, (key,))
                 return cursor.rowcount
 
 

@@ -6,6 +6,7 @@ this class; :class:`~sender.store.sqlite.SqliteStore` puts them together.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 from sender.errors import ConfigurationError, InputError
 from sender.home import DIR_MODE, create_once, tighten
 from sender.lifecycle import AsyncResource
+from sender.store.common import SqlBackend
 from sender.store.sqlite.checkpoint import CHECKPOINT_PAGES, Checkpointer
 from sender.store.sqlite.schema import (
     BUSY_TIMEOUT_MS,
@@ -29,12 +31,18 @@ from sender.store.sqlite.schema import (
     migrate,
 )
 
-__all__ = ["SqliteFile"]
+__all__ = ["MEMBER", "NOT_QUEUED", "SqliteFile"]
+
+# The {member} of sender.store.sql's statements: a column is one of a bound JSON array.
+MEMBER = "{column} IN (SELECT value FROM json_each(?))"
+# The {queued_hint}: the partial state index leaves queued rows out, and a query must
+# say it does too before the planner uses it (see schema).
+NOT_QUEUED = " AND state <> 'queued'"
 
 _log = logging.getLogger("sender.store")
 
 
-class SqliteFile(AsyncResource):
+class SqliteFile(AsyncResource, SqlBackend):
     """The connection to one outbox file and the plumbing every SQLite role shares."""
 
     def __init__(self, path: Path | str, /, *, checkpoint_pages: int = CHECKPOINT_PAGES) -> None:
@@ -225,15 +233,25 @@ class SqliteFile(AsyncResource):
         with self._errors():
             return self._connection().execute(statement, parameters).fetchall()
 
-    def _insert_once(self, table: str, columns: Sequence[str], values: Sequence[object]) -> bool:
-        """INSERT a record's values into ``columns``, unless a unique key has it already."""
-        marks = ", ".join("?" * len(columns))
-        # table and columns are the roles' constants and record fields, never input
-        statement = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
-        )
+    # --- the primitives the shared roles (sender.store.common) run on ----------------------
+
+    async def _rows(self, statement: str, parameters: Sequence[object] = ()) -> list[Any]:
+        return self._all(statement, parameters)
+
+    async def _row(self, statement: str, parameters: Sequence[object] = ()) -> Any:
+        return self._one(statement, parameters)
+
+    async def _write(self, statement: str, parameters: Sequence[object] = ()) -> int:
         with self._errors(), self._writing() as db:
-            return db.execute(statement, tuple(values)).rowcount == 1
+            return db.execute(statement, parameters).rowcount
+
+    async def _key(self, run_id: str) -> tuple[int, str]:
+        with self._errors():
+            return self._run(run_id)
+
+    def _bind_list(self, values: Sequence[str]) -> str:
+        """A JSON array, for ``IN (SELECT value FROM json_each(?))``."""
+        return json.dumps(list(values))
 
     def close(self) -> None:
         """Stop the checkpointer and close the connection; committed work is already durable.

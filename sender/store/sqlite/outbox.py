@@ -11,8 +11,10 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
+import sender.store.sql as sql
 from sender.addresses import address_key
 from sender.models import Participant
+from sender.store.common import SharedOutbox
 from sender.store.records import (
     IngestResult,
     NewRow,
@@ -28,7 +30,7 @@ from sender.store.rules import (
     plan_ingest,
     unencodable,
 )
-from sender.store.sqlite.file import SqliteFile
+from sender.store.sqlite.file import MEMBER, NOT_QUEUED, SqliteFile
 from sender.vocabulary import MessageState
 
 __all__ = ["SqliteOutbox"]
@@ -73,8 +75,11 @@ ON CONFLICT DO NOTHING
 """
 
 
-class SqliteOutbox(SqliteFile):
+class SqliteOutbox(SharedOutbox, SqliteFile):
     """:class:`~sender.store.base.Outbox` for :class:`~sender.store.sqlite.SqliteStore`."""
+
+    _ADDRESSES_OF = sql.ADDRESSES_OF.format(member=MEMBER.format(column="participant_id"))
+    _NEXT_ATTEMPT = sql.NEXT_ATTEMPT.format(queued_hint=NOT_QUEUED)
 
     async def add_rows(
         self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
@@ -173,31 +178,6 @@ class SqliteOutbox(SqliteFile):
             ]
         return plan_ingest(ordered, first_row=first_row, stored_skips=stored_skips)
 
-    async def addresses_of(self, run_id: str, participant_ids: Sequence[str], /) -> dict[str, str]:
-        """The address of each participant's current message in the run, for those it has."""
-        if not participant_ids:
-            return {}
-        with self._for_run(run_id) as (key, template):
-            return dict(
-                self._all(
-                    "SELECT participant_id, email FROM messages"
-                    " WHERE run = ? AND template = ? AND replaced_by IS NULL"
-                    " AND participant_id IN (SELECT value FROM json_each(?))",
-                    (key, template, json.dumps(list(participant_ids))),
-                )
-            )
-
-    async def participant_count(self, run_id: str, /) -> int:
-        """How many participants the run has a message for (skipped rows not counted)."""
-        with self._for_run(run_id) as (key, template):
-            return int(
-                self._value(
-                    "SELECT COUNT(*) FROM messages WHERE run = ? AND participant_id IS NOT NULL"
-                    " AND template = ? AND replaced_by IS NULL",
-                    (key, template),
-                )
-            )
-
     # --- sending --------------------------------------------------------------------------
 
     async def requeue_stale(self, run_id: str, /) -> int:
@@ -221,17 +201,6 @@ class SqliteOutbox(SqliteFile):
                 (key,),
             )
         return cursor.rowcount
-
-    async def pending_domains(self, run_id: str, /, *, now: float) -> dict[str, int]:
-        """Domains with claimable messages now (queued, or deferred and due), with counts."""
-        with self._for_run(run_id) as (key, _):
-            return dict(
-                self._all(
-                    "SELECT domain, COUNT(*) FROM messages"
-                    " WHERE run = ? AND due_at IS NOT NULL AND due_at <= ? GROUP BY domain",
-                    (key, now),
-                )
-            )
 
     async def claim(
         self, run_id: str, domain: str, /, *, now: float, owner: str
@@ -275,15 +244,6 @@ class SqliteOutbox(SqliteFile):
             suppressed=suppressed,
         )
 
-    async def record(self, message_id: int, outcome: Outcome, /) -> None:
-        """Store an attempt's outcome and append it to the attempt log, in one transaction.
-
-        The first Message-ID recorded sticks. Raises ValueError for an outcome
-        that is not SENT, DEFERRED (with ``next_attempt_at``), FAILED or
-        SUPPRESSED, and KeyError for an unknown message; then nothing is stored.
-        """
-        await self.record_many([(message_id, outcome)])
-
     async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
         """:meth:`record` for several messages in one transaction: one commit, not one each.
 
@@ -323,16 +283,6 @@ class SqliteOutbox(SqliteFile):
                 raise KeyError(next(id_ for id_ in ids if id_ not in found))
             db.executemany(_LOG_ATTEMPT, updates)
 
-    async def next_attempt_at(self, run_id: str, /) -> float | None:
-        """The earliest time a deferred message of the run becomes due."""
-        with self._for_run(run_id) as (key, _):
-            due = self._value(
-                "SELECT MIN(due_at) FROM messages"
-                " WHERE run = ? AND state = 'deferred' AND state <> 'queued'",
-                (key,),
-            )
-        return None if due is None else float(due)
-
     async def reset_failed(self, run_id: str, /, *, now: float) -> int:
         """``failed`` and ``deferred`` back to ``queued`` for ``sender retry``; never ``sent``.
 
@@ -346,11 +296,7 @@ class SqliteOutbox(SqliteFile):
                 " AND replaced_by IS NULL",
                 (now, key),
             )
-            db.execute(
-                "UPDATE runs SET state = 'active', paused_reason = NULL, paused_since = NULL"
-                " WHERE id = ?",
-                (key,),
-            )
+            db.execute(sql.RESET_RUN, (key,))
         return cursor.rowcount
 
 

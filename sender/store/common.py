@@ -1,0 +1,357 @@
+"""The role methods both SQL backends share: one statement each, rows read by ``records``.
+
+A backend gives these mixins four primitives (``_rows``, ``_row``, ``_write`` and
+``_key``, each translating its driver's errors) and fills in the few statement texts
+that differ by dialect as class constants; everything else here runs the same
+:mod:`sender.store.sql` text on SQLite and PostgreSQL and builds the same records. What
+needs a transaction, a claim or dialect-only SQL stays in the backend's own module.
+
+SQLite's primitives are coroutines that never suspend, so a method here still holds the
+event loop for one statement, as the SQLite backend's own methods do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import sender.store.sql as sql
+from sender.addresses import address_key
+from sender.models import Participant
+from sender.store.records import (
+    BOUNCE_COLUMNS,
+    RSVP_COLUMNS,
+    Attempt,
+    BounceRecord,
+    EventRecord,
+    InvitationRecord,
+    MessageRecord,
+    Outcome,
+    RsvpRecord,
+    RunInfo,
+    Suppression,
+    attempt_from_columns,
+    bounce_from_columns,
+    bounce_values,
+    event_from_columns,
+    event_values,
+    message_from_columns,
+    participant_from_columns,
+    problem_from_columns,
+    rsvp_from_columns,
+    run_from_columns,
+    suppression_from_columns,
+)
+from sender.store.rules import bounced_addresses, latest_invitations
+from sender.vocabulary import MessageState, RunState
+
+__all__ = [
+    "SharedEvents",
+    "SharedFeedback",
+    "SharedOutbox",
+    "SharedProgress",
+    "SharedRuns",
+    "SqlBackend",
+]
+
+
+class SqlBackend:
+    """What a backend gives the shared roles: statements run with errors translated."""
+
+    __slots__ = ()
+
+    async def _rows(self, statement: str, parameters: Sequence[object] = ()) -> list[Any]:
+        """Every row one read returns."""
+        raise NotImplementedError
+
+    async def _row(self, statement: str, parameters: Sequence[object] = ()) -> Any:
+        """The first row one read returns, or None."""
+        raise NotImplementedError
+
+    async def _write(self, statement: str, parameters: Sequence[object] = ()) -> int:
+        """Run one statement that writes (its own transaction); how many rows it changed."""
+        raise NotImplementedError
+
+    async def _key(self, run_id: str) -> tuple[int, str]:
+        """The run's integer key and template; InputError (``run_id``) for an unknown run."""
+        raise NotImplementedError
+
+    def _bind_list(self, values: Sequence[str]) -> object:
+        """``values`` as the one parameter of the backend's ``{member}`` test."""
+        raise NotImplementedError
+
+    async def _insert_once(
+        self, table: str, columns: Sequence[str], values: Sequence[object]
+    ) -> bool:
+        """INSERT a record's values into ``columns``, unless a unique key has it already."""
+        return await self._write(sql.insert_once(table, columns), tuple(values)) == 1
+
+
+class SharedRuns(SqlBackend):
+    """Most of :class:`~sender.store.base.Runs`: creating, reading and leasing runs."""
+
+    __slots__ = ()
+
+    async def create_run(
+        self,
+        run_id: str,
+        /,
+        *,
+        template: str,
+        source: str,
+        now: float,
+        options: Mapping[str, str | float | int | None] | None = None,
+        event: tuple[str, int, str] | None = None,
+    ) -> tuple[RunInfo, bool]:
+        """Create the run, or return the existing one; the bool says whether it was new."""
+        stored_options = json.dumps(dict(options or {}), sort_keys=True)
+        uid, sequence, method = event if event is not None else (None, None, None)
+        created = await self._write(
+            sql.INSERT_RUN, (run_id, template, source, now, stored_options, uid, sequence, method)
+        )
+        info = await self.get_run(run_id)
+        if info is None:  # only a run deleted in between gets here
+            raise KeyError(run_id)
+        return info, created == 1
+
+    async def get_run(self, run_id: str, /) -> RunInfo | None:
+        row = await self._row(sql.SELECT_RUN + " WHERE run_id = ?", (run_id,))
+        return None if row is None else run_from_columns(row)
+
+    async def latest_run(self) -> RunInfo | None:
+        """The most recently created run, for ``sender status`` without a run id."""
+        latest = await self.runs(limit=1)
+        return latest[0] if latest else None
+
+    async def runs(self, *, limit: int = 100) -> list[RunInfo]:
+        """The most recent runs first, at most ``limit`` (``sender status --all``)."""
+        rows = await self._rows(sql.RECENT_RUNS, (limit,))
+        return [run_from_columns(row) for row in rows]
+
+    async def acquire_run(self, run_id: str, /, *, owner: str, now: float, ttl: float) -> bool:
+        """Take the run's lease unless another owner's heartbeat is younger than ``ttl``."""
+        key, _ = await self._key(run_id)
+        return await self._write(sql.ACQUIRE_RUN, (owner, now, key, owner, now - ttl)) == 1
+
+    async def heartbeat(self, run_id: str, /, *, owner: str, now: float) -> bool:
+        """Renew the lease; False when ``owner`` no longer holds it (stop sending)."""
+        key, _ = await self._key(run_id)
+        return await self._write(sql.HEARTBEAT, (now, key, owner)) == 1
+
+    async def release_run(self, run_id: str, /, *, owner: str) -> None:
+        key, _ = await self._key(run_id)
+        await self._write(sql.RELEASE_RUN, (key, owner))
+
+    async def set_run_state(
+        self, run_id: str, state: RunState, /, *, now: float, reason: str | None = None
+    ) -> None:
+        """Pausing keeps the first ``paused_since``; any other state clears both pause fields."""
+        paused = state is RunState.PAUSED
+        key, _ = await self._key(run_id)
+        await self._write(
+            sql.SET_RUN_STATE, (state.value, reason if paused else None, paused, now, now, key)
+        )
+
+
+class SharedOutbox(SqlBackend):
+    """The reads of :class:`~sender.store.base.Outbox`; ingest and claims are each backend's."""
+
+    __slots__ = ()
+
+    _ADDRESSES_OF: ClassVar[str]  # sql.ADDRESSES_OF with the backend's {member}
+    _NEXT_ATTEMPT: ClassVar[str]  # sql.NEXT_ATTEMPT with the backend's {queued_hint}
+
+    async def addresses_of(self, run_id: str, participant_ids: Sequence[str], /) -> dict[str, str]:
+        """The address of each participant's current message in the run, for those it has."""
+        if not participant_ids:
+            return {}
+        key, template = await self._key(run_id)
+        rows = await self._rows(
+            self._ADDRESSES_OF, (key, template, self._bind_list(list(participant_ids)))
+        )
+        return {pid: email for pid, email in rows}
+
+    async def participant_count(self, run_id: str, /) -> int:
+        """How many participants the run has a message for (skipped rows not counted)."""
+        key, template = await self._key(run_id)
+        (count,) = await self._row(sql.PARTICIPANT_COUNT, (key, template))
+        return int(count)
+
+    async def pending_domains(self, run_id: str, /, *, now: float) -> dict[str, int]:
+        """Domains with claimable messages now (queued, or deferred and due), with counts."""
+        key, _ = await self._key(run_id)
+        rows = await self._rows(sql.PENDING_DOMAINS, (key, now))
+        return {domain: int(count) for domain, count in rows}
+
+    async def record(self, message_id: int, outcome: Outcome, /) -> None:
+        """Store an attempt's outcome and append it to the attempt log, in one transaction.
+
+        The first Message-ID recorded sticks. Raises ValueError for an outcome
+        that is not SENT, DEFERRED (with ``next_attempt_at``), FAILED or
+        SUPPRESSED, and KeyError for an unknown message; then nothing is stored.
+        """
+        await self.record_many([(message_id, outcome)])
+
+    async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
+        raise NotImplementedError
+
+    async def next_attempt_at(self, run_id: str, /) -> float | None:
+        """The earliest time a deferred message of the run becomes due."""
+        key, _ = await self._key(run_id)
+        (due,) = await self._row(self._NEXT_ATTEMPT, (key,))
+        return None if due is None else float(due)
+
+
+class SharedProgress(SqlBackend):
+    """:class:`~sender.store.base.Progress` but its counts, which are each backend's SQL."""
+
+    __slots__ = ()
+
+    _ATTEMPTS: ClassVar[str]  # sql.SELECT_ATTEMPTS with the backend's {order}
+    _SKIPPED: ClassVar[str]  # sql.SELECT_SKIPPED with the backend's {queued_hint}
+    _PROBLEMS: ClassVar[str]  # sql.SELECT_PROBLEMS with the backend's {queued_hint}
+
+    async def attempts(self, message_id: int, /) -> list[Attempt]:
+        """The attempt log of one message, oldest first."""
+        rows = await self._rows(self._ATTEMPTS, (message_id,))
+        return [attempt_from_columns(message_id, row) for row in rows]
+
+    async def lookup(self, run_id: str, participant_id: str, /) -> MessageRecord | None:
+        """The message of one participant in a run, if any."""
+        key, _ = await self._key(run_id)
+        found = await self._row(
+            sql.SELECT_MESSAGE
+            + " WHERE m.run = ? AND m.participant_id = ? AND m.replaced_by IS NULL"
+            " ORDER BY m.id LIMIT 1",
+            (key, participant_id),
+        )
+        return None if found is None else message_from_columns(found)
+
+    async def skipped(self, run_id: str, /, *, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """Skipped rows as (row, email or '', reason), in row order.
+
+        Both kinds: rows skipped when read (bad data, duplicates, undeliverable
+        addresses) and messages skipped when composed at send time.
+        """
+        key, _ = await self._key(run_id)
+        rows = await self._rows(self._SKIPPED, (key, limit))
+        return [(row, email or "", reason) for row, email, reason in rows]
+
+    async def problems(
+        self, run_id: str, /, *, limit: int = 1000
+    ) -> list[tuple[int, str, MessageState, str]]:
+        """Failed, deferred and suppressed rows as (row, email, state, last reply or detail)."""
+        key, _ = await self._key(run_id)
+        rows = await self._rows(self._PROBLEMS, (key, limit))
+        return [problem_from_columns(row) for row in rows]
+
+    async def message(self, message_id: int, /) -> MessageRecord | None:
+        """One outbox message by its id (what a signed return path names; a BounceLog's)."""
+        found = await self._row(sql.SELECT_MESSAGE + " WHERE m.id = ?", (message_id,))
+        return None if found is None else message_from_columns(found)
+
+
+class SharedEvents(SqlBackend):
+    """:class:`~sender.store.base.EventLog`: events, RSVPs, invitations from sent messages."""
+
+    __slots__ = ()
+
+    _INVITED: ClassVar[str]  # sql.SELECT_INVITED with the backend's {queued_hint}
+
+    async def save_event(self, record: EventRecord, /) -> None:
+        """Insert or replace the event's record: the one statement that writes ``events``."""
+        await self._write(sql.SAVE_EVENT, event_values(record))
+
+    async def get_event(self, uid: str, /) -> EventRecord | None:
+        row = await self._row(sql.SELECT_EVENT + " WHERE uid = ?", (uid,))
+        return None if row is None else event_from_columns(row)
+
+    async def events(self) -> list[EventRecord]:
+        """Every event sent, the most recently changed first."""
+        rows = await self._rows(sql.SELECT_EVENT + " ORDER BY updated_at DESC, uid")
+        return [event_from_columns(row) for row in rows]
+
+    async def invitations(self, uid: str, /) -> list[InvitationRecord]:
+        """Every participant sent a message of the event, with the last SEQUENCE and method.
+
+        Derived from the ``sent`` messages of the event's runs; for each participant
+        the message of the highest SEQUENCE wins (a CANCEL after a REQUEST, say).
+        """
+        return latest_invitations(uid, await self._rows(self._INVITED, (uid,)))
+
+    async def add_rsvp(self, record: RsvpRecord, /) -> bool:
+        """Keep an answer; False (and nothing stored) when the same answer is already kept."""
+        return await self._insert_once(
+            "rsvps", RSVP_COLUMNS, tuple(getattr(record, column) for column in RSVP_COLUMNS)
+        )
+
+    async def rsvps(self, uid: str | None = None, /) -> list[RsvpRecord]:
+        """Answers in the order they were received, of one event or of all."""
+        rows = (
+            await self._rows(sql.SELECT_RSVP + " WHERE uid = ? ORDER BY id", (uid,))
+            if uid is not None
+            else await self._rows(sql.SELECT_RSVP + " ORDER BY id")
+        )
+        return [rsvp_from_columns(row) for row in rows]
+
+
+class SharedFeedback(SqlBackend):
+    """The reads of :class:`~sender.store.base.Feedback` and :class:`~sender.store.base.Budget`.
+
+    Which bounces count is decided in :mod:`sender.store.rules`; the backends keep what
+    needs a transaction (suppressing, and the snapshot ``count_bounces`` reads).
+    """
+
+    __slots__ = ()
+
+    _OWNERS: ClassVar[str]  # sql.OWNERS with the backend's {member}
+    _SUPPRESSED: ClassVar[str]  # sql.SUPPRESSED with the backend's {member}
+
+    async def add_bounce(self, record: BounceRecord, /) -> bool:
+        """Keep a bounce; False (nothing stored) when its fingerprint is already kept."""
+        return await self._insert_once("bounces", BOUNCE_COLUMNS, bounce_values(record))
+
+    async def bounces(self, *, since: float | None = None) -> list[BounceRecord]:
+        """Bounces kept since a time (all when None), oldest first."""
+        rows = await self._rows(
+            sql.SELECT_BOUNCES + " WHERE at >= ? ORDER BY at, id",
+            (since if since is not None else float("-inf"),),
+        )
+        return [bounce_from_columns(row) for row in rows]
+
+    async def participants_by_address(self, addresses: Sequence[str], /) -> dict[str, Participant]:
+        """The participant each address last belonged to in any run, by address key."""
+        if not addresses:
+            return {}
+        rows = await self._rows(self._OWNERS, (self._bind_list(_address_keys(addresses)),))
+        # the last one wins
+        return {key: participant_from_columns(*person) for key, *person in rows}
+
+    async def hard_bounces_since(self, since: float, /) -> int:
+        """Addresses that hard-bounced (not forged) since ``since`` (the ``bounces_at`` index).
+
+        Counted by :func:`~sender.store.rules.bounced_addresses`.
+        """
+        return bounced_addresses(await self._rows(sql.HARD_BOUNCES, (since,)))
+
+    async def sent_since(self, since: float, /) -> int:
+        """Messages accepted since ``since``, from the attempt log: ask sparingly."""
+        (sent,) = await self._row(sql.SENT_SINCE, (since,))
+        return int(sent)
+
+    async def suppressed(self, addresses: Sequence[str], /) -> dict[str, Suppression]:
+        """The suppressed ones among ``addresses`` (compared by canonical key), by key."""
+        if not addresses:
+            return {}
+        rows = await self._rows(self._SUPPRESSED, (self._bind_list(_address_keys(addresses)),))
+        return {row[0]: suppression_from_columns(row) for row in rows}
+
+    async def suppressions(self) -> list[Suppression]:
+        rows = await self._rows(sql.SELECT_SUPPRESSIONS + " ORDER BY since")
+        return [suppression_from_columns(row) for row in rows]
+
+
+def _address_keys(addresses: Sequence[str]) -> list[str]:
+    """The canonical keys of ``addresses``, each once."""
+    return sorted({address_key(address) for address in addresses})

@@ -1,0 +1,179 @@
+"""The SQL both backends run word for word, written once with ``?`` parameter marks.
+
+SQLite runs these texts as they are; the PostgreSQL backend turns each ``?`` into
+psycopg's ``%s`` where a statement enters psycopg, so neither dialect spells them again.
+Column lists come from :mod:`sender.store.records`, in the order its ``*_from_columns``
+functions read them. What really differs stays with its backend: claims, the ingest's
+bulk inserts, membership tests (``json_each`` or ``ANY(array)``), and the
+``state <> 'queued'`` that lets SQLite use its partial state index.
+
+Every name put into a statement here is a constant of this module or a record field,
+never input (hence the ``S608`` waivers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sender.store.records import (
+    BOUNCE_COLUMNS,
+    EVENT_COLUMNS,
+    MESSAGE_COLUMNS,
+    PARTICIPANT_COLUMNS,
+    RSVP_COLUMNS,
+    RUN_COLUMNS,
+    SUPPRESSION_COLUMNS,
+)
+from sender.store.rules import PROBLEM_STATES
+
+__all__ = [
+    "ACQUIRE_RUN",
+    "ADDRESSES_OF",
+    "HARD_BOUNCES",
+    "HEARTBEAT",
+    "INSERT_RUN",
+    "LOG_SUPPRESSION",
+    "NEXT_ATTEMPT",
+    "OWNERS",
+    "PARTICIPANT_COUNT",
+    "PENDING_DOMAINS",
+    "RECENT_RUNS",
+    "RELEASE_RUN",
+    "RESET_RUN",
+    "SAVE_EVENT",
+    "SELECT_ATTEMPTS",
+    "SELECT_BOUNCES",
+    "SELECT_EVENT",
+    "SELECT_INVITED",
+    "SELECT_MESSAGE",
+    "SELECT_PROBLEMS",
+    "SELECT_RSVP",
+    "SELECT_RUN",
+    "SELECT_SKIPPED",
+    "SELECT_SUPPRESSIONS",
+    "SENT_SINCE",
+    "SET_RUN_STATE",
+    "SUPPRESS",
+    "SUPPRESSED",
+    "UNSUPPRESS",
+    "insert_once",
+]
+
+
+def _columns(columns: Sequence[str], /, prefix: str = "") -> str:
+    return ", ".join(prefix + column for column in columns)
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+SELECT_RUN = f"SELECT {_columns(RUN_COLUMNS)} FROM runs"  # noqa: S608
+RECENT_RUNS = SELECT_RUN + " ORDER BY created_at DESC, id DESC LIMIT ?"
+INSERT_RUN = (
+    "INSERT INTO runs (run_id, template, source, created_at, options, event_uid, sequence,"
+    " method) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
+)
+ACQUIRE_RUN = (
+    "UPDATE runs SET owner = ?, heartbeat_at = ?"
+    " WHERE id = ? AND (owner IS NULL OR owner = ? OR heartbeat_at IS NULL OR heartbeat_at < ?)"
+)
+HEARTBEAT = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner = ?"
+RELEASE_RUN = "UPDATE runs SET owner = NULL, heartbeat_at = NULL WHERE id = ? AND owner = ?"
+# Pausing keeps the first paused_since; the CAST types a NULL reason for PostgreSQL.
+SET_RUN_STATE = (
+    "UPDATE runs SET state = ?, paused_reason = CAST(? AS TEXT),"
+    " paused_since = CASE WHEN ? THEN CASE WHEN state = 'paused'"
+    " THEN COALESCE(paused_since, ?) ELSE ? END END"
+    " WHERE id = ?"
+)
+RESET_RUN = (
+    "UPDATE runs SET state = 'active', paused_reason = NULL, paused_since = NULL WHERE id = ?"
+)
+
+# --- the outbox and progress ---------------------------------------------------------------
+
+# MESSAGE_COLUMNS: the message's own columns, and its run's run_id.
+SELECT_MESSAGE = (
+    "SELECT "  # noqa: S608
+    + ", ".join("r.run_id" if column == "run_id" else f"m.{column}" for column in MESSAGE_COLUMNS)
+    + " FROM messages m JOIN runs r ON m.run = r.id"
+)
+# {member} is the backend's test that participant_id is one of a bound list.
+ADDRESSES_OF = (
+    "SELECT participant_id, email FROM messages"
+    " WHERE run = ? AND template = ? AND replaced_by IS NULL AND {member}"
+)
+PARTICIPANT_COUNT = (
+    "SELECT COUNT(*) FROM messages WHERE run = ? AND participant_id IS NOT NULL"
+    " AND template = ? AND replaced_by IS NULL"
+)
+PENDING_DOMAINS = (
+    "SELECT domain, COUNT(*) FROM messages"
+    " WHERE run = ? AND due_at IS NOT NULL AND due_at <= ? GROUP BY domain"
+)
+# {queued_hint} is SQLite's "AND state <> 'queued'" (its state index leaves queued rows
+# out, and the planner must see that the query does too); PostgreSQL needs nothing.
+SELECT_SKIPPED = (
+    "SELECT row, email, COALESCE(skip_reason, detail, 'skipped') FROM messages"
+    " WHERE run = ? AND state = 'skipped'{queued_hint} ORDER BY row LIMIT ?"
+)
+_PROBLEM_STATES = ", ".join(f"'{state.value}'" for state in PROBLEM_STATES)
+SELECT_PROBLEMS = (
+    "SELECT row, email, state, code, enhanced_status, reply_text, detail FROM messages"  # noqa: S608
+    f" WHERE run = ?{{queued_hint}} AND state IN ({_PROBLEM_STATES}) AND replaced_by IS NULL"
+    " ORDER BY row LIMIT ?"
+)
+NEXT_ATTEMPT = "SELECT MIN(due_at) FROM messages WHERE run = ? AND state = 'deferred'{queued_hint}"
+# {order} is the attempt log's insertion order: SQLite's rowid, PostgreSQL's id.
+SELECT_ATTEMPTS = (
+    "SELECT number, at, state, code, enhanced_status, reply_text, detail"
+    " FROM attempts WHERE message = ? ORDER BY number, {order}"
+)
+
+# --- events and RSVPs ----------------------------------------------------------------------
+
+SELECT_EVENT = f"SELECT {_columns(EVENT_COLUMNS)} FROM events"  # noqa: S608
+SAVE_EVENT = (
+    f"INSERT INTO events ({_columns(EVENT_COLUMNS)})"  # noqa: S608
+    f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    " ON CONFLICT (uid) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in EVENT_COLUMNS[1:])
+)
+SELECT_RSVP = f"SELECT {_columns(RSVP_COLUMNS)} FROM rsvps"  # noqa: S608
+SELECT_INVITED = (
+    f"SELECT {_columns(PARTICIPANT_COLUMNS, 'm.')},"  # noqa: S608
+    " r.sequence, r.method, m.last_attempt_at"
+    " FROM messages m JOIN runs r ON m.run = r.id"
+    " WHERE r.event_uid = ? AND m.state = 'sent'{queued_hint}"
+    " ORDER BY m.participant_id, r.sequence, m.last_attempt_at"
+)
+
+# --- bounces, the suppression list, the budget ---------------------------------------------
+
+SELECT_BOUNCES = f"SELECT {_columns(BOUNCE_COLUMNS)} FROM bounces"  # noqa: S608
+SELECT_SUPPRESSIONS = f"SELECT {_columns(SUPPRESSION_COLUMNS)} FROM suppressions"  # noqa: S608
+# {member} is the backend's test that email_key is one of a bound list.
+OWNERS = (
+    f"SELECT email_key, {_columns(PARTICIPANT_COLUMNS)}"  # noqa: S608
+    " FROM messages WHERE participant_id IS NOT NULL AND {member} ORDER BY id"
+)
+# {member} is the backend's test that address is one of a bound list.
+SUPPRESSED = SELECT_SUPPRESSIONS + " WHERE {member}"
+HARD_BOUNCES = (
+    "SELECT address, message, fingerprint FROM bounces"
+    " WHERE kind = 'hard' AND at >= ? AND forged = 0"
+)
+SENT_SINCE = "SELECT COUNT(*) FROM attempts WHERE state = 'sent' AND at >= ?"
+SUPPRESS = (
+    "INSERT INTO suppressions (address, kind, reason, since) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
+)
+UNSUPPRESS = "DELETE FROM suppressions WHERE address = ? RETURNING kind"
+LOG_SUPPRESSION = (
+    "INSERT INTO suppression_log (address, action, kind, reason, at) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def insert_once(table: str, columns: Sequence[str], /) -> str:
+    """INSERT a record's values into ``columns``, unless a unique key has it already."""
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({_columns(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
