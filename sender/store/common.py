@@ -194,6 +194,7 @@ class SharedOutbox(SqlBackend):
         await self.record_many([(message_id, outcome)])
 
     async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
+        """Each backend writes this one itself: it is one transaction in its own dialect."""
         raise NotImplementedError
 
     async def next_attempt_at(self, run_id: str, /) -> float | None:
