@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from sender.config import store_file
 from sender.errors import ConfigurationError
 from sender.store import open_store
+from sender.storeurl import store_file
 from sender.testing import RecordingSMTPServer
 from tests.helpers import IDENTITY, cli_with, people_csv, run_python, smtp_url
 

@@ -25,9 +25,10 @@ from pathlib import Path
 import pytest
 
 import sender.config
-from sender.config import _TOML_KEYS, CliConfig, SmtpSecurity, load_config, store_file
+from sender.config import _TOML_KEYS, CliConfig, SmtpSecurity, load_config
 from sender.errors import ConfigurationError
 from sender.models import Address
+from sender.storeurl import store_file
 
 pytestmark = pytest.mark.usefixtures("workdir")
 

@@ -42,14 +42,13 @@ from sender.config import (
     CliConfig,
     load_config,
     parse_duration,
-    redacted_store_url,
-    sqlite_store_url,
 )
 from sender.errors import ConfigurationError, InputError, SenderError
 from sender.home import KEY_WARNING, first_time
 from sender.loop import fast_loop
 from sender.pacing.schedule import Scheduler
 from sender.store import Store, open_store
+from sender.storeurl import redacted_store_url, sqlite_store_url
 from sender.vocabulary import MessageState
 
 __all__ = [

@@ -7,15 +7,12 @@ psycopg is the optional ``postgres`` extra.
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
-
 from sender.errors import ConfigurationError
 from sender.store.base import Store
 from sender.store.sqlite import SqliteStore
+from sender.storeurl import store_file
 
 __all__ = ["open_store"]
-
-POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 def open_store(url: str, /) -> Store:
@@ -26,22 +23,14 @@ def open_store(url: str, /) -> Store:
     (or ``postgres://``) a ``PostgresStore``. Anything else raises
     :class:`~sender.errors.ConfigurationError` naming the setting ``store``.
     """
-    scheme, _, rest = url.partition("://")
-    scheme = scheme.lower()
-    if scheme == "sqlite" and rest.startswith("/") and len(rest) > 1:
-        return SqliteStore(unquote(rest[1:]))
-    if scheme in POSTGRES_SCHEMES and urlsplit(url).path.strip("/"):
-        try:
-            from sender.store.postgres import PostgresStore
-        except ImportError as exc:
-            raise ConfigurationError(
-                "a PostgreSQL store needs psycopg: pip install 'sender[postgres]'",
-                setting="store",
-            ) from exc
-        return PostgresStore(url)
-    shown = url if "@" not in url else "…@" + url.rpartition("@")[2]  # never a password
-    raise ConfigurationError(
-        f"store {shown!r} is not a store URL: use sqlite:///path/to/outbox.sqlite3"
-        " or postgresql://user@host:port/database",
-        setting="store",
-    )
+    path = store_file(url)  # refuses what is neither, naming ``store``
+    if path is not None:
+        return SqliteStore(path)
+    try:
+        from sender.store.postgres import PostgresStore
+    except ImportError as exc:
+        raise ConfigurationError(
+            "a PostgreSQL store needs psycopg: pip install 'sender[postgres]'",
+            setting="store",
+        ) from exc
+    return PostgresStore(url)

@@ -11,7 +11,6 @@ import functools
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import AsyncConnection
@@ -21,23 +20,14 @@ from sender.errors import ConfigurationError, InputError
 from sender.lifecycle import AsyncResource
 from sender.store.common import SqlBackend
 from sender.store.postgres.schema import migrate
+from sender.storeurl import redacted_store_url
 
-__all__ = ["MEMBER", "PostgresDatabase", "display_url", "psycopg_marks"]
+__all__ = ["MEMBER", "PostgresDatabase", "psycopg_marks"]
 
 # The {member} of sender.store.sql's statements: a column is one of a bound text array.
 MEMBER = "{column} = ANY(?::text[])"
 
 CONNECT_TIMEOUT = 10.0  # seconds to connect (and to wait for a pooled connection)
-
-
-def display_url(url: str, /) -> str:
-    """The store URL as errors and logs show it: everything but the password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
 
 
 class PostgresDatabase(AsyncResource, SqlBackend):
@@ -57,7 +47,7 @@ class PostgresDatabase(AsyncResource, SqlBackend):
                 setting="store",
             )
         self._url = url
-        self._name = display_url(url)
+        self._name = redacted_store_url(url)
         self._min_size = min_size
         self._max_size = max_size
         self._runs: dict[str, tuple[int, str]] = {}  # run_id -> (key, template); never change
