@@ -17,6 +17,7 @@ from tests.helpers import UNLIMITED, sender_settings
 
 __all__ = [
     "assert_paused_and_unsent",
+    "at_most",
     "bulk_runner",
     "people",
     "recipients",
@@ -37,6 +38,11 @@ def people(count: int, *, domains: int = 3) -> list[Participant]:
         )
         for i in range(count)
     ]
+
+
+def at_most(per_second: float) -> RateLimits:
+    """Only a global rate: a run of a few hundred lasts long enough to interrupt it."""
+    return RateLimits(global_per_second=per_second, domain_per_minute=None)
 
 
 def bulk_runner(

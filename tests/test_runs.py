@@ -27,6 +27,7 @@ from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
 from tests.bulk_helpers import (
     assert_paused_and_unsent,
+    at_most,
     bulk_runner,
     people,
     recipients,
@@ -312,8 +313,7 @@ async def test_stop_pauses_the_run_and_resume_finishes_it(
 ) -> None:
     """stop() (Ctrl-C) pauses with an exact count; a resume sends the rest, nobody twice."""
     group = people(120)
-    limits = RateLimits(global_per_second=300, domain_per_minute=None)
-    runner = bulk_runner(smtp_server, store, limits=limits)
+    runner = bulk_runner(smtp_server, store, limits=at_most(300))
     task = await started_run(runner, smtp_server, "r-stop", group, messages=20)
     runner.stop()
     report = await task
@@ -322,7 +322,7 @@ async def test_stop_pauses_the_run_and_resume_finishes_it(
     assert report.run.paused_reason == "interrupted"
     assert report.sent_now == report.counts[MessageState.SENT] == len(smtp_server.messages)
     assert report.sent_now < 120
-    final = await run_once(smtp_server, store, "r-stop", limits=limits)
+    final = await run_once(smtp_server, store, "r-stop", limits=at_most(300))
     assert final.run.state is RunState.DONE
     assert recipients(smtp_server) == Counter(p.email for p in group)
 

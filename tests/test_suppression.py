@@ -30,12 +30,11 @@ from sender.feedback.suppression import (
     cleanup_report,
     ingest_ses_notification,
 )
-from sender.pacing.schedule import RateLimits
 from sender.servers.inbound import InboundServer
 from sender.store import BounceRecord, MessageState, NewRow, Outcome, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
-from tests.bulk_helpers import bulk_runner, run_once, started_run
+from tests.bulk_helpers import at_most, bulk_runner, run_once, started_run
 from tests.helpers import bounce_ingester, deliver, dsn, sender_settings, spawn_inbound
 
 T0 = 1_800_000_000.0
@@ -154,8 +153,7 @@ def test_impossible_policies_are_refused() -> None:
 
 
 def runner_for(server: RecordingSMTPServer, store: SqliteStore, **settings: object) -> BulkRunner:
-    limits = RateLimits(global_per_second=200, domain_per_minute=None)
-    return bulk_runner(server, store, settings=SETTINGS, limits=limits, **settings)
+    return bulk_runner(server, store, settings=SETTINGS, limits=at_most(200), **settings)
 
 
 async def test_a_run_never_sends_to_a_suppressed_address(
