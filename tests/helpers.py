@@ -26,7 +26,7 @@ from sender.feedback.suppression import ingest_bounce
 from sender.invites import Invitations
 from sender.pacing.schedule import RateLimits, Scheduler
 from sender.servers.inbound import InboundMail
-from sender.store import BounceRecord, SqliteStore
+from sender.store import BounceRecord, RsvpRecord, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
 
@@ -73,6 +73,7 @@ def invitations_for(
     run: RunSettings | None = None,
     resolver: Resolver | None = None,
     check_sender: bool = True,
+    on_rsvp: Callable[[RsvpRecord], None] | None = None,
 ) -> Invitations:
     """Invitations sending through ``server`` unpaced (two at a time unless ``run`` says)."""
     return Invitations(
@@ -82,6 +83,7 @@ def invitations_for(
         scheduler=Scheduler(UNLIMITED),
         resolver=resolver,
         check_sender=check_sender,
+        on_rsvp=on_rsvp,
     )
 
 
