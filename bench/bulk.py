@@ -35,7 +35,7 @@ from pathlib import Path
 
 import aiosmtplib
 from csvgen import LOCALES, NAMES, row, write_participants
-from postfix import SmtpSink, ensure_binaries
+from postfix import SmtpSink, ensure_binaries, print_notes
 from sender_cli import failure_line, scratch_dir, sender_env, sender_run_args
 
 # -l is the body size; smtp-source adds From/To/Date/Message-Id (measured: ~130 bytes).
@@ -262,10 +262,7 @@ def report(phases: dict[str, Phase]) -> dict[str, float]:
             f"{phase.label:<42} {phase.messages:>7} {sunk:>10} {phase.seconds:>8.2f}"
             f" {fmt_rate(phase.rate):>8}"
         )
-        if phase.note:
-            print(f"    {phase.note}")
-        if phase.sunk is not None and phase.sunk != phase.messages:
-            print(f"    warning: the sink counted {phase.sunk}, not {phase.messages}")
+        print_notes(phase.note, sunk=phase.sunk, sent=phase.messages)
     print()
     a = phases.get("a")
     ratios: dict[str, float] = {}

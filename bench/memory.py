@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csvgen import write_participants
-from postfix import SmtpSink, ensure_binaries
+from postfix import SmtpSink, ensure_binaries, print_notes
 from sender_cli import failure_line, scratch_dir, sender_env, sender_run_args
 
 TARGET_MB = 200.0
@@ -132,10 +132,7 @@ def report(results: list[Measurement]) -> None:
             f"{m.rows:>9,} {m.csv_mb:>7.1f} {m.seconds:>8.1f} {m.sunk:>10,} {peak:>8}"
             f" {m.sampled_mb:>10.1f}"
         )
-        if m.note:
-            print(f"    {m.note}")
-        elif m.sunk != m.rows:
-            print(f"    warning: the sink counted {m.sunk:,}, not {m.rows:,}")
+        print_notes(m.note, sunk=m.sunk, sent=m.rows)
     peaks = [m.peak_mb for m in results if m.peak_mb is not None]
     if not peaks:
         print(f"\npeak < {TARGET_MB:.0f} MB: not measured")

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["SmtpSink", "ensure_binaries"]
+__all__ = ["SmtpSink", "ensure_binaries", "print_notes"]
 
 APT_TIMEOUT = 300  # seconds for any one apt-get / dpkg-deb call
 SYSTEM_SBIN = Path("/usr/sbin")
@@ -196,6 +196,14 @@ def ensure_binaries() -> tuple[Path, Path, dict[str, str]]:
         print(f"extraction failed ({exc}); installing the package without starting it")
         sbin, env = _from_install()
     return sbin / NAMES[0], sbin / NAMES[1], env
+
+
+def print_notes(note: str, *, sunk: int | None, sent: int) -> None:
+    """Print under a result row: its note, then a warning if the sink counted another number."""
+    if note:
+        print(f"    {note}")
+    if sunk is not None and sunk != sent:
+        print(f"    warning: the sink counted {sunk:,}, not {sent:,}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

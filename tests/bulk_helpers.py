@@ -3,18 +3,27 @@ against a recording SMTP server, and who received what."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sender import Participant, Sender, SenderSettings
-from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.runner import BulkRunner, RunReport, RunSettings
 from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store import MessageState, RunInfo, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer
 from sender.transport import SmtpTransport
 from tests.helpers import UNLIMITED, sender_settings
 
-__all__ = ["assert_paused_and_unsent", "bulk_runner", "people", "recipients"]
+__all__ = [
+    "assert_paused_and_unsent",
+    "at_most",
+    "bulk_runner",
+    "people",
+    "recipients",
+    "run_once",
+    "started_run",
+]
 
 
 def people(count: int, *, domains: int = 3) -> list[Participant]:
@@ -29,6 +38,11 @@ def people(count: int, *, domains: int = 3) -> list[Participant]:
         )
         for i in range(count)
     ]
+
+
+def at_most(per_second: float) -> RateLimits:
+    """Only a global rate: a run of a few hundred lasts long enough to interrupt it."""
+    return RateLimits(global_per_second=per_second, domain_per_minute=None)
 
 
 def bulk_runner(
@@ -55,6 +69,39 @@ def bulk_runner(
         scheduler=Scheduler(limits, clock=clock),
         clock=clock,
     )
+
+
+async def run_once(
+    server: RecordingSMTPServer,
+    store: SqliteStore,
+    run_id: str,
+    group: Sequence[Participant] | None = None,
+    **runner: object,
+) -> RunReport:
+    """A fresh :func:`bulk_runner` (``runner`` its options) sends ``group`` as ``run_id`` (or
+    resumes it), then closes its sender."""
+    fresh = bulk_runner(server, store, **runner)  # type: ignore[arg-type]
+    try:
+        return await fresh.run(run_id, group)
+    finally:
+        await fresh.sender.aclose()
+
+
+async def started_run(
+    runner: BulkRunner,
+    server: RecordingSMTPServer,
+    run_id: str,
+    group: Sequence[Participant],
+    *,
+    messages: int,
+    within: float = 30,
+) -> asyncio.Task[RunReport]:
+    """``runner`` sending ``group`` as ``run_id`` in the background, once ``server`` has received
+    ``messages`` messages (``within`` seconds at most): the run is in full flow."""
+    task = asyncio.create_task(runner.run(run_id, group))
+    async with asyncio.timeout(within):
+        await server.wait_for_messages(messages)
+    return task
 
 
 def recipients(server: RecordingSMTPServer) -> Counter[str]:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
+import aiosmtplib
 from click.testing import CliRunner, Result
 
 from sender import Address, LinkSettings, Sender, SenderSettings
@@ -25,7 +26,7 @@ from sender.feedback.suppression import ingest_bounce
 from sender.invites import Invitations
 from sender.pacing.schedule import RateLimits, Scheduler
 from sender.servers.inbound import InboundMail
-from sender.store import BounceRecord, SqliteStore
+from sender.store import BounceRecord, RsvpRecord, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
 
@@ -72,6 +73,7 @@ def invitations_for(
     run: RunSettings | None = None,
     resolver: Resolver | None = None,
     check_sender: bool = True,
+    on_rsvp: Callable[[RsvpRecord], None] | None = None,
 ) -> Invitations:
     """Invitations sending through ``server`` unpaced (two at a time unless ``run`` says)."""
     return Invitations(
@@ -81,6 +83,7 @@ def invitations_for(
         scheduler=Scheduler(UNLIMITED),
         resolver=resolver,
         check_sender=check_sender,
+        on_rsvp=on_rsvp,
     )
 
 
@@ -249,3 +252,31 @@ async def spawn_sender(
         stdout=stdout,
         stderr=stderr,
     )
+
+
+async def spawn_inbound(
+    cwd: Path, port: int, *options: str, env: Mapping[str, str], verbose: bool = False
+) -> asyncio.subprocess.Process:
+    """``sender inbound`` on 127.0.0.1:``port`` (``options`` after it) as a real subprocess,
+    returned once it says it is listening; the rest of its stderr is left to read."""
+    args = ("-v",) if verbose else ()
+    args += ("inbound", "--listen", f"127.0.0.1:{port}", *options)
+    process = await spawn_sender(cwd, *args, env=env, stdout=None)
+    assert process.stderr is not None
+    try:
+        line = await asyncio.wait_for(process.stderr.readline(), 60)
+        assert b"listening on" in line, line
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    return process
+
+
+async def deliver(port: int, rcpt: str, data: bytes, *, mail_from: str = "") -> None:
+    """One MAIL, RCPT and DATA to the listener on 127.0.0.1:``port``; by default from the null
+    reverse-path, as an MTA sends a bounce."""
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30) as client:
+        await client.mail(mail_from)
+        await client.rcpt(rcpt)
+        await client.data(data)

@@ -5,29 +5,27 @@ from __future__ import annotations
 import sqlite3
 import unicodedata
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sender import Address, DeliveryStatus, LinkSettings, Participant, Sender, SenderSettings
+from sender import DeliveryStatus, Participant, Sender
 from sender.addresses import addr_spec, address_key
-from sender.bulk.runner import BulkRunner, RunSettings
 from sender.bulk.status import run_status
 from sender.config import BouncePolicy
 from sender.errors import AddressError
 from sender.feedback.suppression import apply_bounce
-from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store import BounceRecord, MessageState, NewRow, Outcome, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
+from tests.bulk_helpers import run_once
+from tests.helpers import sender_settings
 
 T0 = 1_800_000_000.0
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("k" * 32,), base_url="https://lms.example.com/login"),
-)
+SETTINGS = sender_settings()
 
 
 @pytest.mark.parametrize(
@@ -79,16 +77,6 @@ def test_compose_refuses_a_65_octet_local_part() -> None:
     assert "\n" not in str(caught.value)
 
 
-def runner_for(server: RecordingSMTPServer, store: SqliteStore) -> BulkRunner:
-    sender = Sender(SETTINGS, transport=SmtpTransport(server.smtp_settings()))
-    return BulkRunner(
-        sender,
-        store,
-        RunSettings(concurrency=2),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
-    )
-
-
 async def test_suppressing_one_spelling_stops_other_spellings_in_a_run(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
@@ -100,9 +88,7 @@ async def test_suppressing_one_spelling_stops_other_spellings_in_a_run(
         Participant("idn@bücher.example", "Idun", "p-2", "PY101"),
         Participant("kari@x.example", "Kari", "p-3", "PY101"),
     ]
-    runner = runner_for(smtp_server, store)
-    report = await runner.run("r-spell", group)
-    await runner.sender.aclose()
+    report = await run_once(smtp_server, store, "r-spell", group)
     assert report.counts[MessageState.SUPPRESSED] == 2
     assert report.counts[MessageState.SENT] == 1
     received = Counter(r for m in smtp_server.messages for r in m.recipients)
@@ -234,12 +220,10 @@ async def test_another_spelling_in_an_edited_file_is_no_corrected_address(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """Running the file again with idn@BÜCHER.example for idn@xn--bcher-kva sends nothing."""
-    first = runner_for(smtp_server, store)
-    await first.run("r-same", [Participant("idn@xn--bcher-kva.example", "Idun", "p-1", "C")])
-    await first.sender.aclose()
-    again = runner_for(smtp_server, store)
-    report = await again.run("r-same", [Participant("idn@BÜCHER.example", "Idun", "p-1", "C")])
-    await again.sender.aclose()
+    idun = Participant("idn@xn--bcher-kva.example", "Idun", "p-1", "C")
+    await run_once(smtp_server, store, "r-same", [idun])
+    edited = replace(idun, email="idn@BÜCHER.example")
+    report = await run_once(smtp_server, store, "r-same", [edited])
     assert report.changes is not None
     assert (report.changes.corrected, report.changes.unchanged) == (0, 1)
     assert len(smtp_server.messages) == 1
@@ -253,9 +237,7 @@ async def test_a_run_skips_a_row_with_a_65_octet_local_part(
         Participant("c" * 65 + "@x.example", "Long", "p-1", "C"),
         Participant("kari@x.example", "Kari", "p-2", "C"),
     ]
-    runner = runner_for(smtp_server, store)
-    report = await runner.run("r-long", group)
-    await runner.sender.aclose()
+    report = await run_once(smtp_server, store, "r-long", group)
     assert report.counts[MessageState.SKIPPED] == 1
     assert report.counts[MessageState.SENT] == 1
     ((row, _email, reason),) = await store.skipped("r-long")
@@ -273,9 +255,7 @@ async def test_both_spellings_of_a_domain_share_one_pace_and_one_status_row(
         Participant("c@XN--BCHER-KVA.example", "C", "p-3", "PY101"),
     ]
     assert len({person.domain for person in group}) == 1
-    runner = runner_for(smtp_server, store)
-    report = await runner.run("r-idn-domain", group)
-    await runner.sender.aclose()
+    report = await run_once(smtp_server, store, "r-idn-domain", group)
     assert report.counts[MessageState.SENT] == 3
     status = await run_status(store, "r-idn-domain", now=T0)
     assert [row["domain"] for row in status["domains"]] == ["xn--bcher-kva.example"]

@@ -177,26 +177,23 @@ def imports(path: Path) -> frozenset[str]:
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def layer_of(name: str) -> int:
-    for index, layer in enumerate(LAYERS):
+def sender_imports(name: str) -> list[str]:
+    """The sender modules ``name`` imports at run time (``sender.models.Address`` is ``models``)."""
+    prefix = "sender."
+    found = (i.removeprefix(prefix) for i in imports(MODULES[name]) if i.startswith(prefix))
+    return sorted(target for target in found if target in MODULES)
+
+
+def index_in(layers: list[set[str]], name: str, *, table: str) -> int:
+    """Where ``name`` stands in ``layers`` (bottom first); ``table`` names them in the message."""
+    for index, layer in enumerate(layers):
         if name in layer:
             return index
-    raise AssertionError(f"sender.{name} is in no layer; add it to LAYERS")
+    raise AssertionError(f"sender.{name} is in no layer of {table}; add it there")
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_imports_point_down(name: str) -> None:
-    """Each module imports only sender modules from lower layers."""
-    own = layer_of(name)
-    for imported in imports(MODULES[name]):
-        if not imported.startswith("sender."):
-            continue
-        target = imported.removeprefix("sender.")
-        if target not in MODULES:
-            continue  # a name imported from a module, e.g. sender.models.Address
-        assert layer_of(target) < own, (
-            f"sender.{name} imports sender.{target}, which is not below it"
-        )
+def layer_of(name: str) -> int:
+    return index_in(LAYERS, name, table="LAYERS")
 
 
 def package_of(name: str) -> str:
@@ -206,22 +203,25 @@ def package_of(name: str) -> str:
 
 
 def package_layer_of(package: str) -> int:
-    for index, layer in enumerate(PACKAGE_LAYERS):
-        if package in layer:
-            return index
-    raise AssertionError(f"sender.{package} is in no package layer; add it to PACKAGE_LAYERS")
+    return index_in(PACKAGE_LAYERS, package, table="PACKAGE_LAYERS")
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_point_down(name: str) -> None:
+    """Each module imports only sender modules from lower layers."""
+    own = layer_of(name)
+    for target in sender_imports(name):
+        assert layer_of(target) < own, (
+            f"sender.{name} imports sender.{target}, which is not below it"
+        )
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_packages_point_down(name: str) -> None:
     """A module imports from its own package or from packages of lower layers only."""
     own = package_of(name)
-    for imported in imports(MODULES[name]):
-        if not imported.startswith("sender."):
-            continue
-        target = imported.removeprefix("sender.")
-        if target not in MODULES or package_of(target) == own:
-            continue
+    others = [target for target in sender_imports(name) if package_of(target) != own]
+    for target in others:
         assert package_layer_of(package_of(target)) < package_layer_of(own), (
             f"sender.{name} imports sender.{target}: package {package_of(target)} "
             f"is not below {own}"

@@ -10,14 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sender.errors import InputError
-from sender.feedback.bounces import (
-    Bounce,
-    BounceKind,
-    classify,
-    envelope_recipients,
-    parse_bounce,
-    parse_ses_notification,
-)
+from sender.feedback import bounces
+from sender.feedback.bounces import Bounce, BounceKind
 
 SAMPLES = Path(__file__).parent / "samples" / "bounces"
 
@@ -74,7 +68,7 @@ def test_every_sample_has_an_expectation() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_gives_its_findings(name: str) -> None:
     """Each sample message gives exactly the findings its README row lists."""
-    assert summary(parse_bounce(sample(name))) == EXPECTED[name]
+    assert summary(bounces.parse_bounce(sample(name))) == EXPECTED[name]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -86,7 +80,7 @@ def test_samples_keep_crlf_bytes(name: str) -> None:
 
 def test_dsn_carries_action_and_diagnostic() -> None:
     """A DSN finding keeps the Action and the Diagnostic-Code, unfolded."""
-    [found] = parse_bounce(sample("postfix_dsn.eml"))
+    [found] = bounces.parse_bounce(sample("postfix_dsn.eml"))
     assert found.action == "failed"
     assert found.diagnostic == (
         "smtp; 550 5.1.1 <nobody@example.org>: Recipient address rejected: "
@@ -96,13 +90,13 @@ def test_dsn_carries_action_and_diagnostic() -> None:
 
 def test_delayed_dsn_is_soft_delayed() -> None:
     """Action: delayed gives SOFT/delayed with the action kept."""
-    [found] = parse_bounce(sample("postfix_delayed.eml"))
+    [found] = bounces.parse_bounce(sample("postfix_delayed.eml"))
     assert (found.kind, found.reason, found.action) == (SOFT, "delayed", "delayed")
 
 
 def test_several_recipient_dsn_skips_relayed_and_prefers_original_recipient() -> None:
     """Relayed recipients are skipped; Original-Recipient names the address sender used."""
-    findings = parse_bounce(sample("sendmail_several.eml"))
+    findings = bounces.parse_bounce(sample("sendmail_several.eml"))
     assert "katherine@example.net" not in {f.recipient for f in findings}
     assert findings[0].recipient == "ada@example.org"
     assert all(f.action == "failed" for f in findings)
@@ -114,18 +108,18 @@ def test_delivered_and_expanded_actions_are_not_failures() -> None:
         "Final-Recipient: rfc822; a@example.org\r\nAction: delivered\r\nStatus: 2.0.0\r\n\r\n"
         "Final-Recipient: rfc822; b@example.org\r\nAction: expanded\r\nStatus: 2.0.0\r\n"
     )
-    assert parse_bounce(data) == []
+    assert bounces.parse_bounce(data) == []
 
 
 def test_dsn_without_diagnostic_borrows_the_prose_reason() -> None:
     """Exim's DSN omits Diagnostic-Code for local errors; the text part's reason fills it in."""
-    findings = parse_bounce(sample("exim.eml"))
+    findings = bounces.parse_bounce(sample("exim.eml"))
     assert findings[1].diagnostic == "Unrouteable address"
 
 
 def test_complaint_carries_feedback_type() -> None:
     """An ARF report gives a COMPLAINT with the Feedback-Type."""
-    [found] = parse_bounce(sample("arf_complaint.eml"))
+    [found] = bounces.parse_bounce(sample("arf_complaint.eml"))
     assert found.feedback_type == "abuse"
     assert found.action is None
 
@@ -141,7 +135,7 @@ def test_redacted_complaint_names_nobody() -> None:
         b"--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
         b"From: courses@example.com\r\nTo: redacted\r\nSubject: x\r\n\r\n--b--\r\n"
     )
-    assert parse_bounce(data) == [
+    assert bounces.parse_bounce(data) == [
         Bounce(None, COMPLAINT, None, "", "complaint", feedback_type="abuse")
     ]
 
@@ -162,13 +156,15 @@ def test_redacted_complaint_names_nobody() -> None:
 def test_autoreply_signals(header: str) -> None:
     """Each RFC 3834, vendor or vacation-subject signal makes an AUTOREPLY from the From address."""
     data = f"From: Ada <Ada@Example.org>\r\nTo: b@example.com\r\n{header}\r\n\r\nAway.\r\n"
-    assert parse_bounce(data.encode()) == [Bounce("ada@example.org", AUTO, None, "", "autoreply")]
+    assert bounces.parse_bounce(data.encode()) == [
+        Bounce("ada@example.org", AUTO, None, "", "autoreply")
+    ]
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(EXPECTED) if n.startswith("autoreply")])
 def test_autoreplies_are_never_hard(name: str) -> None:
     """No auto-reply sample yields a HARD finding."""
-    assert all(f.kind is not HARD for f in parse_bounce(sample(name)))
+    assert all(f.kind is not HARD for f in bounces.parse_bounce(sample(name)))
 
 
 def test_autoreply_that_mentions_failure_is_still_autoreply() -> None:
@@ -178,7 +174,7 @@ def test_autoreply_that_mentions_failure_is_still_autoreply() -> None:
         b"Delivery has failed to these recipients or groups:\r\n\r\nbob@example.org\r\n"
         b"#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##\r\n"
     )
-    assert summary(parse_bounce(data)) == [("ada@example.org", AUTO, None, "autoreply")]
+    assert summary(bounces.parse_bounce(data)) == [("ada@example.org", AUTO, None, "autoreply")]
 
 
 def test_bounce_with_auto_submitted_is_not_an_autoreply() -> None:
@@ -186,13 +182,13 @@ def test_bounce_with_auto_submitted_is_not_an_autoreply() -> None:
     data = sample("exim_text.eml")
     assert b"Auto-Submitted: auto-replied" in sample("exim.eml")
     data = data.replace(b"Subject:", b"Auto-Submitted: auto-replied\r\nSubject:", 1)
-    assert {f.kind for f in parse_bounce(data)} == {HARD}
+    assert {f.kind for f in bounces.parse_bounce(data)} == {HARD}
 
 
 def test_ordinary_mail_is_not_a_bounce() -> None:
     """A person's reply that mentions delivery in passing gives []."""
-    assert parse_bounce(sample("ordinary.eml")) == []
-    assert parse_bounce(b"") == []
+    assert bounces.parse_bounce(sample("ordinary.eml")) == []
+    assert bounces.parse_bounce(b"") == []
 
 
 def test_daemon_bounce_without_recipients_is_kept_for_a_human() -> None:
@@ -201,7 +197,7 @@ def test_daemon_bounce_without_recipients_is_kept_for_a_human() -> None:
         b"From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>\r\n"
         b"Subject: Undeliverable mail\r\n\r\nSomething went wrong.\r\n"
     )
-    assert parse_bounce(data) == [Bounce(None, BounceKind.UNKNOWN, None, "", "other")]
+    assert bounces.parse_bounce(data) == [Bounce(None, BounceKind.UNKNOWN, None, "", "other")]
 
 
 def test_daemon_bounce_falls_back_to_x_failed_recipients() -> None:
@@ -210,7 +206,9 @@ def test_daemon_bounce_falls_back_to_x_failed_recipients() -> None:
         b"From: MAILER-DAEMON@mx.example.net\r\nX-Failed-Recipients: A@Example.org\r\n"
         b"Subject: Mail delivery failed\r\n\r\nGone.\r\n"
     )
-    assert summary(parse_bounce(data)) == [("a@example.org", BounceKind.UNKNOWN, None, "other")]
+    assert summary(bounces.parse_bounce(data)) == [
+        ("a@example.org", BounceKind.UNKNOWN, None, "other")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -260,12 +258,12 @@ def test_classify(
     status: str | None, diagnostic: str, code: int | None, expected: tuple[BounceKind, str]
 ) -> None:
     """classify maps status, code and text to (kind, reason) as the table says."""
-    assert classify(status, diagnostic, code=code) == expected
+    assert bounces.classify(status, diagnostic, code=code) == expected
 
 
 def test_classify_does_not_read_codes_from_ip_addresses() -> None:
     """An IP address or a port in the text is not taken for a status or a reply code."""
-    assert classify(None, "connect to mx[192.0.2.25]:25: 5.4.44.1 refused") == (
+    assert bounces.classify(None, "connect to mx[192.0.2.25]:25: 5.4.44.1 refused") == (
         BounceKind.UNKNOWN,
         "other",
     )
@@ -279,7 +277,7 @@ def test_envelope_recipients_in_header_order() -> None:
         b"X-Original-To: orig@example.net\r\nDelivered-To: BOUNCES+T1@bounce.example.com\r\n"
         b"\r\nbody\r\n"
     )
-    assert envelope_recipients(data) == [
+    assert bounces.envelope_recipients(data) == [
         "bounces+t1@bounce.example.com",
         "orig@example.net",
         "x@example.net",
@@ -289,7 +287,9 @@ def test_envelope_recipients_in_header_order() -> None:
 
 def test_envelope_recipients_of_a_sample() -> None:
     """A saved Exim bounce names the VERP return path in Envelope-To."""
-    assert envelope_recipients(sample("exim.eml")) == ["bounces+r7kq2v.pair@bounce.example.com"]
+    assert bounces.envelope_recipients(sample("exim.eml")) == [
+        "bounces+r7kq2v.pair@bounce.example.com"
+    ]
 
 
 def ses(name: str) -> str:
@@ -298,7 +298,7 @@ def ses(name: str) -> str:
 
 def test_ses_permanent_bounce() -> None:
     """A Permanent SES bounce is HARD, one finding per bounced recipient."""
-    assert parse_ses_notification(ses("ses_bounce_permanent.json")) == [
+    assert bounces.parse_ses_notification(ses("ses_bounce_permanent.json")) == [
         Bounce(
             "nobody@example.org",
             HARD,
@@ -312,21 +312,21 @@ def test_ses_permanent_bounce() -> None:
 
 def test_ses_transient_bounce() -> None:
     """A Transient MailboxFull SES bounce is SOFT/mailbox_full; the display name is dropped."""
-    assert summary(parse_ses_notification(ses("ses_bounce_transient.json"))) == [
+    assert summary(bounces.parse_ses_notification(ses("ses_bounce_transient.json"))) == [
         ("grace@example.org", SOFT, "4.2.2", "mailbox_full")
     ]
 
 
 def test_ses_complaint() -> None:
     """An SES complaint is COMPLAINT with its feedback type."""
-    assert parse_ses_notification(ses("ses_complaint.json")) == [
+    assert bounces.parse_ses_notification(ses("ses_complaint.json")) == [
         Bounce("ada@example.net", COMPLAINT, None, "", "complaint", None, "abuse")
     ]
 
 
 def test_ses_delivery_is_nothing() -> None:
     """An SES Delivery notification gives []."""
-    assert parse_ses_notification(ses("ses_delivery.json")) == []
+    assert bounces.parse_ses_notification(ses("ses_delivery.json")) == []
 
 
 def test_ses_inside_sns_envelope() -> None:
@@ -336,9 +336,9 @@ def test_ses_inside_sns_envelope() -> None:
         ("alan@example.org", HARD, "5.1.1", "unknown_user"),
         ("edsger@example.org", HARD, "5.1.1", "unknown_user"),
     ]
-    assert summary(parse_ses_notification(text)) == expected
-    assert summary(parse_ses_notification(text.encode())) == expected
-    assert summary(parse_ses_notification(json.loads(text))) == expected
+    assert summary(bounces.parse_ses_notification(text)) == expected
+    assert summary(bounces.parse_ses_notification(text.encode())) == expected
+    assert summary(bounces.parse_ses_notification(json.loads(text))) == expected
 
 
 @pytest.mark.parametrize(
@@ -359,7 +359,7 @@ def test_ses_bounce_types(bounce_type: str, subtype: str, expected: tuple[Bounce
             "bouncedRecipients": [{"emailAddress": "a@example.org"}],
         },
     }
-    [found] = parse_ses_notification(payload)
+    [found] = bounces.parse_ses_notification(payload)
     assert (found.kind, found.reason) == expected
 
 
@@ -385,7 +385,7 @@ def test_ses_bounce_types(bounce_type: str, subtype: str, expected: tuple[Bounce
 def test_damaged_ses_notification_raises_input_error(payload: str | bytes) -> None:
     """Bad JSON or an unknown shape raises InputError naming the notification."""
     with pytest.raises(InputError) as caught:
-        parse_ses_notification(payload)
+        bounces.parse_ses_notification(payload)
     assert caught.value.field == "notification"
 
 
@@ -393,8 +393,8 @@ def test_damaged_ses_notification_raises_input_error(payload: str | bytes) -> No
 @given(st.binary(max_size=2_000))
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     """parse_bounce and envelope_recipients accept any bytes."""
-    assert isinstance(parse_bounce(data), list)
-    assert isinstance(envelope_recipients(data), list)
+    assert isinstance(bounces.parse_bounce(data), list)
+    assert isinstance(bounces.envelope_recipients(data), list)
 
 
 _LINES = st.sampled_from(
@@ -453,7 +453,7 @@ _LINES = st.sampled_from(
 def test_mime_shaped_garbage_never_raises(lines: list[str], newline: str) -> None:
     """Messages stitched from real header, report and MTA lines never make parse_bounce raise."""
     data = newline.join(lines).encode("utf-8", "surrogateescape")
-    for found in parse_bounce(data):
+    for found in bounces.parse_bounce(data):
         assert found.recipient is None or found.recipient == found.recipient.lower()
 
 

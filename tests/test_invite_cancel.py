@@ -19,9 +19,8 @@ from tests.test_invites import (
     SAMPLE_ATTENDEES,
     UID,
     UNPACED,
-    attendees,
     event_and_people,
-    invitations_for,
+    invited,
     participant,
 )
 
@@ -30,16 +29,6 @@ async def stored_sequence(store: SqliteStore) -> int:
     record = await store.get_event(UID)
     assert record is not None
     return record.sequence
-
-
-async def invited_two(
-    server: RecordingSMTPServer, store: SqliteStore
-) -> tuple[Invitations, list[Participant]]:
-    """Invitations that invited the first two sample attendees to EVENT, and those two."""
-    invitations = invitations_for(server, store)
-    group = attendees()[:2]
-    await invitations.invite(EVENT, group)
-    return invitations, group
 
 
 async def refused_cancel(
@@ -66,7 +55,7 @@ async def test_cancel_for_a_participant_never_invited_is_refused(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """cancel() for someone never invited raises InputError naming them; nothing is sent."""
-    invitations, _ = await invited_two(smtp_server, store)
+    invitations, _ = await invited(smtp_server, store, 2)
     stranger = participant("nobody@example.org", 99)
     error = await refused_cancel(
         invitations, smtp_server, store, [stranger], match="p-99", sequence=0
@@ -79,7 +68,7 @@ async def test_cancel_naming_one_unknown_among_invited_cancels_nobody(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """One unknown id among invited ones refuses the whole cancel: no CANCEL, no bump."""
-    invitations, group = await invited_two(smtp_server, store)
+    invitations, group = await invited(smtp_server, store, 2)
     await refused_cancel(
         invitations, smtp_server, store, [group[0], "p-42"], match="p-42", sequence=0
     )
@@ -89,7 +78,7 @@ async def test_cancel_by_participant_id_cancels_that_participant(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """cancel() takes participant ids as well as Participants."""
-    invitations, group = await invited_two(smtp_server, store)
+    invitations, group = await invited(smtp_server, store, 2)
     report = await invitations.cancel(EVENT, ["p-1"])
     await invitations.sender.aclose()
     assert report.sent_now == 1
@@ -101,7 +90,7 @@ async def test_cancelling_an_already_cancelled_participant_again_is_refused(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """A second cancel for the same participant says so and does not bump SEQUENCE again."""
-    invitations, group = await invited_two(smtp_server, store)
+    invitations, group = await invited(smtp_server, store, 2)
     await invitations.cancel(EVENT, [group[1]])
     await refused_cancel(
         invitations, smtp_server, store, [group[1]], match="already cancelled", sequence=1

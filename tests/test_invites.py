@@ -23,7 +23,14 @@ from sender.store import MessageState, RsvpRecord, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
 from tests.helpers import EVENT as SESSION
-from tests.helpers import IDENTITY, UNLIMITED, cli_with, sender_settings
+from tests.helpers import (
+    IDENTITY,
+    RELAY,
+    UNLIMITED,
+    cli_with,
+    invitations_for,
+    sender_settings,
+)
 
 SAMPLES = Path(__file__).parent / "samples" / "replies"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -31,7 +38,6 @@ UID = "3f2a9c1e5b7d4e6f8a0b1c2d3e4f5a6b@calendar.example.com"
 # The sample replies are real clients' mail without DKIM signatures. The tests hand them
 # on as the trusted relay in front of the inbound listener would: with its DMARC result
 # on top (relayed()); tests/test_rsvp_authentication.py covers unauthenticated mail.
-RELAY = "mx.relay.example"
 SETTINGS = sender_settings("i" * 32, trusted_authserv_ids=(RELAY,))
 EVENT = replace(
     SESSION,
@@ -70,17 +76,15 @@ def attendees() -> list[Participant]:
     ]
 
 
-def invitations_for(
-    server: RecordingSMTPServer, store: SqliteStore, **kwargs: object
-) -> Invitations:
-    sender = Sender(SETTINGS, transport=SmtpTransport(server.smtp_settings()))
-    return Invitations(
-        sender,
-        store,
-        RunSettings(concurrency=4),
-        scheduler=Scheduler(UNLIMITED),
-        **kwargs,  # type: ignore[arg-type]
-    )
+async def invited(
+    server: RecordingSMTPServer, store: SqliteStore, count: int, **options: object
+) -> tuple[Invitations, list[Participant]]:
+    """Invitations (``options`` for :func:`invitations_for`) that invited the first ``count``
+    sample attendees to EVENT, and those attendees; its sender is still open."""
+    invitations = invitations_for(server, store, SETTINGS, **options)  # type: ignore[arg-type]
+    group = attendees()[:count]
+    await invitations.invite(EVENT, group)
+    return invitations, group
 
 
 def parsed(data: bytes) -> EmailMessage:
@@ -130,9 +134,7 @@ async def test_invite_update_cancel_give_three_messages_with_one_uid_and_rising_
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """Each attendee gets REQUEST 0, REQUEST 1 (new time), CANCEL 2, all with the same UID."""
-    invitations = invitations_for(smtp_server, store)
-    group = attendees()[:3]
-    await invitations.invite(EVENT, group)
+    invitations, group = await invited(smtp_server, store, 3)
     moved = replace(EVENT, start=datetime(2027, 3, 27, 11, 0), end=datetime(2027, 3, 27, 13, 0))
     await invitations.invite(moved, group)
     await invitations.cancel(moved)
@@ -161,7 +163,7 @@ async def test_same_event_again_sends_nothing_and_newcomers_get_only_an_invitati
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """Inviting again is idempotent; a participant added to the list gets SEQUENCE 0 alone."""
-    invitations = invitations_for(smtp_server, store)
+    invitations = invitations_for(smtp_server, store, SETTINGS)
     group = attendees()
     await invitations.invite(EVENT, group[:2])
     (again,) = await invitations.invite(EVENT, group[:2])  # the same run, resumed: done
@@ -176,9 +178,7 @@ async def test_cancel_for_one_unenrolled_participant_leaves_the_others_invited(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """A participant who left gets a CANCEL; the others stay invited and the event stays on."""
-    invitations = invitations_for(smtp_server, store)
-    group = attendees()[:3]
-    await invitations.invite(EVENT, group)
+    invitations, group = await invited(smtp_server, store, 3)
     await invitations.cancel(EVENT, [group[1]])
     await invitations.sender.aclose()
     last = parsed(smtp_server.messages[-1].data)
@@ -198,9 +198,9 @@ async def test_replies_from_every_client_are_matched_and_stale_ones_kept_apart(
 ) -> None:
     """Each sample reply is recorded; SEQUENCE-0 answers after the update are stale."""
     seen: list[RsvpRecord] = []
-    invitations = invitations_for(smtp_server, store, on_rsvp=seen.append)
-    group = attendees()
-    await invitations.invite(EVENT, group)
+    invitations, group = await invited(
+        smtp_server, store, len(SAMPLE_ATTENDEES), on_rsvp=seen.append
+    )
     moved = replace(EVENT, location="Room 3.01")
     await invitations.invite(moved, group)
     await invitations.sender.aclose()
@@ -231,7 +231,7 @@ async def test_reply_to_an_unknown_event_is_kept_as_refused(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """A reply whose UID was never sent is kept with the reason, and counts for nobody."""
-    invitations = invitations_for(smtp_server, store)
+    invitations = invitations_for(smtp_server, store, SETTINGS)
     data = (SAMPLES / "thunderbird_declined.eml").read_bytes()
     (record,) = await invitations.record_reply(data, source="x.eml")
     assert record.outcome == "unknown_event"
@@ -244,7 +244,7 @@ async def test_a_deferred_calendar_message_is_retried_with_its_calendar(
 ) -> None:
     """A 451 on one invitation defers it; resuming the run sends it with the same REQUEST."""
     smtp_server.reply(Stage.RCPT, "451 4.7.1 Greylisted", address="ada@example.org", times=1)
-    invitations = invitations_for(smtp_server, store)
+    invitations = invitations_for(smtp_server, store, SETTINGS)
     (report,) = await invitations.invite(EVENT, attendees()[:2])
     await invitations.sender.aclose()
     assert report.counts.get(MessageState.DEFERRED) == 1
@@ -386,8 +386,7 @@ async def test_a_reply_not_sent_by_the_attendee_does_not_count(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """ATTENDEE:mailto:ada in a mail from someone else is kept as sender_mismatch, not counted."""
-    invitations = invitations_for(smtp_server, store)
-    await invitations.invite(EVENT, attendees()[:1])
+    invitations, _ = await invited(smtp_server, store, 1)
     await invitations.sender.aclose()
     data = (SAMPLES / "outlook_accepted.eml").read_bytes()
     forged = data.replace(b"ada@example.org>", b"mallory@example.net>", 1)
@@ -403,8 +402,7 @@ async def test_check_sender_off_counts_a_delegate_reply(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """With check_sender=False, a reply sent by someone else on the attendee's behalf counts."""
-    invitations = invitations_for(smtp_server, store, check_sender=False)
-    await invitations.invite(EVENT, attendees()[:1])
+    invitations, _ = await invited(smtp_server, store, 1, check_sender=False)
     await invitations.sender.aclose()
     data = (SAMPLES / "outlook_accepted.eml").read_bytes()
     delegated = data.replace(b"ada@example.org>", b"assistant@example.org>", 1)

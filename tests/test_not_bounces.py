@@ -6,7 +6,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import aiosmtplib
 import pytest
 from click.testing import CliRunner
 
@@ -16,7 +15,7 @@ from sender.config import BouncePolicy
 from sender.feedback.suppression import ingest_bounce
 from sender.servers.inbound import Disposition, InboundMail, InboundServer, kept_for_people
 from sender.store import SqliteStore
-from tests.helpers import spawn_sender
+from tests.helpers import deliver, dsn, spawn_inbound
 
 BOUNCE_DOMAIN = "bounce.learning.example.com"
 REPLY_TO = "invitation@calendar.example.com"
@@ -36,31 +35,6 @@ def person(subject: str, to: str) -> bytes:
     ).encode()
 
 
-def dsn(final_recipient: str) -> bytes:
-    """An RFC 3464 delivery status notification, as Postfix writes one."""
-    return (
-        "From: MAILER-DAEMON@mx.d0.example (Mail Delivery System)\r\n"
-        f"To: bounces@{BOUNCE_DOMAIN}\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
-        "\r\n--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.\r\n"
-        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.d0.example\r\n\r\n"
-        f"Final-Recipient: rfc822; {final_recipient}\r\n"
-        "Action: failed\r\nStatus: 5.1.1\r\n"
-        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n"
-        "\r\n--B--\r\n"
-    ).encode()
-
-
-async def deliver(port: int, rcpt: str, data: bytes, *, mail_from: str = "") -> None:
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30) as client:
-        await client.mail(mail_from)
-        await client.rcpt(rcpt)
-        await client.data(data)
-
-
 def maildir_messages(path: Path) -> list[bytes]:
     return sorted(f.read_bytes() for sub in ("new", "cur") for f in (path / sub).iterdir())
 
@@ -71,20 +45,18 @@ async def test_sender_inbound_keeps_a_persons_mail_for_a_person_and_records_noth
 ) -> None:
     """Over SMTP: no-bounce mail lands raw in for-people, nothing forged; the report says so."""
     (tmp_path / "sender.toml").write_text(f'bounce_domain = "{BOUNCE_DOMAIN}"\n', encoding="utf-8")
-    process = await spawn_sender(
-        tmp_path,
-        *("-v", "inbound", "--listen", f"127.0.0.1:{closed_port}"),
-        *("--reply-address", REPLY_TO),
-        env={"SENDER_SECRET_KEYS": KEY},
-        stdout=None,
-    )
     to_postmaster = person("Question about my course", f"postmaster@{BOUNCE_DOMAIN}")
     to_return_path = person("Re: Invitation", f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}")
     to_reply_address = person("Can I bring a friend?", REPLY_TO)
+    process = await spawn_inbound(
+        tmp_path,
+        closed_port,
+        "--reply-address",
+        REPLY_TO,
+        env={"SENDER_SECRET_KEYS": KEY},
+        verbose=True,
+    )
     try:
-        assert process.stderr is not None
-        line = await asyncio.wait_for(process.stderr.readline(), 60)
-        assert b"listening on" in line, line
         await deliver(closed_port, f"postmaster@{BOUNCE_DOMAIN}", to_postmaster, mail_from="k@x")
         await deliver(closed_port, f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}", to_return_path)
         await deliver(closed_port, REPLY_TO, to_reply_address, mail_from="kari@example.org")

@@ -25,6 +25,7 @@ from tests.helpers import UNLIMITED, bounce_ingester, dsn, sender_settings
 SETTINGS = sender_settings("r" * 32)
 BOUNCE_DOMAIN = "bounce.learning.example.com"
 POLICY = BouncePolicy()
+FAILED, DEFERRED = MessageState.FAILED, MessageState.DEFERRED
 
 
 def people(count: int) -> list[Participant]:
@@ -104,41 +105,36 @@ async def test_a_5xx_at_rcpt_in_a_run_is_a_hard_bounce_and_the_next_run_skips_it
     assert gone.email not in rcpts
 
 
-async def test_a_5xx_at_data_is_a_bounce_too(
-    smtp_server: RecordingSMTPServer, store: SqliteStore
+@pytest.mark.parametrize(
+    ("stage", "reply", "state", "kept"),
+    [
+        (Stage.DATA, "554 5.7.1 Message rejected by policy", FAILED, [("hard", "policy")]),
+        (Stage.RCPT, "451 4.7.1 Greylisted, try again later", DEFERRED, [("soft", "greylisted")]),
+        (Stage.MAIL, "550 5.7.1 Sender domain blocked", FAILED, []),
+    ],
+    ids=[
+        "5xx-at-data-is-a-hard-policy-bounce",
+        "4xx-defers-and-is-at-most-a-soft-bounce",
+        "5xx-to-mail-from-is-about-the-sender-not-the-recipient",
+    ],
+)
+async def test_a_refusal_is_kept_as_the_bounce_it_is(
+    smtp_server: RecordingSMTPServer,
+    store: SqliteStore,
+    stage: Stage,
+    reply: str,
+    state: MessageState,
+    kept: list[tuple[str, str]],
 ) -> None:
-    """554 5.7.1 after DATA: kept as a hard (policy) bounce for that recipient."""
-    report = await refused_once(
-        smtp_server, store, Stage.DATA, "554 5.7.1 Message rejected by policy", "r-data"
-    )
-    assert report.counts[MessageState.FAILED] == 1
-    (kept,) = await store.bounces()
-    assert (kept.address, kept.kind, kept.reason) == ("user0@d0.example", "hard", "policy")
-
-
-async def test_a_4xx_is_no_hard_bounce(
-    smtp_server: RecordingSMTPServer, store: SqliteStore
-) -> None:
-    """451 at RCPT defers the message; at most a soft bounce, never suppression or budget."""
-    report = await refused_once(
-        smtp_server, store, Stage.RCPT, "451 4.7.1 Greylisted, try again later", "r-soft"
-    )
-    assert report.counts[MessageState.DEFERRED] == 1
-    assert [b.kind for b in await store.bounces()] == ["soft"]
-    assert await store.suppressed(["user0@d0.example"]) == {}
-    assert await store.hard_bounces_since(0) == 0
-
-
-async def test_a_refused_mail_from_is_not_the_recipients_bounce(
-    smtp_server: RecordingSMTPServer, store: SqliteStore
-) -> None:
-    """550 to MAIL FROM is about the sender, not the recipient: no bounce, no suppression."""
-    report = await refused_once(
-        smtp_server, store, Stage.MAIL, "550 5.7.1 Sender domain blocked", "r-mail"
-    )
-    assert report.counts[MessageState.FAILED] == 1
-    assert await store.bounces() == []
-    assert await store.suppressed(["user0@d0.example"]) == {}
+    """The refused message's state and its bounces (kind, reason); no hard one: no suppression."""
+    report = await refused_once(smtp_server, store, stage, reply, f"r-{stage}")
+    assert report.counts[state] == 1
+    bounces = await store.bounces()
+    assert [(b.kind, b.reason) for b in bounces] == kept
+    assert {b.address for b in bounces} <= {"user0@d0.example"}
+    if all(kind != "hard" for kind, _reason in kept):
+        assert await store.suppressed(["user0@d0.example"]) == {}
+        assert await store.hard_bounces_since(0) == 0
 
 
 async def test_a_single_send_refused_with_5xx_is_a_bounce_and_suppresses(

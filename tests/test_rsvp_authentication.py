@@ -41,6 +41,7 @@ from tests.helpers import (
     invitations_for,
     sender_settings,
     smtp_url,
+    spawn_inbound,
     spawn_sender,
     write_files,
 )
@@ -316,17 +317,8 @@ async def test_replies_over_smtp_to_sender_inbound_count_only_when_authenticated
     assert uid in stdout  # the CLI names the UID it sent
     assert uid != EVENT.event_uid  # not the unkeyed hash of course and event id
 
-    process = await spawn_sender(
-        tmp_path,
-        *("inbound", "--listen", f"127.0.0.1:{closed_port}"),
-        *("--reply-address", REPLY_TO),
-        env=CLI_ENV,
-        stdout=None,
-    )
+    process = await spawn_inbound(tmp_path, closed_port, "--reply-address", REPLY_TO, env=CLI_ENV)
     try:
-        assert process.stderr is not None
-        line = await asyncio.wait_for(process.stderr.readline(), 60)
-        assert b"listening on" in line, line
         await deliver(closed_port, reply(uid, partstat="DECLINED"), mail_from="x@attacker.example")
         signed = DkimSigner(keys["example.org"]).sign(reply(uid, partstat="TENTATIVE"))
         await deliver(closed_port, signed)

@@ -25,7 +25,15 @@ from sender.participants import read_csv
 from sender.store import MessageState, RunState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.bulk_helpers import assert_paused_and_unsent, bulk_runner, people, recipients
+from tests.bulk_helpers import (
+    assert_paused_and_unsent,
+    at_most,
+    bulk_runner,
+    people,
+    recipients,
+    run_once,
+    started_run,
+)
 from tests.helpers import UNLIMITED, sender_settings
 
 SETTINGS = sender_settings()
@@ -36,16 +44,12 @@ async def test_each_participant_gets_one_message_and_a_rerun_sends_nothing(
 ) -> None:
     """A run sends once to everyone; running it again under the same id sends nothing."""
     group = people(40)
-    runner = bulk_runner(smtp_server, store)
-    report = await runner.run("r-1", group)
-    await runner.sender.aclose()
+    report = await run_once(smtp_server, store, "r-1", group)
     assert report.counts[MessageState.SENT] == 40
     assert report.sent_now == 40
     assert report.run.state is RunState.DONE
     assert recipients(smtp_server) == Counter(p.email for p in group)
-    again = bulk_runner(smtp_server, store)
-    second = await again.run("r-1", group)
-    await again.sender.aclose()
+    second = await run_once(smtp_server, store, "r-1", group)
     assert second.sent_now == 0
     assert len(smtp_server.messages) == 40
 
@@ -309,11 +313,8 @@ async def test_stop_pauses_the_run_and_resume_finishes_it(
 ) -> None:
     """stop() (Ctrl-C) pauses with an exact count; a resume sends the rest, nobody twice."""
     group = people(120)
-    limits = RateLimits(global_per_second=300, domain_per_minute=None)
-    runner = bulk_runner(smtp_server, store, limits=limits)
-    task = asyncio.create_task(runner.run("r-stop", group))
-    async with asyncio.timeout(30):
-        await smtp_server.wait_for_messages(20)
+    runner = bulk_runner(smtp_server, store, limits=at_most(300))
+    task = await started_run(runner, smtp_server, "r-stop", group, messages=20)
     runner.stop()
     report = await task
     await runner.sender.aclose()
@@ -321,9 +322,7 @@ async def test_stop_pauses_the_run_and_resume_finishes_it(
     assert report.run.paused_reason == "interrupted"
     assert report.sent_now == report.counts[MessageState.SENT] == len(smtp_server.messages)
     assert report.sent_now < 120
-    again = bulk_runner(smtp_server, store, limits=limits)
-    final = await again.run("r-stop")
-    await again.sender.aclose()
+    final = await run_once(smtp_server, store, "r-stop", limits=at_most(300))
     assert final.run.state is RunState.DONE
     assert recipients(smtp_server) == Counter(p.email for p in group)
 

@@ -15,15 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from sender import (
-    Address,
     DeliveryStatus,
-    LinkSettings,
     Participant,
     PermanentDeliveryError,
     Sender,
-    SenderSettings,
 )
-from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.runner import BulkRunner
 from sender.cli import main
 from sender.compose.links import message_of_key
 from sender.config import DAY, BouncePolicy
@@ -33,18 +30,15 @@ from sender.feedback.suppression import (
     cleanup_report,
     ingest_ses_notification,
 )
-from sender.pacing.schedule import RateLimits, Scheduler
 from sender.servers.inbound import InboundServer
 from sender.store import BounceRecord, MessageState, NewRow, Outcome, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
-from tests.helpers import bounce_ingester, spawn_sender
+from tests.bulk_helpers import at_most, bulk_runner, run_once, started_run
+from tests.helpers import bounce_ingester, deliver, dsn, sender_settings, spawn_inbound
 
 T0 = 1_800_000_000.0
-SETTINGS = SenderSettings(
-    from_address=Address("noreply@learning.example.com", "Example Academy"),
-    links=LinkSettings(secret_keys=("s" * 32,), base_url="https://lms.example.com/login"),
-)
+SETTINGS = sender_settings("s" * 32)
 POLICY = BouncePolicy()
 
 
@@ -128,16 +122,25 @@ async def test_a_delivery_resets_the_soft_count(store: SqliteStore) -> None:
     assert await store.count_bounces(address, kind="soft", since=T0 - 7 * DAY) == 1
 
 
+async def budget_at_and_past(
+    store: SqliteStore, policy: BouncePolicy, *, bounces: int, at: float
+) -> tuple[str | None, str | None]:
+    """The budget's reason at T0 after ``bounces`` hard bounces at ``at`` (u0@x.example, …),
+    and after one more."""
+    for n in range(bounces):
+        await store.add_bounce(bounce(n, f"u{n}@x.example", at=at))
+    at_limit = await budget_reason(store, policy=policy, now=T0)
+    await store.add_bounce(bounce(bounces, f"u{bounces}@x.example", at=at))
+    return at_limit, await budget_reason(store, policy=policy, now=T0)
+
+
 async def test_budget_holds_below_the_limit_and_trips_at_it(store: SqliteStore) -> None:
     """79 hard bounces in 24 h are fine; the 80th pauses bulk sending, with the reason."""
     policy = BouncePolicy(min_sent=10_000)  # keep the rate guard out of this test
-    for n in range(79):
-        await store.add_bounce(bounce(n, f"u{n}@x.example", at=T0 - 3600))
-    assert await budget_reason(store, policy=policy, now=T0) is None
-    await store.add_bounce(bounce(80, "u80@x.example", at=T0 - 60))
-    reason = await budget_reason(store, policy=policy, now=T0)
-    assert reason is not None
-    assert "80 hard-bounced addresses" in reason
+    at_limit, past = await budget_at_and_past(store, policy, bounces=79, at=T0 - 3600)
+    assert at_limit is None
+    assert past is not None
+    assert "80 hard-bounced addresses" in past
     assert await budget_reason(store, policy=policy, now=T0 + DAY) is None  # slid out
 
 
@@ -150,13 +153,7 @@ def test_impossible_policies_are_refused() -> None:
 
 
 def runner_for(server: RecordingSMTPServer, store: SqliteStore, **settings: object) -> BulkRunner:
-    sender = Sender(SETTINGS, transport=SmtpTransport(server.smtp_settings()))
-    return BulkRunner(
-        sender,
-        store,
-        RunSettings(concurrency=4, **settings),  # type: ignore[arg-type]
-        scheduler=Scheduler(RateLimits(global_per_second=200, domain_per_minute=None)),
-    )
+    return bulk_runner(server, store, settings=SETTINGS, limits=at_most(200), **settings)
 
 
 async def test_a_run_never_sends_to_a_suppressed_address(
@@ -165,9 +162,7 @@ async def test_a_run_never_sends_to_a_suppressed_address(
     """A suppressed participant is recorded as suppressed; everyone else is sent."""
     group = people(12)
     await store.suppress(group[4].email.upper(), kind="manual", reason="left", now=T0)
-    runner = runner_for(smtp_server, store)
-    report = await runner.run("r-supp", group)
-    await runner.sender.aclose()
+    report = await run_once(smtp_server, store, "r-supp", group, settings=SETTINGS)
     assert report.counts[MessageState.SUPPRESSED] == 1
     assert report.counts[MessageState.SENT] == 11
     received = Counter(r for m in smtp_server.messages for r in m.recipients)
@@ -203,9 +198,7 @@ async def test_a_bounce_storm_pauses_the_run_and_resume_needs_force(
     group = people(300)
     policy = BouncePolicy(budget=5, min_sent=100_000)
     runner = runner_for(smtp_server, store, bounces=policy, budget_interval=0.05)
-    task = asyncio.create_task(runner.run("r-storm", group))
-    async with asyncio.timeout(30):
-        await smtp_server.wait_for_messages(20)
+    task = await started_run(runner, smtp_server, "r-storm", group, messages=20)
     for n in range(5):
         await store.add_bounce(bounce(n, f"gone{n}@x.example", at=time.time()))
     report = await asyncio.wait_for(task, 30)
@@ -231,13 +224,8 @@ async def test_every_message_carries_a_return_path_naming_its_outbox_row(
 ) -> None:
     """With a bounce domain, MAIL FROM verifies back to the very message and recipient."""
     settings = replace(SETTINGS, bounce_domain="bounce.learning.example.com")
-    sender = Sender(settings, transport=SmtpTransport(smtp_server.smtp_settings()))
-    runner = BulkRunner(
-        sender,
-        store,
-        RunSettings(concurrency=2, workers=2),
-        scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
-    )
+    runner = bulk_runner(smtp_server, store, settings=settings, concurrency=2, workers=2)
+    sender = runner.sender
     await runner.run("r-verp", people(6))
     single = await sender.send_get_link(Participant("kari@example.com", "Kari", "p-77", "PY101"))
     await sender.aclose()
@@ -298,56 +286,15 @@ def test_suppress_add_list_remove_over_the_cli(
 BOUNCE_DOMAIN = "bounce.learning.example.com"
 
 
-def dsn(final_recipient: str | None, *, status: str = "5.1.1") -> bytes:
-    """An RFC 3464 delivery status notification, as Postfix writes one."""
-    recipient_fields = f"Final-Recipient: rfc822; {final_recipient}\r\n" if final_recipient else ""
-    return (
-        "From: MAILER-DAEMON@mx.d0.example (Mail Delivery System)\r\n"
-        "To: bounces@bounce.learning.example.com\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\n"
-        "Auto-Submitted: auto-replied\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
-        "\r\n--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.\r\n"
-        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.d0.example\r\n\r\n"
-        f"{recipient_fields}"
-        "Action: failed\r\n"
-        f"Status: {status}\r\n"
-        f"Diagnostic-Code: smtp; 550 {status} Recipient address rejected: User unknown\r\n"
-        "\r\n--B--\r\n"
-    ).encode()
-
-
-async def deliver_bounce(port: int, rcpt: str, data: bytes) -> None:
-    """Send a bounce as an MTA does: the null reverse-path, one recipient."""
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10) as client:
-        await client.mail("")
-        await client.rcpt(rcpt)
-        await client.data(data)
-
-
 async def test_bounces_over_smtp_suppress_and_the_next_run_skips_them(
     smtp_server: RecordingSMTPServer, store: SqliteStore, tmp_path: Path
 ) -> None:
     """DSNs to signed return paths suppress their recipients; a forged one changes nothing."""
     settings = replace(SETTINGS, bounce_domain=BOUNCE_DOMAIN)
     group = people(10)
-
-    def runner() -> BulkRunner:
-        sender = Sender(settings, transport=SmtpTransport(smtp_server.smtp_settings()))
-        return BulkRunner(
-            sender,
-            store,
-            RunSettings(concurrency=4),
-            scheduler=Scheduler(RateLimits(global_per_second=None, domain_per_minute=None)),
-        )
-
-    first = runner()
-    await first.run("r-first", group)
-    await first.sender.aclose()
+    await run_once(smtp_server, store, "r-first", group, settings=settings)
     return_path = {m.recipients[0]: m.mail_from for m in smtp_server.messages}
-    signer = first.sender.return_paths
+    signer = Sender(settings).return_paths  # the keys and bounce domain the run signed with
     assert signer is not None
 
     on_mail = bounce_ingester(store, signer, POLICY)
@@ -356,15 +303,15 @@ async def test_bounces_over_smtp_suppress_and_the_next_run_skips_them(
     async with InboundServer(
         bounce_domain=BOUNCE_DOMAIN, on_mail=on_mail, keep_dir=tmp_path / "inbound"
     ) as server:
-        await deliver_bounce(server.port, return_path[bounced[0].email], dsn(bounced[0].email))
-        await deliver_bounce(server.port, return_path[bounced[1].email], dsn(bounced[1].email))
+        await deliver(server.port, return_path[bounced[0].email], dsn(bounced[0].email))
+        await deliver(server.port, return_path[bounced[1].email], dsn(bounced[1].email))
         # A forwarded mailbox reports another address: the return path names ours.
         alias = dsn("old-alias@forward.example")
-        await deliver_bounce(server.port, return_path[bounced[2].email], alias)
-        await deliver_bounce(server.port, return_path[group[9].email], b"Subject: hm\r\n\r\n?\r\n")
+        await deliver(server.port, return_path[bounced[2].email], alias)
+        await deliver(server.port, return_path[group[9].email], b"Subject: hm\r\n\r\n?\r\n")
         forged = f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}"
-        await deliver_bounce(server.port, forged, dsn(group[0].email))
-        await deliver_bounce(server.port, return_path[bounced[0].email], dsn(bounced[0].email))
+        await deliver(server.port, forged, dsn(group[0].email))
+        await deliver(server.port, return_path[bounced[0].email], dsn(bounced[0].email))
     suppressed = await store.suppressed([p.email for p in group])
     assert set(suppressed) == {p.email for p in bounced}
     kept = await store.bounces()
@@ -372,9 +319,7 @@ async def test_bounces_over_smtp_suppress_and_the_next_run_skips_them(
     (unknown,) = [b for b in kept if b.kind == "unknown"]
     assert (unknown.address, unknown.participant_id) == (group[9].email, group[9].participant_id)
     assert await store.hard_bounces_since(0) == 3  # the repeated DSN counted once
-    second = runner()
-    report = await second.run("r-second", group)
-    await second.sender.aclose()
+    report = await run_once(smtp_server, store, "r-second", group, settings=settings)
     assert report.counts[MessageState.SUPPRESSED] == 3
     assert report.counts[MessageState.SENT] == 7
     rows = {row.address: row for row in await cleanup_report(store, since=0)}
@@ -395,13 +340,10 @@ async def test_the_rate_guard_pauses_above_five_percent_of_200(store: SqliteStor
         message = await store.claim("r", "x.example", now=T0, owner="w")
         assert message is not None
         await store.record(message.id, Outcome(MessageState.SENT, at=T0 - 60))
-    for n in range(10):
-        await store.add_bounce(bounce(n, f"u{n}@x.example", at=T0 - 30))
-    assert await budget_reason(store, policy=POLICY, now=T0) is None
-    await store.add_bounce(bounce(10, "u10@x.example", at=T0 - 30))
-    reason = await budget_reason(store, policy=POLICY, now=T0)
-    assert reason is not None
-    assert "5.5%" in reason
+    at_limit, past = await budget_at_and_past(store, POLICY, bounces=10, at=T0 - 30)
+    assert at_limit is None
+    assert past is not None
+    assert "5.5%" in past
 
 
 async def test_single_sends_pause_with_the_budget_only_when_configured(
@@ -493,21 +435,15 @@ async def test_sender_inbound_listens_refuses_relaying_and_stops_on_sigterm(
 ) -> None:
     """`sender inbound` keeps a forged bounce as forged, refuses other domains, exits on TERM."""
     (tmp_path / "sender.toml").write_text(f'bounce_domain = "{BOUNCE_DOMAIN}"\n', encoding="utf-8")
-    process = await spawn_sender(
-        tmp_path,
-        *("inbound", "--listen", f"127.0.0.1:{closed_port}"),
-        env={"SENDER_SECRET_KEYS": "inbound-cli-key-0123456789abcdef"},
-        stdout=None,
+    process = await spawn_inbound(
+        tmp_path, closed_port, env={"SENDER_SECRET_KEYS": "inbound-cli-key-0123456789abcdef"}
     )
     try:
-        assert process.stderr is not None
-        line = await asyncio.wait_for(process.stderr.readline(), 30)
-        assert b"listening on" in line, line
-        await deliver_bounce(
+        await deliver(
             closed_port, f"bounces+m1-aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}", dsn("a@b.example")
         )
         with pytest.raises(aiosmtplib.SMTPRecipientRefused):
-            await deliver_bounce(closed_port, "someone@elsewhere.example", dsn("a@b.example"))
+            await deliver(closed_port, "someone@elsewhere.example", dsn("a@b.example"))
     finally:
         process.terminate()
         code = await asyncio.wait_for(process.wait(), 30)

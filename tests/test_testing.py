@@ -64,9 +64,15 @@ async def greeted(client: RawClient) -> RawClient:
     return client
 
 
-async def start_transaction(client: RawClient, rcpt: str = "ada@example.org") -> None:
+async def mail_from(client: RawClient) -> RawClient:
+    """Greeted, and MAIL FROM accepted: the client's next command is RCPT TO."""
     await greeted(client)
     assert (await client.command("MAIL FROM:<lms@example.org>")).startswith("250")
+    return client
+
+
+async def start_transaction(client: RawClient, rcpt: str = "ada@example.org") -> None:
+    await mail_from(client)
     assert (await client.command(f"RCPT TO:<{rcpt}>")).startswith("250")
 
 
@@ -170,8 +176,7 @@ async def test_scripted_reply_is_sent_verbatim(smtp_server: RecordingSMTPServer)
     """A scripted reply reaches the client exactly as written."""
     smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown")
     async with raw_client(smtp_server) as client:
-        await greeted(client)
-        await client.command("MAIL FROM:<lms@example.org>")
+        await mail_from(client)
         assert await client.command("RCPT TO:<ada@example.org>") == "550 5.1.1 User unknown"
 
 
@@ -188,8 +193,7 @@ async def test_address_narrows_a_rule(smtp_server: RecordingSMTPServer) -> None:
     """A rule for one address (any letter case) leaves other addresses alone."""
     smtp_server.reply(Stage.RCPT, "550 5.1.1 User unknown", address="Gone@Example.org")
     async with raw_client(smtp_server) as client:
-        await greeted(client)
-        await client.command("MAIL FROM:<lms@example.org>")
+        await mail_from(client)
         assert (await client.command("RCPT TO:<ada@example.org>")).startswith("250")
         assert (await client.command("RCPT TO:<gone@example.org>")).startswith("550")
 
@@ -236,8 +240,7 @@ async def test_hang_never_replies_and_aclose_ends_it() -> None:
     await server.start()
     server.hang(Stage.RCPT)
     async with raw_client(server) as client:
-        await greeted(client)
-        await client.command("MAIL FROM:<lms@example.org>")
+        await mail_from(client)
         client.writer.write(b"RCPT TO:<ada@example.org>\r\n")
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):

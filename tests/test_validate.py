@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
 from email_validator import EmailNotValidError, validate_email
@@ -22,8 +22,9 @@ from sender.checks.validate import (
     suggest_domain,
 )
 from sender.participants import CsvRow
-from sender.store import BounceRecord, SqliteStore
+from sender.store import SqliteStore
 from tests.dns_server import DnsServer
+from tests.helpers import hard_bounce
 
 ZONE = """
 mail.example.          MX    10 mx.mail.example.
@@ -45,14 +46,6 @@ async def server() -> AsyncIterator[DnsServer]:
     """The test zones, with one SERVFAIL name and one silent name."""
     async with DnsServer(ZONE, servfail=("broken.example",), silent=("slow.example",)) as dns:
         yield dns
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    """A real SQLite outbox in a temporary directory."""
-    outbox = SqliteStore(tmp_path / "outbox.sqlite3")
-    yield outbox
-    await outbox.aclose()
 
 
 def validator(server: DnsServer, **kw: object) -> Validator:
@@ -85,18 +78,27 @@ async def test_an_address_record_without_mx_is_ok(server: DnsServer, domain: str
     assert check.verdict is Verdict.OK
 
 
-async def test_no_mx_a_or_aaaa_is_invalid(server: DnsServer) -> None:
-    """A domain that exists without MX, A or AAAA records has no mail server."""
-    check = await validator(server).check("kari@txtonly.example")
-    assert check.verdict is Verdict.INVALID
-    assert check.reason == "the domain txtonly.example has no mail server (no MX, A or AAAA record)"
-
-
-async def test_a_domain_that_does_not_exist_is_invalid(server: DnsServer) -> None:
-    """NXDOMAIN: the reason names the domain."""
-    check = await validator(server).check("kari@nowhere.example")
-    assert check.verdict is Verdict.INVALID
-    assert check.reason == "the domain nowhere.example does not exist"
+@pytest.mark.parametrize(
+    ("email", "reason"),
+    [
+        pytest.param(
+            "kari@txtonly.example",
+            "the domain txtonly.example has no mail server (no MX, A or AAAA record)",
+            id="no-mx-a-or-aaaa",
+        ),
+        pytest.param(
+            "kari@nowhere.example",
+            "the domain nowhere.example does not exist",
+            id="nxdomain",
+        ),
+    ],
+)
+async def test_a_domain_without_a_mail_server_is_invalid_and_named(
+    server: DnsServer, email: str, reason: str
+) -> None:
+    """No MX, A or AAAA record, or no domain at all (NXDOMAIN): invalid, naming the domain."""
+    check = await validator(server).check(email)
+    assert (check.verdict, check.reason) == (Verdict.INVALID, reason)
 
 
 async def test_servfail_is_unknown_never_invalid(server: DnsServer) -> None:
@@ -139,18 +141,21 @@ async def test_syntax_errors_are_invalid_and_named(
     assert server.queries == 0
 
 
-async def test_an_internationalized_domain_is_looked_up_by_its_a_label(server: DnsServer) -> None:
-    """kari@bücher.example is asked as xn--bcher-kva.example and keeps its Unicode form."""
-    check = await validator(server).check("kari@bücher.example")
+@pytest.mark.parametrize(
+    "email",
+    [
+        # asked as xn--bcher-kva.example; it keeps its Unicode form
+        pytest.param("kari@bücher.example", id="internationalized-domain-by-its-a-label"),
+        pytest.param("øyvind@mail.example", id="smtputf8-local-part"),
+    ],
+)
+async def test_non_ascii_addresses_are_ok_and_keep_their_form(
+    server: DnsServer, email: str
+) -> None:
+    """An IDN (asked by its A-label) and an SMTPUTF8 local part are ok and keep their form."""
+    check = await validator(server).check(email)
     assert check.verdict is Verdict.OK
-    assert check.normalized == "kari@bücher.example"
-
-
-async def test_an_smtputf8_local_part_is_ok(server: DnsServer) -> None:
-    """A non-ASCII local part (SMTPUTF8) is allowed."""
-    check = await validator(server).check("øyvind@mail.example")
-    assert check.verdict is Verdict.OK
-    assert check.normalized == "øyvind@mail.example"
+    assert check.normalized == email
 
 
 @pytest.mark.parametrize(
@@ -221,27 +226,9 @@ async def test_a_hard_bounced_address_not_suppressed_is_risky(
     server: DnsServer, store: SqliteStore
 ) -> None:
     """Recorded hard bounces without suppression make the address risky; forged ones don't."""
-    record = BounceRecord(
-        fingerprint="f1",
-        address="ola@mail.example",
-        kind="hard",
-        status="5.1.1",
-        diagnostic="550 5.1.1 no such user",
-        reason="no such user",
-        at=1.0,
-    )
-    await store.add_bounce(record)
-    forged = BounceRecord(
-        fingerprint="f2",
-        address="per@mail.example",
-        kind="hard",
-        status="5.1.1",
-        diagnostic="550 5.1.1 no such user",
-        reason="no such user",
-        at=1.0,
-        forged=True,
-    )
-    await store.add_bounce(forged)
+    await store.add_bounce(hard_bounce(1.0, address="ola@mail.example", fingerprint="f1"))
+    forged = hard_bounce(1.0, address="per@mail.example", fingerprint="f2")
+    await store.add_bounce(replace(forged, forged=True))
     checks = await validator(server, store=store).check_many(
         ["ola@mail.example", "per@mail.example"]
     )

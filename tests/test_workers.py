@@ -20,7 +20,13 @@ from sender.bulk.workers import Skipped, WorkerPool
 from sender.pacing.schedule import RateLimits
 from sender.store import MessageState, OutboxMessage, RunState, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
-from tests.bulk_helpers import assert_paused_and_unsent, bulk_runner, recipients
+from tests.bulk_helpers import (
+    assert_paused_and_unsent,
+    at_most,
+    bulk_runner,
+    recipients,
+    started_run,
+)
 from tests.bulk_helpers import people as bulk_people
 from tests.helpers import UNLIMITED, sender_settings
 
@@ -109,11 +115,8 @@ async def test_killed_worker_pauses_the_run_and_a_resume_sends_the_rest(
 ) -> None:
     """SIGKILL of a worker stops the run with WorkerError; resuming skips nobody."""
     group = people(300)
-    limits = RateLimits(global_per_second=200, domain_per_minute=None)
-    runner = runner_for(smtp_server, store, limits=limits)
-    task = asyncio.create_task(runner.run("r-kill", group))
-    async with asyncio.timeout(60):
-        await smtp_server.wait_for_messages(30)
+    runner = runner_for(smtp_server, store, limits=at_most(200))
+    task = await started_run(runner, smtp_server, "r-kill", group, messages=30, within=60)
     pool = runner._pool
     assert pool is not None
     os.kill(pool.pids[0], signal.SIGKILL)
