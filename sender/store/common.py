@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol
 
 import sender.store.sql as sql
@@ -48,7 +49,13 @@ from sender.store.records import (
     run_from_columns,
     suppression_from_columns,
 )
-from sender.store.rules import IngestPlan, bounced_addresses, latest_invitations, plan_ingest
+from sender.store.rules import (
+    IngestPlan,
+    bounced_addresses,
+    latest_invitations,
+    plan_ingest,
+    unencodable,
+)
 from sender.vocabulary import MessageState, RunState
 
 __all__ = [
@@ -59,7 +66,6 @@ __all__ = [
     "SharedRuns",
     "SqlBackend",
     "Transaction",
-    "ingest_result",
     "queued_values",
 ]
 
@@ -77,6 +83,12 @@ class Transaction(Protocol):
 
     async def insert_queued(self, key: int, values: Sequence[tuple[object, ...]], /) -> None:
         """:data:`sql.INSERT_QUEUED` for each of ``values``, in the backend's bulk form."""
+        ...
+
+    async def insert_skipped(
+        self, key: int, template: str, skipped: Sequence[tuple[int, str, str]], /
+    ) -> None:
+        """Store skipped rows ``(row, email, reason)``; one already stored is left as it is."""
         ...
 
 
@@ -187,6 +199,40 @@ class SharedOutbox(SqlBackend):
     _NEXT_ATTEMPT: ClassVar[str]  # sql.NEXT_ATTEMPT with the backend's {queued_hint}
     _INGESTED_ROWS: ClassVar[str]  # sql.INGESTED_ROWS with the backend's {member}
     _CURRENT_MESSAGE: ClassVar[str]  # sql.CURRENT_MESSAGE with the backend's {lock}
+    # Advance the run's ingested_through and ingest_complete (row, complete, key): the
+    # larger of old and new, in the backend's words for it.
+    _INGESTED_THROUGH: ClassVar[str]
+
+    def _ingesting(self, key: int, /) -> AbstractAsyncContextManager[Transaction]:
+        """The one transaction ``add_rows`` runs in, with the driver's errors translated."""
+        raise NotImplementedError
+
+    async def add_rows(
+        self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
+    ) -> IngestResult:
+        """:meth:`Outbox.add_rows <sender.store.base.Outbox.add_rows>` in one transaction.
+
+        Duplicates are :func:`~sender.store.rules.plan_ingest`'s to find; the unique
+        participant key (current messages only) backs it. The result counts only what
+        this call stored.
+        """
+        ordered = sorted(rows, key=lambda r: r.row)
+        key, template = await self._key(run_id)
+        try:
+            async with self._ingesting(key) as tx:
+                plan, corrected = await self._ingest(tx, key, template, ordered)
+                await tx.insert_skipped(key, template, plan.skipped)
+                await tx.execute(
+                    self._INGESTED_THROUGH, (ordered[-1].row if ordered else 0, int(complete), key)
+                )
+        except UnicodeEncodeError:
+            raise unencodable(ordered) from None
+        return IngestResult(
+            queued=len(plan.queued),
+            skipped=len(plan.skipped),
+            duplicates=tuple(plan.duplicates),
+            corrected=corrected,
+        )
 
     async def _ingest(
         self, tx: Transaction, key: int, template: str, ordered: Sequence[NewRow]
@@ -194,8 +240,7 @@ class SharedOutbox(SqlBackend):
         """Store a batch sorted by row, but for its skipped rows; the plan and corrections.
 
         Corrected addresses first, then :func:`~sender.store.rules.plan_ingest` decides
-        the rest from what the run holds, and its queued rows are inserted. Skipped rows
-        and the run's ingest mark are the caller's to write, in its own dialect.
+        the rest from what the run holds, and its queued rows are inserted.
         """
         corrections = [r for r in ordered if r.replaces and r.participant is not None]
         corrected = 0
@@ -433,16 +478,6 @@ class SharedFeedback(SqlBackend):
     async def suppressions(self) -> list[Suppression]:
         rows = await self._rows(sql.SELECT_SUPPRESSIONS + " ORDER BY since")
         return [suppression_from_columns(row) for row in rows]
-
-
-def ingest_result(plan: IngestPlan, corrected: int, /) -> IngestResult:
-    """What ``add_rows`` reports: only what this call stored."""
-    return IngestResult(
-        queued=len(plan.queued),
-        skipped=len(plan.skipped),
-        duplicates=tuple(plan.duplicates),
-        corrected=corrected,
-    )
 
 
 def queued_values(template: str, new: NewRow, person: Participant, /) -> tuple[object, ...]:

@@ -12,22 +12,17 @@ the planner). What counts as a duplicate and what an outcome may be are decided 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from psycopg import AsyncConnection
 
 import sender.store.sql as sql
-from sender.store.common import SharedOutbox, ingest_result
+from sender.store.common import SharedOutbox, Transaction
 from sender.store.postgres.database import MEMBER, PostgresDatabase, psycopg_marks
-from sender.store.records import (
-    IngestResult,
-    NewRow,
-    OutboxMessage,
-    Outcome,
-    participant_from_columns,
-)
-from sender.store.rules import INTERRUPTED_REPLACED, claim_order, outcome_due, unencodable
+from sender.store.records import OutboxMessage, Outcome, participant_from_columns
+from sender.store.rules import INTERRUPTED_REPLACED, claim_order, outcome_due
 
 __all__ = ["PostgresOutbox"]
 
@@ -106,36 +101,18 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
     _INGESTED_ROWS = sql.INGESTED_ROWS.format(member=MEMBER.format(column="participant_id"))
     _CURRENT_MESSAGE = sql.CURRENT_MESSAGE.format(lock=" FOR UPDATE")
 
-    async def add_rows(
-        self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
-    ) -> IngestResult:
-        """:meth:`Outbox.add_rows <sender.store.base.Outbox.add_rows>` in one transaction.
+    _INGESTED_THROUGH = (
+        "UPDATE runs SET ingested_through = GREATEST(ingested_through, ?),"
+        " ingest_complete = GREATEST(ingest_complete, ?) WHERE id = ?"
+    )
 
-        Duplicates are :func:`~sender.store.rules.plan_ingest`'s to find; the unique
-        participant key (current messages only) backs it. The transaction takes the
-        run's row lock first, so two processes ingesting one run take turns.
-        """
-        ordered = sorted(rows, key=lambda r: r.row)
+    @asynccontextmanager
+    async def _ingesting(self, key: int, /) -> AsyncIterator[Transaction]:
+        """Takes the run's row lock first, so two processes ingesting one run take turns."""
         with self._errors():
-            key, template = await self._key(run_id)
-            try:
-                async with self._transaction() as db:
-                    await db.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (key,))
-                    plan, corrected = await self._ingest(_Transaction(db), key, template, ordered)
-                    if plan.skipped:
-                        skipped_rows, emails, reasons = zip(*plan.skipped, strict=True)
-                        await db.execute(
-                            _INSERT_SKIPPED,
-                            (key, template, list(skipped_rows), list(emails), list(reasons)),
-                        )
-                    await db.execute(
-                        "UPDATE runs SET ingested_through = GREATEST(ingested_through, %s),"
-                        " ingest_complete = GREATEST(ingest_complete, %s) WHERE id = %s",
-                        (ordered[-1].row if ordered else 0, int(complete), key),
-                    )
-            except UnicodeEncodeError:
-                raise unencodable(ordered) from None
-        return ingest_result(plan, corrected)
+            async with self._transaction() as db:
+                await db.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (key,))
+                yield _Transaction(db)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -288,3 +265,12 @@ class _Transaction:
         if values:
             columns = [list(column) for column in zip(*values, strict=True)]
             await self._db.execute(_INSERT_QUEUED, (key, *columns))
+
+    async def insert_skipped(
+        self, key: int, template: str, skipped: Sequence[tuple[int, str, str]], /
+    ) -> None:
+        if skipped:
+            rows, emails, reasons = zip(*skipped, strict=True)
+            await self._db.execute(
+                _INSERT_SKIPPED, (key, template, list(rows), list(emails), list(reasons))
+            )

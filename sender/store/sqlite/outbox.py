@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sender.store.sql as sql
-from sender.store.common import SharedOutbox, ingest_result
-from sender.store.records import (
-    IngestResult,
-    NewRow,
-    OutboxMessage,
-    Outcome,
-    participant_from_columns,
-)
-from sender.store.rules import INTERRUPTED_REPLACED, outcome_due, unencodable
+from sender.store.common import SharedOutbox, Transaction
+from sender.store.records import OutboxMessage, Outcome, participant_from_columns
+from sender.store.rules import INTERRUPTED_REPLACED, outcome_due
 from sender.store.sqlite.file import MEMBER, NOT_QUEUED, SqliteFile
 
 __all__ = ["SqliteOutbox"]
@@ -69,30 +64,15 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
     _INGESTED_ROWS = sql.INGESTED_ROWS.format(member=MEMBER.format(column="participant_id"))
     _CURRENT_MESSAGE = sql.CURRENT_MESSAGE.format(lock="")
 
-    async def add_rows(
-        self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
-    ) -> IngestResult:
-        """:meth:`Outbox.add_rows <sender.store.base.Outbox.add_rows>` in one transaction.
+    _INGESTED_THROUGH = (
+        "UPDATE runs SET ingested_through = MAX(ingested_through, ?),"
+        " ingest_complete = MAX(ingest_complete, ?) WHERE id = ?"
+    )
 
-        Duplicates are :func:`~sender.store.rules.plan_ingest`'s to find; the unique
-        participant key (current messages only) backs it. The result counts only what
-        this call stored.
-        """
-        ordered = sorted(rows, key=lambda r: r.row)
-        with self._for_run(run_id) as (key, template), self._transaction() as db:
-            try:
-                plan, corrected = await self._ingest(_Transaction(db), key, template, ordered)
-                db.executemany(
-                    _INSERT_SKIPPED, [(key, *skipped, template) for skipped in plan.skipped]
-                )
-            except UnicodeEncodeError:
-                raise unencodable(ordered) from None
-            db.execute(
-                "UPDATE runs SET ingested_through = MAX(ingested_through, ?),"
-                " ingest_complete = ingest_complete OR ? WHERE id = ?",
-                (ordered[-1].row if ordered else 0, complete, key),
-            )
-        return ingest_result(plan, corrected)
+    @asynccontextmanager
+    async def _ingesting(self, key: int, /) -> AsyncIterator[Transaction]:
+        with self._errors(), self._transaction() as db:
+            yield _Transaction(db)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -235,3 +215,8 @@ class _Transaction:
 
     async def insert_queued(self, key: int, values: Sequence[tuple[object, ...]], /) -> None:
         self._db.executemany(sql.INSERT_QUEUED, [(key, *row) for row in values])
+
+    async def insert_skipped(
+        self, key: int, template: str, skipped: Sequence[tuple[int, str, str]], /
+    ) -> None:
+        self._db.executemany(_INSERT_SKIPPED, [(key, *row, template) for row in skipped])
