@@ -4,7 +4,9 @@ A backend gives these mixins four primitives (``_rows``, ``_row``, ``_write`` an
 ``_key``, each translating its driver's errors) and fills in the few statement texts
 that differ by dialect as class constants; everything else here runs the same
 :mod:`sender.store.sql` text on SQLite and PostgreSQL and builds the same records. What
-needs a transaction, a claim or dialect-only SQL stays in the backend's own module.
+needs a transaction, a claim or dialect-only SQL stays in the backend's own module; the
+ingest runs here too, inside a transaction the backend opens and hands over as a
+:class:`Transaction`.
 
 SQLite's primitives are coroutines that never suspend, so a method here still holds the
 event loop for one statement, as the SQLite backend's own methods do.
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from contextlib import AbstractAsyncContextManager
+from typing import Any, ClassVar, Protocol
 
 import sender.store.sql as sql
 from sender.addresses import address_key
@@ -25,8 +28,10 @@ from sender.store.records import (
     Attempt,
     BounceRecord,
     EventRecord,
+    IngestResult,
     InvitationRecord,
     MessageRecord,
+    NewRow,
     Outcome,
     RsvpRecord,
     RunInfo,
@@ -37,13 +42,20 @@ from sender.store.records import (
     event_from_columns,
     event_values,
     message_from_columns,
+    participant_columns,
     participant_from_columns,
     problem_from_columns,
     rsvp_from_columns,
     run_from_columns,
     suppression_from_columns,
 )
-from sender.store.rules import bounced_addresses, latest_invitations
+from sender.store.rules import (
+    IngestPlan,
+    bounced_addresses,
+    latest_invitations,
+    plan_ingest,
+    unencodable,
+)
 from sender.vocabulary import MessageState, RunState
 
 __all__ = [
@@ -53,7 +65,31 @@ __all__ = [
     "SharedProgress",
     "SharedRuns",
     "SqlBackend",
+    "Transaction",
+    "queued_values",
 ]
+
+
+class Transaction(Protocol):
+    """One open transaction of a backend, as the shared ingest drives it (``?`` marks)."""
+
+    async def rows(self, statement: str, parameters: Sequence[object], /) -> list[Any]:
+        """Every row the statement returns."""
+        ...
+
+    async def execute(self, statement: str, parameters: Sequence[object], /) -> None:
+        """Run a statement that returns nothing."""
+        ...
+
+    async def insert_queued(self, key: int, values: Sequence[tuple[object, ...]], /) -> None:
+        """:data:`sql.INSERT_QUEUED` for each of ``values``, in the backend's bulk form."""
+        ...
+
+    async def insert_skipped(
+        self, key: int, template: str, skipped: Sequence[tuple[int, str, str]], /
+    ) -> None:
+        """Store skipped rows ``(row, email, reason)``; one already stored is left as it is."""
+        ...
 
 
 class SqlBackend:
@@ -155,12 +191,103 @@ class SharedRuns(SqlBackend):
 
 
 class SharedOutbox(SqlBackend):
-    """The reads of :class:`~sender.store.base.Outbox`; ingest and claims are each backend's."""
+    """The reads of :class:`~sender.store.base.Outbox` and the ingest; claims are each backend's."""
 
     __slots__ = ()
 
     _ADDRESSES_OF: ClassVar[str]  # sql.ADDRESSES_OF with the backend's {member}
     _NEXT_ATTEMPT: ClassVar[str]  # sql.NEXT_ATTEMPT with the backend's {queued_hint}
+    _INGESTED_ROWS: ClassVar[str]  # sql.INGESTED_ROWS with the backend's {member}
+    _CURRENT_MESSAGE: ClassVar[str]  # sql.CURRENT_MESSAGE with the backend's {lock}
+    # Advance the run's ingested_through and ingest_complete (row, complete, key): the
+    # larger of old and new, in the backend's words for it.
+    _INGESTED_THROUGH: ClassVar[str]
+
+    def _ingesting(self, key: int, /) -> AbstractAsyncContextManager[Transaction]:
+        """The one transaction ``add_rows`` runs in, with the driver's errors translated."""
+        raise NotImplementedError
+
+    async def add_rows(
+        self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
+    ) -> IngestResult:
+        """:meth:`Outbox.add_rows <sender.store.base.Outbox.add_rows>` in one transaction.
+
+        Duplicates are :func:`~sender.store.rules.plan_ingest`'s to find; the unique
+        participant key (current messages only) backs it. The result counts only what
+        this call stored.
+        """
+        ordered = sorted(rows, key=lambda r: r.row)
+        key, template = await self._key(run_id)
+        try:
+            async with self._ingesting(key) as tx:
+                plan, corrected = await self._ingest(tx, key, template, ordered)
+                await tx.insert_skipped(key, template, plan.skipped)
+                await tx.execute(
+                    self._INGESTED_THROUGH, (ordered[-1].row if ordered else 0, int(complete), key)
+                )
+        except UnicodeEncodeError:
+            raise unencodable(ordered) from None
+        return IngestResult(
+            queued=len(plan.queued),
+            skipped=len(plan.skipped),
+            duplicates=tuple(plan.duplicates),
+            corrected=corrected,
+        )
+
+    async def _ingest(
+        self, tx: Transaction, key: int, template: str, ordered: Sequence[NewRow]
+    ) -> tuple[IngestPlan, int]:
+        """Store a batch sorted by row, but for its skipped rows; the plan and corrections.
+
+        Corrected addresses first, then :func:`~sender.store.rules.plan_ingest` decides
+        the rest from what the run holds, and its queued rows are inserted.
+        """
+        corrections = [r for r in ordered if r.replaces and r.participant is not None]
+        corrected = 0
+        for new in corrections:
+            corrected += await self._correct(tx, key, template, new)
+        rest = [r for r in ordered if r not in corrections]
+        ids = [r.participant.participant_id for r in rest if r.participant is not None]
+        first_row: dict[str, int] = {}
+        if ids:
+            first_row.update(
+                await tx.rows(self._INGESTED_ROWS, (key, template, self._bind_list(ids)))
+            )
+        stored_skips: list[int] = []
+        if rest:
+            stored_skips = [
+                row for (row,) in await tx.rows(sql.STORED_SKIPS, (key, rest[0].row, rest[-1].row))
+            ]
+        plan = plan_ingest(rest, first_row=first_row, stored_skips=stored_skips)
+        await tx.insert_queued(
+            key, [queued_values(template, new, person) for new, person in plan.queued]
+        )
+        return plan, corrected
+
+    async def _correct(self, tx: Transaction, key: int, template: str, new: NewRow) -> bool:
+        """Give the participant of ``new`` its corrected address; False when none to correct.
+
+        A message not sent yet takes the new address in place; one sent (or failed) is
+        kept as it was, replaced by a new queued message.
+        """
+        person = new.participant
+        if person is None:
+            return False
+        found = await tx.rows(self._CURRENT_MESSAGE, (key, person.participant_id, template))
+        values = queued_values(template, new, person)
+        if not found:
+            await tx.execute(sql.INSERT_QUEUED, (key, *values))
+            return False
+        id_, state, email = found[0]
+        if email == person.email:
+            return False  # corrected already (a resumed ingest)
+        if state in (MessageState.QUEUED, MessageState.DEFERRED):
+            await tx.execute(sql.CORRECT_ADDRESS, (new.row, *values[3:], id_))
+            return True
+        await tx.execute(sql.MARK_REPLACED, (0, id_))
+        ((new_id,),) = await tx.rows(sql.INSERT_QUEUED + " RETURNING id", (key, *values))
+        await tx.execute(sql.MARK_REPLACED, (new_id, id_))
+        return True
 
     async def addresses_of(self, run_id: str, participant_ids: Sequence[str], /) -> dict[str, str]:
         """The address of each participant's current message in the run, for those it has."""
@@ -351,6 +478,18 @@ class SharedFeedback(SqlBackend):
     async def suppressions(self) -> list[Suppression]:
         rows = await self._rows(sql.SELECT_SUPPRESSIONS + " ORDER BY since")
         return [suppression_from_columns(row) for row in rows]
+
+
+def queued_values(template: str, new: NewRow, person: Participant, /) -> tuple[object, ...]:
+    """One queued row's values in :data:`sql.QUEUED_COLUMNS` order."""
+    return (
+        new.row,
+        template,
+        *participant_columns(person),
+        person.domain,
+        new.priority,
+        address_key(person.email),
+    )
 
 
 def _address_keys(addresses: Sequence[str]) -> list[str]:

@@ -29,14 +29,20 @@ from sender.store.rules import PROBLEM_STATES
 __all__ = [
     "ACQUIRE_RUN",
     "ADDRESSES_OF",
+    "CORRECT_ADDRESS",
+    "CURRENT_MESSAGE",
     "HARD_BOUNCES",
     "HEARTBEAT",
+    "INGESTED_ROWS",
+    "INSERT_QUEUED",
     "INSERT_RUN",
     "LOG_SUPPRESSION",
+    "MARK_REPLACED",
     "NEXT_ATTEMPT",
     "OWNERS",
     "PARTICIPANT_COUNT",
     "PENDING_DOMAINS",
+    "QUEUED_COLUMNS",
     "RECENT_RUNS",
     "RELEASE_RUN",
     "RESET_RUN",
@@ -53,6 +59,7 @@ __all__ = [
     "SELECT_SUPPRESSIONS",
     "SENT_SINCE",
     "SET_RUN_STATE",
+    "STORED_SKIPS",
     "SUPPRESS",
     "SUPPRESSED",
     "UNSUPPRESS",
@@ -88,6 +95,38 @@ SET_RUN_STATE = (
 RESET_RUN = (
     "UPDATE runs SET state = 'active', paused_reason = NULL, paused_since = NULL WHERE id = ?"
 )
+
+# --- ingest --------------------------------------------------------------------------------
+
+# What ingest writes for a queued message, in the order common.queued_values gives them.
+QUEUED_COLUMNS = ("row", "template", *PARTICIPANT_COLUMNS, "domain", "priority", "email_key")
+# One queued message (SQLite binds a batch to it; PostgreSQL inserts a batch from arrays).
+INSERT_QUEUED = (
+    f"INSERT INTO messages (run, state, due_at, {_columns(QUEUED_COLUMNS)})"  # noqa: S608
+    f" VALUES (?, 'queued', 0, {', '.join('?' * len(QUEUED_COLUMNS))})"
+)
+# {member} is the backend's test that participant_id is one of a bound list.
+INGESTED_ROWS = (
+    "SELECT participant_id, row FROM messages"
+    " WHERE run = ? AND template = ? AND replaced_by IS NULL AND {member}"
+)
+STORED_SKIPS = (
+    "SELECT row FROM messages WHERE run = ? AND participant_id IS NULL AND row BETWEEN ? AND ?"
+)
+# {lock} is PostgreSQL's " FOR UPDATE"; SQLite's write transaction locks the file already.
+CURRENT_MESSAGE = (
+    "SELECT id, state, email FROM messages WHERE run = ? AND participant_id = ?"
+    " AND template = ? AND replaced_by IS NULL{lock}"
+)
+# A corrected address for a message not yet sent: QUEUED_COLUMNS but the unchanged
+# template and participant_id, and a fresh start.
+CORRECT_ADDRESS = (
+    "UPDATE messages SET row = ?, email = ?, name = ?, course_id = ?, locale = ?, vars = ?,"
+    " domain = ?, priority = ?, email_key = ?, state = 'queued', due_at = 0, attempts = 0,"
+    " first_attempt_at = NULL, last_attempt_at = NULL, message_id = NULL, code = NULL,"
+    " enhanced_status = NULL, reply_text = NULL, detail = NULL WHERE id = ?"
+)
+MARK_REPLACED = "UPDATE messages SET replaced_by = ? WHERE id = ?"
 
 # --- the outbox and progress ---------------------------------------------------------------
 

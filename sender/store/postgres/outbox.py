@@ -12,32 +12,17 @@ the planner). What counts as a duplicate and what an outcome may be are decided 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from psycopg import AsyncConnection
 
 import sender.store.sql as sql
-from sender.addresses import address_key
-from sender.store.common import SharedOutbox
+from sender.store.common import SharedOutbox, Transaction
 from sender.store.postgres.database import MEMBER, PostgresDatabase, psycopg_marks
-from sender.store.records import (
-    IngestResult,
-    NewRow,
-    OutboxMessage,
-    Outcome,
-    participant_columns,
-    participant_from_columns,
-)
-from sender.store.rules import (
-    INTERRUPTED_REPLACED,
-    IngestPlan,
-    claim_order,
-    outcome_due,
-    plan_ingest,
-    unencodable,
-)
-from sender.vocabulary import MessageState
+from sender.store.records import OutboxMessage, Outcome, participant_from_columns
+from sender.store.rules import INTERRUPTED_REPLACED, claim_order, outcome_due
 
 __all__ = ["PostgresOutbox"]
 
@@ -89,17 +74,14 @@ SELECT * FROM updated
 RETURNING message
 """
 
-_QUEUED_COLUMNS = (
-    "row, template, participant_id, email, name, course_id, locale, vars, domain, priority,"
-    " email_key"
-)
+# sql.INSERT_QUEUED for a batch, from one array per column.
+_QUEUED_COLUMNS = ", ".join(sql.QUEUED_COLUMNS)
 _INSERT_QUEUED = f"""
 INSERT INTO messages (run, state, due_at, {_QUEUED_COLUMNS})
 SELECT %s, 'queued', 0, q.* FROM unnest(
     %s::integer[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
     %s::text[], %s::text[], %s::integer[], %s::text[]) AS q({_QUEUED_COLUMNS})
-RETURNING id
-"""  # noqa: S608 (constants)
+""".encode()  # noqa: S608 (constants)
 
 _INSERT_SKIPPED = """
 INSERT INTO messages (run, state, template, row, email, skip_reason)
@@ -110,57 +92,27 @@ ON CONFLICT DO NOTHING
 
 _RESET_RUN = psycopg_marks(sql.RESET_RUN)
 
-_DB = AsyncConnection[Any]
-
 
 class PostgresOutbox(SharedOutbox, PostgresDatabase):
     """:class:`~sender.store.base.Outbox` for :class:`~sender.store.postgres.PostgresStore`."""
 
     _ADDRESSES_OF = sql.ADDRESSES_OF.format(member=MEMBER.format(column="participant_id"))
     _NEXT_ATTEMPT = sql.NEXT_ATTEMPT.format(queued_hint="")
+    _INGESTED_ROWS = sql.INGESTED_ROWS.format(member=MEMBER.format(column="participant_id"))
+    _CURRENT_MESSAGE = sql.CURRENT_MESSAGE.format(lock=" FOR UPDATE")
 
-    async def add_rows(
-        self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
-    ) -> IngestResult:
-        """:meth:`Outbox.add_rows <sender.store.base.Outbox.add_rows>` in one transaction.
+    _INGESTED_THROUGH = (
+        "UPDATE runs SET ingested_through = GREATEST(ingested_through, ?),"
+        " ingest_complete = GREATEST(ingest_complete, ?) WHERE id = ?"
+    )
 
-        Duplicates are :func:`~sender.store.rules.plan_ingest`'s to find; the unique
-        participant key (current messages only) backs it. The transaction takes the
-        run's row lock first, so two processes ingesting one run take turns.
-        """
-        ordered = sorted(rows, key=lambda r: r.row)
-        corrections = [r for r in ordered if r.replaces and r.participant is not None]
+    @asynccontextmanager
+    async def _ingesting(self, key: int, /) -> AsyncIterator[Transaction]:
+        """Takes the run's row lock first, so two processes ingesting one run take turns."""
         with self._errors():
-            key, template = await self._key(run_id)
-            try:
-                async with self._transaction() as db:
-                    await db.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (key,))
-                    corrected = 0
-                    for new in corrections:
-                        corrected += await _replace(db, key, template, new)
-                    plan = await _ingest(
-                        db, key, template, [r for r in ordered if r not in corrections]
-                    )
-                    await _insert_queued(db, key, template, [new for new, _ in plan.queued])
-                    if plan.skipped:
-                        skipped_rows, emails, reasons = zip(*plan.skipped, strict=True)
-                        await db.execute(
-                            _INSERT_SKIPPED,
-                            (key, template, list(skipped_rows), list(emails), list(reasons)),
-                        )
-                    await db.execute(
-                        "UPDATE runs SET ingested_through = GREATEST(ingested_through, %s),"
-                        " ingest_complete = GREATEST(ingest_complete, %s) WHERE id = %s",
-                        (ordered[-1].row if ordered else 0, int(complete), key),
-                    )
-            except UnicodeEncodeError:
-                raise unencodable(ordered) from None
-        return IngestResult(
-            queued=len(plan.queued),
-            skipped=len(plan.skipped),
-            duplicates=tuple(plan.duplicates),
-            corrected=corrected,
-        )
+            async with self._transaction() as db:
+                await db.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (key,))
+                yield _Transaction(db)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -293,81 +245,32 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
                 return cursor.rowcount
 
 
-def _queued_values(key: int, template: str, new: NewRow) -> tuple[object, ...]:
-    """One row's values in ``_QUEUED_COLUMNS`` order."""
-    person = new.participant
-    assert person is not None
-    return (
-        new.row,
-        template,
-        *participant_columns(person),
-        person.domain,
-        new.priority,
-        address_key(person.email),
-    )
+class _Transaction:
+    """The shared ingest's :class:`~sender.store.common.Transaction` over psycopg."""
 
+    __slots__ = ("_db",)
 
-async def _insert_queued(db: _DB, key: int, template: str, rows: Sequence[NewRow]) -> list[int]:
-    """Insert queued messages in one statement (arrays, not a round trip per row)."""
-    if not rows:
-        return []
-    values = [_queued_values(key, template, new) for new in rows]
-    columns = [list(column) for column in zip(*values, strict=True)]
-    cursor = await db.execute(_INSERT_QUEUED.encode(), (key, *columns))
-    return [int(id_) for (id_,) in await cursor.fetchall()]
+    def __init__(self, db: AsyncConnection[Any]) -> None:
+        self._db = db
 
+    async def rows(self, statement: str, parameters: Sequence[object], /) -> list[Any]:
+        cursor = await self._db.execute(psycopg_marks(statement), parameters)
+        return await cursor.fetchall()
 
-async def _replace(db: _DB, key: int, template: str, new: NewRow) -> bool:
-    """Give the participant of ``new`` its corrected address; False when none to correct."""
-    person = new.participant
-    if person is None:
-        return False
-    cursor = await db.execute(
-        "SELECT id, state, email FROM messages WHERE run = %s AND participant_id = %s"
-        " AND template = %s AND replaced_by IS NULL FOR UPDATE",
-        (key, person.participant_id, template),
-    )
-    found = await cursor.fetchone()
-    if found is None:
-        await _insert_queued(db, key, template, [new])
-        return False
-    id_, state, email = found
-    if email == person.email:
-        return False  # corrected already (a resumed ingest)
-    if state in (MessageState.QUEUED, MessageState.DEFERRED):
-        await db.execute(
-            "UPDATE messages SET row = %s, email = %s, name = %s, course_id = %s, locale = %s,"
-            " vars = %s, domain = %s, priority = %s, email_key = %s, state = 'queued',"
-            " due_at = 0, attempts = 0, first_attempt_at = NULL, last_attempt_at = NULL,"
-            " message_id = NULL, code = NULL, enhanced_status = NULL, reply_text = NULL,"
-            " detail = NULL WHERE id = %s",
-            (new.row, *_queued_values(key, template, new)[3:], id_),
-        )
-        return True
-    await db.execute("UPDATE messages SET replaced_by = 0 WHERE id = %s", (id_,))
-    (new_id,) = await _insert_queued(db, key, template, [new])
-    await db.execute("UPDATE messages SET replaced_by = %s WHERE id = %s", (new_id, id_))
-    return True
+    async def execute(self, statement: str, parameters: Sequence[object], /) -> None:
+        await self._db.execute(psycopg_marks(statement), parameters)
 
+    async def insert_queued(self, key: int, values: Sequence[tuple[object, ...]], /) -> None:
+        """One statement for the batch (arrays, not a round trip per row)."""
+        if values:
+            columns = [list(column) for column in zip(*values, strict=True)]
+            await self._db.execute(_INSERT_QUEUED, (key, *columns))
 
-async def _ingest(db: _DB, key: int, template: str, ordered: Sequence[NewRow]) -> IngestPlan:
-    """Ask what the run holds of a sorted batch, then let :func:`plan_ingest` decide."""
-    ids = [r.participant.participant_id for r in ordered if r.participant is not None]
-    first_row: dict[str, int] = {}
-    if ids:
-        cursor = await db.execute(
-            "SELECT participant_id, row FROM messages"
-            " WHERE run = %s AND template = %s AND replaced_by IS NULL"
-            " AND participant_id = ANY(%s::text[])",
-            (key, template, ids),
-        )
-        first_row.update((pid, row) for pid, row in await cursor.fetchall())
-    stored_skips: list[int] = []
-    if ordered:
-        cursor = await db.execute(
-            "SELECT row FROM messages WHERE run = %s AND participant_id IS NULL"
-            " AND row BETWEEN %s AND %s",
-            (key, ordered[0].row, ordered[-1].row),
-        )
-        stored_skips = [row for (row,) in await cursor.fetchall()]
-    return plan_ingest(ordered, first_row=first_row, stored_skips=stored_skips)
+    async def insert_skipped(
+        self, key: int, template: str, skipped: Sequence[tuple[int, str, str]], /
+    ) -> None:
+        if skipped:
+            rows, emails, reasons = zip(*skipped, strict=True)
+            await self._db.execute(
+                _INSERT_SKIPPED, (key, template, list(rows), list(emails), list(reasons))
+            )

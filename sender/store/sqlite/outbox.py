@@ -9,29 +9,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import sender.store.sql as sql
-from sender.addresses import address_key
-from sender.models import Participant
-from sender.store.common import SharedOutbox
-from sender.store.records import (
-    IngestResult,
-    NewRow,
-    OutboxMessage,
-    Outcome,
-    participant_columns,
-    participant_from_columns,
-)
-from sender.store.rules import (
-    INTERRUPTED_REPLACED,
-    IngestPlan,
-    outcome_due,
-    plan_ingest,
-    unencodable,
-)
+from sender.store.common import SharedOutbox, Transaction
+from sender.store.records import OutboxMessage, Outcome, participant_from_columns
+from sender.store.rules import INTERRUPTED_REPLACED, outcome_due
 from sender.store.sqlite.file import MEMBER, NOT_QUEUED, SqliteFile
-from sender.vocabulary import MessageState
 
 __all__ = ["SqliteOutbox"]
 
@@ -62,12 +48,6 @@ INSERT INTO attempts (message, number, at, state, code, enhanced_status, reply_t
 SELECT id, attempts, ?3, ?1, ?4, ?5, ?6, ?7 FROM messages WHERE id = ?9
 """
 
-_INSERT_QUEUED = """
-INSERT INTO messages (run, row, template, participant_id, email, name, course_id, locale,
-                      vars, domain, priority, email_key, state, due_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0)
-"""
-
 _INSERT_SKIPPED = """
 INSERT INTO messages (run, row, email, skip_reason, template, state)
 VALUES (?, ?, ?, ?, ?, 'skipped')
@@ -81,102 +61,18 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
     _ADDRESSES_OF = sql.ADDRESSES_OF.format(member=MEMBER.format(column="participant_id"))
     _NEXT_ATTEMPT = sql.NEXT_ATTEMPT.format(queued_hint=NOT_QUEUED)
 
-    async def add_rows(
-        self, run_id: str, rows: Sequence[NewRow], /, *, complete: bool = False
-    ) -> IngestResult:
-        """:meth:`Outbox.add_rows <sender.store.base.Outbox.add_rows>` in one transaction.
+    _INGESTED_ROWS = sql.INGESTED_ROWS.format(member=MEMBER.format(column="participant_id"))
+    _CURRENT_MESSAGE = sql.CURRENT_MESSAGE.format(lock="")
 
-        Duplicates are :func:`~sender.store.rules.plan_ingest`'s to find; the unique
-        participant key (current messages only) backs it. The result counts only what
-        this call stored.
-        """
-        ordered = sorted(rows, key=lambda r: r.row)
-        corrections = [r for r in ordered if r.replaces and r.participant is not None]
-        with self._for_run(run_id) as (key, template), self._transaction() as db:
-            try:
-                corrected = sum(self._replace(db, key, template, new) for new in corrections)
-                plan = self._ingest(db, key, template, [r for r in ordered if r not in corrections])
-                db.executemany(
-                    _INSERT_QUEUED,
-                    [_queued_values(key, template, new, person) for new, person in plan.queued],
-                )
-                db.executemany(
-                    _INSERT_SKIPPED, [(key, *skipped, template) for skipped in plan.skipped]
-                )
-            except UnicodeEncodeError:
-                raise unencodable(ordered) from None
-            db.execute(
-                "UPDATE runs SET ingested_through = MAX(ingested_through, ?),"
-                " ingest_complete = ingest_complete OR ? WHERE id = ?",
-                (ordered[-1].row if ordered else 0, complete, key),
-            )
-        return IngestResult(
-            queued=len(plan.queued),
-            skipped=len(plan.skipped),
-            duplicates=tuple(plan.duplicates),
-            corrected=corrected,
-        )
+    _INGESTED_THROUGH = (
+        "UPDATE runs SET ingested_through = MAX(ingested_through, ?),"
+        " ingest_complete = MAX(ingest_complete, ?) WHERE id = ?"
+    )
 
-    @staticmethod
-    def _replace(db: sqlite3.Connection, key: int, template: str, new: NewRow) -> bool:
-        """Give the participant of ``new`` its corrected address; False when none to correct."""
-        person = new.participant
-        if person is None:
-            return False
-        found = db.execute(
-            "SELECT id, state, email FROM messages WHERE run = ? AND participant_id = ?"
-            " AND template = ? AND replaced_by IS NULL",
-            (key, person.participant_id, template),
-        ).fetchone()
-        values = _queued_values(key, template, new, person)
-        if found is None:
-            db.execute(_INSERT_QUEUED, values)
-            return False
-        id_, state, email = found
-        if email == person.email:
-            return False  # corrected already (a resumed ingest)
-        if state in (MessageState.QUEUED, MessageState.DEFERRED):
-            db.execute(
-                "UPDATE messages SET row = ?, email = ?, name = ?, course_id = ?, locale = ?,"
-                " vars = ?, domain = ?, priority = ?, email_key = ?, state = 'queued', due_at = 0,"
-                " attempts = 0, first_attempt_at = NULL, last_attempt_at = NULL,"
-                " message_id = NULL, code = NULL, enhanced_status = NULL, reply_text = NULL,"
-                " detail = NULL WHERE id = ?",
-                (new.row, *values[4:], id_),
-            )
-            return True
-        db.execute("UPDATE messages SET replaced_by = 0 WHERE id = ?", (id_,))
-        cursor = db.execute(_INSERT_QUEUED, values)
-        db.execute("UPDATE messages SET replaced_by = ? WHERE id = ?", (cursor.lastrowid, id_))
-        return True
-
-    @staticmethod
-    def _ingest(
-        db: sqlite3.Connection, key: int, template: str, ordered: Sequence[NewRow]
-    ) -> IngestPlan:
-        """Ask what the run holds of a sorted batch, then let :func:`plan_ingest` decide."""
-        ids = [r.participant.participant_id for r in ordered if r.participant is not None]
-        first_row: dict[str, int] = {}
-        if ids:
-            first_row.update(
-                db.execute(
-                    "SELECT participant_id, row FROM messages"
-                    " WHERE run = ? AND template = ? AND replaced_by IS NULL"
-                    " AND participant_id IN (SELECT value FROM json_each(?))",
-                    (key, template, json.dumps(ids)),
-                ).fetchall()
-            )
-        stored_skips: list[int] = []
-        if ordered:
-            stored_skips = [
-                row
-                for (row,) in db.execute(
-                    "SELECT row FROM messages WHERE run = ? AND participant_id IS NULL"
-                    " AND row BETWEEN ? AND ?",
-                    (key, ordered[0].row, ordered[-1].row),
-                )
-            ]
-        return plan_ingest(ordered, first_row=first_row, stored_skips=stored_skips)
+    @asynccontextmanager
+    async def _ingesting(self, key: int, /) -> AsyncIterator[Transaction]:
+        with self._errors(), self._transaction() as db:
+            yield _Transaction(db)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -300,14 +196,27 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
         return cursor.rowcount
 
 
-def _queued_values(key: int, template: str, new: NewRow, person: Participant) -> tuple[object, ...]:
-    """The parameters of ``_INSERT_QUEUED`` for one row."""
-    return (
-        key,
-        new.row,
-        template,
-        *participant_columns(person),
-        person.domain,
-        new.priority,
-        address_key(person.email),
-    )
+class _Transaction:
+    """The shared ingest's :class:`~sender.store.common.Transaction` over sqlite3.
+
+    Coroutines that never suspend: the ingest holds the write lock and the event loop.
+    """
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    async def rows(self, statement: str, parameters: Sequence[object], /) -> list[Any]:
+        return self._db.execute(statement, parameters).fetchall()
+
+    async def execute(self, statement: str, parameters: Sequence[object], /) -> None:
+        self._db.execute(statement, parameters)
+
+    async def insert_queued(self, key: int, values: Sequence[tuple[object, ...]], /) -> None:
+        self._db.executemany(sql.INSERT_QUEUED, [(key, *row) for row in values])
+
+    async def insert_skipped(
+        self, key: int, template: str, skipped: Sequence[tuple[int, str, str]], /
+    ) -> None:
+        self._db.executemany(_INSERT_SKIPPED, [(key, *row, template) for row in skipped])

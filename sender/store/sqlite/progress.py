@@ -7,6 +7,9 @@ replaced by a corrected address are subtracted through their own small index.
 
 from __future__ import annotations
 
+import sqlite3
+from typing import Any, Literal
+
 import sender.store.sql as sql
 from sender.store.common import SharedProgress
 from sender.store.records import DomainProgress
@@ -29,19 +32,7 @@ class SqliteProgress(SharedProgress, SqliteFile):
         Current messages only: one replaced by a corrected address is left out.
         """
         with self._for_run(run_id) as (key, _), self._snapshot() as db:
-            rows = db.execute(
-                "SELECT state, COUNT(*) FROM messages"
-                " WHERE run = ? AND state <> 'queued' GROUP BY state",
-                (key,),
-            ).fetchall()
-            replaced = db.execute(
-                "SELECT state, COUNT(*) FROM messages"
-                " WHERE run = ? AND replaced_by IS NOT NULL GROUP BY state",
-                (key,),
-            ).fetchall()
-            ((claimable,),) = db.execute(
-                "SELECT COUNT(*) FROM messages WHERE run = ? AND due_at IS NOT NULL", (key,)
-            ).fetchall()
+            rows, replaced, ((claimable,),) = _tallies(db, key, by="")
         counts = dict.fromkeys(MessageState, 0)
         counts.update((MessageState(state), count) for state, count in rows)
         for state, count in replaced:
@@ -56,23 +47,7 @@ class SqliteProgress(SharedProgress, SqliteFile):
         replaced by a corrected address is left out.
         """
         with self._for_run(run_id) as (key, _), self._snapshot() as db:
-            claimable = db.execute(
-                "SELECT domain, COUNT(*) FROM messages"
-                " WHERE run = ? AND due_at IS NOT NULL GROUP BY domain",
-                (key,),
-            ).fetchall()
-            rows = db.execute(
-                "SELECT state, domain, COUNT(*) FROM messages"
-                " WHERE run = ? AND state <> 'queued' AND domain IS NOT NULL"
-                " GROUP BY state, domain",
-                (key,),
-            ).fetchall()
-            replaced = db.execute(
-                "SELECT state, domain, COUNT(*) FROM messages"
-                " WHERE run = ? AND replaced_by IS NOT NULL AND domain IS NOT NULL"
-                " GROUP BY state, domain",
-                (key,),
-            ).fetchall()
+            rows, replaced, claimable = _tallies(db, key, by="domain")
             due = dict(
                 db.execute(
                     "SELECT domain, MIN(due_at) FROM messages"
@@ -94,3 +69,32 @@ class SqliteProgress(SharedProgress, SqliteFile):
             DomainProgress(domain=domain, counts=counts[domain], next_attempt_at=due.get(domain))
             for domain in sorted(counts)
         ]
+
+
+def _tallies(
+    db: sqlite3.Connection, key: int, /, *, by: Literal["", "domain"]
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The run's counts through the partial indexes, per state and ``by`` ("" or "domain").
+
+    Rows not queued (``state, [by,] count``), those of them replaced by a corrected
+    address (the same), and claimable rows (``[by,] count``). Grouped by domain, rows
+    without one (skipped rows) are left out.
+    """
+    group, has_domain = (f", {by}", f" AND {by} IS NOT NULL") if by else ("", "")
+    return (
+        db.execute(
+            f"SELECT state{group}, COUNT(*) FROM messages"  # noqa: S608 (constants)
+            f" WHERE run = ? AND state <> 'queued'{has_domain} GROUP BY state{group}",
+            (key,),
+        ).fetchall(),
+        db.execute(
+            f"SELECT state{group}, COUNT(*) FROM messages"  # noqa: S608 (constants)
+            f" WHERE run = ? AND replaced_by IS NOT NULL{has_domain} GROUP BY state{group}",
+            (key,),
+        ).fetchall(),
+        db.execute(
+            f"SELECT {by}{group and ','} COUNT(*) FROM messages"  # noqa: S608 (constants)
+            f" WHERE run = ? AND due_at IS NOT NULL{group and ' GROUP BY ' + by}",
+            (key,),
+        ).fetchall(),
+    )
