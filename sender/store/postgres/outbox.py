@@ -140,20 +140,13 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
     async def claim(
         self, run_id: str, domain: str, /, *, now: float, owner: str
     ) -> OutboxMessage | None:
-        """Atomically move one claimable message of ``domain`` to ``sending``.
-
-        Order: earliest ``due_at`` (queued rows first), then higher priority, then input order.
-        """
         (claimed,) = await self.claim_many(run_id, [domain], now=now, owner=owner)
         return claimed
 
     async def claim_many(
         self, run_id: str, domains: Sequence[str], /, *, now: float, owner: str
     ) -> list[OutboxMessage | None]:
-        """One :meth:`claim` per entry of ``domains`` (repeats allowed), in one statement.
-
-        The list is aligned with ``domains``; None where that domain had nothing left.
-        """
+        """:meth:`Outbox.claim_many <sender.store.base.Outbox.claim_many>` in one statement."""
         if not domains:
             return []
         wanted = Counter(domains)

@@ -101,20 +101,13 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
     async def claim(
         self, run_id: str, domain: str, /, *, now: float, owner: str
     ) -> OutboxMessage | None:
-        """Atomically move one claimable message of ``domain`` to ``sending``.
-
-        Order: earliest ``due_at`` (queued rows first), then higher priority, then input order.
-        """
         with self._for_run(run_id) as (key, _), self._writing() as db:
             return self._claim(db, run_id, key, domain, now, owner)
 
     async def claim_many(
         self, run_id: str, domains: Sequence[str], /, *, now: float, owner: str
     ) -> list[OutboxMessage | None]:
-        """One :meth:`claim` per entry of ``domains`` (repeats allowed) in one transaction.
-
-        The list is aligned with ``domains``; None where that domain had nothing left.
-        """
+        """:meth:`Outbox.claim_many <sender.store.base.Outbox.claim_many>` in one transaction."""
         with self._for_run(run_id) as (key, _), self._transaction() as db:
             return [self._claim(db, run_id, key, domain, now, owner) for domain in domains]
 
