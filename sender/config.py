@@ -23,6 +23,7 @@ from sender.addresses import split_address
 from sender.errors import ConfigurationError
 from sender.home import KEY_WARNING, create_once, private_dir, tighten, tighten_home
 from sender.models import Address
+from sender.pacing.limits import LIMITS_IN_STORE, check_limits
 from sender.pacing.schedule import RateLimits, RetryPolicy, parse_domain_rate
 from sender.storeurl import sqlite_store_url, store_file
 
@@ -335,6 +336,7 @@ _TOML_KEYS = {
     "inbound_max_sessions",
     "inbound_max_recipients",
     "store",
+    "limits",
 }
 
 
@@ -387,6 +389,8 @@ class CliConfig:
     generated_secret: Path | None  # set when no key was configured and a local one is used
     config_file: Path | None
     store: str  # the outbox's URL (sqlite:////abs/path or postgresql://...); may hold a password
+    # Where the limits every process shares live: "store" (the outbox's) or redis://host:port/db.
+    limiter: str = LIMITS_IN_STORE
     limits: RateLimits = field(default_factory=RateLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: int = 4  # bulk messages in flight; also the SMTP pool size
@@ -500,6 +504,7 @@ def load_config(
         ("from", "SENDER_FROM"),
         ("trusted_authserv_ids", "SENDER_TRUSTED_AUTHSERV_IDS"),
         ("store", "SENDER_STORE"),
+        ("limits", "SENDER_LIMITS"),
     ):
         if env.get(var):
             values[key] = env[var]
@@ -611,6 +616,7 @@ def load_config(
         generated_secret=generated,
         config_file=found_file,
         store=_store(text("store"), home),
+        limiter=check_limits(text("limits") or LIMITS_IN_STORE),
         limits=limits,
         retry=retry,
         concurrency=concurrency,

@@ -17,20 +17,28 @@ PACKAGE = Path(sender.__file__).parent
 LAYERS: list[set[str]] = [
     {"errors", "lifecycle", "readonly"},
     {"addresses", "storeurl"},
-    {"models", "vocabulary", "clock", "loop", "home", "redact"},
+    {"models", "vocabulary", "clock", "loop", "home", "redact", "pacing.limits"},
     {
         "compose.sites",
         "feedback.mailparse",
         "participants",
         "pacing.schedule",
+        "pacing.redis_limits",
         "pacing",
         "store.records",
     },
-    {"config", "store.base", "store.rules", "store.sqlite.schema", "store.postgres.schema"},
+    {
+        "config",
+        "store.base",
+        "store.rules",
+        "store.sqlite.schema",
+        "store.postgres.schema",
+        "store.sqlite.limits",
+    },
     {"store.sql"},
     {"store.common"},
     {"store.sqlite.checkpoint", "store.postgres.database"},
-    {"store.sqlite.file"},
+    {"store.sqlite.file", "store.postgres.limits"},
     {
         "store.sqlite.runs",
         "store.sqlite.outbox",
@@ -45,7 +53,7 @@ LAYERS: list[set[str]] = [
     },
     {"store.sqlite.store", "store.postgres.store"},
     {"store.sqlite", "store.postgres"},
-    {"store.url"},
+    {"store.url", "store.limits"},
     {
         "compose.links",
         "compose.render",
@@ -146,6 +154,7 @@ OWNERS = {
         "store.postgres.outbox",
     },
     "psycopg_pool": {"store.postgres.database"},
+    "redis": {"pacing.redis_limits"},
 }
 
 

@@ -175,6 +175,11 @@ KEYS: dict[str, Key] = {
         lambda c: c.store,
         "postgresql://lms@db.skolen.example.org:5433/sender",
     ),
+    "limits": Key(
+        'limits = "redis://cache.skolen.example.org:6379/2"',
+        lambda c: c.limiter,
+        "redis://cache.skolen.example.org:6379/2",
+    ),
 }
 
 
@@ -386,6 +391,16 @@ ENV: dict[str, Env] = {
         "postgres://lms@env.example.org:5433/sender",
         "postgresql://flag.example.org/sender",
     ),
+    "SENDER_LIMITS": Env(
+        "limits",
+        '"redis://toml.example.org:6379/0"',
+        "redis://env.example.org:6379/1",
+        "store",
+        lambda c: c.limiter,
+        "redis://toml.example.org:6379/0",
+        "redis://env.example.org:6379/1",
+        "store",
+    ),
     "SENDER_TRUSTED_AUTHSERV_IDS": Env(
         "trusted_authserv_ids",
         '["toml.example.org"]',
@@ -493,6 +508,7 @@ TEXT_KEYS = [
     "dkim_key",
     "dns_server",
     "store",
+    "limits",
 ]
 
 REFUSALS = [
@@ -614,6 +630,7 @@ def test_a_missing_config_file_is_refused_naming_it() -> None:
         ("SENDER_HOME", "a\nb", "home"),
         ("SENDER_STORE", "redis://127.0.0.1:6379/0", "store"),
         ("SENDER_STORE", "postgresql://a\nb/c", "store"),
+        ("SENDER_LIMITS", "memcached://cache.example/0", "limits"),
     ],
 )
 def test_a_bad_environment_value_is_refused_naming_its_key(

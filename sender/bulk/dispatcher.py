@@ -261,7 +261,7 @@ class Dispatcher:
         if isinstance(result, Skipped):
             return Outcome(MessageState.SKIPPED, at=self._clock.now(), detail=result.reason)
         self._watch_relay(result)
-        self._scheduler.feedback(
+        await self._scheduler.learn(
             message.participant.domain, result.reply.code if result.reply else None
         )
         await keep_refusal(  # refused at RCPT or DATA: a bounce like a DSN, once per message

@@ -48,6 +48,7 @@ from sender.home import KEY_WARNING, first_time
 from sender.loop import fast_loop
 from sender.pacing.schedule import Scheduler
 from sender.store import Store, open_store
+from sender.store.limits import open_limiter
 from sender.storeurl import redacted_store_url, sqlite_store_url
 from sender.vocabulary import MessageState
 
@@ -134,17 +135,19 @@ class Context:
         debug: bool,
         home: Path | None = None,
         store: str | None = None,
+        limits: str | None = None,
     ) -> None:
         self.config_file = config_file
         self.debug = debug
         self.home = home  # --home; None: SENDER_HOME, sender.toml's home, or ./.sender
         self.store = store  # --store; None: SENDER_STORE, sender.toml's store, or the home's
+        self.limits = limits  # --limits; None: SENDER_LIMITS, sender.toml's limits, or "store"
 
     def config(self, *, quiet: bool = False, **overrides: object) -> CliConfig:
         """Settings from flags, environment and sender.toml; warns once per home about a
         generated key (unless ``quiet``)."""
         home = str(self.home) if self.home is not None else None
-        given = {"home": home, "store": self.store}
+        given = {"home": home, "store": self.store, "limits": self.limits}
         config = load_config(config_file=self.config_file, overrides=given | overrides)
         generated = config.generated_secret
         if generated is not None and not quiet and first_time(generated.parent / KEY_WARNING):
@@ -258,6 +261,12 @@ stdout and nothing else."""
     help="The outbox: sqlite:///path/to/outbox.sqlite3 or postgresql://user@host:port/db "
     "(default: SENDER_STORE, store in sender.toml, or outbox.sqlite3 in the home).",
 )
+@click.option(
+    "--limits",
+    metavar="WHERE",
+    help="Where the rate limits every sending process shares live: store (the outbox's; "
+    "the default) or redis://host:port/db (default: SENDER_LIMITS, limits in sender.toml).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log each delivery to stderr.")
 @click.option("--debug", is_flag=True, help="Log at DEBUG; show tracebacks for unexpected errors.")
 @click.option(
@@ -276,13 +285,14 @@ def main(
     config_file: Path | None,
     home: Path | None,
     store: str | None,
+    limits: str | None,
     verbose: bool,
     debug: bool,
     log_debug: tuple[str, ...],
 ) -> None:
     """Reach LMS participants by e-mail, with personal login links."""
     setup_logging(verbose=verbose, debug=debug, named=log_debug)
-    ctx.obj = Context(config_file=config_file, debug=debug, home=home, store=store)
+    ctx.obj = Context(config_file=config_file, debug=debug, home=home, store=store, limits=limits)
 
 
 # --- send and run ----------------------------------------------------------------------
@@ -450,16 +460,23 @@ def store_for(config: CliConfig) -> Store:
 @asynccontextmanager
 async def sending(config: CliConfig) -> AsyncIterator[tuple[Store, Sender, Scheduler]]:
     """The outbox, and a sender over the configured transport paced by the scheduler it
-    shares with the runs it makes; closed in turn when the block ends."""
+    shares with the runs it makes, which asks the limiter every process shares (the
+    ``limits`` setting); closed in turn when the block ends."""
     store = store_for(config)
+    limiter = None
     try:
-        scheduler = Scheduler(config.limits)
+        limiter = open_limiter(config.limiter, store=config.store)
+        scheduler = Scheduler(config.limits, limiter=limiter)
         async with open_sender(
             config.sender, smtp=config.smtp, maildir=config.maildir, scheduler=scheduler
         ) as sender:
             yield store, sender, scheduler
     finally:
-        await store.aclose()
+        try:
+            if limiter is not None:
+                await limiter.aclose()
+        finally:
+            await store.aclose()
 
 
 async def with_store(config: CliConfig, action: Callable[[Store], Awaitable[T]]) -> T:

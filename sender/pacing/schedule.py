@@ -15,6 +15,11 @@ message may leave at ``tat``, and leaving moves ``tat`` one interval on. Groups
 with pending work sit in a heap keyed by when they may next receive, so a pick
 costs O(log groups) even with 100,000 domains. With no limits at all the
 scheduler is a plain round-robin over domains.
+
+Given a :class:`~sender.pacing.limits.Limiter`, the scheduler asks it instead of its own
+spacing whether a message may leave, so every process sharing the limiter keeps one limit
+between them; the heap then holds hints (when the limiter last said to come back), and
+pending work and the priority lane stay this process's own.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import TypeVar
 
 from sender.clock import Clock, SystemClock
 from sender.errors import ConfigurationError
+from sender.pacing.limits import Backoff, Grant, Limiter, recover, throttle
 
 __all__ = [
     "BUILTIN_DOMAIN_GROUPS",
@@ -44,6 +50,9 @@ __all__ = [
 
 _EPS = 1e-9  # seconds: float noise, not policy
 _MAX_SLEEP = 1.0  # waiters re-check this often, so new work and priority sends are seen
+_GLOBAL = "rate"  # the limiter's key of the global limit
+_GROUP = "domain:"  # and the prefix of a group's
+_SWAPS = 8  # compare-and-swap attempts on a shared backoff before taking what is stored
 
 _V = TypeVar("_V")
 
@@ -264,6 +273,7 @@ class _Group:
         "rate",
         "recover_at",
         "reduced_at",
+        "shared",
         "tat",
     )
 
@@ -278,6 +288,7 @@ class _Group:
         self.queued = False  # has an entry in the scheduler's heap
         self.reduced_at: float | None = None  # last backoff step
         self.recover_at: float | None = None  # next recovery step; None when not backed off
+        self.shared: str | None = None  # the limiter's backoff text this state was synced from
 
 
 class Scheduler:
@@ -288,9 +299,12 @@ class Scheduler:
     shows real elapsed time. :meth:`priority` sends overtake bulk waiters.
     """
 
-    def __init__(self, limits: RateLimits, /, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, limits: RateLimits, /, *, clock: Clock | None = None, limiter: Limiter | None = None
+    ) -> None:
         self.limits = limits
         self._clock: Clock = clock or SystemClock()
+        self.limiter = limiter  # None: this scheduler's own spacing
         self._group_of = dict(limits.effective_groups())
         # An override on a member domain limits its whole group; the lowest wins.
         self._rates: dict[str, float] = {}
@@ -444,6 +458,8 @@ class Scheduler:
         if self._unlimited:
             return self._take_domain(self._ready) if self._ready else None
         async with self._bulk_lock:
+            if self.limiter is not None:
+                return await self._next_shared(self.limiter)
             return await self._next_limited()
 
     def try_next_bulk(self) -> str | None:
@@ -451,10 +467,11 @@ class Scheduler:
 
         Never waits, so a caller can gather several sends for one store
         transaction without holding a granted permit while waiting for another.
+        With a limiter every permit is a question to it, so only :meth:`next_bulk` asks.
         """
         if self._unlimited:
             return self._take_domain(self._ready) if self._ready else None
-        if self._bulk_lock.locked() or self._priority_waiting:
+        if self.limiter is not None or self._bulk_lock.locked() or self._priority_waiting:
             return None
         picked = self._pick(self._clock.monotonic())
         return picked if isinstance(picked, str) else None
@@ -470,6 +487,91 @@ class Scheduler:
                 continue
             return picked
         return None
+
+    async def _next_shared(self, limiter: Limiter) -> str | None:
+        """:meth:`_next_limited` with the limiter deciding: the heap only says whom to ask.
+
+        A grant is charged in the limiter before this returns; if the work went away
+        meanwhile (or the wait is cancelled while asking) that permit is spent unused,
+        which can slow sending but never overshoots a limit.
+        """
+        while self._total:
+            if self._priority_waiting:
+                await self._priority_idle.wait()
+                continue
+            candidate = self._candidate(self._clock.monotonic())
+            if candidate is None:
+                return None
+            if isinstance(candidate, float):
+                await self._clock.sleep(min(candidate, _MAX_SLEEP))
+                continue
+            state = candidate
+            keys = self._keys(state)
+            grant = await limiter.acquire(keys, now=self._clock.now()) if keys else Grant(())
+            now = self._clock.monotonic()
+            self._sync(state, grant, now)
+            if not grant.granted:
+                for (key, _), wait in zip(keys, grant.waits, strict=True):
+                    if key == _GLOBAL:
+                        self._global_tat = max(self._global_tat, now + wait)
+                    else:
+                        state.tat = max(state.tat, now + wait)
+                continue
+            self._global_tat = max(self._global_tat, now) + self._global_interval
+            state.tat = max(state.tat, now) + state.interval
+            if not state.pending:
+                continue  # taken elsewhere while asking: the permit goes unused
+            state.pending -= 1
+            return self._take_domain(state.domains)  # its heap entry moves on when next seen
+        return None
+
+    def _candidate(self, now: float) -> _Group | float | None:
+        """The group to ask the limiter about at ``now``, or how long until there is one."""
+        heap = self._heap
+        while self._total:
+            key, _, state = heap[0]
+            if not state.pending:
+                heapq.heappop(heap)
+                state.queued = False
+                continue
+            if state.tat > key:
+                heapq.heapreplace(heap, (state.tat, next(self._seq), state))
+                continue
+            wait = max(key, self._global_tat) - now
+            if wait > _EPS:
+                return float(wait)
+            # Round-robin: it goes to the back of its time until the limiter answers.
+            heapq.heapreplace(heap, (now, next(self._seq), state))
+            return state
+        return None
+
+    def _keys(self, state: _Group) -> list[tuple[str, float]]:
+        """What one bulk message to ``state`` asks the limiter for: the global and its group."""
+        keys = [(_GLOBAL, self._global_interval)] if self._global_interval else []
+        if state.interval:
+            keys.append((_GROUP + state.name, state.interval))
+        return keys
+
+    def _sync(self, state: _Group, grant: Grant, now: float) -> None:
+        """Take the group's rate and recovery from the backoff every process shares."""
+        if grant.backoff == state.shared or state.configured is None:
+            return
+        state.shared = grant.backoff
+        backoff = recover(
+            Backoff.decode(grant.backoff),
+            configured=state.configured,
+            factor=self.limits.backoff_factor,
+            cooldown=self.limits.cooldown,
+            now=self._clock.now(),
+        )
+        if backoff is None:
+            state.rate, state.recover_at, state.reduced_at = state.configured, None, None
+        else:
+            wall = self._clock.now()
+            state.rate = backoff.rate
+            state.reduced_at = now - (wall - backoff.reduced_at)
+            state.recover_at = now + (backoff.recover_at - wall)
+        state.interval = 60.0 / state.rate * (1 + self.limits.spacing_margin)
 
     def _pick(self, now: float) -> str | float | None:
         """The domain that may receive a message at ``now`` (permits charged), or how long
@@ -509,6 +611,9 @@ class Scheduler:
         """
         if self._unlimited:
             return
+        if self.limiter is not None:
+            await self._priority_shared(domain, self.limiter)
+            return
         if self._global_interval:
             self._priority_waiting += 1
             self._priority_idle.clear()
@@ -528,7 +633,72 @@ class Scheduler:
             self._recover(state, now)
             state.tat = max(state.tat, now) + state.interval
 
+    async def _priority_shared(self, domain: str, limiter: Limiter) -> None:
+        """:meth:`priority` with the limiter: ask it for the global permit, force the group's."""
+        if self._global_interval:
+            self._priority_waiting += 1
+            self._priority_idle.clear()
+            try:
+                async with self._priority_lock:
+                    while True:
+                        asked = [(_GLOBAL, self._global_interval)]
+                        grant = await limiter.acquire(asked, now=self._clock.now())
+                        if grant.granted:
+                            break
+                        await self._clock.sleep(min(grant.wait, _MAX_SLEEP))
+            finally:
+                self._priority_waiting -= 1
+                if not self._priority_waiting:
+                    self._priority_idle.set()
+        state = self._state(domain)
+        if state.interval:
+            asked = [(_GROUP + state.name, state.interval)]
+            grant = await limiter.acquire(asked, now=self._clock.now(), force=True)
+            now = self._clock.monotonic()
+            self._sync(state, grant, now)
+            state.tat = max(state.tat, now) + state.interval
+
     # -- throttling ----------------------------------------------------------------
+
+    async def learn(self, domain: str, code: int | None) -> None:
+        """:meth:`feedback`, shared: with a limiter, a throttle slows ``domain``'s group for
+        every process that shares it, and recovers for all of them alike.
+
+        The backoff changes by compare-and-swap on the limiter, so two processes throttled
+        at once slow the group one step, as one process would; then its ``tat`` is pushed
+        one new interval on, as :meth:`feedback` does.
+        """
+        limiter = self.limiter
+        if limiter is None:
+            self.feedback(domain, code)
+            return
+        if code is None or code not in self.limits.throttle_codes or self._unlimited:
+            return
+        state = self._state(domain)
+        if state.configured is None:
+            return
+        limits, key = self.limits, _GROUP + state.name
+        seen = state.shared
+        for _ in range(_SWAPS):
+            backoff, slowed = throttle(
+                Backoff.decode(seen),
+                configured=state.configured,
+                factor=limits.backoff_factor,
+                floor=limits.min_domain_per_minute,
+                cooldown=limits.cooldown,
+                margin=limits.spacing_margin,
+                now=self._clock.now(),
+            )
+            stored = await limiter.swap_backoff(key, old=seen, new=backoff.encode())
+            if stored == backoff.encode():
+                break
+            seen = stored  # another process changed it first: apply the reply to theirs
+        now = self._clock.monotonic()
+        self._sync(state, Grant((), stored), now)
+        if slowed:
+            asked = [(key, state.interval)]
+            await limiter.acquire(asked, now=self._clock.now(), force=True)
+            state.tat = max(state.tat, now + state.interval)
 
     def feedback(self, domain: str, code: int | None) -> None:
         """Learn from the reply to a message for ``domain``: a throttle code slows its group.

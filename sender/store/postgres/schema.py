@@ -160,12 +160,28 @@ CREATE TABLE suppression_log (
 );
 """
 
+# Version 2: the shared limits (sender.store.postgres.limits): a GCRA time and a backoff
+# per key, and expiring connection leases.
+_V2 = """
+CREATE TABLE limits (
+    key      text PRIMARY KEY,
+    tat      double precision NOT NULL,
+    backoff  text
+);
+CREATE TABLE limit_leases (
+    key        text NOT NULL,
+    holder     text NOT NULL,
+    expires_at double precision NOT NULL,
+    PRIMARY KEY (key, holder)
+);
+"""
+
 # MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
-          "suppression_log")  # fmt: skip
+          "suppression_log", "limits", "limit_leases")  # fmt: skip
 
 
 async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:

@@ -1,0 +1,294 @@
+"""The limits every process shares: one contract for the memory, SQLite, PostgreSQL and
+Redis limiters, and two real ``sender run`` processes keeping one domain's limit.
+
+Instances of a backend are separate connections to one state, as separate processes'
+would be. Redis is the machine's own at 127.0.0.1:6379 (SENDER_TEST_REDIS names
+another); a test that needs it fails, saying how to start it, when it is not reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sender.errors import ConfigurationError
+from sender.pacing.limits import Backoff, Limiter, MemoryLimiter, check_limits
+from sender.pacing.schedule import RateLimits, Scheduler
+from sender.store.limits import open_limiter
+from sender.store.sqlite.limits import SqliteLimiter
+from sender.testing import ManualClock, RecordingSMTPServer
+from tests.helpers import IDENTITY, people_csv, smtp_url, spawn_sender
+
+REDIS_URL = os.environ.get("SENDER_TEST_REDIS", "redis://127.0.0.1:6379/15")
+REDIS_DOWN = (
+    "Redis is not reachable at {url} ({error}). Start it: `service redis-server start` "
+    "or `redis-server --daemonize yes` (`redis-cli ping` says PONG when it is up)"
+)
+BACKENDS = ["memory", "sqlite", "postgres", "redis"]
+
+
+def redis_url() -> str:
+    """The test Redis, or a failed test saying how to start it."""
+    host_port = REDIS_URL.split("://", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError as exc:
+        pytest.fail(REDIS_DOWN.format(url=REDIS_URL, error=exc), pytrace=False)
+    return REDIS_URL
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Limiter]:
+    """A factory of limiters of one backend that share their state (memory: one instance)."""
+    if request.param == "memory":
+        shared = MemoryLimiter()
+        return lambda: shared
+    if request.param == "sqlite":
+        return lambda: SqliteLimiter(tmp_path / "limits.sqlite3")
+    if request.param == "postgres":
+        from sender.store.postgres.limits import PostgresLimiter
+
+        url = request.getfixturevalue("postgres_url")
+        return lambda: PostgresLimiter(url, max_size=2)
+    from sender.pacing.redis_limits import RedisLimiter
+
+    url = redis_url()
+    return lambda: RedisLimiter(url)
+
+
+@pytest.fixture
+async def limiters(backend: Callable[[], Limiter]) -> AsyncIterator[list[Limiter]]:
+    """Three limiters on one shared state, closed afterwards."""
+    made = [backend() for _ in range(3)]
+    yield made
+    for limiter in {id(limiter): limiter for limiter in made}.values():
+        await limiter.aclose()
+
+
+def key(name: str) -> str:
+    """A key no other test (or xdist worker) shares: Redis and PostgreSQL outlive tests."""
+    return f"{name}-{secrets.token_hex(6)}"
+
+
+def most_in_a_window(times: Sequence[float], window: float) -> int:
+    """The most of ``times`` (sorted) that any half-open window of ``window`` seconds holds."""
+    best, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def test_a_grant_charges_every_key_and_a_refusal_none(limiters: list[Limiter]) -> None:
+    """Granted, the global and the domain key both move on; refused, neither does."""
+    a, b, _ = limiters
+    rate, domain = key("rate"), key("domain")
+    assert (await a.acquire([(rate, 1.0), (domain, 10.0)], now=100.0)).granted
+    refused = await b.acquire([(rate, 1.0), (domain, 10.0)], now=101.0)
+    assert not refused.granted
+    assert refused.waits == (0.0, pytest.approx(9.0))
+    # The refusal charged nothing: the global key is still free for another domain.
+    assert (await b.acquire([(rate, 1.0), (key("other"), 10.0)], now=101.0)).granted
+    assert (await a.acquire([(rate, 1.0), (domain, 10.0)], now=110.0)).granted
+
+
+async def test_a_forced_charge_pushes_the_key_back(limiters: list[Limiter]) -> None:
+    """A priority send is charged without asking, and bulk to that key waits after it."""
+    a, b, _ = limiters
+    domain = key("domain")
+    assert (await a.acquire([(domain, 5.0)], now=0.0)).granted
+    assert (await b.acquire([(domain, 5.0)], now=1.0, force=True)).granted
+    assert (await a.acquire([(domain, 5.0)], now=9.0)).wait == pytest.approx(1.0)
+
+
+async def test_slots_are_capped_and_expire(limiters: list[Limiter]) -> None:
+    """A connection slot is refused when all are held, renewed by its holder, and freed when
+    its lease expires, so a holder that died never blocks the others."""
+    a, b, c = limiters
+    mx = key("mx")
+    assert await a.lease(mx, holder="a", cap=2, ttl=30.0, now=0.0)
+    assert await b.lease(mx, holder="b", cap=2, ttl=30.0, now=1.0)
+    assert not await c.lease(mx, holder="c", cap=2, ttl=30.0, now=2.0)
+    assert await a.lease(mx, holder="a", cap=2, ttl=30.0, now=20.0)  # renewed to 50
+    assert await c.lease(mx, holder="c", cap=2, ttl=30.0, now=31.0)  # b died: expired at 31
+    assert not await b.lease(mx, holder="b", cap=2, ttl=30.0, now=32.0)
+    await c.release(mx, holder="c")
+    assert await b.lease(mx, holder="b", cap=2, ttl=30.0, now=33.0)
+
+
+async def test_the_backoff_is_swapped_only_from_what_is_stored(limiters: list[Limiter]) -> None:
+    """Two processes changing a backoff at once: the second sees the first's and retries."""
+    a, b, _ = limiters
+    domain = key("domain")
+    first, second = Backoff(30.0, 1.0, 301.0).encode(), Backoff(15.0, 2.0, 302.0).encode()
+    assert await a.swap_backoff(domain, old=None, new=first) == first
+    assert await b.swap_backoff(domain, old=None, new=second) == first
+    assert await b.swap_backoff(domain, old=first, new=second) == second
+    assert (await a.acquire([(domain, 1.0)], now=5.0)).backoff == second
+    assert await a.swap_backoff(domain, old=second, new=None) is None
+
+
+async def test_a_throttle_in_one_process_slows_the_other(limiters: list[Limiter]) -> None:
+    """A 451 seen by one scheduler halves the domain's rate for another sharing the limiter,
+    and both are back at the configured rate after the cooldown."""
+    clock = ManualClock()
+    limits = RateLimits(global_per_second=None, domain_per_minute=60.0, spacing_margin=0.0)
+    one = Scheduler(limits, clock=clock, limiter=limiters[0])
+    other = Scheduler(limits, clock=clock, limiter=limiters[1])
+    domain = f"{key('d')}.example"
+    one.add_pending(domain, 3)
+    other.add_pending(domain, 3)
+    assert await one.next_bulk() == domain
+    await one.learn(domain, 451)
+    start = clock.monotonic()
+    assert await other.next_bulk() == domain
+    waited = clock.monotonic() - start
+    assert waited >= 2.0 - 1e-6  # the halved rate: 30/min, one message per 2 s
+    assert [s.per_minute for s in other.snapshot()] == [30.0]
+    clock.advance(limits.cooldown + 5)
+    assert await other.next_bulk() == domain
+    assert [s.per_minute for s in other.snapshot()] == [60.0]
+
+
+def limiters_of(name: str, folder: Path) -> list[Limiter]:
+    """Three limiters of backend ``name`` on one fresh shared state (memory: one instance)."""
+    if name == "memory":
+        return [MemoryLimiter()] * 3
+    if name == "sqlite":
+        return [SqliteLimiter(folder / "limits.sqlite3") for _ in range(3)]
+    if name == "postgres":
+        return [open_limiter("store", store=POSTGRES_URL[0]) for _ in range(3)]
+    return [open_limiter(REDIS_URL, store="sqlite:///unused") for _ in range(3)]
+
+
+STEPS = st.lists(
+    st.tuples(st.integers(min_value=0, max_value=2), st.floats(min_value=0.0, max_value=0.7)),
+    min_size=1,
+    max_size=60,
+)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=STEPS, interval=st.sampled_from([0.25, 1.0, 1.7]))
+def test_no_sliding_window_exceeds_the_limit_across_processes(
+    name: str,
+    steps: list[tuple[int, float]],
+    interval: float,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Three limiters asking at arbitrary moments never grant more than one message per
+    interval for a key, so no window of any length holds more than the limit."""
+
+    async def scenario() -> list[float]:
+        made = limiters_of(name, tmp_path_factory.mktemp("limits"))
+        rate, domain = key("rate"), key("domain")
+        granted: list[float] = []
+        now = 1_000.0
+        try:
+            for index, step in steps:
+                now += step
+                grant = await made[index].acquire(
+                    [(rate, interval / 4), (domain, interval)], now=now
+                )
+                if grant.granted:
+                    granted.append(now)
+        finally:
+            for limiter in set(made):
+                await limiter.aclose()
+        return granted
+
+    granted = asyncio.run(scenario())
+    for window in (interval, 3 * interval, 10 * interval):
+        limit = round(window / interval)
+        assert most_in_a_window(granted, window - 1e-6) <= limit
+    assert all(b - a >= interval - 1e-6 for a, b in itertools.pairwise(granted))
+
+
+POSTGRES_URL: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _reachable(request: pytest.FixtureRequest) -> None:
+    """The property test builds its limiters itself: make sure their servers are up first."""
+    name = getattr(request.node, "callspec", None)
+    param = name.params.get("name") if name is not None else None
+    if param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        POSTGRES_URL[:] = [url]
+    elif param == "redis":
+        redis_url()
+
+
+def test_the_setting_names_the_store_or_redis() -> None:
+    """``limits`` is ``store`` or a Redis URL; anything else is refused naming the setting,
+    without its password."""
+    assert check_limits(" Store ") == "store"
+    assert check_limits("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    with pytest.raises(ConfigurationError) as caught:
+        check_limits("memcached://u:hunter2@cache.example/0")
+    assert caught.value.setting == "limits"
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_store_limits_of_a_sqlite_outbox_are_a_file_beside_it(tmp_path: Path) -> None:
+    """A SQLite outbox's limits are limits.sqlite3 in its folder, created on first use."""
+    limiter = open_limiter("store", store=f"sqlite:///{tmp_path}/outbox.sqlite3")
+    assert isinstance(limiter, SqliteLimiter)
+    assert limiter.path == tmp_path / "limits.sqlite3"
+    assert not limiter.path.exists()
+
+
+@pytest.mark.slow
+async def test_two_runs_from_one_home_keep_one_domains_limit(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """Two `sender run`s at once from one home, 40 participants each at one domain, at
+    600/min: no second holds more than 12 and no 6 s more than 60 between them (the
+    issue's 60/min, 12 in 10 s, ten times faster), and every participant gets one message."""
+    for name in ("a", "b"):
+        people_csv(workdir / f"{name}.csv", [f"{name}{i}@firma.example" for i in range(40)])
+    arrivals: list[float] = []
+
+    async def watch() -> None:
+        seen = 0
+        while True:
+            count = len(smtp_server.messages)
+            arrivals.extend([time.monotonic()] * (count - seen))
+            seen = count
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    smtp = smtp_url(smtp_server)
+    runs = [
+        await spawn_sender(
+            workdir,
+            *("run", f"{name}.csv", "--smtp", smtp, "--no-validate", "--run-id", f"r-{name}"),
+            *("--domain-rate", "600/min", "--rate", "0"),
+            env=IDENTITY,
+        )
+        for name in ("a", "b")
+    ]
+    outputs = [await asyncio.wait_for(run.communicate(), 60) for run in runs]
+    await asyncio.sleep(0.05)
+    watcher.cancel()
+    for run, (_, stderr) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, stderr.decode()
+    delivered = Counter(r for message in smtp_server.messages for r in message.recipients)
+    assert len(delivered) == 80
+    assert set(delivered.values()) == {1}
+    assert most_in_a_window(arrivals, 1.0) <= 12
+    assert most_in_a_window(arrivals, 6.0) <= 60
