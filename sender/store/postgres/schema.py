@@ -160,12 +160,25 @@ CREATE TABLE suppression_log (
 );
 """
 
+# Version 2: worker leases, as SQLite's version 6 (sender.store.sqlite.schema).
+_V2_WORKERS = """
+CREATE TABLE workers (
+    owner         text PRIMARY KEY,
+    host          text NOT NULL,
+    pid           integer NOT NULL,
+    started_at    double precision NOT NULL,
+    heartbeat_at  double precision NOT NULL,
+    reclaimed_at  double precision
+);
+CREATE INDEX messages_claims ON messages (claimed_by) WHERE state = 'sending';
+"""
+
 # MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2_WORKERS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
-          "suppression_log")  # fmt: skip
+          "suppression_log", "workers")  # fmt: skip
 
 
 async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:
