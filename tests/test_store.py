@@ -369,3 +369,21 @@ async def test_an_outbox_from_schema_1_gains_run_options(path: Path) -> None:
         )
         assert created
         assert new.options == {"rate": 9.0}
+
+
+async def test_an_outbox_from_schema_5_gains_worker_leases(path: Path) -> None:
+    """Opening a version-5 outbox adds the workers table and keeps its runs and claims."""
+    async with SqliteStore(path) as first:
+        await first.create_run("old", template="invitation", source="p.csv", now=T0)
+    raw = sqlite3.connect(path)
+    raw.execute("DROP INDEX messages_claims")
+    raw.execute("DROP TABLE workers")
+    raw.execute("PRAGMA user_version = 5")
+    raw.commit()
+    raw.close()
+    async with SqliteStore(path) as upgraded:
+        assert await upgraded.get_run("old") is not None
+        await upgraded.register_worker("w", host="h", pid=1, now=T0)
+        assert [w.owner for w in await upgraded.workers(T0)] == ["w"]
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (6,)

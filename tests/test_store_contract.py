@@ -572,6 +572,160 @@ async def test_lease_is_held_until_released_or_its_heartbeat_expires(store: Stor
     assert await store.acquire_run(RUN, owner="a:1", now=T0 + 58, ttl=30)
 
 
+# --- worker leases -------------------------------------------------------------------
+
+
+async def claim_as(store: Store, owner: str, *, now: float) -> int:
+    """Claim the next example.com message as ``owner``; its id."""
+    message = await store.claim(RUN, "example.com", now=now, owner=owner)
+    assert message is not None
+    return message.id
+
+
+async def test_workers_hold_leases_listed_with_host_pid_and_heartbeat(store: Store) -> None:
+    """A registered worker is listed while it heartbeats, and not once its lease expired."""
+    await store.register_worker("a:1/x", host="a", pid=1, now=T0)
+    await store.register_worker("b:2/y", host="b", pid=2, now=T0 + 5)
+    assert await store.worker_heartbeat("a:1/x", now=T0 + 10)
+    listed = await store.workers(T0 + 20)
+    assert [(w.owner, w.host, w.pid, w.heartbeat_at) for w in listed] == [
+        ("a:1/x", "a", 1, T0 + 10),
+        ("b:2/y", "b", 2, T0 + 5),
+    ]
+    assert [w.owner for w in await store.workers(T0 + 36)] == ["a:1/x"]
+    assert not await store.worker_heartbeat("nobody", now=T0 + 36)
+    await store.release_worker("a:1/x")
+    assert not await store.worker_heartbeat("a:1/x", now=T0 + 37)
+    assert await store.workers(T0 + 37) == []
+
+
+async def test_a_worker_that_heartbeats_keeps_its_claims_however_long_the_send_takes(
+    store: Store,
+) -> None:
+    """Only an expired lease loses its claims: a slow but live worker keeps them."""
+    await store.add_rows(RUN, rows(range(2, 4)))
+    await store.register_worker("slow", host="h", pid=1, now=T0)
+    slow = await claim_as(store, "slow", now=T0)
+    for minute in range(1, 61):  # an hour-long send, heartbeat every 20 s
+        for beat in (0, 20, 40):
+            now = T0 + minute * 60 + beat
+            assert await store.worker_heartbeat("slow", now=now)
+            assert await store.reclaim_expired(now=now + 29, ttl=30) == 0
+    assert (await store.counts(RUN))[MessageState.SENDING] == 1
+    assert await store.record(slow, sent(T0 + 3700), owner="slow")
+    assert (await store.counts(RUN))[MessageState.SENT] == 1
+
+
+async def test_an_expired_worker_has_its_claims_taken_back_and_its_lease_refused(
+    store: Store,
+) -> None:
+    """Past the ttl, the claims go back (attempt counted), and the heartbeat says stop."""
+    await store.add_rows(RUN, rows(range(2, 5)))
+    await store.register_worker("dead", host="h", pid=1, now=T0)
+    await store.register_worker("live", host="h", pid=2, now=T0)
+    dead = [await claim_as(store, "dead", now=T0) for _ in range(2)]
+    live = await claim_as(store, "live", now=T0)
+    assert await store.worker_heartbeat("live", now=T0 + 25)
+    assert await store.reclaim_expired(now=T0 + 30) == 0  # not earlier than the ttl
+    assert await store.reclaim_expired(now=T0 + 31) == 2  # the default ttl is 30 s
+    assert await store.reclaim_expired(now=T0 + 31) == 0
+    assert not await store.worker_heartbeat("dead", now=T0 + 32)
+    counts = await store.counts(RUN)
+    assert (counts[MessageState.QUEUED], counts[MessageState.SENDING]) == (2, 1)
+    again = await store.claim(RUN, "example.com", now=T0 + 40, owner="live")
+    assert again is not None
+    assert (again.id, again.attempts) == (dead[0], 2)
+    assert await store.record(live, sent(T0 + 41), owner="live")
+
+
+async def test_a_reclaimed_claim_whose_address_was_corrected_is_failed(store: Store) -> None:
+    """As after a crash: a message replaced while it was sent never goes to the old address."""
+    await store.add_rows(RUN, rows(range(2, 3)))
+    await store.register_worker("dead", host="h", pid=1, now=T0)
+    old = await claim_as(store, "dead", now=T0)
+    corrected = person(2, "fixed.example")
+    await store.add_rows(RUN, [NewRow(row=2, participant=corrected, replaces=True)])
+    assert await store.reclaim_expired(now=T0 + 60) == 1
+    failed = await store.message(old)
+    assert failed is not None
+    assert (failed.state, failed.email) == (MessageState.FAILED, "user2@example.com")
+    current = await store.lookup(RUN, "p2")
+    assert current is not None
+    assert (current.state, current.email) == (MessageState.QUEUED, "user2@fixed.example")
+
+
+async def test_a_late_outcome_of_a_claim_taken_back_is_recorded_once(store: Store) -> None:
+    """A claims, A expires, B re-claims and sends; A's late report is dropped, not recorded."""
+    await store.add_rows(RUN, rows(range(2, 3)))
+    await store.register_worker("A", host="a", pid=1, now=T0)
+    message = await claim_as(store, "A", now=T0)
+    await store.register_worker("B", host="b", pid=2, now=T0 + 40)
+    assert await store.reclaim_expired(now=T0 + 40, ttl=30) == 1
+    assert await claim_as(store, "B", now=T0 + 41) == message
+    assert await store.record(message, sent(T0 + 42, "<b@example.com>"), owner="B")
+    late = Outcome(state=MessageState.FAILED, at=T0 + 43, detail="A's connection dropped")
+    assert not await store.record(message, late, owner="A")
+    assert await store.record_many([(message, sent(T0 + 44))], owner="A") == [message]
+    log = await store.attempts(message)
+    assert [(a.number, a.state) for a in log] == [(2, MessageState.SENT)]
+    stored = await store.message(message)
+    assert stored is not None
+    assert (stored.state, stored.message_id) == (MessageState.SENT, "<b@example.com>")
+
+
+async def test_dropped_outcomes_do_not_lose_the_others_in_the_batch(store: Store) -> None:
+    """An owner's batch stores what it still holds and names what it no longer does."""
+    await store.add_rows(RUN, rows(range(2, 6)))
+    mine = [await claim_as(store, "A", now=T0) for _ in range(2)]
+    theirs = await claim_as(store, "B", now=T0)
+    batch = [(mine[0], sent()), (theirs, sent()), (mine[1], sent()), (mine[1], sent(T0 + 1))]
+    assert await store.record_many(batch, owner="A") == [theirs, mine[1]]
+    counts = await store.counts(RUN)
+    assert (counts[MessageState.SENT], counts[MessageState.SENDING]) == (2, 1)
+    assert [a.at for a in await store.attempts(mine[1])] == [T0]
+    with pytest.raises(KeyError):
+        await store.record_many([(theirs, sent()), (999_999, sent())], owner="B")
+    assert (await store.counts(RUN))[MessageState.SENDING] == 1
+
+
+async def test_a_reclaimed_message_keeps_its_id_and_message_id(store: Store) -> None:
+    """Every re-send is the same outbox message, so it carries the same Message-ID."""
+    await store.add_rows(RUN, rows(range(2, 3)))
+    await store.register_worker("A", host="a", pid=1, now=T0)
+    first = await store.claim(RUN, "example.com", now=T0, owner="A")
+    assert first is not None
+    deferred = Outcome(
+        state=MessageState.DEFERRED,
+        at=T0 + 1,
+        next_attempt_at=T0 + 2,
+        message_id="<first@example.com>",
+    )
+    assert await store.record(first.id, deferred, owner="A")
+    retried = await store.claim(RUN, "example.com", now=T0 + 2, owner="A")
+    assert retried is not None
+    assert await store.reclaim_expired(now=T0 + 100) == 1
+    again = await store.claim(RUN, "example.com", now=T0 + 101, owner="B")
+    assert again is not None
+    assert (again.id, again.message_id, again.attempts) == (first.id, "<first@example.com>", 3)
+
+
+async def test_releasing_a_worker_puts_its_unstarted_claims_back_uncounted(store: Store) -> None:
+    """A worker stopping gracefully gives back what it never started, as if never claimed."""
+    await store.add_rows(RUN, rows(range(2, 5)))
+    await store.register_worker("A", host="a", pid=1, now=T0)
+    done, unstarted = [await claim_as(store, "A", now=T0) for _ in range(2)]
+    other = await claim_as(store, "B", now=T0)
+    assert await store.record(done, sent(), owner="A")
+    assert await store.release_worker("A") == 1
+    assert await store.workers(T0) == []
+    counts = await store.counts(RUN)
+    assert (counts[MessageState.QUEUED], counts[MessageState.SENDING]) == (1, 1)
+    again = await store.claim(RUN, "example.com", now=T0 + 5, owner="C")
+    assert again is not None
+    assert (again.id, again.attempts, again.first_attempt_at) == (unstarted, 1, T0 + 5)
+    assert other != again.id
+
+
 async def test_a_closed_store_raises_configuration_error(open_store: Opener) -> None:
     """Using a store after aclose is a clear error, not a sqlite3 exception."""
     store = open_store()

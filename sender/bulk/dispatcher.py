@@ -279,14 +279,30 @@ class Dispatcher:
     # --- record and report -----------------------------------------------------------------
 
     async def _record(self, state: DispatchState) -> None:
-        """Record what finished in one transaction, then free those slots."""
+        """Record what finished in one transaction, then free those slots.
+
+        Recorded as this worker's claims: an outcome whose claim was taken back (this
+        worker's lease had expired) is dropped by the store, and left out of the books.
+        """
         batch = list(state.finished)
         state.finished.clear()
-        await self._store.record_many([(message.id, outcome) for message, outcome in batch])
+        dropped = set(
+            await self._store.record_many(
+                [(message.id, outcome) for message, outcome in batch], owner=self._owner
+            )
+        )
         state.free += len(batch)
+        if dropped:
+            log.warning(
+                "run %s: %d outcome(s) not recorded: their claims were taken back",
+                self.run_id,
+                len(dropped),
+            )
         moment = self._clock.monotonic()
         counts = state.counts
         for message, outcome in batch:
+            if message.id in dropped:
+                continue
             # It left the queue or the deferred pile. An earlier attempt does not prove
             # which: `retry` and a crash put messages that were tried back as queued.
             was_deferred = message.attempts > 1 and counts[MessageState.DEFERRED] > 0
@@ -363,7 +379,8 @@ class Dispatcher:
         """Renew the run's lease every third of ``lease_ttl`` while the run is held.
 
         A timer of its own, on the injected clock: a slow server holds up sends,
-        never the lease, so a live run is never taken over. When another worker
+        never the lease, so a live run is never taken over. The worker's lease
+        (:class:`~sender.store.base.Workers`) is renewed with it. When another worker
         took the run after all, this one stops sending; that one re-sends what was
         in flight here.
         """
@@ -371,9 +388,11 @@ class Dispatcher:
         while True:
             await self._clock.idle(interval)
             try:
-                held = await self._store.heartbeat(
-                    self.run_id, owner=self._owner, now=self._clock.now()
-                )
+                now = self._clock.now()
+                held = await self._store.heartbeat(self.run_id, owner=self._owner, now=now)
+                # The worker's own lease, on the same timer: its claims are taken back
+                # only once it stops heartbeating.
+                held = await self._store.worker_heartbeat(self._owner, now=now) and held
             except SenderError as exc:  # a busy or failing outbox: try again next time
                 log.warning("run %s: could not renew the lease: %s", self.run_id, exc)
                 continue

@@ -271,6 +271,9 @@ class BulkRunner:
         if not created:
             await self._keep_transport(run, (options or {}).get("transport"))
         await self._take_lease(run_id, now=now)
+        await self.store.register_worker(
+            self.owner, host=socket.gethostname(), pid=os.getpid(), now=now
+        )
         requeued = retried = 0
         dispatcher = self._dispatcher(run_id, on_progress, progress_interval, started)
         halt = dispatcher.halt
@@ -278,7 +281,10 @@ class BulkRunner:
         try:
             if retry_failed:
                 retried = await self.store.reset_failed(run_id, now=self._clock.now())
+            # Holding the run's lease, no live worker claims in it: what is sending was
+            # a dead owner's. Then every expired worker's claims, in any run, go back.
             requeued = await self.store.requeue_stale(run_id)
+            await self.store.reclaim_expired(now=self._clock.now(), ttl=self.settings.lease_ttl)
             if requeued:
                 log.warning("run %s: %d message(s) were in flight at a crash", run_id, requeued)
             changes = None
@@ -301,6 +307,7 @@ class BulkRunner:
             if not halt.lease_lost:  # the new owner's in-flight messages are not ours
                 await self.store.requeue_stale(run_id)  # claimed but unsent: back in the queue
                 await self.store.release_run(run_id, owner=self.owner)
+            await self.store.release_worker(self.owner)  # whatever it still claims, unsent
         if halt.lease_lost and halt.fatal is not None:
             raise halt.fatal  # the run is someone else's now: leave its state alone
         counts = await self.store.counts(run_id)

@@ -9,6 +9,7 @@ that two workers could race on is a single atomic statement (claim = conditional
 never read-then-write.
 
 - :class:`Runs`: the bulk engine, invitations, ``sender status`` and ``resume``;
+- :class:`Workers`: each claiming process's lease, and taking back a dead one's claims;
 - :class:`Outbox`: the bulk engine's ingest, claims, outcomes and retries;
 - :class:`Progress`: status and reports, counts, problems, one participant's message;
 - :class:`EventLog`: invitations: events as last sent, who was invited, RSVP answers;
@@ -47,6 +48,7 @@ from sender.store.records import (
     RsvpRecord,
     RunInfo,
     Suppression,
+    WorkerInfo,
 )
 from sender.vocabulary import MessageState, RunState
 
@@ -73,6 +75,8 @@ __all__ = [
     "Store",
     "Suppression",
     "SuppressionList",
+    "WorkerInfo",
+    "Workers",
 ]  # the roles, and the records they speak in: what ``sender.store`` re-exports
 
 
@@ -124,6 +128,44 @@ class Runs(Protocol):
         ...
 
     async def release_run(self, run_id: str, /, *, owner: str) -> None: ...
+
+
+class Workers(Protocol):
+    """Worker leases: every process that claims holds one, renewed on its own timer.
+
+    A worker whose heartbeat is older than the ttl is presumed dead and its claims are
+    taken back (:meth:`reclaim_expired`), never earlier: a slow but live worker keeps its
+    claims. An outcome its old owner reports after that is dropped by
+    :meth:`Outbox.record_many`, so a message is recorded once. Delivery is at least
+    once: a dead worker's in-flight messages may be sent again, with the same Message-ID.
+    """
+
+    async def register_worker(self, owner: str, /, *, host: str, pid: int, now: float) -> None:
+        """Start (or restart) ``owner``'s lease; ``owner`` is what its claims are made as."""
+        ...
+
+    async def worker_heartbeat(self, owner: str, /, *, now: float) -> bool:
+        """Renew the lease; False when it was taken back: stop claiming and sending."""
+        ...
+
+    async def workers(self, now: float, /, *, ttl: float = 30.0) -> list[WorkerInfo]:
+        """The workers holding a lease at ``now`` (heartbeat within ``ttl``), latest first."""
+        ...
+
+    async def release_worker(self, owner: str, /) -> int:
+        """End the lease; put its claims back as never started (attempt uncounted); how many.
+
+        For a worker stopping gracefully, once its in-flight outcomes are recorded.
+        """
+        ...
+
+    async def reclaim_expired(self, *, now: float, ttl: float = 30.0) -> int:
+        """Put back the ``sending`` claims of every worker whose heartbeat is older than ttl.
+
+        By :meth:`Outbox.requeue_stale`'s rules (the attempt counted; a message whose
+        address was corrected since is failed); returns how many claims were taken back.
+        """
+        ...
 
 
 class Outbox(Protocol):
@@ -179,12 +221,24 @@ class Outbox(Protocol):
         """
         ...
 
-    async def record(self, message_id: int, outcome: Outcome, /) -> None:
-        """Store an attempt's outcome and append it to the attempt log, in one transaction."""
+    async def record(
+        self, message_id: int, outcome: Outcome, /, *, owner: str | None = None
+    ) -> bool:
+        """Store an attempt's outcome and append it to the attempt log, in one transaction.
+
+        With ``owner``, only while the message is still ``sending`` by that owner: a claim
+        taken back (:meth:`Workers.reclaim_expired`) is not recorded, and False says so.
+        """
         ...
 
-    async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
-        """:meth:`record` for several messages in one transaction: one commit, not one each."""
+    async def record_many(
+        self, outcomes: Sequence[tuple[int, Outcome]], /, *, owner: str | None = None
+    ) -> list[int]:
+        """:meth:`record` for several messages in one transaction: one commit, not one each.
+
+        Returns the message ids whose outcome was dropped (``owner`` no longer held
+        the claim); the others are recorded all the same.
+        """
         ...
 
     async def next_attempt_at(self, run_id: str, /) -> float | None:
@@ -313,7 +367,9 @@ class Feedback(BounceLog, SuppressionList, Protocol):
     """What the bounce rules read and write: the bounces kept, and the suppression list."""
 
 
-class Store(Runs, Outbox, Progress, EventLog, BounceLog, SuppressionList, Budget, Protocol):
+class Store(
+    Runs, Workers, Outbox, Progress, EventLog, BounceLog, SuppressionList, Budget, Protocol
+):
     """Durable outbox: every role in one. All times are Unix seconds from the engine's clock."""
 
     async def aclose(self) -> None: ...

@@ -36,6 +36,7 @@ from sender.store.records import (
     RsvpRecord,
     RunInfo,
     Suppression,
+    WorkerInfo,
     attempt_from_columns,
     bounce_from_columns,
     bounce_values,
@@ -48,8 +49,10 @@ from sender.store.records import (
     rsvp_from_columns,
     run_from_columns,
     suppression_from_columns,
+    worker_from_columns,
 )
 from sender.store.rules import (
+    INTERRUPTED_REPLACED,
     IngestPlan,
     bounced_addresses,
     latest_invitations,
@@ -64,6 +67,7 @@ __all__ = [
     "SharedOutbox",
     "SharedProgress",
     "SharedRuns",
+    "SharedWorkers",
     "SqlBackend",
     "Transaction",
     "queued_values",
@@ -107,6 +111,10 @@ class SqlBackend:
 
     async def _write(self, statement: str, parameters: Sequence[object] = ()) -> int:
         """Run one statement that writes (its own transaction); how many rows it changed."""
+        raise NotImplementedError
+
+    async def _write_all(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[int]:
+        """Run statements that write in one transaction; how many rows each changed."""
         raise NotImplementedError
 
     async def _key(self, run_id: str) -> tuple[int, str]:
@@ -188,6 +196,73 @@ class SharedRuns(SqlBackend):
         await self._write(
             sql.SET_RUN_STATE, (state.value, reason if paused else None, paused, now, now, key)
         )
+
+
+class SharedWorkers(SqlBackend):
+    """:class:`~sender.store.base.Workers`: leases of the processes that claim, and taking back.
+
+    Taking back follows :meth:`requeue_stale <sender.store.base.Outbox.requeue_stale>`'s
+    rules (the statements of :data:`sql.REQUEUE_CLAIMS`), for the claims of chosen owners
+    instead of a whole run.
+    """
+
+    __slots__ = ()
+
+    async def register_worker(self, owner: str, /, *, host: str, pid: int, now: float) -> None:
+        """Start (or restart) ``owner``'s lease, its heartbeat at ``now``."""
+        await self._write(sql.REGISTER_WORKER, (owner, host, pid, now, now))
+
+    async def worker_heartbeat(self, owner: str, /, *, now: float) -> bool:
+        """Renew the lease; False when it was taken back (or never registered): stop claiming."""
+        return await self._write(sql.WORKER_HEARTBEAT, (now, owner)) == 1
+
+    async def workers(self, now: float, /, *, ttl: float = 30.0) -> list[WorkerInfo]:
+        """The workers holding a lease at ``now`` (a heartbeat within ``ttl``), latest first."""
+        rows = await self._rows(
+            sql.WORKERS + " WHERE heartbeat_at >= ? AND reclaimed_at IS NULL"
+            " ORDER BY heartbeat_at DESC, owner",
+            (now - ttl,),
+        )
+        return [worker_from_columns(row) for row in rows]
+
+    async def release_worker(self, owner: str, /) -> int:
+        """End ``owner``'s lease and put its claims back, as never started; how many.
+
+        Called once the worker's in-flight messages are recorded, so what it still holds
+        was never sent: back to the front of the queue with the attempt uncounted. One
+        replaced by a corrected address since is failed, as requeue_stale does.
+        """
+        replaced, _ = sql.REQUEUE_CLAIMS
+        _, unclaimed, _ = await self._write_all(
+            [
+                (replaced.format(claims=sql.OWN_CLAIMS), (INTERRUPTED_REPLACED, owner)),
+                (sql.UNCLAIM, (owner,)),
+                (sql.RELEASE_WORKER, (owner,)),
+            ]
+        )
+        return unclaimed
+
+    async def reclaim_expired(self, *, now: float, ttl: float = 30.0) -> int:
+        """Take back the claims of every worker whose heartbeat is older than ``ttl``; how many.
+
+        One transaction: the expired workers are stamped (their heartbeat is refused from
+        now on, and an outcome they report late is dropped by ``record``), and their
+        ``sending`` claims are put back by requeue_stale's rules, the attempt counted (it
+        may have reached the server). A worker that heartbeats keeps its claims, however
+        long its sends take.
+        """
+        expired_before = now - ttl
+        replaced, requeue = (
+            statement.format(claims=sql.EXPIRED_CLAIMS) for statement in sql.REQUEUE_CLAIMS
+        )
+        _, failed, requeued = await self._write_all(
+            [
+                (sql.RECLAIM_WORKERS, (now, expired_before)),
+                (replaced, (INTERRUPTED_REPLACED, expired_before)),
+                (requeue, (expired_before,)),
+            ]
+        )
+        return failed + requeued
 
 
 class SharedOutbox(SqlBackend):
@@ -311,16 +386,21 @@ class SharedOutbox(SqlBackend):
         rows = await self._rows(sql.PENDING_DOMAINS, (key, now))
         return {domain: int(count) for domain, count in rows}
 
-    async def record(self, message_id: int, outcome: Outcome, /) -> None:
+    async def record(
+        self, message_id: int, outcome: Outcome, /, *, owner: str | None = None
+    ) -> bool:
         """Store an attempt's outcome and append it to the attempt log, in one transaction.
 
         The first Message-ID recorded sticks. Raises ValueError for an outcome
         that is not SENT, DEFERRED (with ``next_attempt_at``), FAILED or
         SUPPRESSED, and KeyError for an unknown message; then nothing is stored.
+        With ``owner``, False (nothing stored) when that owner's claim was taken back.
         """
-        await self.record_many([(message_id, outcome)])
+        return not await self.record_many([(message_id, outcome)], owner=owner)
 
-    async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
+    async def record_many(
+        self, outcomes: Sequence[tuple[int, Outcome]], /, *, owner: str | None = None
+    ) -> list[int]:
         """Each backend writes this one itself: it is one transaction in its own dialect."""
         raise NotImplementedError
 

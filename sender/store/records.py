@@ -26,6 +26,7 @@ __all__ = [
     "RSVP_COLUMNS",
     "RUN_COLUMNS",
     "SUPPRESSION_COLUMNS",
+    "WORKER_COLUMNS",
     "Attempt",
     "BounceRecord",
     "DomainProgress",
@@ -39,6 +40,7 @@ __all__ = [
     "RsvpRecord",
     "RunInfo",
     "Suppression",
+    "WorkerInfo",
     "attempt_from_columns",
     "bounce_from_columns",
     "bounce_values",
@@ -52,6 +54,7 @@ __all__ = [
     "rsvp_from_columns",
     "run_from_columns",
     "suppression_from_columns",
+    "worker_from_columns",
 ]
 
 
@@ -233,6 +236,18 @@ class Suppression:
     since: float
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A process that claims messages, and its lease: alive while its heartbeat is fresh."""
+
+    owner: str  # what its claims record as claimed_by
+    host: str
+    pid: int
+    started_at: float  # when it registered
+    heartbeat_at: float  # its last renewal
+    reclaimed_at: float | None = None  # its lease expired and its claims were taken back
+
+
 # --- columns -------------------------------------------------------------------------------
 # Each names the columns a backend selects, in the order the matching function reads them.
 
@@ -253,6 +268,7 @@ EVENT_COLUMNS = (
 RSVP_COLUMNS = tuple(RsvpRecord.__dataclass_fields__)
 BOUNCE_COLUMNS = tuple(BounceRecord.__dataclass_fields__)
 SUPPRESSION_COLUMNS = tuple(Suppression.__dataclass_fields__)
+WORKER_COLUMNS = tuple(WorkerInfo.__dataclass_fields__)
 
 
 def participant_columns(person: Participant, /) -> tuple[str, str, str, str, str, str | None]:
@@ -447,3 +463,15 @@ def bounce_from_columns(row: Sequence[Any], /) -> BounceRecord:
 def suppression_from_columns(row: Sequence[Any], /) -> Suppression:
     address, kind, reason, since = row
     return Suppression(address, kind, reason, since)
+
+
+def worker_from_columns(row: Sequence[Any], /) -> WorkerInfo:
+    owner, host, pid, started_at, heartbeat_at, reclaimed_at = row
+    return WorkerInfo(
+        owner=str(owner),
+        host=str(host),
+        pid=int(pid),
+        started_at=float(started_at),
+        heartbeat_at=float(heartbeat_at),
+        reclaimed_at=None if reclaimed_at is None else float(reclaimed_at),
+    )

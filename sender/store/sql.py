@@ -23,6 +23,7 @@ from sender.store.records import (
     RSVP_COLUMNS,
     RUN_COLUMNS,
     SUPPRESSION_COLUMNS,
+    WORKER_COLUMNS,
 )
 from sender.store.rules import PROBLEM_STATES
 
@@ -31,6 +32,7 @@ __all__ = [
     "ADDRESSES_OF",
     "CORRECT_ADDRESS",
     "CURRENT_MESSAGE",
+    "EXPIRED_CLAIMS",
     "HARD_BOUNCES",
     "HEARTBEAT",
     "INGESTED_ROWS",
@@ -40,11 +42,16 @@ __all__ = [
     "MARK_REPLACED",
     "NEXT_ATTEMPT",
     "OWNERS",
+    "OWN_CLAIMS",
     "PARTICIPANT_COUNT",
     "PENDING_DOMAINS",
     "QUEUED_COLUMNS",
     "RECENT_RUNS",
+    "RECLAIM_WORKERS",
+    "REGISTER_WORKER",
     "RELEASE_RUN",
+    "RELEASE_WORKER",
+    "REQUEUE_CLAIMS",
     "RESET_RUN",
     "SAVE_EVENT",
     "SELECT_ATTEMPTS",
@@ -62,7 +69,10 @@ __all__ = [
     "STORED_SKIPS",
     "SUPPRESS",
     "SUPPRESSED",
+    "UNCLAIM",
     "UNSUPPRESS",
+    "WORKERS",
+    "WORKER_HEARTBEAT",
     "insert_once",
 ]
 
@@ -95,6 +105,42 @@ SET_RUN_STATE = (
 RESET_RUN = (
     "UPDATE runs SET state = 'active', paused_reason = NULL, paused_since = NULL WHERE id = ?"
 )
+
+# --- workers and their leases ----------------------------------------------------------------
+
+REGISTER_WORKER = (
+    f"INSERT INTO workers ({_columns(WORKER_COLUMNS)}) VALUES (?, ?, ?, ?, ?, NULL)"  # noqa: S608
+    " ON CONFLICT (owner) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
+    " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,"
+    " reclaimed_at = NULL"
+)
+# A lease taken back stays taken: its owner must stop (and register again to go on).
+WORKER_HEARTBEAT = "UPDATE workers SET heartbeat_at = ? WHERE owner = ? AND reclaimed_at IS NULL"
+WORKERS = f"SELECT {_columns(WORKER_COLUMNS)} FROM workers"  # noqa: S608
+# Stamp the expired workers (heartbeat before the bound time): their heartbeat is refused.
+RECLAIM_WORKERS = (
+    "UPDATE workers SET reclaimed_at = COALESCE(reclaimed_at, ?) WHERE heartbeat_at < ?"
+)
+RELEASE_WORKER = "DELETE FROM workers WHERE owner = ?"
+# requeue_stale's rules for the sending claims {claims} picks (a bound test of claimed_by):
+# one replaced by a corrected address since is failed (the bound detail), never sent to
+# its old address; the others go back to the front of the queue, the attempt counted.
+REQUEUE_CLAIMS = (
+    "UPDATE messages SET state = 'failed', due_at = NULL, detail = ?"
+    " WHERE state = 'sending' AND replaced_by IS NOT NULL AND {claims}",
+    "UPDATE messages SET state = 'queued', due_at = 0"
+    " WHERE state = 'sending' AND replaced_by IS NULL AND {claims}",
+)
+# A claim never started goes back as it was before it: its attempt not counted.
+UNCLAIM = (
+    "UPDATE messages SET state = 'queued', due_at = 0, attempts = attempts - 1,"
+    " first_attempt_at = CASE WHEN attempts = 1 THEN NULL ELSE first_attempt_at END"
+    " WHERE state = 'sending' AND replaced_by IS NULL AND claimed_by = ?"
+)
+# The claims of the workers whose heartbeat is before the bound time.
+EXPIRED_CLAIMS = "claimed_by IN (SELECT owner FROM workers WHERE heartbeat_at < ?)"
+# The claims of one worker.
+OWN_CLAIMS = "claimed_by = ?"
 
 # --- ingest --------------------------------------------------------------------------------
 

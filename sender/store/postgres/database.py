@@ -150,6 +150,15 @@ class PostgresDatabase(AsyncResource, SqlBackend):
                 cursor = await conn.execute(psycopg_marks(statement), parameters)
                 return cursor.rowcount
 
+    async def _write_all(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[int]:
+        counts = []
+        with self._errors():
+            async with self._transaction() as conn:
+                for statement, parameters in statements:
+                    cursor = await conn.execute(psycopg_marks(statement), parameters)
+                    counts.append(cursor.rowcount)
+        return counts
+
     async def _key(self, run_id: str) -> tuple[int, str]:
         """The run's integer key and template, cached: neither changes once created."""
         found = self._runs.get(run_id)

@@ -67,6 +67,7 @@ WITH outcome AS (
            message_id = COALESCE(m.message_id, o.message_id)
       FROM outcome o
      WHERE m.id = o.id AND m.participant_id IS NOT NULL
+       AND (%s::text IS NULL OR (m.state = 'sending' AND m.claimed_by = %s::text))
     RETURNING m.id, m.attempts, o.at, o.state, o.code, o.enhanced_status, o.reply_text, o.detail
 )
 INSERT INTO attempts (message, number, at, state, code, enhanced_status, reply_text, detail)
@@ -184,8 +185,14 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
             claimed.reverse()  # pop() from the end hands them out in claim order
         return [by_domain[d].pop() if by_domain.get(d) else None for d in domains]
 
-    async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
-        """:meth:`record` for several messages in one statement: all or nothing."""
+    async def record_many(
+        self, outcomes: Sequence[tuple[int, Outcome]], /, *, owner: str | None = None
+    ) -> list[int]:
+        """:meth:`record` for several messages in one statement; errors: all or nothing.
+
+        With ``owner``, an outcome for a claim that owner no longer holds (a second one
+        for the same claim included) is dropped, and its id returned; the rest are stored.
+        """
         columns: list[list[object]] = [[] for _ in range(9)]
         for message_id, outcome in outcomes:
             due = outcome_due(outcome)
@@ -203,22 +210,37 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-        ids = columns[0]
+        ids = [message_id for message_id, _ in outcomes]
         if not ids:
-            return
+            return []
         with self._errors():
             async with self._transaction() as db:
                 if len(set(ids)) == len(ids):
                     batches = [columns]
                 else:  # one message twice: each outcome in turn, as SQLite records them
                     batches = [[[column[i]] for column in columns] for i in range(len(ids))]
-                recorded: set[object] = set()
+                recorded: list[object] = []
                 for batch in batches:
-                    cursor = await db.execute(_RECORD, batch)
-                    recorded.update(row[0] for row in await cursor.fetchall())
-                missing = [id_ for id_ in ids if id_ not in recorded]
-                if missing:
-                    raise KeyError(missing[0])  # rolls the transaction back
+                    cursor = await db.execute(_RECORD, [*batch, owner, owner])
+                    recorded.extend(row[0] for row in await cursor.fetchall())
+                if len(recorded) == len(ids):
+                    return []
+                cursor = await db.execute(
+                    "SELECT id FROM messages WHERE participant_id IS NOT NULL AND id = ANY(%s)",
+                    (ids,),
+                )
+                found = {row[0] for row in await cursor.fetchall()}
+                unknown = [id_ for id_ in ids if id_ not in found]
+                if unknown:
+                    raise KeyError(unknown[0])  # rolls the transaction back
+                left = Counter(recorded)
+                dropped: list[int] = []
+                for id_ in ids:
+                    if left[id_]:
+                        left[id_] -= 1
+                    else:
+                        dropped.append(id_)
+                return dropped
 
     async def reset_failed(self, run_id: str, /, *, now: float) -> int:
         """``failed`` and ``deferred`` back to ``queued`` for ``sender retry``; never ``sent``.

@@ -176,12 +176,25 @@ CREATE TABLE limit_leases (
 );
 """
 
+# Version 3: worker leases, as SQLite's version 6 (sender.store.sqlite.schema).
+_V3_WORKERS = """
+CREATE TABLE workers (
+    owner         text PRIMARY KEY,
+    host          text NOT NULL,
+    pid           integer NOT NULL,
+    started_at    double precision NOT NULL,
+    heartbeat_at  double precision NOT NULL,
+    reclaimed_at  double precision
+);
+CREATE INDEX messages_claims ON messages (claimed_by) WHERE state = 'sending';
+"""
+
 # MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_WORKERS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
-          "suppression_log", "limits", "limit_leases")  # fmt: skip
+          "suppression_log", "limits", "limit_leases", "workers")  # fmt: skip
 
 
 async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:

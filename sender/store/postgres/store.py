@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sender.store.common import SharedWorkers
 from sender.store.postgres.events import PostgresEvents
 from sender.store.postgres.feedback import PostgresFeedback
 from sender.store.postgres.outbox import PostgresOutbox
@@ -17,7 +18,12 @@ __all__ = ["PostgresStore"]
 
 
 class PostgresStore(
-    PostgresRuns, PostgresOutbox, PostgresProgress, PostgresEvents, PostgresFeedback
+    PostgresRuns,
+    SharedWorkers,
+    PostgresOutbox,
+    PostgresProgress,
+    PostgresEvents,
+    PostgresFeedback,
 ):
     """The :class:`~sender.store.base.Store` in a PostgreSQL database any number of hosts share.
 

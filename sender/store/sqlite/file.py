@@ -245,6 +245,12 @@ class SqliteFile(AsyncResource, SqlBackend):
         with self._errors(), self._writing() as db:
             return db.execute(statement, parameters).rowcount
 
+    async def _write_all(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[int]:
+        with self._errors(), self._transaction() as db:
+            return [
+                db.execute(statement, parameters).rowcount for statement, parameters in statements
+            ]
+
     async def _key(self, run_id: str) -> tuple[int, str]:
         with self._errors():
             return self._run(run_id)

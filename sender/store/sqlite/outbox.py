@@ -133,10 +133,14 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
             suppressed=suppressed,
         )
 
-    async def record_many(self, outcomes: Sequence[tuple[int, Outcome]], /) -> None:
+    async def record_many(
+        self, outcomes: Sequence[tuple[int, Outcome]], /, *, owner: str | None = None
+    ) -> list[int]:
         """:meth:`record` for several messages in one transaction: one commit, not one each.
 
-        All or nothing: one bad outcome or unknown message stores none of them.
+        All or nothing for errors: one bad outcome or unknown message stores none of them.
+        With ``owner``, an outcome for a claim that owner no longer holds (a second one
+        for the same claim included) is dropped, and its id returned; the rest are stored.
         """
         updates = []
         for message_id, outcome in outcomes:
@@ -156,11 +160,29 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
                 )
             )
         if not updates:
-            return
+            return []
+        ids = [update[-1] for update in updates]
+        dropped: list[int] = []
         with self._errors(), self._transaction() as db:
+            if owner is not None:
+                held = {
+                    id_
+                    for (id_,) in db.execute(
+                        "SELECT id FROM messages WHERE state = 'sending' AND claimed_by = ?"
+                        " AND id IN (SELECT value FROM json_each(?))",
+                        (owner, json.dumps(ids)),
+                    )
+                }
+                kept = []
+                for update in updates:
+                    if update[-1] in held:
+                        held.discard(update[-1])  # one outcome per claim
+                        kept.append(update)
+                    else:
+                        dropped.append(update[-1])
+                updates = kept
             cursor = db.executemany(_RECORD, updates)
-            if cursor.rowcount != len(updates):
-                ids = [update[-1] for update in updates]
+            if cursor.rowcount != len(updates) or dropped:
                 found = {
                     id_
                     for (id_,) in db.execute(
@@ -169,8 +191,11 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
                         (json.dumps(ids),),
                     )
                 }
-                raise KeyError(next(id_ for id_ in ids if id_ not in found))
+                unknown = [id_ for id_ in ids if id_ not in found]
+                if unknown:
+                    raise KeyError(unknown[0])  # rolls the transaction back
             db.executemany(_LOG_ATTEMPT, updates)
+        return dropped
 
     async def reset_failed(self, run_id: str, /, *, now: float) -> int:
         """``failed`` and ``deferred`` back to ``queued`` for ``sender retry``; never ``sent``.

@@ -12,6 +12,8 @@ Schema (one row per input row, participants and skipped rows alike)::
               skip_reason, replaced_by (the message that replaced this one after
               the participant's address was corrected; NULL for current messages)
     attempts  message → messages.id, number, at, state, reply, detail
+    workers   owner (a claim's claimed_by), host, pid, started_at, heartbeat_at,
+              reclaimed_at (set when its lease expired and its claims were taken back)
 
 ``due_at`` drives claiming: 0 (or the ``reset_failed`` time) when queued, the
 next try when deferred, NULL when sending or final; only non-NULL rows are in
@@ -41,7 +43,8 @@ __all__ = [
     "migrate",
 ]
 
-SCHEMA_VERSION = 5  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5
+SCHEMA_VERSION = 6  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
+# 6: worker leases (_SCHEMA_V6_WORKERS)
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 
@@ -192,6 +195,23 @@ UPDATE messages SET email_key = address_key(email)
 CREATE INDEX IF NOT EXISTS messages_email_key ON messages (email_key) WHERE email_key IS NOT NULL;
 """
 
+# Version 6, one self-contained step: worker leases. Each process that claims registers in
+# ``workers`` and renews heartbeat_at on its own timer; reclaim_expired takes back the
+# claims of a worker whose heartbeat is older than the ttl and stamps reclaimed_at, after
+# which its heartbeat is refused. Idempotent: it runs on upgrade from 5 and on a new file.
+_SCHEMA_V6_WORKERS = """
+CREATE TABLE IF NOT EXISTS workers (
+    owner         TEXT PRIMARY KEY,
+    host          TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    started_at    REAL NOT NULL,
+    heartbeat_at  REAL NOT NULL,
+    reclaimed_at  REAL
+);
+-- A worker's claims, for taking them back and for checking who may record an outcome.
+CREATE INDEX IF NOT EXISTS messages_claims ON messages (claimed_by) WHERE state = 'sending';
+"""
+
 _SCHEMA_V3 = """
 -- Version 3: calendar events. A run that sends an event's mail names it.
 ALTER TABLE runs ADD COLUMN event_uid TEXT;
@@ -244,6 +264,8 @@ def migrate(tx: sqlite3.Connection, version: int) -> None:
         statements += _SCHEMA_V4.split(";")
     if version < 5:
         statements += _SCHEMA_V5.split(";")
+    if version < 6:
+        statements += _SCHEMA_V6_WORKERS.split(";")
     for statement in statements:
         added = _ADD_COLUMN.search(statement)
         if added is not None and _has_column(tx, *added.groups()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sender.store.common import SharedWorkers
 from sender.store.records import RunInfo
 from sender.store.sqlite.events import SqliteEvents
 from sender.store.sqlite.feedback import SqliteFeedback
@@ -18,7 +19,9 @@ if TYPE_CHECKING:
 __all__ = ["SqliteStore", "find_latest_run"]
 
 
-class SqliteStore(SqliteRuns, SqliteOutbox, SqliteProgress, SqliteEvents, SqliteFeedback):
+class SqliteStore(
+    SqliteRuns, SharedWorkers, SqliteOutbox, SqliteProgress, SqliteEvents, SqliteFeedback
+):
     """The :class:`~sender.store.base.Store` in one SQLite file, e.g. ``.sender/outbox.sqlite3``.
 
     Opens (creating the file, its parent directories and the schema) in the

@@ -1,0 +1,84 @@
+"""A bulk runner holds a worker lease while it sends, and records only the claims it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import os
+import socket
+from collections.abc import Callable
+
+from sender import Participant, Sender
+from sender.bulk.runner import BulkRunner, RunSettings
+from sender.pacing.schedule import Scheduler
+from sender.store import MessageState, SqliteStore
+from sender.testing import ManualClock, RecordingSMTPServer, Stage
+from sender.transport import SmtpTransport
+from tests.helpers import UNLIMITED, sender_settings
+
+T0 = 1_800_000_000.0
+
+
+def runner_for(server: RecordingSMTPServer, store: SqliteStore, clock: ManualClock) -> BulkRunner:
+    transport = SmtpTransport(server.smtp_settings(pool_size=1, timeout=10.0), clock=clock)
+    return BulkRunner(
+        Sender(sender_settings(), transport=transport, clock=clock),
+        store,
+        RunSettings(concurrency=1, lease_ttl=30.0),
+        scheduler=Scheduler(UNLIMITED, clock=clock),
+        clock=clock,
+    )
+
+
+async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
+    """Wait (bounded) until ``condition()`` is true, checking every few milliseconds."""
+    for _ in range(int(seconds / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not so within {seconds:g} s")
+
+
+async def test_a_runner_holds_a_worker_lease_while_it_sends(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """While a run sends, its runner is a listed worker (host, pid); afterwards it is not."""
+    smtp_server.delay(Stage.MAIL, 0.5, times=1)
+    clock = ManualClock(now=T0)
+    runner = runner_for(smtp_server, store, clock)
+    people = [Participant("ada@d.example", "Ada", "p-1", "PY101")]
+    task = asyncio.create_task(runner.run("r-worker", people))
+    await until(lambda: smtp_server.connections_opened >= 1)
+    (worker,) = await store.workers(T0)
+    assert (worker.owner, worker.host, worker.pid) == (
+        runner.owner,
+        socket.gethostname(),
+        os.getpid(),
+    )
+    report = await task
+    await runner.sender.aclose()
+    assert report.counts[MessageState.SENT] == 1
+    assert await store.workers(T0) == []
+
+
+async def test_a_claim_taken_back_is_recorded_once_and_resent_with_its_message_id(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """A claim taken back mid-send is sent again: one attempt recorded, one Message-ID."""
+    smtp_server.delay(Stage.MAIL, 0.5, times=1)
+    clock = ManualClock(now=T0)
+    runner = runner_for(smtp_server, store, clock)
+    people = [Participant("ada@d.example", "Ada", "p-1", "PY101")]
+    task = asyncio.create_task(runner.run("r-taken", people))
+    await until(lambda: smtp_server.connections_opened >= 1)
+    assert await store.reclaim_expired(now=T0 + 100, ttl=30.0) == 1  # as another worker would
+    report = await task
+    await runner.sender.aclose()
+    assert report.counts[MessageState.SENT] == 1
+    assert len(smtp_server.messages) == 2  # at least once: the first copy got through too
+    ids = {email.message_from_bytes(m.data)["Message-ID"] for m in smtp_server.messages}
+    assert len(ids) == 1
+    message = await store.lookup("r-taken", "p-1")
+    assert message is not None
+    attempts = await store.attempts(message.id)
+    assert [(a.number, a.state) for a in attempts] == [(2, MessageState.SENT)]
