@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -84,3 +85,31 @@ async def test_status_shows_the_sending_worker_then_none(
     assert "worker" not in text
     code, stdout, _ = await sender(workdir, *store_args, "status", "--all", "--json")
     assert json.loads(stdout)["workers"] == []
+
+
+@pytest.mark.slow
+async def test_status_marks_a_killed_worker_whose_lease_runs_on(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """A SIGKILLed `sender run` keeps its lease until it expires; `status` still lists it,
+    marked exited (JSON) and "process gone" (text)."""
+    smtp_server.hang(Stage.MAIL)
+    people_csv(workdir / "p.csv", ["a@a.example"])
+    run = await spawn_sender(
+        workdir,
+        *("run", "p.csv", "--smtp", smtp_url(smtp_server), "--run-id", "r-killed"),
+        *("--no-validate", "--no-progress"),
+        env=ENV,
+    )
+    try:
+        await until(lambda: smtp_server.connections_opened >= 1, seconds=30)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        await run.communicate()
+    code, stdout, stderr = await sender(workdir, "status", "--json")
+    assert code == 0, stderr
+    (worker,) = json.loads(stdout)["workers"]
+    assert (worker["pid"], worker["exited"]) == (run.pid, True)
+    code, text, _ = await sender(workdir, "status")
+    assert f"pid {run.pid}" in text
+    assert "process gone" in text
