@@ -15,7 +15,15 @@ from sender.bulk.settings import RunSettings
 from sender.errors import InputError
 from sender.store import FINAL_STATES, MessageState, RunInfo, RunState, Store
 
-__all__ = ["SKIPPED_LISTED", "Progress", "is_dead_local", "run_list", "run_status"]
+__all__ = [
+    "SKIPPED_LISTED",
+    "Progress",
+    "is_dead_local",
+    "process_gone",
+    "run_list",
+    "run_status",
+    "worker_list",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +52,15 @@ def is_dead_local(owner: str | None) -> bool:
     if owner is None:
         return True
     host, _, pid = owner.partition("/")[0].rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    return pid.isdigit() and process_gone(host, int(pid))
+
+
+def process_gone(host: str, pid: int) -> bool:
+    """True when ``pid`` on ``host`` is this host's and no longer exists; False when unsure."""
+    if host != socket.gethostname():
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -148,3 +161,41 @@ async def run_status(
             for progress in domains
         ],
     }
+
+
+RUNS_SCANNED = 100
+"""How many recent runs :func:`worker_list` looks through for the runs a worker holds."""
+
+
+async def worker_list(
+    store: Store, /, *, now: float, lease_ttl: float = RunSettings().lease_ttl
+) -> list[dict[str, object]]:
+    """The workers holding a live lease (a heartbeat within ``lease_ttl``), latest first:
+    ``sender status``'s ``workers``.
+
+    Each is ``{owner, host, pid, started_at, heartbeat_at, heartbeat_age, runs, exited}``:
+    ``heartbeat_age`` is seconds since its last heartbeat; ``runs`` the ids of the runs
+    whose lease it holds among the :data:`RUNS_SCANNED` most recent (a worker draining
+    claims without a run's lease holds none); ``exited`` is true for a process of this
+    host that no longer exists, whose claims go back once its lease expires.
+    """
+    workers = await store.workers(now, ttl=lease_ttl)
+    if not workers:
+        return []
+    held: dict[str, list[str]] = {}
+    for run in await store.runs(limit=RUNS_SCANNED):
+        if run.owner is not None:
+            held.setdefault(run.owner, []).append(run.run_id)
+    return [
+        {
+            "owner": worker.owner,
+            "host": worker.host,
+            "pid": worker.pid,
+            "started_at": worker.started_at,
+            "heartbeat_at": worker.heartbeat_at,
+            "heartbeat_age": round(max(0.0, now - worker.heartbeat_at), 1),
+            "runs": held.get(worker.owner, []),
+            "exited": process_gone(worker.host, worker.pid),
+        }
+        for worker in workers
+    ]

@@ -33,7 +33,7 @@ from sender.bulk.runner import (
     default_run_id,
     transport_identity,
 )
-from sender.bulk.status import run_list, run_status
+from sender.bulk.status import run_list, run_status, worker_list
 from sender.cli.app import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -80,6 +80,7 @@ __all__ = [
     "print_dry_run",
     "print_run_report",
     "print_status",
+    "print_workers",
     "require_template",
     "resume",
     "resume_config",
@@ -96,6 +97,7 @@ __all__ = [
     "run_status_of",
     "sending_options",
     "status",
+    "status_of",
     "stored_run",
     "switch_transport_option",
 ]
@@ -343,25 +345,24 @@ def status(obj: Context, run_id: str | None, as_json: bool, all_runs: bool) -> N
     """Counts per state, progress per domain, next retry, skipped rows and why a run is paused.
 
     --all lists the runs instead: id, template, state, counts and when each was created.
+    Both list the workers holding a live lease (none: nothing is printed); with --json,
+    `workers` is a list of {owner, host, pid, started_at, heartbeat_at, heartbeat_age
+    (seconds since its last heartbeat), runs (the run ids whose lease it holds), exited
+    (a process of this host that is gone; its claims go back when its lease expires)}.
     """
     with errors_as_lines(obj.debug):
         config = obj.config(quiet=True)
         if all_runs and run_id is not None:
             raise InputError("--all lists every run; give no RUN_ID with it", field="run_id")
-    if all_runs:
-        runs = obj.run(run_list_of(config))
-        if as_json:
-            payload = {"runs": runs, "home": str(config.state_dir)}
-            click.echo(json.dumps(payload, ensure_ascii=False))
-            return
-        print_run_list(runs)
-        print_home(config)
-        return
-    data = obj.run(run_status_of(config, run_id))
+    data = obj.run(status_of(config, run_id, all_runs=all_runs))
     if as_json:
         click.echo(json.dumps(data | {"home": str(config.state_dir)}, ensure_ascii=False))
         return
-    print_status(data)
+    if all_runs:
+        print_run_list(data["runs"])
+    else:
+        print_status(data)
+    print_workers(data["workers"])
     print_home(config)
 
 
@@ -768,10 +769,18 @@ def finish_run(obj: Context, config: CliConfig, report: RunReport) -> None:
         sys.exit(code)
 
 
-async def run_list_of(config: CliConfig) -> list[dict[str, object]]:
+async def status_of(config: CliConfig, run_id: str | None, *, all_runs: bool) -> dict[str, Any]:
+    """``status --json``'s object (with ``all_runs``, ``{runs: [...]}``), plus its ``workers``."""
     store = store_for(config)
+    now = time.time()
     try:
-        return await run_list(store, now=time.time())
+        if all_runs:
+            data: dict[str, Any] = {"runs": await run_list(store, now=now)}
+        else:
+            data = await run_status(store, run_id, now=now)
+        return data | {"workers": await worker_list(store, now=now)}
+    except InputError as exc:
+        raise InputError(f"{exc.args[0]} in {store_name(config)}", field=exc.field) from exc
     finally:
         await store.aclose()
 
@@ -842,3 +851,20 @@ def print_status(data: Mapping[str, Any]) -> None:
         out.print(table)
         if len(domains) > 20:
             out.print(f"... and {len(domains) - 20} more domains (see --json)")
+
+
+def print_workers(workers: Sequence[Mapping[str, Any]]) -> None:
+    """The workers holding a lease, one line each; nothing when there are none."""
+    if not workers:
+        return
+    out.print(f"workers holding a lease: {len(workers)}")
+    for worker in workers:
+        runs = f", sending {', '.join(worker['runs'])}" if worker["runs"] else ""
+        gone = " (process gone; its claims go back when the lease expires)"
+        out.print(
+            f"  {worker['host']} pid {worker['pid']}: heartbeat {worker['heartbeat_age']:g} s ago"
+            f"{runs}{gone if worker['exited'] else ''}",
+            overflow="ignore",
+            crop=False,
+            markup=False,
+        )
