@@ -45,6 +45,15 @@ EVENT = CalendarEvent(
 """A two-hour session in Oslo; its organizer address is where the answers go."""
 
 
+async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
+    """Wait (bounded) until ``condition()`` is true, checking every few milliseconds."""
+    for _ in range(int(seconds / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not so within {seconds:g} s")
+
+
 def smtp_url(server: RecordingSMTPServer) -> str:
     """The smtp:// URL of a plain recording server, for ``--smtp``."""
     return f"smtp://{server.host}:{server.port}"

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from sender.testing import RecordingSMTPServer, Stage
-from tests.helpers import IDENTITY, people_csv, smtp_url, spawn_sender
-from tests.test_run_lease import until
+from tests.helpers import IDENTITY, people_csv, smtp_url, spawn_sender, until
 
 ENV = {"SENDER_SECRET_KEYS": "status-workers-test-key-0123456789", **IDENTITY}
 SLOW_DATA = 8.0  # the first message's DATA reply: long enough for `status` to start and look

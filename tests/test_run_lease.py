@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ from tests.helpers import (
     sender_settings,
     smtp_url,
     spawn_sender,
+    until,
 )
 
 SETTINGS = sender_settings()
@@ -57,15 +58,6 @@ def runner_for(
         clock=clock,
         owner=owner,
     )
-
-
-async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
-    """Wait (bounded) until ``condition()`` is true, checking every few milliseconds."""
-    for _ in range(int(seconds / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not so within {seconds:g} s")
 
 
 async def busy_then_done(

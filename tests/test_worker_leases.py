@@ -6,7 +6,6 @@ import asyncio
 import email
 import os
 import socket
-from collections.abc import Callable
 
 from sender import Participant, Sender
 from sender.bulk.runner import BulkRunner, RunSettings
@@ -14,7 +13,7 @@ from sender.pacing.schedule import Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import UNLIMITED, sender_settings
+from tests.helpers import UNLIMITED, sender_settings, until
 
 T0 = 1_800_000_000.0
 
@@ -28,15 +27,6 @@ def runner_for(server: RecordingSMTPServer, store: SqliteStore, clock: ManualClo
         scheduler=Scheduler(UNLIMITED, clock=clock),
         clock=clock,
     )
-
-
-async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
-    """Wait (bounded) until ``condition()`` is true, checking every few milliseconds."""
-    for _ in range(int(seconds / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not so within {seconds:g} s")
 
 
 async def test_a_runner_holds_a_worker_lease_while_it_sends(
