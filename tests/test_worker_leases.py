@@ -8,7 +8,7 @@ import os
 import socket
 
 from sender import Participant, Sender
-from sender.bulk.runner import BulkRunner, RunSettings
+from sender.bulk.runner import BulkRunner, RunReport, RunSettings
 from sender.pacing.schedule import Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
@@ -29,16 +29,23 @@ def runner_for(server: RecordingSMTPServer, store: SqliteStore, clock: ManualClo
     )
 
 
+async def sending_slowly(
+    server: RecordingSMTPServer, store: SqliteStore, run_id: str
+) -> tuple[BulkRunner, asyncio.Task[RunReport]]:
+    """A run of one participant whose send is under way (its MAIL FROM answered after 0.5 s)."""
+    server.delay(Stage.MAIL, 0.5, times=1)
+    runner = runner_for(server, store, ManualClock(now=T0))
+    people = [Participant("ada@d.example", "Ada", "p-1", "PY101")]
+    task = asyncio.create_task(runner.run(run_id, people))
+    await until(lambda: server.connections_opened >= 1)
+    return runner, task
+
+
 async def test_a_runner_holds_a_worker_lease_while_it_sends(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """While a run sends, its runner is a listed worker (host, pid); afterwards it is not."""
-    smtp_server.delay(Stage.MAIL, 0.5, times=1)
-    clock = ManualClock(now=T0)
-    runner = runner_for(smtp_server, store, clock)
-    people = [Participant("ada@d.example", "Ada", "p-1", "PY101")]
-    task = asyncio.create_task(runner.run("r-worker", people))
-    await until(lambda: smtp_server.connections_opened >= 1)
+    runner, task = await sending_slowly(smtp_server, store, "r-worker")
     (worker,) = await store.workers(T0)
     assert (worker.owner, worker.host, worker.pid) == (
         runner.owner,
@@ -55,12 +62,7 @@ async def test_a_claim_taken_back_is_recorded_once_and_resent_with_its_message_i
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """A claim taken back mid-send is sent again: one attempt recorded, one Message-ID."""
-    smtp_server.delay(Stage.MAIL, 0.5, times=1)
-    clock = ManualClock(now=T0)
-    runner = runner_for(smtp_server, store, clock)
-    people = [Participant("ada@d.example", "Ada", "p-1", "PY101")]
-    task = asyncio.create_task(runner.run("r-taken", people))
-    await until(lambda: smtp_server.connections_opened >= 1)
+    runner, task = await sending_slowly(smtp_server, store, "r-taken")
     assert await store.reclaim_expired(now=T0 + 100, ttl=30.0) == 1  # as another worker would
     report = await task
     await runner.sender.aclose()
