@@ -564,13 +564,33 @@ class Scheduler:
             cooldown=self.limits.cooldown,
             now=self._clock.now(),
         )
+        if backoff is not None:  # wall-clock times, as every process reads them, to monotonic
+            wall = self._clock.now()
+            backoff = Backoff(
+                backoff.rate,
+                now - (wall - backoff.reduced_at),
+                now + (backoff.recover_at - wall),
+            )
+        self._set_backoff(state, backoff)
+
+    @staticmethod
+    def _backoff_of(state: _Group) -> Backoff | None:
+        """The group's own backoff (monotonic times), as the record the shared rules read."""
+        if state.rate is None or state.reduced_at is None or state.recover_at is None:
+            return None
+        return Backoff(state.rate, state.reduced_at, state.recover_at)
+
+    def _set_backoff(self, state: _Group, backoff: Backoff | None, /) -> None:
+        """Take ``backoff`` (monotonic times; None: not backed off) as the group's rate."""
         if backoff is None:
             state.rate, state.recover_at, state.reduced_at = state.configured, None, None
         else:
-            wall = self._clock.now()
-            state.rate = backoff.rate
-            state.reduced_at = now - (wall - backoff.reduced_at)
-            state.recover_at = now + (backoff.recover_at - wall)
+            state.rate, state.reduced_at, state.recover_at = (
+                backoff.rate,
+                backoff.reduced_at,
+                backoff.recover_at,
+            )
+        assert state.rate is not None  # only groups with a configured rate back off
         state.interval = 60.0 / state.rate * (1 + self.limits.spacing_margin)
 
     def _pick(self, now: float) -> str | float | None:
@@ -716,27 +736,31 @@ class Scheduler:
             return
         limits = self.limits
         now = self._clock.monotonic()
-        self._recover(state, now)
-        if state.reduced_at is None or now - state.reduced_at >= state.interval:
-            floor = min(limits.min_domain_per_minute, state.configured)
-            state.rate = max(floor, state.rate * limits.backoff_factor)
-            state.interval = 60.0 / state.rate * (1 + limits.spacing_margin)
+        backoff, slowed = throttle(
+            self._backoff_of(state),
+            configured=state.configured,
+            factor=limits.backoff_factor,
+            floor=limits.min_domain_per_minute,
+            cooldown=limits.cooldown,
+            margin=limits.spacing_margin,
+            now=now,
+        )
+        self._set_backoff(state, backoff)
+        if slowed:
             state.tat = max(state.tat, now + state.interval)
-            state.reduced_at = now
-        state.recover_at = now + limits.cooldown
 
     def _recover(self, state: _Group, now: float) -> None:
         """Apply the recovery steps due by ``now``."""
-        configured, rate = state.configured, state.rate
-        if state.recover_at is None or now < state.recover_at or configured is None or rate is None:
+        if state.recover_at is None or now < state.recover_at or state.configured is None:
             return
-        while now >= state.recover_at and rate < configured:
-            rate = min(configured, rate / self.limits.backoff_factor)
-            state.recover_at += self.limits.cooldown
-        state.rate = rate
-        state.interval = 60.0 / rate * (1 + self.limits.spacing_margin)
-        if rate >= configured:
-            state.rate, state.recover_at, state.reduced_at = configured, None, None
+        backoff = recover(
+            self._backoff_of(state),
+            configured=state.configured,
+            factor=self.limits.backoff_factor,
+            cooldown=self.limits.cooldown,
+            now=now,
+        )
+        self._set_backoff(state, backoff)
 
     # -- reporting -----------------------------------------------------------------
 
