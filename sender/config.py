@@ -696,8 +696,13 @@ def _paths_relative_to(folder: Path, values: dict[str, object]) -> dict[str, obj
         elif isinstance(value, list):
             result[key] = [str(folder / v) if isinstance(v, str) and v else v for v in value]
     store = values.get("store")
-    if isinstance(store, str) and store[:10].lower() == "sqlite:///" and store[10:11] != "/":
-        result["store"] = sqlite_store_url(folder / unquote(store[10:])) if store[10:] else store
+    if isinstance(store, str):
+        try:
+            path = store_file(store)
+        except ConfigurationError:
+            path = None  # refused later, by _store, if nothing overrides it
+        if path is not None and not path.is_absolute():
+            result["store"] = sqlite_store_url(folder / path)
     return result
 
 
