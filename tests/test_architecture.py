@@ -87,6 +87,7 @@ LAYERS: list[set[str]] = [
     {"client"},
     {"bulk.settings", "bulk.workers"},
     {"bulk.status", "bulk.ingest"},
+    {"bulk.lease"},
     {"bulk.dispatcher"},
     {"bulk.runner", "bulk"},
     {"invites"},

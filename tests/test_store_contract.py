@@ -673,12 +673,6 @@ async def test_a_late_outcome_of_a_claim_taken_back_is_recorded_once(store: Stor
     assert (stored.state, stored.message_id) == (MessageState.SENT, "<b@example.com>")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of issue 12: a reclaimed worker may still claim; the fix (NOT EXISTS a"
-    " reclaimed workers row in both claim statements) makes test_worker_leases' second test"
-    " wait for ever, since that runner is reclaimed while live and resends itself",
-)
 async def test_a_worker_whose_lease_was_taken_back_claims_nothing_more(store: Store) -> None:
     """Once reclaimed, a worker's new claims would be taken back and sent again by others:
     the store refuses them, so duplicates stay bounded by what it had in flight."""

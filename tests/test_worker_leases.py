@@ -7,8 +7,11 @@ import email
 import os
 import socket
 
+import pytest
+
 from sender import Participant, Sender
 from sender.bulk.runner import BulkRunner, RunReport, RunSettings
+from sender.errors import RunBusy
 from sender.pacing.schedule import Scheduler
 from sender.store import MessageState, SqliteStore
 from sender.testing import ManualClock, RecordingSMTPServer, Stage
@@ -61,16 +64,27 @@ async def test_a_runner_holds_a_worker_lease_while_it_sends(
 async def test_a_claim_taken_back_is_recorded_once_and_resent_with_its_message_id(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
-    """A claim taken back mid-send is sent again: one attempt recorded, one Message-ID."""
+    """A worker presumed dead mid-send stops; the next one re-sends with the same Message-ID.
+
+    The first copy got through too (at least once), but its outcome is not recorded:
+    one attempt in the log, by the worker that holds the claim now.
+    """
     runner, task = await sending_slowly(smtp_server, store, "r-taken")
     assert await store.reclaim_expired(now=T0 + 100, ttl=30.0) == 1  # as another worker would
-    report = await task
+    with pytest.raises(RunBusy, match="lease was taken back"):
+        await task
     await runner.sender.aclose()
-    assert report.counts[MessageState.SENT] == 1
-    assert len(smtp_server.messages) == 2  # at least once: the first copy got through too
-    ids = {email.message_from_bytes(m.data)["Message-ID"] for m in smtp_server.messages}
-    assert len(ids) == 1
+    assert len(smtp_server.messages) == 1
     message = await store.lookup("r-taken", "p-1")
     assert message is not None
+    assert message.state is MessageState.QUEUED  # nobody's claim: the next worker's to send
+
+    again = runner_for(smtp_server, store, ManualClock(now=T0 + 101))
+    report = await again.run("r-taken")
+    await again.sender.aclose()
+    assert report.counts[MessageState.SENT] == 1
+    assert len(smtp_server.messages) == 2
+    ids = {email.message_from_bytes(m.data)["Message-ID"] for m in smtp_server.messages}
+    assert len(ids) == 1
     attempts = await store.attempts(message.id)
     assert [(a.number, a.state) for a in attempts] == [(2, MessageState.SENT)]

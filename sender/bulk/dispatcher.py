@@ -12,7 +12,10 @@ Each turn of :meth:`Dispatcher.run` does, in this order:
    transaction, and **hand out** each to a send task (or record a suppressed one);
 5. otherwise wait for a send to finish, look for more work, or sleep until a retry is due.
 
-Beside the turns, :meth:`Dispatcher.keep_lease` renews the run's lease on its own timer.
+Beside the turns, :meth:`Dispatcher.keep_lease` renews the run's lease on its own timer,
+when this worker holds the run alone; workers that share a run hold only their worker
+lease (:class:`~sender.bulk.lease.WorkerLease`), and look at the run's state now and then
+so that a run paused elsewhere stops here too.
 The mutable books live in :class:`DispatchState`; why the run stopped early lives in
 :class:`Halt`, which the runner turns into the run's state.
 """
@@ -27,6 +30,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from sender.bulk.lease import WorkerLease
 from sender.bulk.settings import RunSettings
 from sender.bulk.status import Progress
 from sender.bulk.workers import Skipped
@@ -35,7 +39,7 @@ from sender.errors import RunBusy, SenderError
 from sender.feedback.suppression import budget_reason, keep_refusal
 from sender.models import TIMEOUT, DeliveryResult, DeliveryStatus, Participant
 from sender.pacing.schedule import RetryPolicy, Scheduler
-from sender.store import MessageState, OutboxMessage, Outcome, Store
+from sender.store import MessageState, OutboxMessage, Outcome, RunState, Store
 
 __all__ = ["DispatchState", "Dispatcher", "Halt", "SendOne", "outcome_of"]
 
@@ -53,6 +57,7 @@ class Halt:
     lease_lost: bool = False  # another worker holds the run now: leave its state alone
     budget: str | None = None  # the bounce budget is spent
     stalled: str | None = None  # the relay stopped answering
+    left: RunState | None = None  # the run was paused or finished elsewhere (a shared run)
 
 
 @dataclass(slots=True)
@@ -79,6 +84,8 @@ class Dispatcher:
     Made by :class:`~sender.bulk.runner.BulkRunner` once it holds the run's lease; ``stop``
     is the runner's own event (:meth:`BulkRunner.stop` sets it), ``send`` composes and
     sends one message, and ``relay`` names the server (``host:port``) for the stall reason.
+    ``lease`` is the worker's lease, asked again when a claim or an outcome is refused;
+    ``shared`` says other workers may claim in the run too.
     """
 
     def __init__(
@@ -95,6 +102,8 @@ class Dispatcher:
         stop: asyncio.Event,
         relay: str,
         rng: random.Random,
+        lease: WorkerLease,
+        shared: bool = False,
         on_progress: Callable[[Progress], None] | None = None,
         progress_interval: float = 0.5,
         started: float = 0.0,
@@ -110,6 +119,8 @@ class Dispatcher:
         self._stop = stop
         self._relay = relay
         self._rng = rng
+        self._lease = lease
+        self._shared = shared
         self._on_progress = on_progress
         self._interval = progress_interval
         self._started = started
@@ -119,6 +130,23 @@ class Dispatcher:
     def wake(self) -> None:
         """Look at once (a stop, a stall), not when the next send finishes."""
         self._wake.set()
+
+    def lose_lease(self, why: str, /) -> None:
+        """Stop claiming at once: the run or this worker's lease is someone else's now.
+
+        What is in flight finishes, but its outcomes are the new owner's to record.
+        """
+        self.halt.fatal = RunBusy(f"run {self.run_id}: {why}")
+        self.halt.lease_lost = True
+        self._stop.set()
+        self._wake.set()
+
+    async def _still_held(self) -> bool:
+        """Whether this worker still holds its lease; if not, stop (:meth:`lose_lease`)."""
+        if await self._lease.check():
+            return True
+        self.lose_lease("this worker's lease was taken back; another worker sends the rest")
+        return False
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -210,6 +238,8 @@ class Dispatcher:
             return
         now = self._clock.now()
         claimed = await self._store.claim_many(self.run_id, domains, now=now, owner=self._owner)
+        if not any(claimed) and not await self._still_held():
+            return  # refused because this worker's lease was taken back
         for message in claimed:
             if message is None:
                 continue  # the count was stale: someone else took it
@@ -298,6 +328,7 @@ class Dispatcher:
                 self.run_id,
                 len(dropped),
             )
+            await self._still_held()
         moment = self._clock.monotonic()
         counts = state.counts
         for message, outcome in batch:
@@ -349,10 +380,19 @@ class Dispatcher:
         return reason is not None
 
     async def _budget_spent(self, state: DispatchState) -> bool:
-        """:meth:`budget_spent`, asked at most every ``budget_interval`` seconds."""
+        """:meth:`budget_spent`, asked at most every ``budget_interval`` seconds.
+
+        A shared run's state is read then too: paused by an operator or another worker,
+        it stops here as well.
+        """
         if self._clock.monotonic() - state.last_budget <= self._settings.budget_interval:
             return False
         state.last_budget = self._clock.monotonic()
+        if self._shared:
+            run = await self._store.get_run(self.run_id)
+            if run is None or run.state is not RunState.ACTIVE:
+                self.halt.left = run.state if run is not None else RunState.DONE
+                return True
         return await self.budget_spent()
 
     def _watch_relay(self, result: DeliveryResult) -> None:
@@ -376,11 +416,10 @@ class Dispatcher:
             self._wake.set()
 
     async def keep_lease(self) -> None:
-        """Renew the run's lease every third of ``lease_ttl`` while the run is held.
+        """Renew the run's lease every third of ``lease_ttl`` while the run is held alone.
 
         A timer of its own, on the injected clock: a slow server holds up sends,
-        never the lease, so a live run is never taken over. The worker's lease
-        (:class:`~sender.store.base.Workers`) is renewed with it. When another worker
+        never the lease, so a live run is never taken over. When another worker
         took the run after all, this one stops sending; that one re-sends what was
         in flight here.
         """
@@ -390,17 +429,11 @@ class Dispatcher:
             try:
                 now = self._clock.now()
                 held = await self._store.heartbeat(self.run_id, owner=self._owner, now=now)
-                # The worker's own lease, on the same timer: its claims are taken back
-                # only once it stops heartbeating.
-                held = await self._store.worker_heartbeat(self._owner, now=now) and held
             except SenderError as exc:  # a busy or failing outbox: try again next time
                 log.warning("run %s: could not renew the lease: %s", self.run_id, exc)
                 continue
             if not held:
-                self.halt.fatal = RunBusy(f"run {self.run_id}: another worker took over the run")
-                self.halt.lease_lost = True
-                self._stop.set()
-                self._wake.set()
+                self.lose_lease("another worker took over the run")
                 return
 
 

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from sender.bulk.dispatcher import Dispatcher, Halt
+from sender.bulk.dispatcher import Dispatcher, DispatchState, Halt
 from sender.bulk.ingest import Ingest, RowChanges, Rows
+from sender.bulk.lease import WorkerLease
 from sender.bulk.settings import RunSettings
 from sender.bulk.status import Progress, is_dead_local
 from sender.bulk.workers import Skipped, WorkerPool, attempt
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("sender.runs")
+
+_PENDING = (MessageState.QUEUED, MessageState.DEFERRED, MessageState.SENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,43 +274,40 @@ class BulkRunner:
         if not created:
             await self._keep_transport(run, (options or {}).get("transport"))
         await self._take_lease(run_id, now=now)
-        await self.store.register_worker(
-            self.owner, host=socket.gethostname(), pid=os.getpid(), now=now
-        )
-        requeued = retried = 0
-        dispatcher = self._dispatcher(run_id, on_progress, progress_interval, started)
-        halt = dispatcher.halt
-        keeper = asyncio.create_task(dispatcher.keep_lease())
+        changes, sent_now, first, retried = None, 0, None, 0
         try:
-            if retry_failed:
-                retried = await self.store.reset_failed(run_id, now=self._clock.now())
-            # Holding the run's lease, no live worker claims in it: what is sending was
-            # a dead owner's. Then every expired worker's claims, in any run, go back.
-            requeued = await self.store.requeue_stale(run_id)
-            await self.store.reclaim_expired(now=self._clock.now(), ttl=self.settings.lease_ttl)
-            if requeued:
-                log.warning("run %s: %d message(s) were in flight at a crash", run_id, requeued)
-            changes = None
-            if rows is not None and not (run.ingest_complete and run.event_uid is not None):
-                changes = await self.ingest(run, rows)
-            sent_now, first = 0, None
-            if not await dispatcher.budget_spent():
-                await self.store.set_run_state(run_id, RunState.ACTIVE, now=self._clock.now())
-                async with self._workers():
-                    self._current = dispatcher
-                    try:
-                        books = await dispatcher.run()
-                    finally:
-                        self._current = None
-                    sent_now, first = books.sent_now, books.first
+            async with self._lease() as lease:
+                requeued = lease.reclaimed
+                dispatcher = self._dispatcher(
+                    run_id, lease, on_progress, progress_interval, started
+                )
+                halt = dispatcher.halt
+                keeper = asyncio.create_task(dispatcher.keep_lease())
+                forget = lease.on_lost(
+                    lambda: dispatcher.lose_lease(
+                        "this worker's lease was taken back; another worker sends the rest"
+                    )
+                )
+                try:
+                    if retry_failed:
+                        retried = await self.store.reset_failed(run_id, now=self._clock.now())
+                    if rows is not None and not (run.ingest_complete and run.event_uid is not None):
+                        changes = await self.ingest(run, rows)
+                    if not await dispatcher.budget_spent():
+                        await self.store.set_run_state(
+                            run_id, RunState.ACTIVE, now=self._clock.now()
+                        )
+                        books = await self._dispatch(dispatcher)
+                        sent_now, first = books.sent_now, books.first
+                finally:
+                    forget()
+                    keeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await keeper
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            if not halt.lease_lost:  # the new owner's in-flight messages are not ours
-                await self.store.requeue_stale(run_id)  # claimed but unsent: back in the queue
-                await self.store.release_run(run_id, owner=self.owner)
-            await self.store.release_worker(self.owner)  # whatever it still claims, unsent
+            # After the worker lease ended, which put back what it claimed but never sent.
+            # A run another worker took over is not ours to release: the store knows.
+            await self.store.release_run(run_id, owner=self.owner)
         if halt.lease_lost and halt.fatal is not None:
             raise halt.fatal  # the run is someone else's now: leave its state alone
         counts = await self.store.counts(run_id)
@@ -347,7 +347,8 @@ class BulkRunner:
 
         A fatal error pauses the run and is raised; a run stopped with nothing pending is done.
         """
-        pending = counts.get(MessageState.QUEUED, 0) + counts.get(MessageState.DEFERRED, 0)
+        # Messages another worker is sending are not done yet either: it records them.
+        pending = sum(counts.get(state, 0) for state in _PENDING)
         now = self._clock.now()
         if halt.fatal is not None:
             await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=str(halt.fatal))
@@ -363,9 +364,22 @@ class BulkRunner:
         if reason is not None:
             await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=reason)
 
+    def _lease(self) -> WorkerLease:
+        return WorkerLease(self.store, self.owner, clock=self._clock, ttl=self.settings.lease_ttl)
+
+    async def _dispatch(self, dispatcher: Dispatcher, /) -> DispatchState:
+        """Send through the dispatcher, with worker processes if the settings ask for them."""
+        async with self._workers():
+            self._current = dispatcher
+            try:
+                return await dispatcher.run()
+            finally:
+                self._current = None
+
     def _dispatcher(
         self,
         run_id: str,
+        lease: WorkerLease,
         on_progress: Callable[[Progress], None] | None,
         progress_interval: float,
         started: float,
@@ -381,6 +395,7 @@ class BulkRunner:
             stop=self._stop,
             relay=_relay_address(self.sender.transport),
             rng=self._rng,
+            lease=lease,
             on_progress=on_progress,
             progress_interval=progress_interval,
             started=started,

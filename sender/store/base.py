@@ -115,6 +115,10 @@ class Runs(Protocol):
         """The most recent runs first, at most ``limit`` (``sender status --all``)."""
         ...
 
+    async def active_runs(self) -> list[RunInfo]:
+        """Every run in state ``active``, the oldest first: what ``sender worker`` drains."""
+        ...
+
     async def set_run_state(
         self, run_id: str, state: RunState, /, *, now: float, reason: str | None = None
     ) -> None: ...
@@ -159,8 +163,14 @@ class Workers(Protocol):
         """
         ...
 
+    async def reclaim_worker(self, owner: str, /, *, now: float) -> int:
+        """:meth:`reclaim_expired` for one worker now, whose process is known to be gone
+        (a process of this host that no longer exists); how many claims went back."""
+        ...
+
     async def reclaim_expired(self, *, now: float, ttl: float = 30.0) -> int:
-        """Put back the ``sending`` claims of every worker whose heartbeat is older than ttl.
+        """Put back the ``sending`` claims no live worker holds: its heartbeat is older than
+        ttl, its lease was taken back, or it never had one (a claim from before leases).
 
         By :meth:`Outbox.requeue_stale`'s rules (the attempt counted; a message whose
         address was corrected since is failed); returns how many claims were taken back.

@@ -173,6 +173,10 @@ class SharedRuns(SqlBackend):
         rows = await self._rows(sql.RECENT_RUNS, (limit,))
         return [run_from_columns(row) for row in rows]
 
+    async def active_runs(self) -> list[RunInfo]:
+        """Every run in state ``active``, the oldest first: what workers drain."""
+        return [run_from_columns(row) for row in await self._rows(sql.ACTIVE_RUNS, ())]
+
     async def acquire_run(self, run_id: str, /, *, owner: str, now: float, ttl: float) -> bool:
         """Take the run's lease unless another owner's heartbeat is younger than ``ttl``."""
         key, _ = await self._key(run_id)
@@ -242,8 +246,25 @@ class SharedWorkers(SqlBackend):
         )
         return unclaimed
 
+    async def reclaim_worker(self, owner: str, /, *, now: float) -> int:
+        """Take back one worker's lease and claims at once (its process is known to be gone).
+
+        As :meth:`reclaim_expired` does for an expired one: the attempt counted.
+        """
+        replaced, requeue = (
+            statement.format(claims=sql.OWN_CLAIMS) for statement in sql.REQUEUE_CLAIMS
+        )
+        _, failed, requeued = await self._write_all(
+            [
+                (sql.RECLAIM_WORKER, (now, owner)),
+                (replaced, (INTERRUPTED_REPLACED, owner)),
+                (requeue, (owner,)),
+            ]
+        )
+        return failed + requeued
+
     async def reclaim_expired(self, *, now: float, ttl: float = 30.0) -> int:
-        """Take back the claims of every worker whose heartbeat is older than ``ttl``; how many.
+        """Take back the claims no live worker holds (a heartbeat older than ``ttl``); how many.
 
         One transaction: the expired workers are stamped (their heartbeat is refused from
         now on, and an outcome they report late is dropped by ``record``), and their

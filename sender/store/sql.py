@@ -29,6 +29,7 @@ from sender.store.rules import PROBLEM_STATES
 
 __all__ = [
     "ACQUIRE_RUN",
+    "ACTIVE_RUNS",
     "ADDRESSES_OF",
     "CORRECT_ADDRESS",
     "CURRENT_MESSAGE",
@@ -47,6 +48,8 @@ __all__ = [
     "PENDING_DOMAINS",
     "QUEUED_COLUMNS",
     "RECENT_RUNS",
+    "RECLAIMED",
+    "RECLAIM_WORKER",
     "RECLAIM_WORKERS",
     "REGISTER_WORKER",
     "RELEASE_RUN",
@@ -85,6 +88,9 @@ def _columns(columns: Sequence[str], /, prefix: str = "") -> str:
 
 SELECT_RUN = f"SELECT {_columns(RUN_COLUMNS)} FROM runs"  # noqa: S608
 RECENT_RUNS = SELECT_RUN + " ORDER BY created_at DESC, id DESC LIMIT ?"
+ACTIVE_RUNS = SELECT_RUN + " WHERE state = 'active' ORDER BY created_at, id"
+# Stamp one worker as taken back (now, owner): its process is known to be gone.
+RECLAIM_WORKER = "UPDATE workers SET reclaimed_at = COALESCE(reclaimed_at, ?) WHERE owner = ?"
 INSERT_RUN = (
     "INSERT INTO runs (run_id, template, source, created_at, options, event_uid, sequence,"
     " method) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
@@ -137,10 +143,17 @@ UNCLAIM = (
     " first_attempt_at = CASE WHEN attempts = 1 THEN NULL ELSE first_attempt_at END"
     " WHERE state = 'sending' AND replaced_by IS NULL AND claimed_by = ?"
 )
-# The claims of the workers whose heartbeat is before the bound time.
-EXPIRED_CLAIMS = "claimed_by IN (SELECT owner FROM workers WHERE heartbeat_at < ?)"
+# The claims no live worker holds: its heartbeat is before the bound time, its lease was
+# taken back, or it has no lease at all (a claim from before leases, or a released owner's).
+EXPIRED_CLAIMS = (
+    "(claimed_by IS NULL OR claimed_by NOT IN"
+    " (SELECT owner FROM workers WHERE heartbeat_at >= ? AND reclaimed_at IS NULL))"
+)
 # The claims of one worker.
 OWN_CLAIMS = "claimed_by = ?"
+# A worker whose lease was taken back claims nothing more until it registers again: what
+# it claimed would be taken back in turn and sent twice. (Bound: the claiming owner.)
+RECLAIMED = "NOT EXISTS (SELECT 1 FROM workers WHERE owner = ? AND reclaimed_at IS NOT NULL)"
 
 # --- ingest --------------------------------------------------------------------------------
 

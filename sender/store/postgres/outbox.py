@@ -26,9 +26,10 @@ from sender.store.rules import INTERRUPTED_REPLACED, claim_order, outcome_due
 
 __all__ = ["PostgresOutbox"]
 
-_CLAIM = """
+_CLAIM = f"""
 WITH wanted AS (
     SELECT w.domain, w.n FROM unnest(%(domains)s::text[], %(counts)s::integer[]) AS w(domain, n)
+     WHERE {sql.RECLAIMED.replace("?", "%(owner)s")}
 ), picked AS MATERIALIZED (
     SELECT c.id, c.due_at, c.priority
       FROM wanted w
@@ -51,7 +52,7 @@ RETURNING p.due_at, p.priority, m.id, m.row, m.domain,
           m.participant_id, m.email, m.name, m.course_id, m.locale, m.vars,
           m.template, m.attempts, m.first_attempt_at, m.message_id,
           (SELECT s.kind || ': ' || s.reason FROM suppressions s WHERE s.address = m.email_key)
-"""
+"""  # noqa: S608 - constant text, no input
 
 # One statement per batch of outcomes: update the messages, then log what was updated.
 _RECORD = """

@@ -21,19 +21,20 @@ from sender.store.sqlite.file import MEMBER, NOT_QUEUED, SqliteFile
 
 __all__ = ["SqliteOutbox"]
 
-_CLAIM = """
+_CLAIM = f"""
 UPDATE messages
    SET state = 'sending', attempts = attempts + 1, due_at = NULL,
        claimed_by = ?, claimed_at = ?, first_attempt_at = COALESCE(first_attempt_at, ?)
  WHERE id = (SELECT id FROM messages
               WHERE run = ? AND domain = ? AND due_at IS NOT NULL AND due_at <= ?
+                AND {sql.RECLAIMED}
               ORDER BY due_at, priority DESC, id
               LIMIT 1)
 RETURNING id, row, participant_id, email, name, course_id, locale, vars,
           template, attempts, first_attempt_at, message_id,
           (SELECT kind || ': ' || reason FROM suppressions
             WHERE address = COALESCE(email_key, address_key(email)))
-"""
+"""  # noqa: S608 - constant text, no input
 
 # Both take the same parameters, so record_many binds each outcome once for both.
 _RECORD = """
@@ -116,7 +117,7 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
         db: sqlite3.Connection, run_id: str, key: int, domain: str, now: float, owner: str
     ) -> OutboxMessage | None:
         # fetchall, not fetchone: outside a transaction the statement commits when it is done.
-        rows = db.execute(_CLAIM, (owner, now, now, key, domain, now)).fetchall()
+        rows = db.execute(_CLAIM, (owner, now, now, key, domain, now, owner)).fetchall()
         if not rows:
             return None
         id_, row, *person, template, attempts, first_attempt_at, message_id, suppressed = rows[0]
