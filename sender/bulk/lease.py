@@ -132,7 +132,9 @@ class WorkerLease:
             if not await self.check():
                 return
             try:
-                await self._store.reclaim_expired(now=self._clock.now(), ttl=self._ttl)
+                now = self._clock.now()
+                await self._reclaim_gone(now)
+                await self._store.reclaim_expired(now=now, ttl=self._ttl)
             except SenderError as exc:
                 log.warning("could not take back expired claims: %s", exc)
 

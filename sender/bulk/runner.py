@@ -40,7 +40,7 @@ from sender.bulk.dispatcher import Dispatcher, DispatchState, Halt
 from sender.bulk.ingest import Ingest, RowChanges, Rows
 from sender.bulk.lease import WorkerLease
 from sender.bulk.settings import RunSettings
-from sender.bulk.status import Progress, is_dead_local
+from sender.bulk.status import ENQUEUED, Progress, is_dead_local
 from sender.bulk.workers import Skipped, WorkerPool, attempt
 from sender.checks.validate import Validator
 from sender.client import SendContext, Sender
@@ -56,6 +56,7 @@ from sender.transport import SmtpTransport
 __all__ = [
     "CAPTURE_TRANSPORT",
     "BulkRunner",
+    "Enqueued",
     "Progress",
     "RunReport",
     "RunSettings",
@@ -67,6 +68,15 @@ __all__ = [
 log = logging.getLogger("sender.runs")
 
 _PENDING = (MessageState.QUEUED, MessageState.DEFERRED, MessageState.SENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """A run stored by :meth:`BulkRunner.enqueue`, ready for the workers."""
+
+    run: RunInfo
+    counts: Mapping[MessageState, int]
+    changes: RowChanges | None = None  # when rows were given for a run that had some already
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +338,101 @@ class BulkRunner:
             retried=retried,
         )
 
+    async def enqueue(
+        self,
+        run_id: str,
+        /,
+        rows: Rows,
+        *,
+        source: str = "library",
+        options: Mapping[str, str | float | int | None] | None = None,
+        event: tuple[str, int, str] | None = None,
+    ) -> Enqueued:
+        """Store the run and its rows, ready for any worker, and return without sending.
+
+        ``sender worker`` processes (or :meth:`join`) send it. The run's lease is held
+        while its rows are stored, so no worker starts on half a file; given again
+        (an edited file), only what changed is queued, as :meth:`run` does. Raises as
+        :meth:`run` does before anything is sent.
+        """
+        template = self.settings.template
+        if not self.sender.renderer.locales(template):
+            raise TemplateNotFound(f"no template named {template!r}", template=template)
+        now = self._clock.now()
+        run, created = await self.store.create_run(
+            run_id,
+            template=template,
+            source=source,
+            now=now,
+            options={**(options or {}), ENQUEUED: 1},
+            event=event,
+        )
+        if not created:
+            await self._keep_transport(run, (options or {}).get("transport"))
+        await self._take_lease(run_id, now=now)
+        try:
+            changes = None
+            if not (run.ingest_complete and run.event_uid is not None):
+                changes = await self.ingest(run, rows)
+            await self.store.set_run_state(run_id, RunState.ACTIVE, now=self._clock.now())
+        finally:
+            await self.store.release_run(run_id, owner=self.owner)
+        final = await self.store.get_run(run_id)
+        if final is None:
+            raise InputError(f"run {run_id} disappeared from the outbox", field="run_id")
+        return Enqueued(final, await self.store.counts(run_id), changes)
+
+    async def join(
+        self,
+        run_id: str,
+        /,
+        *,
+        lease: WorkerLease,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_interval: float = 0.5,
+    ) -> RunReport:
+        """Send the run's due messages alongside any other workers, until none is due.
+
+        What ``sender worker`` does for each active run: no run lease, only ``lease``
+        (this worker's, held by the caller across runs), so any number of workers on any
+        host share the run through the store's claims. :meth:`stop` ends it early and
+        leaves the run active for the others. The run ends ``done`` once nothing is left
+        in it, or ``paused`` with the reason (a spent budget, a relay that stopped
+        answering, a transport that failed: then that error is raised).
+        """
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise InputError(f"no run named {run_id!r}", field="run_id")
+        started = self._clock.monotonic()
+        dispatcher = self._dispatcher(
+            run_id, lease, on_progress, progress_interval, started, shared=True
+        )
+        forget = lease.on_lost(
+            lambda: dispatcher.lose_lease(
+                "this worker's lease was taken back; another worker sends the rest"
+            )
+        )
+        sent_now, first = 0, None
+        try:
+            if not await dispatcher.budget_spent():
+                books = await self._dispatch(dispatcher)
+                sent_now, first = books.sent_now, books.first
+        finally:
+            forget()
+        counts = await self.store.counts(run_id)
+        if not dispatcher.halt.lease_lost and dispatcher.halt.left is None:
+            await self._settle(run_id, counts, dispatcher.halt, shared=run)
+        final = await self.store.get_run(run_id)
+        return RunReport(
+            run=final or run,
+            counts=counts,
+            elapsed=self._clock.monotonic() - started,
+            sent_now=sent_now,
+            requeued=0,
+            next_attempt_at=await self.store.next_attempt_at(run_id),
+            first_sent=first,
+        )
+
     async def _take_lease(self, run_id: str, /, *, now: float) -> None:
         """Hold the run's lease, taking it from a dead owner on this host; else RunBusy."""
         if await self.store.acquire_run(
@@ -342,10 +447,19 @@ class BulkRunner:
         ):
             raise RunBusy(f"run {run_id} is being sent by {holder}; try again later", owner=holder)
 
-    async def _settle(self, run_id: str, counts: Mapping[MessageState, int], halt: Halt) -> None:
+    async def _settle(
+        self,
+        run_id: str,
+        counts: Mapping[MessageState, int],
+        halt: Halt,
+        *,
+        shared: RunInfo | None = None,
+    ) -> None:
         """The state this invocation leaves the run in: done, or paused with the reason.
 
-        A fatal error pauses the run and is raised; a run stopped with nothing pending is done.
+        A fatal error pauses the run and is raised; a run stopped with nothing pending is
+        done. A ``shared`` run (:meth:`join`) is done only once all its rows are stored,
+        and stopping this worker leaves it active for the others.
         """
         # Messages another worker is sending are not done yet either: it records them.
         pending = sum(counts.get(state, 0) for state in _PENDING)
@@ -353,13 +467,13 @@ class BulkRunner:
         if halt.fatal is not None:
             await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=str(halt.fatal))
             raise halt.fatal
-        if not pending:
+        if not pending and (shared is None or shared.ingest_complete):
             await self.store.set_run_state(run_id, RunState.DONE, now=now)
             return
         reason = halt.budget if halt.budget is not None else halt.stalled
         if reason is not None:
             log.warning("run %s paused: %s", run_id, reason)
-        elif self._stop.is_set():
+        elif self._stop.is_set() and shared is None:
             reason = "interrupted"
         if reason is not None:
             await self.store.set_run_state(run_id, RunState.PAUSED, now=now, reason=reason)
@@ -383,6 +497,8 @@ class BulkRunner:
         on_progress: Callable[[Progress], None] | None,
         progress_interval: float,
         started: float,
+        *,
+        shared: bool = False,
     ) -> Dispatcher:
         return Dispatcher(
             run_id,
@@ -396,6 +512,7 @@ class BulkRunner:
             relay=_relay_address(self.sender.transport),
             rng=self._rng,
             lease=lease,
+            shared=shared,
             on_progress=on_progress,
             progress_interval=progress_interval,
             started=started,

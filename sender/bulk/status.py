@@ -68,12 +68,26 @@ def process_gone(host: str, pid: int) -> bool:
     return False
 
 
+DRAINER = "/drain-"
+"""What the owner name of a worker that drains every run holds (``host:pid/drain-TOKEN``),
+so status tells it apart from a ``sender run``, which sends its own run only."""
+
+ENQUEUED = "enqueued"
+"""The run option :meth:`~sender.bulk.runner.BulkRunner.enqueue` sets: workers send the run."""
+
 SKIPPED_LISTED = 100
 """How many skipped rows (with reasons) a status lists; ``counts["skipped"]`` has them all."""
 
 
-def _shown_state(run: RunInfo, /, *, now: float, lease_ttl: float) -> tuple[str, bool]:
-    """(the state to show, whether a live process holds the run)."""
+def _shown_state(
+    run: RunInfo, /, *, now: float, lease_ttl: float, workers: bool
+) -> tuple[str, bool]:
+    """(the state to show, whether a live process holds the run).
+
+    An active run no process holds is sent by any live ``sender worker`` (``workers``);
+    without any, an enqueued run is ``queued`` (waiting for one), and another is
+    ``interrupted`` (its ``sender run`` died without pausing or finishing it).
+    """
     alive = (
         run.owner is not None
         and not is_dead_local(run.owner)
@@ -81,10 +95,14 @@ def _shown_state(run: RunInfo, /, *, now: float, lease_ttl: float) -> tuple[str,
         and now - run.heartbeat_at < lease_ttl
     )
     state = run.state.value
-    if run.state is RunState.ACTIVE and not alive:
-        # Its owner died (or hangs), or stopped on an error, without pausing or finishing it.
-        state = "interrupted"
+    if run.state is RunState.ACTIVE and not alive and not workers:
+        state = "queued" if run.options.get(ENQUEUED) else "interrupted"
     return state, alive
+
+
+async def _draining(store: Store, /, *, now: float, lease_ttl: float) -> bool:
+    """Whether a live ``sender worker`` (:data:`DRAINER`) is there to send active runs."""
+    return any(DRAINER in worker.owner for worker in await store.workers(now, ttl=lease_ttl))
 
 
 async def run_list(
@@ -92,9 +110,10 @@ async def run_list(
 ) -> list[dict[str, object]]:
     """The most recent runs (``sender status --all``): id, template, state, counts, created."""
     listed: list[dict[str, object]] = []
+    workers = await _draining(store, now=now, lease_ttl=lease_ttl)
     for run in await store.runs(limit=limit):
         counts = await store.counts(run.run_id)
-        state, _alive = _shown_state(run, now=now, lease_ttl=lease_ttl)
+        state, _alive = _shown_state(run, now=now, lease_ttl=lease_ttl, workers=workers)
         listed.append(
             {
                 "run_id": run.run_id,
@@ -120,8 +139,9 @@ async def run_status(
 ) -> dict[str, object]:
     """Everything ``sender status`` shows, as plain data (the ``--json`` output).
 
-    ``state`` is ``interrupted`` for an active run whose owner is gone: a process
-    on this host that no longer exists, or no lease renewal within ``lease_ttl``.
+    ``state`` is ``interrupted`` for an active run whose owner is gone (a process on
+    this host that no longer exists, or no lease renewal within ``lease_ttl``) while no
+    ``sender worker`` is there to send it; ``queued`` for an enqueued run in that case.
 
     ``skipped`` lists the first :data:`SKIPPED_LISTED` skipped rows as ``{row, email,
     reason}``, both those skipped when read and those skipped when composed.
@@ -132,7 +152,8 @@ async def run_status(
     counts = await store.counts(run.run_id)
     domains = await store.domain_progress(run.run_id)
     next_at = await store.next_attempt_at(run.run_id)
-    state, alive = _shown_state(run, now=now, lease_ttl=lease_ttl)
+    workers = await _draining(store, now=now, lease_ttl=lease_ttl)
+    state, alive = _shown_state(run, now=now, lease_ttl=lease_ttl, workers=workers)
     return {
         "run_id": run.run_id,
         "template": run.template,

@@ -7,6 +7,7 @@ import sender.cli.bounces
 import sender.cli.calendar
 import sender.cli.checks
 import sender.cli.messages
+import sender.cli.queue
 import sender.cli.runs  # noqa: F401 - importing a command module registers its commands
 from sender.cli.app import main
 

@@ -72,6 +72,7 @@ from sender.store import MessageState, RunInfo, RunState
 __all__ = [
     "bulk",
     "check_rows_of",
+    "csv_run",
     "describe_limits",
     "finish_run",
     "finish_runs",
@@ -253,27 +254,44 @@ def run(
             dry = obj.run(check_rows_of(config, csv_file, template=template))
             print_dry_run(dry, csv_file)
             sys.exit(EXIT_FAILED if dry.skipped and not dry.ok else 0)
-        if run_id is None:
-            run_id = obj.run(
-                with_store(config, lambda store: default_run_id(store, csv_file, template))
-            )
-        config = keep_transport(
-            obj, config, stored_run(obj, config, run_id), options, switch=switch_transport
+        config, run_id, rows = csv_run(
+            obj, config, csv_file, template, run_id, options, switch=switch_transport
         )
-        rows = read_csv(csv_file)
-        first = next(rows, None)  # reads the header: a file it refuses leaves no run behind
     report = obj.run(
         bulk(
             config,
             run_id,
             template=template,
-            rows=itertools.chain([] if first is None else [first], rows),
+            rows=rows,
             source=str(csv_file.resolve()),
             progress=progress,
             switch_transport=switch_transport,
         )
     )
     finish_run(obj, config, report)
+
+
+def csv_run(
+    obj: Context,
+    config: CliConfig,
+    csv_file: Path,
+    template: str,
+    run_id: str | None,
+    flags: Mapping[str, Any],
+    *,
+    switch: bool,
+) -> tuple[CliConfig, str, Iterable[CsvRow]]:
+    """The run a CSV file makes (``sender run``, ``sender enqueue``): the configuration it
+    sends with, its id (``--run-id`` or from the path), and its rows, the header read
+    already, so a file it refuses leaves no run behind."""
+    if run_id is None:
+        run_id = obj.run(
+            with_store(config, lambda store: default_run_id(store, csv_file, template))
+        )
+    config = keep_transport(obj, config, stored_run(obj, config, run_id), flags, switch=switch)
+    rows = read_csv(csv_file)
+    first = next(rows, None)
+    return config, run_id, itertools.chain([] if first is None else [first], rows)
 
 
 @main.command()
@@ -816,6 +834,8 @@ def print_status(data: Mapping[str, Any]) -> None:
     if data["running"]:
         state = f"{state}, being sent by {data['owner']}"
     out.print(f"run {data['run_id']} ({data['template']}, from {data['source']}): {state}")
+    if data["state"] == "queued":
+        out.print("waiting for a worker: start `sender worker` to send it")
     if data["state"] == "interrupted":
         out.print(
             "its process stopped without finishing (killed or crashed); "
