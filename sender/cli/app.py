@@ -458,17 +458,28 @@ def store_for(config: CliConfig) -> Store:
 
 
 @asynccontextmanager
-async def sending(config: CliConfig) -> AsyncIterator[tuple[Store, Sender, Scheduler]]:
+async def sending(
+    config: CliConfig, /, *, feedback: bool = False
+) -> AsyncIterator[tuple[Store, Sender, Scheduler]]:
     """The outbox, and a sender over the configured transport paced by the scheduler it
     shares with the runs it makes, which asks the limiter every process shares (the
-    ``limits`` setting); closed in turn when the block ends."""
+    ``limits`` setting); closed in turn when the block ends.
+
+    With ``feedback`` the sender's own sends (``sender send``) check the outbox's
+    suppression list and keep refusals there as bounces, as a run's do.
+    """
     store = store_for(config)
     limiter = None
     try:
         limiter = open_limiter(config.limiter, store=config.store)
         scheduler = Scheduler(config.limits, limiter=limiter)
         async with open_sender(
-            config.sender, smtp=config.smtp, maildir=config.maildir, scheduler=scheduler
+            config.sender,
+            smtp=config.smtp,
+            maildir=config.maildir,
+            scheduler=scheduler,
+            store=store if feedback else None,
+            bounce_policy=config.bounces if feedback else None,
         ) as sender:
             yield store, sender, scheduler
     finally:

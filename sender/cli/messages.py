@@ -22,18 +22,17 @@ from sender.cli.app import (
     maildir_option,
     main,
     pass_context,
+    sending,
     smtp_option,
     variables,
-    with_store,
 )
 from sender.cli.calendar import preview_calendar
-from sender.client import Sender, open_sender
+from sender.client import Sender
 from sender.compose.composer import RESERVED_VARIABLES
 from sender.compose.render import Renderer, lint_templates, missing_variables, sample_context
 from sender.config import require_real_identity
 from sender.errors import LinkError, TemplateNotFound
 from sender.models import DeliveryResult, DeliveryStatus, Participant
-from sender.store import Store
 
 __all__ = [
     "SAMPLE",
@@ -343,17 +342,13 @@ def send(
         require_real_identity(config)
     person = Participant(to, name, participant, course, locale, extra)
 
-    async def go(store: Store) -> DeliveryResult:
-        async with open_sender(
-            config.sender,
-            smtp=config.smtp,
-            maildir=config.maildir,
-            store=store,  # its suppression list, and refusals kept as bounces
-            bounce_policy=config.bounces,
-        ) as s:
+    async def go() -> DeliveryResult:
+        # The limits every process shares (a slot ahead of bulk work), the outbox's
+        # suppression list, and refusals kept there as bounces.
+        async with sending(config, feedback=True) as (_store, s, _scheduler):
             return await s.send(person, template=template, next=next_path)
 
-    result = obj.run(with_store(config, go))
+    result = obj.run(go())
     if as_json:
         click.echo(json.dumps(delivery_json(result) | {"home": str(config.state_dir)}))
         sys.exit(send_exit_code(result))
