@@ -688,6 +688,18 @@ async def test_a_worker_whose_lease_was_taken_back_claims_nothing_more(store: St
     assert await claim_as(store, "A", now=T0 + 51) != first
 
 
+async def test_a_lease_taken_back_is_forgotten_after_a_day(store: Store) -> None:
+    """The workers table does not grow for ever: a day after its lease was taken back, a
+    worker's name is free again (its claims are no longer refused)."""
+    await store.add_rows(RUN, rows(range(2, 4)))
+    await store.register_worker("A", host="a", pid=1, now=T0)
+    await claim_as(store, "A", now=T0)
+    assert await store.reclaim_expired(now=T0 + 40, ttl=30) == 1
+    assert await store.claim(RUN, "example.com", now=T0 + 41, owner="A") is None
+    await store.reclaim_expired(now=T0 + 40 + 86_400 + 1, ttl=30)
+    assert await store.claim(RUN, "example.com", now=T0 + 86_442, owner="A") is not None
+
+
 async def test_dropped_outcomes_do_not_lose_the_others_in_the_batch(store: Store) -> None:
     """An owner's batch stores what it still holds and names what it no longer does."""
     await store.add_rows(RUN, rows(range(2, 6)))

@@ -270,17 +270,18 @@ class SharedWorkers(SqlBackend):
         now on, and an outcome they report late is dropped by ``record``), and their
         ``sending`` claims are put back by requeue_stale's rules, the attempt counted (it
         may have reached the server). A worker that heartbeats keeps its claims, however
-        long its sends take.
+        long its sends take. Leases taken back a day ago are forgotten.
         """
         expired_before = now - ttl
         replaced, requeue = (
             statement.format(claims=sql.EXPIRED_CLAIMS) for statement in sql.REQUEUE_CLAIMS
         )
-        _, failed, requeued = await self._write_all(
+        _, failed, requeued, _ = await self._write_all(
             [
                 (sql.RECLAIM_WORKERS, (now, expired_before)),
                 (replaced, (INTERRUPTED_REPLACED, expired_before)),
                 (requeue, (expired_before,)),
+                (sql.FORGET_WORKERS, (now - sql.FORGET_AFTER,)),
             ]
         )
         return failed + requeued

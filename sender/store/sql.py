@@ -34,6 +34,8 @@ __all__ = [
     "CORRECT_ADDRESS",
     "CURRENT_MESSAGE",
     "EXPIRED_CLAIMS",
+    "FORGET_AFTER",
+    "FORGET_WORKERS",
     "HARD_BOUNCES",
     "HEARTBEAT",
     "INGESTED_ROWS",
@@ -128,6 +130,10 @@ RECLAIM_WORKERS = (
     "UPDATE workers SET reclaimed_at = COALESCE(reclaimed_at, ?) WHERE heartbeat_at < ?"
 )
 RELEASE_WORKER = "DELETE FROM workers WHERE owner = ?"
+# Leases taken back before the bound time: long enough ago that their owner has noticed
+# (its heartbeat was refused) or is gone for good.
+FORGET_WORKERS = "DELETE FROM workers WHERE reclaimed_at < ?"
+FORGET_AFTER = 86400.0  # seconds a lease taken back is kept, refusing its owner's claims
 # requeue_stale's rules for the sending claims {claims} picks (a bound test of claimed_by):
 # one replaced by a corrected address since is failed (the bound detail), never sent to
 # its old address; the others go back to the front of the queue, the attempt counted.
