@@ -75,9 +75,9 @@ async def test_enqueue_returns_at_once_and_two_workers_send_each_participant_onc
     assert status["state"] == "queued"
     assert status["counts"] == status["counts"] | {"queued": 60, "sent": 0}
 
-    workers = [
-        await spawn_sender(workdir, "worker", "--exit-when-idle", "--json", env=env)
-        for _ in range(2)
+    workers = [  # the second composes and sends in two processes of its own
+        await spawn_sender(workdir, "worker", "--exit-when-idle", "--json", *more, env=env)
+        for more in ((), ("--workers", "2"))
     ]
     reports = []
     for worker in workers:

@@ -161,6 +161,7 @@ class BulkRunner:
         owner: str | None = None,
         rng: random.Random | None = None,
         validator: Validator | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.validator = validator  # pre-flight address checks at ingest
         self.store = store
@@ -173,7 +174,8 @@ class BulkRunner:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}/{secrets.token_hex(4)}"
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not secrets
         self._stop = asyncio.Event()
-        self._pool: WorkerPool | None = None
+        self._pool: WorkerPool | None = pool  # given: kept open by the caller across runs
+        self._given_pool = pool is not None
         self._current: Dispatcher | None = None  # the run being sent, while it is
 
     def _single_sends(self, sender: Sender, clock: Clock | None) -> SendContext:
@@ -526,8 +528,9 @@ class BulkRunner:
 
     @contextlib.asynccontextmanager
     async def _workers(self) -> AsyncIterator[None]:
-        """With ``settings.workers > 1``, worker processes compose and send for this run."""
-        if self.settings.workers == 1:
+        """With ``settings.workers > 1``, worker processes compose and send for this run
+        (the pool given to the runner, or one of its own for this run)."""
+        if self.settings.workers == 1 or self._given_pool:
             yield
             return
         transport = self.sender.transport

@@ -26,6 +26,7 @@ import click
 from sender.bulk.drain import Drain, DrainReport
 from sender.bulk.runner import BulkRunner, Enqueued, transport_identity
 from sender.bulk.status import DRAINER
+from sender.bulk.workers import WorkerPool
 from sender.cli.app import (
     EXIT_INTERRUPTED,
     Context,
@@ -61,6 +62,7 @@ from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow
 from sender.store import RunInfo
 from sender.store.limits import open_limiter
+from sender.transport import SmtpTransport
 
 __all__ = ["enqueue", "worker"]
 
@@ -271,6 +273,7 @@ async def drain(
         limiter = open_limiter(base.limiter, store=base.store)
         async with AsyncExitStack() as stack:
             senders: dict[str, Sender] = {}
+            pools: dict[tuple[object, ...], WorkerPool] = {}
 
             async def runner_for(run: RunInfo, owner: str) -> BulkRunner:
                 config = configs(run)
@@ -279,15 +282,39 @@ async def drain(
                     senders[identity] = await stack.enter_async_context(
                         open_sender(config.sender, smtp=config.smtp, maildir=config.maildir)
                     )
+                sender = senders[identity]
+                calendar = calendar_of(run)
                 settings = run_settings(
-                    config, template=run.template, calendar=calendar_of(run), switch_transport=False
+                    config, template=run.template, calendar=calendar, switch_transport=False
                 )
+                pool = None
+                if settings.workers > 1 and isinstance(sender.transport, SmtpTransport):
+                    # Kept open across the run's turns: starting processes takes a while.
+                    key = (
+                        identity,
+                        settings.workers,
+                        settings.concurrency,
+                        run.event_uid,
+                        run.sequence,
+                    )
+                    if key not in pools:
+                        pools[key] = await stack.enter_async_context(
+                            WorkerPool(
+                                sender.settings,
+                                sender.transport.settings,
+                                workers=settings.workers,
+                                concurrency=settings.concurrency,
+                                calendar=calendar,
+                            )
+                        )
+                    pool = pools[key]
                 return BulkRunner(
-                    senders[identity],
+                    sender,
                     store,
                     dataclasses.replace(settings, lease_ttl=ttl),
                     scheduler=Scheduler(config.limits, limiter=limiter),
                     owner=owner,
+                    pool=pool,
                 )
 
             work = Drain(
