@@ -307,6 +307,32 @@ def test_deciders_asking_in_opposite_orders_grant_once_and_never_deadlock(
     assert asyncio.run(scenario()) == 1
 
 
+async def test_a_postgres_limiter_decides_on_after_the_server_cut_its_connections(
+    postgres_database: Callable[[str], str],
+) -> None:
+    """A server restart or an idle timeout costs no decision: the next one connects again,
+    and what was charged before still counts."""
+    import psycopg
+
+    from sender.store.postgres.limits import PostgresLimiter
+
+    url = postgres_database("cut")
+    limiter = PostgresLimiter(url, max_size=1)
+    rate = key("rate")
+    try:
+        assert (await limiter.acquire([(rate, 1.0)], now=10.0)).granted
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        refused = await limiter.acquire([(rate, 1.0)], now=10.5)
+        assert refused.waits == (pytest.approx(0.5),)
+        assert (await limiter.acquire([(rate, 1.0)], now=11.0)).granted
+    finally:
+        await limiter.aclose()
+
+
 POSTGRES_URL: list[str] = []
 
 
