@@ -1,13 +1,13 @@
 """The shared limits of processes on many hosts: two tables of the PostgreSQL outbox.
 
-Each call is one statement in autocommit, a function of the schema (version 4,
-:mod:`sender.store.postgres.schema`), so a decision costs one round trip and no
-``BEGIN``/``COMMIT``: ``limits_acquire`` locks the keys (advisory locks, in one order, so two
-deciders never deadlock), reads their times, decides by :func:`~sender.pacing.limits.gcra`'s
-rule and charges every key or none, then commits without waiting for the WAL flush. A
-charge lost in a server crash is at most a fraction of a second of decisions, so a key may
-grant one message early once after a crash: a flush per message would cost more than the
-decision itself. ``limits_lease`` takes a connection slot the same way, durably.
+A decision is one statement in autocommit, a call of ``limits_acquire`` (a function of the
+schema, version 4: :mod:`sender.store.postgres.schema`): it locks the keys (advisory locks,
+in one order, so two deciders never deadlock), reads their times, decides by the rule of
+:func:`~sender.pacing.limits.gcra` and charges every key or none, in one round trip with no
+``BEGIN``/``COMMIT``. Its commit does not wait for the WAL flush, which cost more than the
+decision itself: a server crash may forget the last fraction of a second of charges, so a
+key may let one message through early once after a crash. A connection slot is one call
+too (``limits_lease``, durable); a backoff is a compare-and-swap in a short transaction.
 """
 
 from __future__ import annotations

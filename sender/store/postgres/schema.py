@@ -213,7 +213,7 @@ DECLARE
     refused boolean := false;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    FOR i IN 1..n LOOP  -- the locks in ascending order (insertion sort: n is 1 or 2)
+    FOR i IN 1..n LOOP  -- the locks in ascending order (insertion sort: n is small)
         lock_id := hashtextextended(_keys[i], 8);
         j := i - 1;
         WHILE j >= 1 AND locks[j] > lock_id LOOP
