@@ -12,8 +12,11 @@ order and be told to wait a microsecond: a decision all the same). Each backend
 runs ``--decisions`` of them one after another (one sender waiting on each answer), then
 the same spread over ``--tasks`` concurrent tasks (a dispatcher with several connections in
 flight). Backends run interleaved, ``--rounds`` times; the figure is the median, and the
-ratio is against the in-memory limiter of the same round. PostgreSQL gets a database of its
-own, dropped afterwards; Redis keys carry a random prefix and are deleted afterwards.
+ratio is against the in-memory limiter of the same round. ``postgres-2stmt`` is the
+PostgreSQL decision before schema version 4 (a transaction of two statements, committed
+with a WAL flush), kept here as the baseline of ``postgres``; the last line is their ratio.
+PostgreSQL gets a database of its own, dropped afterwards; Redis keys carry a random prefix
+and are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 
-from sender.pacing.limits import Limiter, MemoryLimiter
+from sender.pacing.limits import Grant, Limiter, MemoryLimiter, gcra
 from sender.pacing.redis_limits import RedisLimiter
 from sender.store.postgres.limits import PostgresLimiter
 from sender.store.sqlite.limits import SqliteLimiter
@@ -39,6 +43,34 @@ from sender.store.sqlite.limits import SqliteLimiter
 ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"
 INTERVAL = 1e-9  # seconds per message: every decision is granted
+
+
+class TwoStatementLimiter(PostgresLimiter):
+    """The decision as it was before schema version 4: lock and read the keys' rows, decide
+    in Python, charge them, in one transaction over a pooled connection."""
+
+    async def acquire(
+        self, keys: Sequence[tuple[str, float]], /, *, now: float, force: bool = False
+    ) -> Grant:
+        names = [key for key, _ in keys]
+        with self._errors():
+            async with self._transaction() as conn:
+                cursor = await conn.execute(
+                    "INSERT INTO limits (key, tat) SELECT key, 0"
+                    " FROM unnest(%s::text[]) AS k(key) ORDER BY key ON CONFLICT (key)"
+                    " DO UPDATE SET key = excluded.key RETURNING key, tat, backoff",
+                    (names,),
+                )
+                found = {key: (tat, backoff) for key, tat, backoff in await cursor.fetchall()}
+                tats = [float(found[key][0]) for key in names]
+                waits, charged = gcra(tats, [i for _, i in keys], now=now, force=force)
+                if charged is not None:
+                    await conn.execute(
+                        "UPDATE limits SET tat = v.tat FROM unnest(%s::text[], %s::float8[])"
+                        " AS v(key, tat) WHERE limits.key = v.key",
+                        (names, list(charged)),
+                    )
+        return Grant(waits, found[names[-1]][1])
 
 
 async def decide(limiter: Limiter, prefix: str, count: int, tasks: int) -> float:
@@ -70,6 +102,7 @@ async def main() -> None:
         "memory": MemoryLimiter(),
         "sqlite": SqliteLimiter(Path(folder.name) / "limits.sqlite3"),
         "postgres": PostgresLimiter(f"postgresql://postgres@127.0.0.1:5432/{database}"),
+        "postgres-2stmt": TwoStatementLimiter(f"postgresql://postgres@127.0.0.1:5432/{database}"),
         "redis": RedisLimiter(REDIS),
     }
     results: dict[tuple[str, int], list[float]] = {}
@@ -97,10 +130,18 @@ async def main() -> None:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
     print(f"{args.decisions} decisions per figure, median of {args.rounds} rounds")
-    print(f"{'backend':<10} {'tasks':>5} {'decisions/s':>12} {'vs memory':>10}")
+    print(f"{'backend':<14} {'tasks':>5} {'decisions/s':>12} {'vs memory':>10}")
     for (name, tasks), rates in sorted(results.items(), key=lambda item: (item[0][1], item[0][0])):
         ratio = statistics.median(ratios[name, tasks])
-        print(f"{name:<10} {tasks:>5} {statistics.median(rates):>12,.0f} {ratio:>10.4f}")
+        print(f"{name:<14} {tasks:>5} {statistics.median(rates):>12,.0f} {ratio:>10.4f}")
+    for tasks in (1, args.tasks):
+        gain = statistics.median(
+            new / old
+            for new, old in zip(
+                results["postgres", tasks], results["postgres-2stmt", tasks], strict=True
+            )
+        )
+        print(f"postgres vs postgres-2stmt, {tasks} task(s): {gain:.2f}x")
 
 
 async def cleanup_redis(prefix: str) -> None:

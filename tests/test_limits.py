@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sender.errors import ConfigurationError
-from sender.pacing.limits import Backoff, Limiter, MemoryLimiter, check_limits
+from sender.pacing.limits import Backoff, Limiter, MemoryLimiter, check_limits, gcra
 from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store.limits import open_limiter
 from sender.store.sqlite.limits import SqliteLimiter
@@ -216,6 +216,121 @@ def test_no_sliding_window_exceeds_the_limit_across_processes(
         limit = round(window / interval)
         assert most_in_a_window(granted, window - 1e-6) <= limit
     assert all(b - a >= interval - 1e-6 for a, b in itertools.pairwise(granted))
+
+
+# One decision's inputs: each key's stored time (None: never asked) and interval, which
+# stored time the clock is near, how near (half the time within a few nanoseconds, where
+# the 1e-9 s tolerance decides), and force.
+DECISIONS = st.tuples(
+    st.lists(
+        st.tuples(
+            st.none() | st.floats(min_value=0.0, max_value=10_000.0),
+            st.floats(min_value=0.0, max_value=100.0),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.integers(min_value=0, max_value=2),
+    st.sampled_from([-2e-9, -1e-9, -5e-10, 0.0, 5e-10, 1e-9, 2e-9])
+    | st.floats(min_value=-100.0, max_value=100.0),
+    st.booleans(),
+)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=DECISIONS)
+def test_every_backend_decides_exactly_as_gcra(
+    name: str,
+    case: tuple[list[tuple[float | None, float]], int, float, bool],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Whatever the keys' stored times, intervals, clock and force, a backend answers the
+    waits gcra() gives and stores the times it charges, to the last bit: PostgreSQL's
+    limits_acquire and Redis's script are copies of that one rule."""
+    stored, near, offset, force = case
+    anchors = [tat for tat, _ in stored if tat is not None] or [0.0]
+    now = max(0.0, anchors[near % len(anchors)] + offset)
+    intervals = [interval for _, interval in stored]
+    expected_waits, charged = gcra(
+        [0.0 if tat is None else tat for tat, _ in stored], intervals, now=now, force=force
+    )
+    after = charged or tuple(0.0 if tat is None else tat for tat, _ in stored)
+
+    async def scenario() -> tuple[tuple[float, ...], list[tuple[float, ...]]]:
+        limiter = limiters_of(name, tmp_path_factory.mktemp("gcra"))[0]
+        names = [key(f"k{index}") for index in range(len(stored))]
+        try:
+            for name_, (tat, _) in zip(names, stored, strict=True):
+                if tat is not None:  # charged at 0 by its own interval: stored exactly
+                    await limiter.acquire([(name_, tat)], now=0.0, force=True)
+            grant = await limiter.acquire(
+                list(zip(names, intervals, strict=True)), now=now, force=force
+            )
+            # A probe at 0 with no interval charges nothing and waits exactly the stored time.
+            probes = [(await limiter.acquire([(n, 0.0)], now=0.0)).waits for n in names]
+        finally:
+            await limiter.aclose()
+        return grant.waits, probes
+
+    waits, probes = asyncio.run(scenario())
+    assert waits == expected_waits
+    assert probes == [(tat if tat > 1e-9 else 0.0,) for tat in after]
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_deciders_asking_in_opposite_orders_grant_once_and_never_deadlock(
+    name: str, tmp_path: Path
+) -> None:
+    """Eight tasks on three limiters asking at one moment for the same two keys, half of
+    them in the other order: exactly one is granted, and none waits on another for ever."""
+
+    async def scenario() -> int:
+        made = limiters_of(name, tmp_path)
+        a, b = key("a"), key("b")
+        orders = [[(a, 10.0), (b, 10.0)], [(b, 10.0), (a, 10.0)]]
+
+        async def ask(task: int) -> int:
+            limiter, granted = made[task % len(made)], 0
+            for attempt in range(10):
+                grant = await limiter.acquire(orders[(task + attempt) % 2], now=1_000.0)
+                granted += grant.granted
+            return granted
+
+        try:
+            counts = await asyncio.wait_for(asyncio.gather(*(ask(t) for t in range(8))), 60)
+        finally:
+            for limiter in set(made):
+                await limiter.aclose()
+        return sum(counts)
+
+    assert asyncio.run(scenario()) == 1
+
+
+async def test_a_postgres_limiter_decides_on_after_the_server_cut_its_connections(
+    postgres_database: Callable[[str], str],
+) -> None:
+    """A server restart or an idle timeout costs no decision: the next one connects again,
+    and what was charged before still counts."""
+    import psycopg
+
+    from sender.store.postgres.limits import PostgresLimiter
+
+    url = postgres_database("cut")
+    limiter = PostgresLimiter(url, max_size=1)
+    rate = key("rate")
+    try:
+        assert (await limiter.acquire([(rate, 1.0)], now=10.0)).granted
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        refused = await limiter.acquire([(rate, 1.0)], now=10.5)
+        assert refused.waits == (pytest.approx(0.5),)
+        assert (await limiter.acquire([(rate, 1.0)], now=11.0)).granted
+    finally:
+        await limiter.aclose()
 
 
 POSTGRES_URL: list[str] = []

@@ -7,7 +7,7 @@ between them. Each backend makes the decision atomically where its state lives:
 
 - :class:`MemoryLimiter` (here): one process, as the scheduler alone would;
 - the store's (``sender.store.sqlite.limits``, ``sender.store.postgres.limits``): processes
-  on one machine (a SQLite file) or on many (PostgreSQL), in one transaction;
+  on one machine (a SQLite file, one transaction) or on many (PostgreSQL, one statement);
 - Redis (``sender.pacing.redis_limits``): one Lua script, as KumoMTA's throttles do.
 
 The decision is GCRA without burst (:func:`gcra`): each key has a theoretical arrival time
@@ -92,7 +92,9 @@ def gcra(
 
     All or nothing: a message charges every key or none, so a domain permit is never
     spent while the global one is refused. ``force`` charges without asking (a priority
-    send, or pushing a key back after a throttle).
+    send, or pushing a key back after a throttle). The one rule: PostgreSQL's
+    ``limits_acquire`` and the Redis script repeat it, and tests/test_limits.py checks that
+    every backend answers as it does, to the bit.
     """
     waits = tuple(tat - now if tat - now > _EPS else 0.0 for tat in tats)
     if force or not any(waits):

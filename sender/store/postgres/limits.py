@@ -1,48 +1,40 @@
 """The shared limits of processes on many hosts: two tables of the PostgreSQL outbox.
 
-A decision is one short transaction: an ``INSERT … ON CONFLICT DO UPDATE … RETURNING``
-that creates the keys' rows if need be, locks them (in key order, so two deciders never
-deadlock) and returns their times; :func:`~sender.pacing.limits.gcra` decides; one
-``UPDATE`` charges them if granted. Rows stay locked only for that round trip, so every
-worker and web process on every host decides against the same ``tat``.
+A decision is one statement in autocommit, a call of ``limits_acquire`` (a function of the
+schema, version 4: :mod:`sender.store.postgres.schema`): it locks the keys (advisory locks,
+in one order, so two deciders never deadlock), reads their times, decides by the rule of
+:func:`~sender.pacing.limits.gcra` and charges every key or none, in one round trip with no
+``BEGIN``/``COMMIT``. Its commit does not wait for the WAL flush, which cost more than the
+decision itself: a server crash may forget the last fraction of a second of charges, so a
+key may let one message through early once after a crash. A connection slot is one call
+too (``limits_lease``, durable); a backoff is a compare-and-swap in a short transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sender.pacing.limits import Grant, gcra
+from sender.pacing.limits import Grant
 from sender.store.postgres.database import PostgresDatabase
 
 __all__ = ["PostgresLimiter"]
 
-_LOCK_KEYS = (
-    "INSERT INTO limits (key, tat) SELECT key, 0 FROM unnest(%s::text[]) AS k(key) ORDER BY key"
-    " ON CONFLICT (key) DO UPDATE SET key = excluded.key RETURNING key, tat, backoff"
-)
-_CHARGE = (
-    "UPDATE limits SET tat = v.tat FROM unnest(%s::text[], %s::float8[]) AS v(key, tat)"
-    " WHERE limits.key = v.key"
-)
+_ACQUIRE = "SELECT waits, backoff FROM limits_acquire(%s::text[], %s::float8[], %s::float8, %s)"
 _SWAP_FROM_NONE = (  # a key with no row yet has no backoff either
     "INSERT INTO limits (key, tat, backoff) VALUES (%s, 0, %s)"
     " ON CONFLICT (key) DO UPDATE SET backoff = excluded.backoff"
     " WHERE limits.backoff IS NULL RETURNING backoff"
 )
 _SWAP = "UPDATE limits SET backoff = %s WHERE key = %s AND backoff = %s RETURNING backoff"
-_LEASE = (
-    "DELETE FROM limit_leases WHERE key = %s AND expires_at <= %s",
-    "SELECT count(*) FROM limit_leases WHERE key = %s AND holder != %s",
-    "INSERT INTO limit_leases (key, holder, expires_at) VALUES (%s, %s, %s)"
-    " ON CONFLICT (key, holder) DO UPDATE SET expires_at = excluded.expires_at",
-)
+_LEASE = "SELECT limits_lease(%s, %s, %s, %s::float8, %s::float8)"
 
 
 class PostgresLimiter(PostgresDatabase):
     """A :class:`~sender.pacing.limits.Limiter` in the outbox database at ``url``.
 
     A small pool of its own (the outbox's stays for the outbox); it connects and migrates
-    on first use, as :class:`~sender.store.postgres.PostgresStore` does.
+    on first use, as :class:`~sender.store.postgres.PostgresStore` does. Decisions asked one
+    at a time (a scheduler asks before each message) go over a connection kept for them.
     """
 
     def __init__(self, url: str, /, *, max_size: int = 4) -> None:
@@ -51,19 +43,13 @@ class PostgresLimiter(PostgresDatabase):
     async def acquire(
         self, keys: Sequence[tuple[str, float]], /, *, now: float, force: bool = False
     ) -> Grant:
-        names = [key for key, _ in keys]
-        if not names:
+        if not keys:
             return Grant(())
-        with self._errors():
-            async with self._transaction() as conn:
-                cursor = await conn.execute(_LOCK_KEYS, (names,))
-                found = {key: (tat, backoff) for key, tat, backoff in await cursor.fetchall()}
-                tats = [float(found[key][0]) for key in names]
-                intervals = [interval for _, interval in keys]
-                waits, charged = gcra(tats, intervals, now=now, force=force)
-                if charged is not None:
-                    await conn.execute(_CHARGE, (names, list(charged)))
-        return Grant(waits, found[names[-1]][1])
+        names = [key for key, _ in keys]
+        intervals = [float(interval) for _, interval in keys]
+        # Sent again if the kept connection was dropped: a key charged twice only slows.
+        waits, backoff = await self._row_kept(_ACQUIRE, (names, intervals, float(now), force))
+        return Grant(tuple(waits), backoff)
 
     async def swap_backoff(self, key: str, /, *, old: str | None, new: str | None) -> str | None:
         with self._errors():
@@ -79,18 +65,8 @@ class PostgresLimiter(PostgresDatabase):
         return None if row is None else row[0]
 
     async def lease(self, key: str, /, *, holder: str, cap: int, ttl: float, now: float) -> bool:
-        expire, count, take = _LEASE
-        with self._errors():
-            async with self._transaction() as conn:
-                # One decider per key at a time: the count and the insert must agree.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (key,))
-                await conn.execute(expire, (key, now))
-                cursor = await conn.execute(count, (key, holder))
-                row = await cursor.fetchone()
-                if row is not None and int(row[0]) >= cap:
-                    return False
-                await conn.execute(take, (key, holder, now + ttl))
-        return True
+        row = await self._row(_LEASE, (key, holder, cap, now + ttl, now))
+        return bool(row[0])
 
     async def release(self, key: str, /, *, holder: str) -> None:
         await self._write("DELETE FROM limit_leases WHERE key = ? AND holder = ?", (key, holder))

@@ -189,8 +189,88 @@ CREATE TABLE workers (
 CREATE INDEX messages_claims ON messages (claimed_by) WHERE state = 'sending';
 """
 
-# MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_WORKERS)
+# Version 4: each limiter call one statement (sender.store.postgres.limits). A decision
+# takes an advisory lock per key, in one order (so two deciders never deadlock), reads the
+# keys and charges every one or none: the rule of sender.pacing.limits.gcra, which this
+# must stay (a key without a row has tat 0; tests/test_limits.py checks they agree). Its
+# commit does not wait for the WAL flush: a charge lost in a server crash costs less than a
+# flush per message (SQLite's limits run with synchronous = NORMAL for the same reason).
+# The tables are only ever read by key, and plpgsql keeps its plans for the session: with
+# sequential scans off, a plan made while a table was small never scans it once it grew.
+_V4_LIMIT_CALLS = """
+CREATE FUNCTION limits_acquire(
+    _keys text[], _intervals double precision[], _now double precision, _force boolean,
+    OUT waits double precision[], OUT backoff text
+) LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    n integer := cardinality(_keys);
+    locks bigint[];
+    tats double precision[];
+    lock_id bigint;
+    stored double precision;
+    i integer;
+    j integer;
+    refused boolean := false;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    FOR i IN 1..n LOOP  -- the locks in ascending order (insertion sort: n is small)
+        lock_id := hashtextextended(_keys[i], 8);
+        j := i - 1;
+        WHILE j >= 1 AND locks[j] > lock_id LOOP
+            locks[j + 1] := locks[j];
+            j := j - 1;
+        END LOOP;
+        locks[j + 1] := lock_id;
+    END LOOP;
+    FOR i IN 1..n LOOP
+        PERFORM pg_advisory_xact_lock(locks[i]);
+    END LOOP;
+    waits := array_fill(0::double precision, ARRAY[n]);
+    FOR i IN 1..n LOOP
+        SELECT l.tat, l.backoff INTO stored, backoff FROM limits AS l WHERE l.key = _keys[i];
+        tats[i] := coalesce(stored, 0);
+        IF tats[i] - _now > 1e-9::double precision THEN
+            waits[i] := tats[i] - _now;
+            refused := true;
+        END IF;
+    END LOOP;
+    IF _force OR NOT refused THEN
+        FOR i IN 1..n LOOP
+            UPDATE limits AS l SET tat = greatest(tats[i], _now) + _intervals[i]
+             WHERE l.key = _keys[i];
+            IF NOT FOUND THEN
+                INSERT INTO limits AS l (key, tat)
+                VALUES (_keys[i], greatest(tats[i], _now) + _intervals[i])
+                ON CONFLICT (key) DO UPDATE SET tat = excluded.tat;
+            END IF;
+        END LOOP;
+        waits := array_fill(0::double precision, ARRAY[n]);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION limits_lease(
+    _key text, _holder text, _cap integer, _until double precision, _now double precision
+) RETURNS boolean LANGUAGE plpgsql SET enable_seqscan = off AS $$
+BEGIN
+    -- One decider per key at a time: the count and the insert must agree.
+    PERFORM pg_advisory_xact_lock(hashtextextended(_key, 7));
+    DELETE FROM limit_leases AS l WHERE l.key = _key AND l.expires_at <= _now;
+    IF (SELECT count(*) FROM limit_leases AS l WHERE l.key = _key AND l.holder <> _holder)
+            >= _cap THEN
+        RETURN false;
+    END IF;
+    INSERT INTO limit_leases AS l (key, holder, expires_at) VALUES (_key, _holder, _until)
+    ON CONFLICT (key, holder) DO UPDATE SET expires_at = excluded.expires_at;
+    RETURN true;
+END
+$$;
+"""
+
+# MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit. Each is
+# one script (the simple query protocol runs its statements in order), so a function body
+# may hold semicolons.
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_WORKERS, _V4_LIMIT_CALLS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
@@ -219,9 +299,7 @@ async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:
                 setting="store",
             )
         for version in range(found + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version - 1].split(";"):
-                if statement.strip():
-                    await conn.execute(statement.encode())  # constants of this module
+            await conn.execute(MIGRATIONS[version - 1].encode())  # constants of this module
             await conn.execute(
                 "INSERT INTO schema_version (version, applied_at)"
                 " VALUES (%s, EXTRACT(EPOCH FROM clock_timestamp()))",
