@@ -328,6 +328,7 @@ _TOML_KEYS = {
     "bounce_budget",
     "soft_bounce_limit",
     "pause_single_sends",
+    "sender_side_pause",
     "validate",
     "dns_server",
     "trusted_authserv_ids",
@@ -351,13 +352,26 @@ class BouncePolicy:
     min_sent: int = 200  # ... judged once this many were sent
     window: float = DAY
     pause_single_sends: bool = False  # get_link and one invitation still go by default
+    # Sender-side refusals (DMARC, a blocklisted IP, a content filter) from one receiving
+    # provider within sender_side_window that pause bulk mail to that provider.
+    sender_side_pause: int = 5
+    sender_side_window: float = 3600.0
 
     def __post_init__(self) -> None:
-        if self.soft_limit < 1 or self.budget < 1 or self.min_sent < 1:
+        if (
+            self.soft_limit < 1
+            or self.budget < 1
+            or self.min_sent < 1
+            or self.sender_side_pause < 1
+        ):
             raise ConfigurationError("bounce limits must be at least 1", setting="bounce_budget")
         if not 0 < self.max_rate <= 1 or self.window <= 0 or self.soft_window <= 0:
             raise ConfigurationError(
                 "bounce rate must be in (0, 1] and windows positive", setting="bounce_budget"
+            )
+        if self.sender_side_window <= 0:
+            raise ConfigurationError(
+                "sender_side_window must be positive", setting="sender_side_pause"
             )
 
 
@@ -627,6 +641,7 @@ def load_config(
         bounces=BouncePolicy(
             budget=whole("bounce_budget", 80, most=10**9),
             soft_limit=whole("soft_bounce_limit", 3, most=10**6),
+            sender_side_pause=whole("sender_side_pause", 5, most=10**9),
             pause_single_sends=_flag(values, "pause_single_sends") is True,
         ),
         inbound=InboundLimits(

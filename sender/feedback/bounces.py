@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from enum import StrEnum
+from types import MappingProxyType
 
 from sender.errors import InputError
 from sender.feedback.mailparse import MAX_PARTS as _MAX_PARTS
@@ -51,14 +52,17 @@ from sender.feedback.mailparse import (
     undo_surrogates,
     walk_parts,
 )
+from sender.vocabulary import REASON_RULES, Action, Reason, reason_of
 
 __all__ = [
     "Bounce",
     "BounceKind",
+    "action_of",
     "classify",
     "envelope_recipients",
     "parse_bounce",
     "parse_ses_notification",
+    "reason_in",
 ]
 
 # Characters of report text we read, findings we return (and mailparse's limits on
@@ -68,10 +72,10 @@ _MAX_FINDINGS = 500
 
 
 class BounceKind(StrEnum):
-    """What a finding means for the address it names."""
+    """How final a finding is; what sender does about it follows from its :class:`Reason`."""
 
-    HARD = "hard"  # permanent 5.x.x: unknown user, domain does not exist, no MX ...
-    SOFT = "soft"  # 4.x.x: mailbox full, delay, greylisting
+    HARD = "hard"  # permanent (5.x.x, an MTA that gave up): the message will not arrive
+    SOFT = "soft"  # temporary (4.x.x, delayed), or a full mailbox
     AUTOREPLY = "autoreply"  # out of office, vacation: never a bounce
     COMPLAINT = "complaint"  # ARF feedback report (RFC 5965), SES complaint
     UNKNOWN = "unknown"  # kept for a human
@@ -79,76 +83,524 @@ class BounceKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Bounce:
-    """One recipient a report is about, and what happened to it.
+    """One recipient a report is about, what happened to it, and what sender does about it.
 
-    ``recipient`` is lower-cased, or None when the report names nobody.
-    ``reason`` is one of ``unknown_user``, ``no_domain``, ``mailbox_full``,
-    ``policy``, ``greylisted``, ``delayed``, ``autoreply``, ``complaint``,
-    ``other``. ``action`` is the RFC 3464 Action when the report gives one;
-    ``feedback_type`` the ARF Feedback-Type of a complaint.
+    ``recipient`` is lower-cased, or None when the report names nobody. ``reason`` is
+    one of :class:`~sender.vocabulary.Reason`; :attr:`action` and :attr:`suppress` follow
+    from it (:data:`~sender.vocabulary.REASON_RULES`). ``reply_code`` is the SMTP reply
+    code the diagnostic quotes, ``dsn_action`` the RFC 3464 Action when the report gives
+    one, ``feedback_type`` the ARF Feedback-Type of a complaint.
     """
 
     recipient: str | None
     kind: BounceKind
     status: str | None
     diagnostic: str
-    reason: str
-    action: str | None = None
+    reason: Reason
+    dsn_action: str | None = None
     feedback_type: str | None = None
+    reply_code: int | None = None
+
+    @property
+    def action(self) -> Action:
+        """What sender does about this finding, by :data:`~sender.vocabulary.REASON_RULES`."""
+        return action_of(self.reason, self.kind)
+
+    @property
+    def suppress(self) -> bool:
+        """Whether this finding alone puts the address on the suppression list."""
+        return self.action is Action.SUPPRESS
+
+    @property
+    def hint(self) -> str:
+        """The doctor's hint for a sender-side refusal ("" for other reasons)."""
+        return REASON_RULES[self.reason].hint
+
+
+def action_of(reason: Reason | str, kind: BounceKind | str) -> Action:
+    """The action for a finding: its reason's, except that only a permanent one (or a
+    complaint) suppresses at once; a temporary "user unknown" is counted instead."""
+    rule = REASON_RULES[reason_of(str(reason))]
+    if rule.action is Action.SUPPRESS and kind not in (BounceKind.HARD, BounceKind.COMPLAINT):
+        return Action.COUNT
+    return rule.action
 
 
 # -- classification ----------------------------------------------------------------------
+#
+# The reason comes from the diagnostic's words first (they say more than a code: a 5.7.1
+# "blocked using zen.spamhaus.org" is a blocklist, a 5.1.10 "RecipientNotFound" an unknown
+# user), then from the enhanced status (RFC 3463, the registry's detail codes), then from
+# the status's class. The authentication codes of RFC 7372 (5.7.20 to 5.7.26) and PTR
+# (5.7.25) are unambiguous, so they win over the words. The phrase tables follow Sisimai's
+# lib/Sisimai/Reason/*.pm in spirit; the patterns are ours.
 
 _ENHANCED = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
 _SMTP_CODE = re.compile(r"(?<![\w.:\[])([245]\d\d)(?=[ -]|$)")
 
-_MAILBOX_FULL = re.compile(
-    r"mailbox (?:is )?full|over ?quota|quota (?:exceeded|full)|exceeded (?:the |their |his |her )?"
-    r"(?:storage )?(?:quota|storage)|insufficient (?:system )?storage|mailbox size limit",
-    re.IGNORECASE,
+
+def _words(*patterns: str) -> re.Pattern[str]:
+    return re.compile("|".join(patterns), re.IGNORECASE)
+
+
+# First match wins: sender-side reasons before address ones, because a refusal of the
+# sender often quotes the recipient ("<a@b>: recipient address rejected: blocked using ...").
+_PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
+    (
+        Reason.AUTH_FAILURE,
+        _words(
+            r"\bdmarc\b",
+            r"\bspf\b",
+            r"\bdkim\b",
+            r"sender policy framework",
+            r"unauthenticated (?:e-?mail|mail|message)",
+            r"is not allowed to send (?:mail )?from .{0,80} per it'?s spf",
+            r"authentication (?:check|result)s? failed",
+            r"message (?:failed|fails) (?:authentication|to authenticate)",
+        ),
+    ),
+    (
+        Reason.PTR_REQUIRED,
+        _words(
+            r"mismatches client ip",
+            r"reverse (?:dns|lookup)",
+            r"\bptr\b",
+            r"cannot find your hostname",
+            r"ip name lookup failed",
+            r"no (?:rdns|reverse)",
+            r"unresolvable relay host name",
+        ),
+    ),
+    (
+        Reason.BAD_REPUTATION,
+        _words(
+            r"reputation",
+            r"unexpected volume or user complaints",
+            r"sender score",
+        ),
+    ),
+    (
+        Reason.BLOCKED,
+        _words(
+            r"blocked using",
+            r"block ?-?list",
+            r"black ?-?list",
+            r"\b(?:rbl|dnsbl|uribl|surbl)\b",
+            r"spamhaus",
+            r"spamcop",
+            r"barracuda",
+            r"sorbs",
+            r"is (?:currently )?listed (?:in|on|at|by)",
+            r"listed in (?:the )?\S+",
+            r"banned sending ip",
+            r"bad sender ip",
+            r"your (?:ip|network|server|host)\b.{0,60}\b(?:blocked|banned|rejected|listed|refused)",
+            r"(?:ip|host|network|client host) (?:address )?(?:is )?(?:blocked|banned)",
+            r"not (?:currently )?accepting mail from your ip",
+            r"sender ip address rejected",
+            r"client host \S* ?rejected",
+            r"dynamic(?:/zombied)? ip",
+            r"hosts with dynamic ip",
+            r"access denied\. ?\[?ip",
+            r"\bblocked\b.{0,40}\bsee https?://",
+            r"refused - see https?://",
+            r"\bAS\(\d+\)",
+            r"use the smtp server of your isp",
+        ),
+    ),
+    (Reason.VIRUS, _words(r"\bvirus", r"malware", r"infected", r"executable (?:attachment|file)")),
+    (
+        Reason.SPAM_DETECTED,
+        _words(
+            r"\bspam",
+            r"unsolicited",
+            r"junk ?mail",
+            r"content filter",
+            r"message content rejected",
+            r"rejecting (?:mail|banned) content",
+            r"unacceptable content",
+            r"bulk (?:e-?mail|mail|advertising)",
+            r"mail content denied",
+            r"message (?:was )?filtered",
+            r"suspicious",
+            r"phishing",
+        ),
+    ),
+    (
+        Reason.RATE_LIMITED,
+        _words(
+            r"rate[- ]limit",
+            r"sending rate",
+            r"too fast",
+            r"try again slower",
+            r"throttl",
+            r"(?:exceeded|over) (?:the )?(?:max(?:imum)? )?(?:e-?mails?|messages?) (?:per|an|a) (?:hour|day|minute)",
+            r"too many (?:messages|mails|emails)",
+            r"receiving mail at a rate",
+        ),
+    ),
+    (
+        Reason.TOO_MANY_CONNECTIONS,
+        _words(
+            r"too many (?:concurrent )?(?:smtp )?(?:connections|sessions)",
+            r"connection (?:rate )?limit",
+            r"too many (?:recipients|errors from your ip)",
+            r"trop de connexions",
+        ),
+    ),
+    (
+        Reason.MAILBOX_FULL,
+        _words(
+            r"mailbox (?:is )?full",
+            r"full mailbox",
+            r"mail ?(?:box|folder|file)(?: is)? full",
+            r"over ?(?:the )?(?:allowed )?(?:disk )?quota",
+            r"quota (?:exceeded|full|violation|usage exceeded)",
+            r"exceed(?:ed|ing|s)? (?:the |their |his |her |its )?(?:mailbox |storage |disk )?"
+            r"(?:quota|storage|disk space)",
+            r"insufficient (?:disk )?(?:storage|space)",
+            r"not (?:enough|sufficient) (?:storage|disk)? ?space",
+            r"mailbox size limit",
+            r"mailbox (?:has )?exceeded",
+            r"disk (?:quota|full)",
+            r"no space left",
+            r"the user's space has been used up",
+            r"boite du destinataire pleine",
+            r"user has too many messages",
+        ),
+    ),
+    (
+        Reason.QUOTA_EXCEEDED,
+        _words(
+            r"mail system (?:is )?full",
+            r"insufficient system storage",
+            r"exceed(?:ed|ing) (?:its |their )?receiving limits?",
+            r"too much mail data",
+        ),
+    ),
+    (
+        Reason.MESSAGE_TOO_BIG,
+        _words(
+            r"message (?:file |is )?too (?:big|large)",
+            r"message (?:size|length) exceeds",
+            r"exceed(?:s|ed)? (?:the )?max(?:imum)? (?:inbound )?message size",
+            r"max(?:imum)? message size exceeded",
+            r"\bsize limit",
+            r"message size",
+            r"line limit exceeded",
+            r"taille limite du message",
+        ),
+    ),
+    (
+        Reason.SUSPENDED,
+        _words(
+            r"suspended",
+            r"(?:account|mailbox|user|address)(?: is| has been)? (?:disabled|deactivated|"
+            r"inactive|frozen|locked|discontinued|terminated|archived|blocked)",
+            r"inactive (?:account|user|mailbox)",
+            r"(?:disabled|deactivated|inactive|frozen) (?:account|mailbox|user)",
+            r"account (?:has been )?(?:disabled|discontinued|deactivated)",
+            r"temporarily inactive",
+            r"user is terminated",
+            r"extended inactivity",
+        ),
+    ),
+    (
+        Reason.HAS_MOVED,
+        _words(r"has been replaced by", r"has moved", r"mailbox owner has changed"),
+    ),
+    (
+        Reason.NOT_ACCEPTING,
+        _words(
+            r"null ?mx",
+            r"(?:host|domain)(?:/domain)? does not accept (?:e-?)?mail",
+            r"does not accept mail \(nullmx\)",
+            r"mail receiving disabled",
+            r"not accepting (?:any )?(?:e-?)?mail",
+        ),
+    ),
+    (
+        Reason.FILTERED,
+        _words(
+            r"recipient preferences",
+            r"only accepting mail from specific",
+            r"user refuses",
+            r"refuse[sd]? to receive",
+            r"blocked by the recipient",
+            r"message rejected due to user rules",
+            r"user reject",
+            r"resolver\.rst\.notauthorized",
+            r"not authorized to send to",
+            r"restricted to (?:internal|members)",
+        ),
+    ),
+    (
+        Reason.NETWORK_ERROR,
+        _words(r"malformed (?:or unexpected )?name server reply", r"host not found, try again"),
+    ),
+    (
+        Reason.NOT_RFC_COMPLIANT,
+        _words(r"multiple addresses in from"),
+    ),
+    (
+        Reason.HOST_UNKNOWN,
+        _words(
+            r"host or domain name not found",
+            r"\bnxdomain\b",
+            r"\bno mx\b",
+            r"no mail exchanger",
+            r"(?:recipient |mail )?domain (?:name )?(?:not found|does not exist|doesn'?t exist|"
+            r"must exist|is unknown|is not reachable)",
+            r"(?:unknown|no such) (?:host|domain)",
+            r"host (?:not found|unknown)",
+            r"name service error",
+            r"name or service not known",
+            r"unrouteable (?:mail )?(?:domain|address)",
+            r"unroutable address",
+            r"domain (?:name )?has no",
+            r"dns records for the destination",
+        ),
+    ),
+    (
+        Reason.REJECTED_SENDER,
+        _words(
+            r"sender (?:e-?mail )?(?:address )?(?:was )?rejected",
+            r"sender verif(?:y|ication) failed",
+            r"invalid sender",
+            r"domain of sender address",
+            r"sender (?:domain|address) (?:is )?(?:empty|invalid|must)",
+            r"null sender",
+            r"empty envelope sender",
+            r"bogus mail from",
+            r"mail from not owned",
+            r"unroutable sender",
+            r"sender not pre-?approved",
+            r"purported responsible address",
+            r"\bbatv\b",
+            r"not (?:allowed|permitted) to post",
+            r"non-?member",
+            r"is not subscribed to this group",
+            r"unverified (?:sender|address)",
+            r"email address is not verified",
+        ),
+    ),
+    (
+        Reason.USER_UNKNOWN,
+        _words(
+            r"user unknown",
+            r"unknown (?:user|recipient|mailbox|address)",
+            r"address unknown",
+            r"no such (?:user|mailbox|recipient|person|address)",
+            r"(?:does|do) not exist",
+            r"doesn'?t exist",
+            r"not exist",
+            r"recip(?:ient)? ?notfound",
+            r"recipient (?:not found|unknown|does not exist|is not local|not ok)",
+            r"(?:user|mailbox|address|recipient|account)(?: name)? (?:was |is )?not found",
+            r"not a (?:valid|known) (?:recipient|mailbox|user|address)",
+            r"is not a (?:valid|known) (?:mailbox|user)",
+            r"invalid (?:recipient|mailbox|address|user)",
+            r"mailbox (?:unavailable|not available|is unavailable|invalid|not present)",
+            r"address rejected: (?:user|unknown|invalid|access denied)",
+            r"doesn'?t have an? [\w.-]+ account",
+            r"unknown or illegal user",
+            r"recipient name is not recognized",
+            r"user not on post office",
+            r"bad (?:destination )?(?:mailbox )?address",
+            r"no (?:mailbox|account) (?:by that name|here|found)",
+            r"not (?:a )?local (?:address|user)",
+            r"no longer (?:valid|accepts mail|active)",
+            r"address invalid",
+            r"user (?:not known|not active)",
+            r"there is no one at this address",
+            r"not in my (?:valid)?rcptto list",
+            r"badrcptto",
+            r"list of allowed rcpthosts",
+        ),
+    ),
+    (
+        Reason.RELAYING_DENIED,
+        _words(
+            r"relay(?:ing)? (?:access )?(?:denied|not permitted|not allowed|prohibited)",
+            r"(?:not permitted|not allowed|unable) to relay",
+            r"no relaying",
+            r"open relay",
+            r"as a relay",
+            r"we don'?t handle mail for",
+            r"insecure mail relay",
+        ),
+    ),
+    (
+        Reason.NOT_RFC_COMPLIANT,
+        _words(r"rfc ?5322", r"rfc ?2822", r"rfcmessagenoncompliant", r"not rfc.{0,10}compliant"),
+    ),
+    (
+        Reason.CONTENT_ERROR,
+        _words(
+            r"\bmime\b",
+            r"duplicate header",
+            r"header (?:size|line) (?:exceeds|too long)",
+            r"8-?bit data",
+            r"invalid (?:header|content)",
+            r"improperly[- ]formatted",
+            r"base64",
+            r"message header size",
+        ),
+    ),
+    (
+        Reason.POLICY,
+        _words(
+            r"polic(?:y|ies)",
+            r"not authori[sz]ed",
+            r"access denied",
+            r"administrative prohibition",
+            r"prohibited",
+            r"not allowed",
+            r"authentication required",
+            r"starttls is required",
+            r"tls required",
+            r"refused by (?:the )?(?:organization|administrator)",
+            r"closed mailing list",
+            r"members-only",
+        ),
+    ),
+    (
+        Reason.EXPIRED,
+        _words(
+            r"delivery (?:time )?expired",
+            r"message expired",
+            r"retry (?:time(?:out)? )?(?:exceeded|not reached)",
+            r"giving up",
+            r"gave up",
+            r"(?:in|sitting in) (?:the )?queue (?:too long|for)",
+            r"too long in (?:the )?queue",
+            r"could not be delivered (?:within|for more than)",
+            r"not (?:be )?delivered (?:within|for more than|after)",
+            r"have been failing for a long time",
+            r"unable to deliver message after multiple retries",
+            r"\btimed? ?out\b",
+            r"server did not respond",
+        ),
+    ),
+    (
+        Reason.NETWORK_ERROR,
+        _words(
+            r"\bloop",
+            r"too many hops",
+            r"hop count exceeded",
+            r"no route to host",
+            r"host (?:is )?unreachable",
+            r"network is unreachable",
+            r"host name lookup failure",
+            r"name server",
+            r"connection (?:refused|reset|dropped|closed)",
+            r"could not connect",
+            r"lost connection",
+            r"unable to resolve",
+        ),
+    ),
+    (
+        Reason.MAILER_ERROR,
+        _words(
+            r"mailer error",
+            r"procmail",
+            r"maildrop",
+            r"command (?:failed|died|output)",
+            r"pipe to \|",
+            r"x-unix;",
+        ),
+    ),
+    (
+        Reason.SYSTEM_ERROR,
+        _words(
+            r"system (?:error|config)",
+            r"configuration error",
+            r"local (?:error|problem|configuration)",
+            r"internal (?:server )?error",
+            r"temporary (?:local )?(?:problem|failure|error)",
+            r"service (?:is )?(?:currently |temporarily )?(?:not )?(?:un)?available",
+            r"i/o error",
+            r"write error",
+            r"misconfigured",
+        ),
+    ),
+    (
+        Reason.SYNTAX_ERROR,
+        _words(
+            r"syntax error",
+            r"(?:command )?unrecognized command",
+            r"command (?:not )?(?:recognized|implemented)",
+            r"bad sequence of commands",
+        ),
+    ),
 )
-_NO_DOMAIN = re.compile(
-    r"host or domain name not found|nxdomain|no mx\b|null mx|no mail exchanger|"
-    r"domain (?:name )?(?:not found|does not exist|doesn't exist)|host not found|"
-    r"name service error|unrouteable (?:mail )?(?:domain|address)|no such domain|"
-    r"domain (?:name )?has no",
-    re.IGNORECASE,
+
+# Enhanced status codes (RFC 3463 and the IANA registry) that name a reason; the words
+# still decide first, except for the codes in _DECISIVE.
+_STATUS: Mapping[str, Reason] = MappingProxyType(
+    {
+        **dict.fromkeys(("5.1.0", "5.1.1", "5.1.3", "4.1.1"), Reason.USER_UNKNOWN),
+        **dict.fromkeys(("5.1.2", "5.4.4", "4.1.2"), Reason.HOST_UNKNOWN),
+        **dict.fromkeys(("5.1.6", "4.1.6", "5.7.17", "5.7.18"), Reason.HAS_MOVED),
+        **dict.fromkeys(("5.1.10", "5.7.27", "5.3.2", "4.3.2"), Reason.NOT_ACCEPTING),
+        **dict.fromkeys(("5.1.7", "5.1.8", "4.1.7", "4.1.8"), Reason.REJECTED_SENDER),
+        **dict.fromkeys(("5.2.1", "4.2.1", "5.7.13"), Reason.SUSPENDED),
+        **dict.fromkeys(("5.2.2", "4.2.2"), Reason.MAILBOX_FULL),
+        **dict.fromkeys(("5.3.1", "4.3.1"), Reason.QUOTA_EXCEEDED),
+        **dict.fromkeys(("5.2.3", "4.2.3", "5.3.4", "5.7.16", "4.7.16"), Reason.MESSAGE_TOO_BIG),
+        **dict.fromkeys(("5.2.4", "4.2.4"), Reason.FILTERED),
+        **dict.fromkeys(("4.4.1", "4.4.7", "5.4.7"), Reason.EXPIRED),
+        **dict.fromkeys(("4.4.2", "5.4.2", "4.4.6", "5.4.6", "4.4.8"), Reason.NETWORK_ERROR),
+        **dict.fromkeys(
+            ("5.1.9", "4.1.9", "5.3.0", "5.3.3", "4.3.3", "5.3.5", "4.3.5", "4.4.3", "5.4.3"),
+            Reason.SYSTEM_ERROR,
+        ),
+        **dict.fromkeys(("4.4.5",), Reason.SYSTEM_ERROR),
+        **dict.fromkeys(("5.5.2", "5.5.6", "5.5.1", "5.5.0"), Reason.SYNTAX_ERROR),
+        **dict.fromkeys(("5.5.3", "4.5.3"), Reason.TOO_MANY_CONNECTIONS),
+        **dict.fromkeys(("5.7.20", "5.7.21", "5.7.22", "5.7.23", "5.7.24"), Reason.AUTH_FAILURE),
+        **dict.fromkeys(("5.7.26", "5.7.29", "4.7.24", "4.7.26"), Reason.AUTH_FAILURE),
+        **dict.fromkeys(("5.7.25", "4.7.25"), Reason.PTR_REQUIRED),
+        **dict.fromkeys(("5.7.28",), Reason.SPAM_DETECTED),
+    }
 )
-_UNKNOWN_USER = re.compile(
-    r"user unknown|unknown user|no such (?:user|mailbox|recipient)|does not exist|"
-    r"doesn'?t exist|recip(?:ient)?notfound|unknown recipient|recipient (?:not found|unknown)|"
-    r"(?:user|mailbox|address|recipient) (?:was )?not found|not a valid (?:recipient|mailbox)|"
-    r"invalid (?:recipient|mailbox)|mailbox unavailable|address rejected: user|"
-    r"doesn'?t have an? [\w.-]+ account|unknown or illegal user|"
-    r"recipient name is not recognized|user not on post office|"
-    r"account (?:has been )?(?:disabled|discontinued|deactivated)",
-    re.IGNORECASE,
+_DECISIVE = frozenset(
+    code for code, reason in _STATUS.items() if reason in {Reason.AUTH_FAILURE, Reason.PTR_REQUIRED}
 )
-_POLICY = re.compile(
-    r"blocked|block ?list|black ?list|spam|dmarc|\bspf\b|dkim|reputation|"
-    r"rejected (?:for|by|due to) (?:policy|content)|policy (?:violation|reasons)|"
-    r"not authori[sz]ed|access denied|relay(?:ing)? (?:denied|not permitted)",
-    re.IGNORECASE,
+# What a status's subject (its middle number) says when neither the words nor the
+# exact code do.
+_SUBJECT = {
+    "4": Reason.NETWORK_ERROR,
+    "5": Reason.SYSTEM_ERROR,
+    "6": Reason.CONTENT_ERROR,
+    "7": Reason.POLICY,
+}
+_GREYLIST = _words(r"gr[ae]y[- ]?list", r"greylisted")
+_TRY_LATER = _words(r"try (?:again )?later", r"try again", r"retry", r"come back later", r"deferred")
+_DELAY = _words(
+    r"delay", r"deferred", r"not yet been delivered", r"still trying", r"will (?:be )?retr"
 )
-_GREYLIST = re.compile(r"gr[ae]y[- ]?list", re.IGNORECASE)
-_TRY_LATER = re.compile(r"try again|retry|come back later|deferred", re.IGNORECASE)
-_DELAY = re.compile(
-    r"delay|deferred|timed? ?out|queue|not yet been delivered|try again|temporar",
-    re.IGNORECASE,
-)
+
+
+def reason_in(text: str, /) -> Reason | None:
+    """The reason the words of a diagnostic give, or None when they say nothing we know."""
+    text = " ".join(text.split())
+    for reason, pattern in _PHRASES:
+        if pattern.search(text):
+            return reason
+    return None
 
 
 def classify(
     status: str | None, diagnostic: str = "", *, code: int | None = None
-) -> tuple[BounceKind, str]:
+) -> tuple[BounceKind, Reason]:
     """``(kind, reason)`` from an enhanced status (RFC 3463), an SMTP code and the text.
 
-    ``status`` may carry more than the code (``"5.1.1 (user unknown)"``). When
-    it or ``code`` is missing, the first enhanced status or reply code found
-    in ``diagnostic`` stands in. 5.x.x is :attr:`BounceKind.HARD`, except a
-    full mailbox (5.2.2 or text saying so), which common practice treats as
-    :attr:`BounceKind.SOFT`; 4.x.x is SOFT. With neither status nor code the
-    answer is ``(UNKNOWN, "other")`` whatever the text says.
+    ``status`` may carry more than the code (``"5.1.1 (user unknown)"``). When it or
+    ``code`` is missing, the first enhanced status or reply code found in ``diagnostic``
+    stands in. The kind is the status's class: 5.x.x :attr:`BounceKind.HARD`, 4.x.x
+    :attr:`BounceKind.SOFT`, except that a full mailbox is SOFT (as common practice has
+    it). With neither status nor code the kind is UNKNOWN, whatever the text says.
     """
     text = " ".join(diagnostic.split())
     enhanced = _enhanced(status or "") or _enhanced(text)
@@ -159,66 +611,60 @@ def classify(
     elif code is not None and 200 <= code <= 599:
         klass = str(code)[0]
     else:
-        return BounceKind.UNKNOWN, "other"
-    if klass == "5":
-        return _permanent(enhanced, code, text)
-    if klass == "4":
-        return _transient(enhanced, code, text)
-    return BounceKind.UNKNOWN, "other"
+        return BounceKind.UNKNOWN, reason_in(text) or Reason.UNDEFINED
+    if klass == "2":
+        return BounceKind.UNKNOWN, Reason.DELIVERED
+    reason = _reason(enhanced, code, text, transient=klass == "4")
+    return _kind(klass == "5", reason), reason
 
 
-def _permanent(enhanced: str | None, code: int | None, text: str) -> tuple[BounceKind, str]:
-    if enhanced == "5.2.2" or _MAILBOX_FULL.search(text):
-        return BounceKind.SOFT, "mailbox_full"
-    if enhanced in {"5.1.0", "5.1.1"}:
-        return BounceKind.HARD, "unknown_user"
-    if enhanced == "5.1.10" or code == 556:
-        # RFC 7505 gives 556 5.1.10 to a null MX; Exchange reuses 5.1.10 for
-        # RESOLVER.ADR.RecipientNotFound, which its text says.
-        unknown = _UNKNOWN_USER.search(text) and not _NO_DOMAIN.search(text)
-        return BounceKind.HARD, "unknown_user" if unknown else "no_domain"
-    if enhanced in {"5.1.2", "5.4.4"}:
-        return BounceKind.HARD, "no_domain"
-    if enhanced is not None and enhanced.startswith("5.7."):
-        return BounceKind.HARD, "policy"
-    return BounceKind.HARD, _text_reason(text) or "other"
+# A recipient accepted at RCPT TO and called unknown after the message's content was seen:
+# a filter dressed as an unknown user (Sisimai reads it so too); the address may be fine.
+_AFTER_DATA = _words(r"after end of data", r"end of data command", r"after data\b")
 
 
-def _transient(enhanced: str | None, code: int | None, text: str) -> tuple[BounceKind, str]:
-    if enhanced == "4.2.2" or _MAILBOX_FULL.search(text):
-        return BounceKind.SOFT, "mailbox_full"
-    greylist_reply = (enhanced or "").startswith("4.7.") or code in {450, 451}
-    if _GREYLIST.search(text) or (greylist_reply and _TRY_LATER.search(text)):
-        return BounceKind.SOFT, "greylisted"
-    if (enhanced or "").startswith("4.4.") or _DELAY.search(text):
-        return BounceKind.SOFT, "delayed"
-    return BounceKind.SOFT, "other"
+def _reason(enhanced: str | None, code: int | None, text: str, *, transient: bool) -> Reason:
+    if enhanced in _DECISIVE:
+        return _STATUS[enhanced]
+    if transient and _GREYLIST.search(text):
+        return Reason.GREYLISTED
+    worded = reason_in(text)
+    if worded is Reason.USER_UNKNOWN and _AFTER_DATA.search(text):
+        return Reason.FILTERED
+    if worded is not None:
+        return worded
+    if enhanced is not None and enhanced in _STATUS:
+        return _STATUS[enhanced]
+    if transient:
+        greylist_reply = (enhanced or "").startswith("4.7.") or code in {450, 451}
+        if greylist_reply and _TRY_LATER.search(text):
+            return Reason.GREYLISTED
+        if (enhanced or "").startswith("4.4.") or _DELAY.search(text):
+            return Reason.EXPIRED if "expired" in text.lower() else Reason.DELAYED
+    if enhanced is not None:
+        subject = enhanced.split(".")[1]
+        if subject in _SUBJECT:
+            return _SUBJECT[subject]
+    return Reason.UNDEFINED
 
 
-def _text_reason(text: str) -> str | None:
-    if _NO_DOMAIN.search(text):
-        return "no_domain"
-    if _UNKNOWN_USER.search(text):
-        return "unknown_user"
-    if _POLICY.search(text):
-        return "policy"
-    return None
+_FULL = frozenset({Reason.MAILBOX_FULL, Reason.QUOTA_EXCEEDED})
+
+
+def _kind(permanent: bool, reason: Reason) -> BounceKind:
+    return BounceKind.HARD if permanent and reason not in _FULL else BounceKind.SOFT
 
 
 def _judge(
     status: str | None, diagnostic: str, *, action: str | None, failed: bool
-) -> tuple[BounceKind, str]:
+) -> tuple[BounceKind, Reason]:
     """Classify one finding; a report that says it failed may be read by its words alone."""
     if action == "delayed":
-        return BounceKind.SOFT, "delayed"
+        expired = status is not None and status.endswith(".4.7")
+        return BounceKind.SOFT, Reason.EXPIRED if expired else Reason.DELAYED
     kind, reason = classify(status, diagnostic)
-    if kind is BounceKind.UNKNOWN and failed:
-        text = " ".join(diagnostic.split())
-        if _MAILBOX_FULL.search(text):
-            return BounceKind.SOFT, "mailbox_full"
-        worded = _text_reason(text)
-        if worded is not None:
-            return BounceKind.HARD, worded
+    if kind is BounceKind.UNKNOWN and failed and reason is not Reason.UNDEFINED:
+        return _kind(True, reason), reason
     return kind, reason
 
 
@@ -260,19 +706,22 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
         return _dsn(reports, _prose_diagnostics(text))[:_MAX_FINDINGS]
     daemon = _from_daemon(message)
     sender = _sender(message)
-    if _is_autoreply(message) and not daemon:
+    detected = next((found for detector in _DETECTORS if (found := detector(text))), [])
+    # RFC 3834 asks MTAs to mark their reports Auto-Submitted: auto-replied too, so a
+    # marked message an MTA detector reads is a bounce; a vacation subject alone is not.
+    machine = _header(message, "auto-submitted").lower().startswith("auto-replied")
+    if _is_autoreply(message) and not daemon and not (machine and detected):
         return [_autoreply(sender)]
-    for detector in _DETECTORS:
-        findings = detector(text)
-        if findings:
-            return findings[:_MAX_FINDINGS]
+    if detected:
+        return detected[:_MAX_FINDINGS]
     if daemon:
         failed = _header_addresses(message, "x-failed-recipients")
         if failed:
             return [_text_finding(address, "") for address in failed][:_MAX_FINDINGS]
-        if _BOUNCE_SUBJECT.search(decoded_subject(message)):
-            return [Bounce(None, BounceKind.UNKNOWN, None, "", "other")]
-    if _is_autoreply(message):
+        if machine or _BOUNCE_SUBJECT.search(decoded_subject(message)):
+            # a mailer daemon's report we cannot read is never an auto-reply
+            return [Bounce(None, BounceKind.UNKNOWN, None, "", Reason.UNDEFINED)]
+    if _is_autoreply(message) and not daemon:
         return [_autoreply(sender)]
     return []
 
@@ -321,7 +770,17 @@ def _dsn(reports: list[Message], prose: dict[str, str]) -> list[Bounce]:
             if action is None and status is not None and status.startswith("2."):
                 continue
             kind, reason = _judge(status, diagnostic, action=action, failed=action == "failed")
-            findings.append(Bounce(recipient, kind, status, diagnostic, reason, action))
+            findings.append(
+                Bounce(
+                    recipient,
+                    kind,
+                    status,
+                    diagnostic,
+                    reason,
+                    action,
+                    reply_code=_smtp_code(" ".join(diagnostic.split())),
+                )
+            )
             if len(findings) >= _MAX_FINDINGS:
                 return findings
     return findings
@@ -432,7 +891,7 @@ def _arf(parts: list[Message]) -> list[Bounce] | None:
                 recipients.setdefault(address, None)
     names: list[str | None] = list(recipients) or [None]
     return [
-        Bounce(name, BounceKind.COMPLAINT, None, "", "complaint", None, feedback_type)
+        Bounce(name, BounceKind.COMPLAINT, None, "", Reason.COMPLAINT, None, feedback_type)
         for name in names[:_MAX_FINDINGS]
     ]
 
@@ -474,7 +933,7 @@ def _is_autoreply(message: Message) -> bool:
 
 
 def _autoreply(sender: str | None) -> Bounce:
-    return Bounce(sender, BounceKind.AUTOREPLY, None, "", "autoreply")
+    return Bounce(sender, BounceKind.AUTOREPLY, None, "", Reason.AUTO_REPLY)
 
 
 _DAEMON_LOCAL = re.compile(
@@ -489,7 +948,8 @@ _DAEMON_NAME = re.compile(
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|delivery status notification|delivery (?:failure|failed|has failed)|"
     r"returned mail|mail delivery failed|failure notice|non-?delivery|could not be delivered|"
-    r"unable to deliver|unzustellbar|failure delivery",
+    r"unable to deliver|unzustellbar|failure delivery|mail failure|error sending|"
+    r"delayed \d+ hours|delivery (?:delayed|notification)",
     re.IGNORECASE,
 )
 
@@ -544,7 +1004,9 @@ def _text_finding(address: str | None, diagnostic: str, *, delayed: bool = False
     action = "delayed" if delayed else None
     kind, reason = _judge(status, diagnostic, action=action, failed=not delayed)
     recipient = address.lower() if address and "@" in address else None
-    return Bounce(recipient, kind, status, diagnostic, reason)
+    return Bounce(
+        recipient, kind, status, diagnostic, reason, reply_code=_smtp_code(diagnostic)
+    )
 
 
 _ANGLE_INTRO = re.compile(
@@ -687,12 +1149,14 @@ _SES_KINDS = {
 # bounceSubType words that say more than the status code would; others
 # ("General", "Undetermined") leave the reason to classify().
 _SES_REASONS = {
-    "NoEmail": "unknown_user",
-    "Suppressed": "policy",  # SES's own suppression list
-    "OnAccountSuppressionList": "policy",
-    "MailboxFull": "mailbox_full",
-    "ContentRejected": "policy",
-    "AttachmentRejected": "policy",
+    "NoEmail": Reason.USER_UNKNOWN,
+    # SES's own suppression lists: the address bounced hard before, for someone
+    "Suppressed": Reason.USER_UNKNOWN,
+    "OnAccountSuppressionList": Reason.USER_UNKNOWN,
+    "MailboxFull": Reason.MAILBOX_FULL,
+    "MessageTooLarge": Reason.MESSAGE_TOO_BIG,
+    "ContentRejected": Reason.SPAM_DETECTED,
+    "AttachmentRejected": Reason.VIRUS,
 }
 
 
@@ -731,9 +1195,21 @@ def _ses_bounce(bounce: object) -> list[Bounce]:
         diagnostic = _optional_str(entry, "diagnosticCode") or ""
         status = _enhanced(_optional_str(entry, "status") or "") or _enhanced(diagnostic)
         reason = subtype_reason or classify(status, diagnostic)[1]
+        if reason is Reason.DELIVERED:
+            reason = Reason.UNDEFINED
         action = _optional_str(entry, "action")
         address = _address_of(entry)
-        findings.append(Bounce(address, kind, status, diagnostic, reason, action))
+        findings.append(
+            Bounce(
+                address,
+                kind,
+                status,
+                diagnostic,
+                reason,
+                action,
+                reply_code=_smtp_code(" ".join(diagnostic.split())),
+            )
+        )
     return findings
 
 
@@ -743,7 +1219,9 @@ def _ses_complaint(complaint: object) -> list[Bounce]:
     feedback = complaint.get("complaintFeedbackType")
     feedback_type = feedback.lower() if isinstance(feedback, str) else None
     return [
-        Bounce(_address_of(entry), BounceKind.COMPLAINT, None, "", "complaint", None, feedback_type)
+        Bounce(
+            _address_of(entry), BounceKind.COMPLAINT, None, "", Reason.COMPLAINT, None, feedback_type
+        )
         for entry in _ses_entries(complaint, "complainedRecipients")
     ]
 
