@@ -181,12 +181,14 @@ REASON_RULES: Mapping[Reason, ReasonRule] = MappingProxyType(
         ),
         Reason.REJECTED_SENDER: ReasonRule(
             Action.SENDER_SIDE,
-            f"the envelope sender (return path) was refused: check the bounce domain's DNS; {_DOCTOR}",
+            "the envelope sender (return path) was refused: check the bounce domain's DNS; "
+            + _DOCTOR,
         ),
         Reason.BLOCKED: ReasonRule(
             Action.SENDER_SIDE,
             "your sending IP is on a blocklist or refused by this provider: look it up "
-            "(e.g. Spamhaus, the URL in the diagnostic) and ask for delisting, or use another relay",
+            "(e.g. Spamhaus, the URL in the diagnostic) and ask for delisting, "
+            "or send through another relay",
         ),
         Reason.BAD_REPUTATION: ReasonRule(
             Action.SENDER_SIDE,
@@ -202,7 +204,9 @@ REASON_RULES: Mapping[Reason, ReasonRule] = MappingProxyType(
         ),
         Reason.POLICY: ReasonRule(
             Action.SENDER_SIDE,
-            f"refused by the receiver's policy: read the diagnostic; check authentication ({_DOCTOR})",
+            "refused by the receiver's policy: read the diagnostic; check authentication ("
+            + _DOCTOR
+            + ")",
         ),
         Reason.SPAM_DETECTED: ReasonRule(
             Action.SENDER_SIDE,

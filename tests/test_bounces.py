@@ -20,32 +20,32 @@ AUTO, COMPLAINT = BounceKind.AUTOREPLY, BounceKind.COMPLAINT
 
 # file -> [(recipient, kind, status, reason)], as listed in samples/bounces/README.md.
 EXPECTED: dict[str, list[tuple[str | None, BounceKind, str | None, str]]] = {
-    "postfix_dsn.eml": [("nobody@example.org", HARD, "5.1.1", "unknown_user")],
+    "postfix_dsn.eml": [("nobody@example.org", HARD, "5.1.1", "user_unknown")],
     "postfix_delayed.eml": [("alan@example.org", SOFT, "4.4.1", "delayed")],
     "sendmail_several.eml": [
-        ("ada@example.org", HARD, "5.1.1", "unknown_user"),
+        ("ada@example.org", HARD, "5.1.1", "user_unknown"),
         ("grace@example.org", SOFT, "5.2.2", "mailbox_full"),
-        ("edsger@example.invalid", HARD, "5.4.4", "no_domain"),
+        ("edsger@example.invalid", HARD, "5.4.4", "host_unknown"),
     ],
-    "exchange_dsn.eml": [("barbara@example.org", HARD, "5.1.1", "unknown_user")],
-    "exchange_ndr.eml": [("linus@example.org", HARD, "5.1.1", "unknown_user")],
+    "exchange_dsn.eml": [("barbara@example.org", HARD, "5.1.1", "user_unknown")],
+    "exchange_ndr.eml": [("linus@example.org", HARD, "5.1.1", "user_unknown")],
     "exim.eml": [
-        ("john@example.org", HARD, "5.1.1", "unknown_user"),
-        ("mary@nonexistent.example", HARD, "5.0.0", "no_domain"),
+        ("john@example.org", HARD, "5.1.1", "user_unknown"),
+        ("mary@nonexistent.example", HARD, "5.0.0", "host_unknown"),
     ],
-    "exim_text.eml": [("john.smith@example.org", HARD, "5.1.1", "unknown_user")],
-    "qmail.eml": [("dennis@example.org", HARD, "5.1.1", "unknown_user")],
-    "postfix_legacy.eml": [("ken@example.org", HARD, "5.1.1", "unknown_user")],
-    "gmail.eml": [("nobody2@example.org", HARD, "5.1.1", "unknown_user")],
+    "exim_text.eml": [("john.smith@example.org", HARD, "5.1.1", "user_unknown")],
+    "qmail.eml": [("dennis@example.org", HARD, "5.1.1", "user_unknown")],
+    "postfix_legacy.eml": [("ken@example.org", HARD, "5.1.1", "user_unknown")],
+    "gmail.eml": [("nobody2@example.org", HARD, "5.1.1", "user_unknown")],
     "yahoo.eml": [
-        ("userx@yahoo.example", HARD, None, "unknown_user"),
-        ("usery@yahoo.example", HARD, None, "unknown_user"),
+        ("userx@yahoo.example", HARD, None, "user_unknown"),
+        ("usery@yahoo.example", HARD, None, "suspended"),
     ],
-    "groupwise.eml": [("bjarne@gw.example.org", HARD, None, "unknown_user")],
-    "autoreply_rfc3834.eml": [("margaret@example.com", AUTO, None, "autoreply")],
-    "autoreply_exchange.eml": [("grace@example.org", AUTO, None, "autoreply")],
-    "autoreply_german.eml": [("zoe.mueller@example.de", AUTO, None, "autoreply")],
-    "autoreply_norwegian.eml": [("ole@example.no", AUTO, None, "autoreply")],
+    "groupwise.eml": [("bjarne@gw.example.org", HARD, None, "user_unknown")],
+    "autoreply_rfc3834.eml": [("margaret@example.com", AUTO, None, "auto_reply")],
+    "autoreply_exchange.eml": [("grace@example.org", AUTO, None, "auto_reply")],
+    "autoreply_german.eml": [("zoe.mueller@example.de", AUTO, None, "auto_reply")],
+    "autoreply_norwegian.eml": [("ole@example.no", AUTO, None, "auto_reply")],
     "arf_complaint.eml": [("ada@isp.example.net", COMPLAINT, None, "complaint")],
     "arf_yahoo_aol.eml": [("katherine.j@yahoo.example", COMPLAINT, None, "complaint")],
     "ordinary.eml": [],
@@ -81,7 +81,7 @@ def test_samples_keep_crlf_bytes(name: str) -> None:
 def test_dsn_carries_action_and_diagnostic() -> None:
     """A DSN finding keeps the Action and the Diagnostic-Code, unfolded."""
     [found] = bounces.parse_bounce(sample("postfix_dsn.eml"))
-    assert found.action == "failed"
+    assert found.dsn_action == "failed"
     assert found.diagnostic == (
         "smtp; 550 5.1.1 <nobody@example.org>: Recipient address rejected: "
         "User unknown in virtual mailbox table"
@@ -91,7 +91,7 @@ def test_dsn_carries_action_and_diagnostic() -> None:
 def test_delayed_dsn_is_soft_delayed() -> None:
     """Action: delayed gives SOFT/delayed with the action kept."""
     [found] = bounces.parse_bounce(sample("postfix_delayed.eml"))
-    assert (found.kind, found.reason, found.action) == (SOFT, "delayed", "delayed")
+    assert (found.kind, found.reason, found.dsn_action) == (SOFT, "delayed", "delayed")
 
 
 def test_several_recipient_dsn_skips_relayed_and_prefers_original_recipient() -> None:
@@ -99,7 +99,7 @@ def test_several_recipient_dsn_skips_relayed_and_prefers_original_recipient() ->
     findings = bounces.parse_bounce(sample("sendmail_several.eml"))
     assert "katherine@example.net" not in {f.recipient for f in findings}
     assert findings[0].recipient == "ada@example.org"
-    assert all(f.action == "failed" for f in findings)
+    assert all(f.dsn_action == "failed" for f in findings)
 
 
 def test_delivered_and_expanded_actions_are_not_failures() -> None:
@@ -121,7 +121,8 @@ def test_complaint_carries_feedback_type() -> None:
     """An ARF report gives a COMPLAINT with the Feedback-Type."""
     [found] = bounces.parse_bounce(sample("arf_complaint.eml"))
     assert found.feedback_type == "abuse"
-    assert found.action is None
+    assert found.dsn_action is None
+    assert (found.action, found.suppress) == ("suppress", True)
 
 
 def test_redacted_complaint_names_nobody() -> None:
@@ -157,7 +158,7 @@ def test_autoreply_signals(header: str) -> None:
     """Each RFC 3834, vendor or vacation-subject signal makes an AUTOREPLY from the From address."""
     data = f"From: Ada <Ada@Example.org>\r\nTo: b@example.com\r\n{header}\r\n\r\nAway.\r\n"
     assert bounces.parse_bounce(data.encode()) == [
-        Bounce("ada@example.org", AUTO, None, "", "autoreply")
+        Bounce("ada@example.org", AUTO, None, "", "auto_reply")
     ]
 
 
@@ -174,7 +175,7 @@ def test_autoreply_that_mentions_failure_is_still_autoreply() -> None:
         b"Delivery has failed to these recipients or groups:\r\n\r\nbob@example.org\r\n"
         b"#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##\r\n"
     )
-    assert summary(bounces.parse_bounce(data)) == [("ada@example.org", AUTO, None, "autoreply")]
+    assert summary(bounces.parse_bounce(data)) == [("ada@example.org", AUTO, None, "auto_reply")]
 
 
 def test_bounce_with_auto_submitted_is_not_an_autoreply() -> None:
@@ -197,7 +198,7 @@ def test_daemon_bounce_without_recipients_is_kept_for_a_human() -> None:
         b"From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>\r\n"
         b"Subject: Undeliverable mail\r\n\r\nSomething went wrong.\r\n"
     )
-    assert bounces.parse_bounce(data) == [Bounce(None, BounceKind.UNKNOWN, None, "", "other")]
+    assert bounces.parse_bounce(data) == [Bounce(None, BounceKind.UNKNOWN, None, "", "undefined")]
 
 
 def test_daemon_bounce_falls_back_to_x_failed_recipients() -> None:
@@ -207,51 +208,85 @@ def test_daemon_bounce_falls_back_to_x_failed_recipients() -> None:
         b"Subject: Mail delivery failed\r\n\r\nGone.\r\n"
     )
     assert summary(bounces.parse_bounce(data)) == [
-        ("a@example.org", BounceKind.UNKNOWN, None, "other")
+        ("a@example.org", BounceKind.UNKNOWN, None, "undefined")
     ]
 
 
 @pytest.mark.parametrize(
     ("status", "diagnostic", "code", "expected"),
     [
-        ("5.1.1", "", None, (HARD, "unknown_user")),
-        ("5.1.0", "", None, (HARD, "unknown_user")),
+        ("5.1.1", "", None, (HARD, "user_unknown")),
+        ("5.1.0", "", None, (HARD, "user_unknown")),
         (
             None,
             "550 5.1.1 <x@y>: Recipient address rejected: User unknown",
             None,
-            (HARD, "unknown_user"),
+            (HARD, "user_unknown"),
         ),
-        ("5.0.0", "no such user here", None, (HARD, "unknown_user")),
-        (None, "user unknown", 550, (HARD, "unknown_user")),
-        ("5.1.2", "", None, (HARD, "no_domain")),
-        ("5.4.4", "", None, (HARD, "no_domain")),
-        ("5.0.0", "Host or domain name not found. Name service error", None, (HARD, "no_domain")),
-        ("5.1.10", "Recipient address has null MX", None, (HARD, "no_domain")),
-        (None, "", 556, (HARD, "no_domain")),
-        ("5.0.0", "NXDOMAIN", None, (HARD, "no_domain")),
-        ("5.1.10", "RESOLVER.ADR.RecipientNotFound; not found", None, (HARD, "unknown_user")),
+        ("5.0.0", "no such user here", None, (HARD, "user_unknown")),
+        (None, "user unknown", 550, (HARD, "user_unknown")),
+        ("5.1.2", "", None, (HARD, "host_unknown")),
+        ("5.4.4", "", None, (HARD, "host_unknown")),
+        (
+            "5.0.0",
+            "Host or domain name not found. Name service error",
+            None,
+            (HARD, "host_unknown"),
+        ),
+        ("5.1.10", "Recipient address has null MX", None, (HARD, "not_accepting")),
+        ("5.0.0", "NXDOMAIN", None, (HARD, "host_unknown")),
+        ("5.1.10", "RESOLVER.ADR.RecipientNotFound; not found", None, (HARD, "user_unknown")),
+        ("5.1.6", "", None, (HARD, "has_moved")),
         ("5.2.2", "", None, (SOFT, "mailbox_full")),
         ("5.0.0", "Mailbox full", None, (SOFT, "mailbox_full")),
+        (
+            "5.2.1",
+            "The email account that you tried to reach is disabled",
+            None,
+            (HARD, "suspended"),
+        ),
         ("5.7.1", "", None, (HARD, "policy")),
         (
             "5.7.26",
             "Unauthenticated email is not accepted due to DMARC policy",
             None,
-            (HARD, "policy"),
+            (HARD, "auth_failure"),
         ),
-        (None, "Message blocked as spam", 554, (HARD, "policy")),
-        ("5.3.4", "Message too big", None, (HARD, "other")),
+        ("5.7.1", "SPF check failed", None, (HARD, "auth_failure")),
+        (
+            "5.7.1",
+            "Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+            None,
+            (HARD, "blocked"),
+        ),
+        ("5.7.1", "Your IP address is listed in the RBL", None, (HARD, "blocked")),
+        (
+            "5.7.25",
+            "The IP address sending this message does not have a PTR record",
+            None,
+            (HARD, "ptr_required"),
+        ),
+        (None, "Message blocked as spam", 554, (HARD, "spam_detected")),
+        ("5.7.1", "Message rejected: virus detected", None, (HARD, "virus")),
+        ("5.3.4", "Message too big", None, (HARD, "message_too_big")),
+        ("5.7.1", "Relay access denied", None, (HARD, "relaying_denied")),
         ("4.2.2", "", None, (SOFT, "mailbox_full")),
         ("4.7.1", "Greylisted, please try again later", None, (SOFT, "greylisted")),
         ("4.7.1", "Service unavailable, try again later", None, (SOFT, "greylisted")),
-        ("4.4.1", "Connection timed out", None, (SOFT, "delayed")),
-        (None, "451 Requested action aborted: local error", None, (SOFT, "other")),
-        ("4.3.0", "", None, (SOFT, "other")),
-        (None, "", None, (BounceKind.UNKNOWN, "other")),
-        (None, "user unknown", None, (BounceKind.UNKNOWN, "other")),
-        ("2.0.0", "ok", None, (BounceKind.UNKNOWN, "other")),
-        ("failed", "", None, (BounceKind.UNKNOWN, "other")),
+        ("4.7.0", "Too many connections from your host", None, (SOFT, "too_many_connections")),
+        (
+            "4.7.0",
+            "Mail sent from your IP has been temporarily rate limited",
+            None,
+            (SOFT, "rate_limited"),
+        ),
+        ("4.4.1", "Connection timed out", None, (SOFT, "expired")),
+        (None, "451 Requested action aborted: local error", None, (SOFT, "system_error")),
+        ("4.3.0", "", None, (SOFT, "system_error")),
+        (None, "", None, (BounceKind.UNKNOWN, "undefined")),
+        (None, "user unknown", None, (BounceKind.UNKNOWN, "user_unknown")),
+        ("2.0.0", "ok", None, (BounceKind.UNKNOWN, "delivered")),
+        ("failed", "", None, (BounceKind.UNKNOWN, "undefined")),
     ],
 )
 def test_classify(
@@ -265,7 +300,7 @@ def test_classify_does_not_read_codes_from_ip_addresses() -> None:
     """An IP address or a port in the text is not taken for a status or a reply code."""
     assert bounces.classify(None, "connect to mx[192.0.2.25]:25: 5.4.44.1 refused") == (
         BounceKind.UNKNOWN,
-        "other",
+        "undefined",
     )
 
 
@@ -304,8 +339,9 @@ def test_ses_permanent_bounce() -> None:
             HARD,
             "5.1.1",
             "smtp; 550 5.1.1 user unknown",
-            "unknown_user",
+            "user_unknown",
             "failed",
+            reply_code=550,
         )
     ]
 
@@ -333,8 +369,8 @@ def test_ses_inside_sns_envelope() -> None:
     """An SNS-wrapped notification is unwrapped, as text, bytes or a mapping."""
     text = ses("ses_sns_bounce.json")
     expected = [
-        ("alan@example.org", HARD, "5.1.1", "unknown_user"),
-        ("edsger@example.org", HARD, "5.1.1", "unknown_user"),
+        ("alan@example.org", HARD, "5.1.1", "user_unknown"),
+        ("edsger@example.org", HARD, "5.1.1", "user_unknown"),
     ]
     assert summary(bounces.parse_ses_notification(text)) == expected
     assert summary(bounces.parse_ses_notification(text.encode())) == expected
@@ -344,9 +380,10 @@ def test_ses_inside_sns_envelope() -> None:
 @pytest.mark.parametrize(
     ("bounce_type", "subtype", "expected"),
     [
-        ("Undetermined", "Undetermined", (BounceKind.UNKNOWN, "other")),
-        ("Permanent", "Suppressed", (HARD, "policy")),
-        ("Permanent", "NoEmail", (HARD, "unknown_user")),
+        ("Undetermined", "Undetermined", (BounceKind.UNKNOWN, "undefined")),
+        ("Permanent", "Suppressed", (HARD, "user_unknown")),
+        ("Permanent", "ContentRejected", (HARD, "spam_detected")),
+        ("Permanent", "NoEmail", (HARD, "user_unknown")),
     ],
 )
 def test_ses_bounce_types(bounce_type: str, subtype: str, expected: tuple[BounceKind, str]) -> None:

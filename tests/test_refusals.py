@@ -92,7 +92,7 @@ async def test_a_5xx_at_rcpt_in_a_run_is_a_hard_bounce_and_the_next_run_skips_it
         gone.email,
         "hard",
         "5.1.1",
-        "unknown_user",
+        "user_unknown",
         "smtp",
     )
     assert (kept.message, kept.participant_id) == (record.id, gone.participant_id)

@@ -22,6 +22,7 @@ from sender.store import (
     SqliteStore,
     find_latest_run,
 )
+from sender.store.sqlite.schema import SCHEMA_VERSION
 from tests.test_store_contract import RUN, T0, rows
 
 
@@ -386,4 +387,31 @@ async def test_an_outbox_from_schema_5_gains_worker_leases(path: Path) -> None:
         await upgraded.register_worker("w", host="h", pid=1, now=T0)
         assert [w.owner for w in await upgraded.workers(T0)] == ["w"]
     with closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (6,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+async def test_an_outbox_from_schema_6_speaks_the_new_bounce_reasons(path: Path) -> None:
+    """Opening a version-6 outbox translates its bounces' old reason words, once."""
+    async with SqliteStore(path):
+        pass
+    raw = sqlite3.connect(path)
+    raw.execute("DROP INDEX bounces_reason")
+    for n, reason in enumerate(("unknown_user", "no_domain", "other", "mailbox_full")):
+        raw.execute(
+            "INSERT INTO bounces (fingerprint, address, kind, reason, at) VALUES (?, ?, ?, ?, ?)",
+            (f"b{n}", f"u{n}@x.example", "hard", reason, T0 + n),
+        )
+    raw.execute("PRAGMA user_version = 6")
+    raw.commit()
+    raw.close()
+    async with SqliteStore(path) as upgraded:
+        kept = await upgraded.bounces()
+        assert [b.reason for b in kept] == [
+            "user_unknown",
+            "host_unknown",
+            "undefined",
+            "mailbox_full",
+        ]
+        assert [b.fingerprint for b in await upgraded.bounces(reasons={"host_unknown"})] == ["b1"]
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)

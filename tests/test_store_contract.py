@@ -123,7 +123,7 @@ def bounce(n: int, address: str | None = "ada@example.org", **fields: Any) -> Bo
         "kind": "hard",
         "status": "5.1.1",
         "diagnostic": "550 5.1.1 user unknown",
-        "reason": "unknown_user",
+        "reason": "user_unknown",
         "at": T0,
     }
     return BounceRecord(**(values | fields))
@@ -1093,23 +1093,36 @@ async def test_a_bounce_is_kept_once_by_its_fingerprint_under_its_address_key(
     assert [b.fingerprint for b in await store.bounces(since=T0 + 1)] == ["b2"]
 
 
+async def test_bounces_can_be_read_by_reason(store: Store) -> None:
+    """bounces(reasons=...) keeps only those reasons, in the window, oldest first."""
+    await store.add_bounce(bounce(1, at=T0, reason="auth_failure"))
+    await store.add_bounce(bounce(2, at=T0 + 1, reason="user_unknown"))
+    await store.add_bounce(bounce(3, at=T0 + 2, reason="blocked"))
+    wanted = {"auth_failure", "blocked"}
+    assert [b.fingerprint for b in await store.bounces(reasons=wanted)] == ["b1", "b3"]
+    assert [b.fingerprint for b in await store.bounces(since=T0 + 1, reasons=wanted)] == ["b3"]
+    assert await store.bounces(reasons=()) == []
+
+
 async def test_soft_bounces_count_in_the_window_once_per_message_until_a_delivery(
     store: Store,
 ) -> None:
     """count_bounces: only the window, never forged, copies once; a delivery forgives before it."""
-    soft = {"kind": "soft", "status": "4.2.2"}
+    soft = {"kind": "soft", "status": "4.2.2", "reason": "mailbox_full"}
     for n, at in ((1, T0 - 9 * DAY), (2, T0 - 2 * DAY), (3, T0 - DAY), (4, T0 - 3600)):
         await store.add_bounce(bounce(n, "user2@example.com", at=at, **soft))
     await store.add_bounce(bounce(5, "USER2@example.com", at=T0 - 60, message=9, **soft))
     await store.add_bounce(bounce(6, "user2@example.com", at=T0 - 50, message=9, **soft))
     await store.add_bounce(bounce(7, "user2@example.com", at=T0 - 40, forged=True, **soft))
-    await store.add_bounce(bounce(8, "user2@example.com", at=T0 - 30))  # hard: another kind
+    await store.add_bounce(bounce(8, "user2@example.com", at=T0 - 30))  # another reason
     count = store.count_bounces
-    assert await count("User2@Example.com", kind="soft", since=T0 - 7 * DAY) == 4
-    assert await count("user2@example.com", kind="hard", since=T0 - 7 * DAY) == 1
+    full = {"mailbox_full", "suspended"}
+    assert await count("User2@Example.com", reasons=full, since=T0 - 7 * DAY) == 4
+    assert await count("user2@example.com", reasons={"user_unknown"}, since=T0 - 7 * DAY) == 1
+    assert await count("user2@example.com", reasons=(), since=T0 - 7 * DAY) == 0
     await deliver(store, range(2, 3), at=T0 - 1800)
-    assert await count("user2@example.com", kind="soft", since=T0 - 7 * DAY) == 1
-    assert await count("user3@example.com", kind="soft", since=0) == 0
+    assert await count("user2@example.com", reasons=full, since=T0 - 7 * DAY) == 1
+    assert await count("user3@example.com", reasons=full, since=0) == 0
 
 
 async def test_a_message_and_the_participants_bounces_are_about(store: Store) -> None:

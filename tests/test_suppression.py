@@ -42,6 +42,9 @@ SETTINGS = sender_settings("s" * 32)
 POLICY = BouncePolicy()
 
 
+_REASONS = {"soft": "mailbox_full", "complaint": "complaint", "autoreply": "auto_reply"}
+
+
 def bounce(
     n: int, address: str = "ada@example.org", kind: str = "hard", **kw: object
 ) -> BounceRecord:
@@ -51,7 +54,7 @@ def bounce(
         "kind": kind,
         "status": "5.1.1" if kind == "hard" else "4.2.2",
         "diagnostic": "550 5.1.1 user unknown",
-        "reason": "unknown_user",
+        "reason": _REASONS.get(kind, "user_unknown"),
         "at": T0,
     }
     fields.update(kw)
@@ -67,7 +70,7 @@ def people(count: int) -> list[Participant]:
 
 async def test_a_hard_bounce_suppresses_at_once_and_counts_once(store: SqliteStore) -> None:
     """A hard bounce suppresses the address; the same bounce again changes nothing."""
-    assert await apply_bounce(store, bounce(1), policy=POLICY, now=T0) == "hard bounce 5.1.1"
+    assert await apply_bounce(store, bounce(1), policy=POLICY, now=T0) == "hard bounce 5.1.1 (user_unknown)"
     assert await apply_bounce(store, bounce(1), policy=POLICY, now=T0) is None
     assert len(await store.bounces()) == 1
     found = await store.suppressed(["ADA@example.org", "grace@example.org"])
@@ -97,7 +100,7 @@ async def test_soft_bounces_suppress_at_the_third_within_seven_days(store: Sqlit
         await apply_bounce(store, bounce(n, kind="soft", at=at), policy=POLICY, now=at)
     assert await store.suppressed(["ada@example.org"]) == {}
     why = await apply_bounce(store, bounce(9, kind="soft"), policy=POLICY, now=T0)
-    assert why == "3 soft bounces within 7 days"
+    assert why == "3 soft bounces within 7 days (mailbox_full)"
 
 
 async def test_old_soft_bounces_fall_out_of_the_window(store: SqliteStore) -> None:
@@ -119,7 +122,7 @@ async def test_a_delivery_resets_the_soft_count(store: SqliteStore) -> None:
     assert message is not None
     await store.record(message.id, Outcome(MessageState.SENT, at=T0 - 60))
     assert await apply_bounce(store, bounce(5, address, "soft"), policy=POLICY, now=T0) is None
-    assert await store.count_bounces(address, kind="soft", since=T0 - 7 * DAY) == 1
+    assert await store.count_bounces(address, reasons={"mailbox_full"}, since=T0 - 7 * DAY) == 1
 
 
 async def budget_at_and_past(

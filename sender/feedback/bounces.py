@@ -234,7 +234,8 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"too fast",
             r"try again slower",
             r"throttl",
-            r"(?:exceeded|over) (?:the )?(?:max(?:imum)? )?(?:e-?mails?|messages?) (?:per|an|a) (?:hour|day|minute)",
+            r"(?:exceeded|over) (?:the )?(?:max(?:imum)? )?(?:e-?mails?|messages?) "
+            r"(?:per|an|a) (?:hour|day|minute)",
             r"too many (?:messages|mails|emails)",
             r"receiving mail at a rate",
         ),
@@ -518,7 +519,6 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"local (?:error|problem|configuration)",
             r"internal (?:server )?error",
             r"temporary (?:local )?(?:problem|failure|error)",
-            r"service (?:is )?(?:currently |temporarily )?(?:not )?(?:un)?available",
             r"i/o error",
             r"write error",
             r"misconfigured",
@@ -570,13 +570,16 @@ _DECISIVE = frozenset(
 # What a status's subject (its middle number) says when neither the words nor the
 # exact code do.
 _SUBJECT = {
+    "3": Reason.SYSTEM_ERROR,
     "4": Reason.NETWORK_ERROR,
     "5": Reason.SYSTEM_ERROR,
     "6": Reason.CONTENT_ERROR,
     "7": Reason.POLICY,
 }
 _GREYLIST = _words(r"gr[ae]y[- ]?list", r"greylisted")
-_TRY_LATER = _words(r"try (?:again )?later", r"try again", r"retry", r"come back later", r"deferred")
+_TRY_LATER = _words(
+    r"try (?:again )?later", r"try again", r"retry", r"come back later", r"deferred"
+)
 _DELAY = _words(
     r"delay", r"deferred", r"not yet been delivered", r"still trying", r"will (?:be )?retr"
 )
@@ -1004,9 +1007,7 @@ def _text_finding(address: str | None, diagnostic: str, *, delayed: bool = False
     action = "delayed" if delayed else None
     kind, reason = _judge(status, diagnostic, action=action, failed=not delayed)
     recipient = address.lower() if address and "@" in address else None
-    return Bounce(
-        recipient, kind, status, diagnostic, reason, reply_code=_smtp_code(diagnostic)
-    )
+    return Bounce(recipient, kind, status, diagnostic, reason, reply_code=_smtp_code(diagnostic))
 
 
 _ANGLE_INTRO = re.compile(
@@ -1220,7 +1221,13 @@ def _ses_complaint(complaint: object) -> list[Bounce]:
     feedback_type = feedback.lower() if isinstance(feedback, str) else None
     return [
         Bounce(
-            _address_of(entry), BounceKind.COMPLAINT, None, "", Reason.COMPLAINT, None, feedback_type
+            _address_of(entry),
+            BounceKind.COMPLAINT,
+            None,
+            "",
+            Reason.COMPLAINT,
+            None,
+            feedback_type,
         )
         for entry in _ses_entries(complaint, "complainedRecipients")
     ]

@@ -1,11 +1,19 @@
 """Who sender will not write to, and when bulk sending must stop: the bounce loop's rules.
 
-Providers suspend an account at about 100 bounces a day, so sender keeps well clear:
+Providers suspend an account at about 100 bounces a day, so sender keeps well clear. What
+a finding does follows from its reason (:data:`sender.vocabulary.REASON_RULES`):
 
-- a **hard bounce** or a **complaint** suppresses the address at once;
-- **soft bounces** suppress after ``soft_limit`` within ``soft_window`` (3 in 7 days),
+- **the address is dead** (user unknown, host unknown, has moved, not accepting mail) in a
+  permanent report, or **a complaint**: the address is suppressed at once;
+- **the mailbox is unwell** (full, suspended, over quota, expired; and a temporary
+  "user unknown"): suppressed after ``soft_limit`` within ``soft_window`` (3 in 7 days),
   counting only those since the address last accepted a message;
-- an **auto-reply** is never a bounce;
+- **the sender or the message was refused** (SPF/DKIM/DMARC, a blocklisted IP, a content
+  filter, ...): the participant is never suppressed. The refusal is kept with its reason
+  and shown per receiving provider with the doctor's hint (:func:`sender_side_problems`);
+  ``sender_side_pause`` of them from one provider within ``sender_side_window`` pause bulk
+  mail to that provider (:func:`paused_providers`), while other providers go on;
+- an **auto-reply**, a delivery report, a greylisting or a delay warning changes nothing;
 - a recipient **refused in the SMTP dialogue** (4xx or 5xx at RCPT or DATA) is a bounce
   like a DSN, classified from the reply (:func:`keep_refusal`): one per message;
 - a bounce whose signed return path does not verify is kept as forged and changes
@@ -20,15 +28,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sender.addresses import address_key
+from sender.addresses import address_key, domain_of
 from sender.compose.links import ReturnPathSigner, message_of_key, participant_of_key
 from sender.config import DAY, BouncePolicy
 from sender.feedback.bounces import (
     Bounce,
     BounceKind,
+    action_of,
     classify,
     envelope_recipients,
     parse_bounce,
@@ -36,10 +46,14 @@ from sender.feedback.bounces import (
 )
 from sender.models import DeliveryResult, Participant
 from sender.store import BounceRecord, Budget, Feedback
+from sender.vocabulary import REASON_RULES, Action, Reason, reason_of, reasons_with
 
 __all__ = [
+    "COUNTED_REASONS",
+    "SENDER_SIDE_REASONS",
     "BounceOutcome",
     "CleanupRow",
+    "SenderSideProblem",
     "apply_bounce",
     "budget_reason",
     "cleanup_report",
@@ -47,8 +61,19 @@ __all__ = [
     "ingest_ses_notification",
     "is_budget_pause",
     "keep_refusal",
+    "paused_providers",
+    "provider_of",
     "recommend",
+    "sender_side_problems",
 ]
+
+#: Reasons whose findings count toward ``soft_limit``: an unwell mailbox, and a dead-address
+#: reason in a temporary report (a permanent one suppressed at once).
+COUNTED_REASONS = frozenset(
+    {*reasons_with(Action.COUNT), *reasons_with(Action.SUPPRESS)} - {Reason.COMPLAINT}
+)
+#: Reasons that say the sender or the message was refused, not the address.
+SENDER_SIDE_REASONS = reasons_with(Action.SENDER_SIDE)
 
 
 async def apply_bounce(
@@ -56,24 +81,27 @@ async def apply_bounce(
 ) -> str | None:
     """Keep one bounce and apply the rules; returns why the address was suppressed, if it was.
 
+    The action comes from the record's reason and kind (:func:`~sender.feedback.bounces.action_of`).
     A bounce seen before (same fingerprint) changes nothing the second time.
     """
     if not await store.add_bounce(record) or record.forged or not record.address:
         return None
-    if record.kind in ("hard", "complaint"):
-        why = f"{record.kind} bounce" + (f" {record.status}" if record.status else "")
+    action = action_of(record.reason, record.kind)
+    if action is Action.SUPPRESS:
+        status = f" {record.status}" if record.status else ""
+        why = f"{record.kind} bounce{status} ({record.reason})"
         if record.kind == "complaint":
             why = "complaint (marked as spam)"
         if await store.suppress(record.address, kind=record.kind, reason=why, now=now):
             return why
         return None
-    if record.kind == "soft":
+    if action is Action.COUNT:
         count = await store.count_bounces(
-            record.address, kind="soft", since=now - policy.soft_window
+            record.address, reasons=COUNTED_REASONS, since=now - policy.soft_window
         )
         if count >= policy.soft_limit:
             days = policy.soft_window / DAY
-            why = f"{count} soft bounces within {days:g} days"
+            why = f"{count} soft bounces within {days:g} days ({record.reason})"
             if await store.suppress(record.address, kind="soft", reason=why, now=now):
                 return why
     return None
@@ -121,12 +149,12 @@ async def keep_refusal(
     """Keep a recipient the server refused at RCPT or DATA as a bounce, and apply the rules.
 
     A synchronous refusal is a bounce like a DSN: classified from the reply's code,
-    enhanced status and text (a 5xx is hard, a full mailbox or a 4xx soft), then
-    suppression and the budget treat it the same. ``key`` names the message sent
-    (``m<outbox id>``, or a single send's Message-ID), so a message retried after
-    a 4xx keeps one soft bounce, not one per attempt. Anything else (accepted, a
-    refused MAIL FROM, a lost connection) keeps nothing. Returns why the address
-    was suppressed now, if it was.
+    enhanced status and text into a reason, then suppression, the budget and the
+    provider pause treat it the same (a 550 5.7.26 DMARC refusal suppresses nobody).
+    ``key`` names the message sent (``m<outbox id>``, or a single send's Message-ID), so
+    a message retried after a 4xx keeps one soft bounce, not one per attempt. Anything
+    else (accepted, a refused MAIL FROM, a lost connection) keeps nothing. Returns why
+    the address was suppressed now, if it was.
     """
     reply = result.reply
     if reply is None or not result.refused_recipient:
@@ -138,7 +166,7 @@ async def keep_refusal(
         kind=kind.value,
         status=reply.enhanced_status,
         diagnostic=str(reply),
-        reason=reason,
+        reason=reason.value,
         at=now,
         source="smtp",
         message=message,
@@ -186,7 +214,7 @@ async def ingest_bounce(
             return []
         # Mail to a signed return path that no detector understood: attributed by the
         # return path, and never counted as a hard bounce.
-        findings = [Bounce(None, BounceKind.UNKNOWN, None, "", "other")]
+        findings = [Bounce(None, BounceKind.UNKNOWN, None, "", Reason.UNDEFINED)]
     digest = hashlib.sha256(data).hexdigest()[:32]
     return await _keep(
         store,
@@ -262,7 +290,7 @@ async def _keep(
             kind=finding.kind.value,
             status=finding.status,
             diagnostic=finding.diagnostic,
-            reason=finding.reason,
+            reason=finding.reason.value,
             at=now,
             source=source,
             message=message_id,
@@ -280,7 +308,7 @@ class CleanupRow:
 
     address: str
     participant: Participant | None  # None when no run ever had this address
-    kind: str  # the worst kind seen: complaint > hard > soft > unknown
+    kind: str  # of the finding that decides: its action's, then the latest
     status: str | None
     diagnostic: str
     reason: str
@@ -290,50 +318,80 @@ class CleanupRow:
     suppressed: bool
     action: str  # "change address", "disable account", "disable mail", ...
     rule: str  # why that action
+    sender_side: bool = False  # only the sender or the message was refused: not the address
 
 
-_SEVERITY = {"complaint": 4, "hard": 3, "soft": 2, "unknown": 1}
+# Which finding decides a row: a complaint, then a dead address, then an unwell mailbox,
+# then a sender-side refusal; auto-replies and the like never make a row.
+_SEVERITY = {Action.SUPPRESS: 4, Action.COUNT: 3, Action.SENDER_SIDE: 2}
 
 
 def recommend(kind: str, reason: str, *, first_at: float, last_at: float) -> tuple[str, str]:
-    """The action an admin should take for an address, and the rule behind it."""
-    if kind == "complaint":
+    """The action an admin should take for an address, and the rule behind it.
+
+    It follows from the reason (:data:`~sender.vocabulary.REASON_RULES`); for a sender-side
+    refusal it is the doctor's hint, since the participant's address is fine.
+    """
+    known = reason_of(reason)
+    if kind == "complaint" or known is Reason.COMPLAINT:
         return "disable mail", "the participant marked our mail as spam: write no more"
-    if reason == "no_domain":
+    action = action_of(known, kind)
+    if action is Action.SENDER_SIDE:
+        return (
+            f"fix the sending side: {REASON_RULES[known].hint}",
+            f"the receiving server refused the sender or the message ({known}), not the address",
+        )
+    if known in {Reason.HOST_UNKNOWN, Reason.NOT_ACCEPTING}:
         return "change address", "the domain does not exist or accepts no mail"
-    if reason == "unknown_user":
+    if known is Reason.HAS_MOVED:
+        return "change address", "the mailbox has moved and left no forwarding address"
+    if known is Reason.USER_UNKNOWN and action is Action.SUPPRESS:
         if last_at - first_at >= 30 * DAY:
             return "disable account", "the mailbox is unknown and still bounced 30 days later"
         return "change address", "the mailbox does not exist at that domain"
-    if reason == "mailbox_full":
+    if known in {Reason.MAILBOX_FULL, Reason.QUOTA_EXCEEDED}:
         return (
             "ask the participant to free space, then remove the suppression",
             "the mailbox is full",
         )
-    if reason == "policy":
+    if known is Reason.SUSPENDED:
         return (
-            "check sender authentication (SPF, DKIM, DMARC) or ask the recipient's IT",
-            "the receiving server refused the mail by policy, not the address",
+            "ask the participant whether the account still exists, or change address",
+            "the mailbox is disabled or suspended",
         )
-    if kind == "hard":
-        return "change address", "a permanent failure for this address"
-    if kind == "soft":
-        return "wait, then retry", "temporary failures; suppressed only after repeated ones"
+    if action is Action.COUNT and known is not Reason.UNDEFINED:
+        return (
+            "wait, then retry",
+            f"{known}: suppressed only after repeated failures",
+        )
     return "review by hand", "the bounce could not be classified"
 
 
 async def cleanup_report(store: Feedback, /, *, since: float) -> list[CleanupRow]:
-    """One row per address with bounces (not auto-replies, not forged) since ``since``."""
+    """One row per address with bounces (not auto-replies, not forged) since ``since``.
+
+    A row whose findings are all sender-side says so (``sender_side``): the address is
+    fine, and :func:`sender_side_problems` sums them up per provider.
+    """
     grouped: dict[str, list[BounceRecord]] = {}
     for record in await store.bounces(since=since):
-        if record.forged or record.kind == "autoreply" or not record.address:
+        if record.forged or not record.address:
+            continue
+        if action_of(record.reason, record.kind) is Action.NOTHING and record.kind != "unknown":
             continue
         grouped.setdefault(record.address, []).append(record)
     people = await store.participants_by_address(list(grouped))
     suppressed = await store.suppressed(list(grouped))
     rows = []
     for address, records in sorted(grouped.items()):
-        worst = max(records, key=lambda r: (_SEVERITY.get(r.kind, 0), r.at))
+        worst = max(
+            records,
+            key=lambda r: (
+                _SEVERITY.get(action_of(r.reason, r.kind), 1),
+                r.kind == "complaint",
+                r.at,
+            ),
+        )
         first_at = min(r.at for r in records)
         last_at = max(r.at for r in records)
         action, rule = recommend(worst.kind, worst.reason, first_at=first_at, last_at=last_at)
@@ -351,6 +409,114 @@ async def cleanup_report(store: Feedback, /, *, since: float) -> list[CleanupRow
                 suppressed=address in suppressed,
                 action=action,
                 rule=rule,
+                sender_side=action_of(worst.reason, worst.kind) is Action.SENDER_SIDE,
             )
         )
     return rows
+
+
+# --- sender-side refusals, per receiving provider --------------------------------------
+
+
+def provider_of(address: str, groups: Mapping[str, str], /) -> str:
+    """The receiving provider of an address: its domain's group (pacing's domain groups)."""
+    domain = domain_of(address).lower().rstrip(".")
+    return groups.get(domain, domain)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSideProblem:
+    """Refusals of the sender or the message by one receiving provider, for one reason."""
+
+    provider: str  # the domain, or its group (gmail.com for googlemail.com)
+    reason: str
+    count: int
+    first_at: float
+    last_at: float
+    hint: str  # the doctor's hint for the reason
+    diagnostic: str  # the latest refusal's words
+    paused: bool  # bulk mail to this provider is paused now (:func:`paused_providers`)
+
+
+async def sender_side_problems(
+    store: Feedback,
+    /,
+    *,
+    since: float,
+    now: float,
+    policy: BouncePolicy,
+    groups: Mapping[str, str],
+) -> list[SenderSideProblem]:
+    """Sender-side refusals since ``since``, one entry per provider and reason, most first."""
+    records = [
+        r
+        for r in await store.bounces(
+            since=min(since, now - policy.sender_side_window), reasons=SENDER_SIDE_REASONS
+        )
+        if not r.forged and r.address
+    ]
+    paused = _paused(records, policy=policy, now=now, groups=groups)
+    grouped: dict[tuple[str, str], list[BounceRecord]] = {}
+    for record in records:
+        if record.at >= since:
+            key = (provider_of(record.address or "", groups), record.reason)
+            grouped.setdefault(key, []).append(record)
+    problems = [
+        SenderSideProblem(
+            provider=provider,
+            reason=reason,
+            count=len(found),
+            first_at=found[0].at,
+            last_at=found[-1].at,
+            hint=REASON_RULES[reason_of(reason)].hint,
+            diagnostic=found[-1].diagnostic,
+            paused=provider in paused,
+        )
+        for (provider, reason), found in grouped.items()
+    ]
+    return sorted(problems, key=lambda p: (-p.count, p.provider, p.reason))
+
+
+async def paused_providers(
+    store: Feedback, /, *, policy: BouncePolicy, now: float, groups: Mapping[str, str]
+) -> dict[str, str]:
+    """Providers that bulk mail must skip now, each with why (the reason and the hint).
+
+    A provider is paused while ``sender_side_pause`` sender-side refusals from it fall
+    within the last ``sender_side_window``: sending on would burn the sender's reputation
+    there. The pause lifts by itself as they age out of the window.
+    """
+    records = await store.bounces(
+        since=now - policy.sender_side_window, reasons=SENDER_SIDE_REASONS
+    )
+    return _paused(
+        [r for r in records if not r.forged and r.address], policy=policy, now=now, groups=groups
+    )
+
+
+def _paused(
+    records: Sequence[BounceRecord],
+    *,
+    policy: BouncePolicy,
+    now: float,
+    groups: Mapping[str, str],
+) -> dict[str, str]:
+    since = now - policy.sender_side_window
+    per_provider: dict[str, Counter[str]] = {}
+    for record in records:
+        if record.at >= since:
+            provider = provider_of(record.address or "", groups)
+            per_provider.setdefault(provider, Counter())[record.reason] += 1
+    paused = {}
+    minutes = policy.sender_side_window / 60
+    for provider, reasons in per_provider.items():
+        total = sum(reasons.values())
+        if total < policy.sender_side_pause:
+            continue
+        reason, _ = reasons.most_common(1)[0]
+        hint = REASON_RULES[reason_of(reason)].hint
+        paused[provider] = (
+            f"bulk mail to {provider} paused: {total} sender-side refusals in {minutes:g} min "
+            f"(limit {policy.sender_side_pause}), mostly {reason}: {hint}"
+        )
+    return paused

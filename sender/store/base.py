@@ -30,7 +30,7 @@ answer read back (:class:`RsvpRecord`, stale and refused ones included) are kept
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from sender.models import Participant
@@ -317,12 +317,16 @@ class BounceLog(Protocol):
         """Keep a bounce; False (nothing stored) when its fingerprint is already kept."""
         ...
 
-    async def bounces(self, *, since: float | None = None) -> list[BounceRecord]:
-        """Bounces kept since a time (all when None), oldest first."""
+    async def bounces(
+        self, *, since: float | None = None, reasons: Collection[str] | None = None
+    ) -> list[BounceRecord]:
+        """Bounces kept since a time (all when None), oldest first; only ``reasons`` if given."""
         ...
 
-    async def count_bounces(self, address: str, /, *, kind: str, since: float) -> int:
-        """How many bounces of ``kind`` an address had since ``since``, after its last delivery.
+    async def count_bounces(
+        self, address: str, /, *, reasons: Collection[str], since: float
+    ) -> int:
+        """How many bounces for ``reasons`` an address had since ``since``, after its last delivery.
 
         A message sent to the address after a bounce resets the count (soft bounces
         are forgiven once mail gets through). Addresses compare by canonical key, and

@@ -15,7 +15,7 @@ event loop for one statement, as the SQLite backend's own methods do.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol
 
@@ -542,12 +542,25 @@ class SharedFeedback(SqlBackend):
         """Keep a bounce; False (nothing stored) when its fingerprint is already kept."""
         return await self._insert_once("bounces", BOUNCE_COLUMNS, bounce_values(record))
 
-    async def bounces(self, *, since: float | None = None) -> list[BounceRecord]:
-        """Bounces kept since a time (all when None), oldest first."""
-        rows = await self._rows(
-            sql.SELECT_BOUNCES + " WHERE at >= ? ORDER BY at, id",
-            (since if since is not None else float("-inf"),),
-        )
+    async def bounces(
+        self, *, since: float | None = None, reasons: Collection[str] | None = None
+    ) -> list[BounceRecord]:
+        """Bounces kept since a time (all when None), oldest first; only ``reasons`` if given.
+
+        With ``reasons`` the ``bounces_reason`` index answers, so a short window is cheap.
+        """
+        start = since if since is not None else float("-inf")
+        if reasons is None:
+            rows = await self._rows(sql.SELECT_BOUNCES + " WHERE at >= ? ORDER BY at, id", (start,))
+        elif not reasons:
+            return []
+        else:
+            wanted = sorted(set(reasons))
+            marks = ", ".join("?" * len(wanted))
+            rows = await self._rows(
+                sql.SELECT_BOUNCES + f" WHERE reason IN ({marks}) AND at >= ? ORDER BY at, id",
+                (*wanted, start),
+            )
         return [bounce_from_columns(row) for row in rows]
 
     async def participants_by_address(self, addresses: Sequence[str], /) -> dict[str, Participant]:

@@ -6,6 +6,8 @@ the rows those rules read.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import sender.store.sql as sql
 from sender.addresses import address_key
 from sender.store.common import SharedFeedback
@@ -25,8 +27,10 @@ class PostgresFeedback(SharedFeedback, PostgresDatabase):
     _OWNERS = sql.OWNERS.format(member=MEMBER.format(column="email_key"))
     _SUPPRESSED = sql.SUPPRESSED.format(member=MEMBER.format(column="address"))
 
-    async def count_bounces(self, address: str, /, *, kind: str, since: float) -> int:
-        """How many bounces of ``kind`` an address had since ``since``, after its last delivery.
+    async def count_bounces(
+        self, address: str, /, *, reasons: Collection[str], since: float
+    ) -> int:
+        """How many bounces for ``reasons`` an address had since ``since``, after its last delivery.
 
         Counted by :func:`~sender.store.rules.unforgiven_bounces`, from one snapshot.
         """
@@ -36,9 +40,9 @@ class PostgresFeedback(SharedFeedback, PostgresDatabase):
                 "SELECT b.message, b.fingerprint, b.at, d.delivered FROM"
                 " (SELECT MAX(last_attempt_at) AS delivered FROM messages"
                 "   WHERE email_key = %s AND state = 'sent') d"
-                " LEFT JOIN bounces b ON b.address = %s AND b.kind = %s AND b.forged = 0"
-                "  AND b.at >= %s",
-                (address, address, kind, since),
+                " LEFT JOIN bounces b ON b.address = %s AND b.reason = ANY(%s::text[])"
+                "  AND b.forged = 0 AND b.at >= %s",
+                (address, address, sorted(set(reasons)), since),
             )
         delivered = rows[0][3] if rows else None
         bounces = [(message, fp, at) for message, fp, at, _ in rows if fp is not None]

@@ -267,10 +267,23 @@ END
 $$;
 """
 
+# Version 5: bounce reasons, as SQLite's version 7 (sender.store.sqlite.schema).
+_V5_REASONS = """
+UPDATE bounces SET reason = CASE reason
+    WHEN 'unknown_user' THEN 'user_unknown'
+    WHEN 'no_domain' THEN 'host_unknown'
+    WHEN 'autoreply' THEN 'auto_reply'
+    WHEN 'other' THEN 'undefined'
+    WHEN '' THEN 'undefined'
+    ELSE reason END
+    WHERE reason IN ('unknown_user', 'no_domain', 'autoreply', 'other', '');
+CREATE INDEX bounces_reason ON bounces (reason, at);
+"""
+
 # MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit. Each is
 # one script (the simple query protocol runs its statements in order), so a function body
 # may hold semicolons.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_WORKERS, _V4_LIMIT_CALLS)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_WORKERS, _V4_LIMIT_CALLS, _V5_REASONS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",

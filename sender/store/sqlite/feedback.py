@@ -7,6 +7,8 @@ module only fetches the rows those rules read.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import sender.store.sql as sql
 from sender.addresses import address_key
 from sender.store.common import SharedFeedback
@@ -22,8 +24,10 @@ class SqliteFeedback(SharedFeedback, SqliteFile):
     _OWNERS = sql.OWNERS.format(member=MEMBER.format(column="email_key"))
     _SUPPRESSED = sql.SUPPRESSED.format(member=MEMBER.format(column="address"))
 
-    async def count_bounces(self, address: str, /, *, kind: str, since: float) -> int:
-        """How many bounces of ``kind`` an address had since ``since``, after its last delivery.
+    async def count_bounces(
+        self, address: str, /, *, reasons: Collection[str], since: float
+    ) -> int:
+        """How many bounces for ``reasons`` an address had since ``since``, after its last delivery.
 
         Counted by :func:`~sender.store.rules.unforgiven_bounces`.
         """
@@ -35,11 +39,13 @@ class SqliteFeedback(SharedFeedback, SqliteFile):
                 (address,),
             ).fetchone()
             rows = db.execute(
-                "SELECT message, fingerprint, at FROM bounces"
-                " WHERE address = ? AND kind = ? AND forged = 0 AND at >= ?",
-                (address, kind, since),
+                "SELECT message, fingerprint, at, reason FROM bounces"
+                " WHERE address = ? AND forged = 0 AND at >= ?",
+                (address, since),
             ).fetchall()
-        return unforgiven_bounces(rows, delivered=delivered)
+        wanted = set(reasons)
+        counted = [(message, fp, at) for message, fp, at, reason in rows if reason in wanted]
+        return unforgiven_bounces(counted, delivered=delivered)
 
     async def suppress(self, address: str, /, *, kind: str, reason: str, now: float) -> bool:
         """Add to the suppression list (logged); False when it was there already.

@@ -43,8 +43,8 @@ __all__ = [
     "migrate",
 ]
 
-SCHEMA_VERSION = 6  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
-# 6: worker leases (_SCHEMA_V6_WORKERS)
+SCHEMA_VERSION = 7  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
+# 6: worker leases (_SCHEMA_V6_WORKERS); 7: bounce reasons (_SCHEMA_V7_REASONS)
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 
@@ -212,6 +212,22 @@ CREATE TABLE IF NOT EXISTS workers (
 CREATE INDEX IF NOT EXISTS messages_claims ON messages (claimed_by) WHERE state = 'sending';
 """
 
+# Version 7, one self-contained step: bounce reasons become sender.vocabulary.Reason's words
+# (the older ones translated; what had no reason is "undefined"), and the sender-side
+# refusals of the last hour, which pause a provider, are read through (reason, at).
+# Idempotent: it runs on upgrade from 6 and on a new file. PostgreSQL's version 5 is the same.
+_SCHEMA_V7_REASONS = """
+UPDATE bounces SET reason = CASE reason
+    WHEN 'unknown_user' THEN 'user_unknown'
+    WHEN 'no_domain' THEN 'host_unknown'
+    WHEN 'autoreply' THEN 'auto_reply'
+    WHEN 'other' THEN 'undefined'
+    WHEN '' THEN 'undefined'
+    ELSE reason END
+    WHERE reason IN ('unknown_user', 'no_domain', 'autoreply', 'other', '');
+CREATE INDEX IF NOT EXISTS bounces_reason ON bounces (reason, at);
+"""
+
 _SCHEMA_V3 = """
 -- Version 3: calendar events. A run that sends an event's mail names it.
 ALTER TABLE runs ADD COLUMN event_uid TEXT;
@@ -266,6 +282,8 @@ def migrate(tx: sqlite3.Connection, version: int) -> None:
         statements += _SCHEMA_V5.split(";")
     if version < 6:
         statements += _SCHEMA_V6_WORKERS.split(";")
+    if version < 7:
+        statements += _SCHEMA_V7_REASONS.split(";")
     for statement in statements:
         added = _ADD_COLUMN.search(statement)
         if added is not None and _has_column(tx, *added.groups()):
