@@ -154,6 +154,7 @@ KEYS: dict[str, Key] = {
     ),
     "bounce_budget": Key("bounce_budget = 10", lambda c: c.bounces.budget, 10),
     "soft_bounce_limit": Key("soft_bounce_limit = 5", lambda c: c.bounces.soft_limit, 5),
+    "sender_side_pause": Key("sender_side_pause = 9", lambda c: c.bounces.sender_side_pause, 9),
     "pause_single_sends": Key(
         "pause_single_sends = true", lambda c: c.bounces.pause_single_sends, True
     ),

@@ -70,7 +70,10 @@ def people(count: int) -> list[Participant]:
 
 async def test_a_hard_bounce_suppresses_at_once_and_counts_once(store: SqliteStore) -> None:
     """A hard bounce suppresses the address; the same bounce again changes nothing."""
-    assert await apply_bounce(store, bounce(1), policy=POLICY, now=T0) == "hard bounce 5.1.1 (user_unknown)"
+    assert (
+        await apply_bounce(store, bounce(1), policy=POLICY, now=T0)
+        == "hard bounce 5.1.1 (user_unknown)"
+    )
     assert await apply_bounce(store, bounce(1), policy=POLICY, now=T0) is None
     assert len(await store.bounces()) == 1
     found = await store.suppressed(["ADA@example.org", "grace@example.org"])
@@ -392,8 +395,22 @@ def test_bounces_parse_json_maps_each_path_to_its_findings(
     assert list(parsed) == files
     assert parsed[files[1]] == []
     (finding,) = parsed[files[0]]
-    assert set(finding) == {"recipient", "kind", "status", "diagnostic"}
-    assert (finding["kind"], finding["status"]) == ("hard", "5.1.1")
+    assert set(finding) == {
+        "recipient",
+        "reason",
+        "kind",
+        "status",
+        "reply_code",
+        "suppress",
+        "action",
+        "diagnostic",
+    }
+    assert (finding["kind"], finding["status"], finding["reply_code"]) == ("hard", "5.1.1", 550)
+    assert (finding["reason"], finding["action"], finding["suppress"]) == (
+        "user_unknown",
+        "suppress",
+        True,
+    )
     assert not (tmp_path / ".sender" / "outbox.sqlite3").exists()  # it changes nothing
 
 

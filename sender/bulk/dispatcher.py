@@ -6,7 +6,9 @@ Each turn of :meth:`Dispatcher.run` does, in this order:
    slots, so claimed-but-unrecorded messages (what a crash can duplicate) never exceed
    ``concurrency``; then **report** progress;
 2. **check** why it might stop: :meth:`BulkRunner.stop`, a fatal error, a relay that
-   stopped answering (the stall watch), a spent bounce budget;
+   stopped answering (the stall watch), a spent bounce budget; and which receiving
+   providers are paused by a burst of sender-side refusals (their messages stay queued
+   while the others go on);
 3. **wake** deferred messages that have come due;
 4. **claim** as many messages as there are free slots and scheduler permits, in one
    transaction, and **hand out** each to a send task (or record a suppressed one);
@@ -36,7 +38,7 @@ from sender.bulk.status import Progress
 from sender.bulk.workers import Skipped
 from sender.clock import Clock
 from sender.errors import RunBusy, SenderError
-from sender.feedback.suppression import budget_reason, keep_refusal
+from sender.feedback.suppression import budget_reason, keep_refusal, paused_providers
 from sender.models import TIMEOUT, DeliveryResult, DeliveryStatus, Participant
 from sender.pacing.schedule import RetryPolicy, Scheduler
 from sender.store import MessageState, OutboxMessage, Outcome, RunState, Store
@@ -57,6 +59,7 @@ class Halt:
     lease_lost: bool = False  # another worker holds the run now: leave its state alone
     budget: str | None = None  # the bounce budget is spent
     stalled: str | None = None  # the relay stopped answering
+    providers: str | None = None  # only paused providers' messages were left (why)
     left: RunState | None = None  # the run was paused or finished elsewhere (a shared run)
 
 
@@ -126,6 +129,9 @@ class Dispatcher:
         self._started = started
         self._wake = asyncio.Event()  # something changed: look again now
         self._timeouts = 0  # sends in a row that timed out without a word from the relay
+        self._groups = scheduler.limits.effective_groups()
+        self.paused: dict[str, str] = {}  # provider -> why bulk mail to it is paused
+        self._held: set[str] = set()  # paused providers that had messages waiting
 
     def wake(self) -> None:
         """Look at once (a stop, a stall), not when the next send finishes."""
@@ -180,13 +186,15 @@ class Dispatcher:
             await asyncio.gather(*state.in_flight)
         if state.finished:
             await self._record(state)
+        if self._held:
+            self.halt.providers = "; ".join(self.paused[p] for p in sorted(self._held))
         self._report(state, force=True)
         return state
 
     async def _open(self) -> DispatchState:
         counts = Counter(await self._store.counts(self.run_id))
-        now = self._clock.now()
-        self._scheduler.set_pending(await self._store.pending_domains(self.run_id, now=now))
+        await self._check_providers()
+        self._scheduler.set_pending(await self._pending())
         moment = self._clock.monotonic()
         return DispatchState(
             counts=counts,
@@ -204,16 +212,48 @@ class Dispatcher:
         """Deferred messages whose time has come go back to the scheduler."""
         if state.next_due is None or state.next_due > self._clock.now():
             return
-        now = self._clock.now()
-        self._scheduler.set_pending(await self._store.pending_domains(self.run_id, now=now))
+        self._scheduler.set_pending(await self._pending())
         state.next_due = await self._store.next_attempt_at(self.run_id)
 
     async def _find_pending(self) -> bool:
         """Whether the store has due messages the scheduler does not know of yet."""
-        pending = await self._store.pending_domains(self.run_id, now=self._clock.now())
+        pending = await self._pending()
         if pending:
             self._scheduler.set_pending(pending)
         return bool(pending)
+
+    async def _pending(self) -> dict[str, int]:
+        """Due messages per domain, but for providers paused by sender-side refusals."""
+        pending = await self._store.pending_domains(self.run_id, now=self._clock.now())
+        if not self.paused:
+            return pending
+        kept = {}
+        for domain, count in pending.items():
+            provider = self._scheduler.group(domain)
+            if provider in self.paused:
+                self._held.add(provider)
+            else:
+                kept[domain] = count
+        return kept
+
+    async def _check_providers(self) -> None:
+        """Which providers a burst of sender-side refusals pauses now (none with ``force``).
+
+        A provider whose pause lifted is dropped from the held ones; its messages come
+        back with the next look at pending work.
+        """
+        if self._settings.force:
+            return
+        paused = await paused_providers(
+            self._store, policy=self._settings.bounces, now=self._clock.now(), groups=self._groups
+        )
+        for provider in paused.keys() - self.paused.keys():
+            log.warning("run %s: %s", self.run_id, paused[provider])
+        self._held &= paused.keys()
+        if paused.keys() != self.paused.keys():
+            self.paused = paused
+            self._scheduler.set_pending(await self._pending())
+        self.paused = paused
 
     async def _wait_for_retry(self, state: DispatchState) -> bool:
         """Sleep until the next deferred message is due; False when the run is over for now."""
@@ -388,6 +428,7 @@ class Dispatcher:
         if self._clock.monotonic() - state.last_budget <= self._settings.budget_interval:
             return False
         state.last_budget = self._clock.monotonic()
+        await self._check_providers()
         if self._shared:
             run = await self._store.get_run(self.run_id)
             if run is None or run.state is not RunState.ACTIVE:

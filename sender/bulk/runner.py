@@ -472,7 +472,7 @@ class BulkRunner:
         if not pending and (shared is None or shared.ingest_complete):
             await self.store.set_run_state(run_id, RunState.DONE, now=now)
             return
-        reason = halt.budget if halt.budget is not None else halt.stalled
+        reason = halt.budget or halt.stalled or halt.providers
         if reason is not None:
             log.warning("run %s paused: %s", run_id, reason)
         elif self._stop.is_set() and shared is None:

@@ -37,7 +37,14 @@ from sender.config import CliConfig, parse_duration
 from sender.errors import InputError
 from sender.feedback.bounces import parse_bounce
 from sender.feedback.intake import read_mail
-from sender.feedback.suppression import BounceOutcome, cleanup_report, ingest_bounce
+from sender.feedback.suppression import (
+    BounceOutcome,
+    CleanupRow,
+    SenderSideProblem,
+    cleanup_report,
+    ingest_bounce,
+    sender_side_problems,
+)
 from sender.invites import Invitations
 from sender.servers.inbound import Disposition, InboundMail, InboundServer, Route, kept_for_people
 from sender.store import Store
@@ -73,7 +80,7 @@ def bounces() -> None:
 @pass_context
 def bounces_parse(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
     """Classify the bounces in FILES without recording anything."""
-    result: dict[str, list[dict[str, str | None]]] = {}
+    result: dict[str, list[dict[str, str | int | bool | None]]] = {}
     with errors_as_lines(obj.debug):
         for path in files:
             try:
@@ -83,8 +90,12 @@ def bounces_parse(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
             result[str(path)] = [
                 {
                     "recipient": finding.recipient,
+                    "reason": finding.reason.value,
                     "kind": finding.kind.value,
                     "status": finding.status,
+                    "reply_code": finding.reply_code,
+                    "suppress": finding.suppress,
+                    "action": finding.action.value,
                     "diagnostic": finding.diagnostic,
                 }
                 for finding in parse_bounce(data)
@@ -97,10 +108,13 @@ def bounces_parse(obj: Context, files: tuple[Path, ...], as_json: bool) -> None:
             out.print(f"{path_text}: no bounce")
         for finding in findings:
             out.print(
-                f"{path_text}: {finding['recipient'] or '(no address)'} {finding['kind']}"
-                f" {finding['status'] or '-'} {finding['diagnostic']}",
+                f"{path_text}: {finding['recipient'] or '(no address)'} {finding['reason']}"
+                f" ({finding['kind']}, {finding['action']}) {finding['status'] or '-'}"
+                f" {finding['diagnostic']}",
                 overflow="ignore",
                 crop=False,
+                markup=False,
+                highlight=False,
             )
 
 
@@ -172,7 +186,7 @@ def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json:
     with errors_as_lines(obj.debug):
         config = obj.config(quiet=True)
         since = time.time() - parse_duration(since_text, setting="--since").total_seconds()
-    rows = obj.run(with_store(config, lambda store: cleanup_report(store, since=since)))
+    rows, problems = obj.run(with_store(config, partial(_report, config, since=since)))
     sender = Sender(config.sender)
     table = [
         {
@@ -180,6 +194,8 @@ def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json:
             "name": row.participant.name if row.participant else "",
             "email": row.address,
             "kind": row.kind,
+            "reason": row.reason,
+            "sender_side": row.sender_side,
             "status": row.status or "",
             "diagnostic": row.diagnostic,
             "count": row.count,
@@ -202,6 +218,8 @@ def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json:
     )
     if as_json:
         click.echo(json.dumps(table, ensure_ascii=False))
+        for problem in problems:  # the rows say which; stderr sums them up per provider
+            err.print(_problem_line(problem), markup=False, highlight=False, crop=False)
         if kept:
             err.print(note, markup=False, highlight=False, overflow="ignore", crop=False)
         return
@@ -215,8 +233,40 @@ def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json:
                 crop=False,
             )
         out.print(f"{len(table)} affected address(es)")
+        if problems:
+            out.print("sender-side problems (the addresses are fine; fix the sending side):")
+        for problem in problems:
+            out.print(
+                "  " + _problem_line(problem),
+                markup=False,
+                highlight=False,
+                overflow="ignore",
+                crop=False,
+            )
     if kept and not as_json:
         out.print(note, markup=False, highlight=False, overflow="ignore", crop=False)
+
+
+async def _report(
+    config: CliConfig, store: Store, *, since: float
+) -> tuple[list[CleanupRow], list[SenderSideProblem]]:
+    rows = await cleanup_report(store, since=since)
+    problems = await sender_side_problems(
+        store,
+        since=since,
+        now=time.time(),
+        policy=config.bounces,
+        groups=config.limits.effective_groups(),
+    )
+    return rows, problems
+
+
+def _problem_line(problem: SenderSideProblem) -> str:
+    paused = " [bulk mail to it paused]" if problem.paused else ""
+    return (
+        f"sender-side refusals: {problem.count} from {problem.provider} "
+        f"({problem.reason}: {problem.hint}){paused}"
+    )
 
 
 REPORT_FIELDS = (
@@ -224,6 +274,8 @@ REPORT_FIELDS = (
     "name",
     "email",
     "kind",
+    "reason",
+    "sender_side",
     "status",
     "diagnostic",
     "count",

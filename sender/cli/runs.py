@@ -64,7 +64,7 @@ from sender.cli.checks import address_problems, preflight, validator_for
 from sender.client import CalendarSend, Sender
 from sender.config import CliConfig, require_real_identity
 from sender.errors import ConfigurationError, InputError
-from sender.feedback.suppression import is_budget_pause
+from sender.feedback.suppression import is_budget_pause, sender_side_problems
 from sender.invites import calendar_of
 from sender.participants import CsvRow, read_csv
 from sender.store import MessageState, RunInfo, RunState
@@ -381,6 +381,7 @@ def status(obj: Context, run_id: str | None, as_json: bool, all_runs: bool) -> N
     else:
         print_status(data)
     print_workers(data["workers"])
+    print_sender_side(data["sender_side"])
     print_home(config)
 
 
@@ -796,7 +797,17 @@ async def status_of(config: CliConfig, run_id: str | None, *, all_runs: bool) ->
             data: dict[str, Any] = {"runs": await run_list(store, now=now)}
         else:
             data = await run_status(store, run_id, now=now)
-        return data | {"workers": await worker_list(store, now=now)}
+        problems = await sender_side_problems(
+            store,
+            since=now - SENDER_SIDE_SINCE,
+            now=now,
+            policy=config.bounces,
+            groups=config.limits.effective_groups(),
+        )
+        return data | {
+            "workers": await worker_list(store, now=now),
+            "sender_side": [dataclasses.asdict(problem) for problem in problems],
+        }
     except InputError as exc:
         raise InputError(f"{exc.args[0]} in {store_name(config)}", field=exc.field) from exc
     finally:
@@ -871,6 +882,25 @@ def print_status(data: Mapping[str, Any]) -> None:
         out.print(table)
         if len(domains) > 20:
             out.print(f"... and {len(domains) - 20} more domains (see --json)")
+
+
+SENDER_SIDE_SINCE = 24 * 3600.0  # how far back status shows sender-side refusals
+
+
+def print_sender_side(problems: Sequence[Mapping[str, Any]]) -> None:
+    """Refusals of the sender or the message in the last 24 h, per provider and reason."""
+    if not problems:
+        return
+    out.print("sender-side refusals (24 h; nobody was suppressed for them):")
+    for item in problems:
+        paused = "  [bulk mail to it paused]" if item["paused"] else ""
+        out.print(
+            f"  {item['count']} from {item['provider']} ({item['reason']}: {item['hint']}){paused}",
+            markup=False,
+            highlight=False,
+            overflow="ignore",
+            crop=False,
+        )
 
 
 def print_workers(workers: Sequence[Mapping[str, Any]]) -> None:
