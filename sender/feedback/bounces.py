@@ -2,10 +2,12 @@
 
 A bounce reaches sender as a raw message (a DSN, an MTA's own prose, an
 auto-reply, a spam complaint) or as an Amazon SES notification. Each parser
-returns :class:`Bounce` findings, one per affected recipient, so the
-suppression layer can stop mailing an address that will never accept mail
-(:attr:`BounceKind.HARD`), wait on one that may (:attr:`BounceKind.SOFT`),
-and never count an out-of-office reply as a failure.
+returns :class:`Bounce` findings, one per affected recipient, each with a
+:class:`~sender.vocabulary.Reason` (:func:`classify`). The reason, not the
+status class, decides what happens (:data:`~sender.vocabulary.REASON_RULES`):
+a dead address is suppressed, an unwell mailbox counted, a refusal of the
+sender or the message (DMARC, a blocklisted IP, a content filter) never
+suppresses the participant, and an out-of-office reply changes nothing.
 
 Why the standard library and not flufl.bounce: flufl.bounce 4.0 (Apache-2.0,
 installs and imports on 3.11) recognises many old non-standard formats, but
