@@ -46,6 +46,7 @@ from sender.config import (
 from sender.errors import ConfigurationError, InputError, SenderError
 from sender.home import KEY_WARNING, first_time
 from sender.loop import fast_loop
+from sender.pacing.limits import Limiter
 from sender.pacing.schedule import Scheduler
 from sender.store import Store, open_store
 from sender.store.limits import open_limiter
@@ -62,6 +63,7 @@ __all__ = [
     "EXIT_UNFINISHED",
     "Context",
     "ProgressDisplay",
+    "connection_slots",
     "count_bar",
     "dns_option",
     "duration",
@@ -477,6 +479,20 @@ async def sending(config: CliConfig) -> AsyncIterator[tuple[Store, Sender, Sched
                 await limiter.aclose()
         finally:
             await store.aclose()
+
+
+@asynccontextmanager
+async def connection_slots(config: CliConfig) -> AsyncIterator[Limiter | None]:
+    """For a send paced by nothing else: the shared limiter whose slots cap the relay's
+    connections (``max_connections``), closed when the block ends; None without a cap."""
+    if config.smtp is None or config.smtp.max_connections is None:
+        yield None
+        return
+    limiter = open_limiter(config.limiter, store=config.store)
+    try:
+        yield limiter
+    finally:
+        await limiter.aclose()
 
 
 async def with_store(config: CliConfig, action: Callable[[Store], Awaitable[T]]) -> T:

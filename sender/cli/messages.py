@@ -14,6 +14,7 @@ from sender.cli.app import (
     EXIT_OK,
     EXIT_UNFINISHED,
     Context,
+    connection_slots,
     duration,
     err,
     errors_as_lines,
@@ -344,13 +345,17 @@ def send(
     person = Participant(to, name, participant, course, locale, extra)
 
     async def go(store: Store) -> DeliveryResult:
-        async with open_sender(
-            config.sender,
-            smtp=config.smtp,
-            maildir=config.maildir,
-            store=store,  # its suppression list, and refusals kept as bounces
-            bounce_policy=config.bounces,
-        ) as s:
+        async with (
+            connection_slots(config) as limiter,
+            open_sender(
+                config.sender,
+                smtp=config.smtp,
+                maildir=config.maildir,
+                limiter=limiter,
+                store=store,  # its suppression list, and refusals kept as bounces
+                bounce_policy=config.bounces,
+            ) as s,
+        ):
             return await s.send(person, template=template, next=next_path)
 
     result = obj.run(with_store(config, go))

@@ -10,12 +10,13 @@ overall limit, so nothing can hang.
 With ``settings.max_connections``, the relay's connections are capped over every process
 that shares the :class:`~sender.pacing.limits.Limiter` given: a connection is opened only
 under a slot leased from it (key ``conn:HOST:PORT``), renewed every third of
-:data:`LEASE_TTL` while the connection lives and given back when it closes. A process that
-dies holds its slots only until they expire. A send that finds no slot free asks again
-(every 10 ms, doubling up to a quarter of a second) within its overall limit, and takes a
-connection of this pool instead if one comes free first. After giving a slot back the pool
-waits that quarter of a second before asking again, so another process waiting gets its turn.
-Without a cap the limiter is never asked; without a limiter the cap holds for this pool.
+:data:`LEASE_TTL` while the connection lives, and given back when it closes, which an idle
+one does after :data:`SLOT_IDLE`. A process that dies holds its slots only until they
+expire. A send that finds no slot free asks again (every 10 ms, doubling up to a quarter of
+a second) within its overall limit, and takes a connection of this pool instead if one
+comes free first. After giving a slot back the pool waits that quarter of a second before
+asking again, so another process waiting gets its turn. Without a cap the limiter is never
+asked; without a limiter the cap holds for this pool alone.
 
 What the caller gets back, per recipient and in envelope order:
 
@@ -72,7 +73,7 @@ from sender.models import TIMEOUT, DeliveryStatus, Envelope, RecipientResult, Sm
 from sender.pacing.limits import Limiter
 from sender.readonly import ReadOnly
 
-__all__ = ["LEASE_TTL", "MAX_IDLE", "SmtpTransport", "wire_payload"]
+__all__ = ["LEASE_TTL", "MAX_IDLE", "SLOT_IDLE", "SmtpTransport", "wire_payload"]
 
 _log = logging.getLogger("sender.transport")
 
@@ -82,6 +83,10 @@ MAX_IDLE = 60.0
 LEASE_TTL = 60.0
 """Seconds a connection slot (``max_connections``) is held unless renewed: how long the
 slots of a process that died stay taken. A live connection renews its slot every third."""
+
+SLOT_IDLE = 1.0
+"""Seconds a connection holding a slot stays idle before it is closed (instead of
+:data:`MAX_IDLE`), so a process waiting for a slot is not kept waiting by an idle one."""
 
 _GUARD_STEPS = 20  # the overall limit is timeout x (recipients + this), retry included
 _SLOT_FIRST, _SLOT_MOST = 0.01, 0.25  # seconds between asks for a slot: first, and at most
@@ -266,7 +271,7 @@ class SmtpTransport(AsyncResource):
         self._leased: set[_Connection] = set()  # open connections holding a slot
         self._handoff: collections.deque[asyncio.Future[_Connection]] = collections.deque()
         self._gave_back = -float("inf")  # monotonic time this pool last gave a slot back
-        self._renewer: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
 
     settings = ReadOnly[SmtpSettings]("_settings")
     limiter = ReadOnly[Limiter | None]("_limiter")  # None: no cap, or none to share it
@@ -316,11 +321,11 @@ class SmtpTransport(AsyncResource):
         finally:
             for _ in range(held):
                 self._turns.release()
-            renewer, self._renewer = self._renewer, None
-            if renewer is not None:
-                renewer.cancel()
+            keeper, self._keeper = self._keeper, None
+            if keeper is not None:
+                keeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await renewer
+                    await keeper
 
     # -- one send ------------------------------------------------------------------
 
@@ -642,16 +647,21 @@ class SmtpTransport(AsyncResource):
             self._gave_back = self._clock.monotonic()
             await self._release(self._limiter, holder)
 
-    async def _renew(self, limiter: Limiter) -> None:
-        """While this pool holds slots: renew each every third of :data:`LEASE_TTL`, and close
-        idle connections past :data:`MAX_IDLE`, whose slots another process may wait for."""
+    async def _keep_slots(self, limiter: Limiter) -> None:
+        """While this pool holds slots: close connections idle for :data:`SLOT_IDLE` (a
+        process may be waiting for their slots), and renew the rest every third of
+        :data:`LEASE_TTL`."""
+        renewed = self._clock.monotonic()
         while self._leased:
-            await self._clock.idle(LEASE_TTL / 3)
+            await self._clock.idle(SLOT_IDLE / 4)
             now = self._clock.monotonic()
-            for conn in [conn for conn in self._idle if now - conn.idle_since >= MAX_IDLE]:
+            for conn in [conn for conn in self._idle if now - conn.idle_since >= SLOT_IDLE]:
                 if conn in self._idle:
                     self._idle.remove(conn)
                     await self._retire(conn)
+            if now - renewed < LEASE_TTL / 3:
+                continue
+            renewed = now
             for conn in list(self._leased):
                 holder = conn.slot
                 if holder is None:
@@ -703,8 +713,8 @@ class SmtpTransport(AsyncResource):
             raise
         conn.slot = slot
         self._leased.add(conn)
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.create_task(self._renew(limiter))
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep_slots(limiter))
         return conn
 
     async def _connect(self) -> _Connection:
