@@ -26,7 +26,7 @@ from sender.pacing.limits import Limiter, MemoryLimiter
 from sender.store.sqlite.limits import SqliteLimiter
 from sender.testing import ManualClock, RecordingSMTPServer
 from sender.transport import SmtpTransport
-from sender.transport.smtp import LEASE_TTL, SLOT_IDLE
+from sender.transport.smtp import LEASE_TTL
 from tests.helpers import IDENTITY, people_csv, sender_settings, smtp_url, spawn_sender
 from tests.test_limits import redis_url
 
@@ -177,68 +177,67 @@ async def test_a_dead_holders_slot_is_free_once_its_lease_expires(
 async def test_a_send_waiting_for_a_slot_takes_its_pools_connection_when_it_frees(
     smtp_server: RecordingSMTPServer, limiters: list[Limiter]
 ) -> None:
-    """Another pool holds one of 2 slots with an idle connection: 20 sends at once through a
-    pool of 4 share the one connection they can have, rather than waiting for a slot."""
-    a, b, _ = limiters
-    settings = capped(smtp_server, 2, pool_size=4)
-    async with (
-        SmtpTransport(settings, limiter=a) as other,
-        SmtpTransport(settings, limiter=b) as pool,
-    ):
-        await send_many(other, range(1))  # its connection stays open, idle, holding a slot
-        assert await send_many(pool, range(1, 21)) == [DeliveryStatus.ACCEPTED] * 20
-        assert pool.connections_opened == 1
-    assert smtp_server.most_open_connections == 2
+    """Another holder keeps one of 2 slots: 20 sends at once through a pool of 4 share the
+    one connection they can have, each taking it as the one before is done with it."""
+    other, a, _ = limiters
+    key = f"conn:{smtp_server.host}:{smtp_server.port}"
+    assert await other.lease(key, holder="other-process#1", cap=2, ttl=600.0, now=time.time())
+    try:
+        async with SmtpTransport(capped(smtp_server, 2, pool_size=4), limiter=a) as pool:
+            assert await send_many(pool, range(20)) == [DeliveryStatus.ACCEPTED] * 20
+            assert pool.connections_opened == 1
+    finally:
+        await other.release(key, holder="other-process#1")
+    assert smtp_server.most_open_connections == 1
 
 
 async def test_a_connection_that_outlives_the_ttl_keeps_its_slot(
     smtp_server: RecordingSMTPServer, limiters: list[Limiter]
 ) -> None:
-    """A connection used every half SLOT_IDLE for twice LEASE_TTL is renewed all along: a
-    newcomer never finds its slot free, and after the pool closes, it does."""
+    """A connection used every 5 s for twice LEASE_TTL is renewed all along: a newcomer
+    never finds its slot free, and after the pool closes, it does."""
     a, probe, _ = limiters
     clock = ManualClock()
     key = f"conn:{smtp_server.host}:{smtp_server.port}"
-    steps = int(2 * LEASE_TTL / (SLOT_IDLE / 2))
+    steps = int(2 * LEASE_TTL / 5)
     settings = capped(smtp_server, 1, max_messages_per_connection=steps + 1)
     async with SmtpTransport(settings, limiter=a, clock=clock) as transport:
         for number in range(steps):
             assert await send_many(transport, range(number, number + 1)) == [
                 DeliveryStatus.ACCEPTED
             ]
-            clock.advance(SLOT_IDLE / 2)
-            if number % 10 == 9:
-                newcomer = await probe.lease(
-                    key, holder="newcomer", cap=1, ttl=5.0, now=clock.now()
-                )
-                assert not newcomer, f"the slot was free after {clock.monotonic()} s"
+            clock.advance(5.0)
+            newcomer = await probe.lease(key, holder="newcomer", cap=1, ttl=5.0, now=clock.now())
+            assert not newcomer, f"the slot was free after {clock.monotonic()} s"
         assert transport.connections_opened == 1
     assert await probe.lease(key, holder="newcomer", cap=1, ttl=5.0, now=clock.now())
     await probe.release(key, holder="newcomer")
 
 
-async def test_an_idle_connection_gives_its_slot_back(
+async def test_an_idle_connection_gives_its_slot_to_a_process_waiting_for_it(
     smtp_server: RecordingSMTPServer, limiters: list[Limiter]
 ) -> None:
-    """A pool that sent and then stays open, idle: after SLOT_IDLE its connection is closed
-    and its slot is another process's to take, while the pool itself stays usable."""
-    a, probe, _ = limiters
+    """With one slot: a pool that sent keeps its idle connection warm while nobody waits;
+    once another pool waits for the slot, the idle connection is closed and the other's
+    send goes through, and the same happens the other way round."""
+    a, b, _ = limiters
     clock = ManualClock()
-    key = f"conn:{smtp_server.host}:{smtp_server.port}"
-    async with SmtpTransport(capped(smtp_server, 1), limiter=a, clock=clock) as transport:
-        await send_many(transport, range(1))
-        assert not await probe.lease(key, holder="newcomer", cap=1, ttl=5.0, now=clock.now())
-        clock.advance(SLOT_IDLE)
-        for _ in range(500):  # the pool closes it in the background: wait for that, bounded
-            if await probe.lease(key, holder="newcomer", cap=1, ttl=5.0, now=clock.now()):
-                break
-            await asyncio.sleep(0.01)
-        else:
-            pytest.fail("the idle connection kept its slot")
-        assert smtp_server.open_connections == 0
-        await probe.release(key, holder="newcomer")
-        assert await send_many(transport, range(1, 2)) == [DeliveryStatus.ACCEPTED]
-        assert transport.connections_opened == 2
+    settings = capped(smtp_server, 1)
+    async with (
+        SmtpTransport(settings, limiter=a, clock=clock) as first,
+        SmtpTransport(settings, limiter=b, clock=clock) as second,
+    ):
+        assert await send_many(first, range(1)) == [DeliveryStatus.ACCEPTED]
+        clock.advance(LEASE_TTL / 2)  # nobody waits: the connection stays open, idle
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert await send_many(first, range(1, 2)) == [DeliveryStatus.ACCEPTED]
+        assert first.connections_opened == 1
+        assert await send_many(second, range(2, 3)) == [DeliveryStatus.ACCEPTED]
+        assert await send_many(first, range(3, 4)) == [DeliveryStatus.ACCEPTED]
+    assert (first.connections_opened, second.connections_opened) == (2, 1)
+    assert smtp_server.most_open_connections == 1
+    assert len(smtp_server.messages) == 4
 
 
 def test_limiters_reopen_in_another_process_but_memory_refuses(tmp_path: Path) -> None:

@@ -10,13 +10,15 @@ overall limit, so nothing can hang.
 With ``settings.max_connections``, the relay's connections are capped over every process
 that shares the :class:`~sender.pacing.limits.Limiter` given: a connection is opened only
 under a slot leased from it (key ``conn:HOST:PORT``), renewed every third of
-:data:`LEASE_TTL` while the connection lives, and given back when it closes, which an idle
-one does after :data:`SLOT_IDLE`. A process that dies holds its slots only until they
-expire. A send that finds no slot free asks again (every 10 ms, doubling up to a quarter of
-a second) within its overall limit, and takes a connection of this pool instead if one
-comes free first. After giving a slot back the pool waits that quarter of a second before
-asking again, so another process waiting gets its turn. Without a cap the limiter is never
-asked; without a limiter the cap holds for this pool alone.
+:data:`LEASE_TTL` while the connection lives, and given back when it closes. A process that
+dies holds its slots only until they expire. A send that finds no slot free asks again
+(every 10 ms, doubling up to a quarter of a second) within its overall limit, and takes a
+connection of this pool instead if one comes free first. While it waits it marks itself
+waiting (a lease on ``conn:HOST:PORT:waiting``); a pool that sees another process's mark
+closes connections idle for :data:`SLOT_IDLE`, and after giving a slot back waits a quarter
+of a second before asking again, so the waiting process gets its turn. Nobody waiting, idle
+connections stay warm as without a cap. Without a cap the limiter is never asked; without a
+limiter the cap holds for this pool alone.
 
 What the caller gets back, per recipient and in envelope order:
 
@@ -84,12 +86,14 @@ LEASE_TTL = 60.0
 """Seconds a connection slot (``max_connections``) is held unless renewed: how long the
 slots of a process that died stay taken. A live connection renews its slot every third."""
 
-SLOT_IDLE = 1.0
-"""Seconds a connection holding a slot stays idle before it is closed (instead of
-:data:`MAX_IDLE`), so a process waiting for a slot is not kept waiting by an idle one."""
+SLOT_IDLE = 0.1
+"""Seconds a connection holding a slot stays idle while another process waits for a slot
+(instead of :data:`MAX_IDLE`); also how often a pool holding slots looks for waiters."""
 
 _GUARD_STEPS = 20  # the overall limit is timeout x (recipients + this), retry included
 _SLOT_FIRST, _SLOT_MOST = 0.01, 0.25  # seconds between asks for a slot: first, and at most
+_WAITING_TTL = 1.0  # seconds a waiting mark lasts unless renewed (each ask renews it)
+_WAITERS = 1 << 30  # waiting marks are not capped
 
 
 class _Failure(Exception):
@@ -271,6 +275,9 @@ class SmtpTransport(AsyncResource):
         self._leased: set[_Connection] = set()  # open connections holding a slot
         self._handoff: collections.deque[asyncio.Future[_Connection]] = collections.deque()
         self._gave_back = -float("inf")  # monotonic time this pool last gave a slot back
+        self._waiting_key = f"conn:{settings.address}:waiting"
+        self._waiting_here = 0  # sends of this pool marked as waiting
+        self._contended = False  # another process was waiting for a slot, at the last look
         self._keeper: asyncio.Task[None] | None = None
 
     settings = ReadOnly[SmtpSettings]("_settings")
@@ -597,14 +604,24 @@ class SmtpTransport(AsyncResource):
         holder = f"{self._holder}#{next(self._slots)}"
         waiter: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
         self._handoff.append(waiter)
-        leased, delay = False, _SLOT_FIRST
+        leased, marked, delay = False, False, _SLOT_FIRST
         try:
             while not waiter.done():
                 # Just after this pool gave a slot back, a process waiting for one goes first.
                 pause = self._gave_back + _SLOT_MOST - self._clock.monotonic()
-                if pause <= 0:
+                if pause <= 0 or not self._contended:
                     if leased := await self._lease(limiter, holder):
                         break
+                    if not marked:
+                        marked = True
+                        self._waiting_here += 1
+                    await limiter.lease(
+                        self._waiting_key,
+                        holder=holder,
+                        cap=_WAITERS,
+                        ttl=_WAITING_TTL,
+                        now=self._clock.now(),
+                    )
                     pause, delay = delay, min(delay * 2, _SLOT_MOST)
                 await self._wait(waiter, pause)
         except BaseException:
@@ -614,11 +631,28 @@ class SmtpTransport(AsyncResource):
         finally:
             if waiter in self._handoff:
                 self._handoff.remove(waiter)
+            if marked:
+                self._waiting_here -= 1  # the mark itself expires unless given back below
+        if marked:
+            await self._release(limiter, holder, key=self._waiting_key)
         if waiter.done():  # a connection came free, perhaps while the slot was being leased
             if leased:
                 await self._release(limiter, holder)
             return waiter.result()
         return holder
+
+    async def _others_wait(self, limiter: Limiter) -> bool:
+        """Whether a send of another process is marked as waiting for a slot: the marks
+        number more than this pool's own."""
+        probe = f"{self._holder}#probe"
+        now = self._clock.now()
+        cap = self._waiting_here + 1
+        alone = await limiter.lease(
+            self._waiting_key, holder=probe, cap=cap, ttl=_WAITING_TTL, now=now
+        )
+        if alone:
+            await limiter.release(self._waiting_key, holder=probe)
+        return not alone
 
     async def _wait(self, waiter: asyncio.Future[_Connection], seconds: float) -> None:
         """Until ``waiter`` has a connection, or ``seconds`` passed on the clock."""
@@ -628,9 +662,9 @@ class SmtpTransport(AsyncResource):
         finally:
             sleeper.cancel()
 
-    async def _release(self, limiter: Limiter, holder: str) -> None:
+    async def _release(self, limiter: Limiter, holder: str, *, key: str | None = None) -> None:
         try:
-            await limiter.release(self._slot_key, holder=holder)
+            await limiter.release(key or self._slot_key, holder=holder)
         except SenderError as exc:  # the slot expires on its own
             _log.warning(
                 "smtp: a connection slot for %s was not given back (it expires within %g s): %s",
@@ -648,14 +682,19 @@ class SmtpTransport(AsyncResource):
             await self._release(self._limiter, holder)
 
     async def _keep_slots(self, limiter: Limiter) -> None:
-        """While this pool holds slots: close connections idle for :data:`SLOT_IDLE` (a
-        process may be waiting for their slots), and renew the rest every third of
-        :data:`LEASE_TTL`."""
+        """While this pool holds slots: every :data:`SLOT_IDLE`, look for sends of other
+        processes waiting for one, and if there are, close connections idle that long;
+        renew the slots every third of :data:`LEASE_TTL`."""
         renewed = self._clock.monotonic()
         while self._leased:
-            await self._clock.idle(SLOT_IDLE / 4)
+            await self._clock.idle(SLOT_IDLE)
+            try:
+                self._contended = await self._others_wait(limiter)
+            except SenderError as exc:
+                _log.warning("smtp: connection slots for %s not looked at: %s", self._where, exc)
             now = self._clock.monotonic()
-            for conn in [conn for conn in self._idle if now - conn.idle_since >= SLOT_IDLE]:
+            longest = SLOT_IDLE if self._contended else MAX_IDLE
+            for conn in [conn for conn in self._idle if now - conn.idle_since >= longest]:
                 if conn in self._idle:
                     self._idle.remove(conn)
                     await self._retire(conn)
