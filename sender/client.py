@@ -29,6 +29,7 @@ from sender.errors import ConfigurationError
 from sender.feedback.suppression import keep_refusal
 from sender.lifecycle import AsyncResource
 from sender.models import Address, DeliveryResult, DeliveryStatus, Participant
+from sender.pacing.limits import Limiter
 from sender.pacing.schedule import Scheduler
 from sender.readonly import ReadOnly
 from sender.servers.capture import CaptureServer
@@ -374,6 +375,7 @@ async def open_sender(
     *,
     smtp: SmtpSettings | None = None,
     maildir: Path | None = None,
+    limiter: Limiter | None = None,
     **options: Unpack[SenderOptions],
 ) -> AsyncIterator[Sender]:
     """A ready :class:`Sender`: over ``smtp``, or, without it, the embedded capture server.
@@ -382,6 +384,8 @@ async def open_sender(
     that stores every message in ``maildir`` (default ``.sender/maildir``),
     so the full SMTP path runs with no setup. With ``store``, sends check its
     suppression list and keep refusals as bounces (see :class:`Sender`).
+    ``smtp.max_connections`` is shared through ``limiter`` (default: the
+    ``scheduler``'s), so it holds over every process that shares it.
     """
     async with AsyncExitStack() as stack:
         if smtp is None:
@@ -389,7 +393,10 @@ async def open_sender(
                 CaptureServer(maildir or Path(".sender/maildir"))
             )
             smtp = capture.smtp_settings()
-        transport = SmtpTransport(smtp, clock=options.get("clock"))
+        scheduler = options.get("scheduler")
+        if limiter is None and scheduler is not None:
+            limiter = scheduler.limiter
+        transport = SmtpTransport(smtp, clock=options.get("clock"), limiter=limiter)
         sender = Sender(settings, transport=transport, **options)
         async with sender:
             yield sender

@@ -99,6 +99,8 @@ class SmtpSettings:
     validate_certs: bool = True
     ca_file: str | None = None  # extra CA bundle, e.g. for a private relay
     local_hostname: str | None = None  # EHLO name; default: the machine's FQDN
+    # Connections open at once to this server, over every process sharing a limiter; None: no cap
+    max_connections: int | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -121,6 +123,10 @@ class SmtpSettings:
             raise ConfigurationError(
                 "smtp: give both a user and a password, or neither", setting="smtp_url"
             )
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ConfigurationError(
+                "smtp: max_connections must be at least 1", setting="max_connections"
+            )
 
     @classmethod
     def from_url(
@@ -131,12 +137,13 @@ class SmtpSettings:
         pool_size: int | None = None,
         timeout: float | None = None,
         max_messages_per_connection: int | None = None,
+        max_connections: int | None = None,
     ) -> SmtpSettings:
         """Parse ``smtp://``, ``smtp+starttls://`` or ``smtps://`` URLs.
 
         ``user:password@host:port`` as usual (percent-encode ``@`` and ``:`` in
         passwords). Query parameters: ``timeout``, ``pool_size``,
-        ``max_messages_per_connection``, ``verify=false``, ``ca_file``,
+        ``max_messages_per_connection``, ``max_connections``, ``verify=false``, ``ca_file``,
         ``local_hostname``. Keyword arguments override the query.
         """
         try:
@@ -155,6 +162,7 @@ class SmtpSettings:
             "timeout",
             "pool_size",
             "max_messages_per_connection",
+            "max_connections",
             "verify",
             "ca_file",
             "local_hostname",
@@ -194,6 +202,11 @@ class SmtpSettings:
             validate_certs=verify in {"true", "1", "yes"},
             ca_file=query.get("ca_file"),
             local_hostname=query.get("local_hostname"),
+            max_connections=(
+                int(number("max_connections", max_connections, 0, int))
+                if max_connections is not None or "max_connections" in query
+                else None
+            ),
         )
 
     @property
@@ -316,6 +329,7 @@ _TOML_KEYS = {
     "dkim_key",
     "pool_size",
     "max_messages_per_connection",
+    "max_connections",
     "smtp_timeout",
     "rate",
     "domain_rate",
@@ -609,6 +623,7 @@ def load_config(
     concurrency = whole("concurrency", pool_size, most=MAX_CONCURRENCY)
     workers = whole("workers", 1, most=min(concurrency, 64), note=" (and at most concurrency)")
     per_connection = whole("max_messages_per_connection", 100, most=10**6)
+    max_connections = whole("max_connections", 0, most=10**6) or None  # not given: no cap
     smtp_timeout = _seconds(values, "smtp_timeout")
     smtp_url = text("smtp_url")
     smtp = (
@@ -617,6 +632,7 @@ def load_config(
             pool_size=concurrency,
             max_messages_per_connection=per_connection,
             timeout=smtp_timeout,
+            max_connections=max_connections,
         )
         if smtp_url
         else None

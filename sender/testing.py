@@ -225,6 +225,11 @@ class RecordingSMTPServer(EmbeddedServer):
     def open_connections(self) -> int:
         return self._server.open_connections
 
+    @property
+    def most_open_connections(self) -> int:
+        """The most connections that were open at once (a client's cap, seen from here)."""
+        return self._server.most_open_connections
+
     async def wait_for_messages(self, count: int, /) -> None:
         """Return once ``count`` messages were accepted (bound it with ``asyncio.timeout``)."""
         while len(self._messages) < count:

@@ -129,6 +129,9 @@ KEYS: dict[str, Key] = {
         25,
         SMTP,
     ),
+    "max_connections": Key(
+        "max_connections = 3", lambda c: c.smtp and c.smtp.max_connections, 3, SMTP
+    ),
     "smtp_timeout": Key('smtp_timeout = "5s"', lambda c: c.smtp and c.smtp.timeout, 5.0, SMTP),
     "rate": Key("rate = 2.5", lambda c: c.limits.global_per_second, 2.5),
     "domain_rate": Key('domain_rate = "120/h"', lambda c: c.limits.domain_per_minute, 2.0),
@@ -285,6 +288,18 @@ def test_concurrency_sizes_the_smtp_pool_over_pool_size() -> None:
     config = load(f"{SMTP}\npool_size = 8\nconcurrency = 2")
     assert config.smtp is not None
     assert (config.concurrency, config.smtp.pool_size) == (2, 2)
+
+
+def test_max_connections_may_be_in_the_smtp_url_and_sender_toml_wins() -> None:
+    """The cap may come with the URL (``?max_connections=2``); sender.toml's overrides it,
+    and neither means no cap."""
+    url = 'smtp_url = "smtp://127.0.0.1:2525?max_connections=2"'
+    assert (smtp := load(url).smtp) is not None
+    assert smtp.max_connections == 2
+    assert (smtp := load(f"{url}\nmax_connections = 5").smtp) is not None
+    assert smtp.max_connections == 5
+    assert (smtp := load(SMTP).smtp) is not None
+    assert smtp.max_connections is None
 
 
 def test_smtp_timeout_overrides_the_urls_timeout() -> None:

@@ -115,6 +115,8 @@ async def test_killed_worker_pauses_the_run_and_a_resume_sends_the_rest(
 ) -> None:
     """SIGKILL of a worker stops the run with WorkerError; resuming skips nobody."""
     group = people(300)
+    # Slow replies keep messages in flight at both workers, so the one killed has some.
+    smtp_server.delay(Stage.DATA, 0.02)
     runner = runner_for(smtp_server, store, limits=at_most(200))
     task = await started_run(runner, smtp_server, "r-kill", group, messages=30, within=60)
     pool = runner._pool

@@ -280,6 +280,10 @@ class Dispatcher:
         claimed = await self._store.claim_many(self.run_id, domains, now=now, owner=self._owner)
         if not any(claimed) and not await self._still_held():
             return  # refused because this worker's lease was taken back
+        if not all(claimed):
+            # Another worker took what the counts promised: read them again, or every
+            # stale count would spend a permit of the shared limits on nothing.
+            self._scheduler.set_pending(await self._store.pending_domains(self.run_id, now=now))
         for message in claimed:
             if message is None:
                 continue  # the count was stale: someone else took it

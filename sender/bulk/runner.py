@@ -544,6 +544,7 @@ class BulkRunner:
             workers=self.settings.workers,
             concurrency=self.settings.concurrency,
             calendar=self.settings.calendar,
+            limiter=transport.limiter,
         ) as pool:
             self._pool = pool
             try:

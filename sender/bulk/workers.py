@@ -45,6 +45,7 @@ from sender.errors import ConfigurationError, InputError, SenderError, TemplateE
 from sender.lifecycle import AsyncResource
 from sender.loop import fast_loop
 from sender.models import DeliveryResult
+from sender.pacing.limits import Limiter
 from sender.store import OutboxMessage
 from sender.transport import SmtpTransport
 
@@ -217,8 +218,10 @@ class _Worker:
 class WorkerPool(AsyncResource):
     """``workers`` processes that compose and send claimed messages for a dispatcher.
 
-    ``concurrency`` connections are split among them. Use ``async with``; the
-    pool starts its processes on entry and lets them finish their sends on exit.
+    ``concurrency`` connections are split among them; with ``smtp.max_connections``, each
+    reopens ``limiter`` (it must pickle: the store's or Redis, not one process's memory), so
+    the cap holds over them all. Use ``async with``; the pool starts its processes on entry
+    and lets them finish their sends on exit.
     """
 
     def __init__(
@@ -230,6 +233,7 @@ class WorkerPool(AsyncResource):
         workers: int,
         concurrency: int,
         calendar: CalendarSend | None = None,
+        limiter: Limiter | None = None,
         start_timeout: float = 60.0,
     ) -> None:
         if not 1 <= workers <= concurrency:
@@ -240,6 +244,7 @@ class WorkerPool(AsyncResource):
         self._settings = settings
         self._calendar = calendar
         self._smtp = replace(smtp, pool_size=math.ceil(concurrency / workers))
+        self._limiter = None if smtp.max_connections is None else _shareable(limiter)
         self._count = workers
         self._start_timeout = start_timeout
         self._workers: list[_Worker] = []
@@ -263,7 +268,8 @@ class WorkerPool(AsyncResource):
                 )
                 worker = _Worker(number, process)
                 self._workers.append(worker)
-                worker.stdin.write(_frame((self._settings, self._smtp, self._calendar, level)))
+                init = (self._settings, self._smtp, self._calendar, level, self._limiter)
+                worker.stdin.write(_frame(init))
             for worker in self._workers:
                 await self._handshake(worker)
         except BaseException:
@@ -324,6 +330,21 @@ class WorkerPool(AsyncResource):
                 await worker.reader
 
 
+def _shareable(limiter: Limiter | None) -> Limiter:
+    """``limiter``, if a worker process can reopen it (it pickles as where it lives)."""
+    try:
+        if limiter is not None:
+            pickle.dumps(limiter)
+            return limiter
+    except (TypeError, pickle.PicklingError):
+        pass
+    raise ConfigurationError(
+        "max_connections with workers > 1 needs limits every process shares "
+        "(limits = store, or a Redis URL)",
+        setting="max_connections",
+    )
+
+
 # --- the worker's side -----------------------------------------------------------------
 
 
@@ -332,13 +353,13 @@ async def _serve(reader: asyncio.StreamReader, write: Callable[[bytes], None]) -
     init = await _read_frame(reader)
     if init is None:
         return
-    settings, smtp, calendar, level = cast(
-        tuple[SenderSettings, SmtpSettings, CalendarSend | None, int], init
+    settings, smtp, calendar, level, limiter = cast(
+        tuple[SenderSettings, SmtpSettings, CalendarSend | None, int, Limiter | None], init
     )
     logging.basicConfig(
         level=level, stream=sys.stderr, format=f"worker {os.getpid()}: %(levelname)s %(message)s"
     )
-    sender = Sender(settings, transport=SmtpTransport(smtp))
+    sender = Sender(settings, transport=SmtpTransport(smtp, limiter=limiter))
     write(_frame("ready"))
     results = _Batcher(write)
     tasks: set[asyncio.Task[None]] = set()
@@ -369,7 +390,11 @@ async def _serve(reader: asyncio.StreamReader, write: Callable[[bytes], None]) -
             await asyncio.gather(*tasks)
         results.flush()
     finally:
-        await sender.aclose()
+        try:
+            await sender.aclose()
+        finally:
+            if limiter is not None:
+                await limiter.aclose()
 
 
 class _Output(asyncio.Protocol):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from sender.errors import ConfigurationError
 from sender.storeurl import redacted_store_url
@@ -207,6 +207,10 @@ class MemoryLimiter:
         self._tats: dict[str, float] = {}
         self._backoff: dict[str, str] = {}
         self._leases: dict[str, dict[str, float]] = {}
+
+    def __reduce__(self) -> NoReturn:
+        """Refused: a copy in another process would not share this one's limits."""
+        raise TypeError("a MemoryLimiter cannot be shared with another process")
 
     async def acquire(
         self, keys: Sequence[tuple[str, float]], /, *, now: float, force: bool = False

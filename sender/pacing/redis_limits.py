@@ -88,6 +88,7 @@ class RedisLimiter:
     (``redis://host:port/db``), shared by every process and host that names it."""
 
     def __init__(self, url: str, /) -> None:
+        self._url = url
         self._name = redacted_store_url(url)
         try:
             self._redis: Any = redis.asyncio.Redis.from_url(url, decode_responses=True)
@@ -98,6 +99,11 @@ class RedisLimiter:
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._swap = self._redis.register_script(_SWAP)
         self._lease = self._redis.register_script(_LEASE)
+
+    def __reduce__(self) -> tuple[type[RedisLimiter], tuple[str]]:
+        """Pickled, it is its URL: a worker process opens its own client (through a private
+        pipe only; the URL may hold a password)."""
+        return (type(self), (self._url,))
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

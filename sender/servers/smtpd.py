@@ -334,7 +334,9 @@ class _Protocol(_smtpd.SMTP):
         first = self._original_transport is None and self.transport is None
         super().connection_made(transport)
         if first:  # not the second call that STARTTLS makes
-            self._owner._live.add(self)
+            owner = self._owner
+            owner._live.add(self)
+            owner._most_live = max(owner._most_live, len(owner._live))
 
     def connection_lost(self, error: Exception | None) -> None:
         try:
@@ -467,6 +469,7 @@ class SmtpServer(AsyncResource):
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._live: set[_Protocol] = set()
+        self._most_live = 0
         self._ids = itertools.count(1)
 
     host = ReadOnly[str]("_host")
@@ -483,6 +486,8 @@ class SmtpServer(AsyncResource):
     @property
     def open_connections(self) -> int:
         return len(self._live)
+
+    most_open_connections = ReadOnly[int]("_most_live")  # the most open at once, so far
 
     async def start(self) -> None:
         """Listen; :attr:`port` is known afterwards."""

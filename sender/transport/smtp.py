@@ -1,11 +1,24 @@
 """Pooled SMTP delivery with a verdict per recipient; the only module that imports aiosmtplib.
 
 How a send goes: wait (first come, first served) for one of ``pool_size``
-slots; take the most recently used idle connection or open one (connect,
+turns; take the most recently used idle connection or open one (connect,
 EHLO, STARTTLS, AUTH); then ``MAIL FROM``, one ``RCPT TO`` per recipient,
 ``DATA`` (skipped, with ``RSET``, when every recipient was refused). Every
 connect and command has ``settings.timeout``; the whole send also has an
 overall limit, so nothing can hang.
+
+With ``settings.max_connections``, the relay's connections are capped over every process
+that shares the :class:`~sender.pacing.limits.Limiter` given: a connection is opened only
+under a slot leased from it (key ``conn:HOST:PORT``), renewed every third of
+:data:`LEASE_TTL` while the connection lives, and given back when it closes. A process that
+dies holds its slots only until they expire. A send that finds no slot free asks again
+(every 10 ms, doubling up to a quarter of a second) within its overall limit, and takes a
+connection of this pool instead if one comes free first. While it waits it marks itself
+waiting (a lease on ``conn:HOST:PORT:waiting``); a pool that sees another process's mark
+closes connections idle for :data:`SLOT_IDLE`, and after giving a slot back waits a quarter
+of a second before asking again, so the waiting process gets its turn. Nobody waiting, idle
+connections stay warm as without a cap. Without a cap the limiter is never asked; without a
+limiter the cap holds for this pool alone.
 
 What the caller gets back, per recipient and in envelope order:
 
@@ -40,7 +53,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import itertools
 import logging
+import os
+import secrets
 import socket
 import ssl
 from dataclasses import dataclass
@@ -52,19 +69,31 @@ from sender import redact
 from sender.addresses import is_mailbox
 from sender.clock import Clock, SystemClock
 from sender.config import SmtpSecurity, SmtpSettings
-from sender.errors import ConfigurationError
+from sender.errors import ConfigurationError, SenderError
 from sender.lifecycle import AsyncResource
 from sender.models import TIMEOUT, DeliveryStatus, Envelope, RecipientResult, SmtpReply
+from sender.pacing.limits import Limiter
 from sender.readonly import ReadOnly
 
-__all__ = ["MAX_IDLE", "SmtpTransport", "wire_payload"]
+__all__ = ["LEASE_TTL", "MAX_IDLE", "SLOT_IDLE", "SmtpTransport", "wire_payload"]
 
 _log = logging.getLogger("sender.transport")
 
 MAX_IDLE = 60.0
 """Seconds an idle connection is kept; older ones are quit, since servers drop them anyway."""
 
+LEASE_TTL = 60.0
+"""Seconds a connection slot (``max_connections``) is held unless renewed: how long the
+slots of a process that died stay taken. A live connection renews its slot every third."""
+
+SLOT_IDLE = 0.1
+"""Seconds a connection holding a slot stays idle while another process waits for a slot
+(instead of :data:`MAX_IDLE`); also how often a pool holding slots looks for waiters."""
+
 _GUARD_STEPS = 20  # the overall limit is timeout x (recipients + this), retry included
+_SLOT_FIRST, _SLOT_MOST = 0.01, 0.25  # seconds between asks for a slot: first, and at most
+_WAITING_TTL = 1.0  # seconds a waiting mark lasts unless renewed (each ask renews it)
+_WAITERS = 1 << 30  # waiting marks are not capped
 
 
 class _Failure(Exception):
@@ -120,6 +149,8 @@ class _Connection:
     number: int
     transactions: int = 0
     idle_since: float = 0.0
+    slot: str | None = None  # the holder name of its leased slot (with max_connections)
+    lost: bool = False  # its slot expired and was taken: close it once it is free
 
 
 def wire_payload(message: bytes, /) -> bytes:
@@ -204,13 +235,22 @@ class SmtpTransport(AsyncResource):
 
     Connections are opened lazily, at most ``settings.pool_size`` at once, and
     each carries up to ``settings.max_messages_per_connection`` messages before
-    it is quit and replaced. ``clock`` only measures idleness (see
-    :data:`MAX_IDLE`); network timeouts are real. Use as an async context
-    manager, or call :meth:`aclose`. It counts :attr:`connections_opened` (connected,
-    greeted, and logged in where needed) and :attr:`messages_sent` (accepted at DATA).
+    it is quit and replaced. With ``settings.max_connections``, each holds a slot of
+    ``limiter`` (see the module docstring). ``clock`` measures idleness (see
+    :data:`MAX_IDLE`) and times the slots; network timeouts are real. Use as an async
+    context manager, or call :meth:`aclose`. It counts :attr:`connections_opened`
+    (connected, greeted, and logged in where needed) and :attr:`messages_sent`
+    (accepted at DATA).
     """
 
-    def __init__(self, settings: SmtpSettings, /, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        /,
+        *,
+        clock: Clock | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
         self._settings = settings
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._tls = _tls_context(settings) if settings.security is not SmtpSecurity.NONE else None
@@ -219,14 +259,29 @@ class SmtpTransport(AsyncResource):
             self._client()
         except ValueError as exc:
             raise ConfigurationError(f"smtp: {exc}", setting="local_hostname") from exc
-        self._limiter = _FairLimiter(settings.pool_size)
+        cap = settings.max_connections
+        self._size = settings.pool_size if cap is None else min(settings.pool_size, cap)
+        self._turns = _FairLimiter(self._size)
         self._idle: list[_Connection] = []
         self._closed = False
         self._connections_opened = 0
         self._messages_sent = 0
         self._where = settings.address
+        # Connection slots shared with other processes: only with a cap, else never asked.
+        self._limiter = limiter if cap is not None else None
+        self._slot_key = f"conn:{settings.address}"
+        self._holder = f"{socket.gethostname()}:{os.getpid()}/{secrets.token_hex(4)}"
+        self._slots = itertools.count(1)
+        self._leased: set[_Connection] = set()  # open connections holding a slot
+        self._handoff: collections.deque[asyncio.Future[_Connection]] = collections.deque()
+        self._gave_back = -float("inf")  # monotonic time this pool last gave a slot back
+        self._waiting_key = f"conn:{settings.address}:waiting"
+        self._waiting_here = 0  # sends of this pool marked as waiting
+        self._contended = False  # another process was waiting for a slot, at the last look
+        self._keeper: asyncio.Task[None] | None = None
 
     settings = ReadOnly[SmtpSettings]("_settings")
+    limiter = ReadOnly[Limiter | None]("_limiter")  # None: no cap, or none to share it
     connections_opened = ReadOnly[int]("_connections_opened")
     messages_sent = ReadOnly[int]("_messages_sent")
 
@@ -242,7 +297,7 @@ class SmtpTransport(AsyncResource):
         if not envelope.recipients:
             return ()
         results: list[RecipientResult | None] = [None] * len(envelope.recipients)
-        await self._limiter.acquire()
+        await self._turns.acquire()
         try:
             async with asyncio.timeout(self._settings.timeout * (len(results) + _GUARD_STEPS)):
                 await self._deliver(envelope, message, results)
@@ -252,7 +307,7 @@ class SmtpTransport(AsyncResource):
             _log.warning("smtp: a send to %s hit its overall time limit", self._where)
             self._settle(envelope, results, _Failure(detail=TIMEOUT))
         finally:
-            self._limiter.release()
+            self._turns.release()
         if any(result is None for result in results):  # pragma: no cover - a bug, not an outcome
             _log.error("smtp: a send ended without a verdict for every recipient")
             self._settle(envelope, results, _Failure(detail="no verdict"))
@@ -263,17 +318,21 @@ class SmtpTransport(AsyncResource):
         if self._closed:
             return
         self._closed = True
-        size = self._settings.pool_size
         held = 0
         try:
-            for _ in range(size):  # every slot: nothing is in flight any more
-                await self._limiter.acquire()
+            for _ in range(self._size):  # every turn: nothing is in flight any more
+                await self._turns.acquire()
                 held += 1
             idle, self._idle = self._idle, []
             await asyncio.gather(*(self._retire(conn) for conn in idle))
         finally:
             for _ in range(held):
-                self._limiter.release()
+                self._turns.release()
+            keeper, self._keeper = self._keeper, None
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
 
     # -- one send ------------------------------------------------------------------
 
@@ -294,11 +353,11 @@ class SmtpTransport(AsyncResource):
                 await self._transact(conn, envelope, message, results, may_retry=may_retry)
             except _Retry:
                 _log.debug("smtp: connection #%d was dead; retrying on a new one", conn.number)
-                self._discard(conn)
+                await self._discard(conn)
                 conn = await self._open()
                 continue
             except BaseException:
-                self._discard(conn)
+                await self._discard(conn)
                 raise
             await self._checkin(conn)
             return
@@ -488,22 +547,36 @@ class SmtpTransport(AsyncResource):
         now = self._clock.monotonic()
         while self._idle:
             conn = self._idle.pop()  # most recently used: warm, and lets the rest go stale
-            if conn.client.is_connected and now - conn.idle_since < MAX_IDLE:
+            if conn.client.is_connected and not conn.lost and now - conn.idle_since < MAX_IDLE:
                 return conn
             await self._retire(conn)
         return await self._open()
 
     async def _checkin(self, conn: _Connection) -> None:
         if not conn.client.is_connected:
-            self._discard(conn)
-        elif self._closed or conn.transactions >= self._settings.max_messages_per_connection:
+            await self._discard(conn)
+        elif (
+            self._closed
+            or conn.lost
+            or conn.transactions >= self._settings.max_messages_per_connection
+        ):
             await self._retire(conn)
         else:
             conn.idle_since = self._clock.monotonic()
-            self._idle.append(conn)
+            self._give(conn)
 
-    def _discard(self, conn: _Connection) -> None:
+    def _give(self, conn: _Connection) -> None:
+        """Hand ``conn`` to the first send waiting for a slot, else keep it idle."""
+        while self._handoff:
+            waiter = self._handoff.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append(conn)
+
+    async def _discard(self, conn: _Connection) -> None:
         conn.client.close()
+        await self._give_back(conn)
 
     async def _retire(self, conn: _Connection) -> None:
         """QUIT politely if the connection still lives, then close it."""
@@ -515,6 +588,139 @@ class SmtpTransport(AsyncResource):
         finally:
             conn.client.close()
         _log.debug("smtp: connection #%d closed after %d messages", conn.number, conn.transactions)
+        await self._give_back(conn)
+
+    # -- connection slots shared between processes (max_connections) -----------------
+
+    async def _lease(self, limiter: Limiter, holder: str) -> bool:
+        cap = self._settings.max_connections or 1  # only asked with a cap
+        return await limiter.lease(
+            self._slot_key, holder=holder, cap=cap, ttl=LEASE_TTL, now=self._clock.now()
+        )
+
+    async def _slot(self, limiter: Limiter) -> _Connection | str:
+        """A slot leased for a new connection (its holder name), or a connection of this
+        pool that came free first."""
+        holder = f"{self._holder}#{next(self._slots)}"
+        waiter: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
+        self._handoff.append(waiter)
+        leased, marked, delay = False, False, _SLOT_FIRST
+        try:
+            while not waiter.done():
+                # Just after this pool gave a slot back, a process waiting for one goes first.
+                pause = self._gave_back + _SLOT_MOST - self._clock.monotonic()
+                if pause <= 0 or not self._contended:
+                    if leased := await self._lease(limiter, holder):
+                        break
+                    if not marked:
+                        marked = True
+                        self._waiting_here += 1
+                    await limiter.lease(
+                        self._waiting_key,
+                        holder=holder,
+                        cap=_WAITERS,
+                        ttl=_WAITING_TTL,
+                        now=self._clock.now(),
+                    )
+                    pause, delay = delay, min(delay * 2, _SLOT_MOST)
+                await self._wait(waiter, pause)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._give(waiter.result())  # handed over as this send gave up: pass it on
+            raise
+        finally:
+            if waiter in self._handoff:
+                self._handoff.remove(waiter)
+            if marked:
+                self._waiting_here -= 1  # the mark itself expires unless given back below
+        if marked:
+            await self._release(limiter, holder, key=self._waiting_key)
+        if waiter.done():  # a connection came free, perhaps while the slot was being leased
+            if leased:
+                await self._release(limiter, holder)
+            return waiter.result()
+        return holder
+
+    async def _others_wait(self, limiter: Limiter) -> bool:
+        """Whether a send of another process is marked as waiting for a slot: the marks
+        number more than this pool's own."""
+        probe = f"{self._holder}#probe"
+        now = self._clock.now()
+        cap = self._waiting_here + 1
+        alone = await limiter.lease(
+            self._waiting_key, holder=probe, cap=cap, ttl=_WAITING_TTL, now=now
+        )
+        if alone:
+            await limiter.release(self._waiting_key, holder=probe)
+        return not alone
+
+    async def _wait(self, waiter: asyncio.Future[_Connection], seconds: float) -> None:
+        """Until ``waiter`` has a connection, or ``seconds`` passed on the clock."""
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+
+    async def _release(self, limiter: Limiter, holder: str, *, key: str | None = None) -> None:
+        try:
+            await limiter.release(key or self._slot_key, holder=holder)
+        except SenderError as exc:  # the slot expires on its own
+            _log.warning(
+                "smtp: a connection slot for %s was not given back (it expires within %g s): %s",
+                self._where,
+                LEASE_TTL,
+                exc,
+            )
+
+    async def _give_back(self, conn: _Connection) -> None:
+        """Give the slot of a closed connection back, for this process or another."""
+        holder, conn.slot = conn.slot, None
+        self._leased.discard(conn)
+        if holder is not None and self._limiter is not None:
+            self._gave_back = self._clock.monotonic()
+            await self._release(self._limiter, holder)
+
+    async def _keep_slots(self, limiter: Limiter) -> None:
+        """While this pool holds slots: every :data:`SLOT_IDLE`, look for sends of other
+        processes waiting for one, and if there are, close connections idle that long;
+        renew the slots every third of :data:`LEASE_TTL`."""
+        renewed = self._clock.monotonic()
+        while self._leased:
+            await self._clock.idle(SLOT_IDLE)
+            try:
+                self._contended = await self._others_wait(limiter)
+            except SenderError as exc:
+                _log.warning("smtp: connection slots for %s not looked at: %s", self._where, exc)
+            now = self._clock.monotonic()
+            longest = SLOT_IDLE if self._contended else MAX_IDLE
+            for conn in [conn for conn in self._idle if now - conn.idle_since >= longest]:
+                if conn in self._idle:
+                    self._idle.remove(conn)
+                    await self._retire(conn)
+            if now - renewed < LEASE_TTL / 3:
+                continue
+            renewed = now
+            for conn in list(self._leased):
+                holder = conn.slot
+                if holder is None:
+                    continue
+                try:
+                    kept = await self._lease(limiter, holder)
+                except SenderError as exc:
+                    _log.warning("smtp: connection slots for %s not renewed: %s", self._where, exc)
+                    break
+                if kept or conn.slot != holder:
+                    continue
+                # Stalled past the ttl, and another process took the slot: close it when free.
+                _log.warning(
+                    "smtp: connection #%d to %s lost its slot; closing it", conn.number, self._where
+                )
+                conn.lost, conn.slot = True, None
+                self._leased.discard(conn)
+                if conn in self._idle:
+                    self._idle.remove(conn)
+                    await self._retire(conn)
 
     # -- opening a connection ------------------------------------------------------
 
@@ -532,6 +738,25 @@ class SmtpTransport(AsyncResource):
         )
 
     async def _open(self) -> _Connection:
+        """A new connection; with a cap, under a slot (or one of this pool's that came free)."""
+        limiter = self._limiter
+        if limiter is None:
+            return await self._connect()
+        slot = await self._slot(limiter)
+        if isinstance(slot, _Connection):
+            return slot
+        try:
+            conn = await self._connect()
+        except BaseException:
+            await self._release(limiter, slot)
+            raise
+        conn.slot = slot
+        self._leased.add(conn)
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep_slots(limiter))
+        return conn
+
+    async def _connect(self) -> _Connection:
         if self._local_hostname is None:  # once per transport, not once per connection
             name = await asyncio.to_thread(socket.getfqdn)
             usable = name.isascii() and name.isprintable() and " " not in name

@@ -10,7 +10,7 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg import AsyncConnection
@@ -56,6 +56,11 @@ class PostgresDatabase(AsyncResource, SqlBackend):
         self._closed = False
         self._kept: AsyncConnection[Any] | None = None  # see _row_kept
         self._kept_busy = False
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str]]:
+        """Pickled, a database is its URL: unpickled (in a worker process), it connects anew
+        on first use. Through a private pipe only: the URL may hold a password."""
+        return (type(self), (self._url,))
 
     @property
     def url(self) -> str:

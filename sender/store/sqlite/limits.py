@@ -48,6 +48,10 @@ class SqliteLimiter:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
 
+    def __reduce__(self) -> tuple[type[SqliteLimiter], tuple[Path]]:
+        """Pickled, it is its file: a worker process opens its own connection to it."""
+        return (type(self), (self.path,))
+
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             with self._errors():
