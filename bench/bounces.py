@@ -36,6 +36,7 @@ from types import FrameType
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sender.feedback.bounces import parse_bounce
+from sender.vocabulary import Reason
 
 FluflScan = Callable[[Message], tuple[frozenset[bytes], frozenset[bytes]]]
 
@@ -91,42 +92,8 @@ SISIMAI_REASONS: dict[str, str] = {
     "onhold": "undefined",
     "undefined": "undefined",
 }
-# sender's reason vocabulary (issue 13): a name outside it is reported, not compared.
-VOCABULARY = frozenset(
-    {
-        "user_unknown",
-        "host_unknown",
-        "has_moved",
-        "not_accepting",
-        "suspended",
-        "mailbox_full",
-        "quota_exceeded",
-        "message_too_big",
-        "filtered",
-        "rejected_sender",
-        "blocked",
-        "bad_reputation",
-        "ptr_required",
-        "auth_failure",
-        "policy",
-        "spam_detected",
-        "virus",
-        "content_error",
-        "not_rfc_compliant",
-        "relaying_denied",
-        "syntax_error",
-        "mailer_error",
-        "network_error",
-        "too_many_connections",
-        "rate_limited",
-        "system_error",
-        "expired",
-        "complaint",
-        "auto_reply",
-        "delivered",
-        "undefined",
-    }
-)
+# sender's reason vocabulary (issue 13), from its one home: a name outside it is reported.
+VOCABULARY = frozenset(reason.value for reason in Reason)
 # sender's reason names before issue 13 that are renames of the vocabulary's; delete once
 # sender no longer gives them.
 LEGACY_REASONS = {"unknown_user": "user_unknown", "no_domain": "host_unknown"}
