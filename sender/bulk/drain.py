@@ -110,6 +110,9 @@ class Drain:
             if lease.lost:
                 owner = f"{self._owner}.{secrets.token_hex(2)}"
                 log.warning("worker goes on under a new lease, as %s", owner)
+            else:  # a send failed: never a hot loop when it fails again at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), self._poll)
         return report
 
     async def _turns(self, lease: WorkerLease, report: DrainReport) -> bool:
