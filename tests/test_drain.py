@@ -163,7 +163,7 @@ async def test_a_worker_whose_lease_was_taken_back_goes_on_under_a_new_one(
     worker = drain(senders)
     task = asyncio.create_task(worker.run())
     await until(lambda: smtp_server.connections_opened >= 1)
-    (lease,) = await store.workers(time.time(), ttl=3.0)
+    (lease,) = await store.workers(time.time())
     assert await store.reclaim_worker(lease.owner, now=time.time()) >= 1
     report = await asyncio.wait_for(task, 30)
     await senders.sender.aclose()

@@ -610,7 +610,7 @@ async def test_a_worker_that_heartbeats_keeps_its_claims_however_long_the_send_t
         for beat in (0, 20, 40):
             now = T0 + minute * 60 + beat
             assert await store.worker_heartbeat("slow", now=now)
-            assert await store.reclaim_expired(now=now + 29, ttl=30) == 0
+            assert await store.reclaim_expired(now=now + 29) == 0
     assert (await store.counts(RUN))[MessageState.SENDING] == 1
     assert await store.record(slow, sent(T0 + 3700), owner="slow")
     assert (await store.counts(RUN))[MessageState.SENT] == 1
@@ -660,7 +660,7 @@ async def test_a_late_outcome_of_a_claim_taken_back_is_recorded_once(store: Stor
     await store.register_worker("A", host="a", pid=1, now=T0)
     message = await claim_as(store, "A", now=T0)
     await store.register_worker("B", host="b", pid=2, now=T0 + 40)
-    assert await store.reclaim_expired(now=T0 + 40, ttl=30) == 1
+    assert await store.reclaim_expired(now=T0 + 40) == 1
     assert await claim_as(store, "B", now=T0 + 41) == message
     assert await store.record(message, sent(T0 + 42, "<b@example.com>"), owner="B")
     late = Outcome(state=MessageState.FAILED, at=T0 + 43, detail="A's connection dropped")
@@ -679,7 +679,7 @@ async def test_a_worker_whose_lease_was_taken_back_claims_nothing_more(store: St
     await store.add_rows(RUN, rows(range(2, 4)))
     await store.register_worker("A", host="a", pid=1, now=T0)
     first = await claim_as(store, "A", now=T0)
-    assert await store.reclaim_expired(now=T0 + 40, ttl=30) == 1
+    assert await store.reclaim_expired(now=T0 + 40) == 1
     assert await store.claim(RUN, "example.com", now=T0 + 41, owner="A") is None
     assert await store.claim_many(RUN, ["example.com"], now=T0 + 41, owner="A") == [None]
     assert (await store.counts(RUN))[MessageState.QUEUED] == 2
@@ -688,15 +688,31 @@ async def test_a_worker_whose_lease_was_taken_back_claims_nothing_more(store: St
     assert await claim_as(store, "A", now=T0 + 51) != first
 
 
+async def test_each_lease_is_judged_by_its_own_ttl(store: Store) -> None:
+    """A 60 s lease keeps its claims at 40 s without a heartbeat; a 5 s one loses them at 6 s,
+    whoever asks: the ttl is the lease's, not the reclaimer's."""
+    await store.add_rows(RUN, rows(range(2, 4)))
+    await store.register_worker("long", host="h", pid=1, now=T0, ttl=60.0)
+    await store.register_worker("short", host="h", pid=2, now=T0, ttl=5.0)
+    await claim_as(store, "long", now=T0)
+    await claim_as(store, "short", now=T0)
+    assert await store.reclaim_expired(now=T0 + 5) == 0
+    assert [w.owner for w in await store.workers(T0 + 6)] == ["long"]
+    assert await store.reclaim_expired(now=T0 + 6) == 1
+    assert await store.reclaim_expired(now=T0 + 40) == 0
+    assert (await store.workers(T0 + 40))[0].ttl == 60.0
+    assert await store.reclaim_expired(now=T0 + 61) == 1
+
+
 async def test_a_lease_taken_back_is_forgotten_after_a_day(store: Store) -> None:
     """The workers table does not grow for ever: a day after its lease was taken back, a
     worker's name is free again (its claims are no longer refused)."""
     await store.add_rows(RUN, rows(range(2, 4)))
     await store.register_worker("A", host="a", pid=1, now=T0)
     await claim_as(store, "A", now=T0)
-    assert await store.reclaim_expired(now=T0 + 40, ttl=30) == 1
+    assert await store.reclaim_expired(now=T0 + 40) == 1
     assert await store.claim(RUN, "example.com", now=T0 + 41, owner="A") is None
-    await store.reclaim_expired(now=T0 + 40 + 86_400 + 1, ttl=30)
+    await store.reclaim_expired(now=T0 + 40 + 86_400 + 1)
     assert await store.claim(RUN, "example.com", now=T0 + 86_442, owner="A") is not None
 
 

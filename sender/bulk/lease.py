@@ -66,11 +66,9 @@ class WorkerLease:
     async def __aenter__(self) -> WorkerLease:
         now = self._clock.now()
         await self._store.register_worker(
-            self.owner, host=socket.gethostname(), pid=os.getpid(), now=now
+            self.owner, host=socket.gethostname(), pid=os.getpid(), now=now, ttl=self._ttl
         )
-        self.reclaimed = await self._reclaim_gone(now) + await self._store.reclaim_expired(
-            now=now, ttl=self._ttl
-        )
+        self.reclaimed = await self._reclaim_gone(now) + await self._store.reclaim_expired(now=now)
         if self.reclaimed:
             log.warning("%d message(s) were in flight at a crash; queued again", self.reclaimed)
         self._timer = asyncio.create_task(self._keep())
@@ -116,7 +114,7 @@ class WorkerLease:
         pointless when this host can see that it is gone.
         """
         taken = 0
-        for worker in await self._store.workers(now, ttl=self._ttl):
+        for worker in await self._store.workers(now):
             if worker.owner != self.owner and process_gone(worker.host, worker.pid):
                 taken += await self._store.reclaim_worker(worker.owner, now=now)
         return taken
@@ -134,7 +132,7 @@ class WorkerLease:
             try:
                 now = self._clock.now()
                 await self._reclaim_gone(now)
-                await self._store.reclaim_expired(now=now, ttl=self._ttl)
+                await self._store.reclaim_expired(now=now)
             except SenderError as exc:
                 log.warning("could not take back expired claims: %s", exc)
 

@@ -100,9 +100,9 @@ def _shown_state(
     return state, alive
 
 
-async def _draining(store: Store, /, *, now: float, lease_ttl: float) -> bool:
+async def _draining(store: Store, /, *, now: float) -> bool:
     """Whether a live ``sender worker`` (:data:`DRAINER`) is there to send active runs."""
-    return any(DRAINER in worker.owner for worker in await store.workers(now, ttl=lease_ttl))
+    return any(DRAINER in worker.owner for worker in await store.workers(now))
 
 
 async def run_list(
@@ -110,7 +110,7 @@ async def run_list(
 ) -> list[dict[str, object]]:
     """The most recent runs (``sender status --all``): id, template, state, counts, created."""
     listed: list[dict[str, object]] = []
-    workers = await _draining(store, now=now, lease_ttl=lease_ttl)
+    workers = await _draining(store, now=now)
     for run in await store.runs(limit=limit):
         counts = await store.counts(run.run_id)
         state, _alive = _shown_state(run, now=now, lease_ttl=lease_ttl, workers=workers)
@@ -152,7 +152,7 @@ async def run_status(
     counts = await store.counts(run.run_id)
     domains = await store.domain_progress(run.run_id)
     next_at = await store.next_attempt_at(run.run_id)
-    workers = await _draining(store, now=now, lease_ttl=lease_ttl)
+    workers = await _draining(store, now=now)
     state, alive = _shown_state(run, now=now, lease_ttl=lease_ttl, workers=workers)
     return {
         "run_id": run.run_id,
@@ -189,9 +189,9 @@ RUNS_SCANNED = 100
 
 
 async def worker_list(
-    store: Store, /, *, now: float, lease_ttl: float = RunSettings().lease_ttl
+    store: Store, /, *, now: float
 ) -> list[dict[str, object]]:
-    """The workers holding a live lease (a heartbeat within ``lease_ttl``), latest first:
+    """The workers holding a live lease (a heartbeat within its own ttl), latest first:
     ``sender status``'s ``workers``.
 
     Each is ``{owner, host, pid, started_at, heartbeat_at, heartbeat_age, runs, exited}``:
@@ -200,7 +200,7 @@ async def worker_list(
     claims without a run's lease holds none); ``exited`` is true for a process of this
     host that no longer exists, whose claims go back once its lease expires.
     """
-    workers = await store.workers(now, ttl=lease_ttl)
+    workers = await store.workers(now)
     if not workers:
         return []
     held: dict[str, list[str]] = {}

@@ -144,16 +144,21 @@ class Workers(Protocol):
     once: a dead worker's in-flight messages may be sent again, with the same Message-ID.
     """
 
-    async def register_worker(self, owner: str, /, *, host: str, pid: int, now: float) -> None:
-        """Start (or restart) ``owner``'s lease; ``owner`` is what its claims are made as."""
+    async def register_worker(
+        self, owner: str, /, *, host: str, pid: int, now: float, ttl: float = 30.0
+    ) -> None:
+        """Start (or restart) ``owner``'s lease; ``owner`` is what its claims are made as.
+
+        ``ttl`` is the lease's own: whoever reclaims judges it by this, not by its own.
+        """
         ...
 
     async def worker_heartbeat(self, owner: str, /, *, now: float) -> bool:
         """Renew the lease; False when it was taken back: stop claiming and sending."""
         ...
 
-    async def workers(self, now: float, /, *, ttl: float = 30.0) -> list[WorkerInfo]:
-        """The workers holding a lease at ``now`` (heartbeat within ``ttl``), latest first."""
+    async def workers(self, now: float, /) -> list[WorkerInfo]:
+        """The workers holding a lease at ``now`` (heartbeat within its ttl), latest first."""
         ...
 
     async def release_worker(self, owner: str, /) -> int:
@@ -168,7 +173,7 @@ class Workers(Protocol):
         (a process of this host that no longer exists); how many claims went back."""
         ...
 
-    async def reclaim_expired(self, *, now: float, ttl: float = 30.0) -> int:
+    async def reclaim_expired(self, *, now: float) -> int:
         """Put back the ``sending`` claims no live worker holds: its heartbeat is older than
         ttl, its lease was taken back, or it never had one (a claim from before leases).
 

@@ -212,20 +212,22 @@ class SharedWorkers(SqlBackend):
 
     __slots__ = ()
 
-    async def register_worker(self, owner: str, /, *, host: str, pid: int, now: float) -> None:
-        """Start (or restart) ``owner``'s lease, its heartbeat at ``now``."""
-        await self._write(sql.REGISTER_WORKER, (owner, host, pid, now, now))
+    async def register_worker(
+        self, owner: str, /, *, host: str, pid: int, now: float, ttl: float = 30.0
+    ) -> None:
+        """Start (or restart) ``owner``'s lease of ``ttl`` seconds, its heartbeat at ``now``."""
+        await self._write(sql.REGISTER_WORKER, (owner, host, pid, now, now, ttl))
 
     async def worker_heartbeat(self, owner: str, /, *, now: float) -> bool:
         """Renew the lease; False when it was taken back (or never registered): stop claiming."""
         return await self._write(sql.WORKER_HEARTBEAT, (now, owner)) == 1
 
-    async def workers(self, now: float, /, *, ttl: float = 30.0) -> list[WorkerInfo]:
-        """The workers holding a lease at ``now`` (a heartbeat within ``ttl``), latest first."""
+    async def workers(self, now: float, /) -> list[WorkerInfo]:
+        """The workers holding a lease at ``now`` (a heartbeat within its ttl), latest first."""
         rows = await self._rows(
-            sql.WORKERS + " WHERE heartbeat_at >= ? AND reclaimed_at IS NULL"
+            sql.WORKERS + " WHERE heartbeat_at + ttl >= ? AND reclaimed_at IS NULL"
             " ORDER BY heartbeat_at DESC, owner",
-            (now - ttl,),
+            (now,),
         )
         return [worker_from_columns(row) for row in rows]
 
@@ -263,8 +265,8 @@ class SharedWorkers(SqlBackend):
         )
         return failed + requeued
 
-    async def reclaim_expired(self, *, now: float, ttl: float = 30.0) -> int:
-        """Take back the claims no live worker holds (a heartbeat older than ``ttl``); how many.
+    async def reclaim_expired(self, *, now: float) -> int:
+        """Take back the claims no live worker holds (no heartbeat within its ttl); how many.
 
         One transaction: the expired workers are stamped (their heartbeat is refused from
         now on, and an outcome they report late is dropped by ``record``), and their
@@ -272,15 +274,14 @@ class SharedWorkers(SqlBackend):
         may have reached the server). A worker that heartbeats keeps its claims, however
         long its sends take. Leases taken back a day ago are forgotten.
         """
-        expired_before = now - ttl
         replaced, requeue = (
             statement.format(claims=sql.EXPIRED_CLAIMS) for statement in sql.REQUEUE_CLAIMS
         )
         _, failed, requeued, _ = await self._write_all(
             [
-                (sql.RECLAIM_WORKERS, (now, expired_before)),
-                (replaced, (INTERRUPTED_REPLACED, expired_before)),
-                (requeue, (expired_before,)),
+                (sql.RECLAIM_WORKERS, (now, now)),
+                (replaced, (INTERRUPTED_REPLACED, now)),
+                (requeue, (now,)),
                 (sql.FORGET_WORKERS, (now - sql.FORGET_AFTER,)),
             ]
         )

@@ -246,6 +246,7 @@ class WorkerInfo:
     started_at: float  # when it registered
     heartbeat_at: float  # its last renewal
     reclaimed_at: float | None = None  # its lease expired and its claims were taken back
+    ttl: float = 30.0  # its own lease's: others take its claims back only after this long
 
 
 # --- columns -------------------------------------------------------------------------------
@@ -466,7 +467,7 @@ def suppression_from_columns(row: Sequence[Any], /) -> Suppression:
 
 
 def worker_from_columns(row: Sequence[Any], /) -> WorkerInfo:
-    owner, host, pid, started_at, heartbeat_at, reclaimed_at = row
+    owner, host, pid, started_at, heartbeat_at, reclaimed_at, ttl = row
     return WorkerInfo(
         owner=str(owner),
         host=str(host),
@@ -474,4 +475,5 @@ def worker_from_columns(row: Sequence[Any], /) -> WorkerInfo:
         started_at=float(started_at),
         heartbeat_at=float(heartbeat_at),
         reclaimed_at=None if reclaimed_at is None else float(reclaimed_at),
+        ttl=float(ttl),
     )

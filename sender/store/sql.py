@@ -117,17 +117,18 @@ RESET_RUN = (
 # --- workers and their leases ----------------------------------------------------------------
 
 REGISTER_WORKER = (
-    f"INSERT INTO workers ({_columns(WORKER_COLUMNS)}) VALUES (?, ?, ?, ?, ?, NULL)"  # noqa: S608
+    f"INSERT INTO workers ({_columns(WORKER_COLUMNS)}) VALUES (?, ?, ?, ?, ?, NULL, ?)"  # noqa: S608
     " ON CONFLICT (owner) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
     " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,"
-    " reclaimed_at = NULL"
+    " reclaimed_at = NULL, ttl = excluded.ttl"
 )
 # A lease taken back stays taken: its owner must stop (and register again to go on).
 WORKER_HEARTBEAT = "UPDATE workers SET heartbeat_at = ? WHERE owner = ? AND reclaimed_at IS NULL"
 WORKERS = f"SELECT {_columns(WORKER_COLUMNS)} FROM workers"  # noqa: S608
-# Stamp the expired workers (heartbeat before the bound time): their heartbeat is refused.
+# Stamp the expired workers (no heartbeat within their own ttl of the bound time, now):
+# their heartbeat is refused from then on.
 RECLAIM_WORKERS = (
-    "UPDATE workers SET reclaimed_at = COALESCE(reclaimed_at, ?) WHERE heartbeat_at < ?"
+    "UPDATE workers SET reclaimed_at = COALESCE(reclaimed_at, ?) WHERE heartbeat_at + ttl < ?"
 )
 RELEASE_WORKER = "DELETE FROM workers WHERE owner = ?"
 # Leases taken back before the bound time: long enough ago that their owner has noticed
@@ -149,11 +150,11 @@ UNCLAIM = (
     " first_attempt_at = CASE WHEN attempts = 1 THEN NULL ELSE first_attempt_at END"
     " WHERE state = 'sending' AND replaced_by IS NULL AND claimed_by = ?"
 )
-# The claims no live worker holds: its heartbeat is before the bound time, its lease was
+# The claims no live worker holds (bound: now): no heartbeat within its own ttl, its lease was
 # taken back, or it has no lease at all (a claim from before leases, or a released owner's).
 EXPIRED_CLAIMS = (
     "(claimed_by IS NULL OR claimed_by NOT IN"
-    " (SELECT owner FROM workers WHERE heartbeat_at >= ? AND reclaimed_at IS NULL))"
+    " (SELECT owner FROM workers WHERE heartbeat_at + ttl >= ? AND reclaimed_at IS NULL))"
 )
 # The claims of one worker.
 OWN_CLAIMS = "claimed_by = ?"

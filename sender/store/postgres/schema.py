@@ -280,10 +280,22 @@ UPDATE bounces SET reason = CASE reason
 CREATE INDEX bounces_reason ON bounces (reason, at);
 """
 
+# Version 6: each lease's own ttl, as SQLite's version 8 (sender.store.sqlite.schema).
+_V6_LEASE_TTL = """
+ALTER TABLE workers ADD COLUMN ttl double precision NOT NULL DEFAULT 30;
+"""
+
 # MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit. Each is
 # one script (the simple query protocol runs its statements in order), so a function body
 # may hold semicolons.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3_WORKERS, _V4_LIMIT_CALLS, _V5_REASONS)
+MIGRATIONS: tuple[str, ...] = (
+    _V1,
+    _V2,
+    _V3_WORKERS,
+    _V4_LIMIT_CALLS,
+    _V5_REASONS,
+    _V6_LEASE_TTL,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",

@@ -43,8 +43,9 @@ __all__ = [
     "migrate",
 ]
 
-SCHEMA_VERSION = 7  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
-# 6: worker leases (_SCHEMA_V6_WORKERS); 7: bounce reasons (_SCHEMA_V7_REASONS)
+SCHEMA_VERSION = 8  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
+# 6: worker leases (_SCHEMA_V6_WORKERS); 7: bounce reasons (_SCHEMA_V7_REASONS);
+# 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL)
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 
@@ -228,6 +229,12 @@ UPDATE bounces SET reason = CASE reason
 CREATE INDEX IF NOT EXISTS bounces_reason ON bounces (reason, at);
 """
 
+# Version 8: each worker lease keeps its own ttl, so a worker with a shorter one never
+# takes back the claims of a live worker with a longer one. Leases from before: 30 s.
+_SCHEMA_V8_LEASE_TTL = """
+ALTER TABLE workers ADD COLUMN ttl REAL NOT NULL DEFAULT 30
+"""
+
 _SCHEMA_V3 = """
 -- Version 3: calendar events. A run that sends an event's mail names it.
 ALTER TABLE runs ADD COLUMN event_uid TEXT;
@@ -284,6 +291,8 @@ def migrate(tx: sqlite3.Connection, version: int) -> None:
         statements += _SCHEMA_V6_WORKERS.split(";")
     if version < 7:
         statements += _SCHEMA_V7_REASONS.split(";")
+    if version < 8:
+        statements += _SCHEMA_V8_LEASE_TTL.split(";")
     for statement in statements:
         added = _ADD_COLUMN.search(statement)
         if added is not None and _has_column(tx, *added.groups()):
