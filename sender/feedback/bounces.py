@@ -692,8 +692,8 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     """Every finding in one raw message, in report order; ``[]`` for ordinary mail.
 
     One :class:`Bounce` per failed or delayed recipient of a DSN or MTA
-    report (recipients reported delivered, relayed or expanded are skipped),
-    one per complained-about recipient of an ARF report, one for an
+    report (recipients reported delivered, relayed, expanded or deliverable are
+    skipped), one per complained-about recipient of an ARF report, one for an
     auto-reply (its From address). Never raises on malformed input.
     """
     message = email.message_from_bytes(data)
@@ -701,14 +701,16 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     feedback = _arf(parts)
     if feedback is not None:
         return feedback
-    reports = [
-        part
-        for part in parts
-        if part.get_content_type() in {"message/delivery-status", "message/global-delivery-status"}
-    ]
+    parts, reports = _delivery_reports(parts)
     text = _report_text(parts)
     if reports:
-        return _dsn(reports, _prose_diagnostics(text))[:_MAX_FINDINGS]
+        return _dsn_or_fallback(message, parts, reports, text)[:_MAX_FINDINGS]
+    inline = _dsn(_recipient_blocks(text), _prose_diagnostics(text), _preamble(text))
+    if inline:
+        return inline[:_MAX_FINDINGS]
+    notification = _provider_notification(message, parts, text)
+    if notification is not None:
+        return notification[:_MAX_FINDINGS]
     daemon = _from_daemon(message)
     sender = _sender(message)
     detected = next((found for detector in _DETECTORS if (found := detector(text))), [])
@@ -748,46 +750,191 @@ def envelope_recipients(data: bytes, /) -> list[str]:
 
 # -- RFC 3464 delivery status notifications ----------------------------------------------
 
-_NOT_FAILED = frozenset({"delivered", "relayed", "expanded"})
+_NOT_FAILED = frozenset({"delivered", "relayed", "expanded", "deliverable"})
+_REPORT_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 
 
-def _dsn(reports: list[Message], prose: dict[str, str]) -> list[Bounce]:
-    """Findings from the recipient blocks; ``prose`` fills in a missing Diagnostic-Code."""
+def _delivery_reports(parts: list[Message]) -> tuple[list[Message], list[Message]]:
+    """The report's parts and its delivery-status parts, wherever the report really is.
+
+    Usually they are the message's own parts. Failing that: a report the MIME parser
+    could not see (a multipart whose declared boundary is not the body's, or a whole
+    report pasted into a text body), then a report forwarded as an attached message.
+    """
+    reports = [part for part in parts if part.get_content_type() in _REPORT_TYPES]
+    if reports:
+        return parts, reports
+    for candidates in (_embedded_reports(parts), _forwarded_reports(parts)):
+        if candidates is not None:
+            return candidates
+    return parts, []
+
+
+_EMBEDDED_DSN = re.compile(
+    rb"^content-type:[ \t]*message/(?:global-)?delivery-status", re.IGNORECASE | re.MULTILINE
+)
+_BOUNDARY_LINE = re.compile(rb'^--([^\s"\\]{1,200})[ \t]*\r?$', re.MULTILINE)
+
+
+def _embedded_reports(parts: list[Message]) -> tuple[list[Message], list[Message]] | None:
+    """A report inside a single part's body, re-read with the boundary the body uses."""
+    for part in parts[:_MAX_PARTS]:
+        if part.is_multipart() or part.get_content_maintype() not in {"multipart", "text"}:
+            continue
+        body = part.get_payload(decode=True)
+        if not isinstance(body, bytes):
+            continue
+        body = body[:_MAX_TEXT]
+        found = _EMBEDDED_DSN.search(body)
+        if found is None:
+            continue
+        boundaries = [
+            line[1]
+            for line in _BOUNDARY_LINE.finditer(body, 0, found.start())
+            if line[1].strip(b"-")
+        ]
+        if not boundaries:
+            continue
+        boundary = boundaries[-1]
+        header = b'Content-Type: multipart/report; boundary="' + boundary + b'"\n\n'
+        inner = email.message_from_bytes(header + body)
+        inner_parts = list(walk_parts(inner, into_messages=False))
+        reports = [p for p in inner_parts if p.get_content_type() in _REPORT_TYPES]
+        if reports:
+            return inner_parts, reports
+    return None
+
+
+# How many attached messages deep a forwarded report may sit.
+_FORWARD_DEPTH = 3
+
+
+def _forwarded_reports(parts: list[Message]) -> tuple[list[Message], list[Message]] | None:
+    """A report attached to another message: a bounce someone forwarded to us."""
+    for _depth in range(_FORWARD_DEPTH):
+        attached = _original_message(parts)
+        if attached is None:
+            return None
+        parts = list(walk_parts(attached, into_messages=False))
+        reports = [part for part in parts if part.get_content_type() in _REPORT_TYPES]
+        if reports:
+            return parts, reports
+    return None
+
+
+def _dsn_or_fallback(
+    message: Message, parts: list[Message], reports: list[Message], text: str
+) -> list[Bounce]:
+    """Findings from the delivery-status parts; when they name nobody, from what else does.
+
+    Some servers write only the per-message fields (Postfix's "Delivery report
+    unavailable", Google's group refusals): the recipient is then in X-Failed-Recipients,
+    in the prose, or (last resort) the returned message's one To address.
+    """
+    prose = _prose_diagnostics(text)
+    blocks = [block for report in reports for block in _field_blocks(report)]
+    named = [block for block in blocks if _names_recipient(block)]
+    diagnostic = _preamble(text)
+    if named:
+        return _dsn(named, prose, diagnostic)
+    failed = _header_addresses(message, "x-failed-recipients")
+    if failed:
+        return [_text_finding(address, diagnostic) for address in failed]
+    detected = next((found for detector in _DETECTORS if (found := detector(text))), [])
+    if detected:
+        return detected
+    original = _original_message(parts)
+    addressed = _header_addresses(original, "to") if original is not None else []
+    if len(addressed) == 1:
+        return [_text_finding(addressed[0], diagnostic)]
+    return [Bounce(None, BounceKind.UNKNOWN, None, diagnostic, Reason.UNDEFINED)]
+
+
+# Characters of prose kept as the diagnostic when a report has no Diagnostic-Code of its own.
+_MAX_DIAGNOSTIC = 1000
+
+
+_FIRST_FIELD = re.compile(
+    r"^[ \t]*(?:reporting-mta|original-envelope-id|final-recipient|original-recipient|"
+    r"action)[ \t]*:",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _preamble(text: str) -> str:
+    """A report's prose up to its first DSN field, on one line and cut short."""
+    found = _FIRST_FIELD.search(text)
+    prose = text[: found.start()] if found else text
+    return " ".join(prose[: _MAX_DIAGNOSTIC * 4].split())[:_MAX_DIAGNOSTIC]
+
+
+def _names_recipient(block: dict[str, list[str]]) -> bool:
+    return "final-recipient" in block or "original-recipient" in block
+
+
+_RECIPIENT_FIELD = re.compile(r"^[ \t]*(?:final|original)-recipient[ \t]*:", re.I | re.M)
+
+
+def _recipient_blocks(text: str) -> list[dict[str, list[str]]]:
+    """DSN recipient blocks written into plain text (Amazon WorkMail's "Technical report")."""
+    if _RECIPIENT_FIELD.search(text) is None:
+        return []
+    return [
+        block
+        for block in _text_blocks(text)
+        if _names_recipient(block) and ("action" in block or "status" in block)
+    ]
+
+
+def _dsn(
+    blocks: list[dict[str, list[str]]], prose: dict[str, str], preamble: str = ""
+) -> list[Bounce]:
+    """Findings from recipient blocks.
+
+    ``prose`` (what the report's text says per recipient) fills in a missing
+    Diagnostic-Code; for a report about one recipient, ``preamble`` (the text before
+    the fields) does when the prose names nobody.
+    """
     findings: list[Bounce] = []
-    for report in reports:
-        for block in _field_blocks(report):
-            final = _first(block, "final-recipient")
-            original = _first(block, "original-recipient")
-            if final is None and original is None:
-                continue
-            words = (_first(block, "action") or "").lower().split()
-            action = words[0] if words else None
-            if action in _NOT_FAILED:
-                continue
-            # Original-Recipient is the address sender wrote to; Final-Recipient
-            # may be an alias's target. flufl.bounce's DSN detector prefers it too.
-            recipient = _dsn_address(original) or _dsn_address(final)
-            diagnostic = _first(block, "diagnostic-code") or ""
-            if not diagnostic:
-                # Exim leaves out Diagnostic-Code for its own errors ("Unrouteable address").
-                diagnostic = prose.get(_dsn_address(final) or "", "")
-            status = _dsn_status(_first(block, "status") or "", diagnostic)
-            if action is None and status is not None and status.startswith("2."):
-                continue
-            kind, reason = _judge(status, diagnostic, action=action, failed=action == "failed")
-            findings.append(
-                Bounce(
-                    recipient,
-                    kind,
-                    status,
-                    diagnostic,
-                    reason,
-                    action,
-                    reply_code=_smtp_code(" ".join(diagnostic.split())),
-                )
+    for block in blocks:
+        final = _first(block, "final-recipient")
+        original = _first(block, "original-recipient")
+        if final is None and original is None:
+            continue
+        words = (_first(block, "action") or "").lower().split()
+        action = words[0] if words else None
+        if action in _NOT_FAILED:
+            continue
+        # Original-Recipient is the address sender wrote to; Final-Recipient
+        # may be an alias's target. flufl.bounce's DSN detector prefers it too.
+        recipient = _dsn_address(original) or _dsn_address(final)
+        diagnostic = _first(block, "diagnostic-code") or ""
+        if not diagnostic:
+            # Exim leaves out Diagnostic-Code for its own errors ("Unrouteable address");
+            # sendmail's prose has the transcript ("mail.local: unknown user").
+            diagnostic = prose.get(_dsn_address(final) or "", "")
+            if not diagnostic and len(blocks) == 1:
+                diagnostic = preamble
+        if recipient is None and len(prose) == 1:
+            # a Final-Recipient without a local part (a source route's remnant, "@host")
+            (recipient, diagnostic), *_ = prose.items()
+        status = _dsn_status(_first(block, "status") or "", diagnostic)
+        if action is None and status is not None and status.startswith("2."):
+            continue
+        kind, reason = _judge(status, diagnostic, action=action, failed=action == "failed")
+        findings.append(
+            Bounce(
+                recipient,
+                kind,
+                status,
+                diagnostic,
+                reason,
+                action,
+                reply_code=_smtp_code(" ".join(diagnostic.split())),
             )
-            if len(findings) >= _MAX_FINDINGS:
-                return findings
+        )
+        if len(findings) >= _MAX_FINDINGS:
+            return findings
     return findings
 
 
@@ -816,7 +963,8 @@ def _dsn_address(value: str | None) -> str | None:
         return None
     _type, _sep, address = value.rpartition(";")
     address = address.strip().strip("<>").strip().lower()
-    return address if "@" in address else None
+    local, _at, domain = address.rpartition("@")
+    return address if local and domain else None
 
 
 def _field_blocks(part: Message) -> list[dict[str, list[str]]]:
@@ -829,13 +977,13 @@ def _field_blocks(part: Message) -> list[dict[str, list[str]]]:
         for item in payload[:_MAX_PARTS]:
             if not isinstance(item, Message):
                 continue
-            blocks.append(_fields((key, value) for key, value in item.raw_items()))
+            blocks.extend(_split_fields(item.raw_items()))
             inner = item.get_payload()
             if isinstance(inner, str) and inner.strip():
                 blocks.extend(_text_blocks(inner))
     elif isinstance(payload, str):
         blocks.extend(_text_blocks(payload))
-    return blocks
+    return blocks[:_MAX_PARTS]
 
 
 def _text_blocks(text: str) -> list[dict[str, list[str]]]:
@@ -850,18 +998,36 @@ def _text_blocks(text: str) -> list[dict[str, list[str]]]:
             elif ":" in line:
                 name, _sep, value = line.partition(":")
                 pairs.append((name, value))
-        if pairs:
-            blocks.append(_fields(pairs))
+        blocks.extend(_split_fields(pairs))
     return blocks
 
 
-def _fields(pairs: Iterable[tuple[str, object]]) -> dict[str, list[str]]:
-    fields: dict[str, list[str]] = {}
+# Per-recipient fields (RFC 3464 2.3). A second one of these in a block, or a recipient
+# field after the block's recipient and its Action or Status, starts the next recipient:
+# some servers (AOL) write several recipient blocks without a blank line between them.
+_PER_RECIPIENT = frozenset({"original-recipient", "final-recipient", "action", "status"})
+_RECIPIENT_FIELDS = frozenset({"original-recipient", "final-recipient"})
+
+
+def _split_fields(pairs: Iterable[tuple[str, object]]) -> list[dict[str, list[str]]]:
+    blocks: list[dict[str, list[str]]] = [{}]
     for name, value in pairs:
-        if isinstance(value, str):
-            text = " ".join(undo_surrogates(value).split())
-            fields.setdefault(name.strip().lower(), []).append(text)
-    return fields
+        if not isinstance(value, str):
+            continue
+        key = name.strip().lower()
+        current = blocks[-1]
+        if key in _PER_RECIPIENT and (
+            key in current
+            or (
+                key in _RECIPIENT_FIELDS
+                and not _RECIPIENT_FIELDS.isdisjoint(current)
+                and ("action" in current or "status" in current)
+            )
+        ):
+            current = {}
+            blocks.append(current)
+        current.setdefault(key, []).append(" ".join(undo_surrogates(value).split()))
+    return [block for block in blocks if block]
 
 
 def _first(block: dict[str, list[str]], name: str) -> str | None:
@@ -913,6 +1079,56 @@ def _original_message(parts: list[Message]) -> Message | None:
         elif isinstance(payload, str):
             return email.message_from_string(payload[:_MAX_TEXT])
     return None
+
+
+# -- provider notifications that are neither DSN nor ARF ---------------------------------
+
+_HOTMAIL_COMPLAINT = re.compile(r"^\s*complaint about message from", re.IGNORECASE)
+_HOTMAIL_DOMAINS = frozenset({"hotmail.com", "outlook.com", "live.com", "msn.com"})
+
+
+def _provider_notification(
+    message: Message, parts: list[Message], text: str
+) -> list[Bounce] | None:
+    """An SES notification SNS mailed, a Hotmail complaint, an Apple Mail unsubscribe.
+
+    None when the message is none of these.
+    """
+    body = text.strip()
+    if body.startswith("{") and ('"notificationType"' in body or '"Notification"' in body):
+        try:
+            # SNS appends an unsubscribe footer after the JSON: read the object alone
+            document, _end = json.JSONDecoder(strict=False).raw_decode(body)
+            if isinstance(document, dict):
+                return parse_ses_notification(document)
+        except (ValueError, RecursionError, InputError):
+            pass  # JSON of another kind, or cut short: read on as mail
+    if _header(message, "x-apple-unsubscribe").lower() == "true":
+        # Apple Mail's unsubscribe, sent to the List-Unsubscribe address from the
+        # participant's own mailbox: an opt-out (Sisimai reads it as feedback), so it
+        # suppresses like a complaint. Its Auto-Submitted header makes it no auto-reply.
+        sender = _sender(message)
+        return [Bounce(sender, BounceKind.COMPLAINT, None, "", Reason.COMPLAINT, None, "opt-out")]
+    return _hotmail_complaint(message, parts)
+
+
+def _hotmail_complaint(message: Message, parts: list[Message]) -> list[Bounce] | None:
+    """Hotmail/Outlook.com's own complaint format: the message attached, whose
+    ``X-HmXmrOriginalRecipient`` header names the complaining recipient."""
+    domains = {address.rpartition("@")[2].lower() for address in _header_addresses(message, "from")}
+    by_hotmail = not domains.isdisjoint(_HOTMAIL_DOMAINS)
+    if not (by_hotmail or _HOTMAIL_COMPLAINT.search(decoded_subject(message))):
+        return None
+    original = _original_message(parts)
+    if original is None:
+        return None
+    recipients = _header_addresses(original, "x-hmxmroriginalrecipient")
+    if not recipients:
+        return None
+    return [
+        Bounce(address, BounceKind.COMPLAINT, None, "", Reason.COMPLAINT, None, "abuse")
+        for address in recipients
+    ]
 
 
 # -- auto-replies ------------------------------------------------------------------------
@@ -986,6 +1202,8 @@ def _report_text(parts: list[Message]) -> str:
     html: list[str] = []
     for part in parts:
         kind = part.get_content_type()
+        if part.get_content_maintype() == "multipart" and not part.is_multipart():
+            kind = "text/plain"  # no boundary matched: the parser left the body as text
         if kind not in {"text/plain", "text/html"}:
             continue
         payload = part.get_payload(decode=True)
@@ -1260,7 +1478,8 @@ def _json_object(payload: str | bytes | Mapping[str, object]) -> dict[str, objec
     if isinstance(payload, Mapping):
         return dict(payload)
     try:
-        document = json.loads(payload)
+        # strict=False: SNS by mail may carry raw line breaks inside JSON strings
+        document = json.loads(payload, strict=False)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise _bad_notification(f"not JSON: {exc}") from exc
     if not isinstance(document, dict):
