@@ -702,6 +702,10 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     skipped), one per complained-about recipient of an ARF report, one for an
     auto-reply (its From address). Never raises on malformed input.
     """
+    if b"\n" not in data:
+        # CR-only line ends (old Mac mailers): the MIME parser splits on them, but
+        # quoted-printable soft breaks and body searches want LF
+        data = data.replace(b"\r", b"\n")
     message = email.message_from_bytes(data)
     parts = list(walk_parts(message, into_messages=False))
     feedback = _arf(parts)
