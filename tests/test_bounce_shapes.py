@@ -276,3 +276,19 @@ def test_hostile_report_shapes_never_raise(lines: list[str], newline: str) -> No
         assert finding.recipient is None or (
             "@" in finding.recipient and not finding.recipient.startswith("@")
         )
+
+
+def test_thousands_of_nested_messages_neither_raise_nor_lose_the_headers() -> None:
+    """Nesting deeper than the MIME parser can recurse still reads the top headers."""
+    from sender.feedback.bounces import envelope_recipients
+    from sender.feedback.intake import calendar_parts
+
+    data = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: a@example.org\n"
+        b"X-Failed-Recipients: b@example.org\n"
+        + b"Content-Type: message/rfc822\n\n" * 5_000
+        + b"x\n"
+    )
+    assert failures(data) == [("b@example.org", "undefined", False)]
+    assert envelope_recipients(data) == ["a@example.org"]
+    assert calendar_parts(data) == []

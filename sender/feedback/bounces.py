@@ -33,7 +33,6 @@ payload to :func:`parse_ses_notification`.
 
 from __future__ import annotations
 
-import email
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -51,6 +50,7 @@ from sender.feedback.mailparse import (
     header_addresses,
     header_values,
     mailboxes,
+    parse_message,
     undo_surrogates,
     walk_parts,
 )
@@ -70,6 +70,9 @@ __all__ = [
 # Characters of report text we read, findings we return (and mailparse's limits on
 # nesting and parts): hostile input must not cost more than a real bounce.
 _MAX_TEXT = 256 * 1024
+# Bytes of a message we parse. The report comes before the returned original, which is
+# all a longer bounce adds; the cap bounds the MIME parser's work on hostile input.
+_MAX_MESSAGE = 1024 * 1024
 _MAX_FINDINGS = 500
 
 
@@ -702,11 +705,12 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     skipped), one per complained-about recipient of an ARF report, one for an
     auto-reply (its From address). Never raises on malformed input.
     """
+    data = data[:_MAX_MESSAGE]
     if b"\n" not in data:
         # CR-only line ends (old Mac mailers): the MIME parser splits on them, but
         # quoted-printable soft breaks and body searches want LF
         data = data.replace(b"\r", b"\n")
-    message = email.message_from_bytes(data)
+    message = parse_message(data)
     parts = list(walk_parts(message, into_messages=False))
     feedback = _arf(parts)
     if feedback is not None:
@@ -750,7 +754,7 @@ def envelope_recipients(data: bytes, /) -> list[str]:
     that order; lower-cased, each once. A VERP return path
     (``bounces+<token>@bounce.example.com``) shows up here in a saved bounce.
     """
-    message = email.message_from_bytes(data)
+    message = parse_message(data[:_MAX_MESSAGE])
     found: dict[str, None] = {}
     for name in ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to"):
         for address in _header_addresses(message, name):
@@ -807,7 +811,7 @@ def _embedded_reports(parts: list[Message]) -> tuple[list[Message], list[Message
             continue
         boundary = boundaries[-1]
         header = b'Content-Type: multipart/report; boundary="' + boundary + b'"\n\n'
-        inner = email.message_from_bytes(header + body)
+        inner = parse_message(header + body)
         inner_parts = list(walk_parts(inner, into_messages=False))
         reports = [p for p in inner_parts if p.get_content_type() in _REPORT_TYPES]
         if reports:
@@ -1088,7 +1092,7 @@ def _original_message(parts: list[Message]) -> Message | None:
                 if isinstance(item, Message):
                     return item
         elif isinstance(payload, str):
-            return email.message_from_string(payload[:_MAX_TEXT])
+            return parse_message(payload[:_MAX_TEXT])
     return None
 
 
