@@ -20,8 +20,12 @@ guide to the shapes recognised here (see ``tests/samples/bounces/README.md``).
 
 Reading order, first match wins: an ARF feedback report (RFC 5965) is a
 complaint; a ``message/delivery-status`` part (RFC 3464) gives one finding
-per recipient block; an auto-reply (RFC 3834 headers, vendor headers or a
-vacation subject) from a person is :attr:`BounceKind.AUTOREPLY`; then the
+per recipient block, also where the MIME structure hides it (a boundary that
+does not match, a report pasted into a text body or forwarded as an attachment)
+and as DSN fields written in plain text; an SES notification SNS mailed, a
+Hotmail complaint or an Apple Mail unsubscribe gives its findings; an
+auto-reply (RFC 3834 headers, vendor headers or a vacation subject) from a
+person is :attr:`BounceKind.AUTOREPLY`; then the
 prose of Exim, qmail, Postfix, Yahoo, Exchange and GroupWise; last, a
 message from a mailer daemon that names nobody is kept as
 :attr:`BounceKind.UNKNOWN` for a human. Anything else is ordinary mail: ``[]``.
