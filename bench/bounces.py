@@ -99,6 +99,8 @@ VOCABULARY = frozenset(reason.value for reason in Reason)
 LEGACY_REASONS = {"unknown_user": "user_unknown", "no_domain": "host_unknown"}
 LEGACY_REASONS |= {"autoreply": "auto_reply"}
 
+ORIGINAL_RECIPIENT = "Original-Recipient, the address written to, over the expanded Final-Recipient"
+
 # Where the project's answer replaces Sisimai's, and why. ``None`` as verdict or
 # reason: no reference, the file is left out of that figure.
 OVERRIDES: dict[str, tuple[str, list[tuple[str, bool | None, str | None]]]] = {
@@ -129,6 +131,49 @@ OVERRIDES: dict[str, tuple[str, list[tuple[str, bool | None, str | None]]]] = {
     "lhost-x1-04.eml": (
         "Sisimai finds nothing; the body says [Connection timed out]",
         [("kijitora-neko@neko.example.go.jp", False, None)],
+    ),
+    # Alias expansion (issue 13, shape 3): Sisimai reports the expanded Final-Recipient,
+    # sender the Original-Recipient, the address it wrote to and the one to suppress.
+    # Sisimai's verdict and reason stand, except where noted.
+    "lhost-postfix-01.eml": (
+        ORIGINAL_RECIPIENT,
+        [("kijitora@example.org", False, "mailer_error")],
+    ),
+    "lhost-postfix-77.eml": (
+        ORIGINAL_RECIPIENT + "; 'Email address is not verified' (SES) refuses the sender",
+        [("neko@example.co.jp", False, "rejected_sender")],
+    ),
+    "lhost-postfix-78.eml": (
+        ORIGINAL_RECIPIENT,
+        [("neko@example.co.jp", False, "content_error")],
+    ),
+    "lhost-postfix-79.eml": (
+        ORIGINAL_RECIPIENT,
+        [("nekko@c.example.co.jp", False, "mailer_error")],
+    ),
+    "rhost-google-03.eml": (
+        ORIGINAL_RECIPIENT,
+        [("neko@example.co.jp", False, "auth_failure")],
+    ),
+    "rhost-google-04.eml": (
+        ORIGINAL_RECIPIENT,
+        [("contact@example.co.jp", False, "auth_failure")],
+    ),
+    "rhost-google-06.eml": (
+        ORIGINAL_RECIPIENT,
+        [("michitsuna@example.org", False, "ptr_required")],
+    ),
+    "rfc3464-09.eml": (
+        ORIGINAL_RECIPIENT,
+        [("kijitora-nyaaaaaan@example.co.jp", False, "mailbox_full")],
+    ),
+    "lhost-postfix-49.eml": (
+        ORIGINAL_RECIPIENT + " (a report forwarded inside a text/plain body)",
+        [("toraneko@neko.example.co.jp", False, "blocked")],
+    ),
+    "lhost-postfix-32.eml": (
+        ORIGINAL_RECIPIENT + ", written without the quotes Final-Recipient has",
+        [("neko....nyaan....@libsisimai.org", True, "user_unknown")],
     ),
 }
 

@@ -67,12 +67,17 @@ def test_a_spamhaus_listing_is_sender_side_where_sisimai_says_user_unknown() -> 
 
 def test_daemon_mail_marked_auto_replied_is_a_bounce_not_an_autoreply() -> None:
     """Exim marks its reports Auto-Submitted: auto-replied; a 550 5.1.1 there still suppresses,
-    and a delay warning it cannot read is kept for a human, not called an auto-reply."""
+    and its delay warning is a delay for the address it names, not an auto-reply."""
     assert b"Auto-Submitted: auto-replied" in real("lhost-exim-59.eml")
     (found,) = parse_bounce(real("lhost-exim-59.eml"))
     assert (found.kind, found.reason, found.suppress) == (BounceKind.HARD, "user_unknown", True)
     (warning,) = parse_bounce(real("lhost-exim-38.eml"))
-    assert warning.kind is BounceKind.UNKNOWN
+    assert (warning.recipient, warning.kind, warning.reason) == (
+        "kijitora@example.co.jp",
+        BounceKind.SOFT,
+        "delayed",
+    )
+    assert not warning.suppress
 
 
 def test_every_reason_has_one_rule_and_every_sender_side_reason_a_hint() -> None:

@@ -20,8 +20,12 @@ guide to the shapes recognised here (see ``tests/samples/bounces/README.md``).
 
 Reading order, first match wins: an ARF feedback report (RFC 5965) is a
 complaint; a ``message/delivery-status`` part (RFC 3464) gives one finding
-per recipient block; an auto-reply (RFC 3834 headers, vendor headers or a
-vacation subject) from a person is :attr:`BounceKind.AUTOREPLY`; then the
+per recipient block, also where the MIME structure hides it (a boundary that
+does not match, a report pasted into a text body or forwarded as an attachment)
+and as DSN fields written in plain text; an SES notification SNS mailed, a
+Hotmail complaint or an Apple Mail unsubscribe gives its findings; an
+auto-reply (RFC 3834 headers, vendor headers or a vacation subject) from a
+person is :attr:`BounceKind.AUTOREPLY`; then the
 prose of Exim, qmail, Postfix, Yahoo, Exchange and GroupWise; last, a
 message from a mailer daemon that names nobody is kept as
 :attr:`BounceKind.UNKNOWN` for a human. Anything else is ordinary mail: ``[]``.
@@ -33,7 +37,6 @@ payload to :func:`parse_ses_notification`.
 
 from __future__ import annotations
 
-import email
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -51,6 +54,7 @@ from sender.feedback.mailparse import (
     header_addresses,
     header_values,
     mailboxes,
+    parse_message,
     undo_surrogates,
     walk_parts,
 )
@@ -70,6 +74,9 @@ __all__ = [
 # Characters of report text we read, findings we return (and mailparse's limits on
 # nesting and parts): hostile input must not cost more than a real bounce.
 _MAX_TEXT = 256 * 1024
+# Bytes of a message we parse. The report comes before the returned original, which is
+# all a longer bounce adds; the cap bounds the MIME parser's work on hostile input.
+_MAX_MESSAGE = 1024 * 1024
 _MAX_FINDINGS = 500
 
 
@@ -533,6 +540,7 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"(?:command )?unrecognized command",
             r"command (?:not )?(?:recognized|implemented)",
             r"bad sequence of commands",
+            r"malformed (?:recipient )?address",
         ),
     ),
 )
@@ -626,6 +634,9 @@ def classify(
 # A recipient accepted at RCPT TO and called unknown after the message's content was seen:
 # a filter dressed as an unknown user (Sisimai reads it so too); the address may be fine.
 _AFTER_DATA = _words(r"after end of data", r"end of data command", r"after data\b")
+# A local delivery program (procmail, a pipe) that failed after the MTA took the address:
+# its "no such user" is about its own configuration, not the address we wrote to.
+_LOCAL_AGENT = _words(r"\bx-unix;", r"command output:")
 
 
 def _reason(enhanced: str | None, code: int | None, text: str, *, transient: bool) -> Reason:
@@ -636,6 +647,8 @@ def _reason(enhanced: str | None, code: int | None, text: str, *, transient: boo
     worded = reason_in(text)
     if worded is Reason.USER_UNKNOWN and _AFTER_DATA.search(text):
         return Reason.FILTERED
+    if worded is Reason.USER_UNKNOWN and _LOCAL_AGENT.search(text):
+        return Reason.MAILER_ERROR
     if worded is not None:
         return worded
     if enhanced is not None and enhanced in _STATUS:
@@ -692,23 +705,30 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     """Every finding in one raw message, in report order; ``[]`` for ordinary mail.
 
     One :class:`Bounce` per failed or delayed recipient of a DSN or MTA
-    report (recipients reported delivered, relayed or expanded are skipped),
-    one per complained-about recipient of an ARF report, one for an
+    report (recipients reported delivered, relayed, expanded or deliverable are
+    skipped), one per complained-about recipient of an ARF report, one for an
     auto-reply (its From address). Never raises on malformed input.
     """
-    message = email.message_from_bytes(data)
+    data = data[:_MAX_MESSAGE]
+    if b"\n" not in data:
+        # CR-only line ends (old Mac mailers): the MIME parser splits on them, but
+        # quoted-printable soft breaks and body searches want LF
+        data = data.replace(b"\r", b"\n")
+    message = parse_message(data)
     parts = list(walk_parts(message, into_messages=False))
     feedback = _arf(parts)
     if feedback is not None:
         return feedback
-    reports = [
-        part
-        for part in parts
-        if part.get_content_type() in {"message/delivery-status", "message/global-delivery-status"}
-    ]
+    parts, reports = _delivery_reports(parts)
     text = _report_text(parts)
     if reports:
-        return _dsn(reports, _prose_diagnostics(text))[:_MAX_FINDINGS]
+        return _dsn_or_fallback(message, parts, reports, text)[:_MAX_FINDINGS]
+    inline = _dsn(_recipient_blocks(text), _prose_diagnostics(text), _preamble(text))
+    if inline:
+        return inline[:_MAX_FINDINGS]
+    notification = _provider_notification(message, parts, text)
+    if notification is not None:
+        return notification[:_MAX_FINDINGS]
     daemon = _from_daemon(message)
     sender = _sender(message)
     detected = next((found for detector in _DETECTORS if (found := detector(text))), [])
@@ -738,7 +758,7 @@ def envelope_recipients(data: bytes, /) -> list[str]:
     that order; lower-cased, each once. A VERP return path
     (``bounces+<token>@bounce.example.com``) shows up here in a saved bounce.
     """
-    message = email.message_from_bytes(data)
+    message = parse_message(data[:_MAX_MESSAGE])
     found: dict[str, None] = {}
     for name in ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to"):
         for address in _header_addresses(message, name):
@@ -748,46 +768,191 @@ def envelope_recipients(data: bytes, /) -> list[str]:
 
 # -- RFC 3464 delivery status notifications ----------------------------------------------
 
-_NOT_FAILED = frozenset({"delivered", "relayed", "expanded"})
+_NOT_FAILED = frozenset({"delivered", "relayed", "expanded", "deliverable"})
+_REPORT_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 
 
-def _dsn(reports: list[Message], prose: dict[str, str]) -> list[Bounce]:
-    """Findings from the recipient blocks; ``prose`` fills in a missing Diagnostic-Code."""
+def _delivery_reports(parts: list[Message]) -> tuple[list[Message], list[Message]]:
+    """The report's parts and its delivery-status parts, wherever the report really is.
+
+    Usually they are the message's own parts. Failing that: a report the MIME parser
+    could not see (a multipart whose declared boundary is not the body's, or a whole
+    report pasted into a text body), then a report forwarded as an attached message.
+    """
+    reports = [part for part in parts if part.get_content_type() in _REPORT_TYPES]
+    if reports:
+        return parts, reports
+    for candidates in (_embedded_reports(parts), _forwarded_reports(parts)):
+        if candidates is not None:
+            return candidates
+    return parts, []
+
+
+_EMBEDDED_DSN = re.compile(
+    rb"^content-type:[ \t]*message/(?:global-)?delivery-status", re.IGNORECASE | re.MULTILINE
+)
+_BOUNDARY_LINE = re.compile(rb'^--([^\s"\\]{1,200})[ \t]*\r?$', re.MULTILINE)
+
+
+def _embedded_reports(parts: list[Message]) -> tuple[list[Message], list[Message]] | None:
+    """A report inside a single part's body, re-read with the boundary the body uses."""
+    for part in parts[:_MAX_PARTS]:
+        if part.is_multipart() or part.get_content_maintype() not in {"multipart", "text"}:
+            continue
+        body = part.get_payload(decode=True)
+        if not isinstance(body, bytes):
+            continue
+        body = body[:_MAX_TEXT]
+        found = _EMBEDDED_DSN.search(body)
+        if found is None:
+            continue
+        boundaries = [
+            line[1]
+            for line in _BOUNDARY_LINE.finditer(body, 0, found.start())
+            if line[1].strip(b"-")
+        ]
+        if not boundaries:
+            continue
+        boundary = boundaries[-1]
+        header = b'Content-Type: multipart/report; boundary="' + boundary + b'"\n\n'
+        inner = parse_message(header + body)
+        inner_parts = list(walk_parts(inner, into_messages=False))
+        reports = [p for p in inner_parts if p.get_content_type() in _REPORT_TYPES]
+        if reports:
+            return inner_parts, reports
+    return None
+
+
+# How many attached messages deep a forwarded report may sit.
+_FORWARD_DEPTH = 3
+
+
+def _forwarded_reports(parts: list[Message]) -> tuple[list[Message], list[Message]] | None:
+    """A report attached to another message: a bounce someone forwarded to us."""
+    for _depth in range(_FORWARD_DEPTH):
+        attached = _original_message(parts)
+        if attached is None:
+            return None
+        parts = list(walk_parts(attached, into_messages=False))
+        reports = [part for part in parts if part.get_content_type() in _REPORT_TYPES]
+        if reports:
+            return parts, reports
+    return None
+
+
+def _dsn_or_fallback(
+    message: Message, parts: list[Message], reports: list[Message], text: str
+) -> list[Bounce]:
+    """Findings from the delivery-status parts; when they name nobody, from what else does.
+
+    Some servers write only the per-message fields (Postfix's "Delivery report
+    unavailable", Google's group refusals): the recipient is then in X-Failed-Recipients,
+    in the prose, or (last resort) the returned message's one To address.
+    """
+    prose = _prose_diagnostics(text)
+    blocks = [block for report in reports for block in _field_blocks(report)]
+    named = [block for block in blocks if _names_recipient(block)]
+    diagnostic = _preamble(text)
+    if named:
+        return _dsn(named, prose, diagnostic)
+    failed = _header_addresses(message, "x-failed-recipients")
+    if failed:
+        return [_text_finding(address, diagnostic) for address in failed]
+    detected = next((found for detector in _DETECTORS if (found := detector(text))), [])
+    if detected:
+        return detected
+    original = _original_message(parts)
+    addressed = _header_addresses(original, "to") if original is not None else []
+    if len(addressed) == 1:
+        return [_text_finding(addressed[0], diagnostic)]
+    return [Bounce(None, BounceKind.UNKNOWN, None, diagnostic, Reason.UNDEFINED)]
+
+
+# Characters of prose kept as the diagnostic when a report has no Diagnostic-Code of its own.
+_MAX_DIAGNOSTIC = 1000
+
+
+_FIRST_FIELD = re.compile(
+    r"^[ \t]*(?:reporting-mta|original-envelope-id|final-recipient|original-recipient|"
+    r"action)[ \t]*:",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _preamble(text: str) -> str:
+    """A report's prose up to its first DSN field, on one line and cut short."""
+    found = _FIRST_FIELD.search(text)
+    prose = text[: found.start()] if found else text
+    return " ".join(prose[: _MAX_DIAGNOSTIC * 4].split())[:_MAX_DIAGNOSTIC]
+
+
+def _names_recipient(block: dict[str, list[str]]) -> bool:
+    return "final-recipient" in block or "original-recipient" in block
+
+
+_RECIPIENT_FIELD = re.compile(r"^[ \t]*(?:final|original)-recipient[ \t]*:", re.I | re.M)
+
+
+def _recipient_blocks(text: str) -> list[dict[str, list[str]]]:
+    """DSN recipient blocks written into plain text (Amazon WorkMail's "Technical report")."""
+    if _RECIPIENT_FIELD.search(text) is None:
+        return []
+    return [
+        block
+        for block in _text_blocks(text)
+        if _names_recipient(block) and ("action" in block or "status" in block)
+    ]
+
+
+def _dsn(
+    blocks: list[dict[str, list[str]]], prose: dict[str, str], preamble: str = ""
+) -> list[Bounce]:
+    """Findings from recipient blocks.
+
+    ``prose`` (what the report's text says per recipient) fills in a missing
+    Diagnostic-Code; for a report about one recipient, ``preamble`` (the text before
+    the fields) does when the prose names nobody.
+    """
     findings: list[Bounce] = []
-    for report in reports:
-        for block in _field_blocks(report):
-            final = _first(block, "final-recipient")
-            original = _first(block, "original-recipient")
-            if final is None and original is None:
-                continue
-            words = (_first(block, "action") or "").lower().split()
-            action = words[0] if words else None
-            if action in _NOT_FAILED:
-                continue
-            # Original-Recipient is the address sender wrote to; Final-Recipient
-            # may be an alias's target. flufl.bounce's DSN detector prefers it too.
-            recipient = _dsn_address(original) or _dsn_address(final)
-            diagnostic = _first(block, "diagnostic-code") or ""
-            if not diagnostic:
-                # Exim leaves out Diagnostic-Code for its own errors ("Unrouteable address").
-                diagnostic = prose.get(_dsn_address(final) or "", "")
-            status = _dsn_status(_first(block, "status") or "", diagnostic)
-            if action is None and status is not None and status.startswith("2."):
-                continue
-            kind, reason = _judge(status, diagnostic, action=action, failed=action == "failed")
-            findings.append(
-                Bounce(
-                    recipient,
-                    kind,
-                    status,
-                    diagnostic,
-                    reason,
-                    action,
-                    reply_code=_smtp_code(" ".join(diagnostic.split())),
-                )
+    for block in blocks:
+        final = _first(block, "final-recipient")
+        original = _first(block, "original-recipient")
+        if final is None and original is None:
+            continue
+        words = (_first(block, "action") or "").lower().split()
+        action = words[0] if words else None
+        if action in _NOT_FAILED:
+            continue
+        # Original-Recipient is the address sender wrote to; Final-Recipient
+        # may be an alias's target. flufl.bounce's DSN detector prefers it too.
+        recipient = _dsn_address(original) or _dsn_address(final)
+        diagnostic = _first(block, "diagnostic-code") or ""
+        if not diagnostic:
+            # Exim leaves out Diagnostic-Code for its own errors ("Unrouteable address");
+            # sendmail's prose has the transcript ("mail.local: unknown user").
+            diagnostic = prose.get(_dsn_address(final) or "", "")
+            if not diagnostic and len(blocks) == 1:
+                diagnostic = preamble
+        if recipient is None and len(prose) == 1:
+            # a Final-Recipient without a local part (a source route's remnant, "@host")
+            (recipient, diagnostic), *_ = prose.items()
+        status = _dsn_status(_first(block, "status") or "", diagnostic)
+        if action is None and status is not None and status.startswith("2."):
+            continue
+        kind, reason = _judge(status, diagnostic, action=action, failed=action == "failed")
+        findings.append(
+            Bounce(
+                recipient,
+                kind,
+                status,
+                diagnostic,
+                reason,
+                action,
+                reply_code=_smtp_code(" ".join(diagnostic.split())),
             )
-            if len(findings) >= _MAX_FINDINGS:
-                return findings
+        )
+        if len(findings) >= _MAX_FINDINGS:
+            return findings
     return findings
 
 
@@ -816,7 +981,9 @@ def _dsn_address(value: str | None) -> str | None:
         return None
     _type, _sep, address = value.rpartition(";")
     address = address.strip().strip("<>").strip().lower()
-    return address if "@" in address else None
+    local, _at, domain = address.rpartition("@")
+    # "|/usr/bin/filter a@b": an Exim pipe, not an address (nor is "@host", a route's remnant)
+    return address if local and domain and not any(c.isspace() for c in address) else None
 
 
 def _field_blocks(part: Message) -> list[dict[str, list[str]]]:
@@ -829,13 +996,13 @@ def _field_blocks(part: Message) -> list[dict[str, list[str]]]:
         for item in payload[:_MAX_PARTS]:
             if not isinstance(item, Message):
                 continue
-            blocks.append(_fields((key, value) for key, value in item.raw_items()))
+            blocks.extend(_split_fields(item.raw_items()))
             inner = item.get_payload()
             if isinstance(inner, str) and inner.strip():
                 blocks.extend(_text_blocks(inner))
     elif isinstance(payload, str):
         blocks.extend(_text_blocks(payload))
-    return blocks
+    return blocks[:_MAX_PARTS]
 
 
 def _text_blocks(text: str) -> list[dict[str, list[str]]]:
@@ -850,18 +1017,36 @@ def _text_blocks(text: str) -> list[dict[str, list[str]]]:
             elif ":" in line:
                 name, _sep, value = line.partition(":")
                 pairs.append((name, value))
-        if pairs:
-            blocks.append(_fields(pairs))
+        blocks.extend(_split_fields(pairs))
     return blocks
 
 
-def _fields(pairs: Iterable[tuple[str, object]]) -> dict[str, list[str]]:
-    fields: dict[str, list[str]] = {}
+# Per-recipient fields (RFC 3464 2.3). A second one of these in a block, or a recipient
+# field after the block's recipient and its Action or Status, starts the next recipient:
+# some servers (AOL) write several recipient blocks without a blank line between them.
+_PER_RECIPIENT = frozenset({"original-recipient", "final-recipient", "action", "status"})
+_RECIPIENT_FIELDS = frozenset({"original-recipient", "final-recipient"})
+
+
+def _split_fields(pairs: Iterable[tuple[str, object]]) -> list[dict[str, list[str]]]:
+    blocks: list[dict[str, list[str]]] = [{}]
     for name, value in pairs:
-        if isinstance(value, str):
-            text = " ".join(undo_surrogates(value).split())
-            fields.setdefault(name.strip().lower(), []).append(text)
-    return fields
+        if not isinstance(value, str):
+            continue
+        key = name.strip().lower()
+        current = blocks[-1]
+        if key in _PER_RECIPIENT and (
+            key in current
+            or (
+                key in _RECIPIENT_FIELDS
+                and not _RECIPIENT_FIELDS.isdisjoint(current)
+                and ("action" in current or "status" in current)
+            )
+        ):
+            current = {}
+            blocks.append(current)
+        current.setdefault(key, []).append(" ".join(undo_surrogates(value).split()))
+    return [block for block in blocks if block]
 
 
 def _first(block: dict[str, list[str]], name: str) -> str | None:
@@ -911,8 +1096,58 @@ def _original_message(parts: list[Message]) -> Message | None:
                 if isinstance(item, Message):
                     return item
         elif isinstance(payload, str):
-            return email.message_from_string(payload[:_MAX_TEXT])
+            return parse_message(payload[:_MAX_TEXT])
     return None
+
+
+# -- provider notifications that are neither DSN nor ARF ---------------------------------
+
+_HOTMAIL_COMPLAINT = re.compile(r"^\s*complaint about message from", re.IGNORECASE)
+_HOTMAIL_DOMAINS = frozenset({"hotmail.com", "outlook.com", "live.com", "msn.com"})
+
+
+def _provider_notification(
+    message: Message, parts: list[Message], text: str
+) -> list[Bounce] | None:
+    """An SES notification SNS mailed, a Hotmail complaint, an Apple Mail unsubscribe.
+
+    None when the message is none of these.
+    """
+    body = text.strip()
+    if body.startswith("{") and ('"notificationType"' in body or '"Notification"' in body):
+        try:
+            # SNS appends an unsubscribe footer after the JSON: read the object alone
+            document, _end = json.JSONDecoder(strict=False).raw_decode(body)
+            if isinstance(document, dict):
+                return parse_ses_notification(document)
+        except (ValueError, RecursionError, InputError):
+            pass  # JSON of another kind, or cut short: read on as mail
+    if _header(message, "x-apple-unsubscribe").lower() == "true":
+        # Apple Mail's unsubscribe, sent to the List-Unsubscribe address from the
+        # participant's own mailbox: an opt-out (Sisimai reads it as feedback), so it
+        # suppresses like a complaint. Its Auto-Submitted header makes it no auto-reply.
+        sender = _sender(message)
+        return [Bounce(sender, BounceKind.COMPLAINT, None, "", Reason.COMPLAINT, None, "opt-out")]
+    return _hotmail_complaint(message, parts)
+
+
+def _hotmail_complaint(message: Message, parts: list[Message]) -> list[Bounce] | None:
+    """Hotmail/Outlook.com's own complaint format: the message attached, whose
+    ``X-HmXmrOriginalRecipient`` header names the complaining recipient."""
+    domains = {address.rpartition("@")[2].lower() for address in _header_addresses(message, "from")}
+    by_hotmail = not domains.isdisjoint(_HOTMAIL_DOMAINS)
+    if not (by_hotmail or _HOTMAIL_COMPLAINT.search(decoded_subject(message))):
+        return None
+    original = _original_message(parts)
+    if original is None:
+        return None
+    recipients = _header_addresses(original, "x-hmxmroriginalrecipient")
+    if not recipients:
+        return None
+    return [
+        Bounce(address, BounceKind.COMPLAINT, None, "", Reason.COMPLAINT, None, "abuse")
+        for address in recipients
+    ]
 
 
 # -- auto-replies ------------------------------------------------------------------------
@@ -986,6 +1221,8 @@ def _report_text(parts: list[Message]) -> str:
     html: list[str] = []
     for part in parts:
         kind = part.get_content_type()
+        if part.get_content_maintype() == "multipart" and not part.is_multipart():
+            kind = "text/plain"  # no boundary matched: the parser left the body as text
         if kind not in {"text/plain", "text/html"}:
             continue
         payload = part.get_payload(decode=True)
@@ -1050,29 +1287,73 @@ def _angle_blocks(text: str) -> list[Bounce]:
 _EXIM_INTRO = re.compile(
     r"This message was created automatically by mail delivery software", re.IGNORECASE
 )
-_EXIM_FAILED = re.compile(r"following address(?:\(es\)|es)? failed:[ \t]*\n", re.IGNORECASE)
+_EXIM_FAILED = re.compile(
+    r"following address(?:\(es\)|es)? failed:[ \t]*\n|"
+    r"(?P<delayed>address(?:es)? to which the message has not yet been delivered (?:is|are)):"
+    r"[ \t]*\n",
+    re.IGNORECASE,
+)
 _EXIM_ADDRESS = re.compile(r"^ {1,3}(?P<addr>[^\s<>]+@[^\s<>:]+):?\s*$")
+# A local delivery (a pipe, a file) that failed; "generated by" names the address it was for.
+_EXIM_LOCAL = re.compile(r"^ {1,3}(?:pipe|save|file) to \S")
+_EXIM_GENERATED = re.compile(r"^\s+generated by (?P<addr>[^\s<>]+@[^\s<>]+)\s*$")
+_EXIM_MALFORMED = re.compile(
+    r"recipient addresses that were\s+incorrectly constructed:[ \t]*\n", re.IGNORECASE
+)
+_EXIM_MALFORMED_LINE = re.compile(r"^ {1,3}(?P<what>\S.*?): (?P<why>malformed address:.*)$")
 
 
 def _exim(text: str) -> list[Bounce]:
-    """Exim: indented address lines, each followed by more deeply indented reasons."""
+    """Exim: indented address lines, each followed by more deeply indented reasons.
+
+    The same layout serves its delay warnings ("has not yet been delivered") and local
+    deliveries (``pipe to |...`` / ``generated by <address>``); its report on malformed
+    recipient addresses has ``address: malformed address: ...`` lines instead.
+    """
+    malformed = _EXIM_MALFORMED.search(text)
+    if malformed is not None:
+        return _exim_malformed(text[malformed.end() :])
     if _EXIM_INTRO.search(text) is None:
         return []
     failed = _EXIM_FAILED.search(text)
     if failed is None:
         return []
-    blocks: list[tuple[str, list[str]]] = []
+    delayed = failed["delayed"] is not None
+    blocks: list[tuple[str | None, list[str]]] = []
     for line in text[failed.end() :].split("\n"):
         found = _EXIM_ADDRESS.match(line)
+        generated = _EXIM_GENERATED.match(line)
         if found:
             blocks.append((found["addr"], []))
+        elif _EXIM_LOCAL.match(line):
+            blocks.append((None, [line]))
+        elif generated and blocks and blocks[-1][0] is None:
+            blocks[-1] = (generated["addr"], blocks[-1][1])
         elif line.startswith("    ") and blocks:
             blocks[-1][1].append(line)
         elif line.strip() and not line.startswith(" "):
             break
         if len(blocks) >= _MAX_FINDINGS:
             break
-    return [_text_finding(addr, " ".join(lines)) for addr, lines in blocks]
+    # a local delivery without a "generated by" address is left to X-Failed-Recipients
+    return [
+        _text_finding(addr, " ".join(lines), delayed=delayed)
+        for addr, lines in blocks
+        if addr is not None
+    ]
+
+
+def _exim_malformed(text: str) -> list[Bounce]:
+    findings: list[Bounce] = []
+    for line in text.split("\n")[:_MAX_PARTS]:
+        found = _EXIM_MALFORMED_LINE.match(line)
+        if found:
+            # "a@b <c@d>: malformed address: <c@d> may not follow a@b": the last address
+            addresses = _ADDRESS.findall(found["what"])
+            findings.append(_text_finding(addresses[-1] if addresses else None, found["why"]))
+        elif line.strip() and not line.startswith(" "):
+            break
+    return findings
 
 
 _EXCHANGE_INTRO = re.compile(
@@ -1260,7 +1541,8 @@ def _json_object(payload: str | bytes | Mapping[str, object]) -> dict[str, objec
     if isinstance(payload, Mapping):
         return dict(payload)
     try:
-        document = json.loads(payload)
+        # strict=False: SNS by mail may carry raw line breaks inside JSON strings
+        document = json.loads(payload, strict=False)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise _bad_notification(f"not JSON: {exc}") from exc
     if not isinstance(document, dict):

@@ -13,7 +13,6 @@ reply address), and the stdlib parser records defects instead of raising.
 
 from __future__ import annotations
 
-import email
 import os
 import re
 from collections.abc import Collection, Iterable, Iterator
@@ -31,6 +30,7 @@ from sender.feedback.mailparse import (
     decode_words,
     decoded_subject,
     header_addresses,
+    parse_message,
     undo_surrogates,
     walk_parts,
 )
@@ -104,7 +104,7 @@ def calendar_parts(data: bytes, /) -> list[CalendarPart]:
 
     Never raises on a malformed message; a message without a calendar gives [].
     """
-    message = email.message_from_bytes(data)
+    message = parse_message(data)
     subject = decoded_subject(message)
     sender = _sender(message)
     found: dict[str, CalendarPart] = {}
@@ -143,7 +143,7 @@ def dmarc_passed(data: bytes, /, *, trusted_authserv_ids: Collection[str]) -> fr
     trusted = {i.strip().lower() for i in trusted_authserv_ids if i.strip()}
     if not trusted:
         return frozenset()
-    message = email.message_from_bytes(data)
+    message = parse_message(data)
     verdicts: dict[str, str] = {}  # domain -> its topmost dmarc result
     reading = False
     for key, value in message.raw_items():

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
+from email.parser import BytesParser, Parser
 from email.utils import getaddresses
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "header_addresses",
     "header_values",
     "mailboxes",
+    "parse_message",
     "undo_surrogates",
     "walk_parts",
 ]
@@ -45,6 +47,22 @@ _FALLBACK_CHARSETS = ("utf-8", "cp1252", "latin-1")
 
 FOLD = re.compile(r"\r?\n(?=[ \t])")
 """A folded header's line break (RFC 5322 2.2.3): removing it unfolds the value."""
+
+
+def parse_message(data: bytes | str, /) -> Message:
+    """The MIME tree, or the headers alone when the nesting is too deep to parse.
+
+    The standard library's parser recurses once per nested part, so a few thousand
+    nested ``message/rfc822`` parts (a few hundred kilobytes) raise RecursionError.
+    """
+    try:
+        if isinstance(data, str):
+            return Parser().parsestr(data)
+        return BytesParser().parsebytes(data)
+    except RecursionError:
+        if isinstance(data, str):
+            return Parser().parsestr(data, headersonly=True)
+        return BytesParser().parsebytes(data, headersonly=True)
 
 
 def walk_parts(message: Message, /, *, into_messages: bool) -> Iterator[Message]:
