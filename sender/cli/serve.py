@@ -18,8 +18,6 @@ from sender.cli.app import (
     smtp_option,
 )
 from sender.config import CliConfig
-from sender.service import app
-from sender.service.serve import Listener, parse_listen
 
 __all__ = ["serve"]
 
@@ -44,6 +42,12 @@ def serve(
     from SENDER_API_KEYS or api_keys in sender.toml: `KEY` (every scope) or
     `KEY:links+send+runs+admin`.
     """
+    try:  # the `serve` extra; the rest of the command line works without it
+        from sender.service.serve import parse_listen
+    except ImportError as exc:
+        fail(
+            f"sender serve needs the serve extra: pip install 'sender[serve]' ({exc})", EXIT_CONFIG
+        )
     with errors_as_lines(obj.debug):
         config = obj.config(smtp_url=smtp_url, maildir=str(maildir) if maildir else None)
         host, port = parse_listen(listen)
@@ -56,6 +60,9 @@ def serve(
 
 
 async def _serve(config: CliConfig, host: str, port: int, *, work: bool) -> None:
+    from sender.service import app
+    from sender.service.serve import Listener
+
     async with Listener(app(config, work=work), host=host, port=port) as listening:
         sends = "sending active runs" if work else "not sending runs (--no-work)"
         err.print(
