@@ -31,16 +31,19 @@ __all__ = [
     "DAY",
     "DEFAULT_MAX_AGE",
     "MAX_CONCURRENCY",
+    "ApiKey",
     "BouncePolicy",
     "CliConfig",
     "InboundLimits",
     "LinkSettings",
+    "Scope",
     "SenderSettings",
     "SmtpSecurity",
     "SmtpSettings",
     "load_config",
     "local_secret",
     "parse_address",
+    "parse_api_keys",
     "parse_duration",
     "require_real_identity",
 ]
@@ -302,6 +305,72 @@ class SenderSettings:
 DAY = 86_400.0
 
 
+class Scope(StrEnum):
+    """What an API key of ``sender serve`` may do; a key given without scopes may do all."""
+
+    LINKS = "links"  # issue and verify Get Links
+    SEND = "send"  # send one message now
+    RUNS = "runs"  # enqueue runs, read their status
+    ADMIN = "admin"  # the suppression list and the bounce report
+
+
+API_KEY_MIN = 16  # characters; a shorter key is guessable
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One key the HTTP API accepts (``Authorization: Bearer KEY``) and what it may do."""
+
+    key: str = field(repr=False)
+    scopes: frozenset[Scope] = frozenset(Scope)
+    name: str = ""  # shown in logs instead of the key: "key 2" by position
+
+    def __post_init__(self) -> None:
+        if len(self.key) < API_KEY_MIN or not self.key.isprintable() or " " in self.key:
+            raise ConfigurationError(
+                f"api_keys: {self.name or 'a key'} must be at least {API_KEY_MIN} printable "
+                "characters without spaces; generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+                setting="api_keys",
+            )
+
+
+def parse_api_keys(value: object, /) -> tuple[ApiKey, ...]:
+    """``api_keys`` (sender.toml: a list; ``SENDER_API_KEYS``: comma-separated): each entry
+    ``KEY`` (every scope) or ``KEY:scope+scope`` with scopes from links, send, runs, admin.
+
+    Errors name the setting and the entry's position, never the key itself.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [item for item in value.split(",") if item.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigurationError(
+            'api_keys must be a list of "KEY" or "KEY:scope+scope" strings',
+            setting="api_keys",
+        )
+    keys = []
+    for position, entry in enumerate(value, start=1):
+        key, colon, scope_text = entry.strip().partition(":")
+        name = f"key {position}"
+        scopes = frozenset(Scope)
+        if colon:
+            words = [word.strip() for word in scope_text.split("+")]
+            unknown = [word for word in words if word not in set(Scope)]
+            if unknown or not words:
+                raise ConfigurationError(
+                    f"api_keys: {name} names the scope {(unknown or [''])[0][:20]!r}; "
+                    f"scopes are {', '.join(Scope)} joined by '+'",
+                    setting="api_keys",
+                )
+            scopes = frozenset(Scope(word) for word in words)
+        keys.append(ApiKey(key, scopes, name))
+    if len({k.key for k in keys}) != len(keys):
+        raise ConfigurationError("api_keys: a key is listed twice", setting="api_keys")
+    return tuple(keys)
+
+
 # --- Loading (CLI only) ---------------------------------------------------------------
 
 DEFAULT_STATE_DIR = Path(".sender")
@@ -352,6 +421,7 @@ _TOML_KEYS = {
     "inbound_max_recipients",
     "store",
     "limits",
+    "api_keys",
 }
 
 
@@ -428,6 +498,7 @@ class CliConfig:
     validate: bool | None = None  # check addresses before queueing; None: when sending for real
     dns_server: str | None = None  # HOST:PORT for those checks; None: the system's resolver
     inbound: InboundLimits = field(default_factory=InboundLimits)
+    api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)  # for `sender serve`
 
 
 def require_real_identity(config: CliConfig, /) -> None:
@@ -533,6 +604,7 @@ def load_config(
         ("trusted_authserv_ids", "SENDER_TRUSTED_AUTHSERV_IDS"),
         ("store", "SENDER_STORE"),
         ("limits", "SENDER_LIMITS"),
+        ("api_keys", "SENDER_API_KEYS"),
     ):
         if env.get(var):
             values[key] = env[var]
@@ -667,6 +739,7 @@ def load_config(
                 if (value := integer(f"inbound_{name}")) is not None
             }
         ),
+        api_keys=parse_api_keys(values.get("api_keys")),
     )
 
 

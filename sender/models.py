@@ -166,6 +166,17 @@ class DeliveryResult:
             return str(self.reply)
         return self.detail or self.status.value
 
+    def as_dict(self) -> dict[str, str | None]:
+        """The result as JSON-ready data (``sender send --json``, the HTTP API)."""
+        return {
+            "email": self.email,
+            "participant_id": self.participant_id,
+            "status": self.status.value,
+            "reply": None if self.reply is None else str(self.reply),
+            "detail": self.detail,
+            "message_id": self.message_id,
+        }
+
     def raise_for_status(self) -> DeliveryResult:
         """Return self when accepted; raise the matching :class:`DeliveryError` otherwise."""
         if self.status is DeliveryStatus.ACCEPTED:

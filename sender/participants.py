@@ -8,11 +8,13 @@ caller can record it as skipped and carry on.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from sender.addresses import is_address
 from sender.errors import InputError
@@ -25,6 +27,7 @@ __all__ = [
     "CsvRow",
     "detect_delimiter",
     "read_csv",
+    "read_csv_text",
 ]
 
 REQUIRED_COLUMNS = ("email", "name", "participant_id", "course_id")
@@ -59,45 +62,56 @@ def read_csv(path: Path, /) -> Iterator[CsvRow]:
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}", field="csv") from exc
     with handle:
-        first = handle.readline()
-        delimiter = detect_delimiter(first)
-        reader = csv.reader(itertools.chain([first], handle), delimiter=delimiter)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise InputError(f"{path} is empty", field="csv") from None
-        except csv.Error as exc:
-            raise InputError(f"{path}: unreadable header: {exc}", row=1) from exc
-        columns = [column.strip() for column in header]
-        missing = [column for column in REQUIRED_COLUMNS if column not in columns]
-        if missing:
+        yield from _read(handle, str(path))
+
+
+def read_csv_text(text: str, /, *, name: str = "the CSV") -> Iterator[CsvRow]:
+    """:func:`read_csv` for CSV text already in memory (an upload); ``name`` is what
+    messages call it."""
+    return _read(io.StringIO(text.removeprefix("\ufeff"), newline=""), name)
+
+
+def _read(handle: TextIO, path: str) -> Iterator[CsvRow]:
+    """The rows of an open CSV; ``path`` names it in errors."""
+    first = handle.readline()
+    delimiter = detect_delimiter(first)
+    reader = csv.reader(itertools.chain([first], handle), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError(f"{path} is empty", field="csv") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: unreadable header: {exc}", row=1) from exc
+    columns = [column.strip() for column in header]
+    missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+    if missing:
+        raise InputError(
+            f"{path} lacks the column(s) {', '.join(missing)} (read with "
+            f"{DELIMITERS[delimiter]} as the delimiter); "
+            f"the header must name {','.join(REQUIRED_COLUMNS)}[,locale][,extra...]",
+            field=missing[0],
+            row=1,
+        )
+    for column in columns:
+        if column not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS and not _VARIABLE.match(column):
             raise InputError(
-                f"{path} lacks the column(s) {', '.join(missing)} (read with "
-                f"{DELIMITERS[delimiter]} as the delimiter); "
-                f"the header must name {','.join(REQUIRED_COLUMNS)}[,locale][,extra...]",
-                field=missing[0],
+                f"column {column!r} cannot be a template variable name; use letters, "
+                "digits and '_'",
+                field=column,
                 row=1,
             )
-        for column in columns:
-            if column not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS and not _VARIABLE.match(column):
-                raise InputError(
-                    f"column {column!r} cannot be a template variable name; use letters, "
-                    "digits and '_'",
-                    field=column,
-                    row=1,
-                )
-        while True:
-            start = reader.line_num + 1  # a quoted field may span lines: name the first
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield CsvRow(start, None, InputError(str(exc), row=start))
-                continue
-            if not any(value.strip() for value in values):
-                continue  # blank lines are not participants
-            yield _row(start, columns, values)
+    while True:
+        start = reader.line_num + 1  # a quoted field may span lines: name the first
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield CsvRow(start, None, InputError(str(exc), row=start))
+            continue
+        if not any(value.strip() for value in values):
+            continue  # blank lines are not participants
+        yield _row(start, columns, values)
 
 
 def detect_delimiter(header: str, /) -> str:

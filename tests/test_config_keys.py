@@ -184,6 +184,11 @@ KEYS: dict[str, Key] = {
         lambda c: c.limiter,
         "redis://cache.skolen.example.org:6379/2",
     ),
+    "api_keys": Key(
+        f'api_keys = ["{KEY}:links+runs"]',
+        lambda c: [(k.key, sorted(k.scopes)) for k in c.api_keys],
+        [(KEY, ["links", "runs"])],
+    ),
 }
 
 
@@ -416,6 +421,16 @@ ENV: dict[str, Env] = {
         "redis://toml.example.org:6379/0",
         "redis://env.example.org:6379/1",
         "store",
+    ),
+    "SENDER_API_KEYS": Env(
+        "api_keys",
+        f'["{OTHER_KEY}"]',
+        f"{OTHER_KEY}:send, {KEY}",
+        [KEY],
+        lambda c: [(k.key, sorted(k.scopes)) for k in c.api_keys],
+        [(OTHER_KEY, ["admin", "links", "runs", "send"])],
+        [(OTHER_KEY, ["send"]), (KEY, ["admin", "links", "runs", "send"])],
+        [(KEY, ["admin", "links", "runs", "send"])],
     ),
     "SENDER_TRUSTED_AUTHSERV_IDS": Env(
         "trusted_authserv_ids",

@@ -6,14 +6,34 @@ It sits below them so each part reads the same settings without importing the ru
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass, field
 
 from sender.compose.composer import CalendarSend
 from sender.config import MAX_CONCURRENCY, BouncePolicy
-from sender.errors import ConfigurationError
+from sender.errors import ConfigurationError, InputError
 from sender.pacing.schedule import RetryPolicy
 
-__all__ = ["RunSettings"]
+__all__ = ["RUN_ID_MAX", "RunSettings", "check_run_id"]
+
+RUN_ID_MAX = 200  # characters in a run id; it is shown in tables, logs and hints
+
+
+def check_run_id(value: str, /) -> str:
+    """A run id as given: printable text, not blank, at most :data:`RUN_ID_MAX` characters.
+
+    Refused before any run exists (``--run-id``, the HTTP API's ``run_id``); the message
+    never echoes the control characters it found.
+    """
+    if not value.strip():
+        problem = "must not be empty or blank"
+    elif any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in value):
+        problem = "must not contain control characters or line breaks"
+    elif len(value) > RUN_ID_MAX:
+        problem = f"must be at most {RUN_ID_MAX} characters (it has {len(value)})"
+    else:
+        return value
+    raise InputError(f"the run id {problem}", field="run_id")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,22 +6,28 @@ same plain data (:func:`run_status`, :func:`run_list`); a display gets :class:`P
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sender.bulk.settings import RunSettings
+from sender.config import BouncePolicy
 from sender.errors import InputError
+from sender.feedback.suppression import sender_side_problems
 from sender.store import FINAL_STATES, MessageState, RunInfo, RunState, Store
 
 __all__ = [
+    "SENDER_SIDE_SINCE",
     "SKIPPED_LISTED",
     "Progress",
     "is_dead_local",
     "process_gone",
     "run_list",
     "run_status",
+    "status_report",
     "worker_list",
 ]
 
@@ -220,3 +226,32 @@ async def worker_list(
         }
         for worker in workers
     ]
+
+
+SENDER_SIDE_SINCE = 24 * 3600.0  # how far back status shows sender-side refusals
+
+
+async def status_report(
+    store: Store,
+    run_id: str | None = None,
+    /,
+    *,
+    all_runs: bool = False,
+    now: float,
+    policy: BouncePolicy,
+    groups: Mapping[str, str],
+) -> dict[str, Any]:
+    """``sender status --json``'s object, also ``GET /v1/runs/{id}``: :func:`run_status`
+    (with ``all_runs``, ``{runs: [...]}`` from :func:`run_list`), plus the ``workers``
+    holding a lease and the ``sender_side`` refusals of the last day."""
+    if all_runs:
+        data: dict[str, Any] = {"runs": await run_list(store, now=now)}
+    else:
+        data = await run_status(store, run_id, now=now)
+    problems = await sender_side_problems(
+        store, since=now - SENDER_SIDE_SINCE, now=now, policy=policy, groups=groups
+    )
+    return data | {
+        "workers": await worker_list(store, now=now),
+        "sender_side": [dataclasses.asdict(problem) for problem in problems],
+    }

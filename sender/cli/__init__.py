@@ -8,7 +8,8 @@ import sender.cli.calendar
 import sender.cli.checks
 import sender.cli.messages
 import sender.cli.queue
-import sender.cli.runs  # noqa: F401 - importing a command module registers its commands
+import sender.cli.runs
+import sender.cli.serve  # noqa: F401 - importing a command module registers its commands
 from sender.cli.app import main
 
 __all__ = ["main"]

@@ -15,7 +15,6 @@ import os
 import sys
 import time
 from collections.abc import (
-    AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
@@ -24,7 +23,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -37,18 +36,16 @@ from rich.progress import Progress as RichProgress
 from sender.bulk.runner import (
     Progress,
 )
-from sender.client import Sender, open_sender
 from sender.config import (
     CliConfig,
     load_config,
     parse_duration,
 )
+from sender.configured import open_sending
 from sender.errors import ConfigurationError, InputError, SenderError
 from sender.home import KEY_WARNING, first_time
 from sender.loop import fast_loop
-from sender.pacing.schedule import Scheduler
 from sender.store import Store, open_store
-from sender.store.limits import open_limiter
 from sender.storeurl import redacted_store_url, sqlite_store_url
 from sender.vocabulary import MessageState
 
@@ -457,37 +454,8 @@ def store_for(config: CliConfig) -> Store:
     return open_store(config.store)
 
 
-@asynccontextmanager
-async def sending(
-    config: CliConfig, /, *, feedback: bool = False
-) -> AsyncIterator[tuple[Store, Sender, Scheduler]]:
-    """The outbox, and a sender over the configured transport paced by the scheduler it
-    shares with the runs it makes, which asks the limiter every process shares (the
-    ``limits`` setting); closed in turn when the block ends.
-
-    With ``feedback`` the sender's own sends (``sender send``) check the outbox's
-    suppression list and keep refusals there as bounces, as a run's do.
-    """
-    store = store_for(config)
-    limiter = None
-    try:
-        limiter = open_limiter(config.limiter, store=config.store)
-        scheduler = Scheduler(config.limits, limiter=limiter)
-        async with open_sender(
-            config.sender,
-            smtp=config.smtp,
-            maildir=config.maildir,
-            scheduler=scheduler,
-            store=store if feedback else None,
-            bounce_policy=config.bounces if feedback else None,
-        ) as sender:
-            yield store, sender, scheduler
-    finally:
-        try:
-            if limiter is not None:
-                await limiter.aclose()
-        finally:
-            await store.aclose()
+sending = open_sending
+"""The outbox, a paced sender and its scheduler (:func:`sender.configured.open_sending`)."""
 
 
 async def with_store(config: CliConfig, action: Callable[[Store], Awaitable[T]]) -> T:

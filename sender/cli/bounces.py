@@ -8,7 +8,6 @@ import json
 import signal
 import time
 from collections.abc import Coroutine
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,9 @@ from sender.feedback.bounces import parse_bounce
 from sender.feedback.intake import read_mail
 from sender.feedback.suppression import (
     BounceOutcome,
-    CleanupRow,
     SenderSideProblem,
-    cleanup_report,
+    bounce_report,
     ingest_bounce,
-    sender_side_problems,
 )
 from sender.invites import Invitations
 from sender.servers.inbound import Disposition, InboundMail, InboundServer, Route, kept_for_people
@@ -186,27 +183,20 @@ def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json:
     with errors_as_lines(obj.debug):
         config = obj.config(quiet=True)
         since = time.time() - parse_duration(since_text, setting="--since").total_seconds()
-    rows, problems = obj.run(with_store(config, partial(_report, config, since=since)))
+    rows, problems = obj.run(
+        with_store(
+            config,
+            partial(
+                bounce_report,
+                since=since,
+                now=time.time(),
+                policy=config.bounces,
+                groups=config.limits.effective_groups(),
+            ),
+        )
+    )
     sender = Sender(config.sender)
-    table = [
-        {
-            "participant_id": row.participant.participant_id if row.participant else "",
-            "name": row.participant.name if row.participant else "",
-            "email": row.address,
-            "kind": row.kind,
-            "reason": row.reason,
-            "sender_side": row.sender_side,
-            "status": row.status or "",
-            "diagnostic": row.diagnostic,
-            "count": row.count,
-            "last_bounce": datetime.fromtimestamp(row.last_at, UTC).isoformat(),
-            "suppressed": row.suppressed,
-            "action": row.action,
-            "rule": row.rule,
-            "get_link": sender.get_link(row.participant).url if row.participant else "",
-        }
-        for row in rows
-    ]
+    table = [row.as_dict(lambda person: sender.get_link(person).url) for row in rows]
     if csv_out is not None:
         with errors_as_lines(obj.debug):
             write_csv_rows(csv_out, REPORT_FIELDS, table)
@@ -245,20 +235,6 @@ def bounces_report(obj: Context, since_text: str, csv_out: Path | None, as_json:
             )
     if kept and not as_json:
         out.print(note, markup=False, highlight=False, overflow="ignore", crop=False)
-
-
-async def _report(
-    config: CliConfig, store: Store, *, since: float
-) -> tuple[list[CleanupRow], list[SenderSideProblem]]:
-    rows = await cleanup_report(store, since=since)
-    problems = await sender_side_problems(
-        store,
-        since=since,
-        now=time.time(),
-        policy=config.bounces,
-        groups=config.limits.effective_groups(),
-    )
-    return rows, problems
 
 
 def _problem_line(problem: SenderSideProblem) -> str:

@@ -84,12 +84,7 @@ def link_issue(
             participant, course, purpose=purpose, next=next_path, ttl=ttl, stamp=stamp
         )
     if as_json:
-        payload = {
-            "url": issued.url,
-            "token": issued.token,
-            "expires_at": issued.expires_at.isoformat(),
-        }
-        click.echo(json.dumps(payload))
+        click.echo(json.dumps(issued.as_dict()))
     else:
         click.echo(issued.url)
 
@@ -114,14 +109,7 @@ def link_verify(
             else:
                 click.echo(f"{exc.kind}: {exc}")
             sys.exit(EXIT_FAILED)
-    data = {
-        "participant_id": claims.participant_id,
-        "course_id": claims.course_id,
-        "purpose": claims.purpose,
-        "next": claims.next,
-        "issued_at": claims.issued_at.isoformat(),
-        "expires_at": claims.expires_at.isoformat(),
-    }
+    data = claims.as_dict()
     if as_json:
         click.echo(json.dumps(data))
     else:
@@ -372,12 +360,4 @@ def send_exit_code(result: DeliveryResult) -> int:
 
 def delivery_json(result: DeliveryResult) -> dict[str, object]:
     """One delivery as plain data: ``send --json``."""
-    return {
-        "email": result.email,
-        "participant_id": result.participant_id,
-        "status": result.status.value,
-        "reply": None if result.reply is None else str(result.reply),
-        "detail": result.detail,
-        "message_id": result.message_id,
-        "exit_code": send_exit_code(result),
-    }
+    return result.as_dict() | {"exit_code": send_exit_code(result)}

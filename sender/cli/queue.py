@@ -11,22 +11,16 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import secrets
 import signal
-import socket
 import sys
 from collections.abc import Iterable, Mapping
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sender.bulk.drain import Drain, DrainReport
+from sender.bulk.drain import DrainReport
 from sender.bulk.runner import BulkRunner, Enqueued, transport_identity
-from sender.bulk.status import DRAINER
-from sender.bulk.workers import WorkerPool
 from sender.cli.app import (
     EXIT_INTERRUPTED,
     Context,
@@ -39,7 +33,6 @@ from sender.cli.app import (
     pass_context,
     sending,
     smtp_option,
-    store_for,
 )
 from sender.cli.checks import preflight, validator_for
 from sender.cli.runs import (
@@ -54,15 +47,11 @@ from sender.cli.runs import (
     sending_options,
     switch_transport_option,
 )
-from sender.client import Sender, open_sender
 from sender.config import CliConfig, require_real_identity
+from sender.configured import open_drain
 from sender.errors import InputError
-from sender.invites import calendar_of
-from sender.pacing.schedule import Scheduler
 from sender.participants import CsvRow
 from sender.store import RunInfo
-from sender.store.limits import open_limiter
-from sender.transport import SmtpTransport
 
 __all__ = ["enqueue", "worker"]
 
@@ -265,76 +254,18 @@ async def drain(
     poll: float,
 ) -> tuple[DrainReport, bool]:
     """Run the worker until stopped or idle; its report, and whether a signal stopped it."""
-    store = store_for(base)
-    limiter = None
-    configs = _RunConfigs(obj, base, flags)
-    owner = f"{socket.gethostname()}:{os.getpid()}{DRAINER}{secrets.token_hex(4)}"
-    try:
-        limiter = open_limiter(base.limiter, store=base.store)
-        async with AsyncExitStack() as stack:
-            senders: dict[str, Sender] = {}
-            pools: dict[tuple[object, ...], WorkerPool] = {}
+    async with open_drain(
+        base, _RunConfigs(obj, base, flags), ttl=ttl, poll=poll, exit_when_idle=exit_when_idle
+    ) as work:
+        stopped = False
 
-            async def runner_for(run: RunInfo, owner: str) -> BulkRunner:
-                config = configs(run)
-                identity = transport_identity(config.smtp)
-                if identity not in senders:
-                    senders[identity] = await stack.enter_async_context(
-                        open_sender(config.sender, smtp=config.smtp, maildir=config.maildir)
-                    )
-                sender = senders[identity]
-                calendar = calendar_of(run)
-                settings = run_settings(
-                    config, template=run.template, calendar=calendar, switch_transport=False
-                )
-                pool = None
-                if settings.workers > 1 and isinstance(sender.transport, SmtpTransport):
-                    # Kept open across the run's turns: starting processes takes a while.
-                    key = (
-                        identity,
-                        settings.workers,
-                        settings.concurrency,
-                        run.event_uid,
-                        run.sequence,
-                    )
-                    if key not in pools:
-                        pools[key] = await stack.enter_async_context(
-                            WorkerPool(
-                                sender.settings,
-                                sender.transport.settings,
-                                workers=settings.workers,
-                                concurrency=settings.concurrency,
-                                calendar=calendar,
-                            )
-                        )
-                    pool = pools[key]
-                return BulkRunner(
-                    sender,
-                    store,
-                    dataclasses.replace(settings, lease_ttl=ttl),
-                    scheduler=Scheduler(config.limits, limiter=limiter),
-                    owner=owner,
-                    pool=pool,
-                )
+        def stop() -> None:
+            nonlocal stopped
+            stopped = True
+            work.stop()
 
-            work = Drain(
-                store, runner_for, owner=owner, ttl=ttl, exit_when_idle=exit_when_idle, poll=poll
-            )
-            stopped = False
-
-            def stop() -> None:
-                nonlocal stopped
-                stopped = True
-                work.stop()
-
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signal.SIGINT, stop)
-                loop.add_signal_handler(signal.SIGTERM, stop)
-            return await work.run(), stopped
-    finally:
-        try:
-            if limiter is not None:
-                await limiter.aclose()
-        finally:
-            await store.aclose()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, stop)
+            loop.add_signal_handler(signal.SIGTERM, stop)
+        return await work.run(), stopped

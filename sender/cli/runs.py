@@ -10,7 +10,6 @@ import json
 import signal
 import sys
 import time
-import unicodedata
 from collections.abc import (
     Callable,
     Iterable,
@@ -29,11 +28,11 @@ from sender.bulk.ingest import DryRun, check_rows
 from sender.bulk.runner import (
     BulkRunner,
     RunReport,
-    RunSettings,
     default_run_id,
     transport_identity,
 )
-from sender.bulk.status import run_list, run_status, worker_list
+from sender.bulk.settings import RUN_ID_MAX, check_run_id
+from sender.bulk.status import run_status, status_report
 from sender.cli.app import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -63,8 +62,9 @@ from sender.cli.app import (
 from sender.cli.checks import address_problems, preflight, validator_for
 from sender.client import CalendarSend, Sender
 from sender.config import CliConfig, require_real_identity
+from sender.configured import run_settings, sending_options
 from sender.errors import ConfigurationError, InputError
-from sender.feedback.suppression import is_budget_pause, sender_side_problems
+from sender.feedback.suppression import is_budget_pause
 from sender.invites import calendar_of
 from sender.participants import CsvRow, read_csv
 from sender.store import MessageState, RunInfo, RunState
@@ -164,26 +164,15 @@ switch_transport_option = click.option(
 )
 
 
-RUN_ID_MAX = 200  # characters in a --run-id; it is shown in tables, logs and hints
-
-
 def run_id_value(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """``--run-id``: printable text, not blank, at most :data:`RUN_ID_MAX` characters.
-
-    A name that cannot identify a run is a usage mistake (exit 2), refused before any run
-    exists; the error line never echoes the control characters it found.
-    """
+    """``--run-id``, checked by :func:`~sender.bulk.settings.check_run_id`: a name that
+    cannot identify a run is a usage mistake (exit 2), refused before any run exists."""
     if value is None:
         return None
-    if not value.strip():
-        problem = "must not be empty or blank"
-    elif any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in value):
-        problem = "must not contain control characters or line breaks"
-    elif len(value) > RUN_ID_MAX:
-        problem = f"must be at most {RUN_ID_MAX} characters (it has {len(value)})"
-    else:
-        return value
-    fail(f"--run-id {problem}", EXIT_CONFIG)
+    try:
+        return check_run_id(value)
+    except InputError as exc:
+        fail(f"--run-id {exc.args[0].removeprefix('the run id ')}", EXIT_CONFIG)
 
 
 def run_config(
@@ -438,47 +427,6 @@ def describe_limits(config: CliConfig) -> str:
     domain = f"{per_minute:g}/min per domain" if per_minute else "no per-domain limit"
     processes = f" in {config.workers} worker processes" if config.workers > 1 else ""
     return f"sending {overall}, {domain}, {config.concurrency} at a time{processes}"
-
-
-def run_settings(
-    config: CliConfig,
-    /,
-    *,
-    switch_transport: bool,
-    template: str = "invitation",
-    calendar: CalendarSend | None = None,
-    force: bool = False,
-) -> RunSettings:
-    """How a run the CLI starts behaves: the configuration's concurrency, retries, workers,
-    relay patience and bounce rules, and what this invocation says."""
-    return RunSettings(
-        template=template,
-        concurrency=config.concurrency,
-        retry=config.retry,
-        workers=config.workers,
-        relay_timeouts=config.relay_timeouts,
-        calendar=calendar,
-        force=force,
-        bounces=config.bounces,
-        switch_transport=switch_transport,
-    )
-
-
-def sending_options(config: CliConfig) -> dict[str, str | float | int | None]:
-    """How a run was started (transport, limits), stored with it so a resume sends the same way.
-
-    The transport is its URL without the password (or ``capture``); a resume takes the
-    password from the configuration of the day (see :func:`keep_transport`).
-    """
-    per_second = config.limits.global_per_second
-    per_minute = config.limits.domain_per_minute
-    return {
-        "transport": transport_identity(config.smtp),
-        "rate": per_second if per_second is not None else 0,
-        "domain_rate": f"{per_minute}/min" if per_minute is not None else "0",
-        "concurrency": config.concurrency,
-        "workers": config.workers,
-    }
 
 
 def stored_run(obj: Context, config: CliConfig, run_id: str) -> RunInfo | None:
@@ -789,25 +737,17 @@ def finish_run(obj: Context, config: CliConfig, report: RunReport) -> None:
 
 
 async def status_of(config: CliConfig, run_id: str | None, *, all_runs: bool) -> dict[str, Any]:
-    """``status --json``'s object (with ``all_runs``, ``{runs: [...]}``), plus its ``workers``."""
+    """``status --json``'s object (:func:`~sender.bulk.status.status_report`)."""
     store = store_for(config)
-    now = time.time()
     try:
-        if all_runs:
-            data: dict[str, Any] = {"runs": await run_list(store, now=now)}
-        else:
-            data = await run_status(store, run_id, now=now)
-        problems = await sender_side_problems(
+        return await status_report(
             store,
-            since=now - SENDER_SIDE_SINCE,
-            now=now,
+            run_id,
+            all_runs=all_runs,
+            now=time.time(),
             policy=config.bounces,
             groups=config.limits.effective_groups(),
         )
-        return data | {
-            "workers": await worker_list(store, now=now),
-            "sender_side": [dataclasses.asdict(problem) for problem in problems],
-        }
     except InputError as exc:
         raise InputError(f"{exc.args[0]} in {store_name(config)}", field=exc.field) from exc
     finally:
@@ -882,9 +822,6 @@ def print_status(data: Mapping[str, Any]) -> None:
         out.print(table)
         if len(domains) > 20:
             out.print(f"... and {len(domains) - 20} more domains (see --json)")
-
-
-SENDER_SIDE_SINCE = 24 * 3600.0  # how far back status shows sender-side refusals
 
 
 def print_sender_side(problems: Sequence[Mapping[str, Any]]) -> None:

@@ -70,6 +70,17 @@ class LinkClaims:
     issued_at: datetime
     expires_at: datetime
 
+    def as_dict(self) -> dict[str, str | None]:
+        """The claims as JSON-ready data (``sender link verify --json``, the HTTP API)."""
+        return {
+            "participant_id": self.participant_id,
+            "course_id": self.course_id,
+            "purpose": self.purpose,
+            "next": self.next,
+            "issued_at": self.issued_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedLink:
@@ -81,6 +92,10 @@ class IssuedLink:
 
     def __str__(self) -> str:
         return self.url
+
+    def as_dict(self) -> dict[str, str]:
+        """``{url, token, expires_at}``: ``sender link issue --json`` and the HTTP API."""
+        return {"url": self.url, "token": self.token, "expires_at": self.expires_at.isoformat()}
 
 
 class _ClockedSigner(TimestampSigner):

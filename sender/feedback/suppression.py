@@ -29,8 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sender.addresses import address_key, domain_of
 from sender.compose.links import ReturnPathSigner, message_of_key, participant_of_key
@@ -55,6 +56,7 @@ __all__ = [
     "CleanupRow",
     "SenderSideProblem",
     "apply_bounce",
+    "bounce_report",
     "budget_reason",
     "cleanup_report",
     "ingest_bounce",
@@ -320,6 +322,27 @@ class CleanupRow:
     rule: str  # why that action
     sender_side: bool = False  # only the sender or the message was refused: not the address
 
+    def as_dict(self, get_link: Callable[[Participant], str], /) -> dict[str, object]:
+        """The row as ``sender bounces report`` writes it (CSV, ``--json``, the HTTP API),
+        with a fresh Get Link from ``get_link`` for a known participant."""
+        person = self.participant
+        return {
+            "participant_id": person.participant_id if person else "",
+            "name": person.name if person else "",
+            "email": self.address,
+            "kind": self.kind,
+            "reason": self.reason,
+            "sender_side": self.sender_side,
+            "status": self.status or "",
+            "diagnostic": self.diagnostic,
+            "count": self.count,
+            "last_bounce": datetime.fromtimestamp(self.last_at, UTC).isoformat(),
+            "suppressed": self.suppressed,
+            "action": self.action,
+            "rule": self.rule,
+            "get_link": get_link(person) if person else "",
+        }
+
 
 # Which finding decides a row: a complaint, then a dead address, then an unwell mailbox,
 # then a sender-side refusal; auto-replies and the like never make a row.
@@ -436,6 +459,22 @@ class SenderSideProblem:
     hint: str  # the doctor's hint for the reason
     diagnostic: str  # the latest refusal's words
     paused: bool  # bulk mail to this provider is paused now (:func:`paused_providers`)
+
+
+async def bounce_report(
+    store: Feedback,
+    /,
+    *,
+    since: float,
+    now: float,
+    policy: BouncePolicy,
+    groups: Mapping[str, str],
+) -> tuple[list[CleanupRow], list[SenderSideProblem]]:
+    """The clean-up report since ``since``: the affected addresses, and the sender-side
+    refusals per provider (the addresses are fine there; the sending side needs fixing)."""
+    rows = await cleanup_report(store, since=since)
+    problems = await sender_side_problems(store, since=since, now=now, policy=policy, groups=groups)
+    return rows, problems
 
 
 async def sender_side_problems(

@@ -1,0 +1,74 @@
+"""``sender serve``: the HTTP API for any LMS, under uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sender.cli.app import (
+    EXIT_CONFIG,
+    Context,
+    err,
+    errors_as_lines,
+    fail,
+    maildir_option,
+    main,
+    pass_context,
+    smtp_option,
+)
+from sender.config import CliConfig
+
+__all__ = ["serve"]
+
+
+@main.command()
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT.")
+@click.option(
+    "--work/--no-work",
+    default=True,
+    show_default=True,
+    help="Also send every active run, as `sender worker` does (--no-work: workers send).",
+)
+@smtp_option
+@maildir_option
+@pass_context
+def serve(
+    obj: Context, listen: str, work: bool, smtp_url: str | None, maildir: Path | None
+) -> None:
+    """Serve the HTTP API (Get Links, sends, runs, suppressions) until Ctrl-C.
+
+    Every request but GET /openapi.json needs `Authorization: Bearer KEY` with a key
+    from SENDER_API_KEYS or api_keys in sender.toml: `KEY` (every scope) or
+    `KEY:links+send+runs+admin`.
+    """
+    try:  # the `serve` extra; the rest of the command line works without it
+        from sender.service.serve import parse_listen
+    except ImportError as exc:
+        fail(
+            f"sender serve needs the serve extra: pip install 'sender[serve]' ({exc})", EXIT_CONFIG
+        )
+    with errors_as_lines(obj.debug):
+        config = obj.config(smtp_url=smtp_url, maildir=str(maildir) if maildir else None)
+        host, port = parse_listen(listen)
+    if not config.api_keys:
+        fail(
+            "sender serve needs an API key: set SENDER_API_KEYS (or api_keys in sender.toml)",
+            EXIT_CONFIG,
+        )
+    obj.run(_serve(config, host, port, work=work))
+
+
+async def _serve(config: CliConfig, host: str, port: int, *, work: bool) -> None:
+    from sender.service import app
+    from sender.service.serve import Listener
+
+    async with Listener(app(config, work=work), host=host, port=port) as listening:
+        sends = "sending active runs" if work else "not sending runs (--no-work)"
+        err.print(
+            f"serving the HTTP API on {listening.url} ({len(config.api_keys)} API key(s), "
+            f"{sends}); Ctrl-C stops",
+            markup=False,
+            highlight=False,
+        )
+        await listening.wait()

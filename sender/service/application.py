@@ -1,0 +1,61 @@
+"""The app: one router per concern, over one :class:`~sender.service.state.Service`.
+
+Later concerns (webhooks, SES notifications) add a router here and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+import sender.service.feedback
+import sender.service.links
+import sender.service.messages
+import sender.service.runs
+from sender.config import CliConfig
+from sender.service.state import Service
+from sender.service.web import App, new_app
+
+__all__ = ["app"]
+
+DESCRIPTION = """\
+Get Links, single messages, bulk runs and what came back, for any LMS.
+
+Every path but this document needs `Authorization: Bearer KEY`, with a key from
+`SENDER_API_KEYS` (or `api_keys` in sender.toml) that holds the path's scope:
+`links`, `send`, `runs` or `admin`. Errors are `{"error", "message", "field"}`.
+"""
+
+
+def app(config: CliConfig, /, *, work: bool = True, poll: float = 1.0) -> App:
+    """The HTTP API over ``config``'s outbox, transport and keys, as an ASGI app.
+
+    Run it with ``sender serve``, any ASGI server, or mount it in an LMS's own app. Its
+    lifespan (``work``) sends every active run as ``sender worker`` does, each ``poll``
+    seconds when idle; mounted, enter it from the LMS's lifespan
+    (``async with api.router.lifespan_context(api): ...``), or leave the sending to a
+    ``sender worker``. The outbox and sender open on first use either way.
+    """
+    service = Service(config, work=work, poll=poll)
+
+    @asynccontextmanager
+    async def lifespan(_app: App) -> AsyncIterator[None]:
+        async with service.running():
+            yield
+
+    made = new_app(
+        service,
+        title="sender",
+        version=version("sender"),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    for concern in (
+        sender.service.links,
+        sender.service.messages,
+        sender.service.runs,
+        sender.service.feedback,
+    ):
+        made.include_router(concern.router(service))
+    return made

@@ -1,0 +1,284 @@
+"""The one module that imports the web framework (FastAPI, on Starlette and pydantic).
+
+Why FastAPI: the request bodies are declared once (:mod:`sender.service.schemas`) and
+both validated and published as an OpenAPI document, from which a PHP, Ruby or Java LMS
+generates its client. Everything framework-shaped the routers need comes from here, and
+the framework's errors are translated here, into one JSON shape::
+
+    {"error": "invalid_request", "field": "participant.email", "message": "..."}
+
+Request bodies are read whole, up to a limit (413 beyond), before any route sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sender.config import ApiKey, Scope
+from sender.errors import (
+    ConfigurationError,
+    InputError,
+    LinkError,
+    RunBusy,
+    SenderError,
+    TemplateError,
+)
+from sender.service.state import Service
+
+__all__ = [
+    "CSV_LIMIT",
+    "JSON_LIMIT",
+    "APIRouter",
+    "ApiError",
+    "App",
+    "Query",
+    "Request",
+    "Response",
+    "body_of",
+    "either_body",
+    "guard",
+    "json_response",
+    "new_app",
+]
+
+log = logging.getLogger("sender.service")
+
+App = FastAPI
+JSON_LIMIT = 1 << 20  # bytes of a JSON body
+CSV_LIMIT = 32 << 20  # bytes of a CSV upload (text/csv)
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """An answer other than success: the HTTP status and the JSON body's words."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        /,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.field = field
+        self.headers = dict(headers or {})
+
+    def response(self) -> JSONResponse:
+        body: dict[str, object] = {"error": self.error, "message": str(self)}
+        if self.field is not None:
+            body["field"] = self.field
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def json_response(data: object, /, *, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+def _field(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    """``("body", "participant", "email")`` is ``participant.email``; the body itself, ``body``."""
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts[:1]
+    return ".".join(parts) or "body"
+
+
+def _invalid(errors: Any) -> ApiError:
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return ApiError(400, "invalid_json", "the body is not valid JSON", field="body")
+    where = _field(first.get("loc", ()))
+    message = str(first.get("msg", "invalid"))  # never the input: it may hold a token
+    return ApiError(422, "invalid_request", f"{where}: {message}", field=where)
+
+
+def _from_sender_error(exc: SenderError) -> ApiError:
+    if isinstance(exc, LinkError):
+        return ApiError(400, exc.kind, str(exc), field="token")
+    if isinstance(exc, InputError):
+        field = exc.field
+        status = 404 if field == "run_id" and str(exc.args[0]).startswith("no run") else 400
+        return ApiError(status, "invalid_input", str(exc), field=field)
+    if isinstance(exc, TemplateError):
+        return ApiError(422, "template", str(exc), field="template")
+    if isinstance(exc, RunBusy):
+        return ApiError(409, "run_busy", str(exc), field="run_id")
+    if isinstance(exc, ConfigurationError):
+        log.error("configuration: %s", exc)
+        return ApiError(503, "configuration", str(exc))
+    log.error("%s: %s", type(exc).__name__, exc)
+    return ApiError(500, "failed", str(exc))
+
+
+async def _on_api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _on_validation(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return _invalid(exc.errors()).response()
+
+
+async def _on_sender_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SenderError)
+    return _from_sender_error(exc).response()
+
+
+async def _on_http(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    words = {404: "not_found", 405: "method_not_allowed"}
+    error = words.get(exc.status_code, "http_error")
+    return ApiError(exc.status_code, error, str(exc.detail), headers=exc.headers).response()
+
+
+Scope_ = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Asgi = Callable[[Scope_, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Read each request's body whole, up to its limit (CSV uploads get more), then hand
+    it on; beyond the limit answer 413 before any route runs."""
+
+    def __init__(self, app: Asgi, /, *, json_limit: int, csv_limit: int) -> None:
+        self._app = app
+        self._json = json_limit
+        self._csv = csv_limit
+
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        csv = headers.get("content-type", "").split(";")[0].strip().lower() == "text/csv"
+        limit = self._csv if csv else self._json
+        too_big = ApiError(
+            413, "too_large", f"the body is larger than {limit} bytes", field="body"
+        ).response()
+        declared = headers.get("content-length", "")
+        if declared.isdecimal() and int(declared) > limit:
+            await too_big(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await too_big(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: a disconnect, when it comes
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self._app(scope, replay, send)
+
+
+def new_app(
+    service: Service,
+    /,
+    *,
+    title: str,
+    version: str,
+    description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    json_limit: int = JSON_LIMIT,
+    csv_limit: int = CSV_LIMIT,
+) -> FastAPI:
+    """An app whose errors are JSON, whose bodies are size-limited, and whose only public
+    path is ``/openapi.json`` (no docs pages: those would be public too)."""
+    del service  # the routers hold it; named here so every app is made from one
+    app = FastAPI(
+        title=title,
+        version=version,
+        description=description,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(SenderError, _on_sender_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_middleware(BodyLimit, json_limit=json_limit, csv_limit=csv_limit)
+    return app
+
+
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key from SENDER_API_KEYS or api_keys in sender.toml."
+)
+
+
+def guard(service: Service, scope: Scope, /) -> Any:
+    """A dependency that lets a request through with a known key holding ``scope``:
+    401 without a key or with a wrong one, 403 for a key without the scope."""
+
+    async def check(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> ApiKey:
+        key = None if credentials is None else service.keys.match(credentials.credentials)
+        if key is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "an API key is needed: Authorization: Bearer KEY",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not service.keys.allows(key, scope):
+            raise ApiError(403, "forbidden", f"this key may not use {scope.value}")
+        return key
+
+    return Depends(check)
+
+
+async def body_of(request: Request, kind: type[T], /) -> T:
+    """The JSON body validated as ``kind``, for a route that also takes other bodies."""
+    raw = await request.body()
+    try:
+        return TypeAdapter(kind).validate_json(raw)
+    except ValidationError as exc:
+        raise _invalid(exc.errors()) from exc
+
+
+def either_body(kind: type[object], /) -> dict[str, Any]:
+    """OpenAPI for a route taking ``kind`` as JSON or a CSV upload (``text/csv``)."""
+    schema = TypeAdapter(kind).json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)  # ParticipantIn: in components/schemas through MessageRequest
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schema},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        },
+    }
