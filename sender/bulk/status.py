@@ -194,9 +194,7 @@ RUNS_SCANNED = 100
 """How many recent runs :func:`worker_list` looks through for the runs a worker holds."""
 
 
-async def worker_list(
-    store: Store, /, *, now: float
-) -> list[dict[str, object]]:
+async def worker_list(store: Store, /, *, now: float) -> list[dict[str, object]]:
     """The workers holding a live lease (a heartbeat within its own ttl), latest first:
     ``sender status``'s ``workers``.
 
