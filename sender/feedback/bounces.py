@@ -54,6 +54,7 @@ from sender.feedback.mailparse import (
     undo_surrogates,
     walk_parts,
 )
+from sender.feedback.prose import cut_returned_message, failed_recipients
 from sender.vocabulary import REASON_RULES, Action, Reason, reason_of
 
 __all__ = [
@@ -193,7 +194,7 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"barracuda",
             r"sorbs",
             r"is (?:currently )?listed (?:in|on|at|by)",
-            r"listed in (?:the )?\S+",
+            r"(?<!not )listed in (?:the )?\S+",
             r"banned sending ip",
             r"bad sender ip",
             r"your (?:ip|network|server|host)\b.{0,60}\b(?:blocked|banned|rejected|listed|refused)",
@@ -419,6 +420,8 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"not in my (?:valid)?rcptto list",
             r"badrcptto",
             r"list of allowed rcpthosts",
+            r"not listed in (?:the )?(?:public name|domino directory|directory)",
+            r"ディレクトリのリストにありません",
         ),
     ),
     (
@@ -625,7 +628,9 @@ def classify(
 
 # A recipient accepted at RCPT TO and called unknown after the message's content was seen:
 # a filter dressed as an unknown user (Sisimai reads it so too); the address may be fine.
-_AFTER_DATA = _words(r"after end of data", r"end of data command", r"after data\b")
+_AFTER_DATA = _words(
+    r"after end of data", r"end of data command", r"after data\b", r"smtp command:? ?data\b"
+)
 
 
 def _reason(enhanced: str | None, code: int | None, text: str, *, transient: bool) -> Reason:
@@ -715,6 +720,8 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     # RFC 3834 asks MTAs to mark their reports Auto-Submitted: auto-replied too, so a
     # marked message an MTA detector reads is a bounce; a vacation subject alone is not.
     machine = _header(message, "auto-submitted").lower().startswith("auto-replied")
+    if not detected and (daemon or machine or _reports_failure(message, parts)):
+        detected = _prose(text)
     if _is_autoreply(message) and not daemon and not (machine and detected):
         return [_autoreply(sender)]
     if detected:
@@ -767,10 +774,12 @@ def _dsn(reports: list[Message], prose: dict[str, str]) -> list[Bounce]:
             # Original-Recipient is the address sender wrote to; Final-Recipient
             # may be an alias's target. flufl.bounce's DSN detector prefers it too.
             recipient = _dsn_address(original) or _dsn_address(final)
+            if recipient is None and len(prose) == 1:
+                recipient = next(iter(prose))  # the report names it only in its prose
             diagnostic = _first(block, "diagnostic-code") or ""
             if not diagnostic:
                 # Exim leaves out Diagnostic-Code for its own errors ("Unrouteable address").
-                diagnostic = prose.get(_dsn_address(final) or "", "")
+                diagnostic = prose.get(_dsn_address(final) or recipient or "", "")
             status = _dsn_status(_first(block, "status") or "", diagnostic)
             if action is None and status is not None and status.startswith("2."):
                 continue
@@ -808,7 +817,7 @@ def _prose_diagnostics(text: str) -> dict[str, str]:
         findings = detector(text)
         if findings:
             return {f.recipient: f.diagnostic for f in findings if f.recipient and f.diagnostic}
-    return {}
+    return {found.address: found.diagnostic for found in failed_recipients(text)}
 
 
 def _dsn_address(value: str | None) -> str | None:
@@ -816,7 +825,9 @@ def _dsn_address(value: str | None) -> str | None:
         return None
     _type, _sep, address = value.rpartition(";")
     address = address.strip().strip("<>").strip().lower()
-    return address if "@" in address else None
+    local, _at, domain = address.rpartition("@")
+    # "@mx.example.org" (a source route's remnant), "|/usr/bin/x a@b" (a pipe) name nobody
+    return address if local and domain and not any(c.isspace() for c in address) else None
 
 
 def _field_blocks(part: Message) -> list[dict[str, list[str]]]:
@@ -959,6 +970,13 @@ _BOUNCE_SUBJECT = re.compile(
 )
 
 
+def _reports_failure(message: Message, parts: list[Message]) -> bool:
+    """A message that says it failed, or returns a message: prose there may be a report."""
+    if _BOUNCE_SUBJECT.search(decoded_subject(message)):
+        return True
+    return any(part.get_content_type() in _ORIGINAL_TYPES for part in parts[1:])
+
+
 def _from_daemon(message: Message) -> bool:
     for name, address in mailboxes([_header(message, "from")]):
         local = address.rpartition("@")[0] if "@" in address else address
@@ -970,14 +988,6 @@ def _from_daemon(message: Message) -> bool:
 # -- MTA prose ---------------------------------------------------------------------------
 
 _ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
-
-# Where an MTA starts quoting the original message; text after it is not report.
-_ORIGINAL_MARKERS = re.compile(
-    r"^(?:-+ ?Below this line is a copy of the message|-+ ?Original message follows|"
-    r"-+ ?This is a copy of the message|Original message headers:|"
-    r"Possibly truncated original message follows|-+ ?Original Message -+)",
-    re.IGNORECASE | re.MULTILINE,
-)
 
 
 def _report_text(parts: list[Message]) -> str:
@@ -999,8 +1009,7 @@ def _report_text(parts: list[Message]) -> str:
         text = re.sub(r"<br\s*/?>|</p>|</div>|</tr>", "\n", "\n".join(html), flags=re.IGNORECASE)
         text = re.sub(r"<[^<>]*>", "", text)
     text = text[:_MAX_TEXT].replace("\r\n", "\n").replace("\r", "\n")
-    marker = _ORIGINAL_MARKERS.search(text)
-    return text[: marker.start()] if marker else text
+    return cut_returned_message(text)
 
 
 def _text_finding(address: str | None, diagnostic: str, *, delayed: bool = False) -> Bounce:
@@ -1052,10 +1061,14 @@ _EXIM_INTRO = re.compile(
 )
 _EXIM_FAILED = re.compile(r"following address(?:\(es\)|es)? failed:[ \t]*\n", re.IGNORECASE)
 _EXIM_ADDRESS = re.compile(r"^ {1,3}(?P<addr>[^\s<>]+@[^\s<>:]+):?\s*$")
+# A pipe or file a user's alias led to: the address that generated it is the recipient.
+_EXIM_DELIVERY = re.compile(r"^ {1,3}(?:pipe|save) to \S")
+_EXIM_GENERATED = re.compile(r"^ {3,}generated by (?P<addr>[^\s<>]+@[^\s<>:]+)\s*$")
 
 
 def _exim(text: str) -> list[Bounce]:
-    """Exim: indented address lines, each followed by more deeply indented reasons."""
+    """Exim: indented address lines (or a pipe or file ``generated by`` one), each followed
+    by more deeply indented reasons."""
     if _EXIM_INTRO.search(text) is None:
         return []
     failed = _EXIM_FAILED.search(text)
@@ -1064,15 +1077,20 @@ def _exim(text: str) -> list[Bounce]:
     blocks: list[tuple[str, list[str]]] = []
     for line in text[failed.end() :].split("\n"):
         found = _EXIM_ADDRESS.match(line)
+        generated = _EXIM_GENERATED.match(line)
         if found:
             blocks.append((found["addr"], []))
+        elif _EXIM_DELIVERY.match(line):
+            blocks.append(("", []))
+        elif generated and blocks and not blocks[-1][0]:
+            blocks[-1] = (generated["addr"], blocks[-1][1])
         elif line.startswith("    ") and blocks:
             blocks[-1][1].append(line)
         elif line.strip() and not line.startswith(" "):
             break
         if len(blocks) >= _MAX_FINDINGS:
             break
-    return [_text_finding(addr, " ".join(lines)) for addr, lines in blocks]
+    return [_text_finding(addr, " ".join(lines)) for addr, lines in blocks if addr]
 
 
 _EXCHANGE_INTRO = re.compile(
@@ -1140,6 +1158,14 @@ def _groupwise(text: str) -> list[Bounce]:
 
 
 _DETECTORS = (_exim, _angle_blocks, _exchange, _groupwise)
+
+
+def _prose(text: str) -> list[Bounce]:
+    """Any server's failure prose (:mod:`sender.feedback.prose`), after the readers above."""
+    return [
+        _text_finding(found.address, found.diagnostic, delayed=found.delayed)
+        for found in failed_recipients(text)
+    ]
 
 
 # -- Amazon SES --------------------------------------------------------------------------
