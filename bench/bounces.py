@@ -130,6 +130,14 @@ OVERRIDES: dict[str, tuple[str, list[tuple[str, bool | None, str | None]]]] = {
         "Sisimai finds nothing; the body says [Connection timed out]",
         [("kijitora-neko@neko.example.go.jp", False, None)],
     ),
+    "lhost-x1-01.eml": (
+        "Sisimai says filtered; the server's only words are [User unknown] (tests/test_prose.py)",
+        [("kijitora@example.co.jp", True, "user_unknown")],
+    ),
+    "lhost-mxlogic-03.eml": (
+        "Sisimai says filtered; the reply is '550 unknown user', no filter (tests/test_prose.py)",
+        [("kijitora@example.co.jp", True, "user_unknown")],
+    ),
 }
 
 NOBODY = "(nobody)"  # a finding without a recipient, or Sisimai's placeholder for one

@@ -265,6 +265,7 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"insufficient (?:disk )?(?:storage|space)",
             r"not (?:enough|sufficient) (?:storage|disk)? ?space",
             r"mailbox size limit",
+            r"mailbox exceeds (?:the )?allowed size",
             r"mailbox (?:has )?exceeded",
             r"disk (?:quota|full)",
             r"no space left",
@@ -356,7 +357,7 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"(?:recipient |mail )?domain (?:name )?(?:not found|does not exist|doesn'?t exist|"
             r"must exist|is unknown|is not reachable)",
             r"(?:unknown|no such) (?:host|domain)",
-            r"host (?:not found|unknown)",
+            r"host (?:[\w.-]+ )?(?:not found|unknown)",
             r"name service error",
             r"name or service not known",
             r"unrouteable (?:mail )?(?:domain|address)",
@@ -404,6 +405,7 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"not a (?:valid|known) (?:recipient|mailbox|user|address)",
             r"is not a (?:valid|known) (?:mailbox|user)",
             r"invalid (?:recipient|mailbox|address|user)",
+            r"invalid (?:\w+ ){0,2}user ?id",
             r"mailbox (?:unavailable|not available|is unavailable|invalid|not present)",
             r"address rejected: (?:user|unknown|invalid|access denied)",
             r"doesn'?t have an? [\w.-]+ account",
@@ -639,7 +641,8 @@ def _reason(enhanced: str | None, code: int | None, text: str, *, transient: boo
     if transient and _GREYLIST.search(text):
         return Reason.GREYLISTED
     worded = reason_in(text)
-    if worded is Reason.USER_UNKNOWN and _AFTER_DATA.search(text):
+    # (an explicit 5.1.1 still names a mailbox that does not exist)
+    if worded is Reason.USER_UNKNOWN and _AFTER_DATA.search(text) and enhanced != "5.1.1":
         return Reason.FILTERED
     if worded is not None:
         return worded
@@ -816,7 +819,7 @@ def _prose_diagnostics(text: str) -> dict[str, str]:
     for detector in _DETECTORS:
         findings = detector(text)
         if findings:
-            return {f.recipient: f.diagnostic for f in findings if f.recipient and f.diagnostic}
+            return {f.recipient: f.diagnostic for f in findings if f.recipient}
     return {found.address: found.diagnostic for found in failed_recipients(text)}
 
 

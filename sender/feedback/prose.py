@@ -96,8 +96,9 @@ _LIST_LINE = re.compile(
     rf"[ \t]*)?[\"'<]?(?P<addr>{_LOCAL}@{_DOMAIN})[\"'>]?(?P<rest>(?:[\s:,.;(\[].*)?)$",
     re.IGNORECASE,
 )
-_TRANSCRIPT = re.compile(r"^\s*<<<")
+_TRANSCRIPT = re.compile(r"^\s*(?:<<<|>>>)")
 _RCPT_TO = re.compile(rf"RCPT TO:\s*<(?P<addr>{_LOCAL}@{_DOMAIN})>", re.IGNORECASE)
+_REPLY = re.compile(r"(?<![\w.])(?:[245]\d\d(?=[ -]|$)|[245]\.\d{1,3}\.\d{1,3}(?![\d.]))")
 _REFUSAL = re.compile(r"(?<![\w.])[45]\d\d(?=[ -]|$)")
 _SAYS_SOMETHING = re.compile(r"[^\W\d_]{2,}")
 # A warning, not a failure: the server is still trying (lower-cased, whitespace squeezed).
@@ -274,11 +275,14 @@ def _list_block(block: list[str]) -> list[tuple[str, list[str]]]:
             found.append((listed["addr"], [*pending, line]))
             pending = []
         elif _TRANSCRIPT.match(line):
-            pending.append(line)
+            if line.lstrip().startswith("<<<"):
+                pending.append(line)
         elif found and line.strip():
             deeper = len(line) - len(line.lstrip()) > indent
             if deeper or not complete:
                 found[-1][1].append(line)
+        if listed is None and not _TRANSCRIPT.match(line) and line.strip():
+            pending = []  # "While talking to ...": replies before it were to someone else
     return found
 
 
@@ -313,14 +317,20 @@ def _rcpt_to(lines: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def _merge(found: list[tuple[str, list[str]]], context: str, *, delayed: bool) -> list[Failed]:
-    """Each address once; a recipient whose own lines say nothing gets the report's text."""
+    """Each address once; a recipient whose own lines say nothing gets the report's text, and
+    so does the only recipient of a report whose lines carry no reply code."""
     texts: dict[str, list[str]] = {}
     for address, text in found[:_MAX_RECIPIENTS]:
         texts.setdefault(address.lower(), []).extend(text)
     recipients = []
     for address, text in texts.items():
         own = _squeeze(" ".join(text))
-        diagnostic = own if _SAYS_SOMETHING.search(_ADDRESS.sub("", own)) else context
+        if not _SAYS_SOMETHING.search(_ADDRESS.sub("", own)):
+            diagnostic = context
+        elif len(texts) == 1 and not _REPLY.search(own):
+            diagnostic = f"{own} {context}"
+        else:
+            diagnostic = own
         recipients.append(Failed(address, diagnostic[:_MAX_DIAGNOSTIC], delayed))
     return recipients
 
