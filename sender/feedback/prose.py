@@ -29,6 +29,7 @@ __all__ = ["Failed", "cut_returned_message", "failed_recipients"]
 _MAX_LINES = 2_000
 _MAX_LINE = 2_000
 _MAX_DIAGNOSTIC = 2_000
+_MAX_REPLY_LINES = 40
 _MAX_RECIPIENTS = 500
 
 # Where a server starts quoting the returned message; nothing after it is report.
@@ -235,8 +236,9 @@ def _listed(lines: list[str], blocks: list[tuple[int, int]]) -> list[tuple[str, 
         same_line = [labelled] if labelled else _ADDRESS.findall(_leading_addresses(rest))
         if same_line:
             # The phrase's line names them; the lines below are the reply.
+            reply = lines[first + 1 : min(end, first + 1 + _MAX_REPLY_LINES)]
             for address in same_line:
-                found.append((address, [line, *lines[first + 1 : end]]))
+                found.append((address, [line, *reply]))
             continue
         found.extend(_list_block(lines[first + 1 : end]))
         if len(found) >= _MAX_RECIPIENTS:
@@ -324,7 +326,7 @@ def _merge(found: list[tuple[str, list[str]]], context: str, *, delayed: bool) -
         texts.setdefault(address.lower(), []).extend(text)
     recipients = []
     for address, text in texts.items():
-        own = _squeeze(" ".join(text))
+        own = _squeeze(" ".join(text[:_MAX_REPLY_LINES]))
         if not _SAYS_SOMETHING.search(_ADDRESS.sub("", own)):
             diagnostic = context
         elif len(texts) == 1 and not _REPLY.search(own):
