@@ -173,3 +173,52 @@ async def test_a_worker_whose_lease_was_taken_back_goes_on_under_a_new_one(
     delivered = Counter(r for m in smtp_server.messages for r in m.recipients)
     assert len(delivered) == 6
     assert sum(delivered.values()) - 6 <= 4  # at most what it had in flight
+
+
+async def test_a_stop_while_the_worker_prepares_a_run_sends_nothing_of_it(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """SIGTERM while the worker is still making a run's runner (opening its transport,
+    starting its processes) is not lost: the worker returns without sending that run."""
+    senders = Senders(smtp_server, store)
+    await enqueue(senders, "r-late-stop", people("t", 20))
+
+    async def stopped_meanwhile(run: RunInfo, owner: str) -> BulkRunner:
+        worker.stop()  # the signal arrives while the runner is being made
+        return await senders.runner_for(run, owner)
+
+    worker = Drain(store, stopped_meanwhile, owner="host:1/drain-s", ttl=3.0, poll=0.05)
+    report = await asyncio.wait_for(worker.run(), 30)
+    await senders.sender.aclose()
+    assert report.sent_now == 0
+    assert not smtp_server.messages
+    counts = await store.counts("r-late-stop")
+    assert counts[MessageState.QUEUED] == 20
+
+
+async def test_a_run_paused_by_a_failed_transport_keeps_no_claim_of_a_live_worker(
+    smtp_server: RecordingSMTPServer, store: SqliteStore
+) -> None:
+    """A transport failure pauses the run; the message whose send failed is not left
+    `sending` under the worker, which lives on: resumed, the run is sent in full."""
+    senders = Senders(smtp_server, store)
+    smtp_server.reply(Stage.MAIL, "530 5.7.0 Authentication required", times=1)
+    await enqueue(senders, "r-fatal", people("f", 3))
+    worker = drain(senders, exit_when_idle=False)
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):  # bounded: 10 s for the run to pause and its claim to go back
+            info = await store.get_run("r-fatal")
+            sending = (await store.counts("r-fatal"))[MessageState.SENDING]
+            if info is not None and info.state is RunState.PAUSED and not sending:
+                break
+            await asyncio.sleep(0.05)
+        assert info is not None
+        assert info.state is RunState.PAUSED
+        assert sending == 0
+        resumed = await asyncio.wait_for(senders.runner("resumer:1/r").run("r-fatal"), 30)
+        assert resumed.counts[MessageState.SENT] == 3
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+        await senders.sender.aclose()

@@ -142,3 +142,13 @@ def test_the_sender_toml_example_uses_only_known_settings() -> None:
     (block,) = [b for b in blocks("toml") if "sender.toml" in b.code]
     values = tomllib.loads(block.code)
     assert set(values) <= _TOML_KEYS, set(values) - _TOML_KEYS
+
+
+def test_the_systemd_unit_is_valid_as_written() -> None:
+    """The worker's systemd unit has no inline comments (systemd reads them as part of the
+    value, so `EnvironmentFile=path  # ...` names a file that does not exist), and counts
+    the worker's exit code after SIGTERM (130) as a clean stop."""
+    (unit,) = [b for b in blocks("ini") if "ExecStart=" in b.code and "sender worker" in b.code]
+    settings = [line for line in unit.code.splitlines() if "=" in line and line[:1] not in "#;"]
+    assert [line for line in settings if "#" in line] == []
+    assert "SuccessExitStatus=130" in settings

@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from sender import Participant, Sender
+from sender.bulk.lease import WorkerLease
 from sender.bulk.runner import BulkRunner, RunReport, RunSettings
 from sender.errors import RunBusy
 from sender.pacing.schedule import Scheduler
@@ -88,3 +89,31 @@ async def test_a_claim_taken_back_is_recorded_once_and_resent_with_its_message_i
     assert len(ids) == 1
     attempts = await store.attempts(message.id)
     assert [(a.number, a.state) for a in attempts] == [(2, MessageState.SENT)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reclaim_expired judges every lease by the reclaimer's own ttl: a worker with a "
+    "shorter --lease-ttl takes back a live worker's claims (the ttl is not stored per lease)",
+)
+async def test_a_shorter_ttl_elsewhere_never_takes_back_a_live_workers_claims(
+    store: SqliteStore,
+) -> None:
+    """A worker whose lease runs 30 s and beat 5 s ago keeps its claims, even when another
+    worker (started with --lease-ttl 1) takes back what it thinks expired."""
+    runner = BulkRunner(
+        Sender(sender_settings()),
+        store,
+        RunSettings(lease_ttl=30.0),
+        scheduler=Scheduler(UNLIMITED),
+    )
+    people = [Participant("ada@d.example", "Ada", "p-1", "PY101")]
+    await runner.enqueue("r-ttl", people)
+    await store.register_worker("slow:1/a", host="elsewhere", pid=1, now=T0)
+    (claimed,) = await store.claim_many("r-ttl", ["d.example"], now=T0, owner="slow:1/a")
+    assert claimed is not None
+    fast = WorkerLease(store, "fast:2/b", clock=ManualClock(now=T0 + 5), ttl=1.0)
+    async with fast:
+        pass
+    assert (await store.counts("r-ttl"))[MessageState.SENDING] == 1
+    assert await store.worker_heartbeat("slow:1/a", now=T0 + 6)

@@ -14,7 +14,8 @@ password this worker lacks) is logged once and left for a worker that can.
 Stopping (:meth:`Drain.stop`, which SIGTERM calls) lets in-flight messages finish and
 puts unstarted claims back. A lease taken back (the worker stalled past the ttl) stops
 what it was doing; the worker then goes on under a new lease, its old claims being
-someone else's to send.
+someone else's to send. A send that failed pauses its run, and the worker ends its lease
+and takes it again, which puts the failed claim back for whoever resumes the run.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class DrainReport:
 
     sent: dict[str, int] = field(default_factory=dict)
     finished: list[str] = field(default_factory=list)
-    leases: int = 0  # worker leases held (more than one: a lease was taken back)
+    leases: int = 0  # leases held: a new one after one was taken back or a send failed
 
     @property
     def sent_now(self) -> int:
@@ -103,27 +104,40 @@ class Drain:
         while not self._stopped.is_set():
             async with WorkerLease(self._store, owner, clock=self._clock, ttl=self._ttl) as lease:
                 report.leases += 1
-                await self._turns(lease, report)
-                if not lease.lost or self._stopped.is_set():
+                failed = await self._turns(lease, report)
+                if self._stopped.is_set() or not (lease.lost or failed):
                     break
-            owner = f"{self._owner}.{secrets.token_hex(2)}"
-            log.warning("worker goes on under a new lease, as %s", owner)
+            if lease.lost:
+                owner = f"{self._owner}.{secrets.token_hex(2)}"
+                log.warning("worker goes on under a new lease, as %s", owner)
+            else:  # a send failed: never a hot loop when it fails again at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), self._poll)
         return report
 
-    async def _turns(self, lease: WorkerLease, report: DrainReport) -> None:
+    async def _turns(self, lease: WorkerLease, report: DrainReport) -> bool:
+        """Turns until stopped, idle or the lease is lost; True after a failed send.
+
+        A send that failed (its run is paused) leaves its claim unrecorded: ending the
+        lease puts it back, where a resumed run or another worker finds it.
+        """
         while not self._stopped.is_set() and not lease.lost:
             due = await self._due_runs()
             worked = False
             for run in due:
                 if self._stopped.is_set() or lease.lost:
-                    return
-                worked = await self._send(run, lease, report, others_waiting=len(due) > 1) or worked
+                    return False
+                sent = await self._send(run, lease, report, others_waiting=len(due) > 1)
+                if sent is None:
+                    return True
+                worked = sent or worked
             if worked:
                 continue
             if self._exit_when_idle and await self._idle():
-                return
+                return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), self._poll)
+        return False
 
     async def _due_runs(self) -> list[RunInfo]:
         """Active runs with a message due now that no other process holds alone."""
@@ -154,8 +168,9 @@ class Drain:
 
     async def _send(
         self, run: RunInfo, lease: WorkerLease, report: DrainReport, *, others_waiting: bool
-    ) -> bool:
-        """Send the run's due messages; False when this worker cannot send it."""
+    ) -> bool | None:
+        """Send the run's due messages; False when this worker cannot send it (or was
+        stopped meanwhile), None when a send failed and paused the run."""
         try:
             runner = await self._runner_for(run, lease.owner)
         except SenderError as exc:
@@ -163,8 +178,8 @@ class Drain:
                 self._refused.add(run.run_id)
                 log.error("run %s: this worker cannot send it: %s", run.run_id, exc)
             return False
-        if runner is None:
-            return False
+        if runner is None or self._stopped.is_set():
+            return False  # a stop while the runner was made (its transport, its processes)
         self._refused.discard(run.run_id)
         self._current = runner
         slicer = None
@@ -174,7 +189,7 @@ class Drain:
             outcome: RunReport = await runner.join(run.run_id, lease=lease)
         except SenderError as exc:  # the run is paused with the reason; others go on
             log.error("run %s paused: %s", run.run_id, exc)
-            return True
+            return None
         finally:
             if slicer is not None:
                 slicer.cancel()
