@@ -175,6 +175,14 @@ OVERRIDES: dict[str, tuple[str, list[tuple[str, bool | None, str | None]]]] = {
         ORIGINAL_RECIPIENT + ", written without the quotes Final-Recipient has",
         [("neko....nyaan....@libsisimai.org", True, "user_unknown")],
     ),
+    "lhost-x1-01.eml": (
+        "Sisimai says filtered; the server's only words are [User unknown] (tests/test_prose.py)",
+        [("kijitora@example.co.jp", True, "user_unknown")],
+    ),
+    "lhost-mxlogic-03.eml": (
+        "Sisimai says filtered; the reply is '550 unknown user', no filter (tests/test_prose.py)",
+        [("kijitora@example.co.jp", True, "user_unknown")],
+    ),
 }
 
 NOBODY = "(nobody)"  # a finding without a recipient, or Sisimai's placeholder for one

@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {
         "compose.sites",
         "feedback.mailparse",
+        "feedback.prose",
         "participants",
         "pacing.schedule",
         "pacing.redis_limits",

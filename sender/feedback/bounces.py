@@ -58,6 +58,7 @@ from sender.feedback.mailparse import (
     undo_surrogates,
     walk_parts,
 )
+from sender.feedback.prose import cut_returned_message, failed_recipients
 from sender.vocabulary import REASON_RULES, Action, Reason, reason_of
 
 __all__ = [
@@ -200,7 +201,7 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"barracuda",
             r"sorbs",
             r"is (?:currently )?listed (?:in|on|at|by)",
-            r"listed in (?:the )?\S+",
+            r"(?<!not )listed in (?:the )?\S+",
             r"banned sending ip",
             r"bad sender ip",
             r"your (?:ip|network|server|host)\b.{0,60}\b(?:blocked|banned|rejected|listed|refused)",
@@ -271,6 +272,7 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"insufficient (?:disk )?(?:storage|space)",
             r"not (?:enough|sufficient) (?:storage|disk)? ?space",
             r"mailbox size limit",
+            r"mailbox exceeds (?:the )?allowed size",
             r"mailbox (?:has )?exceeded",
             r"disk (?:quota|full)",
             r"no space left",
@@ -362,7 +364,7 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"(?:recipient |mail )?domain (?:name )?(?:not found|does not exist|doesn'?t exist|"
             r"must exist|is unknown|is not reachable)",
             r"(?:unknown|no such) (?:host|domain)",
-            r"host (?:not found|unknown)",
+            r"host (?:[\w.-]+ )?(?:not found|unknown)",
             r"name service error",
             r"name or service not known",
             r"unrouteable (?:mail )?(?:domain|address)",
@@ -410,6 +412,7 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"not a (?:valid|known) (?:recipient|mailbox|user|address)",
             r"is not a (?:valid|known) (?:mailbox|user)",
             r"invalid (?:recipient|mailbox|address|user)",
+            r"invalid (?:\w+ ){0,2}user ?id",
             r"mailbox (?:unavailable|not available|is unavailable|invalid|not present)",
             r"address rejected: (?:user|unknown|invalid|access denied)",
             r"doesn'?t have an? [\w.-]+ account",
@@ -426,6 +429,8 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"not in my (?:valid)?rcptto list",
             r"badrcptto",
             r"list of allowed rcpthosts",
+            r"not listed in (?:the )?(?:public name|domino directory|directory)",
+            r"ディレクトリのリストにありません",
         ),
     ),
     (
@@ -633,7 +638,9 @@ def classify(
 
 # A recipient accepted at RCPT TO and called unknown after the message's content was seen:
 # a filter dressed as an unknown user (Sisimai reads it so too); the address may be fine.
-_AFTER_DATA = _words(r"after end of data", r"end of data command", r"after data\b")
+_AFTER_DATA = _words(
+    r"after end of data", r"end of data command", r"after data\b", r"smtp command:? ?data\b"
+)
 # A local delivery program (procmail, a pipe) that failed after the MTA took the address:
 # its "no such user" is about its own configuration, not the address we wrote to.
 _LOCAL_AGENT = _words(r"\bx-unix;", r"command output:")
@@ -645,7 +652,8 @@ def _reason(enhanced: str | None, code: int | None, text: str, *, transient: boo
     if transient and _GREYLIST.search(text):
         return Reason.GREYLISTED
     worded = reason_in(text)
-    if worded is Reason.USER_UNKNOWN and _AFTER_DATA.search(text):
+    # (an explicit 5.1.1 still names a mailbox that does not exist)
+    if worded is Reason.USER_UNKNOWN and _AFTER_DATA.search(text) and enhanced != "5.1.1":
         return Reason.FILTERED
     if worded is Reason.USER_UNKNOWN and _LOCAL_AGENT.search(text):
         return Reason.MAILER_ERROR
@@ -735,6 +743,8 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     # RFC 3834 asks MTAs to mark their reports Auto-Submitted: auto-replied too, so a
     # marked message an MTA detector reads is a bounce; a vacation subject alone is not.
     machine = _header(message, "auto-submitted").lower().startswith("auto-replied")
+    if not detected and (daemon or machine or _reports_failure(message, parts)):
+        detected = _prose(text)
     if _is_autoreply(message) and not daemon and not (machine and detected):
         return [_autoreply(sender)]
     if detected:
@@ -931,7 +941,9 @@ def _dsn(
             # Exim leaves out Diagnostic-Code for its own errors ("Unrouteable address");
             # sendmail's prose has the transcript ("mail.local: unknown user").
             diagnostic = prose.get(_dsn_address(final) or "", "")
-            if not diagnostic and len(blocks) == 1:
+            if len(blocks) == 1 and preamble:
+                # About one recipient, the whole text is about it: a transcript's earlier
+                # lines ("mail.local: unknown user") say more than the reply beside it.
                 diagnostic = preamble
         if recipient is None and len(prose) == 1:
             # a Final-Recipient without a local part (a source route's remnant, "@host")
@@ -972,8 +984,8 @@ def _prose_diagnostics(text: str) -> dict[str, str]:
     for detector in _DETECTORS:
         findings = detector(text)
         if findings:
-            return {f.recipient: f.diagnostic for f in findings if f.recipient and f.diagnostic}
-    return {}
+            return {f.recipient: f.diagnostic for f in findings if f.recipient}
+    return {found.address: found.diagnostic for found in failed_recipients(text)}
 
 
 def _dsn_address(value: str | None) -> str | None:
@@ -1194,6 +1206,13 @@ _BOUNCE_SUBJECT = re.compile(
 )
 
 
+def _reports_failure(message: Message, parts: list[Message]) -> bool:
+    """A message that says it failed, or returns a message: prose there may be a report."""
+    if _BOUNCE_SUBJECT.search(decoded_subject(message)):
+        return True
+    return any(part.get_content_type() in _ORIGINAL_TYPES for part in parts[1:])
+
+
 def _from_daemon(message: Message) -> bool:
     for name, address in mailboxes([_header(message, "from")]):
         local = address.rpartition("@")[0] if "@" in address else address
@@ -1205,14 +1224,6 @@ def _from_daemon(message: Message) -> bool:
 # -- MTA prose ---------------------------------------------------------------------------
 
 _ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
-
-# Where an MTA starts quoting the original message; text after it is not report.
-_ORIGINAL_MARKERS = re.compile(
-    r"^(?:-+ ?Below this line is a copy of the message|-+ ?Original message follows|"
-    r"-+ ?This is a copy of the message|Original message headers:|"
-    r"Possibly truncated original message follows|-+ ?Original Message -+)",
-    re.IGNORECASE | re.MULTILINE,
-)
 
 
 def _report_text(parts: list[Message]) -> str:
@@ -1236,8 +1247,7 @@ def _report_text(parts: list[Message]) -> str:
         text = re.sub(r"<br\s*/?>|</p>|</div>|</tr>", "\n", "\n".join(html), flags=re.IGNORECASE)
         text = re.sub(r"<[^<>]*>", "", text)
     text = text[:_MAX_TEXT].replace("\r\n", "\n").replace("\r", "\n")
-    marker = _ORIGINAL_MARKERS.search(text)
-    return text[: marker.start()] if marker else text
+    return cut_returned_message(text)
 
 
 def _text_finding(address: str | None, diagnostic: str, *, delayed: bool = False) -> Bounce:
@@ -1421,6 +1431,14 @@ def _groupwise(text: str) -> list[Bounce]:
 
 
 _DETECTORS = (_exim, _angle_blocks, _exchange, _groupwise)
+
+
+def _prose(text: str) -> list[Bounce]:
+    """Any server's failure prose (:mod:`sender.feedback.prose`), after the readers above."""
+    return [
+        _text_finding(found.address, found.diagnostic, delayed=found.delayed)
+        for found in failed_recipients(text)
+    ]
 
 
 # -- Amazon SES --------------------------------------------------------------------------
