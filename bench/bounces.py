@@ -183,6 +183,40 @@ OVERRIDES: dict[str, tuple[str, list[tuple[str, bool | None, str | None]]]] = {
         "Sisimai says filtered; the reply is '550 unknown user', no filter (tests/test_prose.py)",
         [("kijitora@example.co.jp", True, "user_unknown")],
     ),
+    # SMTP stage (issue 13): an unknown user at DATA is a filter, at RCPT TO a dead address;
+    # these are in tests/test_bounce_shapes.py.
+    "lhost-sendmail-02.eml": (
+        "DATA answered 'Need RCPT': the 550s before it were pipelined RCPT replies",
+        [
+            ("userunknown@example.org", True, "user_unknown"),
+            ("filtered@example.com", True, "user_unknown"),
+        ],
+    ),
+    "lhost-sendmail-27.eml": (
+        "DATA answered 'Need RCPT': the 550s before it were pipelined RCPT replies",
+        [("this-local-part-does-not-exist-on-the-system@mineo.jp", True, "user_unknown")],
+    ),
+    "lhost-sendmail-48.eml": (
+        "DATA answered 'no valid recipients': the 550s before it were RCPT replies",
+        [("pseudo-local-part-kijitora-nyaan@sfr.fr", True, "user_unknown")],
+    ),
+    "lhost-receivingses-01.eml": (
+        "Sisimai calls every SES inbound refusal filtered; this one is 5.1.1 'Mailbox does not "
+        "exist'",
+        [("userunknown@neko.example.jp", True, "user_unknown")],
+    ),
+    "lhost-receivingses-02.eml": (
+        "as lhost-receivingses-01: 5.1.1 'Mailbox does not exist'",
+        [("userunknown@neko.example.jp", True, "user_unknown")],
+    ),
+    "lhost-opensmtpd-12.eml": (
+        "a delay report ('only a temporary failure', still queued): nothing is dead yet",
+        [("neko@nyaan.jp", False, "delayed")],
+    ),
+    "lhost-postfix-05.eml": (
+        "450 4.1.1 is temporary (the server asks us to retry): counted, not suppressed",
+        [("kijitora@example.org", False, "user_unknown")],
+    ),
 }
 
 NOBODY = "(nobody)"  # a finding without a recipient, or Sisimai's placeholder for one

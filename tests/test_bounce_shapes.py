@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sender.feedback.bounces import Bounce, BounceKind, parse_bounce
+from sender.feedback.bounces import Bounce, BounceKind, parse_bounce, smtp_stage
 
 DATA = Path(__file__).parent / "data" / "bounces"
 
@@ -292,3 +292,103 @@ def test_thousands_of_nested_messages_neither_raise_nor_lose_the_headers() -> No
     assert failures(data) == [("b@example.org", "undefined", False)]
     assert envelope_recipients(data) == ["a@example.org"]
     assert calendar_parts(data) == []
+
+
+def suppressed(data: bytes) -> set[str | None]:
+    return {f.recipient for f in parse_bounce(data) if f.suppress}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # Postfix: "550 Unknown user ... (in reply to end of DATA command)"
+        ("lhost-postfix-03.eml", ("kijitora@example.net", "filtered", False)),
+        ("rhost-nttdocomo-02.eml", ("azumakuniyuki@ntt.docomo.example.ne.jp", "filtered", False)),
+        # Courier's transcript: ">>> DATA" then "<<< 550 Unknown user"
+        ("lhost-courier-02.eml", ("kijitora@example.jp", "filtered", False)),
+        # Exim: "SMTP error from remote mail server after MAIL FROM:...: 550 5.1.7 No such
+        # domain": no recipient had been named yet, so it is our sender that was refused
+        ("lhost-exim-50.eml", ("kijitora@neko.example.com", "rejected_sender", False)),
+        # DATA answered "no valid recipients": the "Invalid recipient" after ">>> DATA" was a
+        # pipelined RCPT reply, so the address is dead (Sisimai agrees here)
+        (
+            "lhost-sendmail-46.eml",
+            ("pseudo-local-part-kijitora-nyaaan@laposte.net", "user_unknown", True),
+        ),
+    ],
+)
+def test_the_smtp_stage_decides_whether_an_unknown_user_is_dead(
+    name: str, expected: tuple[str, str, bool]
+) -> None:
+    """A recipient accepted at RCPT TO and refused as "unknown" at DATA exists: a filter refused
+    the content, so nobody is suppressed. At RCPT TO it is dead; at MAIL FROM it is our sender.
+    """
+    assert failures(real(name)) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("name", "dead"),
+    [
+        # "<<< 503 5.0.0 Need RCPT (recipient)" answered DATA: both 550s were RCPT replies.
+        # Sisimai reads filtered@example.com (5.2.1 "User Unknown") as filtered.
+        ("lhost-sendmail-02.eml", {"userunknown@example.org", "filtered@example.com"}),
+        ("lhost-sendmail-27.eml", {"this-local-part-does-not-exist-on-the-system@mineo.jp"}),
+        # "<<< 554 5.5.1 Error: no valid recipients" answered DATA; the reply before it is
+        # Postfix's RCPT refusal ("Recipient address rejected: User unknown")
+        ("lhost-sendmail-48.eml", {"pseudo-local-part-kijitora-nyaan@sfr.fr"}),
+        # Amazon SES inbound: "550 5.1.1 Mailbox does not exist" (Sisimai: filtered, for all SES)
+        ("lhost-receivingses-01.eml", {"userunknown@neko.example.jp"}),
+        ("lhost-receivingses-02.eml", {"userunknown@neko.example.jp"}),
+        # a delay report ("only a temporary failure"): Sisimai calls No MX dead at once
+        ("lhost-opensmtpd-12.eml", set()),
+        # 450 4.1.1: the server asks us to try again; counted, not suppressed (Sisimai: dead)
+        ("lhost-postfix-05.eml", set()),
+    ],
+)
+def test_where_sender_suppresses_otherwise_than_sisimai(name: str, dead: set[str]) -> None:
+    """The files bench/bounces.py lists in OVERRIDES for the SMTP stage, and why."""
+    assert suppressed(real(name)) == dead
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # "550: : User unknown": the address slot empty, KDDI/au's reception filter
+        (
+            "lhost-yahoo-06.eml",
+            ("otsu-sakaba-hunter-neko-nyaaaaaaan@ezweb.ne.jp", "filtered", False),
+        ),
+        # "Recipient address rejected: User ... temporary locked": the account exists
+        ("lhost-amazonses-19.eml", ("kijitora@example.com", "suspended", False)),
+        # "an MX or SRV record indicated no SMTP service": a null MX (RFC 7505)
+        ("lhost-mailru-05.eml", ("neko@libsisimai.org", "not_accepting", True)),
+        # SES's label "5.1.0 - Unknown address error" around the real reply "5.7.1 ... Access
+        # denied": the reply decides, and it refused us, not the address
+        ("lhost-amazonses-01.eml", ("shironeko@example.co.jp", "policy", False)),
+    ],
+)
+def test_what_the_words_say_beyond_unknown_user(name: str, expected: tuple[str, str, bool]) -> None:
+    """Refusals that mention an unknown user or address but are about something else."""
+    assert failures(real(name)) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "stage"),
+    [
+        ("550 Unknown user (in reply to end of DATA command)", "data"),
+        ("550 5.1.1 <a@b>: User unknown (in reply to RCPT TO command)", "rcpt"),
+        ("SMTP error from remote mail server after end of data: 550 unknown user", "data"),
+        ("SMTP error from remote mail server after RCPT TO:<a@b>: 550 unknown", "rcpt"),
+        ("SMTP error from remote mail server after MAIL FROM:<a@b>: 553", "mail"),
+        (">>> RCPT To:<a@b>\n<<< 550 5.1.1 <a@b>... User unknown", "rcpt"),
+        (">>> DATA\n<<< 550 Unknown user a@b\n554 5.0.0 Service unavailable", "data"),
+        (
+            ">>> DATA\n<<< 550 5.5.0 Invalid recipient\n<<< 554 5.5.1 Error: no valid recipients",
+            "rcpt",
+        ),
+        ("550 5.1.1 User unknown", None),
+    ],
+)
+def test_smtp_stage_reads_each_mta_s_wording(text: str, stage: str | None) -> None:
+    """Postfix's "in reply to", Exim's "after", a sendmail transcript's last ">>>" command."""
+    assert smtp_stage(text) == stage

@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import Message
 from enum import StrEnum
 from types import MappingProxyType
@@ -313,6 +313,7 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"(?:disabled|deactivated|inactive|frozen) (?:account|mailbox|user)",
             r"account (?:has been )?(?:disabled|discontinued|deactivated)",
             r"temporarily inactive",
+            r"temporar(?:y|ily) locked",
             r"user is terminated",
             r"extended inactivity",
         ),
@@ -329,12 +330,16 @@ _PHRASES: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"does not accept mail \(nullmx\)",
             r"mail receiving disabled",
             r"not accepting (?:any )?(?:e-?)?mail",
+            r"(?:mx|srv) record indicated no smtp service",
         ),
     ),
     (
         Reason.FILTERED,
         _words(
             r"recipient preferences",
+            # a "User unknown" whose address slot is empty: a carrier's reception filter
+            # (KDDI/au's), refused at DATA wherever its report shows the stage
+            r"\b[45]\d\d:? : user unknown",
             r"only accepting mail from specific",
             r"user refuses",
             r"refuse[sd]? to receive",
@@ -636,11 +641,74 @@ def classify(
     return _kind(klass == "5", reason), reason
 
 
-# A recipient accepted at RCPT TO and called unknown after the message's content was seen:
-# a filter dressed as an unknown user (Sisimai reads it so too); the address may be fine.
-_AFTER_DATA = _words(
-    r"after end of data", r"end of data command", r"after data\b", r"smtp command:? ?data\b"
+# The SMTP command a remote server's refusal answered, as each MTA writes it: Postfix's
+# "(in reply to end of DATA command)", Exim's "SMTP error from remote mail server after
+# RCPT TO:<a@b>", a sendmail or Courier transcript's last ">>> DATA" before "<<< 550".
+_STAGE = re.compile(
+    r"in reply to (?:the )?(?P<postfix>end of data|data|rcpt to|mail from|helo|ehlo)\b"
+    r"|\bafter (?P<exim>end of data|data|rcpt to|mail from|helo|ehlo|initial connection)\b"
+    r"|smtp command:? ?(?P<named>data|rcpt|mail|helo|ehlo)\b"
+    r"|^>>> ?(?P<transcript>data|rcpt|mail from|helo|ehlo)\b"
+    r"|(?P<norcpt>no valid recipients|need rcpt)\b",
+    re.IGNORECASE | re.MULTILINE,
 )
+_STAGES = {
+    "end of data": "data",
+    "rcpt to": "rcpt",
+    "mail from": "mail",
+    "ehlo": "helo",
+    "initial connection": "connect",
+    # DATA answered "no valid recipients" / "Need RCPT": every recipient was refused at
+    # RCPT TO, and the refusals before it (pipelined, after ">>> DATA") were RCPT replies
+    "no valid recipients": "rcpt",
+    "need rcpt": "rcpt",
+}
+
+
+def smtp_stage(text: str, /) -> str | None:
+    """The last SMTP command a refusal in ``text`` answered: ``"connect"``, ``"helo"``,
+    ``"mail"``, ``"rcpt"`` or ``"data"``; None when the text does not say.
+
+    The last mention wins, as in a transcript the last command sent is the one refused.
+    """
+    stages = [_stage_of(found) for found in _STAGE.finditer(text)]
+    return stages[-1] if stages else None
+
+
+def _stage_of(found: re.Match[str]) -> str:
+    said = " ".join(next(group for group in found.groups() if group).lower().split())
+    return _STAGES.get(said, said)
+
+
+_ADDRESS_REASONS = frozenset({Reason.USER_UNKNOWN, Reason.HOST_UNKNOWN})
+
+
+def _at(reason: Reason, enhanced: str | None, stage: str | None) -> Reason:
+    """An address reason re-read with the SMTP stage the refusal answered.
+
+    At MAIL FROM no recipient had been named: "no such domain" / "does not exist" there
+    is about our envelope sender (REJECTED_SENDER). At DATA an unknown user is a filter
+    (see _filtered_at_data).
+    """
+    if stage == "mail":
+        return Reason.REJECTED_SENDER
+    if reason is Reason.USER_UNKNOWN and _filtered_at_data(enhanced, stage):
+        return Reason.FILTERED
+    return reason
+
+
+def _filtered_at_data(enhanced: str | None, stage: str | None) -> bool:
+    """Whether an "unknown user" is a content filter's refusal in disguise.
+
+    A server that accepted the recipient at RCPT TO and refuses it once it has seen the
+    message (at DATA) knows the mailbox exists: what refused us is a filter (carriers'
+    anti-spam gateways answer "550 Unknown user" so). Sisimai reads it so too. An explicit
+    X.1.1 still names a missing mailbox: with pipelining, a sendmail transcript shows the
+    RCPT replies after ">>> DATA", and the corpus agrees (Sisimai keeps those dead).
+    """
+    return stage == "data" and (enhanced is None or enhanced[1:] != ".1.1")
+
+
 # A local delivery program (procmail, a pipe) that failed after the MTA took the address:
 # its "no such user" is about its own configuration, not the address we wrote to.
 _LOCAL_AGENT = _words(r"\bx-unix;", r"command output:")
@@ -652,9 +720,8 @@ def _reason(enhanced: str | None, code: int | None, text: str, *, transient: boo
     if transient and _GREYLIST.search(text):
         return Reason.GREYLISTED
     worded = reason_in(text)
-    # (an explicit 5.1.1 still names a mailbox that does not exist)
-    if worded is Reason.USER_UNKNOWN and _AFTER_DATA.search(text) and enhanced != "5.1.1":
-        return Reason.FILTERED
+    if worded in _ADDRESS_REASONS:
+        worded = _at(worded, enhanced, smtp_stage(text))
     if worded is Reason.USER_UNKNOWN and _LOCAL_AGENT.search(text):
         return Reason.MAILER_ERROR
     if worded is not None:
@@ -681,6 +748,13 @@ def _kind(permanent: bool, reason: Reason) -> BounceKind:
     return BounceKind.HARD if permanent and reason not in _FULL else BounceKind.SOFT
 
 
+# Amazon SES relays the remote reply inside its own label:
+# "5.1.0 - Unknown address error 550-'5.7.1 <a@b>... Access denied' (delivery attempts: 0)".
+_QUOTED_REPLY = re.compile(
+    r"\b[245]\.\d{1,3}\.\d{1,3} - [^']{1,80}? (?P<code>[245]\d\d)-'(?P<reply>[^']+)'"
+)
+
+
 def _judge(
     status: str | None, diagnostic: str, *, action: str | None, failed: bool
 ) -> tuple[BounceKind, Reason]:
@@ -688,6 +762,10 @@ def _judge(
     if action == "delayed":
         expired = status is not None and status.endswith(".4.7")
         return BounceKind.SOFT, Reason.EXPIRED if expired else Reason.DELAYED
+    quoted = _QUOTED_REPLY.search(diagnostic)
+    if quoted is not None:
+        # the relay's label and code are its guess; the remote server's reply is the evidence
+        status, diagnostic = None, f"{quoted['code']} {quoted['reply']}"
     kind, reason = classify(status, diagnostic)
     if kind is BounceKind.UNKNOWN and failed and reason is not Reason.UNDEFINED:
         return _kind(True, reason), reason
@@ -717,6 +795,12 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     skipped), one per complained-about recipient of an ARF report, one for an
     auto-reply (its From address). Never raises on malformed input.
     """
+    findings, text = _read(data)
+    return [_at_stage(finding, text) for finding in findings]
+
+
+def _read(data: bytes) -> tuple[list[Bounce], str]:
+    """The findings in a message, and the report's text they came from."""
     data = data[:_MAX_MESSAGE]
     if b"\n" not in data:
         # CR-only line ends (old Mac mailers): the MIME parser splits on them, but
@@ -726,17 +810,17 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     parts = list(walk_parts(message, into_messages=False))
     feedback = _arf(parts)
     if feedback is not None:
-        return feedback
+        return feedback, ""
     parts, reports = _delivery_reports(parts)
     text = _report_text(parts)
     if reports:
-        return _dsn_or_fallback(message, parts, reports, text)[:_MAX_FINDINGS]
+        return _dsn_or_fallback(message, parts, reports, text)[:_MAX_FINDINGS], text
     inline = _dsn(_recipient_blocks(text), _prose_diagnostics(text), _preamble(text))
     if inline:
-        return inline[:_MAX_FINDINGS]
+        return inline[:_MAX_FINDINGS], text
     notification = _provider_notification(message, parts, text)
     if notification is not None:
-        return notification[:_MAX_FINDINGS]
+        return notification[:_MAX_FINDINGS], text
     daemon = _from_daemon(message)
     sender = _sender(message)
     detected = next((found for detector in _DETECTORS if (found := detector(text))), [])
@@ -746,19 +830,31 @@ def parse_bounce(data: bytes, /) -> list[Bounce]:
     if not detected and (daemon or machine or _reports_failure(message, parts)):
         detected = _prose(text)
     if _is_autoreply(message) and not daemon and not (machine and detected):
-        return [_autoreply(sender)]
+        return [_autoreply(sender)], text
     if detected:
-        return detected[:_MAX_FINDINGS]
+        return detected[:_MAX_FINDINGS], text
     if daemon:
         failed = _header_addresses(message, "x-failed-recipients")
         if failed:
-            return [_text_finding(address, "") for address in failed][:_MAX_FINDINGS]
+            return [_text_finding(address, "") for address in failed][:_MAX_FINDINGS], text
         if machine or _BOUNCE_SUBJECT.search(decoded_subject(message)):
             # a mailer daemon's report we cannot read is never an auto-reply
-            return [Bounce(None, BounceKind.UNKNOWN, None, "", Reason.UNDEFINED)]
+            return [Bounce(None, BounceKind.UNKNOWN, None, "", Reason.UNDEFINED)], text
     if _is_autoreply(message) and not daemon:
-        return [_autoreply(sender)]
-    return []
+        return [_autoreply(sender)], text
+    return [], text
+
+
+def _at_stage(finding: Bounce, text: str) -> Bounce:
+    """A finding re-read with the SMTP stage its report's text gives (see _filtered_at_data).
+
+    The diagnostic's own stage first, else the last one the report's text names.
+    """
+    if finding.reason not in _ADDRESS_REASONS:
+        return finding
+    stage = smtp_stage(finding.diagnostic) or smtp_stage(text)
+    reason = _at(finding.reason, finding.status, stage)
+    return finding if reason is finding.reason else replace(finding, reason=reason)
 
 
 def envelope_recipients(data: bytes, /) -> list[str]:
