@@ -66,6 +66,7 @@ LAYERS: list[set[str]] = [
         "store",
         "feedback.intake",
         "feedback.bounces",
+        "feedback.sns",
         "checks.resolve",
     },
     {
@@ -97,7 +98,7 @@ LAYERS: list[set[str]] = [
     {"service.auth", "service.schemas"},
     {"service.state"},
     {"service.web"},
-    {"service.links", "service.messages", "service.feedback"},
+    {"service.links", "service.messages", "service.feedback", "service.inbound"},
     {"service.runs"},
     {"service.application"},
     {"service.serve", "service"},
@@ -172,8 +173,8 @@ OWNERS = {
     "dns": {"checks.resolve"},
     "email_validator": {"checks.validate"},
     "dkim": {"compose.dkim"},
-    "cryptography": {"compose.dkim"},
-    "httpx": set(),
+    "cryptography": {"compose.dkim", "feedback.sns"},  # DKIM keys; SNS certificates
+    "httpx": {"feedback.sns"},
     "fastapi": WEB,
     "starlette": WEB,
     "pydantic": WEB,
