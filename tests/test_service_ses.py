@@ -310,12 +310,17 @@ async def test_without_ses_topics_every_message_is_refused(
     config = load_config(
         environ={"SENDER_API_KEYS": KEY, "SENDER_SECRET_KEYS": "link-signing-key-" + "s" * 20}
     )
-    api = app(config, work=False, sns=SnsVerifier(config.ses_topics, origin=cert_server.origin))
+    trust = ssl.create_default_context()
+    tls_ca.configure_trust(trust)
+    verifier = SnsVerifier(config.ses_topics, origin=cert_server.origin, verify=trust)
+    api = app(config, work=False, sns=verifier)
     async with api.router.lifespan_context(api):
         transport = httpx.ASGITransport(app=api)
         async with httpx.AsyncClient(transport=transport, base_url="http://lms.test") as client:
             document = signed(cert_server, message=bounce("gone@school.example"))
-            assert (await post(client, document)).status_code == 400
+            response = await post(client, document)
+            assert response.status_code == 400
+            assert response.json()["field"] == "TopicArn"
             assert await suppressed(client) == []
 
 
