@@ -16,6 +16,7 @@ PACKAGE = Path(sender.__file__).parent
 # A package's ``__init__`` sits with (or above) the modules it re-exports.
 LAYERS: list[set[str]] = [
     {"errors", "lifecycle", "readonly"},
+    {"signing"},
     {"addresses", "storeurl"},
     {"models", "vocabulary", "clock", "loop", "home", "redact", "pacing.limits"},
     {
@@ -127,6 +128,7 @@ FOUNDATION = {
     "loop",
     "home",
     "redact",
+    "signing",
 }
 PACKAGE_LAYERS: list[set[str]] = [
     {"foundation"},
