@@ -25,7 +25,9 @@ from sender.home import KEY_WARNING, create_once, private_dir, tighten, tighten_
 from sender.models import Address
 from sender.pacing.limits import LIMITS_IN_STORE, check_limits
 from sender.pacing.schedule import RateLimits, RetryPolicy, parse_domain_rate
+from sender.signing import secret_bytes
 from sender.storeurl import sqlite_store_url, store_file
+from sender.vocabulary import WebhookEvent
 
 __all__ = [
     "DAY",
@@ -40,12 +42,14 @@ __all__ = [
     "SenderSettings",
     "SmtpSecurity",
     "SmtpSettings",
+    "WebhookEndpoint",
     "load_config",
     "local_secret",
     "parse_address",
     "parse_api_keys",
     "parse_duration",
     "parse_ses_topics",
+    "parse_webhooks",
     "require_real_identity",
 ]
 
@@ -397,6 +401,119 @@ def parse_ses_topics(value: object, /) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+WEBHOOK_TIMEOUT = 10.0  # seconds an endpoint may take to answer one delivery
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """One ``[[webhooks]]`` entry: where events go, the secrets that sign them (newest
+    last; several during a rotation) and which events it wants (empty: all)."""
+
+    url: str
+    secrets: tuple[str, ...] = field(repr=False)
+    events: frozenset[WebhookEvent] = frozenset()
+    timeout: float = WEBHOOK_TIMEOUT
+    name: str = "webhooks[1]"  # shown in errors and logs instead of the secret
+
+    def wants(self, event: str, /) -> bool:
+        return not self.events or event in self.events
+
+
+_WEBHOOK_FIELDS = {"url", "secret", "events", "timeout"}
+
+
+def parse_webhooks(value: object, /) -> tuple[WebhookEndpoint, ...]:
+    """``[[webhooks]]`` (or ``SENDER_WEBHOOK_URL`` with ``SENDER_WEBHOOK_SECRET``): each
+    entry's ``url`` (http or https), ``secret`` (``whsec_…``, or a list of them to rotate),
+    ``events`` (default: all) and ``timeout`` (default 10 s).
+
+    Errors name the entry and its field (``webhooks[2].secret``), never a secret.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ConfigurationError(
+            "webhooks must be a list of tables ([[webhooks]] with url and secret)",
+            setting="webhooks",
+        )
+    endpoints = []
+    for position, entry in enumerate(value, start=1):
+        name = f"webhooks[{position}]"
+        unknown = sorted(set(entry) - _WEBHOOK_FIELDS)
+        if unknown:
+            raise ConfigurationError(
+                f"{name}: unknown field {unknown[0][:40]!r}; fields are "
+                f"{', '.join(sorted(_WEBHOOK_FIELDS))}",
+                setting=f"{name}.{unknown[0][:40]}",
+            )
+        url = entry.get("url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or any(ch in str(url) for ch in "\r\n\x00 ")
+        ):
+            raise ConfigurationError(
+                f"{name}.url must be an http:// or https:// URL", setting=f"{name}.url"
+            )
+        given = entry.get("secret")
+        if isinstance(given, str):
+            given = [given]
+        if (
+            not isinstance(given, list)
+            or not given
+            or not all(isinstance(item, str) for item in given)
+        ):
+            raise ConfigurationError(
+                f'{name}.secret must be "whsec_…" or a list of them', setting=f"{name}.secret"
+            )
+        for secret in given:
+            secret_bytes(secret, setting=f"{name}.secret")
+        events = entry.get("events", [])
+        known = set(WebhookEvent)
+        if not isinstance(events, list) or not all(
+            isinstance(event, str) and event in known for event in events
+        ):
+            raise ConfigurationError(
+                f"{name}.events must be a list of {', '.join(WebhookEvent)}",
+                setting=f"{name}.events",
+            )
+        timeout = _seconds({f"{name}.timeout": entry.get("timeout")}, f"{name}.timeout")
+        if timeout is not None and timeout > 300:
+            raise ConfigurationError(
+                f"{name}.timeout must be at most 300s", setting=f"{name}.timeout"
+            )
+        endpoints.append(
+            WebhookEndpoint(
+                url=str(url),
+                secrets=tuple(given),
+                events=frozenset(WebhookEvent(event) for event in events),
+                timeout=WEBHOOK_TIMEOUT if timeout is None else timeout,
+                name=name,
+            )
+        )
+    return tuple(endpoints)
+
+
+def _webhook_from_environment(env: Mapping[str, str]) -> list[dict[str, object]] | None:
+    """``SENDER_WEBHOOK_URL`` and ``SENDER_WEBHOOK_SECRET`` (comma-separated to rotate):
+    one endpoint, for every event, in place of sender.toml's; one without the other is an
+    error, so a half-configured deployment does not silently send nothing."""
+    url = env.get("SENDER_WEBHOOK_URL")
+    secret = env.get("SENDER_WEBHOOK_SECRET")
+    if not url and not secret:
+        return None
+    if not url or not secret:
+        missing = "SENDER_WEBHOOK_URL" if not url else "SENDER_WEBHOOK_SECRET"
+        raise ConfigurationError(
+            f"SENDER_WEBHOOK_URL and SENDER_WEBHOOK_SECRET go together; {missing} is not set",
+            setting="webhooks",
+        )
+    secrets = [item.strip() for item in secret.split(",") if item.strip()]
+    return [{"url": url.strip(), "secret": secrets}]
+
+
 # --- Loading (CLI only) ---------------------------------------------------------------
 
 DEFAULT_STATE_DIR = Path(".sender")
@@ -449,6 +566,7 @@ _TOML_KEYS = {
     "limits",
     "api_keys",
     "ses_topics",
+    "webhooks",
 }
 
 
@@ -527,6 +645,7 @@ class CliConfig:
     inbound: InboundLimits = field(default_factory=InboundLimits)
     api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)  # for `sender serve`
     ses_topics: tuple[str, ...] = ()  # SNS topics POST /v1/inbound/ses accepts
+    webhooks: tuple[WebhookEndpoint, ...] = ()  # where events go, signed
 
 
 def require_real_identity(config: CliConfig, /) -> None:
@@ -637,6 +756,8 @@ def load_config(
     ):
         if env.get(var):
             values[key] = env[var]
+    if (webhook := _webhook_from_environment(env)) is not None:
+        values["webhooks"] = webhook
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
 
     def text(key: str, default: str | None = None) -> str | None:
@@ -770,6 +891,7 @@ def load_config(
         ),
         api_keys=parse_api_keys(values.get("api_keys")),
         ses_topics=parse_ses_topics(values.get("ses_topics")),
+        webhooks=parse_webhooks(values.get("webhooks")),
     )
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "ReasonRule",
     "RsvpOutcome",
     "RunState",
+    "WebhookEvent",
     "reason_of",
     "reasons_with",
 ]
@@ -69,6 +70,20 @@ class RunState(StrEnum):
     ACTIVE = "active"  # has work to do (or is doing it)
     PAUSED = "paused"  # stopped on purpose; ``paused_reason`` says why
     DONE = "done"  # nothing left but final states
+
+
+class WebhookEvent(StrEnum):
+    """What a webhook tells an LMS; the ``type`` of each event the outbox keeps for it."""
+
+    MESSAGE_SENT = "message.sent"
+    MESSAGE_DEFERRED = "message.deferred"
+    MESSAGE_FAILED = "message.failed"
+    MESSAGE_BOUNCED = "message.bounced"
+    MESSAGE_COMPLAINED = "message.complained"
+    ADDRESS_SUPPRESSED = "address.suppressed"
+    RSVP_ANSWERED = "rsvp.answered"
+    RUN_PAUSED = "run.paused"
+    RUN_FINISHED = "run.finished"
 
 
 class RsvpOutcome(StrEnum):

@@ -36,6 +36,8 @@ KEY = "config-keys-test-key-0123456789abcdef"
 OTHER_KEY = "config-keys-older-key-0123456789abcd"
 SMTP = 'smtp_url = "smtp://127.0.0.1:2525"'
 PEM = b"-----BEGIN PRIVATE KEY-----\nnot checked when loading\n-----END PRIVATE KEY-----\n"
+WHSEC = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+OLD_WHSEC = "whsec_b2xkZXItc2VjcmV0LTAxMjM0NTY3ODlhYmNkZWY="
 DKIM = 'dkim_domain = "skolen.example.org"\ndkim_selector = "s1"\ndkim_key = "dkim.pem"'
 
 
@@ -193,6 +195,12 @@ KEYS: dict[str, Key] = {
         'ses_topics = ["arn:aws:sns:eu-west-1:123456789012:ses-bounces"]',
         lambda c: c.ses_topics,
         ("arn:aws:sns:eu-west-1:123456789012:ses-bounces",),
+    ),
+    "webhooks": Key(
+        f'[[webhooks]]\nurl = "https://lms.example.org/hooks"\nsecret = "{WHSEC}"\n'
+        'events = ["message.sent"]\ntimeout = "3s"',
+        lambda c: [(w.url, w.secrets, sorted(w.events), w.timeout) for w in c.webhooks],
+        [("https://lms.example.org/hooks", (WHSEC,), ["message.sent"], 3.0)],
     ),
 }
 
@@ -463,7 +471,7 @@ ENV: dict[str, Env] = {
 def test_every_environment_variable_has_a_case() -> None:
     """Each SENDER_* name config.py reads has a row in ENV, and each row maps to a key."""
     read = set(re.findall(r"\"(SENDER_[A-Z_]+)\"", inspect.getsource(sender.config)))
-    assert read == set(ENV)
+    assert read == set(ENV) | set(PAIRED)
     assert {case.key for case in ENV.values()} <= _TOML_KEYS
 
 
@@ -506,6 +514,61 @@ def test_an_empty_environment_variable_is_not_set(
     case = ENV[var]
     monkeypatch.setenv(var, "")
     assert case.read(load(f"{case.key} = {case.in_toml}")) == case.from_toml
+
+
+# Variables that only make sense together: SENDER_WEBHOOK_URL with SENDER_WEBHOOK_SECRET.
+PAIRED = {"SENDER_WEBHOOK_URL": "webhooks", "SENDER_WEBHOOK_SECRET": "webhooks"}
+TOML_WEBHOOK = f'[[webhooks]]\nurl = "https://toml.example.org/hooks"\nsecret = "{WHSEC}"'
+
+
+def webhook_of(config: CliConfig) -> list[tuple[str, tuple[str, ...], int]]:
+    return [(w.url, w.secrets, len(w.events)) for w in config.webhooks]
+
+
+def test_the_webhook_variables_together_replace_sender_tomls_webhooks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SENDER_WEBHOOK_URL and SENDER_WEBHOOK_SECRET (comma-separated to rotate) make one
+    endpoint for every event, in place of sender.toml's; a flag beats both."""
+    assert webhook_of(load(TOML_WEBHOOK)) == [("https://toml.example.org/hooks", (WHSEC,), 0)]
+    monkeypatch.setenv("SENDER_WEBHOOK_URL", "https://env.example.org/hooks")
+    monkeypatch.setenv("SENDER_WEBHOOK_SECRET", f"{OLD_WHSEC}, {WHSEC}")
+    from_env = [("https://env.example.org/hooks", (OLD_WHSEC, WHSEC), 0)]
+    assert webhook_of(load()) == from_env
+    assert webhook_of(load(TOML_WEBHOOK)) == from_env
+    flag = [{"url": "https://flag.example.org/h", "secret": WHSEC}]
+    assert webhook_of(load(TOML_WEBHOOK, webhooks=flag)) == [
+        ("https://flag.example.org/h", (WHSEC,), 0)
+    ]
+
+
+@pytest.mark.parametrize("var", sorted(PAIRED))
+def test_one_webhook_variable_without_the_other_is_refused(
+    var: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half a webhook is an error naming the variable that is missing."""
+    monkeypatch.setenv(var, WHSEC if var.endswith("SECRET") else "https://env.example.org/h")
+    with pytest.raises(ConfigurationError) as caught:
+        load(TOML_WEBHOOK)
+    assert caught.value.setting == "webhooks"
+    (missing,) = set(PAIRED) - {var}
+    assert missing in str(caught.value)
+    assert WHSEC not in str(caught.value)
+
+
+def test_a_bad_webhook_secret_from_the_environment_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENDER_WEBHOOK_URL", "https://env.example.org/h")
+    monkeypatch.setenv("SENDER_WEBHOOK_SECRET", "whsec_hunter2")
+    with pytest.raises(ConfigurationError) as caught:
+        load()
+    assert caught.value.setting == "webhooks[1].secret"
+    assert "hunter2" not in str(caught.value)
+
+
+def test_webhook_secrets_are_not_in_the_configs_repr() -> None:
+    assert WHSEC.removeprefix("whsec_") not in repr(load(TOML_WEBHOOK))
 
 
 def test_a_relative_sender_home_is_relative_to_the_working_directory(
@@ -608,6 +671,34 @@ REFUSALS = [
     pytest.param('store = "sqlite:///"', "store", id="store-sqlite-empty-path"),
     pytest.param('store = "postgresql://db.example"', "store", id="store-no-database"),
     pytest.param('store = "postgresql://db.example:99999/x"', "store", id="store-port-range"),
+    pytest.param('webhooks = "https://a.example"', "webhooks", id="webhooks-not-tables"),
+    pytest.param(
+        f'[[webhooks]]\nurl = "ftp://a.example"\nsecret = "{WHSEC}"',
+        "webhooks[1].url",
+        id="webhook-url-scheme",
+    ),
+    pytest.param('[[webhooks]]\nurl = "https://a.example"', "webhooks[1].secret", id="no-secret"),
+    pytest.param(
+        f'[[webhooks]]\nurl = "https://a.example"\nsecret = "{WHSEC}"\n'
+        '[[webhooks]]\nurl = "https://b.example"\nsecret = ["whsec_short"]',
+        "webhooks[2].secret",
+        id="webhook-secret-short",
+    ),
+    pytest.param(
+        f'[[webhooks]]\nurl = "https://a.example"\nsecret = "{WHSEC}"\nevents = ["sent"]',
+        "webhooks[1].events",
+        id="webhook-event-unknown",
+    ),
+    pytest.param(
+        f'[[webhooks]]\nurl = "https://a.example"\nsecret = "{WHSEC}"\ntimeout = "soon"',
+        "webhooks[1].timeout",
+        id="webhook-timeout-word",
+    ),
+    pytest.param(
+        f'[[webhooks]]\nurl = "https://a.example"\nsecret = "{WHSEC}"\nretries = 3',
+        "webhooks[1].retries",
+        id="webhook-unknown-field",
+    ),
 ]
 
 
