@@ -1215,3 +1215,101 @@ async def test_a_claim_says_whether_its_address_is_suppressed(store: Store) -> N
     assert first is not None
     assert second is not None
     assert (first.suppressed, second.suppressed) == ("hard: 5.1.1 unknown", None)
+
+
+# --- webhook events -------------------------------------------------------------------
+
+
+async def test_outcomes_keep_their_webhook_events_with_the_ids_an_lms_joins_on(
+    store: Store,
+) -> None:
+    """message.sent / deferred / failed, in order, each naming run, participant, course and
+    Message-ID, with a webhook-id of its own; a dropped outcome keeps no event."""
+    await store.add_rows(RUN, rows(range(2, 5)))
+    claimed = await store.claim_many(RUN, ["example.com"] * 3, now=T0, owner="w")
+    a, b, c = (m for m in claimed if m is not None)
+    deferred = Outcome(state=MessageState.DEFERRED, at=T0 + 1, next_attempt_at=T0 + 60)
+    failed = Outcome(state=MessageState.FAILED, at=T0 + 2, reply=SmtpReply(550, "5.1.1", "no"))
+    dropped = await store.record_many(
+        [(a.id, sent(message_id="<a@x>")), (b.id, deferred), (c.id, failed), (c.id, sent())],
+        owner="w",
+    )
+    assert dropped == [c.id]
+    events = await store.hook_events()
+    assert [e.type for e in events] == ["message.sent", "message.deferred", "message.failed"]
+    assert events[0].data == {
+        "run_id": RUN,
+        "participant_id": "p2",
+        "course_id": "PY101",
+        "message_id": "<a@x>",
+        "email": "user2@example.com",
+    }
+    assert len({e.event_id for e in events}) == 3
+    assert all(e.event_id.startswith("msg_") for e in events)
+    body = events[0].body().decode()
+    assert '"type":"message.sent"' in body
+    assert "queued as 1" not in body  # the server's reply is no part of it
+    assert [e.id for e in await store.hook_events(after=events[0].id, limit=1)] == [events[1].id]
+
+
+async def test_outcomes_that_roll_back_keep_no_event(store: Store) -> None:
+    await store.add_rows(RUN, rows(range(2, 3)))
+    message = await store.claim(RUN, "example.com", now=T0, owner="w")
+    assert message is not None
+    with pytest.raises(KeyError):
+        await store.record_many([(message.id, sent()), (999, sent())])
+    assert await store.hook_events() == []
+
+
+async def test_a_bounce_keeps_one_event_and_a_suppression_another(store: Store) -> None:
+    """message.bounced for a bounce naming its message (kept once, however often it is
+    ingested), message.complained for a complaint, none for a forged one or an
+    auto-reply; address.suppressed when an address is added, not when it was there."""
+    await deliver(store, range(2, 3), at=T0)
+    (sent_event,) = await store.hook_events()
+    message = await store.lookup(RUN, "p2")
+    assert message is not None
+    assert await store.add_bounce(bounce(1, "user2@example.com", message=message.id))
+    assert not await store.add_bounce(bounce(1, "user2@example.com", message=message.id))
+    await store.add_bounce(bounce(2, kind="complaint", participant_id="p9"))
+    await store.add_bounce(bounce(3, forged=True))
+    await store.add_bounce(bounce(4, kind="autoreply"))
+    assert await store.suppress("User2@Example.com", kind="hard", reason="5.1.1", now=T0)
+    assert not await store.suppress("user2@example.com", kind="hard", reason="5.1.1", now=T0)
+    events = await store.hook_events(after=sent_event.id)
+    assert [e.type for e in events] == [
+        "message.bounced",
+        "message.complained",
+        "address.suppressed",
+    ]
+    assert events[0].data == {
+        "run_id": RUN,
+        "participant_id": "p2",
+        "course_id": "PY101",
+        "email": "user2@example.com",
+        "kind": "hard",
+        "reason": "user_unknown",
+        "status": "5.1.1",
+    }
+    assert events[1].data["participant_id"] == "p9"
+    assert events[2].data == {"email": "user2@example.com", "kind": "hard", "reason": "5.1.1"}
+
+
+async def test_a_run_paused_or_finished_keeps_one_event_per_change(store: Store) -> None:
+    await store.set_run_state(RUN, RunState.PAUSED, now=T0, reason="bounce budget")
+    await store.set_run_state(RUN, RunState.PAUSED, now=T0 + 1, reason="bounce budget")
+    await store.set_run_state(RUN, RunState.ACTIVE, now=T0 + 2)
+    await store.set_run_state(RUN, RunState.DONE, now=T0 + 3)
+    events = await store.hook_events()
+    assert [(e.type, e.at) for e in events] == [("run.paused", T0), ("run.finished", T0 + 3)]
+    assert events[0].data == {"run_id": RUN, "reason": "bounce budget"}
+    assert events[1].data == {"run_id": RUN}
+
+
+async def test_an_event_of_ones_own_is_kept_in_order(store: Store) -> None:
+    await deliver(store, range(2, 3), at=T0)
+    added = await store.add_hook_event(
+        "rsvp.answered", {"participant_id": "p2", "outcome": "accepted"}, now=T0 + 5
+    )
+    assert added.data == {"participant_id": "p2", "outcome": "accepted"}
+    assert (await store.hook_events())[-1] == added

@@ -15,7 +15,10 @@ never read-then-write.
 - :class:`EventLog`: invitations: events as last sent, who was invited, RSVP answers;
 - :class:`BounceLog` and :class:`SuppressionList` (together :class:`Feedback`): the
   bounce rules, the clean-up report, and every send's check of whom not to write to;
-- :class:`Budget`: what the bounce budget counts before it pauses bulk sending.
+- :class:`Budget`: what the bounce budget counts before it pauses bulk sending;
+- :class:`Webhooks`: the events for the LMS's webhooks, each written in the transaction
+  of the change it reports (an attempt's outcome, a bounce, a suppression, a run paused
+  or finished), so none is lost and none is told of a change that rolled back.
 
 Message states (:class:`~sender.vocabulary.MessageState`) are drawn in
 :mod:`sender.vocabulary`; ``sent``, ``failed``, ``suppressed`` and ``skipped`` are final
@@ -39,6 +42,7 @@ from sender.store.records import (
     BounceRecord,
     DomainProgress,
     EventRecord,
+    HookEvent,
     IngestResult,
     InvitationRecord,
     MessageRecord,
@@ -61,6 +65,7 @@ __all__ = [
     "EventLog",
     "EventRecord",
     "Feedback",
+    "HookEvent",
     "IngestResult",
     "InvitationRecord",
     "MessageRecord",
@@ -75,6 +80,7 @@ __all__ = [
     "Store",
     "Suppression",
     "SuppressionList",
+    "Webhooks",
     "WorkerInfo",
     "Workers",
 ]  # the roles, and the records they speak in: what ``sender.store`` re-exports
@@ -382,12 +388,39 @@ class Budget(Protocol):
         ...
 
 
+class Webhooks(Protocol):
+    """The webhook outbox. Besides the events written with the changes they report
+    (``message.sent``/``deferred``/``failed`` by :meth:`Outbox.record_many`,
+    ``message.bounced``/``complained`` by :meth:`BounceLog.add_bounce`,
+    ``address.suppressed`` by :meth:`SuppressionList.suppress`, ``run.paused`` and
+    ``run.finished`` by :meth:`Runs.set_run_state`), a caller may add one of its own."""
+
+    async def add_hook_event(
+        self, type_: str, data: Mapping[str, str | None], /, *, now: float
+    ) -> HookEvent:
+        """Keep one event (``rsvp.answered``, a test event) with a new ``event_id``."""
+        ...
+
+    async def hook_events(self, *, after: int = 0, limit: int = 100) -> list[HookEvent]:
+        """Events with ``id`` above ``after``, oldest first, at most ``limit``."""
+        ...
+
+
 class Feedback(BounceLog, SuppressionList, Protocol):
     """What the bounce rules read and write: the bounces kept, and the suppression list."""
 
 
 class Store(
-    Runs, Workers, Outbox, Progress, EventLog, BounceLog, SuppressionList, Budget, Protocol
+    Runs,
+    Workers,
+    Outbox,
+    Progress,
+    EventLog,
+    BounceLog,
+    SuppressionList,
+    Budget,
+    Webhooks,
+    Protocol,
 ):
     """Durable outbox: every role in one. All times are Unix seconds from the engine's clock."""
 

@@ -15,6 +15,7 @@ event loop for one statement, as the SQLite backend's own methods do.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol
@@ -24,10 +25,12 @@ from sender.addresses import address_key
 from sender.models import Participant
 from sender.store.records import (
     BOUNCE_COLUMNS,
+    HOOK_DATA,
     RSVP_COLUMNS,
     Attempt,
     BounceRecord,
     EventRecord,
+    HookEvent,
     IngestResult,
     InvitationRecord,
     MessageRecord,
@@ -42,6 +45,7 @@ from sender.store.records import (
     bounce_values,
     event_from_columns,
     event_values,
+    hook_event_from_columns,
     message_from_columns,
     participant_columns,
     participant_from_columns,
@@ -59,7 +63,7 @@ from sender.store.rules import (
     plan_ingest,
     unencodable,
 )
-from sender.vocabulary import MessageState, RunState
+from sender.vocabulary import MessageState, RunState, WebhookEvent
 
 __all__ = [
     "SharedEvents",
@@ -67,9 +71,12 @@ __all__ = [
     "SharedOutbox",
     "SharedProgress",
     "SharedRuns",
+    "SharedWebhooks",
     "SharedWorkers",
     "SqlBackend",
     "Transaction",
+    "address_event",
+    "new_event_id",
     "queued_values",
 ]
 
@@ -197,8 +204,17 @@ class SharedRuns(SqlBackend):
         """Pausing keeps the first ``paused_since``; any other state clears both pause fields."""
         paused = state is RunState.PAUSED
         key, _ = await self._key(run_id)
-        await self._write(
-            sql.SET_RUN_STATE, (state.value, reason if paused else None, paused, now, now, key)
+        change = (
+            sql.SET_RUN_STATE,
+            (state.value, reason if paused else None, paused, now, now, key),
+        )
+        event = RUN_EVENTS.get(state)
+        if event is None:
+            await self._write(*change)
+            return
+        detail = json.dumps({"reason": reason}) if paused and reason else None
+        await self._write_all(
+            [(sql.RUN_EVENT, (new_event_id(), event.value, now, detail, key, state.value)), change]
         )
 
 
@@ -540,8 +556,35 @@ class SharedFeedback(SqlBackend):
     _SUPPRESSED: ClassVar[str]  # sql.SUPPRESSED with the backend's {member}
 
     async def add_bounce(self, record: BounceRecord, /) -> bool:
-        """Keep a bounce; False (nothing stored) when its fingerprint is already kept."""
-        return await self._insert_once("bounces", BOUNCE_COLUMNS, bounce_values(record))
+        """Keep a bounce; False (nothing stored) when its fingerprint is already kept.
+
+        A hard or soft bounce or a complaint that is not forged also keeps its webhook
+        event (``message.bounced``, ``message.complained``), in the same transaction.
+        """
+        keep = (sql.insert_once("bounces", BOUNCE_COLUMNS), bounce_values(record))
+        event = BOUNCE_EVENTS.get(record.kind)
+        if event is None or record.forged:
+            return await self._write(*keep) == 1
+        detail = json.dumps({"kind": record.kind, "reason": record.reason, "status": record.status})
+        counts = await self._write_all(
+            [
+                keep,
+                (
+                    sql.BOUNCE_EVENT,
+                    (
+                        new_event_id(),
+                        event.value,
+                        record.at,
+                        f"bounce:{record.fingerprint}",
+                        record.participant_id,
+                        record.address,
+                        detail,
+                        record.message,
+                    ),
+                ),
+            ]
+        )
+        return counts[0] == 1
 
     async def bounces(
         self, *, since: float | None = None, reasons: Collection[str] | None = None
@@ -594,6 +637,47 @@ class SharedFeedback(SqlBackend):
     async def suppressions(self) -> list[Suppression]:
         rows = await self._rows(sql.SELECT_SUPPRESSIONS + " ORDER BY since")
         return [suppression_from_columns(row) for row in rows]
+
+
+class SharedWebhooks(SqlBackend):
+    """:class:`~sender.store.base.Webhooks`: adding an event of one's own, reading them."""
+
+    __slots__ = ()
+
+    async def add_hook_event(
+        self, type_: str, data: Mapping[str, str | None], /, *, now: float
+    ) -> HookEvent:
+        event_id = new_event_id()
+        detail = {k: v for k, v in data.items() if k not in HOOK_DATA}
+        columns = [data.get(name) for name in HOOK_DATA[:-1]]
+        await self._write(
+            sql.ADD_EVENT, (event_id, type_, now, *columns, json.dumps(detail) if detail else None)
+        )
+        row = await self._row(sql.EVENT_BY_ID, (event_id,))
+        return hook_event_from_columns(row)
+
+    async def hook_events(self, *, after: int = 0, limit: int = 100) -> list[HookEvent]:
+        rows = await self._rows(sql.HOOK_EVENTS, (after, limit))
+        return [hook_event_from_columns(row) for row in rows]
+
+
+RUN_EVENTS = {RunState.PAUSED: WebhookEvent.RUN_PAUSED, RunState.DONE: WebhookEvent.RUN_FINISHED}
+BOUNCE_EVENTS = {
+    "hard": WebhookEvent.MESSAGE_BOUNCED,
+    "soft": WebhookEvent.MESSAGE_BOUNCED,
+    "complaint": WebhookEvent.MESSAGE_COMPLAINED,
+}
+
+
+def address_event(address: str, kind: str, reason: str, now: float) -> tuple[object, ...]:
+    """:data:`sql.ADDRESS_EVENT`'s values: ``address.suppressed`` for ``address``."""
+    detail = json.dumps({"kind": kind, "reason": reason})
+    return (new_event_id(), WebhookEvent.ADDRESS_SUPPRESSED.value, now, address, detail)
+
+
+def new_event_id() -> str:
+    """A ``webhook-id``: random, so two stores (or a restored one) never reuse one."""
+    return f"msg_{secrets.token_hex(12)}"
 
 
 def queued_values(template: str, new: NewRow, person: Participant, /) -> tuple[object, ...]:

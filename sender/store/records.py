@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sender.addresses import address_key
@@ -21,6 +22,8 @@ from sender.vocabulary import MessageState, RunState
 __all__ = [
     "BOUNCE_COLUMNS",
     "EVENT_COLUMNS",
+    "HOOK_COLUMNS",
+    "HOOK_DATA",
     "MESSAGE_COLUMNS",
     "PARTICIPANT_COLUMNS",
     "RSVP_COLUMNS",
@@ -31,6 +34,7 @@ __all__ = [
     "BounceRecord",
     "DomainProgress",
     "EventRecord",
+    "HookEvent",
     "IngestResult",
     "InvitationRecord",
     "MessageRecord",
@@ -46,6 +50,7 @@ __all__ = [
     "bounce_values",
     "event_from_columns",
     "event_values",
+    "hook_event_from_columns",
     "message_from_columns",
     "participant_columns",
     "participant_from_columns",
@@ -251,6 +256,38 @@ class WorkerInfo:
 
 # --- columns -------------------------------------------------------------------------------
 # Each names the columns a backend selects, in the order the matching function reads them.
+
+
+@dataclass(frozen=True, slots=True)
+class HookEvent:
+    """One event the outbox keeps for the webhooks: what happened, when, and the ids an
+    LMS joins on (never a token or a message body)."""
+
+    id: int  # the outbox's order: deliveries go out oldest first
+    event_id: str  # the ``webhook-id`` of every delivery of it, retries included
+    type: str  # a sender.vocabulary.WebhookEvent
+    at: float
+    data: Mapping[str, str | None]
+
+    def body(self) -> bytes:
+        """The JSON a receiver gets: ``{"type", "timestamp", "data"}``."""
+        stamp = datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds")
+        data = {k: v for k, v in self.data.items() if v is not None}
+        document = {"type": self.type, "timestamp": stamp.replace("+00:00", "Z"), "data": data}
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# What an event says, column by column; rows without a message leave the message's ones NULL.
+HOOK_DATA = ("run_id", "participant_id", "course_id", "message_id", "email", "detail")
+HOOK_COLUMNS = ("id", "event_id", "type", "at", *HOOK_DATA)
+
+
+def hook_event_from_columns(row: Sequence[Any], /) -> HookEvent:
+    data = {name: str(row[4 + i]) for i, name in enumerate(HOOK_DATA[:-1]) if row[4 + i]}
+    detail = json.loads(row[-1]) if row[-1] else {}
+    data.update({str(k): str(v) for k, v in detail.items() if v is not None})
+    return HookEvent(int(row[0]), str(row[1]), str(row[2]), float(row[3]), data)
+
 
 PARTICIPANT_COLUMNS = ("participant_id", "email", "name", "course_id", "locale", "vars")
 RUN_COLUMNS = (

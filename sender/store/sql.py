@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from sender.store.records import (
     BOUNCE_COLUMNS,
     EVENT_COLUMNS,
+    HOOK_COLUMNS,
+    HOOK_DATA,
     MESSAGE_COLUMNS,
     PARTICIPANT_COLUMNS,
     RSVP_COLUMNS,
@@ -31,18 +33,24 @@ __all__ = [
     "ACQUIRE_RUN",
     "ACTIVE_RUNS",
     "ADDRESSES_OF",
+    "ADDRESS_EVENT",
+    "ADD_EVENT",
+    "BOUNCE_EVENT",
     "CORRECT_ADDRESS",
     "CURRENT_MESSAGE",
+    "EVENT_BY_ID",
     "EXPIRED_CLAIMS",
     "FORGET_AFTER",
     "FORGET_WORKERS",
     "HARD_BOUNCES",
     "HEARTBEAT",
+    "HOOK_EVENTS",
     "INGESTED_ROWS",
     "INSERT_QUEUED",
     "INSERT_RUN",
     "LOG_SUPPRESSION",
     "MARK_REPLACED",
+    "MESSAGE_EVENT",
     "NEXT_ATTEMPT",
     "OWNERS",
     "OWN_CLAIMS",
@@ -58,6 +66,7 @@ __all__ = [
     "RELEASE_WORKER",
     "REQUEUE_CLAIMS",
     "RESET_RUN",
+    "RUN_EVENT",
     "SAVE_EVENT",
     "SELECT_ATTEMPTS",
     "SELECT_BOUNCES",
@@ -282,3 +291,35 @@ def insert_once(table: str, columns: Sequence[str], /) -> str:
     """INSERT a record's values into ``columns``, unless a unique key has it already."""
     marks = ", ".join("?" * len(columns))
     return f"INSERT INTO {table} ({_columns(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
+
+
+# --- Webhook events (the outbox the deliverer reads) ------------------------------------
+# Written in the transaction of the change they report. ``dedupe`` (unique; NULL for none)
+# keeps an event once when the change can be written twice (a bounce ingested again).
+_HOOK_INSERT = f"INSERT INTO hook_events (event_id, type, at, dedupe, {_columns(HOOK_DATA)})"
+# An attempt's outcome: message.sent, message.deferred or message.failed, by its new state.
+MESSAGE_EVENT = (
+    _HOOK_INSERT  # noqa: S608
+    + " SELECT ?, 'message.' || m.state, m.last_attempt_at, NULL, r.run_id,"
+    " m.participant_id, m.course_id, m.message_id, m.email, NULL"
+    " FROM messages m JOIN runs r ON r.id = m.run"
+    " WHERE m.id = ? AND m.state IN ('sent', 'deferred', 'failed')"
+)
+# A bounce or complaint (type given), about the message a return path named, if any.
+BOUNCE_EVENT = (
+    _HOOK_INSERT  # noqa: S608
+    + " SELECT ?, ?, ?, ?, r.run_id, COALESCE(m.participant_id, ?), m.course_id,"
+    " m.message_id, ?, ? FROM (SELECT 1 AS one) AS one"
+    " LEFT JOIN messages m ON m.id = ? LEFT JOIN runs r ON r.id = m.run"
+    " WHERE 1 = 1 ON CONFLICT DO NOTHING"
+)
+ADDRESS_EVENT = _HOOK_INSERT + " VALUES (?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?, ?)"
+# run.paused or run.finished, only when the run was not in that state already.
+RUN_EVENT = (
+    _HOOK_INSERT  # noqa: S608
+    + " SELECT ?, ?, ?, NULL, run_id, NULL, NULL, NULL, NULL, ?"
+    " FROM runs WHERE id = ? AND state <> ?"
+)
+ADD_EVENT = _HOOK_INSERT + " VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)"
+EVENT_BY_ID = f"SELECT {_columns(HOOK_COLUMNS)} FROM hook_events WHERE event_id = ?"  # noqa: S608
+HOOK_EVENTS = f"SELECT {_columns(HOOK_COLUMNS)} FROM hook_events WHERE id > ? ORDER BY id LIMIT ?"  # noqa: S608

@@ -10,7 +10,7 @@ from collections.abc import Collection
 
 import sender.store.sql as sql
 from sender.addresses import address_key
-from sender.store.common import SharedFeedback
+from sender.store.common import SharedFeedback, address_event
 from sender.store.postgres.database import MEMBER, PostgresDatabase, psycopg_marks
 from sender.store.rules import unforgiven_bounces
 
@@ -19,6 +19,7 @@ __all__ = ["PostgresFeedback"]
 _SUPPRESS = psycopg_marks(sql.SUPPRESS)
 _UNSUPPRESS = psycopg_marks(sql.UNSUPPRESS)
 _LOG_SUPPRESSION = psycopg_marks(sql.LOG_SUPPRESSION)
+_ADDRESS_EVENT = psycopg_marks(sql.ADDRESS_EVENT)
 
 
 class PostgresFeedback(SharedFeedback, PostgresDatabase):
@@ -57,6 +58,7 @@ class PostgresFeedback(SharedFeedback, PostgresDatabase):
                 if cursor.rowcount != 1:
                     return False
                 await db.execute(_LOG_SUPPRESSION, (address, "added", kind, reason, now))
+                await db.execute(_ADDRESS_EVENT, address_event(address, kind, reason, now))
                 return True
 
     async def unsuppress(self, address: str, /, *, reason: str, now: float) -> bool:

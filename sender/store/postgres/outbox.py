@@ -19,7 +19,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 import sender.store.sql as sql
-from sender.store.common import SharedOutbox, Transaction
+from sender.store.common import SharedOutbox, Transaction, new_event_id
 from sender.store.postgres.database import MEMBER, PostgresDatabase, psycopg_marks
 from sender.store.records import OutboxMessage, Outcome, participant_from_columns
 from sender.store.rules import INTERRUPTED_REPLACED, claim_order, outcome_due
@@ -55,6 +55,7 @@ RETURNING p.due_at, p.priority, m.id, m.row, m.domain,
 """  # noqa: S608 - constant text, no input
 
 # One statement per batch of outcomes: update the messages, then log what was updated.
+_MESSAGE_EVENT = psycopg_marks(sql.MESSAGE_EVENT)
 _RECORD = """
 WITH outcome AS (
     SELECT * FROM unnest(%s::bigint[], %s::text[], %s::double precision[],
@@ -224,6 +225,11 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
                 for batch in batches:
                     cursor = await db.execute(_RECORD, [*batch, owner, owner])
                     recorded.extend(row[0] for row in await cursor.fetchall())
+                if recorded:  # their webhook events, in the same transaction
+                    async with db.cursor() as events:
+                        await events.executemany(
+                            _MESSAGE_EVENT, [(new_event_id(), id_) for id_ in recorded]
+                        )
                 if len(recorded) == len(ids):
                     return []
                 cursor = await db.execute(

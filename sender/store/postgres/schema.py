@@ -285,6 +285,40 @@ _V6_LEASE_TTL = """
 ALTER TABLE workers ADD COLUMN ttl double precision NOT NULL DEFAULT 30;
 """
 
+# Version 7: the webhook outbox, as SQLite's version 9 (sender.store.sqlite.schema).
+_V7_HOOKS = """
+CREATE TABLE hook_events (
+    id              bigserial PRIMARY KEY,
+    event_id        text NOT NULL UNIQUE,
+    type            text NOT NULL,
+    at              double precision NOT NULL,
+    dedupe          text UNIQUE,
+    run_id          text,
+    participant_id  text,
+    course_id       text,
+    message_id      text,
+    email           text,
+    detail          text
+);
+CREATE TABLE hook_endpoints (
+    endpoint         text PRIMARY KEY,
+    cursor           bigint NOT NULL DEFAULT 0,
+    disabled_at      double precision,
+    disabled_reason  text
+);
+CREATE TABLE hook_deliveries (
+    endpoint     text NOT NULL,
+    event        bigint NOT NULL REFERENCES hook_events (id),
+    attempts     integer NOT NULL DEFAULT 0,
+    due_at       double precision,
+    state        text NOT NULL DEFAULT 'pending',
+    last_status  integer,
+    last_error   text,
+    PRIMARY KEY (endpoint, event)
+);
+CREATE INDEX hook_deliveries_due ON hook_deliveries (endpoint, due_at) WHERE state = 'pending';
+"""
+
 # MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit. Each is
 # one script (the simple query protocol runs its statements in order), so a function body
 # may hold semicolons.
@@ -295,11 +329,13 @@ MIGRATIONS: tuple[str, ...] = (
     _V4_LIMIT_CALLS,
     _V5_REASONS,
     _V6_LEASE_TTL,
+    _V7_HOOKS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
-          "suppression_log", "limits", "limit_leases", "workers")  # fmt: skip
+          "suppression_log", "limits", "limit_leases", "workers", "hook_deliveries",
+          "hook_endpoints", "hook_events")  # fmt: skip
 
 
 async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:

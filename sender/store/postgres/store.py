@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sender.store.common import SharedWorkers
+from sender.store.common import SharedWebhooks, SharedWorkers
 from sender.store.postgres.events import PostgresEvents
 from sender.store.postgres.feedback import PostgresFeedback
 from sender.store.postgres.outbox import PostgresOutbox
@@ -20,6 +20,7 @@ __all__ = ["PostgresStore"]
 class PostgresStore(
     PostgresRuns,
     SharedWorkers,
+    SharedWebhooks,
     PostgresOutbox,
     PostgresProgress,
     PostgresEvents,

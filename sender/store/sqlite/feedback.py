@@ -11,7 +11,7 @@ from collections.abc import Collection
 
 import sender.store.sql as sql
 from sender.addresses import address_key
-from sender.store.common import SharedFeedback
+from sender.store.common import SharedFeedback, address_event
 from sender.store.rules import unforgiven_bounces
 from sender.store.sqlite.file import MEMBER, SqliteFile
 
@@ -58,6 +58,7 @@ class SqliteFeedback(SharedFeedback, SqliteFile):
             if cursor.rowcount != 1:
                 return False
             db.execute(sql.LOG_SUPPRESSION, (address, "added", kind, reason, now))
+            db.execute(sql.ADDRESS_EVENT, address_event(address, kind, reason, now))
             return True
 
     async def unsuppress(self, address: str, /, *, reason: str, now: float) -> bool:

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import sender.store.sql as sql
-from sender.store.common import SharedOutbox, Transaction
+from sender.store.common import SharedOutbox, Transaction, new_event_id
 from sender.store.records import OutboxMessage, Outcome, participant_from_columns
 from sender.store.rules import INTERRUPTED_REPLACED, outcome_due
 from sender.store.sqlite.file import MEMBER, NOT_QUEUED, SqliteFile
@@ -196,6 +196,7 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
                 if unknown:
                     raise KeyError(unknown[0])  # rolls the transaction back
             db.executemany(_LOG_ATTEMPT, updates)
+            db.executemany(sql.MESSAGE_EVENT, [(new_event_id(), update[-1]) for update in updates])
         return dropped
 
     async def reset_failed(self, run_id: str, /, *, now: float) -> int:

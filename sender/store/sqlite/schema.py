@@ -43,9 +43,9 @@ __all__ = [
     "migrate",
 ]
 
-SCHEMA_VERSION = 8  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
+SCHEMA_VERSION = 9  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
 # 6: worker leases (_SCHEMA_V6_WORKERS); 7: bounce reasons (_SCHEMA_V7_REASONS);
-# 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL)
+# 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL); 9: webhook events (_SCHEMA_V9_HOOKS)
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 
@@ -235,6 +235,43 @@ _SCHEMA_V8_LEASE_TTL = """
 ALTER TABLE workers ADD COLUMN ttl REAL NOT NULL DEFAULT 30
 """
 
+# Version 9: the webhook outbox. hook_events is written in the transaction of the change
+# it reports; hook_deliveries is each endpoint's progress through it (the deliverer's),
+# hook_endpoints an endpoint's cursor and whether a 410 disabled it. PostgreSQL's 7.
+_SCHEMA_V9_HOOKS = """
+CREATE TABLE IF NOT EXISTS hook_events (
+    id              INTEGER PRIMARY KEY,
+    event_id        TEXT NOT NULL UNIQUE,
+    type            TEXT NOT NULL,
+    at              REAL NOT NULL,
+    dedupe          TEXT UNIQUE,
+    run_id          TEXT,
+    participant_id  TEXT,
+    course_id       TEXT,
+    message_id      TEXT,
+    email           TEXT,
+    detail          TEXT
+);
+CREATE TABLE IF NOT EXISTS hook_endpoints (
+    endpoint         TEXT PRIMARY KEY,
+    cursor           INTEGER NOT NULL DEFAULT 0,
+    disabled_at      REAL,
+    disabled_reason  TEXT
+);
+CREATE TABLE IF NOT EXISTS hook_deliveries (
+    endpoint     TEXT NOT NULL,
+    event        INTEGER NOT NULL REFERENCES hook_events (id),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    due_at       REAL,
+    state        TEXT NOT NULL DEFAULT 'pending',
+    last_status  INTEGER,
+    last_error   TEXT,
+    PRIMARY KEY (endpoint, event)
+);
+CREATE INDEX IF NOT EXISTS hook_deliveries_due ON hook_deliveries (endpoint, due_at)
+    WHERE state = 'pending'
+"""
+
 _SCHEMA_V3 = """
 -- Version 3: calendar events. A run that sends an event's mail names it.
 ALTER TABLE runs ADD COLUMN event_uid TEXT;
@@ -293,6 +330,8 @@ def migrate(tx: sqlite3.Connection, version: int) -> None:
         statements += _SCHEMA_V7_REASONS.split(";")
     if version < 8:
         statements += _SCHEMA_V8_LEASE_TTL.split(";")
+    if version < 9:
+        statements += _SCHEMA_V9_HOOKS.split(";")
     for statement in statements:
         added = _ADD_COLUMN.search(statement)
         if added is not None and _has_column(tx, *added.groups()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sender.store.common import SharedWorkers
+from sender.store.common import SharedWebhooks, SharedWorkers
 from sender.store.records import RunInfo
 from sender.store.sqlite.events import SqliteEvents
 from sender.store.sqlite.feedback import SqliteFeedback
@@ -20,7 +20,13 @@ __all__ = ["SqliteStore", "find_latest_run"]
 
 
 class SqliteStore(
-    SqliteRuns, SharedWorkers, SqliteOutbox, SqliteProgress, SqliteEvents, SqliteFeedback
+    SqliteRuns,
+    SharedWorkers,
+    SqliteOutbox,
+    SqliteProgress,
+    SqliteEvents,
+    SqliteFeedback,
+    SharedWebhooks,
 ):
     """The :class:`~sender.store.base.Store` in one SQLite file, e.g. ``.sender/outbox.sqlite3``.
 
