@@ -3,12 +3,14 @@
 
 The outbox, a sender over the configured transport paced by the limits every process
 shares, the settings and stored options of a run, and a :class:`~sender.bulk.drain.Drain`
-over every active run. Each is made here once, so a command and the HTTP API that do the
-same thing build it the same way.
+over every active run, beside which the webhooks are delivered. Each is made here once,
+so a command and the HTTP API that do the same thing build it the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -28,9 +30,11 @@ from sender.pacing.schedule import Scheduler
 from sender.store import RunInfo, Store, open_store
 from sender.store.limits import open_limiter
 from sender.transport import SmtpTransport
+from sender.webhooks import Deliverer
 
 __all__ = [
     "ConfigFor",
+    "delivering",
     "drain_owner",
     "open_drain",
     "open_sending",
@@ -117,6 +121,30 @@ def sending_options(config: CliConfig) -> dict[str, str | float | int | None]:
     }
 
 
+WEBHOOKS_STOP = 30.0  # seconds the deliverer may take to finish its posts in flight
+
+
+@asynccontextmanager
+async def delivering(config: CliConfig, store: Store, /) -> AsyncIterator[None]:
+    """The configured webhooks (``config.webhooks``) delivered from ``store`` beside the
+    block, as ``sender serve`` and ``sender worker`` both do; nothing without any."""
+    if not config.webhooks:
+        yield
+        return
+    deliverer = Deliverer(store, config.webhooks)
+    task = asyncio.create_task(deliverer.run(), name="sender-webhooks")
+    try:
+        yield
+    finally:
+        deliverer.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), WEBHOOKS_STOP)
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def drain_owner() -> str:
     """A draining worker's name: ``host:pid`` and :data:`~sender.bulk.status.DRAINER`."""
     return f"{socket.gethostname()}:{os.getpid()}{DRAINER}{secrets.token_hex(4)}"
@@ -140,6 +168,7 @@ async def open_drain(
     try:
         limiter = open_limiter(base.limiter, store=base.store)
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(delivering(base, store))
             senders: dict[str, Sender] = {}
             pools: dict[tuple[object, ...], WorkerPool] = {}
 

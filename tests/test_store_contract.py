@@ -1313,3 +1313,34 @@ async def test_an_event_of_ones_own_is_kept_in_order(store: Store) -> None:
     )
     assert added.data == {"participant_id": "p2", "outcome": "accepted"}
     assert (await store.hook_events())[-1] == added
+
+
+async def test_deliveries_are_claimed_once_retried_given_up_and_replayed(
+    open_store: Opener,
+) -> None:
+    """Each endpoint gets the events it wants once; a claim is one process's; a retry
+    keeps the event (its webhook-id); a disabled endpoint gets nothing until a replay."""
+    url, other = "https://lms.example.org/a", "https://lms.example.org/b"
+    async with aclosing(open_store()) as store, aclosing(open_store()) as second:
+        sent_event = await store.add_hook_event("message.sent", {"run_id": RUN}, now=T0)
+        await store.add_hook_event("run.finished", {"run_id": RUN}, now=T0 + 1)
+        assert await store.hook_fan_out(url, ["message.sent"], now=T0 + 2) == 1
+        assert await store.hook_fan_out(url, ["message.sent"], now=T0 + 2) == 0
+        assert await store.hook_fan_out(other, ["message.sent", "run.finished"], now=T0 + 2) == 2
+        claimed = await store.claim_hook_deliveries(url, now=T0 + 2, until=T0 + 60, limit=10)
+        assert [(e.event_id, n) for e, n in claimed] == [(sent_event.event_id, 0)]
+        assert await second.claim_hook_deliveries(url, now=T0 + 3, until=T0 + 60, limit=10) == []
+        await store.hook_retry(url, sent_event.id, due_at=T0 + 5, status=500, error=None)
+        again = await second.claim_hook_deliveries(url, now=T0 + 5, until=T0 + 60, limit=10)
+        assert [(e.event_id, n) for e, n in again] == [(sent_event.event_id, 1)]
+        await store.hook_retry(url, sent_event.id, due_at=None, status=None, error="ConnectError")
+        await store.hook_delivered(other, sent_event.id, status=204)
+        await store.disable_hook_endpoint(other, now=T0 + 6, reason="410 Gone")
+        assert await store.claim_hook_deliveries(other, now=T0 + 9, until=T0 + 60, limit=10) == []
+        states = {e.url: e for e in await store.hook_endpoints()}
+        assert (states[url].failed, states[url].pending) == (1, 0)
+        assert (states[other].delivered, states[other].pending) == (1, 1)
+        assert states[other].disabled_reason == "410 Gone"
+        assert await store.replay_hook_events(other, since=T0, now=T0 + 10) == 2
+        replayed = await store.claim_hook_deliveries(other, now=T0 + 10, until=T0 + 60, limit=10)
+        assert [e.type for e, _ in replayed] == ["message.sent", "run.finished"]

@@ -42,6 +42,7 @@ from sender.store.records import (
     BounceRecord,
     DomainProgress,
     EventRecord,
+    HookEndpoint,
     HookEvent,
     IngestResult,
     InvitationRecord,
@@ -65,6 +66,7 @@ __all__ = [
     "EventLog",
     "EventRecord",
     "Feedback",
+    "HookEndpoint",
     "HookEvent",
     "IngestResult",
     "InvitationRecord",
@@ -403,6 +405,46 @@ class Webhooks(Protocol):
 
     async def hook_events(self, *, after: int = 0, limit: int = 100) -> list[HookEvent]:
         """Events with ``id`` above ``after``, oldest first, at most ``limit``."""
+        ...
+
+    async def hook_fan_out(self, endpoint: str, types: Sequence[str], /, *, now: float) -> int:
+        """Give ``endpoint`` (its URL) a pending delivery of each event of ``types`` it has
+        not been given, from the last three days; how many. Not while it is disabled."""
+        ...
+
+    async def claim_hook_deliveries(
+        self, endpoint: str, /, *, now: float, until: float, limit: int
+    ) -> list[tuple[HookEvent, int]]:
+        """Take up to ``limit`` of its due deliveries, oldest first, held until ``until``;
+        each with the attempts made so far. A delivery another process took is left."""
+        ...
+
+    async def hook_delivered(self, endpoint: str, event: int, /, *, status: int) -> None: ...
+
+    async def hook_retry(
+        self,
+        endpoint: str,
+        event: int,
+        /,
+        *,
+        due_at: float | None,
+        status: int | None,
+        error: str | None,
+    ) -> None:
+        """Count a failed attempt; due again at ``due_at``, or given up when None."""
+        ...
+
+    async def disable_hook_endpoint(self, endpoint: str, /, *, now: float, reason: str) -> None:
+        """No deliveries to ``endpoint`` until :meth:`replay_hook_events` (it answered 410)."""
+        ...
+
+    async def replay_hook_events(self, endpoint: str, /, *, since: float, now: float) -> int:
+        """Enable ``endpoint`` and make its deliveries of events since ``since`` due now,
+        delivered or given up alike; how many."""
+        ...
+
+    async def hook_endpoints(self) -> list[HookEndpoint]:
+        """Every endpoint the outbox has delivered to, with its counts by state."""
         ...
 
 

@@ -30,6 +30,7 @@ from sender.store.records import (
     Attempt,
     BounceRecord,
     EventRecord,
+    HookEndpoint,
     HookEvent,
     IngestResult,
     InvitationRecord,
@@ -660,7 +661,75 @@ class SharedWebhooks(SqlBackend):
         rows = await self._rows(sql.HOOK_EVENTS, (after, limit))
         return [hook_event_from_columns(row) for row in rows]
 
+    _FAN_OUT: ClassVar[str]  # sql.FAN_OUT with the backend's membership test
 
+    async def hook_fan_out(self, endpoint: str, types: Sequence[str], /, *, now: float) -> int:
+        (last,) = await self._row(sql.LAST_EVENT)
+        counts = await self._write_all(
+            [
+                (sql.ENSURE_ENDPOINT, (endpoint,)),
+                (self._FAN_OUT, (endpoint, last, now - HOOK_HORIZON, self._bind_list(types))),
+                (sql.ADVANCE, (last, endpoint, last)),
+            ]
+        )
+        return max(counts[1], 0)
+
+    async def claim_hook_deliveries(
+        self, endpoint: str, /, *, now: float, until: float, limit: int
+    ) -> list[tuple[HookEvent, int]]:
+        claimed = []
+        for event, attempts in await self._rows(sql.DUE_DELIVERIES, (endpoint, now, limit)):
+            if await self._write(sql.CLAIM_DELIVERY, (until, endpoint, event, now)) == 1:
+                row = await self._row(sql.EVENT_BY_KEY, (event,))
+                claimed.append((hook_event_from_columns(row), int(attempts)))
+        return claimed
+
+    async def hook_delivered(self, endpoint: str, event: int, /, *, status: int) -> None:
+        await self._write(sql.DELIVERED, (status, endpoint, event))
+
+    async def hook_retry(
+        self,
+        endpoint: str,
+        event: int,
+        /,
+        *,
+        due_at: float | None,
+        status: int | None,
+        error: str | None,
+    ) -> None:
+        state = "pending" if due_at is not None else "failed"
+        await self._write(sql.RETRY_DELIVERY, (due_at, state, status, error, endpoint, event))
+
+    async def disable_hook_endpoint(self, endpoint: str, /, *, now: float, reason: str) -> None:
+        await self._write(sql.DISABLE_ENDPOINT, (now, reason, endpoint))
+
+    async def replay_hook_events(self, endpoint: str, /, *, since: float, now: float) -> int:
+        counts = await self._write_all(
+            [
+                (sql.ENSURE_ENDPOINT, (endpoint,)),
+                (sql.ENABLE_ENDPOINT, (endpoint,)),
+                (sql.REPLAY, (now, endpoint, since)),
+            ]
+        )
+        return counts[2]
+
+    async def hook_endpoints(self) -> list[HookEndpoint]:
+        return [
+            HookEndpoint(
+                url=str(url),
+                disabled_at=None if disabled is None else float(disabled),
+                disabled_reason=reason,
+                pending=int(pending or 0),
+                delivered=int(delivered or 0),
+                failed=int(failed or 0),
+            )
+            for url, disabled, reason, pending, delivered, failed in await self._rows(
+                sql.HOOK_ENDPOINTS
+            )
+        ]
+
+
+HOOK_HORIZON = 3 * 86_400.0  # seconds: older events are not given to a new endpoint
 RUN_EVENTS = {RunState.PAUSED: WebhookEvent.RUN_PAUSED, RunState.DONE: WebhookEvent.RUN_FINISHED}
 BOUNCE_EVENTS = {
     "hard": WebhookEvent.MESSAGE_BOUNCED,

@@ -34,6 +34,7 @@ __all__ = [
     "BounceRecord",
     "DomainProgress",
     "EventRecord",
+    "HookEndpoint",
     "HookEvent",
     "IngestResult",
     "InvitationRecord",
@@ -275,6 +276,18 @@ class HookEvent:
         data = {k: v for k, v in self.data.items() if v is not None}
         document = {"type": self.type, "timestamp": stamp.replace("+00:00", "Z"), "data": data}
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class HookEndpoint:
+    """One webhook endpoint as the outbox knows it: disabled or not, and its deliveries."""
+
+    url: str
+    disabled_at: float | None
+    disabled_reason: str | None
+    pending: int
+    delivered: int
+    failed: int
 
 
 # What an event says, column by column; rows without a message leave the message's ones NULL.

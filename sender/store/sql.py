@@ -35,19 +35,30 @@ __all__ = [
     "ADDRESSES_OF",
     "ADDRESS_EVENT",
     "ADD_EVENT",
+    "ADVANCE",
     "BOUNCE_EVENT",
+    "CLAIM_DELIVERY",
     "CORRECT_ADDRESS",
     "CURRENT_MESSAGE",
+    "DELIVERED",
+    "DISABLE_ENDPOINT",
+    "DUE_DELIVERIES",
+    "ENABLE_ENDPOINT",
+    "ENSURE_ENDPOINT",
     "EVENT_BY_ID",
+    "EVENT_BY_KEY",
     "EXPIRED_CLAIMS",
+    "FAN_OUT",
     "FORGET_AFTER",
     "FORGET_WORKERS",
     "HARD_BOUNCES",
     "HEARTBEAT",
+    "HOOK_ENDPOINTS",
     "HOOK_EVENTS",
     "INGESTED_ROWS",
     "INSERT_QUEUED",
     "INSERT_RUN",
+    "LAST_EVENT",
     "LOG_SUPPRESSION",
     "MARK_REPLACED",
     "MESSAGE_EVENT",
@@ -64,8 +75,10 @@ __all__ = [
     "REGISTER_WORKER",
     "RELEASE_RUN",
     "RELEASE_WORKER",
+    "REPLAY",
     "REQUEUE_CLAIMS",
     "RESET_RUN",
+    "RETRY_DELIVERY",
     "RUN_EVENT",
     "SAVE_EVENT",
     "SELECT_ATTEMPTS",
@@ -323,3 +336,56 @@ RUN_EVENT = (
 ADD_EVENT = _HOOK_INSERT + " VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)"
 EVENT_BY_ID = f"SELECT {_columns(HOOK_COLUMNS)} FROM hook_events WHERE event_id = ?"  # noqa: S608
 HOOK_EVENTS = f"SELECT {_columns(HOOK_COLUMNS)} FROM hook_events WHERE id > ? ORDER BY id LIMIT ?"  # noqa: S608
+
+# --- Webhook deliveries: each endpoint's progress through hook_events -----------------
+ENSURE_ENDPOINT = "INSERT INTO hook_endpoints (endpoint) VALUES (?) ON CONFLICT DO NOTHING"
+LAST_EVENT = "SELECT COALESCE(MAX(id), 0) FROM hook_events"
+# The endpoint's new events of the types it wants (``{member}``: the backend's test of
+# e.type against a list), as pending deliveries due when they happened.
+FAN_OUT = (
+    "INSERT INTO hook_deliveries (endpoint, event, due_at)"
+    " SELECT p.endpoint, e.id, e.at FROM hook_events e JOIN hook_endpoints p"
+    " ON p.endpoint = ? AND p.disabled_at IS NULL AND e.id > p.cursor"
+    " WHERE e.id <= ? AND e.at >= ? AND {member} ON CONFLICT DO NOTHING"
+)
+ADVANCE = (
+    "UPDATE hook_endpoints SET cursor = ? WHERE endpoint = ? AND cursor < ? AND disabled_at IS NULL"
+)
+DUE_DELIVERIES = (
+    "SELECT d.event, d.attempts FROM hook_deliveries d JOIN hook_endpoints p"
+    " ON p.endpoint = d.endpoint AND p.disabled_at IS NULL"
+    " WHERE d.endpoint = ? AND d.state = 'pending' AND d.due_at <= ?"
+    " ORDER BY d.due_at, d.event LIMIT ?"
+)
+# A claim: the delivery held (due later) unless another process took it first.
+CLAIM_DELIVERY = (
+    "UPDATE hook_deliveries SET due_at = ?"
+    " WHERE endpoint = ? AND event = ? AND state = 'pending' AND due_at <= ?"
+)
+EVENT_BY_KEY = f"SELECT {_columns(HOOK_COLUMNS)} FROM hook_events WHERE id = ?"  # noqa: S608
+DELIVERED = (
+    "UPDATE hook_deliveries SET state = 'delivered', attempts = attempts + 1, due_at = NULL,"
+    " last_status = ?, last_error = NULL WHERE endpoint = ? AND event = ?"
+)
+RETRY_DELIVERY = (
+    "UPDATE hook_deliveries SET attempts = attempts + 1, due_at = ?, state = ?,"
+    " last_status = ?, last_error = ? WHERE endpoint = ? AND event = ?"
+)
+DISABLE_ENDPOINT = (
+    "UPDATE hook_endpoints SET disabled_at = ?, disabled_reason = ? WHERE endpoint = ?"
+)
+ENABLE_ENDPOINT = (
+    "UPDATE hook_endpoints SET disabled_at = NULL, disabled_reason = NULL WHERE endpoint = ?"
+)
+REPLAY = (
+    "UPDATE hook_deliveries SET state = 'pending', due_at = ?, attempts = 0"
+    " WHERE endpoint = ? AND event IN (SELECT id FROM hook_events WHERE at >= ?)"
+)
+HOOK_ENDPOINTS = (
+    "SELECT p.endpoint, p.disabled_at, p.disabled_reason,"
+    " SUM(CASE WHEN d.state = 'pending' THEN 1 ELSE 0 END),"
+    " SUM(CASE WHEN d.state = 'delivered' THEN 1 ELSE 0 END),"
+    " SUM(CASE WHEN d.state = 'failed' THEN 1 ELSE 0 END)"
+    " FROM hook_endpoints p LEFT JOIN hook_deliveries d ON d.endpoint = p.endpoint"
+    " GROUP BY p.endpoint, p.disabled_at, p.disabled_reason ORDER BY p.endpoint"
+)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import sender.store.sql as sql
 from sender.store.common import SharedWebhooks, SharedWorkers
+from sender.store.postgres.database import MEMBER
 from sender.store.postgres.events import PostgresEvents
 from sender.store.postgres.feedback import PostgresFeedback
 from sender.store.postgres.outbox import PostgresOutbox
@@ -39,6 +41,8 @@ class PostgresStore(
     statement or one transaction, so any number of instances, processes and hosts may
     share the database.
     """
+
+    _FAN_OUT = sql.FAN_OUT.format(member=MEMBER.format(column="e.type"))
 
 
 if TYPE_CHECKING:

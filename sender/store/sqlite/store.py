@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import sender.store.sql as sql
 from sender.store.common import SharedWebhooks, SharedWorkers
 from sender.store.records import RunInfo
 from sender.store.sqlite.events import SqliteEvents
 from sender.store.sqlite.feedback import SqliteFeedback
+from sender.store.sqlite.file import MEMBER
 from sender.store.sqlite.outbox import SqliteOutbox
 from sender.store.sqlite.progress import SqliteProgress
 from sender.store.sqlite.runs import SqliteRuns
@@ -43,6 +45,8 @@ class SqliteStore(
     thread that checkpoints the WAL once about ``checkpoint_pages`` pages have
     built up; :meth:`close` stops it.
     """
+
+    _FAN_OUT = sql.FAN_OUT.format(member=MEMBER.format(column="e.type"))
 
 
 def find_latest_run(path: Path | str, /) -> RunInfo | None:
