@@ -22,9 +22,10 @@ import httpx
 from sender.config import WebhookEndpoint
 from sender.signing import secret_bytes, signed_headers
 from sender.store import HookEvent, Webhooks
+from sender.store.common import new_event_id
 from sender.vocabulary import WebhookEvent
 
-__all__ = ["SCHEDULE", "Deliverer", "deliver_once"]
+__all__ = ["SCHEDULE", "TEST_EVENT", "Deliverer", "deliver_once", "post_test_events"]
 
 log = logging.getLogger("sender.webhooks")
 
@@ -151,3 +152,19 @@ class Deliverer:
                     endpoint.url, event.id, due_at=due, status=status, error=error
                 )
         return len(claimed)
+
+
+TEST_EVENT = "webhook.test"  # what `sender webhooks test` posts; never kept in the outbox
+
+
+async def post_test_events(
+    endpoints: Sequence[WebhookEndpoint], /
+) -> list[tuple[int | None, str | None]]:
+    """Post a signed ``webhook.test`` event to each endpoint now: (status, error) each."""
+    answers = []
+    async with httpx.AsyncClient() as client:
+        for endpoint in endpoints:
+            now = time.time()
+            event = HookEvent(0, new_event_id(), TEST_EVENT, now, {"endpoint": endpoint.name})
+            answers.append(await deliver_once(client, endpoint, event, now=now))
+    return answers

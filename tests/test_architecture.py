@@ -110,7 +110,7 @@ LAYERS: list[set[str]] = [
     {"cli.queue"},
     {"cli.calendar"},
     {"cli.messages"},
-    {"cli.serve"},
+    {"cli.serve", "cli.webhooks"},
     {"cli"},
     {"__init__", "__main__"},
 ]
@@ -156,6 +156,7 @@ CLI = {
     "cli.queue",
     "cli.runs",
     "cli.serve",
+    "cli.webhooks",
 }
 
 # The HTTP API: FastAPI (and Starlette, pydantic beneath it) live in one module, uvicorn in one.

@@ -9,7 +9,8 @@ import sender.cli.checks
 import sender.cli.messages
 import sender.cli.queue
 import sender.cli.runs
-import sender.cli.serve  # noqa: F401 - importing a command module registers its commands
+import sender.cli.serve
+import sender.cli.webhooks  # noqa: F401 - importing a command module registers its commands
 from sender.cli.app import main
 
 __all__ = ["main"]
