@@ -24,6 +24,7 @@ from moto.ses.models import ses_backends
 
 from sender.bulk.runner import transport_identity
 from sender.client import open_sender
+from sender.compose.dkim import generate_key
 from sender.config import SesSettings, transport_from_url
 from sender.errors import ConfigurationError
 from sender.models import DeliveryStatus, Envelope, Participant
@@ -108,19 +109,25 @@ def test_sigv4_matches_botocore() -> None:
 async def test_ses_receives_exactly_the_bytes_sender_built(
     ses: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A composed invitation goes to SES byte for byte, and every recipient is accepted."""
+    """A composed, DKIM-signed invitation goes to SES byte for byte, and is accepted."""
     for name, value in CREDS.items():
         monkeypatch.setenv(name, value)
     backend("eu-north-1").verify_email_identity("noreply@learning.example.com")
     settings = SesSettings("eu-north-1", endpoint=ses)
     participant = Participant("kari@example.com", "Kari", "p-1", "PY101")
-    async with open_sender(sender_settings(), smtp=settings) as sender:
+    dkim = {
+        "dkim_domain": "learning.example.com",
+        "dkim_selector": "s1",
+        "dkim_private_key": generate_key(),
+    }
+    async with open_sender(sender_settings(**dkim), smtp=settings) as sender:
         assert isinstance(sender.transport, SesTransport)
         composed = sender.compose(participant)
         result = await sender.deliver(composed)
     assert result.status is DeliveryStatus.ACCEPTED, result
     (stored,) = backend("eu-north-1").sent_messages
     assert stored.raw_data.encode() == composed.message.data
+    assert composed.message.data.startswith(b"DKIM-Signature:")
     assert "kari@example.com" in stored.destinations
 
 
@@ -155,6 +162,7 @@ def test_cli_run_delivers_every_row_through_ses(ses: str, workdir: Path) -> None
     assert run.exit_code == 0, run.stderr
     status = json.loads(cli("status", "r-ses", "--json").stdout)
     assert status["counts"]["sent"] == len(people)
+    assert status["options"]["transport"].startswith("ses://eu-west-1")
     sent = backend("eu-west-1").sent_messages
     # Our Destination comes first; moto adds the To header's addresses after it.
     assert sorted(m.destinations[0] for m in sent) == sorted(people)
@@ -263,3 +271,21 @@ async def test_refused_connection_is_temporary() -> None:
             transport.send(Envelope("a@example.org", ("b@x.test",)), MESSAGE), 30
         )
     assert result.status is DeliveryStatus.TEMPORARY
+
+
+def test_paused_account_pauses_the_run_with_the_reason(workdir: Path) -> None:
+    """AccountSendingPausedException stops the run, paused with SES's reason; no row is
+    booked as a bounce."""
+    people_csv(workdir / "p.csv", ["a@a.example", "b@b.example"])
+    cli = cli_with(SENDER_SECRET_KEYS="ses-test-key-aaaaaaaaaaaaaaaaaaaaa", **IDENTITY, **CREDS)
+    body = b'{"__type": "AccountSendingPausedException", "message": "under review"}'
+    for endpoint in canned(400, body):
+        run = cli(
+            "run", "p.csv", "--transport", f"ses://eu-west-1?endpoint={endpoint}",
+            "--run-id", "r-paused", "--no-validate", "--domain-rate", "0",
+        )  # fmt: skip
+        assert run.exit_code != 0
+    status = json.loads(cli("status", "r-paused", "--json").stdout)
+    assert status["state"] == "paused"
+    assert "AccountSendingPausedException: under review" in status["paused_reason"]
+    assert status["counts"]["queued"] == 2  # kept for a resume, not failed
