@@ -289,3 +289,17 @@ def test_paused_account_pauses_the_run_with_the_reason(workdir: Path) -> None:
     assert status["state"] == "paused"
     assert "AccountSendingPausedException: under review" in status["paused_reason"]
     assert status["counts"]["queued"] == 2  # kept for a resume, not failed
+
+
+async def test_close_lets_a_send_in_flight_finish(ses: str) -> None:
+    """aclose waits for the request in flight; a send after it is refused, not lost."""
+    backend("ap-south-1").verify_email_identity("a@example.org")
+    transport = SesTransport(SesSettings("ap-south-1", endpoint=ses), env=CREDS)
+    sending = asyncio.create_task(transport.send(Envelope("a@example.org", ("b@x.test",)), MESSAGE))
+    await asyncio.sleep(0)  # the send has its turn
+    await transport.aclose()
+    (result,) = await sending
+    assert result.status is DeliveryStatus.ACCEPTED
+    with pytest.raises(ConfigurationError, match="closed"):
+        await transport.send(Envelope("a@example.org", ("b@x.test",)), MESSAGE)
+    await transport.aclose()

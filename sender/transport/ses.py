@@ -245,8 +245,19 @@ class SesTransport(AsyncResource):
         return results_for_all(recipients, DeliveryStatus.TEMPORARY, detail=detail)
 
     async def aclose(self) -> None:
-        """Wait for requests in flight, then close the connection pool; idempotent."""
+        """Wait for requests in flight, then close the connection pool; idempotent.
+
+        Sends that come after it find the transport closed (a ConfigurationError)."""
+        if self._closed:
+            return
         self._closed = True
+        size = self._settings.pool_size
+        for _ in range(size):  # every turn back: nothing is in flight any more
+            await self._turns.acquire()
         client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        try:
+            if client is not None:
+                await client.aclose()
+        finally:
+            for _ in range(size):
+                self._turns.release()
