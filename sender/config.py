@@ -47,6 +47,7 @@ __all__ = [
     "parse_address",
     "parse_api_keys",
     "parse_duration",
+    "parse_ses_topics",
     "require_real_identity",
     "transport_from_url",
 ]
@@ -491,6 +492,31 @@ def parse_api_keys(value: object, /) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+_TOPIC_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}")
+
+
+def parse_ses_topics(value: object, /) -> tuple[str, ...]:
+    """``ses_topics`` (sender.toml: a list; ``SENDER_SES_TOPICS``: comma-separated): the SNS
+    topic ARNs whose SES notifications ``POST /v1/inbound/ses`` accepts; none: it accepts none.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigurationError(
+            "ses_topics must be a list of SNS topic ARNs", setting="ses_topics"
+        )
+    for position, arn in enumerate(value, start=1):
+        if not _TOPIC_ARN.fullmatch(arn):
+            raise ConfigurationError(
+                f"ses_topics: entry {position} ({arn[:80]!r}) is not an SNS topic ARN like "
+                "arn:aws:sns:eu-west-1:123456789012:ses-bounces",
+                setting="ses_topics",
+            )
+    return tuple(dict.fromkeys(value))
+
+
 # --- Loading (CLI only) ---------------------------------------------------------------
 
 DEFAULT_STATE_DIR = Path(".sender")
@@ -543,6 +569,7 @@ _TOML_KEYS = {
     "store",
     "limits",
     "api_keys",
+    "ses_topics",
 }
 
 
@@ -620,6 +647,7 @@ class CliConfig:
     dns_server: str | None = None  # HOST:PORT for those checks; None: the system's resolver
     inbound: InboundLimits = field(default_factory=InboundLimits)
     api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)  # for `sender serve`
+    ses_topics: tuple[str, ...] = ()  # SNS topics POST /v1/inbound/ses accepts
 
 
 def require_real_identity(config: CliConfig, /) -> None:
@@ -732,6 +760,7 @@ def load_config(
         ("store", "SENDER_STORE"),
         ("limits", "SENDER_LIMITS"),
         ("api_keys", "SENDER_API_KEYS"),
+        ("ses_topics", "SENDER_SES_TOPICS"),
     ):
         if env.get(var):
             values[key] = env[var]
@@ -873,6 +902,7 @@ def load_config(
             }
         ),
         api_keys=parse_api_keys(values.get("api_keys")),
+        ses_topics=parse_ses_topics(values.get("ses_topics")),
     )
 
 

@@ -194,6 +194,11 @@ KEYS: dict[str, Key] = {
         lambda c: [(k.key, sorted(k.scopes)) for k in c.api_keys],
         [(KEY, ["links", "runs"])],
     ),
+    "ses_topics": Key(
+        'ses_topics = ["arn:aws:sns:eu-west-1:123456789012:ses-bounces"]',
+        lambda c: c.ses_topics,
+        ("arn:aws:sns:eu-west-1:123456789012:ses-bounces",),
+    ),
 }
 
 
@@ -436,6 +441,16 @@ ENV: dict[str, Env] = {
         [(OTHER_KEY, ["admin", "links", "runs", "send"])],
         [(OTHER_KEY, ["send"]), (KEY, ["admin", "links", "runs", "send"])],
         [(KEY, ["admin", "links", "runs", "send"])],
+    ),
+    "SENDER_SES_TOPICS": Env(
+        "ses_topics",
+        '["arn:aws:sns:eu-west-1:123456789012:toml"]',
+        "arn:aws:sns:eu-west-1:123456789012:env, arn:aws-cn:sns:cn-north-1:123456789012:b",
+        ["arn:aws:sns:us-east-1:123456789012:flag"],
+        lambda c: c.ses_topics,
+        ("arn:aws:sns:eu-west-1:123456789012:toml",),
+        ("arn:aws:sns:eu-west-1:123456789012:env", "arn:aws-cn:sns:cn-north-1:123456789012:b"),
+        ("arn:aws:sns:us-east-1:123456789012:flag",),
     ),
     "SENDER_TRUSTED_AUTHSERV_IDS": Env(
         "trusted_authserv_ids",

@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 import sender.service.feedback
+import sender.service.inbound
 import sender.service.links
 import sender.service.messages
 import sender.service.runs
 from sender.config import CliConfig
+from sender.feedback.sns import SnsVerifier
 from sender.service.state import Service
 from sender.service.web import App, new_app
 
@@ -25,19 +27,30 @@ Get Links, single messages, bulk runs and what came back, for any LMS.
 Every path but this document needs `Authorization: Bearer KEY`, with a key from
 `SENDER_API_KEYS` (or `api_keys` in sender.toml) that holds the path's scope:
 `links`, `send`, `runs` or `admin`. Errors are `{"error", "message", "field"}`.
+`POST /v1/inbound/ses` is the exception: SNS cannot send a key, so it accepts only
+messages signed by SNS for a topic in `ses_topics` (`SENDER_SES_TOPICS`).
 """
 
 
-def app(config: CliConfig, /, *, work: bool = True, poll: float = 1.0) -> App:
+def app(
+    config: CliConfig,
+    /,
+    *,
+    work: bool = True,
+    poll: float = 1.0,
+    sns: SnsVerifier | None = None,
+) -> App:
     """The HTTP API over ``config``'s outbox, transport and keys, as an ASGI app.
 
     Run it with ``sender serve``, any ASGI server, or mount it in an LMS's own app. Its
     lifespan (``work``) sends every active run as ``sender worker`` does, each ``poll``
     seconds when idle; mounted, enter it from the LMS's lifespan
     (``async with api.router.lifespan_context(api): ...``), or leave the sending to a
-    ``sender worker``. The outbox and sender open on first use either way.
+    ``sender worker``. The outbox and sender open on first use either way. ``sns`` is for
+    tests only (a verifier trusting their loopback certificate server); settings cannot
+    reach it.
     """
-    service = Service(config, work=work, poll=poll)
+    service = Service(config, work=work, poll=poll, sns=sns)
 
     @asynccontextmanager
     async def lifespan(_app: App) -> AsyncIterator[None]:
@@ -56,6 +69,7 @@ def app(config: CliConfig, /, *, work: bool = True, poll: float = 1.0) -> App:
         sender.service.messages,
         sender.service.runs,
         sender.service.feedback,
+        sender.service.inbound,
     ):
         made.include_router(concern.router(service))
     return made

@@ -20,6 +20,7 @@ from sender.client import Sender
 from sender.config import CliConfig
 from sender.configured import open_drain, open_sending
 from sender.errors import ConfigurationError
+from sender.feedback.sns import SnsVerifier
 from sender.service.auth import KeyRing
 from sender.store import RunInfo, Store
 
@@ -35,11 +36,22 @@ class Service:
 
     ``work``: the app's lifespan also sends every active run (its own and those any
     process enqueued through the same transport), beside any ``sender worker``.
+    ``sns``: how SNS messages are verified; by default for ``config.ses_topics`` against
+    SNS's own hosts (tests pass one trusting their loopback server).
     """
 
-    def __init__(self, config: CliConfig, /, *, work: bool = True, poll: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: CliConfig,
+        /,
+        *,
+        work: bool = True,
+        poll: float = 1.0,
+        sns: SnsVerifier | None = None,
+    ) -> None:
         self.config = config
         self.keys = KeyRing(config.api_keys)
+        self.sns = SnsVerifier(config.ses_topics) if sns is None else sns
         self.links = Sender(config.sender)  # composes only: links, templates, no transport
         self.work = work
         self._poll = poll
@@ -60,7 +72,10 @@ class Service:
     async def aclose(self) -> None:
         async with self._lock:
             self._opened = None
-            await self._stack.aclose()
+            try:
+                await self._stack.aclose()
+            finally:
+                await self.sns.aclose()
 
     def config_for(self, run: RunInfo, /) -> CliConfig:
         """The drain sends a run only through the transport it was enqueued with."""
