@@ -24,7 +24,7 @@ from sender.compose.composer import CalendarSend, ComposedMessage, ComposeOption
 from sender.compose.dkim import DkimSigner
 from sender.compose.links import IssuedLink, LinkClaims, LinkSigner, ReturnPathSigner
 from sender.compose.render import Renderer
-from sender.config import BouncePolicy, SenderSettings, SmtpSettings
+from sender.config import BouncePolicy, SenderSettings, SesSettings, TransportSettings
 from sender.errors import ConfigurationError
 from sender.feedback.suppression import keep_refusal
 from sender.lifecycle import AsyncResource
@@ -34,7 +34,7 @@ from sender.pacing.schedule import Scheduler
 from sender.readonly import ReadOnly
 from sender.servers.capture import CaptureServer
 from sender.store import Store
-from sender.transport import SmtpTransport, Transport
+from sender.transport import SesTransport, SmtpTransport, Transport
 
 __all__ = [
     "CalendarSend",
@@ -373,12 +373,13 @@ async def open_sender(
     settings: SenderSettings,
     /,
     *,
-    smtp: SmtpSettings | None = None,
+    smtp: TransportSettings | None = None,
     maildir: Path | None = None,
     limiter: Limiter | None = None,
     **options: Unpack[SenderOptions],
 ) -> AsyncIterator[Sender]:
-    """A ready :class:`Sender`: over ``smtp``, or, without it, the embedded capture server.
+    """A ready :class:`Sender`: over ``smtp`` (an SMTP server or SES), or, without it, the
+    embedded capture server.
 
     The embedded default is a real SMTP server on 127.0.0.1 (ephemeral port)
     that stores every message in ``maildir`` (default ``.sender/maildir``),
@@ -396,7 +397,11 @@ async def open_sender(
         scheduler = options.get("scheduler")
         if limiter is None and scheduler is not None:
             limiter = scheduler.limiter
-        transport = SmtpTransport(smtp, clock=options.get("clock"), limiter=limiter)
+        transport: Transport
+        if isinstance(smtp, SesSettings):
+            transport = SesTransport(smtp)
+        else:
+            transport = SmtpTransport(smtp, clock=options.get("clock"), limiter=limiter)
         sender = Sender(settings, transport=transport, **options)
         async with sender:
             yield sender

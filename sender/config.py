@@ -40,8 +40,10 @@ __all__ = [
     "LinkSettings",
     "Scope",
     "SenderSettings",
+    "SesSettings",
     "SmtpSecurity",
     "SmtpSettings",
+    "TransportSettings",
     "WebhookEndpoint",
     "load_config",
     "local_secret",
@@ -51,6 +53,7 @@ __all__ = [
     "parse_ses_topics",
     "parse_webhooks",
     "require_real_identity",
+    "transport_from_url",
 ]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -228,6 +231,123 @@ class SmtpSettings:
         scheme = {v: k for k, v in _SCHEMES.items()}[self.security]
         user = f"{self.username}:***@" if self.username else ""
         return f"{scheme}://{user}{self.address}"
+
+
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+_LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+@dataclass(frozen=True, slots=True)
+class SesSettings:
+    """Sending through Amazon SES v2 (``ses://REGION``); credentials come from the
+    standard AWS environment variables when sending, never from here."""
+
+    region: str
+    configuration_set: str | None = None
+    # Another endpoint than SES's own (tests: a loopback server); loopback hosts only,
+    # so a URL cannot send signed requests, or mail, to an arbitrary host.
+    endpoint: str | None = None
+    timeout: float = 30.0  # seconds, for connecting and for each request
+    pool_size: int = 4  # requests in flight at once
+
+    def __post_init__(self) -> None:
+        if not _REGION.fullmatch(self.region):
+            raise ConfigurationError(
+                f"ses: {self.region!r} is not an AWS region such as eu-west-1",
+                setting="transport",
+            )
+        if self.configuration_set is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,64}", self.configuration_set
+        ):
+            raise ConfigurationError(
+                "ses: configuration_set must be 1 to 64 letters, digits, - or _",
+                setting="transport",
+            )
+        if self.endpoint is not None:
+            parts = urlsplit(self.endpoint)
+            if parts.scheme not in {"http", "https"} or parts.hostname not in _LOOPBACK_HOSTS:
+                raise ConfigurationError(
+                    "ses: endpoint may only name a loopback host (http://127.0.0.1:PORT)",
+                    setting="transport",
+                )
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ConfigurationError(
+                f"ses: timeout must be a positive number of seconds, not {self.timeout}",
+                setting="smtp_timeout",
+            )
+        if self.pool_size < 1:
+            raise ConfigurationError("ses: pool_size must be at least 1", setting="pool_size")
+
+    @classmethod
+    def from_url(
+        cls, url: str, /, *, pool_size: int | None = None, timeout: float | None = None
+    ) -> SesSettings:
+        """Parse ``ses://REGION[?configuration_set=NAME]`` (and ``endpoint=`` for tests)."""
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"ses URL is malformed: {exc}", setting="transport") from exc
+        if parts.scheme.lower() != "ses":
+            raise ConfigurationError("ses URL must start with ses://", setting="transport")
+        if parts.username is not None or parts.port is not None or parts.path not in {"", "/"}:
+            raise ConfigurationError(
+                "ses URL is ses://REGION[?configuration_set=NAME]; credentials come from "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                setting="transport",
+            )
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        unknown = set(query) - {"configuration_set", "endpoint"}
+        if unknown:
+            raise ConfigurationError(
+                f"ses URL has unknown parameter(s): {', '.join(sorted(unknown))}",
+                setting="transport",
+            )
+        return cls(
+            region=parts.hostname or "",
+            configuration_set=query.get("configuration_set"),
+            endpoint=query.get("endpoint"),
+            timeout=timeout if timeout is not None else 30.0,
+            pool_size=pool_size if pool_size is not None else 4,
+        )
+
+    @property
+    def address(self) -> str:
+        """Where requests go: the endpoint's host and port, never a credential."""
+        if self.endpoint is not None:
+            return urlsplit(self.endpoint).netloc
+        return f"email.{self.region}.amazonaws.com:443"
+
+    def redacted_url(self) -> str:
+        """The URL as given (it holds no secret), for logs, messages and run identity."""
+        query = [f"configuration_set={self.configuration_set}"] if self.configuration_set else []
+        if self.endpoint is not None:
+            query.append(f"endpoint={self.endpoint}")
+        return f"ses://{self.region}" + (f"?{'&'.join(query)}" if query else "")
+
+
+TransportSettings = SmtpSettings | SesSettings
+"""Where messages go: an SMTP server or SES."""
+
+
+def transport_from_url(
+    url: str,
+    /,
+    *,
+    pool_size: int | None = None,
+    timeout: float | None = None,
+    max_messages_per_connection: int | None = None,
+    max_connections: int | None = None,
+) -> TransportSettings:
+    """``ses://...`` as :class:`SesSettings`, anything else as an SMTP URL."""
+    if url.lower().startswith("ses:"):
+        return SesSettings.from_url(url, pool_size=pool_size, timeout=timeout)
+    return SmtpSettings.from_url(
+        url,
+        pool_size=pool_size,
+        timeout=timeout,
+        max_messages_per_connection=max_messages_per_connection,
+        max_connections=max_connections,
+    )
 
 
 DEFAULT_MAX_AGE = timedelta(days=14)
@@ -530,6 +650,7 @@ _TOML_KEYS = {
     "secret_keys",
     "link_ttl",
     "smtp_url",
+    "transport",  # the same as smtp_url; either may name an SMTP server or ses://REGION
     "maildir",
     "templates",
     "allowed_link_domains",
@@ -626,7 +747,7 @@ class CliConfig:
     """What the CLI resolved from flags, environment, ``sender.toml`` and defaults."""
 
     sender: SenderSettings
-    smtp: SmtpSettings | None  # None: the embedded capture server
+    smtp: TransportSettings | None  # SMTP or SES; None: the embedded capture server
     maildir: Path
     state_dir: Path
     generated_secret: Path | None  # set when no key was configured and a local one is used
@@ -742,6 +863,12 @@ def load_config(
                 setting=sorted(unknown)[0],
             )
         values = _paths_relative_to(found_file.parent, values)
+        if "transport" in values:
+            if "smtp_url" in values:
+                raise ConfigurationError(
+                    f"{found_file}: give transport or smtp_url, not both", setting="transport"
+                )
+            values["smtp_url"] = values.pop("transport")
     for key, var in (
         ("home", "SENDER_HOME"),
         ("secret_keys", "SENDER_SECRET_KEYS"),
@@ -849,7 +976,7 @@ def load_config(
     smtp_timeout = _seconds(values, "smtp_timeout")
     smtp_url = text("smtp_url")
     smtp = (
-        SmtpSettings.from_url(
+        transport_from_url(
             smtp_url,
             pool_size=concurrency,
             max_messages_per_connection=per_connection,
@@ -859,6 +986,12 @@ def load_config(
         if smtp_url
         else None
     )
+    if isinstance(smtp, SesSettings) and workers > 1:
+        raise ConfigurationError(
+            "workers > 1 needs an SMTP transport; with ses:// one process sends "
+            "(up to concurrency requests at once), so set workers = 1",
+            setting="workers",
+        )
     maildir = Path(text("maildir") or home / "maildir")
     return CliConfig(
         sender=settings,

@@ -69,10 +69,11 @@ LAYERS: list[set[str]] = [
         "feedback.bounces",
         "feedback.sns",
         "checks.resolve",
+        "transport.base",
     },
     {
-        "transport.base",
         "transport.smtp",
+        "transport.ses",
         "servers.capture",
         "servers.inbound",
         "servers",
@@ -178,7 +179,7 @@ OWNERS = {
     "email_validator": {"checks.validate"},
     "dkim": {"compose.dkim"},
     "cryptography": {"compose.dkim", "feedback.sns"},  # DKIM keys; SNS certificates
-    "httpx": {"feedback.sns", "webhooks"},
+    "httpx": {"feedback.sns", "transport.ses", "webhooks"},
     "fastapi": WEB,
     "starlette": WEB,
     "pydantic": WEB,

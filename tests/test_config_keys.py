@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import sender.config
-from sender.config import _TOML_KEYS, CliConfig, SmtpSecurity, load_config
+from sender.config import _TOML_KEYS, CliConfig, SesSettings, SmtpSecurity, load_config
 from sender.errors import ConfigurationError
 from sender.models import Address
 from sender.storeurl import store_file
@@ -93,6 +93,11 @@ KEYS: dict[str, Key] = {
         'smtp_url = "smtps://lms:pw@smtp.skolen.example.org"',
         lambda c: c.smtp and (c.smtp.security, c.smtp.host, c.smtp.port, c.smtp.username),
         (SmtpSecurity.TLS, "smtp.skolen.example.org", 465, "lms"),
+    ),
+    "transport": Key(
+        'transport = "ses://eu-west-1?configuration_set=lms"',
+        lambda c: c.smtp,
+        SesSettings("eu-west-1", configuration_set="lms"),
     ),
     "maildir": Key('maildir = "mail"', lambda c: here(c.maildir), Path("mail")),
     "templates": Key(
@@ -658,6 +663,13 @@ REFUSALS = [
     pytest.param('domain_rate = "²/min"', "domain_rate", id="domain_rate-superscript"),
     pytest.param('[domain_groups]\ns = "a.example"', "domain_groups", id="group-not-a-list"),
     pytest.param('[domain_groups]\ns = [" "]', "domain_groups", id="group-blank-member"),
+    pytest.param(
+        'smtp_url = "smtp://h.example"\ntransport = "ses://eu-west-1"', "transport", id="both"
+    ),
+    pytest.param(
+        'transport = "ses://eu-west-1?endpoint=http://h.example"', "transport", id="ses-far"
+    ),
+    pytest.param('transport = "ses://eu-west-1"\nworkers = 2', "workers", id="ses-workers"),
     pytest.param('smtp_url = "smtp://"', "smtp_url", id="smtp-no-host"),
     pytest.param('smtp_url = "smtp://h.example:99999"', "smtp_url", id="smtp-port-range"),
     pytest.param('smtp_url = "http://h.example"', "smtp_url", id="smtp-scheme"),

@@ -45,7 +45,7 @@ from sender.bulk.workers import Skipped, WorkerPool, attempt
 from sender.checks.validate import Validator
 from sender.client import SendContext, Sender
 from sender.clock import Clock, SystemClock
-from sender.config import SmtpSettings
+from sender.config import SesSettings, TransportSettings
 from sender.errors import ConfigurationError, InputError, RunBusy, TemplateNotFound
 from sender.feedback.suppression import budget_reason
 from sender.models import DeliveryResult, Participant
@@ -101,15 +101,18 @@ class RunReport:
 CAPTURE_TRANSPORT = "capture"
 
 
-def transport_identity(smtp: SmtpSettings | None, /) -> str:
+def transport_identity(smtp: TransportSettings | None, /) -> str:
     """Which transport a run sends through, as stored in its ``options["transport"]``.
 
-    The SMTP URL without its password (``smtp+starttls://lms@mail.example:587``), or
-    ``capture`` for the embedded capture server (``smtp`` None). Two settings with one
-    identity reach the same server as the same user.
+    The SMTP URL without its password (``smtp+starttls://lms@mail.example:587``), the
+    ``ses://REGION[?...]`` URL (it holds no secret), or ``capture`` for the embedded
+    capture server (``smtp`` None). Two settings with one identity reach the same server
+    as the same user.
     """
     if smtp is None:
         return CAPTURE_TRANSPORT
+    if isinstance(smtp, SesSettings):
+        return smtp.redacted_url()
     scheme = smtp.redacted_url().partition("://")[0]
     user = f"{quote(smtp.username, safe='')}@" if smtp.username else ""
     return f"{scheme}://{user}{smtp.address.lower()}"

@@ -299,7 +299,10 @@ dns_option = click.option(
 )
 
 smtp_option = click.option(
-    "--smtp", "smtp_url", help="smtp://, smtp+starttls:// or smtps:// URL (default: embedded)."
+    "--transport",
+    "--smtp",
+    "smtp_url",
+    help="smtp://, smtp+starttls://, smtps:// or ses://REGION URL (default: embedded).",
 )
 maildir_option = click.option(
     "--maildir",
