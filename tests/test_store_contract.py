@@ -1344,3 +1344,21 @@ async def test_deliveries_are_claimed_once_retried_given_up_and_replayed(
         assert await store.replay_hook_events(other, since=T0, now=T0 + 10) == 2
         replayed = await store.claim_hook_deliveries(other, now=T0 + 10, until=T0 + 60, limit=10)
         assert [e.type for e, _ in replayed] == ["message.sent", "run.finished"]
+
+
+async def test_an_answer_that_counts_keeps_one_rsvp_answered_event(store: Store) -> None:
+    answer = RsvpRecord(
+        "ev@x", "ada@example.org", "ACCEPTED", 2, T0, "recorded", participant_id="p2"
+    )
+    assert await store.add_rsvp(answer)
+    assert not await store.add_rsvp(answer)
+    await store.add_rsvp(RsvpRecord("ev@x", "eve@example.org", "DECLINED", 2, T0, "stale"))
+    (event,) = await store.hook_events()
+    assert event.type == "rsvp.answered"
+    assert event.data == {
+        "participant_id": "p2",
+        "email": "ada@example.org",
+        "event_uid": "ev@x",
+        "partstat": "ACCEPTED",
+        "sequence": "2",
+    }

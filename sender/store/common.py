@@ -14,6 +14,7 @@ event loop for one statement, as the SQLite backend's own methods do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Collection, Mapping, Sequence
@@ -64,7 +65,7 @@ from sender.store.rules import (
     plan_ingest,
     unencodable,
 )
-from sender.vocabulary import MessageState, RunState, WebhookEvent
+from sender.vocabulary import MessageState, RsvpOutcome, RunState, WebhookEvent
 
 __all__ = [
     "SharedEvents",
@@ -529,10 +530,30 @@ class SharedEvents(SqlBackend):
         return latest_invitations(uid, await self._rows(self._INVITED, (uid,)))
 
     async def add_rsvp(self, record: RsvpRecord, /) -> bool:
-        """Keep an answer; False (and nothing stored) when the same answer is already kept."""
-        return await self._insert_once(
-            "rsvps", RSVP_COLUMNS, tuple(getattr(record, column) for column in RSVP_COLUMNS)
+        """Keep an answer; False (and nothing stored) when the same answer is already kept.
+
+        An answer that counts also keeps its ``rsvp.answered`` event, in the same transaction.
+        """
+        keep = (
+            sql.insert_once("rsvps", RSVP_COLUMNS),
+            tuple(getattr(record, column) for column in RSVP_COLUMNS),
         )
+        if record.outcome != RsvpOutcome.RECORDED:
+            return await self._write(*keep) == 1
+        same = (record.uid, record.attendee, record.sequence, record.partstat)
+        key = json.dumps([*same, record.dtstamp, record.comment])
+        detail = {"event_uid": record.uid, "partstat": record.partstat, "sequence": record.sequence}
+        event = (
+            new_event_id(),
+            WebhookEvent.RSVP_ANSWERED.value,
+            record.received_at,
+            "rsvp:" + hashlib.sha256(key.encode()).hexdigest(),
+            record.participant_id,
+            record.attendee,
+            json.dumps(detail),
+        )
+        counts = await self._write_all([keep, (sql.RSVP_EVENT, event)])
+        return counts[0] == 1
 
     async def rsvps(self, uid: str | None = None, /) -> list[RsvpRecord]:
         """Answers in the order they were received, of one event or of all."""

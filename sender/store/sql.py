@@ -79,6 +79,7 @@ __all__ = [
     "REQUEUE_CLAIMS",
     "RESET_RUN",
     "RETRY_DELIVERY",
+    "RSVP_EVENT",
     "RUN_EVENT",
     "SAVE_EVENT",
     "SELECT_ATTEMPTS",
@@ -333,6 +334,8 @@ RUN_EVENT = (
     + " SELECT ?, ?, ?, NULL, run_id, NULL, NULL, NULL, NULL, ?"
     " FROM runs WHERE id = ? AND state <> ?"
 )
+# rsvp.answered: the dedupe key is the answer's own (rsvps_once), so it is kept once too.
+RSVP_EVENT = _HOOK_INSERT + " VALUES (?, ?, ?, ?, NULL, ?, NULL, NULL, ?, ?) ON CONFLICT DO NOTHING"
 ADD_EVENT = _HOOK_INSERT + " VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)"
 EVENT_BY_ID = f"SELECT {_columns(HOOK_COLUMNS)} FROM hook_events WHERE event_id = ?"  # noqa: S608
 HOOK_EVENTS = f"SELECT {_columns(HOOK_COLUMNS)} FROM hook_events WHERE id > ? ORDER BY id LIMIT ?"  # noqa: S608
