@@ -15,6 +15,7 @@ import dataclasses
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -30,7 +31,7 @@ from sender.pacing.schedule import Scheduler
 from sender.store import RunInfo, Store, open_store
 from sender.store.limits import open_limiter
 from sender.transport import SmtpTransport
-from sender.webhooks import Deliverer
+from sender.webhooks import RETENTION, Deliverer
 
 __all__ = [
     "ConfigFor",
@@ -128,7 +129,8 @@ WEBHOOKS_STOP = 30.0  # seconds the deliverer may take to finish its posts in fl
 async def delivering(config: CliConfig, store: Store, /) -> AsyncIterator[None]:
     """The configured webhooks (``config.webhooks``) delivered from ``store`` beside the
     block, as ``sender serve`` and ``sender worker`` both do; nothing without any."""
-    if not config.webhooks:
+    if not config.webhooks:  # events still kept (for a later endpoint), not for ever
+        await store.prune_hook_events(before=time.time() - RETENTION)
         yield
         return
     deliverer = Deliverer(store, config.webhooks)

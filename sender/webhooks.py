@@ -25,13 +25,15 @@ from sender.store import HookEvent, Webhooks
 from sender.store.common import new_event_id
 from sender.vocabulary import WebhookEvent
 
-__all__ = ["SCHEDULE", "TEST_EVENT", "Deliverer", "deliver_once", "post_test_events"]
+__all__ = ["RETENTION", "SCHEDULE", "TEST_EVENT", "Deliverer", "deliver_once", "post_test_events"]
 
 log = logging.getLogger("sender.webhooks")
 
 # Seconds before each retry; a delivery failing after the last is given up ("failed").
 SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 BATCH = 20  # deliveries claimed per turn of one endpoint
+RETENTION = 30 * 86_400.0  # seconds events are kept for `sender webhooks replay`
+PRUNE_EVERY = 3600.0  # seconds between prunings
 CLAIM_MARGIN = 30.0  # seconds past the timeout a claim is held before another may take it
 
 
@@ -100,8 +102,19 @@ class Deliverer:
             if client is None:
                 client = await stack.enter_async_context(httpx.AsyncClient())
             async with asyncio.TaskGroup() as group:
+                group.create_task(self._prune())
                 for endpoint in self._endpoints:
                     group.create_task(self._loop(client, endpoint))
+
+    async def _prune(self) -> None:
+        """Forget events past :data:`RETENTION`, now and then, so the outbox stays small."""
+        while not self._stopping.is_set():
+            try:
+                await self._store.prune_hook_events(before=self._clock() - RETENTION)
+            except Exception as exc:
+                log.warning("webhook events not pruned: %s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), PRUNE_EVERY)
 
     async def _loop(self, client: httpx.AsyncClient, endpoint: WebhookEndpoint) -> None:
         while not self._stopping.is_set():

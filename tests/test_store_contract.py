@@ -1362,3 +1362,14 @@ async def test_an_answer_that_counts_keeps_one_rsvp_answered_event(store: Store)
         "partstat": "ACCEPTED",
         "sequence": "2",
     }
+
+
+async def test_pruning_forgets_old_events_but_not_a_pending_delivery(store: Store) -> None:
+    url = "https://lms.example.org/a"
+    old = await store.add_hook_event("run.finished", {"run_id": "old"}, now=T0)
+    waiting = await store.add_hook_event("run.finished", {"run_id": "waiting"}, now=T0 + 1)
+    new = await store.add_hook_event("run.finished", {"run_id": "new"}, now=T0 + 10 * DAY)
+    await store.hook_fan_out(url, ["run.finished"], now=T0 + 2)
+    await store.hook_delivered(url, old.id, status=200)
+    assert await store.prune_hook_events(before=T0 + DAY) == 1
+    assert [e.id for e in await store.hook_events()] == [waiting.id, new.id]

@@ -443,6 +443,11 @@ class Webhooks(Protocol):
         delivered or given up alike; how many."""
         ...
 
+    async def prune_hook_events(self, *, before: float) -> int:
+        """Forget events from before ``before`` and their finished deliveries (a pending
+        delivery keeps its event); how many events went."""
+        ...
+
     async def hook_endpoints(self) -> list[HookEndpoint]:
         """Every endpoint the outbox has delivered to, with its counts by state."""
         ...

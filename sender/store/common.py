@@ -734,6 +734,12 @@ class SharedWebhooks(SqlBackend):
         )
         return counts[2]
 
+    async def prune_hook_events(self, *, before: float) -> int:
+        counts = await self._write_all(
+            [(sql.PRUNE_DELIVERIES, (before,)), (sql.PRUNE_EVENTS, (before,))]
+        )
+        return counts[1]
+
     async def hook_endpoints(self) -> list[HookEndpoint]:
         return [
             HookEndpoint(

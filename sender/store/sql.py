@@ -67,6 +67,8 @@ __all__ = [
     "OWN_CLAIMS",
     "PARTICIPANT_COUNT",
     "PENDING_DOMAINS",
+    "PRUNE_DELIVERIES",
+    "PRUNE_EVENTS",
     "QUEUED_COLUMNS",
     "RECENT_RUNS",
     "RECLAIMED",
@@ -391,4 +393,13 @@ HOOK_ENDPOINTS = (
     " SUM(CASE WHEN d.state = 'failed' THEN 1 ELSE 0 END)"
     " FROM hook_endpoints p LEFT JOIN hook_deliveries d ON d.endpoint = p.endpoint"
     " GROUP BY p.endpoint, p.disabled_at, p.disabled_reason ORDER BY p.endpoint"
+)
+# Events older than the retention go, with their finished deliveries; pending ones stay.
+PRUNE_DELIVERIES = (
+    "DELETE FROM hook_deliveries WHERE state <> 'pending'"
+    " AND event IN (SELECT id FROM hook_events WHERE at < ?)"
+)
+PRUNE_EVENTS = (
+    "DELETE FROM hook_events WHERE at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM hook_deliveries d WHERE d.event = hook_events.id)"
 )
