@@ -13,7 +13,6 @@ import pickle
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,39 +26,10 @@ from sender.store.sqlite.limits import SqliteLimiter
 from sender.testing import ManualClock, RecordingSMTPServer
 from sender.transport import SmtpTransport
 from sender.transport.smtp import LEASE_TTL
+from tests.conftest import redis_url
 from tests.helpers import IDENTITY, people_csv, sender_settings, smtp_url, spawn_sender
-from tests.test_limits import redis_url
 
-BACKENDS = ["memory", "sqlite", "postgres", "redis"]
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Limiter]:
-    """A factory of limiters of one backend that share their state (memory: one instance)."""
-    if request.param == "memory":
-        shared = MemoryLimiter()
-        return lambda: shared
-    if request.param == "sqlite":
-        return lambda: SqliteLimiter(tmp_path / "limits.sqlite3")
-    if request.param == "postgres":
-        from sender.store.postgres.limits import PostgresLimiter
-
-        url = request.getfixturevalue("postgres_url")
-        return lambda: PostgresLimiter(url, max_size=2)
-    from sender.pacing.redis_limits import RedisLimiter
-
-    url = redis_url()
-    return lambda: RedisLimiter(url)
-
-
-@pytest.fixture
-async def limiters(backend: Callable[[], Limiter]) -> AsyncIterator[list[Limiter]]:
-    """Three limiters on one shared state, closed afterwards."""
-    made = [backend() for _ in range(3)]
-    yield made
-    for limiter in {id(limiter): limiter for limiter in made}.values():
-        await limiter.aclose()
 
 
 def capped(server: RecordingSMTPServer, cap: int | None, **more: int) -> SmtpSettings:

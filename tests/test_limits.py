@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import secrets
-import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,53 +26,8 @@ from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store.limits import open_limiter
 from sender.store.sqlite.limits import SqliteLimiter
 from sender.testing import ManualClock, RecordingSMTPServer
+from tests.conftest import BACKENDS, REDIS_URL, redis_url
 from tests.helpers import IDENTITY, people_csv, smtp_url, spawn_sender
-
-REDIS_URL = os.environ.get("SENDER_TEST_REDIS", "redis://127.0.0.1:6379/15")
-REDIS_DOWN = (
-    "Redis is not reachable at {url} ({error}). Start it: `service redis-server start` "
-    "or `redis-server --daemonize yes` (`redis-cli ping` says PONG when it is up)"
-)
-BACKENDS = ["memory", "sqlite", "postgres", "redis"]
-
-
-def redis_url() -> str:
-    """The test Redis, or a failed test saying how to start it."""
-    host_port = REDIS_URL.split("://", 1)[1].split("/", 1)[0]
-    host, _, port = host_port.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError as exc:
-        pytest.fail(REDIS_DOWN.format(url=REDIS_URL, error=exc), pytrace=False)
-    return REDIS_URL
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Limiter]:
-    """A factory of limiters of one backend that share their state (memory: one instance)."""
-    if request.param == "memory":
-        shared = MemoryLimiter()
-        return lambda: shared
-    if request.param == "sqlite":
-        return lambda: SqliteLimiter(tmp_path / "limits.sqlite3")
-    if request.param == "postgres":
-        from sender.store.postgres.limits import PostgresLimiter
-
-        url = request.getfixturevalue("postgres_url")
-        return lambda: PostgresLimiter(url, max_size=2)
-    from sender.pacing.redis_limits import RedisLimiter
-
-    url = redis_url()
-    return lambda: RedisLimiter(url)
-
-
-@pytest.fixture
-async def limiters(backend: Callable[[], Limiter]) -> AsyncIterator[list[Limiter]]:
-    """Three limiters on one shared state, closed afterwards."""
-    made = [backend() for _ in range(3)]
-    yield made
-    for limiter in {id(limiter): limiter for limiter in made}.values():
-        await limiter.aclose()
 
 
 def key(name: str) -> str:

@@ -36,9 +36,9 @@ from sender.cli.app import (
 )
 from sender.cli.checks import preflight, validator_for
 from sender.cli.runs import (
+    csv_config,
     csv_run,
     keep_transport,
-    require_template,
     run_config,
     run_id_value,
     run_options,
@@ -49,7 +49,6 @@ from sender.cli.runs import (
 )
 from sender.config import CliConfig, require_real_identity
 from sender.configured import open_drain
-from sender.errors import InputError
 from sender.participants import CsvRow
 from sender.store import RunInfo
 
@@ -87,10 +86,7 @@ def enqueue(
     """
     del progress  # nothing is sent here
     with errors_as_lines(obj.debug):
-        config = run_config(obj, **options)
-        if not csv_file.is_file():
-            raise InputError(f"{csv_file} does not exist", field="csv")
-        require_template(config, template)
+        config = csv_config(obj, csv_file, template, options)
         config, run_id, rows = csv_run(
             obj, config, csv_file, template, run_id, options, switch=switch_transport
         )

@@ -72,6 +72,7 @@ from sender.store import MessageState, RunInfo, RunState
 __all__ = [
     "bulk",
     "check_rows_of",
+    "csv_config",
     "csv_run",
     "describe_limits",
     "finish_run",
@@ -235,10 +236,7 @@ def run(
     after the file was edited, it sends to added rows and corrected addresses only.
     """
     with errors_as_lines(obj.debug):
-        config = run_config(obj, **options)
-        if not csv_file.is_file():
-            raise InputError(f"{csv_file} does not exist", field="csv")
-        require_template(config, template)
+        config = csv_config(obj, csv_file, template, options)
         if dry_run:
             dry = obj.run(check_rows_of(config, csv_file, template=template))
             print_dry_run(dry, csv_file)
@@ -258,6 +256,16 @@ def run(
         )
     )
     finish_run(obj, config, report)
+
+
+def csv_config(obj: Context, csv_file: Path, template: str, flags: Mapping[str, Any]) -> CliConfig:
+    """The configuration a CSV's run starts from, once the file and template are known to
+    exist (``sender run``, ``sender enqueue``)."""
+    config = run_config(obj, **flags)
+    if not csv_file.is_file():
+        raise InputError(f"{csv_file} does not exist", field="csv")
+    require_template(config, template)
+    return config
 
 
 def csv_run(
