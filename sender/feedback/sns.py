@@ -40,27 +40,14 @@ from sender.errors import InputError
 
 __all__ = ["CANONICAL_FIELDS", "SnsMessage", "SnsVerifier", "canonical_string", "sns_url"]
 
+# Both confirmations sign the same fields.
+_CONFIRMATION = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
+
 #: The fields signed, in order, per message type (Subject only when present).
 CANONICAL_FIELDS: Mapping[str, tuple[str, ...]] = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
-    "UnsubscribeConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
+    "SubscriptionConfirmation": _CONFIRMATION,
+    "UnsubscribeConfirmation": _CONFIRMATION,
 }
 _HASHES: Mapping[str, type[hashes.SHA1] | type[hashes.SHA256]] = {
     "1": hashes.SHA1,
