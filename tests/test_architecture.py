@@ -98,7 +98,7 @@ LAYERS: list[set[str]] = [
     {"bulk.drain", "bulk"},
     {"invites"},
     {"configured"},
-    {"service.auth", "service.schemas"},
+    {"service.auth", "service.schemas", "service.html"},
     {"service.state"},
     {"service.web"},
     {"service.links", "service.messages", "service.feedback", "service.inbound"},

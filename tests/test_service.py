@@ -21,6 +21,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from sender.compose.render import PageTemplates
 from sender.config import CliConfig, load_config
 from sender.service import app
 from sender.service.serve import Listener
@@ -428,3 +429,18 @@ async def test_sender_serve_runs_until_sigterm(
             process.kill()
             await process.wait()
     assert KEY not in (await process.stderr.read()).decode()
+
+
+async def test_the_pages_stylesheet_is_served_by_sender_itself(client: httpx.AsyncClient) -> None:
+    """/static/sender.css needs no key and comes from sender, so pages use no CDN."""
+    response = await client.get("/static/sender.css")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/css")
+    assert "max-width" in response.text
+
+
+def test_page_templates_escape_every_value(tmp_path: Path) -> None:
+    """A value with markup is shown as text in sender's own pages, never run as HTML."""
+    (tmp_path / "p.html").write_text("<p>{{ name }}</p>", encoding="utf-8")
+    rendered = PageTemplates(tmp_path).render("p.html", name="<script>x</script>")
+    assert rendered == "<p>&lt;script&gt;x&lt;/script&gt;</p>"

@@ -32,6 +32,7 @@ from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, Unde
 __all__ = [
     "BUILTIN_TEMPLATES",
     "LintFinding",
+    "PageTemplates",
     "RenderedMessage",
     "Renderer",
     "find_link_problems",
@@ -56,6 +57,27 @@ def _builtin_dir() -> Path:
 
 
 BUILTIN_TEMPLATES = _builtin_dir()
+
+
+class PageTemplates:
+    """sender's own HTML pages (the landing page, the admin pages), not mail.
+
+    Always autoescaped and strict: every value in a page came from a request, a token or
+    the outbox, and a missing one is a bug to see, not an empty string. Not sandboxed,
+    unlike user mail templates: these ship with sender.
+    """
+
+    def __init__(self, directory: Path, /) -> None:
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(directory), encoding="utf-8"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            auto_reload=False,
+        )
+
+    def render(self, name: str, /, **context: object) -> str:
+        """The page ``name`` (``landing.html``) filled with ``context``."""
+        return self._env.get_template(name).render(**context)
 
 
 @dataclass(frozen=True, slots=True)

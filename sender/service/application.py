@@ -16,8 +16,9 @@ import sender.service.messages
 import sender.service.runs
 from sender.config import CliConfig
 from sender.feedback.sns import SnsVerifier
+from sender.service.html import STATIC
 from sender.service.state import Service
-from sender.service.web import App, new_app
+from sender.service.web import App, mount_static, new_app
 
 __all__ = ["app"]
 
@@ -72,4 +73,5 @@ def app(
         sender.service.inbound,
     ):
         made.include_router(concern.router(service))
+    mount_static(made, STATIC)
     return made

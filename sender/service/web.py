@@ -15,14 +15,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from sender.config import ApiKey, Scope
 from sender.errors import (
@@ -38,6 +40,7 @@ from sender.service.state import Service
 __all__ = [
     "CSV_LIMIT",
     "JSON_LIMIT",
+    "PAGE_CSP",
     "APIRouter",
     "ApiError",
     "App",
@@ -47,7 +50,9 @@ __all__ = [
     "body_of",
     "either_body",
     "guard",
+    "html_response",
     "json_response",
+    "mount_static",
     "new_app",
 ]
 
@@ -87,6 +92,40 @@ class ApiError(Exception):
 
 def json_response(data: object, /, *, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
+
+
+# Pages load only sender's own /static files; nothing inline, nothing from elsewhere.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
+def html_response(
+    body: str,
+    /,
+    *,
+    status: int = 200,
+    csp: str = PAGE_CSP,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    """An HTML page with the headers every sender page carries: never cached, never
+    indexed, no referrer, no framing, and a strict Content-Security-Policy."""
+    merged = {**_PAGE_HEADERS, "Content-Security-Policy": csp, **(headers or {})}
+    return HTMLResponse(body, status_code=status, headers=merged)
+
+
+def mount_static(app: FastAPI, directory: Path, /) -> None:
+    """Serve ``directory`` at ``/static``: the pages' CSS and script, from sender itself
+    (no CDN)."""
+    app.mount("/static", StaticFiles(directory=directory), name="static")
 
 
 def _field(loc: tuple[int | str, ...] | list[int | str]) -> str:
