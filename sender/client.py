@@ -14,18 +14,19 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, TypedDict, Unpack
 
 from sender import redact
 from sender.clock import Clock
+from sender.compose.codes import CODE_LOCK_SECONDS, CODE_TRIES, code_address, normalize_code
 from sender.compose.composer import CalendarSend, ComposedMessage, ComposeOptions, Composer
 from sender.compose.dkim import DkimSigner
 from sender.compose.links import IssuedLink, LinkClaims, LinkSigner, ReturnPathSigner
 from sender.compose.render import Renderer
 from sender.config import BouncePolicy, SenderSettings, SesSettings, TransportSettings
-from sender.errors import ConfigurationError
+from sender.errors import CodeInvalid, CodeLocked, ConfigurationError
 from sender.feedback.suppression import keep_refusal
 from sender.lifecycle import AsyncResource
 from sender.models import Address, DeliveryResult, DeliveryStatus, Participant
@@ -188,6 +189,48 @@ class Sender(AsyncResource):
         """Verify a login link; raises LinkInvalid, LinkExpired or LinkRevoked."""
         return self.links.verify(url_or_token, stamp=stamp, purpose=purpose)
 
+    async def verify_code(self, code: str, /, *, email: str) -> LinkClaims:
+        """The claims of the login code mailed to ``email``, as those of its link.
+
+        ``code`` may be typed in any case, with spaces or dashes. Every try counts
+        against the address in the store, whoever asks: after five wrong codes without
+        a 15-minute pause, the address is locked for 15 minutes (:class:`CodeLocked`),
+        the right code included. A wrong, expired or unknown code, and an address no
+        code was mailed to, all raise :class:`CodeInvalid`; a code that is no code
+        raises :class:`~sender.errors.InputError` (``code``) and counts for nothing.
+        Needs the store the codes were kept in (``store=``).
+        """
+        store = self.store
+        if store is None:
+            raise ConfigurationError("verifying login codes needs the outbox: pass store=")
+        normalized = normalize_code(code)
+        address = code_address(email)
+        now = self._clock.now()
+        locked_until = await store.code_try(
+            address, now=now, window=CODE_LOCK_SECONDS, limit=CODE_TRIES
+        )
+        if locked_until is not None:
+            log.warning("login code refused: too many wrong codes for the address")
+            until = datetime.fromtimestamp(locked_until, UTC)
+            raise CodeLocked(
+                f"too many wrong codes for this address; try again after {until:%H:%M:%S} UTC",
+                locked_until=locked_until,
+            )
+        found = self.composer.codes.match(
+            normalized, address, await store.login_codes(address, now=now)
+        )
+        if found is None:
+            raise CodeInvalid("the code is wrong or has expired")
+        await store.code_accepted(address)
+        return LinkClaims(
+            participant_id=found.participant_id,
+            course_id=found.course_id,
+            purpose=found.purpose,
+            next=found.next,
+            issued_at=datetime.fromtimestamp(found.issued_at, UTC),
+            expires_at=datetime.fromtimestamp(found.expires_at, UTC),
+        )
+
     def with_uid(self, calendar: CalendarSend, /) -> CalendarSend:
         """``calendar`` with its event's UID set (:meth:`Composer.with_uid`)."""
         return self.composer.with_uid(calendar)
@@ -209,6 +252,8 @@ class Sender(AsyncResource):
         ``calendar`` adds the invitation (or cancellation) for this participant as
         ``text/calendar`` inside the alternative and as an ``invite.ics`` attachment,
         the layout Outlook, Gmail, Apple Mail and Thunderbird all accept.
+        ``code`` gives a template that shows ``{{ code }}`` a fresh login code; keeping
+        its record (``composed.code``) is the caller's part, :meth:`deliver`'s with a store.
 
         Raises :class:`~sender.errors.InputError` for unusable participant
         data and :class:`~sender.errors.TemplateError` for template problems,
@@ -235,9 +280,10 @@ class Sender(AsyncResource):
         granted a slot; :meth:`send` goes through the priority lane first.
         This is the choke point every send passes: with ``feedback`` (the default) an
         address on the suppression list is not sent (``SUPPRESSED``), and a recipient
-        refused at RCPT or DATA is kept as a bounce in :attr:`store`. The bulk engine
-        passes ``feedback=False``: its claim checks the list in the same statement,
-        and it keeps refusals where it records outcomes, worker processes included.
+        refused at RCPT or DATA is kept as a bounce in :attr:`store`, and the login code
+        of an accepted message is kept there too. The bulk engine passes
+        ``feedback=False``: its claim checks the list in the same statement, and it keeps
+        refusals and codes where it records outcomes, worker processes included.
         """
         if feedback:
             blocked = await self._suppressed(composed.participant, composed.rendered.template)
@@ -285,6 +331,7 @@ class Sender(AsyncResource):
             detail=outcome.detail,
             participant_id=composed.participant.participant_id,
             stage=outcome.stage,
+            code=composed.code,
         )
         level = logging.INFO if result.status is DeliveryStatus.ACCEPTED else logging.WARNING
         if log.isEnabledFor(level):  # redacting costs ~8 µs a message; INFO is mostly off
@@ -298,6 +345,8 @@ class Sender(AsyncResource):
             )
         if feedback:
             await self._keep_refusal(composed, result)
+            if self.store is not None and result.code is not None and result.ok:
+                await self.store.keep_codes([result.code])  # it works once the mail is out
         return result
 
     async def send(
@@ -339,6 +388,7 @@ class Sender(AsyncResource):
             stamp=stamp,
             reply_to=reply_to,
             headers=headers,
+            code=self.store is not None,  # a code only where it is kept, so it works
         )
         if self.scheduler is not None:
             await self.scheduler.priority(composed.participant.domain)

@@ -16,6 +16,9 @@ the row, the template, the reply) so a caller never parses messages::
     │   ├── LinkInvalid                  tampered, truncated, foreign key or purpose
     │   ├── LinkExpired                  older than its max age
     │   └── LinkRevoked                  issued under another stamp
+    ├── CodeError                        a login code was refused
+    │   ├── CodeInvalid                  wrong, expired, or not for this address
+    │   └── CodeLocked                   too many wrong codes for the address: wait
     ├── TemplateError                    a template cannot produce a message
     │   ├── TemplateNotFound
     │   ├── UndefinedVariable            the template uses a variable nobody gave
@@ -43,6 +46,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AddressError",
     "CheckUnavailable",
+    "CodeError",
+    "CodeInvalid",
+    "CodeLocked",
     "ConfigurationError",
     "DeliveryError",
     "HeaderError",
@@ -139,6 +145,30 @@ class LinkRevoked(LinkError):
     """The token was issued under another stamp (the address or link version changed)."""
 
     kind = "revoked"
+
+
+class CodeError(SenderError):
+    """A login code was refused. ``kind`` is a stable word for CLIs and APIs."""
+
+    kind = "invalid"
+
+
+class CodeInvalid(CodeError):
+    """The code is wrong, expired, or was not mailed to this address (one error for all,
+    so the answer never tells whether an address received a code)."""
+
+    kind = "invalid"
+
+
+class CodeLocked(CodeError):
+    """Too many wrong codes for this address lately: none is checked until ``locked_until``
+    (Unix seconds), the right one included."""
+
+    kind = "locked"
+
+    def __init__(self, message: str, /, *, locked_until: float) -> None:
+        super().__init__(message)
+        self.locked_until = locked_until
 
 
 class TemplateError(SenderError):

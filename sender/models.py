@@ -20,6 +20,7 @@ __all__ = [
     "DeliveryResult",
     "DeliveryStatus",
     "Envelope",
+    "LoginCode",
     "Participant",
     "RecipientResult",
     "SmtpReply",
@@ -137,8 +138,31 @@ class RecipientResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginCode:
+    """What the store keeps of a login code mailed to a participant: never the code itself.
+
+    ``address`` is the canonical key of the address it was mailed to, ``digest`` the
+    keyed hash of the code (:class:`sender.compose.codes.CodeSigner`); the rest is what
+    the code opens, as the claims of the link it came with.
+    """
+
+    address: str
+    digest: str = field(repr=False)
+    participant_id: str
+    course_id: str
+    purpose: str
+    next: str | None
+    issued_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    """What happened to one message for one participant."""
+    """What happened to one message for one participant.
+
+    ``code`` is the login code the message carried (its keyed hash), for whoever records
+    the result to keep; it is not part of :meth:`as_dict`.
+    """
 
     email: str
     message_id: str
@@ -147,6 +171,7 @@ class DeliveryResult:
     detail: str = ""
     participant_id: str | None = None
     stage: str = ""  # the SMTP command that refused it: "mail", "rcpt" or "data"; "" otherwise
+    code: LoginCode | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:

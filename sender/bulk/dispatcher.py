@@ -494,6 +494,7 @@ def outcome_of(
     """What a send's result makes of the message: sent, failed, suppressed or deferred.
 
     A temporary failure is deferred by ``retry``'s backoff, or failed once it gives up.
+    A sent message keeps the login code it carried; the others' codes were never read.
     """
     common = {
         "at": now,
@@ -502,7 +503,7 @@ def outcome_of(
         "message_id": result.message_id,
     }
     if result.status is DeliveryStatus.ACCEPTED:
-        return Outcome(MessageState.SENT, **common)  # type: ignore[arg-type]
+        return Outcome(MessageState.SENT, code=result.code, **common)  # type: ignore[arg-type]
     if result.status is DeliveryStatus.PERMANENT:
         return Outcome(MessageState.FAILED, **common)  # type: ignore[arg-type]
     if result.status is DeliveryStatus.SUPPRESSED:

@@ -96,6 +96,8 @@ async def attempt(
 
     Its Message-ID is the one recorded for it, or else derived from
     :func:`_outbox_key`, so a re-send after a crash carries the same one.
+    A template that shows a login code gets one; its record rides back on the result,
+    and the dispatcher keeps it with the outcome, in the same transaction.
     Bad data or an unrenderable template give :class:`Skipped`; a transport
     that cannot work at all raises (a :class:`~sender.errors.SenderError`).
     """
@@ -106,6 +108,7 @@ async def attempt(
             message_id=message.message_id or sender.message_id_for(_outbox_key(message)),
             calendar=calendar,
             return_path_key=return_path_key(message.id),
+            code=True,  # the dispatcher keeps it with the outcome
         )
     except (InputError, TemplateError) as exc:
         return Skipped(str(exc))

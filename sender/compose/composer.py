@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict
 
 from sender.clock import Clock, SystemClock
+from sender.compose.codes import CodeSigner
 from sender.compose.dkim import DkimKey, DkimSigner
 from sender.compose.ical import CalendarEvent, CalendarMethod, build_invite
 from sender.compose.links import (
@@ -29,7 +30,7 @@ from sender.compose.mime import Attachment, BuiltMessage, MessageBuilder, Part, 
 from sender.compose.render import RenderedMessage, Renderer
 from sender.config import SenderSettings
 from sender.errors import InputError
-from sender.models import Address, Envelope, Participant
+from sender.models import Address, Envelope, LoginCode, Participant
 
 __all__ = ["RESERVED_VARIABLES", "CalendarSend", "ComposeOptions", "ComposedMessage", "Composer"]
 
@@ -44,6 +45,7 @@ RESERVED_VARIABLES = frozenset(
         "organization",
         "expires_days",
         "locale",
+        "code",
     }
 )
 
@@ -92,13 +94,18 @@ class CalendarSend:
 
 @dataclass(frozen=True, slots=True)
 class ComposedMessage:
-    """A message ready for the wire, with everything that went into it."""
+    """A message ready for the wire, with everything that went into it.
+
+    ``code`` is what the store keeps of the login code the message shows (its keyed
+    hash), when it shows one.
+    """
 
     participant: Participant
     link: IssuedLink
     rendered: RenderedMessage
     message: BuiltMessage
     envelope: Envelope
+    code: LoginCode | None = field(default=None, repr=False)
 
     @property
     def message_id(self) -> str:
@@ -117,6 +124,7 @@ class ComposeOptions(TypedDict, total=False):
     message_id: str | None  # a retry's: the first attempt's Message-ID
     calendar: CalendarSend | None
     return_path_key: str | None  # what the signed return path names (``m<id>``)
+    code: bool  # a login code for templates that show one (kept by whoever sends)
 
 
 class Composer:
@@ -162,6 +170,7 @@ class Composer:
             if settings.bounce_domain
             else None
         )
+        self.codes = CodeSigner(settings.links.secret_keys)
 
     def with_uid(self, calendar: CalendarSend, /) -> CalendarSend:
         """``calendar`` with its event's UID set: keyed with the newest secret key when new.
@@ -175,8 +184,14 @@ class Composer:
         uid = event.keyed_uid(self._settings.links.secret_keys[-1])
         return replace(calendar, event=replace(event, uid=uid))
 
-    def context(self, participant: Participant, link: IssuedLink, locale: str) -> dict[str, object]:
-        """The template variables for one participant: CSV extras plus sender's own."""
+    def context(
+        self, participant: Participant, link: IssuedLink, locale: str, code: str | None = None
+    ) -> dict[str, object]:
+        """The template variables for one participant: CSV extras plus sender's own.
+
+        ``code`` is the login code as shown (``ABCD-EFGH``), or None: a template shows
+        its code paragraph only when there is one.
+        """
         clash = RESERVED_VARIABLES.intersection(participant.vars)
         if clash:
             field = sorted(clash)[0]
@@ -193,6 +208,7 @@ class Composer:
             "organization": self._settings.organization_name,
             "expires_days": max(1, math.ceil(round(ttl, 6))),
             "locale": locale,
+            "code": code,
         }
 
     def compose(
@@ -209,8 +225,13 @@ class Composer:
         message_id: str | None = None,
         calendar: CalendarSend | None = None,
         return_path_key: str | None = None,
+        code: bool = False,
     ) -> ComposedMessage:
-        """Issue the link, render the template and build the bytes (see :meth:`Sender.compose`)."""
+        """Issue the link, render the template and build the bytes (see :meth:`Sender.compose`).
+
+        With ``code``, a template that shows ``{{ code }}`` gets a fresh login code, and
+        the message its record (:attr:`ComposedMessage.code`) for the caller to keep.
+        """
         if not participant.name.strip():
             raise InputError("the participant has no name", field="name")
         rcpt, smtputf8 = envelope_address(participant.email, field="email")
@@ -218,7 +239,19 @@ class Composer:
             participant.participant_id, participant.course_id, next=next, ttl=ttl, stamp=stamp
         )
         locale = self.renderer.resolve_locale(template, participant.locale)
-        context = self.context(participant, link, locale)
+        shown: str | None = None
+        kept: LoginCode | None = None
+        if code and self.renderer.uses(template, locale, "code"):
+            shown, kept = self.codes.issue(
+                participant_id=participant.participant_id,
+                course_id=participant.course_id,
+                email=participant.email,
+                purpose="login",
+                next=next,
+                issued_at=float(int(self.clock.now())),  # the link's, as its token says
+                expires_at=link.expires_at.timestamp(),
+            )
+        context = self.context(participant, link, locale, shown)
         alternatives: list[Part] = []
         attachments: list[Attachment] = []
         if calendar is not None:
@@ -254,7 +287,7 @@ class Composer:
             recipients=(rcpt,),
             smtputf8=smtputf8 or message.smtputf8,
         )
-        return ComposedMessage(participant, link, rendered, message, envelope)
+        return ComposedMessage(participant, link, rendered, message, envelope, kept)
 
     def message_id_for(self, key: str, /) -> str:
         """The Message-ID for the message ``key`` names (an outbox message), always the same."""

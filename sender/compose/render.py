@@ -141,6 +141,7 @@ class Renderer:
         self._compiled: dict[tuple[str, str], tuple[jinja2.Template, ...]] = {}
         self._locales: dict[str, list[str]] = {}
         self._resolved: dict[tuple[str, str | None], str] = {}
+        self._uses: dict[tuple[str, str, str], bool] = {}
 
     @property
     def template_dirs(self) -> tuple[Path, ...]:
@@ -217,6 +218,16 @@ class Renderer:
             parsed = self._parse(path, required=part != "body.html")
             if parsed is not None:
                 found[path] = frozenset(jinja2.meta.find_undeclared_variables(parsed))
+        return found
+
+    def uses(self, name: str, locale: str, variable: str, /) -> bool:
+        """Whether any part of ``name/locale`` uses ``variable`` (say, ``code``); cached."""
+        key = (name, locale, variable)
+        found = self._uses.get(key)
+        if found is None:
+            found = self._uses[key] = any(
+                variable in names for names in self.variables(name, locale).values()
+            )
         return found
 
     def _parse(self, path: str, *, required: bool) -> jinja2.nodes.Template | None:
@@ -471,6 +482,7 @@ def sample_context(locale: str, *, base_url: str) -> dict[str, object]:
         "organization": "Example Academy",
         "expires_days": 14,
         "locale": locale,
+        "code": "7KQ2-M9XD",
         # Calendar sets (invite, invite_update, invite_cancel); harmless to the others.
         "event_summary": "Python workshop",
         "event_description": "Bring your laptop.",

@@ -16,6 +16,8 @@ never read-then-write.
 - :class:`BounceLog` and :class:`SuppressionList` (together :class:`Feedback`): the
   bounce rules, the clean-up report, and every send's check of whom not to write to;
 - :class:`Budget`: what the bounce budget counts before it pauses bulk sending;
+- :class:`LoginCodes`: the keyed hashes of the login codes mailed (a sent outcome keeps its
+  message's in the same transaction), and each address's wrong tries, counted atomically;
 - :class:`Webhooks`: the events for the LMS's webhooks, each written in the transaction
   of the change it reports (an attempt's outcome, a bounce, a suppression, a run paused
   or finished), so none is lost and none is told of a change that rolled back.
@@ -36,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
-from sender.models import Participant
+from sender.models import LoginCode, Participant
 from sender.store.records import (
     Attempt,
     BounceRecord,
@@ -70,6 +72,8 @@ __all__ = [
     "HookEvent",
     "IngestResult",
     "InvitationRecord",
+    "LoginCode",
+    "LoginCodes",
     "MessageRecord",
     "NewRow",
     "Outbox",
@@ -453,6 +457,43 @@ class Webhooks(Protocol):
         ...
 
 
+class LoginCodes(Protocol):
+    """Login codes as kept (keyed hashes only) and each address's tries at guessing one.
+
+    :meth:`Outbox.record_many` keeps the code of a ``sent`` outcome in its own
+    transaction; a single send keeps its code here once the server accepted it.
+    """
+
+    async def keep_codes(self, codes: Sequence[LoginCode], /) -> None:
+        """Keep these codes' records; one kept already (same address and hash) stays."""
+        ...
+
+    async def login_codes(self, address: str, /, *, now: float) -> list[LoginCode]:
+        """The codes mailed to ``address`` (its canonical key) that have not expired at ``now``."""
+        ...
+
+    async def code_try(
+        self, address: str, /, *, now: float, window: float, limit: int
+    ) -> float | None:
+        """Count one try at a code for ``address``, atomically, in whichever process.
+
+        None lets the try go on. Once ``limit`` tries were counted without a ``window``
+        long pause between them, every further try is refused: the answer is the time
+        the lock ends, ``window`` after the try that reached the limit. A try that
+        finds the right code clears the count (:meth:`code_accepted`).
+        """
+        ...
+
+    async def code_accepted(self, address: str, /) -> None:
+        """The right code was given for ``address``: its tries start over."""
+        ...
+
+    async def prune_codes(self, *, before: float) -> int:
+        """Forget codes that expired before ``before``, and tries last counted a day before
+        it (a lock lasts minutes); how many codes went."""
+        ...
+
+
 class Feedback(BounceLog, SuppressionList, Protocol):
     """What the bounce rules read and write: the bounces kept, and the suppression list."""
 
@@ -467,6 +508,7 @@ class Store(
     SuppressionList,
     Budget,
     Webhooks,
+    LoginCodes,
     Protocol,
 ):
     """Durable outbox: every role in one. All times are Unix seconds from the engine's clock."""

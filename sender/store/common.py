@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol
 
 import sender.store.sql as sql
 from sender.addresses import address_key
-from sender.models import Participant
+from sender.models import LoginCode, Participant
 from sender.store.records import (
     BOUNCE_COLUMNS,
     HOOK_DATA,
@@ -45,6 +45,8 @@ from sender.store.records import (
     attempt_from_columns,
     bounce_from_columns,
     bounce_values,
+    code_from_columns,
+    code_values,
     event_from_columns,
     event_values,
     hook_event_from_columns,
@@ -68,6 +70,7 @@ from sender.store.rules import (
 from sender.vocabulary import MessageState, RsvpOutcome, RunState, WebhookEvent
 
 __all__ = [
+    "SharedCodes",
     "SharedEvents",
     "SharedFeedback",
     "SharedOutbox",
@@ -124,6 +127,10 @@ class SqlBackend:
 
     async def _write_all(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[int]:
         """Run statements that write in one transaction; how many rows each changed."""
+        raise NotImplementedError
+
+    async def _write_rows(self, statement: str, parameters: Sequence[object] = ()) -> list[Any]:
+        """Run one statement that writes (its own transaction) and returns rows; the rows."""
         raise NotImplementedError
 
     async def _key(self, run_id: str) -> tuple[int, str]:
@@ -756,6 +763,43 @@ class SharedWebhooks(SqlBackend):
         ]
 
 
+class SharedCodes(SqlBackend):
+    """:class:`~sender.store.base.LoginCodes`: the same statements on both backends.
+
+    A try is counted by one upsert (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``),
+    which SQLite runs under its one writer and PostgreSQL under the row's lock, so
+    concurrent tries from any number of processes each get their own count.
+    """
+
+    __slots__ = ()
+
+    async def keep_codes(self, codes: Sequence[LoginCode], /) -> None:
+        if codes:
+            await self._write_all([(sql.KEEP_CODE, code_values(code)) for code in codes])
+
+    async def login_codes(self, address: str, /, *, now: float) -> list[LoginCode]:
+        rows = await self._rows(sql.LOGIN_CODES, (address, now))
+        return [code_from_columns(row) for row in rows]
+
+    async def code_try(
+        self, address: str, /, *, now: float, window: float, limit: int
+    ) -> float | None:
+        start = now - window
+        rows = await self._write_rows(sql.CODE_TRY, (address, now, start, start, limit))
+        tries, last_at = rows[0]
+        return None if int(tries) <= limit else float(last_at) + window
+
+    async def code_accepted(self, address: str, /) -> None:
+        await self._write(sql.CODE_ACCEPTED, (address,))
+
+    async def prune_codes(self, *, before: float) -> int:
+        counts = await self._write_all(
+            [(sql.PRUNE_CODES, (before,)), (sql.PRUNE_CODE_TRIES, (before - CODE_TRY_MEMORY,))]
+        )
+        return counts[0]
+
+
+CODE_TRY_MEMORY = 86_400.0  # seconds tries are remembered past ``before`` (locks are shorter)
 HOOK_HORIZON = 3 * 86_400.0  # seconds: older events are not given to a new endpoint
 RUN_EVENTS = {RunState.PAUSED: WebhookEvent.RUN_PAUSED, RunState.DONE: WebhookEvent.RUN_FINISHED}
 BOUNCE_EVENTS = {

@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sender.addresses import address_key
-from sender.models import Participant, SmtpReply
+from sender.models import LoginCode, Participant, SmtpReply
 from sender.vocabulary import MessageState, RunState
 
 __all__ = [
     "BOUNCE_COLUMNS",
+    "CODE_COLUMNS",
     "EVENT_COLUMNS",
     "HOOK_COLUMNS",
     "HOOK_DATA",
@@ -49,6 +50,8 @@ __all__ = [
     "attempt_from_columns",
     "bounce_from_columns",
     "bounce_values",
+    "code_from_columns",
+    "code_values",
     "event_from_columns",
     "event_values",
     "hook_event_from_columns",
@@ -132,6 +135,7 @@ class Outcome:
     detail: str = ""
     next_attempt_at: float | None = None  # for DEFERRED
     message_id: str | None = None
+    code: LoginCode | None = field(default=None, repr=False)  # kept with a SENT outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +324,7 @@ RSVP_COLUMNS = tuple(RsvpRecord.__dataclass_fields__)
 BOUNCE_COLUMNS = tuple(BounceRecord.__dataclass_fields__)
 SUPPRESSION_COLUMNS = tuple(Suppression.__dataclass_fields__)
 WORKER_COLUMNS = tuple(WorkerInfo.__dataclass_fields__)
+CODE_COLUMNS = tuple(LoginCode.__dataclass_fields__)
 
 
 def participant_columns(person: Participant, /) -> tuple[str, str, str, str, str, str | None]:
@@ -526,4 +531,23 @@ def worker_from_columns(row: Sequence[Any], /) -> WorkerInfo:
         heartbeat_at=float(heartbeat_at),
         reclaimed_at=None if reclaimed_at is None else float(reclaimed_at),
         ttl=float(ttl),
+    )
+
+
+def code_values(record: LoginCode, /) -> tuple[object, ...]:
+    """A login code's record as ``CODE_COLUMNS`` stores it."""
+    return tuple(getattr(record, column) for column in CODE_COLUMNS)
+
+
+def code_from_columns(row: Sequence[Any], /) -> LoginCode:
+    address, digest, participant_id, course_id, purpose, next_path, issued, expires = row
+    return LoginCode(
+        address=str(address),
+        digest=str(digest),
+        participant_id=str(participant_id),
+        course_id=str(course_id),
+        purpose=str(purpose),
+        next=None if next_path is None else str(next_path),
+        issued_at=float(issued),
+        expires_at=float(expires),
     )

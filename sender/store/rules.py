@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sender.errors import InputError
-from sender.models import Participant
+from sender.models import LoginCode, Participant
 from sender.store.records import InvitationRecord, NewRow, Outcome, participant_from_columns
 from sender.vocabulary import OUTCOME_STATES, MessageState
 
@@ -25,6 +25,7 @@ __all__ = [
     "bounced_addresses",
     "claim_order",
     "latest_invitations",
+    "outcome_code",
     "outcome_due",
     "plan_ingest",
     "stored_text",
@@ -158,6 +159,11 @@ def outcome_due(outcome: Outcome, /) -> float | None:
     if outcome.next_attempt_at is None:
         raise ValueError("a deferred outcome needs next_attempt_at")
     return outcome.next_attempt_at
+
+
+def outcome_code(outcome: Outcome, /) -> LoginCode | None:
+    """The login code an outcome keeps: a sent message's; one never delivered keeps none."""
+    return outcome.code if outcome.state is MessageState.SENT else None
 
 
 def unforgiven_bounces(

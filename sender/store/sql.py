@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from sender.store.records import (
     BOUNCE_COLUMNS,
+    CODE_COLUMNS,
     EVENT_COLUMNS,
     HOOK_COLUMNS,
     HOOK_DATA,
@@ -37,6 +38,8 @@ __all__ = [
     "ADD_EVENT",
     "ADVANCE",
     "BOUNCE_EVENT",
+    "CODE_ACCEPTED",
+    "CODE_TRY",
     "CLAIM_DELIVERY",
     "CORRECT_ADDRESS",
     "CURRENT_MESSAGE",
@@ -58,7 +61,9 @@ __all__ = [
     "INGESTED_ROWS",
     "INSERT_QUEUED",
     "INSERT_RUN",
+    "KEEP_CODE",
     "LAST_EVENT",
+    "LOGIN_CODES",
     "LOG_SUPPRESSION",
     "MARK_REPLACED",
     "MESSAGE_EVENT",
@@ -67,6 +72,8 @@ __all__ = [
     "OWN_CLAIMS",
     "PARTICIPANT_COUNT",
     "PENDING_DOMAINS",
+    "PRUNE_CODES",
+    "PRUNE_CODE_TRIES",
     "PRUNE_DELIVERIES",
     "PRUNE_EVENTS",
     "QUEUED_COLUMNS",
@@ -403,3 +410,30 @@ PRUNE_EVENTS = (
     "DELETE FROM hook_events WHERE at < ?"
     " AND NOT EXISTS (SELECT 1 FROM hook_deliveries d WHERE d.event = hook_events.id)"
 )
+
+
+# --- login codes -----------------------------------------------------------------------------
+
+KEEP_CODE = (
+    f"INSERT INTO login_codes ({_columns(CODE_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(CODE_COLUMNS))}) ON CONFLICT DO NOTHING"
+)
+LOGIN_CODES = (
+    f"SELECT {_columns(CODE_COLUMNS)} FROM login_codes"  # noqa: S608
+    " WHERE address = ? AND expires_at >= ?"
+)
+# One try, counted atomically (address, now, window start, window start, limit); it returns
+# the tries so far, this one included, and when the last counted one was. Tries start
+# over once the last counted one is a window old; from the limit on, a try still counts
+# but leaves last_at alone, so the lock ends a window after the try that reached it.
+CODE_TRY = (
+    "INSERT INTO code_tries (address, tries, last_at) VALUES (?, 1, ?)"
+    " ON CONFLICT (address) DO UPDATE SET"
+    " tries = CASE WHEN code_tries.last_at <= ? THEN 1 ELSE code_tries.tries + 1 END,"
+    " last_at = CASE WHEN code_tries.last_at <= ? OR code_tries.tries < ?"
+    " THEN excluded.last_at ELSE code_tries.last_at END"
+    " RETURNING tries, last_at"
+)
+CODE_ACCEPTED = "DELETE FROM code_tries WHERE address = ?"
+PRUNE_CODES = "DELETE FROM login_codes WHERE expires_at < ?"
+PRUNE_CODE_TRIES = "DELETE FROM code_tries WHERE last_at < ?"

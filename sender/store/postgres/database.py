@@ -194,6 +194,12 @@ class PostgresDatabase(AsyncResource, SqlBackend):
                 cursor = await conn.execute(psycopg_marks(statement), parameters)
                 return cursor.rowcount
 
+    async def _write_rows(self, statement: str, parameters: Sequence[object] = ()) -> list[Any]:
+        with self._errors():
+            async with self._connection() as conn:
+                cursor = await conn.execute(psycopg_marks(statement), parameters)
+                return await cursor.fetchall()
+
     async def _write_all(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[int]:
         counts = []
         with self._errors():

@@ -21,8 +21,8 @@ from psycopg import AsyncConnection
 import sender.store.sql as sql
 from sender.store.common import SharedOutbox, Transaction, new_event_id
 from sender.store.postgres.database import MEMBER, PostgresDatabase, psycopg_marks
-from sender.store.records import OutboxMessage, Outcome, participant_from_columns
-from sender.store.rules import INTERRUPTED_REPLACED, claim_order, outcome_due
+from sender.store.records import OutboxMessage, Outcome, code_values, participant_from_columns
+from sender.store.rules import INTERRUPTED_REPLACED, claim_order, outcome_code, outcome_due
 
 __all__ = ["PostgresOutbox"]
 
@@ -56,6 +56,7 @@ RETURNING p.due_at, p.priority, m.id, m.row, m.domain,
 
 # One statement per batch of outcomes: update the messages, then log what was updated.
 _MESSAGE_EVENT = psycopg_marks(sql.MESSAGE_EVENT)
+_KEEP_CODE = psycopg_marks(sql.KEEP_CODE)
 _RECORD = """
 WITH outcome AS (
     SELECT * FROM unnest(%s::bigint[], %s::text[], %s::double precision[],
@@ -196,8 +197,11 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
         for the same claim included) is dropped, and its id returned; the rest are stored.
         """
         columns: list[list[object]] = [[] for _ in range(9)]
+        codes = []
         for message_id, outcome in outcomes:
             due = outcome_due(outcome)
+            if (code := outcome_code(outcome)) is not None:
+                codes.append((message_id, code_values(code)))
             reply = outcome.reply
             values = (
                 message_id,
@@ -225,11 +229,14 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
                 for batch in batches:
                     cursor = await db.execute(_RECORD, [*batch, owner, owner])
                     recorded.extend(row[0] for row in await cursor.fetchall())
-                if recorded:  # their webhook events, in the same transaction
+                if recorded:  # their webhook events and login codes, in the same transaction
                     async with db.cursor() as events:
                         await events.executemany(
                             _MESSAGE_EVENT, [(new_event_id(), id_) for id_ in recorded]
                         )
+                        kept = set(recorded)
+                        if keep := [values for id_, values in codes if id_ in kept]:
+                            await events.executemany(_KEEP_CODE, keep)
                 if len(recorded) == len(ids):
                     return []
                 cursor = await db.execute(

@@ -319,6 +319,31 @@ CREATE TABLE hook_deliveries (
 CREATE INDEX hook_deliveries_due ON hook_deliveries (endpoint, due_at) WHERE state = 'pending';
 """
 
+# Version 8 is issue 15's landing page, on its own branch: its number is kept free here, and
+# the merge puts that migration in this place. Nothing in this one depends on it.
+_V8_RESERVED = "SELECT 1"
+
+# Version 9: login codes, as SQLite's version 11 (sender.store.sqlite.schema). Self-contained.
+_V9_CODES = """
+CREATE TABLE IF NOT EXISTS login_codes (
+    address         text NOT NULL,
+    digest          text NOT NULL,
+    participant_id  text NOT NULL,
+    course_id       text NOT NULL,
+    purpose         text NOT NULL,
+    next            text,
+    issued_at       double precision NOT NULL,
+    expires_at      double precision NOT NULL,
+    PRIMARY KEY (address, digest)
+);
+CREATE INDEX IF NOT EXISTS login_codes_expiry ON login_codes (expires_at);
+CREATE TABLE IF NOT EXISTS code_tries (
+    address  text PRIMARY KEY,
+    tries    integer NOT NULL,
+    last_at  double precision NOT NULL
+);
+"""
+
 # MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit. Each is
 # one script (the simple query protocol runs its statements in order), so a function body
 # may hold semicolons.
@@ -330,12 +355,14 @@ MIGRATIONS: tuple[str, ...] = (
     _V5_REASONS,
     _V6_LEASE_TTL,
     _V7_HOOKS,
+    _V8_RESERVED,
+    _V9_CODES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
           "suppression_log", "limits", "limit_leases", "workers", "hook_deliveries",
-          "hook_endpoints", "hook_events")  # fmt: skip
+          "hook_endpoints", "hook_events", "login_codes", "code_tries")  # fmt: skip
 
 
 async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import sender.store.sql as sql
-from sender.store.common import SharedWebhooks, SharedWorkers
+from sender.store.common import SharedCodes, SharedWebhooks, SharedWorkers
 from sender.store.postgres.database import MEMBER
 from sender.store.postgres.events import PostgresEvents
 from sender.store.postgres.feedback import PostgresFeedback
@@ -27,6 +27,7 @@ class PostgresStore(
     PostgresProgress,
     PostgresEvents,
     PostgresFeedback,
+    SharedCodes,
 ):
     """The :class:`~sender.store.base.Store` in a PostgreSQL database any number of hosts share.
 

@@ -251,6 +251,11 @@ class SqliteFile(AsyncResource, SqlBackend):
                 db.execute(statement, parameters).rowcount for statement, parameters in statements
             ]
 
+    async def _write_rows(self, statement: str, parameters: Sequence[object] = ()) -> list[Any]:
+        # fetchall: the statement commits (autocommit) once its rows are read
+        with self._errors(), self._writing() as db:
+            return db.execute(statement, parameters).fetchall()
+
     async def _key(self, run_id: str) -> tuple[int, str]:
         with self._errors():
             return self._run(run_id)

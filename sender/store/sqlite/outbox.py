@@ -15,8 +15,8 @@ from typing import Any
 
 import sender.store.sql as sql
 from sender.store.common import SharedOutbox, Transaction, new_event_id
-from sender.store.records import OutboxMessage, Outcome, participant_from_columns
-from sender.store.rules import INTERRUPTED_REPLACED, outcome_due
+from sender.store.records import OutboxMessage, Outcome, code_values, participant_from_columns
+from sender.store.rules import INTERRUPTED_REPLACED, outcome_code, outcome_due
 from sender.store.sqlite.file import MEMBER, NOT_QUEUED, SqliteFile
 
 __all__ = ["SqliteOutbox"]
@@ -144,8 +144,11 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
         for the same claim included) is dropped, and its id returned; the rest are stored.
         """
         updates = []
+        codes = []
         for message_id, outcome in outcomes:
             due = outcome_due(outcome)
+            if (code := outcome_code(outcome)) is not None:
+                codes.append((message_id, code_values(code)))
             reply = outcome.reply
             updates.append(
                 (
@@ -197,6 +200,8 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
                     raise KeyError(unknown[0])  # rolls the transaction back
             db.executemany(_LOG_ATTEMPT, updates)
             db.executemany(sql.MESSAGE_EVENT, [(new_event_id(), update[-1]) for update in updates])
+            if codes:  # the login codes of what was sent, with its outcome
+                db.executemany(sql.KEEP_CODE, [v for id_, v in codes if id_ not in dropped])
         return dropped
 
     async def reset_failed(self, run_id: str, /, *, now: float) -> int:

@@ -14,6 +14,8 @@ Schema (one row per input row, participants and skipped rows alike)::
     attempts  message → messages.id, number, at, state, reply, detail
     workers   owner (a claim's claimed_by), host, pid, started_at, heartbeat_at,
               reclaimed_at (set when its lease expired and its claims were taken back)
+    login_codes  address key, digest (keyed hash of the code), participant_id, course_id,
+              purpose, next, issued_at, expires_at; code_tries  address key, tries, last_at
 
 ``due_at`` drives claiming: 0 (or the ``reset_failed`` time) when queued, the
 next try when deferred, NULL when sending or final; only non-NULL rows are in
@@ -43,9 +45,10 @@ __all__ = [
     "migrate",
 ]
 
-SCHEMA_VERSION = 9  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
+SCHEMA_VERSION = 11  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
 # 6: worker leases (_SCHEMA_V6_WORKERS); 7: bounce reasons (_SCHEMA_V7_REASONS);
-# 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL); 9: webhook events (_SCHEMA_V9_HOOKS)
+# 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL); 9: webhook events (_SCHEMA_V9_HOOKS);
+# 10: issue 15's landing page (its own branch); 11: login codes (_SCHEMA_V11_CODES)
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 
@@ -272,6 +275,29 @@ CREATE INDEX IF NOT EXISTS hook_deliveries_due ON hook_deliveries (endpoint, due
     WHERE state = 'pending'
 """
 
+# Version 11: login codes. login_codes keeps each code mailed as a keyed hash, with what it
+# opens; code_tries counts an address's tries (sender.store.sql.CODE_TRY). Self-contained
+# and idempotent: it runs on upgrade from 9 or 10 and on a new file. PostgreSQL's 9.
+_SCHEMA_V11_CODES = """
+CREATE TABLE IF NOT EXISTS login_codes (
+    address         TEXT NOT NULL,
+    digest          TEXT NOT NULL,
+    participant_id  TEXT NOT NULL,
+    course_id       TEXT NOT NULL,
+    purpose         TEXT NOT NULL,
+    next            TEXT,
+    issued_at       REAL NOT NULL,
+    expires_at      REAL NOT NULL,
+    PRIMARY KEY (address, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS login_codes_expiry ON login_codes (expires_at);
+CREATE TABLE IF NOT EXISTS code_tries (
+    address  TEXT PRIMARY KEY,
+    tries    INTEGER NOT NULL,
+    last_at  REAL NOT NULL
+)
+"""
+
 _SCHEMA_V3 = """
 -- Version 3: calendar events. A run that sends an event's mail names it.
 ALTER TABLE runs ADD COLUMN event_uid TEXT;
@@ -332,6 +358,8 @@ def migrate(tx: sqlite3.Connection, version: int) -> None:
         statements += _SCHEMA_V8_LEASE_TTL.split(";")
     if version < 9:
         statements += _SCHEMA_V9_HOOKS.split(";")
+    if version < 11:
+        statements += _SCHEMA_V11_CODES.split(";")
     for statement in statements:
         added = _ADD_COLUMN.search(statement)
         if added is not None and _has_column(tx, *added.groups()):
