@@ -215,6 +215,7 @@ class Sender(AsyncResource):
             raise CodeLocked(
                 f"too many wrong codes for this address; try again after {until:%H:%M:%S} UTC",
                 locked_until=locked_until,
+                retry_after=locked_until - now,
             )
         found = self.composer.codes.match(
             normalized, address, await store.login_codes(address, now=now)

@@ -128,7 +128,9 @@ WEBHOOKS_STOP = 30.0  # seconds the deliverer may take to finish its posts in fl
 @asynccontextmanager
 async def delivering(config: CliConfig, store: Store, /) -> AsyncIterator[None]:
     """The configured webhooks (``config.webhooks``) delivered from ``store`` beside the
-    block, as ``sender serve`` and ``sender worker`` both do; nothing without any."""
+    block, as ``sender serve`` and ``sender worker`` both do; nothing without any.
+    Expired login codes are forgotten here too, at each drain's start."""
+    await store.prune_codes(before=time.time())
     if not config.webhooks:  # events still kept (for a later endpoint), not for ever
         await store.prune_hook_events(before=time.time() - RETENTION)
         yield

@@ -162,13 +162,14 @@ class CodeInvalid(CodeError):
 
 class CodeLocked(CodeError):
     """Too many wrong codes for this address lately: none is checked until ``locked_until``
-    (Unix seconds), the right one included."""
+    (Unix seconds; ``retry_after`` seconds from when it was refused), the right one included."""
 
     kind = "locked"
 
-    def __init__(self, message: str, /, *, locked_until: float) -> None:
+    def __init__(self, message: str, /, *, locked_until: float, retry_after: float) -> None:
         super().__init__(message)
         self.locked_until = locked_until
+        self.retry_after = retry_after
 
 
 class TemplateError(SenderError):

@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"models", "vocabulary", "clock", "loop", "home", "redact", "pacing.limits"},
     {
         "compose.sites",
+        "compose.codes",
         "feedback.mailparse",
         "feedback.prose",
         "participants",
@@ -101,7 +102,13 @@ LAYERS: list[set[str]] = [
     {"service.auth", "service.schemas", "service.html"},
     {"service.state"},
     {"service.web"},
-    {"service.links", "service.messages", "service.feedback", "service.inbound"},
+    {
+        "service.links",
+        "service.codes",
+        "service.messages",
+        "service.feedback",
+        "service.inbound",
+    },
     {"service.runs"},
     {"service.application"},
     {"service.serve", "service"},

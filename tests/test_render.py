@@ -54,6 +54,9 @@ def test_every_builtin_renders_strictly_and_passes_the_single_link_rule(
     assert rendered.html is not None
     assert rendered.html.count(html.escape(LINK)) >= 2
     assert f'lang="{locale}"' in rendered.html
+    if name in ("invitation", "get_link"):  # login mails show the sample's login code too
+        assert "7KQ2-M9XD" in rendered.text
+        assert "7KQ2-M9XD" in rendered.html
 
 
 def test_japanese_subject_is_japanese() -> None:

@@ -1373,3 +1373,109 @@ async def test_pruning_forgets_old_events_but_not_a_pending_delivery(store: Stor
     await store.hook_delivered(url, old.id, status=200)
     assert await store.prune_hook_events(before=T0 + DAY) == 1
     assert [e.id for e in await store.hook_events()] == [waiting.id, new.id]
+
+
+# --- login codes ----------------------------------------------------------------------------
+
+WINDOW = 900.0
+
+
+def login_code(n: int, *, address: str = "user1@example.com", expires_at: float = T0 + DAY):
+    """A kept code's record (its digest made up: the store compares nothing, it keeps)."""
+    from sender.models import LoginCode
+
+    return LoginCode(
+        address=address,
+        digest=f"{n:032x}",
+        participant_id=f"p{n}",
+        course_id="PY101",
+        purpose="login",
+        next="/courses/1" if n % 2 else None,
+        issued_at=T0,
+        expires_at=expires_at,
+    )
+
+
+async def test_kept_codes_are_read_back_for_their_address_until_they_expire(
+    store: Store,
+) -> None:
+    """keep_codes stores records once; login_codes gives an address's unexpired ones."""
+    first, second = login_code(1), login_code(2, expires_at=T0 + 60)
+    other = login_code(3, address="user3@example.com")
+    await store.keep_codes([first, second, other])
+    await store.keep_codes([first])  # kept again: still once
+    assert sorted(await store.login_codes("user1@example.com", now=T0), key=str) == sorted(
+        [first, second], key=str
+    )
+    assert await store.login_codes("user1@example.com", now=T0 + 61) == [first]
+    assert await store.login_codes("nobody@example.com", now=T0) == []
+    assert await store.prune_codes(before=T0 + 61) == 1
+    assert await store.login_codes("user1@example.com", now=T0) == [first]
+
+
+async def test_a_sent_outcome_keeps_its_code_in_the_same_write(store: Store) -> None:
+    """record_many keeps the codes of sent outcomes; a deferred one's is not kept."""
+    await store.add_rows(RUN, rows(range(1, 3)))
+    one = await store.claim(RUN, "example.com", now=T0, owner="w")
+    two = await store.claim(RUN, "example.com", now=T0, owner="w")
+    assert one is not None
+    assert two is not None
+    kept = login_code(1)
+    lost = login_code(2, address="user2@example.com")
+    deferred = Outcome(MessageState.DEFERRED, at=T0, next_attempt_at=T0 + 60, code=lost)
+    dropped = await store.record_many(
+        [(one.id, Outcome(MessageState.SENT, at=T0, code=kept)), (two.id, deferred)], owner="w"
+    )
+    assert dropped == []
+    assert await store.login_codes("user1@example.com", now=T0) == [kept]
+    assert await store.login_codes("user2@example.com", now=T0) == []
+
+
+async def test_a_dropped_outcome_keeps_no_code(store: Store) -> None:
+    """An outcome for a claim taken back is dropped, and its code with it."""
+    await store.add_rows(RUN, rows(range(1, 2)))
+    message = await store.claim(RUN, "example.com", now=T0, owner="w")
+    assert message is not None
+    outcome = Outcome(MessageState.SENT, at=T0, code=login_code(1))
+    assert await store.record_many([(message.id, outcome)], owner="someone-else") == [message.id]
+    assert await store.login_codes("user1@example.com", now=T0) == []
+
+
+async def test_five_tries_pass_and_the_sixth_is_refused_until_the_window_ends(
+    store: Store,
+) -> None:
+    """code_try lets five tries through, refuses the sixth with the lock's end, and lets
+    tries through again once a window has passed since the fifth."""
+    address = "user1@example.com"
+    for n in range(5):
+        assert await store.code_try(address, now=T0 + n, window=WINDOW, limit=5) is None
+    assert await store.code_try(address, now=T0 + 10, window=WINDOW, limit=5) == T0 + 4 + WINDOW
+    # refused tries do not stretch the lock
+    assert await store.code_try(address, now=T0 + 800, window=WINDOW, limit=5) == T0 + 4 + WINDOW
+    assert await store.code_try("user2@example.com", now=T0 + 10, window=WINDOW, limit=5) is None
+    assert await store.code_try(address, now=T0 + 4 + WINDOW, window=WINDOW, limit=5) is None
+
+
+async def test_the_right_code_clears_the_tries(store: Store) -> None:
+    """After code_accepted an address has five tries again."""
+    address = "user1@example.com"
+    for n in range(4):
+        assert await store.code_try(address, now=T0 + n, window=WINDOW, limit=5) is None
+    await store.code_accepted(address)
+    for n in range(5):
+        assert await store.code_try(address, now=T0 + 10 + n, window=WINDOW, limit=5) is None
+    assert await store.code_try(address, now=T0 + 20, window=WINDOW, limit=5) is not None
+
+
+async def test_tries_from_two_stores_at_once_are_each_counted(open_store: Opener) -> None:
+    """Forty concurrent tries through two stores on one database: exactly five pass."""
+    async with aclosing(open_store()) as one, aclosing(open_store()) as two:
+        results = await asyncio.gather(
+            *(
+                (one if n % 2 else two).code_try(
+                    "user1@example.com", now=T0 + n / 100, window=WINDOW, limit=5
+                )
+                for n in range(40)
+            )
+        )
+    assert sum(result is None for result in results) == 5

@@ -25,17 +25,22 @@ from sender.cli.app import (
     sending,
     smtp_option,
     variables,
+    with_store,
 )
 from sender.cli.calendar import preview_calendar
 from sender.client import Sender
 from sender.compose.composer import RESERVED_VARIABLES
+from sender.compose.links import LinkClaims
 from sender.compose.render import Renderer, lint_templates, missing_variables, sample_context
 from sender.config import require_real_identity
-from sender.errors import LinkError, TemplateNotFound
+from sender.errors import CodeError, LinkError, TemplateNotFound
 from sender.models import DeliveryResult, DeliveryStatus, Participant
+from sender.store import Store
 
 __all__ = [
     "SAMPLE",
+    "code",
+    "code_verify",
     "delivery_json",
     "describe",
     "link",
@@ -117,6 +122,46 @@ def link_verify(
             click.echo(f"{key}: {'' if value is None else value}")
 
 
+# --- login codes -----------------------------------------------------------------------
+
+
+@main.group()
+def code() -> None:
+    """Check the login codes that login mails carry beside their link."""
+
+
+@code.command("verify")
+@click.argument("typed", metavar="CODE")
+@click.option("--email", required=True, help="The address the code was mailed to.")
+@click.option("--json", "as_json", is_flag=True, help="Print the claims, or {error: KIND}.")
+@pass_context
+def code_verify(obj: Context, typed: str, email: str, as_json: bool) -> None:
+    """Check a code (any case, spaces or dashes); exit 0 with its claims, or 1 with
+    invalid or locked. Every try counts against the address, as through the API."""
+    with errors_as_lines(obj.debug):
+        config = obj.config()
+
+    async def check(store: Store) -> LinkClaims | CodeError:
+        try:
+            return await Sender(config.sender, store=store).verify_code(typed, email=email)
+        except CodeError as exc:
+            return exc
+
+    found = obj.run(with_store(config, check))
+    if isinstance(found, CodeError):
+        if as_json:
+            click.echo(json.dumps({"error": found.kind, "message": str(found)}))
+        else:
+            click.echo(f"{found.kind}: {found}")
+        sys.exit(EXIT_FAILED)
+    data = found.as_dict()
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {'' if value is None else value}")
+
+
 # --- render ----------------------------------------------------------------------------
 
 SAMPLE = {
@@ -174,6 +219,7 @@ def render(
             ),
             template=template,
             calendar=calendar,
+            code=True,  # shown as the participant would see one; never kept
         )
         if out is None:
             sys.stdout.buffer.write(composed.message.data)

@@ -4,7 +4,8 @@ Every login mail (one whose template shows ``{{ code }}``: the built-in ``invita
 and ``get_link``) carries a fresh code beside its link. It is 40 random bits in
 Crockford's base32 (``0-9`` and ``A-Z`` without ``I``, ``L``, ``O`` and ``U``), shown
 in two groups of four: ``7KQ2-M9XD``. Input is forgiving: case does not matter,
-spaces and dashes are ignored, and ``O`` reads as ``0``, ``I`` and ``L`` as ``1``.
+spaces and dashes are ignored, full-width characters read as ASCII, and ``O`` reads as
+``0``, ``I`` and ``L`` as ``1``.
 
 A code is bound to the participant, the course and the address it was mailed to, and
 expires with the link it came with. The store keeps only a keyed hash of it
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from collections.abc import Iterable
 
 from sender.addresses import address_key
@@ -42,7 +44,9 @@ CODE_LENGTH = 8  # 40 bits
 CODE_TRIES = 5  # wrong codes an address may try ...
 CODE_LOCK_SECONDS = 15 * 60.0  # ... before it is locked this long (from the fifth)
 _READS_AS = {"O": "0", "I": "1", "L": "1"}  # Crockford's decoding of look-alikes
-_IGNORED = frozenset(" -\t\u00a0\u2010\u2011\u2012\u2013\u2014\u3000")
+# dashes a keyboard or an IME may give (hyphens, en and em dash, minus, the katakana long
+# vowel mark); any white space is ignored too
+_DASHES = frozenset("-\u2010\u2011\u2012\u2013\u2014\u2212\u30fc")
 _MAX_INPUT = 64  # refuse absurd input before looking at it
 _DIGEST_HEX = 32  # 128 bits of HMAC-SHA256 are kept
 _SHAPE = "a code is 8 letters and digits, like ABCD-EFGH"
@@ -59,10 +63,10 @@ def normalize_code(text: str, /) -> str:
     if len(text) > _MAX_INPUT:
         raise InputError(_SHAPE, field="code")
     kept = []
-    for char in text.upper():
-        if char in _IGNORED:
+    for char in unicodedata.normalize("NFKC", text):  # full-width letters (an IME) read as ASCII
+        if char.isspace() or char in _DASHES:
             continue
-        char = _READS_AS.get(char, char)
+        char = _READS_AS.get(char.upper(), char.upper()) if char.isascii() else char
         if char not in ALPHABET:
             raise InputError(_SHAPE, field="code")
         kept.append(char)

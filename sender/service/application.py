@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
+import sender.service.codes
 import sender.service.feedback
 import sender.service.inbound
 import sender.service.links
@@ -23,7 +24,7 @@ from sender.service.web import App, mount_static, new_app
 __all__ = ["app"]
 
 DESCRIPTION = """\
-Get Links, single messages, bulk runs and what came back, for any LMS.
+Get Links and login codes, single messages, bulk runs and what came back, for any LMS.
 
 Every path but this document needs `Authorization: Bearer KEY`, with a key from
 `SENDER_API_KEYS` (or `api_keys` in sender.toml) that holds the path's scope:
@@ -67,6 +68,7 @@ def app(
     )
     for concern in (
         sender.service.links,
+        sender.service.codes,
         sender.service.messages,
         sender.service.runs,
         sender.service.feedback,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
+    "CodeRequest",
     "LinkRequest",
     "MessageRequest",
     "ParticipantIn",
@@ -38,6 +39,15 @@ class VerifyRequest:
     url: str | None = None
     stamp: str | None = None
     purpose: str = "login"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRequest:
+    """A login code as the participant typed it (any case, spaces or dashes), and the
+    address they gave."""
+
+    code: str
+    email: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ Request bodies are read whole, up to a limit (413 beyond), before any route sees
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -28,6 +29,8 @@ from starlette.staticfiles import StaticFiles
 
 from sender.config import ApiKey, Scope
 from sender.errors import (
+    CodeError,
+    CodeLocked,
     ConfigurationError,
     InputError,
     LinkError,
@@ -148,6 +151,11 @@ def _invalid(errors: Any) -> ApiError:
 def _from_sender_error(exc: SenderError) -> ApiError:
     if isinstance(exc, LinkError):
         return ApiError(400, exc.kind, str(exc), field="token")
+    if isinstance(exc, CodeLocked):
+        wait = max(1, math.ceil(exc.retry_after))
+        return ApiError(429, exc.kind, str(exc), field="code", headers={"Retry-After": str(wait)})
+    if isinstance(exc, CodeError):
+        return ApiError(400, exc.kind, str(exc), field="code")
     if isinstance(exc, InputError):
         field = exc.field
         status = 404 if field == "run_id" and str(exc.args[0]).startswith("no run") else 400

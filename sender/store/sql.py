@@ -38,9 +38,9 @@ __all__ = [
     "ADD_EVENT",
     "ADVANCE",
     "BOUNCE_EVENT",
+    "CLAIM_DELIVERY",
     "CODE_ACCEPTED",
     "CODE_TRY",
-    "CLAIM_DELIVERY",
     "CORRECT_ADDRESS",
     "CURRENT_MESSAGE",
     "DELIVERED",
@@ -414,10 +414,7 @@ PRUNE_EVENTS = (
 
 # --- login codes -----------------------------------------------------------------------------
 
-KEEP_CODE = (
-    f"INSERT INTO login_codes ({_columns(CODE_COLUMNS)})"
-    f" VALUES ({', '.join('?' * len(CODE_COLUMNS))}) ON CONFLICT DO NOTHING"
-)
+KEEP_CODE = insert_once("login_codes", CODE_COLUMNS)
 LOGIN_CODES = (
     f"SELECT {_columns(CODE_COLUMNS)} FROM login_codes"  # noqa: S608
     " WHERE address = ? AND expires_at >= ?"
