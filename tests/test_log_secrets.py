@@ -31,6 +31,7 @@ COURSE = "Thaumaturgy Zeta Seminar"
 ADDRESS = "quintessa.marplewood@recipients.example"
 DSN_MARKER = "Xylophone-Diagnostic-Q77 mailbox vanished"
 TOKEN = re.compile(r"[?&]token=([^\s\"'<>&]+)")
+CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}\b")
 QUIET_COMMAND = [
     "bounces",
     "parse",
@@ -109,6 +110,9 @@ async def test_debug_logs_of_a_run_and_the_inbound_listener_hold_no_secrets(
     signature = local.rpartition("-")[2]
     tokens = {match.group(1) for match in TOKEN.finditer(original.decode("utf-8", "replace"))}
     assert tokens
+    codes = set(CODE.findall(original.decode("utf-8", "replace")))
+    assert len(codes) == 1  # the invitation's login code, in text and HTML
+    (code,) = codes
     fragments = body_fragments(message)
     assert any(NAME in fragment for fragment in fragments)
 
@@ -130,6 +134,14 @@ async def test_debug_logs_of_a_run_and_the_inbound_listener_hold_no_secrets(
         inbound_log += await asyncio.wait_for(inbound.stderr.read(), 60)
         await asyncio.wait_for(inbound.wait(), 60)
     assert b"DEBUG" in inbound_log
+    checks = b""
+    for typed in ("0000-0000" if code != "0000-0000" else "1111-1111", code.lower()):
+        check = await spawn_sender(
+            tmp_path, "--debug", "-v", "code", "verify", typed, "--email", ADDRESS, env=ENV
+        )
+        out, check_log = await asyncio.wait_for(check.communicate(), 120)
+        checks += check_log
+    assert b"p-logs-1" in out  # the right code verified (its claims printed, not logged)
     assert b"inbound: took a bounce message" in inbound_log  # it was handled, and logged
     async with SqliteStore(tmp_path / ".sender" / "outbox.sqlite3") as outbox:
         (bounce,) = await outbox.bounces()
@@ -142,10 +154,14 @@ async def test_debug_logs_of_a_run_and_the_inbound_listener_hold_no_secrets(
         "the name": NAME,
         "the course name": COURSE,
         "the DSN's text": DSN_MARKER,
+        "the login code": code,
+        "the login code typed": code.lower(),
+        "the login code without its dash": code.replace("-", ""),
         **{f"token {n}": token for n, token in enumerate(sorted(tokens))},
         **{f"body line {n}": fragment for n, fragment in enumerate(fragments)},
     }
-    for where, log in (("run", run_log.decode()), ("inbound", inbound_log.decode())):
+    logs = (("run", run_log), ("inbound", inbound_log), ("code verify", checks))
+    for where, log in ((where, log.decode()) for where, log in logs):
         for what, secret in secrets.items():
             assert secret not in log, f"{what} appears in the {where} log: {secret!r}"
 
@@ -277,3 +293,32 @@ async def test_library_dkim_verification_logs_no_headers_at_debug(
     with caplog.at_level(logging.DEBUG):
         assert await verified_domains(signed, lookup=lookup) == ("uni.example",)
     assert not [r for r in caplog.records if token in r.getMessage()]
+
+
+async def test_checking_login_codes_logs_no_code_and_no_hash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Right, wrong and locked-out tries at DEBUG: neither the code nor its keyed hash is
+    ever in a log record."""
+    from sender import Participant, Sender
+    from sender.errors import CodeError
+    from tests.helpers import sender_settings
+
+    caplog.set_level(logging.DEBUG)
+    async with SqliteStore(tmp_path / "outbox.sqlite3") as store:
+        sender = Sender(sender_settings(SECRET_KEY), store=store)
+        composed = sender.compose(
+            Participant(ADDRESS, NAME, "p-1", "LOG101"), template="get_link", code=True
+        )
+        assert composed.code is not None
+        await store.keep_codes([composed.code])
+        (code,) = set(CODE.findall(composed.rendered.text))
+        await sender.verify_code(code, email=ADDRESS)
+        for _ in range(6):
+            with pytest.raises(CodeError):
+                await sender.verify_code("0000-0000", email=ADDRESS)
+        with pytest.raises(CodeError):
+            await sender.verify_code(code, email=ADDRESS)
+    assert "too many wrong codes" in caplog.text  # the lock was logged
+    for secret in (code, code.replace("-", ""), composed.code.digest):
+        assert secret not in caplog.text
