@@ -148,7 +148,7 @@ def test_login_templates_show_the_code_in_text_and_html_of_every_locale(
     )
     assert with_code.html is not None
     assert "\n    7KQ2-M9XD\n" in with_code.text
-    assert ">7KQ2-M9XD</span>" in with_code.html
+    assert ">7KQ2-M9XD</p>" in with_code.html
     without = renderer.render(
         name,
         locale=locale,
@@ -236,7 +236,7 @@ def code_in(message: EmailMessage) -> str:
     assert text is not None
     assert html is not None
     (code,) = SHOWN.findall(text.get_content())
-    assert f">{code}</span>" in html.get_content()
+    assert f">{code}</p>" in html.get_content()
     return str(code)
 
 

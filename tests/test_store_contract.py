@@ -13,7 +13,7 @@ import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -1414,13 +1414,14 @@ async def test_kept_codes_are_read_back_for_their_address_until_they_expire(
 
 
 async def test_a_sent_outcome_keeps_its_code_in_the_same_write(store: Store) -> None:
-    """record_many keeps the codes of sent outcomes; a deferred one's is not kept."""
+    """record_many keeps the codes of sent outcomes, found for their address beside a single
+    send's; a deferred one's is not kept."""
     await store.add_rows(RUN, rows(range(1, 3)))
     one = await store.claim(RUN, "example.com", now=T0, owner="w")
     two = await store.claim(RUN, "example.com", now=T0, owner="w")
     assert one is not None
     assert two is not None
-    kept = login_code(1)
+    kept = replace(login_code(1), next=None)  # a run's links have no next path
     lost = login_code(2, address="user2@example.com")
     deferred = Outcome(MessageState.DEFERRED, at=T0, next_attempt_at=T0 + 60, code=lost)
     dropped = await store.record_many(
@@ -1429,6 +1430,11 @@ async def test_a_sent_outcome_keeps_its_code_in_the_same_write(store: Store) -> 
     assert dropped == []
     assert await store.login_codes("user1@example.com", now=T0) == [kept]
     assert await store.login_codes("user2@example.com", now=T0) == []
+    single = login_code(4)
+    await store.keep_codes([single])
+    both = await store.login_codes("user1@example.com", now=T0)
+    assert sorted(both, key=repr) == sorted([kept, single], key=repr)
+    assert await store.login_codes("user1@example.com", now=T0 + DAY + 1) == []
 
 
 async def test_a_dropped_outcome_keeps_no_code(store: Store) -> None:

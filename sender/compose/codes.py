@@ -97,8 +97,8 @@ class CodeSigner:
 
     def digest(self, code: str, address: str, /, *, key: int = 0) -> str:
         """The keyed hash kept for ``code`` mailed to ``address`` (a :func:`code_address`)."""
-        mac = hmac.new(self._keys[key], f"{address}\x00{code}".encode(), hashlib.sha256)
-        return mac.hexdigest()[:_DIGEST_HEX]
+        mac = hmac.digest(self._keys[key], f"{address}\x00{code}".encode(), "sha256")
+        return mac[: _DIGEST_HEX // 2].hex()
 
     def issue(
         self,

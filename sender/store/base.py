@@ -17,7 +17,7 @@ never read-then-write.
   bounce rules, the clean-up report, and every send's check of whom not to write to;
 - :class:`Budget`: what the bounce budget counts before it pauses bulk sending;
 - :class:`LoginCodes`: the keyed hashes of the login codes mailed (a sent outcome keeps its
-  message's in the same transaction), and each address's wrong tries, counted atomically;
+  message's on the message's row), and each address's tries, counted atomically;
 - :class:`Webhooks`: the events for the LMS's webhooks, each written in the transaction
   of the change it reports (an attempt's outcome, a bounce, a suppression, a run paused
   or finished), so none is lost and none is told of a change that rolled back.
@@ -460,8 +460,9 @@ class Webhooks(Protocol):
 class LoginCodes(Protocol):
     """Login codes as kept (keyed hashes only) and each address's tries at guessing one.
 
-    :meth:`Outbox.record_many` keeps the code of a ``sent`` outcome in its own
-    transaction; a single send keeps its code here once the server accepted it.
+    :meth:`Outbox.record_many` keeps the code of a ``sent`` outcome on the message's own
+    row, in the statement that records it (no write of its own on the bulk path); a
+    single send keeps its code here (:meth:`keep_codes`) once the server accepted it.
     """
 
     async def keep_codes(self, codes: Sequence[LoginCode], /) -> None:
@@ -469,7 +470,8 @@ class LoginCodes(Protocol):
         ...
 
     async def login_codes(self, address: str, /, *, now: float) -> list[LoginCode]:
-        """The codes mailed to ``address`` (its canonical key) that have not expired at ``now``."""
+        """The codes mailed to ``address`` (its canonical key) that have not expired at
+        ``now``: single sends' and runs' alike (a run's have no ``next``)."""
         ...
 
     async def code_try(

@@ -778,7 +778,7 @@ class SharedCodes(SqlBackend):
             await self._write_all([(sql.KEEP_CODE, code_values(code)) for code in codes])
 
     async def login_codes(self, address: str, /, *, now: float) -> list[LoginCode]:
-        rows = await self._rows(sql.LOGIN_CODES, (address, now))
+        rows = await self._rows(sql.LOGIN_CODES, (address, now, address, now))
         return [code_from_columns(row) for row in rows]
 
     async def code_try(

@@ -55,6 +55,7 @@ __all__ = [
     "event_from_columns",
     "event_values",
     "hook_event_from_columns",
+    "login_values",
     "message_from_columns",
     "participant_columns",
     "participant_from_columns",
@@ -537,6 +538,15 @@ def worker_from_columns(row: Sequence[Any], /) -> WorkerInfo:
 def code_values(record: LoginCode, /) -> tuple[object, ...]:
     """A login code's record as ``CODE_COLUMNS`` stores it."""
     return tuple(getattr(record, column) for column in CODE_COLUMNS)
+
+
+def login_values(record: LoginCode, /) -> tuple[str, float, float]:
+    """A run's sent message keeps its login code on its own row: digest, issued, expires.
+
+    The rest of the record is the row's already (the address key, the participant and
+    course; a run's links have no ``next``).
+    """
+    return (record.digest, record.issued_at, record.expires_at)
 
 
 def code_from_columns(row: Sequence[Any], /) -> LoginCode:

@@ -415,9 +415,15 @@ PRUNE_EVENTS = (
 # --- login codes -----------------------------------------------------------------------------
 
 KEEP_CODE = insert_once("login_codes", CODE_COLUMNS)
+# An address's unexpired codes (address, now, address, now): single sends' from
+# login_codes, and runs' from their sent messages' rows (through messages_email_key).
 LOGIN_CODES = (
     f"SELECT {_columns(CODE_COLUMNS)} FROM login_codes"  # noqa: S608
     " WHERE address = ? AND expires_at >= ?"
+    " UNION ALL"
+    " SELECT email_key, login_digest, participant_id, course_id, 'login', NULL,"
+    " login_issued, login_expires FROM messages"
+    " WHERE email_key = ? AND login_expires >= ?"
 )
 # One try, counted atomically (address, now, window start, window start, limit); it returns
 # the tries so far, this one included, and when the last counted one was. Tries start

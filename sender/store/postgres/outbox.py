@@ -21,7 +21,7 @@ from psycopg import AsyncConnection
 import sender.store.sql as sql
 from sender.store.common import SharedOutbox, Transaction, new_event_id
 from sender.store.postgres.database import MEMBER, PostgresDatabase, psycopg_marks
-from sender.store.records import OutboxMessage, Outcome, code_values, participant_from_columns
+from sender.store.records import OutboxMessage, Outcome, login_values, participant_from_columns
 from sender.store.rules import INTERRUPTED_REPLACED, claim_order, outcome_code, outcome_due
 
 __all__ = ["PostgresOutbox"]
@@ -56,18 +56,21 @@ RETURNING p.due_at, p.priority, m.id, m.row, m.domain,
 
 # One statement per batch of outcomes: update the messages, then log what was updated.
 _MESSAGE_EVENT = psycopg_marks(sql.MESSAGE_EVENT)
-_KEEP_CODE = psycopg_marks(sql.KEEP_CODE)
 _RECORD = """
 WITH outcome AS (
     SELECT * FROM unnest(%s::bigint[], %s::text[], %s::double precision[],
                          %s::double precision[], %s::integer[], %s::text[], %s::text[],
-                         %s::text[], %s::text[])
-        AS o(id, state, due_at, at, code, enhanced_status, reply_text, detail, message_id)
+                         %s::text[], %s::text[], %s::text[], %s::double precision[],
+                         %s::double precision[])
+        AS o(id, state, due_at, at, code, enhanced_status, reply_text, detail, message_id,
+             login_digest, login_issued, login_expires)
 ), updated AS (
     UPDATE messages m
        SET state = o.state, due_at = o.due_at, last_attempt_at = o.at, code = o.code,
            enhanced_status = o.enhanced_status, reply_text = o.reply_text, detail = o.detail,
-           message_id = COALESCE(m.message_id, o.message_id)
+           message_id = COALESCE(m.message_id, o.message_id),
+           login_digest = o.login_digest, login_issued = o.login_issued,
+           login_expires = o.login_expires
       FROM outcome o
      WHERE m.id = o.id AND m.participant_id IS NOT NULL
        AND (%s::text IS NULL OR (m.state = 'sending' AND m.claimed_by = %s::text))
@@ -196,12 +199,10 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
         With ``owner``, an outcome for a claim that owner no longer holds (a second one
         for the same claim included) is dropped, and its id returned; the rest are stored.
         """
-        columns: list[list[object]] = [[] for _ in range(9)]
-        codes = []
+        columns: list[list[object]] = [[] for _ in range(12)]
         for message_id, outcome in outcomes:
             due = outcome_due(outcome)
-            if (code := outcome_code(outcome)) is not None:
-                codes.append((message_id, code_values(code)))
+            code = outcome_code(outcome)  # kept on the message's row, in the same statement
             reply = outcome.reply
             values = (
                 message_id,
@@ -213,6 +214,7 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
                 reply.text if reply else None,
                 outcome.detail,
                 outcome.message_id,
+                *(login_values(code) if code is not None else (None, None, None)),
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
@@ -229,14 +231,11 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
                 for batch in batches:
                     cursor = await db.execute(_RECORD, [*batch, owner, owner])
                     recorded.extend(row[0] for row in await cursor.fetchall())
-                if recorded:  # their webhook events and login codes, in the same transaction
+                if recorded:  # their webhook events, in the same transaction
                     async with db.cursor() as events:
                         await events.executemany(
                             _MESSAGE_EVENT, [(new_event_id(), id_) for id_ in recorded]
                         )
-                        kept = set(recorded)
-                        if keep := [values for id_, values in codes if id_ in kept]:
-                            await events.executemany(_KEEP_CODE, keep)
                 if len(recorded) == len(ids):
                     return []
                 cursor = await db.execute(

@@ -325,6 +325,9 @@ _V8_RESERVED = "SELECT 1"
 
 # Version 9: login codes, as SQLite's version 11 (sender.store.sqlite.schema). Self-contained.
 _V9_CODES = """
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS login_digest text;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS login_issued double precision;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS login_expires double precision;
 CREATE TABLE IF NOT EXISTS login_codes (
     address         text NOT NULL,
     digest          text NOT NULL,

@@ -15,7 +15,12 @@ from typing import Any
 
 import sender.store.sql as sql
 from sender.store.common import SharedOutbox, Transaction, new_event_id
-from sender.store.records import OutboxMessage, Outcome, code_values, participant_from_columns
+from sender.store.records import (
+    OutboxMessage,
+    Outcome,
+    login_values,
+    participant_from_columns,
+)
 from sender.store.rules import INTERRUPTED_REPLACED, outcome_code, outcome_due
 from sender.store.sqlite.file import MEMBER, NOT_QUEUED, SqliteFile
 
@@ -37,17 +42,21 @@ RETURNING id, row, participant_id, email, name, course_id, locale, vars,
 """  # noqa: S608 - constant text, no input
 
 # Both take the same parameters, so record_many binds each outcome once for both.
+# The login code a sent message carried goes on its row (?9-?11): no write of its own.
 _RECORD = """
 UPDATE messages
    SET state = ?1, due_at = ?2, last_attempt_at = ?3, code = ?4, enhanced_status = ?5,
-       reply_text = ?6, detail = ?7, message_id = COALESCE(message_id, ?8)
- WHERE id = ?9 AND participant_id IS NOT NULL
+       reply_text = ?6, detail = ?7, message_id = COALESCE(message_id, ?8),
+       login_digest = ?9, login_issued = ?10, login_expires = ?11
+ WHERE id = ?12 AND participant_id IS NOT NULL
 """
 
 _LOG_ATTEMPT = """
 INSERT INTO attempts (message, number, at, state, code, enhanced_status, reply_text, detail)
-SELECT id, attempts, ?3, ?1, ?4, ?5, ?6, ?7 FROM messages WHERE id = ?9
+SELECT id, attempts, ?3, ?1, ?4, ?5, ?6, ?7 FROM messages WHERE id = ?12
 """
+
+_NO_CODE = (None, None, None)
 
 _INSERT_SKIPPED = """
 INSERT INTO messages (run, row, email, skip_reason, template, state)
@@ -144,11 +153,9 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
         for the same claim included) is dropped, and its id returned; the rest are stored.
         """
         updates = []
-        codes = []
         for message_id, outcome in outcomes:
             due = outcome_due(outcome)
-            if (code := outcome_code(outcome)) is not None:
-                codes.append((message_id, code_values(code)))
+            code = outcome_code(outcome)
             reply = outcome.reply
             updates.append(
                 (
@@ -160,6 +167,7 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
                     reply.text if reply else None,
                     outcome.detail,
                     outcome.message_id,
+                    *(login_values(code) if code is not None else _NO_CODE),
                     message_id,
                 )
             )
@@ -200,8 +208,6 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
                     raise KeyError(unknown[0])  # rolls the transaction back
             db.executemany(_LOG_ATTEMPT, updates)
             db.executemany(sql.MESSAGE_EVENT, [(new_event_id(), update[-1]) for update in updates])
-            if codes:  # the login codes of what was sent, with its outcome
-                db.executemany(sql.KEEP_CODE, [v for id_, v in codes if id_ not in dropped])
         return dropped
 
     async def reset_failed(self, run_id: str, /, *, now: float) -> int:

@@ -14,8 +14,10 @@ Schema (one row per input row, participants and skipped rows alike)::
     attempts  message → messages.id, number, at, state, reply, detail
     workers   owner (a claim's claimed_by), host, pid, started_at, heartbeat_at,
               reclaimed_at (set when its lease expired and its claims were taken back)
-    login_codes  address key, digest (keyed hash of the code), participant_id, course_id,
-              purpose, next, issued_at, expires_at; code_tries  address key, tries, last_at
+    login_codes  a single send's login code: address key, digest (its keyed hash),
+              participant_id, course_id, purpose, next, issued_at, expires_at (a run's
+              message keeps its code in messages.login_digest/_issued/_expires)
+    code_tries   address key, tries, last_at
 
 ``due_at`` drives claiming: 0 (or the ``reset_failed`` time) when queued, the
 next try when deferred, NULL when sending or final; only non-NULL rows are in
@@ -275,10 +277,15 @@ CREATE INDEX IF NOT EXISTS hook_deliveries_due ON hook_deliveries (endpoint, due
     WHERE state = 'pending'
 """
 
-# Version 11: login codes. login_codes keeps each code mailed as a keyed hash, with what it
-# opens; code_tries counts an address's tries (sender.store.sql.CODE_TRY). Self-contained
-# and idempotent: it runs on upgrade from 9 or 10 and on a new file. PostgreSQL's 9.
+# Version 11: login codes, kept only as keyed hashes. A run's sent message keeps its code
+# on its own row (login_*: written with the outcome, found through messages_email_key);
+# login_codes keeps a single send's, with what it opens; code_tries counts an address's
+# tries (sender.store.sql.CODE_TRY). Self-contained and idempotent: it runs on upgrade
+# from 9 or 10 and on a new file. PostgreSQL's 9.
 _SCHEMA_V11_CODES = """
+ALTER TABLE messages ADD COLUMN login_digest TEXT;
+ALTER TABLE messages ADD COLUMN login_issued REAL;
+ALTER TABLE messages ADD COLUMN login_expires REAL;
 CREATE TABLE IF NOT EXISTS login_codes (
     address         TEXT NOT NULL,
     digest          TEXT NOT NULL,
