@@ -385,11 +385,12 @@ async def test_malformed_input_is_refused_before_it_counts(sender: Sender) -> No
             await sender.verify_code("7KQ2-M9XD", email=KARI.email)
 
 
-async def test_a_bulk_run_through_worker_processes_keeps_every_code(
-    smtp_server: RecordingSMTPServer, store: Store
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_bulk_run_keeps_every_code_with_its_outcome(
+    smtp_server: RecordingSMTPServer, store: Store, workers: int
 ) -> None:
-    """Six invitations sent by two worker processes: each mail's code verifies for its
-    participant, kept with the run's outcomes."""
+    """Six invitations sent in this process or by two worker processes: each mail's code
+    verifies for its participant, kept with the run's outcomes."""
     group = [
         Participant(f"user{i}@d{i % 3}.example", f"User {i}", f"p-{i}", "PY101", LOCALES[i % 4])
         for i in range(6)
@@ -399,7 +400,7 @@ async def test_a_bulk_run_through_worker_processes_keeps_every_code(
         runner = BulkRunner(
             plain,
             store,
-            RunSettings(concurrency=2, workers=2),
+            RunSettings(concurrency=2, workers=workers),
             scheduler=Scheduler(UNLIMITED),
         )
         report = await runner.run("r-codes", group)
