@@ -27,7 +27,10 @@ from tests.dns_server import DnsServer
 
 DOMAIN = "learning.example.com"
 HOST = f"mta-sts.{DOMAIN}"
-GOOD = "version: STSv1\r\nmode: enforce\r\nmx: mx1.learning.example.com\r\nmx: *.mail.example.net\r\nmax_age: 604800\r\n"
+GOOD = (
+    "version: STSv1\r\nmode: enforce\r\n"
+    "mx: mx1.learning.example.com\r\nmx: *.mail.example.net\r\nmax_age: 604800\r\n"
+)
 ZONE = f"""
 {DOMAIN}.               MX  10 mx1.learning.example.com.
 {DOMAIN}.               MX  20 in2.mail.example.net.
