@@ -359,3 +359,18 @@ async def test_cli_doctor_prints_warn_lines_ptr_and_the_gmail_estimate(workdir: 
     assert report["gmail"]["domains"] == ["gmail.com", "googlemail.com"]
     marks = {c["name"]: c["mark"] for c in report["checks"]}
     assert (marks["tls-rpt"], marks[f"ptr:{V4}"], marks["gmail-bulk"]) == ("warn", "FAIL", "ok")
+
+
+async def test_silent_dns_for_the_optional_records_warns_without_failing() -> None:
+    """No answer for _mta-sts, _smtp._tls or default._bimi: ?? warnings, the report stays ok."""
+    silent = (f"_mta-sts.{DOMAIN}", f"_smtp._tls.{DOMAIN}", f"default._bimi.{DOMAIN}")
+    async with DnsServer(BASE, silent=silent) as server, asyncio.timeout(20):
+        resolver = Resolver(
+            DnsSettings(nameserver=(server.host, server.port), timeout=0.2, lifetime=0.5)
+        )
+        report = await diagnose(DOMAIN, resolver=resolver, fetch_policy=no_fetch)
+    found = {c.name: c for c in report.checks}
+    for name in ("mta-sts", "tls-rpt", "bimi"):
+        assert found[name].unknown, name
+        assert found[name].mark == "warn", name
+    assert report.ok

@@ -1,4 +1,4 @@
-"""The sender-domain doctor: SPF, DKIM, DMARC and MX checks, each explained in one line.
+"""The sender-domain doctor: SPF, DKIM, DMARC, MX, MTA-STS, TLS-RPT, BIMI, PTR and streams.
 
 :func:`diagnose` asks DNS (through :class:`sender.checks.resolve.Resolver`) what receivers will
 see for a sending domain and returns a :class:`DoctorReport`: one :class:`Check` per
@@ -35,9 +35,37 @@ The checks, by name:
     provider, within the lookup limits. DKIM counts when the key at ``d=`` the domain
     works. Fails when neither aligns; unknown when DNS did not answer for the one that
     might.
+``dmarc-tags``
+    DMARC's ``np=`` (RFC 9989: the policy for subdomains that do not exist; without it
+    they get ``sp=``, then ``p=``): a warning when it lets made-up subdomains through
+    under an enforcing ``p=``, or is not a policy. A warning too for the tags RFC 9989
+    removed (``pct``, ``rf``, ``ri``: :data:`REMOVED_DMARC_TAGS`; ``t=y`` took over
+    ``pct``'s testing role); the fix is the record without them.
 ``mx-bounce``, ``mx-reply``
     the bounce domain and the reply domain (when given) accept mail: an MX that is not
     a null MX (RFC 7505).
+``mta-sts``
+    ``_mta-sts.<domain>`` holds one ``v=STSv1; id=...`` record, its policy
+    (:mod:`sender.checks.mtasts`) is served and valid, and every MX matches one of its
+    ``mx:`` patterns. No record, or ``mode: testing``/``none``, warns.
+``tls-rpt``
+    ``_smtp._tls.<domain>`` holds one ``v=TLSRPTv1`` record with a ``mailto:`` or
+    ``https:`` ``rua=``. No record warns.
+``bimi``
+    when ``default._bimi.<domain>`` has a record: ``v=BIMI1``, an ``https://`` SVG logo
+    (``l=``), an ``https://`` certificate (``a=``; without it, a warning) and DMARC
+    ``p=quarantine`` or ``p=reject``, without which no logo is shown.
+``ptr:<ip>``
+    for each sending IP: a PTR record whose name resolves back to the IP (A for IPv4,
+    AAAA for IPv6): forward-confirmed reverse DNS, which Gmail requires of every sender.
+``stream:<name>``
+    for each :class:`StreamIdentity` (:func:`stream_checks`): the stream signs with DKIM
+    (a warning if not), its key is published under its selector, its DKIM domain aligns
+    with its From domain (``adkim``), and its From domain has DMARC.
+
+A check marked ``advisory`` is a recommendation: when it is not ok the doctor prints
+``warn`` and the report stays ok. Every other check that is not ok fails the report.
+Each fix is a :class:`Fix`: a BIND line and the console host/type/value.
 
 When DNS does not answer (timeout, SERVFAIL) a check is ``unknown``: not ok, but not
 a definite failure either. Every walk over DNS is bounded in depth and in lookups.
@@ -282,6 +310,11 @@ async def _nothing() -> list[Check]:
 
 def _unknown(name: str, what: str) -> Check:
     return Check(name, False, f"DNS did not answer for {what}; try again.", unknown=True)
+
+
+def _optional(check: Check) -> Check:
+    """``check`` as a recommendation: not ok warns, and the report stays ok."""
+    return Check(check.name, check.ok, check.message, check.fixes, check.unknown, advisory=True)
 
 
 # --- SPF ------------------------------------------------------------------------------
@@ -841,7 +874,7 @@ async def _mta_sts_check(resolver: Resolver, domain: str, fetch: PolicyFetcher) 
     origin = _fqdn(domain)
     answer = await resolver.lookup(name, "TXT")
     if not answer.settled:
-        return Check("mta-sts", False, f"DNS did not answer for {name}; try again.", (), True, True)
+        return _optional(_unknown("mta-sts", name))
     records = [r for r in answer.records if r.lower().startswith("v=sts")]
     example = Fix(_fqdn(name), "TXT", "v=STSv1; id=" + "20260101000000", origin)
     if not records:
@@ -904,7 +937,7 @@ async def _tls_rpt_check(resolver: Resolver, domain: str) -> Check:
     name = f"_smtp._tls.{domain}"
     answer = await resolver.lookup(name, "TXT")
     if not answer.settled:
-        return Check("tls-rpt", False, f"DNS did not answer for {name}; try again.", (), True, True)
+        return _optional(_unknown("tls-rpt", name))
     records = [r for r in answer.records if r.lower().startswith("v=tlsrpt")]
     fix = Fix(_fqdn(name), "TXT", f"v=TLSRPTv1; rua=mailto:tls-reports@{domain}", _fqdn(domain))
     if not records:
@@ -938,7 +971,7 @@ async def _bimi_check(resolver: Resolver, domain: str, dmarc_tags: dict[str, str
     name = f"default._bimi.{domain}"
     answer = await resolver.lookup(name, "TXT")
     if not answer.settled:
-        return Check("bimi", False, f"DNS did not answer for {name}; try again.", (), True, True)
+        return _optional(_unknown("bimi", name))
     records = [r for r in answer.records if r.lower().startswith("v=bimi")]
     if not records:
         return Check("bimi", True, f"No BIMI record at {name} (optional: a logo beside your mail).")
