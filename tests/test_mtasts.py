@@ -207,6 +207,17 @@ async def test_mode_testing_warns_to_move_to_enforce(
     assert "mode: enforce" in check.message
 
 
+async def test_a_max_age_under_a_day_warns(
+    fetcher: HttpsPolicyFetcher, policy_server: PolicyServer
+) -> None:
+    """An enforced policy senders keep for an hour only: a warning suggesting weeks."""
+    policy_server.body = GOOD.replace("604800", "3600").encode()
+    check = await mta_sts(ZONE, fetcher)
+    assert check.mark == "warn"
+    assert "max_age 3600 is under a day" in check.message
+    assert "max_age: 1209600" in check.message
+
+
 async def test_an_mx_the_policy_does_not_name_fails(
     fetcher: HttpsPolicyFetcher, policy_server: PolicyServer
 ) -> None:

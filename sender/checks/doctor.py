@@ -47,7 +47,8 @@ The checks, by name:
 ``mta-sts``
     ``_mta-sts.<domain>`` holds one ``v=STSv1; id=...`` record, its policy
     (:mod:`sender.checks.mtasts`) is served and valid, and every MX matches one of its
-    ``mx:`` patterns. No record, or ``mode: testing``/``none``, warns.
+    ``mx:`` patterns. No record, ``mode: testing``/``none``, or a ``max_age`` under a day
+    warns.
 ``tls-rpt``
     ``_smtp._tls.<domain>`` holds one ``v=TLSRPTv1`` record with a ``mailto:`` or
     ``https:`` ``rua=``. No record warns.
@@ -865,6 +866,9 @@ def _fixed_dmarc(record: str, tags: dict[str, str], *, np_wanted: bool) -> str:
 # --- MTA-STS (RFC 8461) and TLS-RPT (RFC 8460) -----------------------------------------
 
 
+_STS_SHORT_AGE = 86_400  # seconds: an enforced policy kept less than a day warns
+
+
 def _sts_id_ok(value: str) -> bool:
     return 1 <= len(value) <= 32 and value.isascii() and value.isalnum()
 
@@ -928,6 +932,13 @@ async def _mta_sts_check(resolver: Resolver, domain: str, fetch: PolicyFetcher) 
         message = (
             f"MTA-STS for {domain}: {summary}. Mode {policy.mode} does not protect mail yet; "
             "once TLS-RPT reports show no failures, switch to mode: enforce and change the id."
+        )
+        return Check("mta-sts", False, message, advisory=True)
+    if policy.max_age is not None and policy.max_age < _STS_SHORT_AGE:
+        message = (
+            f"MTA-STS for {domain}: {summary}. max_age {policy.max_age} is under a day, so "
+            "senders soon forget the policy and a forged MX goes unnoticed in between; "
+            "RFC 8461 3.2 suggests weeks (max_age: 1209600)."
         )
         return Check("mta-sts", False, message, advisory=True)
     return Check("mta-sts", True, f"MTA-STS for {domain}: {summary}; every MX is named.")
