@@ -66,6 +66,7 @@ __all__ = [
     "participant_key",
     "participant_of_key",
     "return_path_key",
+    "token_of",
 ]
 
 _PURPOSE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
@@ -393,6 +394,11 @@ class AssertionSigner:
             issued_at=issued_at,
             expires_at=expires_at,
         )
+
+
+def token_of(url_or_token: str, /) -> str:
+    """The token in a link (or the token itself), as :meth:`LinkSigner.verify` reads it."""
+    return _extract_token(url_or_token)
 
 
 def _extract_token(url_or_token: str) -> str:
