@@ -4,7 +4,7 @@ from sender.bulk.runner import BulkRunner, Progress, RunReport, RunSettings
 from sender.client import CalendarSend, ComposedMessage, Sender, open_sender
 from sender.clock import Clock, SystemClock
 from sender.compose.ical import CalendarEvent, CalendarMethod, PartStat
-from sender.compose.links import IssuedLink, LinkClaims, LinkSigner
+from sender.compose.links import AssertionClaims, IssuedLink, LinkClaims, LinkSigner
 from sender.compose.render import RenderedMessage, Renderer
 from sender.config import LinkSettings, SenderSettings, SmtpSecurity, SmtpSettings
 from sender.errors import (
@@ -19,6 +19,7 @@ from sender.errors import (
     LinkInvalid,
     LinkPolicyError,
     LinkRevoked,
+    LinkUsed,
     PermanentDeliveryError,
     RunBusy,
     SenderError,
@@ -30,6 +31,7 @@ from sender.errors import (
     WorkerError,
 )
 from sender.invites import AttendeeAnswer, Invitations
+from sender.landing import Landing, Redeemed
 from sender.models import (
     Address,
     DeliveryResult,
@@ -46,6 +48,7 @@ from sender.vocabulary import MessageState, RunState
 
 __all__ = [
     "Address",
+    "AssertionClaims",
     "AddressError",
     "AttendeeAnswer",
     "BulkRunner",
@@ -70,6 +73,8 @@ __all__ = [
     "LinkInvalid",
     "LinkPolicyError",
     "LinkRevoked",
+    "LinkUsed",
+    "Landing",
     "LinkSettings",
     "LinkSigner",
     "MessageState",
@@ -79,6 +84,7 @@ __all__ = [
     "Progress",
     "RateLimits",
     "RecipientResult",
+    "Redeemed",
     "RenderedMessage",
     "Renderer",
     "RetryPolicy",
