@@ -30,8 +30,8 @@ from sender.storeurl import sqlite_store_url, store_file
 from sender.vocabulary import WebhookEvent
 
 __all__ = [
-    "DAY",
     "ASSERTION_TTL",
+    "DAY",
     "DEFAULT_MAX_AGE",
     "MAIL_PURPOSES",
     "MAX_CONCURRENCY",
@@ -47,8 +47,8 @@ __all__ = [
     "SmtpSettings",
     "TransportSettings",
     "WebhookEndpoint",
-    "load_config",
     "check_lms_login_url",
+    "load_config",
     "local_secret",
     "parse_address",
     "parse_api_keys",
@@ -411,9 +411,7 @@ class LinkSettings:
         if self.lms_login_url is not None:
             check_lms_login_url(self.lms_login_url)
         if not timedelta(seconds=1) <= self.assertion_ttl <= timedelta(minutes=10):
-            raise ConfigurationError(
-                "assertion_ttl must be 1s to 10m", setting="assertion_ttl"
-            )
+            raise ConfigurationError("assertion_ttl must be 1s to 10m", setting="assertion_ttl")
 
 
 def check_lms_login_url(url: str, /) -> str:

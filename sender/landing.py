@@ -103,9 +103,7 @@ class Landing:
         Raises LinkInvalid, LinkExpired, LinkRevoked, or LinkUsed for a one-time link
         already redeemed.
         """
-        claims = self._links.verify_any(
-            url_or_token, purposes=self._settings.purposes, stamp=stamp
-        )
+        claims = self._links.verify_any(url_or_token, purposes=self._settings.purposes, stamp=stamp)
         if self.one_time(claims.purpose):
             digest = token_digest("link", token_of(url_or_token))
             if await self._redemptions("a one-time link").is_redeemed(
@@ -119,9 +117,7 @@ class Landing:
 
         A second redemption of a one-time link raises LinkUsed, however the two race.
         """
-        claims = self._links.verify_any(
-            url_or_token, purposes=self._settings.purposes, stamp=stamp
-        )
+        claims = self._links.verify_any(url_or_token, purposes=self._settings.purposes, stamp=stamp)
         if self.one_time(claims.purpose):
             digest = token_digest("link", token_of(url_or_token))
             first = await self._redemptions("a one-time link").redeem_once(

@@ -354,7 +354,13 @@ class AssertionSigner:
     def sign(self, claims: LinkClaims, /) -> str:
         """An assertion for the participant, course, purpose and ``next`` of ``claims``."""
         nonce = base64.urlsafe_b64encode(secrets.token_bytes(12)).decode("ascii")
-        payload = [claims.participant_id, claims.course_id, claims.purpose, claims.next or "", nonce]
+        payload = [
+            claims.participant_id,
+            claims.course_id,
+            claims.purpose,
+            claims.next or "",
+            nonce,
+        ]
         token: str = self._serializer.dumps(payload)
         return token
 

@@ -24,11 +24,11 @@ logged.
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sender.config import Scope
 from sender.errors import LinkError
+from sender.landing import Landing
 from sender.service.html import PAGES
 from sender.service.schemas import AssertionRequest
 from sender.service.state import Service
@@ -84,8 +84,7 @@ WORDS: dict[str, dict[str, str]] = {
         "revoked_text": "Du har fått en nyere lenke. Bruk den siste e-posten, eller be om "
         "en ny lenke.",
         "used": "Lenken er allerede brukt",
-        "used_text": "En innloggingslenke virker én gang. Be om en ny lenke for å logge "
-        "inn igjen.",
+        "used_text": "En innloggingslenke virker én gang. Be om en ny lenke for å logge inn igjen.",
         "forbidden": "Forespørselen ble avvist",
         "forbidden_text": "Innloggingen må bekreftes på denne siden. Åpne lenken fra "
         "e-posten på nytt.",
@@ -104,8 +103,7 @@ WORDS: dict[str, dict[str, str]] = {
         "revoked_text": "Du har fått en nyare länk. Använd det senaste e-postmeddelandet, "
         "eller be om en ny länk.",
         "used": "Länken har redan använts",
-        "used_text": "En inloggningslänk fungerar en gång. Be om en ny länk för att logga "
-        "in igen.",
+        "used_text": "En inloggningslänk fungerar en gång. Be om en ny länk för att logga in igen.",
         "forbidden": "Begäran nekades",
         "forbidden_text": "Inloggningen måste bekräftas på den här sidan. Öppna länken från "
         "e-postmeddelandet igen.",
@@ -183,7 +181,7 @@ def router(service: Service, /) -> APIRouter:
         status = 403 if kind == "forbidden" else _STATUS.get(kind, 400)
         return page(lang, status=status, kind=kind, course="", token="")
 
-    async def landing() -> Any:
+    async def landing() -> Landing:
         store, _sender = await service.sending()
         return service.links.landing(store=store)
 

@@ -69,10 +69,10 @@ from sender.vocabulary import MessageState, RsvpOutcome, RunState, WebhookEvent
 
 __all__ = [
     "SharedEvents",
-    "SharedRedemptions",
     "SharedFeedback",
     "SharedOutbox",
     "SharedProgress",
+    "SharedRedemptions",
     "SharedRuns",
     "SharedWebhooks",
     "SharedWorkers",
