@@ -234,3 +234,30 @@ async def test_bad_links_explain_themselves_without_a_form(client: httpx.AsyncCl
     svenska = await post(client, token[:-5] + "xxxxx", **{"Accept-Language": "sv"})
     assert svenska.status_code == 400
     assert "inte giltig" in svenska.text
+
+
+async def test_without_lms_login_url_the_page_offers_no_form_and_redeems_nothing(
+    workdir: Path,
+) -> None:
+    """With no lms_login_url the page says sign-in is unavailable (503), offers no form,
+    and a POST leaves the link unused."""
+    config = load_config(
+        environ={
+            "SENDER_API_KEYS": KEY,
+            "SENDER_SECRET_KEYS": "landing-signing-key-" + "s" * 20,
+            **IDENTITY,
+        },
+    )
+    async with (
+        Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
+        httpx.AsyncClient(base_url=listening.url, timeout=30) as client,
+    ):
+        token = await issue(client)
+        page = await client.get(f"/login?token={token}")
+        assert page.status_code == 503
+        assert "<form" not in page.text
+        assert_page_headers(page)
+        assert (await post(client, token)).status_code == 503
+    async with open_store(config.store) as store:
+        claims = await Sender(config.sender, store=store).inspect_link(token)
+        assert claims.purpose == "login"

@@ -69,6 +69,9 @@ WORDS: dict[str, dict[str, str]] = {
         "forbidden": "This request was refused",
         "forbidden_text": "The sign-in must be confirmed on this page. Open the link from "
         "the e-mail again.",
+        "unavailable": "Sign-in is not available here yet",
+        "unavailable_text": "This page is not set up for signing in. "
+        "Tell the course administrator.",
     },
     "nb": {
         "title": "Logg inn på {course}",
@@ -88,6 +91,9 @@ WORDS: dict[str, dict[str, str]] = {
         "forbidden": "Forespørselen ble avvist",
         "forbidden_text": "Innloggingen må bekreftes på denne siden. Åpne lenken fra "
         "e-posten på nytt.",
+        "unavailable": "Innlogging er ikke tilgjengelig her ennå",
+        "unavailable_text": "Denne siden er ikke satt opp for innlogging. "
+        "Si ifra til kursadministratoren.",
     },
     "sv": {
         "title": "Logga in på {course}",
@@ -107,6 +113,9 @@ WORDS: dict[str, dict[str, str]] = {
         "forbidden": "Begäran nekades",
         "forbidden_text": "Inloggningen måste bekräftas på den här sidan. Öppna länken från "
         "e-postmeddelandet igen.",
+        "unavailable": "Inloggning är inte tillgänglig här ännu",
+        "unavailable_text": "Den här sidan är inte inställd för inloggning. "
+        "Meddela kursadministratören.",
     },
     "ja": {
         "title": "{course} にサインイン",
@@ -127,9 +136,19 @@ WORDS: dict[str, dict[str, str]] = {
         "forbidden": "このリクエストは拒否されました",
         "forbidden_text": "サインインはこのページで確認する必要があります。"
         "メールのリンクをもう一度開いてください。",
+        "unavailable": "ここではまだサインインできません",
+        "unavailable_text": "このページはサインイン用に設定されていません。"
+        "コース管理者に連絡してください。",
     },
 }
-_STATUS = {"invalid": 400, "expired": 410, "revoked": 410, "used": 410}
+_STATUS = {
+    "invalid": 400,
+    "expired": 410,
+    "revoked": 410,
+    "used": 410,
+    "forbidden": 403,
+    "unavailable": 503,
+}
 _MAX_FORM = 8192  # bytes of the POST's form: one token
 
 
@@ -151,9 +170,21 @@ def page_language(accept_language: str | None, /) -> str:
     return min(choices)[2] if choices else "en"
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    """``scheme://host[:port]`` as a browser's ``Origin`` header writes it (no default port)."""
+    parts = urlsplit(url.strip().lower())
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    shown = "" if port is None or port == _DEFAULT_PORTS.get(parts.scheme) else f":{port}"
+    return f"{parts.scheme}://{host}{shown}"
 
 
 def router(service: Service, /) -> APIRouter:
@@ -178,7 +209,7 @@ def router(service: Service, /) -> APIRouter:
         return html_response(body, status=status, csp=csp)
 
     def refusal(lang: str, kind: str) -> Response:
-        status = 403 if kind == "forbidden" else _STATUS.get(kind, 400)
+        status = _STATUS.get(kind, 400)
         return page(lang, status=status, kind=kind, course="", token="")
 
     async def landing() -> Landing:
@@ -189,6 +220,8 @@ def router(service: Service, /) -> APIRouter:
     async def look(request: Request) -> Response:
         lang = page_language(request.headers.get("accept-language"))
         token = request.query_params.get("token", "")
+        if settings.lms_login_url is None:
+            return refusal(lang, "unavailable")  # a Continue button would lead nowhere
         try:
             claims = await (await landing()).inspect(token)
         except LinkError as exc:
@@ -201,7 +234,7 @@ def router(service: Service, /) -> APIRouter:
         origin = request.headers.get("origin")
         fetch_site = request.headers.get("sec-fetch-site")
         if origin is not None and origin != "null":
-            allowed = origin.lower() == own_origin
+            allowed = _origin(origin) == own_origin
         else:
             allowed = fetch_site == "same-origin"
         if not allowed:
@@ -209,7 +242,7 @@ def router(service: Service, /) -> APIRouter:
             return refusal(lang, "forbidden")
         if settings.lms_login_url is None:
             log.error("landing page: lms_login_url is not configured; nowhere to sign in")
-            return refusal(lang, "forbidden")
+            return refusal(lang, "unavailable")
         body = await request.body()
         form = parse_qs(body[:_MAX_FORM].decode("utf-8", "replace"))
         token = (form.get("token") or [""])[-1]
