@@ -6,6 +6,7 @@ A real SQLite outbox and a manual clock; the HTTP page is in test_service_landin
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -27,9 +28,11 @@ from sender import (
     SenderSettings,
 )
 from sender.compose.composer import link_purpose
+from sender.compose.links import AssertionSigner
 from sender.errors import ConfigurationError
 from sender.store import SqliteStore
 from sender.testing import ManualClock
+from tests.helpers import IDENTITY, cli_with
 
 KEY = "landing-test-key-" + "x" * 20
 LINKS = LinkSettings(
@@ -170,9 +173,25 @@ async def test_an_assertion_from_another_key_or_a_link_token_is_refused(
 @given(st.text(max_size=300))
 def test_hostile_assertions_are_link_errors(text: str) -> None:
     """Whatever text arrives as an assertion, the signer refuses it with LinkInvalid."""
-    landing = Sender(SETTINGS).landing()
+    signer = AssertionSigner(LINKS.secret_keys, ttl=LINKS.assertion_ttl)
     with pytest.raises(LinkInvalid):
-        landing._assertions.verify(text)
+        signer.verify(text)
+
+
+def test_the_cli_issues_a_link_for_a_purpose_and_verify_names_it(workdir: Path) -> None:
+    """`sender link issue --purpose invitation` makes an invitation link; `sender link
+    verify` without --purpose reports its purpose, and with --purpose login refuses it."""
+    cli = cli_with(SENDER_SECRET_KEYS=KEY, **IDENTITY)
+    issued = cli("link", "issue", "--participant", "p-1", "--course", "PY101",
+                 "--purpose", "invitation")  # fmt: skip
+    assert issued.exit_code == 0, issued.output
+    url = issued.output.strip()
+    verified = cli("link", "verify", url, "--json")
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.output)["purpose"] == "invitation"
+    refused = cli("link", "verify", url, "--purpose", "login", "--json")
+    assert refused.exit_code != 0
+    assert json.loads(refused.output)["error"] == "invalid"
 
 
 async def test_links_that_fail_say_why(sender: Sender, clock: ManualClock) -> None:

@@ -8,6 +8,7 @@ forged and replayed assertions are refused; the page headers are there and no co
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -110,10 +111,11 @@ def assert_page_headers(response: httpx.Response) -> None:
 
 
 async def test_scanners_get_and_head_without_redeeming_then_the_participant_posts_once(
-    client: httpx.AsyncClient, config: CliConfig
+    client: httpx.AsyncClient, config: CliConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Five scanner GETs and two HEADs change nothing; the POST redirects to the LMS with
-    an assertion both Sender.verify_assertion and the API accept; a second POST fails."""
+    an assertion the API accepts once; a second POST fails; no log line holds either."""
+    caplog.set_level(logging.DEBUG)
     token = await issue(client, next="/courses/1")
     for agent in SCANNERS:
         page = await client.get(f"/login?token={token}", headers={"User-Agent": agent})
@@ -158,6 +160,11 @@ async def test_scanners_get_and_head_without_redeeming_then_the_participant_post
         "/v1/assertions/verify", json={"assertion": assertion}, headers=AUTH
     )
     assert (replayed.status_code, replayed.json()["error"]) == (400, "used")
+    served = [r for r in caplog.records if r.name.startswith(("sender", "uvicorn"))]
+    assert served  # the server did log (starting up, the outbox), just not these
+    server_log = "\n".join(r.getMessage() for r in served)
+    assert token not in server_log
+    assert assertion not in server_log
 
 
 async def test_the_library_verifies_an_assertion_once(
