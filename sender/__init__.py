@@ -4,7 +4,7 @@ from sender.bulk.runner import BulkRunner, Progress, RunReport, RunSettings
 from sender.client import CalendarSend, ComposedMessage, Sender, open_sender
 from sender.clock import Clock, SystemClock
 from sender.compose.ical import CalendarEvent, CalendarMethod, PartStat
-from sender.compose.links import IssuedLink, LinkClaims, LinkSigner
+from sender.compose.links import AssertionClaims, IssuedLink, LinkClaims, LinkSigner
 from sender.compose.render import RenderedMessage, Renderer
 from sender.config import LinkSettings, SenderSettings, SmtpSecurity, SmtpSettings
 from sender.errors import (
@@ -22,6 +22,7 @@ from sender.errors import (
     LinkInvalid,
     LinkPolicyError,
     LinkRevoked,
+    LinkUsed,
     PermanentDeliveryError,
     RunBusy,
     SenderError,
@@ -33,6 +34,7 @@ from sender.errors import (
     WorkerError,
 )
 from sender.invites import AttendeeAnswer, Invitations
+from sender.landing import Landing, Redeemed
 from sender.models import (
     Address,
     DeliveryResult,
@@ -50,6 +52,7 @@ from sender.vocabulary import MessageState, RunState
 __all__ = [
     "Address",
     "AddressError",
+    "AssertionClaims",
     "AttendeeAnswer",
     "BulkRunner",
     "CalendarEvent",
@@ -70,6 +73,7 @@ __all__ = [
     "InputError",
     "Invitations",
     "IssuedLink",
+    "Landing",
     "LinkClaims",
     "LinkError",
     "LinkExpired",
@@ -78,6 +82,7 @@ __all__ = [
     "LinkRevoked",
     "LinkSettings",
     "LinkSigner",
+    "LinkUsed",
     "MessageState",
     "PartStat",
     "Participant",
@@ -85,6 +90,7 @@ __all__ = [
     "Progress",
     "RateLimits",
     "RecipientResult",
+    "Redeemed",
     "RenderedMessage",
     "Renderer",
     "RetryPolicy",

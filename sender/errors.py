@@ -15,7 +15,8 @@ the row, the template, the reply) so a caller never parses messages::
     ├── LinkError                        a personal login link does not verify
     │   ├── LinkInvalid                  tampered, truncated, foreign key or purpose
     │   ├── LinkExpired                  older than its max age
-    │   └── LinkRevoked                  issued under another stamp
+    │   ├── LinkRevoked                  issued under another stamp
+    │   └── LinkUsed                     one-time: already redeemed (a link or an assertion)
     ├── CodeError                        a login code was refused
     │   ├── CodeInvalid                  wrong, expired, or not for this address
     │   └── CodeLocked                   too many wrong codes for the address: wait
@@ -58,6 +59,7 @@ __all__ = [
     "LinkInvalid",
     "LinkPolicyError",
     "LinkRevoked",
+    "LinkUsed",
     "PermanentDeliveryError",
     "RunBusy",
     "SenderError",
@@ -145,6 +147,12 @@ class LinkRevoked(LinkError):
     """The token was issued under another stamp (the address or link version changed)."""
 
     kind = "revoked"
+
+
+class LinkUsed(LinkError):
+    """A one-time token (a ``login`` link, a landing page's assertion) was already redeemed."""
+
+    kind = "used"
 
 
 class CodeError(SenderError):

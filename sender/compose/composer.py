@@ -32,7 +32,14 @@ from sender.config import SenderSettings
 from sender.errors import InputError
 from sender.models import Address, Envelope, LoginCode, Participant
 
-__all__ = ["RESERVED_VARIABLES", "CalendarSend", "ComposeOptions", "ComposedMessage", "Composer"]
+__all__ = [
+    "RESERVED_VARIABLES",
+    "CalendarSend",
+    "ComposeOptions",
+    "ComposedMessage",
+    "Composer",
+    "link_purpose",
+]
 
 # Template variables sender fills itself; a CSV column must not replace them.
 RESERVED_VARIABLES = frozenset(
@@ -124,7 +131,15 @@ class ComposeOptions(TypedDict, total=False):
     message_id: str | None  # a retry's: the first attempt's Message-ID
     calendar: CalendarSend | None
     return_path_key: str | None  # what the signed return path names (``m<id>``)
+    purpose: str | None  # the link's purpose; by default the template's (link_purpose)
     code: bool  # a login code for templates that show one (kept by whoever sends)
+
+
+def link_purpose(template: str, /) -> str:
+    """The purpose a mail's link gets by default: ``get_link`` for the get_link template,
+    ``invitation`` for every other (invitations and calendar mail), which stay reusable
+    until they expire; ``login``, one-time by default, is for links an LMS issues itself."""
+    return "get_link" if template == "get_link" else "invitation"
 
 
 class Composer:
@@ -226,6 +241,7 @@ class Composer:
         calendar: CalendarSend | None = None,
         return_path_key: str | None = None,
         code: bool = False,
+        purpose: str | None = None,
     ) -> ComposedMessage:
         """Issue the link, render the template and build the bytes (see :meth:`Sender.compose`).
 
@@ -235,8 +251,14 @@ class Composer:
         if not participant.name.strip():
             raise InputError("the participant has no name", field="name")
         rcpt, smtputf8 = envelope_address(participant.email, field="email")
+        purpose = purpose or link_purpose(template)
         link = self.links.issue(
-            participant.participant_id, participant.course_id, next=next, ttl=ttl, stamp=stamp
+            participant.participant_id,
+            participant.course_id,
+            purpose=purpose,
+            next=next,
+            ttl=ttl,
+            stamp=stamp,
         )
         locale = self.renderer.resolve_locale(template, participant.locale)
         shown: str | None = None
@@ -246,7 +268,7 @@ class Composer:
                 participant_id=participant.participant_id,
                 course_id=participant.course_id,
                 email=participant.email,
-                purpose="login",
+                purpose=purpose,
                 next=next,
                 issued_at=float(int(self.clock.now())),  # the link's, as its token says
                 expires_at=link.expires_at.timestamp(),

@@ -16,6 +16,8 @@ never read-then-write.
 - :class:`BounceLog` and :class:`SuppressionList` (together :class:`Feedback`): the
   bounce rules, the clean-up report, and every send's check of whom not to write to;
 - :class:`Budget`: what the bounce budget counts before it pauses bulk sending;
+- :class:`Redemptions`: one-time tokens (``login`` links, the landing page's
+  assertions) redeemed atomically, kept as digests until they expire;
 - :class:`LoginCodes`: the keyed hashes of the login codes mailed (a sent outcome keeps its
   message's on the message's row), and each address's tries, counted atomically;
 - :class:`Webhooks`: the events for the LMS's webhooks, each written in the transaction
@@ -82,6 +84,7 @@ __all__ = [
     "OutboxMessage",
     "Outcome",
     "Progress",
+    "Redemptions",
     "RsvpRecord",
     "RunInfo",
     "Runs",
@@ -484,6 +487,29 @@ class Webhooks(Protocol):
         ...
 
 
+class Redemptions(Protocol):
+    """One-time tokens, redeemed once across every process sharing the store.
+
+    The store keeps only a digest of each token (the caller hashes it), with the time
+    until which it must be remembered; a redemption also prunes the rows past theirs.
+    """
+
+    async def redeem_once(
+        self, digest: str, /, *, kind: str, expires_at: float, now: float
+    ) -> bool:
+        """Record ``digest`` as redeemed: True the first time, False if it already was
+        (one atomic insert, so of two racing callers exactly one gets True)."""
+        ...
+
+    async def is_redeemed(self, digest: str, /, *, now: float) -> bool:
+        """Whether ``digest`` was redeemed and is still remembered (changes nothing)."""
+        ...
+
+    async def prune_redemptions(self, *, now: float) -> int:
+        """Forget digests whose ``expires_at`` is past; how many went."""
+        ...
+
+
 class LoginCodes(Protocol):
     """Login codes as kept (keyed hashes only) and each address's tries at guessing one.
 
@@ -538,6 +564,7 @@ class Store(
     Budget,
     Volume,
     Webhooks,
+    Redemptions,
     LoginCodes,
     Protocol,
 ):

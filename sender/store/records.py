@@ -555,13 +555,14 @@ def code_values(record: LoginCode, /) -> tuple[object, ...]:
     return tuple(getattr(record, column) for column in CODE_COLUMNS)
 
 
-def login_values(record: LoginCode, /) -> tuple[str, float, float]:
-    """A run's sent message keeps its login code on its own row: digest, issued, expires.
+def login_values(record: LoginCode, /) -> tuple[str, str, float, float]:
+    """A run's sent message keeps its login code on its own row: digest, purpose, issued,
+    expires.
 
     The rest of the record is the row's already (the address key, the participant and
     course; a run's links have no ``next``).
     """
-    return (record.digest, record.issued_at, record.expires_at)
+    return (record.digest, record.purpose, record.issued_at, record.expires_at)
 
 
 def code_from_columns(row: Sequence[Any], /) -> LoginCode:

@@ -77,11 +77,14 @@ __all__ = [
     "PRUNE_CODE_TRIES",
     "PRUNE_DELIVERIES",
     "PRUNE_EVENTS",
+    "PRUNE_REDEMPTIONS",
     "QUEUED_COLUMNS",
     "RECENT_RUNS",
     "RECLAIMED",
     "RECLAIM_WORKER",
     "RECLAIM_WORKERS",
+    "REDEEM",
+    "REDEEMED",
     "REGISTER_WORKER",
     "RELEASE_RUN",
     "RELEASE_WORKER",
@@ -423,6 +426,14 @@ PRUNE_EVENTS = (
     " AND NOT EXISTS (SELECT 1 FROM hook_deliveries d WHERE d.event = hook_events.id)"
 )
 
+# One-time redemptions: only a digest of the token, until it expires. A digest already
+# present is not inserted again, so of two racing redemptions exactly one inserts a row.
+PRUNE_REDEMPTIONS = "DELETE FROM redemptions WHERE expires_at < ?"
+REDEEM = (
+    "INSERT INTO redemptions (digest, kind, expires_at, redeemed_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (digest) DO NOTHING"
+)
+REDEEMED = "SELECT 1 FROM redemptions WHERE digest = ? AND expires_at >= ?"
 
 # --- login codes -----------------------------------------------------------------------------
 
@@ -433,7 +444,7 @@ LOGIN_CODES = (
     f"SELECT {_columns(CODE_COLUMNS)} FROM login_codes"  # noqa: S608
     " WHERE address = ? AND expires_at >= ?"
     " UNION ALL"
-    " SELECT email_key, login_digest, participant_id, course_id, 'login', NULL,"
+    " SELECT email_key, login_digest, participant_id, course_id, login_purpose, NULL,"
     " login_issued, login_expires FROM messages"
     " WHERE email_key = ? AND login_expires >= ?"
 )

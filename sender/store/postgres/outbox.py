@@ -60,17 +60,17 @@ _RECORD = """
 WITH outcome AS (
     SELECT * FROM unnest(%s::bigint[], %s::text[], %s::double precision[],
                          %s::double precision[], %s::integer[], %s::text[], %s::text[],
-                         %s::text[], %s::text[], %s::text[], %s::double precision[],
-                         %s::double precision[])
+                         %s::text[], %s::text[], %s::text[], %s::text[],
+                         %s::double precision[], %s::double precision[])
         AS o(id, state, due_at, at, code, enhanced_status, reply_text, detail, message_id,
-             login_digest, login_issued, login_expires)
+             login_digest, login_purpose, login_issued, login_expires)
 ), updated AS (
     UPDATE messages m
        SET state = o.state, due_at = o.due_at, last_attempt_at = o.at, code = o.code,
            enhanced_status = o.enhanced_status, reply_text = o.reply_text, detail = o.detail,
            message_id = COALESCE(m.message_id, o.message_id),
-           login_digest = o.login_digest, login_issued = o.login_issued,
-           login_expires = o.login_expires
+           login_digest = o.login_digest, login_purpose = o.login_purpose,
+           login_issued = o.login_issued, login_expires = o.login_expires
       FROM outcome o
      WHERE m.id = o.id AND m.participant_id IS NOT NULL
        AND (%s::text IS NULL OR (m.state = 'sending' AND m.claimed_by = %s::text))
@@ -199,7 +199,7 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
         With ``owner``, an outcome for a claim that owner no longer holds (a second one
         for the same claim included) is dropped, and its id returned; the rest are stored.
         """
-        columns: list[list[object]] = [[] for _ in range(12)]
+        columns: list[list[object]] = [[] for _ in range(13)]
         for message_id, outcome in outcomes:
             due = outcome_due(outcome)
             code = outcome_code(outcome)  # kept on the message's row, in the same statement
@@ -214,7 +214,7 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
                 reply.text if reply else None,
                 outcome.detail,
                 outcome.message_id,
-                *(login_values(code) if code is not None else (None, None, None)),
+                *(login_values(code) if code is not None else (None, None, None, None)),
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)

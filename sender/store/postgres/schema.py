@@ -319,13 +319,21 @@ CREATE TABLE hook_deliveries (
 CREATE INDEX hook_deliveries_due ON hook_deliveries (endpoint, due_at) WHERE state = 'pending';
 """
 
-# Version 8 is issue 15's landing page, on its own branch: its number is kept free here, and
-# the merge puts that migration in this place. Nothing in this one depends on it.
-_V8_RESERVED = "SELECT 1"
+# Version 8: one-time redemptions, as SQLite's version 10 (sender.store.sqlite.schema).
+_V8_REDEMPTIONS = """
+CREATE TABLE redemptions (
+    digest       text PRIMARY KEY,
+    kind         text NOT NULL,
+    expires_at   double precision NOT NULL,
+    redeemed_at  double precision NOT NULL
+);
+CREATE INDEX redemptions_expiry ON redemptions (expires_at);
+"""
 
 # Version 9: login codes, as SQLite's version 11 (sender.store.sqlite.schema). Self-contained.
 _V9_CODES = """
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS login_digest text;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS login_purpose text;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS login_issued double precision;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS login_expires double precision;
 CREATE TABLE IF NOT EXISTS login_codes (
@@ -358,14 +366,15 @@ MIGRATIONS: tuple[str, ...] = (
     _V5_REASONS,
     _V6_LEASE_TTL,
     _V7_HOOKS,
-    _V8_RESERVED,
+    _V8_REDEMPTIONS,
     _V9_CODES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
           "suppression_log", "limits", "limit_leases", "workers", "hook_deliveries",
-          "hook_endpoints", "hook_events", "login_codes", "code_tries")  # fmt: skip
+          "hook_endpoints", "hook_events", "redemptions", "login_codes",
+          "code_tries")  # fmt: skip
 
 
 async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:

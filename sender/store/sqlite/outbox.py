@@ -42,21 +42,21 @@ RETURNING id, row, participant_id, email, name, course_id, locale, vars,
 """  # noqa: S608 - constant text, no input
 
 # Both take the same parameters, so record_many binds each outcome once for both.
-# The login code a sent message carried goes on its row (?9-?11): no write of its own.
+# The login code a sent message carried goes on its row (?9-?12): no write of its own.
 _RECORD = """
 UPDATE messages
    SET state = ?1, due_at = ?2, last_attempt_at = ?3, code = ?4, enhanced_status = ?5,
        reply_text = ?6, detail = ?7, message_id = COALESCE(message_id, ?8),
-       login_digest = ?9, login_issued = ?10, login_expires = ?11
- WHERE id = ?12 AND participant_id IS NOT NULL
+       login_digest = ?9, login_purpose = ?10, login_issued = ?11, login_expires = ?12
+ WHERE id = ?13 AND participant_id IS NOT NULL
 """
 
 _LOG_ATTEMPT = """
 INSERT INTO attempts (message, number, at, state, code, enhanced_status, reply_text, detail)
-SELECT id, attempts, ?3, ?1, ?4, ?5, ?6, ?7 FROM messages WHERE id = ?12
+SELECT id, attempts, ?3, ?1, ?4, ?5, ?6, ?7 FROM messages WHERE id = ?13
 """
 
-_NO_CODE = (None, None, None)
+_NO_CODE = (None, None, None, None)
 
 _INSERT_SKIPPED = """
 INSERT INTO messages (run, row, email, skip_reason, template, state)

@@ -16,7 +16,7 @@ Schema (one row per input row, participants and skipped rows alike)::
               reclaimed_at (set when its lease expired and its claims were taken back)
     login_codes  a single send's login code: address key, digest (its keyed hash),
               participant_id, course_id, purpose, next, issued_at, expires_at (a run's
-              message keeps its code in messages.login_digest/_issued/_expires)
+              message keeps its code in messages.login_digest/_purpose/_issued/_expires)
     code_tries   address key, tries, last_at
 
 ``due_at`` drives claiming: 0 (or the ``reset_failed`` time) when queued, the
@@ -50,7 +50,7 @@ __all__ = [
 SCHEMA_VERSION = 11  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
 # 6: worker leases (_SCHEMA_V6_WORKERS); 7: bounce reasons (_SCHEMA_V7_REASONS);
 # 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL); 9: webhook events (_SCHEMA_V9_HOOKS);
-# 10: issue 15's landing page (its own branch); 11: login codes (_SCHEMA_V11_CODES)
+# 10: one-time redemptions (_SCHEMA_V10_REDEMPTIONS); 11: login codes (_SCHEMA_V11_CODES)
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 
@@ -277,13 +277,26 @@ CREATE INDEX IF NOT EXISTS hook_deliveries_due ON hook_deliveries (endpoint, due
     WHERE state = 'pending'
 """
 
+# Version 10: one-time redemptions (login links, landing-page assertions): a digest of
+# each token, never the token, kept until the token expires.
+_SCHEMA_V10_REDEMPTIONS = """
+CREATE TABLE IF NOT EXISTS redemptions (
+    digest       TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    expires_at   REAL NOT NULL,
+    redeemed_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS redemptions_expiry ON redemptions (expires_at)
+"""
+
 # Version 11: login codes, kept only as keyed hashes. A run's sent message keeps its code
 # on its own row (login_*: written with the outcome, found through messages_email_key);
 # login_codes keeps a single send's, with what it opens; code_tries counts an address's
 # tries (sender.store.sql.CODE_TRY). Self-contained and idempotent: it runs on upgrade
-# from 9 or 10 and on a new file. PostgreSQL's 9.
+# from 10 and on a new file. PostgreSQL's 9.
 _SCHEMA_V11_CODES = """
 ALTER TABLE messages ADD COLUMN login_digest TEXT;
+ALTER TABLE messages ADD COLUMN login_purpose TEXT;
 ALTER TABLE messages ADD COLUMN login_issued REAL;
 ALTER TABLE messages ADD COLUMN login_expires REAL;
 CREATE TABLE IF NOT EXISTS login_codes (
@@ -365,6 +378,8 @@ def migrate(tx: sqlite3.Connection, version: int) -> None:
         statements += _SCHEMA_V8_LEASE_TTL.split(";")
     if version < 9:
         statements += _SCHEMA_V9_HOOKS.split(";")
+    if version < 10:
+        statements += _SCHEMA_V10_REDEMPTIONS.split(";")
     if version < 11:
         statements += _SCHEMA_V11_CODES.split(";")
     for statement in statements:
