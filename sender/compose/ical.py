@@ -623,41 +623,42 @@ def _observances(zone_name: str) -> tuple[_Observance, ...]:
 
     Computed once per zone (one process, one tzdata), so every invitation for the
     zone carries the same block. The changes that the rule in force at the window's
-    end explains (back to the first year it fails, and on for eight years after the
-    window) become one STANDARD and one DAYLIGHT with an open yearly RRULE; each
-    earlier change is a dated onset, grouped by kind into one observance with
-    RDATEs. The offset in force at the window's start comes first unless the rule's
-    own STANDARD gives it (readers take the first STANDARD for times before every
-    onset).
+    end explains (back to the first year it fails, at most the year before the
+    window, and on for eight years after it) become one STANDARD and one DAYLIGHT
+    with an open yearly RRULE; each change in the window before them is a dated
+    onset, grouped by kind into one observance with RDATEs. Unless the rule already
+    started before the window, the offset in force at its start comes first, so that
+    every instant of the window follows an onset (RFC 5545 leaves earlier ones open).
     """
     zone = ZoneInfo(zone_name)
     lo, hi = _window()
+    before = int(datetime(WINDOW_YEARS[0] - 1, 1, 1, tzinfo=UTC).timestamp())
     beyond = int(datetime(WINDOW_YEARS[1] + _RULE_CHECK_YEARS, 1, 1, tzinfo=UTC).timestamp())
-    changes = _changes(zone, lo, beyond)
-    inside = [change for change in changes if change[0] < hi]
-    if not inside:
+    changes = _changes(zone, before, beyond)
+    if not any(lo <= when < hi for when, _, _ in changes):
         return (_steady(zone, lo),)
     yearly: tuple[_Observance, ...] = ()
-    split = len(inside)
-    for index in range(len(inside)):
+    rule_from = hi
+    for index, (when, _, _) in enumerate(changes):
+        if when >= hi:
+            break
         found = _yearly(zone, changes[index:])
         if found is not None:
-            yearly, split = found, index
+            yearly, rule_from = found, when
             break
     groups: dict[tuple[bool, timedelta, timedelta, str], list[datetime]] = {}
-    for when, old, new in inside[:split]:
-        single = _single(zone, when, old, new)
-        key = (single.daylight, old, new, single.name)
-        groups.setdefault(key, []).append(single.onset)
+    for when, old, new in changes:
+        if lo <= when < rule_from:
+            single = _single(zone, when, old, new)
+            key = (single.daylight, old, new, single.name)
+            groups.setdefault(key, []).append(single.onset)
     observances = [
         _Observance(daylight, onsets[0], old, new, name, None, tuple(onsets[1:]))
         for (daylight, old, new, name), onsets in groups.items()
     ]
     observances.extend(yearly)
-    start = _steady(zone, lo)
-    standard = next((o for o in observances if not o.daylight), observances[0])
-    if split > 0 or standard.offset_to != start.offset_to:
-        observances.append(start)
+    if rule_from > lo:
+        observances.append(_steady(zone, lo))
     observances.sort(key=lambda observance: observance.onset)
     return tuple(observances)
 
