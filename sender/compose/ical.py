@@ -131,7 +131,8 @@ class CalendarEvent:
     unless ``fold`` says which occurrence: 0 the first (before the clocks go back),
     1 the second, as :attr:`datetime.fold` counts them. Readers disagree about such
     a wall time in a ``TZID`` (RFC 5545 says the first, ical.js takes the second), so
-    :func:`build_invite` writes it as the UTC instant.
+    :func:`build_invite` writes it as the UTC instant. Both must fall in
+    :data:`WINDOW_YEARS` (in UTC), the years the invitation's VTIMEZONE covers.
     ``description`` is stored with LF line breaks, the only
     kind iCalendar carries. An empty ``event_id`` names the course's only event.
     """
@@ -173,8 +174,9 @@ class CalendarEvent:
         for name, moment in (("start", self.start_utc()), ("end", self.end_utc())):
             if not WINDOW_YEARS[0] <= moment.year < WINDOW_YEARS[1]:
                 raise InputError(
-                    f"{getattr(self, name):%Y-%m-%dT%H:%M:%S} is outside the years calendar "
-                    f"invitations cover, {WINDOW_YEARS[0]} to {WINDOW_YEARS[1] - 1}",
+                    f"{getattr(self, name):%Y-%m-%dT%H:%M:%S} ({moment:%Y-%m-%dT%H:%M:%SZ}) is "
+                    f"outside the years calendar invitations cover, {WINDOW_YEARS[0]} to "
+                    f"{WINDOW_YEARS[1] - 1} (UTC)",
                     field=name,
                 )
 
