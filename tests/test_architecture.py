@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {
         "compose.sites",
         "compose.codes",
+        "compose.linkhosts",
         "feedback.mailparse",
         "feedback.prose",
         "participants",
