@@ -21,7 +21,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -109,6 +111,34 @@ class _ClockedSigner(TimestampSigner):
         return int(self._clock.now())
 
 
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+class _TokenMinter:
+    """Makes the tokens ``URLSafeTimedSerializer(..., signer=_ClockedSigner).dumps`` makes,
+    byte for byte, with :mod:`hmac` directly: compact JSON, zlib when it is shorter (a
+    leading dot), the timestamp's big-endian bytes, HMAC-SHA256 under the key derived the
+    ``django-concat`` way from the newest secret. On the bulk path itsdangerous's layers
+    cost more than the HMAC; verifying stays with itsdangerous.
+    """
+
+    __slots__ = ("_mac",)
+
+    def __init__(self, secret_key: str, *, salt: str) -> None:
+        key = hashlib.sha256(salt.encode() + b"signer" + secret_key.encode()).digest()
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def dumps(self, payload: list[str | int], *, timestamp: int) -> str:
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        compressed = zlib.compress(data)
+        body = b"." + _b64(compressed) if len(compressed) < len(data) - 1 else _b64(data)
+        value = body + b"." + _b64(timestamp.to_bytes(8, "big").lstrip(b"\x00"))
+        mac = self._mac.copy()
+        mac.update(value)
+        return (value + b"." + _b64(mac.digest())).decode("ascii")
+
+
 def _stamp_digest(participant_id: str, stamp: str) -> str:
     """A 48-bit digest of the stamp, bound to the participant; enough to tell stamps apart."""
     digest = hashlib.blake2s(
@@ -147,6 +177,7 @@ class LinkSigner:
         self._base = parts
         self._clock = clock or SystemClock()
         self._serializers: dict[str, URLSafeTimedSerializer] = {}
+        self._minters: dict[str, _TokenMinter] = {}
         # Tokens are URL-safe base64 and dots, so they need no quoting after "token=".
         query = f"{parts.query}&token=" if parts.query else "token="
         self._url_prefix = urlunsplit(parts._replace(query=query))
@@ -170,6 +201,14 @@ class LinkSigner:
             )
             self._serializers[purpose] = serializer
         return serializer
+
+    def _minter(self, purpose: str) -> _TokenMinter:
+        minter = self._minters.get(purpose)
+        if minter is None:
+            self._serializer(purpose)  # checks the purpose
+            minter = _TokenMinter(self._settings.secret_keys[-1], salt=f"sender.link.{purpose}")
+            self._minters[purpose] = minter
+        return minter
 
     def issue(
         self,
@@ -196,8 +235,8 @@ class LinkSigner:
             payload.append(next or "")
         if stamp is not None:
             payload.append(_stamp_digest(participant_id, stamp))
-        token = self._serializer(purpose).dumps(payload)
         issued = int(self._clock.now())
+        token = self._minter(purpose).dumps(payload, timestamp=issued)
         return IssuedLink(
             url=self.url_for(token),
             token=token,
