@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sender.config import SmtpSettings
+from sender.loop import fast_loop
 from sender.models import DeliveryStatus, Envelope, RecipientResult
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
@@ -163,6 +164,19 @@ async def test_pipelined_reply_codes_map_to_their_recipients() -> None:
 
 async def test_commands_go_in_one_batch_and_replies_may_come_in_any_chunks() -> None:
     """MAIL, every RCPT and DATA arrive before the server answers; split replies still parse."""
+    await _one_batch()
+
+
+def test_commands_go_in_one_batch_on_uvloop() -> None:
+    """On uvloop (the CLI's and the workers' loop) the connection is pipelined the same way."""
+    factory = fast_loop()
+    if factory is None:
+        pytest.skip("uvloop is not installed")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_one_batch())
+
+
+async def _one_batch() -> None:
     seen: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -70,6 +70,7 @@ import secrets
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import cast
 
 import aiosmtplib
 from aiosmtplib.protocol import (
@@ -1014,8 +1015,9 @@ class SmtpTransport(AsyncResource):
         self._connections_opened += 1
         number = self._connections_opened
         wire = None
-        transport = client.transport
-        if client.supports_extension("pipelining") and isinstance(transport, asyncio.Transport):
+        # uvloop's transports are no subclasses of asyncio's, so no isinstance check here.
+        transport = cast(asyncio.Transport | None, client.transport)
+        if client.supports_extension("pipelining") and transport is not None:
             wire = _Pipeline(transport, timeout=self._settings.timeout)
             transport.set_protocol(wire)  # aiosmtplib's protocol reads no more replies
         _log.debug(
