@@ -721,12 +721,15 @@ class SmtpTransport(AsyncResource):
     def _rcpt_accepted(recipient: str, response: aiosmtplib.SMTPResponse) -> bool:
         accepted = response.code in (250, 251)
         if _log.isEnabledFor(logging.DEBUG):
-            _log.debug(
-                "smtp: RCPT %s: %d %s",
-                redact.address(recipient),
-                response.code,
-                "" if accepted else redact.text(response.message),
-            )
+            if accepted:
+                _log.debug("smtp: RCPT %s: %d", redact.address(recipient), response.code)
+            else:
+                _log.debug(
+                    "smtp: RCPT %s refused: %d %s",
+                    redact.address(recipient),
+                    response.code,
+                    redact.text(response.message),
+                )
         return accepted
 
     @staticmethod
