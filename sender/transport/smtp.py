@@ -11,8 +11,8 @@ A server that offers PIPELINING (RFC 2920) gets ``MAIL FROM``, every ``RCPT TO``
 ``DATA`` in one write, and its replies are read in order, each mapped to its command: two
 round trips a message instead of 3 + recipients. aiosmtplib still connects, greets,
 upgrades and logs in; after that a small protocol of this module (:class:`_Pipeline`)
-takes the connection over, because aiosmtplib's reads one reply per command and drops
-bytes that arrive while a reply waits to be picked up. Both ways give the same bytes at
+takes the connection over, because aiosmtplib's protocol reads one reply per command and
+drops bytes that arrive while a reply waits to be picked up. Both ways give the same bytes at
 DATA and the same result per recipient (below); a server without PIPELINING is spoken to
 one command at a time through aiosmtplib, as before.
 
@@ -1024,7 +1024,10 @@ class SmtpTransport(AsyncResource):
             wire = _Pipeline(transport, timeout=self._settings.timeout)
             transport.set_protocol(wire)  # aiosmtplib's protocol reads no more replies
         _log.debug(
-            "smtp: connection #%d to %s opened%s", number, self._where, " (pipelining)" * bool(wire)
+            "smtp: connection #%d to %s opened%s",
+            number,
+            self._where,
+            " (pipelining)" if wire else "",
         )
         return _Connection(client, number, wire=wire)
 
