@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.postfix import ensure_binaries
 from sender.config import SmtpSettings
 from sender.loop import fast_loop
 from sender.models import DeliveryStatus, Envelope, RecipientResult
@@ -170,8 +171,7 @@ async def test_commands_go_in_one_batch_and_replies_may_come_in_any_chunks() -> 
 def test_commands_go_in_one_batch_on_uvloop() -> None:
     """On uvloop (the CLI's and the workers' loop) the connection is pipelined the same way."""
     factory = fast_loop()
-    if factory is None:
-        pytest.skip("uvloop is not installed")
+    assert factory is not None, "uvloop is a default dependency on Linux: pip install -e ."
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(_one_batch())
 
@@ -218,29 +218,11 @@ async def _one_batch() -> None:
 # -- Postfix's smtp-sink (offers PIPELINING unless -p) -------------------------------------
 
 
-def _smtp_sink() -> tuple[Path, dict[str, str]] | None:
-    """smtp-sink from the system, or from the benchmarks' extracted copy (bench/postfix.py)."""
-    cache = os.environ.get("SENDER_BENCH_CACHE") or str(Path.home() / ".cache" / "sender-bench")
-    candidates = [
-        (Path("/usr/sbin/smtp-sink"), None),
-        (Path(cache) / "postfix/usr/sbin/smtp-sink", Path(cache) / "postfix/usr/lib/postfix"),
-    ]
-    for binary, libs in candidates:
-        if binary.is_file():
-            env = dict(os.environ)
-            if libs is not None:
-                env["LD_LIBRARY_PATH"] = str(libs)
-            return binary, env
-    return None
-
-
 @pytest.fixture
 def smtp_sink() -> Iterator[Callable[..., tuple[int, Path]]]:
     """Start smtp-sink with extra options on a free port; dumps every message to a folder."""
-    found = _smtp_sink()
-    if found is None:
-        pytest.skip("smtp-sink not found: `python bench/bulk.py` (bench/postfix.py) fetches it")
-    binary, env = found
+    # The system's binary, or Postfix's package extracted into a cache (never the daemon).
+    binary, _source, env = ensure_binaries()
     processes: list[subprocess.Popen[bytes]] = []
     folders: list[tempfile.TemporaryDirectory[str]] = []
 
