@@ -319,6 +319,20 @@ CREATE TABLE hook_deliveries (
 CREATE INDEX hook_deliveries_due ON hook_deliveries (endpoint, due_at) WHERE state = 'pending';
 """
 
+# Version 10 (assigned; 8 and 9 are other branches' and go before it when merged): each
+# run's stream and who left which stream, as SQLite's version 12. Self-contained.
+_V10_UNSUBSCRIBES = """
+ALTER TABLE runs ADD COLUMN stream text NOT NULL DEFAULT 'transactional';
+CREATE TABLE unsubscribes (
+    address         text NOT NULL,
+    stream          text NOT NULL,
+    at              double precision NOT NULL,
+    how             text NOT NULL,
+    participant_id  text,
+    PRIMARY KEY (address, stream)
+);
+"""
+
 # MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit. Each is
 # one script (the simple query protocol runs its statements in order), so a function body
 # may hold semicolons.
@@ -330,12 +344,13 @@ MIGRATIONS: tuple[str, ...] = (
     _V5_REASONS,
     _V6_LEASE_TTL,
     _V7_HOOKS,
+    _V10_UNSUBSCRIBES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
           "suppression_log", "limits", "limit_leases", "workers", "hook_deliveries",
-          "hook_endpoints", "hook_events")  # fmt: skip
+          "hook_endpoints", "hook_events", "unsubscribes")  # fmt: skip
 
 
 async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:
