@@ -104,16 +104,16 @@ def test_missing_variable_names_template_and_variable(tmp_path: Path) -> None:
 def test_user_directory_overrides_one_file_and_adds_templates(tmp_path: Path) -> None:
     """A user file replaces the built-in file; other files and new sets still resolve."""
     write(tmp_path, "invitation/en/subject.txt", "Welcome aboard, {{ name }}")
-    write(tmp_path, "reminder/en/subject.txt", "Reminder")
-    write(tmp_path, "reminder/en/body.txt", "Sign in: {{ link }}\n")
+    write(tmp_path, "digest/en/subject.txt", "Digest")
+    write(tmp_path, "digest/en/body.txt", "Sign in: {{ link }}\n")
     renderer = Renderer(template_dirs=[tmp_path])
     rendered = renderer.render("invitation", locale="en", context=context(), link=LINK)
     assert rendered.subject == "Welcome aboard, Kari Nordmann"
     assert rendered.html is not None
     assert LINK in rendered.text
-    assert "reminder" in renderer.names()
-    reminder = renderer.render("reminder", locale="en", context=context(), link=LINK)
-    assert reminder.html is None
+    assert "digest" in renderer.names()
+    digest = renderer.render("digest", locale="en", context=context(), link=LINK)
+    assert digest.html is None
 
 
 @pytest.mark.parametrize(
