@@ -58,7 +58,7 @@ __all__ = [
 
 PARTS = ("subject.txt", "body.txt", "body.html")
 META = "template.toml"  # beside the locale folders: the set's stream
-SAMPLE_UNSUBSCRIBE = "https://sender.example.com/u/SAMPLE"  # lint's unsubscribe URL
+SAMPLE_UNSUBSCRIBE = "https://mail.example.net/u/SAMPLE"  # on another site than the sample link
 DEFAULT_LOCALE = "en"
 # Languages whose readers are best served by another template set than English.
 _LOCALE_ALIASES = {"no": "nb", "nn": "nb"}
