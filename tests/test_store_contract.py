@@ -1427,7 +1427,8 @@ async def test_a_claim_says_the_address_left_the_runs_stream(store: Store) -> No
     await store.add_rows(RUN, rows(range(2, 3)))
     reminder = await store.claim(REMINDERS, "example.com", now=T0, owner="w")
     invitation = await store.claim(RUN, "example.com", now=T0, owner="w")
-    assert reminder is not None and invitation is not None
+    assert reminder is not None
+    assert invitation is not None
     assert reminder.unsubscribed == "one-click"
     assert invitation.unsubscribed is None
     await store.record(
