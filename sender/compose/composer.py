@@ -65,13 +65,24 @@ class _Identity:
     return_paths: ReturnPathSigner | None
 
 
-def _identity(settings: SenderSettings, clock: Clock, aliases: tuple[str, ...] = ()) -> _Identity:
+def _identity(
+    settings: SenderSettings,
+    clock: Clock,
+    aliases: tuple[str, ...] = (),
+    *,
+    unsubscribe: bool = False,
+) -> _Identity:
+    """One stream's identity; with ``unsubscribe`` its builder writes List-Unsubscribe-Post
+    itself (the same line on every message: folded once, here)."""
+    headers = dict(settings.headers)
+    if unsubscribe:
+        headers[LIST_UNSUBSCRIBE_POST[0]] = LIST_UNSUBSCRIBE_POST[1]
     return _Identity(
         builder=MessageBuilder(
             from_address=settings.from_address,
             reply_to=settings.reply_to,
             message_id_domain=settings.message_id_domain,
-            headers=dict(settings.headers),
+            headers=headers,
             clock=clock,
         ),
         return_path=envelope_address(settings.return_path or settings.from_address.email)[0],
@@ -187,7 +198,8 @@ class Composer:
                 "headers: sender writes List-Unsubscribe itself, on subscription mail only",
                 setting="headers",
             )
-        # Each stream's identity, made once; a stream without its own shares the default's.
+        # Each stream's identity, made once: a stream with unsubscribe has its own builder
+        # (List-Unsubscribe-Post is constant), over the default's settings if it has none.
         aliases = tuple(
             domain
             for stream in Stream
@@ -198,7 +210,13 @@ class Composer:
         self._identities = {
             stream: default
             if (own := settings.for_stream(stream)) is settings
-            else _identity(own, self.clock)
+            and stream not in UNSUBSCRIBE_STREAMS
+            else _identity(
+                own,
+                self.clock,
+                aliases if own is settings else (),
+                unsubscribe=stream in UNSUBSCRIBE_STREAMS,
+            )
             for stream in Stream
         }
         self._builder = default.builder
@@ -233,7 +251,7 @@ class Composer:
     def _unsubscribe(
         self, stream: Stream, identity: _Identity, participant: Participant, key: str | None
     ) -> tuple[str, dict[str, str]]:
-        """Subscription mail's unsubscribe URL and its two RFC 8058 headers (one HMAC)."""
+        """Subscription mail's unsubscribe URL and its List-Unsubscribe header (one HMAC)."""
         if key is not None:
             token = self.unsubscribes.for_key(stream, key)
         else:
@@ -244,7 +262,7 @@ class Composer:
         value = f"<{url}>"
         if key is not None and identity.return_paths is not None:
             value += f", <mailto:unsubscribe+{token}@{identity.return_paths.domain}>"
-        return url, {LIST_UNSUBSCRIBE: value, LIST_UNSUBSCRIBE_POST[0]: LIST_UNSUBSCRIBE_POST[1]}
+        return url, {LIST_UNSUBSCRIBE: value}  # List-Unsubscribe-Post: the builder's own
 
     def context(self, participant: Participant, link: IssuedLink, locale: str) -> dict[str, object]:
         """The template variables for one participant: CSV extras plus sender's own."""
