@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sender.compose.render import Renderer, lint_templates, sample_context
 from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, UndefinedVariable
+from sender.vocabulary import Stream
 
 LINK = "https://lms.example.com/login?token=WyJwLTEiLCJjLTEiLDM2MDBd.aBcDeF.signature-here"
 BUILTIN = Renderer()
@@ -45,8 +46,16 @@ def test_builtins_cover_both_templates_in_four_locales() -> None:
 def test_every_builtin_renders_strictly_and_passes_the_single_link_rule(
     name: str, locale: str
 ) -> None:
-    """Each built-in set renders under StrictUndefined and links only to the login site."""
-    rendered = BUILTIN.render(name, locale=locale, context=context(locale), link=LINK)
+    """Each built-in set renders under StrictUndefined and links only to the login site
+    (and, subscription mail, to its own unsubscribe URL, which its text shows)."""
+    values = context(locale)
+    subscription = BUILTIN.stream(name) is Stream.SUBSCRIPTION
+    unsubscribe = str(values["unsubscribe_url"]) if subscription else None
+    rendered = BUILTIN.render(
+        name, locale=locale, context=values, link=LINK, unsubscribe=unsubscribe
+    )
+    if unsubscribe is not None:
+        assert unsubscribe in rendered.text
     assert rendered.locale == locale
     assert rendered.subject
     assert "\n" not in rendered.subject
