@@ -69,6 +69,7 @@ __all__ = [
     "OWN_CLAIMS",
     "PARTICIPANT_COUNT",
     "PENDING_DOMAINS",
+    "PENDING_TO",
     "PRUNE_DELIVERIES",
     "PRUNE_EVENTS",
     "QUEUED_COLUMNS",
@@ -97,6 +98,7 @@ __all__ = [
     "SELECT_SKIPPED",
     "SELECT_SUPPRESSIONS",
     "SENT_BY_STREAM",
+    "SENT_PER_DAY",
     "SENT_SINCE",
     "SET_RUN_STATE",
     "STORED_SKIPS",
@@ -310,6 +312,16 @@ SENT_BY_STREAM = (
     "SELECT r.stream, COUNT(*) FROM attempts a"
     " JOIN messages m ON m.id = a.message JOIN runs r ON r.id = m.run"
     " WHERE a.state = 'sent' AND a.at >= ? GROUP BY r.stream"
+)
+# {day}: the backend's whole days since 1970 of a.at; {member}: m.domain in a bound list.
+SENT_PER_DAY = (
+    "SELECT {day}, m.domain, COUNT(*) FROM attempts a JOIN messages m ON m.id = a.message"
+    " WHERE a.state = 'sent' AND a.at >= ? AND {member} GROUP BY 1, 2 ORDER BY 1, 2"
+)
+PENDING_TO = (
+    "SELECT m.domain, COUNT(*) FROM messages m JOIN runs r ON r.id = m.run"
+    " WHERE m.state IN ('queued', 'deferred', 'sending') AND m.replaced_by IS NULL"
+    " AND r.state <> 'done' AND {member} GROUP BY m.domain"
 )
 SUPPRESS = (
     "INSERT INTO suppressions (address, kind, reason, since) VALUES (?, ?, ?, ?)"
