@@ -478,6 +478,12 @@ class UnsubscribeSigner:
             ]
             for stream in UNSUBSCRIBE_STREAMS
         }
+        # itsdangerous's derived keys, once: a short token is then one HMAC, nothing more.
+        self._derived = {
+            id(signer): signer.derive_key()
+            for signers in self._signers.values()
+            for signer in signers
+        }
 
     def _signers_of(self, stream: Stream) -> list[Signer]:
         signers = self._signers.get(stream)
@@ -485,10 +491,10 @@ class UnsubscribeSigner:
             raise InputError(f"{stream.value} mail has no unsubscribe", field="stream")
         return signers
 
-    @staticmethod
-    def _short(signer: Signer, key: str) -> str:
-        raw = base64.urlsafe_b64decode(signer.get_signature(key.encode()) + b"==")
-        return base64.b32encode(raw).decode().lower()[:16]
+    def _short(self, signer: Signer, key: str) -> str:
+        """80 bits of the signer's HMAC-SHA256 of ``key``, in lower-case base32."""
+        raw = hmac.new(self._derived[id(signer)], key.encode(), hashlib.sha256).digest()
+        return base64.b32encode(raw[:10]).decode().lower()
 
     def for_key(self, stream: Stream, key: str, /) -> str:
         """The token for the outbox message a return-path ``key`` names."""
