@@ -386,6 +386,34 @@ async def test_a_cookieless_one_click_post_unsubscribes_from_reminders_only(
         await store.aclose()
 
 
+async def test_a_multipart_one_click_post_unsubscribes_too(
+    config: CliConfig, smtp_server: RecordingSMTPServer
+) -> None:
+    """RFC 8058 allows the field as multipart/form-data: that POST unsubscribes as well."""
+    await configured_run(config, smtp_server, "remind-1", "reminder", [person(5)])
+    token = token_of(headers_of(smtp_server.messages[0].data))
+    body = (
+        b'--b0\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+        b"One-Click\r\n--b0--\r\n"
+    )
+    async with (
+        Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
+        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
+    ):
+        done = await http.post(
+            f"/u/{token}",
+            content=body,
+            headers={"content-type": "multipart/form-data; boundary=b0"},
+        )
+    assert done.status_code == 200
+    store = open_store(config.store)
+    try:
+        (left,) = await store.unsubscribes()
+        assert (left.address, left.how) == ("user5@school.example", "one-click")
+    finally:
+        await store.aclose()
+
+
 async def test_a_single_send_of_a_reminder_skips_an_unsubscribed_address(
     smtp_server: RecordingSMTPServer, outbox: Store
 ) -> None:

@@ -1,8 +1,9 @@
 """``/u/{token}``: one-click unsubscribe (RFC 8058), the URL subscription mail names.
 
-Mail providers POST ``List-Unsubscribe=One-Click`` (``application/x-www-form-urlencoded``)
-without cookies or an API key: the token is the authority (signed, bound to a stream and
-one message or address), so the address leaves the stream at once and the answer is 200.
+Mail providers POST ``List-Unsubscribe=One-Click`` (``application/x-www-form-urlencoded``,
+or the same field as ``multipart/form-data``) without cookies or an API key: the token is
+the authority (signed, bound to a stream and one message or address), so the address
+leaves the stream at once and the answer is 200.
 A GET only shows a page with a button, which posts the same form: link scanners and
 previews GET every URL in a mail, and must unsubscribe nobody. A bad token is 400 and
 changes nothing. Nothing here logs the token.
@@ -10,6 +11,7 @@ changes nothing. Nothing here logs the token.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,7 +25,12 @@ from sender.vocabulary import UNSUBSCRIBE_STREAMS
 
 __all__ = ["router"]
 
-_ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 3.2: the POST body's one field
+_ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 3.1: the POST body's one field
+# RFC 8058 3.1 allows multipart/form-data too: the same field as one part.
+_MULTIPART_ONE_CLICK = re.compile(
+    rb'content-disposition:\s*form-data;\s*name="?List-Unsubscribe"?\r\n\r\nOne-Click\r\n',
+    re.IGNORECASE,
+)
 _TITLE = "Unsubscribe"
 
 
@@ -67,7 +74,13 @@ def router(service: Service, /) -> APIRouter:
     )
     async def one_click(token: str, request: Request) -> Any:
         """``List-Unsubscribe=One-Click`` unsubscribes the token's address from its stream."""
-        form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=8)
+        body = await request.body()
+        form: dict[str, list[str]] = {}
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            if _MULTIPART_ONE_CLICK.search(body):
+                form = {_ONE_CLICK[0]: [_ONE_CLICK[1]]}
+        else:
+            form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
         if form.get(_ONE_CLICK[0]) != [_ONE_CLICK[1]]:
             return _page("invalid", status=400)
         how = HOW_PAGE if form.get("source") == ["page"] else HOW_ONE_CLICK
