@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -37,12 +38,21 @@ from sender.pacing.schedule import Scheduler
 from sender.servers.inbound import InboundServer
 from sender.service import app
 from sender.service.serve import Listener
-from sender.store import BounceRecord, MessageState, RunState, SqliteStore, Store, open_store
+from sender.store import (
+    BounceRecord,
+    MessageState,
+    NewRow,
+    Outcome,
+    RunState,
+    SqliteStore,
+    Store,
+    open_store,
+)
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
 from sender.vocabulary import Stream
 from tests.dns_server import DnsServer
-from tests.helpers import IDENTITY, UNLIMITED, deliver, sender_settings, smtp_url
+from tests.helpers import IDENTITY, UNLIMITED, cli_with, deliver, sender_settings, smtp_url
 from tests.test_dkim import dnsfunc_for, zone_for
 
 PUBLIC = "https://mail.learning.example.com"
@@ -584,3 +594,42 @@ def test_a_reminder_without_public_url_is_refused_naming_it() -> None:
     with pytest.raises(ConfigurationError) as caught:
         sender.compose(person(1), template="reminder")
     assert caught.value.setting == "public_url"
+
+
+def test_sender_status_warns_of_a_complaint_rate_between_the_lines(workdir: Path) -> None:
+    """2 complaints for 1,000 delivered reminders (0.2%): `sender status` prints the
+    warning for the stream, and --json lists it with level warn."""
+    home = workdir / "home"
+    asyncio.run(_delivered_with_complaints(home / "outbox.sqlite3", delivered=1000, complained=2))
+    cli = cli_with(SENDER_HOME=str(home))
+    data = json.loads(cli("status", "--json").output)
+    (stream,) = [r for r in data["complaints"] if r["scope"] == "stream"]
+    assert (stream["name"], stream["level"], stream["delivered"]) == ("subscription", "warn", 1000)
+    printed = cli("status").output
+    assert (
+        "complaint rate 0.20% for subscription mail: 2 complaint(s) for 1000 delivered" in printed
+    )
+
+
+async def _delivered_with_complaints(path: Path, *, delivered: int, complained: int) -> None:
+    """A reminder run of ``delivered`` messages recorded as sent now, ``complained`` of them
+    complained about, in the outbox at ``path``."""
+    store = SqliteStore(path)
+    try:
+        await store.create_run(
+            "remind-1", template="reminder", source="p.csv", now=time.time(), stream="subscription"
+        )
+        group = [person(i) for i in range(delivered)]
+        await store.add_rows(
+            "remind-1", [NewRow(row=i + 2, participant=p) for i, p in enumerate(group)]
+        )
+        now = time.time()
+        claimed = await store.claim_many(
+            "remind-1", ["school.example"] * delivered, now=now, owner="w"
+        )
+        await store.record_many(
+            [(m.id, Outcome(MessageState.SENT, at=now)) for m in claimed if m is not None]
+        )
+        await complaints(store, "remind-1", complained, at=now)
+    finally:
+        await store.aclose()
