@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -54,6 +54,8 @@ __all__ = [
     "json_response",
     "mount_static",
     "new_app",
+    "page_csp",
+    "see_other",
 ]
 
 log = logging.getLogger("sender.service")
@@ -120,6 +122,19 @@ def html_response(
     indexed, no referrer, no framing, and a strict Content-Security-Policy."""
     merged = {**_PAGE_HEADERS, "Content-Security-Policy": csp, **(headers or {})}
     return HTMLResponse(body, status_code=status, headers=merged)
+
+
+def page_csp(*, form_action: tuple[str, ...] = ()) -> str:
+    """:data:`PAGE_CSP` with ``form_action`` origins allowed beside ``'self'``: a form whose
+    POST answers 303 elsewhere needs that origin too (Chrome checks the redirect's target)."""
+    extra = "".join(f" {origin}" for origin in form_action)
+    return PAGE_CSP.replace("form-action 'self'", f"form-action 'self'{extra}")
+
+
+def see_other(location: str, /) -> RedirectResponse:
+    """A 303 to ``location`` (a URL the caller built from settings, never from the request),
+    with the page headers: not cached, no referrer."""
+    return RedirectResponse(location, status_code=303, headers=dict(_PAGE_HEADERS))
 
 
 def mount_static(app: FastAPI, directory: Path, /) -> None:

@@ -319,8 +319,20 @@ CREATE TABLE hook_deliveries (
 CREATE INDEX hook_deliveries_due ON hook_deliveries (endpoint, due_at) WHERE state = 'pending';
 """
 
-# Version 10 (assigned; 8 and 9 are other branches' and go before it when merged): each
-# run's stream and who left which stream, as SQLite's version 12. Self-contained.
+# Version 8: one-time redemptions, as SQLite's version 10 (sender.store.sqlite.schema).
+_V8_REDEMPTIONS = """
+CREATE TABLE redemptions (
+    digest       text PRIMARY KEY,
+    kind         text NOT NULL,
+    expires_at   double precision NOT NULL,
+    redeemed_at  double precision NOT NULL
+);
+CREATE INDEX redemptions_expiry ON redemptions (expires_at);
+"""
+
+# Version 10 as assigned (until the branch holding version 9 merges and goes before it,
+# it stands 9th): each run's stream and who left which stream, as SQLite's version 12.
+# Self-contained.
 _V10_UNSUBSCRIBES = """
 ALTER TABLE runs ADD COLUMN stream text NOT NULL DEFAULT 'transactional';
 CREATE TABLE unsubscribes (
@@ -344,13 +356,14 @@ MIGRATIONS: tuple[str, ...] = (
     _V5_REASONS,
     _V6_LEASE_TTL,
     _V7_HOOKS,
+    _V8_REDEMPTIONS,
     _V10_UNSUBSCRIBES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
           "suppression_log", "limits", "limit_leases", "workers", "hook_deliveries",
-          "hook_endpoints", "hook_events", "unsubscribes")  # fmt: skip
+          "hook_endpoints", "hook_events", "redemptions", "unsubscribes")  # fmt: skip
 
 
 async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:

@@ -46,6 +46,7 @@ __all__ = [
 SCHEMA_VERSION = 12  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
 # 6: worker leases (_SCHEMA_V6_WORKERS); 7: bounce reasons (_SCHEMA_V7_REASONS);
 # 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL); 9: webhook events (_SCHEMA_V9_HOOKS);
+# 10: one-time redemptions (_SCHEMA_V10_REDEMPTIONS);
 # 12: streams and unsubscribes (_SCHEMA_V12_UNSUBSCRIBES)
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
@@ -273,6 +274,18 @@ CREATE INDEX IF NOT EXISTS hook_deliveries_due ON hook_deliveries (endpoint, due
     WHERE state = 'pending'
 """
 
+# Version 10: one-time redemptions (login links, landing-page assertions): a digest of
+# each token, never the token, kept until the token expires.
+_SCHEMA_V10_REDEMPTIONS = """
+CREATE TABLE IF NOT EXISTS redemptions (
+    digest       TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    expires_at   REAL NOT NULL,
+    redeemed_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS redemptions_expiry ON redemptions (expires_at)
+"""
+
 # Version 12: each run's stream (its template's), and who left which stream. A claim skips
 # an address that left its run's stream. PostgreSQL's 10. Self-contained: no other
 # version's tables are touched.
@@ -348,6 +361,8 @@ def migrate(tx: sqlite3.Connection, version: int) -> None:
         statements += _SCHEMA_V8_LEASE_TTL.split(";")
     if version < 9:
         statements += _SCHEMA_V9_HOOKS.split(";")
+    if version < 10:
+        statements += _SCHEMA_V10_REDEMPTIONS.split(";")
     if version < 12:
         statements += _SCHEMA_V12_UNSUBSCRIBES.split(";")
     for statement in statements:
