@@ -22,8 +22,9 @@ The landing page's *assertions* (:class:`AssertionSigner`) are signed here too, 
 their own salt: ``[participant, course, purpose, next, nonce]``, good for a minute.
 
 The same keys sign VERP return paths (:class:`ReturnPathSigner`), so a bounce
-can be tied to the exact message it answers and nobody can forge one. This is
-the only module that imports itsdangerous.
+can be tied to the exact message it answers and nobody can forge one, and one-click
+unsubscribe tokens (:class:`UnsubscribeSigner`). This is the only module that imports
+itsdangerous.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from sender.errors import (
     UnsafePathError,
 )
 from sender.readonly import ReadOnly
+from sender.vocabulary import UNSUBSCRIBE_STREAMS, Stream
 
 __all__ = [
     "AssertionClaims",
@@ -64,6 +66,8 @@ __all__ = [
     "LinkClaims",
     "LinkSigner",
     "ReturnPathSigner",
+    "UnsubscribeClaims",
+    "UnsubscribeSigner",
     "message_of_key",
     "participant_key",
     "participant_of_key",
@@ -511,6 +515,9 @@ _KEY = re.compile(r"^[a-z0-9]{1,40}$")
 class ReturnPathSigner:
     """Signed VERP return paths: ``bounces+<key>-<signature>@bounce.example.com``.
 
+    ``aliases`` are further bounce domains (a stream's own) whose return paths it
+    verifies and owns; it signs for ``domain``.
+
     ``key`` names what was sent (the outbox message, say) in lower-case letters and
     digits; the signature is 80 bits of HMAC-SHA256 in base32, so the local part
     survives MTAs that fold case and stays well under the 64 octets RFC 5321 allows.
@@ -518,7 +525,13 @@ class ReturnPathSigner:
     """
 
     def __init__(
-        self, secret_keys: tuple[str, ...], /, *, domain: str, prefix: str = "bounces"
+        self,
+        secret_keys: tuple[str, ...],
+        /,
+        *,
+        domain: str,
+        prefix: str = "bounces",
+        aliases: tuple[str, ...] = (),
     ) -> None:
         if not secret_keys:
             raise ConfigurationError("return paths need a secret key", setting="secret_keys")
@@ -538,6 +551,8 @@ class ReturnPathSigner:
         ]
         self.domain = domain
         self.prefix = prefix
+        # Other bounce domains whose return paths this one verifies (a stream's own).
+        self._domains = frozenset({domain, *(a.strip().lower().rstrip(".") for a in aliases)})
 
     def _signature(self, signer: Signer, key: str) -> str:
         raw = base64.urlsafe_b64decode(signer.get_signature(key.encode()) + b"==")
@@ -555,7 +570,7 @@ class ReturnPathSigner:
         if match is None:
             return None
         prefix, key, signature, domain = match.groups()
-        if prefix != self.prefix or domain != self.domain:
+        if prefix != self.prefix or domain not in self._domains:
             return None
         for signer in self._signers:
             if hmac.compare_digest(self._signature(signer, key), signature):
@@ -564,7 +579,7 @@ class ReturnPathSigner:
 
     def owns(self, address: str, /) -> bool:
         """Whether ``address`` is in this signer's bounce domain (forged or not)."""
-        return address.strip().lower().rpartition("@")[2] == self.domain
+        return address.strip().lower().rpartition("@")[2] in self._domains
 
 
 # --- return-path keys -------------------------------------------------------------------
@@ -616,3 +631,105 @@ def participant_of_key(key: str, /) -> str | None:
         return base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
+
+
+# --- one-click unsubscribe tokens -------------------------------------------------------
+
+_KEY_TOKEN = re.compile(r"^([a-z0-9]{1,40})-([a-z2-7]{16})$")
+_ADDRESS_TOKEN = "a."  # noqa: S105 - the prefix of an address token, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeClaims:
+    """What a verified unsubscribe token names: the stream, and the message or the address."""
+
+    stream: Stream
+    key: str | None = None  # a return-path key (``m<outbox id>``) for outbox messages
+    address: str | None = None  # for a single send, which has no outbox message
+    participant_id: str | None = None
+
+
+class UnsubscribeSigner:
+    """Signed one-click unsubscribe tokens, bound to a stream and to one message or address.
+
+    An outbox message's token is its return-path key and 80 bits of HMAC-SHA256 in
+    lower-case base32 (``m1z4-abcdefghijklmnop``): short enough for the local part of the
+    ``mailto:unsubscribe+TOKEN@bounce-domain`` address, and it survives MTAs that fold
+    case. A single send has no outbox message, so its token carries the address and the
+    participant id (``a.<payload>.<signature>``; the URL form only). The stream is the
+    signature's salt, so a token made for one stream never verifies for another. Keys
+    rotate like link keys: the newest signs, every one verifies. One HMAC per token.
+    """
+
+    def __init__(self, secret_keys: tuple[str, ...], /) -> None:
+        if not secret_keys:
+            raise ConfigurationError("unsubscribe tokens need a secret key", setting="secret_keys")
+        self._signers = {
+            stream: [
+                Signer(key, salt=f"sender.unsubscribe.{stream.value}", digest_method=hashlib.sha256)
+                for key in reversed(secret_keys)  # newest first: it signs
+            ]
+            for stream in UNSUBSCRIBE_STREAMS
+        }
+        # itsdangerous's derived keys, once: a short token is then one HMAC, nothing more.
+        self._derived = {
+            id(signer): signer.derive_key()
+            for signers in self._signers.values()
+            for signer in signers
+        }
+
+    def _signers_of(self, stream: Stream) -> list[Signer]:
+        signers = self._signers.get(stream)
+        if signers is None:
+            raise InputError(f"{stream.value} mail has no unsubscribe", field="stream")
+        return signers
+
+    def _short(self, signer: Signer, key: str) -> str:
+        """80 bits of the signer's HMAC-SHA256 of ``key``, in lower-case base32."""
+        raw = hmac.new(self._derived[id(signer)], key.encode(), hashlib.sha256).digest()
+        return base64.b32encode(raw[:10]).decode().lower()
+
+    def for_key(self, stream: Stream, key: str, /) -> str:
+        """The token for the outbox message a return-path ``key`` names."""
+        if not _KEY.match(key):
+            raise InputError(f"unsubscribe key {key!r} must be 1-40 of a-z, 0-9", field="key")
+        return f"{key}-{self._short(self._signers_of(stream)[0], key)}"
+
+    def for_address(self, stream: Stream, address: str, participant_id: str, /) -> str:
+        """The token for a single send to ``address`` (no outbox message to name)."""
+        payload = json.dumps([address, participant_id], separators=(",", ":"))
+        encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+        return _ADDRESS_TOKEN + self._signers_of(stream)[0].sign(encoded).decode()
+
+    def verify(self, token: str, /) -> UnsubscribeClaims:
+        """The claims of a good token; :class:`LinkInvalid` for anything else."""
+        token = token.strip()
+        if not token or len(token) > _MAX_TOKEN:
+            raise LinkInvalid("the unsubscribe link is empty or too long")
+        match = _KEY_TOKEN.match(token.lower())
+        for stream, signers in self._signers.items():
+            if match is not None:
+                key, signature = match.groups()
+                if any(hmac.compare_digest(self._short(s, key), signature) for s in signers):
+                    return UnsubscribeClaims(stream, key=key)
+                continue
+            if token.startswith(_ADDRESS_TOKEN):
+                signed = token[len(_ADDRESS_TOKEN) :]
+                for signer in signers:
+                    try:
+                        encoded = signer.unsign(signed).decode()
+                    except BadData:
+                        continue
+                    return _address_claims(stream, encoded)
+        raise LinkInvalid("the unsubscribe link is not valid (damaged, or signed by another key)")
+
+
+def _address_claims(stream: Stream, encoded: str) -> UnsubscribeClaims:
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        address, participant_id = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise LinkInvalid("the unsubscribe link's contents are not in sender's format") from exc
+    if not isinstance(address, str) or not isinstance(participant_id, str):
+        raise LinkInvalid("the unsubscribe link's contents are not in sender's format")
+    return UnsubscribeClaims(stream, address=address, participant_id=participant_id)
