@@ -252,6 +252,16 @@ def doctor(
             settings.dkim_selector,
             settings.dkim_private_key,
         )
+        own_streams = [  # [streams.NAME] with an identity of its own, over the top level
+            StreamIdentity(
+                stream.value,
+                (mine := settings.for_stream(stream)).from_address.domain,
+                mine.dkim_domain,
+                mine.dkim_selector,
+                mine.dkim_private_key,
+            )
+            for stream, _own in settings.streams
+        ]
         report = obj.run(
             diagnose(
                 domain,
@@ -262,7 +272,7 @@ def doctor(
                 bounce_domain=settings.bounce_domain,
                 reply_domain=settings.reply_to.domain if settings.reply_to else None,
                 sending_ips=sending_ips,
-                streams=[main_stream],
+                streams=[main_stream, *own_streams],
             )
         )
         estimate = obj.run(gmail_estimate(config, days=gmail_days))

@@ -352,6 +352,19 @@ CREATE TABLE IF NOT EXISTS code_tries (
     address  text PRIMARY KEY,
     tries    integer NOT NULL,
     last_at  double precision NOT NULL
+"""
+
+# Version 10: each run's stream and who left which stream, as SQLite's version 12.
+# Self-contained.
+_V10_UNSUBSCRIBES = """
+ALTER TABLE runs ADD COLUMN stream text NOT NULL DEFAULT 'transactional';
+CREATE TABLE unsubscribes (
+    address         text NOT NULL,
+    stream          text NOT NULL,
+    at              double precision NOT NULL,
+    how             text NOT NULL,
+    participant_id  text,
+    PRIMARY KEY (address, stream)
 );
 """
 
@@ -368,13 +381,14 @@ MIGRATIONS: tuple[str, ...] = (
     _V7_HOOKS,
     _V8_REDEMPTIONS,
     _V9_CODES,
+    _V10_UNSUBSCRIBES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
           "suppression_log", "limits", "limit_leases", "workers", "hook_deliveries",
           "hook_endpoints", "hook_events", "redemptions", "login_codes",
-          "code_tries")  # fmt: skip
+          "code_tries", "unsubscribes")  # fmt: skip
 
 
 async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:

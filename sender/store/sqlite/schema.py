@@ -47,10 +47,11 @@ __all__ = [
     "migrate",
 ]
 
-SCHEMA_VERSION = 11  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
+SCHEMA_VERSION = 12  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
 # 6: worker leases (_SCHEMA_V6_WORKERS); 7: bounce reasons (_SCHEMA_V7_REASONS);
 # 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL); 9: webhook events (_SCHEMA_V9_HOOKS);
-# 10: one-time redemptions (_SCHEMA_V10_REDEMPTIONS); 11: login codes (_SCHEMA_V11_CODES)
+# 10: one-time redemptions (_SCHEMA_V10_REDEMPTIONS); 11: login codes (_SCHEMA_V11_CODES);
+# 12: streams and unsubscribes (_SCHEMA_V12_UNSUBSCRIBES)
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 
@@ -315,6 +316,20 @@ CREATE TABLE IF NOT EXISTS code_tries (
     address  TEXT PRIMARY KEY,
     tries    INTEGER NOT NULL,
     last_at  REAL NOT NULL
+"""
+
+# Version 12: each run's stream (its template's), and who left which stream. A claim skips
+# an address that left its run's stream. PostgreSQL's 10. Self-contained: no other
+# version's tables are touched.
+_SCHEMA_V12_UNSUBSCRIBES = """
+ALTER TABLE runs ADD COLUMN stream TEXT NOT NULL DEFAULT 'transactional';
+CREATE TABLE IF NOT EXISTS unsubscribes (
+    address         TEXT NOT NULL,
+    stream          TEXT NOT NULL,
+    at              REAL NOT NULL,
+    how             TEXT NOT NULL,
+    participant_id  TEXT,
+    PRIMARY KEY (address, stream)
 )
 """
 
@@ -382,6 +397,8 @@ def migrate(tx: sqlite3.Connection, version: int) -> None:
         statements += _SCHEMA_V10_REDEMPTIONS.split(";")
     if version < 11:
         statements += _SCHEMA_V11_CODES.split(";")
+    if version < 12:
+        statements += _SCHEMA_V12_UNSUBSCRIBES.split(";")
     for statement in statements:
         added = _ADD_COLUMN.search(statement)
         if added is not None and _has_column(tx, *added.groups()):
