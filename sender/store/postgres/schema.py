@@ -352,6 +352,7 @@ CREATE TABLE IF NOT EXISTS code_tries (
     address  text PRIMARY KEY,
     tries    integer NOT NULL,
     last_at  double precision NOT NULL
+);
 """
 
 # Version 10: each run's stream and who left which stream, as SQLite's version 12.

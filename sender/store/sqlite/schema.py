@@ -316,6 +316,7 @@ CREATE TABLE IF NOT EXISTS code_tries (
     address  TEXT PRIMARY KEY,
     tries    INTEGER NOT NULL,
     last_at  REAL NOT NULL
+)
 """
 
 # Version 12: each run's stream (its template's), and who left which stream. A claim skips
