@@ -24,6 +24,8 @@ from sender.bulk.runner import BulkRunner, transport_identity
 from sender.bulk.settings import RunSettings
 from sender.bulk.status import DRAINER
 from sender.bulk.workers import WorkerPool
+from sender.checks.doctor import DoctorReport, diagnose
+from sender.checks.resolve import DnsSettings, Resolver
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, require_real_identity
 from sender.invites import calendar_of
@@ -36,9 +38,11 @@ from sender.webhooks import RETENTION, Deliverer
 __all__ = [
     "ConfigFor",
     "delivering",
+    "diagnose_sender",
     "drain_owner",
     "open_drain",
     "open_sending",
+    "resolver_for",
     "run_settings",
     "sending_options",
 ]
@@ -231,3 +235,31 @@ async def open_drain(
                 await limiter.aclose()
         finally:
             await store.aclose()
+
+
+def resolver_for(dns_server: str | None) -> Resolver:
+    """DNS look-ups through ``dns_server`` (HOST:PORT), or the system's resolver."""
+    return Resolver(DnsSettings.from_text(dns_server) if dns_server else DnsSettings())
+
+
+async def diagnose_sender(
+    config: CliConfig,
+    /,
+    *,
+    domain: str | None = None,
+    spf_include: str = "amazonses.com",
+    dkim_selector: str | None = None,
+) -> DoctorReport:
+    """The doctor's report for ``domain`` (by default the From address's domain), with the
+    configured DKIM key, bounce domain and reply domain: ``sender doctor`` and the admin
+    pages' Health page."""
+    settings = config.sender
+    return await diagnose(
+        domain or settings.from_address.domain,
+        resolver=resolver_for(config.dns_server),
+        spf_include=spf_include,
+        dkim_selector=dkim_selector or settings.dkim_selector,
+        dkim_private_key=settings.dkim_private_key,
+        bounce_domain=settings.bounce_domain,
+        reply_domain=settings.reply_to.domain if settings.reply_to else None,
+    )

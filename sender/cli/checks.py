@@ -14,8 +14,7 @@ from typing import Any
 import click
 
 from sender.bulk.ingest import DryRun, address_problem, check_rows, undeliverable
-from sender.checks.doctor import Fix, diagnose
-from sender.checks.resolve import DnsSettings, Resolver
+from sender.checks.doctor import Fix
 from sender.checks.validate import Validator
 from sender.cli.app import (
     EXIT_FAILED,
@@ -33,6 +32,7 @@ from sender.cli.app import (
 from sender.client import Sender
 from sender.compose.dkim import DkimKey, dns_record, generate_key
 from sender.config import CliConfig
+from sender.configured import diagnose_sender, resolver_for
 from sender.errors import InputError
 from sender.participants import CsvRow, read_csv
 
@@ -43,7 +43,6 @@ __all__ = [
     "doctor",
     "preflight",
     "print_fixes",
-    "resolver_for",
     "row_checks",
     "validate",
     "validate_rows",
@@ -51,10 +50,6 @@ __all__ = [
 ]
 
 # --- checks before sending: addresses, the sender domain, DKIM keys -----------------------
-
-
-def resolver_for(dns_server: str | None) -> Resolver:
-    return Resolver(DnsSettings.from_text(dns_server) if dns_server else DnsSettings())
 
 
 def preflight(config: CliConfig) -> bool:
@@ -214,17 +209,9 @@ def doctor(
     """
     with errors_as_lines(obj.debug):
         config = obj.config(quiet=True, dns_server=dns_server)
-        settings = config.sender
-        own_key = settings.dkim_private_key if settings.dkim_selector == dkim_selector else None
         report = obj.run(
-            diagnose(
-                domain,
-                resolver=resolver_for(config.dns_server),
-                spf_include=spf_include,
-                dkim_selector=dkim_selector or settings.dkim_selector,
-                dkim_private_key=own_key or settings.dkim_private_key,
-                bounce_domain=settings.bounce_domain,
-                reply_domain=settings.reply_to.domain if settings.reply_to else None,
+            diagnose_sender(
+                config, domain=domain, spf_include=spf_include, dkim_selector=dkim_selector
             )
         )
     if as_json:

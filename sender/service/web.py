@@ -13,14 +13,16 @@ Request bodies are read whole, up to a limit (413 beyond), before any route sees
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,22 +40,29 @@ from sender.errors import (
 from sender.service.state import Service
 
 __all__ = [
+    "ADMIN_CSP",
     "CSV_LIMIT",
+    "FORM_LIMIT",
     "JSON_LIMIT",
+    "MAIL_CSP",
     "PAGE_CSP",
     "APIRouter",
     "ApiError",
     "App",
+    "Cookie",
     "Query",
     "Request",
     "Response",
     "body_of",
+    "download_response",
     "either_body",
+    "form_of",
     "guard",
     "html_response",
     "json_response",
     "mount_static",
     "new_app",
+    "redirect_response",
 ]
 
 log = logging.getLogger("sender.service")
@@ -99,6 +108,15 @@ PAGE_CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# The admin pages also frame sender's own preview of a message (sandboxed).
+ADMIN_CSP = PAGE_CSP + "; frame-src 'self'"
+# A mail's HTML part, previewed in a sandboxed frame of an admin page: its own inline
+# styles, pictures only inline, no script, no forms, no fetching, framed only by sender.
+MAIL_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; "
+    "frame-ancestors 'self'; base-uri 'none'; sandbox"
+)
+FORM_LIMIT = 64 << 10  # bytes of an HTML form's body (the admin pages)
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -108,6 +126,32 @@ _PAGE_HEADERS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Cookie:
+    """A cookie a page sets: HttpOnly and SameSite=Strict always; an empty ``value`` with
+    ``max_age`` 0 clears it."""
+
+    name: str
+    value: str
+    path: str
+    max_age: int
+    secure: bool
+
+
+def _with_cookies(response: Response, cookies: Sequence[Cookie]) -> Response:
+    for cookie in cookies:
+        response.set_cookie(
+            cookie.name,
+            cookie.value,
+            max_age=cookie.max_age,
+            path=cookie.path,
+            secure=cookie.secure,
+            httponly=True,
+            samesite="strict",
+        )
+    return response
+
+
 def html_response(
     body: str,
     /,
@@ -115,11 +159,50 @@ def html_response(
     status: int = 200,
     csp: str = PAGE_CSP,
     headers: Mapping[str, str] | None = None,
+    cookies: Sequence[Cookie] = (),
 ) -> HTMLResponse:
     """An HTML page with the headers every sender page carries: never cached, never
     indexed, no referrer, no framing, and a strict Content-Security-Policy."""
     merged = {**_PAGE_HEADERS, "Content-Security-Policy": csp, **(headers or {})}
-    return HTMLResponse(body, status_code=status, headers=merged)
+    response = HTMLResponse(body, status_code=status, headers=merged)
+    _with_cookies(response, cookies)
+    return response
+
+
+def redirect_response(path: str, /, *, cookies: Sequence[Cookie] = ()) -> Response:
+    """303 See Other to one of sender's own paths (never a URL from a request)."""
+    if not path.startswith("/") or path.startswith("//") or "\\" in path:
+        raise ValueError(f"not a local path: {path!r}")
+    response = RedirectResponse(path, status_code=303, headers=_PAGE_HEADERS)
+    return _with_cookies(response, cookies)
+
+
+def download_response(body: str, /, *, filename: str, media_type: str) -> Response:
+    """A file to save (the clean-up CSV), never cached."""
+    headers = {
+        **_PAGE_HEADERS,
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+    return Response(body.encode("utf-8"), media_type=media_type, headers=headers)
+
+
+async def form_of(request: Request, /) -> dict[str, str]:
+    """An HTML form's fields (``application/x-www-form-urlencoded``), each's last value;
+    another body, or one over :data:`FORM_LIMIT`, is refused with 400/413."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise ApiError(400, "invalid_request", "a form is expected", field="body")
+    raw = await request.body()
+    if len(raw) > FORM_LIMIT:
+        raise ApiError(413, "too_large", f"the form is larger than {FORM_LIMIT} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_request", "the form is not UTF-8", field="body") from exc
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=200))
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", "the form has too many fields") from exc
 
 
 def mount_static(app: FastAPI, directory: Path, /) -> None:
