@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
+import sender.service.admin
 import sender.service.feedback
 import sender.service.inbound
 import sender.service.links
@@ -28,6 +29,8 @@ Get Links, single messages, bulk runs and what came back, for any LMS.
 Every path but this document needs `Authorization: Bearer KEY`, with a key from
 `SENDER_API_KEYS` (or `api_keys` in sender.toml) that holds the path's scope:
 `links`, `send`, `runs` or `admin`. Errors are `{"error", "message", "field"}`.
+The admin pages at `/admin/` (HTML, not part of this document) log in with a key of
+scope `admin` and keep a session cookie.
 `POST /v1/inbound/ses` is the exception: SNS cannot send a key, so it accepts only
 messages signed by SNS for a topic in `ses_topics` (`SENDER_SES_TOPICS`).
 """
@@ -71,6 +74,7 @@ def app(
         sender.service.runs,
         sender.service.feedback,
         sender.service.inbound,
+        sender.service.admin,
     ):
         made.include_router(concern.router(service))
     mount_static(made, STATIC)
