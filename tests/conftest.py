@@ -50,7 +50,7 @@ async def chromium() -> AsyncIterator[Any]:
 
     A missing browser fails the tests that need it, saying how to install it.
     """
-    if not CHROMIUM.exists():
+    if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(
             f"{CHROMIUM} is missing: install Debian's browser with `apt-get install -y chromium` "
             "(.ci/run does); Playwright's own browser download is not used"

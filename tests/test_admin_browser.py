@@ -120,14 +120,14 @@ class Watched:
         self.problems: list[str] = []
         page.on(
             "console",
-            lambda m: self.problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning")
-            else None,
+            lambda m: (
+                self.problems.append(f"console {m.type}: {m.text}")
+                if m.type in ("error", "warning")
+                else None
+            ),
         )
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        page.on(
-            "requestfailed", lambda r: self.problems.append(f"failed: {r.url} {r.failure}")
-        )
+        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} {r.failure}"))
         page.on(
             "response",
             lambda r: self.problems.append(f"{r.status}: {r.url}") if r.status >= 400 else None,
@@ -188,9 +188,7 @@ async def test_preview_lists_and_renders_every_template_in_every_locale(
     page.clean()
 
 
-async def test_calendar_preview_shows_the_ics_in_the_events_zone(
-    page: Watched, site: Site
-) -> None:
+async def test_calendar_preview_shows_the_ics_in_the_events_zone(page: Watched, site: Site) -> None:
     """An invite previewed for 10:00 in Asia/Tokyo carries DTSTART;TZID=Asia/Tokyo at 10:00
     and says it is 01:00 UTC."""
     await page.page.goto(
@@ -229,7 +227,8 @@ async def test_cleanup_lists_the_bounce_and_its_get_link_verifies(
     await page.page.click("nav >> text=Clean-up")
     row = page.page.locator(f"#cleanup tr[data-email='{BOUNCED}']")
     text = await row.inner_text()
-    assert "p-2" in text and "change address" in text
+    assert "p-2" in text
+    assert "change address" in text
     await row.locator("button", has_text="Copy Get Link").click()
     link = await page.page.input_value("#issued-link")
     claims = Sender(site.config.sender).verify_link(link)

@@ -41,6 +41,7 @@ from sender.service.state import Service
 from sender.service.web import (
     ADMIN_CSP,
     MAIL_CSP,
+    ApiError,
     APIRouter,
     Cookie,
     Request,
@@ -174,7 +175,10 @@ def router(service: Service, /) -> APIRouter:
             raise _Refused(403, "your session ended: log in again")
         if not same_origin(request):
             raise _Refused(403, "this form was sent from another site")
-        form = await form_of(request)
+        try:
+            form = await form_of(request)
+        except ApiError:
+            form = {}  # not a form at all: no token either
         if not signer.check_csrf(session, form.get("csrf")):
             raise _Refused(403, "the form's CSRF token is missing or wrong: reload the page")
         return session, form
