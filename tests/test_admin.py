@@ -372,3 +372,21 @@ async def test_sender_preview_listens_on_loopback_only(
     assert process.returncode != 0
     assert b"loopback only" in stderr
     assert b"Traceback" not in stderr
+
+
+async def test_bad_preview_input_is_one_line_naming_the_field(client: httpx.AsyncClient) -> None:
+    """An unknown time zone, a malformed start or a reserved variable gives the form back
+    with one line naming the field, and no preview."""
+    await login(client)
+    for params, field in (
+        ({"template": "invite", "event_zone": "Mars/Olympus"}, "timezone"),
+        ({"template": "invite", "event_start": "tomorrow"}, "event_start"),
+        ({"template": "invitation", "vars": "link=https://evil.example"}, "vars"),
+        ({"template": "nope"}, "template"),
+    ):
+        page = await client.get("/admin/preview", params=params)
+        assert page.status_code == 200
+        alert = re.search(r'<p class="bad" role="alert">([^<]*)</p>', page.text)
+        assert alert is not None, params
+        assert alert.group(1).startswith(f"{field}: "), alert.group(1)
+        assert 'id="shown"' not in page.text

@@ -29,6 +29,7 @@ from typing import Any
 
 from sender.bulk.runner import reactivate_run, stop_run
 from sender.bulk.status import limits_report, run_list, run_status, status_report
+from sender.compose.composer import CALENDAR_TEMPLATES
 from sender.compose.links import AdminSession, SessionSigner
 from sender.config import ApiKey, Scope, parse_duration
 from sender.configured import diagnose_sender
@@ -36,7 +37,7 @@ from sender.errors import ConfigurationError, InputError, LinkError, SenderError
 from sender.feedback.suppression import REPORT_FIELDS, bounce_report, budget_reason
 from sender.models import Participant
 from sender.service.html import PAGES
-from sender.service.preview import listing, preview, sample_event, sample_person
+from sender.service.preview import Preview, listing, preview, sample_event, sample_person
 from sender.service.state import Service
 from sender.service.web import (
     ADMIN_CSP,
@@ -231,15 +232,20 @@ def router(service: Service, /) -> APIRouter:
 
     # --- preview ---------------------------------------------------------------------
 
-    def preview_of(form: Mapping[str, str]) -> tuple[Any, str]:
-        """The preview the query asks for (or None with the problem)."""
+    def preview_of(form: Mapping[str, str]) -> Preview:
+        """The preview the query asks for (``template``, ``locale``, the participant's
+        fields, the event's); raises what a send would for bad input."""
         names = service.links.renderer.names()
         template = form.get("template") or ("invitation" if "invitation" in names else names[0])
         if template not in names:
             raise InputError(f"no template named {template[:64]!r}", field="template")
         person = sample_person(form, locale=form.get("locale") or "en")
-        event = sample_event(service.links, form, course_id=person.course_id)
-        return preview(service.links, template, person=person, event=event), template
+        event = (
+            sample_event(service.links, form, course_id=person.course_id)
+            if template in CALENDAR_TEMPLATES
+            else None
+        )
+        return preview(service.links, template, person=person, event=event)
 
     @routes.get("/preview")
     async def preview_page(request: Request) -> Response:
@@ -249,9 +255,10 @@ def router(service: Service, /) -> APIRouter:
         form = dict(request.query_params)
         shown, error = None, ""
         try:
-            shown, _template = preview_of(form)
+            shown = preview_of(form)
         except SenderError as exc:
-            error = str(exc)
+            field = getattr(exc, "field", None)
+            error = f"{field}: {exc}" if field and not str(exc).startswith(field) else str(exc)
         zone_times = None
         if shown is not None and shown.event is not None:
             event = shown.event
@@ -281,7 +288,7 @@ def router(service: Service, /) -> APIRouter:
         if session_of(request) is None:
             return html_response("", status=403, csp=MAIL_CSP)
         try:
-            shown, _template = preview_of(dict(request.query_params))
+            shown = preview_of(dict(request.query_params))
         except SenderError as exc:
             return html_response(f"<p>{html.escape(str(exc))}</p>", status=400, csp=MAIL_CSP)
         body = shown.html if shown.html is not None else "<p>This template has no HTML part.</p>"
