@@ -16,7 +16,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from sender.bulk.drain import Drain
@@ -24,7 +24,7 @@ from sender.bulk.runner import BulkRunner, transport_identity
 from sender.bulk.settings import RunSettings
 from sender.bulk.status import DRAINER
 from sender.bulk.workers import WorkerPool
-from sender.checks.doctor import DoctorReport, diagnose
+from sender.checks.doctor import DoctorReport, StreamIdentity, diagnose
 from sender.checks.resolve import DnsSettings, Resolver
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, require_real_identity
@@ -249,11 +249,19 @@ async def diagnose_sender(
     domain: str | None = None,
     spf_include: str = "amazonses.com",
     dkim_selector: str | None = None,
+    sending_ips: Sequence[str] = (),
 ) -> DoctorReport:
     """The doctor's report for ``domain`` (by default the From address's domain), with the
-    configured DKIM key, bounce domain and reply domain: ``sender doctor`` and the admin
-    pages' Health page."""
+    configured DKIM key, bounce domain, reply domain and main stream (From and DKIM
+    identity): ``sender doctor`` and the admin pages' Health page."""
     settings = config.sender
+    main_stream = StreamIdentity(
+        "main",
+        settings.from_address.domain,
+        settings.dkim_domain,
+        settings.dkim_selector,
+        settings.dkim_private_key,
+    )
     return await diagnose(
         domain or settings.from_address.domain,
         resolver=resolver_for(config.dns_server),
@@ -262,4 +270,6 @@ async def diagnose_sender(
         dkim_private_key=settings.dkim_private_key,
         bounce_domain=settings.bounce_domain,
         reply_domain=settings.reply_to.domain if settings.reply_to else None,
+        sending_ips=sending_ips,
+        streams=[main_stream],
     )

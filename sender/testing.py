@@ -110,6 +110,7 @@ class _Rule:
     response: Response
     delay: float  # seconds before deciding; math.inf: never reply
     remaining: int | None  # None: for ever
+    gate: asyncio.Event | None = None  # wait for it before deciding (hold())
 
     def matches(self, stage: Stage, address: str | None) -> bool:
         if self.stage is not stage:
@@ -282,6 +283,16 @@ class RecordingSMTPServer(EmbeddedServer):
         """Never reply at ``stage``: the client's timeout (or :meth:`aclose`) ends it."""
         self._add(stage, None, address=address, times=times, delay=math.inf)
 
+    def hold(
+        self, stage: Stage, /, *, address: str | None = None, times: int | None = None
+    ) -> asyncio.Event:
+        """Hold the reply at ``stage`` until the returned event is set: a test that must
+        look at a sender mid-send does so for as long as it needs, however slow the
+        machine, then lets the reply go."""
+        gate = asyncio.Event()
+        self._add(stage, None, address=address, times=times, gate=gate)
+        return gate
+
     def drop_after(self, messages: int, /) -> None:
         """After every ``messages``-th accepted message on a connection, reply and hang up."""
         if messages < 1:
@@ -296,12 +307,13 @@ class RecordingSMTPServer(EmbeddedServer):
         address: str | None,
         times: int | None,
         delay: float = 0.0,
+        gate: asyncio.Event | None = None,
     ) -> None:
         if address is not None and stage not in (Stage.MAIL, Stage.RCPT):
             raise ValueError("address only narrows the MAIL and RCPT stages")
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for ever")
-        self._rules.append(_Rule(Stage(stage), address, response, delay, times))
+        self._rules.append(_Rule(Stage(stage), address, response, delay, times, gate))
 
     async def _scripted(self, stage: Stage, address: str | None = None) -> Response:
         """Apply matching rules: delays in turn, then the first reply or drop."""
@@ -316,6 +328,8 @@ class RecordingSMTPServer(EmbeddedServer):
                 await asyncio.get_running_loop().create_future()  # until the connection ends
             elif rule.delay:
                 await asyncio.sleep(rule.delay)
+            if rule.gate is not None:
+                await rule.gate.wait()
             if rule.response is not None:
                 return rule.response
         return None

@@ -240,14 +240,17 @@ async def test_cleanup_lists_the_bounce_and_its_get_link_verifies(
 
 
 async def test_health_shows_gauges_and_the_doctors_findings(page: Watched, site: Site) -> None:
-    """Health shows the bounce budget (1 of 80) as a meter, the complaint gauge, and the
-    doctor's SPF and DMARC findings for learning.test from the test DNS server."""
+    """Health shows the bounce budget (1 of 80) as a meter, the complaint gauge, the
+    doctor's SPF and DMARC findings for learning.test from the test DNS server, and the
+    Gmail bulk-sender estimate."""
     await page.page.click("nav >> text=Health")
     assert await page.page.get_attribute("#budget", "value") == "1"
     assert await page.page.get_attribute("#budget", "max") == "80"
     assert await page.page.locator("#complaints").count() == 1
     assert "ok" in await page.page.inner_text("#doctor tr[data-check=spf]")
     assert "none" in (await page.page.inner_text("#doctor tr[data-check=dmarc]")).lower()
+    gmail = await page.page.inner_text("#doctor tr[data-check=gmail-bulk]")
+    assert "not a bulk sender" in gmail
     await shot(page.page, "health")
     page.clean()
 

@@ -69,6 +69,7 @@ LAYERS: list[set[str]] = [
         "feedback.bounces",
         "feedback.sns",
         "checks.resolve",
+        "checks.mtasts",
         "transport.base",
     },
     {
@@ -78,6 +79,7 @@ LAYERS: list[set[str]] = [
         "servers.inbound",
         "servers",
         "compose.composer",
+        "checks.doctor",
     },
     {
         "transport",
@@ -86,7 +88,7 @@ LAYERS: list[set[str]] = [
         "feedback",
         "checks.validate",
         "webhooks",
-        "checks.doctor",
+        "checks.gmail",
         "checks",
     },
     {"client"},
@@ -179,7 +181,8 @@ OWNERS = {
     "email_validator": {"checks.validate"},
     "dkim": {"compose.dkim"},
     "cryptography": {"compose.dkim", "feedback.sns"},  # DKIM keys; SNS certificates
-    "httpx": {"feedback.sns", "transport.ses", "webhooks"},
+    # SNS certificates, SES, webhooks; MTA-STS policies (HTTPS only, no redirects)
+    "httpx": {"checks.mtasts", "feedback.sns", "transport.ses", "webhooks"},
     "fastapi": WEB,
     "starlette": WEB,
     "pydantic": WEB,

@@ -15,7 +15,6 @@ from sender.testing import RecordingSMTPServer, Stage
 from tests.helpers import IDENTITY, people_csv, smtp_url, spawn_sender, until
 
 ENV = {"SENDER_SECRET_KEYS": "status-workers-test-key-0123456789", **IDENTITY}
-SLOW_DATA = 8.0  # the first message's DATA reply: long enough for `status` to start and look
 
 pytestmark = pytest.mark.usefixtures("workdir")
 
@@ -43,7 +42,7 @@ async def test_status_shows_the_sending_worker_then_none(
 ) -> None:
     """While `sender run` sends, `status` from another process names its host, pid and run
     (JSON and text); once it finished, `workers` is empty and the text says nothing of them."""
-    smtp_server.delay(Stage.DATA, SLOW_DATA, times=1)
+    held = smtp_server.hold(Stage.DATA, times=1)  # until `status` has looked
     people_csv(workdir / "p.csv", ["a@a.example", "b@b.example"])
     run = await spawn_sender(
         workdir,
@@ -60,6 +59,7 @@ async def test_status_shows_the_sending_worker_then_none(
         )
         assert run.returncode is None, "the run ended before `status` looked"
     finally:
+        held.set()
         async with asyncio.timeout(60):
             run_out, run_err = await run.communicate()
     assert run.returncode == 0, run_out.decode() + run_err.decode()

@@ -33,6 +33,7 @@ from sender.errors import ConfigurationError, InputError
 from sender.models import Participant, SmtpReply
 from sender.store import (
     BounceRecord,
+    DailySent,
     DomainProgress,
     EventRecord,
     IngestResult,
@@ -1183,6 +1184,31 @@ async def test_the_budget_counts_hard_bounced_addresses_and_sent_messages_in_its
     await deliver(store, range(2, 5), at=T0 - 100)
     assert await store.sent_since(T0 - DAY) == 3
     assert await store.sent_since(T0 - 99) == 0
+
+
+async def test_volume_counts_mail_sent_per_day_and_mail_still_to_send(store: Store) -> None:
+    """sent_per_day: accepted mail per UTC day to the domains asked; pending_to: unsent mail."""
+    first = int(T0 // DAY)
+    await deliver(store, range(2, 5), at=T0, domain="gmail.com")
+    await deliver(store, range(5, 7), at=T0 + 60, domain="googlemail.com")
+    await deliver(store, range(7, 8), at=T0, domain="example.com")
+    await deliver(store, range(8, 10), at=T0 + DAY, domain="gmail.com")
+    await store.add_rows(RUN, rows(range(10, 14), "gmail.com") + rows(range(14, 15), "gmail.com"))
+    claimed = await store.claim(RUN, "gmail.com", now=T0 + DAY, owner="w")
+    assert claimed is not None  # in flight: still to send
+    gmail = ["gmail.com", "googlemail.com", "gmail.com"]
+    assert await store.sent_per_day(gmail, since=T0 - DAY) == [
+        DailySent(first, "gmail.com", 3),
+        DailySent(first, "googlemail.com", 2),
+        DailySent(first + 1, "gmail.com", 2),
+    ]
+    assert [d.date for d in await store.sent_per_day(gmail, since=T0 + 61)] == ["2023-11-15"]
+    assert await store.sent_per_day([], since=0) == []
+    assert await store.pending_to([*gmail, "example.com"]) == {"gmail.com": 5}
+    await store.set_run_state(RUN, RunState.PAUSED, now=T0 + DAY, reason="test")
+    assert await store.pending_to(gmail) == {"gmail.com": 5}  # a paused run may resume
+    await store.set_run_state(RUN, RunState.DONE, now=T0 + DAY)
+    assert await store.pending_to(gmail) == {}
 
 
 # --- the suppression list -------------------------------------------------------------

@@ -234,6 +234,22 @@ async def test_delay_postpones_the_reply(smtp_server: RecordingSMTPServer) -> No
         assert time.monotonic() - started >= 0.2
 
 
+async def test_hold_keeps_the_reply_until_released(smtp_server: RecordingSMTPServer) -> None:
+    """hold() answers nothing until its event is set, then sends the usual reply."""
+    released = smtp_server.hold(Stage.MAIL, times=1)
+    async with raw_client(smtp_server) as client:
+        await greeted(client)
+        client.writer.write(b"MAIL FROM:<lms@example.org>\r\n")
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await client.reply()
+        released.set()
+        async with asyncio.timeout(5):
+            assert (await client.reply()).startswith("250")
+        assert (await client.command("RSET")).startswith("250")
+        assert (await client.command("MAIL FROM:<lms@example.org>")).startswith("250")
+
+
 async def test_hang_never_replies_and_aclose_ends_it() -> None:
     """hang() never answers; stopping the server still closes the connection promptly."""
     server = RecordingSMTPServer()

@@ -14,7 +14,14 @@ from typing import Any
 import click
 
 from sender.bulk.ingest import DryRun, address_problem, check_rows, undeliverable
-from sender.checks.doctor import Fix
+from sender.checks.doctor import DoctorReport, Fix
+from sender.checks.gmail import (
+    DEFAULT_DAYS,
+    GmailEstimate,
+    estimate_from,
+    gmail_bulk_estimate,
+    gmail_check,
+)
 from sender.checks.validate import Validator
 from sender.cli.app import (
     EXIT_FAILED,
@@ -27,20 +34,24 @@ from sender.cli.app import (
     out,
     pass_context,
     store_for,
+    with_store,
     write_csv_rows,
 )
 from sender.client import Sender
+from sender.clock import SystemClock
 from sender.compose.dkim import DkimKey, dns_record, generate_key
 from sender.config import CliConfig
 from sender.configured import diagnose_sender, resolver_for
 from sender.errors import InputError
 from sender.participants import CsvRow, read_csv
+from sender.storeurl import store_file
 
 __all__ = [
     "address_problems",
     "dkim",
     "dkim_keygen",
     "doctor",
+    "gmail_estimate",
     "preflight",
     "print_fixes",
     "row_checks",
@@ -193,6 +204,20 @@ async def validate_rows(config: CliConfig, rows: list[CsvRow], *, progress: bool
 @dns_option
 @click.option("--spf-include", default="amazonses.com", show_default=True)
 @click.option("--dkim-selector", help="Check the DKIM key published under this selector.")
+@click.option(
+    "--sending-ip",
+    "sending_ips",
+    multiple=True,
+    metavar="IP",
+    help="An IP mail leaves from (IPv4 or IPv6): check its PTR and that it resolves back.",
+)
+@click.option(
+    "--gmail-days",
+    type=click.IntRange(1, 366),
+    default=DEFAULT_DAYS,
+    show_default=True,
+    help="Days of outbox history for the Gmail bulk-sender estimate.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @pass_context
 def doctor(
@@ -201,28 +226,50 @@ def doctor(
     dns_server: str | None,
     spf_include: str,
     dkim_selector: str | None,
+    sending_ips: tuple[str, ...],
+    gmail_days: int,
     as_json: bool,
 ) -> None:
-    """Check a sender domain's SPF, DKIM, DMARC and MX, and print the records to fix it.
+    """Check a sender domain: SPF, DKIM, DMARC, MX, MTA-STS, TLS-RPT, BIMI, PTR, streams.
 
-    Exits 1 when anything fails (or DNS did not answer).
+    Also estimates from the outbox whether this sender is a Gmail bulk sender (5,000 a
+    day) and what that requires. Exits 1 when anything fails (or DNS did not answer);
+    "warn" lines are recommendations and do not fail.
     """
     with errors_as_lines(obj.debug):
         config = obj.config(quiet=True, dns_server=dns_server)
         report = obj.run(
             diagnose_sender(
-                config, domain=domain, spf_include=spf_include, dkim_selector=dkim_selector
+                config,
+                domain=domain,
+                spf_include=spf_include,
+                dkim_selector=dkim_selector,
+                sending_ips=sending_ips,
             )
         )
+        estimate = obj.run(gmail_estimate(config, days=gmail_days))
+    report = DoctorReport(report.domain, (*report.checks, gmail_check(estimate, report)))
     if as_json:
-        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        click.echo(
+            json.dumps({**report.to_json(), "gmail": estimate.as_dict()}, ensure_ascii=False)
+        )
     else:
         for check in report.checks:
-            mark = "ok  " if check.ok else ("??  " if check.unknown else "FAIL")
-            out.print(f"{mark} {check.name}: {check.message}", overflow="ignore", crop=False)
+            out.print(
+                f"{check.mark:<4} {check.name}: {check.message}", overflow="ignore", crop=False
+            )
             print_fixes(check.fixes)
     if not report.ok:
         sys.exit(EXIT_FAILED)
+
+
+async def gmail_estimate(config: CliConfig, *, days: int) -> GmailEstimate:
+    """The Gmail bulk-sender estimate from the configured outbox; none yet is nothing sent."""
+    now = SystemClock().now()
+    path = store_file(config.store)
+    if path is not None and not path.exists():  # no outbox yet: do not create one
+        return estimate_from([], {}, now=now, days=days)
+    return await with_store(config, lambda store: gmail_bulk_estimate(store, now=now, days=days))
 
 
 def print_fixes(fixes: Iterable[Fix]) -> None:

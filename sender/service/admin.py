@@ -3,8 +3,9 @@
 Preview (every template in every locale), Runs (counts, per-domain progress against the
 limits, ETA, resume and stop), Clean-up (what bounced, what to do, a fresh Get Link, a
 CSV) and Health (the bounce budget, the complaint rate, sender-side refusals per
-provider, the doctor's findings). Plain HTML from jinja2 (:data:`~sender.service.html.PAGES`),
-one CSS file and a few lines of optional script from ``/static``.
+provider, the doctor's findings with the Gmail bulk-sender estimate). Plain HTML from
+jinja2 (:data:`~sender.service.html.PAGES`), one CSS file and a few lines of optional
+script from ``/static``.
 
 Logging in: the form takes the key once and, when it holds the ``admin`` scope, answers
 with a session cookie (:class:`~sender.compose.links.SessionSigner`: signed, expiring,
@@ -29,6 +30,8 @@ from typing import Any
 
 from sender.bulk.runner import reactivate_run, stop_run
 from sender.bulk.status import limits_report, run_list, run_status, status_report
+from sender.checks.doctor import DoctorReport
+from sender.checks.gmail import gmail_bulk_estimate, gmail_check
 from sender.compose.composer import CALENDAR_TEMPLATES
 from sender.compose.links import AdminSession, SessionSigner
 from sender.config import ApiKey, Scope, parse_duration
@@ -503,6 +506,8 @@ def router(service: Service, /) -> APIRouter:
             groups=service.config.limits.effective_groups(),
         )
         doctor = await diagnose_sender(service.config)
+        gmail = gmail_check(await gmail_bulk_estimate(opened, now=now), doctor)
+        doctor = DoctorReport(doctor.domain, (*doctor.checks, gmail))
         return page(
             "health",
             session,

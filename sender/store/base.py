@@ -40,6 +40,7 @@ from sender.models import Participant
 from sender.store.records import (
     Attempt,
     BounceRecord,
+    DailySent,
     DomainProgress,
     EventRecord,
     HookEndpoint,
@@ -62,6 +63,7 @@ __all__ = [
     "BounceLog",
     "BounceRecord",
     "Budget",
+    "DailySent",
     "DomainProgress",
     "EventLog",
     "EventRecord",
@@ -82,6 +84,7 @@ __all__ = [
     "Store",
     "Suppression",
     "SuppressionList",
+    "Volume",
     "Webhooks",
     "WorkerInfo",
     "Workers",
@@ -390,6 +393,30 @@ class Budget(Protocol):
         ...
 
 
+class Volume(Protocol):
+    """What the Gmail bulk-sender estimate reads: mail sent per day and still to send, by domain.
+
+    Both are asked rarely (``sender doctor``, the health page) and use no index of their
+    own: they scan the attempt log since ``since`` and the unfinished messages.
+    """
+
+    async def sent_per_day(self, domains: Sequence[str], /, *, since: float) -> list[DailySent]:
+        """Messages accepted since ``since`` to each of ``domains``, per UTC day.
+
+        From the attempt log, so a message re-sent after a crash counts each time it was
+        accepted, as receivers count it. Sorted by day, then domain; days with none left out.
+        """
+        ...
+
+    async def pending_to(self, domains: Sequence[str], /) -> dict[str, int]:
+        """Messages still to send (queued, deferred or in flight) to each of ``domains``.
+
+        Current messages of runs that are not done (paused ones included: they may
+        resume); domains with none are left out.
+        """
+        ...
+
+
 class Webhooks(Protocol):
     """The webhook outbox. Besides the events written with the changes they report
     (``message.sent``/``deferred``/``failed`` by :meth:`Outbox.record_many`,
@@ -466,6 +493,7 @@ class Store(
     BounceLog,
     SuppressionList,
     Budget,
+    Volume,
     Webhooks,
     Protocol,
 ):

@@ -30,6 +30,7 @@ from sender.store.records import (
     RSVP_COLUMNS,
     Attempt,
     BounceRecord,
+    DailySent,
     EventRecord,
     HookEndpoint,
     HookEvent,
@@ -648,6 +649,21 @@ class SharedFeedback(SqlBackend):
         """Messages accepted since ``since``, from the attempt log: ask sparingly."""
         (sent,) = await self._row(sql.SENT_SINCE, (since,))
         return int(sent)
+
+    _SENT_PER_DAY: ClassVar[str]  # sql.SENT_PER_DAY with the backend's day and membership
+    _PENDING_TO: ClassVar[str]  # sql.PENDING_TO with the backend's membership test
+
+    async def sent_per_day(self, domains: Sequence[str], /, *, since: float) -> list[DailySent]:
+        if not domains:
+            return []
+        rows = await self._rows(self._SENT_PER_DAY, (since, self._bind_list(sorted(set(domains)))))
+        return [DailySent(int(day), domain, int(sent)) for day, domain, sent in rows]
+
+    async def pending_to(self, domains: Sequence[str], /) -> dict[str, int]:
+        if not domains:
+            return {}
+        rows = await self._rows(self._PENDING_TO, (self._bind_list(sorted(set(domains))),))
+        return {domain: int(count) for domain, count in rows}
 
     async def suppressed(self, addresses: Sequence[str], /) -> dict[str, Suppression]:
         """The suppressed ones among ``addresses`` (compared by canonical key), by key."""

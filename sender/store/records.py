@@ -32,6 +32,7 @@ __all__ = [
     "WORKER_COLUMNS",
     "Attempt",
     "BounceRecord",
+    "DailySent",
     "DomainProgress",
     "EventRecord",
     "HookEndpoint",
@@ -167,6 +168,20 @@ class DomainProgress:
     domain: str
     counts: Mapping[MessageState, int] = field(default_factory=dict)
     next_attempt_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DailySent:
+    """Messages accepted for one recipient domain on one UTC day (``day``: days since 1970)."""
+
+    day: int
+    domain: str
+    sent: int
+
+    @property
+    def date(self) -> str:
+        """The day as ``YYYY-MM-DD`` (UTC)."""
+        return datetime.fromtimestamp(self.day * 86_400, UTC).date().isoformat()
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,7 @@ __all__ = [
     "OWN_CLAIMS",
     "PARTICIPANT_COUNT",
     "PENDING_DOMAINS",
+    "PENDING_TO",
     "PRUNE_DELIVERIES",
     "PRUNE_EVENTS",
     "QUEUED_COLUMNS",
@@ -94,6 +95,7 @@ __all__ = [
     "SELECT_RUN",
     "SELECT_SKIPPED",
     "SELECT_SUPPRESSIONS",
+    "SENT_PER_DAY",
     "SENT_SINCE",
     "SET_RUN_STATE",
     "STORED_SKIPS",
@@ -293,6 +295,16 @@ HARD_BOUNCES = (
     " WHERE kind = 'hard' AND at >= ? AND forged = 0"
 )
 SENT_SINCE = "SELECT COUNT(*) FROM attempts WHERE state = 'sent' AND at >= ?"
+# {day}: the backend's whole days since 1970 of a.at; {member}: m.domain in a bound list.
+SENT_PER_DAY = (
+    "SELECT {day}, m.domain, COUNT(*) FROM attempts a JOIN messages m ON m.id = a.message"
+    " WHERE a.state = 'sent' AND a.at >= ? AND {member} GROUP BY 1, 2 ORDER BY 1, 2"
+)
+PENDING_TO = (
+    "SELECT m.domain, COUNT(*) FROM messages m JOIN runs r ON r.id = m.run"
+    " WHERE m.state IN ('queued', 'deferred', 'sending') AND m.replaced_by IS NULL"
+    " AND r.state <> 'done' AND {member} GROUP BY m.domain"
+)
 SUPPRESS = (
     "INSERT INTO suppressions (address, kind, reason, since) VALUES (?, ?, ?, ?)"
     " ON CONFLICT DO NOTHING"

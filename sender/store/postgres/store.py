@@ -43,6 +43,10 @@ class PostgresStore(
     """
 
     _FAN_OUT = sql.FAN_OUT.format(member=MEMBER.format(column="e.type"))
+    _SENT_PER_DAY = sql.SENT_PER_DAY.format(
+        day="CAST(FLOOR(a.at / 86400) AS BIGINT)", member=MEMBER.format(column="m.domain")
+    )
+    _PENDING_TO = sql.PENDING_TO.format(member=MEMBER.format(column="m.domain"))
 
 
 if TYPE_CHECKING:

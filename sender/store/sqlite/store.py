@@ -47,6 +47,10 @@ class SqliteStore(
     """
 
     _FAN_OUT = sql.FAN_OUT.format(member=MEMBER.format(column="e.type"))
+    _SENT_PER_DAY = sql.SENT_PER_DAY.format(
+        day="CAST(a.at / 86400 AS INTEGER)", member=MEMBER.format(column="m.domain")
+    )
+    _PENDING_TO = sql.PENDING_TO.format(member=MEMBER.format(column="m.domain"))
 
 
 def find_latest_run(path: Path | str, /) -> RunInfo | None:
