@@ -18,6 +18,7 @@ or from another origin.
 from __future__ import annotations
 
 import csv
+import hmac
 import html
 import io
 import logging
@@ -115,7 +116,7 @@ def router(service: Service, /) -> APIRouter:
         """The configured admin key the session was opened with; every key is compared."""
         found = None
         for key in service.config.api_keys:
-            if secrets.compare_digest(signer.key_check(key.key), session.key_check) and (
+            if hmac.compare_digest(signer.key_check(key.key), session.key_check) and (
                 Scope.ADMIN in key.scopes
             ):
                 found = key
