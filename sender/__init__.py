@@ -4,7 +4,7 @@ from sender.bulk.runner import BulkRunner, Progress, RunReport, RunSettings
 from sender.client import CalendarSend, ComposedMessage, Sender, open_sender
 from sender.clock import Clock, SystemClock
 from sender.compose.ical import CalendarEvent, CalendarMethod, PartStat
-from sender.compose.links import IssuedLink, LinkClaims, LinkSigner
+from sender.compose.links import AssertionClaims, IssuedLink, LinkClaims, LinkSigner
 from sender.compose.render import RenderedMessage, Renderer
 from sender.config import LinkSettings, SenderSettings, SmtpSecurity, SmtpSettings
 from sender.errors import (
@@ -19,6 +19,7 @@ from sender.errors import (
     LinkInvalid,
     LinkPolicyError,
     LinkRevoked,
+    LinkUsed,
     PermanentDeliveryError,
     RunBusy,
     SenderError,
@@ -30,6 +31,7 @@ from sender.errors import (
     WorkerError,
 )
 from sender.invites import AttendeeAnswer, Invitations
+from sender.landing import Landing, Redeemed
 from sender.models import (
     Address,
     DeliveryResult,
@@ -47,6 +49,7 @@ from sender.vocabulary import MessageState, RunState
 __all__ = [
     "Address",
     "AddressError",
+    "AssertionClaims",
     "AttendeeAnswer",
     "BulkRunner",
     "CalendarEvent",
@@ -64,6 +67,7 @@ __all__ = [
     "InputError",
     "Invitations",
     "IssuedLink",
+    "Landing",
     "LinkClaims",
     "LinkError",
     "LinkExpired",
@@ -72,6 +76,7 @@ __all__ = [
     "LinkRevoked",
     "LinkSettings",
     "LinkSigner",
+    "LinkUsed",
     "MessageState",
     "PartStat",
     "Participant",
@@ -79,6 +84,7 @@ __all__ = [
     "Progress",
     "RateLimits",
     "RecipientResult",
+    "Redeemed",
     "RenderedMessage",
     "Renderer",
     "RetryPolicy",

@@ -22,18 +22,25 @@ from sender import redact
 from sender.clock import Clock
 from sender.compose.composer import CalendarSend, ComposedMessage, ComposeOptions, Composer
 from sender.compose.dkim import DkimSigner
-from sender.compose.links import IssuedLink, LinkClaims, LinkSigner, ReturnPathSigner
+from sender.compose.links import (
+    AssertionClaims,
+    IssuedLink,
+    LinkClaims,
+    LinkSigner,
+    ReturnPathSigner,
+)
 from sender.compose.render import Renderer
 from sender.config import BouncePolicy, SenderSettings, SesSettings, TransportSettings
 from sender.errors import ConfigurationError
 from sender.feedback.suppression import keep_refusal
+from sender.landing import Landing, Redeemed
 from sender.lifecycle import AsyncResource
 from sender.models import Address, DeliveryResult, DeliveryStatus, Participant
 from sender.pacing.limits import Limiter
 from sender.pacing.schedule import Scheduler
 from sender.readonly import ReadOnly
 from sender.servers.capture import CaptureServer
-from sender.store import Store
+from sender.store import Redemptions, Store
 from sender.transport import SesTransport, SmtpTransport, Transport
 
 __all__ = [
@@ -183,10 +190,55 @@ class Sender(AsyncResource):
         )
 
     def verify_link(
-        self, url_or_token: str, /, *, stamp: str | None = None, purpose: str = "login"
+        self, url_or_token: str, /, *, stamp: str | None = None, purpose: str | None = None
     ) -> LinkClaims:
-        """Verify a login link; raises LinkInvalid, LinkExpired or LinkRevoked."""
+        """Verify a login link; raises LinkInvalid, LinkExpired or LinkRevoked.
+
+        ``purpose``: the one the link must have; None accepts any configured purpose
+        (``login``, ``invitation``, ``get_link`` and the one-time ones), and
+        ``claims.purpose`` says which. This never redeems a one-time link: a landing page
+        calls :meth:`inspect_link` and :meth:`redeem_link`.
+        """
+        if purpose is None:
+            return self.links.verify_any(
+                url_or_token, purposes=self._settings.links.purposes, stamp=stamp
+            )
         return self.links.verify(url_or_token, stamp=stamp, purpose=purpose)
+
+    # --- the landing page's steps (sender.landing) -------------------------------------
+
+    def landing(self, *, store: Redemptions | None = None) -> Landing:
+        """The landing page's steps over this sender's links, clock and store (or ``store``)."""
+        return Landing(
+            self._settings.links,
+            links=self.links,
+            store=store if store is not None else self.store,
+            clock=self._clock,
+        )
+
+    async def inspect_link(
+        self, url_or_token: str, /, *, stamp: str | None = None, store: Redemptions | None = None
+    ) -> LinkClaims:
+        """A landing page's GET: the claims of a good link, changing nothing.
+
+        Raises LinkInvalid, LinkExpired, LinkRevoked, or LinkUsed for a one-time link
+        already redeemed (that check needs the store).
+        """
+        return await self.landing(store=store).inspect(url_or_token, stamp=stamp)
+
+    async def redeem_link(
+        self, url_or_token: str, /, *, stamp: str | None = None, store: Redemptions | None = None
+    ) -> Redeemed:
+        """A landing page's POST: verify again, redeem a one-time link once (LinkUsed the
+        second time), and sign the assertion (``.assertion``, ``.redirect_url``)."""
+        return await self.landing(store=store).redeem(url_or_token, stamp=stamp)
+
+    async def verify_assertion(
+        self, assertion: str, /, *, purpose: str | None = None, store: Redemptions | None = None
+    ) -> AssertionClaims:
+        """The LMS's check of a landing page's assertion: good for ``assertion_ttl`` and one
+        use. Raises LinkInvalid (forged), LinkExpired, or LinkUsed (replayed)."""
+        return await self.landing(store=store).verify_assertion(assertion, purpose=purpose)
 
     def with_uid(self, calendar: CalendarSend, /) -> CalendarSend:
         """``calendar`` with its event's UID set (:meth:`Composer.with_uid`)."""

@@ -30,8 +30,10 @@ from sender.storeurl import sqlite_store_url, store_file
 from sender.vocabulary import WebhookEvent
 
 __all__ = [
+    "ASSERTION_TTL",
     "DAY",
     "DEFAULT_MAX_AGE",
+    "MAIL_PURPOSES",
     "MAX_CONCURRENCY",
     "ApiKey",
     "BouncePolicy",
@@ -45,6 +47,7 @@ __all__ = [
     "SmtpSettings",
     "TransportSettings",
     "WebhookEndpoint",
+    "check_lms_login_url",
     "load_config",
     "local_secret",
     "parse_address",
@@ -351,15 +354,36 @@ def transport_from_url(
 
 
 DEFAULT_MAX_AGE = timedelta(days=14)
+# The purposes sender's own mail gives its links: ``invitation`` (the invitation and the
+# calendar templates) and ``get_link``; ``login`` is what ``sender link issue`` and
+# ``POST /v1/links`` give by default. A link's purpose is its signing salt.
+MAIL_PURPOSES = ("login", "invitation", "get_link")
+ASSERTION_TTL = timedelta(seconds=60)  # how long the landing page's assertion is good for
+_PURPOSE_WORD = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
 
 @dataclass(frozen=True, slots=True)
 class LinkSettings:
-    """Personal login links: the keys that sign them, where they point, how long they live."""
+    """Personal login links: the keys that sign them, where they point, how long they live.
+
+    ``one_time_purposes``: links of these purposes are redeemed once, by the landing
+    page's POST (or :meth:`sender.Sender.redeem_link`); others stay reusable until they
+    expire. ``lms_login_url``: where the landing page's POST sends the participant, with
+    a signed assertion good for ``assertion_ttl`` and one use.
+    """
 
     secret_keys: tuple[str, ...] = field(repr=False)  # oldest first; the newest signs
     base_url: str
     max_age: timedelta = DEFAULT_MAX_AGE
+    one_time_purposes: tuple[str, ...] = ("login",)
+    lms_login_url: str | None = None  # absolute http(s) URL; None: no landing page POST
+    assertion_ttl: timedelta = ASSERTION_TTL
+
+    @property
+    def purposes(self) -> tuple[str, ...]:
+        """Every purpose a link may be verified for without naming one: the mail's and
+        the one-time ones."""
+        return tuple(dict.fromkeys(MAIL_PURPOSES + self.one_time_purposes))
 
     def __post_init__(self) -> None:
         if not self.secret_keys or any(not key for key in self.secret_keys):
@@ -377,6 +401,40 @@ class LinkSettings:
                 f"links: max_age must be positive and at most {MAX_DURATION.days} days",
                 setting="max_age",
             )
+        for purpose in self.one_time_purposes:
+            if not isinstance(purpose, str) or not _PURPOSE_WORD.match(purpose):
+                raise ConfigurationError(
+                    f"one_time_purposes: {str(purpose)[:40]!r} is not a purpose (1-32 "
+                    "lowercase letters, digits, '_', '.' or '-')",
+                    setting="one_time_purposes",
+                )
+        if self.lms_login_url is not None:
+            check_lms_login_url(self.lms_login_url)
+        if not timedelta(seconds=1) <= self.assertion_ttl <= timedelta(minutes=10):
+            raise ConfigurationError("assertion_ttl must be 1s to 10m", setting="assertion_ttl")
+
+
+def check_lms_login_url(url: str, /) -> str:
+    """``lms_login_url`` must be an absolute http(s) URL without a fragment: the landing
+    page redirects there, and nowhere a request could choose."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.fragment
+        or parts.username is not None
+        or any(ch in url for ch in "\r\n\x00\t \\")
+    ):
+        raise ConfigurationError(
+            f"lms_login_url {url[:80]!r} must be an absolute http:// or https:// URL "
+            "without user info or #fragment",
+            setting="lms_login_url",
+        )
+    return url
 
 
 def parse_address(text: str, /, *, setting: str) -> Address:
@@ -649,6 +707,9 @@ _TOML_KEYS = {
     "base_url",
     "secret_keys",
     "link_ttl",
+    "one_time_purposes",
+    "lms_login_url",
+    "assertion_ttl",
     "smtp_url",
     "transport",  # the same as smtp_url; either may name an SMTP server or ses://REGION
     "maildir",
@@ -880,6 +941,7 @@ def load_config(
         ("limits", "SENDER_LIMITS"),
         ("api_keys", "SENDER_API_KEYS"),
         ("ses_topics", "SENDER_SES_TOPICS"),
+        ("lms_login_url", "SENDER_LMS_LOGIN_URL"),
     ):
         if env.get(var):
             values[key] = env[var]
@@ -914,6 +976,13 @@ def load_config(
         secret_keys=keys,
         base_url=text("base_url", DEFAULT_BASE_URL) or DEFAULT_BASE_URL,
         max_age=_duration(values, "link_ttl") or DEFAULT_MAX_AGE,
+        one_time_purposes=(
+            ("login",)
+            if values.get("one_time_purposes") is None
+            else _names(values.get("one_time_purposes"), "one_time_purposes")
+        ),
+        lms_login_url=text("lms_login_url"),
+        assertion_ttl=_duration(values, "assertion_ttl") or ASSERTION_TTL,
     )
     reply_to = text("reply_to")
     templates = values.get("templates")

@@ -15,7 +15,8 @@ the row, the template, the reply) so a caller never parses messages::
     ├── LinkError                        a personal login link does not verify
     │   ├── LinkInvalid                  tampered, truncated, foreign key or purpose
     │   ├── LinkExpired                  older than its max age
-    │   └── LinkRevoked                  issued under another stamp
+    │   ├── LinkRevoked                  issued under another stamp
+    │   └── LinkUsed                     one-time: already redeemed (a link or an assertion)
     ├── TemplateError                    a template cannot produce a message
     │   ├── TemplateNotFound
     │   ├── UndefinedVariable            the template uses a variable nobody gave
@@ -52,6 +53,7 @@ __all__ = [
     "LinkInvalid",
     "LinkPolicyError",
     "LinkRevoked",
+    "LinkUsed",
     "PermanentDeliveryError",
     "RunBusy",
     "SenderError",
@@ -139,6 +141,12 @@ class LinkRevoked(LinkError):
     """The token was issued under another stamp (the address or link version changed)."""
 
     kind = "revoked"
+
+
+class LinkUsed(LinkError):
+    """A one-time token (a ``login`` link, a landing page's assertion) was already redeemed."""
+
+    kind = "used"
 
 
 class TemplateError(SenderError):

@@ -89,6 +89,19 @@ KEYS: dict[str, Key] = {
         ((OTHER_KEY, KEY), None),
     ),
     "link_ttl": Key('link_ttl = "3d"', lambda c: c.sender.links.max_age, timedelta(days=3)),
+    "one_time_purposes": Key(
+        'one_time_purposes = ["login", "Reset"]',
+        lambda c: c.sender.links.one_time_purposes,
+        ("login", "reset"),
+    ),
+    "lms_login_url": Key(
+        'lms_login_url = "https://lms.example.org/sso?via=sender"',
+        lambda c: c.sender.links.lms_login_url,
+        "https://lms.example.org/sso?via=sender",
+    ),
+    "assertion_ttl": Key(
+        'assertion_ttl = "30s"', lambda c: c.sender.links.assertion_ttl, timedelta(seconds=30)
+    ),
     "smtp_url": Key(
         'smtp_url = "smtps://lms:pw@smtp.skolen.example.org"',
         lambda c: c.smtp and (c.smtp.security, c.smtp.host, c.smtp.port, c.smtp.username),
@@ -450,6 +463,16 @@ ENV: dict[str, Env] = {
         [(OTHER_KEY, ["send"]), (KEY, ["admin", "links", "runs", "send"])],
         [(KEY, ["admin", "links", "runs", "send"])],
     ),
+    "SENDER_LMS_LOGIN_URL": Env(
+        "lms_login_url",
+        '"https://toml.example.org/sso"',
+        "https://env.example.org/sso",
+        "https://flag.example.org/sso",
+        lambda c: c.sender.links.lms_login_url,
+        "https://toml.example.org/sso",
+        "https://env.example.org/sso",
+        "https://flag.example.org/sso",
+    ),
     "SENDER_SES_TOPICS": Env(
         "ses_topics",
         '["arn:aws:sns:eu-west-1:123456789012:toml"]',
@@ -649,6 +672,16 @@ REFUSALS = [
     pytest.param('inbound_backlog = "²"', "inbound_backlog", id="inbound-superscript"),
     pytest.param('link_ttl = "soon"', "link_ttl", id="link_ttl-word"),
     pytest.param("link_ttl = [1]", "link_ttl", id="link_ttl-list"),
+    pytest.param('lms_login_url = "/sso"', "lms_login_url", id="lms_login_url-relative"),
+    pytest.param(
+        'lms_login_url = "javascript:alert(1)"', "lms_login_url", id="lms_login_url-scheme"
+    ),
+    pytest.param(
+        'lms_login_url = "https://a@lms.example.org/"', "lms_login_url", id="lms_login_url-user"
+    ),
+    pytest.param('one_time_purposes = ["log in"]', "one_time_purposes", id="purpose-space"),
+    pytest.param("one_time_purposes = 1", "one_time_purposes", id="purpose-number"),
+    pytest.param('assertion_ttl = "1h"', "assertion_ttl", id="assertion_ttl-long"),
     pytest.param('smtp_timeout = "-1s"', "smtp_timeout", id="smtp_timeout-negative"),
     pytest.param("retry_first = 0", "retry_first", id="retry_first-zero"),
     pytest.param("trusted_authserv_ids = 5", "trusted_authserv_ids", id="authserv-number"),

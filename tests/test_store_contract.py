@@ -1399,3 +1399,40 @@ async def test_pruning_forgets_old_events_but_not_a_pending_delivery(store: Stor
     await store.hook_delivered(url, old.id, status=200)
     assert await store.prune_hook_events(before=T0 + DAY) == 1
     assert [e.id for e in await store.hook_events()] == [waiting.id, new.id]
+
+
+# --- Redemptions -------------------------------------------------------------------------
+
+
+async def test_a_digest_is_redeemed_once_until_it_expires(store: Store) -> None:
+    """The first redemption of a digest wins; later ones are refused while it is remembered."""
+    assert not await store.is_redeemed("d1", now=T0)
+    assert await store.redeem_once("d1", kind="link", expires_at=T0 + 60, now=T0)
+    assert await store.is_redeemed("d1", now=T0 + 1)
+    assert not await store.redeem_once("d1", kind="link", expires_at=T0 + 60, now=T0 + 1)
+    assert await store.redeem_once("d2", kind="assertion", expires_at=T0 + 60, now=T0 + 1)
+
+
+async def test_racing_redemptions_across_stores_let_exactly_one_win(open_store: Opener) -> None:
+    """Two stores on one database (two processes) redeeming one digest: exactly one wins."""
+    async with aclosing(open_store()) as one, aclosing(open_store()) as two:
+        results = await asyncio.gather(
+            *(
+                opened.redeem_once("race", kind="link", expires_at=T0 + 60, now=T0)
+                for _ in range(5)
+                for opened in (one, two)
+            )
+        )
+    assert sorted(results) == [False] * 9 + [True]
+
+
+async def test_expired_redemptions_are_pruned(store: Store) -> None:
+    """Rows past their expiry go, by prune_redemptions or by the next redemption."""
+    await store.redeem_once("old", kind="link", expires_at=T0 + 10, now=T0)
+    await store.redeem_once("older", kind="link", expires_at=T0 + 5, now=T0)
+    await store.redeem_once("kept", kind="link", expires_at=T0 + DAY, now=T0)
+    assert await store.prune_redemptions(now=T0 + 6) == 1
+    assert await store.redeem_once("new", kind="link", expires_at=T0 + DAY, now=T0 + 11)
+    assert not await store.is_redeemed("old", now=T0 + 11)
+    assert await store.is_redeemed("kept", now=T0 + 11)
+    assert await store.prune_redemptions(now=T0 + 11) == 0

@@ -64,7 +64,12 @@ def link() -> None:
 @click.option("--next", "next_path", help="Same-site path to open after login, e.g. /courses/1.")
 @click.option("--ttl", callback=duration, help="Lifetime, e.g. 7d or 12h (default 14d).")
 @click.option("--stamp", help="Revocation stamp, e.g. a hash of the address plus a version.")
-@click.option("--purpose", default="login", show_default=True)
+@click.option(
+    "--purpose",
+    default="login",
+    show_default=True,
+    help="What the link is for; one_time_purposes (login by default) redeem once.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print {url, token, expires_at}.")
 @pass_context
 def link_issue(
@@ -92,11 +97,11 @@ def link_issue(
 @link.command("verify")
 @click.argument("url_or_token")
 @click.option("--stamp", help="The participant's current revocation stamp.")
-@click.option("--purpose", default="login", show_default=True)
+@click.option("--purpose", help="The purpose the link must have (default: any configured).")
 @click.option("--json", "as_json", is_flag=True, help="Print the claims, or {error: KIND}.")
 @pass_context
 def link_verify(
-    obj: Context, url_or_token: str, stamp: str | None, purpose: str, as_json: bool
+    obj: Context, url_or_token: str, stamp: str | None, purpose: str | None, as_json: bool
 ) -> None:
     """Check a link; exit 0 with its claims, or 1 with expired, invalid or revoked."""
     with errors_as_lines(obj.debug):

@@ -8,6 +8,7 @@ import ipaddress
 import secrets
 import webbrowser
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -74,6 +75,15 @@ async def _serve(config: CliConfig, host: str, port: int, *, work: bool) -> None
         err.print(
             f"serving the HTTP API on {listening.url} ({len(config.api_keys)} API key(s), "
             f"{sends}); Ctrl-C stops",
+            markup=False,
+            highlight=False,
+        )
+        links = config.sender.links
+        path = urlsplit(links.base_url).path or "/"
+        target = links.lms_login_url or "nowhere: set lms_login_url for its POST"
+        err.print(
+            f"the landing page for {links.base_url} answers at {listening.url}{path}; "
+            f"it sends sign-ins to {target}",
             markup=False,
             highlight=False,
         )

@@ -39,6 +39,7 @@ __all__ = [
     "ComposedMessage",
     "Composer",
     "calendar_for",
+    "link_purpose",
 ]
 
 # Template variables sender fills itself; a CSV column must not replace them.
@@ -149,6 +150,14 @@ class ComposeOptions(TypedDict, total=False):
     message_id: str | None  # a retry's: the first attempt's Message-ID
     calendar: CalendarSend | None
     return_path_key: str | None  # what the signed return path names (``m<id>``)
+    purpose: str | None  # the link's purpose; by default the template's (link_purpose)
+
+
+def link_purpose(template: str, /) -> str:
+    """The purpose a mail's link gets by default: ``get_link`` for the get_link template,
+    ``invitation`` for every other (invitations and calendar mail), which stay reusable
+    until they expire; ``login``, one-time by default, is for links an LMS issues itself."""
+    return "get_link" if template == "get_link" else "invitation"
 
 
 class Composer:
@@ -241,13 +250,19 @@ class Composer:
         message_id: str | None = None,
         calendar: CalendarSend | None = None,
         return_path_key: str | None = None,
+        purpose: str | None = None,
     ) -> ComposedMessage:
         """Issue the link, render the template and build the bytes (see :meth:`Sender.compose`)."""
         if not participant.name.strip():
             raise InputError("the participant has no name", field="name")
         rcpt, smtputf8 = envelope_address(participant.email, field="email")
         link = self.links.issue(
-            participant.participant_id, participant.course_id, next=next, ttl=ttl, stamp=stamp
+            participant.participant_id,
+            participant.course_id,
+            purpose=purpose or link_purpose(template),
+            next=next,
+            ttl=ttl,
+            stamp=stamp,
         )
         locale = self.renderer.resolve_locale(template, participant.locale)
         context = self.context(participant, link, locale)

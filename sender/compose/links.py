@@ -10,6 +10,17 @@ Revocation needs no server-side list: the LMS passes a *stamp* (say, a hash of
 the participant's current address plus a link version) when issuing and when
 verifying; a token issued under any other stamp is revoked.
 
+The token does not name its purpose, so whoever verifies says which purpose it
+expects; :meth:`LinkSigner.verify_any` tries each purpose it is given (the mail's
+``login``, ``invitation``, ``get_link`` and the configured one-time ones) and reports
+the one whose signature matched. The landing page verifies that way rather than
+putting the purpose in the URL: the URL stays what every LMS already builds and
+parses (``base_url?token=...``), a purpose in the query could be edited by anyone
+(only the salt is trustworthy), and a token verifies under at most one salt.
+
+The landing page's *assertions* (:class:`AssertionSigner`) are signed here too, under
+their own salt: ``[participant, course, purpose, next, nonce]``, good for a minute.
+
 The same keys sign VERP return paths (:class:`ReturnPathSigner`), so a bounce
 can be tied to the exact message it answers and nobody can forge one. This is
 the only module that imports itsdangerous.
@@ -22,6 +33,8 @@ import binascii
 import hashlib
 import hmac
 import re
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +57,8 @@ from sender.readonly import ReadOnly
 
 __all__ = [
     "AdminSession",
+    "AssertionClaims",
+    "AssertionSigner",
     "IssuedLink",
     "LinkClaims",
     "LinkSigner",
@@ -53,6 +68,7 @@ __all__ = [
     "participant_key",
     "participant_of_key",
     "return_path_key",
+    "token_of",
 ]
 
 _PURPOSE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
@@ -225,12 +241,49 @@ class LinkSigner:
         """
         token = _extract_token(url_or_token)
         _check_canonical(token)
+        loaded = self._load(token, purpose)
+        if loaded is None:
+            raise LinkInvalid("the link is not valid (damaged, or signed by another key)")
+        return self._claims(loaded, purpose, stamp=stamp, max_age=max_age)
+
+    def verify_any(
+        self,
+        url_or_token: str,
+        /,
+        *,
+        purposes: Sequence[str],
+        stamp: str | None = None,
+    ) -> LinkClaims:
+        """Like :meth:`verify`, for a token of any of ``purposes``; ``claims.purpose`` says
+        which. A token whose signature matches no purpose is :class:`LinkInvalid`."""
+        token = _extract_token(url_or_token)
+        _check_canonical(token)
+        for purpose in purposes:
+            loaded = self._load(token, purpose)
+            if loaded is not None:
+                return self._claims(loaded, purpose, stamp=stamp, max_age=None)
+        raise LinkInvalid("the link is not valid (damaged, or signed by another key)")
+
+    def _load(self, token: str, purpose: str) -> tuple[object, datetime] | None:
+        """The payload and issue time of a token signed for ``purpose``; None if not."""
         try:
             payload, issued_at = self._serializer(purpose).loads(
                 token, max_age=None, return_timestamp=True
             )
-        except BadData as exc:
-            raise LinkInvalid("the link is not valid (damaged, or signed by another key)") from exc
+        except BadData:
+            return None
+        return payload, issued_at
+
+    def _claims(
+        self,
+        loaded: tuple[object, datetime],
+        purpose: str,
+        /,
+        *,
+        stamp: str | None,
+        max_age: timedelta | None,
+    ) -> LinkClaims:
+        payload, issued_at = loaded
         participant_id, course_id, seconds, next_path, digest = _unpack(payload)
         if digest is not None or stamp is not None:
             expected = _stamp_digest(participant_id, stamp) if stamp is not None else ""
@@ -252,6 +305,108 @@ class LinkSigner:
             issued_at=issued_at,
             expires_at=expires_at,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AssertionClaims:
+    """What a verified landing-page assertion says: who signed in, where to, until when.
+
+    ``nonce`` is unique per assertion; the one-use check keeps a digest of the assertion.
+    """
+
+    participant_id: str
+    course_id: str
+    purpose: str
+    next: str | None
+    issued_at: datetime
+    expires_at: datetime
+
+    def as_dict(self) -> dict[str, str | None]:
+        """JSON-ready (``POST /v1/assertions/verify``)."""
+        return {
+            "participant_id": self.participant_id,
+            "course_id": self.course_id,
+            "purpose": self.purpose,
+            "next": self.next,
+            "issued_at": self.issued_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+        }
+
+
+class AssertionSigner:
+    """Short-lived signed assertions: what the landing page hands the LMS after a POST.
+
+    ``[participant, course, purpose, next, nonce]`` under the salt ``sender.assertion``,
+    with the link keys (newest signs). Good for ``ttl``; that it is used once is the
+    caller's business (:mod:`sender.landing` redeems its digest in the store).
+    """
+
+    def __init__(
+        self, secret_keys: tuple[str, ...], /, *, ttl: timedelta, clock: Clock | None = None
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self.ttl = ttl
+        self._serializer = URLSafeTimedSerializer(
+            list(secret_keys),
+            salt="sender.assertion",
+            signer=_ClockedSigner,
+            signer_kwargs={"clock": self._clock, "digest_method": hashlib.sha256},
+        )
+
+    def sign(self, claims: LinkClaims, /) -> str:
+        """An assertion for the participant, course, purpose and ``next`` of ``claims``."""
+        nonce = base64.urlsafe_b64encode(secrets.token_bytes(12)).decode("ascii")
+        payload = [
+            claims.participant_id,
+            claims.course_id,
+            claims.purpose,
+            claims.next or "",
+            nonce,
+        ]
+        token: str = self._serializer.dumps(payload)
+        return token
+
+    def verify(self, assertion: str, /) -> AssertionClaims:
+        """The claims of a good, unexpired assertion; LinkInvalid or LinkExpired otherwise."""
+        text = assertion.strip()
+        if not text or len(text) > _MAX_TOKEN:
+            raise LinkInvalid("the assertion is empty or too long")
+        _check_canonical(text)
+        try:
+            payload, issued_at = self._serializer.loads(text, max_age=None, return_timestamp=True)
+        except BadData as exc:
+            raise LinkInvalid("the assertion is not valid (forged or damaged)") from exc
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 5
+            or not all(isinstance(item, str) for item in payload)
+        ):
+            raise LinkInvalid("the assertion's contents are not in sender's format")
+        participant_id, course_id, purpose, next_path, _nonce = payload
+        expires_at = issued_at + self.ttl
+        if self._clock.now() > expires_at.timestamp():
+            raise LinkExpired(
+                f"the assertion expired at {expires_at:%Y-%m-%d %H:%M:%S} UTC",
+                expired_at=expires_at,
+            )
+        if next_path:
+            try:
+                check_next_path(next_path)
+            except UnsafePathError as exc:
+                raise LinkInvalid(f"the assertion's next path is unsafe: {exc}") from exc
+        return AssertionClaims(
+            participant_id=participant_id,
+            course_id=course_id,
+            purpose=purpose,
+            next=next_path or None,
+            issued_at=issued_at,
+            expires_at=expires_at,
+        )
+
+
+def token_of(url_or_token: str, /) -> str:
+    """The token in a link (or the token itself), as :meth:`LinkSigner.verify` reads it."""
+    return _extract_token(url_or_token)
 
 
 def _extract_token(url_or_token: str) -> str:

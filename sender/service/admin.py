@@ -54,7 +54,7 @@ from sender.service.web import (
     download_response,
     form_of,
     html_response,
-    redirect_response,
+    see_other,
 )
 from sender.store import Store
 from sender.vocabulary import Reason
@@ -195,18 +195,18 @@ def router(service: Service, /) -> APIRouter:
 
     @routes.get("")
     async def bare() -> Response:
-        return redirect_response("/admin/")
+        return see_other("/admin/")
 
     @routes.get("/")
     async def home(request: Request) -> Response:
         if session_of(request) is None:
             return login_page()
-        return redirect_response("/admin/preview")
+        return see_other("/admin/preview")
 
     @routes.get("/login")
     async def login_form(request: Request) -> Response:
         if session_of(request) is not None:
-            return redirect_response("/admin/preview")
+            return see_other("/admin/preview")
         return login_page()
 
     @routes.post("/login")
@@ -222,9 +222,7 @@ def router(service: Service, /) -> APIRouter:
         value = signer.issue(key_name=key.name, api_key=key.key, nonce=secrets.token_urlsafe(18))
         log.info("admin pages: %s logged in", key.name)
         max_age = int(SESSION_AGE.total_seconds())
-        return redirect_response(
-            "/admin/preview", cookies=[cookie(request, value, max_age=max_age)]
-        )
+        return see_other("/admin/preview", cookies=[cookie(request, value, max_age=max_age)])
 
     @routes.post("/logout")
     async def logout(request: Request) -> Response:
@@ -232,7 +230,7 @@ def router(service: Service, /) -> APIRouter:
             await posted(request)
         except _Refused as exc:
             return refused(exc)
-        return redirect_response("/admin/login", cookies=[cookie(request, "", max_age=0)])
+        return see_other("/admin/login", cookies=[cookie(request, "", max_age=0)])
 
     # --- preview ---------------------------------------------------------------------
 
@@ -255,7 +253,7 @@ def router(service: Service, /) -> APIRouter:
     async def preview_page(request: Request) -> Response:
         session = session_of(request)
         if session is None:
-            return redirect_response("/admin/login")
+            return see_other("/admin/login")
         form = dict(request.query_params)
         shown, error = None, ""
         try:
@@ -308,7 +306,7 @@ def router(service: Service, /) -> APIRouter:
     async def runs_page(request: Request) -> Response:
         session = session_of(request)
         if session is None:
-            return redirect_response("/admin/login")
+            return see_other("/admin/login")
         runs = await run_list(await store(), now=time.time())
         for run in runs:
             run["created"] = _time(run["created_at"])  # type: ignore[arg-type]
@@ -343,7 +341,7 @@ def router(service: Service, /) -> APIRouter:
     async def run_detail(request: Request, run_id: str) -> Response:
         session = session_of(request)
         if session is None:
-            return redirect_response("/admin/login")
+            return see_other("/admin/login")
         return await run_page(session, run_id)
 
     @routes.post("/runs/{run_id}/{action}")
@@ -423,7 +421,7 @@ def router(service: Service, /) -> APIRouter:
     async def cleanup(request: Request) -> Response:
         session = session_of(request)
         if session is None:
-            return redirect_response("/admin/login")
+            return see_other("/admin/login")
         return await cleanup_page(session, request.query_params.get("since", "7d"))
 
     @routes.post("/cleanup/link")
@@ -458,7 +456,7 @@ def router(service: Service, /) -> APIRouter:
     @routes.get("/cleanup.csv")
     async def cleanup_csv(request: Request) -> Response:
         if session_of(request) is None:
-            return redirect_response("/admin/login")
+            return see_other("/admin/login")
         since_text = request.query_params.get("since", "7d")
         now = time.time()
         rows, _problems = await bounce_report(
@@ -485,7 +483,7 @@ def router(service: Service, /) -> APIRouter:
     async def health(request: Request) -> Response:
         session = session_of(request)
         if session is None:
-            return redirect_response("/admin/login")
+            return see_other("/admin/login")
         opened = await store()
         now = time.time()
         policy = service.config.bounces

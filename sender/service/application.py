@@ -1,6 +1,7 @@
 """The app: one router per concern, over one :class:`~sender.service.state.Service`.
 
-Later concerns (webhooks, SES notifications) add a router here and nothing else.
+Later concerns (webhooks, SES notifications) add a router here and nothing else. The
+landing page (``sender.service.landing``) answers at ``base_url``'s path.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from importlib.metadata import version
 import sender.service.admin
 import sender.service.feedback
 import sender.service.inbound
+import sender.service.landing
 import sender.service.links
 import sender.service.messages
 import sender.service.runs
@@ -75,6 +77,7 @@ def app(
         sender.service.feedback,
         sender.service.inbound,
         sender.service.admin,
+        sender.service.landing,
     ):
         made.include_router(concern.router(service))
     mount_static(made, STATIC)

@@ -18,7 +18,12 @@ from datetime import datetime
 from email.message import EmailMessage
 
 from sender.client import Sender
-from sender.compose.composer import CALENDAR_TEMPLATES, RESERVED_VARIABLES, calendar_for
+from sender.compose.composer import (
+    CALENDAR_TEMPLATES,
+    RESERVED_VARIABLES,
+    calendar_for,
+    link_purpose,
+)
 from sender.compose.ical import CalendarEvent
 from sender.compose.render import find_link_problems, lint_templates, sample_context
 from sender.errors import InputError, SenderError
@@ -145,7 +150,7 @@ def preview(
     """
     renderer = sender.renderer
     locale = renderer.resolve_locale(template, person.locale)
-    link = sender.get_link(person)
+    link = sender.get_link(person, purpose=link_purpose(template))  # as the mail's
     calendar = calendar_for(template, event) if template in CALENDAR_TEMPLATES and event else None
     context = sender.context(person, link, locale)
     if calendar is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
+    "AssertionRequest",
     "LinkRequest",
     "MessageRequest",
     "ParticipantIn",
@@ -27,7 +28,7 @@ class LinkRequest:
     next: str | None = None  # a same-site path, e.g. /courses/1
     ttl: str | int | None = None  # 7d, 12h, or seconds; default: the configured link_ttl
     stamp: str | None = None  # revocation stamp
-    purpose: str = "login"
+    purpose: str = "login"  # one_time_purposes (login by default) redeem once
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,15 @@ class VerifyRequest:
     token: str | None = None
     url: str | None = None
     stamp: str | None = None
-    purpose: str = "login"
+    purpose: str | None = None  # the purpose it must have; default: any configured
+
+
+@dataclass(frozen=True, slots=True)
+class AssertionRequest:
+    """A landing page's assertion to check (and use up), optionally for one purpose."""
+
+    assertion: str
+    purpose: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

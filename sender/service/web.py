@@ -62,7 +62,8 @@ __all__ = [
     "json_response",
     "mount_static",
     "new_app",
-    "redirect_response",
+    "page_csp",
+    "see_other",
 ]
 
 log = logging.getLogger("sender.service")
@@ -169,14 +170,6 @@ def html_response(
     return response
 
 
-def redirect_response(path: str, /, *, cookies: Sequence[Cookie] = ()) -> Response:
-    """303 See Other to one of sender's own paths (never a URL from a request)."""
-    if not path.startswith("/") or path.startswith("//") or "\\" in path:
-        raise ValueError(f"not a local path: {path!r}")
-    response = RedirectResponse(path, status_code=303, headers=_PAGE_HEADERS)
-    return _with_cookies(response, cookies)
-
-
 def download_response(body: str, /, *, filename: str, media_type: str) -> Response:
     """A file to save (the clean-up CSV), never cached."""
     headers = {
@@ -203,6 +196,21 @@ async def form_of(request: Request, /) -> dict[str, str]:
         return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=200))
     except ValueError as exc:
         raise ApiError(400, "invalid_request", "the form has too many fields") from exc
+
+
+def page_csp(*, form_action: tuple[str, ...] = ()) -> str:
+    """:data:`PAGE_CSP` with ``form_action`` origins allowed beside ``'self'``: a form whose
+    POST answers 303 elsewhere needs that origin too (Chrome checks the redirect's target)."""
+    extra = "".join(f" {origin}" for origin in form_action)
+    return PAGE_CSP.replace("form-action 'self'", f"form-action 'self'{extra}")
+
+
+def see_other(location: str, /, *, cookies: Sequence[Cookie] = ()) -> Response:
+    """A 303 to ``location`` (a URL the caller built from settings or one of sender's own
+    paths, never from the request), with the page headers: not cached, no referrer; and
+    ``cookies`` set or cleared (the admin pages' session)."""
+    response = RedirectResponse(location, status_code=303, headers=dict(_PAGE_HEADERS))
+    return _with_cookies(response, cookies)
 
 
 def mount_static(app: FastAPI, directory: Path, /) -> None:

@@ -16,6 +16,8 @@ never read-then-write.
 - :class:`BounceLog` and :class:`SuppressionList` (together :class:`Feedback`): the
   bounce rules, the clean-up report, and every send's check of whom not to write to;
 - :class:`Budget`: what the bounce budget counts before it pauses bulk sending;
+- :class:`Redemptions`: one-time tokens (``login`` links, the landing page's
+  assertions) redeemed atomically, kept as digests until they expire;
 - :class:`Webhooks`: the events for the LMS's webhooks, each written in the transaction
   of the change it reports (an attempt's outcome, a bounce, a suppression, a run paused
   or finished), so none is lost and none is told of a change that rolled back.
@@ -78,6 +80,7 @@ __all__ = [
     "OutboxMessage",
     "Outcome",
     "Progress",
+    "Redemptions",
     "RsvpRecord",
     "RunInfo",
     "Runs",
@@ -480,6 +483,29 @@ class Webhooks(Protocol):
         ...
 
 
+class Redemptions(Protocol):
+    """One-time tokens, redeemed once across every process sharing the store.
+
+    The store keeps only a digest of each token (the caller hashes it), with the time
+    until which it must be remembered; a redemption also prunes the rows past theirs.
+    """
+
+    async def redeem_once(
+        self, digest: str, /, *, kind: str, expires_at: float, now: float
+    ) -> bool:
+        """Record ``digest`` as redeemed: True the first time, False if it already was
+        (one atomic insert, so of two racing callers exactly one gets True)."""
+        ...
+
+    async def is_redeemed(self, digest: str, /, *, now: float) -> bool:
+        """Whether ``digest`` was redeemed and is still remembered (changes nothing)."""
+        ...
+
+    async def prune_redemptions(self, *, now: float) -> int:
+        """Forget digests whose ``expires_at`` is past; how many went."""
+        ...
+
+
 class Feedback(BounceLog, SuppressionList, Protocol):
     """What the bounce rules read and write: the bounces kept, and the suppression list."""
 
@@ -495,6 +521,7 @@ class Store(
     Budget,
     Volume,
     Webhooks,
+    Redemptions,
     Protocol,
 ):
     """Durable outbox: every role in one. All times are Unix seconds from the engine's clock."""

@@ -73,6 +73,7 @@ __all__ = [
     "SharedFeedback",
     "SharedOutbox",
     "SharedProgress",
+    "SharedRedemptions",
     "SharedRuns",
     "SharedWebhooks",
     "SharedWorkers",
@@ -770,6 +771,29 @@ class SharedWebhooks(SqlBackend):
                 sql.HOOK_ENDPOINTS
             )
         ]
+
+
+class SharedRedemptions(SqlBackend):
+    """:class:`~sender.store.base.Redemptions`: one insert that only the first caller wins."""
+
+    __slots__ = ()
+
+    async def redeem_once(
+        self, digest: str, /, *, kind: str, expires_at: float, now: float
+    ) -> bool:
+        counts = await self._write_all(
+            [
+                (sql.PRUNE_REDEMPTIONS, (now,)),
+                (sql.REDEEM, (digest, kind, expires_at, now)),
+            ]
+        )
+        return counts[1] == 1
+
+    async def is_redeemed(self, digest: str, /, *, now: float) -> bool:
+        return await self._row(sql.REDEEMED, (digest, now)) is not None
+
+    async def prune_redemptions(self, *, now: float) -> int:
+        return await self._write(sql.PRUNE_REDEMPTIONS, (now,))
 
 
 HOOK_HORIZON = 3 * 86_400.0  # seconds: older events are not given to a new endpoint

@@ -70,11 +70,14 @@ __all__ = [
     "PENDING_TO",
     "PRUNE_DELIVERIES",
     "PRUNE_EVENTS",
+    "PRUNE_REDEMPTIONS",
     "QUEUED_COLUMNS",
     "RECENT_RUNS",
     "RECLAIMED",
     "RECLAIM_WORKER",
     "RECLAIM_WORKERS",
+    "REDEEM",
+    "REDEEMED",
     "REGISTER_WORKER",
     "RELEASE_RUN",
     "RELEASE_WORKER",
@@ -415,3 +418,12 @@ PRUNE_EVENTS = (
     "DELETE FROM hook_events WHERE at < ?"
     " AND NOT EXISTS (SELECT 1 FROM hook_deliveries d WHERE d.event = hook_events.id)"
 )
+
+# One-time redemptions: only a digest of the token, until it expires. A digest already
+# present is not inserted again, so of two racing redemptions exactly one inserts a row.
+PRUNE_REDEMPTIONS = "DELETE FROM redemptions WHERE expires_at < ?"
+REDEEM = (
+    "INSERT INTO redemptions (digest, kind, expires_at, redeemed_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (digest) DO NOTHING"
+)
+REDEEMED = "SELECT 1 FROM redemptions WHERE digest = ? AND expires_at >= ?"

@@ -319,6 +319,17 @@ CREATE TABLE hook_deliveries (
 CREATE INDEX hook_deliveries_due ON hook_deliveries (endpoint, due_at) WHERE state = 'pending';
 """
 
+# Version 8: one-time redemptions, as SQLite's version 10 (sender.store.sqlite.schema).
+_V8_REDEMPTIONS = """
+CREATE TABLE redemptions (
+    digest       text PRIMARY KEY,
+    kind         text NOT NULL,
+    expires_at   double precision NOT NULL,
+    redeemed_at  double precision NOT NULL
+);
+CREATE INDEX redemptions_expiry ON redemptions (expires_at);
+"""
+
 # MIGRATIONS[n - 1] brings the schema from version n - 1 to n; append, never edit. Each is
 # one script (the simple query protocol runs its statements in order), so a function body
 # may hold semicolons.
@@ -330,12 +341,13 @@ MIGRATIONS: tuple[str, ...] = (
     _V5_REASONS,
     _V6_LEASE_TTL,
     _V7_HOOKS,
+    _V8_REDEMPTIONS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("attempts", "messages", "runs", "events", "rsvps", "bounces", "suppressions",
           "suppression_log", "limits", "limit_leases", "workers", "hook_deliveries",
-          "hook_endpoints", "hook_events")  # fmt: skip
+          "hook_endpoints", "hook_events", "redemptions")  # fmt: skip
 
 
 async def migrate(conn: AsyncConnection[Any], *, name: str) -> int:

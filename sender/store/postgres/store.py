@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import sender.store.sql as sql
-from sender.store.common import SharedWebhooks, SharedWorkers
+from sender.store.common import SharedRedemptions, SharedWebhooks, SharedWorkers
 from sender.store.postgres.database import MEMBER
 from sender.store.postgres.events import PostgresEvents
 from sender.store.postgres.feedback import PostgresFeedback
@@ -23,6 +23,7 @@ class PostgresStore(
     PostgresRuns,
     SharedWorkers,
     SharedWebhooks,
+    SharedRedemptions,
     PostgresOutbox,
     PostgresProgress,
     PostgresEvents,

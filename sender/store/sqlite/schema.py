@@ -43,9 +43,10 @@ __all__ = [
     "migrate",
 ]
 
-SCHEMA_VERSION = 9  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
+SCHEMA_VERSION = 10  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
 # 6: worker leases (_SCHEMA_V6_WORKERS); 7: bounce reasons (_SCHEMA_V7_REASONS);
-# 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL); 9: webhook events (_SCHEMA_V9_HOOKS)
+# 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL); 9: webhook events (_SCHEMA_V9_HOOKS);
+# 10: one-time redemptions (_SCHEMA_V10_REDEMPTIONS)
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 
@@ -272,6 +273,18 @@ CREATE INDEX IF NOT EXISTS hook_deliveries_due ON hook_deliveries (endpoint, due
     WHERE state = 'pending'
 """
 
+# Version 10: one-time redemptions (login links, landing-page assertions): a digest of
+# each token, never the token, kept until the token expires.
+_SCHEMA_V10_REDEMPTIONS = """
+CREATE TABLE IF NOT EXISTS redemptions (
+    digest       TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    expires_at   REAL NOT NULL,
+    redeemed_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS redemptions_expiry ON redemptions (expires_at)
+"""
+
 _SCHEMA_V3 = """
 -- Version 3: calendar events. A run that sends an event's mail names it.
 ALTER TABLE runs ADD COLUMN event_uid TEXT;
@@ -332,6 +345,8 @@ def migrate(tx: sqlite3.Connection, version: int) -> None:
         statements += _SCHEMA_V8_LEASE_TTL.split(";")
     if version < 9:
         statements += _SCHEMA_V9_HOOKS.split(";")
+    if version < 10:
+        statements += _SCHEMA_V10_REDEMPTIONS.split(";")
     for statement in statements:
         added = _ADD_COLUMN.search(statement)
         if added is not None and _has_column(tx, *added.groups()):

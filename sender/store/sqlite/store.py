@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sender.store.sql as sql
-from sender.store.common import SharedWebhooks, SharedWorkers
+from sender.store.common import SharedRedemptions, SharedWebhooks, SharedWorkers
 from sender.store.records import RunInfo
 from sender.store.sqlite.events import SqliteEvents
 from sender.store.sqlite.feedback import SqliteFeedback
@@ -29,6 +29,7 @@ class SqliteStore(
     SqliteEvents,
     SqliteFeedback,
     SharedWebhooks,
+    SharedRedemptions,
 ):
     """The :class:`~sender.store.base.Store` in one SQLite file, e.g. ``.sender/outbox.sqlite3``.
 
