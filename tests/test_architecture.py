@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"models", "vocabulary", "clock", "loop", "home", "redact", "pacing.limits"},
     {
         "compose.sites",
+        "compose.linkhosts",
         "feedback.mailparse",
         "feedback.prose",
         "participants",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import vobject
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from icalendar import Calendar, Component
@@ -73,7 +76,24 @@ def parse(data: bytes) -> Calendar:
         line.decode()  # folding never splits a UTF-8 character
     cal = Calendar.from_ical(data)
     assert cal.name == "VCALENDAR"
+    read_by_vobject(data, cal)
     return cal
+
+
+def read_by_vobject(data: bytes, cal: Calendar) -> None:
+    """A second, independent reader: vobject gets the same event, its times from the VTIMEZONE.
+
+    icalendar resolves a TZID with zoneinfo; vobject builds the zone from the file's own
+    VTIMEZONE (dateutil's tzical), keeping the first block it sees for each TZID.
+    """
+    (vevent,) = cal.walk("VEVENT")
+    other = vobject.readOne(data.decode())
+    assert other.vevent.uid.value == str(vevent["UID"])
+    assert other.method.value == str(cal["METHOD"])
+    for name in ("dtstart", "dtend"):
+        theirs = getattr(other.vevent, name).value
+        ours = vevent[name.upper()].dt
+        assert theirs.astimezone(UTC) == ours.astimezone(UTC), name
 
 
 def unfolded(data: bytes) -> list[str]:
@@ -175,18 +195,18 @@ def test_event_across_dst_change_resolves_through_its_own_vtimezone() -> None:
 
 
 def test_vtimezone_onset_is_local_time_before_the_change() -> None:
-    """Observance DTSTARTs are local times before the change: 02:00 in spring, 03:00 in autumn."""
+    """Oslo's block: one DAYLIGHT, one STANDARD, onsets at 02:00 and 03:00 local, from 2019 on."""
     data = invite()
     lines = unfolded(data)
     zone = "\r\n".join(lines[lines.index("BEGIN:VTIMEZONE") : lines.index("END:VTIMEZONE") + 1])
-    assert (
-        "BEGIN:DAYLIGHT\r\nDTSTART:20260329T020000\r\nRRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3\r\n"
-        "TZNAME:CEST\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\nEND:DAYLIGHT"
-    ) in zone
-    assert (
-        "BEGIN:STANDARD\r\nDTSTART:20261025T030000\r\nRRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=10\r\n"
-        "TZNAME:CET\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nEND:STANDARD"
-    ) in zone
+    assert zone == (
+        "BEGIN:VTIMEZONE\r\nTZID:Europe/Oslo\r\n"
+        "BEGIN:DAYLIGHT\r\nDTSTART:20190331T020000\r\nRRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3\r\n"
+        "TZNAME:CEST\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\nEND:DAYLIGHT\r\n"
+        "BEGIN:STANDARD\r\nDTSTART:20191027T030000\r\nRRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=10\r\n"
+        "TZNAME:CET\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nEND:STANDARD\r\n"
+        "END:VTIMEZONE"
+    )
 
 
 # Zones with yearly rules, odd offsets, rules tzdata changed, and none at all.
@@ -253,6 +273,173 @@ def test_vtimezone_agrees_with_zoneinfo(zone: str, start: datetime, end: datetim
     vevent = only_vevent(cal)
     assert vevent["DTSTART"].dt.replace(tzinfo=tz).astimezone(UTC) == first
     assert vevent["DTEND"].dt.replace(tzinfo=tz).astimezone(UTC) == last
+
+
+def vtimezone_block(data: bytes) -> bytes:
+    """The VTIMEZONE's bytes as written, folded lines and all."""
+    begin = data.index(b"BEGIN:VTIMEZONE\r\n")
+    end = data.index(b"END:VTIMEZONE\r\n") + len(b"END:VTIMEZONE\r\n")
+    assert data.count(b"BEGIN:VTIMEZONE") == 1
+    return data[begin:end]
+
+
+# The zones the issue names: no DST at all, Ramadan changes, DST abolished in 2019,
+# a yearly rule in each hemisphere, and a 30-minute change.
+STABLE_ZONES = [
+    "Europe/Oslo",
+    "Asia/Tokyo",
+    "America/Sao_Paulo",
+    "Africa/Casablanca",
+    "America/New_York",
+    "Australia/Lord_Howe",
+]
+# Starts across the window: its first and last year, Ramadan 2027 (Morocco at +00),
+# Europe's spring-forward day, northern summer, and New York's fall-back day.
+STARTS = [
+    datetime(2020, 1, 2, 9),
+    datetime(2027, 2, 10, 10),
+    datetime(2027, 3, 28, 12),
+    datetime(2027, 7, 1, 18, 45),
+    datetime(2031, 11, 2, 8),
+    datetime(2049, 12, 30, 9),
+]
+
+
+@pytest.mark.parametrize("zone", STABLE_ZONES)
+def test_vtimezone_is_byte_identical_in_every_invitation_for_the_zone(zone: str) -> None:
+    """Invitations for events years apart, to other people, carry the very same VTIMEZONE bytes."""
+    blocks = set()
+    for number, start in enumerate(STARTS):
+        ev = event(
+            timezone=zone,
+            start=start,
+            end=start + timedelta(hours=2),
+            summary=f"Session {number}",
+            event_id=f"s{number}",
+        )
+        data = invite(ev, attendee_email=f"p{number}@example.org", sequence=number)
+        parse(data)
+        blocks.add(vtimezone_block(data))
+    (block,) = blocks
+    assert block.startswith(f"BEGIN:VTIMEZONE\r\nTZID:{zone}\r\n".encode())
+    # The same in a CANCEL.
+    cancel = invite(event(timezone=zone), method=CalendarMethod.CANCEL, sequence=9)
+    assert vtimezone_block(cancel) == block
+
+
+def test_vtimezone_is_the_same_in_another_process() -> None:
+    """A worker process writes the same blocks: nothing depends on what the process did before."""
+    script = (
+        "import sys\n"
+        "from sender.compose.ical import _vtimezone\n"
+        "for zone in sys.argv[1:]:\n"
+        "    sys.stdout.buffer.write(_vtimezone(zone, zone).to_ical())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *reversed(STABLE_ZONES)],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    here = b"".join(
+        vtimezone_block(invite(event(timezone=zone))) for zone in reversed(STABLE_ZONES)
+    )
+    assert result.stdout == here
+
+
+@pytest.mark.parametrize(
+    ("zone", "observances"),
+    [
+        ("Asia/Tokyo", 1),  # no change at all: one STANDARD
+        ("America/Sao_Paulo", 1),  # DST abolished in 2019, before the window
+        ("America/New_York", 2),  # one yearly rule: one DAYLIGHT and one STANDARD
+        ("Europe/Oslo", 2),
+        ("Australia/Lord_Howe", 2),  # a 30-minute change, southern: the rule from 2019
+    ],
+)
+def test_zones_with_one_rule_get_one_observance_per_kind(zone: str, observances: int) -> None:
+    """A zone that follows one yearly rule is one STANDARD and one DAYLIGHT, no dated onsets."""
+    block = vtimezone_block(invite(event(timezone=zone))).decode()
+    assert block.count("BEGIN:STANDARD") + block.count("BEGIN:DAYLIGHT") == observances
+    assert "RDATE" not in block
+
+
+def test_a_zone_whose_rules_change_within_the_window_lists_the_old_changes() -> None:
+    """Nuuk (-03 to -02 in 2023, DST again from 2024): dated onsets, then the rule from 2024."""
+    block = unfolded(vtimezone_block(invite(event(timezone="America/Nuuk"))))
+    assert "RDATE:20211030T230000" in block  # an autumn change under the old rule
+    assert "DTSTART:20230325T220000" in block  # the move to -02
+    rules = [ln for ln in block if ln.startswith("RRULE:")]
+    assert len(rules) == 2
+    assert "DTSTART:20240330T230000" in block  # the current rule's first onset
+
+
+def test_morocco_lists_every_ramadan_change_to_the_windows_end() -> None:
+    """Casablanca has no yearly rule: each change to +00 and back, 2020 to 2049, is an onset."""
+    zi = ZoneInfo("Africa/Casablanca")
+    block = unfolded(vtimezone_block(invite(event(timezone="Africa/Casablanca"))))
+    assert not [ln for ln in block if ln.startswith("RRULE:")]
+    onsets = [ln.split(":")[1] for ln in block if ln.startswith(("RDATE:", "DTSTART:"))]
+    years = {int(onset[:4]) for onset in onsets}
+    assert years == set(range(2020, 2050))
+    # Ramadan 2027 (about 7 February to 8 March): +00 inside, +01 either side.
+    assert datetime(2027, 2, 20, 12, tzinfo=zi).utcoffset() == timedelta(0)
+    cal = parse(invite(event(timezone="Africa/Casablanca")))
+    transitions = cal.timezones[0].get_transitions()
+    for day, hours in ((datetime(2027, 1, 20, 12), 1), (datetime(2027, 2, 20, 12), 0)):
+        moment = day.replace(tzinfo=zi)
+        assert offset_in(transitions, moment) == timedelta(hours=hours) == moment.utcoffset()
+
+
+@pytest.mark.parametrize(
+    ("start", "field"),
+    [
+        (datetime(2019, 12, 31, 10), "start"),
+        (datetime(2050, 1, 2, 10), "start"),
+        (datetime(2049, 12, 31, 23, 30), "end"),  # ends in 2050
+    ],
+)
+def test_events_outside_the_covered_years_are_refused(start: datetime, field: str) -> None:
+    """Before 2020 or from 2050 on the zone's block would not cover the event: one clear error."""
+    with pytest.raises(InputError) as caught:
+        event(start=start, end=start + timedelta(hours=2))
+    assert caught.value.field == field
+    assert "2020 to 2049" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_vtimezone_agrees_with_zoneinfo_across_the_window(zone: str) -> None:
+    """The block gives zoneinfo's offsets at each change, and wall times mean the same instants.
+
+    icalendar expands rules only to 2038, so its reading is checked a second before and
+    at each change to then; vobject (dateutil) reads noon on the 1st and 15th of every
+    month of 2020-2049 as the instant zoneinfo gives.
+    """
+    zi = ZoneInfo(zone)
+    data = invite(event(timezone=zone))
+    (vtimezone,) = parse(data).timezones
+    transitions = vtimezone.get_transitions()
+    moment, end = datetime(2020, 1, 1, tzinfo=UTC), datetime(2038, 1, 1, tzinfo=UTC)
+    checked = [moment]
+    while moment < end:
+        ahead = moment + timedelta(days=1)
+        if ahead.astimezone(zi).utcoffset() != moment.astimezone(zi).utcoffset():
+            low, high = moment, ahead
+            while high - low > timedelta(seconds=1):
+                middle = low + (high - low) // 2
+                same = middle.astimezone(zi).utcoffset() == low.astimezone(zi).utcoffset()
+                low, high = (middle, high) if same else (low, middle)
+            checked += [low.replace(microsecond=0), high.replace(microsecond=0)]
+        moment = ahead
+    for instant in checked:
+        assert offset_in(transitions, instant) == instant.astimezone(zi).utcoffset(), instant
+    theirs = vobject.readOne(data.decode()).vtimezone.gettzinfo()  # not vobject's TZID cache
+    for year, month, day in itertools.product(range(2020, 2050), range(1, 13), (1, 15)):
+        wall = datetime(year, month, day, 12)
+        assert wall.replace(tzinfo=theirs).astimezone(UTC) == wall.replace(tzinfo=zi).astimezone(
+            UTC
+        ), wall
 
 
 def test_utc_event_has_no_vtimezone() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tomllib
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -302,3 +304,166 @@ def test_every_zones_repeated_times_round_trip_through_icalendar(name: str) -> N
     assert len(instants) == 2
     with pytest.raises(InputError, match="happens twice"):
         event(timezone=name, start=wall, end=wall + timedelta(hours=3))
+
+
+# -- a second reader: vobject, in a process of its own --------------------------------
+
+# vobject keeps the first VTIMEZONE it reads for a TZID for the rest of the process, and
+# reads every later event of that TZID with it: the reader's script gets every file in
+# one process, in order, as a client's calendar store would.
+VOBJECT_READER = """
+import json, sys
+from datetime import timezone
+import vobject
+for path in sys.argv[1:]:
+    with open(path, encoding="utf-8") as handle:
+        cal = vobject.readOne(handle.read())
+    times = [getattr(cal.vevent, name).value for name in ("dtstart", "dtend")]
+    print(json.dumps([path] + [t.astimezone(timezone.utc).isoformat() for t in times]))
+"""
+
+
+def read_with_vobject(paths: list[Path]) -> dict[str, tuple[datetime, datetime]]:
+    """DTSTART and DTEND of each file as UTC instants, as one vobject process reads them."""
+    result = subprocess.run(
+        [sys.executable, "-c", VOBJECT_READER, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    read = {}
+    for line in result.stdout.splitlines():
+        path, start, end = json.loads(line)
+        read[path] = (datetime.fromisoformat(start), datetime.fromisoformat(end))
+    assert len(read) == len(paths), result.stderr
+    return read
+
+
+def offset_changes(zone: ZoneInfo, year: int) -> list[datetime]:
+    """The UTC instants in ``year`` at which ``zone``'s offset changes (to the second)."""
+
+    def offset(ts: int) -> timedelta | None:
+        return datetime.fromtimestamp(ts, zone).utcoffset()
+
+    found = []
+    now = int(datetime(year, 1, 1, tzinfo=UTC).timestamp())
+    end = int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp())
+    while now < end:
+        ahead = now + 86400
+        if offset(ahead) != offset(now):
+            low, high = now, ahead
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if offset(middle) == offset(low) else (low, middle)
+            found.append(datetime.fromtimestamp(high, UTC))
+        now = ahead
+    return found
+
+
+def edge_events(name: str, year: int) -> list[CalendarEvent]:
+    """Events on each day ``name`` changes its clocks in ``year``, near the gap or overlap.
+
+    An hour and a minute either side of the change (20-minute events, which may end in
+    a repeated hour), the change day's noon, and each occurrence of a repeated wall
+    time (fold 0 and 1).
+    """
+    zone = ZoneInfo(name)
+    starts: list[tuple[datetime, int | None]] = []
+    for change in offset_changes(zone, year):
+        # fold says which side an end in a repeated hour is on: before, then after the change
+        for fold, instant in enumerate(
+            (change - timedelta(minutes=61), change + timedelta(minutes=61))
+        ):
+            starts.append((instant.astimezone(zone).replace(tzinfo=None), fold))
+        starts.append((change.astimezone(zone).replace(tzinfo=None, hour=12, minute=0), None))
+    for wall in fall_backs(zone, year):
+        starts += [(wall, 0), (wall, 1)]
+    if not starts:
+        starts.append((datetime(year, 3, 29, 12), None))
+    return [
+        event(
+            timezone=name,
+            start=start,
+            end=start + timedelta(minutes=20),
+            fold=fold,
+            event_id=f"edge{number}",
+        )
+        for number, (start, fold) in enumerate(starts)
+    ]
+
+
+def write_invite(directory: Path, number: int, ev: CalendarEvent) -> Path:
+    data = build_invite(
+        ev,
+        method=CalendarMethod.REQUEST,
+        attendee_email="anna@example.org",
+        attendee_name="Anna",
+        sequence=0,
+        dtstamp=DTSTAMP,
+    )
+    path = directory / f"{number:03d}.ics"
+    path.write_bytes(data)
+    return path
+
+
+def test_vobject_reads_dst_edge_events_as_zoneinfo_does(tmp_path: Path) -> None:
+    """Around every 2027 and 2049 clock change in six zones, vobject reads zoneinfo's UTC instants.
+
+    All invitations go through one vobject process, several per zone, so each zone's
+    later events are read with the first VTIMEZONE vobject kept for it.
+    """
+    expected: dict[str, tuple[datetime, datetime]] = {}
+    paths = []
+    for name in (
+        "Europe/Oslo",
+        "Asia/Tokyo",
+        "America/Sao_Paulo",
+        "Africa/Casablanca",
+        "America/New_York",
+        "Australia/Lord_Howe",
+    ):
+        zone = ZoneInfo(name)
+        for ev in edge_events(name, 2027) + edge_events(name, 2049):
+            path = write_invite(tmp_path, len(paths), ev)
+            paths.append(path)
+            fold = ev.fold or 0
+            expected[str(path)] = (
+                ev.start.replace(tzinfo=zone, fold=fold).astimezone(UTC),
+                ev.end.replace(tzinfo=zone, fold=fold).astimezone(UTC),
+            )
+    assert len(paths) > 60  # two changes a year in four zones, Morocco's two, and the folds
+    assert read_with_vobject(paths) == expected
+
+
+def test_vobject_misreads_an_event_after_a_different_block_for_its_zone(tmp_path: Path) -> None:
+    """The failure stable blocks prevent: vobject reads a Ramadan event with an earlier block.
+
+    A first file for Africa/Casablanca whose VTIMEZONE knows only +01 (what a block
+    written around a date outside Ramadan can say) makes vobject read sender's
+    invitation for 10:00 during Ramadan 2027 (+00) an hour early; read alone, it is right.
+    """
+    other = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//other//EN\r\nMETHOD:REQUEST\r\n"
+        "BEGIN:VTIMEZONE\r\nTZID:Africa/Casablanca\r\nBEGIN:STANDARD\r\n"
+        "DTSTART:20261101T000000\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0100\r\n"
+        "TZNAME:+01\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n"
+        "BEGIN:VEVENT\r\nUID:other@example.org\r\nDTSTAMP:20261001T093000Z\r\n"
+        "DTSTART;TZID=Africa/Casablanca:20261110T100000\r\n"
+        "DTEND;TZID=Africa/Casablanca:20261110T110000\r\nSUMMARY:Earlier\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    first = tmp_path / "other.ics"
+    first.write_text(other, encoding="utf-8")
+    ramadan = event(
+        timezone="Africa/Casablanca",
+        start=datetime(2027, 2, 10, 10),
+        end=datetime(2027, 2, 10, 11),
+    )
+    ours = write_invite(tmp_path, 1, ramadan)
+    assert ramadan.start_utc() == datetime(2027, 2, 10, 10, tzinfo=UTC)
+    alone = read_with_vobject([ours])
+    assert alone[str(ours)][0] == ramadan.start_utc()
+    after_other = read_with_vobject([first, ours])
+    assert after_other[str(first)][0] == datetime(2026, 11, 10, 9, tzinfo=UTC)
+    assert after_other[str(ours)][0] == datetime(2027, 2, 10, 9, tzinfo=UTC)  # an hour off

@@ -200,16 +200,25 @@ def templates() -> None:
 @click.option("--var", "extra", multiple=True, callback=variables, help="Sample key=value.")
 @pass_context
 def templates_lint(obj: Context, template_dir: Path | None, extra: dict[str, str]) -> None:
-    """Check every template in every locale: variables and the single-link rule."""
+    """Check every template in every locale: variables and the single-link rule.
+
+    Also warns (without failing) about link hosts spam filters score, the configured
+    base_url's among them.
+    """
     with errors_as_lines(obj.debug):
+        base_url = obj.config(quiet=True).sender.links.base_url
         renderer = Renderer(template_dirs=[template_dir] if template_dir else [])
-        findings = lint_templates(renderer, extra=extra)
+        findings = lint_templates(renderer, base_url=base_url, extra=extra)
         names = renderer.names()
     for finding in findings:
         click.echo(str(finding))
-    if findings:
-        fail(f"{len(findings)} problem(s) in {len(names)} template set(s)")
-    click.echo(f"ok: {len(names)} template set(s) pass")
+    problems = [finding for finding in findings if not finding.warning]
+    if problems:
+        fail(f"{len(problems)} problem(s) in {len(names)} template set(s)")
+    warnings = len(findings) - len(problems)
+    click.echo(
+        f"ok: {len(names)} template set(s) pass" + (f", {warnings} warning(s)" if warnings else "")
+    )
 
 
 @templates.command("show")

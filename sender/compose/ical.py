@@ -5,7 +5,7 @@ This is the only module that imports icalendar; none of its exceptions escape.
 An invitation is one ``VCALENDAR`` per attendee::
 
     VCALENDAR          PRODID, VERSION, CALSCALE, METHOD (REQUEST or CANCEL)
-      VTIMEZONE        the event's zone, from zoneinfo, around the event
+      VTIMEZONE        the event's zone, from zoneinfo, over WINDOW_YEARS: one block per zone
       VEVENT           UID, DTSTAMP, SEQUENCE, DTSTART/DTEND;TZID=..., SUMMARY, DESCRIPTION,
                        LOCATION, ORGANIZER, ATTENDEE (RSVP=TRUE), STATUS, TRANSP
 
@@ -17,9 +17,11 @@ The VTIMEZONE is written here rather than by ``Timezone.from_tzid``: icalendar
 7.3.2 writes a DAYLIGHT onset in the local time *after* the change, which RFC 5545
 section 3.6.5 reads with TZOFFSETFROM, putting the spring change an hour late; and
 Outlook is reported to misread dated observances (RDATE lists, several STANDARDs)
-while it reads one STANDARD and one DAYLIGHT with a yearly RRULE. So where the
-zone's changes around the event follow a yearly weekday rule we write that rule;
-otherwise the observance in force at the start and each change up to the end.
+while it reads one STANDARD and one DAYLIGHT with a yearly RRULE. So the rule in
+force at the end of :data:`WINDOW_YEARS` is written as that rule, and only changes
+before it (a zone whose rules changed within the window, or Morocco's dated ones)
+as dated onsets. The block depends on the zone alone, never on the event, so it is
+byte for byte the same in every invitation for that zone (computed once per zone).
 
 Text values are escaped here too: icalendar's writer reads a literal ``\\N`` in
 text as a line break, so ``C:\\Notes`` would come out as ``C:`` and ``otes``.
@@ -59,6 +61,7 @@ from sender.addresses import domain_of
 from sender.errors import AddressError, InputError
 
 __all__ = [
+    "WINDOW_YEARS",
     "CalendarEvent",
     "CalendarMethod",
     "PartStat",
@@ -69,6 +72,19 @@ __all__ = [
 ]
 
 _PRODID = "-//sender//sender//EN"
+
+# The years every VTIMEZONE covers (the first, and the one after the last), whatever
+# the event's date, so that a zone's block is the same in every invitation: clients
+# that keep the first VTIMEZONE they see for a TZID (vobject does) read every later
+# event with it. Fixed, not around each event: a window that moved with the event would
+# write another block for the next event. From 2020: invitations are for sessions to
+# come, and from then on most zones (the US since 2007, the EU since 1996, Australia
+# since 2008, Brazil without DST since 2019) follow one yearly rule, which is one
+# STANDARD and one DAYLIGHT, as Outlook reads best. To 2049: the rule in force at the
+# end is written open-ended, so such zones stay right for any later year; zones whose
+# changes tzdata lists by date (Morocco's around Ramadan) are listed to 2049. An event
+# outside the window is refused rather than sent with a zone that may be wrong.
+WINDOW_YEARS = (2020, 2050)
 
 # RFC 5545 TEXT allows no control characters but HTAB; a DESCRIPTION may also break lines.
 _LINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -115,7 +131,8 @@ class CalendarEvent:
     unless ``fold`` says which occurrence: 0 the first (before the clocks go back),
     1 the second, as :attr:`datetime.fold` counts them. Readers disagree about such
     a wall time in a ``TZID`` (RFC 5545 says the first, ical.js takes the second), so
-    :func:`build_invite` writes it as the UTC instant.
+    :func:`build_invite` writes it as the UTC instant. Both must fall in
+    :data:`WINDOW_YEARS` (in UTC), the years the invitation's VTIMEZONE covers.
     ``description`` is stored with LF line breaks, the only
     kind iCalendar carries. An empty ``event_id`` names the course's only event.
     """
@@ -154,6 +171,14 @@ class CalendarEvent:
         _check_local("end", self.end, zone, self.fold)
         if self.end_utc() <= self.start_utc():
             raise InputError("must be after start", field="end")
+        for name, moment in (("start", self.start_utc()), ("end", self.end_utc())):
+            if not WINDOW_YEARS[0] <= moment.year < WINDOW_YEARS[1]:
+                raise InputError(
+                    f"{getattr(self, name):%Y-%m-%dT%H:%M:%S} ({moment:%Y-%m-%dT%H:%M:%SZ}) is "
+                    f"outside the years calendar invitations cover, {WINDOW_YEARS[0]} to "
+                    f"{WINDOW_YEARS[1] - 1} (UTC)",
+                    field=name,
+                )
 
     @property
     def event_uid(self) -> str:
@@ -353,7 +378,7 @@ def build_invite(
     cal.add("METHOD", method.value)
     tzid = vevent["DTSTART"].params.get("TZID") or vevent["DTEND"].params.get("TZID")
     if tzid is not None:  # UTC and its aliases are written as ...Z and need no VTIMEZONE
-        cal.add_component(_vtimezone(str(tzid), event.timezone, event.start_utc(), event.end_utc()))
+        cal.add_component(_vtimezone(str(tzid), event.timezone))
     cal.add_component(vevent)
     data: bytes = cal.to_ical()
     return data
@@ -556,14 +581,15 @@ class _Observance:
     offset_from: timedelta
     offset_to: timedelta
     name: str
-    rule: str | None  # a yearly RRULE, or None for one change
+    rule: str | None = None  # a yearly RRULE, or None for dated onsets
+    rdates: tuple[datetime, ...] = ()  # further onsets of the same change (RDATE)
 
 
-def _vtimezone(tzid: str, zone_name: str, start: datetime, end: datetime) -> Timezone:
-    """The VTIMEZONE ``tzid`` for an event from ``start`` to ``end`` (aware UTC)."""
+def _vtimezone(tzid: str, zone_name: str) -> Timezone:
+    """The VTIMEZONE ``tzid``: the same observances for every event in the zone."""
     vtimezone = Timezone()
     vtimezone.add("TZID", tzid)
-    for observance in _observances(zone_name, start, end):
+    for observance in _observances(zone_name):
         part = TimezoneDaylight() if observance.daylight else TimezoneStandard()
         part.add("DTSTART", observance.onset)
         part.add("TZOFFSETFROM", observance.offset_from)
@@ -571,33 +597,71 @@ def _vtimezone(tzid: str, zone_name: str, start: datetime, end: datetime) -> Tim
         part.add("TZNAME", observance.name)
         if observance.rule is not None:
             part.add("RRULE", vRecur.from_ical(observance.rule))
+        for rdate in observance.rdates:
+            # One RDATE each: vobject keeps only the first value of an RDATE list.
+            part.add("RDATE", rdate)
         vtimezone.add_component(part)
     return vtimezone
 
 
-@functools.lru_cache(maxsize=64)
-def _observances(zone_name: str, start: datetime, end: datetime) -> tuple[_Observance, ...]:
-    """The zone around the event: a yearly rule when one fits, else the changes it crosses.
+def _window() -> tuple[int, int]:
+    """The window every VTIMEZONE covers, as UTC timestamps [first second, end)."""
+    first, after = WINDOW_YEARS
+    return (
+        int(datetime(first, 1, 1, tzinfo=UTC).timestamp()),
+        int(datetime(after, 1, 1, tzinfo=UTC).timestamp()),
+    )
 
-    The yearly rule must hold for every year from the one before the start to the
-    one after the end, or it is not used.
+
+# Years past the window in which the rule in force at its end must still hold: a rule
+# is written open-ended, so it must be the zone's rule and not a coincidence of the
+# window's last years (Morocco's Ramadan changes fit a weekday rule for a year or two).
+_RULE_CHECK_YEARS = 8
+
+
+@functools.cache
+def _observances(zone_name: str) -> tuple[_Observance, ...]:
+    """The zone over :data:`WINDOW_YEARS`: dated changes, then the yearly rule in force.
+
+    Computed once per zone (one process, one tzdata), so every invitation for the
+    zone carries the same block. The changes that the rule in force at the window's
+    end explains (back to the first year it fails, at most the year before the
+    window, and on for eight years after it) become one STANDARD and one DAYLIGHT
+    with an open yearly RRULE; each change in the window before them is a dated
+    onset, grouped by kind into one observance with RDATEs. Unless the rule already
+    started before the window, the offset in force at its start comes first, so that
+    every instant of the window follows an onset (RFC 5545 leaves earlier ones open).
     """
     zone = ZoneInfo(zone_name)
-    years = range(start.year - 1, end.year + 2)
-    lo = int(datetime(years[0], 1, 1, tzinfo=UTC).timestamp())
-    hi = int(datetime(years[-1] + 1, 1, 1, tzinfo=UTC).timestamp())
-    changes = _changes(zone, lo, hi)
-    if not changes:
+    lo, hi = _window()
+    before = int(datetime(WINDOW_YEARS[0] - 1, 1, 1, tzinfo=UTC).timestamp())
+    beyond = int(datetime(WINDOW_YEARS[1] + _RULE_CHECK_YEARS, 1, 1, tzinfo=UTC).timestamp())
+    changes = _changes(zone, before, beyond)
+    if not any(lo <= when < hi for when, _, _ in changes):
         return (_steady(zone, lo),)
-    yearly = _yearly(zone, changes, years)
-    if yearly is not None:
-        return yearly
-    first = int(start.timestamp())
-    last = int(end.timestamp())
-    before = [c for c in changes if c[0] <= first]
-    during = [c for c in changes if first < c[0] <= last]
-    observances = [_single(zone, *before[-1]) if before else _steady(zone, lo)]
-    observances.extend(_single(zone, *change) for change in during)
+    yearly: tuple[_Observance, ...] = ()
+    rule_from = hi
+    for index, (when, _, _) in enumerate(changes):
+        if when >= hi:
+            break
+        found = _yearly(zone, changes[index:])
+        if found is not None:
+            yearly, rule_from = found, when
+            break
+    groups: dict[tuple[bool, timedelta, timedelta, str], list[datetime]] = {}
+    for when, old, new in changes:
+        if lo <= when < rule_from:
+            single = _single(zone, when, old, new)
+            key = (single.daylight, old, new, single.name)
+            groups.setdefault(key, []).append(single.onset)
+    observances = [
+        _Observance(daylight, onsets[0], old, new, name, None, tuple(onsets[1:]))
+        for (daylight, old, new, name), onsets in groups.items()
+    ]
+    observances.extend(yearly)
+    if rule_from > lo:
+        observances.append(_steady(zone, lo))
+    observances.sort(key=lambda observance: observance.onset)
     return tuple(observances)
 
 
@@ -636,9 +700,7 @@ def _steady(zone: ZoneInfo, when: int) -> _Observance:
     moment = datetime.fromtimestamp(when, zone)
     offset = moment.utcoffset() or timedelta()
     daylight = (moment.dst() or timedelta()) > timedelta()
-    return _Observance(
-        daylight, moment.replace(tzinfo=None), offset, offset, moment.tzname() or "", None
-    )
+    return _Observance(daylight, moment.replace(tzinfo=None), offset, offset, moment.tzname() or "")
 
 
 def _single(zone: ZoneInfo, when: int, old: timedelta, new: timedelta) -> _Observance:
@@ -646,13 +708,18 @@ def _single(zone: ZoneInfo, when: int, old: timedelta, new: timedelta) -> _Obser
     after = datetime.fromtimestamp(when, zone)
     onset = datetime.fromtimestamp(when, UTC).replace(tzinfo=None) + old
     daylight = (after.dst() or timedelta()) > timedelta()
-    return _Observance(daylight, onset, old, new, after.tzname() or "", None)
+    return _Observance(daylight, onset, old, new, after.tzname() or "")
 
 
 def _yearly(
-    zone: ZoneInfo, changes: list[tuple[int, timedelta, timedelta]], years: range
+    zone: ZoneInfo, changes: list[tuple[int, timedelta, timedelta]]
 ) -> tuple[_Observance, ...] | None:
-    """Two yearly rules (into and out of daylight time) that explain every change, or None."""
+    """Two yearly rules (into and out of daylight time) that explain every change, or None.
+
+    Each rule must fire once a year in consecutive years through the checked years
+    after the window, at the same month and local time: it is the rule in force when
+    the window ends, so a reader may apply it to any later year as tzdata does.
+    """
     groups: dict[tuple[timedelta, timedelta], list[int]] = {}
     for when, old, new in changes:
         groups.setdefault((old, new), []).append(when)
@@ -661,22 +728,42 @@ def _yearly(
     (first_key, _), (second_key, _) = groups.items()
     if first_key != (second_key[1], second_key[0]):
         return None
+    last_year = WINDOW_YEARS[1] + _RULE_CHECK_YEARS - 1
     observances = []
     for (old, new), moments in groups.items():
         onsets = [datetime.fromtimestamp(w, UTC).replace(tzinfo=None) + old for w in moments]
-        if [onset.year for onset in onsets] != list(years):
+        years = [onset.year for onset in onsets]
+        if years != list(range(years[0], last_year + 1)):
             return None
         if len({(o.month, o.weekday(), o.time()) for o in onsets}) != 1:
             return None
-        common = set.intersection(*(_weekday_rules(onset) for onset in onsets))
-        if not common:
+        rule = _weekday_rule(onsets)
+        if rule is None:
             return None
-        byday = min(common)  # "-1SU" sorts before "4SU": prefer "last", as tzdata says it
-        rule = f"FREQ=YEARLY;BYMONTH={onsets[0].month};BYDAY={byday}"
         name = datetime.fromtimestamp(moments[0], zone).tzname() or ""
         observances.append(_Observance(new > old, onsets[0], old, new, name, rule))
-    observances.sort(key=lambda observance: observance.onset)
     return tuple(observances)
+
+
+def _weekday_rule(onsets: list[datetime]) -> str | None:
+    """A yearly RRULE that picks exactly ``onsets`` (same month, weekday and time), or None.
+
+    ``BYDAY=-1SU`` or ``2SU`` where one fits every year, as tzdata writes most rules;
+    else a weekday within seven days of the month (``BYDAY=FR;BYMONTHDAY=23,...,29``,
+    Israel's "Friday before the last Sunday" is tzdata's ``Fri>=23``).
+    """
+    month = onsets[0].month
+    common = set.intersection(*(_weekday_rules(onset) for onset in onsets))
+    if common:
+        byday = min(common)  # "-1SU" sorts before "4SU": prefer "last", as tzdata says it
+        return f"FREQ=YEARLY;BYMONTH={month};BYDAY={byday}"
+    first = min(onset.day for onset in onsets)
+    shortest = _calendar.monthrange(2001, month)[1]  # a common year: February's 28 days
+    if max(onset.day for onset in onsets) - first > 6 or first + 6 > shortest:
+        return None  # no seven days of the month that every year has
+    days = ",".join(str(day) for day in range(first, first + 7))
+    weekday = _WEEKDAYS[onsets[0].weekday()]
+    return f"FREQ=YEARLY;BYMONTH={month};BYDAY={weekday};BYMONTHDAY={days}"
 
 
 def _weekday_rules(day: datetime) -> set[str]:

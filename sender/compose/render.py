@@ -26,6 +26,7 @@ import jinja2.meta
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from sender.compose.linkhosts import link_host_warnings
 from sender.compose.sites import site_of
 from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, UndefinedVariable
 
@@ -93,13 +94,17 @@ class RenderedMessage:
 
 @dataclass(frozen=True, slots=True)
 class LintFinding:
-    """One problem in a template, as ``sender templates lint`` reports it."""
+    """One problem in a template, as ``sender templates lint`` reports it.
 
-    template: str  # name/locale/part
+    A ``warning`` (a link host spam filters score) does not stop the set from sending.
+    """
+
+    template: str  # name/locale/part, or "base_url" for the configured link base
     message: str
+    warning: bool = False
 
     def __str__(self) -> str:
-        return f"{self.template}: {self.message}"
+        return f"{self.template}: {'warning: ' if self.warning else ''}{self.message}"
 
 
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
@@ -497,9 +502,13 @@ def lint_templates(
     This is the single-link rule and the strict-variable check, run before
     any participant is involved. Every problem is listed, not only the first of a set:
     each part's syntax error, each variable no sample value covers, and each breach of
-    the single-link rule.
+    the single-link rule. Warnings come first for ``base_url``'s host, and then for each
+    link a set writes whose host a spam filter scores (:mod:`sender.compose.linkhosts`).
     """
-    findings: list[LintFinding] = []
+    findings = [
+        LintFinding("base_url", str(warning), warning=True)
+        for warning in link_host_warnings(base_url)
+    ]
     for name in names if names is not None else renderer.names():
         locales = renderer.locales(name)
         if not locales:
@@ -579,4 +588,10 @@ def _lint_one(
         return findings
     problems = find_link_problems(rendered, link=base_url, allowed_sites=renderer.allowed_sites)
     findings.extend(LintFinding(f"{name}/{locale}", message) for message, _site in problems)
+    warned: set[tuple[str, str]] = set()  # a host once per rule, however often it is linked
+    for url, _ in _urls(rendered):
+        for warning in link_host_warnings(url) if url != base_url else ():
+            if (warning.host, warning.rule.name) not in warned:
+                warned.add((warning.host, warning.rule.name))
+                findings.append(LintFinding(f"{name}/{locale}", str(warning), warning=True))
     return findings
