@@ -264,6 +264,8 @@ async def test_a_broken_single_link_rule_is_shown_not_raised(
         page = await http.get("/admin/preview", params={"template": "promo", "locale": "en"})
         assert page.status_code == 200
         assert 'data-template="promo"' in page.text
+        promo = page.text[page.text.index('data-template="promo"') :].split("</tr>")[0]
+        assert 'class="locale bad" data-locale="en"' in promo
         assert "ads.example" in page.text
         assert "fails:" in page.text
         assert 'id="headers"' not in page.text

@@ -176,6 +176,7 @@ async def test_preview_lists_and_renders_every_template_in_every_locale(
     for template in TEMPLATES:
         for locale in LOCALES:
             assert [template, locale] in listed
+    assert await page.page.locator("#templates a.locale.bad").count() == 0
     for template in TEMPLATES:
         for locale in LOCALES:
             await page.page.goto(f"{site.url}/admin/preview?template={template}&locale={locale}")

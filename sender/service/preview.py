@@ -36,11 +36,19 @@ EVENT_DEFAULTS = {"start": "2027-03-27T10:00", "end": "2027-03-27T12:00", "zone"
 
 @dataclass(frozen=True, slots=True)
 class TemplateListing:
-    """One template set: its locales, and the lint findings of each (empty: it passes)."""
+    """One template set: its locales, each with what lint finds in it (empty: it passes).
+
+    A finding is ``(message, warning)``: a warning (a link host spam filters score) does
+    not stop the set from sending.
+    """
 
     name: str
     calendar: bool
-    locales: dict[str, list[str]]
+    locales: dict[str, list[tuple[str, bool]]]
+
+    def failing(self, locale: str, /) -> bool:
+        """Whether ``locale`` has a finding that is more than a warning."""
+        return any(not warning for _message, warning in self.locales[locale])
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +73,14 @@ def listing(sender: Sender, /) -> list[TemplateListing]:
     renderer = sender.renderer
     found: list[TemplateListing] = []
     for name in renderer.names():
-        locales: dict[str, list[str]] = {locale: [] for locale in renderer.locales(name)}
+        locales: dict[str, list[tuple[str, bool]]] = {
+            locale: [] for locale in renderer.locales(name)
+        }
         for finding in lint_templates(renderer, names=[name]):
             where = finding.template.split("/")
             locale = where[1] if len(where) > 1 and where[1] in locales else None
             for key in [locale] if locale else list(locales):
-                locales[key].append(finding.message)
+                locales[key].append((finding.message, finding.warning))
         found.append(TemplateListing(name, name in CALENDAR_TEMPLATES, locales))
     return found
 
