@@ -12,7 +12,10 @@
   connects per message, 10 at a time; ``--naive`` messages.
 
 Each phase gets its own smtp-sink, whose message counter is the sanity check. Rates are
-accepted messages (the sink's count) per second of wall time. The three phases run in
+accepted messages (the sink's count) per second of wall time; beside them, the CPU time
+of the sending side per message (``getrusage`` of the child processes for (a) and (b),
+this process for (c); never the sink's), which the host's other load moves less. The
+three phases run in
 turn ``--rounds`` times, and the targets are judged on the median ratios, because the
 shared host moves any one figure by up to 2x. Targets: (a)/(b) >= 0.20 and (a)/(c) >= 8.
 """
@@ -24,6 +27,7 @@ import asyncio
 import email
 import email.policy
 import html
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,6 +82,14 @@ class Phase:
     sunk: int | None  # the sink's count; None when the phase did not run
     seconds: float
     note: str = ""
+    cpu: float | None = None  # CPU seconds of the sending side (not the sink)
+
+    @property
+    def cpu_us(self) -> float | None:
+        """CPU microseconds per accepted message: less moved by the host's other load."""
+        if self.cpu is None or not self.sunk:
+            return None
+        return self.cpu / self.sunk * 1e6
 
     @property
     def rate(self) -> float | None:
@@ -152,6 +164,7 @@ def phase_sender(sink_binary: Path, env: dict[str, str], workdir: Path, rows: in
         args = sender_run_args(csv=csv, smtp=sink.url, run_id=f"bench-{time.time_ns()}")
         print(f"(a) {' '.join(args[1:])}  [cwd {rundir}]", flush=True)
         with (rundir / "stdout.txt").open("wb") as out, (rundir / "stderr.txt").open("wb") as err:
+            before = _children_cpu()
             start = time.perf_counter()
             try:
                 result = subprocess.run(
@@ -168,11 +181,12 @@ def phase_sender(sink_binary: Path, env: dict[str, str], workdir: Path, rows: in
                     label, rows, None, TIMEOUT_SENDER, f"timed out after {TIMEOUT_SENDER}s"
                 )
             seconds = time.perf_counter() - start
+            cpu = _children_cpu() - before  # the sink is not reaped yet: not counted
     stderr = (rundir / "stderr.txt").read_text(errors="replace")
     if result.returncode != 0 and sink.messages == 0:
         return Phase(label, rows, None, seconds, f"unavailable: {failure_line(stderr)}")
     note = "" if result.returncode == 0 else f"exit {result.returncode}: {failure_line(stderr)}"
-    return Phase(label, rows, sink.messages, seconds, note)
+    return Phase(label, rows, sink.messages, seconds, note, cpu)
 
 
 # -- (b) smtp-source ----------------------------------------------------------------
@@ -187,6 +201,7 @@ def phase_reference(
     with SmtpSink(sink_binary, env) as sink:
         args = [str(source_binary), *options, f"{sink.host}:{sink.port}"]
         print(f"(b) smtp-source {' '.join(args[1:])}", flush=True)
+        before = _children_cpu()
         start = time.perf_counter()
         try:
             result = subprocess.run(
@@ -197,8 +212,9 @@ def phase_reference(
                 label, messages, None, TIMEOUT_SOURCE, f"timed out after {TIMEOUT_SOURCE}s"
             )
         seconds = time.perf_counter() - start
+        cpu = _children_cpu() - before
     note = "" if result.returncode == 0 else f"exit {result.returncode}: {result.stderr.strip()}"
-    return Phase(label, messages, sink.messages, seconds, note)
+    return Phase(label, messages, sink.messages, seconds, note, cpu)
 
 
 # -- (c) naive Python ---------------------------------------------------------------
@@ -234,6 +250,7 @@ def phase_naive(sink_binary: Path, env: dict[str, str], count: int, samples: lis
     label = "(c) naive EmailMessage + aiosmtplib.send"
     with SmtpSink(sink_binary, env) as sink:
         print(f"(c) {count} x aiosmtplib.send(), {NAIVE_CONCURRENCY} at a time", flush=True)
+        before = time.process_time()
         start = time.perf_counter()
         try:
             failed = asyncio.run(
@@ -242,10 +259,17 @@ def phase_naive(sink_binary: Path, env: dict[str, str], count: int, samples: lis
         except TimeoutError:
             return Phase(label, count, None, TIMEOUT_NAIVE, f"timed out after {TIMEOUT_NAIVE}s")
         seconds = time.perf_counter() - start
-    return Phase(label, count, sink.messages, seconds, f"{failed} failed" if failed else "")
+        cpu = time.process_time() - before
+    note = f"{failed} failed" if failed else ""
+    return Phase(label, count, sink.messages, seconds, note, cpu)
 
 
 # -- report -------------------------------------------------------------------------
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def fmt_rate(rate: float | None) -> str:
@@ -255,12 +279,16 @@ def fmt_rate(rate: float | None) -> str:
 def report(phases: dict[str, Phase]) -> dict[str, float]:
     """Print one round's table and ratios; return the ratios that were measured."""
     print()
-    print(f"{'phase':<42} {'sent':>7} {'sink count':>10} {'seconds':>8} {'msgs/s':>8}")
+    print(
+        f"{'phase':<42} {'sent':>7} {'sink count':>10} {'seconds':>8} {'msgs/s':>8}"
+        f" {'CPU µs/msg':>10}"
+    )
     for phase in phases.values():
         sunk = "—" if phase.sunk is None else f"{phase.sunk}"
+        cpu = "—" if phase.cpu_us is None else f"{phase.cpu_us:,.0f}"
         print(
             f"{phase.label:<42} {phase.messages:>7} {sunk:>10} {phase.seconds:>8.2f}"
-            f" {fmt_rate(phase.rate):>8}"
+            f" {fmt_rate(phase.rate):>8} {cpu:>10}"
         )
         print_notes(phase.note, sunk=phase.sunk, sent=phase.messages)
     print()
@@ -285,7 +313,9 @@ def summary(rounds: list[dict[str, Phase]], ratios: list[dict[str, float]]) -> N
         rates = [r for phases in rounds if key in phases and (r := phases[key].rate) is not None]
         if rates:
             spread = f"(min {min(rates):,.0f}, max {max(rates):,.0f})"
-            print(f"({key}) {statistics.median(rates):>8,.0f} msgs/s  {spread}")
+            cpus = [c for phases in rounds if key in phases and (c := phases[key].cpu_us)]
+            cpu = f"; {statistics.median(cpus):,.0f} CPU µs/msg" if cpus else ""
+            print(f"({key}) {statistics.median(rates):>8,.0f} msgs/s  {spread}{cpu}")
     for other, target, text in TARGETS:
         values = [r[other] for r in ratios if other in r]
         if not values:

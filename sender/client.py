@@ -42,6 +42,7 @@ from sender.readonly import ReadOnly
 from sender.servers.capture import CaptureServer
 from sender.store import Redemptions, Store
 from sender.transport import SesTransport, SmtpTransport, Transport
+from sender.vocabulary import UNSUBSCRIBE_STREAMS
 
 __all__ = [
     "CalendarSend",
@@ -59,9 +60,14 @@ log = logging.getLogger("sender")
 
 
 class SuppressionList(Protocol):
-    """Where :meth:`Sender.send` looks up addresses it must not write to (a Store is one)."""
+    """Where :meth:`Sender.send` looks up addresses it must not write to (a Store is one):
+    the suppression list, and who left a stream (one-click unsubscribe)."""
 
     async def suppressed(self, addresses: Sequence[str], /) -> Mapping[str, object]: ...
+
+    async def unsubscribed(
+        self, addresses: Sequence[str], /, *, stream: str
+    ) -> Mapping[str, object]: ...
 
 
 class LinkMailOptions(TypedDict, total=False):
@@ -298,15 +304,33 @@ class Sender(AsyncResource):
         return await self._hand_over(composed, feedback=feedback)
 
     async def _suppressed(self, participant: Participant, template: str) -> DeliveryResult | None:
-        """The ``SUPPRESSED`` result when the address (in any spelling) is on the list."""
-        if self.suppression is None or not await self.suppression.suppressed([participant.email]):
+        """The ``SUPPRESSED`` result when the address (in any spelling) is on the list, or
+        ``UNSUBSCRIBED`` when it left the template's stream (subscription mail only)."""
+        if self.suppression is None:
             return None
-        log.warning(
-            "%s for participant %s: suppressed, not sent", template, participant.participant_id
-        )
-        return _not_sent(
-            participant, DeliveryStatus.SUPPRESSED, "the address is on the suppression list"
-        )
+        if await self.suppression.suppressed([participant.email]):
+            log.warning(
+                "%s for participant %s: suppressed, not sent", template, participant.participant_id
+            )
+            return _not_sent(
+                participant, DeliveryStatus.SUPPRESSED, "the address is on the suppression list"
+            )
+        stream = self.renderer.stream(template)
+        if stream in UNSUBSCRIBE_STREAMS and await self.suppression.unsubscribed(
+            [participant.email], stream=stream.value
+        ):
+            log.info(
+                "%s for participant %s: unsubscribed from %s mail, not sent",
+                template,
+                participant.participant_id,
+                stream.value,
+            )
+            return _not_sent(
+                participant,
+                DeliveryStatus.UNSUBSCRIBED,
+                f"the address unsubscribed from {stream.value} mail",
+            )
+        return None
 
     async def _keep_refusal(self, composed: ComposedMessage, result: DeliveryResult) -> None:
         """A recipient refused at RCPT or DATA: a bounce for the rules, as a DSN would be."""

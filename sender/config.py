@@ -13,7 +13,7 @@ import re
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -27,7 +27,7 @@ from sender.pacing.limits import LIMITS_IN_STORE, check_limits
 from sender.pacing.schedule import RateLimits, RetryPolicy, parse_domain_rate
 from sender.signing import secret_bytes
 from sender.storeurl import sqlite_store_url, store_file
-from sender.vocabulary import WebhookEvent
+from sender.vocabulary import Stream, WebhookEvent
 
 __all__ = [
     "ASSERTION_TTL",
@@ -45,6 +45,7 @@ __all__ = [
     "SesSettings",
     "SmtpSecurity",
     "SmtpSettings",
+    "StreamSettings",
     "TransportSettings",
     "WebhookEndpoint",
     "check_lms_login_url",
@@ -452,6 +453,31 @@ def parse_address(text: str, /, *, setting: str) -> Address:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """One stream's own sending identity (``[streams.NAME]`` in sender.toml).
+
+    What is not given falls back to the top-level setting, so a stream can have its own
+    From and DKIM key and share the rest. Reminders sent from another From, return-path
+    domain and DKIM ``d=`` never spend the reputation that invitations need.
+    """
+
+    from_address: Address | None = None
+    return_path: str | None = None
+    bounce_domain: str | None = None
+    dkim_domain: str | None = None  # all three dkim_* or none
+    dkim_selector: str | None = None
+    dkim_private_key: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        given = [self.dkim_domain, self.dkim_selector, self.dkim_private_key]
+        if any(v is not None for v in given) and not all(v is not None for v in given):
+            raise ConfigurationError(
+                "a stream's DKIM signing needs dkim_domain, dkim_selector and dkim_key together",
+                setting="streams",
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class SenderSettings:
     """Everything a :class:`sender.Sender` needs besides a transport."""
 
@@ -479,10 +505,39 @@ class SenderSettings:
             )
 
     message_id_domain: str | None = None  # default: From's domain
+    # Streams with a sending identity of their own ([streams.subscription]), by name.
+    streams: tuple[tuple[Stream, StreamSettings], ...] = ()
+    # Where `sender serve` is reached from outside (https://...): one-click unsubscribe URLs.
+    public_url: str | None = None
 
     @property
     def organization_name(self) -> str:
         return self.organization or self.from_address.name or self.from_address.domain
+
+    def for_stream(self, stream: Stream, /) -> SenderSettings:
+        """These settings with ``stream``'s own identity over the top-level one."""
+        own = dict(self.streams).get(stream)
+        if own is None:
+            return self
+        dkim = (
+            (own.dkim_domain, own.dkim_selector, own.dkim_private_key)
+            if own.dkim_domain is not None
+            else (self.dkim_domain, self.dkim_selector, self.dkim_private_key)
+        )
+        return replace(
+            self,
+            from_address=own.from_address or self.from_address,
+            return_path=own.return_path or (None if own.from_address else self.return_path),
+            bounce_domain=own.bounce_domain or self.bounce_domain,
+            dkim_domain=dkim[0],
+            dkim_selector=dkim[1],
+            dkim_private_key=dkim[2],
+            streams=(),
+        )
+
+    def sending_domains(self) -> dict[str, str]:
+        """Each stream's sending domain (its From's), for the complaint-rate guard."""
+        return {stream.value: self.for_stream(stream).from_address.domain for stream in Stream}
 
 
 DAY = 86_400.0
@@ -746,6 +801,8 @@ _TOML_KEYS = {
     "inbound_max_recipients",
     "store",
     "limits",
+    "public_url",
+    "streams",
     "api_keys",
     "ses_topics",
     "webhooks",
@@ -767,6 +824,13 @@ class BouncePolicy:
     # provider within sender_side_window that pause bulk mail to that provider.
     sender_side_pause: int = 5
     sender_side_window: float = 3600.0
+    # Complaints / delivered over ``window``, per stream and per sending domain: above
+    # complaint_warn `sender status` warns, above complaint_pause that stream's bulk runs
+    # pause. Judged once complaint_min_delivered messages were delivered in the window:
+    # below that, one complaint alone is 0.1% or more.
+    complaint_warn: float = 0.001
+    complaint_pause: float = 0.003
+    complaint_min_delivered: int = 1000
 
     def __post_init__(self) -> None:
         if (
@@ -774,6 +838,7 @@ class BouncePolicy:
             or self.budget < 1
             or self.min_sent < 1
             or self.sender_side_pause < 1
+            or self.complaint_min_delivered < 1
         ):
             raise ConfigurationError("bounce limits must be at least 1", setting="bounce_budget")
         if not 0 < self.max_rate <= 1 or self.window <= 0 or self.soft_window <= 0:
@@ -783,6 +848,10 @@ class BouncePolicy:
         if self.sender_side_window <= 0:
             raise ConfigurationError(
                 "sender_side_window must be positive", setting="sender_side_pause"
+            )
+        if not 0 < self.complaint_warn <= self.complaint_pause <= 1:
+            raise ConfigurationError(
+                "complaint rates must be 0 < warn <= pause <= 1", setting="complaint_pause"
             )
 
 
@@ -1015,6 +1084,8 @@ def load_config(
         dkim_selector=text("dkim_selector"),
         dkim_private_key=_read_key(text("dkim_key")),
         trusted_authserv_ids=_names(values.get("trusted_authserv_ids"), "trusted_authserv_ids"),
+        streams=_streams(values.get("streams"), found_file.parent if found_file else None),
+        public_url=_public_url(text("public_url")),
     )
 
     def integer(key: str) -> int | None:
@@ -1180,6 +1251,82 @@ def _flag(values: Mapping[str, object], key: str) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise ConfigurationError(f"{key} must be true or false", setting=key)
     return value
+
+
+_STREAM_KEYS = ("from", "return_path", "bounce_domain", "dkim_domain", "dkim_selector", "dkim_key")
+
+
+def _streams(value: object, folder: Path | None) -> tuple[tuple[Stream, StreamSettings], ...]:
+    """``[streams.NAME]`` tables: each stream's own From, return path, bounce domain, DKIM."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigurationError(
+            "streams must be tables like [streams.subscription]", setting="streams"
+        )
+    found: list[tuple[Stream, StreamSettings]] = []
+    for name, table in value.items():
+        setting = f"streams.{name}"
+        try:
+            stream = Stream(name)
+        except ValueError:
+            names = ", ".join(s.value for s in Stream)
+            raise ConfigurationError(
+                f"{setting}: no stream named {name!r} (streams: {names})", setting=setting
+            ) from None
+        if not isinstance(table, dict):
+            raise ConfigurationError(f"{setting} must be a table", setting=setting)
+        unknown = sorted(set(table) - set(_STREAM_KEYS))
+        if unknown:
+            raise ConfigurationError(
+                f"{setting}: unknown setting(s) {', '.join(unknown)}",
+                setting=f"{setting}.{unknown[0]}",
+            )
+        for key, item in table.items():
+            if not isinstance(item, str) or any(ch in item for ch in "\r\n\x00"):
+                raise ConfigurationError(
+                    f"{setting}.{key} must be one line of text", setting=f"{setting}.{key}"
+                )
+        key_path = table.get("dkim_key")
+        if key_path is not None and folder is not None and not Path(key_path).is_absolute():
+            key_path = str(folder / key_path)
+        found.append(
+            (
+                stream,
+                StreamSettings(
+                    from_address=parse_address(table["from"], setting=f"{setting}.from")
+                    if "from" in table
+                    else None,
+                    return_path=table.get("return_path"),
+                    bounce_domain=table.get("bounce_domain"),
+                    dkim_domain=table.get("dkim_domain"),
+                    dkim_selector=table.get("dkim_selector"),
+                    dkim_private_key=_read_key(key_path),
+                ),
+            )
+        )
+    return tuple(found)
+
+
+def _public_url(value: str | None) -> str | None:
+    """``public_url``: an absolute https URL (http only for loopback), no query or fragment."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    loopback = parts.hostname in {"127.0.0.1", "localhost", "::1"}
+    if (
+        not parts.hostname
+        or parts.query
+        or parts.fragment
+        or parts.scheme not in {"https", "http"}
+        or (parts.scheme == "http" and not loopback)
+    ):
+        raise ConfigurationError(
+            f"public_url {value!r} must be an https URL like https://mail.example.org "
+            "(http only on loopback), without a query",
+            setting="public_url",
+        )
+    return value.rstrip("/")
 
 
 def _read_key(path: str | None) -> bytes | None:

@@ -252,8 +252,9 @@ async def diagnose_sender(
     sending_ips: Sequence[str] = (),
 ) -> DoctorReport:
     """The doctor's report for ``domain`` (by default the From address's domain), with the
-    configured DKIM key, bounce domain, reply domain and main stream (From and DKIM
-    identity): ``sender doctor`` and the admin pages' Health page."""
+    configured DKIM key, bounce domain, reply domain and streams (the From and DKIM
+    identity of the main stream and of each ``[streams.NAME]`` with its own): ``sender
+    doctor`` and the admin pages' Health page."""
     settings = config.sender
     main_stream = StreamIdentity(
         "main",
@@ -262,6 +263,16 @@ async def diagnose_sender(
         settings.dkim_selector,
         settings.dkim_private_key,
     )
+    own_streams = [  # [streams.NAME] with an identity of its own, over the top level
+        StreamIdentity(
+            stream.value,
+            (mine := settings.for_stream(stream)).from_address.domain,
+            mine.dkim_domain,
+            mine.dkim_selector,
+            mine.dkim_private_key,
+        )
+        for stream, _own in settings.streams
+    ]
     return await diagnose(
         domain or settings.from_address.domain,
         resolver=resolver_for(config.dns_server),
@@ -271,5 +282,5 @@ async def diagnose_sender(
         bounce_domain=settings.bounce_domain,
         reply_domain=settings.reply_to.domain if settings.reply_to else None,
         sending_ips=sending_ips,
-        streams=[main_stream],
+        streams=[main_stream, *own_streams],
     )

@@ -9,12 +9,12 @@ __all__ = ["fast_loop"]
 
 
 def fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when installed (``pip install 'sender[fast]'``), else asyncio's.
+    """uvloop's event loop when installed (a default dependency on Linux and macOS), else asyncio's.
 
     For ``asyncio.Runner(loop_factory=...)``: None means asyncio's default.
     """
     try:
-        import uvloop  # optional: looked up when a process starts
+        import uvloop  # absent on Windows: looked up when a process starts
     except ImportError:
         return None
     return uvloop.new_event_loop

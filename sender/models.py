@@ -35,6 +35,7 @@ class DeliveryStatus(StrEnum):
     TEMPORARY = "temporary"  # 4xx, timeout, disconnect: try again later
     PERMANENT = "permanent"  # 5xx: never try again
     SUPPRESSED = "suppressed"  # on the suppression list: not sent at all
+    UNSUBSCRIBED = "unsubscribed"  # unsubscribed from the template's stream: not sent
 
     @classmethod
     def from_code(cls, code: int) -> DeliveryStatus:
@@ -182,6 +183,10 @@ class DeliveryResult:
         if self.status is DeliveryStatus.ACCEPTED:
             return self
         message = f"{self.email}: {self.describe()}"
-        if self.status in (DeliveryStatus.PERMANENT, DeliveryStatus.SUPPRESSED):
+        if self.status in (
+            DeliveryStatus.PERMANENT,
+            DeliveryStatus.SUPPRESSED,
+            DeliveryStatus.UNSUBSCRIBED,
+        ):
             raise PermanentDeliveryError(message, result=self)
         raise TemporaryDeliveryError(message, result=self)

@@ -144,6 +144,7 @@ class RecordingSMTPServer(EmbeddedServer):
 
     Rules apply in the order given; ``times`` limits how often one fires (``None``:
     for ever). ``credentials`` turns on AUTH: every login in the mapping works.
+    ``pipelining`` (on, as on most servers) offers PIPELINING, so clients batch commands.
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class RecordingSMTPServer(EmbeddedServer):
         allow_auth_without_tls: bool = False,
         smtputf8: bool = True,
         host: str = "127.0.0.1",
+        pipelining: bool = True,
     ) -> None:
         self._credentials = dict(credentials) if credentials is not None else None
         self._server = SmtpServer(
@@ -167,6 +169,7 @@ class RecordingSMTPServer(EmbeddedServer):
             authenticator=self._authenticate if credentials is not None else None,
             allow_auth_without_tls=allow_auth_without_tls,
             smtputf8=smtputf8,
+            pipelining=pipelining,
         )
         self._rules: list[_Rule] = []
         self._messages: list[ReceivedMessage] = []

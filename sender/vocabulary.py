@@ -12,7 +12,12 @@ Message states::
       │                  ├──▶ deferred ──(due)──▶ claimable again
       │                  ├──▶ failed        (permanent, or retries exhausted)
       └──requeue_stale───┘──▶ suppressed    (never sent; bounce handling)
+                         └──▶ unsubscribed  (never sent; unsubscribed from the run's stream)
     skipped                                 (bad input; recorded at ingest)
+
+Streams (:class:`Stream`) split mail the way receivers' rules do: ``transactional`` mail
+(an invitation, a login link) is exempt from unsubscribe; ``subscription`` mail
+(reminders) carries RFC 8058 one-click unsubscribe and honours it.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ __all__ = [
     "FINAL_STATES",
     "OUTCOME_STATES",
     "REASON_RULES",
+    "UNSUBSCRIBE_STREAMS",
     "Action",
     "MessageState",
     "Reason",
     "ReasonRule",
     "RsvpOutcome",
     "RunState",
+    "Stream",
     "WebhookEvent",
     "reason_of",
     "reasons_with",
@@ -46,11 +53,18 @@ class MessageState(StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     SKIPPED = "skipped"
+    UNSUBSCRIBED = "unsubscribed"  # never sent: the address left the run's stream
 
 
 # Final until an operator acts (``reset_failed`` for ``sender retry``).
 FINAL_STATES = frozenset(
-    {MessageState.SENT, MessageState.FAILED, MessageState.SUPPRESSED, MessageState.SKIPPED}
+    {
+        MessageState.SENT,
+        MessageState.FAILED,
+        MessageState.SUPPRESSED,
+        MessageState.SKIPPED,
+        MessageState.UNSUBSCRIBED,
+    }
 )
 
 # What one attempt can end in: SKIPPED too, for a row valid at ingest whose template could
@@ -62,8 +76,20 @@ OUTCOME_STATES = frozenset(
         MessageState.FAILED,
         MessageState.SUPPRESSED,
         MessageState.SKIPPED,
+        MessageState.UNSUBSCRIBED,
     }
 )
+
+
+class Stream(StrEnum):
+    """What kind of mail a template set sends (its ``template.toml``), as receivers see it."""
+
+    TRANSACTIONAL = "transactional"  # asked for by what the participant did: no unsubscribe
+    SUBSCRIPTION = "subscription"  # reminders and the like: one-click unsubscribe (RFC 8058)
+
+
+#: The streams whose mail carries List-Unsubscribe and whose unsubscribes are honoured.
+UNSUBSCRIBE_STREAMS = frozenset({Stream.SUBSCRIPTION})
 
 
 class RunState(StrEnum):
@@ -81,6 +107,7 @@ class WebhookEvent(StrEnum):
     MESSAGE_BOUNCED = "message.bounced"
     MESSAGE_COMPLAINED = "message.complained"
     ADDRESS_SUPPRESSED = "address.suppressed"
+    ADDRESS_UNSUBSCRIBED = "address.unsubscribed"
     RSVP_ANSWERED = "rsvp.answered"
     RUN_PAUSED = "run.paused"
     RUN_FINISHED = "run.finished"

@@ -29,6 +29,7 @@ from sender.config import _TOML_KEYS, CliConfig, SesSettings, SmtpSecurity, load
 from sender.errors import ConfigurationError
 from sender.models import Address
 from sender.storeurl import store_file
+from sender.vocabulary import Stream
 
 pytestmark = pytest.mark.usefixtures("workdir")
 
@@ -203,6 +204,30 @@ KEYS: dict[str, Key] = {
         'limits = "redis://cache.skolen.example.org:6379/2"',
         lambda c: c.limiter,
         "redis://cache.skolen.example.org:6379/2",
+    ),
+    "public_url": Key(
+        'public_url = "https://mail.skolen.example.org/"',
+        lambda c: c.sender.public_url,
+        "https://mail.skolen.example.org",
+    ),
+    "streams": Key(
+        '[streams.subscription]\nfrom = "Påminnelser <remind@news.skolen.example.org>"\n'
+        'bounce_domain = "b.news.skolen.example.org"\n'
+        'dkim_domain = "news.skolen.example.org"\ndkim_selector = "n1"\ndkim_key = "dkim.pem"',
+        lambda c: (
+            c.sender.for_stream(Stream.SUBSCRIPTION).from_address.email,
+            c.sender.for_stream(Stream.SUBSCRIPTION).bounce_domain,
+            c.sender.for_stream(Stream.SUBSCRIPTION).dkim_domain,
+            c.sender.for_stream(Stream.SUBSCRIPTION).dkim_private_key,
+            c.sender.for_stream(Stream.TRANSACTIONAL).from_address.email,
+        ),
+        (
+            "remind@news.skolen.example.org",
+            "b.news.skolen.example.org",
+            "news.skolen.example.org",
+            PEM,
+            "noreply@lms.example.com",
+        ),
     ),
     "api_keys": Key(
         f'api_keys = ["{KEY}:links+runs"]',

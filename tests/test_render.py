@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sender.compose.render import Renderer, lint_templates, sample_context
 from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, UndefinedVariable
+from sender.vocabulary import Stream
 
 LINK = "https://lms.example.com/login?token=WyJwLTEiLCJjLTEiLDM2MDBd.aBcDeF.signature-here"
 BUILTIN = Renderer()
@@ -45,8 +46,16 @@ def test_builtins_cover_both_templates_in_four_locales() -> None:
 def test_every_builtin_renders_strictly_and_passes_the_single_link_rule(
     name: str, locale: str
 ) -> None:
-    """Each built-in set renders under StrictUndefined and links only to the login site."""
-    rendered = BUILTIN.render(name, locale=locale, context=context(locale), link=LINK)
+    """Each built-in set renders under StrictUndefined and links only to the login site
+    (and, subscription mail, to its own unsubscribe URL, which its text shows)."""
+    values = context(locale)
+    subscription = BUILTIN.stream(name) is Stream.SUBSCRIPTION
+    unsubscribe = str(values["unsubscribe_url"]) if subscription else None
+    rendered = BUILTIN.render(
+        name, locale=locale, context=values, link=LINK, unsubscribe=unsubscribe
+    )
+    if unsubscribe is not None:
+        assert unsubscribe in rendered.text
     assert rendered.locale == locale
     assert rendered.subject
     assert "\n" not in rendered.subject
@@ -104,16 +113,16 @@ def test_missing_variable_names_template_and_variable(tmp_path: Path) -> None:
 def test_user_directory_overrides_one_file_and_adds_templates(tmp_path: Path) -> None:
     """A user file replaces the built-in file; other files and new sets still resolve."""
     write(tmp_path, "invitation/en/subject.txt", "Welcome aboard, {{ name }}")
-    write(tmp_path, "reminder/en/subject.txt", "Reminder")
-    write(tmp_path, "reminder/en/body.txt", "Sign in: {{ link }}\n")
+    write(tmp_path, "digest/en/subject.txt", "Digest")
+    write(tmp_path, "digest/en/body.txt", "Sign in: {{ link }}\n")
     renderer = Renderer(template_dirs=[tmp_path])
     rendered = renderer.render("invitation", locale="en", context=context(), link=LINK)
     assert rendered.subject == "Welcome aboard, Kari Nordmann"
     assert rendered.html is not None
     assert LINK in rendered.text
-    assert "reminder" in renderer.names()
-    reminder = renderer.render("reminder", locale="en", context=context(), link=LINK)
-    assert reminder.html is None
+    assert "digest" in renderer.names()
+    digest = renderer.render("digest", locale="en", context=context(), link=LINK)
+    assert digest.html is None
 
 
 @pytest.mark.parametrize(

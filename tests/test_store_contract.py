@@ -480,6 +480,7 @@ async def test_reset_failed_requeues_failed_and_deferred_but_never_sent(
         MessageState.FAILED: 0,
         MessageState.SUPPRESSED: 1,
         MessageState.SKIPPED: 1,
+        MessageState.UNSUBSCRIBED: 0,
     }
     info = await store.get_run(RUN)
     assert info is not None
@@ -526,6 +527,7 @@ async def test_counts_domain_progress_and_problems_describe_the_run(store: Store
         MessageState.FAILED: 1,
         MessageState.SUPPRESSED: 0,
         MessageState.SKIPPED: 1,
+        MessageState.UNSUBSCRIBED: 0,
     }
     zero = dict.fromkeys(MessageState, 0)
     assert await store.domain_progress(RUN) == [
@@ -1399,6 +1401,96 @@ async def test_pruning_forgets_old_events_but_not_a_pending_delivery(store: Stor
     await store.hook_delivered(url, old.id, status=200)
     assert await store.prune_hook_events(before=T0 + DAY) == 1
     assert [e.id for e in await store.hook_events()] == [waiting.id, new.id]
+
+
+# --- streams and unsubscribes ------------------------------------------------------------
+
+REMINDERS = "2026-11-remind"
+
+
+async def test_a_run_keeps_its_stream(store: Store) -> None:
+    """create_run stores the run's stream; a run created without one is transactional."""
+    run, _ = await store.create_run(
+        REMINDERS, template="reminder", source="p.csv", now=T0, stream="subscription"
+    )
+    assert run.stream == "subscription"
+    plain = await store.get_run(RUN)
+    assert plain is not None
+    assert plain.stream == "transactional"
+
+
+async def test_unsubscribe_is_kept_once_by_key_with_its_event(store: Store) -> None:
+    """unsubscribe keeps the address by its canonical key per stream, once, with one
+    address.unsubscribed event; other streams are untouched."""
+    assert await store.unsubscribe(
+        "User2@Example.COM", stream="subscription", how="one-click", now=T0, participant_id="p2"
+    )
+    assert not await store.unsubscribe(
+        "user2@example.com", stream="subscription", how="mailto", now=T0 + 5
+    )
+    found = await store.unsubscribed(
+        ["USER2@example.com", "user3@example.com"], stream="subscription"
+    )
+    assert list(found) == ["user2@example.com"]
+    assert (found["user2@example.com"].how, found["user2@example.com"].at) == ("one-click", T0)
+    assert await store.unsubscribed(["user2@example.com"], stream="transactional") == {}
+    events = [e for e in await store.hook_events() if e.type == "address.unsubscribed"]
+    assert len(events) == 1
+    data = events[0].data
+    assert (data["participant_id"], data["email"]) == ("p2", "user2@example.com")
+    assert (data["stream"], data["how"]) == ("subscription", "one-click")
+    assert [u.address for u in await store.unsubscribes()] == ["user2@example.com"]
+
+
+async def test_a_claim_says_the_address_left_the_runs_stream(store: Store) -> None:
+    """A claim in a subscription run names the unsubscribe; the same address in a
+    transactional run is claimed plainly."""
+    await store.create_run(
+        REMINDERS, template="reminder", source="p.csv", now=T0, stream="subscription"
+    )
+    await store.unsubscribe("user2@example.com", stream="subscription", how="one-click", now=T0)
+    await store.add_rows(REMINDERS, rows(range(2, 3)))
+    await store.add_rows(RUN, rows(range(2, 3)))
+    reminder = await store.claim(REMINDERS, "example.com", now=T0, owner="w")
+    invitation = await store.claim(RUN, "example.com", now=T0, owner="w")
+    assert reminder is not None
+    assert invitation is not None
+    assert reminder.unsubscribed == "one-click"
+    assert invitation.unsubscribed is None
+    await store.record(
+        reminder.id, Outcome(state=MessageState.UNSUBSCRIBED, at=T0, detail="unsubscribed")
+    )
+    assert (await store.counts(REMINDERS))[MessageState.UNSUBSCRIBED] == 1
+
+
+async def test_complaints_are_counted_per_stream_against_deliveries(store: Store) -> None:
+    """complaints_by_stream is {} without complaints; with one, each stream's deliveries
+    and complaints in the window (once per message, forged and old ones left out)."""
+    await store.create_run(
+        REMINDERS, template="reminder", source="p.csv", now=T0, stream="subscription"
+    )
+    await deliver(store, range(2, 6), at=T0)  # 4 invitations
+    await store.add_rows(REMINDERS, rows(range(2, 5)))
+    claimed = []
+    for _ in range(3):
+        message = await store.claim(REMINDERS, "example.com", now=T0, owner="w")
+        assert message is not None
+        await store.record(message.id, sent(T0))
+        claimed.append(message.id)
+    assert await store.complaints_by_stream(T0 - 10) == {}
+    complaint = {"kind": "complaint", "reason": "complaint", "status": None}
+    await store.add_bounce(bounce(1, "user2@example.com", message=claimed[0], **complaint))
+    await store.add_bounce(bounce(2, "user2@example.com", message=claimed[0], **complaint))
+    await store.add_bounce(
+        bounce(3, "user3@example.com", message=claimed[1], forged=True, **complaint)
+    )
+    await store.add_bounce(
+        bounce(4, "user4@example.com", message=claimed[2], at=T0 - DAY, **complaint)
+    )
+    assert await store.complaints_by_stream(T0 - 10) == {
+        "subscription": (3, 1),
+        "transactional": (4, 0),
+    }
 
 
 # --- Redemptions -------------------------------------------------------------------------

@@ -6,7 +6,8 @@ Each turn of :meth:`Dispatcher.run` does, in this order:
    slots, so claimed-but-unrecorded messages (what a crash can duplicate) never exceed
    ``concurrency``; then **report** progress;
 2. **check** why it might stop: :meth:`BulkRunner.stop`, a fatal error, a relay that
-   stopped answering (the stall watch), a spent bounce budget; and which receiving
+   stopped answering (the stall watch), a spent bounce budget or a complaint rate above
+   the pause line for the run's stream; and which receiving
    providers are paused by a burst of sender-side refusals (their messages stay queued
    while the others go on);
 3. **wake** deferred messages that have come due;
@@ -29,7 +30,7 @@ import contextlib
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from sender.bulk.lease import WorkerLease
@@ -57,7 +58,7 @@ class Halt:
 
     fatal: BaseException | None = None  # the transport or a worker failed; the lease was lost
     lease_lost: bool = False  # another worker holds the run now: leave its state alone
-    budget: str | None = None  # the bounce budget is spent
+    budget: str | None = None  # the bounce budget is spent, or the complaint rate too high
     stalled: str | None = None  # the relay stopped answering
     providers: str | None = None  # only paused providers' messages were left (why)
     left: RunState | None = None  # the run was paused or finished elsewhere (a shared run)
@@ -110,8 +111,12 @@ class Dispatcher:
         on_progress: Callable[[Progress], None] | None = None,
         progress_interval: float = 0.5,
         started: float = 0.0,
+        stream: str | None = None,
+        domains: Mapping[str, str] | None = None,
     ) -> None:
         self.run_id = run_id
+        self._stream = stream  # the run's: its complaint rate is judged with the budget
+        self._domains = dict(domains or {})  # each stream's sending domain
         self.halt = Halt()
         self._store = store
         self._scheduler = scheduler
@@ -294,6 +299,12 @@ class Dispatcher:
                 state.finished.append((message, outcome))
                 self._wake.set()
                 continue
+            if message.unsubscribed is not None:  # left the run's stream: never sent
+                detail = f"unsubscribed ({message.unsubscribed})"
+                outcome = Outcome(MessageState.UNSUBSCRIBED, at=self._clock.now(), detail=detail)
+                state.finished.append((message, outcome))
+                self._wake.set()
+                continue
             self._hand_out(state, message)
 
     async def _permit_or_wake(self) -> list[str]:
@@ -418,7 +429,11 @@ class Dispatcher:
         if self._settings.force:
             return False
         reason = await budget_reason(
-            self._store, policy=self._settings.bounces, now=self._clock.now()
+            self._store,
+            policy=self._settings.bounces,
+            now=self._clock.now(),
+            stream=self._stream,
+            domains=self._domains,
         )
         self.halt.budget = reason
         return reason is not None

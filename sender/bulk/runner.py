@@ -287,6 +287,7 @@ class BulkRunner:
             now=now,
             options=options,
             event=event,
+            stream=self.sender.renderer.stream(template).value,
         )
         if not created:
             await self._keep_transport(run, (options or {}).get("transport"))
@@ -373,6 +374,7 @@ class BulkRunner:
             now=now,
             options={**(options or {}), ENQUEUED: 1},
             event=event,
+            stream=self.sender.renderer.stream(template).value,
         )
         if not created:
             await self._keep_transport(run, (options or {}).get("transport"))
@@ -523,6 +525,8 @@ class BulkRunner:
             on_progress=on_progress,
             progress_interval=progress_interval,
             started=started,
+            stream=self.sender.renderer.stream(self.settings.template).value,
+            domains=self.sender.settings.sending_domains(),
         )
 
     async def _send_one(self, message: OutboxMessage, /) -> DeliveryResult | Skipped:

@@ -16,7 +16,7 @@ from typing import Any
 from sender.bulk.settings import RunSettings
 from sender.config import BouncePolicy
 from sender.errors import InputError
-from sender.feedback.suppression import sender_side_problems
+from sender.feedback.suppression import complaint_rates, sender_side_problems
 from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store import FINAL_STATES, MessageState, RunInfo, RunState, Store
 
@@ -126,6 +126,7 @@ async def run_list(
             {
                 "run_id": run.run_id,
                 "template": run.template,
+                "stream": run.stream,
                 "source": run.source,
                 "state": state,
                 "paused_reason": run.paused_reason,
@@ -165,6 +166,7 @@ async def run_status(
     return {
         "run_id": run.run_id,
         "template": run.template,
+        "stream": run.stream,
         "source": run.source,
         "created_at": run.created_at,
         "state": state,
@@ -240,10 +242,16 @@ async def status_report(
     now: float,
     policy: BouncePolicy,
     groups: Mapping[str, str],
+    domains: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """``sender status --json``'s object, also ``GET /v1/runs/{id}``: :func:`run_status`
     (with ``all_runs``, ``{runs: [...]}`` from :func:`run_list`), plus the ``workers``
-    holding a lease and the ``sender_side`` refusals of the last day."""
+    holding a lease, the ``sender_side`` refusals of the last day, and the ``complaints``:
+    each stream's and sending domain's complaint rate over the budget's window, as
+    ``{scope, name, streams, delivered, complaints, rate, level}`` with ``level`` ``ok``,
+    ``warn`` (above 0.1%), ``pause`` (above 0.3%: bulk runs of the stream pause) or
+    ``too_few`` (fewer deliveries than judged); empty without a complaint. ``domains``
+    maps each stream to its sending domain."""
     if all_runs:
         data: dict[str, Any] = {"runs": await run_list(store, now=now)}
     else:
@@ -251,9 +259,11 @@ async def status_report(
     problems = await sender_side_problems(
         store, since=now - SENDER_SIDE_SINCE, now=now, policy=policy, groups=groups
     )
+    rates = await complaint_rates(store, policy=policy, now=now, domains=domains or {})
     return data | {
         "workers": await worker_list(store, now=now),
         "sender_side": [dataclasses.asdict(problem) for problem in problems],
+        "complaints": [dataclasses.asdict(rate) | {"rate": rate.rate} for rate in rates],
     }
 
 

@@ -7,7 +7,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from sender.cli.app import (
 from sender.client import Sender
 from sender.compose.mime import envelope_address
 from sender.config import CliConfig, parse_duration
-from sender.errors import InputError
+from sender.errors import InputError, LinkInvalid
 from sender.feedback.bounces import parse_bounce
 from sender.feedback.intake import read_mail
 from sender.feedback.suppression import (
@@ -43,9 +43,11 @@ from sender.feedback.suppression import (
     bounce_report,
     ingest_bounce,
 )
+from sender.feedback.unsubscribe import HOW_MAILTO, mailto_token, unsubscribe
 from sender.invites import Invitations
 from sender.servers.inbound import Disposition, InboundMail, InboundServer, Route, kept_for_people
 from sender.store import Store
+from sender.vocabulary import Stream
 
 __all__ = [
     "REPORT_FIELDS",
@@ -289,20 +291,31 @@ def inbound(
     obj.run(serve_inbound(config, host, int(port_text), reply_addresses))
 
 
-async def serve_inbound(
-    config: CliConfig, host: str, port: int, reply_addresses: tuple[str, ...]
-) -> None:
-    store = store_for(config)
-    sender = Sender(config.sender)
-    dns = DnsSettings.from_text(config.dns_server) if config.dns_server else DnsSettings()
-    invitations = Invitations(sender, store, resolver=Resolver(dns))
+def stream_bounce_domains(config: CliConfig, /) -> list[str]:
+    """The streams' own bounce domains besides the top-level one (the listener takes them)."""
+    own = {config.sender.for_stream(stream).bounce_domain for stream in Stream}
+    return sorted(d for d in own if d and d != config.sender.bounce_domain)
+
+
+def inbound_handler(
+    config: CliConfig, store: Store, sender: Sender, invitations: Invitations
+) -> Callable[[InboundMail], Awaitable[Disposition]]:
+    """What the inbound listener does with each mail: a bounce is kept by the bounce rules,
+    a List-Unsubscribe mail unsubscribes (its token verified), an answer is read."""
     record = bounce_rules(config, store, sender)
-    organizers = {
-        json.loads(event.event).get("organizer_email", "") for event in await store.events()
-    }
-    replies = sorted({a.lower() for a in (*reply_addresses, *organizers) if a})
 
     async def on_mail(mail: InboundMail) -> Disposition:
+        if mail.route is Route.UNSUBSCRIBE:
+            token = mailto_token(mail.recipient)
+            try:
+                if token is None:
+                    raise LinkInvalid("no unsubscribe token")
+                await unsubscribe(
+                    store, sender.composer.unsubscribes, token, how=HOW_MAILTO, now=time.time()
+                )
+            except LinkInvalid:
+                return Disposition.FOR_PERSON  # forged or damaged: a person may look
+            return Disposition.TAKEN
         if mail.route is Route.BOUNCE:
             outcomes = await record(
                 mail.data, now=time.time(), envelope_to=mail.recipient, source="inbound"
@@ -316,6 +329,22 @@ async def serve_inbound(
             return Disposition.TAKEN  # an answer seen before
         return Disposition.FOR_PERSON  # written to the reply address by a person
 
+    return on_mail
+
+
+async def serve_inbound(
+    config: CliConfig, host: str, port: int, reply_addresses: tuple[str, ...]
+) -> None:
+    store = store_for(config)
+    sender = Sender(config.sender)
+    dns = DnsSettings.from_text(config.dns_server) if config.dns_server else DnsSettings()
+    invitations = Invitations(sender, store, resolver=Resolver(dns))
+    organizers = {
+        json.loads(event.event).get("organizer_email", "") for event in await store.events()
+    }
+    replies = sorted({a.lower() for a in (*reply_addresses, *organizers) if a})
+
+    on_mail = inbound_handler(config, store, sender, invitations)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -324,6 +353,7 @@ async def serve_inbound(
     try:
         async with InboundServer(
             bounce_domain=config.sender.bounce_domain,
+            bounce_aliases=stream_bounce_domains(config),
             reply_addresses=replies,
             on_mail=on_mail,
             keep_dir=config.state_dir / "inbound",

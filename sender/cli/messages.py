@@ -356,6 +356,8 @@ def send(
         sys.exit(send_exit_code(result))
     if result.status is DeliveryStatus.SUPPRESSED:
         fail(f"not sent: {to} is on the suppression list (see `sender suppress list`)")
+    if result.status is DeliveryStatus.UNSUBSCRIBED:
+        fail(f"not sent: {to} unsubscribed from this template's stream")
     click.echo(f"{describe(result)} (message {result.message_id})")
     if config.smtp is None:
         click.echo(f"stored in {config.maildir}")
@@ -364,10 +366,10 @@ def send(
 
 
 def send_exit_code(result: DeliveryResult) -> int:
-    """0 accepted; 1 not sent at all (suppressed); 3 refused or deferred by the server."""
+    """0 accepted; 1 not sent at all (suppressed, unsubscribed); 3 refused or deferred."""
     if result.ok:
         return EXIT_OK
-    if result.status is DeliveryStatus.SUPPRESSED:
+    if result.status in (DeliveryStatus.SUPPRESSED, DeliveryStatus.UNSUBSCRIBED):
         return EXIT_FAILED
     return EXIT_UNFINISHED
 

@@ -379,6 +379,7 @@ def status(obj: Context, run_id: str | None, as_json: bool, all_runs: bool) -> N
         print_status(data)
     print_workers(data["workers"])
     print_sender_side(data["sender_side"])
+    print_complaints(data["complaints"])
     print_home(config)
 
 
@@ -755,6 +756,7 @@ async def status_of(config: CliConfig, run_id: str | None, *, all_runs: bool) ->
             now=time.time(),
             policy=config.bounces,
             groups=config.limits.effective_groups(),
+            domains=config.sender.sending_domains(),
         )
     except InputError as exc:
         raise InputError(f"{exc.args[0]} in {store_name(config)}", field=exc.field) from exc
@@ -841,6 +843,25 @@ def print_sender_side(problems: Sequence[Mapping[str, Any]]) -> None:
         paused = "  [bulk mail to it paused]" if item["paused"] else ""
         out.print(
             f"  {item['count']} from {item['provider']} ({item['reason']}: {item['hint']}){paused}",
+            markup=False,
+            highlight=False,
+            overflow="ignore",
+            crop=False,
+        )
+
+
+def print_complaints(rates: Sequence[Mapping[str, Any]]) -> None:
+    """Complaint rates above the warning line (24 h), per stream and sending domain."""
+    for item in rates:
+        if item["level"] not in ("warn", "pause"):
+            continue
+        what = f"{item['name']} mail" if item["scope"] == "stream" else f"mail from {item['name']}"
+        action = (
+            "bulk runs of it pause" if item["level"] == "pause" else "warning: keep it below 0.3%"
+        )
+        out.print(
+            f"complaint rate {item['rate']:.2%} for {what}: {item['complaints']} complaint(s) "
+            f"for {item['delivered']} delivered in 24 h ({action})",
             markup=False,
             highlight=False,
             overflow="ignore",

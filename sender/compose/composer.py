@@ -23,13 +23,15 @@ from sender.compose.links import (
     IssuedLink,
     LinkSigner,
     ReturnPathSigner,
+    UnsubscribeSigner,
     participant_key,
 )
 from sender.compose.mime import Attachment, BuiltMessage, MessageBuilder, Part, envelope_address
 from sender.compose.render import RenderedMessage, Renderer
 from sender.config import SenderSettings
-from sender.errors import InputError
+from sender.errors import ConfigurationError, InputError
 from sender.models import Address, Envelope, Participant
+from sender.vocabulary import UNSUBSCRIBE_STREAMS, Stream
 
 __all__ = [
     "CALENDAR_TEMPLATES",
@@ -53,8 +55,57 @@ RESERVED_VARIABLES = frozenset(
         "organization",
         "expires_days",
         "locale",
+        "unsubscribe_url",
     }
 )
+# RFC 8058: what subscription mail carries; sender writes them, never a caller.
+LIST_UNSUBSCRIBE = "List-Unsubscribe"
+LIST_UNSUBSCRIBE_POST = ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+_OWN_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    """How one stream's mail goes out: its From (in the builder), return path and DKIM key."""
+
+    builder: MessageBuilder
+    return_path: str
+    dkim: DkimSigner | None
+    return_paths: ReturnPathSigner | None
+
+
+def _identity(
+    settings: SenderSettings,
+    clock: Clock,
+    aliases: tuple[str, ...] = (),
+    *,
+    unsubscribe: bool = False,
+) -> _Identity:
+    """One stream's identity; with ``unsubscribe`` its builder writes List-Unsubscribe-Post
+    itself (the same line on every message: folded once, here)."""
+    headers = dict(settings.headers)
+    if unsubscribe:
+        headers[LIST_UNSUBSCRIBE_POST[0]] = LIST_UNSUBSCRIBE_POST[1]
+    return _Identity(
+        builder=MessageBuilder(
+            from_address=settings.from_address,
+            reply_to=settings.reply_to,
+            message_id_domain=settings.message_id_domain,
+            headers=headers,
+            clock=clock,
+        ),
+        return_path=envelope_address(settings.return_path or settings.from_address.email)[0],
+        dkim=DkimSigner(
+            DkimKey(settings.dkim_domain, settings.dkim_selector, settings.dkim_private_key)
+        )
+        if settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key
+        else None,
+        return_paths=ReturnPathSigner(
+            settings.links.secret_keys, domain=settings.bounce_domain, aliases=aliases
+        )
+        if settings.bounce_domain
+        else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,26 +234,38 @@ class Composer:
             template_dirs=settings.template_dirs,
             allowed_link_domains=settings.allowed_link_domains,
         )
-        self._builder = MessageBuilder(
-            from_address=settings.from_address,
-            reply_to=settings.reply_to,
-            message_id_domain=settings.message_id_domain,
-            headers=dict(settings.headers),
-            clock=self.clock,
-        )
-        self._return_path = envelope_address(settings.return_path or settings.from_address.email)[0]
-        self.dkim = (
-            DkimSigner(
-                DkimKey(settings.dkim_domain, settings.dkim_selector, settings.dkim_private_key)
+        if any(name.lower() in _OWN_HEADERS for name, _ in settings.headers):
+            raise ConfigurationError(
+                "headers: sender writes List-Unsubscribe itself, on subscription mail only",
+                setting="headers",
             )
-            if settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key
-            else None
+        # Each stream's identity, made once: a stream with unsubscribe has its own builder
+        # (List-Unsubscribe-Post is constant), over the default's settings if it has none.
+        aliases = tuple(
+            domain
+            for stream in Stream
+            if (domain := settings.for_stream(stream).bounce_domain)
+            and domain != settings.bounce_domain
         )
-        self.return_paths = (
-            ReturnPathSigner(settings.links.secret_keys, domain=settings.bounce_domain)
-            if settings.bounce_domain
-            else None
-        )
+        default = _identity(settings, self.clock, aliases)
+        self._identities = {
+            stream: default
+            if (own := settings.for_stream(stream)) is settings
+            and stream not in UNSUBSCRIBE_STREAMS
+            else _identity(
+                own,
+                self.clock,
+                aliases if own is settings else (),
+                unsubscribe=stream in UNSUBSCRIBE_STREAMS,
+            )
+            for stream in Stream
+        }
+        self._builder = default.builder
+        self._return_path = default.return_path
+        self.dkim = default.dkim
+        self.return_paths = default.return_paths  # verifies every stream's return paths
+        self.unsubscribes = UnsubscribeSigner(settings.links.secret_keys)
+        self._public_url = settings.public_url
 
     def with_uid(self, calendar: CalendarSend, /) -> CalendarSend:
         """``calendar`` with its event's UID set: keyed with the newest secret key when new.
@@ -215,6 +278,32 @@ class Composer:
             return calendar
         uid = event.keyed_uid(self._settings.links.secret_keys[-1])
         return replace(calendar, event=replace(event, uid=uid))
+
+    def unsubscribe_url(self, token: str, /) -> str:
+        """The one-click URL for ``token``, on ``public_url``'s host."""
+        if self._public_url is None:
+            raise ConfigurationError(
+                "subscription mail needs public_url (where `sender serve` answers "
+                "/u/TOKEN) for its one-click unsubscribe",
+                setting="public_url",
+            )
+        return f"{self._public_url}/u/{token}"
+
+    def _unsubscribe(
+        self, stream: Stream, identity: _Identity, participant: Participant, key: str | None
+    ) -> tuple[str, dict[str, str]]:
+        """Subscription mail's unsubscribe URL and its List-Unsubscribe header (one HMAC)."""
+        if key is not None:
+            token = self.unsubscribes.for_key(stream, key)
+        else:
+            token = self.unsubscribes.for_address(
+                stream, participant.email, participant.participant_id
+            )
+        url = self.unsubscribe_url(token)
+        value = f"<{url}>"
+        if key is not None and identity.return_paths is not None:
+            value += f", <mailto:unsubscribe+{token}@{identity.return_paths.domain}>"
+        return url, {LIST_UNSUBSCRIBE: value}  # List-Unsubscribe-Post: the builder's own
 
     def context(self, participant: Participant, link: IssuedLink, locale: str) -> dict[str, object]:
         """The template variables for one participant: CSV extras plus sender's own."""
@@ -266,6 +355,18 @@ class Composer:
         )
         locale = self.renderer.resolve_locale(template, participant.locale)
         context = self.context(participant, link, locale)
+        stream = self.renderer.stream(template)
+        identity = self._identities[stream]
+        if headers and any(name.lower() in _OWN_HEADERS for name in headers):
+            raise InputError(
+                "sender writes List-Unsubscribe itself, on subscription mail only",
+                field="headers",
+            )
+        unsubscribe = None
+        if stream in UNSUBSCRIBE_STREAMS:
+            unsubscribe, own = self._unsubscribe(stream, identity, participant, return_path_key)
+            context["unsubscribe_url"] = unsubscribe
+            headers = {**headers, **own} if headers else own
         alternatives: list[Part] = []
         attachments: list[Attachment] = []
         if calendar is not None:
@@ -282,8 +383,10 @@ class Composer:
             )
             alternatives.append(Part(f"text/calendar; method={calendar.method.value}", ics))
             attachments.append(Attachment("application/ics", "invite.ics", ics))
-        rendered = self.renderer.render(template, locale=locale, context=context, link=link.url)
-        message = self._builder.build(
+        rendered = self.renderer.render(
+            template, locale=locale, context=context, link=link.url, unsubscribe=unsubscribe
+        )
+        message = identity.builder.build(
             to=Address(participant.email, participant.name),
             subject=rendered.subject,
             text=rendered.text,
@@ -294,10 +397,10 @@ class Composer:
             alternatives=alternatives,
             attachments=attachments,
         )
-        if self.dkim is not None:
-            message = replace(message, data=self.dkim.sign(message.data))
+        if identity.dkim is not None:
+            message = replace(message, data=identity.dkim.sign(message.data))
         envelope = Envelope(
-            mail_from=self.mail_from(participant, return_path_key),
+            mail_from=self.mail_from(participant, return_path_key, stream=stream),
             recipients=(rcpt,),
             smtputf8=smtputf8 or message.smtputf8,
         )
@@ -307,16 +410,25 @@ class Composer:
         """The Message-ID for the message ``key`` names (an outbox message), always the same."""
         return self._builder.message_id_for(key)
 
-    def mail_from(self, participant: Participant, key: str | None = None, /) -> str:
-        """The envelope sender: the return path signed for ``key``, or for the participant.
+    def mail_from(
+        self,
+        participant: Participant,
+        key: str | None = None,
+        /,
+        *,
+        stream: Stream = Stream.TRANSACTIONAL,
+    ) -> str:
+        """The envelope sender: the return path signed for ``key``, or for the participant,
+        in ``stream``'s bounce domain.
 
         Without a bounce domain it is the configured return path; a single send whose
         participant id is too long for a key gets that too.
         """
-        if self.return_paths is None:
-            return self._return_path
+        identity = self._identities[stream]
+        if identity.return_paths is None:
+            return identity.return_path
         if key is None:
             key = participant_key(participant.participant_id)
             if key is None:
-                return self._return_path
-        return self.return_paths.address(key)
+                return identity.return_path
+        return identity.return_paths.address(key)

@@ -10,12 +10,26 @@ sent) and HTML is autoescaped. Every rendered message then passes the
 single-link rule: all its links lead to one site, the login link's, because
 mail that links to several sites is what spam filters punish. This is the only
 module that imports jinja2.
+
+A template set may have a ``template.toml`` beside its locale folders
+(``<dir>/<name>/template.toml``, one per set, so every locale of a set is the same kind of
+mail) declaring its stream::
+
+    stream = "subscription"   # or "transactional", the default
+
+Subscription mail carries its own unsubscribe URL (``{{ unsubscribe_url }}``, on the
+sender's ``public_url`` host). The single-link rule lets through that exact URL, as it
+does the login link, and no other URL on its host: it is sender's own, required by the
+receivers' rules, and the same URL the ``List-Unsubscribe`` header names, so it adds no
+site a filter could hold against the message. A subscription set must show it in its
+text part.
 """
 
 from __future__ import annotations
 
 import html as htmllib
 import re
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +43,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sender.compose.linkhosts import link_host_warnings
 from sender.compose.sites import site_of
 from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, UndefinedVariable
+from sender.vocabulary import Stream
 
 __all__ = [
     "BUILTIN_TEMPLATES",
@@ -43,6 +58,8 @@ __all__ = [
 ]
 
 PARTS = ("subject.txt", "body.txt", "body.html")
+META = "template.toml"  # beside the locale folders: the set's stream
+SAMPLE_UNSUBSCRIBE = "https://mail.example.net/u/SAMPLE"  # on another site than the sample link
 DEFAULT_LOCALE = "en"
 # Languages whose readers are best served by another template set than English.
 _LOCALE_ALIASES = {"no": "nb", "nn": "nb"}
@@ -146,6 +163,7 @@ class Renderer:
         self._compiled: dict[tuple[str, str], tuple[jinja2.Template, ...]] = {}
         self._locales: dict[str, list[str]] = {}
         self._resolved: dict[tuple[str, str | None], str] = {}
+        self._streams: dict[str, Stream] = {}
 
     @property
     def template_dirs(self) -> tuple[Path, ...]:
@@ -184,6 +202,25 @@ class Renderer:
                 )
         self._locales[name] = sorted(found)
         return self._locales[name]
+
+    def stream(self, name: str, /) -> Stream:
+        """The stream template set ``name`` declares in its ``template.toml`` (read once).
+
+        The first directory of the search path that has the file decides; without one
+        the set is transactional. A bad file raises :class:`TemplateError` naming the file
+        and the field.
+        """
+        cached = self._streams.get(name)
+        if cached is not None:
+            return cached
+        stream = Stream.TRANSACTIONAL
+        for directory in self._dirs:
+            path = directory / name / META
+            if path.is_file():
+                stream = _read_stream(path, f"{name}/{META}")
+                break
+        self._streams[name] = stream
+        return stream
 
     def resolve_locale(self, name: str, locale: str | None, /) -> str:
         """Pick the best available locale: exact, then language, then English."""
@@ -266,9 +303,12 @@ class Renderer:
         locale: str | None,
         context: Mapping[str, object],
         link: str | None = None,
+        unsubscribe: str | None = None,
     ) -> RenderedMessage:
         """Render a template set, then enforce the single-link rule around ``link``.
 
+        ``unsubscribe`` is subscription mail's own unsubscribe URL: allowed as that exact
+        URL, and required in the text part.
         Raises :class:`UndefinedVariable` naming the template and variable,
         and :class:`LinkPolicyError` when the message links to a foreign site.
         """
@@ -296,7 +336,9 @@ class Renderer:
             html=outputs[2] if len(outputs) > 2 else None,
         )
         if link is not None:
-            problems = find_link_problems(rendered, link=link, allowed_sites=self._allowed)
+            problems = find_link_problems(
+                rendered, link=link, allowed_sites=self._allowed, unsubscribe=unsubscribe
+            )
             if problems:
                 raise LinkPolicyError(
                     f"{name}/{resolved}: " + "; ".join(message for message, _ in problems),
@@ -304,6 +346,26 @@ class Renderer:
                     sites=tuple(sorted({site for _, site in problems if site})),
                 )
         return rendered
+
+
+def _read_stream(path: Path, shown: str) -> Stream:
+    """The ``stream`` of one ``template.toml``; one line naming the file and field if bad."""
+    try:
+        with path.open("rb") as handle:
+            meta = tomllib.load(handle)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise TemplateError(f"{shown}: not readable TOML ({exc})", template=shown) from exc
+    unknown = sorted(set(meta) - {"stream"})
+    if unknown:
+        raise TemplateError(f"{shown}: unknown field {unknown[0]!r}", template=shown)
+    value = meta.get("stream", Stream.TRANSACTIONAL.value)
+    try:
+        return Stream(value)
+    except ValueError:
+        names = " or ".join(f'"{s.value}"' for s in Stream)
+        raise TemplateError(
+            f"{shown}: stream must be {names}, not {str(value)[:40]!r}", template=shown
+        ) from None
 
 
 def _undefined_variable(exc: jinja2.UndefinedError) -> str:
@@ -433,19 +495,25 @@ def _urls(message: RenderedMessage) -> Iterable[tuple[str, bool]]:
 
 
 def find_link_problems(
-    message: RenderedMessage, /, *, link: str, allowed_sites: frozenset[str] = frozenset()
+    message: RenderedMessage,
+    /,
+    *,
+    link: str,
+    allowed_sites: frozenset[str] = frozenset(),
+    unsubscribe: str | None = None,
 ) -> list[tuple[str, str | None]]:
     """Every breach of the single-link rule as ``(message, foreign site or None)``.
 
     The rule: all links lead to the login link's site (or an allowed one), and
-    the login link is both clickable and visible as text in each body.
+    the login link is both clickable and visible as text in each body. Subscription
+    mail's ``unsubscribe`` URL passes as that exact URL only, and must be in the text.
     """
     home = site_of(urlsplit(link).hostname or "")
     problems: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     for url, in_attribute in _urls(message):
-        if url == link:
-            continue  # the login link itself, found several times in every message
+        if url in (link, unsubscribe):
+            continue  # the login link (or sender's own unsubscribe URL) itself
         site, problem = _classify(url, in_attribute=in_attribute)
         if problem is not None and problem not in seen:
             seen.add(problem)
@@ -455,6 +523,8 @@ def find_link_problems(
             problems.append((f"links to a second site, {site} (only {home} is allowed)", site))
     if link not in message.text:
         problems.append(("the text part does not show the login link", None))
+    if unsubscribe is not None and unsubscribe not in message.text:
+        problems.append(("the text part does not show the unsubscribe link", None))
     if message.html is not None:
         escaped = htmllib.escape(link, quote=True)
         if message.html.count(escaped) + (message.html.count(link) if escaped != link else 0) < 2:
@@ -486,6 +556,9 @@ def sample_context(locale: str, *, base_url: str) -> dict[str, object]:
         "event_end_time": "12:00",
         "event_timezone": "Europe/Oslo",
         "event_changes": ["time"],
+        # Subscription sets (reminder); harmless to the others.
+        "unsubscribe_url": SAMPLE_UNSUBSCRIBE,
+        "start_date": "2027-03-27",
     }
 
 
@@ -581,12 +654,18 @@ def _lint_one(
     # Render with those filled, to find what else is wrong (links).
     filled = context | {variable: "" for _part, variable in missing}
     try:
+        subscription = renderer.stream(name) is Stream.SUBSCRIPTION
         rendered = renderer.render(name, locale=locale, context=filled)
     except TemplateError as exc:
         if not isinstance(exc, UndefinedVariable):
             findings.append(LintFinding(exc.template or f"{name}/{locale}", str(exc)))
         return findings
-    problems = find_link_problems(rendered, link=base_url, allowed_sites=renderer.allowed_sites)
+    problems = find_link_problems(
+        rendered,
+        link=base_url,
+        allowed_sites=renderer.allowed_sites,
+        unsubscribe=str(filled["unsubscribe_url"]) if subscription else None,
+    )
     findings.extend(LintFinding(f"{name}/{locale}", message) for message, _site in problems)
     warned: set[tuple[str, str]] = set()  # a host once per rule, however often it is linked
     for url, _ in _urls(rendered):

@@ -21,7 +21,14 @@ a finding does follows from its reason (:data:`sender.vocabulary.REASON_RULES`):
 - the **bounce budget**: ``budget`` hard-bounced addresses in a sliding 24 hours
   (80 by default; copies of a bounce, or many for one address, count once), or a
   hard-bounce rate above ``max_rate`` once ``min_sent`` messages went out in that
-  window, pauses bulk sending until an operator resumes it.
+  window, pauses bulk sending until an operator resumes it;
+- the **complaint rate**: complaints / delivered over ``window`` (24 h), per stream and per
+  sending domain (the streams that share a From domain share its reputation). Above
+  ``complaint_warn`` (0.1%) ``sender status`` warns; above ``complaint_pause`` (0.3%, the
+  line where Gmail stops delivering) bulk runs of the stream pause with the reason, by
+  the budget's own mechanism (:func:`budget_reason`). Judged only once
+  ``complaint_min_delivered`` (1000) messages were delivered in the window, where one
+  complaint is 0.1%: below that a rate says nothing yet.
 """
 
 from __future__ import annotations
@@ -55,11 +62,14 @@ __all__ = [
     "SENDER_SIDE_REASONS",
     "BounceOutcome",
     "CleanupRow",
+    "ComplaintRate",
     "SenderSideProblem",
     "apply_bounce",
     "bounce_report",
     "budget_reason",
     "cleanup_report",
+    "complaint_rates",
+    "complaint_reason",
     "ingest_bounce",
     "ingest_ses_notification",
     "is_budget_pause",
@@ -111,15 +121,110 @@ async def apply_bounce(
 
 
 _BUDGET, _RATE = "bounce budget", "bounce rate"  # how budget_reason's reasons begin
+_COMPLAINTS = "complaint rate"
 
 
 def is_budget_pause(reason: str | None, /) -> bool:
     """Whether a run's paused reason is :func:`budget_reason`'s (``--force`` goes on)."""
-    return bool(reason) and str(reason).startswith((_BUDGET, _RATE))
+    return bool(reason) and str(reason).startswith((_BUDGET, _RATE, _COMPLAINTS))
 
 
-async def budget_reason(store: Budget, /, *, policy: BouncePolicy, now: float) -> str | None:
-    """Why bulk sending must pause now, or None while the bounce budget holds."""
+@dataclass(frozen=True, slots=True)
+class ComplaintRate:
+    """Complaints / delivered over the window, for one stream or one sending domain."""
+
+    scope: str  # "stream" or "domain"
+    name: str  # the stream, or the sending domain
+    streams: tuple[str, ...]  # the streams it covers
+    delivered: int
+    complaints: int
+    level: str  # "ok", "warn", "pause", or "too_few" (below complaint_min_delivered)
+
+    @property
+    def rate(self) -> float:
+        return self.complaints / self.delivered if self.delivered else 0.0
+
+    def describe(self, hours: float) -> str:
+        what = f"{self.name} mail" if self.scope == "stream" else f"mail from {self.name}"
+        return (
+            f"{_COMPLAINTS} {self.rate:.2%} for {what}: {self.complaints} complaint(s) for "
+            f"{self.delivered} delivered in {hours:g} h"
+        )
+
+
+def _level(delivered: int, complaints: int, policy: BouncePolicy) -> str:
+    if delivered < policy.complaint_min_delivered:
+        return "too_few"
+    rate = complaints / delivered
+    if rate > policy.complaint_pause:
+        return "pause"
+    return "warn" if rate > policy.complaint_warn else "ok"
+
+
+async def complaint_rates(
+    store: Budget, /, *, policy: BouncePolicy, now: float, domains: Mapping[str, str]
+) -> list[ComplaintRate]:
+    """Each stream's and each sending domain's complaint rate over ``policy.window``.
+
+    ``domains`` maps each stream to its sending domain (its From's,
+    :meth:`~sender.config.SenderSettings.sending_domains`). Without a complaint in the
+    window this is one indexed count and ``[]``.
+    """
+    counts = await store.complaints_by_stream(now - policy.window)
+    if not counts:
+        return []
+    rates = [
+        ComplaintRate("stream", stream, (stream,), sent, n, _level(sent, n, policy))
+        for stream, (sent, n) in counts.items()
+    ]
+    by_domain: dict[str, list[str]] = {}
+    for stream in counts:
+        by_domain.setdefault(domains.get(stream, "?"), []).append(stream)
+    for domain, streams in sorted(by_domain.items()):
+        sent = sum(counts[s][0] for s in streams)
+        n = sum(counts[s][1] for s in streams)
+        rates.append(
+            ComplaintRate("domain", domain, tuple(streams), sent, n, _level(sent, n, policy))
+        )
+    return rates
+
+
+def complaint_reason(
+    rates: Sequence[ComplaintRate], stream: str, /, *, policy: BouncePolicy
+) -> str | None:
+    """Why bulk runs of ``stream`` must pause: its rate, or its sending domain's, is above
+    ``complaint_pause``; None otherwise."""
+    for rate in rates:
+        if rate.level == "pause" and stream in rate.streams:
+            return (
+                f"{rate.describe(policy.window / 3600)} (> {policy.complaint_pause:.1%}); "
+                "find out why people mark it as spam (`sender bounces report`), then resume"
+            )
+    return None
+
+
+async def budget_reason(
+    store: Budget,
+    /,
+    *,
+    policy: BouncePolicy,
+    now: float,
+    stream: str | None = None,
+    domains: Mapping[str, str] | None = None,
+) -> str | None:
+    """Why bulk sending must pause now, or None while the bounce budget holds.
+
+    With ``stream`` (a bulk run's), its complaint rate is judged too
+    (:func:`complaint_rates`; ``domains`` maps streams to sending domains).
+    """
+    reason = await _bounce_reason(store, policy=policy, now=now)
+    if reason is not None or stream is None:
+        return reason
+    rates = await complaint_rates(store, policy=policy, now=now, domains=domains or {})
+    return complaint_reason(rates, stream, policy=policy)
+
+
+async def _bounce_reason(store: Budget, /, *, policy: BouncePolicy, now: float) -> str | None:
     since = now - policy.window
     hard = await store.hard_bounces_since(since)
     hours = policy.window / 3600

@@ -1,10 +1,12 @@
 """The inbound listener: an SMTP server for the bounce domain and the calendar-reply addresses.
 
-Sender's VERP return paths (``bounces+<token>@bounce.example.com``) and the
-address invitations ask attendees to reply to (``invitation@calendar.example.com``)
-point here. The server accepts mail for exactly those, refuses every other
-recipient (``550 5.7.1 relaying denied``), and hands each accepted recipient's
-copy to the caller's ``on_mail`` as an :class:`InboundMail`, one per recipient::
+Sender's VERP return paths (``bounces+<token>@bounce.example.com``), the
+List-Unsubscribe mailto address (``unsubscribe+<token>@bounce.example.com``, routed as
+:attr:`Route.UNSUBSCRIBE`) and the address invitations ask attendees to reply to
+(``invitation@calendar.example.com``) point here. The server accepts mail for exactly
+those, refuses every other recipient (``550 5.7.1 relaying denied``), and hands each
+accepted recipient's copy to the caller's ``on_mail`` as an :class:`InboundMail`, one per
+recipient::
 
     async def on_mail(mail: InboundMail) -> None:
         ...  # classify the bounce, or read the RSVP
@@ -62,12 +64,14 @@ _log = logging.getLogger("sender.inbound")
 _UNPROCESSED = "unprocessed"
 _FOR_PEOPLE = "for-people"
 _NULL_PATH = "<>"  # how aiosmtpd reports MAIL FROM:<>
+_UNSUBSCRIBE = "unsubscribe+"  # the List-Unsubscribe mailto's local part (feedback.unsubscribe)
 
 
 class Route(StrEnum):
     """Why the server accepted a recipient."""
 
     BOUNCE = "bounce"  # any address in the bounce domain: VERP return paths
+    UNSUBSCRIBE = "unsubscribe"  # unsubscribe+TOKEN@ a bounce domain: List-Unsubscribe mailto
     REPLY = "reply"  # one of the reply addresses, e.g. invitation@calendar.example.com
 
 
@@ -153,6 +157,7 @@ class InboundServer(EmbeddedServer):
         max_size: int = 10 * 1024 * 1024,
         allow_non_loopback: bool = False,
         limits: InboundLimits | None = None,
+        bounce_aliases: Sequence[str] = (),
     ) -> None:
         if isinstance(reply_addresses, str):  # one address, not its characters
             raise ConfigurationError(
@@ -160,8 +165,13 @@ class InboundServer(EmbeddedServer):
                 setting="reply_addresses",
             )
         self._bounce_domain = _check_domain(bounce_domain) if bounce_domain is not None else None
+        # Further bounce domains (a stream's own), routed like the bounce domain.
+        self._bounce_domains = frozenset(
+            {_check_domain(d) for d in bounce_aliases}
+            | ({self._bounce_domain} if self._bounce_domain else set())
+        )
         self._reply_addresses = frozenset(_check_address(a) for a in reply_addresses)
-        if self._bounce_domain is None and not self._reply_addresses:
+        if not self._bounce_domains and not self._reply_addresses:
             raise ConfigurationError(
                 "inbound: give a bounce domain or a reply address; "
                 "with neither the server would refuse every message",
@@ -227,14 +237,14 @@ class InboundServer(EmbeddedServer):
         if address in self._reply_addresses:
             return Route.REPLY
         parts = split_address(address)
-        if parts is not None and parts[1].rstrip(".") == self._bounce_domain:
-            return Route.BOUNCE
+        if parts is not None and parts[1].rstrip(".") in self._bounce_domains:
+            return Route.UNSUBSCRIBE if parts[0].startswith(_UNSUBSCRIBE) else Route.BOUNCE
         return None
 
     # -- the handler's work ------------------------------------------------------
 
     def _describe(self) -> list[str]:
-        parts = [f"bounces @{self._bounce_domain}"] if self._bounce_domain else []
+        parts = [f"bounces @{d}" for d in sorted(self._bounce_domains)]
         if self._reply_addresses:
             parts.append(f"{len(self._reply_addresses)} reply address(es)")
         return parts

@@ -182,6 +182,8 @@ class _Hooks:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname  # with a hook, aiosmtpd leaves this to us
+        if self._server._pipelining:  # aiosmtpd reads a batch of commands line by line
+            responses = [responses[0], "250-PIPELINING", *responses[1:]]
         if self._server._authenticator is None:
             return [line for line in responses if not line[4:].upper().startswith("AUTH")]
         return responses
@@ -396,6 +398,7 @@ class SmtpServer(AsyncResource):
     kernel caps it at ``net.core.somaxconn``); beyond ``max_sessions`` open
     sessions a client hears ``421 4.3.2`` and retries later; beyond
     ``max_recipients`` in one transaction a ``RCPT TO`` hears ``452 4.5.3``.
+    ``pipelining`` offers PIPELINING (RFC 2920) in the EHLO reply.
     """
 
     def __init__(
@@ -418,6 +421,7 @@ class SmtpServer(AsyncResource):
         backlog: int = _DEFAULT_BACKLOG,
         max_sessions: int | None = None,
         max_recipients: int | None = None,
+        pipelining: bool = False,
     ) -> None:
         _check_bind_host(host, allow_non_loopback=allow_non_loopback)
         for setting, value in (
@@ -465,6 +469,7 @@ class SmtpServer(AsyncResource):
         self._backlog = backlog
         self._max_sessions = max_sessions
         self._max_recipients = max_recipients
+        self._pipelining = pipelining
         self._sessions = 0  # connections past the greeting, counted against max_sessions
         self._server: asyncio.Server | None = None
         self._port: int | None = None

@@ -65,7 +65,6 @@ log = logging.getLogger("sender.service")
 
 COOKIE = "sender_admin"
 SESSION_AGE = timedelta(hours=8)
-COMPLAINT_LIMIT = 0.003  # Gmail's and Yahoo's bulk-sender line: spam reports / messages
 NAV = (("preview", "Preview"), ("runs", "Runs"), ("cleanup", "Clean-up"), ("health", "Health"))
 
 
@@ -518,7 +517,8 @@ def router(service: Service, /) -> APIRouter:
             sent=sent,
             complaints=complaints,
             complaint_rate=(complaints / sent) if sent else 0.0,
-            complaint_limit=COMPLAINT_LIMIT,
+            complaint_limit=policy.complaint_pause,
+            complaint_warn=policy.complaint_warn,
             sender_side=report["sender_side"],
             doctor=doctor,
             domain=doctor.domain,

@@ -17,6 +17,7 @@ import sender.service.landing
 import sender.service.links
 import sender.service.messages
 import sender.service.runs
+import sender.service.unsubscribe
 from sender.config import CliConfig
 from sender.feedback.sns import SnsVerifier
 from sender.service.html import STATIC
@@ -34,7 +35,8 @@ Every path but this document needs `Authorization: Bearer KEY`, with a key from
 The admin pages at `/admin/` (HTML, not part of this document) log in with a key of
 scope `admin` and keep a session cookie.
 `POST /v1/inbound/ses` is the exception: SNS cannot send a key, so it accepts only
-messages signed by SNS for a topic in `ses_topics` (`SENDER_SES_TOPICS`).
+messages signed by SNS for a topic in `ses_topics` (`SENDER_SES_TOPICS`), and so is
+`/u/{token}`, one-click unsubscribe (RFC 8058), where the signed token is the authority.
 """
 
 
@@ -78,6 +80,7 @@ def app(
         sender.service.inbound,
         sender.service.admin,
         sender.service.landing,
+        sender.service.unsubscribe,
     ):
         made.include_router(concern.router(service))
     mount_static(made, STATIC)

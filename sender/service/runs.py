@@ -96,6 +96,7 @@ def router(service: Service, /) -> APIRouter:
             now=time.time(),
             policy=service.config.bounces,
             groups=service.config.limits.effective_groups(),
+            domains=service.config.sender.sending_domains(),
         )
 
     @routes.get("", summary="List runs")

@@ -15,7 +15,10 @@ never read-then-write.
 - :class:`EventLog`: invitations: events as last sent, who was invited, RSVP answers;
 - :class:`BounceLog` and :class:`SuppressionList` (together :class:`Feedback`): the
   bounce rules, the clean-up report, and every send's check of whom not to write to;
-- :class:`Budget`: what the bounce budget counts before it pauses bulk sending;
+- :class:`Budget`: what the bounce budget and the complaint-rate guard count before they
+  pause bulk sending;
+- :class:`Unsubscribes`: who left which stream (one-click unsubscribe), checked by every
+  later send of that stream;
 - :class:`Redemptions`: one-time tokens (``login`` links, the landing page's
   assertions) redeemed atomically, kept as digests until they expire;
 - :class:`Webhooks`: the events for the LMS's webhooks, each written in the transaction
@@ -56,6 +59,7 @@ from sender.store.records import (
     RsvpRecord,
     RunInfo,
     Suppression,
+    Unsubscribe,
     WorkerInfo,
 )
 from sender.vocabulary import MessageState, RunState
@@ -87,6 +91,8 @@ __all__ = [
     "Store",
     "Suppression",
     "SuppressionList",
+    "Unsubscribe",
+    "Unsubscribes",
     "Volume",
     "Webhooks",
     "WorkerInfo",
@@ -107,11 +113,13 @@ class Runs(Protocol):
         now: float,
         options: Mapping[str, str | float | int | None] | None = None,
         event: tuple[str, int, str] | None = None,
+        stream: str = "transactional",
     ) -> tuple[RunInfo, bool]:
         """Create the run, or return the existing one; the bool says whether it was new.
 
         ``options`` are stored only when the run is new: a resume reads them back.
         ``event`` is (UID, SEQUENCE, method) for a run that sends calendar mail.
+        ``stream`` is its template's: its claims skip the stream's unsubscribes.
         """
         ...
 
@@ -236,8 +244,9 @@ class Outbox(Protocol):
     ) -> OutboxMessage | None:
         """Atomically move one claimable message of ``domain`` to ``sending``.
 
-        The message says whether its address is suppressed (checked in the same
-        statement), so the engine records it as such instead of sending.
+        The message says whether its address is suppressed, or unsubscribed from the
+        run's stream (checked in the same statement), so the engine records it as such
+        instead of sending.
         """
         ...
 
@@ -395,6 +404,44 @@ class Budget(Protocol):
         """Messages accepted by the server since ``since``: the bounce rate's denominator."""
         ...
 
+    async def complaints_by_stream(self, since: float, /) -> dict[str, tuple[int, int]]:
+        """``{stream: (delivered, complaints)}`` for the outbox's messages since ``since``,
+        every stream that sent or had a complaint; ``{}`` when there was no complaint
+        (then the deliveries are not counted at all).
+
+        Complaints count once per message, and only those whose return path named an
+        outbox message (not forged): the others cannot be told to a stream.
+        """
+        ...
+
+
+class Unsubscribes(Protocol):
+    """Who left which stream; later mail of that stream skips them, other streams do not."""
+
+    async def unsubscribe(
+        self,
+        address: str,
+        /,
+        *,
+        stream: str,
+        how: str,
+        now: float,
+        participant_id: str | None = None,
+    ) -> bool:
+        """Keep the unsubscribe, and its ``address.unsubscribed`` event in the same
+        transaction; False (nothing changed) when the address had left already."""
+        ...
+
+    async def unsubscribed(
+        self, addresses: Sequence[str], /, *, stream: str
+    ) -> dict[str, Unsubscribe]:
+        """The ones among ``addresses`` that left ``stream``, by canonical key."""
+        ...
+
+    async def unsubscribes(self) -> list[Unsubscribe]:
+        """Every unsubscribe, the oldest first."""
+        ...
+
 
 class Volume(Protocol):
     """What the Gmail bulk-sender estimate reads: mail sent per day and still to send, by domain.
@@ -519,6 +566,7 @@ class Store(
     BounceLog,
     SuppressionList,
     Budget,
+    Unsubscribes,
     Volume,
     Webhooks,
     Redemptions,

@@ -42,6 +42,7 @@ from sender.store.records import (
     RsvpRecord,
     RunInfo,
     Suppression,
+    Unsubscribe,
     WorkerInfo,
     attempt_from_columns,
     bounce_from_columns,
@@ -56,6 +57,7 @@ from sender.store.records import (
     rsvp_from_columns,
     run_from_columns,
     suppression_from_columns,
+    unsubscribe_from_columns,
     worker_from_columns,
 )
 from sender.store.rules import (
@@ -158,12 +160,14 @@ class SharedRuns(SqlBackend):
         now: float,
         options: Mapping[str, str | float | int | None] | None = None,
         event: tuple[str, int, str] | None = None,
+        stream: str = "transactional",
     ) -> tuple[RunInfo, bool]:
         """Create the run, or return the existing one; the bool says whether it was new."""
         stored_options = json.dumps(dict(options or {}), sort_keys=True)
         uid, sequence, method = event if event is not None else (None, None, None)
         created = await self._write(
-            sql.INSERT_RUN, (run_id, template, source, now, stored_options, uid, sequence, method)
+            sql.INSERT_RUN,
+            (run_id, template, source, now, stored_options, uid, sequence, method, stream),
         )
         info = await self.get_run(run_id)
         if info is None:  # only a run deleted in between gets here
@@ -650,6 +654,62 @@ class SharedFeedback(SqlBackend):
         """Messages accepted since ``since``, from the attempt log: ask sparingly."""
         (sent,) = await self._row(sql.SENT_SINCE, (since,))
         return int(sent)
+
+    async def complaints_by_stream(self, since: float, /) -> dict[str, tuple[int, int]]:
+        """``{stream: (delivered, complaints)}`` since ``since``: ``{}`` without a complaint.
+
+        The deliveries (from the attempt log) are counted only when there was a complaint.
+        """
+        complaints = {
+            str(stream): int(n)
+            for stream, n in await self._rows(sql.COMPLAINTS_BY_STREAM, (since,))
+            if n
+        }
+        if not complaints:
+            return {}
+        sent = {str(stream): int(n) for stream, n in await self._rows(sql.SENT_BY_STREAM, (since,))}
+        return {s: (sent.get(s, 0), complaints.get(s, 0)) for s in sorted({*sent, *complaints})}
+
+    _UNSUBSCRIBED: ClassVar[str]  # sql.UNSUBSCRIBED with the backend's {member}
+
+    async def unsubscribe(
+        self,
+        address: str,
+        /,
+        *,
+        stream: str,
+        how: str,
+        now: float,
+        participant_id: str | None = None,
+    ) -> bool:
+        """Keep the unsubscribe and its ``address.unsubscribed`` event in one transaction."""
+        key = address_key(address)
+        detail = json.dumps({"stream": stream, "how": how})
+        counts = await self._write_all(
+            [
+                (sql.UNSUBSCRIBE, (key, stream, now, how, participant_id)),
+                (
+                    sql.UNSUBSCRIBE_EVENT,
+                    (new_event_id(), f"unsubscribe:{stream}:{key}", detail, key, stream, now),
+                ),
+            ]
+        )
+        return counts[0] == 1
+
+    async def unsubscribed(
+        self, addresses: Sequence[str], /, *, stream: str
+    ) -> dict[str, Unsubscribe]:
+        """The ones among ``addresses`` that left ``stream`` (by canonical key), by key."""
+        if not addresses:
+            return {}
+        rows = await self._rows(
+            self._UNSUBSCRIBED, (stream, self._bind_list(_address_keys(addresses)))
+        )
+        return {row[0]: unsubscribe_from_columns(row) for row in rows}
+
+    async def unsubscribes(self) -> list[Unsubscribe]:
+        rows = await self._rows(sql.UNSUBSCRIBES + " ORDER BY at")
+        return [unsubscribe_from_columns(row) for row in rows]
 
     _SENT_PER_DAY: ClassVar[str]  # sql.SENT_PER_DAY with the backend's day and membership
     _PENDING_TO: ClassVar[str]  # sql.PENDING_TO with the backend's membership test

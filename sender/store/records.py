@@ -29,6 +29,7 @@ __all__ = [
     "RSVP_COLUMNS",
     "RUN_COLUMNS",
     "SUPPRESSION_COLUMNS",
+    "UNSUBSCRIBE_COLUMNS",
     "WORKER_COLUMNS",
     "Attempt",
     "BounceRecord",
@@ -46,6 +47,7 @@ __all__ = [
     "RsvpRecord",
     "RunInfo",
     "Suppression",
+    "Unsubscribe",
     "WorkerInfo",
     "attempt_from_columns",
     "bounce_from_columns",
@@ -61,6 +63,7 @@ __all__ = [
     "rsvp_from_columns",
     "run_from_columns",
     "suppression_from_columns",
+    "unsubscribe_from_columns",
     "worker_from_columns",
 ]
 
@@ -85,6 +88,7 @@ class RunInfo:
     event_uid: str | None = None  # set for a run that sends a calendar event's mail
     sequence: int | None = None  # that mail's SEQUENCE
     method: str | None = None  # "REQUEST" or "CANCEL"
+    stream: str = "transactional"  # its template's stream (sender.vocabulary.Stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,7 @@ class OutboxMessage:
     first_attempt_at: float | None
     message_id: str | None  # kept across attempts, so a resend carries the same Message-ID
     suppressed: str | None = None  # why the address is on the suppression list, if it is
+    unsubscribed: str | None = None  # how it left the run's stream, if it did
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +253,17 @@ class BounceRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """An address that left a stream: later mail of that stream skips it."""
+
+    address: str  # the canonical key (sender.addresses.address_key)
+    stream: str
+    at: float
+    how: str  # "one-click" (RFC 8058 POST), "page" (the button), "mailto"
+    participant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Suppression:
     """An address sender will not write to, and why."""
 
@@ -321,7 +337,7 @@ PARTICIPANT_COLUMNS = ("participant_id", "email", "name", "course_id", "locale",
 RUN_COLUMNS = (
     "run_id", "template", "source", "created_at", "state", "paused_reason", "paused_since",
     "ingested_through", "ingest_complete", "owner", "heartbeat_at", "options",
-    "event_uid", "sequence", "method",
+    "event_uid", "sequence", "method", "stream",
 )  # fmt: skip
 # The message's own columns, then its run's run_id as "run_id".
 MESSAGE_COLUMNS = (
@@ -334,6 +350,7 @@ EVENT_COLUMNS = (
 RSVP_COLUMNS = tuple(RsvpRecord.__dataclass_fields__)
 BOUNCE_COLUMNS = tuple(BounceRecord.__dataclass_fields__)
 SUPPRESSION_COLUMNS = tuple(Suppression.__dataclass_fields__)
+UNSUBSCRIBE_COLUMNS = tuple(Unsubscribe.__dataclass_fields__)
 WORKER_COLUMNS = tuple(WorkerInfo.__dataclass_fields__)
 
 
@@ -396,6 +413,7 @@ def run_from_columns(row: Sequence[Any], /) -> RunInfo:
         event_uid,
         sequence,
         method,
+        stream,
     ) = row
     return RunInfo(
         run_id=str(run_id),
@@ -413,6 +431,7 @@ def run_from_columns(row: Sequence[Any], /) -> RunInfo:
         event_uid=event_uid,
         sequence=sequence,
         method=method,
+        stream=str(stream),
     )
 
 
@@ -529,6 +548,11 @@ def bounce_from_columns(row: Sequence[Any], /) -> BounceRecord:
 def suppression_from_columns(row: Sequence[Any], /) -> Suppression:
     address, kind, reason, since = row
     return Suppression(address, kind, reason, since)
+
+
+def unsubscribe_from_columns(row: Sequence[Any], /) -> Unsubscribe:
+    address, stream, at, how, participant_id = row
+    return Unsubscribe(str(address), str(stream), float(at), str(how), participant_id)
 
 
 def worker_from_columns(row: Sequence[Any], /) -> WorkerInfo:

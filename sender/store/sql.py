@@ -25,6 +25,7 @@ from sender.store.records import (
     RSVP_COLUMNS,
     RUN_COLUMNS,
     SUPPRESSION_COLUMNS,
+    UNSUBSCRIBE_COLUMNS,
     WORKER_COLUMNS,
 )
 from sender.store.rules import PROBLEM_STATES
@@ -38,6 +39,7 @@ __all__ = [
     "ADVANCE",
     "BOUNCE_EVENT",
     "CLAIM_DELIVERY",
+    "COMPLAINTS_BY_STREAM",
     "CORRECT_ADDRESS",
     "CURRENT_MESSAGE",
     "DELIVERED",
@@ -98,6 +100,7 @@ __all__ = [
     "SELECT_RUN",
     "SELECT_SKIPPED",
     "SELECT_SUPPRESSIONS",
+    "SENT_BY_STREAM",
     "SENT_PER_DAY",
     "SENT_SINCE",
     "SET_RUN_STATE",
@@ -105,6 +108,10 @@ __all__ = [
     "SUPPRESS",
     "SUPPRESSED",
     "UNCLAIM",
+    "UNSUBSCRIBE",
+    "UNSUBSCRIBED",
+    "UNSUBSCRIBES",
+    "UNSUBSCRIBE_EVENT",
     "UNSUPPRESS",
     "WORKERS",
     "WORKER_HEARTBEAT",
@@ -125,7 +132,7 @@ ACTIVE_RUNS = SELECT_RUN + " WHERE state = 'active' ORDER BY created_at, id"
 RECLAIM_WORKER = "UPDATE workers SET reclaimed_at = COALESCE(reclaimed_at, ?) WHERE owner = ?"
 INSERT_RUN = (
     "INSERT INTO runs (run_id, template, source, created_at, options, event_uid, sequence,"
-    " method) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
+    " method, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
 )
 ACQUIRE_RUN = (
     "UPDATE runs SET owner = ?, heartbeat_at = ?"
@@ -298,6 +305,17 @@ HARD_BOUNCES = (
     " WHERE kind = 'hard' AND at >= ? AND forged = 0"
 )
 SENT_SINCE = "SELECT COUNT(*) FROM attempts WHERE state = 'sent' AND at >= ?"
+# The complaint-rate guard: per stream, complaints about outbox messages and deliveries.
+COMPLAINTS_BY_STREAM = (
+    "SELECT r.stream, COUNT(DISTINCT b.message) FROM bounces b"
+    " JOIN messages m ON m.id = b.message JOIN runs r ON r.id = m.run"
+    " WHERE b.kind = 'complaint' AND b.at >= ? AND b.forged = 0 GROUP BY r.stream"
+)
+SENT_BY_STREAM = (
+    "SELECT r.stream, COUNT(*) FROM attempts a"
+    " JOIN messages m ON m.id = a.message JOIN runs r ON r.id = m.run"
+    " WHERE a.state = 'sent' AND a.at >= ? GROUP BY r.stream"
+)
 # {day}: the backend's whole days since 1970 of a.at; {member}: m.domain in a bound list.
 SENT_PER_DAY = (
     "SELECT {day}, m.domain, COUNT(*) FROM attempts a JOIN messages m ON m.id = a.message"
@@ -315,6 +333,16 @@ SUPPRESS = (
 UNSUPPRESS = "DELETE FROM suppressions WHERE address = ? RETURNING kind"
 LOG_SUPPRESSION = (
     "INSERT INTO suppression_log (address, action, kind, reason, at) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+# --- unsubscribes ------------------------------------------------------------------
+UNSUBSCRIBES = f"SELECT {_columns(UNSUBSCRIBE_COLUMNS)} FROM unsubscribes"  # noqa: S608
+# {member} is the backend's test that address is one of a bound list.
+UNSUBSCRIBED = UNSUBSCRIBES + " WHERE stream = ? AND {member}"
+UNSUBSCRIBE = (
+    "INSERT INTO unsubscribes (address, stream, at, how, participant_id)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 
 
@@ -343,6 +371,12 @@ BOUNCE_EVENT = (
     " m.message_id, ?, ? FROM (SELECT 1 AS one) AS one"
     " LEFT JOIN messages m ON m.id = ? LEFT JOIN runs r ON r.id = m.run"
     " WHERE 1 = 1 ON CONFLICT DO NOTHING"
+)
+# address.unsubscribed, only for the unsubscribe just kept (its time is this one's).
+UNSUBSCRIBE_EVENT = (
+    _HOOK_INSERT  # noqa: S608
+    + " SELECT ?, 'address.unsubscribed', at, ?, NULL, participant_id, NULL, NULL, address, ?"
+    " FROM unsubscribes WHERE address = ? AND stream = ? AND at = ? ON CONFLICT DO NOTHING"
 )
 ADDRESS_EVENT = _HOOK_INSERT + " VALUES (?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?, ?)"
 # run.paused or run.finished, only when the run was not in that state already.

@@ -51,7 +51,9 @@ UPDATE messages m
 RETURNING p.due_at, p.priority, m.id, m.row, m.domain,
           m.participant_id, m.email, m.name, m.course_id, m.locale, m.vars,
           m.template, m.attempts, m.first_attempt_at, m.message_id,
-          (SELECT s.kind || ': ' || s.reason FROM suppressions s WHERE s.address = m.email_key)
+          (SELECT s.kind || ': ' || s.reason FROM suppressions s WHERE s.address = m.email_key),
+          (SELECT u.how FROM unsubscribes u JOIN runs r ON r.id = m.run
+            WHERE u.address = m.email_key AND u.stream = r.stream)
 """  # noqa: S608 - constant text, no input
 
 # One statement per batch of outcomes: update the messages, then log what was updated.
@@ -168,7 +170,7 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
         by_domain: dict[str, list[OutboxMessage]] = {}
         rows.sort(key=lambda r: claim_order(*r[:3]))
         for _due, _priority, id_, row, domain, *rest in rows:
-            *person, template, attempts, first_attempt_at, message_id, suppressed = rest
+            *person, template, attempts, first_attempt_at, message_id, suppressed, unsub = rest
             by_domain.setdefault(domain, []).append(
                 OutboxMessage(
                     id=id_,
@@ -181,6 +183,7 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
                     first_attempt_at=first_attempt_at,
                     message_id=message_id,
                     suppressed=suppressed,
+                    unsubscribed=unsub,
                 )
             )
         for claimed in by_domain.values():

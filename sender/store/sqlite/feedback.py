@@ -23,6 +23,7 @@ class SqliteFeedback(SharedFeedback, SqliteFile):
 
     _OWNERS = sql.OWNERS.format(member=MEMBER.format(column="email_key"))
     _SUPPRESSED = sql.SUPPRESSED.format(member=MEMBER.format(column="address"))
+    _UNSUBSCRIBED = sql.UNSUBSCRIBED.format(member=MEMBER.format(column="address"))
 
     async def count_bounces(
         self, address: str, /, *, reasons: Collection[str], since: float

@@ -33,7 +33,9 @@ UPDATE messages
 RETURNING id, row, participant_id, email, name, course_id, locale, vars,
           template, attempts, first_attempt_at, message_id,
           (SELECT kind || ': ' || reason FROM suppressions
-            WHERE address = COALESCE(email_key, address_key(email)))
+            WHERE address = COALESCE(email_key, address_key(email))),
+          (SELECT u.how FROM unsubscribes u JOIN runs r ON r.id = messages.run
+            WHERE u.address = COALESCE(email_key, address_key(email)) AND u.stream = r.stream)
 """  # noqa: S608 - constant text, no input
 
 # Both take the same parameters, so record_many binds each outcome once for both.
@@ -120,7 +122,8 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
         rows = db.execute(_CLAIM, (owner, now, now, key, domain, now, owner)).fetchall()
         if not rows:
             return None
-        id_, row, *person, template, attempts, first_attempt_at, message_id, suppressed = rows[0]
+        id_, row, *person, template, attempts, first_attempt_at, message_id = rows[0][:-2]
+        suppressed, unsubscribed = rows[0][-2:]
         return OutboxMessage(
             id=id_,
             run_id=run_id,
@@ -132,6 +135,7 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
             first_attempt_at=first_attempt_at,
             message_id=message_id,
             suppressed=suppressed,
+            unsubscribed=unsubscribed,
         )
 
     async def record_many(

@@ -43,10 +43,11 @@ __all__ = [
     "migrate",
 ]
 
-SCHEMA_VERSION = 10  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
+SCHEMA_VERSION = 12  # 2: options; 3: events, RSVP; 4: bounces, suppressions; 5: _SCHEMA_V5;
 # 6: worker leases (_SCHEMA_V6_WORKERS); 7: bounce reasons (_SCHEMA_V7_REASONS);
 # 8: each lease's own ttl (_SCHEMA_V8_LEASE_TTL); 9: webhook events (_SCHEMA_V9_HOOKS);
-# 10: one-time redemptions (_SCHEMA_V10_REDEMPTIONS)
+# 10: one-time redemptions (_SCHEMA_V10_REDEMPTIONS);
+# 12: streams and unsubscribes (_SCHEMA_V12_UNSUBSCRIBES)
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 65_536  # the participant-key index of a million-row run fits
 
@@ -285,6 +286,21 @@ CREATE TABLE IF NOT EXISTS redemptions (
 CREATE INDEX IF NOT EXISTS redemptions_expiry ON redemptions (expires_at)
 """
 
+# Version 12: each run's stream (its template's), and who left which stream. A claim skips
+# an address that left its run's stream. PostgreSQL's 10. Self-contained: no other
+# version's tables are touched.
+_SCHEMA_V12_UNSUBSCRIBES = """
+ALTER TABLE runs ADD COLUMN stream TEXT NOT NULL DEFAULT 'transactional';
+CREATE TABLE IF NOT EXISTS unsubscribes (
+    address         TEXT NOT NULL,
+    stream          TEXT NOT NULL,
+    at              REAL NOT NULL,
+    how             TEXT NOT NULL,
+    participant_id  TEXT,
+    PRIMARY KEY (address, stream)
+)
+"""
+
 _SCHEMA_V3 = """
 -- Version 3: calendar events. A run that sends an event's mail names it.
 ALTER TABLE runs ADD COLUMN event_uid TEXT;
@@ -347,6 +363,8 @@ def migrate(tx: sqlite3.Connection, version: int) -> None:
         statements += _SCHEMA_V9_HOOKS.split(";")
     if version < 10:
         statements += _SCHEMA_V10_REDEMPTIONS.split(";")
+    if version < 12:
+        statements += _SCHEMA_V12_UNSUBSCRIBES.split(";")
     for statement in statements:
         added = _ADD_COLUMN.search(statement)
         if added is not None and _has_column(tx, *added.groups()):
