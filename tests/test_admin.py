@@ -271,6 +271,30 @@ async def test_a_broken_single_link_rule_is_shown_not_raised(
         assert 'id="headers"' not in page.text
 
 
+async def test_a_reminder_preview_carries_its_unsubscribe_link_or_names_public_url(
+    workdir: Path, smtp_server: RecordingSMTPServer
+) -> None:
+    """The subscription template previews with the one-click URL on public_url's host and
+    its List-Unsubscribe headers; without public_url it still shows, saying what is missing."""
+    for extra, passes in (('public_url = "https://mail.learning.test"\n', True), ("", False)):
+        config = config_for(workdir, smtp_server, extra)
+        async with (
+            Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
+            httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
+        ):
+            await login(http)
+            page = await http.get("/admin/preview", params={"template": "reminder", "locale": "nb"})
+        assert page.status_code == 200
+        if passes:
+            assert "https://mail.learning.test/u/" in page.text
+            assert "List-Unsubscribe-Post" in page.text
+            assert "fails:" not in page.text
+        else:
+            assert "fails:" in page.text
+            assert "public_url" in page.text
+            assert 'id="subject"' in page.text
+
+
 async def test_cleanup_csv_has_the_bounce_with_a_working_get_link(
     client: httpx.AsyncClient, config: CliConfig
 ) -> None:

@@ -36,7 +36,7 @@ from tests.helpers import IDENTITY, dsn, smtp_url
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
 KEY = "admin-key-" + "a" * 24
-TEMPLATES = ("invitation", "get_link", "invite", "invite_update", "invite_cancel")
+TEMPLATES = ("invitation", "get_link", "reminder", "invite", "invite_update", "invite_cancel")
 LOCALES = ("en", "nb", "sv", "ja")
 BOUNCED = "user2@school.example"
 ZONE = """
@@ -60,7 +60,9 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     home = tmp_path_factory.mktemp("admin-browser")
     async with RecordingSMTPServer() as smtp, DnsServer(ZONE) as dns:
         (home / "sender.toml").write_text(
-            f'rate = 0\ndomain_rate = 0\ndns_server = "{dns.address}"\n', encoding="utf-8"
+            f'rate = 0\ndomain_rate = 0\ndns_server = "{dns.address}"\n'
+            'public_url = "https://mail.learning.test"\n',
+            encoding="utf-8",
         )
         env = {
             "SENDER_API_KEYS": KEY,

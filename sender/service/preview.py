@@ -25,9 +25,15 @@ from sender.compose.composer import (
     link_purpose,
 )
 from sender.compose.ical import CalendarEvent
-from sender.compose.render import find_link_problems, lint_templates, sample_context
-from sender.errors import InputError, SenderError
+from sender.compose.render import (
+    SAMPLE_UNSUBSCRIBE,
+    find_link_problems,
+    lint_templates,
+    sample_context,
+)
+from sender.errors import ConfigurationError, InputError, SenderError
 from sender.models import Participant
+from sender.vocabulary import UNSUBSCRIBE_STREAMS
 
 __all__ = ["Preview", "TemplateListing", "listing", "preview", "sample_event", "sample_person"]
 
@@ -149,6 +155,22 @@ def _parsed(data: bytes) -> EmailMessage:
     return parsed
 
 
+def _unsubscribe_url(
+    sender: Sender, template: str, person: Participant, /
+) -> tuple[str | None, str | None]:
+    """Subscription mail's unsubscribe URL as a single send would carry it, and why it
+    cannot be sent when ``public_url`` is missing (then a sample URL stands in, so the
+    page still shows the template)."""
+    stream = sender.renderer.stream(template)
+    if stream not in UNSUBSCRIBE_STREAMS:
+        return None, None
+    token = sender.composer.unsubscribes.for_address(stream, person.email, person.participant_id)
+    try:
+        return sender.composer.unsubscribe_url(token), None
+    except ConfigurationError as exc:
+        return SAMPLE_UNSUBSCRIBE, str(exc)
+
+
 def preview(
     sender: Sender, template: str, /, *, person: Participant, event: CalendarEvent | None
 ) -> Preview:
@@ -165,13 +187,18 @@ def preview(
     context = sender.context(person, link, locale)
     if calendar is not None:
         context.update(calendar.context())
+    unsubscribe, unconfigured = _unsubscribe_url(sender, template, person)
+    if unsubscribe is not None:
+        context["unsubscribe_url"] = unsubscribe
     rendered = renderer.render(template, locale=locale, context=context)
     problems = [
         message
         for message, _site in find_link_problems(
-            rendered, link=link.url, allowed_sites=renderer.allowed_sites
+            rendered, link=link.url, allowed_sites=renderer.allowed_sites, unsubscribe=unsubscribe
         )
     ]
+    if unconfigured is not None:
+        problems.append(unconfigured)
     headers: list[tuple[str, str]] = []
     ics = None
     if not problems:
