@@ -16,7 +16,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from sender.bulk.drain import Drain
@@ -24,6 +24,8 @@ from sender.bulk.runner import BulkRunner, transport_identity
 from sender.bulk.settings import RunSettings
 from sender.bulk.status import DRAINER
 from sender.bulk.workers import WorkerPool
+from sender.checks.doctor import DoctorReport, StreamIdentity, diagnose
+from sender.checks.resolve import DnsSettings, Resolver
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, require_real_identity
 from sender.invites import calendar_of
@@ -36,9 +38,11 @@ from sender.webhooks import RETENTION, Deliverer
 __all__ = [
     "ConfigFor",
     "delivering",
+    "diagnose_sender",
     "drain_owner",
     "open_drain",
     "open_sending",
+    "resolver_for",
     "run_settings",
     "sending_options",
 ]
@@ -233,3 +237,52 @@ async def open_drain(
                 await limiter.aclose()
         finally:
             await store.aclose()
+
+
+def resolver_for(dns_server: str | None) -> Resolver:
+    """DNS look-ups through ``dns_server`` (HOST:PORT), or the system's resolver."""
+    return Resolver(DnsSettings.from_text(dns_server) if dns_server else DnsSettings())
+
+
+async def diagnose_sender(
+    config: CliConfig,
+    /,
+    *,
+    domain: str | None = None,
+    spf_include: str = "amazonses.com",
+    dkim_selector: str | None = None,
+    sending_ips: Sequence[str] = (),
+) -> DoctorReport:
+    """The doctor's report for ``domain`` (by default the From address's domain), with the
+    configured DKIM key, bounce domain, reply domain and streams (the From and DKIM
+    identity of the main stream and of each ``[streams.NAME]`` with its own): ``sender
+    doctor`` and the admin pages' Health page."""
+    settings = config.sender
+    main_stream = StreamIdentity(
+        "main",
+        settings.from_address.domain,
+        settings.dkim_domain,
+        settings.dkim_selector,
+        settings.dkim_private_key,
+    )
+    own_streams = [  # [streams.NAME] with an identity of its own, over the top level
+        StreamIdentity(
+            stream.value,
+            (mine := settings.for_stream(stream)).from_address.domain,
+            mine.dkim_domain,
+            mine.dkim_selector,
+            mine.dkim_private_key,
+        )
+        for stream, _own in settings.streams
+    ]
+    return await diagnose(
+        domain or settings.from_address.domain,
+        resolver=resolver_for(config.dns_server),
+        spf_include=spf_include,
+        dkim_selector=dkim_selector or settings.dkim_selector,
+        dkim_private_key=settings.dkim_private_key,
+        bounce_domain=settings.bounce_domain,
+        reply_domain=settings.reply_to.domain if settings.reply_to else None,
+        sending_ips=sending_ips,
+        streams=[main_stream, *own_streams],
+    )

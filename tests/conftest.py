@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import trustme
 from hypothesis import settings
 
@@ -24,6 +25,8 @@ from sender.testing import RecordingSMTPServer
 # is a timing check, and on a shared 2-core machine it fails for reasons no user sees.
 settings.register_profile("sender", deadline=None)
 settings.load_profile("sender")
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; Playwright never downloads a browser
 
 USER = "lms"
 PASSWORD = "correct horse battery staple"
@@ -39,6 +42,29 @@ def smtp_user() -> str:
 def smtp_password() -> str:
     """The password that goes with ``smtp_user``."""
     return PASSWORD
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def chromium() -> AsyncIterator[Any]:
+    """One headless Chromium for the whole session (Debian's, driven by Playwright).
+
+    A missing browser fails the tests that need it, saying how to install it.
+    """
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's browser with `apt-get install -y chromium` "
+            "(.ci/run does); Playwright's own browser download is not used"
+        )
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.fail("playwright is missing: pip install -e '.[test]'")
+    async with async_playwright() as driver:
+        browser = await driver.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 @pytest.fixture(scope="session")

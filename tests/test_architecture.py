@@ -104,7 +104,7 @@ LAYERS: list[set[str]] = [
     {"bulk.drain", "bulk"},
     {"invites"},
     {"configured"},
-    {"service.auth", "service.schemas", "service.html"},
+    {"service.auth", "service.schemas", "service.html", "service.preview"},
     {"service.state"},
     {"service.web"},
     {
@@ -114,6 +114,7 @@ LAYERS: list[set[str]] = [
         "service.feedback",
         "service.inbound",
         "service.landing",
+        "service.admin",
         "service.unsubscribe",
     },
     {"service.runs"},

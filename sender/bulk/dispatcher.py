@@ -441,18 +441,21 @@ class Dispatcher:
     async def _budget_spent(self, state: DispatchState) -> bool:
         """:meth:`budget_spent`, asked at most every ``budget_interval`` seconds.
 
-        A shared run's state is read then too: paused by an operator or another worker,
-        it stops here as well.
+        The run's state is read then too: paused by an operator (the admin pages' Stop)
+        or another worker, it stops here as well.
         """
         if self._clock.monotonic() - state.last_budget <= self._settings.budget_interval:
             return False
         state.last_budget = self._clock.monotonic()
         await self._check_providers()
-        if self._shared:
-            run = await self._store.get_run(self.run_id)
-            if run is None or run.state is not RunState.ACTIVE:
-                self.halt.left = run.state if run is not None else RunState.DONE
-                return True
+        run = await self._store.get_run(self.run_id)
+        if (
+            run is None
+            or run.state is RunState.PAUSED
+            or (self._shared and run.state is not RunState.ACTIVE)
+        ):
+            self.halt.left = run.state if run is not None else RunState.DONE
+            return True
         return await self.budget_spent()
 
     def _watch_relay(self, result: DeliveryResult) -> None:

@@ -45,7 +45,7 @@ from sender.bulk.workers import Skipped, WorkerPool, attempt
 from sender.checks.validate import Validator
 from sender.client import SendContext, Sender
 from sender.clock import Clock, SystemClock
-from sender.config import SesSettings, TransportSettings
+from sender.config import BouncePolicy, SesSettings, TransportSettings
 from sender.errors import ConfigurationError, InputError, RunBusy, TemplateNotFound
 from sender.feedback.suppression import budget_reason
 from sender.models import DeliveryResult, Participant
@@ -61,7 +61,9 @@ __all__ = [
     "RunReport",
     "RunSettings",
     "default_run_id",
+    "reactivate_run",
     "run_id_for",
+    "stop_run",
     "transport_identity",
 ]
 
@@ -563,3 +565,52 @@ class BulkRunner:
 def _relay_address(transport: object) -> str:
     """``host:port`` of an SMTP transport, for messages: never its login or password."""
     return transport.settings.address if isinstance(transport, SmtpTransport) else "the transport"
+
+
+async def stop_run(store: Store, run_id: str, /, *, reason: str, now: float) -> RunInfo:
+    """Pause an active run by hand (the admin pages' Stop), saying why.
+
+    Every process sending it stops at its next look at the run's state (within the
+    settings' ``budget_interval``), letting what is in flight finish; nothing is lost,
+    and :func:`reactivate_run` or ``sender resume`` goes on. A run that is done or
+    already paused is refused, with the reason.
+    """
+    run = await store.get_run(run_id)
+    if run is None:
+        raise InputError(f"no run named {run_id!r}", field="run_id")
+    if run.state is not RunState.ACTIVE:
+        why = f" ({run.paused_reason})" if run.paused_reason else ""
+        raise InputError(f"run {run_id} is {run.state.value}{why}, not active", field="run_id")
+    await store.set_run_state(run_id, RunState.PAUSED, now=now, reason=reason)
+    return await store.get_run(run_id) or run
+
+
+async def reactivate_run(
+    store: Store, run_id: str, /, *, policy: BouncePolicy, now: float
+) -> RunInfo:
+    """Make a paused run active again, for the workers that drain the outbox (``sender
+    serve``'s own, ``sender worker``) to send: the admin pages' Resume.
+
+    Refused while the bounce budget is still spent (clean up first, or ``sender resume
+    --force``), and for a run not fully read from its CSV (``sender resume`` reads the
+    rest).
+    """
+    run = await store.get_run(run_id)
+    if run is None:
+        raise InputError(f"no run named {run_id!r}", field="run_id")
+    if run.state is not RunState.PAUSED:
+        raise InputError(f"run {run_id} is {run.state.value}, not paused", field="run_id")
+    if not run.ingest_complete and run.event_uid is None:
+        raise InputError(
+            f"run {run_id} was not fully read from {run.source}: `sender resume {run_id}` "
+            "reads the rest and sends it",
+            field="run_id",
+        )
+    spent = await budget_reason(store, policy=policy, now=now)
+    if spent is not None:
+        raise InputError(
+            f"the run stays paused: {spent} (or `sender resume {run_id} --force`)",
+            field="run_id",
+        )
+    await store.set_run_state(run_id, RunState.ACTIVE, now=now)
+    return await store.get_run(run_id) or run

@@ -17,6 +17,7 @@ from sender.bulk.settings import RunSettings
 from sender.config import BouncePolicy
 from sender.errors import InputError
 from sender.feedback.suppression import complaint_rates, sender_side_problems
+from sender.pacing.schedule import RateLimits, Scheduler
 from sender.store import FINAL_STATES, MessageState, RunInfo, RunState, Store
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "SKIPPED_LISTED",
     "Progress",
     "is_dead_local",
+    "limits_report",
     "process_gone",
     "run_list",
     "run_status",
@@ -263,3 +265,40 @@ async def status_report(
         "sender_side": [dataclasses.asdict(problem) for problem in problems],
         "complaints": [dataclasses.asdict(rate) | {"rate": rate.rate} for rate in rates],
     }
+
+
+_WAITING = (MessageState.QUEUED.value, MessageState.DEFERRED.value, MessageState.SENDING.value)
+
+
+def limits_report(
+    domains: list[dict[str, Any]], limits: RateLimits, /
+) -> tuple[list[dict[str, Any]], float | None]:
+    """A run's per-domain progress (:func:`run_status`'s ``domains``) against the limits,
+    and the ETA in seconds at those limits (None: unknowable; 0: nothing waits).
+
+    Each row is ``{domain, group, limit_per_minute, done, waiting, total}``. The ETA is
+    what a fresh scheduler over the waiting messages promises: the configured limits,
+    before any backoff a receiving server asks for.
+    """
+    scheduler = Scheduler(limits)
+    rows: list[dict[str, Any]] = []
+    waiting: dict[str, int] = {}
+    for entry in domains:
+        counts = entry["counts"]
+        left = sum(counts.get(state, 0) for state in _WAITING)
+        total = sum(counts.values())
+        domain = entry["domain"]
+        if left:
+            waiting[domain] = left
+        rows.append(
+            {
+                "domain": domain,
+                "group": scheduler.group(domain),
+                "limit_per_minute": scheduler.limit_of(domain),
+                "done": total - left,
+                "waiting": left,
+                "total": total,
+            }
+        )
+    scheduler.set_pending(waiting)
+    return rows, scheduler.eta()

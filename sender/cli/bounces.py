@@ -37,6 +37,7 @@ from sender.errors import InputError, LinkInvalid
 from sender.feedback.bounces import parse_bounce
 from sender.feedback.intake import read_mail
 from sender.feedback.suppression import (
+    REPORT_FIELDS,
     BounceOutcome,
     SenderSideProblem,
     bounce_report,
@@ -245,24 +246,6 @@ def _problem_line(problem: SenderSideProblem) -> str:
         f"sender-side refusals: {problem.count} from {problem.provider} "
         f"({problem.reason}: {problem.hint}){paused}"
     )
-
-
-REPORT_FIELDS = (
-    "participant_id",
-    "name",
-    "email",
-    "kind",
-    "reason",
-    "sender_side",
-    "status",
-    "diagnostic",
-    "count",
-    "last_bounce",
-    "suppressed",
-    "action",
-    "rule",
-    "get_link",
-)
 
 
 @main.command()

@@ -31,7 +31,6 @@ from sender.cli.app import (
     sending,
     store_for,
 )
-from sender.cli.checks import resolver_for
 from sender.cli.runs import (
     describe_limits,
     finish_runs,
@@ -42,8 +41,10 @@ from sender.cli.runs import (
     switch_transport_option,
 )
 from sender.client import CalendarSend, Sender
-from sender.compose.ical import CalendarEvent, CalendarMethod
+from sender.compose.composer import CALENDAR_TEMPLATES, calendar_for
+from sender.compose.ical import CalendarEvent
 from sender.config import CliConfig, require_real_identity
+from sender.configured import resolver_for
 from sender.errors import CheckUnavailable, ConfigurationError, InputError
 from sender.feedback.intake import read_mail
 from sender.invites import Invitations
@@ -64,12 +65,6 @@ __all__ = [
     "rsvp_ingest",
     "rsvp_list",
 ]
-
-CALENDAR_TEMPLATES = {
-    "invite": (CalendarMethod.REQUEST, ()),
-    "invite_update": (CalendarMethod.REQUEST, ("time",)),
-    "invite_cancel": (CalendarMethod.CANCEL, ()),
-}
 
 
 def read_event(path: Path) -> CalendarEvent:
@@ -99,11 +94,7 @@ def preview_calendar(
         raise InputError(
             f"--event goes with {', '.join(CALENDAR_TEMPLATES)}, not {template}", field="event"
         )
-    method, changes = kind
-    default = 0 if template == "invite" else 1
-    return CalendarSend(
-        read_event(event_file), method, default if sequence is None else sequence, changes
-    )
+    return calendar_for(template, read_event(event_file), sequence=sequence)
 
 
 # --- calendar invitations ---------------------------------------------------------------

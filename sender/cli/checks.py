@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from sender.bulk.ingest import DryRun, address_problem, check_rows, undeliverable
-from sender.checks.doctor import DoctorReport, Fix, StreamIdentity, diagnose
+from sender.checks.doctor import DoctorReport, Fix
 from sender.checks.gmail import (
     DEFAULT_DAYS,
     GmailEstimate,
@@ -22,7 +22,6 @@ from sender.checks.gmail import (
     gmail_bulk_estimate,
     gmail_check,
 )
-from sender.checks.resolve import DnsSettings, Resolver
 from sender.checks.validate import Validator
 from sender.cli.app import (
     EXIT_FAILED,
@@ -42,6 +41,7 @@ from sender.client import Sender
 from sender.clock import SystemClock
 from sender.compose.dkim import DkimKey, dns_record, generate_key
 from sender.config import CliConfig
+from sender.configured import diagnose_sender, resolver_for
 from sender.errors import InputError
 from sender.participants import CsvRow, read_csv
 from sender.storeurl import store_file
@@ -54,7 +54,6 @@ __all__ = [
     "gmail_estimate",
     "preflight",
     "print_fixes",
-    "resolver_for",
     "row_checks",
     "validate",
     "validate_rows",
@@ -62,10 +61,6 @@ __all__ = [
 ]
 
 # --- checks before sending: addresses, the sender domain, DKIM keys -----------------------
-
-
-def resolver_for(dns_server: str | None) -> Resolver:
-    return Resolver(DnsSettings.from_text(dns_server) if dns_server else DnsSettings())
 
 
 def preflight(config: CliConfig) -> bool:
@@ -243,36 +238,13 @@ def doctor(
     """
     with errors_as_lines(obj.debug):
         config = obj.config(quiet=True, dns_server=dns_server)
-        settings = config.sender
-        own_key = settings.dkim_private_key if settings.dkim_selector == dkim_selector else None
-        main_stream = StreamIdentity(
-            "main",
-            settings.from_address.domain,
-            settings.dkim_domain,
-            settings.dkim_selector,
-            settings.dkim_private_key,
-        )
-        own_streams = [  # [streams.NAME] with an identity of its own, over the top level
-            StreamIdentity(
-                stream.value,
-                (mine := settings.for_stream(stream)).from_address.domain,
-                mine.dkim_domain,
-                mine.dkim_selector,
-                mine.dkim_private_key,
-            )
-            for stream, _own in settings.streams
-        ]
         report = obj.run(
-            diagnose(
-                domain,
-                resolver=resolver_for(config.dns_server),
+            diagnose_sender(
+                config,
+                domain=domain,
                 spf_include=spf_include,
-                dkim_selector=dkim_selector or settings.dkim_selector,
-                dkim_private_key=own_key or settings.dkim_private_key,
-                bounce_domain=settings.bounce_domain,
-                reply_domain=settings.reply_to.domain if settings.reply_to else None,
+                dkim_selector=dkim_selector,
                 sending_ips=sending_ips,
-                streams=[main_stream, *own_streams],
             )
         )
         estimate = obj.run(gmail_estimate(config, days=gmail_days))

@@ -1,7 +1,12 @@
-"""``sender serve``: the HTTP API for any LMS, under uvicorn."""
+"""``sender serve``: the HTTP API for any LMS, under uvicorn; ``sender preview``: the admin
+pages on loopback."""
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import secrets
+import webbrowser
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,9 +23,10 @@ from sender.cli.app import (
     pass_context,
     smtp_option,
 )
-from sender.config import CliConfig
+from sender.config import ApiKey, CliConfig, Scope
+from sender.errors import InputError
 
-__all__ = ["serve"]
+__all__ = ["preview", "serve"]
 
 
 @main.command()
@@ -81,4 +87,69 @@ async def _serve(config: CliConfig, host: str, port: int, *, work: bool) -> None
             markup=False,
             highlight=False,
         )
+        await listening.wait()
+
+
+@main.command()
+@click.option(
+    "--listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    help="HOST:PORT on loopback (port 0: any free port).",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open the login page in a browser.")
+@pass_context
+def preview(obj: Context, listen: str, open_browser: bool) -> None:
+    """Serve the admin pages on loopback, to preview every template in every locale.
+
+    Prints the address and a key to log in with: made for this process alone, printed
+    once, with the admin scope only, gone when the command stops. Keys from
+    SENDER_API_KEYS with the admin scope work too. Nothing is sent: runs are left to
+    `sender worker` or `sender serve`. Ctrl-C stops.
+    """
+    try:  # the `serve` extra; the rest of the command line works without it
+        from sender.service.serve import parse_listen
+    except ImportError as exc:
+        fail(
+            f"sender preview needs the serve extra: pip install 'sender[serve]' ({exc})",
+            EXIT_CONFIG,
+        )
+    with errors_as_lines(obj.debug):
+        config = obj.config()
+        host, port = parse_listen(listen)
+        if not _loopback(host):
+            raise InputError(
+                f"sender preview listens on loopback only, not {host}; use sender serve",
+                field="listen",
+            )
+        key = ApiKey(secrets.token_urlsafe(24), frozenset({Scope.ADMIN}), name="preview key")
+        config = dataclasses.replace(config, api_keys=(*config.api_keys, key))
+    obj.run(_preview(config, host, port, key=key.key, open_browser=open_browser))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _preview(
+    config: CliConfig, host: str, port: int, *, key: str, open_browser: bool
+) -> None:
+    from sender.service import app
+    from sender.service.serve import Listener
+
+    async with Listener(app(config, work=False), host=host, port=port) as listening:
+        url = f"{listening.url}/admin/preview"
+        click.echo(url)
+        err.print(
+            f"log in with this key (valid until this command stops): {key}\nCtrl-C stops",
+            markup=False,
+            highlight=False,
+        )
+        if open_browser:
+            webbrowser.open(f"{listening.url}/admin/login")
         await listening.wait()

@@ -35,11 +35,13 @@ from sender.models import Address, Envelope, LoginCode, Participant
 from sender.vocabulary import UNSUBSCRIBE_STREAMS, Stream
 
 __all__ = [
+    "CALENDAR_TEMPLATES",
     "RESERVED_VARIABLES",
     "CalendarSend",
     "ComposeOptions",
     "ComposedMessage",
     "Composer",
+    "calendar_for",
     "link_purpose",
 ]
 
@@ -148,6 +150,30 @@ class CalendarSend:
             "event_timezone": event.timezone,
             "event_changes": list(self.changes),
         }
+
+
+# The built-in calendar template sets: the method each sends, and what an update changed.
+CALENDAR_TEMPLATES: dict[str, tuple[CalendarMethod, tuple[str, ...]]] = {
+    "invite": (CalendarMethod.REQUEST, ()),
+    "invite_update": (CalendarMethod.REQUEST, ("time",)),
+    "invite_cancel": (CalendarMethod.CANCEL, ()),
+}
+
+
+def calendar_for(
+    template: str, event: CalendarEvent, /, *, sequence: int | None = None
+) -> CalendarSend:
+    """The calendar part a preview of calendar template ``template`` carries for ``event``:
+    its method, SEQUENCE 0 for a first invitation and 1 otherwise (unless given)."""
+    kind = CALENDAR_TEMPLATES.get(template)
+    if kind is None:
+        raise InputError(
+            f"{template} is not a calendar template ({', '.join(CALENDAR_TEMPLATES)})",
+            field="template",
+        )
+    method, changes = kind
+    default = 0 if template == "invite" else 1
+    return CalendarSend(event, method, default if sequence is None else sequence, changes)
 
 
 @dataclass(frozen=True, slots=True)

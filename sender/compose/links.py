@@ -60,12 +60,14 @@ from sender.readonly import ReadOnly
 from sender.vocabulary import UNSUBSCRIBE_STREAMS, Stream
 
 __all__ = [
+    "AdminSession",
     "AssertionClaims",
     "AssertionSigner",
     "IssuedLink",
     "LinkClaims",
     "LinkSigner",
     "ReturnPathSigner",
+    "SessionSigner",
     "UnsubscribeClaims",
     "UnsubscribeSigner",
     "message_of_key",
@@ -631,6 +633,88 @@ def participant_of_key(key: str, /) -> str | None:
         return base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
+
+
+# --- admin sessions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSession:
+    """A verified admin-pages session: which API key logged in, and the session's nonce."""
+
+    key_name: str
+    key_check: str  # a keyed digest of the API key (never the key): the key must still exist
+    nonce: str  # random per login; the CSRF token is derived from it
+    issued_at: datetime
+
+
+class SessionSigner:
+    """Signs the admin pages' session cookie and derives its CSRF token.
+
+    Stateless: the cookie is ``[key name, key digest, nonce]`` signed with the link keys
+    under a salt of its own (so no link verifies as a session or the other way round),
+    and it expires after ``max_age``. The API key itself never enters the cookie, only
+    an HMAC of it, so a logged-in browser holds nothing that works as an API key. The CSRF
+    token is an HMAC of the session's nonce: tied to the session, checked in constant time.
+    """
+
+    def __init__(
+        self, secret_keys: tuple[str, ...], /, *, max_age: timedelta, clock: Clock | None = None
+    ) -> None:
+        if not secret_keys:
+            raise ConfigurationError("sessions need a secret key", setting="secret_keys")
+        self._keys = secret_keys
+        self._clock = clock or SystemClock()
+        self.max_age = max_age
+        self._serializer = URLSafeTimedSerializer(
+            list(secret_keys),
+            salt="sender.admin.session",
+            signer=_ClockedSigner,
+            signer_kwargs={"clock": self._clock, "digest_method": hashlib.sha256},
+        )
+
+    def _mac(self, purpose: str, value: str) -> str:
+        digest = hmac.new(
+            self._keys[-1].encode(), f"{purpose}\x00{value}".encode(), hashlib.sha256
+        ).digest()
+        return base64.urlsafe_b64encode(digest[:18]).decode("ascii")
+
+    def key_check(self, api_key: str, /) -> str:
+        """The keyed digest a session keeps of the API key that opened it."""
+        return self._mac("sender.admin.key", api_key)
+
+    def issue(self, *, key_name: str, api_key: str, nonce: str) -> str:
+        """The cookie value for a login with ``api_key`` (named ``key_name``)."""
+        return self._serializer.dumps([key_name, self.key_check(api_key), nonce])
+
+    def verify(self, value: str, /) -> AdminSession:
+        """The session a cookie carries; raises LinkInvalid, or LinkExpired after max_age."""
+        if not value or len(value) > _MAX_TOKEN:
+            raise LinkInvalid("no session")
+        _check_canonical(value)
+        try:
+            payload, issued_at = self._serializer.loads(value, max_age=None, return_timestamp=True)
+        except BadData as exc:
+            raise LinkInvalid("the session is not valid") from exc
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 3
+            or not all(isinstance(item, str) and item for item in payload)
+        ):
+            raise LinkInvalid("the session is not in sender's format")
+        expires_at = issued_at + self.max_age
+        if self._clock.now() > expires_at.timestamp():
+            raise LinkExpired("the session expired; log in again", expired_at=expires_at)
+        return AdminSession(payload[0], payload[1], payload[2], issued_at)
+
+    def csrf_token(self, session: AdminSession, /) -> str:
+        """The token every POST form of this session carries."""
+        return self._mac("sender.admin.csrf", session.nonce)
+
+    def check_csrf(self, session: AdminSession, token: str | None, /) -> bool:
+        """Whether ``token`` is this session's CSRF token (constant time)."""
+        expected = self.csrf_token(session).encode()
+        return hmac.compare_digest(expected, (token or "").encode("utf-8", "surrogateescape"))
 
 
 # --- one-click unsubscribe tokens -------------------------------------------------------

@@ -58,6 +58,7 @@ from sender.vocabulary import REASON_RULES, Action, Reason, reason_of, reasons_w
 
 __all__ = [
     "COUNTED_REASONS",
+    "REPORT_FIELDS",
     "SENDER_SIDE_REASONS",
     "BounceOutcome",
     "CleanupRow",
@@ -448,6 +449,25 @@ class CleanupRow:
             "get_link": get_link(person) if person else "",
         }
 
+
+#: The clean-up report's columns, in order (``sender bounces report --csv``, the admin
+#: pages' CSV): :meth:`CleanupRow.as_dict`'s keys.
+REPORT_FIELDS = (
+    "participant_id",
+    "name",
+    "email",
+    "kind",
+    "reason",
+    "sender_side",
+    "status",
+    "diagnostic",
+    "count",
+    "last_bounce",
+    "suppressed",
+    "action",
+    "rule",
+    "get_link",
+)
 
 # Which finding decides a row: a complaint, then a dead address, then an unwell mailbox,
 # then a sender-side refusal; auto-replies and the like never make a row.

@@ -339,6 +339,11 @@ class Scheduler:
         name = _domain(domain)
         return self._group_of.get(name, name)
 
+    def limit_of(self, domain: str, /) -> float | None:
+        """The configured messages per minute of ``domain``'s group (None: no limit)."""
+        name = self.group(domain)
+        return self._rates.get(name, self.limits.domain_per_minute)
+
     def _state(self, domain: str) -> _Group:
         name = _domain(domain)
         name = self._group_of.get(name, name)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
+import sender.service.admin
 import sender.service.codes
 import sender.service.feedback
 import sender.service.inbound
@@ -32,6 +33,8 @@ Get Links and login codes, single messages, bulk runs and what came back, for an
 Every path but this document needs `Authorization: Bearer KEY`, with a key from
 `SENDER_API_KEYS` (or `api_keys` in sender.toml) that holds the path's scope:
 `links`, `send`, `runs` or `admin`. Errors are `{"error", "message", "field"}`.
+The admin pages at `/admin/` (HTML, not part of this document) log in with a key of
+scope `admin` and keep a session cookie.
 `POST /v1/inbound/ses` is the exception: SNS cannot send a key, so it accepts only
 messages signed by SNS for a topic in `ses_topics` (`SENDER_SES_TOPICS`), and so is
 `/u/{token}`, one-click unsubscribe (RFC 8058), where the signed token is the authority.
@@ -77,6 +80,7 @@ def app(
         sender.service.runs,
         sender.service.feedback,
         sender.service.inbound,
+        sender.service.admin,
         sender.service.landing,
         sender.service.unsubscribe,
     ):

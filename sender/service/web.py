@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -41,17 +43,23 @@ from sender.errors import (
 from sender.service.state import Service
 
 __all__ = [
+    "ADMIN_CSP",
     "CSV_LIMIT",
+    "FORM_LIMIT",
     "JSON_LIMIT",
+    "MAIL_CSP",
     "PAGE_CSP",
     "APIRouter",
     "ApiError",
     "App",
+    "Cookie",
     "Query",
     "Request",
     "Response",
     "body_of",
+    "download_response",
     "either_body",
+    "form_of",
     "guard",
     "html_response",
     "json_response",
@@ -104,6 +112,15 @@ PAGE_CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# The admin pages also frame sender's own preview of a message (sandboxed).
+ADMIN_CSP = PAGE_CSP + "; frame-src 'self'"
+# A mail's HTML part, previewed in a sandboxed frame of an admin page: its own inline
+# styles, pictures only inline, no script, no forms, no fetching, framed only by sender.
+MAIL_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; "
+    "frame-ancestors 'self'; base-uri 'none'; sandbox"
+)
+FORM_LIMIT = 64 << 10  # bytes of an HTML form's body (the admin pages)
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -113,6 +130,32 @@ _PAGE_HEADERS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Cookie:
+    """A cookie a page sets: HttpOnly and SameSite=Strict always; an empty ``value`` with
+    ``max_age`` 0 clears it."""
+
+    name: str
+    value: str
+    path: str
+    max_age: int
+    secure: bool
+
+
+def _with_cookies(response: Response, cookies: Sequence[Cookie]) -> Response:
+    for cookie in cookies:
+        response.set_cookie(
+            cookie.name,
+            cookie.value,
+            max_age=cookie.max_age,
+            path=cookie.path,
+            secure=cookie.secure,
+            httponly=True,
+            samesite="strict",
+        )
+    return response
+
+
 def html_response(
     body: str,
     /,
@@ -120,11 +163,42 @@ def html_response(
     status: int = 200,
     csp: str = PAGE_CSP,
     headers: Mapping[str, str] | None = None,
+    cookies: Sequence[Cookie] = (),
 ) -> HTMLResponse:
     """An HTML page with the headers every sender page carries: never cached, never
     indexed, no referrer, no framing, and a strict Content-Security-Policy."""
     merged = {**_PAGE_HEADERS, "Content-Security-Policy": csp, **(headers or {})}
-    return HTMLResponse(body, status_code=status, headers=merged)
+    response = HTMLResponse(body, status_code=status, headers=merged)
+    _with_cookies(response, cookies)
+    return response
+
+
+def download_response(body: str, /, *, filename: str, media_type: str) -> Response:
+    """A file to save (the clean-up CSV), never cached."""
+    headers = {
+        **_PAGE_HEADERS,
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+    return Response(body.encode("utf-8"), media_type=media_type, headers=headers)
+
+
+async def form_of(request: Request, /) -> dict[str, str]:
+    """An HTML form's fields (``application/x-www-form-urlencoded``), each's last value;
+    another body, or one over :data:`FORM_LIMIT`, is refused with 400/413."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise ApiError(400, "invalid_request", "a form is expected", field="body")
+    raw = await request.body()
+    if len(raw) > FORM_LIMIT:
+        raise ApiError(413, "too_large", f"the form is larger than {FORM_LIMIT} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_request", "the form is not UTF-8", field="body") from exc
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=200))
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", "the form has too many fields") from exc
 
 
 def page_csp(*, form_action: tuple[str, ...] = ()) -> str:
@@ -134,10 +208,12 @@ def page_csp(*, form_action: tuple[str, ...] = ()) -> str:
     return PAGE_CSP.replace("form-action 'self'", f"form-action 'self'{extra}")
 
 
-def see_other(location: str, /) -> RedirectResponse:
-    """A 303 to ``location`` (a URL the caller built from settings, never from the request),
-    with the page headers: not cached, no referrer."""
-    return RedirectResponse(location, status_code=303, headers=dict(_PAGE_HEADERS))
+def see_other(location: str, /, *, cookies: Sequence[Cookie] = ()) -> Response:
+    """A 303 to ``location`` (a URL the caller built from settings or one of sender's own
+    paths, never from the request), with the page headers: not cached, no referrer; and
+    ``cookies`` set or cleared (the admin pages' session)."""
+    response = RedirectResponse(location, status_code=303, headers=dict(_PAGE_HEADERS))
+    return _with_cookies(response, cookies)
 
 
 def mount_static(app: FastAPI, directory: Path, /) -> None:
