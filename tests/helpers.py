@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -289,3 +290,11 @@ async def deliver(port: int, rcpt: str, data: bytes, *, mail_from: str = "") -> 
         await client.mail(mail_from)
         await client.rcpt(rcpt)
         await client.data(data)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback port nothing listens on now, for a server whose URL must be known before
+    it starts (another process may take it in between; tests accept that small race)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -7,7 +7,6 @@ import email
 import email.policy
 import logging
 import re
-import socket
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from sender.servers.inbound import InboundMail, InboundServer
 from sender.store import SqliteStore
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
-from tests.helpers import spawn_sender, write_files
+from tests.helpers import free_port, spawn_sender, write_files
 
 BOUNCE_DOMAIN = "bounce.logtest.example"
 SECRET_KEY = "LOGSECRET-k3y-7f1e2d3c4b5a69788796a5b4"
@@ -37,12 +36,6 @@ QUIET_COMMAND = [
     "parse",
     str(Path(__file__).parent / "samples" / "bounces" / "ordinary.eml"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 ENV = {"SENDER_SECRET_KEYS": SECRET_KEY, "PYTHONUNBUFFERED": "1"}
