@@ -160,6 +160,81 @@ async def test_pipelined_reply_codes_map_to_their_recipients() -> None:
     assert received.data == MESSAGE
 
 
+# -- a server whose replies are out of step with the commands -----------------------------
+
+
+async def _misbehaving(extra: dict[bytes, bytes]) -> tuple[SmtpSettings, asyncio.Server, list[int]]:
+    """A PIPELINING server that adds ``extra[stage]`` after its usual reply at that stage
+    (b"MAIL", b"DOT") the first time; RCPT to bad@ is refused. Counts taken messages."""
+    taken: list[int] = []
+    pending = dict(extra)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 out-of-step ESMTP\r\n")
+        in_data = False
+        while line := await reader.readline():
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    taken.append(1)
+                    writer.write(b"250 queued\r\n" + pending.pop(b"DOT", b""))
+                continue
+            command = line.strip().upper()
+            if command.startswith(b"EHLO"):
+                writer.write(b"250-fake\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif command.startswith(b"MAIL"):
+                writer.write(b"250 ok\r\n" + pending.pop(b"MAIL", b""))
+            elif command.startswith(b"RCPT"):
+                bad = b"BAD@" in command
+                writer.write(b"550 5.1.1 no such user\r\n" if bad else b"250 ok\r\n")
+            elif command == b"DATA":
+                writer.write(b"354 go\r\n")
+                in_data = True
+            elif command == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = SmtpSettings(
+        host="127.0.0.1", port=port, timeout=3, pool_size=1, local_hostname="localhost"
+    )
+    return settings, server, taken
+
+
+async def test_a_stray_reply_after_a_message_never_shifts_the_next_ones_verdicts() -> None:
+    """A server that sends one reply too many after a message: the connection is not reused,
+    so the next message's refusal lands on the refused address and the rest is delivered."""
+    settings, server, taken = await _misbehaving({b"DOT": b"250 stray\r\n"})
+    async with server, SmtpTransport(settings) as transport:
+        await transport.send(_envelope(ADA), MESSAGE)
+        await asyncio.sleep(0.1)  # the stray reply arrives while the connection is idle
+        results = await transport.send(_envelope("bad@example.org", BOB), MESSAGE)
+    assert [(r.recipient, r.status) for r in results] == [
+        ("bad@example.org", DeliveryStatus.PERMANENT),
+        (BOB, DeliveryStatus.ACCEPTED),
+    ]
+    assert len(taken) == 2
+
+
+async def test_replies_out_of_step_mid_batch_mark_nobody_sent() -> None:
+    """Two replies to one MAIL shift the batch: DATA's reply is a 250, not 354, so the
+    message was not taken; every recipient is temporary, none accepted or refused for
+    another's reply."""
+    settings, server, taken = await _misbehaving({b"MAIL": b"250 again\r\n"})
+    async with server, SmtpTransport(settings) as transport:
+        first = await transport.send(_envelope("bad@example.org", BOB), MESSAGE)
+        second = await transport.send(_envelope(ADA), MESSAGE)
+    assert [r.status for r in first] == [DeliveryStatus.TEMPORARY, DeliveryStatus.TEMPORARY]
+    assert "out of step" in first[1].detail
+    assert [r.status for r in second] == [DeliveryStatus.ACCEPTED]  # on a new connection
+    assert len(taken) == 1
+
+
 # -- the batch is one write: a server that answers only once it has all of it -------------
 
 

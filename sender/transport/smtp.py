@@ -173,6 +173,9 @@ class _Connection:
         return self.wire.alive if self.wire is not None else self.client.is_connected
 
 
+_AFTER_CODE = (b" ", b"-", b"\r", b"\n")  # what may follow a reply's three digits
+
+
 class _Pipeline(asyncio.Protocol):
     """A connection after its handshake, on a server that offers PIPELINING.
 
@@ -193,6 +196,12 @@ class _Pipeline(asyncio.Protocol):
     @property
     def alive(self) -> bool:
         return self._error is None and not self._transport.is_closing()
+
+    @property
+    def quiet(self) -> bool:
+        """No reply waits unread: a reply nobody asked for would shift every later
+        reply onto the wrong command, so a connection that is not quiet is never reused."""
+        return not self._replies and not self._buffer
 
     def data_received(self, data: bytes) -> None:
         if self._error is not None:
@@ -215,13 +224,10 @@ class _Pipeline(asyncio.Protocol):
             position = end + 1
             if len(line) > MAX_LINE_LENGTH:
                 raise aiosmtplib.SMTPResponseException(-1, "Response too long")
-            try:
-                code = int(line[:3])
-            except ValueError:
+            if not (line[:3].isdigit() and line[:1] in b"2345" and line[3:4] in _AFTER_CODE):
                 text = line.decode("utf-8", errors="ignore")
-                raise aiosmtplib.SMTPResponseException(
-                    -1, f"Malformed SMTP response line: {text}"
-                ) from None
+                raise aiosmtplib.SMTPResponseException(-1, f"Malformed SMTP response line: {text}")
+            code = int(line[:3])
             lines.append(line[4:].strip(b" \t\r\n"))
             if line[3:4] != b"-":
                 text = b"\n".join(lines).decode("utf-8", "surrogateescape")
@@ -302,6 +308,12 @@ def _reply(code: int, message: str) -> SmtpReply:
 def _from_reply(recipient: str, code: int, message: str, *, stage: str) -> RecipientResult:
     status = DeliveryStatus.from_code(code)
     return RecipientResult(recipient, status, _reply(code, message), stage=stage)
+
+
+def _out_of_step(response: aiosmtplib.SMTPResponse, /, *, went: bool) -> bool:
+    """Whether DATA's reply (``went``: it was 354) is neither 354 nor a refusal: then it
+    answers another command, and the replies are out of step with what was sent."""
+    return not went and not 400 <= response.code < 600
 
 
 def _refuse(envelope: Envelope, results: list[RecipientResult | None], detail: str) -> None:
@@ -623,7 +635,10 @@ class SmtpTransport(AsyncResource):
                 client.close()  # the reply stream is out of step: never reuse this connection
                 raise
         if not self._data_accepted(envelope, accepted, response, results, went=went):
-            await self._reset(conn)
+            if _out_of_step(response, went=went):
+                conn.client.close()  # never reuse a connection whose replies are shifted
+            else:
+                await self._reset(conn)
             return [], None
         return accepted, response
 
@@ -654,6 +669,11 @@ class SmtpTransport(AsyncResource):
         if sent:
             lines.append(b"DATA")
         lines.append(b"")
+        if not wire.quiet:  # a reply came while the connection was idle: out of step
+            conn.client.close()
+            if may_retry:
+                raise _Retry
+            raise aiosmtplib.SMTPServerDisconnected("the server replied to nothing")
         wire.write(b"\r\n".join(lines))
         try:
             response = await wire.read()
@@ -690,7 +710,10 @@ class SmtpTransport(AsyncResource):
         if went:
             response = await wire.command(wire_payload(message))
         if not self._data_accepted(envelope, accepted, response, results, went=went):
-            await self._reset(conn)
+            if _out_of_step(response, went=went):
+                conn.client.close()  # never reuse a connection whose replies are shifted
+            else:
+                await self._reset(conn)
             return [], None
         return accepted, response
 
@@ -742,9 +765,26 @@ class SmtpTransport(AsyncResource):
         went: bool,
     ) -> bool:
         """Whether the message was accepted (``went``: DATA had its 354, then this 250); if
-        not, the RCPT-accepted recipients' verdict is the refusing reply."""
+        not, the RCPT-accepted recipients' verdict is the refusing reply.
+
+        A DATA answered by anything but 354 or a 4xx/5xx refusal (a 250, say) cannot be
+        the reply to DATA: the server's replies are out of step with the commands, the
+        message was not taken, and every recipient is left to try again (temporary)."""
         if went and response.code == 250:
             return True
+        if _out_of_step(response, went=went):
+            for index, recipient in enumerate(envelope.recipients):
+                decided = results[index]
+                if decided is not None and decided.stage != "rcpt":
+                    continue  # decided here, not by a reply that may be someone else's
+                results[index] = RecipientResult(
+                    recipient,
+                    DeliveryStatus.TEMPORARY,
+                    None,
+                    f"DATA not accepted: the server answered {response.code}, out of step",
+                    stage="data",
+                )
+            return False
         for index in accepted:
             results[index] = _from_reply(
                 envelope.recipients[index], response.code, response.message, stage="data"
@@ -790,8 +830,8 @@ class SmtpTransport(AsyncResource):
         return await self._open()
 
     async def _checkin(self, conn: _Connection) -> None:
-        if not conn.connected:
-            await self._discard(conn)
+        if not conn.connected or (conn.wire is not None and not conn.wire.quiet):
+            await self._discard(conn)  # gone, or a stray reply would shift the next message's
         elif (
             self._closed
             or conn.lost
