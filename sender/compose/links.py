@@ -351,29 +351,12 @@ class LinkSigner:
 
 
 @dataclass(frozen=True, slots=True)
-class AssertionClaims:
-    """What a verified landing-page assertion says: who signed in, where to, until when.
+class AssertionClaims(LinkClaims):
+    """What a verified landing-page assertion says: the redeemed link's claims (who
+    signed in, where to), good until ``expires_at``, a minute after the POST.
 
-    ``nonce`` is unique per assertion; the one-use check keeps a digest of the assertion.
+    Each assertion carries a nonce of its own; the one-use check keeps a digest of it.
     """
-
-    participant_id: str
-    course_id: str
-    purpose: str
-    next: str | None
-    issued_at: datetime
-    expires_at: datetime
-
-    def as_dict(self) -> dict[str, str | None]:
-        """JSON-ready (``POST /v1/assertions/verify``)."""
-        return {
-            "participant_id": self.participant_id,
-            "course_id": self.course_id,
-            "purpose": self.purpose,
-            "next": self.next,
-            "issued_at": self.issued_at.isoformat(),
-            "expires_at": self.expires_at.isoformat(),
-        }
 
 
 class AssertionSigner:
