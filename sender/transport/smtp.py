@@ -634,13 +634,7 @@ class SmtpTransport(AsyncResource):
             except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
                 client.close()  # the reply stream is out of step: never reuse this connection
                 raise
-        if not self._data_accepted(envelope, accepted, response, results, went=went):
-            if _out_of_step(response, went=went):
-                conn.client.close()  # never reuse a connection whose replies are shifted
-            else:
-                await self._reset(conn)
-            return [], None
-        return accepted, response
+        return await self._finish(conn, envelope, accepted, response, results, went=went)
 
     async def _pipelined(
         self,
@@ -709,13 +703,28 @@ class SmtpTransport(AsyncResource):
         went = response.code == 354
         if went:
             response = await wire.command(wire_payload(message))
-        if not self._data_accepted(envelope, accepted, response, results, went=went):
-            if _out_of_step(response, went=went):
-                conn.client.close()  # never reuse a connection whose replies are shifted
-            else:
-                await self._reset(conn)
-            return [], None
-        return accepted, response
+        return await self._finish(conn, envelope, accepted, response, results, went=went)
+
+    async def _finish(
+        self,
+        conn: _Connection,
+        envelope: Envelope,
+        accepted: list[int],
+        response: aiosmtplib.SMTPResponse,
+        results: list[RecipientResult | None],
+        *,
+        went: bool,
+    ) -> tuple[list[int], aiosmtplib.SMTPResponse | None]:
+        """After DATA's last reply, both paths: the accepted recipients and that reply, or
+        the verdicts kept and the connection readied for the next message (RSET), or
+        dropped when its replies are out of step."""
+        if self._data_accepted(envelope, accepted, response, results, went=went):
+            return accepted, response
+        if _out_of_step(response, went=went):
+            conn.client.close()  # never reuse a connection whose replies are shifted
+        else:
+            await self._reset(conn)
+        return [], None
 
     def _mail_accepted(
         self,
