@@ -38,7 +38,7 @@ from sender.compose.links import AdminSession, SessionSigner
 from sender.config import ApiKey, Scope, parse_duration
 from sender.configured import diagnose_sender
 from sender.errors import ConfigurationError, InputError, LinkError, SenderError
-from sender.feedback.suppression import REPORT_FIELDS, bounce_report, budget_reason
+from sender.feedback.suppression import REPORT_FIELDS, CleanupRow, bounce_report, budget_reason
 from sender.models import Participant
 from sender.service.html import PAGES
 from sender.service.preview import Preview, listing, preview, sample_event, sample_person
@@ -372,8 +372,8 @@ def router(service: Service, /) -> APIRouter:
 
     # --- clean-up --------------------------------------------------------------------
 
-    async def cleanup_rows(since_text: str) -> list[dict[str, object]]:
-        now = time.time()
+    async def report(since_text: str, now: float) -> list[CleanupRow]:
+        """The clean-up report since ``since_text`` ago: the page's rows and the CSV's."""
         rows, _problems = await bounce_report(
             await store(),
             since=now - _since(since_text),
@@ -381,6 +381,10 @@ def router(service: Service, /) -> APIRouter:
             policy=service.config.bounces,
             groups=service.config.limits.effective_groups(),
         )
+        return rows
+
+    async def cleanup_rows(since_text: str) -> list[dict[str, object]]:
+        rows = await report(since_text, time.time())
         table = []
         for row in rows:
             entry = row.as_dict(lambda _person: "")
@@ -458,13 +462,7 @@ def router(service: Service, /) -> APIRouter:
             return see_other("/admin/login")
         since_text = request.query_params.get("since", "7d")
         now = time.time()
-        rows, _problems = await bounce_report(
-            await store(),
-            since=now - _since(since_text),
-            now=now,
-            policy=service.config.bounces,
-            groups=service.config.limits.effective_groups(),
-        )
+        rows = await report(since_text, now)
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(REPORT_FIELDS), extrasaction="ignore")
         writer.writeheader()
