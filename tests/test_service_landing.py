@@ -167,6 +167,28 @@ async def test_scanners_get_and_head_without_redeeming_then_the_participant_post
     assert assertion not in server_log
 
 
+async def test_no_access_line_holds_a_token_even_when_logging_was_set_up_elsewhere(
+    config: CliConfig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logging set up after the server started (an LMS's, Django's) that makes uvicorn's
+    access logger propagate again still gets no line with a landing page's query string."""
+    access = logging.getLogger("uvicorn.access")
+    caplog.set_level(logging.DEBUG)
+    async with (
+        Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
+        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
+    ):
+        monkeypatch.setattr(access, "propagate", True)  # as a later dictConfig can
+        monkeypatch.setattr(access, "disabled", False)
+        token = await issue(http)
+        page = await http.get("/login", params={"token": token})
+        assert page.status_code == 200
+    served = [r for r in caplog.records if r.name.startswith(("sender", "uvicorn"))]
+    assert served  # the server logged (starting up), the client's own lines left aside
+    assert token not in "\n".join(r.getMessage() for r in served)
+    assert not [r for r in served if r.name == "uvicorn.access"]
+
+
 async def test_the_library_verifies_an_assertion_once(
     client: httpx.AsyncClient, config: CliConfig
 ) -> None:

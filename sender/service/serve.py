@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 from types import TracebackType
 from typing import Any
@@ -44,6 +45,23 @@ def _bind(host: str, port: int) -> socket.socket:
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}", field="listen") from exc
 
 
+def _no_record(_record: logging.LogRecord) -> bool:
+    return False
+
+
+def _silence_access_log() -> None:
+    """uvicorn's access lines hold each request's query string, and a landing page's
+    holds a login token: never write them. ``access_log=False`` is not enough alone:
+    uvicorn decides per connection from ``hasHandlers()``, and logging set up later in
+    the process (by the LMS, by Django's ``setup()``) can make that true again; the
+    filter drops every record whatever the handlers and propagation."""
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    if _no_record not in access.filters:
+        access.addFilter(_no_record)
+
+
 class Listener:
     """``async with Listener(app, host=..., port=...) as listening:`` serves ``app``
     until the block ends; ``listening.port`` is the bound port, ``await
@@ -72,6 +90,7 @@ class Listener:
         config = uvicorn.Config(
             self._app, lifespan="on", log_config=None, access_log=False, server_header=False
         )
+        _silence_access_log()
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         for _ in range(int(STARTUP / 0.01)):
