@@ -161,6 +161,38 @@ class _TokenMinter:
         return (value + b"." + _b64(mac.digest())).decode("ascii")
 
 
+def _timed_serializer(keys: list[str], salt: str, clock: Clock, /) -> URLSafeTimedSerializer:
+    """itsdangerous's timed URL-safe serializer as every sender token uses it: HMAC-SHA256,
+    the newest key signing, time from ``clock``."""
+    return URLSafeTimedSerializer(
+        keys,
+        salt=salt,
+        signer=_ClockedSigner,
+        signer_kwargs={"clock": clock, "digest_method": hashlib.sha256},
+    )
+
+
+def _load_strings(
+    serializer: URLSafeTimedSerializer, text: str, /, *, what: str, length: int
+) -> tuple[list[str], datetime]:
+    """The ``length`` strings a good ``what`` (assertion, session) carries, and when it
+    was signed; LinkInvalid for anything else. Expiry is the caller's to judge."""
+    if not text or len(text) > _MAX_TOKEN:
+        raise LinkInvalid(f"the {what} is empty or too long")
+    _check_canonical(text)
+    try:
+        payload, issued_at = serializer.loads(text, max_age=None, return_timestamp=True)
+    except BadData as exc:
+        raise LinkInvalid(f"the {what} is not valid (forged or damaged)") from exc
+    if (
+        not isinstance(payload, list)
+        or len(payload) != length
+        or not all(isinstance(item, str) for item in payload)
+    ):
+        raise LinkInvalid(f"the {what}'s contents are not in sender's format")
+    return payload, issued_at
+
+
 def _stamp_digest(participant_id: str, stamp: str) -> str:
     """A 48-bit digest of the stamp, bound to the participant; enough to tell stamps apart."""
     digest = hashlib.blake2s(
@@ -215,11 +247,8 @@ class LinkSigner:
                     "purpose must be 1-32 lowercase letters, digits, '_', '.' or '-'",
                     field="purpose",
                 )
-            serializer = URLSafeTimedSerializer(
-                list(self._settings.secret_keys),
-                salt=f"sender.link.{purpose}",
-                signer=_ClockedSigner,
-                signer_kwargs={"clock": self._clock, "digest_method": hashlib.sha256},
+            serializer = _timed_serializer(
+                list(self._settings.secret_keys), f"sender.link.{purpose}", self._clock
             )
             self._serializers[purpose] = serializer
         return serializer
@@ -372,12 +401,7 @@ class AssertionSigner:
     ) -> None:
         self._clock = clock or SystemClock()
         self.ttl = ttl
-        self._serializer = URLSafeTimedSerializer(
-            list(secret_keys),
-            salt="sender.assertion",
-            signer=_ClockedSigner,
-            signer_kwargs={"clock": self._clock, "digest_method": hashlib.sha256},
-        )
+        self._serializer = _timed_serializer(list(secret_keys), "sender.assertion", self._clock)
 
     def sign(self, claims: LinkClaims, /) -> str:
         """An assertion for the participant, course, purpose and ``next`` of ``claims``."""
@@ -394,20 +418,9 @@ class AssertionSigner:
 
     def verify(self, assertion: str, /) -> AssertionClaims:
         """The claims of a good, unexpired assertion; LinkInvalid or LinkExpired otherwise."""
-        text = assertion.strip()
-        if not text or len(text) > _MAX_TOKEN:
-            raise LinkInvalid("the assertion is empty or too long")
-        _check_canonical(text)
-        try:
-            payload, issued_at = self._serializer.loads(text, max_age=None, return_timestamp=True)
-        except BadData as exc:
-            raise LinkInvalid("the assertion is not valid (forged or damaged)") from exc
-        if (
-            not isinstance(payload, list)
-            or len(payload) != 5
-            or not all(isinstance(item, str) for item in payload)
-        ):
-            raise LinkInvalid("the assertion's contents are not in sender's format")
+        payload, issued_at = _load_strings(
+            self._serializer, assertion.strip(), what="assertion", length=5
+        )
         participant_id, course_id, purpose, next_path, _nonce = payload
         expires_at = issued_at + self.ttl
         if self._clock.now() > expires_at.timestamp():
@@ -649,12 +662,7 @@ class SessionSigner:
         self._keys = secret_keys
         self._clock = clock or SystemClock()
         self.max_age = max_age
-        self._serializer = URLSafeTimedSerializer(
-            list(secret_keys),
-            salt="sender.admin.session",
-            signer=_ClockedSigner,
-            signer_kwargs={"clock": self._clock, "digest_method": hashlib.sha256},
-        )
+        self._serializer = _timed_serializer(list(secret_keys), "sender.admin.session", self._clock)
 
     def _mac(self, purpose: str, value: str) -> str:
         digest = hmac.new(
@@ -672,19 +680,9 @@ class SessionSigner:
 
     def verify(self, value: str, /) -> AdminSession:
         """The session a cookie carries; raises LinkInvalid, or LinkExpired after max_age."""
-        if not value or len(value) > _MAX_TOKEN:
-            raise LinkInvalid("no session")
-        _check_canonical(value)
-        try:
-            payload, issued_at = self._serializer.loads(value, max_age=None, return_timestamp=True)
-        except BadData as exc:
-            raise LinkInvalid("the session is not valid") from exc
-        if (
-            not isinstance(payload, list)
-            or len(payload) != 3
-            or not all(isinstance(item, str) and item for item in payload)
-        ):
-            raise LinkInvalid("the session is not in sender's format")
+        payload, issued_at = _load_strings(self._serializer, value, what="session", length=3)
+        if not all(payload):
+            raise LinkInvalid("the session's contents are not in sender's format")
         expires_at = issued_at + self.max_age
         if self._clock.now() > expires_at.timestamp():
             raise LinkExpired("the session expired; log in again", expired_at=expires_at)
