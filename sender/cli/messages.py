@@ -112,19 +112,30 @@ def link_verify(
     with errors_as_lines(obj.debug):
         sender = Sender(obj.config().sender)
         try:
-            claims = sender.verify_link(url_or_token, stamp=stamp, purpose=purpose)
+            claims: LinkClaims | LinkError | CodeError = sender.verify_link(
+                url_or_token, stamp=stamp, purpose=purpose
+            )
         except LinkError as exc:
-            if as_json:
-                click.echo(json.dumps({"error": exc.kind, "message": str(exc)}))
-            else:
-                click.echo(f"{exc.kind}: {exc}")
-            sys.exit(EXIT_FAILED)
-    data = claims.as_dict()
+            claims = exc
+    _print_claims(claims, as_json=as_json)
+
+
+def _print_claims(found: LinkClaims | LinkError | CodeError, /, *, as_json: bool) -> None:
+    """A check's claims (exit 0), or why it failed as ``kind: message`` (exit 1); JSON
+    with ``as_json``. `link verify` and `code verify` answer alike."""
+    if isinstance(found, LinkClaims):
+        data = found.as_dict()
+        if as_json:
+            click.echo(json.dumps(data))
+        else:
+            for key, value in data.items():
+                click.echo(f"{key}: {'' if value is None else value}")
+        return
     if as_json:
-        click.echo(json.dumps(data))
+        click.echo(json.dumps({"error": found.kind, "message": str(found)}))
     else:
-        for key, value in data.items():
-            click.echo(f"{key}: {'' if value is None else value}")
+        click.echo(f"{found.kind}: {found}")
+    sys.exit(EXIT_FAILED)
 
 
 # --- login codes -----------------------------------------------------------------------
@@ -152,19 +163,7 @@ def code_verify(obj: Context, typed: str, email: str, as_json: bool) -> None:
         except CodeError as exc:
             return exc
 
-    found = obj.run(with_store(config, check))
-    if isinstance(found, CodeError):
-        if as_json:
-            click.echo(json.dumps({"error": found.kind, "message": str(found)}))
-        else:
-            click.echo(f"{found.kind}: {found}")
-        sys.exit(EXIT_FAILED)
-    data = found.as_dict()
-    if as_json:
-        click.echo(json.dumps(data))
-    else:
-        for key, value in data.items():
-            click.echo(f"{key}: {'' if value is None else value}")
+    _print_claims(obj.run(with_store(config, check)), as_json=as_json)
 
 
 # --- render ----------------------------------------------------------------------------
