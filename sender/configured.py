@@ -29,6 +29,7 @@ from sender.checks.resolve import DnsSettings, Resolver
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, require_real_identity
 from sender.invites import calendar_of
+from sender.pacing.limits import Limiter
 from sender.pacing.schedule import Scheduler
 from sender.store import RunInfo, Store, open_store
 from sender.store.limits import open_limiter
@@ -42,6 +43,7 @@ __all__ = [
     "drain_owner",
     "open_drain",
     "open_sending",
+    "outbox_and_limiter",
     "resolver_for",
     "run_settings",
     "sending_options",
@@ -63,10 +65,7 @@ async def open_sending(
     With ``feedback`` the sender's own sends (``sender send``, ``POST /v1/messages``)
     check the outbox's suppression list and keep refusals there as bounces, as a run's do.
     """
-    store = open_store(config.store)
-    limiter = None
-    try:
-        limiter = open_limiter(config.limiter, store=config.store)
+    async with outbox_and_limiter(config) as (store, limiter):
         scheduler = Scheduler(config.limits, limiter=limiter)
         async with open_sender(
             config.sender,
@@ -77,12 +76,6 @@ async def open_sending(
             bounce_policy=config.bounces if feedback else None,
         ) as sender:
             yield store, sender, scheduler
-    finally:
-        try:
-            if limiter is not None:
-                await limiter.aclose()
-        finally:
-            await store.aclose()
 
 
 def run_settings(
@@ -153,6 +146,23 @@ async def delivering(config: CliConfig, store: Store, /) -> AsyncIterator[None]:
             await task
 
 
+@asynccontextmanager
+async def outbox_and_limiter(config: CliConfig, /) -> AsyncIterator[tuple[Store, Limiter]]:
+    """The outbox and the limiter every process shares (the ``limits`` setting), closed in
+    turn when the block ends: the limiter first, then the outbox it may live in."""
+    store = open_store(config.store)
+    limiter = None
+    try:
+        limiter = open_limiter(config.limiter, store=config.store)
+        yield store, limiter
+    finally:
+        try:
+            if limiter is not None:
+                await limiter.aclose()
+        finally:
+            await store.aclose()
+
+
 def drain_owner() -> str:
     """A draining worker's name: ``host:pid`` and :data:`~sender.bulk.status.DRAINER`."""
     return f"{socket.gethostname()}:{os.getpid()}{DRAINER}{secrets.token_hex(4)}"
@@ -171,72 +181,62 @@ async def open_drain(
     """A :class:`Drain` over ``base``'s outbox: each run sent as ``config_for`` says, one
     sender per transport and one process pool per run shape, kept open across turns; all
     closed when the block ends. The caller runs it (``await drain.run()``)."""
-    store = open_store(base.store)
-    limiter = None
-    try:
-        limiter = open_limiter(base.limiter, store=base.store)
-        async with AsyncExitStack() as stack:
-            await stack.enter_async_context(delivering(base, store))
-            senders: dict[str, Sender] = {}
-            pools: dict[tuple[object, ...], WorkerPool] = {}
+    async with outbox_and_limiter(base) as (store, limiter), AsyncExitStack() as stack:
+        await stack.enter_async_context(delivering(base, store))
+        senders: dict[str, Sender] = {}
+        pools: dict[tuple[object, ...], WorkerPool] = {}
 
-            async def runner_for(run: RunInfo, owner: str) -> BulkRunner:
-                config = config_for(run)
-                require_real_identity(config)
-                identity = transport_identity(config.smtp)
-                if identity not in senders:
-                    senders[identity] = await stack.enter_async_context(
-                        open_sender(config.sender, smtp=config.smtp, maildir=config.maildir)
-                    )
-                sender = senders[identity]
-                calendar = calendar_of(run)
-                settings = run_settings(
-                    config, template=run.template, calendar=calendar, switch_transport=False
+        async def runner_for(run: RunInfo, owner: str) -> BulkRunner:
+            config = config_for(run)
+            require_real_identity(config)
+            identity = transport_identity(config.smtp)
+            if identity not in senders:
+                senders[identity] = await stack.enter_async_context(
+                    open_sender(config.sender, smtp=config.smtp, maildir=config.maildir)
                 )
-                pool = None
-                if settings.workers > 1 and isinstance(sender.transport, SmtpTransport):
-                    # Kept open across the run's turns: starting processes takes a while.
-                    key = (
-                        identity,
-                        settings.workers,
-                        settings.concurrency,
-                        run.event_uid,
-                        run.sequence,
-                    )
-                    if key not in pools:
-                        pools[key] = await stack.enter_async_context(
-                            WorkerPool(
-                                sender.settings,
-                                sender.transport.settings,
-                                workers=settings.workers,
-                                concurrency=settings.concurrency,
-                                calendar=calendar,
-                            )
-                        )
-                    pool = pools[key]
-                return BulkRunner(
-                    sender,
-                    store,
-                    dataclasses.replace(settings, lease_ttl=ttl),
-                    scheduler=Scheduler(config.limits, limiter=limiter),
-                    owner=owner,
-                    pool=pool,
-                )
-
-            yield Drain(
-                store,
-                runner_for,
-                owner=drain_owner(),
-                ttl=ttl,
-                exit_when_idle=exit_when_idle,
-                poll=poll,
+            sender = senders[identity]
+            calendar = calendar_of(run)
+            settings = run_settings(
+                config, template=run.template, calendar=calendar, switch_transport=False
             )
-    finally:
-        try:
-            if limiter is not None:
-                await limiter.aclose()
-        finally:
-            await store.aclose()
+            pool = None
+            if settings.workers > 1 and isinstance(sender.transport, SmtpTransport):
+                # Kept open across the run's turns: starting processes takes a while.
+                key = (
+                    identity,
+                    settings.workers,
+                    settings.concurrency,
+                    run.event_uid,
+                    run.sequence,
+                )
+                if key not in pools:
+                    pools[key] = await stack.enter_async_context(
+                        WorkerPool(
+                            sender.settings,
+                            sender.transport.settings,
+                            workers=settings.workers,
+                            concurrency=settings.concurrency,
+                            calendar=calendar,
+                        )
+                    )
+                pool = pools[key]
+            return BulkRunner(
+                sender,
+                store,
+                dataclasses.replace(settings, lease_ttl=ttl),
+                scheduler=Scheduler(config.limits, limiter=limiter),
+                owner=owner,
+                pool=pool,
+            )
+
+        yield Drain(
+            store,
+            runner_for,
+            owner=drain_owner(),
+            ttl=ttl,
+            exit_when_idle=exit_when_idle,
+            poll=poll,
+        )
 
 
 def resolver_for(dns_server: str | None) -> Resolver:
