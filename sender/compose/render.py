@@ -30,7 +30,7 @@ from __future__ import annotations
 import html as htmllib
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -39,6 +39,7 @@ import jinja2
 import jinja2.meta
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import escape  # jinja2's own: what its templates escape values with
 
 from sender.compose.linkhosts import link_host_warnings
 from sender.compose.sites import site_of
@@ -47,6 +48,7 @@ from sender.vocabulary import Stream
 
 __all__ = [
     "BUILTIN_TEMPLATES",
+    "LinkChecks",
     "LintFinding",
     "PageTemplates",
     "RenderedMessage",
@@ -165,6 +167,9 @@ class Renderer:
         self._resolved: dict[tuple[str, str | None], str] = {}
         self._uses: dict[tuple[str, str, str], bool] = {}
         self._streams: dict[str, Stream] = {}
+        self._skeletons = _Skeletons(self._allowed)
+        self._checked_by_skeleton = 0
+        self._checked_in_full = 0
 
     @property
     def template_dirs(self) -> tuple[Path, ...]:
@@ -173,6 +178,11 @@ class Renderer:
     @property
     def allowed_sites(self) -> frozenset[str]:
         return self._allowed
+
+    @property
+    def link_checks(self) -> LinkChecks:
+        """How many messages :meth:`render` has checked by a skeleton's verdict, and in full."""
+        return LinkChecks(self._checked_by_skeleton, self._checked_in_full)
 
     def names(self) -> list[str]:
         """Every template set name in the search path."""
@@ -347,6 +357,18 @@ class Renderer:
             html=outputs[2] if len(outputs) > 2 else None,
         )
         if link is not None:
+            if self._skeletons.passes(
+                templates,
+                (name, resolved),
+                context,
+                outputs,
+                subject,
+                link=link,
+                unsubscribe=unsubscribe,
+            ):
+                self._checked_by_skeleton += 1
+                return rendered
+            self._checked_in_full += 1
             problems = find_link_problems(
                 rendered, link=link, allowed_sites=self._allowed, unsubscribe=unsubscribe
             )
@@ -458,8 +480,8 @@ def _marks(text: str) -> list[tuple[int, str]]:
     return found
 
 
-def _text_urls(text: str) -> Iterable[str]:
-    """URLs written out in text: ``scheme://...``, ``//host...`` and ``www.host...``."""
+def _text_url_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Where the URLs written out in text are: ``scheme://...``, ``//host...``, ``www.host...``."""
     end = 0
     for start, needle in _marks(text):
         if start < end:
@@ -471,15 +493,19 @@ def _text_urls(text: str) -> Iterable[str]:
             continue  # "xwww." or a host like "a.www.example"
         rest = _URL_REST.match(text, start + len(needle))
         end = rest.end() if rest else start + len(needle)
-        yield text[start:end]
+        yield start, end
 
 
-def _attribute_urls(markup: str) -> Iterable[str]:
-    """Values of link-carrying attributes (href, src, ...), entities decoded.
+def _text_urls(text: str) -> Iterable[str]:
+    """URLs written out in text: ``scheme://...``, ``//host...`` and ``www.host...``."""
+    return (text[start:end] for start, end in _text_url_spans(text))
 
-    Scans UTF-8 bytes: ``bytes.lower`` folds only ASCII and keeps every offset.
+
+def _attribute_spans(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """``(name, start, end)`` of each link-carrying attribute's raw value in UTF-8 ``data``.
+
+    Scans bytes: ``bytes.lower`` folds only ASCII and keeps every offset.
     """
-    data = markup.encode("utf-8", "surrogatepass")
     lowered = data.lower()
     for name in _LINK_ATTRIBUTES:
         index = lowered.find(name)
@@ -488,13 +514,20 @@ def _attribute_urls(markup: str) -> Iterable[str]:
             if not index or lowered[index - 1] not in _NAME_BYTES:
                 match = _ATTR_VALUE.match(data, after)
                 if match is not None:
-                    raw = next(g for g in match.groups() if g is not None)
-                    value = htmllib.unescape(raw.decode("utf-8", "replace"))
-                    if name == b"srcset":
-                        yield from (c.strip().split(" ", 1)[0] for c in value.split(","))
-                    else:
-                        yield value
+                    start, end = match.span(match.lastindex or 0)
+                    yield name, start, end
             index = lowered.find(name, after)
+
+
+def _attribute_urls(markup: str) -> Iterable[str]:
+    """Values of link-carrying attributes (href, src, ...), entities decoded."""
+    data = markup.encode("utf-8", "surrogatepass")
+    for name, start, end in _attribute_spans(data):
+        value = htmllib.unescape(data[start:end].decode("utf-8", "replace"))
+        if name == b"srcset":
+            yield from (c.strip().split(" ", 1)[0] for c in value.split(","))
+        else:
+            yield value
 
 
 def _urls(message: RenderedMessage) -> Iterable[tuple[str, bool]]:
@@ -520,6 +553,22 @@ def find_link_problems(
     mail's ``unsubscribe`` URL passes as that exact URL only, and must be in the text.
     """
     home = site_of(urlsplit(link).hostname or "")
+    return _link_problems(
+        message, link=link, home=home, allowed_sites=allowed_sites, unsubscribe=unsubscribe
+    )
+
+
+def _link_problems(
+    message: RenderedMessage,
+    /,
+    *,
+    link: str,
+    home: str,
+    allowed_sites: frozenset[str],
+    unsubscribe: str | None,
+) -> list[tuple[str, str | None]]:
+    """:func:`find_link_problems` with the login link's site given: a skeleton's link is a
+    placeholder without a host (:class:`_Skeletons`)."""
     problems: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     for url, in_attribute in _urls(message):
@@ -543,6 +592,343 @@ def find_link_problems(
                 ("the HTML part must carry the login link as a link and as visible text", None)
             )
     return problems
+
+
+# The single-link rule per message, cheaply (issue 17). A bulk run renders one template
+# set for thousands of participants whose values differ and whose skeleton does not, so
+# the rule runs once on a skeleton (the set rendered with a placeholder for every string
+# value) and each message only proves it is that skeleton with harmless values put in.
+#
+# Why that is sound. Let S be a skeleton's part and R the real message's, as rendered.
+# The fast path requires R == sigma(S) as strings, where sigma puts each value (escaped
+# as jinja2 escapes it, in HTML) where S has its placeholder; whatever the template did
+# to get there (branches on values, filters, loops) is then irrelevant, and when it
+# made anything else (``{% if name == "Bob" %}``, ``|upper``, ``|urlize``) the strings
+# differ and the full check runs. Every construct the scanner reads is anchored on a
+# literal ("//", "www.", "WWW.", an attribute name followed by "=") and extends over runs
+# of character classes that the placeholders' characters (lowercase ASCII letters and
+# digits) all belong to: a URL's rest, a scheme, an attribute's value, a named entity.
+# So, given the checks on S in _placeholders_ok and _markup_ok and the checks on each
+# value in _Skeletons.passes:
+#
+# - no URL or link attribute value that S shows touches a placeholder (else the run
+#   would have reached into it), so S's URLs are R's, unchanged;
+# - an ordinary value has no "/", ":", "=" or "www." (any case): it cannot hold an anchor,
+#   nor complete one with the text around it (no "/" for "//", no ":" for the scheme
+#   before "//", no "=" after an attribute name); where S has "w"/"W" before a
+#   placeholder, or "w", "W" or "." after it, the value may not start with "w", "W" or
+#   "." (respectively end with "w" or "W"), so no "www." forms across the seam, nor
+#   does one in S's text that a placeholder's letters hid ("xwww." is no URL) appear;
+#   and S has no "name=" or whitespace and "=" right after a placeholder, so no
+#   attribute name at a value's end, or across its end, or hidden behind its
+#   placeholder, gets a value in R;
+# - the login link and the unsubscribe URL stand alone in S (the characters around them
+#   end a URL: whitespace, <, >, quotes, a backtick, parentheses; or they are a whole
+#   link attribute's value), and their value is one whole URL (``scheme://`` then only
+#   URL characters, no attribute name followed by "="), so the scanner reads in R
+#   exactly that URL where S had the placeholder, and skips it as the rule does;
+# - in HTML, no character reference in S runs into a placeholder (an "&" before it is
+#   closed by ";", whitespace or "<"), and an escaped value's "&" starts only a whole
+#   reference, so R's text with references decoded is sigma(S's) with the raw values;
+# - no two placeholders touch, so each seam above has template text on its other side.
+#
+# Then R has the URLs S has (and the link and unsubscribe URL where S has their
+# placeholders), S shows the link and unsubscribe URL where the rule wants them, and R
+# shows them there too: if S passes the rule, R does. A skeleton that fails it, or
+# breaks any condition, is not used: the message gets the full check, which also words
+# its problems. Values that are not strings (``expires_days``, ``event_changes``) are
+# rendered as they are and are part of the skeleton's key, as is which string values
+# are equal (``course_name`` is ``course_id`` unless given) and which are empty.
+_PLACEHOLDER = re.compile(r"zqx(?:[0-9]+|l|u)q")
+_PLACEHOLDER_BYTES = re.compile(rb"zqx(?:[0-9]+|l|u)q")
+_PLACEHOLDER_SPLIT = re.compile(r"(zqx(?:[0-9]+|l|u)q)")
+_LINK_PLACEHOLDER = "zqxlq"
+_UNSUBSCRIBE_PLACEHOLDER = "zqxuq"
+_URL_STOP = re.compile(r"[\s<>\"'`()]")  # what ends _URL_REST
+_URL_STOP_BYTES = frozenset(b" \t\n\r\f\v<>\"'`()")  # ASCII ones: a subset, so stricter
+_NOT_INERT = re.compile(r"=|//|www\.", re.IGNORECASE)
+# A link the scanner reads whole: a scheme ("." would let "www." start it), "//", and
+# only URL characters; the group is what names its site.
+_WHOLE_URL = re.compile(r"([A-Za-z][A-Za-z0-9+-]{0,30}://[^/?#\s<>\"'`()]*)[^\s<>\"'`()]*")
+_ATTRIBUTE_NAMES = tuple(name.decode() for name in _LINK_ATTRIBUTES)
+_ASSIGNED_AFTER = re.compile(rb"[a-z:]*\s*=")  # an attribute name's tail, then "="
+_HTML_SPECIAL = re.compile(r"[&<>\"']")  # what markupsafe's escape changes; most values lack it
+_REFERENCE_ENDS = frozenset(b"\t\n\f <;")  # what ends html.unescape's reference match
+_MAX_SKELETONS = 256  # keys are few per run; odd contexts must not grow this unbounded
+_Pattern = tuple[tuple[str, ...], tuple[tuple[int, int], ...]]  # pieces; (piece, value)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChecks:
+    """How :meth:`Renderer.render` has checked the single-link rule so far: by a cached
+    skeleton's verdict (cheap), or in full."""
+
+    skeleton: int
+    full: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Skeleton:
+    """A template set rendered with placeholders, which passed the rule and every
+    condition above; each part as its pieces, with values to put in some of them."""
+
+    subject: _Pattern
+    text: _Pattern
+    html: _Pattern | None
+    used: tuple[int, ...]  # values that appear (ordinary ones, then link, unsubscribe)
+    seams: tuple[tuple[int, str, str], ...]  # (value, what precedes it, what follows it)
+
+
+def _slot(placeholder: str, ordinary: int) -> int:
+    """The value index a placeholder stands for: ordinary ones first, then the link and
+    the unsubscribe URL."""
+    tag = placeholder[3:-1]
+    return ordinary if tag == "l" else ordinary + 1 if tag == "u" else int(tag)
+
+
+def _placeholders_ok(view: str, ordinary: int, seams: dict[int, tuple[str, str]]) -> bool:
+    """Whether ``view`` (a text the URL scanner reads) keeps its placeholders clear of its
+    URLs and of each other, and the link's alone; collects the seam rules for values."""
+    spans = list(_text_url_spans(view))
+    previous = -1
+    for match in _PLACEHOLDER.finditer(view):
+        start, end = match.span()
+        if start == previous or any(s < end and start < e for s, e in spans):
+            return False
+        previous = end
+        slot = _slot(match.group(), ordinary)
+        before, after = view[start - 1 : start], view[end : end + 1]
+        if slot >= ordinary:
+            if any(c and _URL_STOP.match(c) is None for c in (before, after)):
+                return False
+        else:
+            head, tail = seams.get(slot, ("", ""))
+            if before and before in "wW/":
+                head += "w" if before in "wW" else "/"
+            if after and after in "wW./":
+                tail += "/" if after == "/" else "w"
+            seams[slot] = (head, tail)
+    return True
+
+
+def _whole_link(url: str) -> bool:
+    """Whether the scanner reads ``url`` (the login link or unsubscribe URL) standing alone
+    as exactly one URL, and no link attribute in it gets a value (``...&src=x``)."""
+    if _WHOLE_URL.fullmatch(url) is None:
+        return False
+    markup = str(escape(url)) if "&" in url else url  # nothing else in a URL is escaped
+    index = markup.find("=")
+    while index != -1:
+        if markup[:index].rstrip().lower().endswith(_ATTRIBUTE_NAMES):
+            return False
+        index = markup.find("=", index + 1)
+    return True
+
+
+def _seams_ok(value: str, before: str, after: str) -> bool:
+    """Whether ``value`` can sit between what precedes and follows its placeholder (as
+    :func:`_placeholders_ok` noted it) without making or unmaking a "www." or "//"."""
+    head, tail = value[0], value[-1]
+    if ("w" in before and head in "wW.") or ("/" in before and head == "/"):
+        return False
+    if "w" in after and (tail in "wW" or not (tail.isalnum() or tail in "./-_@")):
+        return False  # a "www." after it: S's letter hid it from the scanner, so must R's
+    return not ("/" in after and tail in "/:")
+
+
+def _markup_ok(markup: str) -> bool:
+    """Whether raw HTML keeps its placeholders out of link attributes (but for the link's
+    own, whole), out of character references, and before no ``name=``."""
+    data = markup.encode("utf-8", "surrogatepass")
+    lowered = data.lower()
+    spans = list(_attribute_spans(data))
+    previous = 0
+    for match in _PLACEHOLDER_BYTES.finditer(data):
+        start, end = match.span()
+        if start == previous and start:
+            return False
+        tail = data[previous:start]
+        reference = tail.rfind(b"&")
+        if reference != -1 and not any(c in _REFERENCE_ENDS for c in tail[reference + 1 :]):
+            return False
+        previous = end
+        if _ASSIGNED_AFTER.match(lowered, end):
+            return False
+        whole = match.group() in (b"zqxlq", b"zqxuq")
+        for name, s, e in spans:
+            if (
+                s < end
+                and start < e
+                and not (whole and name != b"srcset" and (s, e) == (start, end))
+            ):
+                return False
+        if whole and any(
+            0 <= i < len(data) and data[i] not in _URL_STOP_BYTES for i in (start - 1, end)
+        ):
+            return False
+    return True
+
+
+def _pattern(part: str, ordinary: int) -> _Pattern:
+    """``part`` split at its placeholders, and which value each stands for."""
+    pieces = _PLACEHOLDER_SPLIT.split(part)  # text, placeholder, text, ...
+    slots = tuple((index, _slot(pieces[index], ordinary)) for index in range(1, len(pieces), 2))
+    return tuple(pieces), slots
+
+
+def _fill(pattern: _Pattern, values: Sequence[str]) -> str:
+    """A skeleton's part with ``values`` in place of its placeholders."""
+    pieces, slots = pattern
+    filled = list(pieces)
+    for index, slot in slots:
+        filled[index] = values[slot]
+    return "".join(filled)
+
+
+class _Skeletons:
+    """One renderer's skeletons, by what shapes them, and the per-message proof above."""
+
+    def __init__(self, allowed: frozenset[str]) -> None:
+        self._allowed = allowed
+        self._cache: dict[tuple[object, ...], _Skeleton | None] = {}
+
+    def passes(
+        self,
+        templates: tuple[jinja2.Template, ...],
+        key: tuple[str, str],
+        context: Mapping[str, object],
+        outputs: Sequence[str],
+        subject: str,
+        *,
+        link: str,
+        unsubscribe: str | None,
+    ) -> bool:
+        """True when the message rendered as ``outputs`` (``subject`` collapsed) passes the
+        single-link rule by its skeleton's verdict; False means: check it in full."""
+        whole = _WHOLE_URL.fullmatch(link)
+        if whole is None:
+            return False
+        shape: list[object] = [*key, unsubscribe is None, whole.group(1)]
+        classes: dict[str, int] = {}
+        values: list[str] = []
+        for name, value in context.items():
+            mark: object
+            if type(value) is str:
+                if value == link:
+                    mark = "l"
+                elif value == unsubscribe:
+                    mark = "u"
+                elif not value:
+                    mark = ""
+                else:
+                    mark = classes.get(value)
+                    if mark is None:
+                        mark = classes[value] = len(values)
+                        values.append(value)
+            elif value is None or type(value) in (int, bool, float):
+                mark = (type(value), value)
+            elif isinstance(value, list | tuple) and all(type(item) is str for item in value):
+                mark = (type(value), tuple(value))
+            else:
+                return False  # a value whose text is not its own: no skeleton
+            shape.append(name)
+            shape.append(mark)
+        cache_key = tuple(shape)
+        try:
+            skeleton = self._cache[cache_key]
+        except KeyError:
+            if len(self._cache) >= _MAX_SKELETONS:
+                return False
+            skeleton = self._cache[cache_key] = self._build(
+                templates, key, context, shape, len(values), link=link, unsubscribe=unsubscribe
+            )
+        if skeleton is None or len(outputs) != (3 if skeleton.html is not None else 2):
+            return False
+        ordinary = len(values)
+        values.append(link)
+        values.append(unsubscribe or "")
+        shown = "\n".join([values[slot] for slot in skeleton.used if slot < ordinary])
+        if _NOT_INERT.search(shown) is not None:  # a line break joins no "//", "www." or "="
+            return False
+        for slot in skeleton.used:
+            if slot >= ordinary and not _whole_link(values[slot]):
+                return False
+        if not all(
+            _seams_ok(values[slot], before, after) for slot, before, after in skeleton.seams
+        ):
+            return False
+        if subject != _fill(skeleton.subject, values) or outputs[1] != _fill(skeleton.text, values):
+            return False
+        if skeleton.html is None:
+            return True
+        if _HTML_SPECIAL.search(shown) is not None or "&" in link or "&" in values[-1]:
+            values = [escape(value) for value in values]
+        return outputs[2] == _fill(skeleton.html, values)
+
+    def _build(
+        self,
+        templates: tuple[jinja2.Template, ...],
+        key: tuple[str, str],
+        context: Mapping[str, object],
+        shape: list[object],
+        ordinary: int,
+        *,
+        link: str,
+        unsubscribe: str | None,
+    ) -> _Skeleton | None:
+        """The skeleton for ``shape``, or None when it fails the rule or a condition."""
+        filled: dict[str, object] = {}
+        for index in range(4, len(shape), 2):
+            name, mark = shape[index], shape[index + 1]
+            assert isinstance(name, str)  # shape alternates names and marks
+            if mark in ("l", "u"):
+                filled[name] = f"zqx{mark}q"
+            elif mark == "":
+                filled[name] = ""
+            elif isinstance(mark, int):
+                filled[name] = f"zqx{mark}q"
+            else:
+                filled[name] = context[name]
+        try:
+            home = site_of(urlsplit(link).hostname or "")
+            outputs = [template.render(filled) for template in templates]
+        except Exception:  # whatever fails here, the real render or the full check says
+            return None
+        skeleton = RenderedMessage(
+            template=key[0],
+            locale=key[1],
+            subject=" ".join(outputs[0].split()),
+            text=outputs[1],
+            html=outputs[2] if len(outputs) > 2 else None,
+        )
+        if _link_problems(
+            skeleton,
+            link=_LINK_PLACEHOLDER,
+            home=home,
+            allowed_sites=self._allowed,
+            unsubscribe=None if unsubscribe is None else _UNSUBSCRIBE_PLACEHOLDER,
+        ):
+            return None
+        seams: dict[int, tuple[str, str]] = {}
+        views = [skeleton.subject, skeleton.text]
+        if skeleton.html is not None:
+            if not _markup_ok(skeleton.html):
+                return None
+            views.append(htmllib.unescape(skeleton.html))
+        if not all(_placeholders_ok(view, ordinary, seams) for view in views):
+            return None
+        used = {
+            _slot(match.group(), ordinary)
+            for part in (*views, skeleton.html or "")
+            for match in _PLACEHOLDER.finditer(part)
+        }
+        return _Skeleton(
+            subject=_pattern(skeleton.subject, ordinary),
+            text=_pattern(skeleton.text, ordinary),
+            html=None if skeleton.html is None else _pattern(skeleton.html, ordinary),
+            used=tuple(sorted(used)),
+            seams=tuple((slot, *around) for slot, around in seams.items() if any(around)),
+        )
 
 
 def sample_context(locale: str, *, base_url: str) -> dict[str, object]:
