@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 from pathlib import Path
 
 import markupsafe
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sender.compose.render import Renderer, lint_templates, sample_context
+from sender.compose.render import (
+    LinkChecks,
+    Renderer,
+    find_link_problems,
+    lint_templates,
+    sample_context,
+)
 from sender.errors import LinkPolicyError, TemplateError, TemplateNotFound, UndefinedVariable
 from sender.vocabulary import Stream
 
@@ -359,3 +366,265 @@ def test_missing_event_variable_is_named(name: str, variable: str) -> None:
     assert info.value.variable == variable
     assert info.value.template is not None
     assert info.value.template.startswith(f"{name}/en/")
+
+
+# The single-link rule by skeleton (issue 17): a message is checked by its skeleton's
+# verdict only when that gives the full check's answer; these sets put values where
+# they could make or hide a link, so that any gap in the proof shows as a difference.
+ADVERSARIAL_SETS = {
+    "seams": {  # every value in text, at seams with "w", "/", "." and attribute names
+        "subject.txt": "Welcome {{ name }} to {{ course_name }}",
+        "body.txt": "Hello {{ name }} ({{ email }}),\n{{ course_name }} ({{ course_id }})\n"
+        "{{ link }}\nw{{ name }}w /{{ name }}/ {{ name }}www.evil.example {{ name }}."
+        " {{ name }}//lms.example.com/x {{ name }}// {{ organization }}\n",
+        "body.html": '<p lang="{{ locale }}">Hello {{ name }}, &amp; {{ course_name }}</p>'
+        '<a href="{{ link }}">{{ link }}</a><span {{ name }} class="a">{{ email }}</span>'
+        "<p>w{{ name }}w {{ name }}www.evil.example x{{ organization }}src</p>",
+    },
+    # One hazard each, so that the condition that catches it is the only one:
+    "in_url": {"body.txt": "{{ link }}\nhttps://{{ course_id }}.example.com/\n"},
+    "after_www": {"body.txt": "{{ link }}\nwww.x{{ name }}\n"},
+    "in_src": {
+        "body.html": '<a href="{{ link }}">{{ link }}</a>'
+        '<img src="https://lms.example.com/{{ course_id }}.png">'
+    },
+    "assigned": {"body.html": '<a href="{{ link }}">{{ link }}</a><span {{ name }}="x"></span>'},
+    "reference": {"body.html": '<a href="{{ link }}">{{ link }}</a>&#4{{ name }}&#47;evil.example'},
+    "glued_link": {"body.txt": "{{ link }}.evil.org\n"},
+    "branches": {  # the template itself changes with the values
+        "subject.txt": "{{ name|upper }}",
+        "body.txt": '{{ link }}\n{% if name == "Mallory" %}https://evil.example/{% endif %}\n'
+        '{{ course_name|replace("x", "//") }} {{ name|urlize }}\n',
+        "body.html": '<a href="{{ link }}">{{ link }}</a>{{ name|urlize }}'
+        "{% for part in course_name.split() %}<i>{{ part }}</i>{% endfor %}",
+    },
+    "unsubscribe": {  # subscription mail: its own URL, alone and in an attribute
+        "template.toml": 'stream = "subscription"\n',
+        "subject.txt": "News for {{ name }}",
+        "body.txt": "{{ link }}\n{{ name }}: {{ unsubscribe_url }}\n",
+        "body.html": '<a href="{{ link }}">{{ link }}</a>{{ name }}'
+        '<a href="{{ unsubscribe_url }}">stop</a>',
+    },
+}
+TRICKY = [
+    "http://evil.example",
+    "www.evil.example",
+    "WWW.EVIL.EXAMPLE",
+    "href=x",
+    "href",
+    "src",
+    "javascript:",
+    "javascript:alert(1)",
+    "//",
+    "//evil.example",
+    "&#47;&#47;evil.example",
+    "7;",
+    "evil.example/",
+    "/evil.example",
+    "Ann ",
+    " ",
+    "w",
+    "ww",
+    "ww.evil.example",
+    "Andrew",
+    "Bo w",
+    ".",
+    "/",
+    ":",
+    "Mallory",
+    "Xiaoping",
+    "Zoë Ærø 李",
+    "a\u00a0b",
+    "<b>",
+    '"',
+    "&",
+    "zqx0q",
+    "zqxlq",
+    "{0}",
+    "lms",
+    "Kari Nordmann",
+]
+VALUES = st.one_of(
+    st.text(alphabet=st.sampled_from(list("Kari Nordmanwé李-07")), min_size=1, max_size=12),
+    st.sampled_from(TRICKY),
+    st.text(alphabet=st.sampled_from(list("aAwW ./:=&#;<>\"'@-_07é\n")), min_size=1, max_size=12),
+    st.lists(st.sampled_from(TRICKY), min_size=2, max_size=3).map("".join),
+)
+LINKS = st.sampled_from(
+    [
+        LINK,
+        LINK + "&src=x",
+        "https://lms.example.com/login?data=1",
+        "https://lms.example.com",
+        "https://lms.example.com/a(b)",
+        "https://evil.example/login",
+        "javascript:alert(1)//lms.example.com",
+        "https://lms.example.com/www.x",
+    ]
+)
+UNSUBSCRIBES = st.sampled_from(
+    ["https://mail.example.net/u/T0K", "https://mail.example.net/u/T?href=x", LINK]
+)
+
+
+@pytest.fixture(scope="module")
+def adversarial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Renderer, Renderer]:
+    """The adversarial sets on disk: one renderer whose skeletons carry over between
+    examples, and one whose messages are checked in full, by hand."""
+    root = tmp_path_factory.mktemp("adversarial")
+    for name in ADVERSARIAL_SETS:
+        write_set(root, name)
+    return Renderer(template_dirs=[root]), Renderer(template_dirs=[root])
+
+
+def write_set(root: Path, name: str) -> None:
+    """Adversarial set ``name`` in ``root``; a subject and text part if it has none."""
+    files = {"subject.txt": "Hi {{ name }}", "body.txt": "{{ link }}\n"} | ADVERSARIAL_SETS[name]
+    for file, content in files.items():
+        write(root, f"{name}/{file}" if file == "template.toml" else f"{name}/en/{file}", content)
+
+
+def outcome(
+    renderer: Renderer, name: str, values: dict[str, object], link: str, unsubscribe: str | None
+) -> tuple[object, ...]:
+    """The rendered parts and the error ``render`` raised, if any."""
+    try:
+        rendered = renderer.render(
+            name, locale="en", context=values, link=link, unsubscribe=unsubscribe
+        )
+    except LinkPolicyError as exc:
+        return ("refused", str(exc), exc.sites)
+    return ("sent", rendered.subject, rendered.text, rendered.html)
+
+
+def full_outcome(
+    renderer: Renderer, name: str, values: dict[str, object], link: str, unsubscribe: str | None
+) -> tuple[object, ...]:
+    """What ``render`` must answer: the full check's verdict on the rendered message."""
+    rendered = renderer.render(name, locale="en", context=values)
+    problems = find_link_problems(rendered, link=link, unsubscribe=unsubscribe)
+    if problems:
+        message = "; ".join(problem for problem, _ in problems)
+        return ("refused", f"{name}/en: {message}", tuple(sorted({s for _, s in problems if s})))
+    return ("sent", rendered.subject, rendered.text, rendered.html)
+
+
+# Each condition of the proof, removed by hand, made this fail within 3000 examples.
+@settings(max_examples=400)
+@given(
+    name=VALUES,
+    course_name=VALUES,
+    course_id=st.one_of(VALUES, st.just("PY101")),
+    email=VALUES,
+    organization=VALUES,
+    link=LINKS,
+    unsubscribe=UNSUBSCRIBES,
+)
+def test_skeleton_verdicts_are_the_full_checks(
+    adversarial: tuple[Renderer, Renderer],
+    name: str,
+    course_name: str,
+    course_id: str,
+    email: str,
+    organization: str,
+    link: str,
+    unsubscribe: str,
+) -> None:
+    """Whatever the values and the link, render answers as the full single-link check
+    does, word for word, with skeletons cached from earlier messages."""
+    fast, full = adversarial
+    values = context(
+        name=name,
+        course_name=course_name,
+        course_id=course_id,
+        email=email,
+        organization=organization,
+        link=link,
+        unsubscribe_url=unsubscribe,
+    )
+    for template in ADVERSARIAL_SETS:
+        own = unsubscribe if template == "unsubscribe" else None
+        assert outcome(fast, template, values, link, own) == full_outcome(
+            full, template, values, link, own
+        )
+
+
+@pytest.mark.parametrize(
+    ("template", "name", "by_skeleton"),
+    [
+        ("seams", "Kari Nordmann", True),
+        ("seams", "Zoë <b>&amp; Ærø 李", True),
+        ("seams", "Bo w", False),  # "Bo www.evil.example": its "www." is read now
+        ("seams", "javascript:", False),  # "javascript://lms...": a script link
+        ("seams", "www.evil.example", False),
+        ("in_url", "Kari Nordmann", False),  # a skeleton with values in URLs: never used
+        ("assigned", "Kari Nordmann", False),  # nor one with a value before "="
+        ("reference", "Kari Nordmann", False),  # nor one with a value in "&#4..."
+        ("glued_link", "Kari Nordmann", False),  # nor one whose link is glued to text
+        ("branches", "Kari Nordmann", True),  # a value a filter changes is in as it is
+        ("unsubscribe", "Kari Nordmann", True),
+    ],
+)
+def test_skeleton_is_used_only_for_harmless_values(
+    tmp_path: Path, template: str, name: str, by_skeleton: bool
+) -> None:
+    """A message counts as checked by its skeleton only when its values cannot make a
+    link; the others are checked in full (``Renderer.link_checks``)."""
+    write_set(tmp_path, template)
+    renderer = Renderer(template_dirs=[tmp_path])
+    own = "https://mail.example.net/u/T0K" if template == "unsubscribe" else None
+    values = context(name=name, unsubscribe_url=own)
+    with contextlib.suppress(LinkPolicyError):
+        renderer.render(template, locale="en", context=values, link=LINK, unsubscribe=own)
+    assert renderer.link_checks == LinkChecks(skeleton=int(by_skeleton), full=int(not by_skeleton))
+
+
+def test_a_value_dependent_branch_is_refused_after_the_skeleton_passed(tmp_path: Path) -> None:
+    """A template that links elsewhere for one name is refused for that name, though its
+    skeleton (and every other name) passed."""
+    write(tmp_path, "x/en/subject.txt", "Hi {{ name }}")
+    write(tmp_path, "x/en/body.txt", "{{ link }}\n")
+    write(
+        tmp_path,
+        "x/en/body.html",
+        '<a href="{{ link }}">{{ link }}</a>'
+        '{% if name == "Mallory" %}<a href="https://evil.example/">x</a>{% endif %}',
+    )
+    renderer = Renderer(template_dirs=[tmp_path])
+    renderer.render("x", locale="en", context=context(name="Alice"), link=LINK)
+    with pytest.raises(LinkPolicyError, match=r"evil\.example"):
+        renderer.render("x", locale="en", context=context(name="Mallory"), link=LINK)
+    assert renderer.link_checks == LinkChecks(skeleton=1, full=1)
+
+
+def test_a_value_inside_a_url_is_checked_in_full(tmp_path: Path) -> None:
+    """``https://{{ course_id }}.example.com/`` passes on the link's site and is refused
+    when the value moves it to another; every such message is checked in full."""
+    write(tmp_path, "x/en/subject.txt", "Hi")
+    write(tmp_path, "x/en/body.txt", "{{ link }}\nhttps://{{ course_id }}.example.com/\n")
+    renderer = Renderer(template_dirs=[tmp_path])
+    renderer.render("x", locale="en", context=context(course_id="py101"), link=LINK)
+    with pytest.raises(LinkPolicyError, match=r"evil\.org"):
+        renderer.render("x", locale="en", context=context(course_id="a.evil.org/"), link=LINK)
+    assert renderer.link_checks == LinkChecks(skeleton=0, full=2)
+
+
+@pytest.mark.parametrize(("name", "locale"), CASES)
+def test_builtin_sets_are_checked_by_their_skeleton(name: str, locale: str) -> None:
+    """Participants of a built-in set are checked by its skeleton's verdict, whatever
+    their names, codes and courses (``course_name`` the same as ``course_id`` or not),
+    also where a set writes dates with filters (``event_date.split("-")``)."""
+    renderer = Renderer()
+    own = "https://mail.example.net/u/T0K" if name == "reminder" else None
+    people = [
+        {"name": "Kari Nordmann", "code": None},
+        {"name": "Zoë O'Brien-Ærø", "code": "7KQ2-M9XD", "course_name": "PY101"},
+        {"name": "李小龍", "code": "ABCD-EFGH", "participant_id": "p-3"},
+        {"name": "Ann & Bob <Lee>", "code": None, "email": "ann@school.example.org"},
+    ]
+    for person in people:
+        link = f"{LINK}{len(str(person))}"
+        values = context(locale, link=link, unsubscribe_url=own, course_id="PY101", **person)
+        rendered = renderer.render(name, locale=locale, context=values, link=link, unsubscribe=own)
+        assert link in rendered.text
+    assert renderer.link_checks == LinkChecks(skeleton=len(people), full=0)

@@ -126,6 +126,10 @@ class LintFinding:
         return f"{self.template}: {'warning: ' if self.warning else ''}{self.message}"
 
 
+# What a template does to a variable that a placeholder would not survive.
+# (Not tests or comparisons: they only branch, and the skeleton's key holds what
+# branches usually do on, which values are empty, equal or present.)
+_TRANSFORMS = (jinja2.nodes.Filter, jinja2.nodes.Getattr, jinja2.nodes.Getitem)
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 _UNDEFINED_ATTR = re.compile(r"has no attribute '([^']+)'$")
 
@@ -168,6 +172,7 @@ class Renderer:
         self._uses: dict[tuple[str, str, str], bool] = {}
         self._streams: dict[str, Stream] = {}
         self._skeletons = _Skeletons(self._allowed)
+        self._transforms: dict[tuple[str, str], frozenset[str]] = {}
         self._checked_by_skeleton = 0
         self._checked_in_full = 0
 
@@ -296,6 +301,22 @@ class Renderer:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{path}, line {exc.lineno}: {exc.message}", template=path) from exc
 
+    def _transformed(self, name: str, locale: str) -> frozenset[str]:
+        """The variables ``name/locale`` passes through a filter, method or index
+        (not those its layout does); cached. See :meth:`_Skeletons.passes`."""
+        key = (name, locale)
+        found = self._transforms.get(key)
+        if found is None:
+            names: set[str] = set()
+            for part in PARTS:
+                parsed = self._parse(f"{name}/{locale}/{part}", required=False)
+                for node in parsed.find_all(_TRANSFORMS) if parsed is not None else ():
+                    inner = getattr(node, "node", None)
+                    if isinstance(inner, jinja2.nodes.Name):
+                        names.add(inner.name)
+            found = self._transforms[key] = frozenset(names)
+        return found
+
     def _templates(self, name: str, locale: str) -> tuple[jinja2.Template, ...]:
         key = (name, locale)
         compiled = self._compiled.get(key)
@@ -332,6 +353,11 @@ class Renderer:
         URL, and required in the text part.
         Raises :class:`UndefinedVariable` naming the template and variable,
         and :class:`LinkPolicyError` when the message links to a foreign site.
+
+        The rule runs once per skeleton (the set rendered with placeholders for the
+        values) and a message whose values provably change nothing it reads takes the
+        skeleton's verdict; any other is checked in full (:attr:`link_checks` counts
+        both), so the answer is always :func:`find_link_problems`'s.
         """
         resolved = self.resolve_locale(name, locale)
         templates = self._templates(name, resolved)
@@ -365,6 +391,7 @@ class Renderer:
                 subject,
                 link=link,
                 unsubscribe=unsubscribe,
+                transformed=self._transformed(name, resolved),
             ):
                 self._checked_by_skeleton += 1
                 return rendered
@@ -613,15 +640,18 @@ def _link_problems(
 #
 # - no URL or link attribute value that S shows touches a placeholder (else the run
 #   would have reached into it), so S's URLs are R's, unchanged;
-# - an ordinary value has no "/", ":", "=" or "www." (any case): it cannot hold an anchor,
-#   nor complete one with the text around it (no "/" for "//", no ":" for the scheme
-#   before "//", no "=" after an attribute name); where S has "w"/"W" before a
-#   placeholder, or "w", "W" or "." after it, the value may not start with "w", "W" or
-#   "." (respectively end with "w" or "W"), so no "www." forms across the seam, nor
-#   does one in S's text that a placeholder's letters hid ("xwww." is no URL) appear;
-#   and S has no "name=" or whitespace and "=" right after a placeholder, so no
-#   attribute name at a value's end, or across its end, or hidden behind its
-#   placeholder, gets a value in R;
+# - an ordinary value has no "//", "www." (any case) or "=", so it holds no anchor and
+#   gives no attribute name an "="; at its seams (_seams_ok): after S's "/" it does not
+#   start with "/", before S's "/" it does not end with "/" or ":" (no "//", no scheme
+#   glued to S's "//"); after S's "w"/"W" it does not start with "w", "W" or ".", and
+#   before S's "w", "W" or "." it ends in a letter or digit other than "w"/"W" or in one
+#   of "./-_@", so no "www." forms across the seam, and one in S's text that the
+#   placeholder's letter hid ("xwww." is no URL) stays hidden; and S has no "name=" or
+#   whitespace and "=" right after a placeholder, so no attribute name at a value's end,
+#   or across its end, or hidden behind its placeholder, gets a value in R (a ":" or
+#   single "/" in a value, as in "10:00" or "Europe/Oslo", is then harmless: the
+#   scanner reads ":" only right before "//", and a scheme run reaching into a value
+#   would have reached into its placeholder);
 # - the login link and the unsubscribe URL stand alone in S (the characters around them
 #   end a URL: whitespace, <, >, quotes, a backtick, parentheses; or they are a whole
 #   link attribute's value), and their value is one whole URL (``scheme://`` then only
@@ -802,9 +832,14 @@ class _Skeletons:
         *,
         link: str,
         unsubscribe: str | None,
+        transformed: frozenset[str] = frozenset(),
     ) -> bool:
         """True when the message rendered as ``outputs`` (``subject`` collapsed) passes the
-        single-link rule by its skeleton's verdict; False means: check it in full."""
+        single-link rule by its skeleton's verdict; False means: check it in full.
+
+        ``transformed`` names the variables the set passes through a filter or a method
+        (``event_date.split("-")``): their values go into the skeleton as they are, and
+        into its key, since a placeholder would come out changed and never match."""
         whole = _WHOLE_URL.fullmatch(link)
         if whole is None:
             return False
@@ -814,7 +849,9 @@ class _Skeletons:
         for name, value in context.items():
             mark: object
             if type(value) is str:
-                if value == link:
+                if name in transformed:
+                    mark = (str, value)
+                elif value == link:
                     mark = "l"
                 elif value == unsubscribe:
                     mark = "u"
