@@ -41,7 +41,8 @@ from sender.checks.resolve import LookupStatus, Resolver
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
 from sender.compose.dkim import aligned, verified_domains
-from sender.compose.ical import CalendarEvent, CalendarMethod, RsvpAnswer, parse_replies
+from sender.compose.event import CalendarEvent, CalendarMethod, RsvpAnswer
+from sender.compose.ical import parse_replies
 from sender.errors import CheckUnavailable, InputError
 from sender.feedback.intake import calendar_parts, dmarc_passed
 from sender.models import Participant

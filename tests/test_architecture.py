@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
         "compose.sites",
         "compose.codes",
         "compose.linkhosts",
+        "compose.event",
         "feedback.mailparse",
         "feedback.prose",
         "participants",

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from icalendar import Calendar
 
 from sender.cli import main
-from sender.compose.ical import CalendarEvent, CalendarMethod, build_invite
+from sender.compose.event import CalendarEvent, CalendarMethod
+from sender.compose.ical import build_invite
 from sender.errors import InputError
 from sender.invites import event_from_record, event_json
 from sender.store import EventRecord
