@@ -14,7 +14,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -28,9 +28,11 @@ __all__ = [
     "CalendarMethod",
     "PartStat",
     "RsvpAnswer",
+    "event_json",
     "is_address",
     "one_line",
     "repeated",
+    "stored_event",
 ]
 
 # The years every VTIMEZONE covers (the first, and the one after the last), whatever
@@ -264,6 +266,25 @@ class RsvpAnswer:
     sequence: int  # the SEQUENCE answered; 0 when the reply has none
     dtstamp: datetime | None  # aware UTC
     comment: str
+
+
+def event_json(event: CalendarEvent, /) -> str:
+    """The event as the store keeps it (naive local times as ISO strings)."""
+    data = asdict(event)
+    data["start"] = event.start.isoformat()
+    data["end"] = event.end.isoformat()
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+
+def stored_event(stored: str, /, *, uid: str) -> CalendarEvent:
+    """The event :func:`event_json` kept, with ``uid``, the UID it was sent with, if it has none."""
+    data = json.loads(stored)
+    if data.get("uid") is None:  # stored before UIDs were filled in: the one it was sent with
+        data["uid"] = uid
+    data["start"] = datetime.fromisoformat(data["start"])
+    data["end"] = datetime.fromisoformat(data["end"])
+    data.setdefault("fold", 0)  # stored before fold existed: a repeated time meant the first
+    return CalendarEvent(**data)
 
 
 # -- validation --------------------------------------------------------------------------
