@@ -330,7 +330,7 @@ class Renderer:
         outputs: list[str] = []
         for template in templates:
             try:
-                outputs.append(_render(template, values))
+                outputs.append(_render(template, values, self._globals))
             except jinja2.UndefinedError as exc:
                 variable = _undefined_variable(exc)
                 raise UndefinedVariable(
@@ -361,14 +361,21 @@ class Renderer:
         return rendered
 
 
-def _render(template: jinja2.Template, values: dict[str, object], /) -> str:
-    """``template.render(values)`` for ``values`` that already hold the globals.
+def _render(
+    template: jinja2.Template, values: dict[str, object], globals_: dict[str, object], /
+) -> str:
+    """``template.render(values)`` for ``values`` that already hold ``globals_`` (the
+    environment's globals as a plain dict; :class:`Renderer` adds none per template).
 
-    ``Template.render`` copies its globals (a ChainMap, slow to copy) and the values
-    into a new dict for every part; one dict per message, shared by its parts, costs a
-    third of that (the parts cannot change it: ``{% set %}`` writes to its own context).
+    ``Template.render`` copies its globals (a ChainMap, slow to iterate) and the values
+    into a new dict for every part, and iterates the ChainMap again for the context's
+    global names; one dict per message, shared by its parts, costs a third of that (the
+    parts cannot change it: ``{% set %}`` writes to the part's own context).
     """
-    context = template.new_context(values, shared=True)
+    environment = template.environment
+    context = environment.context_class(
+        environment, values, template.name, template.blocks, globals=globals_
+    )
     try:
         return template.environment.concat(template.root_render_func(context))
     except Exception:
