@@ -6,9 +6,7 @@ first, and should not pay for the HTTP, DKIM, calendar and SMTP-server libraries
 other names bring in. Type checkers read the imports under ``TYPE_CHECKING``.
 """
 
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -194,15 +192,20 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
+def _import_on_use(name: str) -> object:
     """Import a public name from its home on first use, and keep it here."""
     module = _HOMES.get(name)
     if module is None:
         raise AttributeError(f"module 'sender' has no attribute {name!r}")
-    value: object = getattr(importlib.import_module(module), name)
+    value: object = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
+
+
+# Hidden from type checkers: they would type every unknown name (a typo) as its result.
+if not TYPE_CHECKING:
+    __getattr__ = _import_on_use

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["SesTransport", "SmtpTransport", "Transport", "results_for_all"]
 
 
-def __getattr__(name: str) -> object:
+def _import_on_use(name: str) -> object:
     """``SesTransport`` from :mod:`sender.transport.ses`, imported when first asked for."""
     if name != "SesTransport":
         raise AttributeError(f"module 'sender.transport' has no attribute {name!r}")
@@ -29,3 +29,8 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
+
+
+# Hidden from type checkers: they would type every unknown name (a typo) as its result.
+if not TYPE_CHECKING:
+    __getattr__ = _import_on_use
