@@ -50,6 +50,8 @@ def sender_run_args(*, csv: Path, smtp: str, run_id: str) -> list[str]:
 def sender_env() -> dict[str, str]:
     """The environment for sender subprocesses: a fixed secret, no stray SMTP URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENDER_")}
+    # As installed: sender's modules compile once to __pycache__, not in every process.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["SENDER_SECRET_KEYS"] = BENCH_SECRET
     # Real identities: sender refuses its example From and base URL on a real SMTP URL.
     env["SENDER_FROM"] = "Bench Academy <noreply@bench-sender.example>"

@@ -1,53 +1,125 @@
-"""sender: reach LMS participants by e-mail, and reach them anyway when e-mail fails."""
+"""sender: reach LMS participants by e-mail, and reach them anyway when e-mail fails.
 
-from sender.bulk.runner import BulkRunner, Progress, RunReport, RunSettings
-from sender.client import CalendarSend, ComposedMessage, Sender, open_sender
-from sender.clock import Clock, SystemClock
-from sender.compose.ical import CalendarEvent, CalendarMethod, PartStat
-from sender.compose.links import AssertionClaims, IssuedLink, LinkClaims, LinkSigner
-from sender.compose.render import RenderedMessage, Renderer
-from sender.config import LinkSettings, SenderSettings, SmtpSecurity, SmtpSettings
-from sender.errors import (
-    AddressError,
-    CheckUnavailable,
-    CodeError,
-    CodeInvalid,
-    CodeLocked,
-    ConfigurationError,
-    DeliveryError,
-    HeaderError,
-    InputError,
-    LinkError,
-    LinkExpired,
-    LinkInvalid,
-    LinkPolicyError,
-    LinkRevoked,
-    LinkUsed,
-    PermanentDeliveryError,
-    RunBusy,
-    SenderError,
-    TemplateError,
-    TemplateNotFound,
-    TemporaryDeliveryError,
-    UndefinedVariable,
-    UnsafePathError,
-    WorkerError,
-)
-from sender.invites import AttendeeAnswer, Invitations
-from sender.landing import Landing, Redeemed
-from sender.models import (
-    Address,
-    DeliveryResult,
-    DeliveryStatus,
-    Envelope,
-    Participant,
-    RecipientResult,
-    SmtpReply,
-)
-from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
-from sender.store import SqliteStore, Store
-from sender.transport import SmtpTransport, Transport
-from sender.vocabulary import MessageState, RunState
+Every name in ``__all__`` is imported on first use (PEP 562), from the module that
+``_HOMES`` names: a worker process imports ``sender.bulk.workers``, which runs this file
+first, and should not pay for the HTTP, DKIM, calendar and SMTP-server libraries that
+other names bring in. Type checkers read the imports under ``TYPE_CHECKING``.
+"""
+
+import importlib as _importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sender.bulk.runner import BulkRunner, RunReport
+    from sender.bulk.settings import RunSettings
+    from sender.bulk.status import Progress
+    from sender.client import CalendarSend, ComposedMessage, Sender, open_sender
+    from sender.clock import Clock, SystemClock
+    from sender.compose.event import CalendarEvent, CalendarMethod, PartStat
+    from sender.compose.links import AssertionClaims, IssuedLink, LinkClaims, LinkSigner
+    from sender.compose.render import RenderedMessage, Renderer
+    from sender.config import LinkSettings, SenderSettings, SmtpSecurity, SmtpSettings
+    from sender.errors import (
+        AddressError,
+        CheckUnavailable,
+        CodeError,
+        CodeInvalid,
+        CodeLocked,
+        ConfigurationError,
+        DeliveryError,
+        HeaderError,
+        InputError,
+        LinkError,
+        LinkExpired,
+        LinkInvalid,
+        LinkPolicyError,
+        LinkRevoked,
+        LinkUsed,
+        PermanentDeliveryError,
+        RunBusy,
+        SenderError,
+        TemplateError,
+        TemplateNotFound,
+        TemporaryDeliveryError,
+        UndefinedVariable,
+        UnsafePathError,
+        WorkerError,
+    )
+    from sender.invites import AttendeeAnswer, Invitations
+    from sender.landing import Landing, Redeemed
+    from sender.models import (
+        Address,
+        DeliveryResult,
+        DeliveryStatus,
+        Envelope,
+        Participant,
+        RecipientResult,
+        SmtpReply,
+    )
+    from sender.pacing.schedule import RateLimits, RetryPolicy, Scheduler
+    from sender.store import SqliteStore, Store
+    from sender.transport.base import Transport
+    from sender.transport.smtp import SmtpTransport
+    from sender.vocabulary import MessageState, RunState
+
+# Where each public name lives; tests/test_exported_members.py keeps it equal to the imports above.
+_HOMES: dict[str, str] = {
+    name: module
+    for module, names in {
+        "sender.bulk.runner": ("BulkRunner", "RunReport"),
+        "sender.bulk.settings": ("RunSettings",),
+        "sender.bulk.status": ("Progress",),
+        "sender.client": ("CalendarSend", "ComposedMessage", "Sender", "open_sender"),
+        "sender.clock": ("Clock", "SystemClock"),
+        "sender.compose.event": ("CalendarEvent", "CalendarMethod", "PartStat"),
+        "sender.compose.links": ("AssertionClaims", "IssuedLink", "LinkClaims", "LinkSigner"),
+        "sender.compose.render": ("RenderedMessage", "Renderer"),
+        "sender.config": ("LinkSettings", "SenderSettings", "SmtpSecurity", "SmtpSettings"),
+        "sender.errors": (
+            "AddressError",
+            "CheckUnavailable",
+            "CodeError",
+            "CodeInvalid",
+            "CodeLocked",
+            "ConfigurationError",
+            "DeliveryError",
+            "HeaderError",
+            "InputError",
+            "LinkError",
+            "LinkExpired",
+            "LinkInvalid",
+            "LinkPolicyError",
+            "LinkRevoked",
+            "LinkUsed",
+            "PermanentDeliveryError",
+            "RunBusy",
+            "SenderError",
+            "TemplateError",
+            "TemplateNotFound",
+            "TemporaryDeliveryError",
+            "UndefinedVariable",
+            "UnsafePathError",
+            "WorkerError",
+        ),
+        "sender.invites": ("AttendeeAnswer", "Invitations"),
+        "sender.landing": ("Landing", "Redeemed"),
+        "sender.models": (
+            "Address",
+            "DeliveryResult",
+            "DeliveryStatus",
+            "Envelope",
+            "Participant",
+            "RecipientResult",
+            "SmtpReply",
+        ),
+        "sender.pacing.schedule": ("RateLimits", "RetryPolicy", "Scheduler"),
+        "sender.store": ("SqliteStore", "Store"),
+        "sender.transport.base": ("Transport",),
+        "sender.transport.smtp": ("SmtpTransport",),
+        "sender.vocabulary": ("MessageState", "RunState"),
+    }.items()
+    for name in names
+}
 
 __all__ = [
     "Address",
@@ -118,3 +190,22 @@ __all__ = [
     "WorkerError",
     "open_sender",
 ]
+
+
+def _import_on_use(name: str) -> object:
+    """Import a public name from its home on first use, and keep it here."""
+    module = _HOMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sender' has no attribute {name!r}")
+    value: object = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+# Hidden from type checkers: they would type every unknown name (a typo) as its result.
+if not TYPE_CHECKING:
+    __getattr__ = _import_on_use

@@ -16,13 +16,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol, TypedDict, Unpack
+from typing import TYPE_CHECKING, Protocol, TypedDict, Unpack
 
 from sender import redact
 from sender.clock import Clock
 from sender.compose.codes import CODE_LOCK_SECONDS, CODE_TRIES, code_address, normalize_code
 from sender.compose.composer import CalendarSend, ComposedMessage, ComposeOptions, Composer
-from sender.compose.dkim import DkimSigner
 from sender.compose.links import (
     AssertionClaims,
     IssuedLink,
@@ -40,10 +39,12 @@ from sender.models import Address, DeliveryResult, DeliveryStatus, Participant
 from sender.pacing.limits import Limiter
 from sender.pacing.schedule import Scheduler
 from sender.readonly import ReadOnly
-from sender.servers.capture import CaptureServer
 from sender.store import Redemptions, Store
-from sender.transport import SesTransport, SmtpTransport, Transport
+from sender.transport import SmtpTransport, Transport
 from sender.vocabulary import UNSUBSCRIBE_STREAMS
+
+if TYPE_CHECKING:
+    from sender.compose.dkim import DkimSigner
 
 __all__ = [
     "CalendarSend",
@@ -167,7 +168,7 @@ class Sender(AsyncResource):
     # what composes, from the composer
     links = ReadOnly[LinkSigner]("composer.links")
     renderer = ReadOnly[Renderer]("composer.renderer")
-    dkim = ReadOnly[DkimSigner | None]("composer.dkim")
+    dkim: ReadOnly[DkimSigner | None] = ReadOnly("composer.dkim")
     return_paths = ReadOnly[ReturnPathSigner | None]("composer.return_paths")
 
     async def aclose(self) -> None:
@@ -516,7 +517,11 @@ async def open_sender(
     ``scheduler``'s), so it holds over every process that shares it.
     """
     async with AsyncExitStack() as stack:
+        # Each imported where it is built, its only builder: aiosmtpd and httpx load only
+        # for the embedded server and SES, never for SMTP (so never in a worker process).
         if smtp is None:
+            from sender.servers.capture import CaptureServer
+
             capture = await stack.enter_async_context(
                 CaptureServer(maildir or Path(".sender/maildir"))
             )
@@ -526,6 +531,8 @@ async def open_sender(
             limiter = scheduler.limiter
         transport: Transport
         if isinstance(smtp, SesSettings):
+            from sender.transport.ses import SesTransport
+
             transport = SesTransport(smtp)
         else:
             transport = SmtpTransport(smtp, clock=options.get("clock"), limiter=limiter)

@@ -18,23 +18,24 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from sender.bulk.drain import Drain
 from sender.bulk.runner import BulkRunner, transport_identity
-from sender.bulk.settings import RunSettings
+from sender.bulk.settings import RunSettings, calendar_of
 from sender.bulk.status import DRAINER
 from sender.bulk.workers import WorkerPool
-from sender.checks.doctor import DoctorReport, StreamIdentity, diagnose
 from sender.checks.resolve import DnsSettings, Resolver
 from sender.client import CalendarSend, Sender, open_sender
 from sender.config import CliConfig, require_real_identity
-from sender.invites import calendar_of
 from sender.pacing.limits import Limiter
 from sender.pacing.schedule import Scheduler
 from sender.store import RunInfo, Store, open_store
 from sender.store.limits import open_limiter
 from sender.transport import SmtpTransport
-from sender.webhooks import RETENTION, Deliverer
+
+if TYPE_CHECKING:
+    from sender.checks.doctor import DoctorReport
 
 __all__ = [
     "ConfigFor",
@@ -127,6 +128,9 @@ async def delivering(config: CliConfig, store: Store, /) -> AsyncIterator[None]:
     """The configured webhooks (``config.webhooks``) delivered from ``store`` beside the
     block, as ``sender serve`` and ``sender worker`` both do; nothing without any.
     Expired login codes are forgotten here too, at each drain's start."""
+    # Imported here, in the long-lived processes that deliver: httpx stays out of `sender run`.
+    from sender.webhooks import RETENTION, Deliverer
+
     await store.prune_codes(before=time.time())
     if not config.webhooks:  # events still kept (for a later endpoint), not for ever
         await store.prune_hook_events(before=time.time() - RETENTION)
@@ -257,6 +261,10 @@ async def diagnose_sender(
     configured DKIM key, bounce domain, reply domain and streams (the From and DKIM
     identity of the main stream and of each ``[streams.NAME]`` with its own): ``sender
     doctor`` and the admin pages' Health page."""
+    # Imported here, for these two alone: the doctor brings in httpx (MTA-STS) and the DKIM
+    # libraries, which no run needs.
+    from sender.checks.doctor import StreamIdentity, diagnose
+
     settings = config.sender
     main_stream = StreamIdentity(
         "main",

@@ -31,8 +31,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, replace
 
 from sender.addresses import address_key, domain_key
 from sender.bulk.ingest import Rows, numbered
@@ -41,16 +40,23 @@ from sender.checks.resolve import LookupStatus, Resolver
 from sender.client import CalendarSend, Sender
 from sender.clock import Clock, SystemClock
 from sender.compose.dkim import aligned, verified_domains
-from sender.compose.ical import CalendarEvent, CalendarMethod, RsvpAnswer, parse_replies
+from sender.compose.event import (
+    CalendarEvent,
+    CalendarMethod,
+    RsvpAnswer,
+    event_json,
+    stored_event,
+)
+from sender.compose.ical import parse_replies
 from sender.errors import CheckUnavailable, InputError
 from sender.feedback.intake import calendar_parts, dmarc_passed
 from sender.models import Participant
 from sender.pacing.schedule import RateLimits, Scheduler
 from sender.participants import CsvRow
-from sender.store import EventRecord, InvitationRecord, RsvpRecord, RunInfo, Store
+from sender.store import EventRecord, InvitationRecord, RsvpRecord, Store
 from sender.vocabulary import RsvpOutcome
 
-__all__ = ["AttendeeAnswer", "Invitations", "calendar_of", "event_from_record", "event_json"]
+__all__ = ["AttendeeAnswer", "Invitations", "event_from_record"]
 
 log = logging.getLogger("sender.invites")
 
@@ -68,45 +74,9 @@ class AttendeeAnswer:
     comment: str
 
 
-def event_json(event: CalendarEvent, /) -> str:
-    """The event as the store keeps it (naive local times as ISO strings)."""
-    data = asdict(event)
-    data["start"] = event.start.isoformat()
-    data["end"] = event.end.isoformat()
-    return json.dumps(data, ensure_ascii=False, sort_keys=True)
-
-
 def event_from_record(record: EventRecord, /) -> CalendarEvent:
     """The event as last sent, rebuilt from its record (with the UID it was sent with)."""
-    return _event(record.event, uid=record.uid)
-
-
-def _event(stored: str, *, uid: str) -> CalendarEvent:
-    data = json.loads(stored)
-    if data.get("uid") is None:  # stored before UIDs were filled in: the one it was sent with
-        data["uid"] = uid
-    data["start"] = datetime.fromisoformat(data["start"])
-    data["end"] = datetime.fromisoformat(data["end"])
-    data.setdefault("fold", 0)  # stored before fold existed: a repeated time meant the first
-    return CalendarEvent(**data)
-
-
-def calendar_of(run: RunInfo, /) -> CalendarSend | None:
-    """The calendar mail a stored run sends, so ``sender resume`` sends the same one."""
-    if run.event_uid is None or run.sequence is None or run.method is None:
-        return None
-    stored = run.options.get("event")
-    if not isinstance(stored, str):
-        raise InputError(
-            f"run {run.run_id} names event {run.event_uid} but not its details", field="run_id"
-        )
-    changes = run.options.get("changes")
-    return CalendarSend(
-        _event(stored, uid=run.event_uid),
-        CalendarMethod(run.method),
-        run.sequence,
-        tuple(c for c in str(changes or "").split(",") if c),
-    )
+    return stored_event(record.event, uid=record.uid)
 
 
 def _short(uid: str) -> str:

@@ -20,7 +20,7 @@ from sender import Address, LinkSettings, Sender, SenderSettings
 from sender.bulk.runner import RunSettings
 from sender.checks.resolve import Resolver
 from sender.cli import main
-from sender.compose.ical import CalendarEvent
+from sender.compose.event import CalendarEvent
 from sender.compose.links import ReturnPathSigner
 from sender.config import BouncePolicy
 from sender.feedback.suppression import ingest_bounce

@@ -6,8 +6,10 @@ import time
 from dataclasses import replace
 
 from sender import Participant, Sender
+from sender.bulk.settings import calendar_of
 from sender.client import CalendarSend
-from sender.invites import Invitations, calendar_of, event_json
+from sender.compose.event import event_json
+from sender.invites import Invitations
 from sender.store import EventRecord, SqliteStore
 from sender.testing import RecordingSMTPServer
 from tests.helpers import EVENT, invitations_for, sender_settings

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
+from pathlib import Path
 
 import pytest
 
@@ -27,11 +29,32 @@ def test_all_names_exist_and_are_public(name: str) -> None:
         assert not member.startswith("_")
 
 
-def test_package_exports_only_what_it_imports() -> None:
-    """sender.__all__ names exactly the public names sender/__init__.py binds."""
-    public = {name for name in vars(sender) if not name.startswith("_")}
-    submodules = {info.name for info in pkgutil.iter_modules(sender.__path__)}
-    assert set(sender.__all__) == public - submodules
+def type_checking_imports() -> dict[str, str]:
+    """The names sender/__init__.py imports for type checkers, each with its module."""
+    tree = ast.parse(Path(sender.__file__).read_text(encoding="utf-8"))
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom), ast.unparse(statement)
+                assert statement.module is not None
+                found.update(dict.fromkeys((a.name for a in statement.names), statement.module))
+    return found
+
+
+def test_package_exports_what_type_checkers_see() -> None:
+    """sender.__all__, the names type checkers see and the names imported on use agree."""
+    seen = type_checking_imports()
+    assert sorted(seen) == sorted(sender.__all__)
+    assert seen == sender._HOMES
+    assert set(sender.__all__) <= set(dir(sender))
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    """A name sender does not export raises AttributeError, so hasattr and getattr work."""
+    assert not hasattr(sender, "NoSuchName")
+    with pytest.raises(AttributeError, match="NoSuchName"):
+        _ = sender.NoSuchName  # type: ignore[attr-defined]
 
 
 def test_every_error_derives_from_sender_error() -> None:

@@ -19,15 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from icalendar import Calendar, Component
 
-from sender.compose.ical import (
-    CalendarEvent,
-    CalendarMethod,
-    PartStat,
-    RsvpAnswer,
-    build_invite,
-    calendar_method,
-    parse_replies,
-)
+from sender.compose.event import CalendarEvent, CalendarMethod, PartStat, RsvpAnswer
+from sender.compose.ical import build_invite, calendar_method, parse_replies
 from sender.errors import AddressError, InputError
 
 ORGANIZER = "invitation@calendar.example.com"

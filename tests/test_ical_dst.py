@@ -18,9 +18,10 @@ from click.testing import CliRunner
 from icalendar import Calendar
 
 from sender.cli import main
-from sender.compose.ical import CalendarEvent, CalendarMethod, build_invite
+from sender.compose.event import CalendarEvent, CalendarMethod, event_json
+from sender.compose.ical import build_invite
 from sender.errors import InputError
-from sender.invites import event_from_record, event_json
+from sender.invites import event_from_record
 from sender.store import EventRecord
 
 ORGANIZER = "invitation@calendar.example.com"

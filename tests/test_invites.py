@@ -17,7 +17,8 @@ import pytest
 
 from sender import Participant, Sender
 from sender.bulk.runner import BulkRunner, RunSettings
-from sender.invites import Invitations, calendar_of
+from sender.bulk.settings import calendar_of
+from sender.invites import Invitations
 from sender.pacing.schedule import Scheduler
 from sender.store import MessageState, RsvpRecord, SqliteStore
 from sender.testing import RecordingSMTPServer, Stage

@@ -7,11 +7,12 @@ offering PIPELINING and not, and Postfix's smtp-sink with and without ``-p``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 from bench.postfix import ensure_binaries
 from sender.config import SmtpSettings
 from sender.loop import fast_loop
-from sender.models import DeliveryStatus, Envelope, RecipientResult
+from sender.models import TIMEOUT, DeliveryStatus, Envelope, RecipientResult
 from sender.testing import RecordingSMTPServer, Stage
 from sender.transport import SmtpTransport
 
@@ -233,6 +234,79 @@ async def test_replies_out_of_step_mid_batch_mark_nobody_sent() -> None:
     assert "out of step" in first[1].detail
     assert [r.status for r in second] == [DeliveryStatus.ACCEPTED]  # on a new connection
     assert len(taken) == 1
+
+
+# -- each reply has the timeout to come, however the replies are spread -------------------
+
+
+@contextlib.asynccontextmanager
+async def _slow_server(delays: list[float]) -> AsyncIterator[SmtpSettings]:
+    """Offers PIPELINING, then answers MAIL, RCPT, DATA and the message, each reply after
+    its own delay; the client's timeout is 0.5 s. Its handlers end with the block."""
+    handlers: list[asyncio.Task[None]] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 slow.example ESMTP\r\n")
+        await reader.readuntil(b"\r\n")  # EHLO
+        writer.write(b"250-slow.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        await reader.readuntil(b"DATA\r\n")
+        replies = (b"250 ok", b"250 ok", b"354 go", b"250 queued")
+        for reply, delay in zip(replies, delays, strict=True):
+            if reply == b"250 queued":
+                await reader.readuntil(b"\r\n.\r\n")
+            await asyncio.sleep(delay)
+            writer.write(reply + b"\r\n")
+            await writer.drain()
+        await reader.read()  # QUIT, or the client hanging up
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        try:
+            await answer(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with server:
+            yield SmtpSettings(host="127.0.0.1", port=port, timeout=0.5, local_hostname="localhost")
+    finally:
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+
+async def test_replies_each_within_the_timeout_deliver_however_long_the_whole_takes() -> None:
+    """Four replies 0.3 s apart (1.2 s in all) against a 0.5 s timeout: each is in time."""
+    async with _slow_server([0.3, 0.3, 0.3, 0.3]) as settings, SmtpTransport(settings) as sender:
+        (ada,) = await sender.send(_envelope(ADA), MESSAGE)
+    assert ada.status is DeliveryStatus.ACCEPTED
+    assert str(ada.reply) == "250 queued"
+
+
+@pytest.mark.parametrize("late", [0, 2, 3], ids=["mail", "data", "message"])
+async def test_a_reply_later_than_the_timeout_is_a_timeout_after_about_that_long(
+    late: int,
+) -> None:
+    """The reply to MAIL, DATA or the message itself never comes: the recipient is
+    temporary ("timeout") once that one reply is 0.5 s late, not sooner, not much later."""
+    delays = [0.1, 0.1, 0.1, 0.1]
+    delays[late] = 5.0
+    loop = asyncio.get_running_loop()
+    async with _slow_server(delays) as settings, SmtpTransport(settings) as sender:
+        started = loop.time()
+        (ada,) = await sender.send(_envelope(ADA), MESSAGE)
+        waited = loop.time() - started
+    assert ada.status is DeliveryStatus.TEMPORARY
+    assert ada.detail == TIMEOUT
+    before = 0.1 * late  # the replies that came, each after 0.1 s
+    assert before + 0.5 <= waited + 0.02  # the clock's resolution
+    assert waited < before + 1.5
 
 
 # -- the batch is one write: a server that answers only once it has all of it -------------

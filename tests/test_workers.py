@@ -176,3 +176,31 @@ def test_more_workers_than_concurrency_is_refused() -> None:
     """Each worker needs at least one connection: workers > concurrency is a setting error."""
     with pytest.raises(ConfigurationError, match="workers"):
         RunSettings(concurrency=2, workers=3)
+
+
+def test_records_crossing_the_pipes_pickle_whole_and_positionally() -> None:
+    """What the pipes carry each message (a claim one way, a result with its login code
+    the other) comes back equal field by field, the code included (it is not compared)."""
+    import pickle
+
+    from sender.models import DeliveryResult, DeliveryStatus, LoginCode, SmtpReply
+
+    person = Participant("ana@a.example", "Ana", "p-1", "PY101", "nb", {"course_name": "Py"})
+    claim = OutboxMessage(7, "run-1", 3, person, "invitation", "a.example", 2, 1.5, "<m@x>")
+    code = LoginCode("ana@a.example", "d1g", "p-1", "PY101", "invitation", "/c/1", 10.0, 20.0)
+    result = DeliveryResult(
+        "ana@a.example",
+        "<m@x>",
+        DeliveryStatus.PERMANENT,
+        SmtpReply(550, "5.1.1", "no such user"),
+        "refused",
+        "p-1",
+        "rcpt",
+        code,
+    )
+    claim_back = pickle.loads(pickle.dumps(claim, protocol=5))  # noqa: S301 - our own bytes
+    result_back = pickle.loads(pickle.dumps(result, protocol=5))  # noqa: S301 - our own bytes
+    assert claim_back == claim
+    assert claim_back.participant.vars == {"course_name": "Py"}
+    assert result_back == result
+    assert result_back.code == code

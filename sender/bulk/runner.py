@@ -309,14 +309,18 @@ class BulkRunner:
                 try:
                     if retry_failed:
                         retried = await self.store.reset_failed(run_id, now=self._clock.now())
-                    if rows is not None and not (run.ingest_complete and run.event_uid is not None):
-                        changes = await self.ingest(run, rows)
-                    if not await dispatcher.budget_spent():
-                        await self.store.set_run_state(
-                            run_id, RunState.ACTIVE, now=self._clock.now()
-                        )
-                        books = await self._dispatch(dispatcher)
-                        sent_now, first = books.sent_now, books.first
+                    # The worker processes start while the rows are stored.
+                    async with self._workers():
+                        if rows is not None and not (
+                            run.ingest_complete and run.event_uid is not None
+                        ):
+                            changes = await self.ingest(run, rows)
+                        if not await dispatcher.budget_spent():
+                            await self.store.set_run_state(
+                                run_id, RunState.ACTIVE, now=self._clock.now()
+                            )
+                            books = await self._dispatch(dispatcher)
+                            sent_now, first = books.sent_now, books.first
                 finally:
                     forget()
                     keeper.cancel()
@@ -424,7 +428,8 @@ class BulkRunner:
         sent_now, first = 0, None
         try:
             if not await dispatcher.budget_spent():
-                books = await self._dispatch(dispatcher)
+                async with self._workers():
+                    books = await self._dispatch(dispatcher)
                 sent_now, first = books.sent_now, books.first
         finally:
             forget()
@@ -491,13 +496,14 @@ class BulkRunner:
         return WorkerLease(self.store, self.owner, clock=self._clock, ttl=self.settings.lease_ttl)
 
     async def _dispatch(self, dispatcher: Dispatcher, /) -> DispatchState:
-        """Send through the dispatcher, with worker processes if the settings ask for them."""
-        async with self._workers():
-            self._current = dispatcher
-            try:
-                return await dispatcher.run()
-            finally:
-                self._current = None
+        """Send through the dispatcher, inside :meth:`_workers`."""
+        if self._pool is not None:
+            await self._pool.ready()
+        self._current = dispatcher
+        try:
+            return await dispatcher.run()
+        finally:
+            self._current = None
 
     def _dispatcher(
         self,
@@ -538,7 +544,8 @@ class BulkRunner:
     @contextlib.asynccontextmanager
     async def _workers(self) -> AsyncIterator[None]:
         """With ``settings.workers > 1``, worker processes compose and send for this run
-        (the pool given to the runner, or one of its own for this run)."""
+        (the pool given to the runner, or one of its own for this run). Its own pool's
+        processes are spawned on entry; :meth:`_dispatch` waits until they are ready."""
         if self.settings.workers == 1 or self._given_pool:
             yield
             return
@@ -547,19 +554,21 @@ class BulkRunner:
             raise ConfigurationError(
                 "workers > 1 needs an SMTP transport the workers can reach", setting="workers"
             )
-        async with WorkerPool(
+        pool = WorkerPool(
             self.sender.settings,
             transport.settings,
             workers=self.settings.workers,
             concurrency=self.settings.concurrency,
             calendar=self.settings.calendar,
             limiter=transport.limiter,
-        ) as pool:
+        )
+        try:
+            await pool.spawn()
             self._pool = pool
-            try:
-                yield
-            finally:
-                self._pool = None
+            yield
+        finally:
+            self._pool = None
+            await pool.aclose()
 
 
 def _relay_address(transport: object) -> str:

@@ -10,11 +10,13 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from sender.compose.composer import CalendarSend
+from sender.compose.event import CalendarMethod, stored_event
 from sender.config import MAX_CONCURRENCY, BouncePolicy
 from sender.errors import ConfigurationError, InputError
 from sender.pacing.schedule import RetryPolicy
+from sender.store import RunInfo
 
-__all__ = ["RUN_ID_MAX", "RunSettings", "check_run_id"]
+__all__ = ["RUN_ID_MAX", "RunSettings", "calendar_of", "check_run_id"]
 
 RUN_ID_MAX = 200  # characters in a run id; it is shown in tables, logs and hints
 
@@ -79,3 +81,21 @@ class RunSettings:
                 f"relay_timeouts must be at least 1, not {self.relay_timeouts}",
                 setting="relay_timeouts",
             )
+
+
+def calendar_of(run: RunInfo, /) -> CalendarSend | None:
+    """The calendar mail a stored run sends, so ``sender resume`` sends the same one."""
+    if run.event_uid is None or run.sequence is None or run.method is None:
+        return None
+    stored = run.options.get("event")
+    if not isinstance(stored, str):
+        raise InputError(
+            f"run {run.run_id} names event {run.event_uid} but not its details", field="run_id"
+        )
+    changes = run.options.get("changes")
+    return CalendarSend(
+        stored_event(stored, uid=run.event_uid),
+        CalendarMethod(run.method),
+        run.sequence,
+        tuple(c for c in str(changes or "").split(",") if c),
+    )

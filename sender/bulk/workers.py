@@ -259,25 +259,38 @@ class WorkerPool(AsyncResource):
 
     async def start(self) -> None:
         """Start the processes and wait until each has built its sender."""
-        level = logging.getLogger("sender").getEffectiveLevel()
         try:
-            for number in range(1, self._count + 1):
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-c",
-                    _ENTRY,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                )
-                worker = _Worker(number, process)
-                self._workers.append(worker)
-                init = (self._settings, self._smtp, self._calendar, level, self._limiter)
-                worker.stdin.write(_frame(init))
-            for worker in self._workers:
-                await self._handshake(worker)
+            await self.spawn()
+            await self.ready()
         except BaseException:
             await self.aclose()
             raise
+
+    async def spawn(self) -> None:
+        """Start the processes, without waiting for them: each takes a good half second
+        of CPU to import and build its sender, which can overlap the run's ingest.
+        :meth:`ready` waits for them; the caller closes the pool if either fails."""
+        if self._workers:
+            return
+        level = logging.getLogger("sender").getEffectiveLevel()
+        for number in range(1, self._count + 1):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _ENTRY,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            worker = _Worker(number, process)
+            self._workers.append(worker)
+            init = (self._settings, self._smtp, self._calendar, level, self._limiter)
+            worker.stdin.write(_frame(init))
+
+    async def ready(self) -> None:
+        """Wait until every spawned process has built its sender (at once if they have)."""
+        for worker in self._workers:
+            if worker.reader is None:
+                await self._handshake(worker)
 
     async def _handshake(self, worker: _Worker) -> None:
         try:

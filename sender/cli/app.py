@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import importlib
 import json
 import logging
 import os
@@ -239,7 +240,33 @@ With --json, run, resume, retry, send, invite and status print one JSON object o
 stdout and nothing else."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
+class CommandModules(click.Group):
+    """The ``sender`` group: a command's module is imported when the command is asked for.
+
+    ``modules`` names the module that registers each command (``sender.cli`` fills it in),
+    so ``sender run`` imports what a run uses and not the inbound server, the webhooks or
+    the doctor; ``sender --help`` lists them all, and so imports them all.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.modules: dict[str, str] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.modules})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = self.modules.get(cmd_name)
+        if cmd_name not in self.commands and module is not None:
+            importlib.import_module(module)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=CommandModules,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES_HELP,
+)
 @click.option(
     "--config",
     "config_file",

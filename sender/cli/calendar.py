@@ -42,7 +42,7 @@ from sender.cli.runs import (
 )
 from sender.client import CalendarSend, Sender
 from sender.compose.composer import CALENDAR_TEMPLATES, calendar_for
-from sender.compose.ical import CalendarEvent
+from sender.compose.event import CalendarEvent
 from sender.config import CliConfig, require_real_identity
 from sender.configured import resolver_for
 from sender.errors import CheckUnavailable, ConfigurationError, InputError

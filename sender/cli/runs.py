@@ -31,7 +31,7 @@ from sender.bulk.runner import (
     default_run_id,
     transport_identity,
 )
-from sender.bulk.settings import RUN_ID_MAX, check_run_id
+from sender.bulk.settings import RUN_ID_MAX, calendar_of, check_run_id
 from sender.bulk.status import run_status, status_report
 from sender.cli.app import (
     EXIT_CONFIG,
@@ -65,7 +65,6 @@ from sender.config import CliConfig, require_real_identity
 from sender.configured import run_settings, sending_options
 from sender.errors import ConfigurationError, InputError
 from sender.feedback.suppression import is_budget_pause
-from sender.invites import calendar_of
 from sender.participants import CsvRow, read_csv
 from sender.store import MessageState, RunInfo, RunState
 

@@ -14,12 +14,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from sender.clock import Clock, SystemClock
 from sender.compose.codes import CodeSigner
-from sender.compose.dkim import DkimKey, DkimSigner
-from sender.compose.ical import CalendarEvent, CalendarMethod, build_invite
+from sender.compose.event import CalendarEvent, CalendarMethod
 from sender.compose.links import (
     IssuedLink,
     LinkSigner,
@@ -33,6 +32,9 @@ from sender.config import SenderSettings
 from sender.errors import ConfigurationError, InputError
 from sender.models import Address, Envelope, LoginCode, Participant
 from sender.vocabulary import UNSUBSCRIBE_STREAMS, Stream
+
+if TYPE_CHECKING:
+    from sender.compose.dkim import DkimSigner
 
 __all__ = [
     "CALENDAR_TEMPLATES",
@@ -97,16 +99,24 @@ def _identity(
             clock=clock,
         ),
         return_path=envelope_address(settings.return_path or settings.from_address.email)[0],
-        dkim=DkimSigner(
-            DkimKey(settings.dkim_domain, settings.dkim_selector, settings.dkim_private_key)
-        )
-        if settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key
-        else None,
+        dkim=_dkim_signer(settings),
         return_paths=ReturnPathSigner(
             settings.links.secret_keys, domain=settings.bounce_domain, aliases=aliases
         )
         if settings.bounce_domain
         else None,
+    )
+
+
+def _dkim_signer(settings: SenderSettings) -> DkimSigner | None:
+    """The stream's DKIM signer, if it signs. Imported here, the one place a signer is built:
+    dkimpy (and dnspython, cryptography under it) load only when some stream signs."""
+    if not (settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key):
+        return None
+    from sender.compose.dkim import DkimKey, DkimSigner
+
+    return DkimSigner(
+        DkimKey(settings.dkim_domain, settings.dkim_selector, settings.dkim_private_key)
     )
 
 
@@ -406,6 +416,10 @@ class Composer:
         if calendar is not None:
             calendar = self.with_uid(calendar)
             context.update(calendar.context())
+            # Imported here, where the one calendar object is written: icalendar loads only
+            # when a message carries one.
+            from sender.compose.ical import build_invite
+
             ics = build_invite(
                 calendar.event,
                 method=calendar.method,

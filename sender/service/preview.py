@@ -24,7 +24,7 @@ from sender.compose.composer import (
     calendar_for,
     link_purpose,
 )
-from sender.compose.ical import CalendarEvent
+from sender.compose.event import CalendarEvent
 from sender.compose.render import (
     SAMPLE_UNSUBSCRIBE,
     find_link_problems,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sender.addresses import address_key
-from sender.models import LoginCode, Participant, SmtpReply
+from sender.models import LoginCode, Participant, Positional, SmtpReply
 from sender.vocabulary import MessageState, RunState
 
 __all__ = [
@@ -116,7 +116,7 @@ class IngestResult:
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxMessage:
+class OutboxMessage(Positional):
     """A claimed message: everything needed to compose and send it."""
 
     id: int
