@@ -8,8 +8,10 @@ built-in file of the same path and everything else falls through.
 Rendering is strict (an undefined variable is an error, before anything is
 sent) and HTML is autoescaped. Every rendered message then passes the
 single-link rule: all its links lead to one site, the login link's, because
-mail that links to several sites is what spam filters punish. This is the only
-module that imports jinja2.
+mail that links to several sites is what spam filters punish. The rule runs in full
+once per template skeleton; a message takes the skeleton's verdict when it provably
+changes nothing the rule reads (the proof is written out above :class:`_Skeletons`).
+This is the only module that imports jinja2 (and its escaper, markupsafe).
 
 A template set may have a ``template.toml`` beside its locale folders
 (``<dir>/<name>/template.toml``, one per set, so every locale of a set is the same kind of
@@ -689,9 +691,12 @@ def _link_problems(
 # placeholders), S shows the link and unsubscribe URL where the rule wants them, and R
 # shows them there too: if S passes the rule, R does. A skeleton that fails it, or
 # breaks any condition, is not used: the message gets the full check, which also words
-# its problems. Values that are not strings (``expires_days``, ``event_changes``) are
-# rendered as they are and are part of the skeleton's key, as is which string values
-# are equal (``course_name`` is ``course_id`` unless given) and which are empty.
+# its problems. Values that are not strings (``expires_days``, ``event_changes``), and
+# strings the set passes through a filter or method (``Renderer._transformed``), are
+# rendered as they are, so they are template text to the proof, and are part of the
+# skeleton's key, as is which string values are equal (``course_name`` is ``course_id``
+# unless given) and which are empty. The key only picks the skeleton to compare with:
+# a wrong pick fails the comparison, so soundness never rests on it.
 _PLACEHOLDER = re.compile(r"zqx(?:[0-9]+|l|u)q")
 _PLACEHOLDER_BYTES = re.compile(rb"zqx(?:[0-9]+|l|u)q")
 _PLACEHOLDER_SPLIT = re.compile(r"(zqx(?:[0-9]+|l|u)q)")
