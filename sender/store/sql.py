@@ -60,6 +60,7 @@ __all__ = [
     "HEARTBEAT",
     "HOOK_ENDPOINTS",
     "HOOK_EVENTS",
+    "HOOK_INSERT",
     "INGESTED_ROWS",
     "INSERT_QUEUED",
     "INSERT_RUN",
@@ -362,10 +363,10 @@ def insert_once(table: str, columns: Sequence[str], /) -> str:
 # --- Webhook events (the outbox the deliverer reads) ------------------------------------
 # Written in the transaction of the change they report. ``dedupe`` (unique; NULL for none)
 # keeps an event once when the change can be written twice (a bounce ingested again).
-_HOOK_INSERT = f"INSERT INTO hook_events (event_id, type, at, dedupe, {_columns(HOOK_DATA)})"
+HOOK_INSERT = f"INSERT INTO hook_events (event_id, type, at, dedupe, {_columns(HOOK_DATA)})"
 # An attempt's outcome: message.sent, message.deferred or message.failed, by its new state.
 MESSAGE_EVENT = (
-    _HOOK_INSERT  # noqa: S608
+    HOOK_INSERT  # noqa: S608
     + " SELECT ?, 'message.' || m.state, m.last_attempt_at, NULL, r.run_id,"
     " m.participant_id, m.course_id, m.message_id, m.email, NULL"
     " FROM messages m JOIN runs r ON r.id = m.run"
@@ -373,7 +374,7 @@ MESSAGE_EVENT = (
 )
 # A bounce or complaint (type given), about the message a return path named, if any.
 BOUNCE_EVENT = (
-    _HOOK_INSERT  # noqa: S608
+    HOOK_INSERT  # noqa: S608
     + " SELECT ?, ?, ?, ?, r.run_id, COALESCE(m.participant_id, ?), m.course_id,"
     " m.message_id, ?, ? FROM (SELECT 1 AS one) AS one"
     " LEFT JOIN messages m ON m.id = ? LEFT JOIN runs r ON r.id = m.run"
@@ -381,20 +382,20 @@ BOUNCE_EVENT = (
 )
 # address.unsubscribed, only for the unsubscribe just kept (its time is this one's).
 UNSUBSCRIBE_EVENT = (
-    _HOOK_INSERT  # noqa: S608
+    HOOK_INSERT  # noqa: S608
     + " SELECT ?, 'address.unsubscribed', at, ?, NULL, participant_id, NULL, NULL, address, ?"
     " FROM unsubscribes WHERE address = ? AND stream = ? AND at = ? ON CONFLICT DO NOTHING"
 )
-ADDRESS_EVENT = _HOOK_INSERT + " VALUES (?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?, ?)"
+ADDRESS_EVENT = HOOK_INSERT + " VALUES (?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?, ?)"
 # run.paused or run.finished, only when the run was not in that state already.
 RUN_EVENT = (
-    _HOOK_INSERT  # noqa: S608
+    HOOK_INSERT  # noqa: S608
     + " SELECT ?, ?, ?, NULL, run_id, NULL, NULL, NULL, NULL, ?"
     " FROM runs WHERE id = ? AND state <> ?"
 )
 # rsvp.answered: the dedupe key is the answer's own (rsvps_once), so it is kept once too.
-RSVP_EVENT = _HOOK_INSERT + " VALUES (?, ?, ?, ?, NULL, ?, NULL, NULL, ?, ?) ON CONFLICT DO NOTHING"
-ADD_EVENT = _HOOK_INSERT + " VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)"
+RSVP_EVENT = HOOK_INSERT + " VALUES (?, ?, ?, ?, NULL, ?, NULL, NULL, ?, ?) ON CONFLICT DO NOTHING"
+ADD_EVENT = HOOK_INSERT + " VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)"
 EVENT_BY_ID = f"SELECT {_columns(HOOK_COLUMNS)} FROM hook_events WHERE event_id = ?"  # noqa: S608
 HOOK_EVENTS = f"SELECT {_columns(HOOK_COLUMNS)} FROM hook_events WHERE id > ? ORDER BY id LIMIT ?"  # noqa: S608
 

