@@ -35,6 +35,8 @@ OPTIONAL_COLUMNS = ("locale",)
 # Delimiters read_csv tells apart from the header line, named for error messages.
 DELIMITERS = {",": "',' (comma)", ";": "';' (semicolon)", "\t": "tab"}
 _SURROGATE = re.compile("[\udc80-\udcff]")
+_LINE_BREAK = re.compile("[\r\n\x00]")
+_ONE_LINE_COLUMNS = ("name", "participant_id", "course_id", "email")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -141,14 +143,15 @@ def _row(line: int, columns: list[str], values: list[str]) -> CsvRow:
 
     if len(values) != len(columns):
         return fail(f"has {len(values)} fields but the header has {len(columns)}")
-    for column, value in record.items():
-        if _SURROGATE.search(value):
-            return fail("is not valid UTF-8", column)
+    if _SURROGATE.search("".join(values)):  # one scan a row; then find the column
+        for column, value in record.items():
+            if _SURROGATE.search(value):
+                return fail("is not valid UTF-8", column)
     for column in REQUIRED_COLUMNS:
         if not record[column].strip():
             return fail("is empty", column)
-    for column in ("name", "participant_id", "course_id", "email"):
-        if any(ch in record[column] for ch in "\r\n\x00"):
+    for column in _ONE_LINE_COLUMNS:
+        if _LINE_BREAK.search(record[column]):
             return fail("contains a line break", column)
     if not is_address(record["email"].strip()):
         return fail(f"{record['email'].strip()!r} is not an e-mail address", "email")
