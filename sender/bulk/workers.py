@@ -43,7 +43,7 @@ from sender.compose.links import return_path_key
 from sender.config import SenderSettings, SmtpSettings
 from sender.errors import ConfigurationError, InputError, SenderError, TemplateError, WorkerError
 from sender.lifecycle import AsyncResource
-from sender.loop import fast_loop
+from sender.loop import fast_loop, settle_gc
 from sender.models import DeliveryResult
 from sender.pacing.limits import Limiter
 from sender.store import OutboxMessage
@@ -376,6 +376,7 @@ async def _serve(reader: asyncio.StreamReader, write: Callable[[bytes], None]) -
         level=level, stream=sys.stderr, format=f"worker {os.getpid()}: %(levelname)s %(message)s"
     )
     sender = Sender(settings, transport=SmtpTransport(smtp, limiter=limiter))
+    settle_gc()
     write(_frame("ready"))
     results = _Batcher(write)
     tasks: set[asyncio.Task[None]] = set()
