@@ -9,6 +9,8 @@ other names bring in. Type checkers read the imports under ``TYPE_CHECKING``.
 import importlib as _importlib
 from typing import TYPE_CHECKING
 
+import sender.errors as _errors
+
 if TYPE_CHECKING:
     from sender.bulk.runner import BulkRunner, RunReport
     from sender.bulk.settings import RunSettings
@@ -75,32 +77,7 @@ _HOMES: dict[str, str] = {
         "sender.compose.links": ("AssertionClaims", "IssuedLink", "LinkClaims", "LinkSigner"),
         "sender.compose.render": ("RenderedMessage", "Renderer"),
         "sender.config": ("LinkSettings", "SenderSettings", "SmtpSecurity", "SmtpSettings"),
-        "sender.errors": (
-            "AddressError",
-            "CheckUnavailable",
-            "CodeError",
-            "CodeInvalid",
-            "CodeLocked",
-            "ConfigurationError",
-            "DeliveryError",
-            "HeaderError",
-            "InputError",
-            "LinkError",
-            "LinkExpired",
-            "LinkInvalid",
-            "LinkPolicyError",
-            "LinkRevoked",
-            "LinkUsed",
-            "PermanentDeliveryError",
-            "RunBusy",
-            "SenderError",
-            "TemplateError",
-            "TemplateNotFound",
-            "TemporaryDeliveryError",
-            "UndefinedVariable",
-            "UnsafePathError",
-            "WorkerError",
-        ),
+        "sender.errors": tuple(_errors.__all__),  # every error is public
         "sender.invites": ("AttendeeAnswer", "Invitations"),
         "sender.landing": ("Landing", "Redeemed"),
         "sender.models": (
