@@ -609,6 +609,20 @@ def test_a_value_inside_a_url_is_checked_in_full(tmp_path: Path) -> None:
     assert renderer.link_checks == LinkChecks(skeleton=0, full=2)
 
 
+def test_a_value_that_looks_like_a_placeholder_is_rendered_and_checked_in_full(
+    tmp_path: Path,
+) -> None:
+    """A filtered value is kept as it is in the skeleton; one spelled like the skeleton's
+    own placeholders ("zqx999q") renders as any other name, checked in full, never a crash."""
+    write(tmp_path, "x/en/subject.txt", "Hi {{ name|trim }}")
+    write(tmp_path, "x/en/body.txt", "{{ link }}\n{{ name|trim }}\n")
+    renderer = Renderer(template_dirs=[tmp_path])
+    rendered = renderer.render("x", locale="en", context=context(name="zqx999q"), link=LINK)
+    assert rendered.subject == "Hi zqx999q"
+    assert rendered.text == f"{LINK}\nzqx999q\n"
+    assert renderer.link_checks == LinkChecks(skeleton=0, full=1)
+
+
 @pytest.mark.parametrize(("name", "locale"), CASES)
 def test_builtin_sets_are_checked_by_their_skeleton(name: str, locale: str) -> None:
     """Participants of a built-in set are checked by its skeleton's verdict, whatever

@@ -987,6 +987,8 @@ class _Skeletons:
             for part in (*views, skeleton.html or "")
             for match in _PLACEHOLDER.finditer(part)
         }
+        if any(slot >= ordinary + 2 for slot in used):
+            return None  # text that only looks like a placeholder (a value kept as it is)
         return _Skeleton(
             subject=_pattern(skeleton.subject, ordinary),
             text=_pattern(skeleton.text, ordinary),
