@@ -249,10 +249,13 @@ async def spawn_sender(
     env: Mapping[str, str],
     stdout: int | None = asyncio.subprocess.PIPE,
     stderr: int | None = asyncio.subprocess.PIPE,
+    own_group: bool = False,
 ) -> asyncio.subprocess.Process:
     """Start ``python -m sender ARGS`` in ``cwd`` as a real subprocess.
 
-    Its environment is this process's without any SENDER_* setting, plus ``env``.
+    Its environment is this process's without any SENDER_* setting, plus ``env``. With
+    ``own_group`` it leads a process group of its own, as a shell's foreground job does,
+    so ``os.killpg`` reaches it and its children as a terminal's Ctrl-C would.
     """
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -261,6 +264,7 @@ async def spawn_sender(
         env=clean_environment(**env),
         stdout=stdout,
         stderr=stderr,
+        start_new_session=own_group,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -235,6 +236,41 @@ async def test_ctrl_c_pauses_the_run_and_exits_130(
     status = json.loads((await asyncio.to_thread(cli, "status", "r-int", "--json")).stdout)
     assert status["state"] == "paused"
     assert status["paused_reason"] == "interrupted"
+
+
+@pytest.mark.slow
+async def test_ctrl_c_reaching_the_workers_too_loses_and_repeats_nothing(
+    smtp_server: RecordingSMTPServer, workdir: Path
+) -> None:
+    """A terminal's Ctrl-C goes to the whole process group, worker processes included: the
+    run still pauses cleanly (exit 130, nothing left 'sending', no traceback), and a resume
+    sends each participant exactly once."""
+    rows = "".join(f"u{i}@d{i % 3}.example,U{i},p-{i},c\n" for i in range(12))
+    (workdir / "many.csv").write_text("email,name,participant_id,course_id\n" + rows, "utf-8")
+    smtp_server.delay(Stage.RCPT, 0.3)
+    smtp = smtp_url(smtp_server)
+    run = ("many.csv", "--smtp", smtp, "--no-validate", "--no-progress", "--domain-rate", "0")
+    options = ("--workers", "2", "--concurrency", "2", "--run-id", "r-group")
+    process = await spawn_sender(workdir, "run", *run, *options, env=ENV, own_group=True)
+    try:
+        async with asyncio.timeout(60):
+            await smtp_server.wait_for_messages(1)
+            os.killpg(process.pid, signal.SIGINT)
+            _stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    assert process.returncode == 130, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    status = json.loads((await asyncio.to_thread(cli, "status", "r-group", "--json")).stdout)
+    assert status["state"] == "paused"
+    assert status["paused_reason"] == "interrupted"
+    assert status["counts"].get("sending", 0) == 0
+    resumed = await asyncio.to_thread(cli, "resume", "r-group", "--smtp", smtp, "--no-progress")
+    assert resumed.exit_code == 0, resumed.stderr
+    received = sorted(recipient for m in smtp_server.messages for recipient in m.recipients)
+    assert received == sorted(f"u{i}@d{i % 3}.example" for i in range(12))
 
 
 async def test_report_names_rows_skipped_at_send_time(

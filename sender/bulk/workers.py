@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import pickle
+import signal
 import struct
 import sys
 from collections.abc import Callable
@@ -445,6 +446,14 @@ async def _main() -> None:
 
 
 def main() -> None:
-    """A worker process's entry point; only a :class:`WorkerPool` starts it."""
+    """A worker process's entry point; only a :class:`WorkerPool` starts it.
+
+    It ignores SIGINT and SIGTERM: a terminal's Ctrl-C and a service manager's stop reach
+    every process of the group, and the dispatcher, which handles them, ends this one by
+    closing its input once what is in flight has finished (a worker killed mid-message
+    would leave its messages ``sending`` until a resume).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=fast_loop()) as runner:
         runner.run(_main())
