@@ -609,6 +609,23 @@ def test_a_value_inside_a_url_is_checked_in_full(tmp_path: Path) -> None:
     assert renderer.link_checks == LinkChecks(skeleton=0, full=2)
 
 
+def test_a_set_that_filters_a_participants_value_stops_building_skeletons(
+    tmp_path: Path,
+) -> None:
+    """``{{ name|title }}`` makes a skeleton per name: after 32 for that set its messages
+    are checked in full, and another set still gets its skeleton."""
+    write(tmp_path, "x/en/subject.txt", "Hi {{ name|title }}")
+    write(tmp_path, "x/en/body.txt", "{{ link }}\n")
+    write(tmp_path, "y/en/subject.txt", "Hi {{ name }}")
+    write(tmp_path, "y/en/body.txt", "{{ link }}\n")
+    renderer = Renderer(template_dirs=[tmp_path])
+    for i in range(40):
+        renderer.render("x", locale="en", context=context(name=f"ada {i}"), link=LINK)
+    assert renderer.link_checks == LinkChecks(skeleton=32, full=8)
+    renderer.render("y", locale="en", context=context(name="ada 40"), link=LINK)
+    assert renderer.link_checks == LinkChecks(skeleton=33, full=8)
+
+
 def test_a_value_that_looks_like_a_placeholder_is_rendered_and_checked_in_full(
     tmp_path: Path,
 ) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import html as htmllib
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -713,6 +714,10 @@ _ASSIGNED_AFTER = re.compile(rb"[a-z:]*\s*=")  # an attribute name's tail, then 
 _HTML_SPECIAL = re.compile(r"[&<>\"']")  # what markupsafe's escape changes; most values lack it
 _REFERENCE_ENDS = frozenset(b"\t\n\f <;")  # what ends html.unescape's reference match
 _MAX_SKELETONS = 256  # keys are few per run; odd contexts must not grow this unbounded
+# Skeletons per template set and locale: a set that filters a participant's own value
+# ({{ name|title }}) makes a key per message; after this many it is checked in full,
+# and the other sets keep their room in the cache.
+_MAX_SHAPES = 32
 _Pattern = tuple[tuple[str, ...], tuple[tuple[int, int], ...]]  # pieces; (piece, value)
 
 
@@ -849,6 +854,7 @@ class _Skeletons:
     def __init__(self, allowed: frozenset[str]) -> None:
         self._allowed = allowed
         self._cache: dict[tuple[object, ...], _Skeleton | None] = {}
+        self._shapes: Counter[tuple[str, str]] = Counter()  # skeletons built per set
 
     def passes(
         self,
@@ -902,8 +908,9 @@ class _Skeletons:
         try:
             skeleton = self._cache[cache_key]
         except KeyError:
-            if len(self._cache) >= _MAX_SKELETONS:
+            if len(self._cache) >= _MAX_SKELETONS or self._shapes[key] >= _MAX_SHAPES:
                 return False
+            self._shapes[key] += 1
             skeleton = self._cache[cache_key] = self._build(
                 templates, key, context, shape, len(values), link=link, unsubscribe=unsubscribe
             )
