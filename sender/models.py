@@ -51,8 +51,8 @@ _FIELDS: dict[type, tuple[str, ...]] = {}
 def _init_fields(cls: type) -> tuple[str, ...]:
     names = _FIELDS.get(cls)
     if names is None:
-        if not all(f.init for f in fields(cls)):
-            raise TypeError(f"{cls.__name__}: every field must be an __init__ argument")
+        if not all(f.init and not f.kw_only for f in fields(cls)):
+            raise TypeError(f"{cls.__name__}: every field must be a positional __init__ argument")
         names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
     return names
 
