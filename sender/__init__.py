@@ -6,10 +6,10 @@ first, and should not pay for the HTTP, DKIM, calendar and SMTP-server libraries
 other names bring in. Type checkers read the imports under ``TYPE_CHECKING``.
 """
 
-import importlib as _importlib
 from typing import TYPE_CHECKING
 
 import sender.errors as _errors
+from sender._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from sender.bulk.runner import BulkRunner, RunReport
@@ -169,19 +169,7 @@ __all__ = [
 ]
 
 
-def _import_on_use(name: str) -> object:
-    """Import a public name from its home on first use, and keep it here."""
-    module = _HOMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sender' has no attribute {name!r}")
-    value: object = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
+_import_on_use, __dir__ = _lazy_exports(__name__, _HOMES, globals(), __all__)
 
 # Hidden from type checkers: they would type every unknown name (a typo) as its result.
 if not TYPE_CHECKING:

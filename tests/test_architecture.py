@@ -15,7 +15,7 @@ PACKAGE = Path(sender.__file__).parent
 # Lower layers first; a module may import only modules of a strictly lower layer.
 # A package's ``__init__`` sits with (or above) the modules it re-exports.
 LAYERS: list[set[str]] = [
-    {"errors", "lifecycle", "readonly"},
+    {"errors", "lifecycle", "readonly", "_lazy"},
     {"signing"},
     {"addresses", "storeurl"},
     {"models", "vocabulary", "clock", "loop", "home", "redact", "pacing.limits"},
@@ -135,6 +135,7 @@ LAYERS: list[set[str]] = [
 # The same rule, coarser: the packages that ``ls sender/`` shows, lowest first. A module may
 # import its own package and any package of a strictly lower layer; ARCHITECTURE.md draws it.
 FOUNDATION = {
+    "_lazy",
     "storeurl",
     "errors",
     "lifecycle",

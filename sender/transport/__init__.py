@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sender._lazy import lazy_exports
 from sender.transport.base import Transport, results_for_all
 from sender.transport.smtp import SmtpTransport
 
@@ -17,19 +18,9 @@ if TYPE_CHECKING:
 __all__ = ["SesTransport", "SmtpTransport", "Transport", "results_for_all"]
 
 
-def _import_on_use(name: str) -> object:
-    """``SesTransport`` from :mod:`sender.transport.ses`, imported when first asked for."""
-    if name != "SesTransport":
-        raise AttributeError(f"module 'sender.transport' has no attribute {name!r}")
-    from sender.transport.ses import SesTransport
-
-    globals()[name] = SesTransport
-    return SesTransport
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
+_import_on_use, __dir__ = lazy_exports(
+    __name__, {"SesTransport": "sender.transport.ses"}, globals(), __all__
+)
 
 # Hidden from type checkers: they would type every unknown name (a typo) as its result.
 if not TYPE_CHECKING:
