@@ -1280,6 +1280,21 @@ async def test_outcomes_keep_their_webhook_events_with_the_ids_an_lms_joins_on(
     assert [e.id for e in await store.hook_events(after=events[0].id, limit=1)] == [events[1].id]
 
 
+async def test_webhook_ids_are_unique_and_sort_by_when_the_event_was_kept(
+    store: Store,
+) -> None:
+    """Events kept a few milliseconds apart: their webhook-ids sort in that order (an LMS
+    may sort by them), and no two are alike."""
+    ids = []
+    for number in range(3):
+        event = await store.add_hook_event("message.sent", {"run_id": f"r{number}"}, now=T0)
+        ids.append(event.event_id)
+        await asyncio.sleep(0.003)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 3
+    assert all(id_.startswith("msg_") and len(id_) == 36 for id_ in ids)
+
+
 async def test_outcomes_that_roll_back_keep_no_event(store: Store) -> None:
     await store.add_rows(RUN, rows(range(2, 3)))
     message = await store.claim(RUN, "example.com", now=T0, owner="w")
