@@ -12,6 +12,8 @@ than it moves wall time), median of ``--repeats``:
   without the single-link check, and the check alone;
 - **mime**: the message bytes (``MessageBuilder.build`` through ``Sender.compose``,
   the compose total minus link and render);
+- **compose, bulk**: ``Sender.compose`` as a bulk worker calls it, with a login code and
+  a Message-ID derived from the outbox key;
 - **smtp**: ``SmtpTransport.send`` to Postfix's ``smtp-sink`` on loopback, 16 at a time,
   pipelined (the sink's default) and one command at a time (``smtp-sink -p``), in turn.
 
@@ -119,6 +121,12 @@ def compose_stages(people: list[Participant], repeats: int) -> dict[str, float]:
         for p in people:
             sender.compose(p)
 
+    keys = [f"bench\x00{i}\x001.0" for i in range(n)]
+
+    def compose_bulk() -> None:  # as a bulk worker's attempt(): a login code, a derived Message-ID
+        for p, key in zip(people, keys, strict=True):
+            sender.compose(p, code=True, message_id=sender.message_id_for(key))
+
     figures = {
         "link (hmac)": cpu_us(link, n, repeats),
         "link (itsdangerous dumps)": cpu_us(link_itsdangerous, n, repeats),
@@ -126,6 +134,7 @@ def compose_stages(people: list[Participant], repeats: int) -> dict[str, float]:
         "single-link check": cpu_us(check_only, n, repeats),
         "render + check": cpu_us(render_checked, n, repeats),
         "compose total": cpu_us(compose, n, repeats),
+        "compose, bulk (+ code, Message-ID)": cpu_us(compose_bulk, n, repeats),
     }
     figures["mime + glue (total - link - render+check)"] = (
         figures["compose total"] - figures["link (hmac)"] - figures["render + check"]
