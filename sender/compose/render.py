@@ -465,7 +465,8 @@ def _undefined_variable(exc: jinja2.UndefinedError) -> str:
 # and a regex starting at "=" for attribute values (script and relative links lack "//").
 _URL_MARKS = ("//", "www.", "WWW.")
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
-_URL_REST = re.compile(r"[^\s<>\"'`()]*")
+_URL_END = r"\s<>\"'`()"  # what ends a URL written in text (inside a regex class)
+_URL_REST = re.compile(f"[^{_URL_END}]*")
 _ATTR_VALUE = re.compile(rb"""\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))""")
 _NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789:.-_")
 _LINK_ATTRIBUTES = (  # an attribute name inside another ("src" in "srcset") is told apart
@@ -698,17 +699,18 @@ def _link_problems(
 # skeleton's key, as is which string values are equal (``course_name`` is ``course_id``
 # unless given) and which are empty. The key only picks the skeleton to compare with:
 # a wrong pick fails the comparison, so soundness never rests on it.
-_PLACEHOLDER = re.compile(r"zqx(?:[0-9]+|l|u)q")
-_PLACEHOLDER_BYTES = re.compile(rb"zqx(?:[0-9]+|l|u)q")
-_PLACEHOLDER_SPLIT = re.compile(r"(zqx(?:[0-9]+|l|u)q)")
+_PLACEHOLDER_TEXT = r"zqx(?:[0-9]+|l|u)q"
+_PLACEHOLDER = re.compile(_PLACEHOLDER_TEXT)
+_PLACEHOLDER_BYTES = re.compile(_PLACEHOLDER_TEXT.encode())
+_PLACEHOLDER_SPLIT = re.compile(f"({_PLACEHOLDER_TEXT})")
 _LINK_PLACEHOLDER = "zqxlq"
 _UNSUBSCRIBE_PLACEHOLDER = "zqxuq"
-_URL_STOP = re.compile(r"[\s<>\"'`()]")  # what ends _URL_REST
+_URL_STOP = re.compile(f"[{_URL_END}]")  # what ends _URL_REST
 _URL_STOP_BYTES = frozenset(b" \t\n\r\f\v<>\"'`()")  # ASCII ones: a subset, so stricter
 _NOT_INERT = re.compile(r"=|//|www\.", re.IGNORECASE)
 # A link the scanner reads whole: a scheme ("." would let "www." start it), "//", and
 # only URL characters; the group is what names its site.
-_WHOLE_URL = re.compile(r"([A-Za-z][A-Za-z0-9+-]{0,30}://[^/?#\s<>\"'`()]*)[^\s<>\"'`()]*")
+_WHOLE_URL = re.compile(f"([A-Za-z][A-Za-z0-9+-]{{0,30}}://[^/?#{_URL_END}]*)[^{_URL_END}]*")
 _ATTRIBUTE_NAMES = tuple(name.decode() for name in _LINK_ATTRIBUTES)
 _ASSIGNED_AFTER = re.compile(rb"[a-z:]*\s*=")  # an attribute name's tail, then "="
 _HTML_SPECIAL = re.compile(r"[&<>\"']")  # what markupsafe's escape changes; most values lack it
