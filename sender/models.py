@@ -6,8 +6,9 @@ shared between tasks and stored without defensive copies.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -42,19 +43,28 @@ class Positional:
     __slots__ = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), tuple(getattr(self, name) for name in _init_fields(type(self)))
+        cls = type(self)
+        return cls, _arguments(cls)(self)
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_ARGUMENTS: dict[type, Callable[[object], tuple[Any, ...]]] = {}
 
 
-def _init_fields(cls: type) -> tuple[str, ...]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        if not all(f.init and not f.kw_only for f in fields(cls)):
+def _arguments(cls: type) -> Callable[[object], tuple[Any, ...]]:
+    """What reads the constructor's arguments off an instance of ``cls``, in order: an
+    ``attrgetter`` of every field (one field too, as a 1-tuple), made once per class."""
+    read = _ARGUMENTS.get(cls)
+    if read is None:
+        found = fields(cls)
+        if not all(f.init and not f.kw_only for f in found):
             raise TypeError(f"{cls.__name__}: every field must be a positional __init__ argument")
-        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
-    return names
+        names = [f.name for f in found]
+        if len(names) == 1:
+            one = operator.attrgetter(names[0])
+            read = _ARGUMENTS[cls] = lambda instance: (one(instance),)
+        else:
+            read = _ARGUMENTS[cls] = operator.attrgetter(*names)
+    return read
 
 
 class DeliveryStatus(StrEnum):
