@@ -385,38 +385,6 @@ async def test_claim_many_and_record_many_batch_in_one_transaction(store: Store)
     assert [a.state for a in await store.attempts(messages[1].id)] == [MessageState.DEFERRED]
 
 
-async def test_record_and_claim_stores_outcomes_and_claims_in_one_transaction(
-    store: Store,
-) -> None:
-    """A dispatcher's turn: the outcomes are recorded (a dropped one named), the next
-    messages claimed per domain, and an unknown message stores and claims nothing."""
-    await store.add_rows(RUN, [*rows(range(2, 5), "a.example"), *rows(range(5, 6), "b.example")])
-    first, second = (
-        m for m in await store.claim_many(RUN, ["a.example", "b.example"], now=T0, owner="w")
-    )
-    assert first is not None
-    assert second is not None
-    with pytest.raises(KeyError):
-        await store.record_and_claim(
-            [(first.id, sent()), (999, sent())], RUN, ["a.example"], now=T0, owner="w"
-        )
-    counts = await store.counts(RUN)
-    assert (counts[MessageState.SENDING], counts[MessageState.QUEUED]) == (2, 2)
-    dropped, claimed = await store.record_and_claim(
-        [(first.id, sent()), (second.id, sent()), (second.id, sent())],
-        RUN,
-        ["a.example", "b.example", "a.example", "a.example"],
-        now=T0 + 1,
-        owner="w",
-    )
-    assert dropped == [second.id]  # a second outcome for one claim
-    assert [m.row if m else None for m in claimed] == [3, None, 4, None]
-    counts = await store.counts(RUN)
-    assert (counts[MessageState.SENT], counts[MessageState.SENDING]) == (2, 2)
-    assert [e.type for e in await store.hook_events()] == ["message.sent", "message.sent"]
-    assert await store.record_and_claim([], RUN, [], now=T0 + 2, owner="w") == ([], [])
-
-
 # --- outcomes -------------------------------------------------------------------------
 
 

@@ -283,23 +283,6 @@ class Outbox(Protocol):
         """
         ...
 
-    async def record_and_claim(
-        self,
-        outcomes: Sequence[tuple[int, Outcome]],
-        run_id: str,
-        domains: Sequence[str],
-        /,
-        *,
-        now: float,
-        owner: str,
-    ) -> tuple[list[int], list[OutboxMessage | None]]:
-        """:meth:`record_many` (with ``owner``), then :meth:`claim_many`, in one transaction.
-
-        What a dispatcher does each turn, for one commit instead of two; returns what each
-        returns. An error stores nothing and claims nothing.
-        """
-        ...
-
     async def next_attempt_at(self, run_id: str, /) -> float | None:
         """The earliest time a deferred message of the run becomes due."""
         ...

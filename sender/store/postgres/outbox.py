@@ -169,10 +169,41 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
         """:meth:`Outbox.claim_many <sender.store.base.Outbox.claim_many>` in one statement."""
         if not domains:
             return []
+        wanted = Counter(domains)
         with self._errors():
             key, _ = await self._key(run_id)
-            rows = await self._rows(_CLAIM, _claim_parameters(domains, key, now, owner))
-        return _claimed(rows, run_id, domains)
+            rows = await self._rows(
+                _CLAIM,
+                {
+                    "domains": list(wanted),
+                    "counts": list(wanted.values()),
+                    "run": key,
+                    "now": now,
+                    "owner": owner,
+                },
+            )
+        by_domain: dict[str, list[OutboxMessage]] = {}
+        rows.sort(key=lambda r: claim_order(*r[:3]))
+        for _due, _priority, id_, row, domain, *rest in rows:
+            *person, template, attempts, first_attempt_at, message_id, suppressed, unsub = rest
+            by_domain.setdefault(domain, []).append(
+                OutboxMessage(
+                    id=id_,
+                    run_id=run_id,
+                    row=row,
+                    participant=participant_from_columns(*person),
+                    template=template,
+                    domain=domain,
+                    attempts=attempts,
+                    first_attempt_at=first_attempt_at,
+                    message_id=message_id,
+                    suppressed=suppressed,
+                    unsubscribed=unsub,
+                )
+            )
+        for claimed in by_domain.values():
+            claimed.reverse()  # pop() from the end hands them out in claim order
+        return [by_domain[d].pop() if by_domain.get(d) else None for d in domains]
 
     async def record_many(
         self, outcomes: Sequence[tuple[int, Outcome]], /, *, owner: str | None = None
@@ -182,38 +213,57 @@ class PostgresOutbox(SharedOutbox, PostgresDatabase):
         With ``owner``, an outcome for a claim that owner no longer holds (a second one
         for the same claim included) is dropped, and its id returned; the rest are stored.
         """
-        columns = _outcome_columns(outcomes)
-        if not outcomes:
+        columns: list[list[object]] = [[] for _ in range(14)]
+        for message_id, outcome in outcomes:
+            due = outcome_due(outcome)
+            code = outcome_code(outcome)  # kept on the message's row, in the same statement
+            reply = outcome.reply
+            values = (
+                message_id,
+                outcome.state.value,
+                due,
+                outcome.at,
+                reply.code if reply else None,
+                reply.enhanced_status if reply else None,
+                reply.text if reply else None,
+                outcome.detail,
+                outcome.message_id,
+                *(login_values(code) if code is not None else (None, None, None, None)),
+                new_event_id(),  # used only if the outcome is recorded and has an event
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        ids = [message_id for message_id, _ in outcomes]
+        if not ids:
             return []
         with self._errors():
             async with self._transaction() as db:
-                return await _record(db, columns, [id_ for id_, _ in outcomes], owner)
-
-    async def record_and_claim(
-        self,
-        outcomes: Sequence[tuple[int, Outcome]],
-        run_id: str,
-        domains: Sequence[str],
-        /,
-        *,
-        now: float,
-        owner: str,
-    ) -> tuple[list[int], list[OutboxMessage | None]]:
-        """:meth:`record_many`, then :meth:`claim_many`, in one transaction: one commit."""
-        columns = _outcome_columns(outcomes)
-        with self._errors():
-            key, _ = await self._key(run_id)
-            async with self._transaction() as db:
+                if len(set(ids)) == len(ids):
+                    batches = [columns]
+                else:  # one message twice: each outcome in turn, as SQLite records them
+                    batches = [[[column[i]] for column in columns] for i in range(len(ids))]
+                recorded: list[object] = []
+                for batch in batches:
+                    cursor = await db.execute(_RECORD, [*batch, owner, owner])
+                    recorded.extend(row[0] for row in await cursor.fetchall())
+                if len(recorded) == len(ids):
+                    return []
+                cursor = await db.execute(
+                    "SELECT id FROM messages WHERE participant_id IS NOT NULL AND id = ANY(%s)",
+                    (ids,),
+                )
+                found = {row[0] for row in await cursor.fetchall()}
+                unknown = [id_ for id_ in ids if id_ not in found]
+                if unknown:
+                    raise KeyError(unknown[0])  # rolls the transaction back
+                left = Counter(recorded)
                 dropped: list[int] = []
-                if outcomes:
-                    dropped = await _record(db, columns, [id_ for id_, _ in outcomes], owner)
-                rows: list[Any] = []
-                if domains:
-                    cursor = await db.execute(
-                        psycopg_marks(_CLAIM), _claim_parameters(domains, key, now, owner)
-                    )
-                    rows = await cursor.fetchall()
-        return dropped, _claimed(rows, run_id, domains)
+                for id_ in ids:
+                    if left[id_]:
+                        left[id_] -= 1
+                    else:
+                        dropped.append(id_)
+                return dropped
 
     async def reset_failed(self, run_id: str, /, *, now: float) -> int:
         """``failed`` and ``deferred`` back to ``queued`` for ``sender retry``; never ``sent``.
@@ -262,99 +312,3 @@ class _Transaction:
             await self._db.execute(
                 _INSERT_SKIPPED, (key, template, list(rows), list(emails), list(reasons))
             )
-
-
-def _claim_parameters(
-    domains: Sequence[str], key: int, now: float, owner: str
-) -> dict[str, object]:
-    wanted = Counter(domains)
-    return {
-        "domains": list(wanted),
-        "counts": list(wanted.values()),
-        "run": key,
-        "now": now,
-        "owner": owner,
-    }
-
-
-def _claimed(rows: list[Any], run_id: str, domains: Sequence[str]) -> list[OutboxMessage | None]:
-    """The claim statement's rows as messages, aligned with ``domains`` (None: nothing left)."""
-    by_domain: dict[str, list[OutboxMessage]] = {}
-    rows.sort(key=lambda r: claim_order(*r[:3]))
-    for _due, _priority, id_, row, domain, *rest in rows:
-        *person, template, attempts, first_attempt_at, message_id, suppressed, unsub = rest
-        by_domain.setdefault(domain, []).append(
-            OutboxMessage(
-                id=id_,
-                run_id=run_id,
-                row=row,
-                participant=participant_from_columns(*person),
-                template=template,
-                domain=domain,
-                attempts=attempts,
-                first_attempt_at=first_attempt_at,
-                message_id=message_id,
-                suppressed=suppressed,
-                unsubscribed=unsub,
-            )
-        )
-    for claimed in by_domain.values():
-        claimed.reverse()  # pop() from the end hands them out in claim order
-    return [by_domain[d].pop() if by_domain.get(d) else None for d in domains]
-
-
-def _outcome_columns(outcomes: Sequence[tuple[int, Outcome]], /) -> list[list[object]]:
-    """:data:`_RECORD`'s arrays, one per column, from the outcomes (ValueError if bad)."""
-    columns: list[list[object]] = [[] for _ in range(14)]
-    for message_id, outcome in outcomes:
-        due = outcome_due(outcome)
-        code = outcome_code(outcome)  # kept on the message's row, in the same statement
-        reply = outcome.reply
-        values = (
-            message_id,
-            outcome.state.value,
-            due,
-            outcome.at,
-            reply.code if reply else None,
-            reply.enhanced_status if reply else None,
-            reply.text if reply else None,
-            outcome.detail,
-            outcome.message_id,
-            *(login_values(code) if code is not None else (None, None, None, None)),
-            new_event_id(),  # used only if the outcome is recorded and has an event
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
-
-
-async def _record(
-    db: AsyncConnection[Any], columns: list[list[object]], ids: list[int], owner: str | None
-) -> list[int]:
-    """Store the outcomes inside the caller's transaction; the dropped ids. KeyError for
-    an unknown message (the caller's transaction rolls back)."""
-    if len(set(ids)) == len(ids):
-        batches = [columns]
-    else:  # one message twice: each outcome in turn, as SQLite records them
-        batches = [[[column[i]] for column in columns] for i in range(len(ids))]
-    recorded: list[object] = []
-    for batch in batches:
-        cursor = await db.execute(_RECORD, [*batch, owner, owner])
-        recorded.extend(row[0] for row in await cursor.fetchall())
-    if len(recorded) == len(ids):
-        return []
-    cursor = await db.execute(
-        "SELECT id FROM messages WHERE participant_id IS NOT NULL AND id = ANY(%s)", (ids,)
-    )
-    found = {row[0] for row in await cursor.fetchall()}
-    unknown = [id_ for id_ in ids if id_ not in found]
-    if unknown:
-        raise KeyError(unknown[0])  # rolls the transaction back
-    left = Counter(recorded)
-    dropped: list[int] = []
-    for id_ in ids:
-        if left[id_]:
-            left[id_] -= 1
-        else:
-            dropped.append(id_)
-    return dropped

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import sender.store.sql as sql
 from sender.store.common import SharedOutbox, Transaction, new_event_id
@@ -65,29 +65,6 @@ INSERT INTO messages (run, row, email, skip_reason, template, state)
 VALUES (?, ?, ?, ?, ?, 'skipped')
 ON CONFLICT DO NOTHING
 """
-
-
-def _updates(outcomes: Sequence[tuple[int, Outcome]], /) -> list[tuple[object, ...]]:
-    """Each outcome as :data:`_RECORD`'s parameters (the message id last)."""
-    updates: list[tuple[object, ...]] = []
-    for message_id, outcome in outcomes:
-        code = outcome_code(outcome)
-        reply = outcome.reply
-        updates.append(
-            (
-                outcome.state.value,
-                outcome_due(outcome),
-                outcome.at,
-                reply.code if reply else None,
-                reply.enhanced_status if reply else None,
-                reply.text if reply else None,
-                outcome.detail,
-                outcome.message_id,
-                *(login_values(code) if code is not None else _NO_CODE),
-                message_id,
-            )
-        )
-    return updates
 
 
 class SqliteOutbox(SharedOutbox, SqliteFile):
@@ -179,69 +156,62 @@ class SqliteOutbox(SharedOutbox, SqliteFile):
         With ``owner``, an outcome for a claim that owner no longer holds (a second one
         for the same claim included) is dropped, and its id returned; the rest are stored.
         """
-        updates = _updates(outcomes)
+        updates = []
+        for message_id, outcome in outcomes:
+            due = outcome_due(outcome)
+            code = outcome_code(outcome)
+            reply = outcome.reply
+            updates.append(
+                (
+                    outcome.state.value,
+                    due,
+                    outcome.at,
+                    reply.code if reply else None,
+                    reply.enhanced_status if reply else None,
+                    reply.text if reply else None,
+                    outcome.detail,
+                    outcome.message_id,
+                    *(login_values(code) if code is not None else _NO_CODE),
+                    message_id,
+                )
+            )
         if not updates:
             return []
-        with self._errors(), self._transaction() as db:
-            return self._record(db, updates, owner)
-
-    async def record_and_claim(
-        self,
-        outcomes: Sequence[tuple[int, Outcome]],
-        run_id: str,
-        domains: Sequence[str],
-        /,
-        *,
-        now: float,
-        owner: str,
-    ) -> tuple[list[int], list[OutboxMessage | None]]:
-        """:meth:`record_many`, then :meth:`claim_many`, in one transaction: one commit."""
-        updates = _updates(outcomes)
-        with self._for_run(run_id) as (key, _), self._transaction() as db:
-            dropped = self._record(db, updates, owner) if updates else []
-            claimed = [self._claim(db, run_id, key, domain, now, owner) for domain in domains]
-        return dropped, claimed
-
-    @staticmethod
-    def _record(
-        db: sqlite3.Connection, updates: list[tuple[object, ...]], owner: str | None
-    ) -> list[int]:
-        """Store ``updates`` (:func:`_updates`) inside the caller's transaction; the dropped
-        ids. KeyError for an unknown message (the caller's transaction rolls back)."""
         ids = [update[-1] for update in updates]
         dropped: list[int] = []
-        if owner is not None:
-            held = {
-                id_
-                for (id_,) in db.execute(
-                    "SELECT id FROM messages WHERE state = 'sending' AND claimed_by = ?"
-                    " AND id IN (SELECT value FROM json_each(?))",
-                    (owner, json.dumps(ids)),
-                )
-            }
-            kept = []
-            for update in updates:
-                if update[-1] in held:
-                    held.discard(update[-1])  # one outcome per claim
-                    kept.append(update)
-                else:
-                    dropped.append(cast(int, update[-1]))
-            updates = kept
-        cursor = db.executemany(_RECORD, updates)
-        if cursor.rowcount != len(updates) or dropped:
-            found = {
-                id_
-                for (id_,) in db.execute(
-                    "SELECT id FROM messages WHERE participant_id IS NOT NULL"
-                    " AND id IN (SELECT value FROM json_each(?))",
-                    (json.dumps(ids),),
-                )
-            }
-            unknown = [id_ for id_ in ids if id_ not in found]
-            if unknown:
-                raise KeyError(unknown[0])  # rolls the transaction back
-        db.executemany(_LOG_ATTEMPT, updates)
-        db.executemany(sql.MESSAGE_EVENT, [(new_event_id(), update[-1]) for update in updates])
+        with self._errors(), self._transaction() as db:
+            if owner is not None:
+                held = {
+                    id_
+                    for (id_,) in db.execute(
+                        "SELECT id FROM messages WHERE state = 'sending' AND claimed_by = ?"
+                        " AND id IN (SELECT value FROM json_each(?))",
+                        (owner, json.dumps(ids)),
+                    )
+                }
+                kept = []
+                for update in updates:
+                    if update[-1] in held:
+                        held.discard(update[-1])  # one outcome per claim
+                        kept.append(update)
+                    else:
+                        dropped.append(update[-1])
+                updates = kept
+            cursor = db.executemany(_RECORD, updates)
+            if cursor.rowcount != len(updates) or dropped:
+                found = {
+                    id_
+                    for (id_,) in db.execute(
+                        "SELECT id FROM messages WHERE participant_id IS NOT NULL"
+                        " AND id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(ids),),
+                    )
+                }
+                unknown = [id_ for id_ in ids if id_ not in found]
+                if unknown:
+                    raise KeyError(unknown[0])  # rolls the transaction back
+            db.executemany(_LOG_ATTEMPT, updates)
+            db.executemany(sql.MESSAGE_EVENT, [(new_event_id(), update[-1]) for update in updates])
         return dropped
 
     async def reset_failed(self, run_id: str, /, *, now: float) -> int:
