@@ -70,6 +70,7 @@ __all__ = [
     "LOG_SUPPRESSION",
     "MARK_REPLACED",
     "MESSAGE_EVENT",
+    "MESSAGE_EVENT_STATES",
     "NEXT_ATTEMPT",
     "OWNERS",
     "OWN_CLAIMS",
@@ -365,12 +366,13 @@ def insert_once(table: str, columns: Sequence[str], /) -> str:
 # keeps an event once when the change can be written twice (a bounce ingested again).
 HOOK_INSERT = f"INSERT INTO hook_events (event_id, type, at, dedupe, {_columns(HOOK_DATA)})"
 # An attempt's outcome: message.sent, message.deferred or message.failed, by its new state.
+MESSAGE_EVENT_STATES = "('sent', 'deferred', 'failed')"  # the states whose outcome has one
 MESSAGE_EVENT = (
     HOOK_INSERT  # noqa: S608
-    + " SELECT ?, 'message.' || m.state, m.last_attempt_at, NULL, r.run_id,"
+    + " SELECT ?, 'message.' || m.state, m.last_attempt_at, NULL, r.run_id,"  # noqa: S608
     " m.participant_id, m.course_id, m.message_id, m.email, NULL"
     " FROM messages m JOIN runs r ON r.id = m.run"
-    " WHERE m.id = ? AND m.state IN ('sent', 'deferred', 'failed')"
+    f" WHERE m.id = ? AND m.state IN {MESSAGE_EVENT_STATES}"
 )
 # A bounce or complaint (type given), about the message a return path named, if any.
 BOUNCE_EVENT = (

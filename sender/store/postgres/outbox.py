@@ -86,7 +86,7 @@ WITH outcome AS (
     SELECT u.event_id, 'message.' || u.state, u.at, NULL, r.run_id, u.participant_id,
            u.course_id, u.message_id, u.email, NULL
       FROM updated u JOIN runs r ON r.id = u.run
-     WHERE u.state IN ('sent', 'deferred', 'failed')
+     WHERE u.state IN {sql.MESSAGE_EVENT_STATES}
      ORDER BY u.n
 )
 INSERT INTO attempts (message, number, at, state, code, enhanced_status, reply_text, detail)
