@@ -429,9 +429,9 @@ def _render(
         environment, values, template.name, template.blocks, globals=globals_
     )
     try:
-        return template.environment.concat(template.root_render_func(context))
+        return environment.concat(template.root_render_func(context))
     except Exception:
-        template.environment.handle_exception()
+        environment.handle_exception()
 
 
 def _read_stream(path: Path, shown: str) -> Stream:
