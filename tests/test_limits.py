@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -318,6 +320,34 @@ def test_the_store_limits_of_a_sqlite_outbox_are_a_file_beside_it(tmp_path: Path
     assert isinstance(limiter, SqliteLimiter)
     assert limiter.path == tmp_path / "limits.sqlite3"
     assert not limiter.path.exists()
+
+
+def test_processes_opening_a_new_limits_file_at_once_all_decide(tmp_path: Path) -> None:
+    """Eight limiters released at once onto a limits file nobody made yet all get their
+    answer, forty fresh files in turn, and each file is WAL from the moment it appears.
+
+    Before the file was born WAL, each opener switched it, and two switching at once
+    deadlock: SQLite answers one of them "database is locked" at once, without waiting,
+    and a `sender run` starting beside another died of it.
+    """
+    for round_ in range(40):
+        path = tmp_path / f"fresh-{round_}" / "limits.sqlite3"
+        barrier = threading.Barrier(8)
+
+        def first_use(n: int, path: Path = path, barrier: threading.Barrier = barrier) -> bool:
+            limiter = SqliteLimiter(path)
+            barrier.wait()
+            try:
+                return asyncio.run(
+                    limiter.lease("slot", holder=f"h{n}", cap=2, ttl=60.0, now=1_000.0)
+                )
+            finally:
+                limiter.close()
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            leased = list(pool.map(first_use, range(8)))
+        assert sorted(leased) == [False] * 6 + [True] * 2
+        assert path.read_bytes()[18:20] == b"\x02\x02"  # the header's WAL versions
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sender.errors import ConfigurationError, InputError
-from sender.home import DIR_MODE, create_once, tighten
+from sender.home import DIR_MODE, tighten
 from sender.lifecycle import AsyncResource
 from sender.store.common import SqlBackend
 from sender.store.sqlite.checkpoint import CHECKPOINT_PAGES, Checkpointer
@@ -27,7 +27,7 @@ from sender.store.sqlite.schema import (
     SCHEMA_VERSION,
     checkpoint,
     connect,
-    create_schema,
+    create_wal_file,
     migrate,
 )
 
@@ -91,7 +91,7 @@ class SqliteFile(AsyncResource, SqlBackend):
         try:
             if not self._path.exists():
                 with self._errors():
-                    create_once(self._path, create_schema)
+                    create_wal_file(self._path, lambda db: migrate(db, 0))
             elif self._path.is_file() and self._path.stat().st_size == 0:
                 raise self._not_an_outbox("the file is empty")
         except OSError as exc:
@@ -136,7 +136,7 @@ class SqliteFile(AsyncResource, SqlBackend):
             )
         with self._transaction() as tx:
             (version,) = tx.execute("PRAGMA user_version").fetchone()
-            if version == 0:  # new outboxes are made whole (create_schema); this is not one
+            if version == 0:  # new outboxes are made whole (create_wal_file); this is not one
                 raise self._not_an_outbox("an SQLite file without sender's tables")
             migrate(tx, version)
 

@@ -17,23 +17,29 @@ from pathlib import Path
 
 from sender.errors import ConfigurationError
 from sender.pacing.limits import Grant, gcra
+from sender.store.sqlite.schema import create_wal_file
 
 __all__ = ["SqliteLimiter", "limits_file"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS limits (
-    key      TEXT PRIMARY KEY,
-    tat      REAL NOT NULL,
-    backoff  TEXT
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS limit_leases (
-    key        TEXT NOT NULL,
-    holder     TEXT NOT NULL,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (key, holder)
-) WITHOUT ROWID;
-"""
+_SCHEMA = (
+    """CREATE TABLE limits (
+        key      TEXT PRIMARY KEY,
+        tat      REAL NOT NULL,
+        backoff  TEXT
+    ) WITHOUT ROWID""",
+    """CREATE TABLE limit_leases (
+        key        TEXT NOT NULL,
+        holder     TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (key, holder)
+    ) WITHOUT ROWID""",
+)
 _BUSY_TIMEOUT = 10.0  # seconds; a decision holds the lock for microseconds
+
+
+def _create(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA:
+        db.execute(statement)
 
 
 def limits_file(outbox: Path, /) -> Path:
@@ -56,10 +62,11 @@ class SqliteLimiter:
         if self._db is None:
             with self._errors():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.path.exists():
+                    create_wal_file(self.path, _create)
                 db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None)
-                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA journal_mode = WAL")  # a file made before it was born WAL
                 db.execute("PRAGMA synchronous = NORMAL")  # limits need no fsync
-                db.executescript(_SCHEMA)
                 self._db = db
         return self._db
 

@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from sender.addresses import address_key
+from sender.home import create_once
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -43,7 +45,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "checkpoint",
     "connect",
-    "create_schema",
+    "create_wal_file",
     "migrate",
 ]
 
@@ -416,12 +418,25 @@ def _has_column(tx: sqlite3.Connection, table: str, column: str) -> bool:
     return any(row[1] == column for row in tx.execute(f"PRAGMA table_info({table})"))
 
 
-def create_schema(path: Path) -> None:
-    """Fill the empty file at ``path`` with a complete, current outbox schema."""
+def create_wal_file(path: Path, fill: Callable[[sqlite3.Connection], object], /) -> None:
+    """Make the SQLite file at ``path`` unless it exists: ``fill`` writes its tables.
+
+    The file is built under a temporary name and linked into place
+    (:func:`sender.home.create_once`), already in WAL mode. That matters when processes
+    open a new file at once: switching a file to WAL takes an exclusive lock, and two
+    connections that both hold a shared lock and ask for it deadlock, so SQLite answers
+    one "database is locked" at once, without waiting out the busy timeout. A file that
+    is WAL from birth has nothing to switch.
+    """
+    create_once(path, lambda temporary: _fill_wal(temporary, fill))
+
+
+def _fill_wal(path: Path, fill: Callable[[sqlite3.Connection], object]) -> None:
     db = connect(path)
     try:
+        db.execute("PRAGMA journal_mode = WAL")  # kept in the file's header
         db.execute("BEGIN IMMEDIATE")
-        migrate(db, 0)
+        fill(db)
         db.execute("COMMIT")
     finally:
         db.close()
