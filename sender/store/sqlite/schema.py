@@ -1,4 +1,5 @@
-"""The outbox file's schema, its migrations from older versions, and how to connect.
+"""The outbox file's schema, its migrations from older versions, how to connect, and how
+a new SQLite file is made (whole and already WAL; the limits file is made the same way).
 
 Schema (one row per input row, participants and skipped rows alike)::
 
