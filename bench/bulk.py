@@ -14,9 +14,9 @@
 Each phase gets its own smtp-sink, whose message counter is the sanity check. Rates are
 accepted messages (the sink's count) per second of wall time; beside them, the CPU time
 of the sending side per message (``getrusage`` of the child processes for (a) and (b),
-this process for (c); never the sink's), which the host's other load moves less. The
-three phases run in
-turn ``--rounds`` times, and the targets are judged on the median ratios, because the
+this process for (c)), which the host's other load moves less, and the sink's own CPU
+per message (from ``/proc``, on Linux): the sink shares the two cores with the sender, so
+its cost is part of every phase's budget. The three phases run in turn ``--rounds`` times, and the targets are judged on the median ratios, because the
 shared host moves any one figure by up to 2x. Targets: (a)/(b) >= 0.20 and (a)/(c) >= 8.
 """
 
@@ -83,6 +83,14 @@ class Phase:
     seconds: float
     note: str = ""
     cpu: float | None = None  # CPU seconds of the sending side (not the sink)
+    sink_cpu: float | None = None  # the sink's CPU seconds over the phase
+
+    @property
+    def sink_us(self) -> float | None:
+        """The sink's CPU microseconds per message: it shares the two cores with the sender."""
+        if self.sink_cpu is None or not self.sunk:
+            return None
+        return self.sink_cpu / self.sunk * 1e6
 
     @property
     def cpu_us(self) -> float | None:
@@ -164,7 +172,7 @@ def phase_sender(sink_binary: Path, env: dict[str, str], workdir: Path, rows: in
         args = sender_run_args(csv=csv, smtp=sink.url, run_id=f"bench-{time.time_ns()}")
         print(f"(a) {' '.join(args[1:])}  [cwd {rundir}]", flush=True)
         with (rundir / "stdout.txt").open("wb") as out, (rundir / "stderr.txt").open("wb") as err:
-            before = _children_cpu()
+            before, sink_before = _children_cpu(), sink.cpu_seconds
             start = time.perf_counter()
             try:
                 result = subprocess.run(
@@ -182,11 +190,12 @@ def phase_sender(sink_binary: Path, env: dict[str, str], workdir: Path, rows: in
                 )
             seconds = time.perf_counter() - start
             cpu = _children_cpu() - before  # the sink is not reaped yet: not counted
+            sink_cpu = _since(sink.cpu_seconds, sink_before)
     stderr = (rundir / "stderr.txt").read_text(errors="replace")
     if result.returncode != 0 and sink.messages == 0:
         return Phase(label, rows, None, seconds, f"unavailable: {failure_line(stderr)}")
     note = "" if result.returncode == 0 else f"exit {result.returncode}: {failure_line(stderr)}"
-    return Phase(label, rows, sink.messages, seconds, note, cpu)
+    return Phase(label, rows, sink.messages, seconds, note, cpu, sink_cpu)
 
 
 # -- (b) smtp-source ----------------------------------------------------------------
@@ -201,7 +210,7 @@ def phase_reference(
     with SmtpSink(sink_binary, env) as sink:
         args = [str(source_binary), *options, f"{sink.host}:{sink.port}"]
         print(f"(b) smtp-source {' '.join(args[1:])}", flush=True)
-        before = _children_cpu()
+        before, sink_before = _children_cpu(), sink.cpu_seconds
         start = time.perf_counter()
         try:
             result = subprocess.run(
@@ -213,8 +222,9 @@ def phase_reference(
             )
         seconds = time.perf_counter() - start
         cpu = _children_cpu() - before
+        sink_cpu = _since(sink.cpu_seconds, sink_before)
     note = "" if result.returncode == 0 else f"exit {result.returncode}: {result.stderr.strip()}"
-    return Phase(label, messages, sink.messages, seconds, note, cpu)
+    return Phase(label, messages, sink.messages, seconds, note, cpu, sink_cpu)
 
 
 # -- (c) naive Python ---------------------------------------------------------------
@@ -250,7 +260,7 @@ def phase_naive(sink_binary: Path, env: dict[str, str], count: int, samples: lis
     label = "(c) naive EmailMessage + aiosmtplib.send"
     with SmtpSink(sink_binary, env) as sink:
         print(f"(c) {count} x aiosmtplib.send(), {NAIVE_CONCURRENCY} at a time", flush=True)
-        before = time.process_time()
+        before, sink_before = time.process_time(), sink.cpu_seconds
         start = time.perf_counter()
         try:
             failed = asyncio.run(
@@ -260,8 +270,9 @@ def phase_naive(sink_binary: Path, env: dict[str, str], count: int, samples: lis
             return Phase(label, count, None, TIMEOUT_NAIVE, f"timed out after {TIMEOUT_NAIVE}s")
         seconds = time.perf_counter() - start
         cpu = time.process_time() - before
+        sink_cpu = _since(sink.cpu_seconds, sink_before)
     note = f"{failed} failed" if failed else ""
-    return Phase(label, count, sink.messages, seconds, note, cpu)
+    return Phase(label, count, sink.messages, seconds, note, cpu, sink_cpu)
 
 
 # -- report -------------------------------------------------------------------------
@@ -270,6 +281,10 @@ def phase_naive(sink_binary: Path, env: dict[str, str], count: int, samples: lis
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _since(now: float | None, before: float | None) -> float | None:
+    return None if now is None or before is None else now - before
 
 
 def fmt_rate(rate: float | None) -> str:
@@ -281,14 +296,15 @@ def report(phases: dict[str, Phase]) -> dict[str, float]:
     print()
     print(
         f"{'phase':<42} {'sent':>7} {'sink count':>10} {'seconds':>8} {'msgs/s':>8}"
-        f" {'CPU µs/msg':>10}"
+        f" {'CPU µs/msg':>10} {'sink µs/msg':>11}"
     )
     for phase in phases.values():
         sunk = "—" if phase.sunk is None else f"{phase.sunk}"
         cpu = "—" if phase.cpu_us is None else f"{phase.cpu_us:,.0f}"
+        sink_us = "—" if phase.sink_us is None else f"{phase.sink_us:,.0f}"
         print(
             f"{phase.label:<42} {phase.messages:>7} {sunk:>10} {phase.seconds:>8.2f}"
-            f" {fmt_rate(phase.rate):>8} {cpu:>10}"
+            f" {fmt_rate(phase.rate):>8} {cpu:>10} {sink_us:>11}"
         )
         print_notes(phase.note, sunk=phase.sunk, sent=phase.messages)
     print()
@@ -315,7 +331,9 @@ def summary(rounds: list[dict[str, Phase]], ratios: list[dict[str, float]]) -> N
             spread = f"(min {min(rates):,.0f}, max {max(rates):,.0f})"
             cpus = [c for phases in rounds if key in phases and (c := phases[key].cpu_us)]
             cpu = f"; {statistics.median(cpus):,.0f} CPU µs/msg" if cpus else ""
-            print(f"({key}) {statistics.median(rates):>8,.0f} msgs/s  {spread}{cpu}")
+            sinks = [c for phases in rounds if key in phases and (c := phases[key].sink_us)]
+            sink = f", the sink {statistics.median(sinks):,.0f}" if sinks else ""
+            print(f"({key}) {statistics.median(rates):>8,.0f} msgs/s  {spread}{cpu}{sink}")
     for other, target, text in TARGETS:
         values = [r[other] for r in ratios if other in r]
         if not values:

@@ -297,6 +297,19 @@ class SmtpSink:
         counts = re.findall(r"mesg=(\d+)", self._read("stdout"))
         return int(counts[-1]) if counts else 0
 
+    @property
+    def cpu_seconds(self) -> float | None:
+        """The sink's CPU time so far (user + system), from ``/proc``; None where there is
+        none (not Linux) or once the sink has stopped."""
+        if self._proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        # After the command name: state is field 3, utime and stime are fields 14 and 15.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def _stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
