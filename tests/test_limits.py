@@ -350,6 +350,20 @@ def test_processes_opening_a_new_limits_file_at_once_all_decide(tmp_path: Path) 
         assert path.read_bytes()[18:20] == b"\x02\x02"  # the header's WAL versions
 
 
+async def test_a_limits_file_an_older_sender_left_is_taken_as_it_is(tmp_path: Path) -> None:
+    """An empty limits file (an older sender made the file, then its tables on first
+    use) gets its tables and WAL mode when opened, and decides."""
+    path = tmp_path / "limits.sqlite3"
+    path.touch()
+    limiter = SqliteLimiter(path)
+    try:
+        assert await limiter.lease("slot", holder="a", cap=1, ttl=60.0, now=1_000.0)
+        assert not await limiter.lease("slot", holder="b", cap=1, ttl=60.0, now=1_000.0)
+    finally:
+        limiter.close()
+    assert path.read_bytes()[18:20] == b"\x02\x02"
+
+
 @pytest.mark.slow
 async def test_two_runs_from_one_home_keep_one_domains_limit(
     smtp_server: RecordingSMTPServer, workdir: Path

@@ -22,12 +22,12 @@ from sender.store.sqlite.schema import create_wal_file
 __all__ = ["SqliteLimiter", "limits_file"]
 
 _SCHEMA = (
-    """CREATE TABLE limits (
+    """CREATE TABLE IF NOT EXISTS limits (
         key      TEXT PRIMARY KEY,
         tat      REAL NOT NULL,
         backoff  TEXT
     ) WITHOUT ROWID""",
-    """CREATE TABLE limit_leases (
+    """CREATE TABLE IF NOT EXISTS limit_leases (
         key        TEXT NOT NULL,
         holder     TEXT NOT NULL,
         expires_at REAL NOT NULL,
@@ -65,8 +65,11 @@ class SqliteLimiter:
                 if not self.path.exists():
                     create_wal_file(self.path, _create)
                 db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None)
-                db.execute("PRAGMA journal_mode = WAL")  # a file made before it was born WAL
+                # A file an older sender made: switched to WAL and given its tables here.
+                # (Both are reads when already done, so openers at once cannot deadlock.)
+                db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")  # limits need no fsync
+                _create(db)
                 self._db = db
         return self._db
 
