@@ -16,8 +16,9 @@ accepted messages (the sink's count) per second of wall time; beside them, the C
 of the sending side per message (``getrusage`` of the child processes for (a) and (b),
 this process for (c)), which the host's other load moves less, and the sink's own CPU
 per message (from ``/proc``, on Linux): the sink shares the two cores with the sender, so
-its cost is part of every phase's budget. The three phases run in turn ``--rounds`` times, and the targets are judged on the median ratios, because the
-shared host moves any one figure by up to 2x. Targets: (a)/(b) >= 0.20 and (a)/(c) >= 8.
+its cost is part of every phase's budget. The three phases run in turn ``--rounds``
+times, and the targets are judged on the median ratios, because the shared host moves
+any one figure by up to 2x. Targets: (a)/(b) >= 0.20 and (a)/(c) >= 8.
 """
 
 from __future__ import annotations
