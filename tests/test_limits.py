@@ -322,9 +322,10 @@ def test_the_store_limits_of_a_sqlite_outbox_are_a_file_beside_it(tmp_path: Path
     assert not limiter.path.exists()
 
 
-def test_processes_opening_a_new_limits_file_at_once_all_decide(tmp_path: Path) -> None:
-    """Eight limiters released at once onto a limits file nobody made yet all get their
-    answer, forty fresh files in turn, and each file is WAL from the moment it appears.
+def test_limiters_opening_a_new_limits_file_at_once_all_decide(tmp_path: Path) -> None:
+    """Eight limiters (threads, each its own connection, as processes would be) released
+    at once onto a limits file nobody made yet all get their answer, and exactly two get
+    the two slots; forty fresh files in turn.
 
     Before the file was born WAL, each opener switched it, and two switching at once
     deadlock: SQLite answers one of them "database is locked" at once, without waiting,
