@@ -4,16 +4,19 @@ command in-process and as a real subprocess."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
+import httpx
 from click.testing import CliRunner, Result
 
 from sender import Address, LinkSettings, Sender, SenderSettings
@@ -27,6 +30,7 @@ from sender.feedback.suppression import ingest_bounce
 from sender.invites import Invitations
 from sender.pacing.schedule import RateLimits, Scheduler
 from sender.servers.inbound import InboundMail
+from sender.service.serve import Listener
 from sender.store import BounceRecord, RsvpRecord, SqliteStore
 from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
@@ -53,6 +57,17 @@ async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None
             return
         await asyncio.sleep(0.005)
     raise AssertionError(f"not so within {seconds:g} s")
+
+
+@contextlib.asynccontextmanager
+async def served(asgi: Any, /) -> AsyncIterator[httpx.AsyncClient]:
+    """httpx against ``asgi`` (``sender serve``'s app, say) under a real uvicorn on an
+    ephemeral loopback port, for the block."""
+    async with (
+        Listener(asgi, host="127.0.0.1", port=0) as listening,
+        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
+    ):
+        yield http
 
 
 def smtp_url(server: RecordingSMTPServer) -> str:

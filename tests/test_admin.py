@@ -25,10 +25,9 @@ from sender.configured import open_sending, run_settings
 from sender.models import Participant
 from sender.service import app
 from sender.service.admin import COOKIE
-from sender.service.serve import Listener
 from sender.store import BounceRecord, RunState, open_store
 from sender.testing import RecordingSMTPServer
-from tests.helpers import IDENTITY, hard_bounce, smtp_url, spawn_sender
+from tests.helpers import IDENTITY, hard_bounce, served, smtp_url, spawn_sender
 
 pytestmark = pytest.mark.usefixtures("workdir")
 
@@ -62,10 +61,7 @@ def config(workdir: Path, smtp_server: RecordingSMTPServer) -> CliConfig:
 @pytest.fixture
 async def client(config: CliConfig) -> AsyncIterator[httpx.AsyncClient]:
     """httpx against the app under uvicorn on loopback; runs are not sent (--no-work)."""
-    async with (
-        Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
-        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
-    ):
+    async with served(app(config, work=False)) as http:
         yield http
 
 
@@ -154,10 +150,7 @@ async def test_a_tampered_session_or_one_from_a_removed_key_is_logged_out(
     )
     assert (await client.get("/admin/runs")).status_code == 303
     other = config_for(workdir, smtp_server, keys="other-key-" + "c" * 24)
-    async with (
-        Listener(app(other, work=False), host="127.0.0.1", port=0) as listening,
-        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
-    ):
+    async with served(app(other, work=False)) as http:
         http.cookies.set(COOKIE, good, path="/admin")
         assert (await http.get("/admin/runs")).status_code == 303
 
@@ -256,10 +249,7 @@ async def test_a_broken_single_link_rule_is_shown_not_raised(
         "{{ link }}\nAlso see https://ads.example/x\n", encoding="utf-8"
     )
     config = config_for(workdir, smtp_server, f'templates = "{workdir / "mytemplates"}"\n')
-    async with (
-        Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
-        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
-    ):
+    async with served(app(config, work=False)) as http:
         await login(http)
         page = await http.get("/admin/preview", params={"template": "promo", "locale": "en"})
         assert page.status_code == 200
@@ -278,10 +268,7 @@ async def test_a_reminder_preview_carries_its_unsubscribe_link_or_names_public_u
     its List-Unsubscribe headers; without public_url it still shows, saying what is missing."""
     for extra, passes in (('public_url = "https://mail.learning.test"\n', True), ("", False)):
         config = config_for(workdir, smtp_server, extra)
-        async with (
-            Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
-            httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
-        ):
+        async with served(app(config, work=False)) as http:
             await login(http)
             page = await http.get("/admin/preview", params={"template": "reminder", "locale": "nb"})
         assert page.status_code == 200

@@ -31,11 +31,18 @@ from sender.config import CliConfig, load_config
 from sender.errors import CodeInvalid, CodeLocked, ConfigurationError, InputError
 from sender.pacing.schedule import Scheduler
 from sender.service import app
-from sender.service.serve import Listener
 from sender.store import MessageState, SqliteStore, Store
 from sender.testing import ManualClock, RecordingSMTPServer
 from sender.transport import SmtpTransport
-from tests.helpers import IDENTITY, UNLIMITED, cli_with, run_python, sender_settings, smtp_url
+from tests.helpers import (
+    IDENTITY,
+    UNLIMITED,
+    cli_with,
+    run_python,
+    sender_settings,
+    served,
+    smtp_url,
+)
 
 SETTINGS = sender_settings()
 KARI = Participant("kari@school.example", "Kari Nordmann", "p-17", "PY101")
@@ -485,10 +492,7 @@ def config(workdir: Path, smtp_server: RecordingSMTPServer) -> CliConfig:
 @pytest.fixture
 async def client(config: CliConfig) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client for the API under a real uvicorn on an ephemeral loopback port."""
-    async with (
-        Listener(app(config, poll=0.05), host="127.0.0.1", port=0) as listening,
-        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
-    ):
+    async with served(app(config, poll=0.05)) as http:
         yield http
 
 

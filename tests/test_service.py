@@ -24,10 +24,9 @@ from starlette.routing import Mount
 from sender.compose.render import PageTemplates
 from sender.config import CliConfig, load_config
 from sender.service import app
-from sender.service.serve import Listener
 from sender.store import open_store
 from sender.testing import RecordingSMTPServer
-from tests.helpers import IDENTITY, cli_with, hard_bounce, smtp_url, spawn_sender
+from tests.helpers import IDENTITY, cli_with, hard_bounce, served, smtp_url, spawn_sender
 
 pytestmark = pytest.mark.usefixtures("workdir")
 
@@ -66,10 +65,7 @@ def config(workdir: Path, smtp_server: RecordingSMTPServer) -> CliConfig:
 @pytest.fixture
 async def client(config: CliConfig) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client for the API under a real uvicorn on an ephemeral loopback port."""
-    async with (
-        Listener(app(config, poll=0.05), host="127.0.0.1", port=0) as listening,
-        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
-    ):
+    async with served(app(config, poll=0.05)) as http:
         yield http
 
 

@@ -21,9 +21,8 @@ from sender.client import Sender
 from sender.config import CliConfig, load_config
 from sender.errors import LinkInvalid, LinkUsed
 from sender.service import app
-from sender.service.serve import Listener
 from sender.store import open_store
-from tests.helpers import IDENTITY
+from tests.helpers import IDENTITY, served
 
 pytestmark = pytest.mark.usefixtures("workdir")
 
@@ -61,10 +60,7 @@ def config(workdir: Path) -> CliConfig:
 @pytest.fixture
 async def client(config: CliConfig) -> AsyncIterator[httpx.AsyncClient]:
     """httpx against `sender serve`'s app under a real uvicorn on a loopback port."""
-    async with (
-        Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
-        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
-    ):
+    async with served(app(config, work=False)) as http:
         yield http
 
 
@@ -160,9 +156,9 @@ async def test_scanners_get_and_head_without_redeeming_then_the_participant_post
         "/v1/assertions/verify", json={"assertion": assertion}, headers=AUTH
     )
     assert (replayed.status_code, replayed.json()["error"]) == (400, "used")
-    served = [r for r in caplog.records if r.name.startswith(("sender", "uvicorn"))]
-    assert served  # the server did log (starting up, the outbox), just not these
-    server_log = "\n".join(r.getMessage() for r in served)
+    logged = [r for r in caplog.records if r.name.startswith(("sender", "uvicorn"))]
+    assert logged  # the server did log (starting up, the outbox), just not these
+    server_log = "\n".join(r.getMessage() for r in logged)
     assert token not in server_log
     assert assertion not in server_log
 
@@ -174,19 +170,16 @@ async def test_no_access_line_holds_a_token_even_when_logging_was_set_up_elsewhe
     access logger propagate again still gets no line with a landing page's query string."""
     access = logging.getLogger("uvicorn.access")
     caplog.set_level(logging.DEBUG)
-    async with (
-        Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
-        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
-    ):
+    async with served(app(config, work=False)) as http:
         monkeypatch.setattr(access, "propagate", True)  # as a later dictConfig can
         monkeypatch.setattr(access, "disabled", False)
         token = await issue(http)
         page = await http.get("/login", params={"token": token})
         assert page.status_code == 200
-    served = [r for r in caplog.records if r.name.startswith(("sender", "uvicorn"))]
-    assert served  # the server logged (starting up), the client's own lines left aside
-    assert token not in "\n".join(r.getMessage() for r in served)
-    assert not [r for r in served if r.name == "uvicorn.access"]
+    logged = [r for r in caplog.records if r.name.startswith(("sender", "uvicorn"))]
+    assert logged  # the server logged (starting up), the client's own lines left aside
+    assert token not in "\n".join(r.getMessage() for r in logged)
+    assert not [r for r in logged if r.name == "uvicorn.access"]
 
 
 async def test_the_library_verifies_an_assertion_once(
@@ -277,10 +270,7 @@ async def test_without_lms_login_url_the_page_offers_no_form_and_redeems_nothing
             **IDENTITY,
         },
     )
-    async with (
-        Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
-        httpx.AsyncClient(base_url=listening.url, timeout=30) as client,
-    ):
+    async with served(app(config, work=False)) as client:
         token = await issue(client)
         page = await client.get(f"/login?token={token}")
         assert page.status_code == 503

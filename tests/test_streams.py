@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import dkim
-import httpx
 import pytest
 
 from sender import Participant, Sender
@@ -37,7 +36,6 @@ from sender.models import Address, DeliveryStatus
 from sender.pacing.schedule import Scheduler
 from sender.servers.inbound import InboundServer
 from sender.service import app
-from sender.service.serve import Listener
 from sender.store import (
     BounceRecord,
     MessageState,
@@ -52,7 +50,7 @@ from sender.testing import RecordingSMTPServer
 from sender.transport import SmtpTransport
 from sender.vocabulary import Stream
 from tests.dns_server import DnsServer
-from tests.helpers import IDENTITY, UNLIMITED, cli_with, deliver, sender_settings, smtp_url
+from tests.helpers import IDENTITY, UNLIMITED, cli_with, deliver, sender_settings, served, smtp_url
 from tests.test_dkim import dnsfunc_for, zone_for
 
 PUBLIC = "https://mail.learning.example.com"
@@ -341,10 +339,7 @@ async def test_a_cookieless_one_click_post_unsubscribes_from_reminders_only(
     group = [person(1), person(2)]
     await configured_run(config, smtp_server, "remind-1", "reminder", group)
     token = token_of(headers_of(smtp_server.messages[0].data))
-    async with (
-        Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
-        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
-    ):
+    async with served(app(config, work=False)) as http:
         page = await http.get(f"/u/{token}")
         assert page.status_code == 200
         assert 'method="post"' in page.text
@@ -406,10 +401,7 @@ async def test_a_multipart_one_click_post_unsubscribes_too(
         b'--b0\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
         b"One-Click\r\n--b0--\r\n"
     )
-    async with (
-        Listener(app(config, work=False), host="127.0.0.1", port=0) as listening,
-        httpx.AsyncClient(base_url=listening.url, timeout=30) as http,
-    ):
+    async with served(app(config, work=False)) as http:
         done = await http.post(
             f"/u/{token}",
             content=body,
