@@ -49,6 +49,17 @@ EVENT = CalendarEvent(
 )
 """A two-hour session in Oslo; its organizer address is where the answers go."""
 
+ISSUE_ZONES = (
+    "Europe/Oslo",
+    "Asia/Tokyo",
+    "America/Sao_Paulo",
+    "Africa/Casablanca",
+    "America/New_York",
+    "Australia/Lord_Howe",
+)
+"""The calendar zones the deliverability issue names: no DST at all, Ramadan changes, DST
+abolished in 2019, a yearly rule in each hemisphere, and a 30-minute change."""
+
 
 async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
     """Wait (bounded) until ``condition()`` is true, checking every few milliseconds."""

@@ -23,6 +23,7 @@ from sender.compose.ical import build_invite
 from sender.errors import InputError
 from sender.invites import event_from_record
 from sender.store import EventRecord
+from tests.helpers import ISSUE_ZONES
 
 ORGANIZER = "invitation@calendar.example.com"
 DTSTAMP = datetime(2026, 10, 1, 9, 30, tzinfo=UTC)
@@ -45,9 +46,9 @@ def event(**kwargs: Any) -> CalendarEvent:
     return CalendarEvent(**options)
 
 
-def vevent_times(ev: CalendarEvent) -> tuple[datetime, datetime, str, str]:
-    """DTSTART and DTEND as icalendar reads the built invite back, with their raw lines."""
-    data = build_invite(
+def invite_bytes(ev: CalendarEvent) -> bytes:
+    """The invitation an attendee gets for ``ev``, stamped at DTSTAMP."""
+    return build_invite(
         ev,
         method=CalendarMethod.REQUEST,
         attendee_email="anna@example.org",
@@ -55,6 +56,11 @@ def vevent_times(ev: CalendarEvent) -> tuple[datetime, datetime, str, str]:
         sequence=0,
         dtstamp=DTSTAMP,
     )
+
+
+def vevent_times(ev: CalendarEvent) -> tuple[datetime, datetime, str, str]:
+    """DTSTART and DTEND as icalendar reads the built invite back, with their raw lines."""
+    data = invite_bytes(ev)
     cal = Calendar.from_ical(data)
     (vevent,) = cal.walk("VEVENT")
     lines = data.decode().replace("\r\n ", "").split("\r\n")
@@ -395,14 +401,7 @@ def edge_events(name: str, year: int) -> list[CalendarEvent]:
 
 
 def write_invite(directory: Path, number: int, ev: CalendarEvent) -> Path:
-    data = build_invite(
-        ev,
-        method=CalendarMethod.REQUEST,
-        attendee_email="anna@example.org",
-        attendee_name="Anna",
-        sequence=0,
-        dtstamp=DTSTAMP,
-    )
+    data = invite_bytes(ev)
     path = directory / f"{number:03d}.ics"
     path.write_bytes(data)
     return path
@@ -416,14 +415,7 @@ def test_vobject_reads_dst_edge_events_as_zoneinfo_does(tmp_path: Path) -> None:
     """
     expected: dict[str, tuple[datetime, datetime]] = {}
     paths = []
-    for name in (
-        "Europe/Oslo",
-        "Asia/Tokyo",
-        "America/Sao_Paulo",
-        "Africa/Casablanca",
-        "America/New_York",
-        "Australia/Lord_Howe",
-    ):
+    for name in ISSUE_ZONES:
         zone = ZoneInfo(name)
         for ev in edge_events(name, 2027) + edge_events(name, 2049):
             path = write_invite(tmp_path, len(paths), ev)
