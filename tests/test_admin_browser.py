@@ -139,17 +139,23 @@ class Watched:
         assert self.problems == []
 
 
+async def logged_in(context: Any, site: Site, start: str) -> Watched:
+    """A new page of ``context`` that opened ``start`` and logged in through the form with
+    the admin key, landing on the preview."""
+    watched = Watched(await context.new_page())
+    await watched.page.goto(f"{site.url}{start}")
+    await watched.page.fill("#key", KEY)
+    await watched.page.click("button[type=submit]")
+    await watched.page.wait_for_url(f"{site.url}/admin/preview")
+    return watched
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def page(chromium: Any, site: Site) -> AsyncIterator[Watched]:
     """A fresh browser context, logged in through the form with the admin key."""
     context = await chromium.new_context(viewport={"width": 1100, "height": 900})
     try:
-        watched = Watched(await context.new_page())
-        await watched.page.goto(f"{site.url}/admin/")
-        await watched.page.fill("#key", KEY)
-        await watched.page.click("button[type=submit]")
-        await watched.page.wait_for_url(f"{site.url}/admin/preview")
-        yield watched
+        yield await logged_in(context, site, "/admin/")
     finally:
         await context.close()
 
@@ -262,11 +268,7 @@ async def test_pages_fit_a_phone(chromium: Any, site: Site) -> None:
     """On a 390 px wide phone, no page scrolls sideways (wide tables scroll inside)."""
     context = await chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     try:
-        watched = Watched(await context.new_page())
-        await watched.page.goto(f"{site.url}/admin/login")
-        await watched.page.fill("#key", KEY)
-        await watched.page.click("button[type=submit]")
-        await watched.page.wait_for_url(f"{site.url}/admin/preview")
+        watched = await logged_in(context, site, "/admin/login")
         for path in ("preview", "runs", f"runs/{site.run_id}", "cleanup", "health"):
             await watched.page.goto(f"{site.url}/admin/{path}")
             wide = await watched.page.evaluate(
