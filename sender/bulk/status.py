@@ -267,9 +267,6 @@ async def status_report(
     }
 
 
-_WAITING = (MessageState.QUEUED.value, MessageState.DEFERRED.value, MessageState.SENDING.value)
-
-
 def limits_report(
     domains: list[dict[str, Any]], limits: RateLimits, /
 ) -> tuple[list[dict[str, Any]], float | None]:
@@ -285,8 +282,9 @@ def limits_report(
     waiting: dict[str, int] = {}
     for entry in domains:
         counts = entry["counts"]
-        left = sum(counts.get(state, 0) for state in _WAITING)
         total = sum(counts.values())
+        done = sum(counts.get(state, 0) for state in FINAL_STATES)
+        left = total - done
         domain = entry["domain"]
         if left:
             waiting[domain] = left
@@ -295,7 +293,7 @@ def limits_report(
                 "domain": domain,
                 "group": scheduler.group(domain),
                 "limit_per_minute": scheduler.limit_of(domain),
-                "done": total - left,
+                "done": done,
                 "waiting": left,
                 "total": total,
             }
