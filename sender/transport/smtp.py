@@ -172,6 +172,13 @@ class _Connection:
     def connected(self) -> bool:
         return self.wire.alive if self.wire is not None else self.client.is_connected
 
+    async def command(self, verb: bytes) -> aiosmtplib.SMTPResponse:
+        """A command without arguments (RSET, QUIT) and its reply, on the wire if there is
+        one, else through aiosmtplib."""
+        if self.wire is not None:
+            return await self.wire.command(verb + b"\r\n")
+        return await self.client.execute_command(verb)
+
 
 _AFTER_CODE = (b" ", b"-", b"\r", b"\n")  # what may follow a reply's three digits
 
@@ -741,12 +748,12 @@ class SmtpTransport(AsyncResource):
         """After DATA's last reply, both paths: the accepted recipients and that reply, or
         the verdicts kept and the connection readied for the next message (RSET), or
         dropped when its replies are out of step."""
-        if self._data_accepted(envelope, accepted, response, results, went=went):
+        if went and response.code == 250:
             return accepted, response
-        if _out_of_step(response, went=went):
-            conn.client.close()  # never reuse a connection whose replies are shifted
-        else:
+        if self._data_refused(envelope, accepted, response, results, went=went):
             await self._reset(conn)
+        else:
+            conn.client.close()  # never reuse a connection whose replies are shifted
         return [], None
 
     def _mail_accepted(
@@ -788,7 +795,7 @@ class SmtpTransport(AsyncResource):
         return accepted
 
     @staticmethod
-    def _data_accepted(
+    def _data_refused(
         envelope: Envelope,
         accepted: list[int],
         response: aiosmtplib.SMTPResponse,
@@ -796,14 +803,13 @@ class SmtpTransport(AsyncResource):
         *,
         went: bool,
     ) -> bool:
-        """Whether the message was accepted (``went``: DATA had its 354, then this 250); if
-        not, the RCPT-accepted recipients' verdict is the refusing reply.
+        """The verdicts for a message not taken (``went``: DATA had its 354, and then not
+        250): the RCPT-accepted recipients' verdict is the refusing reply; True then.
 
         A DATA answered by anything but 354 or a 4xx/5xx refusal (a 250, say) cannot be
-        the reply to DATA: the server's replies are out of step with the commands, the
-        message was not taken, and every recipient is left to try again (temporary)."""
-        if went and response.code == 250:
-            return True
+        the reply to DATA: the server's replies are out of step with the commands, and
+        every recipient is left to try again (temporary); False then, so the connection
+        is dropped."""
         if _out_of_step(response, went=went):
             for index, recipient in enumerate(envelope.recipients):
                 decided = results[index]
@@ -823,7 +829,7 @@ class SmtpTransport(AsyncResource):
             )
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("smtp: DATA refused: %d %s", response.code, redact.text(response.message))
-        return False
+        return True
 
     async def _drain(self, conn: _Connection, wire: _Pipeline, *, replies: int) -> None:
         """Read the replies to commands written after a refused MAIL FROM; a DATA the
@@ -841,10 +847,7 @@ class SmtpTransport(AsyncResource):
         if not conn.connected:
             return
         try:
-            if conn.wire is not None:
-                response = await conn.wire.command(b"RSET\r\n")
-            else:
-                response = await conn.client.execute_command(b"RSET")
+            response = await conn.command(b"RSET")
             if response.code != 250:
                 conn.client.close()
         except (aiosmtplib.SMTPException, OSError):
@@ -890,11 +893,8 @@ class SmtpTransport(AsyncResource):
     async def _retire(self, conn: _Connection) -> None:
         """QUIT politely if the connection still lives, then close it."""
         try:
-            if conn.wire is not None:
-                if conn.wire.alive:
-                    await conn.wire.command(b"QUIT\r\n")
-            elif conn.client.is_connected:
-                await conn.client.quit()
+            if conn.connected:
+                await conn.command(b"QUIT")
         except (aiosmtplib.SMTPException, OSError):
             pass
         finally:
