@@ -395,7 +395,7 @@ class Composer:
                 email=participant.email,
                 purpose=purpose,
                 next=next,
-                issued_at=float(int(self.clock.now())),  # the link's, as its token says
+                issued_at=link.issued_at.timestamp(),  # the link's, as its token says
                 expires_at=link.expires_at.timestamp(),
             )
         context = self.context(participant, link, locale, shown)

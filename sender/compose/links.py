@@ -113,6 +113,7 @@ class IssuedLink:
     url: str
     token: str
     expires_at: datetime
+    issued_at: datetime  # the token's own timestamp (whole seconds)
 
     def __str__(self) -> str:
         return self.url
@@ -140,15 +141,14 @@ def _b64(data: bytes) -> bytes:
 class _TokenMinter:
     """Makes the tokens ``URLSafeTimedSerializer(..., signer=_ClockedSigner).dumps`` makes,
     byte for byte, with :mod:`hmac` directly: compact JSON, zlib when it is shorter (a
-    leading dot), the timestamp's big-endian bytes, HMAC-SHA256 under the key derived the
-    ``django-concat`` way from the newest secret. On the bulk path itsdangerous's layers
-    cost more than the HMAC; verifying stays with itsdangerous.
+    leading dot), the timestamp's big-endian bytes, HMAC-SHA256 under ``key``, the key
+    itsdangerous's signer derives from the newest secret. On the bulk path itsdangerous's
+    layers cost more than the HMAC; verifying stays with itsdangerous.
     """
 
     __slots__ = ("_mac",)
 
-    def __init__(self, secret_key: str, *, salt: str) -> None:
-        key = hashlib.sha256(salt.encode() + b"signer" + secret_key.encode()).digest()
+    def __init__(self, key: bytes) -> None:
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
 
     def dumps(self, payload: list[str | int], *, timestamp: int) -> str:
@@ -256,8 +256,8 @@ class LinkSigner:
     def _minter(self, purpose: str) -> _TokenMinter:
         minter = self._minters.get(purpose)
         if minter is None:
-            self._serializer(purpose)  # checks the purpose
-            minter = _TokenMinter(self._settings.secret_keys[-1], salt=f"sender.link.{purpose}")
+            signer = self._serializer(purpose).make_signer()  # the newest key signs
+            minter = _TokenMinter(signer.derive_key())
             self._minters[purpose] = minter
         return minter
 
@@ -292,6 +292,7 @@ class LinkSigner:
             url=self.url_for(token),
             token=token,
             expires_at=datetime.fromtimestamp(issued + seconds, UTC),
+            issued_at=datetime.fromtimestamp(issued, UTC),
         )
 
     def url_for(self, token: str, /) -> str:
