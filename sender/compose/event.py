@@ -127,9 +127,10 @@ class CalendarEvent:
         zone = _zone(self.timezone)
         _check_local("start", self.start, zone, self.fold)
         _check_local("end", self.end, zone, self.fold)
-        if self.end_utc() <= self.start_utc():
+        start, end = self.start_utc(), self.end_utc()
+        if end <= start:
             raise InputError("must be after start", field="end")
-        for name, moment in (("start", self.start_utc()), ("end", self.end_utc())):
+        for name, moment in (("start", start), ("end", end)):
             if not WINDOW_YEARS[0] <= moment.year < WINDOW_YEARS[1]:
                 raise InputError(
                     f"{getattr(self, name):%Y-%m-%dT%H:%M:%S} ({moment:%Y-%m-%dT%H:%M:%SZ}) is "
