@@ -66,6 +66,7 @@ __all__ = [
     "SenderSideProblem",
     "apply_bounce",
     "bounce_report",
+    "bounce_verdict",
     "budget_reason",
     "cleanup_report",
     "complaint_rates",
@@ -227,6 +228,15 @@ async def budget_reason(
 async def _bounce_reason(store: Budget, /, *, policy: BouncePolicy, now: float) -> str | None:
     since = now - policy.window
     hard = await store.hard_bounces_since(since)
+    # The messages sent are counted only when the rate can be exceeded: the costlier query.
+    rate_matters = policy.budget > hard >= policy.min_sent * policy.max_rate
+    sent = await store.sent_since(since) if rate_matters else 0
+    return bounce_verdict(hard, sent, policy=policy)
+
+
+def bounce_verdict(hard: int, sent: int, /, *, policy: BouncePolicy) -> str | None:
+    """Why bulk sending must pause, given ``hard`` hard-bounced addresses and ``sent``
+    messages in the policy's window (0 when the rate cannot be exceeded), or None."""
     hours = policy.window / 3600
     if hard >= policy.budget:
         return (
@@ -234,13 +244,11 @@ async def _bounce_reason(store: Budget, /, *, policy: BouncePolicy, now: float) 
             f"(limit {policy.budget}); "
             "clean up the addresses (`sender bounces report`), then resume"
         )
-    if hard >= policy.min_sent * policy.max_rate:  # only then can the rate be exceeded
-        sent = await store.sent_since(since)
-        if sent >= policy.min_sent and hard / sent > policy.max_rate:
-            return (
-                f"{_RATE}: {hard} hard-bounced addresses for {sent} messages in {hours:g} h "
-                f"({hard / sent:.1%} > {policy.max_rate:.0%}); clean up, then resume"
-            )
+    if sent >= policy.min_sent and hard / sent > policy.max_rate:
+        return (
+            f"{_RATE}: {hard} hard-bounced addresses for {sent} messages in {hours:g} h "
+            f"({hard / sent:.1%} > {policy.max_rate:.0%}); clean up, then resume"
+        )
     return None
 
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sender.bulk.runner import reactivate_run, stop_run
-from sender.bulk.status import limits_report, run_list, run_status, status_report
+from sender.bulk.status import SENDER_SIDE_SINCE, limits_report, run_list, run_status
 from sender.checks.doctor import DoctorReport
 from sender.checks.gmail import gmail_bulk_estimate, gmail_check
 from sender.compose.composer import CALENDAR_TEMPLATES
@@ -38,7 +38,13 @@ from sender.compose.links import AdminSession, SessionSigner
 from sender.config import ApiKey, Scope, parse_duration
 from sender.configured import diagnose_sender
 from sender.errors import ConfigurationError, InputError, LinkError, SenderError
-from sender.feedback.suppression import REPORT_FIELDS, CleanupRow, bounce_report, budget_reason
+from sender.feedback.suppression import (
+    REPORT_FIELDS,
+    CleanupRow,
+    bounce_report,
+    bounce_verdict,
+    sender_side_problems,
+)
 from sender.models import Participant
 from sender.service.html import PAGES
 from sender.service.preview import Preview, listing, preview, sample_event, sample_person
@@ -494,9 +500,9 @@ def router(service: Service, /) -> APIRouter:
                 if not record.forged and record.address
             }
         )
-        report = await status_report(
+        problems = await sender_side_problems(
             opened,
-            all_runs=True,
+            since=now - SENDER_SIDE_SINCE,
             now=now,
             policy=policy,
             groups=service.config.limits.effective_groups(),
@@ -511,13 +517,13 @@ def router(service: Service, /) -> APIRouter:
             hard=hard,
             budget=policy.budget,
             hours=f"{policy.window / 3600:g}",
-            budget_reason=await budget_reason(opened, policy=policy, now=now) or "",
+            budget_reason=bounce_verdict(hard, sent, policy=policy) or "",
             sent=sent,
             complaints=complaints,
             complaint_rate=(complaints / sent) if sent else 0.0,
             complaint_limit=policy.complaint_pause,
             complaint_warn=policy.complaint_warn,
-            sender_side=report["sender_side"],
+            sender_side=[asdict(problem) for problem in problems],
             doctor=doctor,
             domain=doctor.domain,
             dns_server=service.config.dns_server or "the system's resolver",
