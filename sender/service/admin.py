@@ -35,13 +35,12 @@ from sender.checks.doctor import DoctorReport
 from sender.checks.gmail import gmail_bulk_estimate, gmail_check
 from sender.compose.composer import CALENDAR_TEMPLATES
 from sender.compose.links import AdminSession, SessionSigner
-from sender.config import ApiKey, Scope, parse_duration
+from sender.config import ApiKey, Scope
 from sender.configured import diagnose_sender
-from sender.errors import ConfigurationError, InputError, LinkError, SenderError
+from sender.errors import InputError, LinkError, SenderError
 from sender.feedback.suppression import (
     REPORT_FIELDS,
     CleanupRow,
-    bounce_report,
     bounce_verdict,
     sender_side_problems,
 )
@@ -80,13 +79,6 @@ class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _since(text: str) -> float:
-    try:
-        return parse_duration(text or "7d", setting="since").total_seconds()
-    except ConfigurationError as exc:
-        raise InputError(str(exc), field="since") from exc
 
 
 def _time(value: float | None) -> str:
@@ -380,13 +372,7 @@ def router(service: Service, /) -> APIRouter:
 
     async def report(since_text: str, now: float) -> list[CleanupRow]:
         """The clean-up report since ``since_text`` ago: the page's rows and the CSV's."""
-        rows, _problems = await bounce_report(
-            await store(),
-            since=now - _since(since_text),
-            now=now,
-            policy=service.config.bounces,
-            groups=service.config.limits.effective_groups(),
-        )
+        rows, _problems = await service.cleanup_report(since_text or "7d", now=now)
         return rows
 
     async def cleanup_rows(since_text: str) -> list[dict[str, object]]:
@@ -473,7 +459,7 @@ def router(service: Service, /) -> APIRouter:
         writer = csv.DictWriter(out, fieldnames=list(REPORT_FIELDS), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            entry = row.as_dict(lambda person: service.links.get_link(person).url)
+            entry = row.as_dict(service.link_url)
             writer.writerow({key: _cell(value) for key, value in entry.items()})
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
         return download_response(

@@ -8,10 +8,8 @@ import time
 from typing import Any
 
 from sender.compose.mime import envelope_address
-from sender.config import ApiKey, Scope, parse_duration
-from sender.errors import ConfigurationError, InputError
-from sender.feedback.suppression import bounce_report
-from sender.models import Participant
+from sender.config import ApiKey, Scope
+from sender.errors import InputError
 from sender.service.schemas import SuppressionRequest
 from sender.service.state import Service
 from sender.service.web import ApiError, APIRouter, Query, guard, json_response
@@ -65,26 +63,10 @@ def router(service: Service, /) -> APIRouter:
     ) -> Any:
         """``sender bounces report``: one row per affected participant with what to do and
         a fresh Get Link, and the sender-side refusals per provider."""
-        try:
-            window = parse_duration(since, setting="since").total_seconds()
-        except ConfigurationError as exc:
-            raise InputError(str(exc), field="since") from exc
-        store, _sender = await service.sending()
-        now = time.time()
-        rows, problems = await bounce_report(
-            store,
-            since=now - window,
-            now=now,
-            policy=service.config.bounces,
-            groups=service.config.limits.effective_groups(),
-        )
-
-        def get_link(person: Participant) -> str:
-            return service.links.get_link(person).url
-
+        rows, problems = await service.cleanup_report(since, now=time.time())
         return json_response(
             {
-                "rows": [row.as_dict(get_link) for row in rows],
+                "rows": [row.as_dict(service.link_url) for row in rows],
                 "sender_side": [dataclasses.asdict(problem) for problem in problems],
             }
         )

@@ -17,10 +17,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from sender.bulk.runner import transport_identity
 from sender.client import Sender
-from sender.config import CliConfig
+from sender.config import CliConfig, parse_duration
 from sender.configured import open_drain, open_sending
-from sender.errors import ConfigurationError
+from sender.errors import ConfigurationError, InputError
 from sender.feedback.sns import SnsVerifier
+from sender.feedback.suppression import CleanupRow, SenderSideProblem, bounce_report
+from sender.models import Participant
 from sender.service.auth import KeyRing
 from sender.store import RunInfo, Store
 
@@ -68,6 +70,29 @@ class Service:
                 )
                 self._opened = (store, sender)
             return self._opened
+
+    async def cleanup_report(
+        self, since: str, /, *, now: float
+    ) -> tuple[list[CleanupRow], list[SenderSideProblem]]:
+        """The clean-up report (:func:`~sender.feedback.suppression.bounce_report`) for
+        ``since`` (a duration: ``24h``, ``7d``) before ``now``, under the configured bounce
+        rules and limit groups; a bad duration is an :class:`InputError` naming ``since``."""
+        try:
+            window = parse_duration(since, setting="since").total_seconds()
+        except ConfigurationError as exc:
+            raise InputError(str(exc), field="since") from exc
+        store, _sender = await self.sending()
+        return await bounce_report(
+            store,
+            since=now - window,
+            now=now,
+            policy=self.config.bounces,
+            groups=self.config.limits.effective_groups(),
+        )
+
+    def link_url(self, person: Participant, /) -> str:
+        """``person``'s Get Link: the URL of a freshly signed login link."""
+        return self.links.get_link(person).url
 
     async def aclose(self) -> None:
         async with self._lock:
