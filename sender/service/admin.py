@@ -108,14 +108,14 @@ def _cell(value: object) -> str:
 def router(service: Service, /) -> APIRouter:
     routes = APIRouter(prefix="/admin", include_in_schema=False)
     signer = SessionSigner(service.config.sender.links.secret_keys, max_age=SESSION_AGE)
+    # What a session keeps of each key, computed once: every request compares them all.
+    checks = [(signer.key_check(key.key), key) for key in service.config.api_keys]
 
     def key_of(session: AdminSession) -> ApiKey | None:
         """The configured admin key the session was opened with; every key is compared."""
         found = None
-        for key in service.config.api_keys:
-            if hmac.compare_digest(signer.key_check(key.key), session.key_check) and (
-                Scope.ADMIN in key.scopes
-            ):
+        for check, key in checks:
+            if hmac.compare_digest(check, session.key_check) and Scope.ADMIN in key.scopes:
                 found = key
         return found
 
