@@ -341,16 +341,16 @@ class Scheduler:
 
     def limit_of(self, domain: str, /) -> float | None:
         """The configured messages per minute of ``domain``'s group (None: no limit)."""
-        name = self.group(domain)
-        return self._rates.get(name, self.limits.domain_per_minute)
+        return self._limit(self.group(domain))
+
+    def _limit(self, group: str) -> float | None:
+        return self._rates.get(group, self.limits.domain_per_minute)
 
     def _state(self, domain: str) -> _Group:
-        name = _domain(domain)
-        name = self._group_of.get(name, name)
+        name = self.group(domain)
         state = self._groups.get(name)
         if state is None:
-            configured = self._rates.get(name, self.limits.domain_per_minute)
-            state = self._groups[name] = _Group(name, configured, self.limits.spacing_margin)
+            state = self._groups[name] = _Group(name, self._limit(name), self.limits.spacing_margin)
         return state
 
     def _enqueue(self, state: _Group, now: float) -> None:
