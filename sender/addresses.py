@@ -33,6 +33,7 @@ The ``idna`` package lives here and nowhere else.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 import unicodedata
 
@@ -51,6 +52,7 @@ __all__ = [
     "domain_of",
     "is_address",
     "is_hostname",
+    "is_loopback_host",
     "is_mailbox",
     "mail_domain",
     "split_address",
@@ -133,6 +135,17 @@ def is_hostname(name: str, /) -> bool:
         and len(name) <= 253
         and all(_LABEL.fullmatch(label) is not None for label in name.split("."))
     )
+
+
+def is_loopback_host(host: str, /) -> bool:
+    """Whether a server bound to ``host`` listens only on this machine: ``localhost`` or
+    a loopback IP address (``127.0.0.0/8``, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def address_key(address: str, /) -> str:

@@ -4,7 +4,6 @@ pages on loopback."""
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import secrets
 import webbrowser
 from pathlib import Path
@@ -12,6 +11,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from sender.addresses import is_loopback_host
 from sender.cli.app import (
     EXIT_CONFIG,
     Context,
@@ -117,7 +117,7 @@ def preview(obj: Context, listen: str, open_browser: bool) -> None:
     with errors_as_lines(obj.debug):
         config = obj.config()
         host, port = parse_listen(listen)
-        if not _loopback(host):
+        if not is_loopback_host(host):
             raise InputError(
                 f"sender preview listens on loopback only, not {host}; use sender serve",
                 field="listen",
@@ -125,15 +125,6 @@ def preview(obj: Context, listen: str, open_browser: bool) -> None:
         key = ApiKey(secrets.token_urlsafe(24), frozenset({Scope.ADMIN}), name="preview key")
         config = dataclasses.replace(config, api_keys=(*config.api_keys, key))
     obj.run(_preview(config, host, port, key=key.key, open_browser=open_browser))
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def _preview(

@@ -18,7 +18,6 @@ waits on a client that never says QUIT.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import logging
 import mailbox
@@ -31,6 +30,7 @@ from typing import Protocol, TypeAlias
 import aiosmtpd.smtp as _smtpd
 
 from sender import redact
+from sender.addresses import is_loopback_host
 from sender.config import SmtpSecurity
 from sender.errors import ConfigurationError
 from sender.home import add_private, private_maildir
@@ -153,13 +153,7 @@ def _format(reply: SmtpReply) -> str:
 
 def _check_bind_host(host: str, *, allow_non_loopback: bool) -> None:
     """Refuse to listen beyond this machine unless the caller says so: the server relays nothing."""
-    if allow_non_loopback or host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not allow_non_loopback and not is_loopback_host(host):
         raise ConfigurationError(
             f"smtpd: refusing to listen on {host!r}, which is not a loopback address; "
             "pass allow_non_loopback=True to mean it",
