@@ -137,6 +137,16 @@ _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 _UNDEFINED_ATTR = re.compile(r"has no attribute '([^']+)'$")
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """What one template set's parts say about their variables."""
+
+    variables: Mapping[str, frozenset[str]]  # each part's path: what it uses, unset
+    # what the set (not its layout) passes through a filter, method or index: see
+    # _Skeletons.passes
+    transformed: frozenset[str]
+
+
 class Renderer:
     """Finds, compiles (once) and renders template sets.
 
@@ -176,7 +186,7 @@ class Renderer:
         self._uses: dict[tuple[str, str, str], bool] = {}
         self._streams: dict[str, Stream] = {}
         self._skeletons = _Skeletons(self._allowed)
-        self._transforms: dict[tuple[str, str], frozenset[str]] = {}
+        self._analyses: dict[tuple[str, str], _Parsed] = {}
         self._checked_by_skeleton = 0
         self._checked_in_full = 0
 
@@ -273,13 +283,7 @@ class Renderer:
         A missing required part raises :class:`TemplateNotFound`, a syntax error
         :class:`TemplateError`, each naming the file.
         """
-        found: dict[str, frozenset[str]] = {}
-        for part in PARTS:
-            path = f"{name}/{locale}/{part}"
-            parsed = self._parse(path, required=part != "body.html")
-            if parsed is not None:
-                found[path] = frozenset(jinja2.meta.find_undeclared_variables(parsed))
-        return found
+        return dict(self._parsed(name, locale).variables)
 
     def uses(self, name: str, locale: str, variable: str, /) -> bool:
         """Whether any part of ``name/locale`` uses ``variable`` (say, ``code``); cached."""
@@ -287,8 +291,29 @@ class Renderer:
         found = self._uses.get(key)
         if found is None:
             found = self._uses[key] = any(
-                variable in names for names in self.variables(name, locale).values()
+                variable in names for names in self._parsed(name, locale).variables.values()
             )
+        return found
+
+    def _parsed(self, name: str, locale: str) -> _Parsed:
+        """What the parts of ``name/locale`` say about their variables, from one parse of
+        each; cached."""
+        key = (name, locale)
+        found = self._analyses.get(key)
+        if found is None:
+            variables: dict[str, frozenset[str]] = {}
+            transformed: set[str] = set()
+            for part in PARTS:
+                path = f"{name}/{locale}/{part}"
+                parsed = self._parse(path, required=part != "body.html")
+                if parsed is None:
+                    continue
+                variables[path] = frozenset(jinja2.meta.find_undeclared_variables(parsed))
+                for node in parsed.find_all(_TRANSFORMS):
+                    inner = getattr(node, "node", None)
+                    if isinstance(inner, jinja2.nodes.Name):
+                        transformed.add(inner.name)
+            found = self._analyses[key] = _Parsed(variables, frozenset(transformed))
         return found
 
     def _parse(self, path: str, *, required: bool) -> jinja2.nodes.Template | None:
@@ -304,22 +329,6 @@ class Renderer:
             return self._env.parse(source, name=path)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{path}, line {exc.lineno}: {exc.message}", template=path) from exc
-
-    def _transformed(self, name: str, locale: str) -> frozenset[str]:
-        """The variables ``name/locale`` passes through a filter, method or index
-        (not those its layout does); cached. See :meth:`_Skeletons.passes`."""
-        key = (name, locale)
-        found = self._transforms.get(key)
-        if found is None:
-            names: set[str] = set()
-            for part in PARTS:
-                parsed = self._parse(f"{name}/{locale}/{part}", required=False)
-                for node in parsed.find_all(_TRANSFORMS) if parsed is not None else ():
-                    inner = getattr(node, "node", None)
-                    if isinstance(inner, jinja2.nodes.Name):
-                        names.add(inner.name)
-            found = self._transforms[key] = frozenset(names)
-        return found
 
     def _templates(self, name: str, locale: str) -> tuple[jinja2.Template, ...]:
         key = (name, locale)
@@ -396,7 +405,7 @@ class Renderer:
                 subject,
                 link=link,
                 unsubscribe=unsubscribe,
-                transformed=self._transformed(name, resolved),
+                transformed=self._parsed(name, resolved).transformed,
             ):
                 self._checked_by_skeleton += 1
                 return rendered
