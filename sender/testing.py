@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sender.config import SmtpSecurity, SmtpSettings
 from sender.models import SmtpReply
@@ -32,11 +33,16 @@ from sender.servers.smtpd import (
 )
 
 __all__ = [
+    "SETTLE_LIMIT",
     "ManualClock",
     "ReceivedMessage",
     "RecordingSMTPServer",
     "Stage",
 ]
+
+
+SETTLE_LIMIT = 5.0
+"""Real seconds :meth:`ManualClock.settle` waits for woken timers before it gives up."""
 
 
 class ManualClock:
@@ -53,6 +59,9 @@ class ManualClock:
         self._monotonic = monotonic
         self.sleeps: list[float] = []
         self._idlers: list[tuple[float, asyncio.Future[None]]] = []  # (deadline, waiter)
+        self._woken: set[asyncio.Task[Any]] = set()  # tasks of idlers woken, not back yet
+        self._owners: dict[asyncio.Future[None], asyncio.Task[Any]] = {}
+        self._changed: asyncio.Event | None = None  # while settle() waits: a timer moved
 
     def now(self) -> float:
         return self._now
@@ -69,6 +78,10 @@ class ManualClock:
         for deadline, waiter in self._idlers:
             if deadline <= self._monotonic and not waiter.done():
                 waiter.set_result(None)
+                task = self._owners[waiter]
+                if task not in self._woken:
+                    self._woken.add(task)
+                    task.add_done_callback(self._moved)
 
     async def sleep(self, seconds: float) -> None:
         """Record the sleep, advance by it (negative counts as zero) and yield once."""
@@ -88,10 +101,47 @@ class ManualClock:
             await asyncio.sleep(0)
             return
         self._idlers.append(entry)
+        task = asyncio.current_task()
+        assert task is not None  # awaited, so inside a task
+        self._owners[entry[1]] = task
+        self._moved()
         try:
             await entry[1]
         finally:
             self._idlers.remove(entry)
+            del self._owners[entry[1]]
+
+    async def settle(self) -> None:
+        """Wait until every timer that :meth:`advance` woke has run on to its next
+        :meth:`idle` or ended.
+
+        Manual time moves at once, while a woken timer's work (a lease renewal over the
+        network) takes real time: without this, a test could move the clock on again before
+        the renewal it means to test has happened. Raises :class:`TimeoutError` if they are
+        still busy after :data:`SETTLE_LIMIT` real seconds.
+        """
+        self._changed = changed = asyncio.Event()
+        try:
+            async with asyncio.timeout(SETTLE_LIMIT):
+                while self._busy():
+                    changed.clear()
+                    await changed.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"{len(self._woken)} timer(s) woken by advance() still busy after {SETTLE_LIMIT} s"
+            ) from None
+        finally:
+            self._changed = None
+
+    def _moved(self, *_: object) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    def _busy(self) -> bool:
+        """Whether a woken timer has neither ended nor gone back to idle for a later time."""
+        parked = {self._owners[waiter] for at, waiter in self._idlers if at > self._monotonic}
+        self._woken = {task for task in self._woken if not task.done()} - parked
+        return bool(self._woken)
 
 
 class Stage(StrEnum):

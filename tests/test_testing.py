@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager, suppress
 
 import pytest
 
+from sender import testing
 from sender.clock import Clock
 from sender.config import SmtpSecurity
 from sender.errors import ConfigurationError
@@ -115,6 +116,56 @@ async def test_sleep_advances_records_and_yields() -> None:
     await clock.sleep(-1)
     assert clock.sleeps == [30, 0.0]
     await task
+
+
+async def test_settle_waits_for_the_timers_advance_woke() -> None:
+    """A background timer that does real-time work each time it wakes has done it by the time
+    settle() returns, for every advance; without settle() the test would run ahead of it."""
+    clock = ManualClock(monotonic=0.0)
+    beats: list[float] = []
+
+    async def renew() -> None:
+        for _ in range(50):
+            await clock.idle(10.0)
+            await asyncio.sleep(0.01)  # a round trip to a shared store
+            beats.append(clock.monotonic())
+
+    task = asyncio.create_task(renew())
+    await asyncio.sleep(0)
+    clock.advance(10.0)
+    assert beats == []  # advance() only wakes it
+    await clock.settle()
+    assert beats == [10.0]
+    for step in range(2, 6):
+        clock.advance(10.0)
+        await clock.settle()
+        assert beats[-1] == step * 10.0
+    task.cancel()
+
+
+async def test_settle_returns_when_a_woken_timer_ends_and_gives_up_on_a_busy_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A timer that ends after waking counts as settled; one that stays busy makes settle()
+    fail after SETTLE_LIMIT, saying so, rather than hang the test."""
+    clock = ManualClock(monotonic=0.0)
+    ended = asyncio.create_task(clock.idle(1.0))
+    await asyncio.sleep(0)
+    clock.advance(1.0)
+    await clock.settle()
+    assert ended.done()
+
+    async def stuck() -> None:
+        await clock.idle(1.0)
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stuck())
+    await asyncio.sleep(0)
+    clock.advance(1.0)
+    monkeypatch.setattr(testing, "SETTLE_LIMIT", 0.05)
+    with pytest.raises(TimeoutError, match="1 timer"):
+        await clock.settle()
+    task.cancel()
 
 
 def test_manual_clock_is_a_clock() -> None:
