@@ -70,6 +70,46 @@ async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None
     raise AssertionError(f"not so within {seconds:g} s")
 
 
+ARRIVAL_JITTER = 0.15
+"""Seconds by which a loaded machine may bunch up messages that a limit spaced out: each is
+built, sent and seen after its grant, by processes the scheduler can stall. A test of a
+rate limit by arrival times counts windows this much shorter than the limit's own."""
+
+
+def most_in_a_window(times: Sequence[float], window: float) -> int:
+    """The most of ``times`` that any half-open window of ``window`` seconds holds."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+@contextlib.asynccontextmanager
+async def arrivals(server: RecordingSMTPServer) -> AsyncIterator[list[tuple[float, str]]]:
+    """For the block: ``(time.monotonic(), recipient)`` of each message ``server``
+    accepts, looked at every 5 ms."""
+    seen: list[tuple[float, str]] = []
+
+    async def watch() -> None:
+        count = 0
+        while True:
+            now = time.monotonic()
+            for message in server.messages[count:]:
+                seen.extend((now, recipient) for recipient in message.recipients)
+            count = len(server.messages)
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield seen
+        await asyncio.sleep(0.05)  # the last ones
+    finally:
+        watcher.cancel()
+
+
 @contextlib.asynccontextmanager
 async def served(asgi: Any, /) -> AsyncIterator[httpx.AsyncClient]:
     """httpx against ``asgi`` (``sender serve``'s app, say) under a real uvicorn on an
