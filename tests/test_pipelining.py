@@ -240,9 +240,11 @@ async def test_replies_out_of_step_mid_batch_mark_nobody_sent() -> None:
 
 
 @contextlib.asynccontextmanager
-async def _slow_server(delays: list[float]) -> AsyncIterator[SmtpSettings]:
+async def _slow_server(
+    delays: list[float], *, reply_timeout: float = 0.5
+) -> AsyncIterator[SmtpSettings]:
     """Offers PIPELINING, then answers MAIL, RCPT, DATA and the message, each reply after
-    its own delay; the client's timeout is 0.5 s. Its handlers end with the block."""
+    its own delay; the client's timeout is ``reply_timeout``. Its handlers end with the block."""
     handlers: list[asyncio.Task[None]] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -274,7 +276,9 @@ async def _slow_server(delays: list[float]) -> AsyncIterator[SmtpSettings]:
     port = server.sockets[0].getsockname()[1]
     try:
         async with server:
-            yield SmtpSettings(host="127.0.0.1", port=port, timeout=0.5, local_hostname="localhost")
+            yield SmtpSettings(
+                host="127.0.0.1", port=port, timeout=reply_timeout, local_hostname="localhost"
+            )
     finally:
         for task in handlers:
             task.cancel()
@@ -282,8 +286,13 @@ async def _slow_server(delays: list[float]) -> AsyncIterator[SmtpSettings]:
 
 
 async def test_replies_each_within_the_timeout_deliver_however_long_the_whole_takes() -> None:
-    """Four replies 0.3 s apart (1.2 s in all) against a 0.5 s timeout: each is in time."""
-    async with _slow_server([0.3, 0.3, 0.3, 0.3]) as settings, SmtpTransport(settings) as sender:
+    """Four replies 0.45 s apart (1.8 s in all) against a 1.5 s timeout: each is in time,
+    with a second to spare for a loaded machine."""
+    delays = [0.45, 0.45, 0.45, 0.45]
+    async with (
+        _slow_server(delays, reply_timeout=1.5) as settings,
+        SmtpTransport(settings) as sender,
+    ):
         (ada,) = await sender.send(_envelope(ADA), MESSAGE)
     assert ada.status is DeliveryStatus.ACCEPTED
     assert str(ada.reply) == "250 queued"

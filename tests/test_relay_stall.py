@@ -126,9 +126,9 @@ async def test_a_relay_that_answers_again_resets_the_count(
 ) -> None:
     """Timeouts separated by answers never pause a run: only timeouts in a row count."""
     for slow in ("user0@d0.example", "user5@d2.example"):  # never sent one after the other
-        smtp_server.delay(Stage.RCPT, 1.5, address=slow, times=1)
+        smtp_server.delay(Stage.RCPT, 3.0, address=slow, times=1)
     runner = BulkRunner(
-        Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings(timeout=0.5))),
+        Sender(SETTINGS, transport=SmtpTransport(smtp_server.smtp_settings(timeout=1.0))),
         store,
         RunSettings(concurrency=1, retry=QUICK_RETRY, relay_timeouts=2),
         scheduler=Scheduler(UNLIMITED),

@@ -446,8 +446,8 @@ async def test_slow_reply_times_out_and_the_pool_recovers(
     smtp_server: RecordingSMTPServer,
 ) -> None:
     """A reply later than the timeout fails that send only; the next one gets through."""
-    smtp_server.delay(Stage.RCPT, 1.0, times=1)
-    async with SmtpTransport(smtp_server.smtp_settings(timeout=0.3)) as transport:
+    smtp_server.delay(Stage.RCPT, 3.0, times=1)
+    async with SmtpTransport(smtp_server.smtp_settings(timeout=1.0)) as transport:
         [slow] = await transport.send(envelope(), MESSAGE)
         [fast] = await transport.send(envelope(), MESSAGE)
     assert (slow.status, slow.detail) == (TEMPORARY, "timeout")
