@@ -341,7 +341,7 @@ async def test_silent_dns_is_unknown_and_bounded() -> None:
     """A name DNS never answers makes its checks unknown, not failed, within bounded time."""
     async with DnsServer(SES, silent=(DOMAIN, f"_dmarc.{DOMAIN}")) as server:
         resolver = Resolver(
-            DnsSettings(nameserver=(server.host, server.port), timeout=0.2, lifetime=0.5)
+            DnsSettings(nameserver=(server.host, server.port), timeout=0.5, lifetime=1.0)
         )
         started = time.monotonic()
         async with asyncio.timeout(10):

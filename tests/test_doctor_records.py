@@ -366,7 +366,7 @@ async def test_silent_dns_for_the_optional_records_warns_without_failing() -> No
     silent = (f"_mta-sts.{DOMAIN}", f"_smtp._tls.{DOMAIN}", f"default._bimi.{DOMAIN}")
     async with DnsServer(BASE, silent=silent) as server, asyncio.timeout(20):
         resolver = Resolver(
-            DnsSettings(nameserver=(server.host, server.port), timeout=0.2, lifetime=0.5)
+            DnsSettings(nameserver=(server.host, server.port), timeout=0.5, lifetime=1.5)
         )
         report = await diagnose(DOMAIN, resolver=resolver, fetch_policy=no_fetch)
     found = {c.name: c for c in report.checks}

@@ -47,7 +47,7 @@ async def test_missing_names_and_types_are_told_apart() -> None:
 async def test_servfail_and_silence_are_not_answers() -> None:
     """SERVFAIL and a server that never answers end as servfail and timeout, promptly."""
     async with DnsServer(ZONE, servfail=("broken.example",), silent=("slow.example",)) as server:
-        resolver = resolver_for(server, timeout=0.2, lifetime=0.5)
+        resolver = resolver_for(server, timeout=0.5, lifetime=1.5)
         broken = await resolver.lookup("broken.example", "MX")
         assert broken.status is LookupStatus.SERVFAIL
         assert not broken.settled

@@ -49,7 +49,7 @@ async def server() -> AsyncIterator[DnsServer]:
 
 
 def validator(server: DnsServer, **kw: object) -> Validator:
-    dns_settings = DnsSettings(nameserver=(server.host, server.port), timeout=0.2, lifetime=0.5)
+    dns_settings = DnsSettings(nameserver=(server.host, server.port), timeout=0.5, lifetime=1.5)
     resolver = Resolver(dns_settings)
     return Validator(resolver, **kw)  # type: ignore[arg-type]
 
