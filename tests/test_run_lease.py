@@ -66,11 +66,14 @@ async def busy_then_done(
     first: BulkRunner,
     task: asyncio.Task[RunReport],
     second: BulkRunner,
+    gate: asyncio.Event,
 ) -> None:
-    """``second`` cannot take ``run_id`` while ``first`` holds it; ``first`` ends it alone."""
+    """``second`` cannot take ``run_id`` while ``first`` holds it, mid-send until ``gate``
+    lets the reply go; ``first`` then ends it alone."""
     with pytest.raises(RunBusy):
         await second.run(run_id)
     await second.sender.aclose()
+    gate.set()
     report = await task
     await first.sender.aclose()
     assert report.run.state is RunState.DONE
@@ -82,8 +85,8 @@ async def test_slow_server_never_lets_another_runner_take_over(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """A send slower than the lease keeps the run held: status says running, a resume is busy."""
-    smtp_server.delay(Stage.MAIL, 2.0)  # a slow but working server: every MAIL takes 2 s
-    ttl = 0.6
+    gate = smtp_server.hold(Stage.MAIL, times=1)  # a slow but working server
+    ttl = 1.2
     first = runner_for(smtp_server, store, lease_ttl=ttl)
     task = asyncio.create_task(first.run("r-slow", people(1)))
     await until(lambda: smtp_server.connections_opened >= 1)
@@ -92,14 +95,14 @@ async def test_slow_server_never_lets_another_runner_take_over(
     assert status["running"] is True
     assert status["state"] == "active"
     second = runner_for(smtp_server, store, owner="elsewhere.example:1", lease_ttl=ttl)
-    await busy_then_done(smtp_server, "r-slow", first, task, second)
+    await busy_then_done(smtp_server, "r-slow", first, task, second, gate)
 
 
 async def test_heartbeat_follows_the_injected_clock(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """Advancing a manual clock past a third of the lease renews it, with no send finishing."""
-    smtp_server.delay(Stage.MAIL, 1.0, times=1)
+    gate = smtp_server.hold(Stage.MAIL, times=1)
     clock = ManualClock(now=1_800_000_000.0)
     runner = runner_for(smtp_server, store, clock=clock, lease_ttl=30.0)
     task = asyncio.create_task(runner.run("r-clock", people(1)))
@@ -108,16 +111,11 @@ async def test_heartbeat_follows_the_injected_clock(
     assert started is not None
     assert started.heartbeat_at == 1_800_000_000.0
     clock.advance(11.0)
-
-    async def beat() -> float | None:
-        info = await store.get_run("r-clock")
-        return info.heartbeat_at if info else None
-
-    for _ in range(180):  # 0.9 s: well before the slow MAIL is answered
-        if await beat() == 1_800_000_011.0:
-            break
-        await asyncio.sleep(0.005)
-    assert await beat() == 1_800_000_011.0
+    await clock.settle()  # the heartbeat has had its turn; the MAIL is still unanswered
+    renewed = await store.get_run("r-clock")
+    assert renewed is not None
+    assert renewed.heartbeat_at == 1_800_000_011.0
+    gate.set()
     report = await task
     await runner.sender.aclose()
     assert report.counts[MessageState.SENT] == 1
@@ -127,7 +125,7 @@ async def test_budget_check_follows_the_injected_clock(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """The bounce budget is checked when the manual clock passes budget_interval."""
-    smtp_server.delay(Stage.DATA, 0.5, times=1)
+    gate = smtp_server.hold(Stage.DATA, times=1)
     clock = ManualClock(now=1_800_000_000.0)
     runner = runner_for(
         smtp_server, store, clock=clock, bounces=BouncePolicy(budget=1), budget_interval=2.0
@@ -136,6 +134,8 @@ async def test_budget_check_follows_the_injected_clock(
     await until(lambda: smtp_server.connections_opened >= 1)
     await store.add_bounce(hard_bounce(clock.now()))
     clock.advance(3.0)
+    await clock.settle()  # the budget check has had its turn, the first DATA still held
+    gate.set()
     report = await task
     await runner.sender.aclose()
     assert report.run.state is RunState.PAUSED
@@ -220,13 +220,13 @@ async def test_a_second_runner_in_the_same_process_cannot_take_a_held_run(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """Two runners in one process (an LMS calling twice) never both hold one run."""
-    smtp_server.delay(Stage.MAIL, 1.0, times=1)
+    gate = smtp_server.hold(Stage.MAIL, times=1)
     first = runner_for(smtp_server, store)
     task = asyncio.create_task(first.run("r-twice", people(1)))
     await until(lambda: smtp_server.connections_opened >= 1)
     second = runner_for(smtp_server, store)
     assert second.owner != first.owner
-    await busy_then_done(smtp_server, "r-twice", first, task, second)
+    await busy_then_done(smtp_server, "r-twice", first, task, second, gate)
 
 
 async def test_a_run_whose_ingest_failed_shows_as_interrupted(
