@@ -158,13 +158,14 @@ async def test_a_worker_whose_lease_was_taken_back_goes_on_under_a_new_one(
     stops sending under it, registers a new lease, and finishes the run: every participant
     gets the message, the one taken back possibly twice, recorded once."""
     senders = Senders(smtp_server, store)
-    smtp_server.delay(Stage.DATA, 0.3, times=1)
+    gate = smtp_server.hold(Stage.DATA, times=1)
     await enqueue(senders, "r-lost", people("l", 6))
     worker = drain(senders)
     task = asyncio.create_task(worker.run())
     await until(lambda: smtp_server.connections_opened >= 1)
     (lease,) = await store.workers(time.time())
     assert await store.reclaim_worker(lease.owner, now=time.time()) >= 1
+    gate.set()
     report = await asyncio.wait_for(task, 30)
     await senders.sender.aclose()
     assert report.leases == 2

@@ -35,27 +35,29 @@ def runner_for(server: RecordingSMTPServer, store: SqliteStore, clock: ManualClo
 
 async def sending_slowly(
     server: RecordingSMTPServer, store: SqliteStore, run_id: str
-) -> tuple[BulkRunner, asyncio.Task[RunReport]]:
-    """A run of one participant whose send is under way (its MAIL FROM answered after 0.5 s)."""
-    server.delay(Stage.MAIL, 0.5, times=1)
+) -> tuple[BulkRunner, asyncio.Task[RunReport], asyncio.Event]:
+    """A run of one participant whose send is under way: its MAIL FROM is answered once the
+    returned event is set."""
+    gate = server.hold(Stage.MAIL, times=1)
     runner = runner_for(server, store, ManualClock(now=T0))
     people = [Participant("ada@d.example", "Ada", "p-1", "PY101")]
     task = asyncio.create_task(runner.run(run_id, people))
     await until(lambda: server.connections_opened >= 1)
-    return runner, task
+    return runner, task, gate
 
 
 async def test_a_runner_holds_a_worker_lease_while_it_sends(
     smtp_server: RecordingSMTPServer, store: SqliteStore
 ) -> None:
     """While a run sends, its runner is a listed worker (host, pid); afterwards it is not."""
-    runner, task = await sending_slowly(smtp_server, store, "r-worker")
+    runner, task, gate = await sending_slowly(smtp_server, store, "r-worker")
     (worker,) = await store.workers(T0)
     assert (worker.owner, worker.host, worker.pid) == (
         runner.owner,
         socket.gethostname(),
         os.getpid(),
     )
+    gate.set()
     report = await task
     await runner.sender.aclose()
     assert report.counts[MessageState.SENT] == 1
@@ -70,8 +72,9 @@ async def test_a_claim_taken_back_is_recorded_once_and_resent_with_its_message_i
     The first copy got through too (at least once), but its outcome is not recorded:
     one attempt in the log, by the worker that holds the claim now.
     """
-    runner, task = await sending_slowly(smtp_server, store, "r-taken")
+    runner, task, gate = await sending_slowly(smtp_server, store, "r-taken")
     assert await store.reclaim_expired(now=T0 + 100) == 1  # as another worker would
+    gate.set()
     with pytest.raises(RunBusy, match="lease was taken back"):
         await task
     await runner.sender.aclose()
