@@ -25,6 +25,7 @@ it refuses to start without ``-u USER``; we pass ``-u nobody``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import re
@@ -180,7 +181,19 @@ def _from_install() -> tuple[Path, dict[str, str]]:
 
 
 def ensure_binaries() -> tuple[Path, Path, dict[str, str]]:
-    """Return ``(smtp_sink, smtp_source, env)``; ``env`` is for starting either program."""
+    """Return ``(smtp_sink, smtp_source, env)``; ``env`` is for starting either program.
+
+    Callers at once (pytest's workers) take turns under a lock on the cache: the first
+    fetches, the others then find its copy, rather than wiping each other's extraction.
+    """
+    lock_path = cache_dir() / "postfix.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _find_or_fetch()
+
+
+def _find_or_fetch() -> tuple[Path, Path, dict[str, str]]:
     root = cache_dir() / "postfix"
     candidates: list[tuple[Path, dict[str, str]]] = []
     if (root / "ok").is_file():
