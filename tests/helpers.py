@@ -334,6 +334,28 @@ async def spawn_sender(
     )
 
 
+async def two_runs_at_once(
+    workdir: Path, smtp: str, *options: str, rows: int, seconds: float
+) -> None:
+    r"""Two ``sender run``\ s at once from one home, ``a.csv`` and ``b.csv`` of ``rows``
+    participants each at firma.example (run ids ``r-a`` and ``r-b``), with ``options``;
+    both must exit 0 within ``seconds``."""
+    for name in ("a", "b"):
+        people_csv(workdir / f"{name}.csv", [f"{name}{i}@firma.example" for i in range(rows)])
+    runs = [
+        await spawn_sender(
+            workdir,
+            *("run", f"{name}.csv", "--smtp", smtp, "--no-validate", "--run-id", f"r-{name}"),
+            *options,
+            env=IDENTITY,
+        )
+        for name in ("a", "b")
+    ]
+    outputs = [await asyncio.wait_for(run.communicate(), seconds) for run in runs]
+    for run, (_, stderr) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, stderr.decode()
+
+
 async def spawn_inbound(
     cwd: Path, port: int, *options: str, env: Mapping[str, str], verbose: bool = False
 ) -> asyncio.subprocess.Process:

@@ -27,7 +27,7 @@ from sender.testing import ManualClock, RecordingSMTPServer
 from sender.transport import SmtpTransport
 from sender.transport.smtp import LEASE_TTL
 from tests.conftest import redis_url
-from tests.helpers import IDENTITY, people_csv, sender_settings, smtp_url, spawn_sender
+from tests.helpers import sender_settings, smtp_url, two_runs_at_once
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 
@@ -234,21 +234,14 @@ async def test_two_runs_with_workers_keep_the_cap_between_them(
     """Two `sender run`s at once from one home, two worker processes each and concurrency
     8, through an smtp URL with max_connections=2: the relay never sees more than 2
     connections open, and every participant gets one message."""
-    for name in ("a", "b"):
-        people_csv(workdir / f"{name}.csv", [f"{name}{i}@firma.example" for i in range(40)])
     smtp = smtp_url(smtp_server) + "?max_connections=2&max_messages_per_connection=5"
-    runs = [
-        await spawn_sender(
-            workdir,
-            *("run", f"{name}.csv", "--smtp", smtp, "--no-validate", "--run-id", f"r-{name}"),
-            *("--rate", "0", "--domain-rate", "0", "--concurrency", "8", "--workers", "2"),
-            env=IDENTITY,
-        )
-        for name in ("a", "b")
-    ]
-    outputs = [await asyncio.wait_for(run.communicate(), 120) for run in runs]
-    for run, (_, stderr) in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, stderr.decode()
+    await two_runs_at_once(
+        workdir,
+        smtp,
+        *("--rate", "0", "--domain-rate", "0", "--concurrency", "8", "--workers", "2"),
+        rows=40,
+        seconds=120,
+    )
     delivered = Counter(r for message in smtp_server.messages for r in message.recipients)
     assert len(delivered) == 80
     assert set(delivered.values()) == {1}

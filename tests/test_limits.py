@@ -30,12 +30,10 @@ from sender.testing import ManualClock, RecordingSMTPServer
 from tests.conftest import BACKENDS, REDIS_URL, redis_url
 from tests.helpers import (
     ARRIVAL_JITTER,
-    IDENTITY,
     arrivals,
     most_in_a_window,
-    people_csv,
     smtp_url,
-    spawn_sender,
+    two_runs_at_once,
 )
 
 
@@ -371,22 +369,14 @@ async def test_two_runs_from_one_home_keep_one_domains_limit(
     issue's 60/min, 12 in 10 s, twenty times faster; windows counted ARRIVAL_JITTER short),
     and every participant gets one message. Each run alone would send at 20/s: without the
     shared limit the two send 40 in a second."""
-    for name in ("a", "b"):
-        people_csv(workdir / f"{name}.csv", [f"{name}{i}@firma.example" for i in range(30)])
-    smtp = smtp_url(smtp_server)
     async with arrivals(smtp_server) as seen:
-        runs = [
-            await spawn_sender(
-                workdir,
-                *("run", f"{name}.csv", "--smtp", smtp, "--no-validate", "--run-id", f"r-{name}"),
-                *("--domain-rate", "1200/min", "--rate", "0"),
-                env=IDENTITY,
-            )
-            for name in ("a", "b")
-        ]
-        outputs = [await asyncio.wait_for(run.communicate(), 60) for run in runs]
-    for run, (_, stderr) in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, stderr.decode()
+        await two_runs_at_once(
+            workdir,
+            smtp_url(smtp_server),
+            *("--domain-rate", "1200/min", "--rate", "0"),
+            rows=30,
+            seconds=60,
+        )
     delivered = Counter(r for message in smtp_server.messages for r in message.recipients)
     assert len(delivered) == 60
     assert set(delivered.values()) == {1}
